@@ -1,0 +1,180 @@
+//! Control-stream frames and their framing: a 4-byte big-endian length, then that many bytes
+//! of UTF-8 JSON with a `type` field (`docs/protocol.md`, "Control stream").
+//!
+//! JSON keeps the control stream readable in a packet capture and easy to implement twice;
+//! bulk bytes travel on their own streams and never pass through this codec.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest control frame body accepted; anything bigger is a protocol error, so a peer
+/// speaking garbage cannot make us allocate without bound.
+pub const MAX_FRAME_LEN: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControlFrame {
+    /// First frame from the agent. Frozen: also sent on the discovery ALPN.
+    Hello {
+        major: u32,
+        minor: u32,
+        /// The agent's software version, for the admin board.
+        agent_version: String,
+    },
+    /// The gateway's answer when the versions match.
+    Welcome {
+        major: u32,
+        minor: u32,
+        gateway_version: String,
+        /// The clinic id read from the agent's certificate: what the gateway knows it as.
+        clinic: String,
+    },
+    /// The gateway's answer on the discovery ALPN. Frozen.
+    VersionMismatch {
+        gateway_majors: Vec<u32>,
+        agent_major: u32,
+    },
+    /// Heartbeat request; either side sends them.
+    Ping { seq: u64 },
+    /// Heartbeat answer, echoing the ping's sequence number.
+    Pong { seq: u64 },
+    /// A frame type from a newer minor version; ignored.
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("control frame of {0} bytes exceeds the {MAX_FRAME_LEN}-byte limit; the peer is not speaking this protocol")]
+    TooLarge(usize),
+    #[error("control frame is not valid JSON for this protocol: {0}")]
+    Malformed(String),
+}
+
+impl ControlFrame {
+    /// Encodes the frame with its length prefix.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising these plain enums to JSON cannot fail: no maps with non-string keys.
+        let body = serde_json::to_vec(self).unwrap_or_default();
+        let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+        let mut out = Vec::with_capacity(4 + body.len());
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+}
+
+/// Collects bytes from a stream and cuts them into frames.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+}
+
+impl FrameDecoder {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete frame, `Ok(None)` when more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<ControlFrame>, FrameError> {
+        let Some(header) = self.buf.get(..4) else {
+            return Ok(None);
+        };
+        let mut len_bytes = [0u8; 4];
+        len_bytes.copy_from_slice(header);
+        let len = u32::from_be_bytes(len_bytes) as usize;
+        if len > MAX_FRAME_LEN {
+            return Err(FrameError::TooLarge(len));
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let frame = serde_json::from_slice(&self.buf[4..4 + len])
+            .map_err(|e| FrameError::Malformed(e.to_string()));
+        self.buf.drain(..4 + len);
+        frame.map(Some)
+    }
+
+    /// Bytes received but not yet part of a complete frame.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_frames() -> Vec<ControlFrame> {
+        vec![
+            ControlFrame::Hello {
+                major: 1,
+                minor: 0,
+                agent_version: "0.1.0".into(),
+            },
+            ControlFrame::Welcome {
+                major: 1,
+                minor: 0,
+                gateway_version: "0.1.0".into(),
+                clinic: "jinzhou".into(),
+            },
+            ControlFrame::VersionMismatch {
+                gateway_majors: vec![1],
+                agent_major: 2,
+            },
+            ControlFrame::Ping { seq: 7 },
+            ControlFrame::Pong { seq: u64::MAX },
+        ]
+    }
+
+    #[test]
+    fn frames_survive_being_split_at_every_byte() {
+        let wire: Vec<u8> = all_frames().iter().flat_map(|f| f.encode()).collect();
+        for split in 0..wire.len() {
+            let mut dec = FrameDecoder::default();
+            let mut got = Vec::new();
+            for part in [&wire[..split], &wire[split..]] {
+                dec.push(part);
+                while let Some(f) = dec.next_frame().unwrap() {
+                    got.push(f);
+                }
+            }
+            assert_eq!(got, all_frames(), "split at {split}");
+            assert_eq!(dec.pending(), 0);
+        }
+    }
+
+    #[test]
+    fn wire_form_is_documented_json() {
+        let bytes = ControlFrame::Ping { seq: 3 }.encode();
+        assert_eq!(&bytes[..4], &[0, 0, 0, 23]);
+        assert_eq!(&bytes[4..], br#"{"type":"ping","seq":3}"#);
+    }
+
+    #[test]
+    fn unknown_frame_types_are_tolerated() {
+        let body = br#"{"type":"from_the_future","x":1}"#;
+        let mut dec = FrameDecoder::default();
+        dec.push(&(body.len() as u32).to_be_bytes());
+        dec.push(body);
+        assert_eq!(dec.next_frame(), Ok(Some(ControlFrame::Unknown)));
+    }
+
+    #[test]
+    fn garbage_and_oversized_frames_are_errors_not_panics() {
+        let mut dec = FrameDecoder::default();
+        dec.push(&[0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            dec.next_frame(),
+            Err(FrameError::TooLarge(u32::MAX as usize))
+        );
+
+        let mut dec = FrameDecoder::default();
+        dec.push(&[0, 0, 0, 3, b'{', 0xc3, b'}']);
+        assert!(matches!(dec.next_frame(), Err(FrameError::Malformed(_))));
+
+        let mut dec = FrameDecoder::default();
+        dec.push(&[0, 0, 0, 9]);
+        dec.push(br#"{"seq":1}"#);
+        assert!(matches!(dec.next_frame(), Err(FrameError::Malformed(_))));
+    }
+}
