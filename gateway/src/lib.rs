@@ -1,1 +1,129 @@
+//! The hospital gateway: accepts clinic agents over QUIC with mutual TLS, knows each clinic by
+//! its certificate, keeps heartbeats on every link, and serves Prometheus metrics.
+//!
+//! Entry point for binaries and tests alike: bind with [`Listeners::bind`], then [`run`] until
+//! the shutdown token is cancelled.
 
+pub mod config;
+pub mod link;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use config::GatewayConfig;
+pub use metrics::Metrics;
+
+/// The gateway's sockets, bound before it runs so a test can bind port 0 and read the port.
+#[derive(Debug)]
+pub struct Listeners {
+    pub link: std::net::UdpSocket,
+    pub metrics: std::net::TcpListener,
+}
+
+impl Listeners {
+    pub fn bind(config: &GatewayConfig) -> anyhow::Result<Self> {
+        let link = std::net::UdpSocket::bind(config.link.listen).with_context(|| {
+            format!(
+                "cannot bind [link] listen = {} (UDP); is another gateway running?",
+                config.link.listen
+            )
+        })?;
+        let metrics = std::net::TcpListener::bind(config.metrics_listen).with_context(|| {
+            format!(
+                "cannot bind [metrics] listen = {} (TCP)",
+                config.metrics_listen
+            )
+        })?;
+        metrics.set_nonblocking(true)?;
+        Ok(Self { link, metrics })
+    }
+
+    pub fn link_addr(&self) -> SocketAddr {
+        self.link
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+}
+
+/// A running gateway's shared state, for the pilot and the tests.
+#[derive(Clone)]
+pub struct Handle {
+    pub metrics: Arc<Metrics>,
+    pub live: Arc<link::LiveLinks>,
+}
+
+/// Runs the gateway until `shutdown` is cancelled, then closes every link with the shutdown
+/// code and returns.
+pub async fn run(
+    config: GatewayConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (handle, task) = start(config, listeners, shutdown)?;
+    drop(handle);
+    task.await
+}
+
+/// Starts the gateway's tasks and returns its handle with the future that completes when the
+/// gateway has stopped.
+pub fn start(
+    config: GatewayConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(
+    Handle,
+    impl std::future::Future<Output = anyhow::Result<()>>,
+)> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let metrics = Arc::new(Metrics::new());
+    let link = Arc::new(link::Link::new(config.link.clone(), metrics.clone()));
+    let handle = Handle {
+        metrics: metrics.clone(),
+        live: link.live.clone(),
+    };
+    let metrics_listener = tokio::net::TcpListener::from_std(listeners.metrics)?;
+    info!(metrics = %metrics_listener.local_addr()?, "metrics endpoint listening");
+    let link_task = tokio::spawn(link.serve(listeners.link, shutdown.clone()));
+    let metrics_task = tokio::spawn(serve_metrics(metrics_listener, metrics, shutdown));
+    Ok((handle, async move {
+        let link = link_task.await.context("link task panicked")?;
+        metrics_task.await.context("metrics task panicked")??;
+        link
+    }))
+}
+
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+                    metrics.render(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .context("metrics endpoint failed")
+}

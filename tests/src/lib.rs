@@ -1,1 +1,293 @@
+//! A whole pilot on loopback: a fresh PKI, a gateway and clinic agents started in-process from
+//! real configuration files, and helpers to read their metrics. The integration tests and the
+//! `pilot` binary (the pilot in a box) are both built on it.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use certs::pki::{Pki, Validity};
+use clinic_agent::{AgentConfig, LinkOptions};
+use gateway::GatewayConfig;
+use proto::ClinicId;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Timings for a pilot on one machine: fast heartbeats, quick reconnects, CRL checked every
+/// second, so the tests and the demo see changes at once.
+#[derive(Debug, Clone)]
+pub struct Timings {
+    pub heartbeat_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub crl_reload_secs: u64,
+    pub reconnect_initial_ms: u64,
+    pub reconnect_max_secs: u64,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            heartbeat_secs: 1,
+            idle_timeout_secs: 10,
+            crl_reload_secs: 1,
+            reconnect_initial_ms: 100,
+            reconnect_max_secs: 1,
+        }
+    }
+}
+
+/// A pilot's folder: `pki/`, `gateway/gateway.toml`, `clinics/<id>/agent.toml`.
+#[derive(Debug)]
+pub struct PilotDir {
+    pub root: PathBuf,
+    pub timings: Timings,
+}
+
+impl PilotDir {
+    /// Creates the PKI (CA, gateway certificate for localhost/127.0.0.1) unless it exists.
+    pub fn create(root: &Path, timings: Timings) -> anyhow::Result<Self> {
+        let pki_dir = root.join("pki");
+        if !pki_dir.join("ca.pem").exists() {
+            let mut pki = Pki::init(&pki_dir, certs::pki::DEFAULT_CA_NAME, 30, false)?;
+            pki.issue_gateway(
+                &["localhost".into()],
+                &["127.0.0.1".parse()?],
+                Validity::days_from_now(30)?,
+                false,
+            )?;
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            timings,
+        })
+    }
+
+    pub fn pki_dir(&self) -> PathBuf {
+        self.root.join("pki")
+    }
+
+    pub fn pki(&self) -> anyhow::Result<Pki> {
+        Ok(Pki::open(&self.pki_dir())?)
+    }
+
+    /// Issues a clinic bundle (valid 30 days) unless one exists.
+    pub fn enrol(&self, clinic: &str, name: &str) -> anyhow::Result<PathBuf> {
+        let bundle = self.pki_dir().join("clinics").join(clinic);
+        if !bundle.join("cert.pem").exists() {
+            self.pki()?.issue_clinic(
+                &ClinicId::new(clinic)?,
+                Some(name),
+                Validity::days_from_now(30)?,
+                false,
+            )?;
+        }
+        Ok(bundle)
+    }
+
+    /// Writes `gateway/gateway.toml` listening on `link` (UDP) and loads it.
+    pub fn gateway_config(&self, link: SocketAddr) -> anyhow::Result<GatewayConfig> {
+        let t = &self.timings;
+        let path = self.root.join("gateway").join("gateway.toml");
+        write(
+            &path,
+            &format!(
+                r#"# Written by the pilot harness; see docs/configuration.md.
+data_dir = "data"
+
+[link]
+listen = "{link}"
+cert = "../pki/gateway/cert.pem"
+key = "../pki/gateway/key.pem"
+ca = "../pki/ca.pem"
+crl = "../pki/crl.pem"
+crl_reload_secs = {crl}
+heartbeat_secs = {hb}
+idle_timeout_secs = {idle}
+keep_alive_secs = 1
+
+[web]
+listen = "127.0.0.1:0"
+
+[metrics]
+listen = "127.0.0.1:0"
+"#,
+                crl = t.crl_reload_secs,
+                hb = t.heartbeat_secs,
+                idle = t.idle_timeout_secs,
+            ),
+        )?;
+        Ok(GatewayConfig::load(&path)?)
+    }
+
+    /// Writes `clinics/<id>/agent.toml` using the bundle at `bundle` and loads it.
+    pub fn agent_config(
+        &self,
+        clinic: &str,
+        bundle: &Path,
+        gateway: SocketAddr,
+    ) -> anyhow::Result<AgentConfig> {
+        let t = &self.timings;
+        let path = self.root.join("clinics").join(clinic).join("agent.toml");
+        write(
+            &path,
+            &format!(
+                r#"# Written by the pilot harness; see docs/configuration.md.
+data_dir = "data"
+
+[link]
+gateway = "{gateway}"
+server_name = "localhost"
+cert = "{b}/cert.pem"
+key = "{b}/key.pem"
+ca = "{b}/ca.pem"
+reconnect_initial_ms = {init}
+reconnect_max_secs = {max}
+heartbeat_secs = {hb}
+idle_timeout_secs = {idle}
+keep_alive_secs = 1
+
+[dicom]
+listen = "127.0.0.1:0"
+ae_title = "TPG_{ae}"
+
+[web]
+listen = "127.0.0.1:0"
+
+[metrics]
+listen = "127.0.0.1:0"
+"#,
+                b = bundle.display(),
+                init = t.reconnect_initial_ms,
+                max = t.reconnect_max_secs,
+                hb = t.heartbeat_secs,
+                idle = t.idle_timeout_secs,
+                ae = clinic
+                    .to_uppercase()
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .take(12)
+                    .collect::<String>(),
+            ),
+        )?;
+        Ok(AgentConfig::load(&path)?)
+    }
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A gateway running in this process.
+pub struct RunningGateway {
+    pub handle: gateway::Handle,
+    pub link_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningGateway {
+    pub fn start(config: GatewayConfig) -> anyhow::Result<Self> {
+        let listeners = gateway::Listeners::bind(&config)?;
+        let link_addr = listeners.link_addr();
+        let metrics_addr = listeners.metrics_addr();
+        let shutdown = CancellationToken::new();
+        let (handle, fut) = gateway::start(config, listeners, shutdown.clone())?;
+        Ok(Self {
+            handle,
+            link_addr,
+            metrics_addr,
+            shutdown,
+            task: tokio::spawn(fut),
+        })
+    }
+
+    pub fn metrics(&self) -> String {
+        scrape(self.metrics_addr).unwrap_or_default()
+    }
+
+    /// Graceful shutdown: every link is closed with the shutdown code.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await?
+    }
+}
+
+/// A clinic agent running in this process.
+pub struct RunningAgent {
+    pub handle: clinic_agent::Handle,
+    pub metrics_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningAgent {
+    pub fn start(config: AgentConfig, options: LinkOptions) -> anyhow::Result<Self> {
+        let listeners = clinic_agent::Listeners::bind(&config)?;
+        let metrics_addr = listeners.metrics_addr();
+        let shutdown = CancellationToken::new();
+        let (handle, fut) = clinic_agent::start(config, options, listeners, shutdown.clone())?;
+        Ok(Self {
+            handle,
+            metrics_addr,
+            shutdown,
+            task: tokio::spawn(fut),
+        })
+    }
+
+    pub fn metrics(&self) -> String {
+        scrape(self.metrics_addr).unwrap_or_default()
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await?
+    }
+}
+
+/// `GET /metrics` over plain HTTP/1.0, as Prometheus or curl would.
+pub fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("metrics response has no header/body separator")?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "metrics answered {head}"
+    );
+    Ok(body.to_owned())
+}
+
+/// The value of one sample line, e.g. `metric(&text, "tpg_link_up{clinic=\"a\"}")`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes.
+pub async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,282 @@
+//! `agent.toml`: parsed strictly (unknown keys are errors), relative paths resolved against
+//! the file's folder, every problem reported with the file and the key. Keys are documented
+//! in `docs/configuration.md`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use proto::backoff::BackoffConfig;
+use proto::config::{host_port, listen_addr, resolve, ConfigValueError};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; pass the right --config path")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error(transparent)]
+    Value(#[from] ConfigValueError),
+    #[error("{file}: {key} names {path}, which does not exist; copy the clinic bundle (cert.pem, key.pem, ca.pem) from `certs clinic` there or fix the path")]
+    MissingFile {
+        file: String,
+        key: &'static str,
+        path: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: Option<PathBuf>,
+    link: RawLink,
+    #[serde(default)]
+    dicom: RawDicom,
+    #[serde(default)]
+    web: RawListen,
+    #[serde(default)]
+    metrics: RawListen,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    gateway: String,
+    server_name: Option<String>,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    reconnect_initial_ms: Option<u64>,
+    reconnect_max_secs: Option<u64>,
+    keep_alive_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    heartbeat_secs: Option<u64>,
+    handshake_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDicom {
+    listen: Option<String>,
+    ae_title: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub file: PathBuf,
+    pub data_dir: PathBuf,
+    pub link: LinkConfig,
+    pub dicom: DicomConfig,
+    pub web_listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// Gateway host (name or IP) and UDP port; the name is resolved at every dial.
+    pub gateway_host: String,
+    pub gateway_port: u16,
+    /// Name checked against the gateway's certificate.
+    pub server_name: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    pub backoff: BackoffConfig,
+    pub keep_alive: Duration,
+    pub idle_timeout: Duration,
+    pub heartbeat: Duration,
+    pub handshake_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DicomConfig {
+    pub listen: SocketAddr,
+    pub ae_title: String,
+}
+
+pub const DEFAULT_DICOM_LISTEN: &str = "0.0.0.0:11112";
+pub const DEFAULT_AE_TITLE: &str = "TPG_AGENT";
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8081";
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9101";
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let secs = |v: Option<u64>, default: u64| Duration::from_secs(v.unwrap_or(default).max(1));
+        let (gateway_host, gateway_port) = host_port(path, "[link] gateway", &raw.link.gateway)?;
+        let file = |key, p: &Path| existing(path, key, resolve(dir, p));
+        let link = LinkConfig {
+            server_name: raw.link.server_name.unwrap_or_else(|| gateway_host.clone()),
+            gateway_host,
+            gateway_port,
+            cert: file("[link] cert", &raw.link.cert)?,
+            key: file("[link] key", &raw.link.key)?,
+            ca: file("[link] ca", &raw.link.ca)?,
+            backoff: BackoffConfig {
+                initial: Duration::from_millis(raw.link.reconnect_initial_ms.unwrap_or(500).max(1)),
+                max: secs(raw.link.reconnect_max_secs, 30),
+            },
+            keep_alive: secs(raw.link.keep_alive_secs, 5),
+            idle_timeout: secs(raw.link.idle_timeout_secs, 60),
+            heartbeat: secs(raw.link.heartbeat_secs, 5),
+            handshake_timeout: secs(raw.link.handshake_timeout_secs, 15),
+        };
+        let ae_title = raw
+            .dicom
+            .ae_title
+            .unwrap_or_else(|| DEFAULT_AE_TITLE.into());
+        check_ae_title(path, &ae_title)?;
+        Ok(Self {
+            file: path.to_path_buf(),
+            data_dir: resolve(dir, raw.data_dir.as_deref().unwrap_or(Path::new("data"))),
+            link,
+            dicom: DicomConfig {
+                listen: listen_addr(
+                    path,
+                    "[dicom] listen",
+                    raw.dicom.listen.as_deref().unwrap_or(DEFAULT_DICOM_LISTEN),
+                )?,
+                ae_title,
+            },
+            web_listen: listen_addr(
+                path,
+                "[web] listen",
+                raw.web.listen.as_deref().unwrap_or(DEFAULT_WEB_LISTEN),
+            )?,
+            metrics_listen: listen_addr(
+                path,
+                "[metrics] listen",
+                raw.metrics
+                    .listen
+                    .as_deref()
+                    .unwrap_or(DEFAULT_METRICS_LISTEN),
+            )?,
+        })
+    }
+}
+
+/// DICOM PS3.5 §6.2: an AE title is 1 to 16 characters of the default repertoire, without
+/// backslash or control characters; leading and trailing spaces are not significant.
+fn check_ae_title(file: &Path, title: &str) -> Result<(), ConfigValueError> {
+    let trimmed = title.trim();
+    let ok = !trimmed.is_empty()
+        && title.len() <= 16
+        && title
+            .chars()
+            .all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigValueError {
+            file: file.display().to_string(),
+            key: "[dicom] ae_title".into(),
+            value: title.into(),
+            problem: "is not a DICOM AE title; use 1 to 16 ASCII characters without '\\', e.g. \"TPG_AGENT\"".into(),
+        })
+    }
+}
+
+fn existing(file: &Path, key: &'static str, path: PathBuf) -> Result<PathBuf, ConfigError> {
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(ConfigError::MissingFile {
+            file: file.display().to_string(),
+            key,
+            path: path.display().to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("bundle")).unwrap();
+        for f in ["cert.pem", "key.pem", "ca.pem"] {
+            std::fs::write(dir.path().join("bundle").join(f), "x").unwrap();
+        }
+        dir
+    }
+
+    const MINIMAL: &str = r#"
+        [link]
+        gateway = "gw.hospital.example:4433"
+        cert = "bundle/cert.pem"
+        key = "bundle/key.pem"
+        ca = "bundle/ca.pem"
+    "#;
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let dir = bundle();
+        let c = AgentConfig::parse(&dir.path().join("agent.toml"), MINIMAL).unwrap();
+        assert_eq!(c.link.gateway_host, "gw.hospital.example");
+        assert_eq!(c.link.server_name, "gw.hospital.example");
+        assert_eq!(c.link.gateway_port, 4433);
+        assert_eq!(c.link.ca, dir.path().join("bundle/ca.pem"));
+        assert_eq!(c.link.backoff.max, Duration::from_secs(30));
+        assert_eq!(c.dicom.ae_title, "TPG_AGENT");
+        assert_eq!(c.dicom.listen.port(), 11112);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let dir = bundle();
+        let f = dir.path().join("agent.toml");
+        let e = AgentConfig::parse(&f, &MINIMAL.replace(":4433", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("agent.toml: [link] gateway = \"gw.hospital.example\" has no port"),
+            "{e}"
+        );
+
+        let e = AgentConfig::parse(
+            &f,
+            &format!("{MINIMAL}\n[dicom]\nae_title = \"A_TITLE_MUCH_TOO_LONG\"\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("[dicom] ae_title") && e.contains("1 to 16"),
+            "{e}"
+        );
+
+        let e = AgentConfig::parse(&f, &format!("{MINIMAL}\n[web]\nport = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `port`"), "{e}");
+
+        std::fs::remove_file(dir.path().join("bundle/key.pem")).unwrap();
+        let e = AgentConfig::parse(&f, MINIMAL).unwrap_err().to_string();
+        assert!(
+            e.contains("[link] key names") && e.contains("certs clinic"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! `gateway.toml`: parsed strictly (unknown keys are errors), relative paths resolved against
+//! the file's folder, every problem reported with the file and the key. Keys are documented
+//! in `docs/configuration.md`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use proto::config::{listen_addr, resolve, ConfigValueError};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; pass the right --config path")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error(transparent)]
+    Value(#[from] ConfigValueError),
+    #[error("{file}: {key} names {path}, which does not exist; {hint}")]
+    MissingFile {
+        file: String,
+        key: &'static str,
+        path: String,
+        hint: &'static str,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: Option<PathBuf>,
+    link: RawLink,
+    #[serde(default)]
+    web: RawListen,
+    #[serde(default)]
+    metrics: RawListen,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    listen: Option<String>,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    crl: PathBuf,
+    crl_reload_secs: Option<u64>,
+    keep_alive_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    heartbeat_secs: Option<u64>,
+    handshake_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The file this configuration came from.
+    pub file: PathBuf,
+    pub data_dir: PathBuf,
+    pub link: LinkConfig,
+    pub web_listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    pub crl: PathBuf,
+    /// How often `crl` (and the certificate files) are checked for changes.
+    pub crl_reload: Duration,
+    pub keep_alive: Duration,
+    pub idle_timeout: Duration,
+    pub heartbeat: Duration,
+    pub handshake_timeout: Duration,
+}
+
+pub const DEFAULT_LINK_LISTEN: &str = "0.0.0.0:4433";
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9100";
+
+impl GatewayConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses `text` as if read from `path` (relative paths resolve against its folder).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let secs = |v: Option<u64>, default: u64| Duration::from_secs(v.unwrap_or(default).max(1));
+        let link = LinkConfig {
+            listen: listen_addr(
+                path,
+                "[link] listen",
+                raw.link.listen.as_deref().unwrap_or(DEFAULT_LINK_LISTEN),
+            )?,
+            cert: existing(
+                path,
+                "[link] cert",
+                resolve(dir, &raw.link.cert),
+                "issue it with `certs gateway`",
+            )?,
+            key: existing(
+                path,
+                "[link] key",
+                resolve(dir, &raw.link.key),
+                "issue it with `certs gateway`",
+            )?,
+            ca: existing(
+                path,
+                "[link] ca",
+                resolve(dir, &raw.link.ca),
+                "create the CA with `certs init`",
+            )?,
+            crl: existing(
+                path,
+                "[link] crl",
+                resolve(dir, &raw.link.crl),
+                "`certs init` writes crl.pem beside ca.pem",
+            )?,
+            crl_reload: secs(raw.link.crl_reload_secs, 10),
+            keep_alive: secs(raw.link.keep_alive_secs, 5),
+            idle_timeout: secs(raw.link.idle_timeout_secs, 60),
+            heartbeat: secs(raw.link.heartbeat_secs, 5),
+            handshake_timeout: secs(raw.link.handshake_timeout_secs, 15),
+        };
+        Ok(Self {
+            file: path.to_path_buf(),
+            data_dir: resolve(dir, raw.data_dir.as_deref().unwrap_or(Path::new("data"))),
+            link,
+            web_listen: listen_addr(
+                path,
+                "[web] listen",
+                raw.web.listen.as_deref().unwrap_or(DEFAULT_WEB_LISTEN),
+            )?,
+            metrics_listen: listen_addr(
+                path,
+                "[metrics] listen",
+                raw.metrics
+                    .listen
+                    .as_deref()
+                    .unwrap_or(DEFAULT_METRICS_LISTEN),
+            )?,
+        })
+    }
+}
+
+fn existing(
+    file: &Path,
+    key: &'static str,
+    path: PathBuf,
+    hint: &'static str,
+) -> Result<PathBuf, ConfigError> {
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(ConfigError::MissingFile {
+            file: file.display().to_string(),
+            key,
+            path: path.display().to_string(),
+            hint,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_pki_files() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["cert.pem", "key.pem", "ca.pem", "crl.pem"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        dir
+    }
+
+    const MINIMAL: &str = r#"
+        [link]
+        cert = "cert.pem"
+        key = "key.pem"
+        ca = "ca.pem"
+        crl = "crl.pem"
+    "#;
+
+    #[test]
+    fn minimal_file_gets_defaults_and_paths_relative_to_its_folder() {
+        let dir = with_pki_files();
+        let file = dir.path().join("gateway.toml");
+        let c = GatewayConfig::parse(&file, MINIMAL).unwrap();
+        assert_eq!(c.link.cert, dir.path().join("cert.pem"));
+        assert_eq!(c.data_dir, dir.path().join("data"));
+        assert_eq!(c.link.listen.to_string(), DEFAULT_LINK_LISTEN);
+        assert_eq!(c.metrics_listen.to_string(), DEFAULT_METRICS_LISTEN);
+        assert_eq!(c.link.idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_file() {
+        let dir = with_pki_files();
+        let file = dir.path().join("gateway.toml");
+        let text = MINIMAL.replace("crl = ", "crl_path = \"x\"\ncrl = ");
+        let e = GatewayConfig::parse(&file, &text).unwrap_err().to_string();
+        assert!(
+            e.contains("gateway.toml") && e.contains("unknown field `crl_path`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_address_and_missing_file_name_the_key() {
+        let dir = with_pki_files();
+        let file = dir.path().join("gateway.toml");
+        let text = format!("{MINIMAL}\n[metrics]\nlisten = \"localhost\"\n");
+        let e = GatewayConfig::parse(&file, &text).unwrap_err().to_string();
+        assert!(
+            e.contains("[metrics] listen = \"localhost\" is not a listening address"),
+            "{e}"
+        );
+
+        std::fs::remove_file(dir.path().join("crl.pem")).unwrap();
+        let e = GatewayConfig::parse(&file, MINIMAL)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[link] crl names") && e.contains("does not exist"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_config_file_says_so() {
+        let e = GatewayConfig::load(Path::new("/nonexistent/gateway.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cannot read config file /nonexistent/gateway.toml"),
+            "{e}"
+        );
+    }
+}

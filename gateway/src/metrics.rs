@@ -1,0 +1,130 @@
+//! The gateway's Prometheus metrics and the HTTP endpoint that serves them. Labels carry
+//! clinic ids and reasons only, never patient data.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClinicLabel {
+    pub clinic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub link_up: Family<ClinicLabel, Gauge>,
+    pub link_rtt_seconds: Family<ClinicLabel, Gauge<f64, AtomicU64>>,
+    pub link_packet_loss_ratio: Family<ClinicLabel, Gauge<f64, AtomicU64>>,
+    pub link_connects: Family<ClinicLabel, Counter>,
+    pub link_refused: Family<ReasonLabel, Counter>,
+    pub crl_reload_failures: Counter,
+    pub crl_revoked_certificates: Gauge,
+}
+
+/// Every refusal reason the gateway counts, so each series exists (at 0) from the start.
+pub const REFUSAL_REASONS: [&str; 9] = [
+    "revoked",
+    "expired",
+    "unknown_ca",
+    "not_clinic",
+    "no_certificate",
+    "bad_certificate",
+    "version_mismatch",
+    "protocol_error",
+    "handshake",
+];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            link_up: Family::default(),
+            link_rtt_seconds: Family::default(),
+            link_packet_loss_ratio: Family::default(),
+            link_connects: Family::default(),
+            link_refused: Family::default(),
+            crl_reload_failures: Counter::default(),
+            crl_revoked_certificates: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "tpg_link_up",
+            "1 while the clinic's link is up, 0 after it went down",
+            m.link_up.clone(),
+        );
+        registry.register(
+            "tpg_link_rtt_seconds",
+            "Smoothed heartbeat round-trip time of the clinic's link",
+            m.link_rtt_seconds.clone(),
+        );
+        registry.register(
+            "tpg_link_packet_loss_ratio",
+            "Lost / sent QUIC packets on the clinic's current connection",
+            m.link_packet_loss_ratio.clone(),
+        );
+        registry.register(
+            "tpg_link_connects",
+            "Connections from the clinic that completed the handshake",
+            m.link_connects.clone(),
+        );
+        registry.register(
+            "tpg_link_refused",
+            "Connections refused, by reason",
+            m.link_refused.clone(),
+        );
+        registry.register(
+            "tpg_crl_reload_failures",
+            "Times a changed crl.pem could not be loaded",
+            m.crl_reload_failures.clone(),
+        );
+        registry.register(
+            "tpg_crl_revoked_certificates",
+            "Certificates listed in the CRL currently enforced",
+            m.crl_revoked_certificates.clone(),
+        );
+        for reason in REFUSAL_REASONS {
+            let _ = m.link_refused.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            });
+        }
+        Self { registry, ..m }
+    }
+
+    pub fn refused(&self, reason: &str) {
+        self.link_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn clinic(clinic: &str) -> ClinicLabel {
+        ClinicLabel {
+            clinic: clinic.into(),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
