@@ -110,7 +110,7 @@ pub async fn run(
                     }
                     let dialed = tokio::select! {
                         _ = shutdown.cancelled() => break,
-                        r = dial(&endpoint, &config) => r,
+                        r = dial(&endpoint, &config, dials) => r,
                     };
                     match dialed {
                         Ok(l) => {
@@ -199,12 +199,17 @@ fn client_config(
 }
 
 /// Resolves the gateway, connects, and opens the control stream.
-async fn dial(endpoint: &quinn::Endpoint, config: &LinkConfig) -> Result<Live, String> {
+async fn dial(endpoint: &quinn::Endpoint, config: &LinkConfig, attempt: u64) -> Result<Live, String> {
     let target = format!("{}:{}", config.gateway_host, config.gateway_port);
-    let addr = tokio::net::lookup_host(&target)
+    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target)
         .await
         .map_err(|e| format!("cannot resolve gateway {target}: {e}"))?
-        .next()
+        .collect();
+    // IPv4 first: many township links have no IPv6 route. A name with several addresses is
+    // tried one address per attempt, in turn.
+    addrs.sort_by_key(|a| a.is_ipv6());
+    let addr = *addrs
+        .get(attempt as usize % addrs.len().max(1))
         .ok_or_else(|| format!("gateway {target} resolves to no address"))?;
     let connecting = endpoint
         .connect(addr, &config.server_name)
