@@ -56,7 +56,7 @@ enum Command {
         #[arg(long)]
         dir: PathBuf,
         /// Clinic id: lowercase letters, digits and '-', e.g. jinzhou-03.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         id: String,
         /// Display name, e.g. "Jinzhou Township Health Centre".
         #[arg(long)]
@@ -71,7 +71,7 @@ enum Command {
     Revoke {
         #[arg(long)]
         dir: PathBuf,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         id: String,
         /// Revoke only this serial (hex, from `certs list`); default: all of the clinic's.
         #[arg(long)]

@@ -215,8 +215,15 @@ impl Pki {
         let dir_s = dir.display().to_string();
         let ca_path = dir.join("ca.pem");
         let key_path = dir.join("ca.key");
-        if !ca_path.exists() || !key_path.exists() {
-            return Err(PkiError::MissingCa { dir: dir_s });
+        match (ca_path.exists(), key_path.exists()) {
+            (false, false) => return Err(PkiError::MissingCa { dir: dir_s }),
+            (true, true) => {}
+            (has_cert, _) => {
+                return Err(PkiError::CorruptCa {
+                    dir: dir_s,
+                    detail: format!("{} is missing", if has_cert { "ca.key" } else { "ca.pem" }),
+                })
+            }
         }
         let corrupt = |detail: String| PkiError::CorruptCa {
             dir: dir_s.clone(),
@@ -519,6 +526,16 @@ fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), PkiError> 
         options.mode(if private { 0o600 } else { 0o644 });
     }
     let mut file = options.open(&tmp).map_err(err)?;
+    // `mode` applies only when the file is created: a temporary file left behind by an
+    // interrupted run (ca.key and ca.pem share `ca.tmp`) keeps its old mode.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if private {
+            file.set_permissions(fs::Permissions::from_mode(0o600))
+                .map_err(err)?;
+        }
+    }
     file.write_all(bytes).map_err(err)?;
     file.sync_all().map_err(err)?;
     fs::rename(&tmp, path).map_err(err)?;

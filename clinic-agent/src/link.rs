@@ -199,7 +199,11 @@ fn client_config(
 }
 
 /// Resolves the gateway, connects, and opens the control stream.
-async fn dial(endpoint: &quinn::Endpoint, config: &LinkConfig, attempt: u64) -> Result<Live, String> {
+async fn dial(
+    endpoint: &quinn::Endpoint,
+    config: &LinkConfig,
+    attempt: u64,
+) -> Result<Live, String> {
     let target = format!("{}:{}", config.gateway_host, config.gateway_port);
     let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target)
         .await
@@ -267,7 +271,7 @@ fn report(event: AgentEvent, metrics: &Metrics, status: &SharedStatus) {
             if was_up {
                 warn!(%reason, retry_in_ms = retry_in.as_millis() as u64, "link to the gateway is down");
             } else {
-                info!(%reason, retry_in_ms = retry_in.as_millis() as u64, "gateway not reachable yet");
+                info!(%reason, retry_in_ms = retry_in.as_millis() as u64, "link attempt failed; retrying");
             }
             update(status, |s| {
                 if s.up || s.since.is_none() {

@@ -18,7 +18,7 @@ fn pilot() -> (tempfile::TempDir, PilotDir) {
 
 fn start_gateway(pilot: &PilotDir) -> RunningGateway {
     let config = pilot
-        .gateway_config("127.0.0.1:0".parse().unwrap())
+        .gateway_config("127.0.0.1:0".parse().expect("loopback address"))
         .expect("gateway config");
     RunningGateway::start(config).expect("gateway starts")
 }
@@ -287,7 +287,8 @@ async fn client_without_a_certificate_is_refused() {
     let client = quinn::ClientConfig::new(std::sync::Arc::new(
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
     ));
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("loopback address")).unwrap();
     let outcome = async {
         let connection = endpoint
             .connect_with(client, gw.link_addr, "localhost")?

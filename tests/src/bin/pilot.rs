@@ -16,7 +16,10 @@ const CLINICS: [(&str, &str); 3] = [
 ];
 
 #[derive(Parser)]
-#[command(name = "pilot", about = "Run a whole pilot (gateway + three clinic agents) on this machine")]
+#[command(
+    name = "pilot",
+    about = "Run a whole pilot (gateway + three clinic agents) on this machine"
+)]
 struct Cli {
     /// Keep the pilot's state (PKI, configs, data) in DIR; reused on the next run.
     #[arg(long)]
@@ -28,7 +31,9 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -50,15 +55,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let pilot = PilotDir::create(&root, Timings::default())?;
     println!("Township Telemedicine Pilot in a box");
     println!("  state folder   {}", root.display());
-    println!("  pilot CA       {}", pilot.pki_dir().join("ca.pem").display());
+    println!(
+        "  pilot CA       {}",
+        pilot.pki_dir().join("ca.pem").display()
+    );
 
     let gateway = RunningGateway::start(pilot.gateway_config("127.0.0.1:0".parse()?)?)?;
-    println!("  gateway        QUIC {}  metrics http://{}/metrics", gateway.link_addr, gateway.metrics_addr);
+    println!(
+        "  gateway        QUIC {}  metrics http://{}/metrics",
+        gateway.link_addr, gateway.metrics_addr
+    );
     let mut agents = Vec::new();
     for (id, name) in CLINICS {
         let bundle = pilot.enrol(id, name)?;
-        let agent = RunningAgent::start(pilot.agent_config(id, &bundle, gateway.link_addr)?, Default::default())?;
-        println!("  clinic agent   {id:<10} metrics http://{}/metrics  ({name})", agent.metrics_addr);
+        let agent = RunningAgent::start(
+            pilot.agent_config(id, &bundle, gateway.link_addr)?,
+            Default::default(),
+        )?;
+        println!(
+            "  clinic agent   {id:<10} metrics http://{}/metrics  ({name})",
+            agent.metrics_addr
+        );
         agents.push((id, agent));
     }
     println!();
@@ -94,7 +111,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .unwrap_or_else(|| "measuring".into());
                 println!("[{at:6.2}s] {id:<10} link UP    (rtt {rtt})");
             } else {
-                let why = agent.handle.link_status().last_error.unwrap_or_else(|| "connecting".into());
+                let why = agent
+                    .handle
+                    .link_status()
+                    .last_error
+                    .unwrap_or_else(|| "connecting".into());
                 println!("[{at:6.2}s] {id:<10} link DOWN  ({why})");
             }
         }
@@ -102,8 +123,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             announced_all = true;
             println!();
             println!("All {} clinics are online. Try:", agents.len());
-            println!("  curl -s http://{}/metrics | grep tpg_link_", gateway.metrics_addr);
-            println!("  cargo run --release --bin certs -- list --dir {}", pilot.pki_dir().display());
+            println!(
+                "  curl -s http://{}/metrics | grep tpg_link_",
+                gateway.metrics_addr
+            );
+            println!(
+                "  cargo run --release --bin certs -- list --dir {}",
+                pilot.pki_dir().display()
+            );
             println!("Press Ctrl-C to stop.");
         }
     }

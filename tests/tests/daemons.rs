@@ -1,0 +1,140 @@
+//! The real `gateway` and `clinic-agent` binaries, started as a user would from configuration
+//! files on disk, stopped with SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use harness::{metric, scrape, wait_until, PilotDir, Timings};
+
+/// The workspace's binaries sit next to the `deps/` folder holding this test; `cargo test
+/// --workspace` builds them, and a lone `cargo test -p tpg-tests` gets them built here.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target profile folder");
+    let path = dir.join(name);
+    if !path.exists() {
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-p", name, "--bin", name]);
+        if dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building {name}");
+    }
+    path
+}
+
+fn free_port() -> u16 {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    udp.local_addr().expect("addr").port()
+}
+
+fn free_tcp() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+async fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_run_from_config_files_and_stop_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let gw_config = pilot.gateway_config(link).unwrap();
+    let gw_metrics = free_tcp();
+    let gw_toml = gw_config.file.clone();
+    let text = std::fs::read_to_string(&gw_toml).unwrap();
+    std::fs::write(
+        &gw_toml,
+        text.replace(
+            "[metrics]\nlisten = \"127.0.0.1:0\"",
+            &format!("[metrics]\nlisten = \"{gw_metrics}\""),
+        ),
+    )
+    .unwrap();
+
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent_config = pilot.agent_config("jinzhou", &bundle, link).unwrap();
+    let agent_metrics = free_tcp();
+    let text = std::fs::read_to_string(&agent_config.file).unwrap();
+    std::fs::write(
+        &agent_config.file,
+        text.replace(
+            "[metrics]\nlisten = \"127.0.0.1:0\"",
+            &format!("[metrics]\nlisten = \"{agent_metrics}\""),
+        ),
+    )
+    .unwrap();
+
+    let mut gateway = Command::new(binary("gateway"))
+        .args(["serve", "--config"])
+        .arg(&gw_toml)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut agent = Command::new(binary("clinic-agent"))
+        .args(["run", "--config"])
+        .arg(&agent_config.file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let gw_up = || {
+        scrape(gw_metrics)
+            .ok()
+            .and_then(|m| metric(&m, "tpg_link_up{clinic=\"jinzhou\"}"))
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || gw_up() == Some(1.0)).await,
+        "link came up between the two processes"
+    );
+    assert!(
+        scrape(agent_metrics)
+            .ok()
+            .and_then(|m| metric(&m, "tpg_agent_link_up"))
+            == Some(1.0)
+    );
+
+    sigterm(&agent);
+    let status = wait_exit(&mut agent, Duration::from_secs(10))
+        .await
+        .expect("agent exits after SIGTERM");
+    assert!(status.success(), "agent exit status {status}");
+    assert!(
+        wait_until(Duration::from_secs(10), || gw_up() == Some(0.0)).await,
+        "gateway saw the agent's goodbye at once, not after an idle timeout"
+    );
+
+    sigterm(&gateway);
+    let status = wait_exit(&mut gateway, Duration::from_secs(10))
+        .await
+        .expect("gateway exits after SIGTERM");
+    assert!(status.success(), "gateway exit status {status}");
+}
