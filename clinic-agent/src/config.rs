@@ -6,28 +6,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use daemon::config::{self, existing, secs, ConfigError};
 use proto::backoff::BackoffConfig;
 use proto::config::{host_port, listen_addr, resolve, ConfigValueError};
 use serde::Deserialize;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}; pass the right --config path")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: String, message: String },
-    #[error(transparent)]
-    Value(#[from] ConfigValueError),
-    #[error("{file}: {key} names {path}, which does not exist; copy the clinic bundle (cert.pem, key.pem, ca.pem) from `certs clinic` there or fix the path")]
-    MissingFile {
-        file: String,
-        key: &'static str,
-        path: String,
-    },
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,22 +93,25 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9101";
 
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(path, &text)
+        Self::from_raw(path, config::read(path)?)
     }
 
+    /// Parses `text` as if read from `path` (relative paths resolve against its folder).
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        Self::from_raw(path, config::parse(path, text)?)
+    }
+
+    fn from_raw(path: &Path, raw: RawConfig) -> Result<Self, ConfigError> {
         let dir = path.parent().unwrap_or(Path::new("."));
-        let secs = |v: Option<u64>, default: u64| Duration::from_secs(v.unwrap_or(default).max(1));
         let (gateway_host, gateway_port) = host_port(path, "[link] gateway", &raw.link.gateway)?;
-        let file = |key, p: &Path| existing(path, key, resolve(dir, p));
+        let file = |key, p: &Path| {
+            existing(
+                path,
+                key,
+                resolve(dir, p),
+                "copy the clinic bundle (cert.pem, key.pem, ca.pem) from `certs clinic` there or fix the path",
+            )
+        };
         let link = LinkConfig {
             server_name: raw.link.server_name.unwrap_or_else(|| gateway_host.clone()),
             gateway_host,
@@ -194,18 +179,6 @@ fn check_ae_title(file: &Path, title: &str) -> Result<(), ConfigValueError> {
             key: "[dicom] ae_title".into(),
             value: title.into(),
             problem: "is not a DICOM AE title; use 1 to 16 ASCII characters without '\\', e.g. \"TPG_AGENT\"".into(),
-        })
-    }
-}
-
-fn existing(file: &Path, key: &'static str, path: PathBuf) -> Result<PathBuf, ConfigError> {
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(ConfigError::MissingFile {
-            file: file.display().to_string(),
-            key,
-            path: path.display().to_string(),
         })
     }
 }

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use proto::frame::FrameDecoder;
 use proto::session::{Action, AgentEvent, AgentSession, SessionConfig};
 use proto::version;
 use proto::{CloseCode, ControlFrame};
@@ -83,13 +82,12 @@ pub async fn run(
 
     let session_config = SessionConfig {
         major: options.protocol_major,
-        software_version: env!("CARGO_PKG_VERSION").into(),
-        heartbeat: proto::heartbeat::HeartbeatConfig {
-            interval: config.heartbeat,
-            timeout: config.idle_timeout,
-        },
-        handshake_timeout: config.handshake_timeout,
-        ..SessionConfig::default()
+        ..SessionConfig::new(
+            env!("CARGO_PKG_VERSION"),
+            config.heartbeat,
+            config.idle_timeout,
+            config.handshake_timeout,
+        )
     };
     let seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -229,7 +227,7 @@ async fn dial(
         .map_err(|e| describe(&e))?;
     let (send, recv) = connection.open_bi().await.map_err(|e| describe(&e))?;
     let (tx, frames) = mpsc::channel(16);
-    tokio::spawn(read_frames(recv, tx));
+    tokio::spawn(daemon::frames::read_frames(recv, tx));
     Ok(Live {
         connection,
         send,
@@ -331,25 +329,5 @@ pub fn describe(error: &ConnectionError) -> String {
         ConnectionError::Reset => "the gateway reset the connection (it may have restarted)".into(),
         ConnectionError::LocallyClosed => "the agent closed the connection".into(),
         other => format!("link error: {other}"),
-    }
-}
-
-/// Reads frames from the control stream into `tx` until the stream ends or breaks.
-async fn read_frames(mut recv: quinn::RecvStream, tx: mpsc::Sender<Result<ControlFrame, String>>) {
-    let mut decoder = FrameDecoder::default();
-    let mut buf = vec![0u8; 4096];
-    while let Ok(Some(n)) = recv.read(&mut buf).await {
-        decoder.push(&buf[..n]);
-        loop {
-            let item = match decoder.next_frame() {
-                Ok(Some(frame)) => Ok(frame),
-                Ok(None) => break,
-                Err(e) => Err(e.to_string()),
-            };
-            let fatal = item.is_err();
-            if tx.send(item).await.is_err() || fatal {
-                return;
-            }
-        }
     }
 }

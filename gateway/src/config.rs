@@ -6,28 +6,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use proto::config::{listen_addr, resolve, ConfigValueError};
+use daemon::config::{self, existing, secs, ConfigError};
+use proto::config::{listen_addr, resolve};
 use serde::Deserialize;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}; pass the right --config path")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: String, message: String },
-    #[error(transparent)]
-    Value(#[from] ConfigValueError),
-    #[error("{file}: {key} names {path}, which does not exist; {hint}")]
-    MissingFile {
-        file: String,
-        key: &'static str,
-        path: String,
-        hint: &'static str,
-    },
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,21 +73,16 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9100";
 
 impl GatewayConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(path, &text)
+        Self::from_raw(path, config::read(path)?)
     }
 
     /// Parses `text` as if read from `path` (relative paths resolve against its folder).
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        Self::from_raw(path, config::parse(path, text)?)
+    }
+
+    fn from_raw(path: &Path, raw: RawConfig) -> Result<Self, ConfigError> {
         let dir = path.parent().unwrap_or(Path::new("."));
-        let secs = |v: Option<u64>, default: u64| Duration::from_secs(v.unwrap_or(default).max(1));
         let link = LinkConfig {
             listen: listen_addr(
                 path,
@@ -160,24 +136,6 @@ impl GatewayConfig {
                     .as_deref()
                     .unwrap_or(DEFAULT_METRICS_LISTEN),
             )?,
-        })
-    }
-}
-
-fn existing(
-    file: &Path,
-    key: &'static str,
-    path: PathBuf,
-    hint: &'static str,
-) -> Result<PathBuf, ConfigError> {
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(ConfigError::MissingFile {
-            file: file.display().to_string(),
-            key,
-            path: path.display().to_string(),
-            hint,
         })
     }
 }

@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -97,33 +96,14 @@ pub fn start(
     let metrics_listener = tokio::net::TcpListener::from_std(listeners.metrics)?;
     info!(metrics = %metrics_listener.local_addr()?, "metrics endpoint listening");
     let link_task = tokio::spawn(link.serve(listeners.link, shutdown.clone()));
-    let metrics_task = tokio::spawn(serve_metrics(metrics_listener, metrics, shutdown));
+    let metrics_task = tokio::spawn(daemon::serve_metrics(
+        metrics_listener,
+        move || metrics.render(),
+        shutdown,
+    ));
     Ok((handle, async move {
         let link = link_task.await.context("link task panicked")?;
         metrics_task.await.context("metrics task panicked")??;
         link
     }))
-}
-
-async fn serve_metrics(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-                    metrics.render(),
-                )
-            }
-        }),
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .context("metrics endpoint failed")
 }

@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use certs::tls::{RefusedClient, ServerFiles};
-use proto::frame::FrameDecoder;
 use proto::session::{Action, GatewayEvent, GatewaySession, SessionConfig};
 use proto::version::{self, Negotiated};
-use proto::{ClinicId, CloseCode, ControlFrame};
+use proto::{ClinicId, CloseCode};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{Connection, ConnectionError, VarInt};
 use rustls::pki_types::CertificateDer;
@@ -124,15 +123,12 @@ pub struct Link {
 
 impl Link {
     pub fn new(config: LinkConfig, metrics: Arc<Metrics>) -> Self {
-        let session = SessionConfig {
-            software_version: env!("CARGO_PKG_VERSION").into(),
-            heartbeat: proto::heartbeat::HeartbeatConfig {
-                interval: config.heartbeat,
-                timeout: config.idle_timeout,
-            },
-            handshake_timeout: config.handshake_timeout,
-            ..SessionConfig::default()
-        };
+        let session = SessionConfig::new(
+            env!("CARGO_PKG_VERSION"),
+            config.heartbeat,
+            config.idle_timeout,
+            config.handshake_timeout,
+        );
         Self {
             config,
             session,
@@ -307,7 +303,7 @@ impl Link {
             Instant::now(),
         );
         let (frames_tx, mut frames) = mpsc::channel(16);
-        let reader = tokio::spawn(read_frames(recv, frames_tx));
+        let reader = tokio::spawn(daemon::frames::read_frames(recv, frames_tx));
         let mut registered = None;
         let mut stats_every = tokio::time::interval(Duration::from_secs(5));
         loop {
@@ -478,33 +474,5 @@ fn refusal_text(refusal: certs::tls::Refusal) -> &'static str {
         NotClinic => "certificate is not a clinic certificate (e.g. the gateway's own); install the clinic bundle",
         NoCertificate => "no client certificate; install the clinic bundle on the agent",
         BadCertificate => "certificate is malformed or unusable; issue a new bundle",
-    }
-}
-
-/// Reads frames from the control stream into `tx` until the stream ends or breaks.
-async fn read_frames(mut recv: quinn::RecvStream, tx: mpsc::Sender<Result<ControlFrame, String>>) {
-    let mut decoder = FrameDecoder::default();
-    let mut buf = vec![0u8; 4096];
-    loop {
-        match recv.read(&mut buf).await {
-            Ok(Some(n)) => {
-                decoder.push(&buf[..n]);
-                loop {
-                    match decoder.next_frame() {
-                        Ok(Some(frame)) => {
-                            if tx.send(Ok(frame)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            let _ = tx.send(Err(e.to_string())).await;
-                            return;
-                        }
-                    }
-                }
-            }
-            Ok(None) | Err(_) => return,
-        }
     }
 }

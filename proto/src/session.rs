@@ -36,6 +36,27 @@ pub struct SessionConfig {
     pub handshake_timeout: Duration,
 }
 
+impl SessionConfig {
+    /// This build's protocol version with the given timings; the heartbeat silence limit is
+    /// the idle timeout, so both ends give up on a silent peer when QUIC would.
+    pub fn new(
+        software_version: &str,
+        heartbeat_interval: Duration,
+        idle_timeout: Duration,
+        handshake_timeout: Duration,
+    ) -> Self {
+        Self {
+            software_version: software_version.to_owned(),
+            heartbeat: HeartbeatConfig {
+                interval: heartbeat_interval,
+                timeout: idle_timeout,
+            },
+            handshake_timeout,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {

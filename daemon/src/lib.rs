@@ -1,0 +1,95 @@
+//! What both daemons share at run time, so the gateway and the clinic agent cannot drift apart
+//! in how they start, read their configuration, stop, or serve metrics.
+//!
+//! Invariant: nothing here knows about quinn, rustls or a particular daemon's state.
+
+pub mod config;
+pub mod frames;
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+/// Sets up logging on stderr (`RUST_LOG` overrides `default_filter`; colours only on a
+/// terminal), runs `body`, and turns an error into `error: ...` and exit status 1.
+pub fn main(default_filter: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match body() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `serve(shutdown)` on a multi-thread runtime; SIGINT or SIGTERM cancels `shutdown`, and
+/// `serve` is expected to stop gracefully and return.
+pub fn run_until_signal<F, Fut>(serve: F) -> anyhow::Result<()>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        serve(shutdown).await
+    })
+}
+
+async fn cancel_on_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutdown requested");
+    token.cancel();
+}
+
+/// Serves `GET /metrics` (Prometheus text from `render`) until `shutdown` is cancelled.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    render: impl Fn() -> String + Clone + Send + Sync + 'static,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let body = render();
+            async move {
+                (
+                    [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+                    body,
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .context("metrics endpoint failed")
+}
