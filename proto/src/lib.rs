@@ -13,6 +13,7 @@ pub mod frame;
 pub mod heartbeat;
 pub mod rng;
 pub mod session;
+pub mod sync;
 pub mod version;
 
 pub use clinic_id::ClinicId;
