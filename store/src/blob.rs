@@ -1,0 +1,291 @@
+//! Content-addressed files: `objects/ab/abcdef…` named by the SHA-256 of their bytes, written
+//! to `tmp/` first, fsynced, then renamed (and the folder fsynced), so a crash leaves either
+//! nothing or a complete, verified file.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use proto::sync::ObjectId;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        source: io::Error,
+    },
+    #[error("content of {path} hashes to {actual}, not {expected}; the file was discarded")]
+    HashMismatch {
+        path: String,
+        expected: ObjectId,
+        actual: ObjectId,
+    },
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BlobError + 'a {
+    move |source| BlobError::Io {
+        action,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The blob folder of one daemon.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+/// A file being written under a temporary name, hashed as it goes.
+#[derive(Debug)]
+pub struct TempBlob {
+    path: PathBuf,
+    file: File,
+    hasher: Sha256,
+    len: u64,
+}
+
+const COPY_BUF: usize = 256 * 1024;
+
+impl BlobStore {
+    /// Opens (creating) `root/objects` and `root/tmp`. Leftover temporary files from a crash
+    /// are removed: nothing was acknowledged for them.
+    pub fn open(root: &Path) -> Result<Self, BlobError> {
+        for sub in ["objects", "tmp"] {
+            let dir = root.join(sub);
+            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        }
+        let store = Self {
+            root: root.to_path_buf(),
+        };
+        if let Ok(entries) = fs::read_dir(store.tmp_dir()) {
+            for entry in entries.flatten() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(store)
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Where the blob with this id lives (whether or not it exists).
+    pub fn path(&self, id: &ObjectId) -> PathBuf {
+        let s = id.as_str();
+        self.root.join("objects").join(&s[..2]).join(s)
+    }
+
+    pub fn contains(&self, id: &ObjectId) -> bool {
+        self.path(id).is_file()
+    }
+
+    /// Starts a new temporary file.
+    pub fn create_temp(&self) -> Result<TempBlob, BlobError> {
+        let name = format!("{}-{}", std::process::id(), unique());
+        let path = self.tmp_dir().join(name);
+        let file = File::create(&path).map_err(io_err("create", &path))?;
+        Ok(TempBlob {
+            path,
+            file,
+            hasher: Sha256::new(),
+            len: 0,
+        })
+    }
+
+    /// Copies `reader` into a temporary blob, hashing as it streams (bounded memory).
+    pub fn write_temp(&self, mut reader: impl Read) -> Result<TempBlob, BlobError> {
+        let mut temp = self.create_temp()?;
+        let mut buf = vec![0u8; COPY_BUF];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let path = temp.path.clone();
+                    temp.discard();
+                    return Err(io_err("read the source of", &path)(e));
+                }
+            };
+            temp.write(&buf[..n])?;
+        }
+        Ok(temp)
+    }
+
+    /// Fsyncs the temporary blob and renames it to its content address. If the blob exists
+    /// already the temporary file is dropped. Returns the id.
+    pub fn commit(&self, temp: TempBlob) -> Result<ObjectId, BlobError> {
+        let (id, path) = temp.finish()?;
+        self.place(&path, &id)?;
+        Ok(id)
+    }
+
+    /// Moves a fully written file (`path`, on the same file system) to `id`'s place after
+    /// checking that its content hashes to `id`.
+    pub fn commit_verified(&self, path: &Path, id: &ObjectId) -> Result<(), BlobError> {
+        let actual = hash_file(path)?;
+        if &actual != id {
+            let _ = fs::remove_file(path);
+            return Err(BlobError::HashMismatch {
+                path: path.display().to_string(),
+                expected: id.clone(),
+                actual,
+            });
+        }
+        File::open(path).and_then(|f| f.sync_all()).map_err(io_err("fsync", path))?;
+        self.place(path, id)
+    }
+
+    fn place(&self, path: &Path, id: &ObjectId) -> Result<(), BlobError> {
+        let dest = self.path(id);
+        if dest.is_file() {
+            let _ = fs::remove_file(path);
+            return Ok(());
+        }
+        let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        fs::rename(path, &dest).map_err(io_err("rename into", &dest))?;
+        sync_dir(&dir)
+    }
+
+    pub fn open_blob(&self, id: &ObjectId) -> Result<File, BlobError> {
+        let path = self.path(id);
+        File::open(&path).map_err(io_err("open", &path))
+    }
+
+    /// A folder on the same file system as the blobs, for partial uploads and quarantine.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl TempBlob {
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), BlobError> {
+        self.file.write_all(bytes).map_err(io_err("write", &self.path))?;
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The id the content will have.
+    pub fn id(&self) -> ObjectId {
+        ObjectId::from_digest(&self.hasher.clone().finalize().into())
+    }
+
+    /// Fsyncs and returns the id and the temporary path.
+    fn finish(self) -> Result<(ObjectId, PathBuf), BlobError> {
+        self.file.sync_all().map_err(io_err("fsync", &self.path))?;
+        Ok((ObjectId::from_digest(&self.hasher.finalize().into()), self.path))
+    }
+
+    /// Fsyncs and moves the file to `dest` (e.g. a quarantine folder).
+    pub fn persist_at(self, dest: &Path) -> Result<(), BlobError> {
+        let (_, path) = self.finish()?;
+        if let Some(dir) = dest.parent() {
+            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        }
+        fs::rename(&path, dest).map_err(io_err("rename into", dest))?;
+        dest.parent().map_or(Ok(()), sync_dir)
+    }
+
+    pub fn discard(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// SHA-256 of a file, streamed.
+pub fn hash_file(path: &Path) -> Result<ObjectId, BlobError> {
+    let mut file = File::open(path).map_err(io_err("open", path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; COPY_BUF];
+    loop {
+        let n = file.read(&mut buf).map_err(io_err("read", path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(ObjectId::from_digest(&hasher.finalize().into()))
+}
+
+/// Makes a rename or a new file in `dir` durable (POSIX: fsync the directory).
+pub fn sync_dir(dir: &Path) -> Result<(), BlobError> {
+    #[cfg(unix)]
+    {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync", dir))?;
+    }
+    Ok(())
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (NEXT.fetch_add(1, Ordering::Relaxed) << 32) | u64::from(nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_names_the_file_by_its_sha256_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let id = store.commit(store.write_temp(&b"hello"[..]).unwrap()).unwrap();
+        assert_eq!(id.as_str(), "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(fs::read(store.path(&id)).unwrap(), b"hello");
+        let again = store.commit(store.write_temp(&b"hello"[..]).unwrap()).unwrap();
+        assert_eq!(again, id);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temp file left");
+    }
+
+    #[test]
+    fn verified_commit_refuses_a_file_whose_content_does_not_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let partial = dir.path().join("partial");
+        fs::write(&partial, b"tampered").unwrap();
+        let expected = hash_file(&{
+            let p = dir.path().join("orig");
+            fs::write(&p, b"original").unwrap();
+            p
+        })
+        .unwrap();
+        let err = store.commit_verified(&partial, &expected).unwrap_err();
+        assert!(matches!(err, BlobError::HashMismatch { .. }), "{err}");
+        assert!(!store.contains(&expected));
+        assert!(!partial.exists(), "the bad partial is discarded");
+    }
+
+    #[test]
+    fn leftover_temp_files_from_a_crash_are_cleared_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let temp = store.write_temp(&b"half"[..]).unwrap();
+        let path = temp.path().to_path_buf();
+        std::mem::forget(temp);
+        assert!(path.exists());
+        BlobStore::open(dir.path()).unwrap();
+        assert!(!path.exists());
+    }
+}

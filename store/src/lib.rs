@@ -1,0 +1,9 @@
+//! Durable storage shared by the clinic agent and the gateway: content-addressed blob files
+//! ([`blob`]) and what the pilot reads out of a DICOM instance ([`dicom`]). The sled indexes
+//! that point into the blobs belong to each daemon.
+//!
+//! Invariant: a blob is visible under its final name only after its bytes are fsynced and its
+//! SHA-256 matches the name; nothing is ever overwritten or deleted automatically.
+
+pub mod blob;
+pub mod dicom;
