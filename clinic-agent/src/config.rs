@@ -38,6 +38,7 @@ struct RawLink {
     idle_timeout_secs: Option<u64>,
     heartbeat_secs: Option<u64>,
     handshake_timeout_secs: Option<u64>,
+    upload_limit_kib_per_sec: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,6 +79,8 @@ pub struct LinkConfig {
     pub idle_timeout: Duration,
     pub heartbeat: Duration,
     pub handshake_timeout: Duration,
+    /// Cap on object bytes sent per second (all transfers together); `None`: no cap.
+    pub upload_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +130,11 @@ impl AgentConfig {
             idle_timeout: secs(raw.link.idle_timeout_secs, 60),
             heartbeat: secs(raw.link.heartbeat_secs, 5),
             handshake_timeout: secs(raw.link.handshake_timeout_secs, 15),
+            upload_limit: raw
+                .link
+                .upload_limit_kib_per_sec
+                .filter(|k| *k > 0)
+                .map(|k| k * 1024),
         };
         let ae_title = raw
             .dicom

@@ -4,14 +4,21 @@
 //! Entry point for binaries and tests alike: bind with [`Listeners::bind`], then [`start`] or
 //! [`run`] until the shutdown token is cancelled.
 
+pub mod api;
+pub mod archive;
 pub mod config;
 pub mod link;
 pub mod metrics;
+pub mod status;
+pub mod sync;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use archive::{AgentStore, Ingested};
+use proto::sync::QueuedObject;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -23,6 +30,8 @@ pub use metrics::Metrics;
 #[derive(Debug)]
 pub struct Listeners {
     pub metrics: std::net::TcpListener,
+    /// The local HTTP API (status, import) and, later, the clinic web interface.
+    pub web: std::net::TcpListener,
 }
 
 impl Listeners {
@@ -34,7 +43,20 @@ impl Listeners {
             )
         })?;
         metrics.set_nonblocking(true)?;
-        Ok(Self { metrics })
+        let web = std::net::TcpListener::bind(config.web_listen).with_context(|| {
+            format!(
+                "cannot bind [web] listen = {} (TCP); is another agent running?",
+                config.web_listen
+            )
+        })?;
+        web.set_nonblocking(true)?;
+        Ok(Self { metrics, web })
+    }
+
+    pub fn web_addr(&self) -> SocketAddr {
+        self.web
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     pub fn metrics_addr(&self) -> SocketAddr {
@@ -49,6 +71,9 @@ impl Listeners {
 pub struct Handle {
     pub metrics: Arc<Metrics>,
     pub status: SharedStatus,
+    pub sync: sync::SharedSync,
+    pub store: Arc<AgentStore>,
+    new_objects: mpsc::UnboundedSender<QueuedObject>,
 }
 
 impl Handle {
@@ -57,6 +82,43 @@ impl Handle {
             .lock()
             .map(|s| s.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Stores one file durably and queues it for the gateway (blocking: call it from a
+    /// blocking thread).
+    pub fn ingest_file(&self, path: &std::path::Path) -> Result<Ingested, archive::StoreError> {
+        let outcome = self.store.ingest_file(path)?;
+        self.queue_if_stored(&outcome);
+        Ok(outcome)
+    }
+
+    /// Like [`Handle::ingest_file`], for bytes from a reader (a C-STORE, a browser upload).
+    pub fn ingest(
+        &self,
+        reader: impl std::io::Read,
+        name: &str,
+    ) -> Result<Ingested, archive::StoreError> {
+        let outcome = self.store.ingest(reader, name)?;
+        self.queue_if_stored(&outcome);
+        Ok(outcome)
+    }
+
+    fn queue_if_stored(&self, outcome: &Ingested) {
+        if let Ingested::Stored { id, .. } = outcome {
+            if let Ok(Some(record)) = self.store.object(id) {
+                let _ = self.new_objects.send(QueuedObject {
+                    id: id.clone(),
+                    size: record.size,
+                    priority: record.priority,
+                    seq: record.seq,
+                });
+            }
+        }
+    }
+
+    /// The queue and link as `clinic-agent status` shows them.
+    pub fn status_report(&self) -> status::StatusReport {
+        status::report(&self.store, &self.link_status(), &self.sync)
     }
 }
 
@@ -81,29 +143,61 @@ pub fn start(
 )> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let store = Arc::new(AgentStore::open(&config.data_dir)?);
     let metrics = Arc::new(Metrics::new());
     let status = SharedStatus::default();
+    let sync_status = sync::SharedSync::default();
+    let (new_objects, queued) = mpsc::unbounded_channel();
     let handle = Handle {
         metrics: metrics.clone(),
         status: status.clone(),
+        sync: sync_status.clone(),
+        store: store.clone(),
+        new_objects,
     };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(7);
+    let uploader = sync::Sync::new(
+        proto::sync::UploaderConfig::default(),
+        config.link.upload_limit,
+        store.clone(),
+        metrics.clone(),
+        sync_status,
+        seed,
+    );
     let metrics_listener = tokio::net::TcpListener::from_std(listeners.metrics)?;
-    info!(metrics = %metrics_listener.local_addr()?, gateway = %format!("{}:{}", config.link.gateway_host, config.link.gateway_port), "clinic agent starting");
+    let web_listener = tokio::net::TcpListener::from_std(listeners.web)?;
+    info!(
+        metrics = %metrics_listener.local_addr()?,
+        web = %web_listener.local_addr()?,
+        gateway = %format!("{}:{}", config.link.gateway_host, config.link.gateway_port),
+        "clinic agent starting"
+    );
     let link_task = tokio::spawn(link::run(
         config.link.clone(),
         options,
         metrics.clone(),
         status,
+        uploader,
+        queued,
         shutdown.clone(),
     ));
+    let api_task = tokio::spawn(api::serve(web_listener, handle.clone(), shutdown.clone()));
+    let gauges = handle.clone();
     let metrics_task = tokio::spawn(daemon::serve_metrics(
         metrics_listener,
-        move || metrics.render(),
+        move || {
+            gauges.metrics.update_queue(&gauges.status_report());
+            gauges.metrics.render()
+        },
         shutdown,
     ));
     Ok((handle, async move {
         let link = link_task.await.context("link task panicked")?;
         metrics_task.await.context("metrics task panicked")??;
+        api_task.await.context("API task panicked")??;
         link
     }))
 }

@@ -19,6 +19,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::LinkConfig;
 use crate::metrics::Metrics;
+use crate::sync::Sync;
+use proto::sync::QueuedObject;
 
 /// What the agent knows about its link, for status displays and tests.
 #[derive(Debug, Clone, Default)]
@@ -71,6 +73,8 @@ pub async fn run(
     options: LinkOptions,
     metrics: Arc<Metrics>,
     status: SharedStatus,
+    mut sync: Sync,
+    mut new_objects: mpsc::UnboundedReceiver<QueuedObject>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let client = client_config(&config, &options)?;
@@ -134,6 +138,15 @@ pub async fn run(
             }
         }
         while let Some(event) = session.poll_event() {
+            match &event {
+                AgentEvent::Up { .. } => {
+                    if let Some(l) = &live {
+                        sync.link_up(l.connection.clone());
+                    }
+                }
+                AgentEvent::Down { .. } => sync.link_down(),
+                _ => {}
+            }
             report(event, &metrics, &status);
         }
         if shutdown.is_cancelled() {
@@ -146,12 +159,19 @@ pub async fn run(
             }
             break;
         }
-        let deadline = session
-            .poll_timeout()
+        let deadline = [session.poll_timeout(), sync.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep_until(deadline.into()) => session.handle_timeout(Instant::now()),
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                session.handle_timeout(Instant::now());
+                sync.handle_timeout();
+            }
+            Some(msg) = sync.rx.recv() => sync.handle(msg).await,
+            Some(object) = new_objects.recv() => sync.enqueue(object),
             frame = next_frame(&mut live) => match frame {
                 Some(Ok(frame)) => session.handle_frame(Instant::now(), frame),
                 Some(Err(problem)) => {

@@ -2,7 +2,9 @@
 
 use std::sync::atomic::AtomicU64;
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -12,6 +14,29 @@ pub struct Metrics {
     pub link_up: Gauge,
     pub link_rtt_seconds: Gauge<f64, AtomicU64>,
     pub reconnects: Counter,
+    pub bytes_sent: Counter,
+    pub bytes_resent: Counter,
+    pub objects_delivered: Counter,
+    pub queue_items: Family<QueueLabels, Gauge>,
+    pub queue_bytes: Family<StateLabel, Gauge>,
+    pub oldest_pending_seconds: Family<PriorityLabel, Gauge>,
+    pub quarantined: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub state: String,
+    pub priority: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PriorityLabel {
+    pub priority: String,
 }
 
 impl Metrics {
@@ -35,12 +60,101 @@ impl Metrics {
             "Dials after the first, i.e. attempts to restore a lost or refused link",
             reconnects.clone(),
         );
+        let bytes_sent = Counter::default();
+        let bytes_resent = Counter::default();
+        let objects_delivered = Counter::default();
+        registry.register(
+            "tpg_agent_bytes_sent",
+            "Object bytes written to the link",
+            bytes_sent.clone(),
+        );
+        registry.register(
+            "tpg_agent_bytes_resent",
+            "Object bytes sent again because the gateway had not committed them before an outage",
+            bytes_resent.clone(),
+        );
+        registry.register(
+            "tpg_agent_objects_delivered",
+            "Objects the gateway durably receipted",
+            objects_delivered.clone(),
+        );
+        let queue_items = Family::<QueueLabels, Gauge>::default();
+        let queue_bytes = Family::<StateLabel, Gauge>::default();
+        let oldest_pending_seconds = Family::<PriorityLabel, Gauge>::default();
+        let quarantined = Gauge::default();
+        registry.register(
+            "tpg_agent_queue_items",
+            "Objects by state and priority",
+            queue_items.clone(),
+        );
+        registry.register(
+            "tpg_agent_queue_bytes",
+            "Object bytes by state",
+            queue_bytes.clone(),
+        );
+        registry.register(
+            "tpg_agent_oldest_pending_seconds",
+            "Age of the oldest undelivered object, by priority",
+            oldest_pending_seconds.clone(),
+        );
+        registry.register(
+            "tpg_agent_quarantined_files",
+            "Files in the quarantine folder",
+            quarantined.clone(),
+        );
         Self {
             registry,
             link_up,
             link_rtt_seconds,
             reconnects,
+            bytes_sent,
+            bytes_resent,
+            objects_delivered,
+            queue_items,
+            queue_bytes,
+            oldest_pending_seconds,
+            quarantined,
         }
+    }
+
+    /// Sets the queue gauges from a fresh status report (every state and priority is set,
+    /// so a series drops to 0 rather than keeping a stale value).
+    pub fn update_queue(&self, report: &crate::status::StatusReport) {
+        for state in ["queued", "sending", "delivered"] {
+            let mut bytes = 0;
+            for priority in proto::sync::Priority::ALL {
+                let row = report
+                    .queue
+                    .iter()
+                    .find(|r| r.state == state && r.priority == priority.label());
+                bytes += row.map_or(0, |r| r.bytes);
+                let labels = QueueLabels {
+                    state: state.into(),
+                    priority: priority.label().into(),
+                };
+                self.queue_items
+                    .get_or_create(&labels)
+                    .set(row.map_or(0, |r| r.items as i64));
+            }
+            self.queue_bytes
+                .get_or_create(&StateLabel {
+                    state: state.into(),
+                })
+                .set(bytes as i64);
+        }
+        for priority in proto::sync::Priority::ALL {
+            let age = report
+                .oldest_pending_seconds
+                .get(priority.label())
+                .copied()
+                .unwrap_or(0);
+            self.oldest_pending_seconds
+                .get_or_create(&PriorityLabel {
+                    priority: priority.label().into(),
+                })
+                .set(age);
+        }
+        self.quarantined.set(report.quarantined as i64);
     }
 
     pub fn render(&self) -> String {

@@ -4,9 +4,12 @@
 //! Entry point for binaries and tests alike: bind with [`Listeners::bind`], then [`run`] until
 //! the shutdown token is cancelled.
 
+pub mod api;
+pub mod archive;
 pub mod config;
 pub mod link;
 pub mod metrics;
+pub mod receive;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +26,8 @@ pub use metrics::Metrics;
 pub struct Listeners {
     pub link: std::net::UdpSocket,
     pub metrics: std::net::TcpListener,
+    /// The HTTP JSON API and, later, the web interface.
+    pub web: std::net::TcpListener,
 }
 
 impl Listeners {
@@ -40,11 +45,20 @@ impl Listeners {
             )
         })?;
         metrics.set_nonblocking(true)?;
-        Ok(Self { link, metrics })
+        let web = std::net::TcpListener::bind(config.web_listen)
+            .with_context(|| format!("cannot bind [web] listen = {} (TCP)", config.web_listen))?;
+        web.set_nonblocking(true)?;
+        Ok(Self { link, metrics, web })
     }
 
     pub fn link_addr(&self) -> SocketAddr {
         self.link
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn web_addr(&self) -> SocketAddr {
+        self.web
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
@@ -60,6 +74,7 @@ impl Listeners {
 #[derive(Clone)]
 pub struct Handle {
     pub metrics: Arc<Metrics>,
+    pub archive: Arc<archive::GatewayArchive>,
     pub live: Arc<link::LiveLinks>,
 }
 
@@ -88,13 +103,22 @@ pub fn start(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let metrics = Arc::new(Metrics::new());
-    let link = Arc::new(link::Link::new(config.link.clone(), metrics.clone()));
+    let archive = Arc::new(archive::GatewayArchive::open(&config.data_dir)?);
+    let link = Arc::new(link::Link::new(
+        config.link.clone(),
+        metrics.clone(),
+        archive.clone(),
+    ));
     let handle = Handle {
         metrics: metrics.clone(),
+        archive: archive.clone(),
         live: link.live.clone(),
     };
     let metrics_listener = tokio::net::TcpListener::from_std(listeners.metrics)?;
     info!(metrics = %metrics_listener.local_addr()?, "metrics endpoint listening");
+    let web_listener = tokio::net::TcpListener::from_std(listeners.web)?;
+    info!(web = %web_listener.local_addr()?, "API listening");
+    let api_task = tokio::spawn(api::serve(web_listener, archive, shutdown.clone()));
     let link_task = tokio::spawn(link.serve(listeners.link, shutdown.clone()));
     let metrics_task = tokio::spawn(daemon::serve_metrics(
         metrics_listener,
@@ -104,6 +128,7 @@ pub fn start(
     Ok((handle, async move {
         let link = link_task.await.context("link task panicked")?;
         metrics_task.await.context("metrics task panicked")??;
+        api_task.await.context("API task panicked")??;
         link
     }))
 }

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::archive::GatewayArchive;
 use crate::config::LinkConfig;
 use crate::metrics::Metrics;
 
@@ -118,11 +119,12 @@ pub struct Link {
     config: LinkConfig,
     session: SessionConfig,
     metrics: Arc<Metrics>,
+    archive: Arc<GatewayArchive>,
     pub live: Arc<LiveLinks>,
 }
 
 impl Link {
-    pub fn new(config: LinkConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: LinkConfig, metrics: Arc<Metrics>, archive: Arc<GatewayArchive>) -> Self {
         let session = SessionConfig::new(
             env!("CARGO_PKG_VERSION"),
             config.heartbeat,
@@ -133,6 +135,7 @@ impl Link {
             config,
             session,
             metrics,
+            archive,
             live: Arc::default(),
         }
     }
@@ -167,6 +170,9 @@ impl Link {
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(Some(self.config.keep_alive));
         transport.max_idle_timeout(Some(self.config.idle_timeout.try_into()?));
+        // One chunk of receive window per stream: bytes in flight on an object stream never
+        // exceed what one outage may cost (docs/protocol.md, "Object streams").
+        transport.stream_receive_window(VarInt::from_u64(proto::sync::DEFAULT_CHUNK)?);
         server.transport_config(Arc::new(transport));
         Ok(server)
     }
@@ -305,6 +311,7 @@ impl Link {
         let (frames_tx, mut frames) = mpsc::channel(16);
         let reader = tokio::spawn(daemon::frames::read_frames(recv, frames_tx));
         let mut registered = None;
+        let mut objects: Option<tokio::task::JoinHandle<()>> = None;
         let mut stats_every = tokio::time::interval(Duration::from_secs(5));
         loop {
             let mut sent_frame = false;
@@ -332,6 +339,12 @@ impl Link {
                         agent_version,
                         minor,
                     } => {
+                        objects = Some(tokio::spawn(crate::receive::accept_objects(
+                            connection.clone(),
+                            clinic.clone(),
+                            self.archive.clone(),
+                            self.metrics.clone(),
+                        )));
                         registered = Some(self.live.register(
                             &clinic,
                             serial.clone(),
@@ -392,6 +405,9 @@ impl Link {
             }
         }
         reader.abort();
+        if let Some(objects) = objects {
+            objects.abort();
+        }
         if registered.is_some_and(|id| self.live.unregister(&clinic, id)) {
             self.metrics.link_up.get_or_create(&label).set(0);
         }

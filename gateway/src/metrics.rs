@@ -28,6 +28,9 @@ pub struct Metrics {
     pub link_connects: Family<ClinicLabel, Counter>,
     pub link_refused: Family<ReasonLabel, Counter>,
     pub crl_reload_failures: Counter,
+    pub instances_stored: Family<ClinicLabel, Counter>,
+    pub bytes_received: Family<ClinicLabel, Counter>,
+    pub hash_mismatch: Family<ClinicLabel, Counter>,
     pub crl_revoked_certificates: Gauge,
 }
 
@@ -54,6 +57,9 @@ impl Metrics {
             link_connects: Family::default(),
             link_refused: Family::default(),
             crl_reload_failures: Counter::default(),
+            instances_stored: Family::default(),
+            bytes_received: Family::default(),
+            hash_mismatch: Family::default(),
             crl_revoked_certificates: Gauge::default(),
             registry: Registry::default(),
         };
@@ -91,6 +97,21 @@ impl Metrics {
             "tpg_crl_revoked_certificates",
             "Certificates listed in the CRL currently enforced",
             m.crl_revoked_certificates.clone(),
+        );
+        registry.register(
+            "tpg_gateway_instances_stored",
+            "Objects verified, stored and indexed",
+            m.instances_stored.clone(),
+        );
+        registry.register(
+            "tpg_gateway_bytes_received",
+            "Object bytes received (including bytes later discarded)",
+            m.bytes_received.clone(),
+        );
+        registry.register(
+            "tpg_gateway_hash_mismatch",
+            "Uploads whose SHA-256 did not match; each is sent again",
+            m.hash_mismatch.clone(),
         );
         for reason in REFUSAL_REASONS {
             let _ = m.link_refused.get_or_create(&ReasonLabel {

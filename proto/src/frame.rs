@@ -37,6 +37,24 @@ pub enum ControlFrame {
     Ping { seq: u64 },
     /// Heartbeat answer, echoing the ping's sequence number.
     Pong { seq: u64 },
+    /// First frame of an object stream (agent): the object's SHA-256 and size. After the
+    /// gateway's `accept`, the agent sends the object's bytes from the accepted offset to the
+    /// end as raw bytes and finishes the stream.
+    Offer {
+        object: crate::sync::ObjectId,
+        size: u64,
+    },
+    /// The gateway's answer to `offer`: send the bytes from `offset` (its durable offset).
+    Accept {
+        object: crate::sync::ObjectId,
+        offset: u64,
+    },
+    /// The gateway stored the object durably (fsynced and indexed); the agent may mark it
+    /// delivered. Also the answer to an offer of an object the gateway already holds.
+    Receipt { object: crate::sync::ObjectId },
+    /// The received bytes do not hash to the object id: the partial is discarded and the
+    /// agent must send the object again from offset 0.
+    Mismatch { object: crate::sync::ObjectId },
     /// A frame type from a newer minor version; ignored.
     #[serde(other)]
     Unknown,
@@ -92,6 +110,12 @@ impl FrameDecoder {
             .map_err(|e| FrameError::Malformed(e.to_string()));
         self.buf.drain(..4 + len);
         frame.map(Some)
+    }
+
+    /// Takes the bytes after the last complete frame: on an object stream, the raw object
+    /// bytes that follow the `offer` frame.
+    pub fn take_remaining(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
     }
 
     /// Bytes received but not yet part of a complete frame.

@@ -471,6 +471,10 @@ fn frame_name(frame: &ControlFrame) -> &'static str {
         ControlFrame::VersionMismatch { .. } => "version_mismatch",
         ControlFrame::Ping { .. } => "ping",
         ControlFrame::Pong { .. } => "pong",
+        ControlFrame::Offer { .. } => "offer",
+        ControlFrame::Accept { .. } => "accept",
+        ControlFrame::Receipt { .. } => "receipt",
+        ControlFrame::Mismatch { .. } => "mismatch",
         ControlFrame::Unknown => "unknown",
     }
 }

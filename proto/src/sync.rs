@@ -503,6 +503,17 @@ impl Receiver {
         Ok(ReceiveStep::Verify)
     }
 
+    /// The stream broke: everything already written may be committed, so that a link drop
+    /// costs nothing already received. `None` when nothing new is held.
+    pub fn handle_abort(&mut self) -> Option<ReceiveStep> {
+        (self.received > self.committed).then(|| {
+            self.committed = self.received;
+            ReceiveStep::Commit {
+                upto: self.committed,
+            }
+        })
+    }
+
     pub fn committed(&self) -> u64 {
         self.committed
     }

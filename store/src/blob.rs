@@ -136,7 +136,9 @@ impl BlobStore {
                 actual,
             });
         }
-        File::open(path).and_then(|f| f.sync_all()).map_err(io_err("fsync", path))?;
+        File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("fsync", path))?;
         self.place(path, id)
     }
 
@@ -165,7 +167,9 @@ impl BlobStore {
 
 impl TempBlob {
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), BlobError> {
-        self.file.write_all(bytes).map_err(io_err("write", &self.path))?;
+        self.file
+            .write_all(bytes)
+            .map_err(io_err("write", &self.path))?;
         self.hasher.update(bytes);
         self.len += bytes.len() as u64;
         Ok(())
@@ -191,7 +195,10 @@ impl TempBlob {
     /// Fsyncs and returns the id and the temporary path.
     fn finish(self) -> Result<(ObjectId, PathBuf), BlobError> {
         self.file.sync_all().map_err(io_err("fsync", &self.path))?;
-        Ok((ObjectId::from_digest(&self.hasher.finalize().into()), self.path))
+        Ok((
+            ObjectId::from_digest(&self.hasher.finalize().into()),
+            self.path,
+        ))
     }
 
     /// Fsyncs and moves the file to `dest` (e.g. a quarantine folder).
@@ -228,7 +235,9 @@ pub fn hash_file(path: &Path) -> Result<ObjectId, BlobError> {
 pub fn sync_dir(dir: &Path) -> Result<(), BlobError> {
     #[cfg(unix)]
     {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync", dir))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("fsync", dir))?;
     }
     Ok(())
 }
@@ -251,12 +260,23 @@ mod tests {
     fn commit_names_the_file_by_its_sha256_and_is_idempotent() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
-        let id = store.commit(store.write_temp(&b"hello"[..]).unwrap()).unwrap();
-        assert_eq!(id.as_str(), "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        let id = store
+            .commit(store.write_temp(&b"hello"[..]).unwrap())
+            .unwrap();
+        assert_eq!(
+            id.as_str(),
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
         assert_eq!(fs::read(store.path(&id)).unwrap(), b"hello");
-        let again = store.commit(store.write_temp(&b"hello"[..]).unwrap()).unwrap();
+        let again = store
+            .commit(store.write_temp(&b"hello"[..]).unwrap())
+            .unwrap();
         assert_eq!(again, id);
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temp file left");
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0,
+            "no temp file left"
+        );
     }
 
     #[test]

@@ -60,7 +60,10 @@ pub fn summarize(path: &Path) -> Result<InstanceSummary, InvalidDicom> {
             })
     };
     let sop_instance_uid = text(tags::SOP_INSTANCE_UID, "SOP Instance UID")?;
-    let meta_uid = meta.media_storage_sop_instance_uid().trim_end_matches(['\0', ' ']).to_owned();
+    let meta_uid = meta
+        .media_storage_sop_instance_uid()
+        .trim_end_matches(['\0', ' '])
+        .to_owned();
     if !meta_uid.is_empty() && meta_uid != sop_instance_uid {
         return Err(InvalidDicom::MetaMismatch {
             meta: meta_uid,
@@ -73,7 +76,10 @@ pub fn summarize(path: &Path) -> Result<InstanceSummary, InvalidDicom> {
         series_instance_uid: text(tags::SERIES_INSTANCE_UID, "Series Instance UID")?,
         patient_id: text(tags::PATIENT_ID, "Patient ID")?,
         modality: text(tags::MODALITY, "Modality").ok(),
-        transfer_syntax: meta.transfer_syntax().trim_end_matches(['\0', ' ']).to_owned(),
+        transfer_syntax: meta
+            .transfer_syntax()
+            .trim_end_matches(['\0', ' '])
+            .to_owned(),
         sop_instance_uid,
     })
 }

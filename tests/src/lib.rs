@@ -15,6 +15,8 @@ use proto::ClinicId;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod samples;
+
 /// Timings for a pilot on one machine: fast heartbeats, quick reconnects, CRL checked every
 /// second, so the tests and the demo see changes at once.
 #[derive(Debug, Clone)]
@@ -128,6 +130,17 @@ listen = "127.0.0.1:0"
         bundle: &Path,
         gateway: SocketAddr,
     ) -> anyhow::Result<AgentConfig> {
+        self.agent_config_with(clinic, bundle, gateway, "")
+    }
+
+    /// Like [`PilotDir::agent_config`], with extra `[link]` keys (TOML lines).
+    pub fn agent_config_with(
+        &self,
+        clinic: &str,
+        bundle: &Path,
+        gateway: SocketAddr,
+        extra_link: &str,
+    ) -> anyhow::Result<AgentConfig> {
         let t = &self.timings;
         let path = self.root.join("clinics").join(clinic).join("agent.toml");
         write(
@@ -147,6 +160,7 @@ reconnect_max_secs = {max}
 heartbeat_secs = {hb}
 idle_timeout_secs = {idle}
 keep_alive_secs = 1
+{extra_link}
 
 [dicom]
 listen = "127.0.0.1:0"
@@ -186,6 +200,7 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 pub struct RunningGateway {
     pub handle: gateway::Handle,
     pub link_addr: SocketAddr,
+    pub web_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
@@ -195,12 +210,14 @@ impl RunningGateway {
     pub fn start(config: GatewayConfig) -> anyhow::Result<Self> {
         let listeners = gateway::Listeners::bind(&config)?;
         let link_addr = listeners.link_addr();
+        let web_addr = listeners.web_addr();
         let metrics_addr = listeners.metrics_addr();
         let shutdown = CancellationToken::new();
         let (handle, fut) = gateway::start(config, listeners, shutdown.clone())?;
         Ok(Self {
             handle,
             link_addr,
+            web_addr,
             metrics_addr,
             shutdown,
             task: tokio::spawn(fut),
@@ -221,6 +238,7 @@ impl RunningGateway {
 /// A clinic agent running in this process.
 pub struct RunningAgent {
     pub handle: clinic_agent::Handle,
+    pub web_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
@@ -230,10 +248,12 @@ impl RunningAgent {
     pub fn start(config: AgentConfig, options: LinkOptions) -> anyhow::Result<Self> {
         let listeners = clinic_agent::Listeners::bind(&config)?;
         let metrics_addr = listeners.metrics_addr();
+        let web_addr = listeners.web_addr();
         let shutdown = CancellationToken::new();
         let (handle, fut) = clinic_agent::start(config, options, listeners, shutdown.clone())?;
         Ok(Self {
             handle,
+            web_addr,
             metrics_addr,
             shutdown,
             task: tokio::spawn(fut),
@@ -252,17 +272,22 @@ impl RunningAgent {
 
 /// `GET /metrics` over plain HTTP/1.0, as Prometheus or curl would.
 pub fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
+    http_get(addr, "/metrics")
+}
+
+/// A plain HTTP/1.0 GET returning the body of a 200 answer.
+pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let (head, body) = response
         .split_once("\r\n\r\n")
-        .context("metrics response has no header/body separator")?;
+        .context("HTTP response has no header/body separator")?;
     anyhow::ensure!(
         head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "metrics answered {head}"
+        "{path} answered {head}"
     );
     Ok(body.to_owned())
 }

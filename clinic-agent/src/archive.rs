@@ -1,0 +1,312 @@
+//! The clinic's durable archive: DICOM instances as content-addressed blobs, a sled index of
+//! instances and of the outbox (what still has to reach the gateway), and a quarantine folder
+//! for files that are not valid DICOM instances.
+//!
+//! Acknowledge only what is durable: `ingest` returns after the blob is fsynced and renamed
+//! and the index is flushed. Same SOP Instance UID and same bytes are stored once; the same UID
+//! with different bytes is kept as a new version and flagged, never overwritten.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use proto::sync::{ObjectId, Priority, QueuedObject};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use store::blob::{BlobError, BlobStore};
+use store::dicom::{self, InvalidDicom};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the agent's index in {path} cannot be opened: {detail}; if another clinic-agent is running on this data_dir, use it (or stop it) instead")]
+    Open { path: String, detail: String },
+    #[error("index error: {0}")]
+    Index(String),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Index(e.to_string())
+    }
+}
+
+/// One stored object, as the index holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    pub size: u64,
+    pub sop_instance_uid: String,
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub modality: Option<String>,
+    pub priority: Priority,
+    /// Enqueue order.
+    pub seq: u64,
+    /// Unix seconds.
+    pub stored_at: i64,
+    /// Unix seconds of the gateway's receipt; `None` while queued.
+    pub delivered_at: Option<i64>,
+    /// True when an earlier object had the same SOP Instance UID with other bytes.
+    pub new_version: bool,
+}
+
+/// What happened to one file given to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingested {
+    Stored {
+        id: ObjectId,
+        new_version: bool,
+    },
+    /// Same SOP Instance UID and same bytes as an instance already stored.
+    Duplicate {
+        id: ObjectId,
+    },
+    /// Not an instance and not an error (a DICOMDIR index).
+    Skipped {
+        reason: String,
+    },
+    /// Invalid: moved to the quarantine folder with a reason record.
+    Quarantined {
+        reason: String,
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Serialize)]
+struct QuarantineRecord<'a> {
+    reason: &'a str,
+    /// Unix seconds.
+    at: i64,
+    source_file_name: String,
+}
+
+pub struct AgentStore {
+    db: sled::Db,
+    objects: sled::Tree,
+    instances: sled::Tree,
+    meta: sled::Tree,
+    blobs: BlobStore,
+    quarantine: PathBuf,
+}
+
+impl std::fmt::Debug for AgentStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentStore")
+            .field("blobs", &self.blobs)
+            .finish_non_exhaustive()
+    }
+}
+
+const SEQ_KEY: &[u8] = b"next_seq";
+
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl AgentStore {
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let index = data_dir.join("index");
+        let db = sled::Config::new()
+            .path(&index)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()
+            .map_err(|e| StoreError::Open {
+                path: index.display().to_string(),
+                detail: e.to_string(),
+            })?;
+        Ok(Self {
+            objects: db.open_tree("objects")?,
+            instances: db.open_tree("instances")?,
+            meta: db.open_tree("meta")?,
+            db,
+            blobs: BlobStore::open(data_dir)?,
+            quarantine: data_dir.join("quarantine"),
+        })
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// Stores one file (see the module docs for the rules).
+    pub fn ingest_file(&self, path: &Path) -> Result<Ingested, StoreError> {
+        let file = std::fs::File::open(path).map_err(|source| BlobError::Io {
+            action: "open",
+            path: path.display().to_string(),
+            source,
+        })?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.ingest(file, &name)
+    }
+
+    /// Stores bytes read from `reader`; `name` is kept in the quarantine record only.
+    pub fn ingest(&self, reader: impl Read, name: &str) -> Result<Ingested, StoreError> {
+        let temp = self.blobs.write_temp(reader)?;
+        let summary = match dicom::summarize(temp.path()) {
+            Ok(s) => s,
+            Err(InvalidDicom::Dicomdir) => {
+                temp.discard();
+                return Ok(Ingested::Skipped {
+                    reason: InvalidDicom::Dicomdir.to_string(),
+                });
+            }
+            Err(invalid) => return self.quarantine(temp, name, &invalid.to_string()),
+        };
+        let id = temp.id();
+        let versions = self.versions(&summary.sop_instance_uid)?;
+        if versions.contains(&id) {
+            temp.discard();
+            return Ok(Ingested::Duplicate { id });
+        }
+        let size = temp.len();
+        let id = self.blobs.commit(temp)?;
+        let new_version = !versions.is_empty();
+        let record = |seq| ObjectRecord {
+            size,
+            sop_instance_uid: summary.sop_instance_uid.clone(),
+            study_instance_uid: summary.study_instance_uid.clone(),
+            series_instance_uid: summary.series_instance_uid.clone(),
+            modality: summary.modality.clone(),
+            priority: Priority::Routine,
+            seq,
+            stored_at: now_unix(),
+            delivered_at: None,
+            new_version,
+        };
+        let result: Result<bool, TransactionError<String>> =
+            (&self.objects, &self.instances, &self.meta).transaction(
+                |(objects, instances, meta)| {
+                    let mut versions: Vec<ObjectId> =
+                        match instances.get(summary.sop_instance_uid.as_bytes())? {
+                            Some(v) => serde_json::from_slice(&v)
+                                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?,
+                            None => Vec::new(),
+                        };
+                    if versions.contains(&id) {
+                        // Another ingest of the same bytes won the race.
+                        return Ok(false);
+                    }
+                    let seq = meta
+                        .get(SEQ_KEY)?
+                        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                        .map_or(0, u64::from_be_bytes);
+                    meta.insert(SEQ_KEY, &(seq + 1).to_be_bytes())?;
+                    let rec = serde_json::to_vec(&record(seq))
+                        .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+                    objects.insert(id.as_str().as_bytes(), rec)?;
+                    versions.push(id.clone());
+                    let v = serde_json::to_vec(&versions)
+                        .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+                    instances.insert(summary.sop_instance_uid.as_bytes(), v)?;
+                    Ok(true)
+                },
+            );
+        let inserted = result.map_err(|e| StoreError::Index(format!("{e:?}")))?;
+        self.db.flush()?;
+        Ok(if inserted {
+            Ingested::Stored { id, new_version }
+        } else {
+            Ingested::Duplicate { id }
+        })
+    }
+
+    fn quarantine(
+        &self,
+        temp: store::blob::TempBlob,
+        name: &str,
+        reason: &str,
+    ) -> Result<Ingested, StoreError> {
+        let folder = self.quarantine.join(format!(
+            "{}-{}",
+            now_unix(),
+            temp.id().as_str()[..16].to_owned()
+        ));
+        let dest = folder.join("file.dcm");
+        temp.persist_at(&dest)?;
+        let record = QuarantineRecord {
+            reason,
+            at: now_unix(),
+            source_file_name: name.to_owned(),
+        };
+        let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
+        std::fs::write(folder.join("reason.json"), json).map_err(|source| BlobError::Io {
+            action: "write",
+            path: folder.display().to_string(),
+            source,
+        })?;
+        Ok(Ingested::Quarantined {
+            reason: reason.to_owned(),
+            path: folder,
+        })
+    }
+
+    fn versions(&self, sop_uid: &str) -> Result<Vec<ObjectId>, StoreError> {
+        match self.instances.get(sop_uid.as_bytes())? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Index(e.to_string())),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    pub fn object(&self, id: &ObjectId) -> Result<Option<ObjectRecord>, StoreError> {
+        match self.objects.get(id.as_str().as_bytes())? {
+            Some(v) => Ok(Some(
+                serde_json::from_slice(&v).map_err(|e| StoreError::Index(e.to_string()))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Every object and its id, in no particular order.
+    pub fn objects(&self) -> impl Iterator<Item = (ObjectId, ObjectRecord)> + '_ {
+        self.objects.iter().filter_map(|kv| {
+            let (k, v) = kv.ok()?;
+            let id = ObjectId::parse(std::str::from_utf8(&k).ok()?)?;
+            Some((id, serde_json::from_slice(&v).ok()?))
+        })
+    }
+
+    /// Objects not yet delivered, as the uploader wants them.
+    pub fn outbox(&self) -> Vec<QueuedObject> {
+        self.objects()
+            .filter(|(_, r)| r.delivered_at.is_none())
+            .map(|(id, r)| QueuedObject {
+                id,
+                size: r.size,
+                priority: r.priority,
+                seq: r.seq,
+            })
+            .collect()
+    }
+
+    /// Records the gateway's durable receipt, durably.
+    pub fn mark_delivered(&self, id: &ObjectId) -> Result<(), StoreError> {
+        let updated = self
+            .objects
+            .fetch_and_update(id.as_str().as_bytes(), |old| {
+                let mut rec: ObjectRecord = serde_json::from_slice(old?).ok()?;
+                if rec.delivered_at.is_none() {
+                    rec.delivered_at = Some(now_unix());
+                }
+                serde_json::to_vec(&rec).ok()
+            })?;
+        if updated.is_some() {
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Folders in quarantine.
+    pub fn quarantined(&self) -> usize {
+        std::fs::read_dir(&self.quarantine)
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}

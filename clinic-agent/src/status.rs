@@ -1,0 +1,214 @@
+//! What `clinic-agent status` shows: the link, and the queue by state and priority, with the
+//! age of the oldest pending item and every undelivered item's progress and last failure.
+//! Ids, counts and sizes only.
+
+use std::collections::BTreeMap;
+use std::time::UNIX_EPOCH;
+
+use proto::sync::Priority;
+use serde::{Deserialize, Serialize};
+
+use crate::archive::{now_unix, AgentStore};
+use crate::link::LinkStatus;
+use crate::sync::SharedSync;
+
+/// Delivered items listed individually (the most recent ones).
+const RECENT_DELIVERED: usize = 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub link: LinkReport,
+    /// One row per (state, priority) that has items.
+    pub queue: Vec<QueueRow>,
+    /// Priority → age in seconds of its oldest undelivered item.
+    pub oldest_pending_seconds: BTreeMap<String, i64>,
+    /// Undelivered items, then the most recently delivered ones.
+    pub items: Vec<ItemRow>,
+    pub quarantined: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkReport {
+    pub up: bool,
+    /// Unix seconds of the last change between up and down.
+    pub since: Option<i64>,
+    pub rtt_ms: Option<f64>,
+    pub down_reason: Option<String>,
+    pub last_error: Option<String>,
+    pub clinic: Option<String>,
+    pub gateway_version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRow {
+    pub state: String,
+    pub priority: String,
+    pub items: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ItemRow {
+    pub object: String,
+    pub state: String,
+    pub priority: String,
+    pub size: u64,
+    /// Bytes sent so far while sending.
+    pub sent: Option<u64>,
+    /// Unix seconds of the gateway's receipt.
+    pub delivered_at: Option<i64>,
+    pub last_failure: Option<String>,
+}
+
+pub fn report(store: &AgentStore, link: &LinkStatus, sync: &SharedSync) -> StatusReport {
+    let sync = sync
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_else(|p| p.into_inner().clone());
+    let now = now_unix();
+    let mut rows: BTreeMap<(String, Priority), (u64, u64)> = BTreeMap::new();
+    let mut oldest: BTreeMap<String, i64> = BTreeMap::new();
+    let mut pending = Vec::new();
+    let mut delivered = Vec::new();
+    for (id, rec) in store.objects() {
+        let sending = sync.sending.get(&id).copied();
+        let state = match (rec.delivered_at, sending) {
+            (Some(_), _) => "delivered",
+            (None, Some(_)) => "sending",
+            (None, None) => "queued",
+        };
+        let row = rows.entry((state.to_owned(), rec.priority)).or_default();
+        row.0 += 1;
+        row.1 += rec.size;
+        let item = ItemRow {
+            object: id.to_string(),
+            state: state.to_owned(),
+            priority: rec.priority.label().to_owned(),
+            size: rec.size,
+            sent: sending.map(|(sent, _)| sent),
+            delivered_at: rec.delivered_at,
+            last_failure: sync.last_failure.get(&id).cloned(),
+        };
+        if rec.delivered_at.is_none() {
+            let age = (now - rec.stored_at).max(0);
+            let entry = oldest.entry(rec.priority.label().to_owned()).or_insert(age);
+            *entry = (*entry).max(age);
+            pending.push((rec.priority, rec.seq, item));
+        } else {
+            delivered.push((rec.delivered_at, item));
+        }
+    }
+    pending.sort_by_key(|(p, seq, _)| (std::cmp::Reverse(*p), *seq));
+    delivered.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    let items = pending
+        .into_iter()
+        .map(|(_, _, i)| i)
+        .chain(delivered.into_iter().take(RECENT_DELIVERED).map(|(_, i)| i))
+        .collect();
+    StatusReport {
+        link: LinkReport {
+            up: link.up,
+            since: link
+                .since
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs() as i64),
+            rtt_ms: link.rtt.map(|r| r.as_secs_f64() * 1000.0),
+            down_reason: link.down_reason.clone(),
+            last_error: link.last_error.clone(),
+            clinic: link.clinic.clone(),
+            gateway_version: link.gateway_version.clone(),
+        },
+        queue: rows
+            .into_iter()
+            .map(|((state, priority), (items, bytes))| QueueRow {
+                state,
+                priority: priority.label().to_owned(),
+                items,
+                bytes,
+            })
+            .collect(),
+        oldest_pending_seconds: oldest,
+        items,
+        quarantined: store.quarantined(),
+    }
+}
+
+impl StatusReport {
+    /// Items and bytes in a state, over all priorities.
+    pub fn count(&self, state: &str) -> (u64, u64) {
+        self.queue
+            .iter()
+            .filter(|r| r.state == state)
+            .fold((0, 0), |(i, b), r| (i + r.items, b + r.bytes))
+    }
+
+    /// The human-readable form `clinic-agent status` prints.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let link = &self.link;
+        let state = if link.up { "UP" } else { "DOWN" };
+        out.push_str(&format!(
+            "link      {state}{}{}\n",
+            link.clinic
+                .as_deref()
+                .map(|c| format!("  clinic {c}"))
+                .unwrap_or_default(),
+            link.rtt_ms
+                .map(|r| format!("  rtt {r:.1} ms"))
+                .unwrap_or_default(),
+        ));
+        if let Some(reason) = link.last_error.as_deref().or(link.down_reason.as_deref()) {
+            if !link.up {
+                out.push_str(&format!("          {reason}\n"));
+            }
+        }
+        for state in ["queued", "sending", "delivered"] {
+            let (items, bytes) = self.count(state);
+            out.push_str(&format!(
+                "{state:<9} {items:>6} items {:>12}\n",
+                human_bytes(bytes)
+            ));
+        }
+        for (priority, age) in &self.oldest_pending_seconds {
+            out.push_str(&format!("oldest pending {priority}: {age} s\n"));
+        }
+        if self.quarantined > 0 {
+            out.push_str(&format!(
+                "quarantined {} files (see data_dir/quarantine/*/reason.json)\n",
+                self.quarantined
+            ));
+        }
+        for item in self.items.iter().filter(|i| i.state != "delivered") {
+            let progress = match item.sent {
+                Some(sent) => format!("{}/{}", human_bytes(sent), human_bytes(item.size)),
+                None => human_bytes(item.size),
+            };
+            out.push_str(&format!(
+                "  {} {:<9} {:<9} {progress}{}\n",
+                &item.object[..16],
+                item.state,
+                item.priority,
+                item.last_failure
+                    .as_deref()
+                    .map(|f| format!("  last failure: {f}"))
+                    .unwrap_or_default()
+            ));
+        }
+        out
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}

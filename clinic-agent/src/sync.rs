@@ -1,0 +1,403 @@
+//! The clinic's half of store-and-forward over the link: drives a [`proto::sync::Uploader`]
+//! with the outbox from the [`AgentStore`], runs one task per object in flight (each on its own
+//! QUIC stream, `docs/protocol.md` "Object streams"), and marks an object delivered only after
+//! the gateway's durable receipt.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use proto::frame::FrameDecoder;
+use proto::sync::{ObjectId, QueuedObject, UploadAction, UploadEvent, Uploader, UploaderConfig};
+use proto::ControlFrame;
+use quinn::Connection;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::archive::AgentStore;
+use crate::metrics::Metrics;
+
+/// Bytes read from disk and written to the stream at a time.
+const SEND_BUF: usize = 256 * 1024;
+
+/// Paces object bytes to a configured rate, shared by every transfer (a token bucket holding
+/// at most a tenth of a second of bytes).
+#[derive(Debug)]
+pub struct Pacer {
+    rate: u64,
+    state: Mutex<(Instant, f64)>,
+}
+
+impl Pacer {
+    pub fn new(bytes_per_sec: u64) -> Self {
+        Self {
+            rate: bytes_per_sec.max(1),
+            state: Mutex::new((Instant::now(), 0.0)),
+        }
+    }
+
+    /// Waits until `n` more bytes may be sent.
+    pub async fn take(&self, n: usize) {
+        loop {
+            let wait = {
+                let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                let burst = (self.rate as f64 / 10.0).max(n as f64);
+                let tokens = (guard.1
+                    + now.duration_since(guard.0).as_secs_f64() * self.rate as f64)
+                    .min(burst);
+                *guard = (now, tokens);
+                if tokens >= n as f64 {
+                    guard.1 -= n as f64;
+                    return;
+                }
+                std::time::Duration::from_secs_f64((n as f64 - tokens) / self.rate as f64)
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Progress of the objects in flight, for status and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct SyncStatus {
+    /// Object → (bytes sent, size).
+    pub sending: HashMap<ObjectId, (u64, u64)>,
+    /// Object → why its last attempt failed (cleared on delivery).
+    pub last_failure: HashMap<ObjectId, String>,
+}
+
+pub type SharedSync = Arc<Mutex<SyncStatus>>;
+
+fn with_status(status: &SharedSync, f: impl FnOnce(&mut SyncStatus)) {
+    let mut guard = status.lock().unwrap_or_else(|p| p.into_inner());
+    f(&mut guard);
+}
+
+/// What a transfer task reports.
+#[derive(Debug)]
+pub enum TransferMsg {
+    Accepted { id: ObjectId, offset: u64 },
+    Sent { id: ObjectId, upto: u64, delta: u64 },
+    Receipt { id: ObjectId },
+    Failed { id: ObjectId, reason: String },
+}
+
+struct Task {
+    handle: JoinHandle<()>,
+    start: Option<oneshot::Sender<u64>>,
+}
+
+pub struct Sync {
+    uploader: Uploader,
+    store: Arc<AgentStore>,
+    metrics: Arc<Metrics>,
+    status: SharedSync,
+    connection: Option<Connection>,
+    tasks: HashMap<ObjectId, Task>,
+    tx: mpsc::Sender<TransferMsg>,
+    pub rx: mpsc::Receiver<TransferMsg>,
+    pacer: Option<Arc<Pacer>>,
+}
+
+impl Sync {
+    pub fn new(
+        config: UploaderConfig,
+        upload_limit: Option<u64>,
+        store: Arc<AgentStore>,
+        metrics: Arc<Metrics>,
+        status: SharedSync,
+        seed: u64,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(256);
+        let mut uploader = Uploader::new(config, seed);
+        let now = Instant::now();
+        for object in store.outbox() {
+            uploader.enqueue(now, object);
+        }
+        Self {
+            uploader,
+            store,
+            metrics,
+            status,
+            connection: None,
+            tasks: HashMap::new(),
+            tx,
+            rx,
+            pacer: upload_limit.map(|rate| Arc::new(Pacer::new(rate))),
+        }
+    }
+
+    pub fn enqueue(&mut self, object: QueuedObject) {
+        self.uploader.enqueue(Instant::now(), object);
+        self.drive();
+    }
+
+    pub fn link_up(&mut self, connection: Connection) {
+        self.connection = Some(connection);
+        self.uploader.handle_link_up(Instant::now());
+        self.drive();
+    }
+
+    pub fn link_down(&mut self) {
+        self.connection = None;
+        for (_, task) in self.tasks.drain() {
+            task.handle.abort();
+        }
+        self.uploader.handle_link_down(Instant::now());
+        with_status(&self.status, |s| s.sending.clear());
+        self.drive();
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.uploader.poll_timeout()
+    }
+
+    pub fn handle_timeout(&mut self) {
+        self.uploader.handle_timeout(Instant::now());
+        self.drive();
+    }
+
+    pub async fn handle(&mut self, msg: TransferMsg) {
+        let now = Instant::now();
+        match msg {
+            TransferMsg::Accepted { id, offset } => self.uploader.handle_accept(&id, offset),
+            TransferMsg::Sent { id, upto, delta } => {
+                self.metrics.bytes_sent.inc_by(delta);
+                self.uploader.handle_sent(&id, upto);
+                if let Some(progress) = self.uploader.progress(&id) {
+                    with_status(&self.status, |s| {
+                        s.sending.insert(id.clone(), progress);
+                    });
+                }
+            }
+            TransferMsg::Receipt { id } => {
+                self.tasks.remove(&id);
+                // Delivered only once the receipt itself is durable here.
+                let store = self.store.clone();
+                let rid = id.clone();
+                match tokio::task::spawn_blocking(move || store.mark_delivered(&rid)).await {
+                    Ok(Ok(())) => self.uploader.handle_receipt(now, &id),
+                    Ok(Err(e)) => self.uploader.handle_failed(
+                        now,
+                        &id,
+                        format!("cannot record the receipt: {e}"),
+                    ),
+                    Err(e) => self.uploader.handle_failed(
+                        now,
+                        &id,
+                        format!("cannot record the receipt: {e}"),
+                    ),
+                }
+            }
+            TransferMsg::Failed { id, reason } => {
+                self.tasks.remove(&id);
+                self.uploader.handle_failed(now, &id, reason);
+            }
+        }
+        self.drive();
+    }
+
+    fn drive(&mut self) {
+        while let Some(action) = self.uploader.poll_action() {
+            match action {
+                UploadAction::Offer { id, size } => {
+                    let Some(connection) = self.connection.clone() else {
+                        continue;
+                    };
+                    let (start_tx, start_rx) = oneshot::channel();
+                    let path = self.store.blobs().path(&id);
+                    let handle = tokio::spawn(transfer(
+                        connection,
+                        id.clone(),
+                        size,
+                        path,
+                        start_rx,
+                        self.tx.clone(),
+                        self.pacer.clone(),
+                    ));
+                    self.tasks.insert(
+                        id,
+                        Task {
+                            handle,
+                            start: Some(start_tx),
+                        },
+                    );
+                }
+                UploadAction::SendFrom { id, offset } => {
+                    if let Some(start) = self.tasks.get_mut(&id).and_then(|t| t.start.take()) {
+                        let _ = start.send(offset);
+                    }
+                }
+                UploadAction::Pause { id } => {
+                    if let Some(task) = self.tasks.remove(&id) {
+                        task.handle.abort();
+                    }
+                    with_status(&self.status, |s| {
+                        s.sending.remove(&id);
+                    });
+                    debug!(object = %id, "paused for a more urgent object");
+                }
+            }
+        }
+        while let Some(event) = self.uploader.poll_event() {
+            match event {
+                UploadEvent::Delivered { id } => {
+                    self.metrics.objects_delivered.inc();
+                    with_status(&self.status, |s| {
+                        s.sending.remove(&id);
+                        s.last_failure.remove(&id);
+                    });
+                    debug!(object = %id, "delivered");
+                }
+                UploadEvent::Resent { id, bytes } => {
+                    self.metrics.bytes_resent.inc_by(bytes);
+                    debug!(object = %id, bytes, "resending bytes the gateway had not committed");
+                }
+                UploadEvent::Failed {
+                    id,
+                    reason,
+                    retry_in,
+                } => {
+                    warn!(object = %id, %reason, retry_in_ms = retry_in.as_millis() as u64, "transfer failed; will retry");
+                    with_status(&self.status, |s| {
+                        s.sending.remove(&id);
+                        s.last_failure.insert(id, reason);
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Sync {
+    fn drop(&mut self) {
+        for (_, task) in self.tasks.drain() {
+            task.handle.abort();
+        }
+    }
+}
+
+/// One object's transfer on its own stream.
+async fn transfer(
+    connection: Connection,
+    id: ObjectId,
+    size: u64,
+    path: PathBuf,
+    start: oneshot::Receiver<u64>,
+    tx: mpsc::Sender<TransferMsg>,
+    pacer: Option<Arc<Pacer>>,
+) {
+    let outcome = send_object(&connection, &id, size, &path, start, &tx, pacer.as_deref()).await;
+    let msg = match outcome {
+        Ok(()) => TransferMsg::Receipt { id },
+        Err(reason) => TransferMsg::Failed { id, reason },
+    };
+    let _ = tx.send(msg).await;
+}
+
+async fn send_object(
+    connection: &Connection,
+    id: &ObjectId,
+    size: u64,
+    path: &PathBuf,
+    start: oneshot::Receiver<u64>,
+    tx: &mpsc::Sender<TransferMsg>,
+    pacer: Option<&Pacer>,
+) -> Result<(), String> {
+    let (mut send, mut recv) = connection
+        .open_bi()
+        .await
+        .map_err(|e| format!("cannot open a stream: {e}"))?;
+    let offer = ControlFrame::Offer {
+        object: id.clone(),
+        size,
+    };
+    send.write_all(&offer.encode())
+        .await
+        .map_err(|e| format!("offer not sent: {e}"))?;
+    let mut decoder = FrameDecoder::default();
+    match read_frame(&mut recv, &mut decoder).await? {
+        ControlFrame::Receipt { .. } => {
+            let _ = send.finish();
+            return Ok(());
+        }
+        ControlFrame::Accept { offset, .. } => {
+            tx.send(TransferMsg::Accepted {
+                id: id.clone(),
+                offset,
+            })
+            .await
+            .map_err(|_| "agent stopping".to_string())?;
+        }
+        other => return Err(format!("gateway answered the offer with {other:?}")),
+    }
+    let offset = start.await.map_err(|_| "transfer cancelled".to_string())?;
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("cannot open the stored object {}: {e}", path.display()))?;
+    file.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(|e| format!("cannot seek the stored object: {e}"))?;
+    let mut buf = vec![0u8; SEND_BUF];
+    let mut upto = offset;
+    while upto < size {
+        let want = ((size - upto) as usize).min(SEND_BUF);
+        let n = file
+            .read(&mut buf[..want])
+            .await
+            .map_err(|e| format!("cannot read the stored object: {e}"))?;
+        if n == 0 {
+            return Err(format!(
+                "the stored object {} is shorter than its record says",
+                path.display()
+            ));
+        }
+        if let Some(pacer) = pacer {
+            pacer.take(n).await;
+        }
+        send.write_all(&buf[..n])
+            .await
+            .map_err(|e| format!("link lost while sending: {e}"))?;
+        upto += n as u64;
+        let _ = tx
+            .send(TransferMsg::Sent {
+                id: id.clone(),
+                upto,
+                delta: n as u64,
+            })
+            .await;
+    }
+    send.finish()
+        .map_err(|e| format!("cannot finish the stream: {e}"))?;
+    match read_frame(&mut recv, &mut decoder).await? {
+        ControlFrame::Receipt { .. } => {
+            info!(object = %id, size, "delivered with durable receipt");
+            Ok(())
+        }
+        ControlFrame::Mismatch { .. } => {
+            Err("the gateway found a SHA-256 mismatch; sending again from the start".into())
+        }
+        other => Err(format!("gateway answered the object with {other:?}")),
+    }
+}
+
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut FrameDecoder,
+) -> Result<ControlFrame, String> {
+    let mut buf = [0u8; 1024];
+    loop {
+        if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+            return Ok(frame);
+        }
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => decoder.push(&buf[..n]),
+            Ok(None) => return Err("the gateway closed the stream without answering".into()),
+            Err(e) => return Err(format!("link lost waiting for the gateway: {e}")),
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The hospital's durable archive: verified objects as content-addressed blobs, partial
+//! uploads with their committed offsets, and a sled index by clinic, patient, study, series and
+//! instance. A clinic only ever sees its own entries.
+//!
+//! Acknowledge only what is durable: a partial's offset is recorded after its bytes are
+//! fsynced; a receipt is sent after the verified blob is renamed into place and the index is
+//! flushed.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use proto::sync::ObjectId;
+use proto::ClinicId;
+use serde::{Deserialize, Serialize};
+use store::blob::{BlobError, BlobStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("the gateway's index in {path} cannot be opened: {detail}; is another gateway running on this data_dir?")]
+    Open { path: String, detail: String },
+    #[error("index error: {0}")]
+    Index(String),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error("partial upload {path}: {source}")]
+    Partial {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl From<sled::Error> for ArchiveError {
+    fn from(e: sled::Error) -> Self {
+        ArchiveError::Index(e.to_string())
+    }
+}
+
+/// A durable partial upload.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct PartialRecord {
+    size: u64,
+    committed: u64,
+}
+
+/// One stored instance, as the index holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub object: ObjectId,
+    pub size: u64,
+    pub sop_class_uid: String,
+    pub modality: Option<String>,
+    /// Unix seconds.
+    pub received_at: i64,
+}
+
+/// A study as the admin tools list it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudyRow {
+    pub study_instance_uid: String,
+    pub modality: Option<String>,
+    pub instances: u64,
+    pub series: u64,
+    pub bytes: u64,
+    /// Unix seconds of the latest instance.
+    pub received_at: i64,
+}
+
+/// The outcome of finishing an upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finished {
+    Stored,
+    /// The bytes did not hash to the object id; the partial was discarded.
+    Mismatch,
+}
+
+pub struct GatewayArchive {
+    db: sled::Db,
+    /// `clinic \0 patient \0 study \0 series \0 sop` → InstanceRecord.
+    instances: sled::Tree,
+    /// `clinic \0 object` → instance key.
+    clinic_objects: sled::Tree,
+    /// `clinic \0 object` → PartialRecord.
+    partials: sled::Tree,
+    blobs: BlobStore,
+    partial_dir: PathBuf,
+}
+
+impl std::fmt::Debug for GatewayArchive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayArchive")
+            .field("blobs", &self.blobs)
+            .finish_non_exhaustive()
+    }
+}
+
+fn key(parts: &[&str]) -> Vec<u8> {
+    parts.join("\0").into_bytes()
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl GatewayArchive {
+    pub fn open(data_dir: &Path) -> Result<Self, ArchiveError> {
+        let index = data_dir.join("index");
+        let db = sled::Config::new()
+            .path(&index)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()
+            .map_err(|e| ArchiveError::Open {
+                path: index.display().to_string(),
+                detail: e.to_string(),
+            })?;
+        Ok(Self {
+            instances: db.open_tree("instances")?,
+            clinic_objects: db.open_tree("clinic_objects")?,
+            partials: db.open_tree("partials")?,
+            db,
+            blobs: BlobStore::open(data_dir)?,
+            partial_dir: data_dir.join("partials"),
+        })
+    }
+
+    fn partial_path(&self, clinic: &ClinicId, id: &ObjectId) -> PathBuf {
+        self.partial_dir.join(clinic.as_str()).join(id.as_str())
+    }
+
+    /// True when this clinic's object is stored and indexed. An object another clinic sent
+    /// with the same bytes is indexed for this clinic too (it holds those bytes itself).
+    pub fn has(&self, clinic: &ClinicId, id: &ObjectId) -> Result<bool, ArchiveError> {
+        if self
+            .clinic_objects
+            .contains_key(key(&[clinic.as_str(), id.as_str()]))?
+        {
+            return Ok(true);
+        }
+        if self.blobs.contains(id) {
+            self.index(clinic, id)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The durable offset to resume this upload from (0 for a new one), after trimming any
+    /// bytes written past it before a crash.
+    pub fn resume_offset(
+        &self,
+        clinic: &ClinicId,
+        id: &ObjectId,
+        size: u64,
+    ) -> Result<u64, ArchiveError> {
+        let k = key(&[clinic.as_str(), id.as_str()]);
+        let path = self.partial_path(clinic, id);
+        let record: Option<PartialRecord> = self
+            .partials
+            .get(&k)?
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .filter(|r: &PartialRecord| r.size == size);
+        let on_disk = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let committed = record.map_or(0, |r| r.committed).min(on_disk);
+        let err = |source| ArchiveError::Partial {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(err)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(err)?;
+        file.set_len(committed).map_err(err)?;
+        file.sync_all().map_err(err)?;
+        if record.is_none_or(|r| r.committed != committed) {
+            self.record_partial(clinic, id, size, committed)?;
+        }
+        Ok(committed)
+    }
+
+    /// Opens the partial file for appending at its current end.
+    pub fn open_partial(&self, clinic: &ClinicId, id: &ObjectId) -> Result<File, ArchiveError> {
+        let path = self.partial_path(clinic, id);
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|source| ArchiveError::Partial {
+                path: path.display().to_string(),
+                source,
+            })
+    }
+
+    /// Records `committed` as durable: call after the partial's bytes up to it are fsynced.
+    pub fn record_partial(
+        &self,
+        clinic: &ClinicId,
+        id: &ObjectId,
+        size: u64,
+        committed: u64,
+    ) -> Result<(), ArchiveError> {
+        let rec = serde_json::to_vec(&PartialRecord { size, committed })
+            .map_err(|e| ArchiveError::Index(e.to_string()))?;
+        self.partials
+            .insert(key(&[clinic.as_str(), id.as_str()]), rec)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Verifies the complete partial against its id, stores and indexes it.
+    pub fn finish(&self, clinic: &ClinicId, id: &ObjectId) -> Result<Finished, ArchiveError> {
+        let path = self.partial_path(clinic, id);
+        let k = key(&[clinic.as_str(), id.as_str()]);
+        match self.blobs.commit_verified(&path, id) {
+            Ok(()) => {}
+            Err(BlobError::HashMismatch { .. }) => {
+                self.partials.remove(&k)?;
+                self.db.flush()?;
+                return Ok(Finished::Mismatch);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.index(clinic, id)?;
+        self.partials.remove(&k)?;
+        self.db.flush()?;
+        Ok(Finished::Stored)
+    }
+
+    /// Indexes a stored blob for a clinic and flushes.
+    fn index(&self, clinic: &ClinicId, id: &ObjectId) -> Result<(), ArchiveError> {
+        let path = self.blobs.path(id);
+        let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        // The agent validated the file with the same rules; an unreadable one is still kept
+        // (verified bytes are never dropped) and listed under an "unparsed" study.
+        let (patient, study, series, sop, sop_class, modality) =
+            match store::dicom::summarize(&path) {
+                Ok(s) => (
+                    s.patient_id,
+                    s.study_instance_uid,
+                    s.series_instance_uid,
+                    s.sop_instance_uid,
+                    s.sop_class_uid,
+                    s.modality,
+                ),
+                Err(_) => (
+                    "".into(),
+                    "unparsed".into(),
+                    "".into(),
+                    id.to_string(),
+                    "".into(),
+                    None,
+                ),
+            };
+        let instance_key = key(&[clinic.as_str(), &patient, &study, &series, &sop]);
+        let record = InstanceRecord {
+            object: id.clone(),
+            size,
+            sop_class_uid: sop_class,
+            modality,
+            received_at: now_unix(),
+        };
+        let value = serde_json::to_vec(&record).map_err(|e| ArchiveError::Index(e.to_string()))?;
+        self.instances.insert(&instance_key, value)?;
+        self.clinic_objects
+            .insert(key(&[clinic.as_str(), id.as_str()]), instance_key)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Every instance of a clinic: (patient, study, series, sop) and its record.
+    pub fn instances(&self, clinic: &ClinicId) -> Vec<([String; 4], InstanceRecord)> {
+        let mut prefix = clinic.as_str().as_bytes().to_vec();
+        prefix.push(0);
+        self.instances
+            .scan_prefix(&prefix)
+            .filter_map(|kv| {
+                let (k, v) = kv.ok()?;
+                let text = String::from_utf8(k[prefix.len()..].to_vec()).ok()?;
+                let mut parts = text.split('\0').map(str::to_owned);
+                let ids = [parts.next()?, parts.next()?, parts.next()?, parts.next()?];
+                Some((ids, serde_json::from_slice(&v).ok()?))
+            })
+            .collect()
+    }
+
+    /// The clinic's studies with counts and sizes.
+    pub fn studies(&self, clinic: &ClinicId) -> Vec<StudyRow> {
+        let mut rows: std::collections::BTreeMap<
+            String,
+            (StudyRow, std::collections::BTreeSet<String>),
+        > = Default::default();
+        for ([_, study, series, _], rec) in self.instances(clinic) {
+            let (row, all_series) = rows.entry(study.clone()).or_insert_with(|| {
+                (
+                    StudyRow {
+                        study_instance_uid: study.clone(),
+                        modality: None,
+                        instances: 0,
+                        series: 0,
+                        bytes: 0,
+                        received_at: 0,
+                    },
+                    Default::default(),
+                )
+            });
+            row.instances += 1;
+            row.bytes += rec.size;
+            row.received_at = row.received_at.max(rec.received_at);
+            if row.modality.is_none() {
+                row.modality = rec.modality.clone();
+            }
+            all_series.insert(series);
+            row.series = all_series.len() as u64;
+        }
+        rows.into_values().map(|(r, _)| r).collect()
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+}

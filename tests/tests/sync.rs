@@ -1,0 +1,273 @@
+//! Store-and-forward end to end: files imported at the clinic reach the gateway's verified
+//! store byte-identical, bad files are quarantined with reasons, and interrupted transfers
+//! resume from the gateway's committed offset.
+
+use std::path::Path;
+use std::time::Duration;
+
+use clinic_agent::archive::Ingested;
+use harness::samples::{pydicom_test_files, write_ct_series};
+use harness::{http_get, metric, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
+use proto::sync::{ObjectId, DEFAULT_CHUNK};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn pilot() -> (tempfile::TempDir, PilotDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pilot = PilotDir::create(dir.path(), Timings::default()).expect("pilot PKI");
+    (dir, pilot)
+}
+
+fn gateway_on(pilot: &PilotDir, addr: &str) -> RunningGateway {
+    RunningGateway::start(
+        pilot
+            .gateway_config(addr.parse().expect("address"))
+            .expect("config"),
+    )
+    .expect("gateway starts")
+}
+
+fn agent(pilot: &PilotDir, clinic: &str, gw: std::net::SocketAddr, extra: &str) -> RunningAgent {
+    let bundle = pilot.enrol(clinic, clinic).expect("bundle");
+    let config = pilot
+        .agent_config_with(clinic, &bundle, gw, extra)
+        .expect("agent config");
+    RunningAgent::start(config, Default::default()).expect("agent starts")
+}
+
+async fn ingest(agent: &RunningAgent, path: &Path) -> Ingested {
+    let handle = agent.handle.clone();
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || handle.ingest_file(&path))
+        .await
+        .expect("ingest task")
+        .expect("ingest succeeds")
+}
+
+fn delivered(agent: &RunningAgent) -> u64 {
+    agent.handle.status_report().count("delivered").0
+}
+
+/// Every object the agent holds is at the gateway with the same bytes.
+fn assert_identical_at_gateway(agent: &RunningAgent, gw: &RunningGateway) {
+    let mut checked = 0;
+    for (id, _) in agent.handle.store.objects() {
+        let at_clinic = std::fs::read(agent.handle.store.blobs().path(&id)).unwrap();
+        let at_hospital = std::fs::read(gw.handle.archive.blobs().path(&id))
+            .unwrap_or_else(|e| panic!("object {id} missing at the gateway: {e}"));
+        assert!(at_clinic == at_hospital, "object {id} differs");
+        assert_eq!(
+            store::blob::hash_file(&gw.handle.archive.blobs().path(&id)).unwrap(),
+            id
+        );
+        checked += 1;
+    }
+    assert!(checked > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_study_reaches_the_gateway_byte_identical_and_is_listed_for_its_clinic_only() {
+    let (dir, pilot) = pilot();
+    let gw = gateway_on(&pilot, "127.0.0.1:0");
+    let agent = agent(&pilot, "jinzhou", gw.link_addr, "");
+    let study = write_ct_series(&dir.path().join("study"), "PID-0001", 30, 100_000, 1).unwrap();
+    for file in &study.files {
+        assert!(matches!(
+            ingest(&agent, file).await,
+            Ingested::Stored {
+                new_version: false,
+                ..
+            }
+        ));
+    }
+    assert!(
+        matches!(
+            ingest(&agent, &study.files[0]).await,
+            Ingested::Duplicate { .. }
+        ),
+        "same bytes are stored once"
+    );
+
+    assert!(
+        wait_until(WAIT, || delivered(&agent) == 30).await,
+        "{}",
+        agent.handle.status_report().render()
+    );
+    assert_identical_at_gateway(&agent, &gw);
+    assert_eq!(
+        metric(
+            &gw.metrics(),
+            "tpg_gateway_instances_stored_total{clinic=\"jinzhou\"}"
+        ),
+        Some(30.0)
+    );
+    assert_eq!(
+        metric(
+            &agent.metrics(),
+            "tpg_agent_queue_items{state=\"delivered\",priority=\"routine\"}"
+        ),
+        Some(30.0)
+    );
+    assert_eq!(
+        metric(
+            &agent.metrics(),
+            "tpg_agent_queue_items{state=\"queued\",priority=\"routine\"}"
+        ),
+        Some(0.0)
+    );
+
+    let listing: serde_json::Value =
+        serde_json::from_str(&http_get(gw.web_addr, "/api/v1/clinics/jinzhou/studies").unwrap())
+            .unwrap();
+    let studies = listing["studies"].as_array().unwrap();
+    assert_eq!(studies.len(), 1);
+    assert_eq!(studies[0]["study_instance_uid"], study.study_uid.as_str());
+    assert_eq!(studies[0]["instances"], 30);
+    assert_eq!(studies[0]["modality"], "CT");
+    let other: serde_json::Value =
+        serde_json::from_str(&http_get(gw.web_addr, "/api/v1/clinics/pulandian/studies").unwrap())
+            .unwrap();
+    assert_eq!(
+        other["studies"].as_array().unwrap().len(),
+        0,
+        "another clinic sees none of it"
+    );
+
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pydicom_samples_are_synced_or_quarantined_with_a_reason() {
+    let (_dir, pilot) = pilot();
+    let gw = gateway_on(&pilot, "127.0.0.1:0");
+    let agent = agent(&pilot, "pulandian", gw.link_addr, "");
+    let samples = pydicom_test_files().unwrap();
+    let mut stored = 0;
+    let mut quarantined = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&samples)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    for file in &files {
+        match ingest(&agent, file).await {
+            Ingested::Stored { .. } => stored += 1,
+            Ingested::Quarantined { reason, path } => {
+                assert!(path.join("reason.json").is_file());
+                quarantined.push((
+                    file.file_name().unwrap().to_string_lossy().into_owned(),
+                    reason,
+                ));
+            }
+            Ingested::Duplicate { .. } | Ingested::Skipped { .. } => {}
+        }
+    }
+    let names: Vec<_> = quarantined.iter().map(|(n, _)| n.as_str()).collect();
+    for bad in ["no_meta.dcm", "README.txt", "crayons.icc"] {
+        assert!(
+            names.contains(&bad),
+            "{bad} must be quarantined; quarantined: {names:?}"
+        );
+    }
+    for good in [
+        "CT_small.dcm",
+        "MR_small_RLE.dcm",
+        "JPEG2000.dcm",
+        "waveform_ecg.dcm",
+    ] {
+        assert!(
+            !names.contains(&good),
+            "{good} is a valid instance: {quarantined:?}"
+        );
+    }
+    assert!(quarantined.iter().all(|(_, reason)| !reason.is_empty()));
+    assert!(stored > 40, "most samples are valid instances: {stored}");
+    assert!(
+        wait_until(WAIT, || delivered(&agent) == stored).await,
+        "{}",
+        agent.handle.status_report().render()
+    );
+    assert_identical_at_gateway(&agent, &gw);
+    assert_eq!(agent.handle.status_report().quarantined, quarantined.len());
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
+
+/// Imports one large instance with the upload paced, cuts the transfer a third of the way
+/// by `cut`, and checks it finishes with at most one chunk sent twice.
+async fn resume_after(cut: &str) {
+    let (dir, pilot) = pilot();
+    let gw = gateway_on(&pilot, "127.0.0.1:0");
+    let link = gw.link_addr;
+    let limit = "upload_limit_kib_per_sec = 8192";
+    let mut agent = agent(&pilot, "zhuanghe", link, limit);
+    let study =
+        write_ct_series(&dir.path().join("big"), "PID-0002", 1, 24 * 1024 * 1024, 2).unwrap();
+    let Ingested::Stored { id, .. } = ingest(&agent, &study.files[0]).await else {
+        panic!("stored")
+    };
+    let size = std::fs::metadata(&study.files[0]).unwrap().len();
+    let received = |gw: &RunningGateway| {
+        metric(
+            &gw.metrics(),
+            "tpg_gateway_bytes_received_total{clinic=\"zhuanghe\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(WAIT, || received(&gw) > size as f64 / 3.0).await,
+        "transfer started"
+    );
+    let gw = match cut {
+        "gateway restart" => {
+            let first = received(&gw);
+            gw.stop().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let gw = gateway_on(&pilot, &link.to_string());
+            assert!(first < size as f64, "cut before the end");
+            gw
+        }
+        "agent restart" => {
+            agent.stop().await.unwrap();
+            let bundle = pilot.enrol("zhuanghe", "zhuanghe").unwrap();
+            let config = pilot
+                .agent_config_with("zhuanghe", &bundle, link, limit)
+                .unwrap();
+            agent = RunningAgent::start(config, Default::default()).unwrap();
+            gw
+        }
+        other => panic!("unknown cut {other}"),
+    };
+    assert!(
+        wait_until(WAIT, || delivered(&agent) == 1).await,
+        "{}",
+        agent.handle.status_report().render()
+    );
+    assert_identical_at_gateway(&agent, &gw);
+    let resent = metric(&agent.metrics(), "tpg_agent_bytes_resent_total").unwrap_or(0.0);
+    assert!(
+        resent <= DEFAULT_CHUNK as f64,
+        "{cut}: resent {resent} bytes, more than one chunk"
+    );
+    let path = gw
+        .handle
+        .archive
+        .blobs()
+        .path(&ObjectId::parse(id.as_str()).unwrap());
+    assert_eq!(std::fs::metadata(path).unwrap().len(), size);
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_cut_by_a_gateway_restart_resumes_from_the_committed_offset() {
+    resume_after("gateway restart").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_cut_by_an_agent_restart_resumes_from_the_committed_offset() {
+    resume_after("agent restart").await;
+}
