@@ -224,11 +224,18 @@ impl AgentStore {
         name: &str,
         reason: &str,
     ) -> Result<Ingested, StoreError> {
-        let folder = self.quarantine.join(format!(
-            "{}-{}",
-            now_unix(),
-            temp.id().as_str()[..16].to_owned()
-        ));
+        // Never reuse a folder: two bad files with the same bytes each keep their record.
+        let base = format!("{}-{}", now_unix(), &temp.id().as_str()[..16]);
+        let folder = (0u32..)
+            .map(|n| {
+                self.quarantine.join(if n == 0 {
+                    base.clone()
+                } else {
+                    format!("{base}-{n}")
+                })
+            })
+            .find(|f| !f.exists())
+            .unwrap_or_else(|| self.quarantine.join(&base));
         let dest = folder.join("file.dcm");
         temp.persist_at(&dest)?;
         let record = QuarantineRecord {

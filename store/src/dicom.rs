@@ -1,13 +1,11 @@
 //! What the pilot reads out of a DICOM Part 10 file (PS3.10 §7): the identifiers that index it
-//! and route it. Only the header is parsed (up to Pixel Data), so a 1 GiB cine costs little.
+//! and route it. Values are read by a structural walk that skips everything else, so a 1 GiB
+//! cine or a hostile file costs little.
 //!
 //! Invariant: nothing here logs values; patient ids stay in the returned struct.
 
 use std::path::Path;
 
-use dicom_core::Tag;
-use dicom_dictionary_std::tags;
-use dicom_object::OpenFileOptions;
 use serde::{Deserialize, Serialize};
 
 /// Media Storage Directory Storage: a DICOMDIR, which indexes a medium and is not an image.
@@ -29,6 +27,8 @@ pub struct InstanceSummary {
 pub enum InvalidDicom {
     #[error("not a DICOM Part 10 file ({0}); export it from the modality as DICOM, with a file meta header")]
     NotPart10(String),
+    #[error("malformed DICOM: {0}")]
+    Malformed(String),
     #[error("a DICOMDIR (a CD/USB index), not an image; import the folder that holds it instead")]
     Dicomdir,
     #[error("missing {name} {tag}; the modality or exporting tool must fill it in")]
@@ -37,33 +37,47 @@ pub enum InvalidDicom {
     MetaMismatch { meta: String, dataset: String },
 }
 
-/// Reads and validates the identifiers of a DICOM file.
+const SOP_CLASS_UID: (u16, u16) = (0x0008, 0x0016);
+const SOP_INSTANCE_UID: (u16, u16) = (0x0008, 0x0018);
+const MODALITY: (u16, u16) = (0x0008, 0x0060);
+const PATIENT_ID: (u16, u16) = (0x0010, 0x0020);
+const STUDY_INSTANCE_UID: (u16, u16) = (0x0020, 0x000D);
+const SERIES_INSTANCE_UID: (u16, u16) = (0x0020, 0x000E);
+
+/// Reads and validates the identifiers of a DICOM file by walking its structure
+/// ([`crate::structure`]), so a malformed file is refused without being loaded.
 pub fn summarize(path: &Path) -> Result<InstanceSummary, InvalidDicom> {
-    let obj = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .map_err(|e| InvalidDicom::NotPart10(first_line(&e.to_string())))?;
-    let meta = obj.meta();
-    if meta.media_storage_sop_class_uid().trim_end_matches('\0') == DICOMDIR_SOP_CLASS {
+    let wanted = [
+        SOP_CLASS_UID,
+        SOP_INSTANCE_UID,
+        MODALITY,
+        PATIENT_ID,
+        STUDY_INSTANCE_UID,
+        SERIES_INSTANCE_UID,
+    ];
+    let scan = crate::structure::scan(path, &wanted).map_err(|e| {
+        if e.contains("DICM") || e.contains("too short") {
+            InvalidDicom::NotPart10(e)
+        } else {
+            InvalidDicom::Malformed(e)
+        }
+    })?;
+    let meta = |element: u16| scan.meta.get(&element).cloned().unwrap_or_default();
+    if meta(0x0002) == DICOMDIR_SOP_CLASS {
         return Err(InvalidDicom::Dicomdir);
     }
-    let text = |tag: Tag, name: &'static str| -> Result<String, InvalidDicom> {
-        obj.element_opt(tag)
-            .ok()
-            .flatten()
-            .and_then(|e| e.to_str().ok())
-            .map(|s| s.trim_end_matches(['\0', ' ']).trim().to_owned())
-            .filter(|s| !s.is_empty())
+    let value = |tag: (u16, u16), name: &'static str| -> Result<String, InvalidDicom> {
+        scan.values
+            .get(&tag)
+            .filter(|v| !v.is_empty())
+            .cloned()
             .ok_or(InvalidDicom::Missing {
                 name,
-                tag: format!("({:04X},{:04X})", tag.group(), tag.element()),
+                tag: format!("({:04X},{:04X})", tag.0, tag.1),
             })
     };
-    let sop_instance_uid = text(tags::SOP_INSTANCE_UID, "SOP Instance UID")?;
-    let meta_uid = meta
-        .media_storage_sop_instance_uid()
-        .trim_end_matches(['\0', ' '])
-        .to_owned();
+    let sop_instance_uid = value(SOP_INSTANCE_UID, "SOP Instance UID")?;
+    let meta_uid = meta(0x0003);
     if !meta_uid.is_empty() && meta_uid != sop_instance_uid {
         return Err(InvalidDicom::MetaMismatch {
             meta: meta_uid,
@@ -71,19 +85,12 @@ pub fn summarize(path: &Path) -> Result<InstanceSummary, InvalidDicom> {
         });
     }
     Ok(InstanceSummary {
-        sop_class_uid: text(tags::SOP_CLASS_UID, "SOP Class UID")?,
-        study_instance_uid: text(tags::STUDY_INSTANCE_UID, "Study Instance UID")?,
-        series_instance_uid: text(tags::SERIES_INSTANCE_UID, "Series Instance UID")?,
-        patient_id: text(tags::PATIENT_ID, "Patient ID")?,
-        modality: text(tags::MODALITY, "Modality").ok(),
-        transfer_syntax: meta
-            .transfer_syntax()
-            .trim_end_matches(['\0', ' '])
-            .to_owned(),
+        sop_class_uid: value(SOP_CLASS_UID, "SOP Class UID")?,
+        study_instance_uid: value(STUDY_INSTANCE_UID, "Study Instance UID")?,
+        series_instance_uid: value(SERIES_INSTANCE_UID, "Series Instance UID")?,
+        patient_id: value(PATIENT_ID, "Patient ID")?,
+        modality: value(MODALITY, "Modality").ok(),
+        transfer_syntax: meta(0x0010),
         sop_instance_uid,
     })
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).chars().take(200).collect()
 }

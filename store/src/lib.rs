@@ -7,3 +7,4 @@
 
 pub mod blob;
 pub mod dicom;
+pub mod structure;
