@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod archive;
+pub mod client;
 pub mod config;
 pub mod link;
 pub mod metrics;

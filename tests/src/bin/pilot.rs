@@ -73,12 +73,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Default::default(),
         )?;
         println!(
-            "  clinic agent   {id:<10} metrics http://{}/metrics  ({name})",
-            agent.metrics_addr
+            "  clinic agent   {id:<10} metrics http://{}/metrics  status http://{}/api/v1/status  ({name})",
+            agent.metrics_addr, agent.web_addr
         );
         agents.push((id, agent));
     }
     println!();
+    // A synthetic CT series per clinic, imported as a township doctor would.
+    let mut expected = Vec::new();
+    for (i, (id, agent)) in agents.iter().enumerate() {
+        let folder = root.join("samples").join(id);
+        let study = harness::samples::write_ct_series(
+            &folder,
+            &format!("DEMO-{:04}", i + 1),
+            12,
+            256 * 1024,
+            i as u64 + 1,
+        )?;
+        let handle = agent.handle.clone();
+        let files = study.files.clone();
+        tokio::task::spawn_blocking(move || {
+            files
+                .iter()
+                .try_for_each(|f| handle.ingest_file(f).map(|_| ()))
+        })
+        .await??;
+        expected.push(study.files.len() as u64);
+        println!(
+            "  imported {} CT instances at {id} ({})",
+            study.files.len(),
+            folder.display()
+        );
+    }
+    println!();
+    let mut synced = vec![false; agents.len()];
 
     let shutdown = async {
         match cli.seconds {
@@ -119,13 +147,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("[{at:6.2}s] {id:<10} link DOWN  ({why})");
             }
         }
-        if !announced_all && shown.iter().all(|s| *s == Some(true)) {
+        for (i, (id, agent)) in agents.iter().enumerate() {
+            if !synced[i] && agent.handle.status_report().count("delivered").0 >= expected[i] {
+                synced[i] = true;
+                let at = started.elapsed().as_secs_f64();
+                println!(
+                    "[{at:6.2}s] {id:<10} study delivered: {} instances verified at the gateway",
+                    expected[i]
+                );
+            }
+        }
+        if !announced_all && shown.iter().all(|s| *s == Some(true)) && synced.iter().all(|s| *s) {
             announced_all = true;
             println!();
-            println!("All {} clinics are online. Try:", agents.len());
             println!(
-                "  curl -s http://{}/metrics | grep tpg_link_",
+                "All {} clinics are online and their studies delivered. Try:",
+                agents.len()
+            );
+            println!(
+                "  curl -s http://{}/metrics | grep tpg_",
                 gateway.metrics_addr
+            );
+            println!(
+                "  curl -s http://{}/api/v1/clinics/jinzhou/studies",
+                gateway.web_addr
             );
             println!(
                 "  cargo run --release --bin certs -- list --dir {}",
