@@ -19,7 +19,7 @@ use store::dicom::{self, InvalidDicom};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the agent's index in {path} cannot be opened: {detail}; if another clinic-agent is running on this data_dir, use it (or stop it) instead")]
+    #[error("the agent's index in {path} cannot be opened: {detail}; is another clinic-agent or a gateway using this data_dir? Give each its own folder, and run `clinic-agent import`/`status` while the agent runs (they go through it)")]
     Open { path: String, detail: String },
     #[error("index error: {0}")]
     Index(String),

@@ -143,7 +143,10 @@ impl AgentConfig {
         check_ae_title(path, &ae_title)?;
         Ok(Self {
             file: path.to_path_buf(),
-            data_dir: resolve(dir, raw.data_dir.as_deref().unwrap_or(Path::new("data"))),
+            data_dir: resolve(
+                dir,
+                raw.data_dir.as_deref().unwrap_or(Path::new("agent-data")),
+            ),
             link,
             dicom: DicomConfig {
                 listen: listen_addr(

@@ -17,7 +17,7 @@ use store::blob::{BlobError, BlobStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("the gateway's index in {path} cannot be opened: {detail}; is another gateway running on this data_dir?")]
+    #[error("the gateway's index in {path} cannot be opened: {detail}; is another gateway or a clinic agent using this data_dir? Give each its own folder")]
     Open { path: String, detail: String },
     #[error("index error: {0}")]
     Index(String),

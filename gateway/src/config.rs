@@ -121,7 +121,10 @@ impl GatewayConfig {
         };
         Ok(Self {
             file: path.to_path_buf(),
-            data_dir: resolve(dir, raw.data_dir.as_deref().unwrap_or(Path::new("data"))),
+            data_dir: resolve(
+                dir,
+                raw.data_dir.as_deref().unwrap_or(Path::new("gateway-data")),
+            ),
             link,
             web_listen: listen_addr(
                 path,
@@ -166,7 +169,7 @@ mod tests {
         let file = dir.path().join("gateway.toml");
         let c = GatewayConfig::parse(&file, MINIMAL).unwrap();
         assert_eq!(c.link.cert, dir.path().join("cert.pem"));
-        assert_eq!(c.data_dir, dir.path().join("data"));
+        assert_eq!(c.data_dir, dir.path().join("gateway-data"));
         assert_eq!(c.link.listen.to_string(), DEFAULT_LINK_LISTEN);
         assert_eq!(c.metrics_listen.to_string(), DEFAULT_METRICS_LISTEN);
         assert_eq!(c.link.idle_timeout, Duration::from_secs(60));
