@@ -1,6 +1,9 @@
 //! The `certs` binary as the pilot administrator runs it: every subcommand, what it writes,
 //! and what it refuses (with the message the administrator sees).
 
+// Tests and their helpers may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};

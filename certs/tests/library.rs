@@ -2,6 +2,9 @@
 //! identities back, and the rustls configurations built from the issued files, down to a real
 //! (in-memory) TLS handshake between the two ends.
 
+// Tests and their helpers may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -150,6 +150,15 @@ impl AgentStore {
     /// Stores bytes read from `reader`; `name` is kept in the quarantine record only.
     pub fn ingest(&self, reader: impl Read, name: &str) -> Result<Ingested, StoreError> {
         let temp = self.blobs.write_temp(reader)?;
+        self.ingest_temp(temp, name)
+    }
+
+    /// Stores a file already written to a temporary blob (a C-STORE streamed to disk).
+    pub fn ingest_temp(
+        &self,
+        temp: store::blob::TempBlob,
+        name: &str,
+    ) -> Result<Ingested, StoreError> {
         let summary = match dicom::summarize(temp.path()) {
             Ok(s) => s,
             Err(InvalidDicom::Dicomdir) => {

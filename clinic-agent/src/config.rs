@@ -46,6 +46,7 @@ struct RawLink {
 struct RawDicom {
     listen: Option<String>,
     ae_title: Option<String>,
+    allowed_calling_ae_titles: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +88,8 @@ pub struct LinkConfig {
 pub struct DicomConfig {
     pub listen: SocketAddr,
     pub ae_title: String,
+    /// Calling AE titles allowed to associate; empty: any.
+    pub allowed_calling_ae_titles: Vec<String>,
 }
 
 pub const DEFAULT_DICOM_LISTEN: &str = "0.0.0.0:11112";
@@ -140,7 +143,11 @@ impl AgentConfig {
             .dicom
             .ae_title
             .unwrap_or_else(|| DEFAULT_AE_TITLE.into());
-        check_ae_title(path, &ae_title)?;
+        check_ae_title(path, "[dicom] ae_title", &ae_title)?;
+        let allowed = raw.dicom.allowed_calling_ae_titles.unwrap_or_default();
+        for title in &allowed {
+            check_ae_title(path, "[dicom] allowed_calling_ae_titles", title)?;
+        }
         Ok(Self {
             file: path.to_path_buf(),
             data_dir: resolve(
@@ -155,6 +162,7 @@ impl AgentConfig {
                     raw.dicom.listen.as_deref().unwrap_or(DEFAULT_DICOM_LISTEN),
                 )?,
                 ae_title,
+                allowed_calling_ae_titles: allowed.iter().map(|t| t.trim().to_owned()).collect(),
             },
             web_listen: listen_addr(
                 path,
@@ -175,7 +183,7 @@ impl AgentConfig {
 
 /// DICOM PS3.5 §6.2: an AE title is 1 to 16 characters of the default repertoire, without
 /// backslash or control characters; leading and trailing spaces are not significant.
-fn check_ae_title(file: &Path, title: &str) -> Result<(), ConfigValueError> {
+fn check_ae_title(file: &Path, key: &str, title: &str) -> Result<(), ConfigValueError> {
     let trimmed = title.trim();
     let ok = !trimmed.is_empty()
         && title.len() <= 16
@@ -187,7 +195,7 @@ fn check_ae_title(file: &Path, title: &str) -> Result<(), ConfigValueError> {
     } else {
         Err(ConfigValueError {
             file: file.display().to_string(),
-            key: "[dicom] ae_title".into(),
+            key: key.into(),
             value: title.into(),
             problem: "is not a DICOM AE title; use 1 to 16 ASCII characters without '\\', e.g. \"TPG_AGENT\"".into(),
         })

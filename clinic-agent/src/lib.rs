@@ -8,8 +8,10 @@ pub mod api;
 pub mod archive;
 pub mod client;
 pub mod config;
+pub mod dimse;
 pub mod link;
 pub mod metrics;
+pub mod scp;
 pub mod status;
 pub mod sync;
 
@@ -33,6 +35,8 @@ pub struct Listeners {
     pub metrics: std::net::TcpListener,
     /// The local HTTP API (status, import) and, later, the clinic web interface.
     pub web: std::net::TcpListener,
+    /// DICOM C-ECHO / C-STORE from the clinic's modalities.
+    pub dicom: std::net::TcpListener,
 }
 
 impl Listeners {
@@ -51,7 +55,23 @@ impl Listeners {
             )
         })?;
         web.set_nonblocking(true)?;
-        Ok(Self { metrics, web })
+        let dicom = std::net::TcpListener::bind(config.dicom.listen).with_context(|| {
+            format!(
+                "cannot bind [dicom] listen = {} (TCP); is another DICOM service using the port?",
+                config.dicom.listen
+            )
+        })?;
+        Ok(Self {
+            metrics,
+            web,
+            dicom,
+        })
+    }
+
+    pub fn dicom_addr(&self) -> SocketAddr {
+        self.dicom
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     pub fn web_addr(&self) -> SocketAddr {
@@ -100,6 +120,17 @@ impl Handle {
         name: &str,
     ) -> Result<Ingested, archive::StoreError> {
         let outcome = self.store.ingest(reader, name)?;
+        self.queue_if_stored(&outcome);
+        Ok(outcome)
+    }
+
+    /// Like [`Handle::ingest_file`], for a temporary blob already on disk.
+    pub fn ingest_temp(
+        &self,
+        temp: ::store::blob::TempBlob,
+        name: &str,
+    ) -> Result<Ingested, archive::StoreError> {
+        let outcome = self.store.ingest_temp(temp, name)?;
         self.queue_if_stored(&outcome);
         Ok(outcome)
     }
@@ -186,6 +217,12 @@ pub fn start(
         shutdown.clone(),
     ));
     let api_task = tokio::spawn(api::serve(web_listener, handle.clone(), shutdown.clone()));
+    let scp = scp::spawn(
+        listeners.dicom,
+        config.dicom.clone(),
+        handle.clone(),
+        shutdown.clone(),
+    )?;
     let gauges = handle.clone();
     let metrics_task = tokio::spawn(daemon::serve_metrics(
         metrics_listener,
@@ -199,6 +236,10 @@ pub fn start(
         let link = link_task.await.context("link task panicked")?;
         metrics_task.await.context("metrics task panicked")??;
         api_task.await.context("API task panicked")??;
+        tokio::task::spawn_blocking(move || scp.join())
+            .await
+            .context("DICOM listener task failed")?
+            .map_err(|_| anyhow::anyhow!("DICOM listener panicked"))?;
         link
     }))
 }

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub queue_bytes: Family<StateLabel, Gauge>,
     pub oldest_pending_seconds: Family<PriorityLabel, Gauge>,
     pub quarantined: Gauge,
+    pub dicom_instances_received: Counter,
+    pub dicom_associations_rejected: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,6 +104,18 @@ impl Metrics {
             "Files in the quarantine folder",
             quarantined.clone(),
         );
+        let dicom_instances_received = Counter::default();
+        let dicom_associations_rejected = Counter::default();
+        registry.register(
+            "tpg_agent_dicom_instances_received",
+            "Instances received by C-STORE and stored",
+            dicom_instances_received.clone(),
+        );
+        registry.register(
+            "tpg_agent_dicom_associations_rejected",
+            "DICOM associations refused (AE title not allowed, bad request)",
+            dicom_associations_rejected.clone(),
+        );
         Self {
             registry,
             link_up,
@@ -114,6 +128,8 @@ impl Metrics {
             queue_bytes,
             oldest_pending_seconds,
             quarantined,
+            dicom_instances_received,
+            dicom_associations_rejected,
         }
     }
 

@@ -1,6 +1,9 @@
 //! The `clinic-agent` command as a clinic's IT person meets it: configuration mistakes are
 //! refused with the file and the key named, before anything starts.
 
+// Tests and their helpers may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 fn agent(args: &[&str]) -> (bool, String) {

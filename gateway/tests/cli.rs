@@ -1,6 +1,9 @@
 //! The `gateway` command as an administrator meets it: configuration mistakes are refused with
 //! the file and the key named, before anything starts.
 
+// Tests and their helpers may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 fn gateway(args: &[&str]) -> (bool, String) {

@@ -1,6 +1,9 @@
 //! The structural check and the summary against pydicom's sample files: valid files pass and
 //! give their identifiers; broken ones are refused quickly, naming the problem.
 
+// Tests and their helpers may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

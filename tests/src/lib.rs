@@ -130,16 +130,17 @@ listen = "127.0.0.1:0"
         bundle: &Path,
         gateway: SocketAddr,
     ) -> anyhow::Result<AgentConfig> {
-        self.agent_config_with(clinic, bundle, gateway, "")
+        self.agent_config_with(clinic, bundle, gateway, "", "")
     }
 
-    /// Like [`PilotDir::agent_config`], with extra `[link]` keys (TOML lines).
+    /// Like [`PilotDir::agent_config`], with extra `[link]` and `[dicom]` keys (TOML lines).
     pub fn agent_config_with(
         &self,
         clinic: &str,
         bundle: &Path,
         gateway: SocketAddr,
         extra_link: &str,
+        extra_dicom: &str,
     ) -> anyhow::Result<AgentConfig> {
         let t = &self.timings;
         let path = self.root.join("clinics").join(clinic).join("agent.toml");
@@ -165,6 +166,7 @@ keep_alive_secs = 1
 [dicom]
 listen = "127.0.0.1:0"
 ae_title = "TPG_{ae}"
+{extra_dicom}
 
 [web]
 listen = "127.0.0.1:0"
@@ -239,6 +241,7 @@ impl RunningGateway {
 pub struct RunningAgent {
     pub handle: clinic_agent::Handle,
     pub web_addr: SocketAddr,
+    pub dicom_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
@@ -249,11 +252,13 @@ impl RunningAgent {
         let listeners = clinic_agent::Listeners::bind(&config)?;
         let metrics_addr = listeners.metrics_addr();
         let web_addr = listeners.web_addr();
+        let dicom_addr = listeners.dicom_addr();
         let shutdown = CancellationToken::new();
         let (handle, fut) = clinic_agent::start(config, options, listeners, shutdown.clone())?;
         Ok(Self {
             handle,
             web_addr,
+            dicom_addr,
             metrics_addr,
             shutdown,
             task: tokio::spawn(fut),

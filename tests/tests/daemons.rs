@@ -1,6 +1,9 @@
 //! The real `gateway` and `clinic-agent` binaries, started as a user would from configuration
 //! files on disk, stopped with SIGTERM.
 
+// Tests and their helpers may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -1,6 +1,9 @@
 //! The link end to end: real QUIC on loopback between an in-process gateway and clinic agents,
 //! with certificates minted by the `certs` library at test time.
 
+// Tests and their helpers may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use certs::pki::Validity;

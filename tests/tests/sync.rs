@@ -2,6 +2,9 @@
 //! store byte-identical, bad files are quarantined with reasons, and interrupted transfers
 //! resume from the gateway's committed offset.
 
+// Tests and their helpers may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -30,7 +33,7 @@ fn gateway_on(pilot: &PilotDir, addr: &str) -> RunningGateway {
 fn agent(pilot: &PilotDir, clinic: &str, gw: std::net::SocketAddr, extra: &str) -> RunningAgent {
     let bundle = pilot.enrol(clinic, clinic).expect("bundle");
     let config = pilot
-        .agent_config_with(clinic, &bundle, gw, extra)
+        .agent_config_with(clinic, &bundle, gw, extra, "")
         .expect("agent config");
     RunningAgent::start(config, Default::default()).expect("agent starts")
 }
@@ -234,7 +237,7 @@ async fn resume_after(cut: &str) {
             agent.stop().await.unwrap();
             let bundle = pilot.enrol("zhuanghe", "zhuanghe").unwrap();
             let config = pilot
-                .agent_config_with("zhuanghe", &bundle, link, limit)
+                .agent_config_with("zhuanghe", &bundle, link, limit, "")
                 .unwrap();
             agent = RunningAgent::start(config, Default::default()).unwrap();
             gw

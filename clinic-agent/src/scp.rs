@@ -1,0 +1,252 @@
+//! The agent's DICOM listener for the clinic's modalities: C-ECHO and C-STORE SCP (PS3.4
+//! Annexes A and B) over the dicom-rs upper layer, one blocking thread per association.
+//!
+//! Each instance is streamed to a temporary blob as its PDVs arrive (never held whole in
+//! memory), then stored through the archive; the C-STORE response is sent only after the
+//! instance is durable, with a failure status when it is not.
+
+use std::io::ErrorKind;
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use dicom_ul::association::server::{AccessControl, ServerAssociationOptions};
+use dicom_ul::pdu::{
+    AssociationRJServiceUserReason, PDataValue, PDataValueType, Pdu, UserIdentity,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::archive::Ingested;
+use crate::config::DicomConfig;
+use crate::dimse::{self, Command};
+use crate::Handle;
+
+const VERIFICATION: &str = "1.2.840.10008.1.1";
+/// Largest PDU a modality may send us: large enough for throughput, small enough that one PDU
+/// in memory per association is nothing.
+const MAX_PDU: u32 = 256 * 1024;
+
+/// Calling AE titles allowed to associate; empty allows any.
+#[derive(Debug, Clone)]
+struct AllowList(Arc<Vec<String>>);
+
+impl AccessControl for AllowList {
+    fn check_access(
+        &self,
+        this_ae_title: &str,
+        calling_ae_title: &str,
+        called_ae_title: &str,
+        _user_identity: Option<&UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        if called_ae_title.trim() != this_ae_title.trim() {
+            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
+        }
+        if self.0.is_empty() || self.0.iter().any(|a| a == calling_ae_title.trim()) {
+            Ok(())
+        } else {
+            Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
+        }
+    }
+}
+
+/// Serves associations on `listener` until `shutdown` is cancelled.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    config: DicomConfig,
+    handle: Handle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    let allow = AllowList(Arc::new(config.allowed_calling_ae_titles.clone()));
+    if allow.0.is_empty() {
+        info!(ae_title = %config.ae_title, "DICOM listener accepts any calling AE title; set [dicom] allowed_calling_ae_titles to restrict");
+    }
+    Ok(std::thread::Builder::new()
+        .name("dicom-listener".into())
+        .spawn(move || {
+            while !shutdown.is_cancelled() {
+                match listener.accept() {
+                    Ok((stream, peer)) => {
+                        let (config, handle, allow) =
+                            (config.clone(), handle.clone(), allow.clone());
+                        let _ = std::thread::Builder::new()
+                            .name("dicom-assoc".into())
+                            .spawn(move || {
+                                if let Err(e) = serve(stream, &config, &handle, allow) {
+                                    debug!(%peer, error = %e, "association ended with an error");
+                                }
+                            });
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(100))
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "DICOM listener accept failed");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })?)
+}
+
+/// An instance being received.
+struct Incoming {
+    command: Command,
+    context: u8,
+    temp: store::blob::TempBlob,
+}
+
+fn serve(
+    stream: TcpStream,
+    config: &DicomConfig,
+    handle: &Handle,
+    allow: AllowList,
+) -> anyhow::Result<()> {
+    stream.set_nonblocking(false)?;
+    let options = ServerAssociationOptions::new()
+        .ae_access_control(allow)
+        .ae_title(config.ae_title.as_str())
+        .with_abstract_syntax(VERIFICATION)
+        .promiscuous(true)
+        .max_pdu_length(MAX_PDU)
+        .read_timeout(Duration::from_secs(120))
+        .write_timeout(Duration::from_secs(120));
+    let mut association = match options.establish(stream) {
+        Ok(a) => a,
+        Err(e) => {
+            handle.metrics.dicom_associations_rejected.inc();
+            warn!(error = %e, "DICOM association refused");
+            return Ok(());
+        }
+    };
+    let calling = dicom_ul::association::Association::peer_ae_title(&association).to_owned();
+    debug!(calling_ae = %calling, "DICOM association accepted");
+    let contexts: Vec<(u8, String)> = association
+        .presentation_contexts()
+        .iter()
+        .map(|pc| (pc.id, pc.transfer_syntax.clone()))
+        .collect();
+    let mut command_bytes = Vec::new();
+    let mut incoming: Option<Incoming> = None;
+    loop {
+        let pdu = match association.receive() {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(i) = incoming.take() {
+                    i.temp.discard();
+                }
+                return Err(e.into());
+            }
+        };
+        match pdu {
+            Pdu::PData { data } => {
+                for pdv in data {
+                    match pdv.value_type {
+                        PDataValueType::Command => {
+                            command_bytes.extend_from_slice(&pdv.data);
+                            if !pdv.is_last {
+                                continue;
+                            }
+                            let command = dimse::parse(&std::mem::take(&mut command_bytes))
+                                .map_err(anyhow::Error::msg)?;
+                            match command.field {
+                                dimse::C_ECHO_RQ => {
+                                    let rsp = dimse::response(
+                                        &command,
+                                        dimse::C_ECHO_RSP,
+                                        dimse::STATUS_SUCCESS,
+                                    );
+                                    send_command(
+                                        &mut association,
+                                        pdv.presentation_context_id,
+                                        rsp,
+                                    )?;
+                                }
+                                dimse::C_STORE_RQ if command.has_data_set => {
+                                    let ts = contexts
+                                        .iter()
+                                        .find(|(id, _)| *id == pdv.presentation_context_id)
+                                        .map(|(_, ts)| ts.clone())
+                                        .unwrap_or_default();
+                                    let mut temp = handle.store.blobs().create_temp()?;
+                                    temp.write(&dimse::file_header(
+                                        &command.sop_class,
+                                        &command.sop_instance,
+                                        &ts,
+                                    ))?;
+                                    incoming = Some(Incoming {
+                                        command,
+                                        context: pdv.presentation_context_id,
+                                        temp,
+                                    });
+                                }
+                                other => anyhow::bail!("unsupported DIMSE command 0x{other:04X}"),
+                            }
+                        }
+                        PDataValueType::Data => {
+                            let Some(current) = incoming.as_mut() else {
+                                anyhow::bail!("data set without a C-STORE request");
+                            };
+                            current.temp.write(&pdv.data)?;
+                            if pdv.is_last {
+                                if let Some(done) = incoming.take() {
+                                    let status = store_instance(handle, done.temp);
+                                    let rsp =
+                                        dimse::response(&done.command, dimse::C_STORE_RSP, status);
+                                    send_command(&mut association, done.context, rsp)?;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Pdu::ReleaseRQ => {
+                association.send(&Pdu::ReleaseRP)?;
+                debug!(calling_ae = %calling, "DICOM association released");
+                return Ok(());
+            }
+            Pdu::AbortRQ { .. } => {
+                if let Some(i) = incoming.take() {
+                    i.temp.discard();
+                }
+                return Ok(());
+            }
+            other => anyhow::bail!("unexpected PDU {other:?}"),
+        }
+    }
+}
+
+/// Stores the received instance durably and returns the C-STORE status to answer with.
+fn store_instance(handle: &Handle, temp: store::blob::TempBlob) -> u16 {
+    match handle.ingest_temp(temp, "c-store") {
+        Ok(Ingested::Stored { .. }) | Ok(Ingested::Duplicate { .. }) => {
+            handle.metrics.dicom_instances_received.inc();
+            dimse::STATUS_SUCCESS
+        }
+        Ok(Ingested::Skipped { .. }) | Ok(Ingested::Quarantined { .. }) => {
+            dimse::STATUS_CANNOT_UNDERSTAND
+        }
+        Err(e) => {
+            warn!(error = %e, "could not store a received instance; answering with a failure status");
+            dimse::STATUS_OUT_OF_RESOURCES
+        }
+    }
+}
+
+fn send_command(
+    association: &mut dicom_ul::association::server::ServerAssociation<TcpStream>,
+    context: u8,
+    bytes: Vec<u8>,
+) -> anyhow::Result<()> {
+    association.send(&Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: context,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data: bytes,
+        }],
+    })?;
+    Ok(())
+}
