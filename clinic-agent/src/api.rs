@@ -87,6 +87,7 @@ pub async fn serve(
     let app = axum::Router::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/import", post(import))
+        .route("/api/v1/studies/{study}/priority", post(priority))
         .with_state(handle);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -105,6 +106,38 @@ async fn status(State(handle): State<Handle>, Query(q): Query<StatusQuery>) -> R
     .await;
     match report {
         Ok(r) => Json(r).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PriorityRequest {
+    pub priority: proto::sync::Priority,
+}
+
+/// Raises a study's sync priority. Consultations will call this when attached; until then it
+/// lets an operator push an urgent study ahead of the backlog.
+async fn priority(
+    State(handle): State<Handle>,
+    axum::extract::Path(study): axum::extract::Path<String>,
+    body: Result<Json<PriorityRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(req)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "send JSON {\"priority\": \"emergency\"|\"urgent\"|\"routine\"}".into(),
+        );
+    };
+    match tokio::task::spawn_blocking(move || handle.raise_study_priority(&study, req.priority))
+        .await
+    {
+        Ok(Ok(changed)) => Json(serde_json::json!({ "objects_raised": changed })).into_response(),
+        Ok(Err(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_failed",
+            e.to_string(),
+        ),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
 }

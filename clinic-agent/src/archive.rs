@@ -302,6 +302,35 @@ impl AgentStore {
             .collect()
     }
 
+    /// Raises the priority of the study's undelivered objects (never lowers it); returns the
+    /// objects changed, after the change is durable.
+    pub fn raise_study_priority(
+        &self,
+        study_instance_uid: &str,
+        priority: Priority,
+    ) -> Result<Vec<ObjectId>, StoreError> {
+        let mut changed = Vec::new();
+        for (id, rec) in self.objects() {
+            if rec.study_instance_uid != study_instance_uid
+                || rec.delivered_at.is_some()
+                || rec.priority >= priority
+            {
+                continue;
+            }
+            self.objects
+                .fetch_and_update(id.as_str().as_bytes(), |old| {
+                    let mut r: ObjectRecord = serde_json::from_slice(old?).ok()?;
+                    r.priority = r.priority.max(priority);
+                    serde_json::to_vec(&r).ok()
+                })?;
+            changed.push(id);
+        }
+        if !changed.is_empty() {
+            self.db.flush()?;
+        }
+        Ok(changed)
+    }
+
     /// Records the gateway's durable receipt, durably.
     pub fn mark_delivered(&self, id: &ObjectId) -> Result<(), StoreError> {
         let updated = self

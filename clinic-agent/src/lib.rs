@@ -94,7 +94,7 @@ pub struct Handle {
     pub status: SharedStatus,
     pub sync: sync::SharedSync,
     pub store: Arc<AgentStore>,
-    new_objects: mpsc::UnboundedSender<QueuedObject>,
+    sync_commands: mpsc::UnboundedSender<sync::SyncCommand>,
 }
 
 impl Handle {
@@ -138,14 +138,35 @@ impl Handle {
     fn queue_if_stored(&self, outcome: &Ingested) {
         if let Ingested::Stored { id, .. } = outcome {
             if let Ok(Some(record)) = self.store.object(id) {
-                let _ = self.new_objects.send(QueuedObject {
-                    id: id.clone(),
-                    size: record.size,
-                    priority: record.priority,
-                    seq: record.seq,
-                });
+                let _ = self
+                    .sync_commands
+                    .send(sync::SyncCommand::Enqueue(QueuedObject {
+                        id: id.clone(),
+                        size: record.size,
+                        priority: record.priority,
+                        seq: record.seq,
+                    }));
             }
         }
+    }
+
+    /// Raises the priority of every undelivered object of a study (a consultation of that
+    /// urgency was attached to it); returns how many objects changed. Blocking.
+    pub fn raise_study_priority(
+        &self,
+        study_instance_uid: &str,
+        priority: proto::sync::Priority,
+    ) -> Result<usize, archive::StoreError> {
+        let ids = self
+            .store
+            .raise_study_priority(study_instance_uid, priority)?;
+        let n = ids.len();
+        if n > 0 {
+            let _ = self
+                .sync_commands
+                .send(sync::SyncCommand::Reprioritize(ids, priority));
+        }
+        Ok(n)
     }
 
     /// The queue and link as `clinic-agent status` shows them.
@@ -179,13 +200,13 @@ pub fn start(
     let metrics = Arc::new(Metrics::new());
     let status = SharedStatus::default();
     let sync_status = sync::SharedSync::default();
-    let (new_objects, queued) = mpsc::unbounded_channel();
+    let (sync_commands, queued) = mpsc::unbounded_channel();
     let handle = Handle {
         metrics: metrics.clone(),
         status: status.clone(),
         sync: sync_status.clone(),
         store: store.clone(),
-        new_objects,
+        sync_commands,
     };
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

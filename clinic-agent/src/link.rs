@@ -19,8 +19,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::LinkConfig;
 use crate::metrics::Metrics;
-use crate::sync::Sync;
-use proto::sync::QueuedObject;
+use crate::sync::{Sync, SyncCommand};
 
 /// What the agent knows about its link, for status displays and tests.
 #[derive(Debug, Clone, Default)]
@@ -74,7 +73,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     status: SharedStatus,
     mut sync: Sync,
-    mut new_objects: mpsc::UnboundedReceiver<QueuedObject>,
+    mut commands: mpsc::UnboundedReceiver<SyncCommand>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let client = client_config(&config, &options)?;
@@ -171,7 +170,7 @@ pub async fn run(
                 sync.handle_timeout();
             }
             Some(msg) = sync.rx.recv() => sync.handle(msg).await,
-            Some(object) = new_objects.recv() => sync.enqueue(object),
+            Some(command) = commands.recv() => sync.command(command),
             frame = next_frame(&mut live) => match frame {
                 Some(Ok(frame)) => session.handle_frame(Instant::now(), frame),
                 Some(Err(problem)) => {

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use proto::frame::FrameDecoder;
-use proto::sync::{ObjectId, QueuedObject, UploadAction, UploadEvent, Uploader, UploaderConfig};
+use proto::sync::{
+    ObjectId, Priority, QueuedObject, UploadAction, UploadEvent, Uploader, UploaderConfig,
+};
 use proto::ControlFrame;
 use quinn::Connection;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -77,6 +79,15 @@ fn with_status(status: &SharedSync, f: impl FnOnce(&mut SyncStatus)) {
     f(&mut guard);
 }
 
+/// What the rest of the agent asks of the sync loop.
+#[derive(Debug, Clone)]
+pub enum SyncCommand {
+    /// A newly stored object to deliver.
+    Enqueue(QueuedObject),
+    /// Objects whose priority was raised (a consultation attached to their study).
+    Reprioritize(Vec<ObjectId>, Priority),
+}
+
 /// What a transfer task reports.
 #[derive(Debug)]
 pub enum TransferMsg {
@@ -131,8 +142,16 @@ impl Sync {
         }
     }
 
-    pub fn enqueue(&mut self, object: QueuedObject) {
-        self.uploader.enqueue(Instant::now(), object);
+    pub fn command(&mut self, command: SyncCommand) {
+        let now = Instant::now();
+        match command {
+            SyncCommand::Enqueue(object) => self.uploader.enqueue(now, object),
+            SyncCommand::Reprioritize(ids, priority) => {
+                for id in ids {
+                    self.uploader.reprioritize(now, &id, priority);
+                }
+            }
+        }
         self.drive();
     }
 

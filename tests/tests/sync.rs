@@ -274,3 +274,71 @@ async fn a_transfer_cut_by_a_gateway_restart_resumes_from_the_committed_offset()
 async fn a_transfer_cut_by_an_agent_restart_resumes_from_the_committed_offset() {
     resume_after("agent restart").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_study_overtakes_a_large_routine_backlog() {
+    let (dir, pilot) = pilot();
+    let gw = gateway_on(&pilot, "127.0.0.1:0");
+    // A slow link: the backlog takes about ten seconds to drain.
+    let agent = agent(
+        &pilot,
+        "jinzhou",
+        gw.link_addr,
+        "upload_limit_kib_per_sec = 4096",
+    );
+    let backlog =
+        write_ct_series(&dir.path().join("routine"), "PID-R", 40, 1024 * 1024, 5).unwrap();
+    for file in &backlog.files {
+        ingest(&agent, file).await;
+    }
+    let urgent = write_ct_series(&dir.path().join("emergency"), "PID-E", 3, 64 * 1024, 6).unwrap();
+    for file in &urgent.files {
+        ingest(&agent, file).await;
+    }
+    let raised = {
+        let handle = agent.handle.clone();
+        let study = urgent.study_uid.clone();
+        tokio::task::spawn_blocking(move || {
+            handle.raise_study_priority(&study, proto::sync::Priority::Emergency)
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    };
+    assert_eq!(raised, 3);
+    let started = std::time::Instant::now();
+    let emergency_delivered = || {
+        agent
+            .handle
+            .store
+            .objects()
+            .filter(|(_, r)| r.study_instance_uid == urgent.study_uid && r.delivered_at.is_some())
+            .count()
+    };
+    assert!(wait_until(WAIT, || emergency_delivered() == 3).await);
+    let waited = started.elapsed();
+    let routine_done = agent
+        .handle
+        .store
+        .objects()
+        .filter(|(_, r)| r.study_instance_uid == backlog.study_uid && r.delivered_at.is_some())
+        .count();
+    assert!(routine_done < 20, "the emergency study went ahead of the backlog ({routine_done} of 40 routine already delivered)");
+    assert!(
+        waited < Duration::from_secs(5),
+        "emergency study took {waited:?}"
+    );
+    assert_eq!(
+        metric(
+            &agent.metrics(),
+            "tpg_agent_queue_items{state=\"delivered\",priority=\"emergency\"}"
+        ),
+        Some(3.0)
+    );
+    assert!(
+        wait_until(WAIT, || delivered(&agent) == 43).await,
+        "the backlog still drains"
+    );
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
