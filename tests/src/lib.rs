@@ -308,6 +308,43 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// A workspace binary (`gateway`, `clinic-agent`, `certs`), built next to the running test's
+/// `deps/` folder; `cargo test --workspace` builds them, and a lone `cargo test -p tpg-tests`
+/// gets them built here.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let path = dir.join(name);
+    if !path.exists() {
+        let mut build =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        build.args(["build", "-p", name, "--bin", name]);
+        if dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let _ = build.status();
+    }
+    path
+}
+
+/// A free TCP port on loopback (racy by nature; fine for tests on one machine).
+pub fn free_tcp_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// A free UDP port on loopback.
+pub fn free_udp_addr() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
 /// Polls `condition` every 50 ms until it holds or `timeout` passes.
 pub async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;

@@ -11,27 +11,6 @@ use std::time::Duration;
 
 use harness::{metric, scrape, wait_until, PilotDir, Timings};
 
-/// The workspace's binaries sit next to the `deps/` folder holding this test; `cargo test
-/// --workspace` builds them, and a lone `cargo test -p tpg-tests` gets them built here.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target profile folder");
-    let path = dir.join(name);
-    if !path.exists() {
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "-p", name, "--bin", name]);
-        if dir.ends_with("release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cargo runs");
-        assert!(status.success(), "building {name}");
-    }
-    path
-}
-
 fn free_port() -> u16 {
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     udp.local_addr().expect("addr").port()
@@ -94,14 +73,14 @@ async fn daemons_run_from_config_files_and_stop_cleanly_on_sigterm() {
     )
     .unwrap();
 
-    let mut gateway = Command::new(binary("gateway"))
+    let mut gateway = Command::new(harness::binary("gateway"))
         .args(["serve", "--config"])
         .arg(&gw_toml)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut agent = Command::new(binary("clinic-agent"))
+    let mut agent = Command::new(harness::binary("clinic-agent"))
         .args(["run", "--config"])
         .arg(&agent_config.file)
         .stdout(Stdio::null())

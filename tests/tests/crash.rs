@@ -1,0 +1,243 @@
+//! Crash tests in sled's style: the real `clinic-agent` and `gateway` binaries are killed with
+//! SIGKILL at random moments during ingest and sync, restarted, and what survived is compared
+//! with what was accepted. Nothing accepted may be lost, duplicated or corrupted.
+
+// Tests and their helpers may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clinic_agent::client;
+use harness::samples::write_ct_series;
+use harness::{binary, free_tcp_addr, free_udp_addr, PilotDir, Timings};
+
+const ROUNDS_PER_SIDE: usize = 20;
+
+struct Rig {
+    gateway_toml: PathBuf,
+    agent_toml: PathBuf,
+    agent_web: SocketAddr,
+    gateway_web: SocketAddr,
+    gateway_data: PathBuf,
+}
+
+fn set_listen(path: &Path, section: &str, addr: SocketAddr) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let from = format!("[{section}]\nlisten = \"127.0.0.1:0\"");
+    assert!(text.contains(&from), "{section} in {}", path.display());
+    std::fs::write(
+        path,
+        text.replace(&from, &format!("[{section}]\nlisten = \"{addr}\"")),
+    )
+    .unwrap();
+}
+
+fn rig(pilot: &PilotDir) -> Rig {
+    let link = free_udp_addr();
+    let gw = pilot.gateway_config(link).unwrap();
+    let gateway_web = free_tcp_addr();
+    set_listen(&gw.file, "web", gateway_web);
+    set_listen(&gw.file, "metrics", free_tcp_addr());
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    // Paced so that sync spans the gateway kills.
+    let agent = pilot
+        .agent_config_with(
+            "jinzhou",
+            &bundle,
+            link,
+            "upload_limit_kib_per_sec = 3072",
+            "",
+        )
+        .unwrap();
+    let agent_web = free_tcp_addr();
+    set_listen(&agent.file, "web", agent_web);
+    set_listen(&agent.file, "metrics", free_tcp_addr());
+    set_listen(&agent.file, "dicom", free_tcp_addr());
+    Rig {
+        gateway_toml: gw.file.clone(),
+        agent_toml: agent.file.clone(),
+        agent_web,
+        gateway_web,
+        gateway_data: gw.data_dir.clone(),
+    }
+}
+
+/// Starts a daemon; its log is appended to `<name>.log` beside its config file.
+fn spawn(name: &str, verb: &str, config: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_file_name(format!("{name}.log")))
+        .unwrap();
+    Command::new(binary(name))
+        .args([verb, "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn kill9(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Waits until the agent's API answers.
+fn wait_api(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client::call(addr, "GET", "/api/v1/status", None).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "agent API never came up on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Imports `file` through the running agent; `Some(object id)` when it was accepted.
+fn import(addr: SocketAddr, file: &Path) -> Option<String> {
+    let body = serde_json::json!({ "path": file }).to_string();
+    match client::call(addr, "POST", "/api/v1/import", Some(&body)) {
+        Ok((200, text)) => {
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            assert!(
+                matches!(v["outcome"].as_str(), Some("stored" | "duplicate")),
+                "{text}"
+            );
+            v["object"].as_str().map(str::to_owned)
+        }
+        _ => None,
+    }
+}
+
+fn status(addr: SocketAddr) -> serde_json::Value {
+    let (_, text) = client::call(addr, "GET", "/api/v1/status", None).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn count(status: &serde_json::Value, state: &str) -> u64 {
+    status["queue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == state)
+        .map(|r| r["items"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn killing_the_agent_or_the_gateway_at_random_never_loses_duplicates_or_corrupts() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let rig = rig(&pilot);
+    let study = write_ct_series(&dir.path().join("study"), "PID-CRASH", 240, 96 * 1024, 9).unwrap();
+    let mut rng = proto::rng::Rng::new(0x5eed);
+    let mut accepted: BTreeSet<String> = BTreeSet::new();
+    let mut next = 0usize;
+
+    let mut gateway = spawn("gateway", "serve", &rig.gateway_toml);
+    // Agent side: kill -9 the agent while it ingests (and syncs).
+    for _ in 0..ROUNDS_PER_SIDE {
+        let mut agent = spawn("clinic-agent", "run", &rig.agent_toml);
+        wait_api(rig.agent_web);
+        let kill_at = Instant::now() + Duration::from_millis(20 + rng.next_u64() % 300);
+        while Instant::now() < kill_at && next < study.files.len() {
+            if let Some(id) = import(rig.agent_web, &study.files[next]) {
+                accepted.insert(id);
+                next += 1;
+            }
+        }
+        kill9(&mut agent);
+        // The file in flight when the agent died is imported again next round: it was not
+        // acknowledged, so it must not count, and importing it twice must not duplicate it.
+    }
+    // Gateway side: kill -9 the gateway while the agent syncs the backlog.
+    let mut agent = spawn("clinic-agent", "run", &rig.agent_toml);
+    wait_api(rig.agent_web);
+    while next < study.files.len() {
+        if let Some(id) = import(rig.agent_web, &study.files[next]) {
+            accepted.insert(id);
+            next += 1;
+        }
+    }
+    let mut killed_mid_sync = 0;
+    for _ in 0..ROUNDS_PER_SIDE {
+        std::thread::sleep(Duration::from_millis(30 + rng.next_u64() % 400));
+        let s = status(rig.agent_web);
+        if count(&s, "queued") + count(&s, "sending") > 0 {
+            killed_mid_sync += 1;
+        }
+        kill9(&mut gateway);
+        gateway = spawn("gateway", "serve", &rig.gateway_toml);
+    }
+
+    assert!(
+        killed_mid_sync >= ROUNDS_PER_SIDE / 2,
+        "only {killed_mid_sync} gateway kills hit a running sync"
+    );
+
+    // Let everything settle, then compare with what was accepted.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = status(rig.agent_web);
+        if count(&s, "queued") + count(&s, "sending") == 0 {
+            assert_eq!(
+                count(&s, "delivered"),
+                accepted.len() as u64,
+                "every accepted instance is delivered, once"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "sync did not finish: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The last restarted gateway may still be starting when the agent has nothing left to send.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listing = loop {
+        match harness::http_get(rig.gateway_web, "/api/v1/clinics/jinzhou/studies") {
+            Ok(text) => break text,
+            Err(e) if Instant::now() > deadline => {
+                let log = std::fs::read_to_string(rig.gateway_toml.with_file_name("gateway.log"))
+                    .unwrap_or_default();
+                panic!("gateway API: {e}; gateway log:\n{log}");
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let listing: serde_json::Value = serde_json::from_str(&listing).unwrap();
+    assert_eq!(
+        listing["studies"][0]["instances"],
+        accepted.len(),
+        "the gateway indexed each instance once"
+    );
+    kill9(&mut agent);
+    kill9(&mut gateway);
+
+    // Every accepted object is at the gateway, and every blob there matches its name.
+    let mut blobs = BTreeSet::new();
+    for shard in std::fs::read_dir(rig.gateway_data.join("objects"))
+        .unwrap()
+        .flatten()
+    {
+        for blob in std::fs::read_dir(shard.path()).unwrap().flatten() {
+            let name = blob.file_name().to_string_lossy().into_owned();
+            assert_eq!(
+                store::blob::hash_file(&blob.path()).unwrap().to_string(),
+                name,
+                "corrupt blob"
+            );
+            blobs.insert(name);
+        }
+    }
+    assert_eq!(
+        blobs, accepted,
+        "the gateway holds exactly the accepted objects"
+    );
+    assert_eq!(accepted.len(), study.files.len());
+}
