@@ -141,6 +141,7 @@ impl GatewayArchive {
         }
         if self.blobs.contains(id) {
             self.index(clinic, id)?;
+            self.db.flush()?;
             return Ok(true);
         }
         Ok(false)
@@ -212,7 +213,8 @@ impl GatewayArchive {
         Ok(())
     }
 
-    /// Verifies the complete partial against its id, stores and indexes it.
+    /// Verifies the complete partial (its bytes fsynced by the last commit) against its id,
+    /// stores and indexes it, with one index flush.
     pub fn finish(&self, clinic: &ClinicId, id: &ObjectId) -> Result<Finished, ArchiveError> {
         let path = self.partial_path(clinic, id);
         let k = key(&[clinic.as_str(), id.as_str()]);
@@ -231,7 +233,7 @@ impl GatewayArchive {
         Ok(Finished::Stored)
     }
 
-    /// Indexes a stored blob for a clinic and flushes.
+    /// Indexes a stored blob for a clinic (the caller flushes).
     fn index(&self, clinic: &ClinicId, id: &ObjectId) -> Result<(), ArchiveError> {
         let path = self.blobs.path(id);
         let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -268,7 +270,6 @@ impl GatewayArchive {
         self.instances.insert(&instance_key, value)?;
         self.clinic_objects
             .insert(key(&[clinic.as_str(), id.as_str()]), instance_key)?;
-        self.db.flush()?;
         Ok(())
     }
 

@@ -124,8 +124,8 @@ impl BlobStore {
         Ok(id)
     }
 
-    /// Moves a fully written file (`path`, on the same file system) to `id`'s place after
-    /// checking that its content hashes to `id`.
+    /// Moves a fully written and already fsynced file (`path`, on the same file system) to
+    /// `id`'s place after checking that its content hashes to `id`.
     pub fn commit_verified(&self, path: &Path, id: &ObjectId) -> Result<(), BlobError> {
         let actual = hash_file(path)?;
         if &actual != id {
@@ -136,9 +136,6 @@ impl BlobStore {
                 actual,
             });
         }
-        File::open(path)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err("fsync", path))?;
         self.place(path, id)
     }
 

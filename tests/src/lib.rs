@@ -313,11 +313,14 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 /// gets them built here.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    // Tests run from `target/<profile>/deps/`, binaries such as the benchmark from
+    // `target/<profile>/`.
+    let here = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = if here.ends_with("deps") {
+        here.parent().map(Path::to_path_buf).unwrap_or_default()
+    } else {
+        here
+    };
     let path = dir.join(name);
     if !path.exists() {
         let mut build =
@@ -329,6 +332,23 @@ pub fn binary(name: &str) -> PathBuf {
         let _ = build.status();
     }
     path
+}
+
+/// Rewrites `listen = "127.0.0.1:0"` of `[section]` in a config file to `addr`, for daemons
+/// run as child processes whose ports the caller must know.
+pub fn set_listen(config: &Path, section: &str, addr: SocketAddr) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(config)?;
+    let from = format!("[{section}]\nlisten = \"127.0.0.1:0\"");
+    anyhow::ensure!(
+        text.contains(&from),
+        "no [{section}] listen to set in {}",
+        config.display()
+    );
+    std::fs::write(
+        config,
+        text.replace(&from, &format!("[{section}]\nlisten = \"{addr}\"")),
+    )?;
+    Ok(())
 }
 
 /// A free TCP port on loopback (racy by nature; fine for tests on one machine).

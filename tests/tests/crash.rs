@@ -26,14 +26,7 @@ struct Rig {
 }
 
 fn set_listen(path: &Path, section: &str, addr: SocketAddr) {
-    let text = std::fs::read_to_string(path).unwrap();
-    let from = format!("[{section}]\nlisten = \"127.0.0.1:0\"");
-    assert!(text.contains(&from), "{section} in {}", path.display());
-    std::fs::write(
-        path,
-        text.replace(&from, &format!("[{section}]\nlisten = \"{addr}\"")),
-    )
-    .unwrap();
+    harness::set_listen(path, section, addr).unwrap();
 }
 
 fn rig(pilot: &PilotDir) -> Rig {

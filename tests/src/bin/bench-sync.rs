@@ -1,0 +1,289 @@
+//! Benchmark: the project's sync (clinic queue → gateway's verified store) against DCMTK
+//! `storescu` → `storescp` on the same files, on loopback, as separate processes. Prints
+//! throughput, the ratio, CPU seconds and peak RSS of each process (docs/performance.md).
+//!
+//! `cargo run --release --bin bench-sync -- [--runs N] [--scale F] [--big-mib M]`
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use harness::samples::write_ct_series;
+use harness::{binary, free_tcp_addr, free_udp_addr, set_listen, PilotDir, Timings};
+
+#[derive(Parser)]
+#[command(
+    name = "bench-sync",
+    about = "Sync throughput against DCMTK on loopback"
+)]
+struct Cli {
+    /// Interleaved runs per contender (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Scale the workloads (1.0: W1 = 400 × 512 KiB, W3 = 1,000 × 8–64 KiB).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Size of the W2 single-instance memory check in MiB (0 skips it).
+    #[arg(long, default_value_t = 1024)]
+    big_mib: usize,
+}
+
+/// CPU seconds and peak RSS (KiB) of a live process, from /proc.
+fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = 100.0; // USER_HZ on Linux
+    let cpu = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / ticks
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / ticks;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0);
+    (cpu, hwm)
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    seconds: f64,
+    sender_cpu: f64,
+    receiver_cpu: f64,
+    sender_rss_kib: u64,
+    receiver_rss_kib: u64,
+}
+
+fn spawn(name: &str, verb: &str, config: &Path) -> anyhow::Result<Child> {
+    Ok(Command::new(binary(name))
+        .args([verb, "--config"])
+        .arg(config)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
+}
+
+/// Objects the gateway has stored and indexed, from its metrics (cheap to poll, unlike the
+/// agent's full status report).
+fn stored_at_gateway(metrics: SocketAddr) -> Option<f64> {
+    harness::metric(
+        &harness::scrape(metrics).ok()?,
+        "tpg_gateway_instances_stored_total{clinic=\"bench\"}",
+    )
+}
+
+/// Our sync: files imported into a stopped agent's queue, then the timer runs from the
+/// agent's start (process start and link handshake included) until the gateway has stored and
+/// indexed everything.
+fn run_ours(root: &Path, files: &[PathBuf]) -> anyhow::Result<Sample> {
+    let _ = std::fs::remove_dir_all(root);
+    let pilot = PilotDir::create(root, Timings::default())?;
+    let link = free_udp_addr();
+    let gw = pilot.gateway_config(link)?;
+    set_listen(&gw.file, "web", free_tcp_addr())?;
+    let gw_metrics = free_tcp_addr();
+    set_listen(&gw.file, "metrics", gw_metrics)?;
+    let bundle = pilot.enrol("bench", "Bench")?;
+    let agent = pilot.agent_config("bench", &bundle, link)?;
+    set_listen(&agent.file, "web", free_tcp_addr())?;
+    set_listen(&agent.file, "metrics", free_tcp_addr())?;
+    set_listen(&agent.file, "dicom", free_tcp_addr())?;
+    {
+        let store = clinic_agent::archive::AgentStore::open(&agent.data_dir)?;
+        for f in files {
+            store.ingest_file(f)?;
+        }
+    }
+    let mut gateway = spawn("gateway", "serve", &gw.file)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let mut agent_proc = spawn("clinic-agent", "run", &agent.file)?;
+    let n = files.len() as f64;
+    while stored_at_gateway(gw_metrics) != Some(n) {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "sync did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (sender_cpu, sender_rss_kib) = usage(agent_proc.id());
+    let (receiver_cpu, receiver_rss_kib) = usage(gateway.id());
+    let _ = agent_proc.kill();
+    let _ = gateway.kill();
+    let _ = agent_proc.wait();
+    let _ = gateway.wait();
+    Ok(Sample {
+        seconds,
+        sender_cpu,
+        receiver_cpu,
+        sender_rss_kib,
+        receiver_rss_kib,
+    })
+}
+
+/// DCMTK: `storescp` writing to disk, `storescu` sending the same files over `parallel`
+/// associations, both with TCP_NODELAY=1.
+fn run_dcmtk(root: &Path, files: &[PathBuf], parallel: usize) -> anyhow::Result<Sample> {
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(root)?;
+    let port = free_tcp_addr().port();
+    let mut scp = Command::new("storescp")
+        .env("TCP_NODELAY", "1")
+        .args(["+xa", "-od"])
+        .arg(root)
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("storescp (apt-get install dcmtk)")?;
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let chunks: Vec<Vec<PathBuf>> = (0..parallel)
+        .map(|i| files.iter().skip(i).step_by(parallel).cloned().collect())
+        .collect();
+    let mut senders = Vec::new();
+    for chunk in &chunks {
+        senders.push(
+            Command::new("storescu")
+                .env("TCP_NODELAY", "1")
+                .arg("127.0.0.1")
+                .arg(port.to_string())
+                .args(chunk)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+    }
+    let mut sender_cpu = 0.0;
+    let mut sender_rss_kib = 0;
+    for mut s in senders {
+        // Sample just before exit is not possible from outside; poll while it runs.
+        loop {
+            let (cpu, rss) = usage(s.id());
+            if let Some(status) = s.try_wait()? {
+                anyhow::ensure!(status.success(), "storescu failed");
+                break;
+            }
+            sender_cpu = f64::max(sender_cpu, cpu);
+            sender_rss_kib = sender_rss_kib.max(rss);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (receiver_cpu, receiver_rss_kib) = usage(scp.id());
+    let _ = scp.kill();
+    let _ = scp.wait();
+    Ok(Sample {
+        seconds,
+        sender_cpu,
+        receiver_cpu,
+        sender_rss_kib,
+        receiver_rss_kib,
+    })
+}
+
+fn median(mut v: Vec<Sample>) -> Sample {
+    v.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let scratch = tempfile::Builder::new().prefix("tpg-bench-").tempdir()?;
+    let root = scratch.path();
+    let w1_count = ((400.0 * cli.scale) as usize).max(1);
+    let w3_count = ((1000.0 * cli.scale) as usize).max(1);
+    println!(
+        "generating W1 ({w1_count} × ~512 KiB, incompressible) and W3 ({w3_count} × 8–64 KiB)"
+    );
+    let w1 = write_ct_series(&root.join("w1"), "BENCH-W1", w1_count, 512 * 1024, 1)?.files;
+    let mut w3 = Vec::new();
+    for (i, size) in (0..w3_count).map(|i| (i, 8 * 1024 + (i * 7919) % (56 * 1024))) {
+        let s = write_ct_series(
+            &root.join("w3").join(format!("{i:04}")),
+            "BENCH-W3",
+            1,
+            size,
+            i as u64 + 2,
+        )?;
+        w3.extend(s.files);
+    }
+    let bytes = |files: &[PathBuf]| {
+        files
+            .iter()
+            .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+            .sum::<u64>()
+    };
+    println!(
+        "{:<8} {:<14} {:>9} {:>10} {:>8} {:>8} {:>10} {:>10}",
+        "workload", "contender", "seconds", "MiB/s", "cpu-snd", "cpu-rcv", "rss-snd", "rss-rcv"
+    );
+    for (name, files) in [("W1", &w1), ("W3", &w3)] {
+        let mb = bytes(files) as f64 / (1024.0 * 1024.0);
+        let (mut ours, mut dcmtk1, mut dcmtk4) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..cli.runs {
+            ours.push(run_ours(&root.join("ours"), files)?);
+            dcmtk1.push(run_dcmtk(&root.join("scp"), files, 1)?);
+            dcmtk4.push(run_dcmtk(&root.join("scp"), files, 4)?);
+        }
+        let (o, d1, d4) = (median(ours), median(dcmtk1), median(dcmtk4));
+        for (label, s) in [("tpg sync", o), ("dcmtk x1", d1), ("dcmtk x4", d4)] {
+            println!(
+                "{name:<8} {label:<14} {:>9.3} {:>10.1} {:>8.2} {:>8.2} {:>8} K {:>8} K",
+                s.seconds,
+                mb / s.seconds,
+                s.sender_cpu,
+                s.receiver_cpu,
+                s.sender_rss_kib,
+                s.receiver_rss_kib
+            );
+        }
+        println!(
+            "{name:<8} ratio          time(dcmtk x1) / time(tpg) = {:.2}, time(dcmtk x4) / time(tpg) = {:.2}",
+            d1.seconds / o.seconds,
+            d4.seconds / o.seconds
+        );
+    }
+    if cli.big_mib > 0 {
+        println!(
+            "W2: one {} MiB instance through our sync (bounded memory)",
+            cli.big_mib
+        );
+        let big = write_ct_series(
+            &root.join("w2"),
+            "BENCH-W2",
+            1,
+            cli.big_mib * 1024 * 1024,
+            99,
+        )?
+        .files;
+        let s = run_ours(&root.join("ours"), &big)?;
+        println!(
+            "W2       tpg sync       {:>9.3} {:>10.1} {:>8.2} {:>8.2} {:>8} K {:>8} K",
+            s.seconds,
+            bytes(&big) as f64 / (1024.0 * 1024.0) / s.seconds,
+            s.sender_cpu,
+            s.receiver_cpu,
+            s.sender_rss_kib,
+            s.receiver_rss_kib
+        );
+    }
+    Ok(())
+}
