@@ -183,7 +183,14 @@ impl Sync {
     pub async fn handle(&mut self, msg: TransferMsg) {
         let now = Instant::now();
         match msg {
-            TransferMsg::Accepted { id, offset } => self.uploader.handle_accept(&id, offset),
+            TransferMsg::Accepted { id, offset } => {
+                self.uploader.handle_accept(&id, offset);
+                if let Some(progress) = self.uploader.progress(&id) {
+                    with_status(&self.status, |s| {
+                        s.sending.insert(id.clone(), progress);
+                    });
+                }
+            }
             TransferMsg::Sent { id, upto, delta } => {
                 self.metrics.bytes_sent.inc_by(delta);
                 self.uploader.handle_sent(&id, upto);
@@ -227,6 +234,10 @@ impl Sync {
                     let Some(connection) = self.connection.clone() else {
                         continue;
                     };
+                    // In flight from the offer on, so status shows what is really moving.
+                    with_status(&self.status, |s| {
+                        s.sending.insert(id.clone(), (0, size));
+                    });
                     let (start_tx, start_rx) = oneshot::channel();
                     let path = self.store.blobs().path(&id);
                     let handle = tokio::spawn(transfer(

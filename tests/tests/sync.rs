@@ -291,6 +291,10 @@ async fn an_emergency_study_overtakes_a_large_routine_backlog() {
     for file in &backlog.files {
         ingest(&agent, file).await;
     }
+    assert!(
+        wait_until(WAIT, || agent.handle.status_report().count("sending").0 > 0).await,
+        "status shows the objects in flight as sending"
+    );
     let urgent = write_ct_series(&dir.path().join("emergency"), "PID-E", 3, 64 * 1024, 6).unwrap();
     for file in &urgent.files {
         ingest(&agent, file).await;
