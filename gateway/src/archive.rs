@@ -177,9 +177,12 @@ impl GatewayArchive {
             .truncate(false)
             .open(&path)
             .map_err(err)?;
-        file.set_len(committed).map_err(err)?;
-        file.sync_all().map_err(err)?;
-        if record.is_none_or(|r| r.committed != committed) {
+        // Bytes past the committed offset were never acknowledged: drop them. Nothing needs to
+        // be made durable here; the first commit records the partial.
+        if on_disk > committed {
+            file.set_len(committed).map_err(err)?;
+        }
+        if record.is_some_and(|r| r.committed != committed) {
             self.record_partial(clinic, id, size, committed)?;
         }
         Ok(committed)

@@ -154,20 +154,27 @@ impl Upload<'_> {
             if want == 0 {
                 break;
             }
+            // Fill the buffer before writing: quinn hands out packet-sized pieces, and one
+            // write (a trip to the blocking pool) per packet cost most of the gateway's CPU.
+            let mut ended = false;
             let chunk: Vec<u8> = if !pending.is_empty() {
                 let n = pending.len().min(want);
                 pending.drain(..n).collect()
             } else {
                 let cap = want.min(buf.len());
-                match recv
-                    .read(&mut buf[..cap])
-                    .await
-                    .map_err(|e| e.to_string())?
-                {
-                    Some(n) => buf[..n].to_vec(),
-                    None => break,
-                }
+                let n = match recv.read_exact(&mut buf[..cap]).await {
+                    Ok(()) => cap,
+                    Err(quinn::ReadExactError::FinishedEarly(n)) => {
+                        ended = true;
+                        n
+                    }
+                    Err(quinn::ReadExactError::ReadError(e)) => return Err(e.to_string()),
+                };
+                buf[..n].to_vec()
             };
+            if chunk.is_empty() && ended {
+                break;
+            }
             self.file
                 .write_all(&chunk)
                 .await
@@ -182,6 +189,9 @@ impl Upload<'_> {
                 .map_err(|e| e.to_string())?
             {
                 self.commit(upto).await?;
+            }
+            if ended {
+                break;
             }
         }
         // Anything after the declared size is a protocol error; the end of the stream is
