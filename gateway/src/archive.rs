@@ -131,20 +131,12 @@ impl GatewayArchive {
     }
 
     /// True when this clinic's object is stored and indexed. An object another clinic sent
-    /// with the same bytes is indexed for this clinic too (it holds those bytes itself).
+    /// with the same bytes does not count: a clinic proves it holds the bytes by sending them,
+    /// so knowing a hash never opens another clinic's data.
     pub fn has(&self, clinic: &ClinicId, id: &ObjectId) -> Result<bool, ArchiveError> {
-        if self
+        Ok(self
             .clinic_objects
-            .contains_key(key(&[clinic.as_str(), id.as_str()]))?
-        {
-            return Ok(true);
-        }
-        if self.blobs.contains(id) {
-            self.index(clinic, id)?;
-            self.db.flush()?;
-            return Ok(true);
-        }
-        Ok(false)
+            .contains_key(key(&[clinic.as_str(), id.as_str()]))?)
     }
 
     /// The durable offset to resume this upload from (0 for a new one), after trimming any

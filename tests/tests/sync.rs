@@ -346,3 +346,41 @@ async fn an_emergency_study_overtakes_a_large_routine_backlog() {
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clinic_must_send_the_bytes_even_when_another_clinic_sent_the_same_object() {
+    let (dir, pilot) = pilot();
+    let gw = gateway_on(&pilot, "127.0.0.1:0");
+    let first = agent(&pilot, "jinzhou", gw.link_addr, "");
+    let second = agent(&pilot, "pulandian", gw.link_addr, "");
+    let study = write_ct_series(&dir.path().join("shared"), "PID-S", 2, 50_000, 8).unwrap();
+    for file in &study.files {
+        ingest(&first, file).await;
+    }
+    assert!(wait_until(WAIT, || delivered(&first) == 2).await);
+    for file in &study.files {
+        ingest(&second, file).await;
+    }
+    assert!(wait_until(WAIT, || delivered(&second) == 2).await);
+    let received = |clinic: &str| {
+        metric(
+            &gw.metrics(),
+            &format!("tpg_gateway_bytes_received_total{{clinic=\"{clinic}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        received("pulandian") >= received("jinzhou"),
+        "knowing a hash is not enough: the bytes were sent"
+    );
+    for clinic in ["jinzhou", "pulandian"] {
+        let listing: serde_json::Value = serde_json::from_str(
+            &http_get(gw.web_addr, &format!("/api/v1/clinics/{clinic}/studies")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(listing["studies"][0]["instances"], 2, "{clinic}");
+    }
+    first.stop().await.unwrap();
+    second.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
