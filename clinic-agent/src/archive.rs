@@ -86,6 +86,8 @@ pub struct AgentStore {
     db: sled::Db,
     objects: sled::Tree,
     instances: sled::Tree,
+    /// Study Instance UID → number of distinct SOP instances held.
+    studies: sled::Tree,
     meta: sled::Tree,
     blobs: BlobStore,
     quarantine: PathBuf,
@@ -122,6 +124,7 @@ impl AgentStore {
         Ok(Self {
             objects: db.open_tree("objects")?,
             instances: db.open_tree("instances")?,
+            studies: db.open_tree("studies")?,
             meta: db.open_tree("meta")?,
             db,
             blobs: BlobStore::open(data_dir)?,
@@ -191,8 +194,8 @@ impl AgentStore {
             new_version,
         };
         let result: Result<bool, TransactionError<String>> =
-            (&self.objects, &self.instances, &self.meta).transaction(
-                |(objects, instances, meta)| {
+            (&self.objects, &self.instances, &self.meta, &self.studies).transaction(
+                |(objects, instances, meta, studies)| {
                     let mut versions: Vec<ObjectId> =
                         match instances.get(summary.sop_instance_uid.as_bytes())? {
                             Some(v) => serde_json::from_slice(&v)
@@ -211,6 +214,15 @@ impl AgentStore {
                     let rec = serde_json::to_vec(&record(seq))
                         .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
                     objects.insert(id.as_str().as_bytes(), rec)?;
+                    if versions.is_empty() {
+                        // A new instance of the study (a new version does not add one).
+                        let study = summary.study_instance_uid.as_bytes();
+                        let n = studies
+                            .get(study)?
+                            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+                            .map_or(0, u32::from_be_bytes);
+                        studies.insert(study, &(n + 1).to_be_bytes())?;
+                    }
                     versions.push(id.clone());
                     let v = serde_json::to_vec(&versions)
                         .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
@@ -300,6 +312,20 @@ impl AgentStore {
                 seq: r.seq,
             })
             .collect()
+    }
+
+    /// The study of an object and how many distinct instances of it this clinic holds.
+    pub fn study_hint(&self, id: &ObjectId) -> Option<proto::frame::StudyHint> {
+        let record = self.object(id).ok()??;
+        let instances = self
+            .studies
+            .get(record.study_instance_uid.as_bytes())
+            .ok()??;
+        let instances = u32::from_be_bytes(<[u8; 4]>::try_from(instances.as_ref()).ok()?);
+        Some(proto::frame::StudyHint {
+            uid: record.study_instance_uid,
+            instances,
+        })
     }
 
     /// Raises the priority of the study's undelivered objects (never lowers it); returns the

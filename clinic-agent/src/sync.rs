@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use proto::frame::FrameDecoder;
+use proto::frame::StudyHint;
 use proto::sync::{
     ObjectId, Priority, QueuedObject, UploadAction, UploadEvent, Uploader, UploaderConfig,
 };
@@ -240,11 +241,16 @@ impl Sync {
                     });
                     let (start_tx, start_rx) = oneshot::channel();
                     let path = self.store.blobs().path(&id);
-                    let handle = tokio::spawn(transfer(
-                        connection,
-                        id.clone(),
+                    let study = self.store.study_hint(&id);
+                    let outgoing = Outgoing {
+                        id: id.clone(),
                         size,
                         path,
+                        study,
+                    };
+                    let handle = tokio::spawn(transfer(
+                        connection,
+                        outgoing,
                         start_rx,
                         self.tx.clone(),
                         self.pacer.clone(),
@@ -312,16 +318,23 @@ impl Drop for Sync {
 }
 
 /// One object's transfer on its own stream.
-async fn transfer(
-    connection: Connection,
+/// An object about to be offered.
+struct Outgoing {
     id: ObjectId,
     size: u64,
     path: PathBuf,
+    study: Option<StudyHint>,
+}
+
+async fn transfer(
+    connection: Connection,
+    outgoing: Outgoing,
     start: oneshot::Receiver<u64>,
     tx: mpsc::Sender<TransferMsg>,
     pacer: Option<Arc<Pacer>>,
 ) {
-    let outcome = send_object(&connection, &id, size, &path, start, &tx, pacer.as_deref()).await;
+    let outcome = send_object(&connection, &outgoing, start, &tx, pacer.as_deref()).await;
+    let id = outgoing.id;
     let msg = match outcome {
         Ok(()) => TransferMsg::Receipt { id },
         Err(reason) => TransferMsg::Failed { id, reason },
@@ -331,13 +344,18 @@ async fn transfer(
 
 async fn send_object(
     connection: &Connection,
-    id: &ObjectId,
-    size: u64,
-    path: &PathBuf,
+    outgoing: &Outgoing,
     start: oneshot::Receiver<u64>,
     tx: &mpsc::Sender<TransferMsg>,
     pacer: Option<&Pacer>,
 ) -> Result<(), String> {
+    let Outgoing {
+        id,
+        size,
+        path,
+        study,
+    } = outgoing;
+    let size = *size;
     let (mut send, mut recv) = connection
         .open_bi()
         .await
@@ -345,6 +363,7 @@ async fn send_object(
     let offer = ControlFrame::Offer {
         object: id.clone(),
         size,
+        study: study.clone(),
     };
     send.write_all(&offer.encode())
         .await

@@ -60,6 +60,10 @@ pub struct StudyRow {
     pub study_instance_uid: String,
     pub modality: Option<String>,
     pub instances: u64,
+    /// Instances the clinic last said it holds for this study.
+    pub expected_instances: Option<u64>,
+    /// True when every instance the clinic holds has arrived.
+    pub complete: bool,
     pub series: u64,
     pub bytes: u64,
     /// Unix seconds of the latest instance.
@@ -82,6 +86,8 @@ pub struct GatewayArchive {
     clinic_objects: sled::Tree,
     /// `clinic \0 object` → PartialRecord.
     partials: sled::Tree,
+    /// `clinic \0 study` → instances the clinic said it holds (u32, the largest seen).
+    expected: sled::Tree,
     blobs: BlobStore,
     partial_dir: PathBuf,
 }
@@ -120,6 +126,7 @@ impl GatewayArchive {
             instances: db.open_tree("instances")?,
             clinic_objects: db.open_tree("clinic_objects")?,
             partials: db.open_tree("partials")?,
+            expected: db.open_tree("expected")?,
             db,
             blobs: BlobStore::open(data_dir)?,
             partial_dir: data_dir.join("partials"),
@@ -137,6 +144,23 @@ impl GatewayArchive {
         Ok(self
             .clinic_objects
             .contains_key(key(&[clinic.as_str(), id.as_str()]))?)
+    }
+
+    /// Records how many instances of a study the clinic holds (from an offer), keeping the
+    /// largest number seen.
+    pub fn note_study(
+        &self,
+        clinic: &ClinicId,
+        hint: &proto::frame::StudyHint,
+    ) -> Result<(), ArchiveError> {
+        let k = key(&[clinic.as_str(), &hint.uid]);
+        self.expected.fetch_and_update(k, |old| {
+            let previous = old
+                .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                .map_or(0, u32::from_be_bytes);
+            Some(previous.max(hint.instances).to_be_bytes().to_vec())
+        })?;
+        Ok(())
     }
 
     /// The durable offset to resume this upload from (0 for a new one), after trimming any
@@ -297,6 +321,8 @@ impl GatewayArchive {
                         study_instance_uid: study.clone(),
                         modality: None,
                         instances: 0,
+                        expected_instances: None,
+                        complete: false,
                         series: 0,
                         bytes: 0,
                         received_at: 0,
@@ -313,7 +339,19 @@ impl GatewayArchive {
             all_series.insert(series);
             row.series = all_series.len() as u64;
         }
-        rows.into_values().map(|(r, _)| r).collect()
+        rows.into_values()
+            .map(|(mut r, _)| {
+                r.expected_instances = self
+                    .expected
+                    .get(key(&[clinic.as_str(), &r.study_instance_uid]))
+                    .ok()
+                    .flatten()
+                    .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+                    .map(|b| u64::from(u32::from_be_bytes(b)));
+                r.complete = r.expected_instances.is_some_and(|e| r.instances >= e);
+                r
+            })
+            .collect()
     }
 
     pub fn blobs(&self) -> &BlobStore {

@@ -51,7 +51,19 @@ async fn receive(
     let (id, size) = loop {
         if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
             match frame {
-                ControlFrame::Offer { object, size } => break (object, size),
+                ControlFrame::Offer {
+                    object,
+                    size,
+                    study,
+                } => {
+                    if let Some(hint) = study {
+                        let (a, c) = (archive.clone(), clinic.clone());
+                        blocking(move || a.note_study(&c, &hint))
+                            .await?
+                            .map_err(|e| e.to_string())?;
+                    }
+                    break (object, size);
+                }
                 other => return Err(format!("expected offer, got {other:?}")),
             }
         }

@@ -43,6 +43,11 @@ pub enum ControlFrame {
     Offer {
         object: crate::sync::ObjectId,
         size: u64,
+        /// The DICOM study the object belongs to and how many instances of it the clinic
+        /// holds now, so the gateway can tell a complete study from a partial one (minor
+        /// version addition: absent from older agents).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        study: Option<StudyHint>,
     },
     /// The gateway's answer to `offer`: send the bytes from `offset` (its durable offset).
     Accept {
@@ -58,6 +63,13 @@ pub enum ControlFrame {
     /// A frame type from a newer minor version; ignored.
     #[serde(other)]
     Unknown,
+}
+
+/// A study and the number of its instances the clinic holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StudyHint {
+    pub uid: String,
+    pub instances: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -172,6 +184,39 @@ mod tests {
         let bytes = ControlFrame::Ping { seq: 3 }.encode();
         assert_eq!(&bytes[..4], &[0, 0, 0, 23]);
         assert_eq!(&bytes[4..], br#"{"type":"ping","seq":3}"#);
+    }
+
+    #[test]
+    fn offers_round_trip_with_and_without_the_study_hint() {
+        let id = crate::sync::ObjectId::parse(&"ab".repeat(32)).unwrap();
+        for study in [
+            None,
+            Some(StudyHint {
+                uid: "1.2.3".into(),
+                instances: 7,
+            }),
+        ] {
+            let frame = ControlFrame::Offer {
+                object: id.clone(),
+                size: 9,
+                study,
+            };
+            let mut dec = FrameDecoder::default();
+            dec.push(&frame.encode());
+            assert_eq!(dec.next_frame(), Ok(Some(frame)));
+        }
+        // An older agent's offer has no "study" field.
+        let body = format!(
+            r#"{{"type":"offer","object":"{}","size":9}}"#,
+            "ab".repeat(32)
+        );
+        let mut dec = FrameDecoder::default();
+        dec.push(&(body.len() as u32).to_be_bytes());
+        dec.push(body.as_bytes());
+        assert!(matches!(
+            dec.next_frame(),
+            Ok(Some(ControlFrame::Offer { study: None, .. }))
+        ));
     }
 
     #[test]

@@ -127,6 +127,11 @@ async fn an_imported_study_reaches_the_gateway_byte_identical_and_is_listed_for_
     assert_eq!(studies[0]["study_instance_uid"], study.study_uid.as_str());
     assert_eq!(studies[0]["instances"], 30);
     assert_eq!(studies[0]["modality"], "CT");
+    assert_eq!(
+        studies[0]["expected_instances"], 30,
+        "the agent told the gateway how many it holds"
+    );
+    assert_eq!(studies[0]["complete"], true);
     let other: serde_json::Value =
         serde_json::from_str(&http_get(gw.web_addr, "/api/v1/clinics/pulandian/studies").unwrap())
             .unwrap();
