@@ -33,6 +33,12 @@ struct Cli {
 
 /// CPU seconds and peak RSS (KiB) of a live process, from /proc.
 fn usage(pid: u32) -> (f64, u64) {
+    let (user, system, rss) = usage_split(pid);
+    (user + system, rss)
+}
+
+/// User and system CPU seconds and peak RSS (KiB) of a live process.
+fn usage_split(pid: u32) -> (f64, f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit(')')
@@ -41,23 +47,21 @@ fn usage(pid: u32) -> (f64, u64) {
         .split_whitespace()
         .collect();
     let ticks = 100.0; // USER_HZ on Linux
-    let cpu = fields
-        .get(11)
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / ticks
-        + fields
-            .get(12)
+    let field = |i: usize| {
+        fields
+            .get(i)
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
-            / ticks;
+            / ticks
+    };
+    let (user, system) = (field(11), field(12));
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap_or(0);
-    (cpu, hwm)
+    (user, system, hwm)
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -125,6 +129,11 @@ fn run_ours(root: &Path, files: &[PathBuf]) -> anyhow::Result<Sample> {
     let seconds = started.elapsed().as_secs_f64();
     let (sender_cpu, sender_rss_kib) = usage(agent_proc.id());
     let (receiver_cpu, receiver_rss_kib) = usage(gateway.id());
+    if std::env::var_os("BENCH_SPLIT").is_some() {
+        let (au, asys, _) = usage_split(agent_proc.id());
+        let (gu, gsys, _) = usage_split(gateway.id());
+        eprintln!("  agent user {au:.2} sys {asys:.2}; gateway user {gu:.2} sys {gsys:.2}");
+    }
     let _ = agent_proc.kill();
     let _ = gateway.kill();
     let _ = agent_proc.wait();
