@@ -234,10 +234,17 @@ impl GatewayArchive {
 
     /// Verifies the complete partial (its bytes fsynced by the last commit) against its id,
     /// stores and indexes it, with one index flush.
-    pub fn finish(&self, clinic: &ClinicId, id: &ObjectId) -> Result<Finished, ArchiveError> {
+    /// `hashed` is the SHA-256 computed while the bytes arrived, when it covers them all;
+    /// otherwise the file is read back and hashed.
+    pub fn finish(
+        &self,
+        clinic: &ClinicId,
+        id: &ObjectId,
+        hashed: Option<ObjectId>,
+    ) -> Result<Finished, ArchiveError> {
         let path = self.partial_path(clinic, id);
         let k = key(&[clinic.as_str(), id.as_str()]);
-        match self.blobs.commit_verified(&path, id) {
+        match self.blobs.commit_verified(&path, id, hashed) {
             Ok(()) => {}
             Err(BlobError::HashMismatch { .. }) => {
                 self.partials.remove(&k)?;
@@ -356,5 +363,88 @@ impl GatewayArchive {
 
     pub fn blobs(&self) -> &BlobStore {
         &self.blobs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn upload(archive: &GatewayArchive, clinic: &ClinicId, id: &ObjectId, bytes: &[u8]) {
+        assert_eq!(
+            archive
+                .resume_offset(clinic, id, bytes.len() as u64)
+                .unwrap(),
+            0
+        );
+        let mut f = archive.open_partial(clinic, id).unwrap();
+        f.write_all(bytes).unwrap();
+        f.sync_all().unwrap();
+    }
+
+    #[test]
+    fn a_mismatched_upload_is_discarded_and_starts_again_from_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = GatewayArchive::open(dir.path()).unwrap();
+        let clinic = ClinicId::new("jinzhou").unwrap();
+        let bytes = b"not what the id says".to_vec();
+        let claimed = ObjectId::from_digest(&[7u8; 32]);
+        upload(&archive, &clinic, &claimed, &bytes);
+        archive
+            .record_partial(&clinic, &claimed, bytes.len() as u64, 10)
+            .unwrap();
+        let actual = store::blob::hash_file(&archive.partial_path(&clinic, &claimed)).unwrap();
+        assert_eq!(
+            archive.finish(&clinic, &claimed, Some(actual)).unwrap(),
+            Finished::Mismatch
+        );
+        assert!(!archive.has(&clinic, &claimed).unwrap());
+        assert_eq!(
+            archive
+                .resume_offset(&clinic, &claimed, bytes.len() as u64)
+                .unwrap(),
+            0,
+            "nothing kept"
+        );
+    }
+
+    #[test]
+    fn a_verified_upload_is_stored_indexed_and_seen_by_its_clinic_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = GatewayArchive::open(dir.path()).unwrap();
+        let clinic = ClinicId::new("jinzhou").unwrap();
+        let other = ClinicId::new("pulandian").unwrap();
+        let bytes = b"some object bytes".to_vec();
+        let partial = dir.path().join("x");
+        std::fs::write(&partial, &bytes).unwrap();
+        let id = store::blob::hash_file(&partial).unwrap();
+        upload(&archive, &clinic, &id, &bytes);
+        // Resuming after a crash trims bytes past the committed offset.
+        archive
+            .record_partial(&clinic, &id, bytes.len() as u64, 4)
+            .unwrap();
+        assert_eq!(
+            archive
+                .resume_offset(&clinic, &id, bytes.len() as u64)
+                .unwrap(),
+            4
+        );
+        let mut f = archive.open_partial(&clinic, &id).unwrap();
+        f.write_all(&bytes[4..]).unwrap();
+        f.sync_all().unwrap();
+        assert_eq!(
+            archive.finish(&clinic, &id, None).unwrap(),
+            Finished::Stored
+        );
+        assert!(archive.has(&clinic, &id).unwrap());
+        assert!(
+            !archive.has(&other, &id).unwrap(),
+            "another clinic must send the bytes itself"
+        );
+        assert_eq!(std::fs::read(archive.blobs().path(&id)).unwrap(), bytes);
+        assert_eq!(archive.studies(&clinic).len(), 1);
+        assert!(archive.studies(&other).is_empty());
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use proto::frame::FrameDecoder;
 use proto::sync::{ObjectId, ReceiveStep, Receiver, DEFAULT_CHUNK};
 use proto::{ClinicId, ControlFrame};
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
 
@@ -104,6 +105,7 @@ async fn receive(
         size,
         file: tokio::fs::File::from_std(file),
         receiver: Receiver::new(size, committed, DEFAULT_CHUNK),
+        hasher: (committed == 0).then(Sha256::new),
     };
     let mut pending = decoder.take_remaining();
     if let Err(reason) = upload
@@ -118,12 +120,16 @@ async fn receive(
         return Err(reason);
     }
     let Upload {
-        file, mut receiver, ..
+        file,
+        mut receiver,
+        hasher,
+        ..
     } = upload;
     receiver.handle_end().map_err(|e| e.to_string())?;
     drop(file);
+    let hashed = hasher.map(|h| ObjectId::from_digest(&h.finalize().into()));
     let (a, c, i) = (archive.clone(), clinic.clone(), id.clone());
-    match blocking(move || a.finish(&c, &i))
+    match blocking(move || a.finish(&c, &i, hashed))
         .await?
         .map_err(|e| e.to_string())?
     {
@@ -148,6 +154,9 @@ struct Upload<'a> {
     size: u64,
     file: tokio::fs::File,
     receiver: Receiver,
+    /// SHA-256 of the bytes as they arrive, when the upload started at offset 0; a resumed
+    /// upload is hashed by reading the file back at the end.
+    hasher: Option<Sha256>,
 }
 
 impl Upload<'_> {
@@ -186,6 +195,9 @@ impl Upload<'_> {
             };
             if chunk.is_empty() && ended {
                 break;
+            }
+            if let Some(h) = self.hasher.as_mut() {
+                h.update(&chunk);
             }
             self.file
                 .write_all(&chunk)

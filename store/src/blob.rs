@@ -126,8 +126,18 @@ impl BlobStore {
 
     /// Moves a fully written and already fsynced file (`path`, on the same file system) to
     /// `id`'s place after checking that its content hashes to `id`.
-    pub fn commit_verified(&self, path: &Path, id: &ObjectId) -> Result<(), BlobError> {
-        let actual = hash_file(path)?;
+    /// `hashed` is the content's SHA-256 when the caller computed it while writing; `None`
+    /// reads the file back.
+    pub fn commit_verified(
+        &self,
+        path: &Path,
+        id: &ObjectId,
+        hashed: Option<ObjectId>,
+    ) -> Result<(), BlobError> {
+        let actual = match hashed {
+            Some(h) => h,
+            None => hash_file(path)?,
+        };
         if &actual != id {
             let _ = fs::remove_file(path);
             return Err(BlobError::HashMismatch {
@@ -288,7 +298,9 @@ mod tests {
             p
         })
         .unwrap();
-        let err = store.commit_verified(&partial, &expected).unwrap_err();
+        let err = store
+            .commit_verified(&partial, &expected, None)
+            .unwrap_err();
         assert!(matches!(err, BlobError::HashMismatch { .. }), "{err}");
         assert!(!store.contains(&expected));
         assert!(!partial.exists(), "the bad partial is discarded");
