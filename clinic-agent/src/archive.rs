@@ -176,6 +176,9 @@ impl AgentStore {
         let versions = self.versions(&summary.sop_instance_uid)?;
         if versions.contains(&id) {
             temp.discard();
+            // The entry may have been inserted by a concurrent ingest still flushing: make it
+            // durable before acknowledging the duplicate.
+            self.db.flush()?;
             return Ok(Ingested::Duplicate { id });
         }
         let size = temp.len();
@@ -245,9 +248,15 @@ impl AgentStore {
         name: &str,
         reason: &str,
     ) -> Result<Ingested, StoreError> {
-        // Never reuse a folder: two bad files with the same bytes each keep their record.
+        // Never reuse a folder: two bad files with the same bytes each keep their record. The
+        // folder is claimed by creating it, which fails if another ingest got there first.
         let base = format!("{}-{}", now_unix(), &temp.id().as_str()[..16]);
-        let folder = (0u32..)
+        std::fs::create_dir_all(&self.quarantine).map_err(|source| BlobError::Io {
+            action: "create",
+            path: self.quarantine.display().to_string(),
+            source,
+        })?;
+        let folder = (0u32..1000)
             .map(|n| {
                 self.quarantine.join(if n == 0 {
                     base.clone()
@@ -255,8 +264,10 @@ impl AgentStore {
                     format!("{base}-{n}")
                 })
             })
-            .find(|f| !f.exists())
-            .unwrap_or_else(|| self.quarantine.join(&base));
+            .find(|f| std::fs::create_dir(f).is_ok())
+            .ok_or_else(|| {
+                StoreError::Index(format!("cannot claim a quarantine folder for {base}"))
+            })?;
         let dest = folder.join("file.dcm");
         temp.persist_at(&dest)?;
         let record = QuarantineRecord {

@@ -27,6 +27,10 @@ const VERIFICATION: &str = "1.2.840.10008.1.1";
 /// Largest PDU a modality may send us: large enough for throughput, small enough that one PDU
 /// in memory per association is nothing.
 const MAX_PDU: u32 = 256 * 1024;
+/// A DIMSE command set is a few hundred bytes; anything near this is not a command.
+const MAX_COMMAND: usize = 64 * 1024;
+/// Associations served at once; more are closed at once (a modality retries later).
+const MAX_ASSOCIATIONS: usize = 32;
 
 /// Calling AE titles allowed to associate; empty allows any.
 #[derive(Debug, Clone)]
@@ -63,21 +67,38 @@ pub fn spawn(
     if allow.0.is_empty() {
         info!(ae_title = %config.ae_title, "DICOM listener accepts any calling AE title; set [dicom] allowed_calling_ae_titles to restrict");
     }
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     Ok(std::thread::Builder::new()
         .name("dicom-listener".into())
         .spawn(move || {
+            use std::sync::atomic::Ordering;
             while !shutdown.is_cancelled() {
                 match listener.accept() {
                     Ok((stream, peer)) => {
-                        let (config, handle, allow) =
-                            (config.clone(), handle.clone(), allow.clone());
-                        let _ = std::thread::Builder::new()
+                        if active.fetch_add(1, Ordering::SeqCst) >= MAX_ASSOCIATIONS {
+                            active.fetch_sub(1, Ordering::SeqCst);
+                            handle.metrics.dicom_associations_rejected.inc();
+                            warn!(%peer, "too many DICOM associations at once; connection closed");
+                            continue;
+                        }
+                        let (config, handle, allow, slot) = (
+                            config.clone(),
+                            handle.clone(),
+                            allow.clone(),
+                            active.clone(),
+                        );
+                        let spawned = std::thread::Builder::new()
                             .name("dicom-assoc".into())
                             .spawn(move || {
                                 if let Err(e) = serve(stream, &config, &handle, allow) {
                                     debug!(%peer, error = %e, "association ended with an error");
                                 }
+                                slot.fetch_sub(1, Ordering::SeqCst);
                             });
+                        if spawned.is_err() {
+                            active.fetch_sub(1, Ordering::SeqCst);
+                            warn!(%peer, "cannot start a thread for a DICOM association");
+                        }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
                         std::thread::sleep(Duration::from_millis(100))
@@ -146,6 +167,9 @@ fn serve(
                     match pdv.value_type {
                         PDataValueType::Command => {
                             command_bytes.extend_from_slice(&pdv.data);
+                            if command_bytes.len() > MAX_COMMAND {
+                                anyhow::bail!("command set larger than {MAX_COMMAND} bytes");
+                            }
                             if !pdv.is_last {
                                 continue;
                             }
@@ -165,6 +189,11 @@ fn serve(
                                     )?;
                                 }
                                 dimse::C_STORE_RQ if command.has_data_set => {
+                                    if command.sop_instance.len() > 64
+                                        || command.sop_class.len() > 64
+                                    {
+                                        anyhow::bail!("C-STORE request with a UID longer than 64 characters (PS3.5 §9.1)");
+                                    }
                                     let ts = contexts
                                         .iter()
                                         .find(|(id, _)| *id == pdv.presentation_context_id)

@@ -99,6 +99,9 @@ pub enum TransferMsg {
 }
 
 struct Task {
+    /// Which attempt this is: messages from an earlier attempt at the same object (paused,
+    /// or cut by a reconnect) carry another number and are ignored.
+    attempt: u64,
     handle: JoinHandle<()>,
     start: Option<oneshot::Sender<u64>>,
 }
@@ -110,9 +113,10 @@ pub struct Sync {
     status: SharedSync,
     connection: Option<Connection>,
     tasks: HashMap<ObjectId, Task>,
-    tx: mpsc::Sender<TransferMsg>,
-    pub rx: mpsc::Receiver<TransferMsg>,
+    tx: mpsc::Sender<(u64, TransferMsg)>,
+    pub rx: mpsc::Receiver<(u64, TransferMsg)>,
     pacer: Option<Arc<Pacer>>,
+    attempts: u64,
 }
 
 impl Sync {
@@ -140,6 +144,7 @@ impl Sync {
             tx,
             rx,
             pacer: upload_limit.map(|rate| Arc::new(Pacer::new(rate))),
+            attempts: 0,
         }
     }
 
@@ -181,8 +186,23 @@ impl Sync {
         self.drive();
     }
 
-    pub async fn handle(&mut self, msg: TransferMsg) {
+    pub async fn handle(&mut self, (attempt, msg): (u64, TransferMsg)) {
         let now = Instant::now();
+        let current = |tasks: &HashMap<ObjectId, Task>, id: &ObjectId| {
+            tasks.get(id).is_some_and(|t| t.attempt == attempt)
+        };
+        match msg {
+            // A durable receipt is a fact whichever attempt earned it.
+            TransferMsg::Receipt { .. } => {}
+            TransferMsg::Accepted { ref id, .. }
+            | TransferMsg::Sent { ref id, .. }
+            | TransferMsg::Failed { ref id, .. }
+                if !current(&self.tasks, id) =>
+            {
+                return;
+            }
+            _ => {}
+        }
         match msg {
             TransferMsg::Accepted { id, offset } => {
                 self.uploader.handle_accept(&id, offset);
@@ -202,7 +222,11 @@ impl Sync {
                 }
             }
             TransferMsg::Receipt { id } => {
-                self.tasks.remove(&id);
+                if let Some(task) = self.tasks.remove(&id) {
+                    if task.attempt != attempt {
+                        task.handle.abort();
+                    }
+                }
                 // Delivered only once the receipt itself is durable here.
                 let store = self.store.clone();
                 let rid = id.clone();
@@ -248,16 +272,19 @@ impl Sync {
                         path,
                         study,
                     };
+                    self.attempts += 1;
+                    let attempt = self.attempts;
                     let handle = tokio::spawn(transfer(
                         connection,
                         outgoing,
                         start_rx,
-                        self.tx.clone(),
+                        (attempt, self.tx.clone()),
                         self.pacer.clone(),
                     ));
                     self.tasks.insert(
                         id,
                         Task {
+                            attempt,
                             handle,
                             start: Some(start_tx),
                         },
@@ -326,13 +353,24 @@ struct Outgoing {
     study: Option<StudyHint>,
 }
 
+/// Sends messages of one attempt, tagged with its number.
+#[derive(Clone)]
+struct Reporter(u64, mpsc::Sender<(u64, TransferMsg)>);
+
+impl Reporter {
+    async fn send(&self, msg: TransferMsg) -> Result<(), ()> {
+        self.1.send((self.0, msg)).await.map_err(|_| ())
+    }
+}
+
 async fn transfer(
     connection: Connection,
     outgoing: Outgoing,
     start: oneshot::Receiver<u64>,
-    tx: mpsc::Sender<TransferMsg>,
+    (attempt, tx): (u64, mpsc::Sender<(u64, TransferMsg)>),
     pacer: Option<Arc<Pacer>>,
 ) {
+    let tx = Reporter(attempt, tx);
     let outcome = send_object(&connection, &outgoing, start, &tx, pacer.as_deref()).await;
     let id = outgoing.id;
     let msg = match outcome {
@@ -346,7 +384,7 @@ async fn send_object(
     connection: &Connection,
     outgoing: &Outgoing,
     start: oneshot::Receiver<u64>,
-    tx: &mpsc::Sender<TransferMsg>,
+    tx: &Reporter,
     pacer: Option<&Pacer>,
 ) -> Result<(), String> {
     let Outgoing {
@@ -370,11 +408,11 @@ async fn send_object(
         .map_err(|e| format!("offer not sent: {e}"))?;
     let mut decoder = FrameDecoder::default();
     match read_frame(&mut recv, &mut decoder).await? {
-        ControlFrame::Receipt { .. } => {
+        ControlFrame::Receipt { object } if object == *id => {
             let _ = send.finish();
             return Ok(());
         }
-        ControlFrame::Accept { offset, .. } => {
+        ControlFrame::Accept { object, offset } if object == *id => {
             tx.send(TransferMsg::Accepted {
                 id: id.clone(),
                 offset,
@@ -423,11 +461,11 @@ async fn send_object(
     send.finish()
         .map_err(|e| format!("cannot finish the stream: {e}"))?;
     match read_frame(&mut recv, &mut decoder).await? {
-        ControlFrame::Receipt { .. } => {
+        ControlFrame::Receipt { object } if object == *id => {
             info!(object = %id, size, "delivered with durable receipt");
             Ok(())
         }
-        ControlFrame::Mismatch { .. } => {
+        ControlFrame::Mismatch { object } if object == *id => {
             Err("the gateway found a SHA-256 mismatch; sending again from the start".into())
         }
         other => Err(format!("gateway answered the object with {other:?}")),

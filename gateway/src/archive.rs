@@ -70,6 +70,23 @@ pub struct StudyRow {
     pub received_at: i64,
 }
 
+/// The right to write one clinic's partial upload of one object; released when dropped.
+pub struct UploadClaim {
+    archive: std::sync::Arc<GatewayArchive>,
+    key: (ClinicId, ObjectId),
+}
+
+impl Drop for UploadClaim {
+    fn drop(&mut self) {
+        let mut uploads = self
+            .archive
+            .uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        uploads.remove(&self.key);
+    }
+}
+
 /// The outcome of finishing an upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finished {
@@ -80,7 +97,7 @@ pub enum Finished {
 
 pub struct GatewayArchive {
     db: sled::Db,
-    /// `clinic \0 patient \0 study \0 series \0 sop` → InstanceRecord.
+    /// `clinic \0 patient \0 study \0 series \0 sop \0 object` → InstanceRecord.
     instances: sled::Tree,
     /// `clinic \0 object` → instance key.
     clinic_objects: sled::Tree,
@@ -88,6 +105,8 @@ pub struct GatewayArchive {
     partials: sled::Tree,
     /// `clinic \0 study` → instances the clinic said it holds (u32, the largest seen).
     expected: sled::Tree,
+    /// Uploads being received, so one partial file never has two writers.
+    uploads: std::sync::Mutex<std::collections::HashSet<(ClinicId, ObjectId)>>,
     blobs: BlobStore,
     partial_dir: PathBuf,
 }
@@ -127,6 +146,7 @@ impl GatewayArchive {
             clinic_objects: db.open_tree("clinic_objects")?,
             partials: db.open_tree("partials")?,
             expected: db.open_tree("expected")?,
+            uploads: Default::default(),
             db,
             blobs: BlobStore::open(data_dir)?,
             partial_dir: data_dir.join("partials"),
@@ -141,9 +161,29 @@ impl GatewayArchive {
     /// with the same bytes does not count: a clinic proves it holds the bytes by sending them,
     /// so knowing a hash never opens another clinic's data.
     pub fn has(&self, clinic: &ClinicId, id: &ObjectId) -> Result<bool, ArchiveError> {
-        Ok(self
+        let found = self
             .clinic_objects
-            .contains_key(key(&[clinic.as_str(), id.as_str()]))?)
+            .contains_key(key(&[clinic.as_str(), id.as_str()]))?;
+        if found {
+            // The entry may come from a finish still flushing: make it durable before it
+            // justifies a receipt.
+            self.db.flush()?;
+        }
+        Ok(found)
+    }
+
+    /// Claims the right to receive `id` from `clinic`; `None` while another stream holds it.
+    pub fn claim_upload(
+        self: &std::sync::Arc<Self>,
+        clinic: &ClinicId,
+        id: &ObjectId,
+    ) -> Option<UploadClaim> {
+        let key = (clinic.clone(), id.clone());
+        let mut uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        uploads.insert(key.clone()).then(|| UploadClaim {
+            archive: self.clone(),
+            key,
+        })
     }
 
     /// Records how many instances of a study the clinic holds (from an offer), keeping the
@@ -284,7 +324,16 @@ impl GatewayArchive {
                     None,
                 ),
             };
-        let instance_key = key(&[clinic.as_str(), &patient, &study, &series, &sop]);
+        // The object id ends the key: a new version of an instance (same SOP Instance UID,
+        // other bytes) is kept beside the old one, never over it.
+        let instance_key = key(&[
+            clinic.as_str(),
+            &patient,
+            &study,
+            &series,
+            &sop,
+            id.as_str(),
+        ]);
         let record = InstanceRecord {
             object: id.clone(),
             size,
@@ -299,7 +348,8 @@ impl GatewayArchive {
         Ok(())
     }
 
-    /// Every instance of a clinic: (patient, study, series, sop) and its record.
+    /// Every stored object of a clinic: (patient, study, series, sop) and its record; versions
+    /// of one instance appear once each.
     pub fn instances(&self, clinic: &ClinicId) -> Vec<([String; 4], InstanceRecord)> {
         let mut prefix = clinic.as_str().as_bytes().to_vec();
         prefix.push(0);
@@ -315,39 +365,37 @@ impl GatewayArchive {
             .collect()
     }
 
-    /// The clinic's studies with counts and sizes.
+    /// The clinic's studies with counts (distinct instances and series) and sizes.
     pub fn studies(&self, clinic: &ClinicId) -> Vec<StudyRow> {
-        let mut rows: std::collections::BTreeMap<
-            String,
-            (StudyRow, std::collections::BTreeSet<String>),
-        > = Default::default();
-        for ([_, study, series, _], rec) in self.instances(clinic) {
-            let (row, all_series) = rows.entry(study.clone()).or_insert_with(|| {
-                (
-                    StudyRow {
-                        study_instance_uid: study.clone(),
-                        modality: None,
-                        instances: 0,
-                        expected_instances: None,
-                        complete: false,
-                        series: 0,
-                        bytes: 0,
-                        received_at: 0,
-                    },
-                    Default::default(),
-                )
+        use std::collections::{BTreeMap, BTreeSet};
+        let mut rows: BTreeMap<String, (StudyRow, BTreeSet<String>, BTreeSet<String>)> =
+            BTreeMap::new();
+        for ([_, study, series, sop], rec) in self.instances(clinic) {
+            let (row, all_series, sops) = rows.entry(study.clone()).or_insert_with(|| {
+                let row = StudyRow {
+                    study_instance_uid: study.clone(),
+                    modality: None,
+                    instances: 0,
+                    expected_instances: None,
+                    complete: false,
+                    series: 0,
+                    bytes: 0,
+                    received_at: 0,
+                };
+                (row, BTreeSet::new(), BTreeSet::new())
             });
-            row.instances += 1;
             row.bytes += rec.size;
             row.received_at = row.received_at.max(rec.received_at);
             if row.modality.is_none() {
                 row.modality = rec.modality.clone();
             }
             all_series.insert(series);
+            sops.insert(sop);
             row.series = all_series.len() as u64;
+            row.instances = sops.len() as u64;
         }
         rows.into_values()
-            .map(|(mut r, _)| {
+            .map(|(mut r, _, _)| {
                 r.expected_instances = self
                     .expected
                     .get(key(&[clinic.as_str(), &r.study_instance_uid]))

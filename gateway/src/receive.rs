@@ -81,6 +81,14 @@ async fn receive(
     {
         return reply(&mut send, ControlFrame::Receipt { object: id }).await;
     }
+    // One writer per partial file: a second stream for the same object (a buggy agent, or an
+    // old connection's stream still draining) is refused and its sender retries later.
+    let Some(_claim) = archive.claim_upload(clinic, &id) else {
+        let _ = send.reset(quinn::VarInt::from_u32(1));
+        return Err(format!(
+            "object {id} is already being received on another stream"
+        ));
+    };
     let (a, c, i) = (archive.clone(), clinic.clone(), id.clone());
     let committed = blocking(move || a.resume_offset(&c, &i, size))
         .await?
@@ -119,13 +127,14 @@ async fn receive(
         }
         return Err(reason);
     }
-    let Upload {
-        file,
-        mut receiver,
-        hasher,
-        ..
-    } = upload;
-    receiver.handle_end().map_err(|e| e.to_string())?;
+    if let Err(short) = upload.receiver.handle_end() {
+        // The agent stopped early (a paused transfer ends its stream): keep what arrived.
+        if let Some(ReceiveStep::Commit { upto }) = upload.receiver.handle_abort() {
+            upload.commit(upto).await?;
+        }
+        return Err(short.to_string());
+    }
+    let Upload { file, hasher, .. } = upload;
     drop(file);
     let hashed = hasher.map(|h| ObjectId::from_digest(&h.finalize().into()));
     let (a, c, i) = (archive.clone(), clinic.clone(), id.clone());

@@ -46,6 +46,17 @@ pub struct TempBlob {
     file: File,
     hasher: Sha256,
     len: u64,
+    /// Set once the file has been handed on (committed, moved); otherwise dropping the
+    /// `TempBlob` deletes the file, so an error path never leaves a temp file behind.
+    kept: bool,
+}
+
+impl Drop for TempBlob {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 const COPY_BUF: usize = 256 * 1024;
@@ -93,6 +104,7 @@ impl BlobStore {
             file,
             hasher: Sha256::new(),
             len: 0,
+            kept: false,
         })
     }
 
@@ -156,7 +168,11 @@ impl BlobStore {
             return Ok(());
         }
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+            // A new shard folder must itself be durable before its first file counts.
+            sync_dir(&self.root.join("objects"))?;
+        }
         fs::rename(path, &dest).map_err(io_err("rename into", &dest))?;
         sync_dir(&dir)
     }
@@ -200,11 +216,13 @@ impl TempBlob {
     }
 
     /// Fsyncs and returns the id and the temporary path.
-    fn finish(self) -> Result<(ObjectId, PathBuf), BlobError> {
+    fn finish(mut self) -> Result<(ObjectId, PathBuf), BlobError> {
         self.file.sync_all().map_err(io_err("fsync", &self.path))?;
+        self.kept = true;
+        let digest = std::mem::take(&mut self.hasher).finalize();
         Ok((
-            ObjectId::from_digest(&self.hasher.finalize().into()),
-            self.path,
+            ObjectId::from_digest(&digest.into()),
+            std::mem::take(&mut self.path),
         ))
     }
 
@@ -219,7 +237,7 @@ impl TempBlob {
     }
 
     pub fn discard(self) {
-        let _ = fs::remove_file(&self.path);
+        // Dropping deletes the file.
     }
 }
 

@@ -388,3 +388,48 @@ async fn a_clinic_must_send_the_bytes_even_when_another_clinic_sent_the_same_obj
     second.stop().await.unwrap();
     gw.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_of_an_instance_is_kept_beside_the_old_one_at_both_ends() {
+    let (dir, pilot) = pilot();
+    let gw = gateway_on(&pilot, "127.0.0.1:0");
+    let agent = agent(&pilot, "zhuanghe", gw.link_addr, "");
+    let study = write_ct_series(&dir.path().join("v1"), "PID-V", 1, 20_000, 11).unwrap();
+    let original = &study.files[0];
+    // The same instance (same SOP Instance UID) with one pixel changed: a corrected image.
+    let corrected = dir.path().join("v2.dcm");
+    let mut bytes = std::fs::read(original).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&corrected, &bytes).unwrap();
+    assert!(matches!(
+        ingest(&agent, original).await,
+        Ingested::Stored {
+            new_version: false,
+            ..
+        }
+    ));
+    assert!(matches!(
+        ingest(&agent, &corrected).await,
+        Ingested::Stored {
+            new_version: true,
+            ..
+        }
+    ));
+    assert!(wait_until(WAIT, || delivered(&agent) == 2).await);
+    let clinic = proto::ClinicId::new("zhuanghe").unwrap();
+    let versions = gw.handle.archive.instances(&clinic);
+    assert_eq!(
+        versions.len(),
+        2,
+        "both versions are indexed at the gateway"
+    );
+    assert_eq!(
+        versions[0].0[3], versions[1].0[3],
+        "under the same SOP Instance UID"
+    );
+    let studies = gw.handle.archive.studies(&clinic);
+    assert_eq!(studies[0].instances, 1, "one instance, two versions");
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
