@@ -41,26 +41,14 @@ pub struct Listeners {
 
 impl Listeners {
     pub fn bind(config: &AgentConfig) -> anyhow::Result<Self> {
-        let metrics = std::net::TcpListener::bind(config.metrics_listen).with_context(|| {
-            format!(
-                "cannot bind [metrics] listen = {} (TCP); is another agent running?",
-                config.metrics_listen
-            )
-        })?;
-        metrics.set_nonblocking(true)?;
-        let web = std::net::TcpListener::bind(config.web_listen).with_context(|| {
-            format!(
-                "cannot bind [web] listen = {} (TCP); is another agent running?",
-                config.web_listen
-            )
-        })?;
-        web.set_nonblocking(true)?;
-        let dicom = std::net::TcpListener::bind(config.dicom.listen).with_context(|| {
-            format!(
-                "cannot bind [dicom] listen = {} (TCP); is another DICOM service using the port?",
-                config.dicom.listen
-            )
-        })?;
+        let hint = "is another clinic agent running?";
+        let metrics = daemon::bind_tcp("[metrics] listen", config.metrics_listen, hint)?;
+        let web = daemon::bind_tcp("[web] listen", config.web_listen, hint)?;
+        let dicom = daemon::bind_tcp(
+            "[dicom] listen",
+            config.dicom.listen,
+            "is another DICOM service using the port?",
+        )?;
         Ok(Self {
             metrics,
             web,
@@ -69,21 +57,15 @@ impl Listeners {
     }
 
     pub fn dicom_addr(&self) -> SocketAddr {
-        self.dicom
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        daemon::bound_addr(self.dicom.local_addr())
     }
 
     pub fn web_addr(&self) -> SocketAddr {
-        self.web
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        daemon::bound_addr(self.web.local_addr())
     }
 
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        daemon::bound_addr(self.metrics.local_addr())
     }
 }
 

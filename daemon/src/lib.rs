@@ -70,6 +70,25 @@ async fn cancel_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
+/// Binds a non-blocking TCP listener for the config key `key` (e.g. `[web] listen`); the error
+/// names the key, the address and `hint` (what else may hold the port).
+pub fn bind_tcp(
+    key: &str,
+    addr: std::net::SocketAddr,
+    hint: &str,
+) -> anyhow::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot bind {key} = {addr} (TCP); {hint}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// A bound socket's address, or the unspecified address if the OS cannot tell (it always can
+/// for a socket it bound).
+pub fn bound_addr(local: std::io::Result<std::net::SocketAddr>) -> std::net::SocketAddr {
+    local.unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
 /// Serves `GET /metrics` (Prometheus text from `render`) until `shutdown` is cancelled.
 pub async fn serve_metrics(
     listener: tokio::net::TcpListener,

@@ -38,35 +38,22 @@ impl Listeners {
                 config.link.listen
             )
         })?;
-        let metrics = std::net::TcpListener::bind(config.metrics_listen).with_context(|| {
-            format!(
-                "cannot bind [metrics] listen = {} (TCP)",
-                config.metrics_listen
-            )
-        })?;
-        metrics.set_nonblocking(true)?;
-        let web = std::net::TcpListener::bind(config.web_listen)
-            .with_context(|| format!("cannot bind [web] listen = {} (TCP)", config.web_listen))?;
-        web.set_nonblocking(true)?;
+        let hint = "is another gateway running?";
+        let metrics = daemon::bind_tcp("[metrics] listen", config.metrics_listen, hint)?;
+        let web = daemon::bind_tcp("[web] listen", config.web_listen, hint)?;
         Ok(Self { link, metrics, web })
     }
 
     pub fn link_addr(&self) -> SocketAddr {
-        self.link
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        daemon::bound_addr(self.link.local_addr())
     }
 
     pub fn web_addr(&self) -> SocketAddr {
-        self.web
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        daemon::bound_addr(self.web.local_addr())
     }
 
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        daemon::bound_addr(self.metrics.local_addr())
     }
 }
 
