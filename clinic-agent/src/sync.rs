@@ -214,7 +214,7 @@ impl Sync {
             }
             TransferMsg::Sent { id, upto, delta } => {
                 self.metrics.bytes_sent.inc_by(delta);
-                self.uploader.handle_sent(&id, upto);
+                self.uploader.handle_sent(now, &id, upto);
                 if let Some(progress) = self.uploader.progress(&id) {
                     with_status(&self.status, |s| {
                         s.sending.insert(id.clone(), progress);

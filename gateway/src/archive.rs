@@ -7,6 +7,7 @@
 //! flushed.
 
 use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -85,6 +86,15 @@ impl Drop for UploadClaim {
             .unwrap_or_else(|p| p.into_inner());
         uploads.remove(&self.key);
     }
+}
+
+/// Where an offered object stands.
+#[derive(Debug)]
+pub enum Begin {
+    /// Stored and indexed for this clinic: answer with a receipt.
+    Stored,
+    /// Receive it from `offset`, appending to `file`.
+    Resume { offset: u64, file: File },
 }
 
 /// The outcome of finishing an upload.
@@ -186,6 +196,26 @@ impl GatewayArchive {
         })
     }
 
+    /// Everything the gateway does with an offer before answering it, in one call: notes the
+    /// study hint, then either finds the object stored or prepares its partial for appending.
+    /// Call with the upload claimed.
+    pub fn begin(
+        &self,
+        clinic: &ClinicId,
+        id: &ObjectId,
+        size: u64,
+        study: Option<&proto::frame::StudyHint>,
+    ) -> Result<Begin, ArchiveError> {
+        if let Some(hint) = study {
+            self.note_study(clinic, hint)?;
+        }
+        if self.has(clinic, id)? {
+            return Ok(Begin::Stored);
+        }
+        let (offset, file) = self.open_partial(clinic, id, size)?;
+        Ok(Begin::Resume { offset, file })
+    }
+
     /// Records how many instances of a study the clinic holds (from an offer), keeping the
     /// largest number seen.
     pub fn note_study(
@@ -204,56 +234,52 @@ impl GatewayArchive {
     }
 
     /// The durable offset to resume this upload from (0 for a new one), after trimming any
-    /// bytes written past it before a crash.
-    pub fn resume_offset(
+    /// bytes written past it before a crash, and the partial file open for appending there.
+    fn open_partial(
         &self,
         clinic: &ClinicId,
         id: &ObjectId,
         size: u64,
-    ) -> Result<u64, ArchiveError> {
+    ) -> Result<(u64, File), ArchiveError> {
         let k = key(&[clinic.as_str(), id.as_str()]);
         let path = self.partial_path(clinic, id);
+        let err = |source| ArchiveError::Partial {
+            path: path.display().to_string(),
+            source,
+        };
         let record: Option<PartialRecord> = self
             .partials
             .get(&k)?
             .and_then(|v| serde_json::from_slice(&v).ok())
             .filter(|r: &PartialRecord| r.size == size);
-        let on_disk = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let committed = record.map_or(0, |r| r.committed).min(on_disk);
-        let err = |source| ArchiveError::Partial {
-            path: path.display().to_string(),
-            source,
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(false)
+                .open(&path)
         };
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(err)?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(err)?;
+        let mut file = match open() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir).map_err(err)?;
+                }
+                open().map_err(err)?
+            }
+            other => other.map_err(err)?,
+        };
+        let on_disk = file.metadata().map_err(err)?.len();
+        let committed = record.map_or(0, |r| r.committed).min(on_disk);
         // Bytes past the committed offset were never acknowledged: drop them. Nothing needs to
         // be made durable here; the first commit records the partial.
         if on_disk > committed {
             file.set_len(committed).map_err(err)?;
         }
+        file.seek(SeekFrom::Start(committed)).map_err(err)?;
         if record.is_some_and(|r| r.committed != committed) {
             self.record_partial(clinic, id, size, committed)?;
         }
-        Ok(committed)
-    }
-
-    /// Opens the partial file for appending at its current end.
-    pub fn open_partial(&self, clinic: &ClinicId, id: &ObjectId) -> Result<File, ArchiveError> {
-        let path = self.partial_path(clinic, id);
-        OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|source| ArchiveError::Partial {
-                path: path.display().to_string(),
-                source,
-            })
+        Ok((committed, file))
     }
 
     /// Records `committed` as durable: call after the partial's bytes up to it are fsynced.
@@ -420,16 +446,25 @@ mod tests {
 
     use super::*;
 
-    fn upload(archive: &GatewayArchive, clinic: &ClinicId, id: &ObjectId, bytes: &[u8]) {
-        assert_eq!(
-            archive
-                .resume_offset(clinic, id, bytes.len() as u64)
-                .unwrap(),
-            0
-        );
-        let mut f = archive.open_partial(clinic, id).unwrap();
-        f.write_all(bytes).unwrap();
-        f.sync_all().unwrap();
+    /// Begins an upload expected at `offset`, appends `bytes` and fsyncs them.
+    fn append(
+        archive: &GatewayArchive,
+        clinic: &ClinicId,
+        id: &ObjectId,
+        size: usize,
+        offset: u64,
+        bytes: &[u8],
+    ) {
+        let Begin::Resume {
+            offset: at,
+            mut file,
+        } = archive.begin(clinic, id, size as u64, None).unwrap()
+        else {
+            panic!("not stored yet")
+        };
+        assert_eq!(at, offset);
+        file.write_all(bytes).unwrap();
+        file.sync_all().unwrap();
     }
 
     #[test]
@@ -439,7 +474,7 @@ mod tests {
         let clinic = ClinicId::new("jinzhou").unwrap();
         let bytes = b"not what the id says".to_vec();
         let claimed = ObjectId::from_digest(&[7u8; 32]);
-        upload(&archive, &clinic, &claimed, &bytes);
+        append(&archive, &clinic, &claimed, bytes.len(), 0, &bytes);
         archive
             .record_partial(&clinic, &claimed, bytes.len() as u64, 10)
             .unwrap();
@@ -449,13 +484,8 @@ mod tests {
             Finished::Mismatch
         );
         assert!(!archive.has(&clinic, &claimed).unwrap());
-        assert_eq!(
-            archive
-                .resume_offset(&clinic, &claimed, bytes.len() as u64)
-                .unwrap(),
-            0,
-            "nothing kept"
-        );
+        // Nothing kept: the next upload starts from zero.
+        append(&archive, &clinic, &claimed, bytes.len(), 0, b"");
     }
 
     #[test]
@@ -468,20 +498,12 @@ mod tests {
         let partial = dir.path().join("x");
         std::fs::write(&partial, &bytes).unwrap();
         let id = store::blob::hash_file(&partial).unwrap();
-        upload(&archive, &clinic, &id, &bytes);
+        append(&archive, &clinic, &id, bytes.len(), 0, &bytes);
         // Resuming after a crash trims bytes past the committed offset.
         archive
             .record_partial(&clinic, &id, bytes.len() as u64, 4)
             .unwrap();
-        assert_eq!(
-            archive
-                .resume_offset(&clinic, &id, bytes.len() as u64)
-                .unwrap(),
-            4
-        );
-        let mut f = archive.open_partial(&clinic, &id).unwrap();
-        f.write_all(&bytes[4..]).unwrap();
-        f.sync_all().unwrap();
+        append(&archive, &clinic, &id, bytes.len(), 4, &bytes[4..]);
         assert_eq!(
             archive.finish(&clinic, &id, None).unwrap(),
             Finished::Stored

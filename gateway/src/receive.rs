@@ -8,11 +8,13 @@ use std::sync::Arc;
 use proto::frame::FrameDecoder;
 use proto::sync::{ObjectId, ReceiveStep, Receiver, DEFAULT_CHUNK};
 use proto::{ClinicId, ControlFrame};
+use std::fs::File;
+use std::io::Write;
+
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
 
-use crate::archive::{Finished, GatewayArchive};
+use crate::archive::{Begin, Finished, GatewayArchive};
 use crate::metrics::Metrics;
 
 const READ_BUF: usize = 256 * 1024;
@@ -49,22 +51,14 @@ async fn receive(
 ) -> Result<(), String> {
     let mut decoder = FrameDecoder::default();
     let mut buf = vec![0u8; READ_BUF];
-    let (id, size) = loop {
+    let (id, size, study) = loop {
         if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
             match frame {
                 ControlFrame::Offer {
                     object,
                     size,
                     study,
-                } => {
-                    if let Some(hint) = study {
-                        let (a, c) = (archive.clone(), clinic.clone());
-                        blocking(move || a.note_study(&c, &hint))
-                            .await?
-                            .map_err(|e| e.to_string())?;
-                    }
-                    break (object, size);
-                }
+                } => break (object, size, study),
                 other => return Err(format!("expected offer, got {other:?}")),
             }
         }
@@ -73,14 +67,6 @@ async fn receive(
             None => return Err("stream ended before an offer".into()),
         }
     };
-    let label = Metrics::clinic(clinic.as_str());
-    let (a, c, i) = (archive.clone(), clinic.clone(), id.clone());
-    if blocking(move || a.has(&c, &i))
-        .await?
-        .map_err(|e| e.to_string())?
-    {
-        return reply(&mut send, ControlFrame::Receipt { object: id }).await;
-    }
     // One writer per partial file: a second stream for the same object (a buggy agent, or an
     // old connection's stream still draining) is refused and its sender retries later.
     let Some(_claim) = archive.claim_upload(clinic, &id) else {
@@ -90,9 +76,13 @@ async fn receive(
         ));
     };
     let (a, c, i) = (archive.clone(), clinic.clone(), id.clone());
-    let committed = blocking(move || a.resume_offset(&c, &i, size))
+    let begun = blocking(move || a.begin(&c, &i, size, study.as_ref()))
         .await?
         .map_err(|e| e.to_string())?;
+    let (committed, file) = match begun {
+        Begin::Stored => return reply(&mut send, ControlFrame::Receipt { object: id }).await,
+        Begin::Resume { offset, file } => (offset, file),
+    };
     send.write_all(
         &ControlFrame::Accept {
             object: id.clone(),
@@ -102,46 +92,31 @@ async fn receive(
     )
     .await
     .map_err(|e| e.to_string())?;
-    let (a, c, i) = (archive.clone(), clinic.clone(), id.clone());
-    let file = blocking(move || a.open_partial(&c, &i))
-        .await?
-        .map_err(|e| e.to_string())?;
     let mut upload = Upload {
-        archive,
-        clinic,
-        id: &id,
+        archive: archive.clone(),
+        clinic: clinic.clone(),
+        id: id.clone(),
         size,
-        file: tokio::fs::File::from_std(file),
+        partial: Some(Partial {
+            file,
+            hasher: (committed == 0).then(Sha256::new),
+        }),
         receiver: Receiver::new(size, committed, DEFAULT_CHUNK),
-        hasher: (committed == 0).then(Sha256::new),
     };
-    let mut pending = decoder.take_remaining();
-    if let Err(reason) = upload
-        .stream(&mut recv, &mut pending, &mut buf, metrics)
-        .await
-    {
-        // The link broke: keep everything already written, so only bytes still in flight are
-        // sent again.
-        if let Some(ReceiveStep::Commit { upto }) = upload.receiver.handle_abort() {
-            upload.commit(upto).await?;
+    let pending = decoder.take_remaining();
+    let outcome = match upload.stream(&mut recv, pending, buf, metrics).await {
+        Ok(outcome) => outcome,
+        Err(reason) => {
+            // The link broke or the agent stopped early (a paused transfer ends its stream):
+            // keep everything already written, so only bytes still in flight are sent again.
+            if let Some(ReceiveStep::Commit { upto }) = upload.receiver.handle_abort() {
+                upload.write(Vec::new(), 0, Some(upto)).await?;
+            }
+            return Err(reason);
         }
-        return Err(reason);
-    }
-    if let Err(short) = upload.receiver.handle_end() {
-        // The agent stopped early (a paused transfer ends its stream): keep what arrived.
-        if let Some(ReceiveStep::Commit { upto }) = upload.receiver.handle_abort() {
-            upload.commit(upto).await?;
-        }
-        return Err(short.to_string());
-    }
-    let Upload { file, hasher, .. } = upload;
-    drop(file);
-    let hashed = hasher.map(|h| ObjectId::from_digest(&h.finalize().into()));
-    let (a, c, i) = (archive.clone(), clinic.clone(), id.clone());
-    match blocking(move || a.finish(&c, &i, hashed))
-        .await?
-        .map_err(|e| e.to_string())?
-    {
+    };
+    let label = Metrics::clinic(clinic.as_str());
+    match outcome {
         Finished::Stored => {
             metrics.instances_stored.get_or_create(&label).inc();
             info!(clinic = %clinic, object = %id, size, "object stored and indexed");
@@ -155,80 +130,85 @@ async fn receive(
     }
 }
 
-/// One upload in progress: the partial file and where it stands.
-struct Upload<'a> {
-    archive: &'a Arc<GatewayArchive>,
-    clinic: &'a ClinicId,
-    id: &'a ObjectId,
-    size: u64,
-    file: tokio::fs::File,
-    receiver: Receiver,
+/// The partial file and the hash of its bytes, moved into each storage call and back.
+struct Partial {
+    file: File,
     /// SHA-256 of the bytes as they arrive, when the upload started at offset 0; a resumed
     /// upload is hashed by reading the file back at the end.
     hasher: Option<Sha256>,
 }
 
-impl Upload<'_> {
-    /// Reads the object's bytes into the partial file, committing every chunk, up to the end
-    /// of the stream.
+/// One upload in progress: the partial file and where it stands.
+struct Upload {
+    archive: Arc<GatewayArchive>,
+    clinic: ClinicId,
+    id: ObjectId,
+    size: u64,
+    /// `None` only while a storage call holds it.
+    partial: Option<Partial>,
+    receiver: Receiver,
+}
+
+impl Upload {
+    /// Reads the object's bytes into the partial file, committing every chunk, until the
+    /// object is complete; then stores it, and checks that the stream ends there.
     async fn stream(
         &mut self,
         recv: &mut quinn::RecvStream,
-        pending: &mut Vec<u8>,
-        buf: &mut [u8],
+        mut pending: Vec<u8>,
+        mut buf: Vec<u8>,
         metrics: &Metrics,
-    ) -> Result<(), String> {
+    ) -> Result<Finished, String> {
         let label = Metrics::clinic(self.clinic.as_str());
-        loop {
+        let mut finished = None;
+        while self.receiver.want() > 0 {
             let want = self.receiver.want() as usize;
-            if want == 0 {
-                break;
-            }
-            // Fill the buffer before writing: quinn hands out packet-sized pieces, and one
-            // write (a trip to the blocking pool) per packet cost most of the gateway's CPU.
-            let mut ended = false;
-            let chunk: Vec<u8> = if !pending.is_empty() {
+            // Fill the buffer before writing: quinn hands out packet-sized pieces, and a
+            // storage call per packet would cost more than the bytes.
+            let n = if !pending.is_empty() {
                 let n = pending.len().min(want);
-                pending.drain(..n).collect()
+                buf[..n].copy_from_slice(&pending[..n]);
+                pending.drain(..n);
+                n
             } else {
                 let cap = want.min(buf.len());
-                let n = match recv.read_exact(&mut buf[..cap]).await {
+                match recv.read_exact(&mut buf[..cap]).await {
                     Ok(()) => cap,
-                    Err(quinn::ReadExactError::FinishedEarly(n)) => {
-                        ended = true;
-                        n
-                    }
+                    Err(quinn::ReadExactError::FinishedEarly(n)) => n,
                     Err(quinn::ReadExactError::ReadError(e)) => return Err(e.to_string()),
-                };
-                buf[..n].to_vec()
+                }
             };
-            if chunk.is_empty() && ended {
-                break;
+            if n == 0 {
+                let short = self.receiver.handle_end().err();
+                return Err(short.map_or_else(|| "stream ended".into(), |e| e.to_string()));
             }
-            if let Some(h) = self.hasher.as_mut() {
-                h.update(&chunk);
-            }
-            self.file
-                .write_all(&chunk)
-                .await
-                .map_err(|e| e.to_string())?;
             metrics
                 .bytes_received
                 .get_or_create(&label)
-                .inc_by(chunk.len() as u64);
-            if let ReceiveStep::Commit { upto } = self
+                .inc_by(n as u64);
+            let commit = match self
                 .receiver
-                .handle_data(chunk.len() as u64)
+                .handle_data(n as u64)
                 .map_err(|e| e.to_string())?
             {
-                self.commit(upto).await?;
-            }
-            if ended {
-                break;
-            }
+                ReceiveStep::Commit { upto } => Some(upto),
+                ReceiveStep::Continue | ReceiveStep::Verify => None,
+            };
+            let (b, done) = self.write(buf, n, commit).await?;
+            buf = b;
+            finished = done;
         }
+        let finished = match finished {
+            Some(f) => f,
+            // Nothing to receive (an empty object, or a partial already complete).
+            None => self
+                .write(Vec::new(), 0, Some(self.size))
+                .await?
+                .1
+                .ok_or("not stored")?,
+        };
         // Anything after the declared size is a protocol error; the end of the stream is
-        // expected.
+        // expected. The object is verified and stored either way.
         if !pending.is_empty()
             || recv
                 .read(&mut buf[..1])
@@ -238,27 +218,61 @@ impl Upload<'_> {
         {
             return Err("the clinic sent bytes past the declared size".into());
         }
-        Ok(())
+        Ok(finished)
     }
 
-    /// Fsyncs the partial, then records `upto` as its durable offset. The final commit only
-    /// fsyncs: the object is stored and indexed right after, and a crash in between costs at
-    /// most one chunk.
-    async fn commit(&mut self, upto: u64) -> Result<(), String> {
-        self.file.flush().await.map_err(|e| e.to_string())?;
-        self.file.sync_data().await.map_err(|e| e.to_string())?;
-        if upto == self.size {
-            return Ok(());
-        }
-        let (a, c, i, size) = (
+    /// One storage call: appends `buf[..n]` to the partial and hashes it; with `commit`, fsyncs
+    /// and records `commit` as the durable offset, or, at the object's end, verifies, stores
+    /// and indexes it. Gives the buffer back for the next read.
+    async fn write(
+        &mut self,
+        buf: Vec<u8>,
+        n: usize,
+        commit: Option<u64>,
+    ) -> Result<(Vec<u8>, Option<Finished>), String> {
+        let mut partial = self
+            .partial
+            .take()
+            .ok_or("the partial file was lost by an earlier storage failure")?;
+        let (archive, clinic, id, size) = (
             self.archive.clone(),
             self.clinic.clone(),
             self.id.clone(),
             self.size,
         );
-        blocking(move || a.record_partial(&c, &i, size, upto))
-            .await?
-            .map_err(|e| e.to_string())
+        let (partial, buf, outcome) = blocking(move || {
+            let outcome = (|| -> Result<Option<Finished>, String> {
+                partial
+                    .file
+                    .write_all(&buf[..n])
+                    .map_err(|e| e.to_string())?;
+                if let Some(h) = partial.hasher.as_mut() {
+                    h.update(&buf[..n]);
+                }
+                let Some(upto) = commit else {
+                    return Ok(None);
+                };
+                partial.file.sync_data().map_err(|e| e.to_string())?;
+                if upto < size {
+                    archive
+                        .record_partial(&clinic, &id, size, upto)
+                        .map_err(|e| e.to_string())?;
+                    return Ok(None);
+                }
+                let hashed = partial
+                    .hasher
+                    .take()
+                    .map(|h| ObjectId::from_digest(&h.finalize().into()));
+                archive
+                    .finish(&clinic, &id, hashed)
+                    .map(Some)
+                    .map_err(|e| e.to_string())
+            })();
+            (partial, buf, outcome)
+        })
+        .await?;
+        self.partial = Some(partial);
+        Ok((buf, outcome?))
     }
 }
 

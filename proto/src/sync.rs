@@ -96,8 +96,11 @@ pub struct QueuedObject {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UploaderConfig {
-    /// Objects sent at once (each on its own stream).
+    /// Objects whose bytes are being sent at once (each on its own stream).
     pub max_in_flight: usize,
+    /// Objects wholly sent and waiting for their receipt, beyond those being sent. They hold
+    /// no sending slot: the gateway's fsyncs for one object overlap the next one's bytes.
+    pub max_awaiting_receipt: usize,
     /// Delay before an object that failed is offered again.
     pub retry: BackoffConfig,
 }
@@ -106,6 +109,7 @@ impl Default for UploaderConfig {
     fn default() -> Self {
         Self {
             max_in_flight: 4,
+            max_awaiting_receipt: 32,
             retry: BackoffConfig {
                 initial: Duration::from_secs(1),
                 max: Duration::from_secs(60),
@@ -147,6 +151,13 @@ struct Flight {
     seq: u64,
     /// Bytes sent in this attempt, counted from offset 0.
     sent_upto: u64,
+}
+
+impl Flight {
+    /// Still sending bytes (not just waiting for the receipt).
+    fn sending(&self) -> bool {
+        self.sent_upto < self.size
+    }
 }
 
 #[derive(Debug)]
@@ -262,13 +273,20 @@ impl Uploader {
         });
     }
 
-    /// Bytes of the object handed to the transport so far (from offset 0).
-    pub fn handle_sent(&mut self, id: &ObjectId, upto: u64) {
+    /// Bytes of the object handed to the transport so far (from offset 0). An object wholly
+    /// sent frees its sending slot while it waits for the receipt.
+    pub fn handle_sent(&mut self, now: Instant, id: &ObjectId, upto: u64) {
+        let mut done_sending = false;
         if let Some(f) = self.in_flight.get_mut(id) {
+            let was_sending = f.sending();
             f.sent_upto = f.sent_upto.max(upto);
+            done_sending = was_sending && !f.sending();
         }
         if let Some(w) = self.waiting.get_mut(id) {
             w.max_sent = w.max_sent.max(upto);
+        }
+        if done_sending {
+            self.schedule(now);
         }
     }
 
@@ -329,6 +347,11 @@ impl Uploader {
         self.in_flight.len()
     }
 
+    /// In-flight objects still sending bytes.
+    pub fn sending(&self) -> usize {
+        self.in_flight.values().filter(|f| f.sending()).count()
+    }
+
     pub fn is_in_flight(&self, id: &ObjectId) -> bool {
         self.in_flight.contains_key(id)
     }
@@ -384,12 +407,17 @@ impl Uploader {
             let Some((std::cmp::Reverse(priority), seq, id)) = ready.cloned() else {
                 return;
             };
-            if self.in_flight.len() >= self.config.max_in_flight {
-                // The lowest-priority, newest transfer yields if it ranks below the candidate.
+            if self.in_flight.len() >= self.config.max_in_flight + self.config.max_awaiting_receipt
+            {
+                return;
+            }
+            if self.sending() >= self.config.max_in_flight {
+                // The lowest-priority, newest transfer still sending yields if it ranks below
+                // the candidate.
                 let victim = self
                     .in_flight
                     .iter()
-                    .filter(|(_, f)| f.priority < priority)
+                    .filter(|(_, f)| f.sending() && f.priority < priority)
                     .min_by_key(|(_, f)| (f.priority, std::cmp::Reverse(f.seq)))
                     .map(|(id, _)| id.clone());
                 match victim {

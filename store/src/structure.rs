@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
 const UNDEFINED: u32 = 0xFFFF_FFFF;
@@ -113,9 +113,8 @@ impl<R: Read + Seek> Walker<'_, R> {
     }
 
     fn skip(&mut self, n: u64) -> Result<(), String> {
-        self.r
-            .seek(SeekFrom::Current(n as i64))
-            .map_err(|e| e.to_string())?;
+        // Within the buffer when the element is small: no system call.
+        self.r.seek_relative(n as i64).map_err(|e| e.to_string())?;
         self.pos += n;
         Ok(())
     }
@@ -154,9 +153,7 @@ impl<R: Read + Seek> Walker<'_, R> {
             }
             let group = u16::from_le_bytes(self.bytes::<2>()?);
             if group != 0x0002 {
-                self.r
-                    .seek(SeekFrom::Current(-2))
-                    .map_err(|e| e.to_string())?;
+                self.r.seek_relative(-2).map_err(|e| e.to_string())?;
                 self.pos -= 2;
                 break;
             }

@@ -15,6 +15,7 @@ use proto::ClinicId;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod relay;
 pub mod samples;
 
 /// Timings for a pilot on one machine: fast heartbeats, quick reconnects, CRL checked every

@@ -100,6 +100,51 @@ fn a_waiting_emergency_pauses_the_newest_routine_transfer() {
 }
 
 #[test]
+fn a_wholly_sent_object_frees_its_sending_slot_while_it_waits_for_the_receipt() {
+    let t = Instant::now();
+    let mut u = Uploader::new(
+        UploaderConfig {
+            max_in_flight: 2,
+            max_awaiting_receipt: 1,
+            ..Default::default()
+        },
+        1,
+    );
+    u.handle_link_up(t);
+    for n in 1..=5 {
+        u.enqueue(t, obj(n, 100, Priority::Routine));
+    }
+    assert_eq!(offers(&mut u), vec![id(1), id(2)]);
+    u.handle_accept(&id(1), 0);
+    u.handle_sent(t, &id(1), 40);
+    assert!(
+        offers(&mut u).is_empty(),
+        "a partly sent object keeps its slot"
+    );
+    u.handle_sent(t, &id(1), 100);
+    assert_eq!(
+        offers(&mut u),
+        vec![id(3)],
+        "the next object starts at once"
+    );
+    assert_eq!((u.in_flight(), u.sending()), (3, 2));
+    u.handle_sent(t, &id(2), 100);
+    assert!(
+        offers(&mut u).is_empty(),
+        "objects waiting for receipts are bounded too"
+    );
+    // An emergency pauses a transfer still sending, never one waiting for its receipt.
+    u.enqueue(t, obj(9, 100, Priority::Emergency));
+    assert!(u.poll_action().is_none(), "no room even by pausing: {u:?}");
+    u.handle_receipt(t, &id(1));
+    assert_eq!(offers(&mut u), vec![id(9)]);
+    u.handle_receipt(t, &id(2));
+    assert!(offers(&mut u).is_empty(), "3 and 9 hold both sending slots");
+    u.handle_sent(t, &id(3), 100);
+    assert_eq!(offers(&mut u), vec![id(4)]);
+}
+
+#[test]
 fn raising_a_queued_objects_priority_moves_it_forward() {
     let t = Instant::now();
     let mut u = Uploader::new(
@@ -270,7 +315,7 @@ impl Sim {
                     ReceiveStep::Continue | ReceiveStep::Verify => {}
                 }
             }
-            self.uploader.handle_sent(&id, offset);
+            self.uploader.handle_sent(self.now, &id, offset);
             self.sending.insert(id.clone(), offset);
             if r.want() == 0 && r.handle_end() == Ok(ReceiveStep::Verify) {
                 done = true;

@@ -10,9 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use harness::samples::write_ct_series;
 use harness::{binary, free_tcp_addr, free_udp_addr, set_listen, PilotDir, Timings};
+
+#[path = "bench_sync/ceiling.rs"]
+mod ceiling;
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +32,25 @@ struct Cli {
     /// Size of the W2 single-instance memory check in MiB (0 skips it).
     #[arg(long, default_value_t = 1024)]
     big_mib: usize,
+    #[command(subcommand)]
+    role: Option<Role>,
+}
+
+/// The two ends of the transport ceiling, run as child processes of the benchmark.
+#[derive(Subcommand)]
+enum Role {
+    #[command(hide = true)]
+    QuinnSink {
+        pki: PathBuf,
+        addr: SocketAddr,
+        count: usize,
+    },
+    #[command(hide = true)]
+    QuinnSource {
+        pki: PathBuf,
+        addr: SocketAddr,
+        list: PathBuf,
+    },
 }
 
 /// CPU seconds and peak RSS (KiB) of a live process, from /proc.
@@ -208,6 +230,57 @@ fn run_dcmtk(root: &Path, files: &[PathBuf], parallel: usize) -> anyhow::Result<
     })
 }
 
+/// Bare quinn with the pilot's TLS configuration on the same files (see `ceiling.rs`).
+fn run_ceiling(root: &Path, files: &[PathBuf]) -> anyhow::Result<Sample> {
+    let _ = std::fs::remove_dir_all(root);
+    let pilot = PilotDir::create(root, Timings::default())?;
+    pilot.enrol("bench", "Bench")?;
+    let list = root.join("files.txt");
+    let text: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    std::fs::write(&list, text.join("\n"))?;
+    let addr = free_udp_addr();
+    let me = std::env::current_exe()?;
+    let mut sink = Command::new(&me)
+        .arg("quinn-sink")
+        .arg(pilot.pki_dir())
+        .arg(addr.to_string())
+        .arg(files.len().to_string())
+        .stdout(Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let mut source = Command::new(&me)
+        .arg("quinn-source")
+        .arg(pilot.pki_dir())
+        .arg(addr.to_string())
+        .arg(&list)
+        .stdout(Stdio::null())
+        .spawn()?;
+    let (mut sender_cpu, mut sender_rss_kib) = (0.0, 0);
+    let (mut receiver_cpu, mut receiver_rss_kib) = (0.0, 0);
+    loop {
+        let (cpu, rss) = usage(source.id());
+        let (rcpu, rrss) = usage(sink.id());
+        if let Some(status) = source.try_wait()? {
+            anyhow::ensure!(status.success(), "quinn source failed");
+            break;
+        }
+        (sender_cpu, sender_rss_kib) = (f64::max(sender_cpu, cpu), sender_rss_kib.max(rss));
+        (receiver_cpu, receiver_rss_kib) =
+            (f64::max(receiver_cpu, rcpu), receiver_rss_kib.max(rrss));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(sink.wait()?.success(), "quinn sink failed");
+    Ok(Sample {
+        seconds,
+        sender_cpu,
+        receiver_cpu,
+        sender_rss_kib,
+        receiver_rss_kib,
+    })
+}
+
 fn median(mut v: Vec<Sample>) -> Sample {
     v.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
     v[v.len() / 2]
@@ -215,6 +288,11 @@ fn median(mut v: Vec<Sample>) -> Sample {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    match &cli.role {
+        Some(Role::QuinnSink { pki, addr, count }) => return ceiling::sink(pki, *addr, *count),
+        Some(Role::QuinnSource { pki, addr, list }) => return ceiling::source(pki, *addr, list),
+        None => {}
+    }
     let scratch = tempfile::Builder::new().prefix("tpg-bench-").tempdir()?;
     let root = scratch.path();
     let w1_count = ((400.0 * cli.scale) as usize).max(1);
@@ -246,14 +324,21 @@ fn main() -> anyhow::Result<()> {
     );
     for (name, files) in [("W1", &w1), ("W3", &w3)] {
         let mb = bytes(files) as f64 / (1024.0 * 1024.0);
-        let (mut ours, mut dcmtk1, mut dcmtk4) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ours, mut dcmtk1, mut dcmtk4, mut bare) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..cli.runs {
             ours.push(run_ours(&root.join("ours"), files)?);
             dcmtk1.push(run_dcmtk(&root.join("scp"), files, 1)?);
             dcmtk4.push(run_dcmtk(&root.join("scp"), files, 4)?);
+            bare.push(run_ceiling(&root.join("quinn"), files)?);
         }
-        let (o, d1, d4) = (median(ours), median(dcmtk1), median(dcmtk4));
-        for (label, s) in [("tpg sync", o), ("dcmtk x1", d1), ("dcmtk x4", d4)] {
+        let (o, d1, d4, q) = (median(ours), median(dcmtk1), median(dcmtk4), median(bare));
+        for (label, s) in [
+            ("tpg sync", o),
+            ("dcmtk x1", d1),
+            ("dcmtk x4", d4),
+            ("quinn bare", q),
+        ] {
             println!(
                 "{name:<8} {label:<14} {:>9.3} {:>10.1} {:>8.2} {:>8.2} {:>8} K {:>8} K",
                 s.seconds,
@@ -268,6 +353,10 @@ fn main() -> anyhow::Result<()> {
             "{name:<8} ratio          time(dcmtk x1) / time(tpg) = {:.2}, time(dcmtk x4) / time(tpg) = {:.2}",
             d1.seconds / o.seconds,
             d4.seconds / o.seconds
+        );
+        println!(
+            "{name:<8} ceiling        time(quinn bare) / time(tpg) = {:.2}",
+            q.seconds / o.seconds
         );
     }
     if cli.big_mib > 0 {
