@@ -89,6 +89,9 @@ fn usage_split(pid: u32) -> (f64, f64, u64) {
 #[derive(Debug, Clone, Copy, Default)]
 struct Sample {
     seconds: f64,
+    /// DCMTK only: until its files are on disk (`sync -f` after the last answer), as our
+    /// sync's time is until the gateway has fsynced.
+    durable_seconds: Option<f64>,
     sender_cpu: f64,
     receiver_cpu: f64,
     sender_rss_kib: u64,
@@ -103,6 +106,11 @@ fn spawn(name: &str, verb: &str, config: &Path) -> anyhow::Result<Child> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?)
+}
+
+/// Writes every dirty page to disk, so one contender's unwritten files do not slow the next.
+fn settle() {
+    let _ = Command::new("sync").status();
 }
 
 /// Objects the gateway has stored and indexed, from its metrics (cheap to poll, unlike the
@@ -136,6 +144,7 @@ fn run_ours(root: &Path, files: &[PathBuf]) -> anyhow::Result<Sample> {
             store.ingest_file(f)?;
         }
     }
+    settle();
     let mut gateway = spawn("gateway", "serve", &gw.file)?;
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
@@ -162,6 +171,7 @@ fn run_ours(root: &Path, files: &[PathBuf]) -> anyhow::Result<Sample> {
     let _ = gateway.wait();
     Ok(Sample {
         seconds,
+        durable_seconds: None,
         sender_cpu,
         receiver_cpu,
         sender_rss_kib,
@@ -175,6 +185,7 @@ fn run_dcmtk(root: &Path, files: &[PathBuf], parallel: usize) -> anyhow::Result<
     let _ = std::fs::remove_dir_all(root);
     std::fs::create_dir_all(root)?;
     let port = free_tcp_addr().port();
+    settle();
     let mut scp = Command::new("storescp")
         .env("TCP_NODELAY", "1")
         .args(["+xa", "-od"])
@@ -221,8 +232,11 @@ fn run_dcmtk(root: &Path, files: &[PathBuf], parallel: usize) -> anyhow::Result<
     let (receiver_cpu, receiver_rss_kib) = usage(scp.id());
     let _ = scp.kill();
     let _ = scp.wait();
+    let _ = Command::new("sync").arg("-f").arg(root).status();
+    let durable_seconds = Some(started.elapsed().as_secs_f64());
     Ok(Sample {
         seconds,
+        durable_seconds,
         sender_cpu,
         receiver_cpu,
         sender_rss_kib,
@@ -240,6 +254,7 @@ fn run_ceiling(root: &Path, files: &[PathBuf]) -> anyhow::Result<Sample> {
     std::fs::write(&list, text.join("\n"))?;
     let addr = free_udp_addr();
     let me = std::env::current_exe()?;
+    settle();
     let mut sink = Command::new(&me)
         .arg("quinn-sink")
         .arg(pilot.pki_dir())
@@ -274,6 +289,7 @@ fn run_ceiling(root: &Path, files: &[PathBuf]) -> anyhow::Result<Sample> {
     anyhow::ensure!(sink.wait()?.success(), "quinn sink failed");
     Ok(Sample {
         seconds,
+        durable_seconds: None,
         sender_cpu,
         receiver_cpu,
         sender_rss_kib,
@@ -332,11 +348,24 @@ fn main() -> anyhow::Result<()> {
             dcmtk4.push(run_dcmtk(&root.join("scp"), files, 4)?);
             bare.push(run_ceiling(&root.join("quinn"), files)?);
         }
+        let durable = |v: &[Sample]| {
+            median(
+                v.iter()
+                    .map(|s| Sample {
+                        seconds: s.durable_seconds.unwrap_or(s.seconds),
+                        ..*s
+                    })
+                    .collect(),
+            )
+        };
+        let (d1s, d4s) = (durable(&dcmtk1), durable(&dcmtk4));
         let (o, d1, d4, q) = (median(ours), median(dcmtk1), median(dcmtk4), median(bare));
         for (label, s) in [
             ("tpg sync", o),
             ("dcmtk x1", d1),
             ("dcmtk x4", d4),
+            ("dcmtk x1+sync", d1s),
+            ("dcmtk x4+sync", d4s),
             ("quinn bare", q),
         ] {
             println!(
@@ -353,6 +382,11 @@ fn main() -> anyhow::Result<()> {
             "{name:<8} ratio          time(dcmtk x1) / time(tpg) = {:.2}, time(dcmtk x4) / time(tpg) = {:.2}",
             d1.seconds / o.seconds,
             d4.seconds / o.seconds
+        );
+        println!(
+            "{name:<8} durable        time(dcmtk x1+sync) / time(tpg) = {:.2}, time(dcmtk x4+sync) / time(tpg) = {:.2}",
+            d1s.seconds / o.seconds,
+            d4s.seconds / o.seconds
         );
         println!(
             "{name:<8} ceiling        time(quinn bare) / time(tpg) = {:.2}",
