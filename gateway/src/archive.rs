@@ -97,6 +97,16 @@ pub enum Begin {
     Resume { offset: u64, file: File },
 }
 
+/// A verified object waiting for its group commit.
+struct Stored {
+    /// The blob's folder, to fsync.
+    folder: PathBuf,
+    instance: Vec<u8>,
+    record: Vec<u8>,
+    /// `clinic \0 object`: the key of its partial record and of its `clinic_objects` entry.
+    partial: Vec<u8>,
+}
+
 /// The outcome of finishing an upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finished {
@@ -119,6 +129,8 @@ pub struct GatewayArchive {
     uploads: std::sync::Mutex<std::collections::HashSet<(ClinicId, ObjectId)>>,
     blobs: BlobStore,
     partial_dir: PathBuf,
+    /// Uploads finishing together share their folder fsyncs and index flush.
+    commits: store::group::GroupCommit<Stored>,
 }
 
 impl std::fmt::Debug for GatewayArchive {
@@ -160,6 +172,7 @@ impl GatewayArchive {
             db,
             blobs: BlobStore::open(data_dir)?,
             partial_dir: data_dir.join("partials"),
+            commits: Default::default(),
         })
     }
 
@@ -299,7 +312,8 @@ impl GatewayArchive {
     }
 
     /// Verifies the complete partial (its bytes fsynced by the last commit) against its id,
-    /// stores and indexes it, with one index flush.
+    /// stores and indexes it. The folder fsync and the index flush are group-committed with
+    /// other uploads finishing at the same time; this returns once they cover this object.
     /// `hashed` is the SHA-256 computed while the bytes arrived, when it covers them all;
     /// otherwise the file is read back and hashed.
     pub fn finish(
@@ -309,50 +323,88 @@ impl GatewayArchive {
         hashed: Option<ObjectId>,
     ) -> Result<Finished, ArchiveError> {
         let path = self.partial_path(clinic, id);
-        let k = key(&[clinic.as_str(), id.as_str()]);
-        match self.blobs.commit_verified(&path, id, hashed) {
+        let partial = key(&[clinic.as_str(), id.as_str()]);
+        match self.blobs.verify(&path, id, hashed) {
             Ok(()) => {}
             Err(BlobError::HashMismatch { .. }) => {
-                self.partials.remove(&k)?;
+                self.partials.remove(&partial)?;
                 self.db.flush()?;
                 return Ok(Finished::Mismatch);
             }
             Err(e) => return Err(e.into()),
         }
-        self.index(clinic, id)?;
-        self.partials.remove(&k)?;
-        self.db.flush()?;
+        let (instance, record) = self.index_entry(clinic, id, &path)?;
+        let folder = self.blobs.place_unsynced(&path, id)?;
+        let stored = Stored {
+            folder,
+            instance,
+            record,
+            partial,
+        };
+        self.commits
+            .commit(stored, |batch| self.store_batch(batch))
+            .map_err(ArchiveError::Index)?;
         Ok(Finished::Stored)
     }
 
-    /// Indexes a stored blob for a clinic (the caller flushes).
-    fn index(&self, clinic: &ClinicId, id: &ObjectId) -> Result<(), ArchiveError> {
-        let path = self.blobs.path(id);
-        let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    /// One group commit: the blobs' folders are fsynced first, and only then are their index
+    /// entries written and flushed, so no flush (this one, a partial's or sled's background
+    /// one) can make an entry durable before its blob.
+    fn store_batch(&self, batch: Vec<Stored>) -> Result<(), String> {
+        let folders: std::collections::BTreeSet<&PathBuf> =
+            batch.iter().map(|s| &s.folder).collect();
+        for folder in folders {
+            store::blob::sync_dir(folder).map_err(|e| e.to_string())?;
+        }
+        for s in &batch {
+            let clinic_object = s.partial.clone();
+            self.instances
+                .insert(&s.instance, s.record.as_slice())
+                .map_err(|e| e.to_string())?;
+            self.clinic_objects
+                .insert(clinic_object, s.instance.as_slice())
+                .map_err(|e| e.to_string())?;
+            self.partials
+                .remove(&s.partial)
+                .map_err(|e| e.to_string())?;
+        }
+        self.db.flush().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// The index entry of a verified object (its key and record), read from its bytes at
+    /// `path`.
+    fn index_entry(
+        &self,
+        clinic: &ClinicId,
+        id: &ObjectId,
+        path: &Path,
+    ) -> Result<(Vec<u8>, Vec<u8>), ArchiveError> {
+        let size = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         // The agent validated the file with the same rules; an unreadable one is still kept
         // (verified bytes are never dropped) and listed under an "unparsed" study.
-        let (patient, study, series, sop, sop_class, modality) =
-            match store::dicom::summarize(&path) {
-                Ok(s) => (
-                    s.patient_id,
-                    s.study_instance_uid,
-                    s.series_instance_uid,
-                    s.sop_instance_uid,
-                    s.sop_class_uid,
-                    s.modality,
-                ),
-                Err(_) => (
-                    "".into(),
-                    "unparsed".into(),
-                    "".into(),
-                    id.to_string(),
-                    "".into(),
-                    None,
-                ),
-            };
+        let (patient, study, series, sop, sop_class, modality) = match store::dicom::summarize(path)
+        {
+            Ok(s) => (
+                s.patient_id,
+                s.study_instance_uid,
+                s.series_instance_uid,
+                s.sop_instance_uid,
+                s.sop_class_uid,
+                s.modality,
+            ),
+            Err(_) => (
+                "".into(),
+                "unparsed".into(),
+                "".into(),
+                id.to_string(),
+                "".into(),
+                None,
+            ),
+        };
         // The object id ends the key: a new version of an instance (same SOP Instance UID,
         // other bytes) is kept beside the old one, never over it.
-        let instance_key = key(&[
+        let instance = key(&[
             clinic.as_str(),
             &patient,
             &study,
@@ -368,10 +420,7 @@ impl GatewayArchive {
             received_at: now_unix(),
         };
         let value = serde_json::to_vec(&record).map_err(|e| ArchiveError::Index(e.to_string()))?;
-        self.instances.insert(&instance_key, value)?;
-        self.clinic_objects
-            .insert(key(&[clinic.as_str(), id.as_str()]), instance_key)?;
-        Ok(())
+        Ok((instance, value))
     }
 
     /// Every stored object of a clinic: (patient, study, series, sop) and its record; versions

@@ -146,6 +146,18 @@ impl BlobStore {
         id: &ObjectId,
         hashed: Option<ObjectId>,
     ) -> Result<(), BlobError> {
+        self.verify(path, id, hashed)?;
+        self.place(path, id)
+    }
+
+    /// Checks that `path` hashes to `id` (`hashed`: the SHA-256 computed while writing, or
+    /// `None` to read the file back); a file that does not is deleted.
+    pub fn verify(
+        &self,
+        path: &Path,
+        id: &ObjectId,
+        hashed: Option<ObjectId>,
+    ) -> Result<(), BlobError> {
         let actual = match hashed {
             Some(h) => h,
             None => hash_file(path)?,
@@ -158,23 +170,31 @@ impl BlobStore {
                 actual,
             });
         }
-        self.place(path, id)
+        Ok(())
     }
 
     fn place(&self, path: &Path, id: &ObjectId) -> Result<(), BlobError> {
+        sync_dir(&self.place_unsynced(path, id)?)
+    }
+
+    /// Renames a verified, fsynced file to `id`'s place (or drops it when the blob is there
+    /// already) and returns the folder that must be fsynced with [`sync_dir`] before the blob
+    /// counts as stored. An existing blob's folder is returned too: another writer may have
+    /// renamed it in without having synced the folder yet.
+    pub fn place_unsynced(&self, path: &Path, id: &ObjectId) -> Result<PathBuf, BlobError> {
         let dest = self.path(id);
+        let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
         if dest.is_file() {
             let _ = fs::remove_file(path);
-            return Ok(());
+            return Ok(dir);
         }
-        let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
         if !dir.is_dir() {
             fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
             // A new shard folder must itself be durable before its first file counts.
             sync_dir(&self.root.join("objects"))?;
         }
         fs::rename(path, &dest).map_err(io_err("rename into", &dest))?;
-        sync_dir(&dir)
+        Ok(dir)
     }
 
     pub fn open_blob(&self, id: &ObjectId) -> Result<File, BlobError> {

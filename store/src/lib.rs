@@ -7,4 +7,5 @@
 
 pub mod blob;
 pub mod dicom;
+pub mod group;
 pub mod structure;
