@@ -1,5 +1,6 @@
 //! Durable storage shared by the clinic agent and the gateway: content-addressed blob files
-//! ([`blob`]) and what the pilot reads out of a DICOM instance ([`dicom`]). The sled indexes
+//! ([`blob`]), what the pilot reads out of a DICOM instance ([`dicom`]), and group commit of
+//! fsyncs shared by concurrent writers ([`group`]). The sled indexes
 //! that point into the blobs belong to each daemon.
 //!
 //! Invariant: a blob is visible under its final name only after its bytes are fsynced and its
