@@ -15,7 +15,6 @@ use proto::sync::{
 };
 use proto::ControlFrame;
 use quinn::Connection;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -423,20 +422,19 @@ async fn send_object(
         other => return Err(format!("gateway answered the offer with {other:?}")),
     }
     let offset = start.await.map_err(|_| "transfer cancelled".to_string())?;
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| format!("cannot open the stored object {}: {e}", path.display()))?;
-    file.seek(std::io::SeekFrom::Start(offset))
-        .await
-        .map_err(|e| format!("cannot seek the stored object: {e}"))?;
-    let mut buf = vec![0u8; SEND_BUF];
+    let mut reader = Some(StoredObject::open(path.clone(), offset).await?);
     let mut upto = offset;
     while upto < size {
         let want = ((size - upto) as usize).min(SEND_BUF);
-        let n = file
-            .read(&mut buf[..want])
-            .await
-            .map_err(|e| format!("cannot read the stored object: {e}"))?;
+        // Each piece is read into its own buffer and handed to quinn as is: no copy between
+        // the page cache and the packets but the encryption's.
+        let (back, piece) = reader
+            .take()
+            .ok_or("the stored object was lost by a failed read")?
+            .read(want)
+            .await?;
+        reader = Some(back);
+        let n = piece.len();
         if n == 0 {
             return Err(format!(
                 "the stored object {} is shorter than its record says",
@@ -446,7 +444,7 @@ async fn send_object(
         if let Some(pacer) = pacer {
             pacer.take(n).await;
         }
-        send.write_all(&buf[..n])
+        send.write_chunk(piece)
             .await
             .map_err(|e| format!("link lost while sending: {e}"))?;
         upto += n as u64;
@@ -469,6 +467,44 @@ async fn send_object(
             Err("the gateway found a SHA-256 mismatch; sending again from the start".into())
         }
         other => Err(format!("gateway answered the object with {other:?}")),
+    }
+}
+
+/// A stored object being read for sending, on the blocking pool.
+struct StoredObject {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl StoredObject {
+    async fn open(path: PathBuf, offset: u64) -> Result<Self, String> {
+        tokio::task::spawn_blocking(move || {
+            use std::io::Seek;
+            let mut file = std::fs::File::open(&path)
+                .map_err(|e| format!("cannot open the stored object {}: {e}", path.display()))?;
+            file.seek(std::io::SeekFrom::Start(offset))
+                .map_err(|e| format!("cannot seek the stored object: {e}"))?;
+            Ok(Self { file, path })
+        })
+        .await
+        .map_err(|e| format!("storage task failed: {e}"))?
+    }
+
+    /// Reads up to `want` bytes (fewer only at the end of the file).
+    async fn read(mut self, want: usize) -> Result<(Self, bytes::Bytes), String> {
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut buf = Vec::with_capacity(want);
+            (&mut self.file)
+                .take(want as u64)
+                .read_to_end(&mut buf)
+                .map_err(|e| {
+                    format!("cannot read the stored object {}: {e}", self.path.display())
+                })?;
+            Ok((self, bytes::Bytes::from(buf)))
+        })
+        .await
+        .map_err(|e| format!("storage task failed: {e}"))?
     }
 }
 

@@ -180,6 +180,8 @@ pub struct Uploader {
     queued: HashMap<ObjectId, QueuedObject>,
     waiting: HashMap<ObjectId, Waiting>,
     in_flight: HashMap<ObjectId, Flight>,
+    /// Queued objects still backing off after a failure, by the instant they become ready.
+    backing_off: BTreeSet<(Instant, ObjectId)>,
     actions: VecDeque<UploadAction>,
     events: VecDeque<UploadEvent>,
     seed: u64,
@@ -194,6 +196,7 @@ impl Uploader {
             queued: HashMap::new(),
             waiting: HashMap::new(),
             in_flight: HashMap::new(),
+            backing_off: BTreeSet::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
             seed,
@@ -309,6 +312,7 @@ impl Uploader {
         if let Some(w) = self.waiting.get_mut(id) {
             let retry_in = w.backoff.next_delay();
             w.not_before = Some(now + retry_in);
+            self.backing_off.insert((now + retry_in, id.clone()));
             w.last_failure = Some(reason.clone());
             self.events.push_back(UploadEvent::Failed {
                 id: id.clone(),
@@ -319,16 +323,13 @@ impl Uploader {
         self.schedule(now);
     }
 
-    /// The earliest instant a backing-off object becomes ready.
+    /// The earliest instant a backing-off object becomes ready. Never an instant already
+    /// handled: an object whose backoff has run out waits for a free slot, not for a timer.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if !self.link_up {
             return None;
         }
-        self.waiting
-            .iter()
-            .filter(|(id, _)| self.queued.contains_key(*id))
-            .filter_map(|(_, w)| w.not_before)
-            .min()
+        self.backing_off.first().map(|(t, _)| *t)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -374,7 +375,9 @@ impl Uploader {
             self.order
                 .remove(&(std::cmp::Reverse(q.priority), q.seq, id.clone()));
         }
-        self.waiting.remove(id);
+        if let Some(t) = self.waiting.remove(id).and_then(|w| w.not_before) {
+            self.backing_off.remove(&(t, id.clone()));
+        }
     }
 
     fn requeue(&mut self, id: &ObjectId) {
@@ -396,6 +399,15 @@ impl Uploader {
     fn schedule(&mut self, now: Instant) {
         if !self.link_up {
             return;
+        }
+        while let Some((t, id)) = self.backing_off.first().cloned() {
+            if t > now {
+                break;
+            }
+            self.backing_off.pop_first();
+            if let Some(w) = self.waiting.get_mut(&id) {
+                w.not_before = None;
+            }
         }
         loop {
             let ready = self.order.iter().find(|(_, _, id)| {

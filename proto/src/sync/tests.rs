@@ -145,6 +145,39 @@ fn a_wholly_sent_object_frees_its_sending_slot_while_it_waits_for_the_receipt() 
 }
 
 #[test]
+fn a_retry_due_while_every_slot_is_busy_waits_for_a_slot_without_a_timer() {
+    let t = Instant::now();
+    let mut u = Uploader::new(
+        UploaderConfig {
+            max_in_flight: 1,
+            max_awaiting_receipt: 0,
+            ..Default::default()
+        },
+        3,
+    );
+    u.handle_link_up(t);
+    u.enqueue(t, obj(1, 10, Priority::Routine));
+    u.enqueue(t, obj(2, 10, Priority::Routine));
+    assert_eq!(offers(&mut u), vec![id(1)]);
+    u.handle_failed(t, &id(1), "link lost".into());
+    assert_eq!(
+        offers(&mut u),
+        vec![id(2)],
+        "the other object takes the slot"
+    );
+    let due = u.poll_timeout().expect("a retry is scheduled");
+    u.handle_timeout(due);
+    assert!(offers(&mut u).is_empty(), "no slot yet");
+    assert_eq!(
+        u.poll_timeout(),
+        None,
+        "a retry already due must not ask to be woken again (the link loop would spin)"
+    );
+    u.handle_receipt(due, &id(2));
+    assert_eq!(offers(&mut u), vec![id(1)]);
+}
+
+#[test]
 fn raising_a_queued_objects_priority_moves_it_forward() {
     let t = Instant::now();
     let mut u = Uploader::new(
