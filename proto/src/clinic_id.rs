@@ -13,8 +13,22 @@ pub const MAX_LEN: usize = 63;
 
 /// A validated clinic id: 1 to 63 lowercase ASCII letters, digits and `-`, not starting or
 /// ending with `-` (for example `jinzhou-03`).
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct ClinicId(String);
+
+impl TryFrom<String> for ClinicId {
+    type Error = ClinicIdError;
+    fn try_from(s: String) -> Result<Self, ClinicIdError> {
+        Self::new(&s)
+    }
+}
+
+impl From<ClinicId> for String {
+    fn from(id: ClinicId) -> String {
+        id.0
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ClinicIdError {

@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod clinic_id;
 pub mod close;
 pub mod config;
+pub mod consult;
 pub mod frame;
 pub mod heartbeat;
 pub mod rng;

@@ -1,0 +1,726 @@
+//! Consultations: a township doctor's request for a specialist's signed opinion, kept as an
+//! append-only log of events per consultation. State is derived from the events, never stored
+//! beside them ([`Consultation::from_events`]); whether a new event may be appended is decided
+//! by the same fold ([`Consultation::check`]), so both sites agree on what happened and why.
+//!
+//! Each side appends only its own kinds of events ([`EventKind::origin`]). Events are numbered
+//! per clinic and per side ([`EventId`]); replication keeps a durable cursor per direction, so
+//! applying an event twice has no effect ([`Log::apply`]).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sync::Priority;
+use crate::ClinicId;
+
+/// How urgent a consultation is; its attached studies sync at this priority.
+pub type Urgency = Priority;
+
+/// A consultation's id: sortable by creation time and globally unique without coordination —
+/// 48 bits of Unix milliseconds and 80 random bits, in Crockford base 32 (26 characters).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ConsultationId(String);
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+impl ConsultationId {
+    /// Builds an id from the creation time and 80 random bits (the caller's clock and
+    /// randomness: this crate reads neither).
+    pub fn new(unix_ms: u64, random: [u8; 10]) -> Self {
+        let mut value: u128 = u128::from(unix_ms & 0xFFFF_FFFF_FFFF) << 80;
+        for (i, b) in random.iter().enumerate() {
+            value |= u128::from(*b) << (72 - 8 * i);
+        }
+        let text = (0..26)
+            .rev()
+            .map(|i| CROCKFORD[((value >> (5 * i)) & 31) as usize] as char)
+            .collect();
+        Self(text)
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        (s.len() == 26 && s.as_bytes()[0] <= b'7' && s.bytes().all(|b| CROCKFORD.contains(&b)))
+            .then(|| Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ConsultationId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s).ok_or_else(|| {
+            format!("'{s}' is not a consultation id (26 characters of Crockford base 32)")
+        })
+    }
+}
+
+impl From<ConsultationId> for String {
+    fn from(id: ConsultationId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for ConsultationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ConsultationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConsultationId({})", self.0)
+    }
+}
+
+/// Which site appended an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Clinic,
+    Gateway,
+}
+
+/// An event's identity: the clinic it concerns, the side that appended it, and that side's
+/// sequence number for the clinic (1, 2, 3, … without gaps). Replication cursors are these
+/// numbers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EventId {
+    pub clinic: ClinicId,
+    pub side: Side,
+    pub seq: u64,
+}
+
+/// The patient as the clinic knows them. Patient data: never logged, never in metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Patient {
+    /// The clinic's own patient id (scoped to the clinic).
+    pub id: String,
+    pub name: String,
+    /// `M`, `F` or `O` as in DICOM (0010,0040); empty when unknown.
+    pub sex: String,
+    /// `YYYY-MM-DD`, empty when unknown.
+    pub birth_date: String,
+}
+
+/// The patient's consent to remote consultation, required before a request is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consent {
+    /// Who gave it: the patient, or a named guardian.
+    pub given_by: String,
+    /// How: `written`, `verbal` (witnessed) or `electronic`.
+    pub method: String,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+}
+
+/// A file attached to a request besides DICOM studies (a referral letter, a photo).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Content address of the bytes (they travel like any object).
+    pub object: crate::sync::ObjectId,
+    pub name: String,
+    /// `application/pdf` or `image/jpeg`.
+    pub media_type: String,
+}
+
+/// A signed report. Immutable once signed: corrections are addenda.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub findings: String,
+    pub impression: String,
+    pub recommendation: String,
+    pub signer_name: String,
+    pub signer_qualification: String,
+    /// Unix milliseconds.
+    pub signed_at_ms: i64,
+}
+
+/// What happened. Each kind is appended by one side only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    Created {
+        patient: Patient,
+        clinical_summary: String,
+        question: String,
+        specialty: String,
+        urgency: Urgency,
+    },
+    ConsentRecorded {
+        consent: Consent,
+    },
+    StudiesAttached {
+        study_instance_uids: Vec<String>,
+        #[serde(default)]
+        attachments: Vec<Attachment>,
+    },
+    /// The request was sent to the hospital (the clinic's doctor pressed "send").
+    Submitted,
+    /// The gateway holds the request durably.
+    Delivered,
+    Assigned {
+        specialist: String,
+        rule: String,
+        reason: String,
+    },
+    Accepted {
+        specialist: String,
+    },
+    QuestionAsked {
+        specialist: String,
+        text: String,
+    },
+    QuestionAnswered {
+        /// The `seq` of the question's event (gateway side).
+        question: u64,
+        text: String,
+    },
+    Reported {
+        specialist: String,
+        report: Report,
+    },
+    Addendum {
+        specialist: String,
+        text: String,
+        signed_at_ms: i64,
+    },
+    ReportAcknowledged,
+    Declined {
+        specialist: String,
+        reason: String,
+    },
+    Reassigned {
+        from: String,
+        to: String,
+        reason: String,
+    },
+    Escalated {
+        from: String,
+        to: String,
+        reason: String,
+    },
+    Cancelled {
+        reason: String,
+    },
+}
+
+impl EventKind {
+    /// The side allowed to append this kind.
+    pub fn origin(&self) -> Side {
+        match self {
+            EventKind::Created { .. }
+            | EventKind::ConsentRecorded { .. }
+            | EventKind::StudiesAttached { .. }
+            | EventKind::Submitted
+            | EventKind::QuestionAnswered { .. }
+            | EventKind::ReportAcknowledged
+            | EventKind::Cancelled { .. } => Side::Clinic,
+            EventKind::Delivered
+            | EventKind::Assigned { .. }
+            | EventKind::Accepted { .. }
+            | EventKind::QuestionAsked { .. }
+            | EventKind::Reported { .. }
+            | EventKind::Addendum { .. }
+            | EventKind::Declined { .. }
+            | EventKind::Reassigned { .. }
+            | EventKind::Escalated { .. } => Side::Gateway,
+        }
+    }
+
+    /// A short name, for timelines and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Created { .. } => "created",
+            EventKind::ConsentRecorded { .. } => "consent recorded",
+            EventKind::StudiesAttached { .. } => "studies attached",
+            EventKind::Submitted => "submitted",
+            EventKind::Delivered => "delivered",
+            EventKind::Assigned { .. } => "assigned",
+            EventKind::Accepted { .. } => "accepted",
+            EventKind::QuestionAsked { .. } => "question asked",
+            EventKind::QuestionAnswered { .. } => "question answered",
+            EventKind::Reported { .. } => "reported",
+            EventKind::Addendum { .. } => "addendum",
+            EventKind::ReportAcknowledged => "report acknowledged",
+            EventKind::Declined { .. } => "declined",
+            EventKind::Reassigned { .. } => "reassigned",
+            EventKind::Escalated { .. } => "escalated",
+            EventKind::Cancelled { .. } => "cancelled",
+        }
+    }
+}
+
+/// One entry of a consultation's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: EventId,
+    pub consultation: ConsultationId,
+    /// Unix milliseconds, by the appending side's clock.
+    pub at_ms: i64,
+    /// The authenticated user who caused it (`system` for routing decisions).
+    pub actor: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// Where a consultation stands, derived from its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Created at the clinic, not sent yet.
+    Draft,
+    /// Sent by the clinic, not yet held by the gateway.
+    Submitted,
+    /// Held by the gateway, waiting for routing.
+    Delivered,
+    /// Assigned to a specialist who has not accepted yet.
+    Assigned,
+    /// Accepted by its specialist, being worked on.
+    Accepted,
+    /// The specialist asked the clinic a question not answered yet.
+    AwaitingAnswer,
+    /// A signed report exists.
+    Reported,
+    /// The clinic has read the report.
+    Acknowledged,
+    Cancelled,
+}
+
+impl State {
+    pub const ALL: [State; 9] = [
+        State::Draft,
+        State::Submitted,
+        State::Delivered,
+        State::Assigned,
+        State::Accepted,
+        State::AwaitingAnswer,
+        State::Reported,
+        State::Acknowledged,
+        State::Cancelled,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            State::Draft => "draft",
+            State::Submitted => "submitted",
+            State::Delivered => "delivered",
+            State::Assigned => "assigned",
+            State::Accepted => "accepted",
+            State::AwaitingAnswer => "awaiting_answer",
+            State::Reported => "reported",
+            State::Acknowledged => "acknowledged",
+            State::Cancelled => "cancelled",
+        }
+    }
+
+    /// Still needs someone at the hospital to act.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            State::Submitted
+                | State::Delivered
+                | State::Assigned
+                | State::Accepted
+                | State::AwaitingAnswer
+        )
+    }
+}
+
+/// Why an event may not be appended; the message says what to do instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("a {kind} event is appended by the {origin:?} side only")]
+    WrongSide { kind: &'static str, origin: Side },
+    #[error("the consultation must start with a created event")]
+    NotCreated,
+    #[error("the consultation was already created")]
+    AlreadyCreated,
+    #[error("the patient's consent is not recorded: record who gave it, how and when before sending the request")]
+    NoConsent,
+    #[error("the consultation is {state}; a {kind} event does not apply now")]
+    NotNow {
+        state: &'static str,
+        kind: &'static str,
+    },
+    #[error("only the assigned specialist ({assigned}) may do this; {actor} is not assigned")]
+    NotAssigned { assigned: String, actor: String },
+    #[error("{0} already declined this consultation; it must go to someone else")]
+    DeclinedBefore(String),
+    #[error("no open question {0} to answer")]
+    NoSuchQuestion(u64),
+    #[error("a {0} field is empty")]
+    Empty(&'static str),
+}
+
+/// A consultation as its events make it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consultation {
+    pub id: ConsultationId,
+    pub clinic: ClinicId,
+    pub state: State,
+    pub patient: Patient,
+    pub clinical_summary: String,
+    pub question: String,
+    pub specialty: String,
+    pub urgency: Urgency,
+    pub consent: Option<Consent>,
+    pub studies: Vec<String>,
+    pub attachments: Vec<Attachment>,
+    /// The specialist it is assigned to, if any.
+    pub assignee: Option<String>,
+    /// Specialists who declined it: never assigned it again.
+    pub declined_by: Vec<String>,
+    /// Question events (gateway `seq`) still unanswered.
+    pub open_questions: Vec<u64>,
+    pub report: Option<Report>,
+    pub addenda: Vec<String>,
+    pub created_at_ms: i64,
+    pub delivered_at_ms: Option<i64>,
+    pub accepted_at_ms: Option<i64>,
+    pub reported_at_ms: Option<i64>,
+    /// Events applied, in order.
+    pub events: usize,
+}
+
+impl Consultation {
+    /// Folds a consultation's events (in log order) into its state. An event the fold would
+    /// refuse is an error: a log only ever holds events that were checked when appended.
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<Self, Refusal> {
+        let mut events = events.into_iter();
+        let first = events.next().ok_or(Refusal::NotCreated)?;
+        let mut c = Self::created(first)?;
+        for e in events {
+            c.apply(e)?;
+        }
+        Ok(c)
+    }
+
+    fn created(e: &Event) -> Result<Self, Refusal> {
+        let EventKind::Created {
+            patient,
+            clinical_summary,
+            question,
+            specialty,
+            urgency,
+        } = &e.kind
+        else {
+            return Err(Refusal::NotCreated);
+        };
+        check_origin(e)?;
+        for (value, name) in [
+            (&patient.id, "patient id"),
+            (question, "question"),
+            (specialty, "specialty"),
+        ] {
+            if value.trim().is_empty() {
+                return Err(Refusal::Empty(name));
+            }
+        }
+        Ok(Self {
+            id: e.consultation.clone(),
+            clinic: e.id.clinic.clone(),
+            state: State::Draft,
+            patient: patient.clone(),
+            clinical_summary: clinical_summary.clone(),
+            question: question.clone(),
+            specialty: specialty.clone(),
+            urgency: *urgency,
+            consent: None,
+            studies: Vec::new(),
+            attachments: Vec::new(),
+            assignee: None,
+            declined_by: Vec::new(),
+            open_questions: Vec::new(),
+            report: None,
+            addenda: Vec::new(),
+            created_at_ms: e.at_ms,
+            delivered_at_ms: None,
+            accepted_at_ms: None,
+            reported_at_ms: None,
+            events: 1,
+        })
+    }
+
+    /// Whether `kind`, appended by `actor`, is allowed now.
+    pub fn check(&self, actor: &str, kind: &EventKind) -> Result<(), Refusal> {
+        let not_now = || Refusal::NotNow {
+            state: self.state.label(),
+            kind: kind.name(),
+        };
+        let assigned_only = || match &self.assignee {
+            Some(a) if a == actor => Ok(()),
+            Some(a) => Err(Refusal::NotAssigned {
+                assigned: a.clone(),
+                actor: actor.to_owned(),
+            }),
+            None => Err(not_now()),
+        };
+        use State as S;
+        match kind {
+            EventKind::Created { .. } => Err(Refusal::AlreadyCreated),
+            EventKind::ConsentRecorded { consent } => {
+                if consent.given_by.trim().is_empty() {
+                    return Err(Refusal::Empty("consent given_by"));
+                }
+                if consent.method.trim().is_empty() {
+                    return Err(Refusal::Empty("consent method"));
+                }
+                (self.state == S::Draft).then_some(()).ok_or_else(not_now)
+            }
+            EventKind::StudiesAttached { .. } => {
+                (!matches!(self.state, S::Reported | S::Acknowledged | S::Cancelled))
+                    .then_some(())
+                    .ok_or_else(not_now)
+            }
+            EventKind::Submitted => {
+                if self.state != S::Draft {
+                    return Err(not_now());
+                }
+                self.consent
+                    .is_some()
+                    .then_some(())
+                    .ok_or(Refusal::NoConsent)
+            }
+            EventKind::Delivered => (self.state == S::Submitted)
+                .then_some(())
+                .ok_or_else(not_now),
+            EventKind::Assigned { specialist, .. } => {
+                if !matches!(self.state, S::Delivered) {
+                    return Err(not_now());
+                }
+                self.not_declined(specialist)
+            }
+            EventKind::Reassigned { to, .. } | EventKind::Escalated { to, .. } => {
+                if !matches!(self.state, S::Assigned | S::Accepted | S::AwaitingAnswer) {
+                    return Err(not_now());
+                }
+                self.not_declined(to)
+            }
+            EventKind::Accepted { specialist } => {
+                if self.state != S::Assigned {
+                    return Err(not_now());
+                }
+                assigned_only()?;
+                (specialist == actor)
+                    .then_some(())
+                    .ok_or_else(|| Refusal::NotAssigned {
+                        assigned: specialist.clone(),
+                        actor: actor.to_owned(),
+                    })
+            }
+            EventKind::Declined { reason, .. } => {
+                if !matches!(self.state, S::Assigned | S::Accepted) {
+                    return Err(not_now());
+                }
+                if reason.trim().is_empty() {
+                    return Err(Refusal::Empty("reason"));
+                }
+                assigned_only()
+            }
+            EventKind::QuestionAsked { text, .. } => {
+                if !matches!(self.state, S::Accepted | S::AwaitingAnswer) {
+                    return Err(not_now());
+                }
+                if text.trim().is_empty() {
+                    return Err(Refusal::Empty("question"));
+                }
+                assigned_only()
+            }
+            EventKind::QuestionAnswered { question, text } => {
+                if text.trim().is_empty() {
+                    return Err(Refusal::Empty("answer"));
+                }
+                self.open_questions
+                    .contains(question)
+                    .then_some(())
+                    .ok_or(Refusal::NoSuchQuestion(*question))
+            }
+            EventKind::Reported { report, .. } => {
+                if !matches!(self.state, S::Accepted | S::AwaitingAnswer) {
+                    return Err(not_now());
+                }
+                for (value, name) in [
+                    (&report.impression, "impression"),
+                    (&report.signer_name, "signer name"),
+                    (&report.signer_qualification, "signer qualification"),
+                ] {
+                    if value.trim().is_empty() {
+                        return Err(Refusal::Empty(name));
+                    }
+                }
+                assigned_only()
+            }
+            EventKind::Addendum { text, .. } => {
+                if !matches!(self.state, S::Reported | S::Acknowledged) {
+                    return Err(not_now());
+                }
+                if text.trim().is_empty() {
+                    return Err(Refusal::Empty("addendum"));
+                }
+                assigned_only()
+            }
+            EventKind::ReportAcknowledged => (self.state == S::Reported)
+                .then_some(())
+                .ok_or_else(not_now),
+            EventKind::Cancelled { .. } => (self.state == S::Draft || self.state.is_open())
+                .then_some(())
+                .ok_or_else(not_now),
+        }
+    }
+
+    fn not_declined(&self, specialist: &str) -> Result<(), Refusal> {
+        if self.declined_by.iter().any(|d| d == specialist) {
+            return Err(Refusal::DeclinedBefore(specialist.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Applies one more event after checking it.
+    pub fn apply(&mut self, e: &Event) -> Result<(), Refusal> {
+        check_origin(e)?;
+        self.check(&e.actor, &e.kind)?;
+        match &e.kind {
+            EventKind::Created { .. } => return Err(Refusal::AlreadyCreated),
+            EventKind::ConsentRecorded { consent } => self.consent = Some(consent.clone()),
+            EventKind::StudiesAttached {
+                study_instance_uids,
+                attachments,
+            } => {
+                for uid in study_instance_uids {
+                    if !self.studies.contains(uid) {
+                        self.studies.push(uid.clone());
+                    }
+                }
+                for a in attachments {
+                    if !self.attachments.contains(a) {
+                        self.attachments.push(a.clone());
+                    }
+                }
+            }
+            EventKind::Submitted => self.state = State::Submitted,
+            EventKind::Delivered => {
+                self.state = State::Delivered;
+                self.delivered_at_ms = Some(e.at_ms);
+            }
+            EventKind::Assigned { specialist, .. } => {
+                self.state = State::Assigned;
+                self.assignee = Some(specialist.clone());
+            }
+            EventKind::Reassigned { to, .. } | EventKind::Escalated { to, .. } => {
+                self.state = State::Assigned;
+                self.assignee = Some(to.clone());
+                self.accepted_at_ms = None;
+            }
+            EventKind::Accepted { .. } => {
+                self.state = State::Accepted;
+                self.accepted_at_ms = Some(e.at_ms);
+            }
+            EventKind::Declined { specialist, .. } => {
+                self.declined_by.push(specialist.clone());
+                self.assignee = None;
+                self.accepted_at_ms = None;
+                // Back to routing: the gateway assigns someone else next.
+                self.state = State::Delivered;
+            }
+            EventKind::QuestionAsked { .. } => {
+                self.open_questions.push(e.id.seq);
+                self.state = State::AwaitingAnswer;
+            }
+            EventKind::QuestionAnswered { question, .. } => {
+                self.open_questions.retain(|q| q != question);
+                if self.open_questions.is_empty() && self.state == State::AwaitingAnswer {
+                    self.state = State::Accepted;
+                }
+            }
+            EventKind::Reported { report, .. } => {
+                self.report = Some(report.clone());
+                self.state = State::Reported;
+                self.reported_at_ms = Some(e.at_ms);
+            }
+            EventKind::Addendum { text, .. } => self.addenda.push(text.clone()),
+            EventKind::ReportAcknowledged => self.state = State::Acknowledged,
+            EventKind::Cancelled { .. } => self.state = State::Cancelled,
+        }
+        self.events += 1;
+        Ok(())
+    }
+}
+
+fn check_origin(e: &Event) -> Result<(), Refusal> {
+    let origin = e.kind.origin();
+    if e.id.side != origin {
+        return Err(Refusal::WrongSide {
+            kind: e.kind.name(),
+            origin,
+        });
+    }
+    Ok(())
+}
+
+/// What applying a replicated event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// New: it was appended.
+    Appended,
+    /// Already applied (its sequence number is at or below the cursor): nothing changed.
+    Duplicate,
+}
+
+/// Why a replicated event cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("event {got} from the {side:?} side arrived before event {expected}; the sender must resend from the cursor")]
+    Gap { side: Side, expected: u64, got: u64 },
+    #[error("event for clinic {got} on the link of clinic {expected}")]
+    OtherClinic { expected: String, got: String },
+    #[error("a {got:?}-side event in the {expected:?}-side log")]
+    WrongDirection { expected: Side, got: Side },
+}
+
+/// The receiving end of one direction of replication for one clinic: the cursor is the last
+/// sequence number applied, kept durably with the events by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    pub clinic: ClinicId,
+    pub side: Side,
+    pub cursor: u64,
+}
+
+impl Log {
+    /// Decides whether `event` (from `self.side`) is new, a duplicate, or out of order. The
+    /// caller stores a new event and the new cursor in one durable write.
+    pub fn apply(&mut self, event: &Event) -> Result<Applied, ReplicationError> {
+        if event.id.clinic != self.clinic {
+            return Err(ReplicationError::OtherClinic {
+                expected: self.clinic.to_string(),
+                got: event.id.clinic.to_string(),
+            });
+        }
+        if event.id.side != self.side {
+            return Err(ReplicationError::WrongDirection {
+                expected: self.side,
+                got: event.id.side,
+            });
+        }
+        if event.id.seq <= self.cursor {
+            return Ok(Applied::Duplicate);
+        }
+        if event.id.seq != self.cursor + 1 {
+            return Err(ReplicationError::Gap {
+                side: self.side,
+                expected: self.cursor + 1,
+                got: event.id.seq,
+            });
+        }
+        self.cursor = event.id.seq;
+        Ok(Applied::Appended)
+    }
+}
+
+#[cfg(test)]
+mod tests;

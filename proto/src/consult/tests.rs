@@ -1,0 +1,353 @@
+//! The consultation fold: the whole happy path, and each refusal a user can meet.
+
+use super::*;
+
+fn clinic() -> ClinicId {
+    ClinicId::new("jinzhou").unwrap()
+}
+
+/// Appends events to one consultation, numbering each side's events, checking each append.
+struct Case {
+    id: ConsultationId,
+    events: Vec<Event>,
+    seq: [u64; 2],
+    at_ms: i64,
+}
+
+impl Case {
+    fn new(urgency: Urgency) -> Self {
+        let mut case = Self {
+            id: ConsultationId::new(1_790_000_000_000, [7; 10]),
+            events: Vec::new(),
+            seq: [0, 0],
+            at_ms: 1_790_000_000_000,
+        };
+        case.push(
+            "dr.wang",
+            EventKind::Created {
+                patient: Patient {
+                    id: "P-1".into(),
+                    name: "Test^Patient".into(),
+                    sex: "F".into(),
+                    birth_date: "1970-01-01".into(),
+                },
+                clinical_summary: "cough for three weeks".into(),
+                question: "pneumonia or tuberculosis?".into(),
+                specialty: "radiology".into(),
+                urgency,
+            },
+        )
+        .unwrap();
+        case
+    }
+
+    fn event(&mut self, actor: &str, kind: EventKind) -> Event {
+        let side = kind.origin();
+        let slot = &mut self.seq[side as usize];
+        *slot += 1;
+        self.at_ms += 60_000;
+        Event {
+            id: EventId {
+                clinic: clinic(),
+                side,
+                seq: *slot,
+            },
+            consultation: self.id.clone(),
+            at_ms: self.at_ms,
+            actor: actor.into(),
+            kind,
+        }
+    }
+
+    /// Appends when the fold accepts it; a refused event takes no sequence number.
+    fn push(&mut self, actor: &str, kind: EventKind) -> Result<Consultation, Refusal> {
+        let side = kind.origin() as usize;
+        let e = self.event(actor, kind);
+        let mut all = self.events.clone();
+        all.push(e);
+        match Consultation::from_events(&all) {
+            Ok(c) => {
+                self.events = all;
+                Ok(c)
+            }
+            Err(r) => {
+                self.seq[side] -= 1;
+                Err(r)
+            }
+        }
+    }
+
+    fn state(&self) -> Consultation {
+        Consultation::from_events(&self.events).unwrap()
+    }
+
+    /// Consent, submitted, delivered, assigned to `to`.
+    fn assigned_to(urgency: Urgency, to: &str) -> Self {
+        let mut c = Self::new(urgency);
+        c.push("dr.wang", consent()).unwrap();
+        c.push("dr.wang", EventKind::Submitted).unwrap();
+        c.push("system", EventKind::Delivered).unwrap();
+        c.push("system", assign(to)).unwrap();
+        c
+    }
+}
+
+fn consent() -> EventKind {
+    EventKind::ConsentRecorded {
+        consent: Consent {
+            given_by: "patient".into(),
+            method: "written".into(),
+            at_ms: 1_790_000_000_000,
+        },
+    }
+}
+
+fn assign(to: &str) -> EventKind {
+    EventKind::Assigned {
+        specialist: to.into(),
+        rule: "radiology-all".into(),
+        reason: "fewest open cases".into(),
+    }
+}
+
+fn accept(by: &str) -> EventKind {
+    EventKind::Accepted {
+        specialist: by.into(),
+    }
+}
+
+fn report(by: &str) -> EventKind {
+    EventKind::Reported {
+        specialist: by.into(),
+        report: Report {
+            findings: "consolidation in the right lower lobe".into(),
+            impression: "community-acquired pneumonia".into(),
+            recommendation: "antibiotics, review in two weeks".into(),
+            signer_name: "Dr Li".into(),
+            signer_qualification: "attending radiologist".into(),
+            signed_at_ms: 1_790_000_900_000,
+        },
+    }
+}
+
+#[test]
+fn ids_sort_by_creation_time_and_round_trip() {
+    let a = ConsultationId::new(1_000, [255; 10]);
+    let b = ConsultationId::new(1_001, [0; 10]);
+    assert!(a < b);
+    assert_eq!(a.as_str().len(), 26);
+    assert_eq!(ConsultationId::parse(a.as_str()), Some(a.clone()));
+    let json = serde_json::to_string(&a).unwrap();
+    assert_eq!(serde_json::from_str::<ConsultationId>(&json).unwrap(), a);
+    assert!(ConsultationId::parse("not-an-id").is_none());
+    assert!(
+        ConsultationId::parse(&"U".repeat(26)).is_none(),
+        "U is not Crockford"
+    );
+}
+
+#[test]
+fn a_consultation_goes_from_request_to_acknowledged_report() {
+    let mut c = Case::new(Priority::Urgent);
+    assert_eq!(c.state().state, State::Draft);
+    c.push("dr.wang", consent()).unwrap();
+    c.push(
+        "dr.wang",
+        EventKind::StudiesAttached {
+            study_instance_uids: vec!["1.2.3".into()],
+            attachments: Vec::new(),
+        },
+    )
+    .unwrap();
+    c.push("dr.wang", EventKind::Submitted).unwrap();
+    c.push("system", EventKind::Delivered).unwrap();
+    c.push("system", assign("li")).unwrap();
+    c.push("li", accept("li")).unwrap();
+    let asked = c
+        .push(
+            "li",
+            EventKind::QuestionAsked {
+                specialist: "li".into(),
+                text: "any fever?".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(asked.state, State::AwaitingAnswer);
+    let question = asked.open_questions[0];
+    c.push(
+        "dr.wang",
+        EventKind::QuestionAnswered {
+            question,
+            text: "38.5 °C for five days".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(c.state().state, State::Accepted);
+    c.push("li", report("li")).unwrap();
+    let done = c.push("dr.wang", EventKind::ReportAcknowledged).unwrap();
+    assert_eq!(done.state, State::Acknowledged);
+    assert_eq!(done.studies, vec!["1.2.3".to_string()]);
+    assert!(done.report.is_some() && done.reported_at_ms > done.accepted_at_ms);
+    // The log survives serialisation unchanged (it is what travels and is stored).
+    let json = serde_json::to_string(&c.events).unwrap();
+    let back: Vec<Event> = serde_json::from_str(&json).unwrap();
+    assert_eq!(Consultation::from_events(&back).unwrap(), done);
+}
+
+#[test]
+fn a_request_without_consent_is_refused_with_a_message_that_says_so() {
+    let mut c = Case::new(Priority::Routine);
+    let refused = c.push("dr.wang", EventKind::Submitted).unwrap_err();
+    assert_eq!(refused, Refusal::NoConsent);
+    assert!(refused.to_string().contains("consent is not recorded"));
+    c.push("dr.wang", consent()).unwrap();
+    assert_eq!(
+        c.push("dr.wang", EventKind::Submitted).unwrap().state,
+        State::Submitted
+    );
+}
+
+#[test]
+fn each_side_appends_only_its_own_kinds() {
+    let c = Case::new(Priority::Routine);
+    let mut forged = c.events[0].clone();
+    forged.id.side = Side::Gateway;
+    assert!(matches!(
+        Consultation::from_events([&forged]),
+        Err(Refusal::WrongSide { .. })
+    ));
+}
+
+#[test]
+fn only_the_assigned_specialist_accepts_reports_and_asks() {
+    let mut c = Case::assigned_to(Priority::Emergency, "li");
+    assert!(matches!(
+        c.push("zhao", accept("zhao")),
+        Err(Refusal::NotAssigned { .. })
+    ));
+    assert!(
+        matches!(c.push("li", report("li")), Err(Refusal::NotNow { .. })),
+        "no report before accepting"
+    );
+    c.push("li", accept("li")).unwrap();
+    assert!(matches!(
+        c.push("zhao", report("zhao")),
+        Err(Refusal::NotAssigned { .. })
+    ));
+    assert!(matches!(
+        c.push(
+            "zhao",
+            EventKind::QuestionAsked {
+                specialist: "zhao".into(),
+                text: "?".into()
+            }
+        ),
+        Err(Refusal::NotAssigned { .. })
+    ));
+}
+
+#[test]
+fn a_signed_report_is_immutable_and_corrected_by_addenda() {
+    let mut c = Case::assigned_to(Priority::Routine, "li");
+    c.push("li", accept("li")).unwrap();
+    let signed = c.push("li", report("li")).unwrap();
+    assert!(matches!(
+        c.push("li", report("li")),
+        Err(Refusal::NotNow { .. })
+    ));
+    let amended = c
+        .push(
+            "li",
+            EventKind::Addendum {
+                specialist: "li".into(),
+                text: "also a small left effusion".into(),
+                signed_at_ms: 1_790_001_000_000,
+            },
+        )
+        .unwrap();
+    assert_eq!(amended.addenda.len(), 1);
+    assert_eq!(
+        amended.report, signed.report,
+        "the report itself is unchanged"
+    );
+}
+
+#[test]
+fn a_declined_case_returns_to_routing_and_never_to_the_same_specialist() {
+    let mut c = Case::assigned_to(Priority::Urgent, "li");
+    let declined = c
+        .push(
+            "li",
+            EventKind::Declined {
+                specialist: "li".into(),
+                reason: "on leave from tomorrow".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(declined.state, State::Delivered);
+    assert_eq!(declined.assignee, None);
+    assert_eq!(
+        c.push("system", assign("li")).unwrap_err(),
+        Refusal::DeclinedBefore("li".into())
+    );
+    assert_eq!(
+        c.push("system", assign("zhao")).unwrap().state,
+        State::Assigned
+    );
+}
+
+#[test]
+fn escalation_moves_an_unaccepted_case_to_someone_else() {
+    let mut c = Case::assigned_to(Priority::Emergency, "li");
+    let escalated = c
+        .push(
+            "system",
+            EventKind::Escalated {
+                from: "li".into(),
+                to: "chen".into(),
+                reason: "not accepted within 30 min".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(escalated.assignee.as_deref(), Some("chen"));
+    assert_eq!(escalated.state, State::Assigned);
+    c.push("chen", accept("chen")).unwrap();
+}
+
+#[test]
+fn replication_applies_each_event_once_in_order() {
+    let mut c = Case::new(Priority::Routine);
+    c.push("dr.wang", consent()).unwrap();
+    c.push("dr.wang", EventKind::Submitted).unwrap();
+    let mut log = Log {
+        clinic: clinic(),
+        side: Side::Clinic,
+        cursor: 0,
+    };
+    assert_eq!(log.apply(&c.events[0]), Ok(Applied::Appended));
+    assert_eq!(log.apply(&c.events[0]), Ok(Applied::Duplicate));
+    assert!(matches!(
+        log.apply(&c.events[2]),
+        Err(ReplicationError::Gap {
+            expected: 2,
+            got: 3,
+            ..
+        })
+    ));
+    assert_eq!(log.apply(&c.events[1]), Ok(Applied::Appended));
+    assert_eq!(log.apply(&c.events[2]), Ok(Applied::Appended));
+    assert_eq!(log.cursor, 3);
+    let mut other = c.events[0].clone();
+    other.id.clinic = ClinicId::new("pulandian").unwrap();
+    other.id.seq = 4;
+    assert!(matches!(
+        log.apply(&other),
+        Err(ReplicationError::OtherClinic { .. })
+    ));
+    let mut gateway_event = c.events[0].clone();
+    gateway_event.id.side = Side::Gateway;
+    assert!(matches!(
+        log.apply(&gateway_event),
+        Err(ReplicationError::WrongDirection { .. })
+    ));
+}
