@@ -10,6 +10,7 @@ pub mod config;
 pub mod link;
 pub mod metrics;
 pub mod receive;
+pub mod routing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,530 @@
+//! Who reads a consultation: `routing.toml` (specialists, pools, rules, SLAs) and the decisions
+//! made from it. Pure: the caller passes the time and each specialist's load, so every decision
+//! can be replayed and tested on a virtual clock, and each one comes with its explanation.
+//!
+//! - A request matches the first rule whose conditions (specialty, modality, urgency, clinic)
+//!   all hold; the rule names a pool.
+//! - Among the pool's members on duty now, not excluded (they declined it, or it is being taken
+//!   from them), the one with the fewest open cases is chosen; ties go to the one idle longest.
+//! - Nobody on duty: the pool's lead, with an alert. The lead excluded too: no decision, and an
+//!   alert that names the pool.
+//! - Not accepted within the SLA of its urgency: escalate, routed again without the assignee.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use daemon::config::{self, ConfigError};
+use proto::consult::Urgency;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    #[serde(default)]
+    sla: RawSla,
+    #[serde(default, rename = "specialist")]
+    specialists: Vec<RawSpecialist>,
+    #[serde(default, rename = "pool")]
+    pools: Vec<RawPool>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSla {
+    emergency_accept_minutes: Option<u64>,
+    urgent_accept_minutes: Option<u64>,
+    routine_accept_minutes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpecialist {
+    id: String,
+    name: String,
+    specialties: Vec<String>,
+    qualification: String,
+    years_independent: u32,
+    /// `+08:00`: the offset from UTC of the specialist's working hours.
+    utc_offset: String,
+    /// `mon-fri 08:00-17:00`, `sat 08:00-12:00`, `daily 20:00-08:00`, …
+    duty: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    id: String,
+    members: Vec<String>,
+    lead: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    id: String,
+    pool: String,
+    specialty: Option<Vec<String>>,
+    modality: Option<Vec<String>>,
+    urgency: Option<Vec<Urgency>>,
+    clinic: Option<Vec<String>>,
+}
+
+/// A specialist as the roster describes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Specialist {
+    pub id: String,
+    pub name: String,
+    pub specialties: Vec<String>,
+    pub qualification: String,
+    pub years_independent: u32,
+    /// Seconds east of UTC.
+    pub utc_offset_secs: i64,
+    pub duty: Vec<Shift>,
+}
+
+/// A weekly shift in the specialist's local time: `days` (Monday = 0) from `start` to `end`
+/// minutes after midnight; an `end` before `start` runs past midnight into the next day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shift {
+    pub days: BTreeSet<u8>,
+    pub start: u16,
+    pub end: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    pub id: String,
+    pub members: Vec<String>,
+    pub lead: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub id: String,
+    pub pool: String,
+    pub specialty: Option<Vec<String>>,
+    pub modality: Option<Vec<String>>,
+    pub urgency: Option<Vec<Urgency>>,
+    pub clinic: Option<Vec<String>>,
+}
+
+/// The validated `routing.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roster {
+    pub specialists: BTreeMap<String, Specialist>,
+    pub pools: BTreeMap<String, Pool>,
+    pub rules: Vec<Rule>,
+    /// Time to accept, per urgency.
+    pub sla: BTreeMap<Urgency, Duration>,
+}
+
+/// What is being routed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request<'a> {
+    pub clinic: &'a str,
+    pub specialty: &'a str,
+    /// Modalities of the attached studies (may be empty when no image has arrived yet).
+    pub modalities: &'a [String],
+    pub urgency: Urgency,
+    /// Never chosen: specialists who declined it, and the one it is being taken from.
+    pub exclude: &'a [String],
+}
+
+/// A specialist's current load, from the consultations the gateway holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Load {
+    pub open_cases: u32,
+    /// Unix ms since which the specialist has had nothing to do (no open case); `None` when
+    /// busy or never assigned.
+    pub idle_since_ms: Option<i64>,
+}
+
+/// A routing decision and its explanation, recorded in the consultation's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub specialist: String,
+    pub rule: String,
+    pub reason: String,
+    /// Set when an administrator should look (nobody on duty: the lead was chosen).
+    pub alert: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no routing rule matches specialty '{specialty}', urgency {urgency}, clinic {clinic}; add a rule to routing.toml (a last rule with no conditions catches everything)")]
+    NoRule {
+        specialty: String,
+        urgency: &'static str,
+        clinic: String,
+    },
+    #[error("rule {rule}: nobody in pool {pool} can take it (members off duty or excluded, and the lead {lead} excluded); an administrator must assign it")]
+    NobodyAvailable {
+        rule: String,
+        pool: String,
+        lead: String,
+    },
+}
+
+/// `routing.toml` problems, each naming the file and the entry.
+#[derive(Debug, thiserror::Error)]
+pub enum RosterError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{file}: {entry}: {problem}")]
+    Invalid {
+        file: String,
+        entry: String,
+        problem: String,
+    },
+}
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+impl Roster {
+    pub fn load(path: &Path) -> Result<Self, RosterError> {
+        let raw: RawRouting = config::read(path)?;
+        Self::validate(path, raw)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, RosterError> {
+        let raw: RawRouting = config::parse(path, text)?;
+        Self::validate(path, raw)
+    }
+
+    fn validate(path: &Path, raw: RawRouting) -> Result<Self, RosterError> {
+        let bad = |entry: String, problem: String| RosterError::Invalid {
+            file: path.display().to_string(),
+            entry,
+            problem,
+        };
+        let mut specialists = BTreeMap::new();
+        for s in raw.specialists {
+            let entry = format!("specialist {}", s.id);
+            if s.id.trim().is_empty() {
+                return Err(bad("specialist".into(), "id is empty".into()));
+            }
+            if s.specialties.is_empty() {
+                return Err(bad(entry, "specialties is empty; list at least one".into()));
+            }
+            let utc_offset_secs = parse_offset(&s.utc_offset).map_err(|p| bad(entry.clone(), p))?;
+            let duty = s
+                .duty
+                .iter()
+                .map(|d| parse_shift(d))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|p| bad(entry.clone(), p))?;
+            let specialist = Specialist {
+                id: s.id.clone(),
+                name: s.name,
+                specialties: s.specialties,
+                qualification: s.qualification,
+                years_independent: s.years_independent,
+                utc_offset_secs,
+                duty,
+            };
+            if specialists.insert(s.id.clone(), specialist).is_some() {
+                return Err(bad(entry, "the id is used twice".into()));
+            }
+        }
+        let mut pools = BTreeMap::new();
+        for p in raw.pools {
+            let entry = format!("pool {}", p.id);
+            if p.members.is_empty() {
+                return Err(bad(entry, "members is empty".into()));
+            }
+            for m in p.members.iter().chain([&p.lead]) {
+                if !specialists.contains_key(m) {
+                    return Err(bad(
+                        entry,
+                        format!("{m} is not a [[specialist]] id; add them or fix the name"),
+                    ));
+                }
+            }
+            let pool = Pool {
+                id: p.id.clone(),
+                members: p.members,
+                lead: p.lead,
+            };
+            if pools.insert(p.id, pool).is_some() {
+                return Err(bad(entry, "the id is used twice".into()));
+            }
+        }
+        let mut rule_ids = BTreeSet::new();
+        let mut rules = Vec::new();
+        for r in raw.rules {
+            let entry = format!("rule {}", r.id);
+            if !pools.contains_key(&r.pool) {
+                return Err(bad(entry, format!("pool {} is not a [[pool]] id", r.pool)));
+            }
+            if !rule_ids.insert(r.id.clone()) {
+                return Err(bad(entry, "the id is used twice".into()));
+            }
+            rules.push(Rule {
+                id: r.id,
+                pool: r.pool,
+                specialty: r.specialty,
+                modality: r.modality,
+                urgency: r.urgency,
+                clinic: r.clinic,
+            });
+        }
+        let minutes =
+            |v: Option<u64>, default: u64| Duration::from_secs(60 * v.unwrap_or(default).max(1));
+        let sla = BTreeMap::from([
+            (
+                Urgency::Emergency,
+                minutes(raw.sla.emergency_accept_minutes, 30),
+            ),
+            (
+                Urgency::Urgent,
+                minutes(raw.sla.urgent_accept_minutes, 4 * 60),
+            ),
+            (
+                Urgency::Routine,
+                minutes(raw.sla.routine_accept_minutes, 48 * 60),
+            ),
+        ]);
+        Ok(Self {
+            specialists,
+            pools,
+            rules,
+            sla,
+        })
+    }
+
+    /// Time allowed to accept a consultation of this urgency.
+    pub fn sla(&self, urgency: Urgency) -> Duration {
+        self.sla
+            .get(&urgency)
+            .copied()
+            .unwrap_or(Duration::from_secs(48 * 3600))
+    }
+
+    /// Whether `specialist` is on duty at `now_ms` (Unix ms).
+    pub fn on_duty(&self, specialist: &str, now_ms: i64) -> bool {
+        let Some(s) = self.specialists.get(specialist) else {
+            return false;
+        };
+        let local = now_ms.div_euclid(1000) + s.utc_offset_secs;
+        let day = local.div_euclid(86_400);
+        // 1970-01-01 was a Thursday (Monday = 0).
+        let weekday = (day + 3).rem_euclid(7) as u8;
+        let yesterday = (weekday + 6) % 7;
+        let minute = (local.rem_euclid(86_400) / 60) as u16;
+        s.duty.iter().any(|shift| {
+            if shift.start < shift.end {
+                shift.days.contains(&weekday) && (shift.start..shift.end).contains(&minute)
+            } else {
+                // Overnight: the evening part today, the morning part from yesterday's shift.
+                (shift.days.contains(&weekday) && minute >= shift.start)
+                    || (shift.days.contains(&yesterday) && minute < shift.end)
+            }
+        })
+    }
+
+    /// The first rule matching `request`.
+    pub fn rule_for(&self, request: &Request<'_>) -> Option<&Rule> {
+        let any = |list: &Option<Vec<String>>, value: &str| {
+            list.as_ref()
+                .is_none_or(|l| l.iter().any(|v| v.eq_ignore_ascii_case(value)))
+        };
+        self.rules.iter().find(|r| {
+            any(&r.specialty, request.specialty)
+                && any(&r.clinic, request.clinic)
+                && r.urgency
+                    .as_ref()
+                    .is_none_or(|u| u.contains(&request.urgency))
+                && r.modality.as_ref().is_none_or(|m| {
+                    request
+                        .modalities
+                        .iter()
+                        .any(|have| m.iter().any(|want| want.eq_ignore_ascii_case(have)))
+                })
+        })
+    }
+
+    /// Chooses who reads `request` now, with the reason.
+    pub fn route(
+        &self,
+        request: &Request<'_>,
+        loads: &HashMap<String, Load>,
+        now_ms: i64,
+    ) -> Result<Decision, RouteError> {
+        let rule = self.rule_for(request).ok_or_else(|| RouteError::NoRule {
+            specialty: request.specialty.to_owned(),
+            urgency: request.urgency.label(),
+            clinic: request.clinic.to_owned(),
+        })?;
+        let pool = self
+            .pools
+            .get(&rule.pool)
+            .ok_or_else(|| RouteError::NobodyAvailable {
+                rule: rule.id.clone(),
+                pool: rule.pool.clone(),
+                lead: String::new(),
+            })?;
+        let excluded = |id: &String| request.exclude.contains(id);
+        let none = Load::default();
+        let load = |id: &String| loads.get(id).unwrap_or(&none);
+        let candidates: Vec<&String> = pool
+            .members
+            .iter()
+            .filter(|m| !excluded(m) && self.on_duty(m, now_ms))
+            .collect();
+        // Fewest open cases; then idle longest (an earlier idle_since wins; busy ones last).
+        let best = candidates.iter().min_by_key(|m| {
+            let l = load(m);
+            (
+                l.open_cases,
+                l.idle_since_ms.unwrap_or(i64::MAX),
+                m.as_str(),
+            )
+        });
+        if let Some(best) = best {
+            let l = load(best);
+            let others: Vec<String> = candidates
+                .iter()
+                .filter(|m| **m != *best)
+                .map(|m| format!("{m} ({} open)", load(m).open_cases))
+                .collect();
+            let tie = candidates
+                .iter()
+                .any(|m| *m != *best && load(m).open_cases == l.open_cases);
+            let reason = format!(
+                "rule {} → pool {}; on duty and not excluded: {best} ({} open){}{}; chose {best}: fewest open cases{}",
+                rule.id,
+                pool.id,
+                l.open_cases,
+                if others.is_empty() { "" } else { ", " },
+                others.join(", "),
+                if tie { ", idle longest among the tied" } else { "" },
+            );
+            return Ok(Decision {
+                specialist: (*best).clone(),
+                rule: rule.id.clone(),
+                reason,
+                alert: None,
+            });
+        }
+        if excluded(&pool.lead) {
+            return Err(RouteError::NobodyAvailable {
+                rule: rule.id.clone(),
+                pool: pool.id.clone(),
+                lead: pool.lead.clone(),
+            });
+        }
+        Ok(Decision {
+            specialist: pool.lead.clone(),
+            rule: rule.id.clone(),
+            reason: format!(
+                "rule {} → pool {}; nobody on duty and not excluded; fell back to the pool's lead {}",
+                rule.id, pool.id, pool.lead
+            ),
+            alert: Some(format!(
+                "pool {}: nobody on duty; a {} consultation went to the lead {}",
+                pool.id,
+                request.urgency.label(),
+                pool.lead
+            )),
+        })
+    }
+
+    /// When a consultation assigned at `assigned_at_ms` and still not accepted must be
+    /// escalated: routed again without its assignee.
+    pub fn escalation_due_ms(&self, urgency: Urgency, assigned_at_ms: i64) -> i64 {
+        assigned_at_ms.saturating_add(self.sla(urgency).as_millis() as i64)
+    }
+}
+
+/// `+08:00`, `-05:30`, `UTC+8`, or `Z`/`UTC` → seconds east of UTC.
+fn parse_offset(text: &str) -> Result<i64, String> {
+    let t = text.trim();
+    let t = t.strip_prefix("UTC").unwrap_or(t);
+    if t.is_empty() || t == "Z" {
+        return Ok(0);
+    }
+    let err = || format!("utc_offset '{text}' is not an offset like +08:00");
+    let (sign, rest) = match t.as_bytes()[0] {
+        b'+' => (1, &t[1..]),
+        b'-' => (-1, &t[1..]),
+        _ => return Err(err()),
+    };
+    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    let h: i64 = h.parse().map_err(|_| err())?;
+    let m: i64 = m.parse().map_err(|_| err())?;
+    if h > 14 || m > 59 {
+        return Err(err());
+    }
+    Ok(sign * (h * 3600 + m * 60))
+}
+
+/// `mon-fri 08:00-17:00`, `sat,sun 09:00-12:00`, `daily 20:00-08:00`.
+fn parse_shift(text: &str) -> Result<Shift, String> {
+    let err = |why: &str| {
+        format!("duty '{text}': {why}; write it like 'mon-fri 08:00-17:00' or 'daily 20:00-08:00'")
+    };
+    let (days_part, hours) = text
+        .trim()
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| err("days and hours are needed"))?;
+    let day = |d: &str| {
+        DAYS.iter()
+            .position(|x| x.eq_ignore_ascii_case(d.trim()))
+            .map(|i| i as u8)
+            .ok_or_else(|| err(&format!("'{d}' is not a day (mon … sun)")))
+    };
+    let mut days = BTreeSet::new();
+    if days_part.eq_ignore_ascii_case("daily") {
+        days.extend(0..7);
+    } else {
+        for part in days_part.split(',') {
+            match part.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (day(a)?, day(b)?);
+                    let mut d = a;
+                    loop {
+                        days.insert(d);
+                        if d == b {
+                            break;
+                        }
+                        d = (d + 1) % 7;
+                    }
+                }
+                None => {
+                    days.insert(day(part)?);
+                }
+            }
+        }
+    }
+    let (start, end) = hours
+        .trim()
+        .split_once('-')
+        .ok_or_else(|| err("hours must be a range"))?;
+    let minute = |hm: &str| -> Result<u16, String> {
+        let (h, m) = hm
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| err(&format!("'{hm}' is not HH:MM")))?;
+        let (h, m): (u16, u16) = (
+            h.parse()
+                .map_err(|_| err(&format!("'{hm}' is not HH:MM")))?,
+            m.parse()
+                .map_err(|_| err(&format!("'{hm}' is not HH:MM")))?,
+        );
+        if h > 24 || m > 59 || (h == 24 && m > 0) {
+            return Err(err(&format!("'{hm}' is not a time of day")));
+        }
+        Ok(h * 60 + m)
+    };
+    let (start, end) = (minute(start)?, minute(end)?);
+    if start == end {
+        return Err(err("the shift starts and ends at the same time"));
+    }
+    Ok(Shift { days, start, end })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,409 @@
+//! Routing decisions over a table of cases on a virtual clock, escalation and decline
+//! re-routing, and `routing.toml` validation.
+
+use super::*;
+
+const ROSTER: &str = r#"
+[sla]
+emergency_accept_minutes = 30
+
+[[specialist]]
+id = "li"
+name = "Li Wei"
+specialties = ["radiology"]
+qualification = "attending radiologist"
+years_independent = 12
+utc_offset = "+08:00"
+duty = ["mon-fri 08:00-17:00"]
+
+[[specialist]]
+id = "chen"
+name = "Chen Jing"
+specialties = ["radiology"]
+qualification = "attending radiologist"
+years_independent = 8
+utc_offset = "+08:00"
+duty = ["mon-fri 08:00-17:00"]
+
+[[specialist]]
+id = "zhao"
+name = "Zhao Min"
+specialties = ["radiology"]
+qualification = "radiologist"
+years_independent = 5
+utc_offset = "+08:00"
+duty = ["mon-fri 17:00-08:00"]
+
+[[specialist]]
+id = "head"
+name = "Head of Radiology"
+specialties = ["radiology"]
+qualification = "chief radiologist"
+years_independent = 25
+utc_offset = "+08:00"
+duty = ["mon-fri 09:00-12:00"]
+
+[[specialist]]
+id = "sun"
+name = "Sun Lei"
+specialties = ["cardiology"]
+qualification = "cardiologist"
+years_independent = 15
+utc_offset = "+08:00"
+duty = ["mon-fri 08:00-17:00"]
+
+[[specialist]]
+id = "ali"
+name = "Ali Khan"
+specialties = ["cardiology"]
+qualification = "cardiologist"
+years_independent = 9
+utc_offset = "+05:00"
+duty = ["mon-fri 08:00-17:00"]
+
+[[pool]]
+id = "radiology"
+members = ["li", "chen", "zhao"]
+lead = "head"
+
+[[pool]]
+id = "cardiology"
+members = ["sun", "ali"]
+lead = "sun"
+
+[[rule]]
+id = "ecg"
+pool = "cardiology"
+modality = ["ECG"]
+
+[[rule]]
+id = "cardiology"
+pool = "cardiology"
+specialty = ["cardiology"]
+
+[[rule]]
+id = "radiology"
+pool = "radiology"
+specialty = ["radiology", "pulmonology"]
+"#;
+
+fn roster() -> Roster {
+    Roster::parse(Path::new("routing.toml"), ROSTER).unwrap()
+}
+
+/// Unix ms of a local time at +08:00 in the week of Monday 2026-11-23.
+fn at(weekday: &str, hh: i64, mm: i64) -> i64 {
+    let monday_utc_midnight = days_from_civil(2026, 11, 23) * 86_400;
+    let d = DAYS.iter().position(|x| *x == weekday).unwrap() as i64;
+    (monday_utc_midnight + d * 86_400 + hh * 3600 + mm * 60 - 8 * 3600) * 1000
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn load(open: u32, idle_since: Option<i64>) -> Load {
+    Load {
+        open_cases: open,
+        idle_since_ms: idle_since,
+    }
+}
+
+struct Case {
+    name: &'static str,
+    specialty: &'static str,
+    modalities: &'static [&'static str],
+    urgency: Urgency,
+    when: i64,
+    loads: Vec<(&'static str, Load)>,
+    exclude: &'static [&'static str],
+    expect: Result<(&'static str, &'static str), &'static str>,
+    /// Words the explanation must contain.
+    because: &'static [&'static str],
+    alert: bool,
+}
+
+#[test]
+fn routing_table() {
+    let r = roster();
+    let cases = [
+        Case {
+            name: "weekday morning: fewest open cases wins",
+            specialty: "radiology",
+            modalities: &["CT"],
+            urgency: Urgency::Routine,
+            when: at("wed", 10, 0),
+            loads: vec![("li", load(2, None)), ("chen", load(1, None))],
+            exclude: &[],
+            expect: Ok(("chen", "radiology")),
+            because: &["fewest open cases", "li (2 open)"],
+            alert: false,
+        },
+        Case {
+            name: "a tie goes to the one idle longest",
+            specialty: "radiology",
+            modalities: &["CR"],
+            urgency: Urgency::Urgent,
+            when: at("wed", 10, 0),
+            loads: vec![
+                ("li", load(0, Some(at("wed", 9, 0)))),
+                ("chen", load(0, Some(at("wed", 8, 30)))),
+            ],
+            exclude: &[],
+            expect: Ok(("chen", "radiology")),
+            because: &["idle longest"],
+            alert: false,
+        },
+        Case {
+            name: "a specialist who declined is never chosen again",
+            specialty: "radiology",
+            modalities: &["CT"],
+            urgency: Urgency::Routine,
+            when: at("wed", 10, 0),
+            loads: vec![("li", load(5, None)), ("chen", load(0, None))],
+            exclude: &["chen"],
+            expect: Ok(("li", "radiology")),
+            because: &["li (5 open)"],
+            alert: false,
+        },
+        Case {
+            name: "at night only the night shift is on duty",
+            specialty: "radiology",
+            modalities: &["CT"],
+            urgency: Urgency::Emergency,
+            when: at("wed", 22, 0),
+            loads: vec![("zhao", load(4, None))],
+            exclude: &[],
+            expect: Ok(("zhao", "radiology")),
+            because: &["zhao (4 open)"],
+            alert: false,
+        },
+        Case {
+            name: "an overnight shift covers the next morning until it ends",
+            specialty: "radiology",
+            modalities: &[],
+            urgency: Urgency::Urgent,
+            when: at("thu", 7, 59),
+            loads: vec![],
+            exclude: &[],
+            expect: Ok(("zhao", "radiology")),
+            because: &[],
+            alert: false,
+        },
+        Case {
+            name: "and hands over when the day shift starts",
+            specialty: "radiology",
+            modalities: &[],
+            urgency: Urgency::Urgent,
+            when: at("thu", 8, 0),
+            loads: vec![("li", load(1, None)), ("chen", load(2, None))],
+            exclude: &[],
+            expect: Ok(("li", "radiology")),
+            because: &["chen (2 open)"],
+            alert: false,
+        },
+        Case {
+            name: "nobody on duty on Saturday: the lead, with an alert",
+            specialty: "radiology",
+            modalities: &["DX"],
+            urgency: Urgency::Emergency,
+            when: at("sat", 10, 0),
+            loads: vec![],
+            exclude: &[],
+            expect: Ok(("head", "radiology")),
+            because: &["nobody on duty", "lead head"],
+            alert: true,
+        },
+        Case {
+            name: "the lead excluded too: nobody",
+            specialty: "radiology",
+            modalities: &[],
+            urgency: Urgency::Routine,
+            when: at("sat", 10, 0),
+            loads: vec![],
+            exclude: &["head"],
+            expect: Err("nobody in pool radiology"),
+            because: &[],
+            alert: false,
+        },
+        Case {
+            name: "an ECG goes to cardiology whatever the specialty asked",
+            specialty: "radiology",
+            modalities: &["ECG"],
+            urgency: Urgency::Routine,
+            when: at("wed", 10, 0),
+            loads: vec![],
+            exclude: &[],
+            expect: Ok(("sun", "ecg")),
+            because: &["rule ecg"],
+            alert: false,
+        },
+        Case {
+            name: "another time zone: 10:00 in Beijing is 07:00 for ali, off duty",
+            specialty: "cardiology",
+            modalities: &[],
+            urgency: Urgency::Routine,
+            when: at("wed", 10, 0),
+            loads: vec![("sun", load(3, None)), ("ali", load(0, None))],
+            exclude: &[],
+            expect: Ok(("sun", "cardiology")),
+            because: &["sun (3 open)"],
+            alert: false,
+        },
+        Case {
+            name: "14:00 in Beijing is 11:00 for ali, on duty and less loaded",
+            specialty: "cardiology",
+            modalities: &[],
+            urgency: Urgency::Routine,
+            when: at("wed", 14, 0),
+            loads: vec![("sun", load(3, None)), ("ali", load(0, None))],
+            exclude: &[],
+            expect: Ok(("ali", "cardiology")),
+            because: &["sun (3 open)"],
+            alert: false,
+        },
+        Case {
+            name: "a specialty no rule covers",
+            specialty: "dermatology",
+            modalities: &[],
+            urgency: Urgency::Routine,
+            when: at("wed", 10, 0),
+            loads: vec![],
+            exclude: &[],
+            expect: Err("no routing rule matches specialty 'dermatology'"),
+            because: &[],
+            alert: false,
+        },
+    ];
+    for case in cases {
+        let modalities: Vec<String> = case.modalities.iter().map(|m| m.to_string()).collect();
+        let exclude: Vec<String> = case.exclude.iter().map(|m| m.to_string()).collect();
+        let loads: HashMap<String, Load> = case
+            .loads
+            .iter()
+            .map(|(id, l)| (id.to_string(), l.clone()))
+            .collect();
+        let request = Request {
+            clinic: "jinzhou",
+            specialty: case.specialty,
+            modalities: &modalities,
+            urgency: case.urgency,
+            exclude: &exclude,
+        };
+        let got = r.route(&request, &loads, case.when);
+        match (case.expect, got) {
+            (Ok((who, rule)), Ok(d)) => {
+                assert_eq!(
+                    (d.specialist.as_str(), d.rule.as_str()),
+                    (who, rule),
+                    "{}: {}",
+                    case.name,
+                    d.reason
+                );
+                for word in case.because {
+                    assert!(
+                        d.reason.contains(word),
+                        "{}: '{}' lacks '{word}'",
+                        case.name,
+                        d.reason
+                    );
+                }
+                assert_eq!(d.alert.is_some(), case.alert, "{}: alert", case.name);
+            }
+            (Err(text), Err(e)) => {
+                assert!(e.to_string().contains(text), "{}: {e}", case.name)
+            }
+            (want, got) => panic!("{}: wanted {want:?}, got {got:?}", case.name),
+        }
+    }
+}
+
+#[test]
+fn an_unaccepted_case_escalates_after_its_sla_to_someone_else() {
+    let r = roster();
+    let assigned_at = at("wed", 10, 0);
+    assert_eq!(
+        r.escalation_due_ms(Urgency::Emergency, assigned_at),
+        assigned_at + 30 * 60_000
+    );
+    assert_eq!(
+        r.escalation_due_ms(Urgency::Urgent, assigned_at),
+        assigned_at + 4 * 3_600_000,
+        "default SLA for urgent"
+    );
+    assert_eq!(
+        r.escalation_due_ms(Urgency::Routine, assigned_at),
+        assigned_at + 48 * 3_600_000
+    );
+    // At the deadline the case is routed again without its assignee.
+    let exclude = vec!["chen".to_string()];
+    let loads = HashMap::from([("li".to_string(), load(9, None))]);
+    let d = r
+        .route(
+            &Request {
+                clinic: "jinzhou",
+                specialty: "radiology",
+                modalities: &[],
+                urgency: Urgency::Emergency,
+                exclude: &exclude,
+            },
+            &loads,
+            r.escalation_due_ms(Urgency::Emergency, assigned_at),
+        )
+        .unwrap();
+    assert_eq!(d.specialist, "li");
+}
+
+#[test]
+fn roster_errors_name_the_entry_and_the_fix() {
+    let cases = [
+        (
+            ROSTER.replace(
+                r#"members = ["li", "chen", "zhao"]"#,
+                r#"members = ["li", "wu"]"#,
+            ),
+            "pool radiology: wu is not a [[specialist]] id",
+        ),
+        (
+            ROSTER.replace(
+                r#"pool = "cardiology"
+modality"#,
+                r#"pool = "cardio"
+modality"#,
+            ),
+            "rule ecg: pool cardio is not a [[pool]] id",
+        ),
+        (
+            ROSTER.replace("mon-fri 17:00-08:00", "weekdays 17:00-08:00"),
+            "specialist zhao: duty 'weekdays 17:00-08:00': 'weekdays' is not a day",
+        ),
+        (
+            ROSTER.replace(r#"utc_offset = "+05:00""#, r#"utc_offset = "Asia/Karachi""#),
+            "specialist ali: utc_offset 'Asia/Karachi' is not an offset like +08:00",
+        ),
+        (
+            ROSTER.replace(r#"id = "chen""#, r#"id = "li""#),
+            "specialist li: the id is used twice",
+        ),
+        (
+            ROSTER.replace(
+                "years_independent = 12",
+                "years_independent = 12\nshift = 3",
+            ),
+            "unknown field `shift`",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = Roster::parse(Path::new("routing.toml"), &text).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(want), "{msg}\nlacks: {want}");
+        assert!(msg.starts_with("routing.toml"), "{msg}");
+    }
+}
