@@ -259,6 +259,10 @@ impl EventKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub id: EventId,
+    /// How many of the other side's events (for this clinic) its author had applied when it
+    /// appended this one: what it may have been a reaction to. It fixes the order both sites
+    /// fold events in ([`canonical_order`]).
+    pub seen: u64,
     pub consultation: ConsultationId,
     /// Unix milliseconds, by the appending side's clock.
     pub at_ms: i64,
@@ -660,6 +664,67 @@ fn check_origin(e: &Event) -> Result<(), Refusal> {
         });
     }
     Ok(())
+}
+
+/// Orders one clinic's events from both sides the same way at both sites: each side's events
+/// keep their sequence order, an event comes after the other side's events its author had
+/// seen, and events appended concurrently put the clinic's first. Every site holding the same
+/// events therefore folds them identically, whatever order they arrived in.
+///
+/// Both slices must be one clinic's events of one side each, in sequence order.
+pub fn canonical_order<'a>(clinic: &'a [Event], gateway: &'a [Event]) -> Vec<&'a Event> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::with_capacity(clinic.len() + gateway.len());
+    while i < clinic.len() || j < gateway.len() {
+        // A clinic event may go once every gateway event it saw is out; likewise the other way.
+        let clinic_ready = clinic.get(i).is_some_and(|e| e.seen <= j as u64);
+        let gateway_ready = gateway.get(j).is_some_and(|e| e.seen <= i as u64);
+        if clinic_ready || (!gateway_ready && i < clinic.len()) {
+            // The second branch only runs on a log claiming to have seen events that do not
+            // exist (corrupt or truncated): keep going in sequence order rather than stall.
+            out.push(&clinic[i]);
+            i += 1;
+        } else {
+            out.push(&gateway[j]);
+            j += 1;
+        }
+    }
+    out
+}
+
+/// A consultation folded from events in canonical order, with the events that did not apply
+/// (one side acted on a state the other had already changed, e.g. an acceptance crossing a
+/// cancellation). Both sites reach the same result from the same events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folded {
+    pub consultation: Consultation,
+    /// Events that were refused, with why: shown in the timeline as superseded.
+    pub superseded: Vec<(EventId, Refusal)>,
+}
+
+impl Folded {
+    /// Folds one consultation's events (already in canonical order); `None` without its
+    /// created event.
+    pub fn fold<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<Self> {
+        let mut events = events.into_iter();
+        let mut superseded = Vec::new();
+        let mut consultation = loop {
+            let e = events.next()?;
+            match Consultation::created(e) {
+                Ok(c) => break c,
+                Err(r) => superseded.push((e.id.clone(), r)),
+            }
+        };
+        for e in events {
+            if let Err(r) = consultation.apply(e) {
+                superseded.push((e.id.clone(), r));
+            }
+        }
+        Some(Self {
+            consultation,
+            superseded,
+        })
+    }
 }
 
 /// What applying a replicated event did.

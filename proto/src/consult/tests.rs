@@ -43,15 +43,17 @@ impl Case {
 
     fn event(&mut self, actor: &str, kind: EventKind) -> Event {
         let side = kind.origin();
-        let slot = &mut self.seq[side as usize];
-        *slot += 1;
+        self.seq[side as usize] += 1;
         self.at_ms += 60_000;
+        let seen = self.seq[1 - side as usize];
+        let seq = self.seq[side as usize];
         Event {
             id: EventId {
                 clinic: clinic(),
                 side,
-                seq: *slot,
+                seq,
             },
+            seen,
             consultation: self.id.clone(),
             at_ms: self.at_ms,
             actor: actor.into(),
@@ -350,4 +352,46 @@ fn replication_applies_each_event_once_in_order() {
         log.apply(&gateway_event),
         Err(ReplicationError::WrongDirection { .. })
     ));
+}
+
+#[test]
+fn both_sites_fold_concurrent_events_the_same_way() {
+    // The clinic cancels while, unaware, the specialist accepts: both logs hold both events.
+    let mut c = Case::assigned_to(Priority::Urgent, "li");
+    let cancel = c.event(
+        "dr.wang",
+        EventKind::Cancelled {
+            reason: "patient transferred".into(),
+        },
+    );
+    let accept_event = c.event("li", accept("li"));
+    // Each was appended before its author saw the other.
+    assert_eq!(cancel.seen, 2);
+    let mut accept_event = accept_event;
+    accept_event.seen = 3;
+    let split = |events: &[Event], side| -> Vec<Event> {
+        events
+            .iter()
+            .filter(|e| e.id.side == side)
+            .cloned()
+            .collect()
+    };
+    let mut all = c.events.clone();
+    all.push(cancel);
+    all.push(accept_event);
+    let (clinic_events, gateway_events) = (split(&all, Side::Clinic), split(&all, Side::Gateway));
+    let order = canonical_order(&clinic_events, &gateway_events);
+    assert_eq!(order.len(), all.len());
+    let folded = Folded::fold(order.iter().copied()).unwrap();
+    assert_eq!(folded.consultation.state, State::Cancelled);
+    assert_eq!(
+        folded.superseded.len(),
+        1,
+        "the crossing acceptance is superseded"
+    );
+    // Causality: the gateway's delivered event (it saw the clinic's 3 events) comes after
+    // the clinic's submitted event.
+    let pos = |kind: &str| order.iter().position(|e| e.kind.name() == kind).unwrap();
+    assert!(pos("submitted") < pos("delivered"));
+    assert!(pos("delivered") < pos("assigned"));
 }
