@@ -666,22 +666,27 @@ fn check_origin(e: &Event) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Orders one clinic's events from both sides the same way at both sites: each side's events
-/// keep their sequence order, an event comes after the other side's events its author had
-/// seen, and events appended concurrently put the clinic's first. Every site holding the same
-/// events therefore folds them identically, whatever order they arrived in.
+/// Orders events from both sides the same way at both sites: each side's events keep their
+/// sequence order, an event comes after the other side's events its author had seen, and events
+/// appended concurrently put the clinic's first. Every site holding the same events therefore
+/// folds them identically, whatever order they arrived in.
 ///
-/// Both slices must be one clinic's events of one side each, in sequence order.
+/// The slices are one side's events each, in sequence order: a clinic's whole log, or only the
+/// events of one consultation (the rule compares sequence numbers, so it needs no others).
 pub fn canonical_order<'a>(clinic: &'a [Event], gateway: &'a [Event]) -> Vec<&'a Event> {
     let (mut i, mut j) = (0, 0);
     let mut out = Vec::with_capacity(clinic.len() + gateway.len());
     while i < clinic.len() || j < gateway.len() {
-        // A clinic event may go once every gateway event it saw is out; likewise the other way.
-        let clinic_ready = clinic.get(i).is_some_and(|e| e.seen <= j as u64);
-        let gateway_ready = gateway.get(j).is_some_and(|e| e.seen <= i as u64);
+        // An event may go once every event of the other side it saw is out.
+        let clinic_ready = clinic
+            .get(i)
+            .is_some_and(|c| gateway.get(j).is_none_or(|g| g.id.seq > c.seen));
+        let gateway_ready = gateway
+            .get(j)
+            .is_some_and(|g| clinic.get(i).is_none_or(|c| c.id.seq > g.seen));
         if clinic_ready || (!gateway_ready && i < clinic.len()) {
-            // The second branch only runs on a log claiming to have seen events that do not
-            // exist (corrupt or truncated): keep going in sequence order rather than stall.
+            // The second branch only runs on logs that each claim to have seen the other's
+            // next event (corrupt): keep going in sequence order rather than stall.
             out.push(&clinic[i]);
             i += 1;
         } else {
