@@ -1,12 +1,14 @@
 //! Durable storage shared by the clinic agent and the gateway: content-addressed blob files
 //! ([`blob`]), what the pilot reads out of a DICOM instance ([`dicom`]), and group commit of
-//! fsyncs shared by concurrent writers ([`group`]). The sled indexes
-//! that point into the blobs belong to each daemon.
+//! fsyncs shared by concurrent writers ([`group`]), and the consultation logs both sites keep
+//! the same way ([`consult`]). The sled indexes that point into the blobs belong to each
+//! daemon.
 //!
 //! Invariant: a blob is visible under its final name only after its bytes are fsynced and its
 //! SHA-256 matches the name; nothing is ever overwritten or deleted automatically.
 
 pub mod blob;
+pub mod consult;
 pub mod dicom;
 pub mod group;
 pub mod structure;

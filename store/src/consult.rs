@@ -1,0 +1,322 @@
+//! The consultation logs, kept the same way at both sites: every event of every clinic, in a
+//! sled database the daemon owns. A site appends its own events after checking them against the
+//! consultation's current state ([`ConsultLog::append`]) and applies the other side's events
+//! as they are replicated ([`ConsultLog::apply_replicated`]); an event is durable before either
+//! call returns, and the highest stored sequence number of each (clinic, side) is the
+//! replication cursor, so event and cursor can never disagree.
+
+use std::sync::Mutex;
+
+use proto::consult::{
+    canonical_order, Applied, Consultation, ConsultationId, Event, EventId, EventKind, Folded, Log,
+    Refusal, ReplicationError, Side,
+};
+use proto::ClinicId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsultError {
+    #[error("index error: {0}")]
+    Index(String),
+    #[error("consultation {0} does not exist")]
+    NotFound(ConsultationId),
+    #[error("consultation {0} already exists")]
+    Exists(ConsultationId),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+}
+
+impl From<sled::Error> for ConsultError {
+    fn from(e: sled::Error) -> Self {
+        ConsultError::Index(e.to_string())
+    }
+}
+
+/// One site's store of consultation events.
+pub struct ConsultLog {
+    db: sled::Db,
+    /// `clinic \0 side \0 seq(be)` → event (JSON).
+    events: sled::Tree,
+    /// `consultation \0 side \0 seq(be)` → `clinic`: a consultation's events.
+    by_consultation: sled::Tree,
+    /// `consultation` → `clinic`: which clinic a consultation belongs to.
+    owners: sled::Tree,
+    /// Appends are checked against the state they extend: one at a time.
+    append: Mutex<()>,
+}
+
+impl std::fmt::Debug for ConsultLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsultLog").finish_non_exhaustive()
+    }
+}
+
+fn side_byte(side: Side) -> u8 {
+    match side {
+        Side::Clinic => b'c',
+        Side::Gateway => b'g',
+    }
+}
+
+fn log_prefix(clinic: &ClinicId, side: Side) -> Vec<u8> {
+    let mut k = clinic.as_str().as_bytes().to_vec();
+    k.extend([0, side_byte(side), 0]);
+    k
+}
+
+fn event_key(id: &EventId) -> Vec<u8> {
+    let mut k = log_prefix(&id.clinic, id.side);
+    k.extend(id.seq.to_be_bytes());
+    k
+}
+
+fn consultation_key(consultation: &ConsultationId, id: &EventId) -> Vec<u8> {
+    let mut k = consultation.as_str().as_bytes().to_vec();
+    k.extend([0, side_byte(id.side), 0]);
+    k.extend(id.seq.to_be_bytes());
+    k
+}
+
+impl ConsultLog {
+    /// Opens the log's trees in a daemon's sled database.
+    pub fn open(db: &sled::Db) -> Result<Self, ConsultError> {
+        Ok(Self {
+            events: db.open_tree("consult_events")?,
+            by_consultation: db.open_tree("consult_by_consultation")?,
+            owners: db.open_tree("consult_owners")?,
+            db: db.clone(),
+            append: Mutex::new(()),
+        })
+    }
+
+    /// The highest sequence number stored for `clinic`'s `side`: for this site's own side the
+    /// last appended event, for the other side the replication cursor.
+    pub fn cursor(&self, clinic: &ClinicId, side: Side) -> Result<u64, ConsultError> {
+        let prefix = log_prefix(clinic, side);
+        Ok(match self.events.scan_prefix(&prefix).next_back() {
+            Some(kv) => {
+                let (k, _) = kv?;
+                let tail: [u8; 8] = k[prefix.len()..]
+                    .try_into()
+                    .map_err(|_| ConsultError::Index("malformed event key".into()))?;
+                u64::from_be_bytes(tail)
+            }
+            None => 0,
+        })
+    }
+
+    /// `clinic`'s events of `side` after sequence number `after`, oldest first, at most `limit`.
+    pub fn events_after(
+        &self,
+        clinic: &ClinicId,
+        side: Side,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, ConsultError> {
+        let prefix = log_prefix(clinic, side);
+        let mut start = prefix.clone();
+        start.extend((after + 1).to_be_bytes());
+        let mut end = prefix.clone();
+        end.extend(u64::MAX.to_be_bytes());
+        self.events
+            .range(start..=end)
+            .take(limit)
+            .map(|kv| {
+                let (_, v) = kv?;
+                serde_json::from_slice(&v).map_err(|e| ConsultError::Index(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// The clinic a consultation belongs to.
+    pub fn owner(&self, consultation: &ConsultationId) -> Result<Option<ClinicId>, ConsultError> {
+        Ok(match self.owners.get(consultation.as_str())? {
+            Some(v) => Some(
+                ClinicId::new(&String::from_utf8_lossy(&v))
+                    .map_err(|e| ConsultError::Index(e.to_string()))?,
+            ),
+            None => None,
+        })
+    }
+
+    /// A consultation's events, both sides, in canonical order.
+    pub fn timeline(&self, consultation: &ConsultationId) -> Result<Vec<Event>, ConsultError> {
+        let Some(owner) = self.owner(consultation)? else {
+            return Ok(Vec::new());
+        };
+        let mut prefix = consultation.as_str().as_bytes().to_vec();
+        prefix.push(0);
+        let (mut clinic, mut gateway) = (Vec::new(), Vec::new());
+        for kv in self.by_consultation.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            let side = k.get(prefix.len()).copied();
+            let tail: [u8; 8] = k[k.len().saturating_sub(8)..]
+                .try_into()
+                .map_err(|_| ConsultError::Index("malformed consultation key".into()))?;
+            let id = EventId {
+                clinic: owner.clone(),
+                side: if side == Some(side_byte(Side::Clinic)) {
+                    Side::Clinic
+                } else {
+                    Side::Gateway
+                },
+                seq: u64::from_be_bytes(tail),
+            };
+            let Some(v) = self.events.get(event_key(&id))? else {
+                continue;
+            };
+            let event: Event =
+                serde_json::from_slice(&v).map_err(|e| ConsultError::Index(e.to_string()))?;
+            match id.side {
+                Side::Clinic => clinic.push(event),
+                Side::Gateway => gateway.push(event),
+            }
+        }
+        Ok(canonical_order(&clinic, &gateway)
+            .into_iter()
+            .cloned()
+            .collect())
+    }
+
+    /// A consultation as its events make it; `None` if this site has never heard of it.
+    pub fn get(&self, consultation: &ConsultationId) -> Result<Option<Folded>, ConsultError> {
+        let events = self.timeline(consultation)?;
+        Ok(Folded::fold(&events))
+    }
+
+    /// Every consultation of `clinic` this site holds, oldest first (ids sort by creation).
+    pub fn list(&self, clinic: &ClinicId) -> Result<Vec<Folded>, ConsultError> {
+        let mut out = Vec::new();
+        for kv in self.owners.iter() {
+            let (k, v) = kv?;
+            if v.as_ref() != clinic.as_str().as_bytes() {
+                continue;
+            }
+            let Some(id) = ConsultationId::parse(&String::from_utf8_lossy(&k)) else {
+                continue;
+            };
+            if let Some(f) = self.get(&id)? {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every clinic with consultations here.
+    pub fn clinics(&self) -> Result<Vec<ClinicId>, ConsultError> {
+        let mut set = std::collections::BTreeSet::new();
+        for kv in self.owners.iter() {
+            let (_, v) = kv?;
+            if let Ok(c) = ClinicId::new(&String::from_utf8_lossy(&v)) {
+                set.insert(c);
+            }
+        }
+        Ok(set.into_iter().collect())
+    }
+
+    /// Appends this site's event (`side`) to a consultation of `clinic` after checking it
+    /// against the consultation's current state; durable when this returns.
+    pub fn append(
+        &self,
+        clinic: &ClinicId,
+        side: Side,
+        consultation: &ConsultationId,
+        actor: &str,
+        at_ms: i64,
+        kind: EventKind,
+    ) -> Result<Event, ConsultError> {
+        let _one_at_a_time = self.append.lock().unwrap_or_else(|p| p.into_inner());
+        let other = match side {
+            Side::Clinic => Side::Gateway,
+            Side::Gateway => Side::Clinic,
+        };
+        let id = EventId {
+            clinic: clinic.clone(),
+            side,
+            seq: self.cursor(clinic, side)? + 1,
+        };
+        let event = Event {
+            id,
+            seen: self.cursor(clinic, other)?,
+            consultation: consultation.clone(),
+            at_ms,
+            actor: actor.to_owned(),
+            kind,
+        };
+        match self.owner(consultation)? {
+            None if matches!(event.kind, EventKind::Created { .. }) => {
+                // Checks the created event itself (its side, the required fields).
+                Consultation::from_events([&event])?;
+            }
+            None => return Err(ConsultError::NotFound(consultation.clone())),
+            Some(_) if matches!(event.kind, EventKind::Created { .. }) => {
+                return Err(ConsultError::Exists(consultation.clone()))
+            }
+            Some(owner) if owner != *clinic => {
+                return Err(ConsultError::NotFound(consultation.clone()))
+            }
+            Some(_) => {
+                let mut current: Consultation = self
+                    .get(consultation)?
+                    .ok_or_else(|| ConsultError::NotFound(consultation.clone()))?
+                    .consultation;
+                current.apply(&event)?;
+            }
+        }
+        self.store(&event)?;
+        Ok(event)
+    }
+
+    /// Applies an event replicated from the other side: stored once, in sequence; a duplicate
+    /// changes nothing. An event the fold refuses is still stored — the other site accepted it,
+    /// and both sites must hold the same log — and shows as superseded.
+    pub fn apply_replicated(&self, local: Side, event: &Event) -> Result<Applied, ConsultError> {
+        let _one_at_a_time = self.append.lock().unwrap_or_else(|p| p.into_inner());
+        let side = match local {
+            Side::Clinic => Side::Gateway,
+            Side::Gateway => Side::Clinic,
+        };
+        let mut log = Log {
+            clinic: event.id.clinic.clone(),
+            side,
+            cursor: self.cursor(&event.id.clinic, side)?,
+        };
+        if log.apply(event)? == Applied::Duplicate {
+            return Ok(Applied::Duplicate);
+        }
+        if let Some(owner) = self.owner(&event.consultation)? {
+            if owner != event.id.clinic {
+                return Err(ReplicationError::OtherClinic {
+                    expected: owner.to_string(),
+                    got: event.id.clinic.to_string(),
+                }
+                .into());
+            }
+        }
+        self.store(event)?;
+        Ok(Applied::Appended)
+    }
+
+    fn store(&self, event: &Event) -> Result<(), ConsultError> {
+        use sled::Transactional;
+        let value = serde_json::to_vec(event).map_err(|e| ConsultError::Index(e.to_string()))?;
+        let clinic = event.id.clinic.as_str().as_bytes().to_vec();
+        (&self.events, &self.by_consultation, &self.owners)
+            .transaction(|(events, by_consultation, owners)| {
+                events.insert(event_key(&event.id), value.clone())?;
+                by_consultation.insert(
+                    consultation_key(&event.consultation, &event.id),
+                    clinic.clone(),
+                )?;
+                owners.insert(event.consultation.as_str().as_bytes(), clinic.clone())?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| ConsultError::Index(format!("{e:?}")))?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

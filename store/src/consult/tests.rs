@@ -1,0 +1,178 @@
+//! Two sites' logs replicating into each other: identical timelines, duplicates ignored,
+//! refusals surfaced, clinics kept apart.
+
+use proto::consult::{Consent, Patient, Report, State, Urgency};
+
+use super::*;
+
+fn clinic(id: &str) -> ClinicId {
+    ClinicId::new(id).unwrap()
+}
+
+fn open() -> (tempfile::TempDir, ConsultLog) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path().join("index")).unwrap();
+    (dir, ConsultLog::open(&db).unwrap())
+}
+
+fn created(question: &str) -> EventKind {
+    EventKind::Created {
+        patient: Patient {
+            id: "P-7".into(),
+            name: "Test^Patient".into(),
+            sex: "M".into(),
+            birth_date: String::new(),
+        },
+        clinical_summary: "chest pain".into(),
+        question: question.into(),
+        specialty: "cardiology".into(),
+        urgency: Urgency::Emergency,
+    }
+}
+
+/// Sends every event of `from`'s side not yet at `to`.
+fn replicate(from: &ConsultLog, from_side: Side, to: &ConsultLog, to_side: Side, c: &ClinicId) {
+    let cursor = to.cursor(c, from_side).unwrap();
+    for e in from.events_after(c, from_side, cursor, 1000).unwrap() {
+        to.apply_replicated(to_side, &e).unwrap();
+    }
+}
+
+#[test]
+fn two_sites_replicate_to_identical_timelines_and_ignore_duplicates() {
+    let (_a, agent) = open();
+    let (_g, gateway) = open();
+    let jz = clinic("jinzhou");
+    let id = ConsultationId::new(1_790_000_000_000, [1; 10]);
+    agent
+        .append(&jz, Side::Clinic, &id, "dr.wang", 1, created("STEMI?"))
+        .unwrap();
+    let refused = agent
+        .append(&jz, Side::Clinic, &id, "dr.wang", 2, EventKind::Submitted)
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("consent is not recorded"),
+        "{refused}"
+    );
+    agent
+        .append(
+            &jz,
+            Side::Clinic,
+            &id,
+            "dr.wang",
+            3,
+            EventKind::ConsentRecorded {
+                consent: Consent {
+                    given_by: "patient".into(),
+                    method: "verbal".into(),
+                    at_ms: 3,
+                },
+            },
+        )
+        .unwrap();
+    agent
+        .append(&jz, Side::Clinic, &id, "dr.wang", 4, EventKind::Submitted)
+        .unwrap();
+    replicate(&agent, Side::Clinic, &gateway, Side::Gateway, &jz);
+    // Sending the same events again changes nothing.
+    for e in agent.events_after(&jz, Side::Clinic, 0, 100).unwrap() {
+        assert_eq!(
+            gateway.apply_replicated(Side::Gateway, &e).unwrap(),
+            Applied::Duplicate
+        );
+    }
+    for (kind, actor) in [
+        (EventKind::Delivered, "system"),
+        (
+            EventKind::Assigned {
+                specialist: "sun".into(),
+                rule: "cardiology".into(),
+                reason: "only one on duty".into(),
+            },
+            "system",
+        ),
+        (
+            EventKind::Accepted {
+                specialist: "sun".into(),
+            },
+            "sun",
+        ),
+        (
+            EventKind::Reported {
+                specialist: "sun".into(),
+                report: Report {
+                    findings: "ST elevation V1–V4".into(),
+                    impression: "anterior STEMI".into(),
+                    recommendation: "transfer for PCI now".into(),
+                    signer_name: "Sun Lei".into(),
+                    signer_qualification: "cardiologist".into(),
+                    signed_at_ms: 9,
+                },
+            },
+            "sun",
+        ),
+    ] {
+        gateway
+            .append(&jz, Side::Gateway, &id, actor, 5, kind)
+            .unwrap();
+    }
+    replicate(&gateway, Side::Gateway, &agent, Side::Clinic, &jz);
+    agent
+        .append(
+            &jz,
+            Side::Clinic,
+            &id,
+            "dr.wang",
+            10,
+            EventKind::ReportAcknowledged,
+        )
+        .unwrap();
+    replicate(&agent, Side::Clinic, &gateway, Side::Gateway, &jz);
+    let (at_clinic, at_gateway) = (agent.timeline(&id).unwrap(), gateway.timeline(&id).unwrap());
+    assert_eq!(at_clinic, at_gateway);
+    assert_eq!(at_clinic.len(), 8);
+    let folded = gateway.get(&id).unwrap().unwrap();
+    assert_eq!(folded.consultation.state, State::Acknowledged);
+    assert!(folded.superseded.is_empty());
+    assert_eq!(agent.cursor(&jz, Side::Gateway).unwrap(), 4);
+    assert_eq!(gateway.cursor(&jz, Side::Clinic).unwrap(), 4);
+}
+
+#[test]
+fn a_gap_is_refused_and_clinics_never_see_each_other() {
+    let (_a, agent) = open();
+    let (_g, gateway) = open();
+    let (jz, pl) = (clinic("jinzhou"), clinic("pulandian"));
+    let a = ConsultationId::new(1, [1; 10]);
+    let b = ConsultationId::new(2, [2; 10]);
+    agent
+        .append(&jz, Side::Clinic, &a, "dr.wang", 1, created("a?"))
+        .unwrap();
+    agent
+        .append(&pl, Side::Clinic, &b, "dr.liu", 1, created("b?"))
+        .unwrap();
+    let mut events = agent.events_after(&jz, Side::Clinic, 0, 10).unwrap();
+    let mut skipped = events.remove(0);
+    skipped.id.seq = 2;
+    assert!(matches!(
+        gateway.apply_replicated(Side::Gateway, &skipped),
+        Err(ConsultError::Replication(ReplicationError::Gap { .. }))
+    ));
+    replicate(&agent, Side::Clinic, &gateway, Side::Gateway, &jz);
+    replicate(&agent, Side::Clinic, &gateway, Side::Gateway, &pl);
+    let ids = |c: &ClinicId| -> Vec<ConsultationId> {
+        gateway
+            .list(c)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.consultation.id)
+            .collect()
+    };
+    assert_eq!(ids(&jz), vec![a.clone()]);
+    assert_eq!(ids(&pl), vec![b.clone()]);
+    // Another clinic cannot append to it either: to them it does not exist.
+    assert!(matches!(
+        gateway.append(&pl, Side::Gateway, &a, "system", 3, EventKind::Delivered),
+        Err(ConsultError::NotFound(_))
+    ));
+}
