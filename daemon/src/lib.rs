@@ -1,10 +1,12 @@
 //! What both daemons share at run time, so the gateway and the clinic agent cannot drift apart
 //! in how they start, read their configuration, stop, or serve metrics.
 //!
-//! Invariant: nothing here knows about quinn, rustls or a particular daemon's state.
+//! Invariant: nothing here knows about quinn, rustls or a particular daemon's state; streams
+//! are plain tokio readers and writers.
 
 pub mod config;
 pub mod frames;
+pub mod replicate;
 
 use std::future::Future;
 use std::process::ExitCode;

@@ -60,6 +60,12 @@ pub enum ControlFrame {
     /// The received bytes do not hash to the object id: the partial is discarded and the
     /// agent must send the object again from offset 0.
     Mismatch { object: crate::sync::ObjectId },
+    /// First frame of an events stream, from each side: the highest sequence number of the
+    /// other side's consultation events it holds for this clinic. Each side then sends its own
+    /// events after the peer's `have`, and new ones as they are appended.
+    Replicate { have: u64 },
+    /// One consultation event on an events stream.
+    Event { event: Box<crate::consult::Event> },
     /// A frame type from a newer minor version; ignored.
     #[serde(other)]
     Unknown,

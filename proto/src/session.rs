@@ -475,6 +475,8 @@ fn frame_name(frame: &ControlFrame) -> &'static str {
         ControlFrame::Accept { .. } => "accept",
         ControlFrame::Receipt { .. } => "receipt",
         ControlFrame::Mismatch { .. } => "mismatch",
+        ControlFrame::Replicate { .. } => "replicate",
+        ControlFrame::Event { .. } => "event",
         ControlFrame::Unknown => "unknown",
     }
 }

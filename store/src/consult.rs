@@ -25,7 +25,12 @@ pub enum ConsultError {
     Refused(#[from] Refusal),
     #[error(transparent)]
     Replication(#[from] ReplicationError),
+    #[error("the text is too long ({bytes} bytes; at most {MAX_EVENT_BYTES}): shorten it, or attach the long part as a PDF")]
+    TooLarge { bytes: usize },
 }
+
+/// The largest event, encoded, that fits one control frame with room to spare.
+pub const MAX_EVENT_BYTES: usize = 60 * 1024;
 
 impl From<sled::Error> for ConsultError {
     fn from(e: sled::Error) -> Self {
@@ -244,6 +249,12 @@ impl ConsultLog {
             actor: actor.to_owned(),
             kind,
         };
+        let bytes = serde_json::to_vec(&event)
+            .map_err(|e| ConsultError::Index(e.to_string()))?
+            .len();
+        if bytes > MAX_EVENT_BYTES {
+            return Err(ConsultError::TooLarge { bytes });
+        }
         match self.owner(consultation)? {
             None if matches!(event.kind, EventKind::Created { .. }) => {
                 // Checks the created event itself (its side, the required fields).

@@ -170,6 +170,18 @@ fn a_gap_is_refused_and_clinics_never_see_each_other() {
     };
     assert_eq!(ids(&jz), vec![a.clone()]);
     assert_eq!(ids(&pl), vec![b.clone()]);
+    // An event too large for one frame is refused with the fix.
+    let long = agent
+        .append(
+            &jz,
+            Side::Clinic,
+            &ConsultationId::new(3, [3; 10]),
+            "dr.wang",
+            1,
+            created(&"?".repeat(70_000)),
+        )
+        .unwrap_err();
+    assert!(long.to_string().contains("attach the long part"), "{long}");
     // Another clinic cannot append to it either: to them it does not exist.
     assert!(matches!(
         gateway.append(&pl, Side::Gateway, &a, "system", 3, EventKind::Delivered),

@@ -1,0 +1,220 @@
+//! Consultation events over an events stream, the same at both sites (`docs/protocol.md`,
+//! "Events streams"): each side says how far it holds the other's events, sends its own events
+//! the peer lacks and then each new one as it is appended, and applies the peer's events
+//! once and in sequence. A broken stream loses nothing: the next link starts again from the
+//! stored cursors.
+
+use std::sync::Arc;
+
+use proto::consult::{Applied, Event, Side};
+use proto::{ClinicId, ControlFrame};
+use store::consult::ConsultLog;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+/// Events sent per read of the log.
+const BATCH: usize = 64;
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("storage task failed: {e}"))
+}
+
+fn other(side: Side) -> Side {
+    match side {
+        Side::Clinic => Side::Gateway,
+        Side::Gateway => Side::Clinic,
+    }
+}
+
+/// Runs one events stream for `clinic` until it ends or breaks. `appended` changes after every
+/// local append (it wakes the sender); `on_applied` runs on the blocking pool after each new
+/// event from the peer is stored.
+pub async fn run(
+    mut send: impl AsyncWrite + Unpin + Send,
+    recv: impl AsyncRead + Unpin + Send + 'static,
+    clinic: ClinicId,
+    log: Arc<ConsultLog>,
+    local: Side,
+    mut appended: watch::Receiver<u64>,
+    on_applied: Arc<dyn Fn(&Event) + Send + Sync>,
+) -> Result<(), String> {
+    let (l, c) = (log.clone(), clinic.clone());
+    let have = blocking(move || l.cursor(&c, other(local)))
+        .await?
+        .map_err(|e| e.to_string())?;
+    send.write_all(&ControlFrame::Replicate { have }.encode())
+        .await
+        .map_err(|e| format!("events stream: {e}"))?;
+    let (tx, mut rx) = mpsc::channel(BATCH);
+    let reader = tokio::spawn(crate::frames::read_frames(recv, tx));
+    let peer_have = match rx.recv().await {
+        Some(Ok(ControlFrame::Replicate { have })) => have,
+        Some(Ok(other)) => return Err(format!("events stream began with {other:?}")),
+        Some(Err(e)) => return Err(e),
+        None => return Err("events stream ended before it began".into()),
+    };
+    // Applying runs apart from sending, so two sides with long backlogs never wait on each
+    // other's reading.
+    let (l, c) = (log.clone(), clinic.clone());
+    let applier = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            match frame? {
+                ControlFrame::Event { event } => {
+                    let (l, c, hook) = (l.clone(), c.clone(), on_applied.clone());
+                    blocking(move || -> Result<(), String> {
+                        if event.id.clinic != c {
+                            return Err(format!(
+                                "an event of clinic {} on the link of {c}",
+                                event.id.clinic
+                            ));
+                        }
+                        if l.apply_replicated(local, &event)
+                            .map_err(|e| e.to_string())?
+                            == Applied::Appended
+                        {
+                            hook(&event);
+                        }
+                        Ok(())
+                    })
+                    .await??;
+                }
+                ControlFrame::Unknown => {}
+                other => return Err(format!("unexpected {other:?} on an events stream")),
+            }
+        }
+        Ok::<(), String>(())
+    });
+    let mut sent = peer_have;
+    let sender = async {
+        loop {
+            let (l, c) = (log.clone(), clinic.clone());
+            let batch = blocking(move || l.events_after(&c, local, sent, BATCH))
+                .await?
+                .map_err(|e| e.to_string())?;
+            for event in &batch {
+                let frame = ControlFrame::Event {
+                    event: Box::new(event.clone()),
+                };
+                send.write_all(&frame.encode())
+                    .await
+                    .map_err(|e| format!("events stream: {e}"))?;
+                sent = event.id.seq;
+            }
+            if batch.is_empty() && appended.changed().await.is_err() {
+                return Ok::<(), String>(());
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        r = sender => r,
+        r = applier => r.map_err(|e| e.to_string()).and_then(|r| r),
+    };
+    reader.abort();
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proto::consult::{Consent, ConsultationId, EventKind, Patient, State, Urgency};
+
+    use super::*;
+
+    fn open(dir: &std::path::Path) -> Arc<ConsultLog> {
+        let db = sled::open(dir.join("index")).unwrap();
+        Arc::new(ConsultLog::open(&db).unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn both_sides_converge_and_the_gateway_answers_a_submission_with_delivered() {
+        let (a, g) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (agent, gateway) = (open(a.path()), open(g.path()));
+        let jz = ClinicId::new("jinzhou").unwrap();
+        let id = ConsultationId::new(1_790_000_000_000, [3; 10]);
+        // Written while the link was down.
+        for kind in [
+            EventKind::Created {
+                patient: Patient {
+                    id: "P-9".into(),
+                    name: "Test^Patient".into(),
+                    sex: "F".into(),
+                    birth_date: String::new(),
+                },
+                clinical_summary: "fall".into(),
+                question: "fracture?".into(),
+                specialty: "radiology".into(),
+                urgency: Urgency::Urgent,
+            },
+            EventKind::ConsentRecorded {
+                consent: Consent {
+                    given_by: "patient".into(),
+                    method: "written".into(),
+                    at_ms: 1,
+                },
+            },
+            EventKind::Submitted,
+        ] {
+            agent
+                .append(&jz, Side::Clinic, &id, "dr.wang", 1, kind)
+                .unwrap();
+        }
+        let (agent_tx, _agent_keep) = watch::channel(0u64);
+        let (gateway_tx, gateway_rx) = watch::channel(0u64);
+        let gateway_tx = Arc::new(gateway_tx);
+        let (g_log, g_tx) = (gateway.clone(), gateway_tx.clone());
+        // The gateway holds a submitted request durably: it says so.
+        let hook: Arc<dyn Fn(&Event) + Send + Sync> = Arc::new(move |e: &Event| {
+            if e.kind == EventKind::Submitted {
+                g_log
+                    .append(
+                        &e.id.clinic,
+                        Side::Gateway,
+                        &e.consultation,
+                        "system",
+                        2,
+                        EventKind::Delivered,
+                    )
+                    .unwrap();
+                g_tx.send_modify(|n| *n += 1);
+            }
+        });
+        let (agent_end, gateway_end) = tokio::io::duplex(64 * 1024);
+        let (ar, aw) = tokio::io::split(agent_end);
+        let (gr, gw) = tokio::io::split(gateway_end);
+        let at_agent = tokio::spawn(run(
+            aw,
+            ar,
+            jz.clone(),
+            agent.clone(),
+            Side::Clinic,
+            agent_tx.subscribe(),
+            Arc::new(|_: &Event| {}),
+        ));
+        let at_gateway = tokio::spawn(run(
+            gw,
+            gr,
+            jz.clone(),
+            gateway.clone(),
+            Side::Gateway,
+            gateway_rx,
+            hook,
+        ));
+        let delivered = async {
+            loop {
+                if agent.get(&id).unwrap().map(|f| f.consultation.state) == Some(State::Delivered) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), delivered)
+            .await
+            .expect("the clinic sees its request delivered");
+        assert_eq!(agent.timeline(&id).unwrap(), gateway.timeline(&id).unwrap());
+        at_agent.abort();
+        at_gateway.abort();
+    }
+}
