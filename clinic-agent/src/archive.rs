@@ -391,3 +391,10 @@ impl AgentStore {
             .unwrap_or(0)
     }
 }
+
+impl AgentStore {
+    /// The agent's database, for the other logs kept in it (consultations).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+}

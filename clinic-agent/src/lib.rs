@@ -76,6 +76,8 @@ pub struct Handle {
     pub status: SharedStatus,
     pub sync: sync::SharedSync,
     pub store: Arc<AgentStore>,
+    /// The clinic's consultation log.
+    pub consult: daemon::replicate::Site,
     sync_commands: mpsc::UnboundedSender<sync::SyncCommand>,
 }
 
@@ -179,6 +181,11 @@ pub fn start(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let store = Arc::new(AgentStore::open(&config.data_dir)?);
+    let consult = daemon::replicate::Site::new(
+        Arc::new(store::consult::ConsultLog::open(store.db())?),
+        proto::consult::Side::Clinic,
+        Arc::new(|_: &daemon::replicate::Site, _: &proto::consult::Event| {}),
+    );
     let metrics = Arc::new(Metrics::new());
     let status = SharedStatus::default();
     let sync_status = sync::SharedSync::default();
@@ -188,6 +195,7 @@ pub fn start(
         status: status.clone(),
         sync: sync_status.clone(),
         store: store.clone(),
+        consult: consult.clone(),
         sync_commands,
     };
     let seed = std::time::SystemTime::now()
@@ -217,6 +225,7 @@ pub fn start(
         status,
         uploader,
         queued,
+        consult,
         shutdown.clone(),
     ));
     let api_task = tokio::spawn(api::serve(web_listener, handle.clone(), shutdown.clone()));

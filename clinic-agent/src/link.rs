@@ -74,6 +74,7 @@ pub async fn run(
     status: SharedStatus,
     mut sync: Sync,
     mut commands: mpsc::UnboundedReceiver<SyncCommand>,
+    consult: daemon::replicate::Site,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let client = client_config(&config, &options)?;
@@ -99,6 +100,7 @@ pub async fn run(
         ^ u64::from(std::process::id());
     let mut session = AgentSession::new(session_config, config.backoff, seed, Instant::now());
     let mut live: Option<Live> = None;
+    let mut events: Option<tokio::task::JoinHandle<()>> = None;
     let mut dials = 0u64;
 
     loop {
@@ -138,12 +140,22 @@ pub async fn run(
         }
         while let Some(event) = session.poll_event() {
             match &event {
-                AgentEvent::Up { .. } => {
+                AgentEvent::Up { clinic, .. } => {
                     if let Some(l) = &live {
                         sync.link_up(l.connection.clone());
+                        events = Some(tokio::spawn(events_stream(
+                            l.connection.clone(),
+                            clinic.clone(),
+                            consult.replica(),
+                        )));
                     }
                 }
-                AgentEvent::Down { .. } => sync.link_down(),
+                AgentEvent::Down { .. } => {
+                    sync.link_down();
+                    if let Some(task) = events.take() {
+                        task.abort();
+                    }
+                }
                 _ => {}
             }
             report(event, &metrics, &status);
@@ -195,6 +207,31 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     info!("link stopped");
     Ok(())
+}
+
+/// The events stream of one connection: consultation events both ways, ahead of the object
+/// streams' bytes (`docs/protocol.md`, "Events streams").
+async fn events_stream(
+    connection: Connection,
+    clinic: String,
+    replica: daemon::replicate::Replica,
+) {
+    let Ok(clinic) = proto::ClinicId::new(&clinic) else {
+        warn!(clinic, "the gateway named this clinic with an invalid id");
+        return;
+    };
+    let (send, recv) = match connection.open_bi().await {
+        Ok(streams) => streams,
+        Err(e) => {
+            debug!(error = %e, "cannot open the events stream");
+            return;
+        }
+    };
+    // Requests and answers go before image bytes.
+    let _ = send.set_priority(1);
+    if let Err(reason) = daemon::replicate::run(send, recv, clinic, replica, None).await {
+        debug!(%reason, "events stream ended; it starts again from the stored cursors");
+    }
 }
 
 fn client_config(

@@ -28,18 +28,89 @@ fn other(side: Side) -> Side {
     }
 }
 
-/// Runs one events stream for `clinic` until it ends or breaks. `appended` changes after every
-/// local append (it wakes the sender); `on_applied` runs on the blocking pool after each new
-/// event from the peer is stored.
+/// What a site does on its own when the peer's event is stored (the gateway answers a
+/// submission with `delivered`).
+pub type OnApplied = Arc<dyn Fn(&Site, &Event) + Send + Sync>;
+
+/// One site's consultation log with what events streams need: appends wake the streams'
+/// senders, and `on_applied` runs for each event the peer sends.
+#[derive(Clone)]
+pub struct Site {
+    pub log: Arc<ConsultLog>,
+    pub local: Side,
+    appended: Arc<watch::Sender<u64>>,
+    on_applied: OnApplied,
+}
+
+impl Site {
+    pub fn new(
+        log: Arc<ConsultLog>,
+        local: Side,
+        on_applied: OnApplied,
+    ) -> Self {
+        Self {
+            log,
+            local,
+            appended: Arc::new(watch::channel(0).0),
+            on_applied,
+        }
+    }
+
+    /// Appends this site's event (checked, durable) and wakes the events streams.
+    pub fn append(
+        &self,
+        clinic: &ClinicId,
+        consultation: &proto::consult::ConsultationId,
+        actor: &str,
+        at_ms: i64,
+        kind: proto::consult::EventKind,
+    ) -> Result<Event, store::consult::ConsultError> {
+        let event = self
+            .log
+            .append(clinic, self.local, consultation, actor, at_ms, kind)?;
+        self.appended.send_modify(|n| *n += 1);
+        Ok(event)
+    }
+
+    /// This site's part in one events stream.
+    pub fn replica(&self) -> Replica {
+        let (site, hook) = (self.clone(), self.on_applied.clone());
+        Replica {
+            log: self.log.clone(),
+            local: self.local,
+            appended: self.appended.subscribe(),
+            on_applied: Arc::new(move |e: &Event| hook(&site, e)),
+        }
+    }
+}
+
+/// One side's part in events streams.
+#[derive(Clone)]
+pub struct Replica {
+    pub log: Arc<ConsultLog>,
+    pub local: Side,
+    /// Changes after every local append: wakes the senders.
+    pub appended: watch::Receiver<u64>,
+    /// Runs on the blocking pool after each new event from the peer is stored.
+    pub on_applied: Arc<dyn Fn(&Event) + Send + Sync>,
+}
+
+/// Runs one events stream for `clinic` until it ends or breaks. `peer_have` is the peer's
+/// `replicate` frame when the caller has already read it (the gateway reads a stream's first
+/// frame to tell events streams from object streams).
 pub async fn run(
     mut send: impl AsyncWrite + Unpin + Send,
     recv: impl AsyncRead + Unpin + Send + 'static,
     clinic: ClinicId,
-    log: Arc<ConsultLog>,
-    local: Side,
-    mut appended: watch::Receiver<u64>,
-    on_applied: Arc<dyn Fn(&Event) + Send + Sync>,
+    replica: Replica,
+    peer_have: Option<u64>,
 ) -> Result<(), String> {
+    let Replica {
+        log,
+        local,
+        mut appended,
+        on_applied,
+    } = replica;
     let (l, c) = (log.clone(), clinic.clone());
     let have = blocking(move || l.cursor(&c, other(local)))
         .await?
@@ -49,11 +120,14 @@ pub async fn run(
         .map_err(|e| format!("events stream: {e}"))?;
     let (tx, mut rx) = mpsc::channel(BATCH);
     let reader = tokio::spawn(crate::frames::read_frames(recv, tx));
-    let peer_have = match rx.recv().await {
-        Some(Ok(ControlFrame::Replicate { have })) => have,
-        Some(Ok(other)) => return Err(format!("events stream began with {other:?}")),
-        Some(Err(e)) => return Err(e),
-        None => return Err("events stream ended before it began".into()),
+    let peer_have = match peer_have {
+        Some(have) => have,
+        None => match rx.recv().await {
+            Some(Ok(ControlFrame::Replicate { have })) => have,
+            Some(Ok(other)) => return Err(format!("events stream began with {other:?}")),
+            Some(Err(e)) => return Err(e),
+            None => return Err("events stream ended before it began".into()),
+        },
     };
     // Applying runs apart from sending, so two sides with long backlogs never wait on each
     // other's reading.
@@ -161,47 +235,33 @@ mod tests {
                 .append(&jz, Side::Clinic, &id, "dr.wang", 1, kind)
                 .unwrap();
         }
-        let (agent_tx, _agent_keep) = watch::channel(0u64);
-        let (gateway_tx, gateway_rx) = watch::channel(0u64);
-        let gateway_tx = Arc::new(gateway_tx);
-        let (g_log, g_tx) = (gateway.clone(), gateway_tx.clone());
         // The gateway holds a submitted request durably: it says so.
-        let hook: Arc<dyn Fn(&Event) + Send + Sync> = Arc::new(move |e: &Event| {
-            if e.kind == EventKind::Submitted {
-                g_log
-                    .append(
+        let gateway_site = Site::new(
+            gateway.clone(),
+            Side::Gateway,
+            Arc::new(|site: &Site, e: &Event| {
+                if e.kind == EventKind::Submitted {
+                    site.append(
                         &e.id.clinic,
-                        Side::Gateway,
                         &e.consultation,
                         "system",
                         2,
                         EventKind::Delivered,
                     )
                     .unwrap();
-                g_tx.send_modify(|n| *n += 1);
-            }
-        });
+                }
+            }),
+        );
+        let agent_site = Site::new(
+            agent.clone(),
+            Side::Clinic,
+            Arc::new(|_: &Site, _: &Event| {}),
+        );
         let (agent_end, gateway_end) = tokio::io::duplex(64 * 1024);
         let (ar, aw) = tokio::io::split(agent_end);
         let (gr, gw) = tokio::io::split(gateway_end);
-        let at_agent = tokio::spawn(run(
-            aw,
-            ar,
-            jz.clone(),
-            agent.clone(),
-            Side::Clinic,
-            agent_tx.subscribe(),
-            Arc::new(|_: &Event| {}),
-        ));
-        let at_gateway = tokio::spawn(run(
-            gw,
-            gr,
-            jz.clone(),
-            gateway.clone(),
-            Side::Gateway,
-            gateway_rx,
-            hook,
-        ));
+        let at_agent = tokio::spawn(run(aw, ar, jz.clone(), agent_site.replica(), None));
+        let at_gateway = tokio::spawn(run(gw, gr, jz.clone(), gateway_site.replica(), None));
         let delivered = async {
             loop {
                 if agent.get(&id).unwrap().map(|f| f.consultation.state) == Some(State::Delivered) {

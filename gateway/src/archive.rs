@@ -487,6 +487,11 @@ impl GatewayArchive {
     pub fn blobs(&self) -> &BlobStore {
         &self.blobs
     }
+
+    /// The gateway's database, for the other logs kept in it (consultations).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod archive;
 pub mod config;
+pub mod consult;
 pub mod link;
 pub mod metrics;
 pub mod receive;
@@ -63,6 +64,7 @@ impl Listeners {
 pub struct Handle {
     pub metrics: Arc<Metrics>,
     pub archive: Arc<archive::GatewayArchive>,
+    pub consult: daemon::replicate::Site,
     pub live: Arc<link::LiveLinks>,
 }
 
@@ -92,14 +94,17 @@ pub fn start(
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let metrics = Arc::new(Metrics::new());
     let archive = Arc::new(archive::GatewayArchive::open(&config.data_dir)?);
+    let consult = consult::open(archive.db())?;
     let link = Arc::new(link::Link::new(
         config.link.clone(),
         metrics.clone(),
         archive.clone(),
+        consult.clone(),
     ));
     let handle = Handle {
         metrics: metrics.clone(),
         archive: archive.clone(),
+        consult,
         live: link.live.clone(),
     };
     let metrics_listener = tokio::net::TcpListener::from_std(listeners.metrics)?;

@@ -120,11 +120,17 @@ pub struct Link {
     session: SessionConfig,
     metrics: Arc<Metrics>,
     archive: Arc<GatewayArchive>,
+    consult: daemon::replicate::Site,
     pub live: Arc<LiveLinks>,
 }
 
 impl Link {
-    pub fn new(config: LinkConfig, metrics: Arc<Metrics>, archive: Arc<GatewayArchive>) -> Self {
+    pub fn new(
+        config: LinkConfig,
+        metrics: Arc<Metrics>,
+        archive: Arc<GatewayArchive>,
+        consult: daemon::replicate::Site,
+    ) -> Self {
         let session = SessionConfig::new(
             env!("CARGO_PKG_VERSION"),
             config.heartbeat,
@@ -136,6 +142,7 @@ impl Link {
             session,
             metrics,
             archive,
+            consult,
             live: Arc::default(),
         }
     }
@@ -339,11 +346,12 @@ impl Link {
                         agent_version,
                         minor,
                     } => {
-                        objects = Some(tokio::spawn(crate::receive::accept_objects(
+                        objects = Some(tokio::spawn(crate::receive::accept_streams(
                             connection.clone(),
                             clinic.clone(),
                             self.archive.clone(),
                             self.metrics.clone(),
+                            self.consult.replica(),
                         )));
                         registered = Some(self.live.register(
                             &clinic,

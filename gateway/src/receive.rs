@@ -1,4 +1,5 @@
-//! The gateway's half of store-and-forward: one task per object stream. It answers the offer
+//! The gateway's half of store-and-forward: one task per object stream (an events stream is
+//! handed to `daemon::replicate`). It answers the offer
 //! with the durable offset, writes the bytes to the partial file committing every chunk
 //! (fsync, then the offset in the index), verifies the SHA-256 at the end and sends the receipt
 //! only once the object is stored and indexed (`docs/protocol.md`, "Object streams").
@@ -14,23 +15,32 @@ use std::io::Write;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
+use daemon::replicate::Replica;
+
 use crate::archive::{Begin, Finished, GatewayArchive};
 use crate::metrics::Metrics;
 
 const READ_BUF: usize = 256 * 1024;
 
-/// Accepts object streams on `connection` until it closes.
-pub async fn accept_objects(
+/// Accepts the agent's streams on `connection` until it closes: object streams, and events
+/// streams (told apart by their first frame).
+pub async fn accept_streams(
     connection: quinn::Connection,
     clinic: ClinicId,
     archive: Arc<GatewayArchive>,
     metrics: Arc<Metrics>,
+    replica: Replica,
 ) {
     while let Ok((send, recv)) = connection.accept_bi().await {
-        let (clinic, archive, metrics) = (clinic.clone(), archive.clone(), metrics.clone());
+        let (clinic, archive, metrics, replica) = (
+            clinic.clone(),
+            archive.clone(),
+            metrics.clone(),
+            replica.clone(),
+        );
         tokio::spawn(async move {
-            if let Err(reason) = receive(send, recv, &clinic, &archive, &metrics).await {
-                debug!(clinic = %clinic, %reason, "object stream ended early; the partial keeps its committed offset");
+            if let Err(reason) = receive(send, recv, &clinic, &archive, &metrics, replica).await {
+                debug!(clinic = %clinic, %reason, "stream ended early; a partial keeps its committed offset");
             }
         });
     }
@@ -48,6 +58,7 @@ async fn receive(
     clinic: &ClinicId,
     archive: &Arc<GatewayArchive>,
     metrics: &Metrics,
+    replica: Replica,
 ) -> Result<(), String> {
     let mut decoder = FrameDecoder::default();
     let mut buf = vec![0u8; READ_BUF];
@@ -59,6 +70,15 @@ async fn receive(
                     size,
                     study,
                 } => break (object, size, study),
+                ControlFrame::Replicate { have } => {
+                    // An events stream: the bytes after this frame are the agent's events.
+                    // Its frames go before object streams' bytes.
+                    let _ = send.set_priority(1);
+                    let rest = std::io::Cursor::new(decoder.take_remaining());
+                    let recv = tokio::io::AsyncReadExt::chain(rest, recv);
+                    return daemon::replicate::run(send, recv, clinic.clone(), replica, Some(have))
+                        .await;
+                }
                 other => return Err(format!("expected offer, got {other:?}")),
             }
         }

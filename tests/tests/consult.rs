@@ -1,0 +1,166 @@
+//! Consultations over the real link: a request written while the link is down reaches the
+//! gateway when it comes up, is answered with `delivered`, and the case goes back and forth —
+//! question, answer, signed report, acknowledgement — with identical timelines at both ends.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
+use proto::consult::{Consent, ConsultationId, EventKind, Patient, Report, State, Urgency};
+use proto::ClinicId;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn now_ms() -> i64 {
+    gateway::consult::now_ms()
+}
+
+fn state_at(site: &daemon::replicate::Site, id: &ConsultationId) -> Option<State> {
+    site.log.get(id).unwrap().map(|f| f.consultation.state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consultation_goes_from_an_offline_request_to_an_acknowledged_report_over_the_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let jz = ClinicId::new("jinzhou").unwrap();
+    let id = ConsultationId::new(now_ms() as u64, [9; 10]);
+    let clinic = &agent.handle.consult;
+    // Written at the clinic while no gateway is there.
+    for kind in [
+        EventKind::Created {
+            patient: Patient {
+                id: "P-100".into(),
+                name: "Test^Patient".into(),
+                sex: "F".into(),
+                birth_date: String::new(),
+            },
+            clinical_summary: "cough, fever".into(),
+            question: "pneumonia?".into(),
+            specialty: "radiology".into(),
+            urgency: Urgency::Urgent,
+        },
+        EventKind::ConsentRecorded {
+            consent: Consent {
+                given_by: "patient".into(),
+                method: "written".into(),
+                at_ms: now_ms(),
+            },
+        },
+        EventKind::Submitted,
+    ] {
+        clinic.append(&jz, &id, "dr.wang", now_ms(), kind).unwrap();
+    }
+    assert_eq!(state_at(clinic, &id), Some(State::Submitted));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let gw = RunningGateway::start(pilot.gateway_config(link).unwrap()).unwrap();
+    let hospital = &gw.handle.consult;
+    assert!(
+        wait_until(WAIT, || state_at(clinic, &id) == Some(State::Delivered)).await,
+        "the clinic sees its request delivered once the link is up"
+    );
+    for (actor, kind) in [
+        (
+            "system",
+            EventKind::Assigned {
+                specialist: "li".into(),
+                rule: "radiology".into(),
+                reason: "test".into(),
+            },
+        ),
+        (
+            "li",
+            EventKind::Accepted {
+                specialist: "li".into(),
+            },
+        ),
+        (
+            "li",
+            EventKind::QuestionAsked {
+                specialist: "li".into(),
+                text: "how many days of fever?".into(),
+            },
+        ),
+    ] {
+        hospital.append(&jz, &id, actor, now_ms(), kind).unwrap();
+    }
+    assert!(
+        wait_until(WAIT, || state_at(clinic, &id)
+            == Some(State::AwaitingAnswer))
+        .await,
+        "the question reaches the clinic"
+    );
+    let question = clinic
+        .log
+        .get(&id)
+        .unwrap()
+        .unwrap()
+        .consultation
+        .open_questions[0];
+    clinic
+        .append(
+            &jz,
+            &id,
+            "dr.wang",
+            now_ms(),
+            EventKind::QuestionAnswered {
+                question,
+                text: "five".into(),
+            },
+        )
+        .unwrap();
+    assert!(
+        wait_until(WAIT, || state_at(hospital, &id) == Some(State::Accepted)).await,
+        "the answer reaches the specialist"
+    );
+    hospital
+        .append(
+            &jz,
+            &id,
+            "li",
+            now_ms(),
+            EventKind::Reported {
+                specialist: "li".into(),
+                report: Report {
+                    findings: "right lower lobe consolidation".into(),
+                    impression: "pneumonia".into(),
+                    recommendation: "antibiotics".into(),
+                    signer_name: "Li Wei".into(),
+                    signer_qualification: "attending radiologist".into(),
+                    signed_at_ms: now_ms(),
+                },
+            },
+        )
+        .unwrap();
+    assert!(
+        wait_until(WAIT, || state_at(clinic, &id) == Some(State::Reported)).await,
+        "the signed report reaches the clinic"
+    );
+    clinic
+        .append(&jz, &id, "dr.wang", now_ms(), EventKind::ReportAcknowledged)
+        .unwrap();
+    assert!(
+        wait_until(WAIT, || state_at(hospital, &id)
+            == Some(State::Acknowledged))
+        .await,
+        "the acknowledgement reaches the hospital"
+    );
+    let (at_clinic, at_hospital) = (
+        clinic.log.timeline(&id).unwrap(),
+        hospital.log.timeline(&id).unwrap(),
+    );
+    assert_eq!(at_clinic, at_hospital, "one timeline at both ends");
+    assert_eq!(at_clinic.len(), 10);
+    // Readable at the clinic with the gateway gone.
+    gw.stop().await.unwrap();
+    let report = clinic.log.get(&id).unwrap().unwrap().consultation.report;
+    assert_eq!(report.unwrap().impression, "pneumonia");
+    agent.stop().await.unwrap();
+}
