@@ -223,9 +223,11 @@ pub fn start(
         options,
         metrics.clone(),
         status,
-        uploader,
-        queued,
-        consult,
+        link::Traffic {
+            sync: uploader,
+            commands: queued,
+            consult,
+        },
         shutdown.clone(),
     ));
     let api_task = tokio::spawn(api::serve(web_listener, handle.clone(), shutdown.clone()));

@@ -66,17 +66,28 @@ struct Live {
     frames: mpsc::Receiver<Result<ControlFrame, String>>,
 }
 
+/// What travels over the link: the object queue (with the commands that change it) and the
+/// consultation log.
+pub struct Traffic {
+    pub sync: Sync,
+    pub commands: mpsc::UnboundedReceiver<SyncCommand>,
+    pub consult: daemon::replicate::Site,
+}
+
 /// Keeps the link up until `shutdown` is cancelled.
 pub async fn run(
     config: LinkConfig,
     options: LinkOptions,
     metrics: Arc<Metrics>,
     status: SharedStatus,
-    mut sync: Sync,
-    mut commands: mpsc::UnboundedReceiver<SyncCommand>,
-    consult: daemon::replicate::Site,
+    traffic: Traffic,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Traffic {
+        mut sync,
+        mut commands,
+        consult,
+    } = traffic;
     let client = client_config(&config, &options)?;
     let bind: SocketAddr = SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 0], 0));
     let mut endpoint = quinn::Endpoint::client(bind)
