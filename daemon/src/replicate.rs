@@ -43,11 +43,7 @@ pub struct Site {
 }
 
 impl Site {
-    pub fn new(
-        log: Arc<ConsultLog>,
-        local: Side,
-        on_applied: OnApplied,
-    ) -> Self {
+    pub fn new(log: Arc<ConsultLog>, local: Side, on_applied: OnApplied) -> Self {
         Self {
             log,
             local,
