@@ -68,6 +68,12 @@ impl Site {
         Ok(event)
     }
 
+    /// Changes after every append of this site's own events: for tasks that react to them
+    /// (the gateway's router wakes on `delivered`).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
     /// This site's part in one events stream.
     pub fn replica(&self) -> Replica {
         let (site, hook) = (self.clone(), self.on_applied.clone());

@@ -19,6 +19,14 @@ struct RawConfig {
     web: RawListen,
     #[serde(default)]
     metrics: RawListen,
+    routing: Option<RawRouting>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    file: PathBuf,
+    check_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +58,16 @@ pub struct GatewayConfig {
     pub link: LinkConfig,
     pub web_listen: SocketAddr,
     pub metrics_listen: SocketAddr,
+    /// `[routing]`: assign consultations automatically; without it an administrator does.
+    pub routing: Option<RoutingConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoutingConfig {
+    /// `routing.toml`: specialists, pools, rules, SLAs (reloaded when it changes).
+    pub file: PathBuf,
+    /// How often escalations and roster changes are checked.
+    pub check: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +157,18 @@ impl GatewayConfig {
                     .as_deref()
                     .unwrap_or(DEFAULT_METRICS_LISTEN),
             )?,
+            routing: match raw.routing {
+                Some(r) => Some(RoutingConfig {
+                    file: existing(
+                        path,
+                        "[routing] file",
+                        resolve(dir, &r.file),
+                        "write the roster (docs/configuration.md, \"routing.toml\")",
+                    )?,
+                    check: secs(r.check_secs, 30),
+                }),
+                None => None,
+            },
         })
     }
 }

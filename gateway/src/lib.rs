@@ -11,6 +11,7 @@ pub mod consult;
 pub mod link;
 pub mod metrics;
 pub mod receive;
+pub mod router;
 pub mod routing;
 
 use std::net::SocketAddr;
@@ -104,13 +105,22 @@ pub fn start(
     let handle = Handle {
         metrics: metrics.clone(),
         archive: archive.clone(),
-        consult,
+        consult: consult.clone(),
         live: link.live.clone(),
     };
     let metrics_listener = tokio::net::TcpListener::from_std(listeners.metrics)?;
     info!(metrics = %metrics_listener.local_addr()?, "metrics endpoint listening");
     let web_listener = tokio::net::TcpListener::from_std(listeners.web)?;
     info!(web = %web_listener.local_addr()?, "API listening");
+    let router_task = config.routing.as_ref().map(|r| {
+        let router = Arc::new(router::Router::new(
+            consult.clone(),
+            archive.clone(),
+            metrics.clone(),
+            r.file.clone(),
+        ));
+        tokio::spawn(router::run(router, r.check, shutdown.clone()))
+    });
     let api_task = tokio::spawn(api::serve(web_listener, archive, shutdown.clone()));
     let link_task = tokio::spawn(link.serve(listeners.link, shutdown.clone()));
     let metrics_task = tokio::spawn(daemon::serve_metrics(
@@ -122,6 +132,9 @@ pub fn start(
         let link = link_task.await.context("link task panicked")?;
         metrics_task.await.context("metrics task panicked")??;
         api_task.await.context("API task panicked")??;
+        if let Some(task) = router_task {
+            task.await.context("router task panicked")?;
+        }
         link
     }))
 }

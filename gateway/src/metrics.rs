@@ -19,6 +19,16 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UrgencyLabel {
+    pub urgency: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -32,6 +42,8 @@ pub struct Metrics {
     pub bytes_received: Family<ClinicLabel, Counter>,
     pub hash_mismatch: Family<ClinicLabel, Counter>,
     pub crl_revoked_certificates: Gauge,
+    pub sla_breaches: Family<UrgencyLabel, Counter>,
+    pub routing_alerts: Family<KindLabel, Counter>,
 }
 
 /// Every refusal reason the gateway counts, so each series exists (at 0) from the start.
@@ -61,6 +73,8 @@ impl Metrics {
             bytes_received: Family::default(),
             hash_mismatch: Family::default(),
             crl_revoked_certificates: Gauge::default(),
+            sla_breaches: Family::default(),
+            routing_alerts: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -113,6 +127,21 @@ impl Metrics {
             "Uploads whose SHA-256 did not match; each is sent again",
             m.hash_mismatch.clone(),
         );
+        registry.register(
+            "tpg_sla_breaches",
+            "Consultations not accepted within their urgency's SLA (each was escalated)",
+            m.sla_breaches.clone(),
+        );
+        registry.register(
+            "tpg_routing_alerts",
+            "Routing problems an administrator should see, by kind",
+            m.routing_alerts.clone(),
+        );
+        for urgency in ["emergency", "urgent", "routine"] {
+            let _ = m.sla_breaches.get_or_create(&UrgencyLabel {
+                urgency: urgency.into(),
+            });
+        }
         for reason in REFUSAL_REASONS {
             let _ = m.link_refused.get_or_create(&ReasonLabel {
                 reason: reason.into(),
@@ -126,6 +155,20 @@ impl Metrics {
             .get_or_create(&ReasonLabel {
                 reason: reason.into(),
             })
+            .inc();
+    }
+
+    pub fn sla_breach(&self, urgency: &str) {
+        self.sla_breaches
+            .get_or_create(&UrgencyLabel {
+                urgency: urgency.into(),
+            })
+            .inc();
+    }
+
+    pub fn routing_alert(&self, kind: &str) {
+        self.routing_alerts
+            .get_or_create(&KindLabel { kind: kind.into() })
             .inc();
     }
 

@@ -385,6 +385,8 @@ pub struct Consultation {
     pub addenda: Vec<String>,
     pub created_at_ms: i64,
     pub delivered_at_ms: Option<i64>,
+    /// When the current assignee was given it (the SLA to accept runs from here).
+    pub assigned_at_ms: Option<i64>,
     pub accepted_at_ms: Option<i64>,
     pub reported_at_ms: Option<i64>,
     /// Events applied, in order.
@@ -444,6 +446,7 @@ impl Consultation {
             addenda: Vec::new(),
             created_at_ms: e.at_ms,
             delivered_at_ms: None,
+            assigned_at_ms: None,
             accepted_at_ms: None,
             reported_at_ms: None,
             events: 1,
@@ -614,10 +617,12 @@ impl Consultation {
             EventKind::Assigned { specialist, .. } => {
                 self.state = State::Assigned;
                 self.assignee = Some(specialist.clone());
+                self.assigned_at_ms = Some(e.at_ms);
             }
             EventKind::Reassigned { to, .. } | EventKind::Escalated { to, .. } => {
                 self.state = State::Assigned;
                 self.assignee = Some(to.clone());
+                self.assigned_at_ms = Some(e.at_ms);
                 self.accepted_at_ms = None;
             }
             EventKind::Accepted { .. } => {
@@ -627,6 +632,7 @@ impl Consultation {
             EventKind::Declined { specialist, .. } => {
                 self.declined_by.push(specialist.clone());
                 self.assignee = None;
+                self.assigned_at_ms = None;
                 self.accepted_at_ms = None;
                 // Back to routing: the gateway assigns someone else next.
                 self.state = State::Delivered;
