@@ -164,3 +164,107 @@ async fn a_consultation_goes_from_an_offline_request_to_an_acknowledged_report_o
     assert_eq!(report.unwrap().impression, "pneumonia");
     agent.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_request_is_routed_to_the_on_duty_specialist_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let gw_config = pilot.gateway_config(link).unwrap();
+    std::fs::write(
+        gw_config.file.parent().unwrap().join("routing.toml"),
+        r#"
+[[specialist]]
+id = "li"
+name = "Li Wei"
+specialties = ["radiology"]
+qualification = "attending radiologist"
+years_independent = 12
+utc_offset = "+08:00"
+duty = ["daily 00:00-24:00"]
+
+[[specialist]]
+id = "sun"
+name = "Sun Lei"
+specialties = ["cardiology"]
+qualification = "cardiologist"
+years_independent = 15
+utc_offset = "+08:00"
+duty = ["daily 00:00-24:00"]
+
+[[pool]]
+id = "radiology"
+members = ["li"]
+lead = "li"
+
+[[pool]]
+id = "cardiology"
+members = ["sun"]
+lead = "sun"
+
+[[rule]]
+id = "heart"
+pool = "cardiology"
+specialty = ["cardiology"]
+
+[[rule]]
+id = "images"
+pool = "radiology"
+"#,
+    )
+    .unwrap();
+    let mut text = std::fs::read_to_string(&gw_config.file).unwrap();
+    text.push_str("\n[routing]\nfile = \"routing.toml\"\ncheck_secs = 1\n");
+    std::fs::write(&gw_config.file, text).unwrap();
+    let gw = RunningGateway::start(gateway::GatewayConfig::load(&gw_config.file).unwrap()).unwrap();
+    let bundle = pilot.enrol("zhuanghe", "Zhuanghe").unwrap();
+    let agent = RunningAgent::start(
+        pilot.agent_config("zhuanghe", &bundle, link).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let zh = ClinicId::new("zhuanghe").unwrap();
+    let id = ConsultationId::new(now_ms() as u64, [4; 10]);
+    let clinic = &agent.handle.consult;
+    for kind in [
+        EventKind::Created {
+            patient: Patient {
+                id: "P-200".into(),
+                name: "Test^Patient".into(),
+                sex: "M".into(),
+                birth_date: String::new(),
+            },
+            clinical_summary: "chest pain".into(),
+            question: "ischaemia?".into(),
+            specialty: "cardiology".into(),
+            urgency: Urgency::Emergency,
+        },
+        EventKind::ConsentRecorded {
+            consent: Consent {
+                given_by: "patient".into(),
+                method: "verbal".into(),
+                at_ms: now_ms(),
+            },
+        },
+        EventKind::Submitted,
+    ] {
+        clinic.append(&zh, &id, "dr.zhang", now_ms(), kind).unwrap();
+    }
+    assert!(
+        wait_until(WAIT, || state_at(clinic, &id) == Some(State::Assigned)).await,
+        "routed, and the clinic sees it"
+    );
+    let c = clinic.log.get(&id).unwrap().unwrap().consultation;
+    assert_eq!(c.assignee.as_deref(), Some("sun"));
+    let timeline = gw.handle.consult.log.timeline(&id).unwrap();
+    let reason = timeline
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::Assigned { rule, reason, .. } => Some(format!("{rule}: {reason}")),
+            _ => None,
+        })
+        .unwrap();
+    assert!(reason.starts_with("heart: rule heart"), "{reason}");
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
