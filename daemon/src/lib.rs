@@ -4,6 +4,7 @@
 //! Invariant: nothing here knows about quinn, rustls or a particular daemon's state; streams
 //! are plain tokio readers and writers.
 
+pub mod accounts;
 pub mod config;
 pub mod frames;
 pub mod replicate;
