@@ -1,8 +1,8 @@
 //! Accounts of the people who use a daemon's API — specialists and administrators at the
 //! gateway, doctors and administrators at a clinic — because a report must be signed by a
 //! real, named person. Passwords are stored as argon2 hashes; a login yields a session token
-//! (12 hours), and `user token` a long-lived token for scripts. Tokens are stored as SHA-256
-//! hashes, so the database never holds anything that logs in by itself.
+//! (12 hours), and `user token` a long-lived token for scripts. Script tokens are stored as
+//! SHA-256 hashes, so the file never holds anything that logs in by itself.
 //!
 //! The acting user always comes from the token ([`Authenticated`]), never from a request body.
 
@@ -73,7 +73,7 @@ struct TokenRecord {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
-    #[error("index error: {0}")]
+    #[error("{0}")]
     Index(String),
     #[error("user {0} exists; pass --replace to set a new password")]
     Exists(String),
@@ -85,12 +85,6 @@ pub enum AccountError {
     BadName,
     #[error("wrong user name or password")]
     BadLogin,
-}
-
-impl From<sled::Error> for AccountError {
-    fn from(e: sled::Error) -> Self {
-        AccountError::Index(e.to_string())
-    }
 }
 
 fn now() -> i64 {
@@ -110,25 +104,96 @@ fn token_key(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// What the accounts file holds.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct File {
+    users: std::collections::BTreeMap<String, Stored>,
+    /// SHA-256 (hex) of each script token → its record.
+    tokens: std::collections::BTreeMap<String, TokenRecord>,
+}
+
+/// The accounts of one daemon: a JSON file in its data folder (`accounts.json`, 0600), written
+/// atomically by the `user` commands and re-read by the running daemon when it changes, so
+/// accounts can be managed while the daemon runs. Login sessions live in the daemon's memory:
+/// a restart asks people to log in again.
 pub struct Accounts {
-    db: sled::Db,
-    users: sled::Tree,
-    tokens: sled::Tree,
+    path: std::path::PathBuf,
+    state: std::sync::Mutex<(Option<SystemTime>, File)>,
+    sessions: std::sync::Mutex<std::collections::HashMap<String, TokenRecord>>,
 }
 
 impl std::fmt::Debug for Accounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Accounts").finish_non_exhaustive()
+        f.debug_struct("Accounts")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
+fn hex_key(token: &str) -> String {
+    token_key(token)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl Accounts {
-    pub fn open(db: &sled::Db) -> Result<Self, AccountError> {
-        Ok(Self {
-            users: db.open_tree("accounts_users")?,
-            tokens: db.open_tree("accounts_tokens")?,
-            db: db.clone(),
-        })
+    /// Opens (without creating) the accounts file at `path`.
+    pub fn open(path: &std::path::Path) -> Result<Self, AccountError> {
+        let accounts = Self {
+            path: path.to_path_buf(),
+            state: std::sync::Mutex::new((None, File::default())),
+            sessions: Default::default(),
+        };
+        accounts.current()?;
+        Ok(accounts)
+    }
+
+    /// The file's contents, re-read when its modification time changed.
+    fn current(&self) -> Result<File, AccountError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        if modified.is_some() && modified != state.0 {
+            let text = std::fs::read(&self.path).map_err(|e| {
+                AccountError::Index(format!("cannot read {}: {e}", self.path.display()))
+            })?;
+            let file: File = serde_json::from_slice(&text).map_err(|e| {
+                AccountError::Index(format!(
+                    "{} is not an accounts file: {e}",
+                    self.path.display()
+                ))
+            })?;
+            *state = (modified, file);
+        }
+        Ok(state.1.clone())
+    }
+
+    fn write(&self, file: &File) -> Result<(), AccountError> {
+        let err = |e: std::io::Error| {
+            AccountError::Index(format!("cannot write {}: {e}", self.path.display()))
+        };
+        let text =
+            serde_json::to_vec_pretty(file).map_err(|e| AccountError::Index(e.to_string()))?;
+        let tmp = self.path.with_extension("json.tmp");
+        {
+            use std::io::Write;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut f = options.open(&tmp).map_err(err)?;
+            f.write_all(&text).map_err(err)?;
+            f.sync_all().map_err(err)?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(err)?;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        *state = (None, file.clone());
+        Ok(())
     }
 
     /// Adds `user` with `password` (or replaces their password and details with `replace`).
@@ -145,7 +210,8 @@ impl Accounts {
         if password.chars().count() < MIN_PASSWORD {
             return Err(AccountError::ShortPassword);
         }
-        if !replace && self.users.contains_key(&user.name)? {
+        let mut file = self.current()?;
+        if !replace && file.users.contains_key(&user.name) {
             return Err(AccountError::Exists(user.name));
         }
         let mut salt = [0u8; 16];
@@ -155,44 +221,26 @@ impl Accounts {
             .hash_password(password.as_bytes(), &salt)
             .map_err(|e| AccountError::Index(e.to_string()))?
             .to_string();
-        let stored = serde_json::to_vec(&Stored {
-            user: user.clone(),
-            hash,
-        })
-        .map_err(|e| AccountError::Index(e.to_string()))?;
-        self.users.insert(user.name.as_bytes(), stored)?;
-        self.db.flush()?;
-        Ok(())
+        file.users.insert(user.name.clone(), Stored { user, hash });
+        self.write(&file)
     }
 
     pub fn get(&self, name: &str) -> Result<Option<User>, AccountError> {
-        Ok(self.stored(name)?.map(|s| s.user))
-    }
-
-    fn stored(&self, name: &str) -> Result<Option<Stored>, AccountError> {
-        Ok(match self.users.get(name)? {
-            Some(v) => {
-                Some(serde_json::from_slice(&v).map_err(|e| AccountError::Index(e.to_string()))?)
-            }
-            None => None,
-        })
+        Ok(self.current()?.users.get(name).map(|s| s.user.clone()))
     }
 
     pub fn list(&self) -> Result<Vec<User>, AccountError> {
-        self.users
-            .iter()
-            .map(|kv| {
-                let (_, v) = kv?;
-                let s: Stored =
-                    serde_json::from_slice(&v).map_err(|e| AccountError::Index(e.to_string()))?;
-                Ok(s.user)
-            })
-            .collect()
+        Ok(self
+            .current()?
+            .users
+            .into_values()
+            .map(|s| s.user)
+            .collect())
     }
 
     /// Checks a password; the same error whether the user or the password is wrong.
     pub fn verify(&self, name: &str, password: &str) -> Result<User, AccountError> {
-        let Some(stored) = self.stored(name)? else {
+        let Some(stored) = self.current()?.users.get(name).cloned() else {
             // Spend the same time as a real check, so timing does not tell who exists.
             let _ = Argon2::default().hash_password(
                 password.as_bytes(),
@@ -207,40 +255,74 @@ impl Accounts {
         Ok(stored.user)
     }
 
-    /// A session token for `name`, valid [`SESSION_SECS`]; `script` makes one that does not
-    /// expire (revoke it with [`Accounts::revoke`]).
-    pub fn issue_token(&self, name: &str, script: bool) -> Result<String, AccountError> {
+    /// A login session token for `name`, valid [`SESSION_SECS`], kept in memory.
+    pub fn session(&self, name: &str) -> Result<String, AccountError> {
         if self.get(name)?.is_none() {
             return Err(AccountError::NoSuchUser(name.into()));
         }
         let token = random_hex(32)?;
         let record = TokenRecord {
             user: name.into(),
-            expires: (!script).then(|| now() + SESSION_SECS),
+            expires: Some(now() + SESSION_SECS),
         };
-        let value = serde_json::to_vec(&record).map_err(|e| AccountError::Index(e.to_string()))?;
-        self.tokens.insert(token_key(&token), value)?;
-        self.db.flush()?;
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.retain(|_, r| r.expires.is_none_or(|t| t > now()));
+        sessions.insert(hex_key(&token), record);
+        Ok(token)
+    }
+
+    /// A token for scripts that does not expire, stored (hashed) in the accounts file.
+    pub fn script_token(&self, name: &str) -> Result<String, AccountError> {
+        let mut file = self.current()?;
+        if !file.users.contains_key(name) {
+            return Err(AccountError::NoSuchUser(name.into()));
+        }
+        let token = random_hex(32)?;
+        file.tokens.insert(
+            hex_key(&token),
+            TokenRecord {
+                user: name.into(),
+                expires: None,
+            },
+        );
+        self.write(&file)?;
         Ok(token)
     }
 
     /// The user a token stands for, if it is valid now.
     pub fn resolve(&self, token: &str) -> Result<Option<User>, AccountError> {
-        let Some(v) = self.tokens.get(token_key(token))? else {
+        let key = hex_key(token);
+        let session = {
+            let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions.get(&key).cloned()
+        };
+        let record = match session {
+            Some(r) => Some(r),
+            None => self.current()?.tokens.get(&key).cloned(),
+        };
+        let Some(record) = record else {
             return Ok(None);
         };
-        let record: TokenRecord =
-            serde_json::from_slice(&v).map_err(|e| AccountError::Index(e.to_string()))?;
         if record.expires.is_some_and(|t| t <= now()) {
-            self.tokens.remove(token_key(token))?;
             return Ok(None);
         }
         self.get(&record.user)
     }
 
+    /// Ends a session (logout) or removes a script token.
     pub fn revoke(&self, token: &str) -> Result<(), AccountError> {
-        self.tokens.remove(token_key(token))?;
-        self.db.flush()?;
+        let key = hex_key(token);
+        let removed = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        if removed.is_none() {
+            let mut file = self.current()?;
+            if file.tokens.remove(&key).is_some() {
+                self.write(&file)?;
+            }
+        }
         Ok(())
     }
 }
@@ -313,7 +395,11 @@ fn token_of(parts: &Parts) -> Option<String> {
         let v = v.to_str().ok()?;
         return v.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
     }
-    let cookies = parts.headers.get(axum::http::header::COOKIE)?.to_str().ok()?;
+    let cookies = parts
+        .headers
+        .get(axum::http::header::COOKIE)?
+        .to_str()
+        .ok()?;
     cookies.split(';').find_map(|c| {
         c.trim()
             .strip_prefix("tpg_session=")
@@ -354,8 +440,8 @@ mod tests {
     #[test]
     fn passwords_are_hashed_and_tokens_resolve_to_their_user() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let accounts = Accounts::open(&db).unwrap();
+        let path = dir.path().join("accounts.json");
+        let accounts = Accounts::open(&path).unwrap();
         assert!(matches!(
             accounts.add(user("li"), "short", false),
             Err(AccountError::ShortPassword)
@@ -364,22 +450,23 @@ mod tests {
             accounts.add(user("li wei"), "long enough password", false),
             Err(AccountError::BadName)
         ));
-        accounts
+        // Another process (the `user add` command) writes the file; the daemon sees it.
+        Accounts::open(&path)
+            .unwrap()
             .add(user("li"), "correct horse battery", false)
             .unwrap();
         assert!(matches!(
             accounts.add(user("li"), "another password", false),
             Err(AccountError::Exists(_))
         ));
-        let raw: Vec<u8> = db
-            .open_tree("accounts_users")
-            .unwrap()
-            .get("li")
-            .unwrap()
-            .unwrap()
-            .to_vec();
-        let text = String::from_utf8(raw).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("$argon2") && !text.contains("correct horse"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "only the daemon's user reads it");
+        }
         assert!(matches!(
             accounts.verify("li", "wrong password!"),
             Err(AccountError::BadLogin)
@@ -392,10 +479,13 @@ mod tests {
             accounts.verify("li", "correct horse battery").unwrap().name,
             "li"
         );
-        let token = accounts.issue_token("li", false).unwrap();
-        assert_eq!(accounts.resolve(&token).unwrap().unwrap().name, "li");
+        let session = accounts.session("li").unwrap();
+        assert_eq!(accounts.resolve(&session).unwrap().unwrap().name, "li");
         assert!(accounts.resolve("not-a-token").unwrap().is_none());
-        accounts.revoke(&token).unwrap();
-        assert!(accounts.resolve(&token).unwrap().is_none());
+        accounts.revoke(&session).unwrap();
+        assert!(accounts.resolve(&session).unwrap().is_none());
+        let script = Accounts::open(&path).unwrap().script_token("li").unwrap();
+        assert!(!std::fs::read_to_string(&path).unwrap().contains(&script));
+        assert_eq!(accounts.resolve(&script).unwrap().unwrap().name, "li");
     }
 }
