@@ -327,6 +327,104 @@ impl Accounts {
     }
 }
 
+/// `user` subcommands of both daemons: manage the accounts file of the data folder (they work
+/// while the daemon runs).
+#[derive(Debug, clap::Subcommand)]
+pub enum UserCommand {
+    /// Add a user (or, with --replace, set their password and details). The password is read
+    /// from the terminal, or from the first line of standard input when it is not a terminal.
+    Add {
+        name: String,
+        /// `specialist` or `admin` at the gateway; `doctor` or `admin` at a clinic.
+        #[arg(long)]
+        role: String,
+        /// The name printed on reports and timelines.
+        #[arg(long)]
+        display_name: String,
+        /// Specialists: their id in routing.toml.
+        #[arg(long)]
+        specialist: Option<String>,
+        /// Specialists: the qualification printed on their reports.
+        #[arg(long)]
+        qualification: Option<String>,
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Print a token for scripts (`Authorization: Bearer TOKEN`); it does not expire.
+    Token { name: String },
+    /// List the users.
+    List,
+}
+
+/// Runs a `user` subcommand against the accounts file at `path`; `roles` are the roles this
+/// daemon knows.
+pub fn run_user_command(
+    path: &std::path::Path,
+    command: UserCommand,
+    roles: &[Role],
+) -> anyhow::Result<()> {
+    let accounts = Accounts::open(path)?;
+    match command {
+        UserCommand::Add {
+            name,
+            role,
+            display_name,
+            specialist,
+            qualification,
+            replace,
+        } => {
+            let role = Role::parse(&role)
+                .filter(|r| roles.contains(r))
+                .ok_or_else(|| {
+                    let names: Vec<String> = roles
+                        .iter()
+                        .map(|r| format!("{r:?}").to_lowercase())
+                        .collect();
+                    anyhow::anyhow!("--role must be one of: {}", names.join(", "))
+                })?;
+            if role == Role::Specialist && specialist.is_none() {
+                anyhow::bail!("a specialist needs --specialist ID (their id in routing.toml)");
+            }
+            let password = read_password(&format!("Password for {name}: "))?;
+            accounts.add(
+                User {
+                    name: name.clone(),
+                    role,
+                    display_name,
+                    specialist,
+                    qualification,
+                },
+                &password,
+                replace,
+            )?;
+            println!("user {name} saved in {}", path.display());
+        }
+        UserCommand::Token { name } => println!("{}", accounts.script_token(&name)?),
+        UserCommand::List => {
+            for u in accounts.list()? {
+                println!(
+                    "{}\t{:?}\t{}\t{}",
+                    u.name,
+                    u.role,
+                    u.display_name,
+                    u.specialist.unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_password(prompt: &str) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        return Ok(rpassword::prompt_password(prompt)?);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
 /// A JSON error: `{"code": "...", "message": "..."}` with an HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {

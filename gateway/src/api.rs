@@ -1,25 +1,39 @@
-//! The gateway's HTTP JSON API on `[web] listen` (loopback by default until accounts land):
-//! stored studies per clinic, for the admin tools and the later web interface. Errors carry a
-//! code and a message. Patient data never appears in a path.
+//! The gateway's HTTP JSON API on `[web] listen`: login, worklists and case detail, the
+//! specialist's actions (accept, ask, report, addendum, decline), an administrator's
+//! assignment, and stored studies per clinic. Every call but login needs a session or a
+//! bearer token (401 otherwise); the acting person is always the authenticated one. Errors are
+//! `{"code", "message"}`. Patient data never appears in a path or a log line.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Json;
+use daemon::accounts::{Accounts, ApiError, Authenticated, HasAccounts, Role, User};
+use daemon::replicate::Site;
+use proto::consult::{ConsultationId, Event, EventKind, Report, State as CaseState};
 use proto::ClinicId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use store::consult::ConsultError;
 use tokio_util::sync::CancellationToken;
 
 use crate::archive::{GatewayArchive, StudyRow};
+use crate::consult::now_ms;
 
-#[derive(Debug, Serialize)]
-struct ApiError {
-    code: &'static str,
-    message: String,
+#[derive(Clone)]
+pub struct Api {
+    pub archive: Arc<GatewayArchive>,
+    pub consult: Site,
+    pub accounts: Arc<Accounts>,
+}
+
+impl HasAccounts for Api {
+    fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -30,53 +44,396 @@ pub struct StudiesResponse {
 
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    archive: Arc<GatewayArchive>,
+    api: Api,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = axum::Router::new()
-        .route("/api/v1/clinics/{clinic}/studies", get(studies))
-        .with_state(archive);
-    axum::serve(listener, app)
+    axum::serve(listener, router(api))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .context("gateway API failed")
 }
 
-async fn studies(
-    State(archive): State<Arc<GatewayArchive>>,
-    Path(clinic): Path<String>,
-) -> Response {
-    let clinic = match ClinicId::new(&clinic) {
-        Ok(c) => c,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(ApiError {
-                    code: "bad_clinic_id",
-                    message: e.to_string(),
-                }),
+pub fn router(api: Api) -> axum::Router {
+    axum::Router::new()
+        .route("/api/v1/login", post(login))
+        .route("/api/v1/logout", post(logout))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/clinics/{clinic}/studies", get(studies))
+        .route("/api/v1/consultations", get(worklist))
+        .route("/api/v1/consultations/{id}", get(detail))
+        .route("/api/v1/consultations/{id}/{action}", post(act))
+        .with_state(api)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    user: String,
+    password: String,
+}
+
+async fn login(State(api): State<Api>, Json(req): Json<LoginRequest>) -> Response {
+    let accounts = api.accounts.clone();
+    let result = blocking(move || {
+        let user = accounts
+            .verify(&req.user, &req.password)
+            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_login", e.to_string()))?;
+        let token = accounts
+            .session(&user.name)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok((user, token))
+    })
+    .await;
+    match result {
+        Ok((user, token)) => {
+            let cookie =
+                format!("tpg_session={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200");
+            (
+                [(header::SET_COOKIE, cookie)],
+                Json(serde_json::json!({ "token": token, "user": user })),
             )
                 .into_response()
         }
-    };
-    let rows = tokio::task::spawn_blocking({
-        let clinic = clinic.clone();
-        move || archive.studies(&clinic)
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn logout(
+    State(api): State<Api>,
+    Authenticated(_): Authenticated,
+    headers: axum::http::HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .or_else(|| {
+            headers
+                .get(header::COOKIE)?
+                .to_str()
+                .ok()?
+                .split(';')
+                .find_map(|c| c.trim().strip_prefix("tpg_session=").map(str::to_owned))
+        });
+    if let Some(token) = token {
+        api.accounts
+            .revoke(&token)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(Authenticated(user): Authenticated) -> Json<User> {
+    Json(user)
+}
+
+async fn studies(
+    State(api): State<Api>,
+    Authenticated(_): Authenticated,
+    Path(clinic): Path<String>,
+) -> Result<Json<StudiesResponse>, ApiError> {
+    let clinic = ClinicId::new(&clinic)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_clinic_id", e.to_string()))?;
+    let archive = api.archive.clone();
+    let c = clinic.clone();
+    let studies = blocking(move || Ok(archive.studies(&c))).await?;
+    Ok(Json(StudiesResponse {
+        clinic: clinic.to_string(),
+        studies,
+    }))
+}
+
+/// One row of a worklist.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct CaseRow {
+    pub id: ConsultationId,
+    pub clinic: String,
+    pub state: CaseState,
+    pub urgency: proto::consult::Urgency,
+    pub specialty: String,
+    pub question: String,
+    pub assignee: Option<String>,
+    pub created_at_ms: i64,
+    /// When it must be accepted by (assigned and not accepted yet).
+    pub accept_by_ms: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct WorklistQuery {
+    /// `open` (default: still needs the hospital), `all`.
+    scope: Option<String>,
+}
+
+async fn worklist(
+    State(api): State<Api>,
+    Authenticated(user): Authenticated,
+    Query(q): Query<WorklistQuery>,
+) -> Result<Json<Vec<CaseRow>>, ApiError> {
+    let all_scope = q.scope.as_deref() == Some("all");
+    let site = api.consult.clone();
+    let rows = blocking(move || {
+        let mut rows = Vec::new();
+        for clinic in site.log.clinics().map_err(internal)? {
+            for f in site.log.list(&clinic).map_err(internal)? {
+                let c = f.consultation;
+                let mine = match user.role {
+                    Role::Admin => true,
+                    _ => c.assignee.is_some() && c.assignee == user.specialist,
+                };
+                if !mine || (!all_scope && !c.state.is_open()) {
+                    continue;
+                }
+                let accept_by_ms = (c.state == CaseState::Assigned)
+                    .then_some(c.assigned_at_ms)
+                    .flatten()
+                    .map(|t| t + sla_ms(c.urgency));
+                rows.push(CaseRow {
+                    id: c.id,
+                    clinic: c.clinic.to_string(),
+                    state: c.state,
+                    urgency: c.urgency,
+                    specialty: c.specialty,
+                    question: c.question,
+                    assignee: c.assignee,
+                    created_at_ms: c.created_at_ms,
+                    accept_by_ms,
+                });
+            }
+        }
+        // Most urgent first, then oldest.
+        rows.sort_by_key(|r| (std::cmp::Reverse(r.urgency), r.created_at_ms));
+        Ok(rows)
     })
-    .await;
-    match rows {
-        Ok(studies) => Json(StudiesResponse {
-            clinic: clinic.to_string(),
+    .await?;
+    Ok(Json(rows))
+}
+
+/// The default SLAs (the router applies `routing.toml`'s; the worklist shows the defaults
+/// when no roster is loaded).
+fn sla_ms(urgency: proto::consult::Urgency) -> i64 {
+    use proto::consult::Urgency as U;
+    60_000
+        * match urgency {
+            U::Emergency => 30,
+            U::Urgent => 4 * 60,
+            U::Routine => 48 * 60,
+        }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(e.to_string())
+}
+
+fn consult_error(e: ConsultError) -> ApiError {
+    match e {
+        ConsultError::NotFound(id) => ApiError::not_found(format!("no consultation {id}")),
+        ConsultError::Refused(r) => ApiError::conflict(r.to_string()),
+        ConsultError::TooLarge { .. } => ApiError::bad_request(e.to_string()),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+/// A case with its timeline and the arrival state of each attached study.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CaseDetail {
+    pub consultation: proto::consult::Consultation,
+    pub timeline: Vec<Event>,
+    /// Events that no longer applied when both sides' events met (shown struck through).
+    pub superseded: Vec<proto::consult::EventId>,
+    pub studies: Vec<StudyArrival>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StudyArrival {
+    pub study_instance_uid: String,
+    /// `None` while no instance has arrived.
+    pub arrived: Option<StudyRow>,
+}
+
+fn parse_id(id: &str) -> Result<ConsultationId, ApiError> {
+    ConsultationId::parse(id).ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))
+}
+
+/// Specialists see the cases assigned to them now or before; administrators see all.
+fn may_see(user: &User, c: &proto::consult::Consultation, timeline: &[Event]) -> bool {
+    if user.role == Role::Admin {
+        return true;
+    }
+    let Some(me) = &user.specialist else {
+        return false;
+    };
+    c.assignee.as_ref() == Some(me)
+        || timeline.iter().any(|e| match &e.kind {
+            EventKind::Assigned { specialist, .. } => specialist == me,
+            EventKind::Reassigned { to, .. } | EventKind::Escalated { to, .. } => to == me,
+            _ => false,
+        })
+}
+
+async fn detail(
+    State(api): State<Api>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<CaseDetail>, ApiError> {
+    let id = parse_id(&id)?;
+    let (site, archive) = (api.consult.clone(), api.archive.clone());
+    let detail = blocking(move || {
+        let timeline = site.log.timeline(&id).map_err(consult_error)?;
+        let folded = proto::consult::Folded::fold(&timeline)
+            .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?;
+        if !may_see(&user, &folded.consultation, &timeline) {
+            return Err(ApiError::not_found(format!("no consultation {id}")));
+        }
+        let arrived = archive.studies(&folded.consultation.clinic);
+        let studies = folded
+            .consultation
+            .studies
+            .iter()
+            .map(|uid| StudyArrival {
+                study_instance_uid: uid.clone(),
+                arrived: arrived
+                    .iter()
+                    .find(|s| &s.study_instance_uid == uid)
+                    .cloned(),
+            })
+            .collect();
+        Ok(CaseDetail {
+            superseded: folded.superseded.into_iter().map(|(id, _)| id).collect(),
+            consultation: folded.consultation,
+            timeline,
             studies,
         })
-        .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(ApiError {
-                code: "internal",
-                message: e.to_string(),
-            }),
-        )
-            .into_response(),
-    }
+    })
+    .await?;
+    Ok(Json(detail))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ActionBody {
+    text: Option<String>,
+    reason: Option<String>,
+    findings: Option<String>,
+    impression: Option<String>,
+    recommendation: Option<String>,
+    /// `assign`: the specialist id to give it to.
+    specialist: Option<String>,
+}
+
+async fn act(
+    State(api): State<Api>,
+    Authenticated(user): Authenticated,
+    Path((id, action)): Path<(String, String)>,
+    body: Option<Json<ActionBody>>,
+) -> Result<Json<Event>, ApiError> {
+    let id = parse_id(&id)?;
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let site = api.consult.clone();
+    let event = blocking(move || {
+        let folded = site
+            .log
+            .get(&id)
+            .map_err(consult_error)?
+            .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?;
+        let c = folded.consultation;
+        let need = |v: Option<String>, what: &str| {
+            v.filter(|s| !s.trim().is_empty())
+                .ok_or_else(|| ApiError::bad_request(format!("{what} is required")))
+        };
+        // The specialist acting is the authenticated one.
+        let specialist = || {
+            user.specialist.clone().ok_or_else(|| {
+                ApiError::forbidden(format!(
+                    "{} is not linked to a specialist in routing.toml; only specialists do this",
+                    user.name
+                ))
+            })
+        };
+        let (actor, kind) = match action.as_str() {
+            "accept" => {
+                let me = specialist()?;
+                (me.clone(), EventKind::Accepted { specialist: me })
+            }
+            "ask" => {
+                let me = specialist()?;
+                let text = need(body.text, "text")?;
+                (me.clone(), EventKind::QuestionAsked { specialist: me, text })
+            }
+            "report" => {
+                let me = specialist()?;
+                let qualification = user.qualification.clone().ok_or_else(|| {
+                    ApiError::forbidden(format!(
+                        "{} has no qualification on record; an administrator sets it with `gateway user add --replace --qualification`",
+                        user.name
+                    ))
+                })?;
+                let report = Report {
+                    findings: body.findings.unwrap_or_default(),
+                    impression: need(body.impression, "impression")?,
+                    recommendation: body.recommendation.unwrap_or_default(),
+                    signer_name: user.display_name.clone(),
+                    signer_qualification: qualification,
+                    signed_at_ms: now_ms(),
+                };
+                (me.clone(), EventKind::Reported { specialist: me, report })
+            }
+            "addendum" => {
+                let me = specialist()?;
+                let text = need(body.text, "text")?;
+                (
+                    me.clone(),
+                    EventKind::Addendum {
+                        specialist: me,
+                        text,
+                        signed_at_ms: now_ms(),
+                    },
+                )
+            }
+            "decline" => {
+                let me = specialist()?;
+                let reason = need(body.reason, "reason")?;
+                (me.clone(), EventKind::Declined { specialist: me, reason })
+            }
+            "assign" => {
+                if user.role != Role::Admin {
+                    return Err(ApiError::forbidden("only administrators assign"));
+                }
+                let to = need(body.specialist, "specialist")?;
+                let reason = body
+                    .reason
+                    .unwrap_or_else(|| format!("assigned by {}", user.name));
+                let kind = match (&c.state, &c.assignee) {
+                    (CaseState::Delivered, _) => EventKind::Assigned {
+                        specialist: to,
+                        rule: "manual".into(),
+                        reason,
+                    },
+                    (_, Some(from)) => EventKind::Reassigned {
+                        from: from.clone(),
+                        to,
+                        reason,
+                    },
+                    _ => {
+                        return Err(ApiError::conflict(format!(
+                            "the consultation is {}; it cannot be assigned now",
+                            c.state.label()
+                        )))
+                    }
+                };
+                (format!("admin:{}", user.name), kind)
+            }
+            other => return Err(ApiError::not_found(format!("no action {other}"))),
+        };
+        site.append(&c.clinic, &c.id, &actor, now_ms(), kind)
+            .map_err(consult_error)
+    })
+    .await?;
+    Ok(Json(event))
 }

@@ -60,12 +60,17 @@ impl Listeners {
     }
 }
 
+/// The accounts file in the data folder.
+pub const ACCOUNTS_FILE: &str = "accounts.json";
+
 /// A running gateway's shared state, for the pilot and the tests.
 #[derive(Clone)]
 pub struct Handle {
     pub metrics: Arc<Metrics>,
     pub archive: Arc<archive::GatewayArchive>,
     pub consult: daemon::replicate::Site,
+    /// The people who use the API.
+    pub accounts: Arc<daemon::accounts::Accounts>,
     pub live: Arc<link::LiveLinks>,
 }
 
@@ -96,6 +101,9 @@ pub fn start(
     let metrics = Arc::new(Metrics::new());
     let archive = Arc::new(archive::GatewayArchive::open(&config.data_dir)?);
     let consult = consult::open(archive.db())?;
+    let accounts = Arc::new(daemon::accounts::Accounts::open(
+        &config.data_dir.join(ACCOUNTS_FILE),
+    )?);
     let link = Arc::new(link::Link::new(
         config.link.clone(),
         metrics.clone(),
@@ -106,6 +114,7 @@ pub fn start(
         metrics: metrics.clone(),
         archive: archive.clone(),
         consult: consult.clone(),
+        accounts: accounts.clone(),
         live: link.live.clone(),
     };
     let metrics_listener = tokio::net::TcpListener::from_std(listeners.metrics)?;
@@ -121,7 +130,12 @@ pub fn start(
         ));
         tokio::spawn(router::run(router, r.check, shutdown.clone()))
     });
-    let api_task = tokio::spawn(api::serve(web_listener, archive, shutdown.clone()));
+    let api = api::Api {
+        archive,
+        consult: handle.consult.clone(),
+        accounts: accounts.clone(),
+    };
+    let api_task = tokio::spawn(api::serve(web_listener, api, shutdown.clone()));
     let link_task = tokio::spawn(link.serve(listeners.link, shutdown.clone()));
     let metrics_task = tokio::spawn(daemon::serve_metrics(
         metrics_listener,

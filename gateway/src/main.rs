@@ -29,6 +29,13 @@ enum Command {
         #[arg(long, default_value = "gateway.toml")]
         config: PathBuf,
     },
+    /// Manage the people who use the gateway's API (works while the gateway runs).
+    User {
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: daemon::accounts::UserCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +48,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = GatewayConfig::load(&config)?;
             let listeners = Listeners::bind(&config)?;
             daemon::run_until_signal(|shutdown| gateway::run(config, listeners, shutdown))
+        }
+        Command::User { config, command } => {
+            let config = GatewayConfig::load(&config)?;
+            std::fs::create_dir_all(&config.data_dir)?;
+            daemon::accounts::run_user_command(
+                &config.data_dir.join(gateway::ACCOUNTS_FILE),
+                command,
+                &[
+                    daemon::accounts::Role::Specialist,
+                    daemon::accounts::Role::Admin,
+                ],
+            )
         }
         Command::CheckConfig { config } => {
             let config = GatewayConfig::load(&config)?;

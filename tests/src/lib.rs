@@ -231,6 +231,25 @@ impl RunningGateway {
         scrape(self.metrics_addr).unwrap_or_default()
     }
 
+    /// A script token of a new administrator of this gateway.
+    pub fn admin_token(&self) -> anyhow::Result<String> {
+        let accounts = &self.handle.accounts;
+        if accounts.get("admin")?.is_none() {
+            accounts.add(
+                daemon::accounts::User {
+                    name: "admin".into(),
+                    role: daemon::accounts::Role::Admin,
+                    display_name: "Administrator".into(),
+                    specialist: None,
+                    qualification: None,
+                },
+                "pilot-admin-password",
+                false,
+            )?;
+        }
+        Ok(accounts.script_token("admin")?)
+    }
+
     /// Graceful shutdown: every link is closed with the shutdown code.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
@@ -283,19 +302,88 @@ pub fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
 
 /// A plain HTTP/1.0 GET returning the body of a 200 answer.
 pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    ok_body(path, http(addr, "GET", path, None, None)?)
+}
+
+/// A GET with `Authorization: Bearer TOKEN`, returning the body of a 200 answer.
+pub fn http_get_as(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<String> {
+    ok_body(path, http(addr, "GET", path, Some(token), None)?)
+}
+
+fn ok_body(path: &str, (status, body): (u16, String)) -> anyhow::Result<String> {
+    anyhow::ensure!(status == 200, "{path} answered {status}: {body}");
+    Ok(body)
+}
+
+/// One HTTP/1.0 request with an optional bearer token and JSON body: (status, body).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = json.unwrap_or("");
+    if json.is_some() {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    write!(stream, "{head}\r\n{body}")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let (head, body) = response
         .split_once("\r\n\r\n")
         .context("HTTP response has no header/body separator")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("HTTP response has no status")?;
+    Ok((status, body.to_owned()))
+}
+
+/// Adds an administrator to the gateway configured by `config` with the `gateway user`
+/// commands (as a hospital administrator would) and returns a script token for them.
+pub fn gateway_admin_token(config: &Path) -> anyhow::Result<String> {
+    let add = std::process::Command::new(binary("gateway"))
+        .args(["user", "--config"])
+        .arg(config)
+        .args([
+            "add",
+            "admin",
+            "--role",
+            "admin",
+            "--display-name",
+            "Administrator",
+            "--replace",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let mut add = add;
+    if let Some(mut stdin) = add.stdin.take() {
+        stdin.write_all(b"pilot-admin-password\n")?;
+    }
+    anyhow::ensure!(add.wait()?.success(), "gateway user add failed");
+    let out = std::process::Command::new(binary("gateway"))
+        .args(["user", "--config"])
+        .arg(config)
+        .args(["token", "admin"])
+        .output()?;
     anyhow::ensure!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{path} answered {head}"
+        out.status.success(),
+        "gateway user token: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    Ok(body.to_owned())
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
 /// The value of one sample line, e.g. `metric(&text, "tpg_link_up{clinic=\"a\"}")`.

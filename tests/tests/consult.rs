@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
+use daemon::accounts::{Role, User};
+use harness::{
+    free_udp_addr, http, http_get_as, wait_until, PilotDir, RunningAgent, RunningGateway, Timings,
+};
 use proto::consult::{Consent, ConsultationId, EventKind, Patient, Report, State, Urgency};
 use proto::ClinicId;
 
@@ -265,6 +268,89 @@ pool = "radiology"
         })
         .unwrap();
     assert!(reason.starts_with("heart: rule heart"), "{reason}");
+
+    // The specialist works the case through the API, as themselves.
+    let web = gw.web_addr;
+    for (name, specialist, qualification) in
+        [("sun", "sun", Some("cardiologist")), ("li", "li", None)]
+    {
+        gw.handle
+            .accounts
+            .add(
+                User {
+                    name: name.into(),
+                    role: Role::Specialist,
+                    display_name: format!("Dr {name}"),
+                    specialist: Some(specialist.into()),
+                    qualification: qualification.map(str::to_owned),
+                },
+                "a long enough password",
+                false,
+            )
+            .unwrap();
+    }
+    let (status, body) = http(web, "GET", "/api/v1/consultations", None, None).unwrap();
+    assert_eq!(status, 401, "anonymous calls are refused");
+    assert!(body.contains("\"code\":\"unauthenticated\""), "{body}");
+    let (status, body) = http(
+        web,
+        "POST",
+        "/api/v1/login",
+        None,
+        Some(r#"{"user":"sun","password":"a long enough password"}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let sun: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let sun = sun["token"].as_str().unwrap().to_owned();
+    let li = gw.handle.accounts.script_token("li").unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(&http_get_as(web, "/api/v1/consultations", &sun).unwrap()).unwrap();
+    assert_eq!(list[0]["id"], id.as_str());
+    assert!(
+        list[0]["accept_by_ms"].is_number(),
+        "an acceptance deadline"
+    );
+    let case = format!("/api/v1/consultations/{id}");
+    let (status, _) = http(web, "GET", &case, Some(&li), None).unwrap();
+    assert_eq!(status, 404, "another specialist does not see the case");
+    let (status, body) = http(web, "POST", &format!("{case}/accept"), Some(&li), None).unwrap();
+    assert_eq!(status, 409, "only the assignee accepts: {body}");
+    let (status, body) = http(web, "POST", &format!("{case}/accept"), Some(&sun), None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http(
+        web,
+        "POST",
+        &format!("{case}/report"),
+        Some(&sun),
+        Some(r#"{"findings":"ST elevation","impression":"anterior STEMI","recommendation":"transfer for PCI"}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        wait_until(WAIT, || state_at(clinic, &id) == Some(State::Reported)).await,
+        "the report reaches the clinic"
+    );
+    let report = clinic
+        .log
+        .get(&id)
+        .unwrap()
+        .unwrap()
+        .consultation
+        .report
+        .unwrap();
+    assert_eq!(
+        (
+            report.signer_name.as_str(),
+            report.signer_qualification.as_str()
+        ),
+        ("Dr sun", "cardiologist"),
+        "signed by the authenticated specialist"
+    );
+    let detail: serde_json::Value =
+        serde_json::from_str(&http_get_as(web, &case, &sun).unwrap()).unwrap();
+    assert_eq!(detail["consultation"]["state"], "reported");
+    assert!(detail["timeline"].as_array().unwrap().len() >= 7);
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }

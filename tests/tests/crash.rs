@@ -192,8 +192,9 @@ fn killing_the_agent_or_the_gateway_at_random_never_loses_duplicates_or_corrupts
     }
     // The last restarted gateway may still be starting when the agent has nothing left to send.
     let deadline = Instant::now() + Duration::from_secs(30);
+    let token = harness::gateway_admin_token(&rig.gateway_toml).unwrap();
     let listing = loop {
-        match harness::http_get(rig.gateway_web, "/api/v1/clinics/jinzhou/studies") {
+        match harness::http_get_as(rig.gateway_web, "/api/v1/clinics/jinzhou/studies", &token) {
             Ok(text) => break text,
             Err(e) if Instant::now() > deadline => {
                 let log = std::fs::read_to_string(rig.gateway_toml.with_file_name("gateway.log"))

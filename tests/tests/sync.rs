@@ -11,7 +11,7 @@ use std::time::Duration;
 use clinic_agent::archive::Ingested;
 use harness::relay::UdpRelay;
 use harness::samples::{pydicom_test_files, write_ct_series};
-use harness::{http_get, metric, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
+use harness::{http_get_as, metric, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
 use proto::sync::{ObjectId, DEFAULT_CHUNK};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -120,9 +120,15 @@ async fn an_imported_study_reaches_the_gateway_byte_identical_and_is_listed_for_
         Some(0.0)
     );
 
-    let listing: serde_json::Value =
-        serde_json::from_str(&http_get(gw.web_addr, "/api/v1/clinics/jinzhou/studies").unwrap())
-            .unwrap();
+    let listing: serde_json::Value = serde_json::from_str(
+        &http_get_as(
+            gw.web_addr,
+            "/api/v1/clinics/jinzhou/studies",
+            &gw.admin_token().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     let studies = listing["studies"].as_array().unwrap();
     assert_eq!(studies.len(), 1);
     assert_eq!(studies[0]["study_instance_uid"], study.study_uid.as_str());
@@ -133,9 +139,15 @@ async fn an_imported_study_reaches_the_gateway_byte_identical_and_is_listed_for_
         "the agent told the gateway how many it holds"
     );
     assert_eq!(studies[0]["complete"], true);
-    let other: serde_json::Value =
-        serde_json::from_str(&http_get(gw.web_addr, "/api/v1/clinics/pulandian/studies").unwrap())
-            .unwrap();
+    let other: serde_json::Value = serde_json::from_str(
+        &http_get_as(
+            gw.web_addr,
+            "/api/v1/clinics/pulandian/studies",
+            &gw.admin_token().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     assert_eq!(
         other["studies"].as_array().unwrap().len(),
         0,
@@ -407,7 +419,12 @@ async fn a_clinic_must_send_the_bytes_even_when_another_clinic_sent_the_same_obj
     );
     for clinic in ["jinzhou", "pulandian"] {
         let listing: serde_json::Value = serde_json::from_str(
-            &http_get(gw.web_addr, &format!("/api/v1/clinics/{clinic}/studies")).unwrap(),
+            &http_get_as(
+                gw.web_addr,
+                &format!("/api/v1/clinics/{clinic}/studies"),
+                &gw.admin_token().unwrap(),
+            )
+            .unwrap(),
         )
         .unwrap();
         assert_eq!(listing["studies"][0]["instances"], 2, "{clinic}");

@@ -169,7 +169,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 gateway.metrics_addr
             );
             println!(
-                "  curl -s http://{}/api/v1/clinics/jinzhou/studies",
+                "  curl -s -H 'Authorization: Bearer {}' http://{}/api/v1/clinics/jinzhou/studies",
+                gateway.admin_token()?,
                 gateway.web_addr
             );
             println!(
