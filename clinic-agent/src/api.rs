@@ -84,7 +84,8 @@ pub async fn serve(
     handle: Handle,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = axum::Router::new()
+    let app = daemon::accounts::routes()
+        .merge(crate::consult_api::routes())
         .route("/api/v1/status", get(status))
         .route("/api/v1/import", post(import))
         .route("/api/v1/studies/{study}/priority", post(priority))

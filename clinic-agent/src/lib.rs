@@ -6,8 +6,9 @@
 
 pub mod api;
 pub mod archive;
-pub mod client;
+pub use daemon::client;
 pub mod config;
+pub mod consult_api;
 pub mod dimse;
 pub mod link;
 pub mod metrics;
@@ -78,6 +79,10 @@ pub struct Handle {
     pub store: Arc<AgentStore>,
     /// The clinic's consultation log.
     pub consult: daemon::replicate::Site,
+    /// This clinic, as its certificate names it.
+    pub clinic: proto::ClinicId,
+    /// The people who use the agent's consultation API.
+    pub accounts: Arc<daemon::accounts::Accounts>,
     sync_commands: mpsc::UnboundedSender<sync::SyncCommand>,
 }
 
@@ -159,6 +164,29 @@ impl Handle {
     }
 }
 
+/// The accounts file in the data folder.
+pub const ACCOUNTS_FILE: &str = "accounts.json";
+
+/// The clinic id in the agent's certificate.
+pub fn clinic_of(cert: &std::path::Path) -> anyhow::Result<proto::ClinicId> {
+    let chain = certs::tls::read_certs(cert)?;
+    let leaf = chain
+        .first()
+        .with_context(|| format!("{} holds no certificate", cert.display()))?;
+    certs::identity::cert_info(leaf)?.clinic.with_context(|| {
+        format!(
+            "{} names no clinic; issue the clinic's bundle with `certs clinic`",
+            cert.display()
+        )
+    })
+}
+
+impl daemon::accounts::HasAccounts for Handle {
+    fn accounts(&self) -> &daemon::accounts::Accounts {
+        &self.accounts
+    }
+}
+
 pub async fn run(
     config: AgentConfig,
     listeners: Listeners,
@@ -186,6 +214,10 @@ pub fn start(
         proto::consult::Side::Clinic,
         Arc::new(|_: &daemon::replicate::Site, _: &proto::consult::Event| {}),
     );
+    let clinic = clinic_of(&config.link.cert)?;
+    let accounts = Arc::new(daemon::accounts::Accounts::open(
+        &config.data_dir.join(ACCOUNTS_FILE),
+    )?);
     let metrics = Arc::new(Metrics::new());
     let status = SharedStatus::default();
     let sync_status = sync::SharedSync::default();
@@ -196,6 +228,8 @@ pub fn start(
         sync: sync_status.clone(),
         store: store.clone(),
         consult: consult.clone(),
+        clinic,
+        accounts,
         sync_commands,
     };
     let seed = std::time::SystemTime::now()

@@ -52,6 +52,79 @@ enum Command {
         #[arg(long, default_value = "agent.toml")]
         config: PathBuf,
     },
+    /// Manage the clinic's users of the consultation API (works while the agent runs).
+    User {
+        #[arg(long, default_value = "agent.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: daemon::accounts::UserCommand,
+    },
+    /// Consultations through the running agent (needs --token or TPG_TOKEN).
+    Consult {
+        #[arg(long, default_value = "agent.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        token: Option<String>,
+        #[command(subcommand)]
+        command: ConsultCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct NewArgs {
+    #[arg(long)]
+    patient_id: String,
+    #[arg(long, default_value = "")]
+    patient_name: String,
+    /// M, F or O.
+    #[arg(long, default_value = "")]
+    sex: String,
+    /// YYYY-MM-DD.
+    #[arg(long, default_value = "")]
+    birth_date: String,
+    #[arg(long)]
+    question: String,
+    #[arg(long, default_value = "")]
+    summary: String,
+    #[arg(long)]
+    specialty: String,
+    /// routine, urgent or emergency.
+    #[arg(long, default_value = "routine")]
+    urgency: String,
+    /// Who gave consent (the patient, or a named guardian).
+    #[arg(long)]
+    consent_by: Option<String>,
+    /// written, verbal or electronic.
+    #[arg(long, default_value = "written")]
+    consent_method: String,
+    /// Study Instance UID of an attached study (repeatable).
+    #[arg(long)]
+    study: Vec<String>,
+    #[arg(long)]
+    submit: bool,
+}
+
+#[derive(Subcommand)]
+enum ConsultCommand {
+    /// Create a consultation request; with --submit (and consent) it is sent at once.
+    New(Box<NewArgs>),
+    /// List this clinic's consultations, newest first.
+    List,
+    /// Show one consultation with its timeline and report.
+    Show { id: String },
+    /// Answer the specialist's open question.
+    Answer {
+        id: String,
+        #[arg(long)]
+        text: String,
+        /// The question's number, when several are open.
+        #[arg(long)]
+        question: Option<u64>,
+    },
+    /// Send a draft (consent must be recorded).
+    Submit { id: String },
+    /// Confirm the report was read.
+    Ack { id: String },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +140,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Import { config, paths } => import(&AgentConfig::load(&config)?, &paths),
         Command::Status { config, json } => status(&AgentConfig::load(&config)?, json),
+        Command::User { config, command } => {
+            let config = AgentConfig::load(&config)?;
+            std::fs::create_dir_all(&config.data_dir)?;
+            daemon::accounts::run_user_command(
+                &config.data_dir.join(clinic_agent::ACCOUNTS_FILE),
+                command,
+                &[
+                    daemon::accounts::Role::Doctor,
+                    daemon::accounts::Role::Admin,
+                ],
+            )
+        }
+        Command::Consult {
+            config,
+            token,
+            command,
+        } => consult(
+            &AgentConfig::load(&config)?,
+            &client::token(token).map_err(anyhow::Error::msg)?,
+            command,
+        ),
         Command::CheckConfig { config } => {
             let config = AgentConfig::load(&config)?;
             println!("{config:#?}");
@@ -191,5 +285,103 @@ fn import_one(
             "importing {}: the agent answered {code}: {body}",
             file.display()
         ),
+    }
+}
+
+fn consult(config: &AgentConfig, token: &str, command: ConsultCommand) -> anyhow::Result<()> {
+    let addr = client::local(config.web_listen);
+    let show = |body: &str| -> anyhow::Result<()> {
+        print!("{}", client::render_case(&serde_json::from_str(body)?));
+        Ok(())
+    };
+    match command {
+        ConsultCommand::New(args) => {
+            let NewArgs {
+                patient_id,
+                patient_name,
+                sex,
+                birth_date,
+                question,
+                summary,
+                specialty,
+                urgency,
+                consent_by,
+                consent_method,
+                study,
+                submit,
+            } = *args;
+            let body = serde_json::json!({
+                "patient": {"id": patient_id, "name": patient_name, "sex": sex, "birth_date": birth_date},
+                "clinical_summary": summary,
+                "question": question,
+                "specialty": specialty,
+                "urgency": urgency,
+                "consent": consent_by.map(|by| serde_json::json!({"given_by": by, "method": consent_method})),
+                "studies": study,
+                "submit": submit,
+            });
+            show(&client::call_ok(
+                addr,
+                "POST",
+                "/api/v1/consultations",
+                token,
+                Some(&body.to_string()),
+            )?)
+        }
+        ConsultCommand::List => {
+            let rows: serde_json::Value = serde_json::from_str(&client::call_ok(
+                addr,
+                "GET",
+                "/api/v1/consultations",
+                token,
+                None,
+            )?)?;
+            for r in rows.as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:<15} {:<9} {:<12} {}{}",
+                    r["id"].as_str().unwrap_or(""),
+                    r["state"].as_str().unwrap_or(""),
+                    r["urgency"].as_str().unwrap_or(""),
+                    r["specialty"].as_str().unwrap_or(""),
+                    r["question"].as_str().unwrap_or(""),
+                    match r["open_questions"].as_u64() {
+                        Some(n) if n > 0 => format!("  ({n} question(s) to answer)"),
+                        _ => String::new(),
+                    }
+                );
+            }
+            Ok(())
+        }
+        ConsultCommand::Show { id } => show(&client::call_ok(
+            addr,
+            "GET",
+            &format!("/api/v1/consultations/{id}"),
+            token,
+            None,
+        )?),
+        ConsultCommand::Answer { id, text, question } => {
+            let body = serde_json::json!({"text": text, "question": question});
+            show(&client::call_ok(
+                addr,
+                "POST",
+                &format!("/api/v1/consultations/{id}/answer"),
+                token,
+                Some(&body.to_string()),
+            )?)
+        }
+        ConsultCommand::Submit { id } => show(&client::call_ok(
+            addr,
+            "POST",
+            &format!("/api/v1/consultations/{id}/submit"),
+            token,
+            None,
+        )?),
+        ConsultCommand::Ack { id } => show(&client::call_ok(
+            addr,
+            "POST",
+            &format!("/api/v1/consultations/{id}/acknowledge"),
+            token,
+            None,
+        )?),
     }
 }

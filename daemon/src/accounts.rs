@@ -478,6 +478,74 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// `POST /api/v1/login`, `POST /api/v1/logout` and `GET /api/v1/me`, the same at both sites.
+pub fn routes<S>() -> axum::Router<S>
+where
+    S: HasAccounts + Clone + Send + Sync + 'static,
+{
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/api/v1/login", post(login::<S>))
+        .route("/api/v1/logout", post(logout::<S>))
+        .route("/api/v1/me", get(me))
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    user: String,
+    password: String,
+}
+
+async fn login<S: HasAccounts + Clone + Send + Sync + 'static>(
+    axum::extract::State(state): axum::extract::State<S>,
+    axum::Json(req): axum::Json<LoginRequest>,
+) -> Response {
+    let result = tokio::task::spawn_blocking(move || {
+        let accounts = state.accounts();
+        let user = accounts
+            .verify(&req.user, &req.password)
+            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_login", e.to_string()))?;
+        let token = accounts
+            .session(&user.name)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok::<_, ApiError>((user, token))
+    })
+    .await;
+    match result {
+        Ok(Ok((user, token))) => {
+            let cookie =
+                format!("tpg_session={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200");
+            (
+                [(axum::http::header::SET_COOKIE, cookie)],
+                axum::Json(serde_json::json!({ "token": token, "user": user })),
+            )
+                .into_response()
+        }
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => ApiError::internal(e.to_string()).into_response(),
+    }
+}
+
+async fn logout<S: HasAccounts + Clone + Send + Sync + 'static>(
+    axum::extract::State(state): axum::extract::State<S>,
+    Authenticated(_): Authenticated,
+    headers: axum::http::HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let mut parts = axum::http::Request::new(()).into_parts().0;
+    parts.headers = headers;
+    if let Some(token) = token_of(&parts) {
+        state
+            .accounts()
+            .revoke(&token)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(Authenticated(user): Authenticated) -> axum::Json<User> {
+    axum::Json(user)
+}
+
 /// The user behind a request: from `Authorization: Bearer TOKEN` or the `tpg_session`
 /// cookie. Handlers that take it refuse anonymous calls with 401.
 #[derive(Debug, Clone)]

@@ -5,6 +5,7 @@
 //! are plain tokio readers and writers.
 
 pub mod accounts;
+pub mod client;
 pub mod config;
 pub mod frames;
 pub mod replicate;

@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Json;
 use daemon::accounts::{Accounts, ApiError, Authenticated, HasAccounts, Role, User};
@@ -54,10 +53,7 @@ pub async fn serve(
 }
 
 pub fn router(api: Api) -> axum::Router {
-    axum::Router::new()
-        .route("/api/v1/login", post(login))
-        .route("/api/v1/logout", post(logout))
-        .route("/api/v1/me", get(me))
+    daemon::accounts::routes()
         .route("/api/v1/clinics/{clinic}/studies", get(studies))
         .route("/api/v1/consultations", get(worklist))
         .route("/api/v1/consultations/{id}", get(detail))
@@ -71,68 +67,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
-}
-
-#[derive(Deserialize)]
-struct LoginRequest {
-    user: String,
-    password: String,
-}
-
-async fn login(State(api): State<Api>, Json(req): Json<LoginRequest>) -> Response {
-    let accounts = api.accounts.clone();
-    let result = blocking(move || {
-        let user = accounts
-            .verify(&req.user, &req.password)
-            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_login", e.to_string()))?;
-        let token = accounts
-            .session(&user.name)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        Ok((user, token))
-    })
-    .await;
-    match result {
-        Ok((user, token)) => {
-            let cookie =
-                format!("tpg_session={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200");
-            (
-                [(header::SET_COOKIE, cookie)],
-                Json(serde_json::json!({ "token": token, "user": user })),
-            )
-                .into_response()
-        }
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn logout(
-    State(api): State<Api>,
-    Authenticated(_): Authenticated,
-    headers: axum::http::HeaderMap,
-) -> Result<StatusCode, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned)
-        .or_else(|| {
-            headers
-                .get(header::COOKIE)?
-                .to_str()
-                .ok()?
-                .split(';')
-                .find_map(|c| c.trim().strip_prefix("tpg_session=").map(str::to_owned))
-        });
-    if let Some(token) = token {
-        api.accounts
-            .revoke(&token)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-    }
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn me(Authenticated(user): Authenticated) -> Json<User> {
-    Json(user)
 }
 
 async fn studies(

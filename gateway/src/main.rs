@@ -29,12 +29,57 @@ enum Command {
         #[arg(long, default_value = "gateway.toml")]
         config: PathBuf,
     },
+    /// Consultations through the running gateway (needs --token or TPG_TOKEN).
+    Consult {
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        token: Option<String>,
+        #[command(subcommand)]
+        command: ConsultCommand,
+    },
     /// Manage the people who use the gateway's API (works while the gateway runs).
     User {
         #[arg(long, default_value = "gateway.toml")]
         config: PathBuf,
         #[command(subcommand)]
         command: daemon::accounts::UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConsultCommand {
+    /// The worklist: open cases (a specialist's own; an administrator's all).
+    List {
+        /// Include reported, acknowledged and cancelled cases.
+        #[arg(long)]
+        all: bool,
+    },
+    /// One case with its timeline and report.
+    Show { id: String },
+    /// Give a case to a specialist (administrators).
+    Assign {
+        id: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Accept, ask, report, addendum or decline as the authenticated specialist.
+    Act {
+        id: String,
+        /// accept, ask, report, addendum or decline.
+        action: String,
+        #[arg(long)]
+        text: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        findings: Option<String>,
+        #[arg(long)]
+        impression: Option<String>,
+        #[arg(long)]
+        recommendation: Option<String>,
     },
 }
 
@@ -48,6 +93,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = GatewayConfig::load(&config)?;
             let listeners = Listeners::bind(&config)?;
             daemon::run_until_signal(|shutdown| gateway::run(config, listeners, shutdown))
+        }
+        Command::Consult {
+            config,
+            token,
+            command,
+        } => {
+            let config = GatewayConfig::load(&config)?;
+            let token = daemon::client::token(token).map_err(anyhow::Error::msg)?;
+            consult(daemon::client::local(config.web_listen), &token, command)
         }
         Command::User { config, command } => {
             let config = GatewayConfig::load(&config)?;
@@ -67,4 +121,70 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn consult(addr: std::net::SocketAddr, token: &str, command: ConsultCommand) -> anyhow::Result<()> {
+    use daemon::client::{call_ok, render_case};
+    let case = |id: &str| format!("/api/v1/consultations/{id}");
+    match command {
+        ConsultCommand::List { all } => {
+            let path = if all {
+                "/api/v1/consultations?scope=all"
+            } else {
+                "/api/v1/consultations"
+            };
+            let rows: serde_json::Value =
+                serde_json::from_str(&call_ok(addr, "GET", path, token, None)?)?;
+            for r in rows.as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:<10} {:<15} {:<9} {:<12} {:<10} {}",
+                    r["id"].as_str().unwrap_or(""),
+                    r["clinic"].as_str().unwrap_or(""),
+                    r["state"].as_str().unwrap_or(""),
+                    r["urgency"].as_str().unwrap_or(""),
+                    r["specialty"].as_str().unwrap_or(""),
+                    r["assignee"].as_str().unwrap_or("-"),
+                    r["question"].as_str().unwrap_or(""),
+                );
+            }
+        }
+        ConsultCommand::Show { id } => {
+            let detail = serde_json::from_str(&call_ok(addr, "GET", &case(&id), token, None)?)?;
+            print!("{}", render_case(&detail));
+        }
+        ConsultCommand::Assign { id, to, reason } => {
+            let body = serde_json::json!({"specialist": to, "reason": reason});
+            call_ok(
+                addr,
+                "POST",
+                &format!("{}/assign", case(&id)),
+                token,
+                Some(&body.to_string()),
+            )?;
+            println!("{id} assigned to {to}");
+        }
+        ConsultCommand::Act {
+            id,
+            action,
+            text,
+            reason,
+            findings,
+            impression,
+            recommendation,
+        } => {
+            let body = serde_json::json!({
+                "text": text, "reason": reason, "findings": findings,
+                "impression": impression, "recommendation": recommendation,
+            });
+            call_ok(
+                addr,
+                "POST",
+                &format!("{}/{action}", case(&id)),
+                token,
+                Some(&body.to_string()),
+            )?;
+            println!("{id}: {action} recorded");
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,305 @@
+//! The clinic's consultation API on `[web] listen`: the township doctor creates a request
+//! (patient, consent, question, studies), sends it, answers the specialist's questions, reads
+//! and acknowledges the report — offline too: everything is appended to the clinic's log and
+//! travels when the link is up. Every call needs a session or a bearer token (401 otherwise);
+//! the acting doctor is the authenticated one. This agent only ever holds its own clinic's
+//! consultations.
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::Json;
+use daemon::accounts::{ApiError, Authenticated, Role, User};
+use proto::consult::{Consent, Consultation, ConsultationId, Event, EventKind, Patient, Urgency};
+use serde::{Deserialize, Serialize};
+use store::consult::ConsultError;
+
+use crate::Handle;
+
+pub fn routes() -> axum::Router<Handle> {
+    axum::Router::new()
+        .route("/api/v1/consultations", get(list).post(create))
+        .route("/api/v1/consultations/{id}", get(detail))
+        .route("/api/v1/consultations/{id}/{action}", post(act))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+}
+
+fn consult_error(e: ConsultError) -> ApiError {
+    match e {
+        ConsultError::NotFound(id) => ApiError::not_found(format!("no consultation {id}")),
+        ConsultError::Refused(r) => ApiError::conflict(r.to_string()),
+        ConsultError::TooLarge { .. } => ApiError::bad_request(e.to_string()),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+fn doctor(user: &User) -> Result<(), ApiError> {
+    match user.role {
+        Role::Doctor | Role::Admin => Ok(()),
+        Role::Specialist => Err(ApiError::forbidden(
+            "clinic consultations are created and answered by the clinic's doctors",
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConsentBody {
+    pub given_by: String,
+    pub method: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewConsultation {
+    pub patient: Patient,
+    #[serde(default)]
+    pub clinical_summary: String,
+    pub question: String,
+    pub specialty: String,
+    pub urgency: Urgency,
+    pub consent: Option<ConsentBody>,
+    #[serde(default)]
+    pub studies: Vec<String>,
+    /// Send it at once (needs `consent`).
+    #[serde(default)]
+    pub submit: bool,
+}
+
+/// A consultation with its timeline.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CaseDetail {
+    pub consultation: Consultation,
+    pub timeline: Vec<Event>,
+}
+
+fn detail_of(handle: &Handle, id: &ConsultationId) -> Result<CaseDetail, ApiError> {
+    let timeline = handle.consult.log.timeline(id).map_err(consult_error)?;
+    let folded = proto::consult::Folded::fold(&timeline)
+        .filter(|f| f.consultation.clinic == handle.clinic)
+        .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?;
+    Ok(CaseDetail {
+        consultation: folded.consultation,
+        timeline,
+    })
+}
+
+async fn create(
+    State(handle): State<Handle>,
+    Authenticated(user): Authenticated,
+    Json(req): Json<NewConsultation>,
+) -> Result<Json<CaseDetail>, ApiError> {
+    doctor(&user)?;
+    if req.submit && req.consent.is_none() {
+        return Err(ApiError::conflict(
+            proto::consult::Refusal::NoConsent.to_string(),
+        ));
+    }
+    blocking(move || {
+        let mut random = [0u8; 10];
+        getrandom_fill(&mut random)?;
+        let id = ConsultationId::new(now_ms() as u64, random);
+        let urgency = req.urgency;
+        let mut steps = vec![EventKind::Created {
+            patient: req.patient,
+            clinical_summary: req.clinical_summary,
+            question: req.question,
+            specialty: req.specialty,
+            urgency,
+        }];
+        if let Some(c) = req.consent {
+            steps.push(EventKind::ConsentRecorded {
+                consent: Consent {
+                    given_by: c.given_by,
+                    method: c.method,
+                    at_ms: now_ms(),
+                },
+            });
+        }
+        if !req.studies.is_empty() {
+            steps.push(EventKind::StudiesAttached {
+                study_instance_uids: req.studies.clone(),
+                attachments: Vec::new(),
+            });
+        }
+        if req.submit {
+            steps.push(EventKind::Submitted);
+        }
+        // The first step checks the request itself; nothing is stored if it is refused.
+        for kind in steps {
+            handle
+                .consult
+                .append(&handle.clinic, &id, &user.name, now_ms(), kind)
+                .map_err(consult_error)?;
+        }
+        raise(&handle, &req.studies, urgency);
+        detail_of(&handle, &id)
+    })
+    .await
+    .map(Json)
+}
+
+/// A study takes the highest urgency of the consultations it is attached to.
+fn raise(handle: &Handle, studies: &[String], urgency: Urgency) {
+    for uid in studies {
+        if let Err(e) = handle.raise_study_priority(uid, urgency) {
+            tracing::warn!(error = %e, "cannot raise an attached study's sync priority");
+        }
+    }
+}
+
+fn getrandom_fill(buf: &mut [u8]) -> Result<(), ApiError> {
+    getrandom::getrandom(buf).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// One row of the clinic's list.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CaseRow {
+    pub id: ConsultationId,
+    pub state: proto::consult::State,
+    pub urgency: Urgency,
+    pub specialty: String,
+    pub question: String,
+    pub patient_id: String,
+    pub assignee: Option<String>,
+    pub created_at_ms: i64,
+    /// Open questions from the specialist waiting for an answer.
+    pub open_questions: usize,
+}
+
+async fn list(
+    State(handle): State<Handle>,
+    Authenticated(user): Authenticated,
+) -> Result<Json<Vec<CaseRow>>, ApiError> {
+    doctor(&user)?;
+    let rows = blocking(move || {
+        let all = handle
+            .consult
+            .log
+            .list(&handle.clinic)
+            .map_err(consult_error)?;
+        Ok(all
+            .into_iter()
+            .rev()
+            .map(|f| {
+                let c = f.consultation;
+                CaseRow {
+                    id: c.id,
+                    state: c.state,
+                    urgency: c.urgency,
+                    specialty: c.specialty,
+                    question: c.question,
+                    patient_id: c.patient.id,
+                    assignee: c.assignee,
+                    created_at_ms: c.created_at_ms,
+                    open_questions: c.open_questions.len(),
+                }
+            })
+            .collect())
+    })
+    .await?;
+    Ok(Json(rows))
+}
+
+fn parse_id(id: &str) -> Result<ConsultationId, ApiError> {
+    ConsultationId::parse(id).ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))
+}
+
+async fn detail(
+    State(handle): State<Handle>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<CaseDetail>, ApiError> {
+    doctor(&user)?;
+    let id = parse_id(&id)?;
+    blocking(move || detail_of(&handle, &id)).await.map(Json)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ActionBody {
+    given_by: Option<String>,
+    method: Option<String>,
+    study_instance_uids: Option<Vec<String>>,
+    question: Option<u64>,
+    text: Option<String>,
+    reason: Option<String>,
+}
+
+async fn act(
+    State(handle): State<Handle>,
+    Authenticated(user): Authenticated,
+    Path((id, action)): Path<(String, String)>,
+    body: Option<Json<ActionBody>>,
+) -> Result<Json<CaseDetail>, ApiError> {
+    doctor(&user)?;
+    let id = parse_id(&id)?;
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    blocking(move || {
+        let current = detail_of(&handle, &id)?.consultation;
+        let need = |v: Option<String>, what: &str| {
+            v.filter(|s| !s.trim().is_empty())
+                .ok_or_else(|| ApiError::bad_request(format!("{what} is required")))
+        };
+        let kind = match action.as_str() {
+            "consent" => EventKind::ConsentRecorded {
+                consent: Consent {
+                    given_by: need(body.given_by, "given_by")?,
+                    method: need(body.method, "method")?,
+                    at_ms: now_ms(),
+                },
+            },
+            "studies" => {
+                let uids = body
+                    .study_instance_uids
+                    .filter(|u| !u.is_empty())
+                    .ok_or_else(|| ApiError::bad_request("study_instance_uids is required"))?;
+                raise(&handle, &uids, current.urgency);
+                EventKind::StudiesAttached {
+                    study_instance_uids: uids,
+                    attachments: Vec::new(),
+                }
+            }
+            "submit" => EventKind::Submitted,
+            "answer" => {
+                let question =
+                    match body.question {
+                        Some(q) => q,
+                        // The one open question, when there is exactly one.
+                        None => match current.open_questions.as_slice() {
+                            [q] => *q,
+                            _ => return Err(ApiError::bad_request(
+                                "question is required (the number of the question being answered)",
+                            )),
+                        },
+                    };
+                EventKind::QuestionAnswered {
+                    question,
+                    text: need(body.text, "text")?,
+                }
+            }
+            "acknowledge" => EventKind::ReportAcknowledged,
+            "cancel" => EventKind::Cancelled {
+                reason: need(body.reason, "reason")?,
+            },
+            other => return Err(ApiError::not_found(format!("no action {other}"))),
+        };
+        handle
+            .consult
+            .append(&handle.clinic, &id, &user.name, now_ms(), kind)
+            .map_err(consult_error)?;
+        detail_of(&handle, &id)
+    })
+    .await
+    .map(Json)
+}

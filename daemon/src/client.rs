@@ -1,0 +1,183 @@
+//! The CLI's side of a daemon's HTTP API: a plain HTTP/1.1 client for `status`, `import` and
+//! `consult` while the daemon runs (its database can be opened by one process only). The
+//! gateway's `consult` commands use it too.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// Why a call did not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the daemon is not running (nothing answers on {0})")]
+    NotRunning(SocketAddr),
+    #[error("talking to the clinic agent on {addr}: {detail}")]
+    Failed { addr: SocketAddr, detail: String },
+}
+
+/// The address to reach a daemon listening on `listen` from this PC.
+pub fn local(listen: SocketAddr) -> SocketAddr {
+    if listen.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], listen.port()))
+    } else {
+        listen
+    }
+}
+
+/// Sends one request; returns the status code and the body.
+pub fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> Result<(u16, String), ClientError> {
+    call_as(addr, method, path, None, json)
+}
+
+/// Like [`call`], with `Authorization: Bearer TOKEN`.
+pub fn call_as(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> Result<(u16, String), ClientError> {
+    let failed = |detail: String| ClientError::Failed { addr, detail };
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|_| ClientError::NotRunning(addr))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(600)))
+        .map_err(|e| failed(e.to_string()))?;
+    let body = json.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    // A call without a body sends no content type: an empty "JSON" body is not JSON.
+    let kind = if json.is_some() {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}{kind}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| failed(e.to_string()))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| failed(e.to_string()))?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, rest) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| failed("malformed HTTP answer".into()))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| failed("malformed HTTP status line".into()))?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The token for a CLI call: `--token`, or the `TPG_TOKEN` environment variable.
+pub fn token(flag: Option<String>) -> Result<String, String> {
+    flag.or_else(|| std::env::var("TPG_TOKEN").ok())
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| {
+            "no token: pass --token, or set TPG_TOKEN (get one with the `user token` command)"
+                .to_owned()
+        })
+}
+
+/// Sends a call with a token and returns the body of a 2xx answer; any other answer becomes
+/// an error carrying the API's message.
+pub fn call_ok(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    json: Option<&str>,
+) -> anyhow::Result<String> {
+    let (status, body) = call_as(addr, method, path, Some(token), json)?;
+    if (200..300).contains(&status) {
+        return Ok(body);
+    }
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or(body);
+    anyhow::bail!("{message} (HTTP {status})")
+}
+
+/// A consultation's detail (the APIs' `{consultation, timeline}`) as text for a terminal.
+pub fn render_case(detail: &serde_json::Value) -> String {
+    let c = &detail["consultation"];
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+    let mut out = format!(
+        "consultation {}  [{}]  {} {}\n  patient {}  question: {}\n",
+        s(&c["id"]),
+        s(&c["state"]),
+        s(&c["urgency"]),
+        s(&c["specialty"]),
+        s(&c["patient"]["id"]),
+        s(&c["question"]),
+    );
+    if let Some(a) = c["assignee"].as_str() {
+        out.push_str(&format!("  assigned to {a}\n"));
+    }
+    if c["report"].is_object() {
+        let r = &c["report"];
+        out.push_str(&format!(
+            "  REPORT signed by {} ({})\n    findings: {}\n    impression: {}\n    recommendation: {}\n",
+            s(&r["signer_name"]),
+            s(&r["signer_qualification"]),
+            s(&r["findings"]),
+            s(&r["impression"]),
+            s(&r["recommendation"]),
+        ));
+    }
+    out.push_str("  timeline:\n");
+    for e in detail["timeline"].as_array().into_iter().flatten() {
+        let detail = ["text", "reason", "specialist", "to"]
+            .iter()
+            .find_map(|k| e[*k].as_str())
+            .unwrap_or("");
+        out.push_str(&format!(
+            "    {:>13}  {:<8} {:<20} {}{}\n",
+            e["at_ms"].as_i64().unwrap_or(0),
+            format!("{}#{}", s(&e["id"]["side"]), e["id"]["seq"]),
+            s(&e["kind"]),
+            s(&e["actor"]),
+            if detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {detail}")
+            }
+        ));
+    }
+    out
+}

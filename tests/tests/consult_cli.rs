@@ -1,0 +1,278 @@
+//! The consultation flow as the people at both ends run it: real `gateway` and `clinic-agent`
+//! processes from configuration files, accounts made with the `user` commands, the request
+//! created and answered with `clinic-agent consult`, worked at the hospital with
+//! `gateway consult`.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::{binary, free_tcp_addr, free_udp_addr, set_listen, PilotDir, Timings};
+
+fn run(bin: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new(binary(bin))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{bin} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn try_run(bin: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(binary(bin)).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn spawn(bin: &str, verb: &str, config: &Path) -> Child {
+    Command::new(binary(bin))
+        .args([verb, "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const ROSTER: &str = r#"
+[[specialist]]
+id = "li"
+name = "Li Wei"
+specialties = ["radiology"]
+qualification = "attending radiologist"
+years_independent = 12
+utc_offset = "+08:00"
+duty = ["daily 00:00-24:00"]
+
+[[pool]]
+id = "radiology"
+members = ["li"]
+lead = "li"
+
+[[rule]]
+id = "all"
+pool = "radiology"
+"#;
+
+#[test]
+fn a_doctor_and_a_specialist_take_a_request_to_an_acknowledged_report_with_the_clis() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let gw = pilot.gateway_config(link).unwrap();
+    let gw_web = free_tcp_addr();
+    set_listen(&gw.file, "web", gw_web).unwrap();
+    set_listen(&gw.file, "metrics", free_tcp_addr()).unwrap();
+    std::fs::write(gw.file.with_file_name("routing.toml"), ROSTER).unwrap();
+    let mut text = std::fs::read_to_string(&gw.file).unwrap();
+    text.push_str("\n[routing]\nfile = \"routing.toml\"\ncheck_secs = 1\n");
+    std::fs::write(&gw.file, text).unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = pilot.agent_config("jinzhou", &bundle, link).unwrap();
+    for section in ["web", "metrics", "dicom"] {
+        set_listen(&agent.file, section, free_tcp_addr()).unwrap();
+    }
+    let (gw_toml, agent_toml) = (
+        gw.file.to_str().unwrap().to_owned(),
+        agent.file.to_str().unwrap().to_owned(),
+    );
+
+    // Accounts, made the way an administrator would (the daemons are not running yet).
+    let password = "a long enough password\n";
+    run(
+        "clinic-agent",
+        &[
+            "user",
+            "--config",
+            &agent_toml,
+            "add",
+            "wang",
+            "--role",
+            "doctor",
+            "--display-name",
+            "Dr Wang",
+        ],
+        Some(password),
+    );
+    run(
+        "gateway",
+        &[
+            "user",
+            "--config",
+            &gw_toml,
+            "add",
+            "li",
+            "--role",
+            "specialist",
+            "--display-name",
+            "Li Wei",
+            "--specialist",
+            "li",
+            "--qualification",
+            "attending radiologist",
+        ],
+        Some(password),
+    );
+    let doctor = run(
+        "clinic-agent",
+        &["user", "--config", &agent_toml, "token", "wang"],
+        None,
+    );
+    let specialist = run(
+        "gateway",
+        &["user", "--config", &gw_toml, "token", "li"],
+        None,
+    );
+    let (doctor, specialist) = (doctor.trim(), specialist.trim());
+
+    let mut agent_proc = spawn("clinic-agent", "run", &agent.file);
+    // Without a token the API refuses, and says how to get one.
+    let (ok, text) = try_run(
+        "clinic-agent",
+        &["consult", "--config", &agent_toml, "list"],
+    );
+    assert!(!ok && text.contains("TPG_TOKEN"), "{text}");
+    let agent_consult = |args: &[&str]| -> (bool, String) {
+        let mut all = vec!["consult", "--config", &agent_toml, "--token", doctor];
+        all.extend_from_slice(args);
+        try_run("clinic-agent", &all)
+    };
+    // A request without consent is refused with a message that says so.
+    let mut refused = (true, String::new());
+    until("the agent's API answers", || {
+        refused = agent_consult(&[
+            "new",
+            "--patient-id",
+            "P-1",
+            "--question",
+            "fracture?",
+            "--specialty",
+            "radiology",
+            "--submit",
+        ]);
+        !refused.1.contains("not running")
+    });
+    assert!(
+        !refused.0 && refused.1.contains("consent is not recorded"),
+        "{}",
+        refused.1
+    );
+    // Written before the gateway runs: it waits at the clinic.
+    let (ok, created) = agent_consult(&[
+        "new",
+        "--patient-id",
+        "P-1",
+        "--patient-name",
+        "Test^Patient",
+        "--sex",
+        "F",
+        "--question",
+        "fracture of the wrist?",
+        "--specialty",
+        "radiology",
+        "--urgency",
+        "urgent",
+        "--consent-by",
+        "patient",
+        "--submit",
+    ]);
+    assert!(ok, "{created}");
+    assert!(created.contains("[submitted]"), "{created}");
+    let id = created.split_whitespace().nth(1).unwrap().to_owned();
+
+    let mut gw_proc = spawn("gateway", "serve", &gw.file);
+    let gw_consult = |args: &[&str]| -> (bool, String) {
+        let mut all = vec!["consult", "--config", &gw_toml, "--token", specialist];
+        all.extend_from_slice(args);
+        try_run("gateway", &all)
+    };
+    until("the request reaches the specialist's worklist", || {
+        gw_consult(&["list"]).1.contains(&id)
+    });
+    let (ok, text) = gw_consult(&["act", &id, "accept"]);
+    assert!(ok, "{text}");
+    let (ok, text) = gw_consult(&[
+        "act",
+        &id,
+        "ask",
+        "--text",
+        "any fall on the outstretched hand?",
+    ]);
+    assert!(ok, "{text}");
+    until("the question reaches the clinic", || {
+        agent_consult(&["list"]).1.contains("question(s) to answer")
+    });
+    let (ok, text) = agent_consult(&["answer", &id, "--text", "yes, yesterday"]);
+    assert!(ok, "{text}");
+    until("the answer reaches the hospital", || {
+        gw_consult(&["show", &id]).1.contains("question_answered")
+    });
+    let (ok, text) = gw_consult(&[
+        "act",
+        &id,
+        "report",
+        "--findings",
+        "undisplaced distal radius fracture",
+        "--impression",
+        "Colles fracture",
+        "--recommendation",
+        "cast for six weeks",
+    ]);
+    assert!(ok, "{text}");
+    until("the report reaches the clinic", || {
+        agent_consult(&["show", &id])
+            .1
+            .contains("REPORT signed by Li Wei (attending radiologist)")
+    });
+    let (ok, text) = agent_consult(&["ack", &id]);
+    assert!(ok && text.contains("[acknowledged]"), "{text}");
+    until("the acknowledgement reaches the hospital", || {
+        gw_consult(&["show", &id]).1.contains("[acknowledged]")
+    });
+    // The same timeline at both ends.
+    let timeline = |text: String| -> Vec<String> {
+        text.lines()
+            .skip_while(|l| !l.contains("timeline:"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        timeline(agent_consult(&["show", &id]).1),
+        timeline(gw_consult(&["show", &id]).1)
+    );
+    let _ = agent_proc.kill();
+    let _ = gw_proc.kill();
+    let _ = agent_proc.wait();
+    let _ = gw_proc.wait();
+}
