@@ -235,3 +235,160 @@ fn killing_the_agent_or_the_gateway_at_random_never_loses_duplicates_or_corrupts
     );
     assert_eq!(accepted.len(), study.files.len());
 }
+
+/// A doctor's token at the agent configured by `config`, made with `clinic-agent user`.
+fn doctor_token(config: &Path) -> String {
+    use std::io::Write;
+    let mut add = Command::new(binary("clinic-agent"))
+        .args(["user", "--config"])
+        .arg(config)
+        .args([
+            "add",
+            "wang",
+            "--role",
+            "doctor",
+            "--display-name",
+            "Dr Wang",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough password\n")
+        .unwrap();
+    assert!(add.wait().unwrap().success());
+    let out = Command::new(binary("clinic-agent"))
+        .args(["user", "--config"])
+        .arg(config)
+        .args(["token", "wang"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Creates and sends one consultation; `Some(id)` when the agent answered that it is stored.
+fn request(addr: SocketAddr, token: &str, n: usize) -> Option<String> {
+    let body = serde_json::json!({
+        "patient": {"id": format!("P-{n}"), "name": "", "sex": "", "birth_date": ""},
+        "question": "fracture?",
+        "specialty": "radiology",
+        "urgency": "routine",
+        "consent": {"given_by": "patient", "method": "written"},
+        "submit": true,
+    })
+    .to_string();
+    match client::call_as(
+        addr,
+        "POST",
+        "/api/v1/consultations",
+        Some(token),
+        Some(&body),
+    ) {
+        Ok((200, text)) => {
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            v["consultation"]["id"].as_str().map(str::to_owned)
+        }
+        _ => None,
+    }
+}
+
+/// A consultation's timeline as a site's API shows it, as comparable text.
+fn timeline(addr: SocketAddr, token: &str, id: &str) -> Option<String> {
+    let (status, text) = client::call_as(
+        addr,
+        "GET",
+        &format!("/api/v1/consultations/{id}"),
+        Some(token),
+        None,
+    )
+    .ok()?;
+    (status == 200).then(|| {
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["timeline"].to_string()
+    })
+}
+
+#[test]
+fn killing_either_side_during_event_replication_leaves_identical_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let rig = rig(&pilot);
+    let doctor = doctor_token(&rig.agent_toml);
+    let admin = harness::gateway_admin_token(&rig.gateway_toml).unwrap();
+    let mut rng = proto::rng::Rng::new(0xe7e7);
+    let mut agent = spawn("clinic-agent", "run", &rig.agent_toml);
+    let mut gateway = spawn("gateway", "serve", &rig.gateway_toml);
+    let mut created: Vec<String> = Vec::new();
+    let mut n = 0;
+    for round in 0..2 * ROUNDS_PER_SIDE {
+        wait_api(rig.agent_web);
+        for _ in 0..3 {
+            n += 1;
+            if let Some(id) = request(rig.agent_web, &doctor, n) {
+                created.push(id);
+            }
+        }
+        // Kill one side while events are moving.
+        std::thread::sleep(Duration::from_millis(rng.next_u64() % 250));
+        if round % 2 == 0 {
+            kill9(&mut agent);
+            agent = spawn("clinic-agent", "run", &rig.agent_toml);
+        } else {
+            kill9(&mut gateway);
+            gateway = spawn("gateway", "serve", &rig.gateway_toml);
+        }
+    }
+    wait_api(rig.agent_web);
+    assert!(
+        created.len() >= 20,
+        "requests were accepted: {}",
+        created.len()
+    );
+    // Every request the clinic accepted is at the hospital, delivered once, with the same
+    // log at both ends.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in &created {
+        loop {
+            let (at_clinic, at_hospital) = (
+                timeline(rig.agent_web, &doctor, id),
+                timeline(rig.gateway_web, &admin, id),
+            );
+            if at_clinic.is_some() && at_clinic == at_hospital {
+                let delivered = at_clinic.unwrap().matches("\"kind\":\"delivered\"").count();
+                assert_eq!(delivered, 1, "{id} delivered exactly once");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id}: logs differ\nclinic:   {at_clinic:?}\nhospital: {at_hospital:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // Nothing the clinic did not accept appeared at the hospital, and nothing twice.
+    let (_, list) = client::call_as(
+        rig.gateway_web,
+        "GET",
+        "/api/v1/consultations?scope=all",
+        Some(&admin),
+        None,
+    )
+    .unwrap();
+    let at_hospital: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap();
+    let ids: BTreeSet<&str> = at_hospital
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), at_hospital.len(), "no consultation listed twice");
+    for id in &ids {
+        assert!(
+            created.iter().any(|c| c == id) || timeline(rig.agent_web, &doctor, id).is_some(),
+            "{id} at the hospital is unknown to the clinic"
+        );
+    }
+    kill9(&mut agent);
+    kill9(&mut gateway);
+}
