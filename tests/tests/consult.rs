@@ -354,3 +354,95 @@ pool = "radiology"
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clinic_never_sees_another_clinics_consultations() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let gw = RunningGateway::start(pilot.gateway_config(link).unwrap()).unwrap();
+    let mut agents = Vec::new();
+    for clinic in ["jinzhou", "pulandian"] {
+        let bundle = pilot.enrol(clinic, clinic).unwrap();
+        let agent = RunningAgent::start(
+            pilot.agent_config(clinic, &bundle, link).unwrap(),
+            Default::default(),
+        )
+        .unwrap();
+        agent
+            .handle
+            .accounts
+            .add(
+                User {
+                    name: "doc".into(),
+                    role: Role::Doctor,
+                    display_name: "Doctor".into(),
+                    specialist: None,
+                    qualification: None,
+                },
+                "a long enough password",
+                false,
+            )
+            .unwrap();
+        let token = agent.handle.accounts.script_token("doc").unwrap();
+        agents.push((agent, token));
+    }
+    let (a, a_token) = &agents[0];
+    let (b, b_token) = &agents[1];
+    let body = r#"{"patient":{"id":"P-1","name":"","sex":"","birth_date":""},"question":"q?","specialty":"radiology","urgency":"routine","consent":{"given_by":"patient","method":"written"},"submit":true}"#;
+    let (status, text) = http(
+        a.web_addr,
+        "POST",
+        "/api/v1/consultations",
+        Some(a_token),
+        Some(body),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{text}");
+    let created: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let id = created["consultation"]["id"].as_str().unwrap().to_owned();
+    let id_parsed = ConsultationId::parse(&id).unwrap();
+    assert!(
+        wait_until(WAIT, || state_at(&gw.handle.consult, &id_parsed)
+            == Some(State::Delivered))
+        .await,
+        "delivered at the hospital"
+    );
+    // Pulandian's API lists nothing of Jinzhou's and does not find it by id.
+    let list = http_get_as(b.web_addr, "/api/v1/consultations", b_token).unwrap();
+    assert_eq!(list.trim(), "[]");
+    let (status, _) = http(
+        b.web_addr,
+        "GET",
+        &format!("/api/v1/consultations/{id}"),
+        Some(b_token),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 404);
+    // A token of one clinic opens nothing at the other.
+    let (status, _) = http(
+        b.web_addr,
+        "GET",
+        "/api/v1/consultations",
+        Some(a_token),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 401);
+    // Nor did anything of Jinzhou's reach Pulandian's log over the link.
+    let pulandian = ClinicId::new("pulandian").unwrap();
+    assert!(b.handle.consult.log.get(&id_parsed).unwrap().is_none());
+    assert!(b
+        .handle
+        .consult
+        .log
+        .list(&ClinicId::new("jinzhou").unwrap())
+        .unwrap()
+        .is_empty());
+    assert!(b.handle.consult.log.list(&pulandian).unwrap().is_empty());
+    for (agent, _) in agents {
+        agent.stop().await.unwrap();
+    }
+    gw.stop().await.unwrap();
+}
