@@ -24,6 +24,7 @@ use crate::consult::now_ms;
 
 #[derive(Clone)]
 pub struct Api {
+    pub metrics: Arc<crate::Metrics>,
     pub archive: Arc<GatewayArchive>,
     pub consult: Site,
     pub accounts: Arc<Accounts>,
@@ -270,6 +271,7 @@ async fn act(
     let id = parse_id(&id)?;
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let site = api.consult.clone();
+    let metrics = api.metrics.clone();
     let event = blocking(move || {
         let folded = site
             .log
@@ -365,8 +367,19 @@ async fn act(
             }
             other => return Err(ApiError::not_found(format!("no action {other}"))),
         };
-        site.append(&c.clinic, &c.id, &actor, now_ms(), kind)
-            .map_err(consult_error)
+        let event = site
+            .append(&c.clinic, &c.id, &actor, now_ms(), kind)
+            .map_err(consult_error)?;
+        // Time from delivery, for the hospital's service figures.
+        let since_delivery = c
+            .delivered_at_ms
+            .map(|d| (event.at_ms - d).max(0) as f64 / 1000.0);
+        match (&event.kind, since_delivery) {
+            (EventKind::Accepted { .. }, Some(s)) => metrics.time_to_accept.observe(s),
+            (EventKind::Reported { .. }, Some(s)) => metrics.time_to_report.observe(s),
+            _ => {}
+        }
+        Ok(event)
     })
     .await?;
     Ok(Json(event))

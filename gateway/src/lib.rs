@@ -131,15 +131,28 @@ pub fn start(
         tokio::spawn(router::run(router, r.check, shutdown.clone()))
     });
     let api = api::Api {
+        metrics: metrics.clone(),
         archive,
         consult: handle.consult.clone(),
         accounts: accounts.clone(),
     };
     let api_task = tokio::spawn(api::serve(web_listener, api, shutdown.clone()));
     let link_task = tokio::spawn(link.serve(listeners.link, shutdown.clone()));
+    let gauges = handle.consult.clone();
     let metrics_task = tokio::spawn(daemon::serve_metrics(
         metrics_listener,
-        move || metrics.render(),
+        move || {
+            let all: Vec<_> = gauges
+                .log
+                .clinics()
+                .unwrap_or_default()
+                .iter()
+                .flat_map(|c| gauges.log.list(c).unwrap_or_default())
+                .map(|f| f.consultation)
+                .collect();
+            metrics.count_consultations(&all);
+            metrics.render()
+        },
         shutdown,
     ));
     Ok((handle, async move {

@@ -7,6 +7,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -21,6 +22,12 @@ pub struct ReasonLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UrgencyLabel {
+    pub urgency: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CaseLabel {
+    pub state: String,
     pub urgency: String,
 }
 
@@ -44,6 +51,19 @@ pub struct Metrics {
     pub crl_revoked_certificates: Gauge,
     pub sla_breaches: Family<UrgencyLabel, Counter>,
     pub routing_alerts: Family<KindLabel, Counter>,
+    pub consultations: Family<CaseLabel, Gauge>,
+    pub time_to_accept: Histogram,
+    pub time_to_report: Histogram,
+}
+
+/// Minutes to days: the SLAs are 30 min, 4 h and 48 h.
+fn case_buckets() -> Histogram {
+    Histogram::new(
+        [
+            60.0, 300.0, 900.0, 1800.0, 3600.0, 14_400.0, 43_200.0, 86_400.0, 172_800.0, 345_600.0,
+        ]
+        .into_iter(),
+    )
 }
 
 /// Every refusal reason the gateway counts, so each series exists (at 0) from the start.
@@ -75,6 +95,9 @@ impl Metrics {
             crl_revoked_certificates: Gauge::default(),
             sla_breaches: Family::default(),
             routing_alerts: Family::default(),
+            consultations: Family::default(),
+            time_to_accept: case_buckets(),
+            time_to_report: case_buckets(),
             registry: Registry::default(),
         };
         registry.register(
@@ -137,6 +160,21 @@ impl Metrics {
             "Routing problems an administrator should see, by kind",
             m.routing_alerts.clone(),
         );
+        registry.register(
+            "tpg_consultations",
+            "Consultations held by the gateway, by state and urgency",
+            m.consultations.clone(),
+        );
+        registry.register(
+            "tpg_consultation_time_to_accept_seconds",
+            "From delivery at the gateway to the specialist's acceptance",
+            m.time_to_accept.clone(),
+        );
+        registry.register(
+            "tpg_consultation_time_to_report_seconds",
+            "From delivery at the gateway to the signed report",
+            m.time_to_report.clone(),
+        );
         for urgency in ["emergency", "urgent", "routine"] {
             let _ = m.sla_breaches.get_or_create(&UrgencyLabel {
                 urgency: urgency.into(),
@@ -164,6 +202,25 @@ impl Metrics {
                 urgency: urgency.into(),
             })
             .inc();
+    }
+
+    /// Sets `tpg_consultations` from every consultation's state (called before a scrape).
+    pub fn count_consultations(&self, all: &[proto::consult::Consultation]) {
+        use proto::consult::{State, Urgency};
+        let mut counts = std::collections::HashMap::new();
+        for c in all {
+            *counts.entry((c.state, c.urgency)).or_insert(0i64) += 1;
+        }
+        for state in State::ALL {
+            for urgency in Urgency::ALL {
+                self.consultations
+                    .get_or_create(&CaseLabel {
+                        state: state.label().into(),
+                        urgency: urgency.label().into(),
+                    })
+                    .set(counts.get(&(state, urgency)).copied().unwrap_or(0));
+            }
+        }
     }
 
     pub fn routing_alert(&self, kind: &str) {

@@ -350,6 +350,15 @@ pool = "radiology"
     let detail: serde_json::Value =
         serde_json::from_str(&http_get_as(web, &case, &sun).unwrap()).unwrap();
     assert_eq!(detail["consultation"]["state"], "reported");
+    let metrics = gw.metrics();
+    for series in [
+        "tpg_consultations{state=\"reported\",urgency=\"emergency\"} 1",
+        "tpg_consultation_time_to_accept_seconds_count 1",
+        "tpg_consultation_time_to_report_seconds_count 1",
+        "tpg_sla_breaches_total{urgency=\"emergency\"} 0",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
     assert!(detail["timeline"].as_array().unwrap().len() >= 7);
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
