@@ -58,12 +58,9 @@ pub struct Metrics {
 
 /// Minutes to days: the SLAs are 30 min, 4 h and 48 h.
 fn case_buckets() -> Histogram {
-    Histogram::new(
-        [
-            60.0, 300.0, 900.0, 1800.0, 3600.0, 14_400.0, 43_200.0, 86_400.0, 172_800.0, 345_600.0,
-        ]
-        .into_iter(),
-    )
+    Histogram::new([
+        60.0, 300.0, 900.0, 1800.0, 3600.0, 14_400.0, 43_200.0, 86_400.0, 172_800.0, 345_600.0,
+    ])
 }
 
 /// Every refusal reason the gateway counts, so each series exists (at 0) from the start.
