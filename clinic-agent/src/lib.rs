@@ -212,7 +212,7 @@ pub fn start(
     let consult = daemon::replicate::Site::new(
         Arc::new(store::consult::ConsultLog::open(store.db())?),
         proto::consult::Side::Clinic,
-        Arc::new(|_: &daemon::replicate::Site, _: &proto::consult::Event| {}),
+        Arc::new(|_: &daemon::replicate::Site, _: daemon::replicate::Trigger<'_>| {}),
     );
     let clinic = clinic_of(&config.link.cert)?;
     let accounts = Arc::new(daemon::accounts::Accounts::open(

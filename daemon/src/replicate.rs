@@ -28,9 +28,18 @@ fn other(side: Side) -> Side {
     }
 }
 
-/// What a site does on its own when the peer's event is stored (the gateway answers a
-/// submission with `delivered`).
-pub type OnApplied = Arc<dyn Fn(&Site, &Event) + Send + Sync>;
+/// What happened on an events stream that a site may react to.
+#[derive(Debug, Clone, Copy)]
+pub enum Trigger<'a> {
+    /// A stream with this clinic began (the cursors were exchanged).
+    Connected(&'a ClinicId),
+    /// The peer's event was stored.
+    Applied(&'a Event),
+}
+
+/// What a site does on its own on an events stream (the gateway answers a stored submission
+/// with `delivered`, and at each connection catches up on any it had not answered).
+pub type OnApplied = Arc<dyn Fn(&Site, Trigger<'_>) + Send + Sync>;
 
 /// One site's consultation log with what events streams need: appends wake the streams'
 /// senders, and `on_applied` runs for each event the peer sends.
@@ -81,7 +90,7 @@ impl Site {
             log: self.log.clone(),
             local: self.local,
             appended: self.appended.subscribe(),
-            on_applied: Arc::new(move |e: &Event| hook(&site, e)),
+            on_applied: Arc::new(move |t: Trigger<'_>| hook(&site, t)),
         }
     }
 }
@@ -93,8 +102,9 @@ pub struct Replica {
     pub local: Side,
     /// Changes after every local append: wakes the senders.
     pub appended: watch::Receiver<u64>,
-    /// Runs on the blocking pool after each new event from the peer is stored.
-    pub on_applied: Arc<dyn Fn(&Event) + Send + Sync>,
+    /// Runs on the blocking pool when the stream begins and after each new event from the
+    /// peer is stored.
+    pub on_applied: Arc<dyn Fn(Trigger<'_>) + Send + Sync>,
 }
 
 /// Runs one events stream for `clinic` until it ends or breaks. `peer_have` is the peer's
@@ -131,6 +141,8 @@ pub async fn run(
             None => return Err("events stream ended before it began".into()),
         },
     };
+    let (hook, c) = (on_applied.clone(), clinic.clone());
+    blocking(move || hook(Trigger::Connected(&c))).await?;
     // Applying runs apart from sending, so two sides with long backlogs never wait on each
     // other's reading.
     let (l, c) = (log.clone(), clinic.clone());
@@ -150,7 +162,7 @@ pub async fn run(
                             .map_err(|e| e.to_string())?
                             == Applied::Appended
                         {
-                            hook(&event);
+                            hook(Trigger::Applied(&event));
                         }
                         Ok(())
                     })
@@ -241,23 +253,25 @@ mod tests {
         let gateway_site = Site::new(
             gateway.clone(),
             Side::Gateway,
-            Arc::new(|site: &Site, e: &Event| {
-                if e.kind == EventKind::Submitted {
-                    site.append(
-                        &e.id.clinic,
-                        &e.consultation,
-                        "system",
-                        2,
-                        EventKind::Delivered,
-                    )
-                    .unwrap();
+            Arc::new(|site: &Site, t: Trigger<'_>| {
+                if let Trigger::Applied(e) = t {
+                    if e.kind == EventKind::Submitted {
+                        site.append(
+                            &e.id.clinic,
+                            &e.consultation,
+                            "system",
+                            2,
+                            EventKind::Delivered,
+                        )
+                        .unwrap();
+                    }
                 }
             }),
         );
         let agent_site = Site::new(
             agent.clone(),
             Side::Clinic,
-            Arc::new(|_: &Site, _: &Event| {}),
+            Arc::new(|_: &Site, _: Trigger<'_>| {}),
         );
         let (agent_end, gateway_end) = tokio::io::duplex(64 * 1024);
         let (ar, aw) = tokio::io::split(agent_end);

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use daemon::replicate::Site;
-use proto::consult::{Event, EventKind, Side};
+use daemon::replicate::{Site, Trigger};
+use proto::consult::{EventKind, Side, State};
+use proto::ClinicId;
 use store::consult::{ConsultError, ConsultLog};
 use tracing::{info, warn};
 
@@ -27,23 +28,37 @@ pub fn open(db: &sled::Db) -> Result<Site, ConsultError> {
     ))
 }
 
-/// What the gateway does on its own when a clinic's event is stored.
-fn on_clinic_event(site: &Site, e: &Event) {
-    if e.kind != EventKind::Submitted {
-        return;
-    }
-    match site.append(
-        &e.id.clinic,
-        &e.consultation,
-        "system",
-        now_ms(),
-        EventKind::Delivered,
-    ) {
-        Ok(_) => {
-            info!(clinic = %e.id.clinic, consultation = %e.consultation, "consultation delivered")
-        }
+/// What the gateway does on its own on a clinic's events stream: a stored submission is
+/// answered with `delivered`. At each connection it also answers any submission stored
+/// before a crash cut it off from its answer (a replayed event is a duplicate and triggers
+/// nothing).
+fn on_clinic_event(site: &Site, trigger: Trigger<'_>) {
+    let clinic = match trigger {
+        Trigger::Applied(e) if e.kind == EventKind::Submitted => &e.id.clinic,
+        Trigger::Applied(_) => return,
+        Trigger::Connected(clinic) => clinic,
+    };
+    deliver_pending(site, clinic);
+}
+
+/// Appends `delivered` to every consultation of `clinic` still waiting for it.
+fn deliver_pending(site: &Site, clinic: &ClinicId) {
+    let waiting = match site.log.list(clinic) {
+        Ok(all) => all
+            .into_iter()
+            .map(|f| f.consultation)
+            .filter(|c| c.state == State::Submitted),
         Err(err) => {
-            warn!(clinic = %e.id.clinic, consultation = %e.consultation, %err, "cannot mark the consultation delivered")
+            warn!(%clinic, %err, "cannot read the consultations");
+            return;
+        }
+    };
+    for c in waiting {
+        match site.append(clinic, &c.id, "system", now_ms(), EventKind::Delivered) {
+            Ok(_) => info!(%clinic, consultation = %c.id, "consultation delivered"),
+            Err(err) => {
+                warn!(%clinic, consultation = %c.id, %err, "cannot mark the consultation delivered")
+            }
         }
     }
 }

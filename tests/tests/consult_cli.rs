@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::{binary, free_tcp_addr, free_udp_addr, set_listen, PilotDir, Timings};
+use harness::samples::write_ct_series;
+use harness::{binary, free_tcp_addr, free_udp_addr, http_get_as, set_listen, PilotDir, Timings};
 
 fn run(bin: &str, args: &[&str], stdin: Option<&str>) -> String {
     let mut child = Command::new(binary(bin))
@@ -188,6 +189,14 @@ fn a_doctor_and_a_specialist_take_a_request_to_an_acknowledged_report_with_the_c
         "{}",
         refused.1
     );
+    // The X-ray, imported at the clinic while the hospital is unreachable.
+    let study = write_ct_series(&dir.path().join("xray"), "P-1", 3, 64 * 1024, 5).unwrap();
+    let folder = dir.path().join("xray").to_str().unwrap().to_owned();
+    run(
+        "clinic-agent",
+        &["import", "--config", &agent_toml, &folder],
+        None,
+    );
     // Written before the gateway runs: it waits at the clinic.
     let (ok, created) = agent_consult(&[
         "new",
@@ -205,6 +214,8 @@ fn a_doctor_and_a_specialist_take_a_request_to_an_acknowledged_report_with_the_c
         "urgent",
         "--consent-by",
         "patient",
+        "--study",
+        &study.study_uid,
         "--submit",
     ]);
     assert!(ok, "{created}");
@@ -219,6 +230,13 @@ fn a_doctor_and_a_specialist_take_a_request_to_an_acknowledged_report_with_the_c
     };
     until("the request reaches the specialist's worklist", || {
         gw_consult(&["list"]).1.contains(&id)
+    });
+    // The specialist sees the attached study arrive, complete.
+    until("the attached study is complete at the hospital", || {
+        http_get_as(gw_web, &format!("/api/v1/consultations/{id}"), specialist)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|d| d["studies"][0]["arrived"]["complete"] == true)
     });
     let (ok, text) = gw_consult(&["act", &id, "accept"]);
     assert!(ok, "{text}");

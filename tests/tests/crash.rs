@@ -357,9 +357,9 @@ fn killing_either_side_during_event_replication_leaves_identical_logs() {
                 timeline(rig.gateway_web, &admin, id),
             );
             if let (Some(clinic), Some(hospital)) = (&at_clinic, &at_hospital) {
-                if clinic == hospital {
-                    let delivered = clinic.matches("\"kind\":\"delivered\"").count();
-                    assert_eq!(delivered, 1, "{id} delivered exactly once");
+                let delivered = clinic.matches("\"kind\":\"delivered\"").count();
+                assert!(delivered <= 1, "{id} delivered twice: {clinic}");
+                if clinic == hospital && delivered == 1 {
                     break;
                 }
             }
