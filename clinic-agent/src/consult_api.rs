@@ -84,10 +84,23 @@ pub struct CaseDetail {
     pub timeline: Vec<Event>,
 }
 
+/// This clinic's id; without one (a certificate that names no clinic) there are no
+/// consultations to keep.
+fn clinic(handle: &Handle) -> Result<&proto::ClinicId, ApiError> {
+    handle.clinic.as_ref().ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "no_clinic",
+            "this agent's certificate names no clinic; install the clinic's bundle from `certs clinic`",
+        )
+    })
+}
+
 fn detail_of(handle: &Handle, id: &ConsultationId) -> Result<CaseDetail, ApiError> {
+    let clinic = clinic(handle)?;
     let timeline = handle.consult.log.timeline(id).map_err(consult_error)?;
     let folded = proto::consult::Folded::fold(&timeline)
-        .filter(|f| f.consultation.clinic == handle.clinic)
+        .filter(|f| &f.consultation.clinic == clinic)
         .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?;
     Ok(CaseDetail {
         consultation: folded.consultation,
@@ -140,7 +153,7 @@ async fn create(
         for kind in steps {
             handle
                 .consult
-                .append(&handle.clinic, &id, &user.name, now_ms(), kind)
+                .append(clinic(&handle)?, &id, &user.name, now_ms(), kind)
                 .map_err(consult_error)?;
         }
         raise(&handle, &req.studies, urgency);
@@ -187,7 +200,7 @@ async fn list(
         let all = handle
             .consult
             .log
-            .list(&handle.clinic)
+            .list(clinic(&handle)?)
             .map_err(consult_error)?;
         Ok(all
             .into_iter()
@@ -296,7 +309,7 @@ async fn act(
         };
         handle
             .consult
-            .append(&handle.clinic, &id, &user.name, now_ms(), kind)
+            .append(clinic(&handle)?, &id, &user.name, now_ms(), kind)
             .map_err(consult_error)?;
         detail_of(&handle, &id)
     })

@@ -79,8 +79,9 @@ pub struct Handle {
     pub store: Arc<AgentStore>,
     /// The clinic's consultation log.
     pub consult: daemon::replicate::Site,
-    /// This clinic, as its certificate names it.
-    pub clinic: proto::ClinicId,
+    /// This clinic, as its certificate names it (`None`: a misconfigured certificate, which
+    /// the gateway will refuse too; consultations are unavailable until it is fixed).
+    pub clinic: Option<proto::ClinicId>,
     /// The people who use the agent's consultation API.
     pub accounts: Arc<daemon::accounts::Accounts>,
     sync_commands: mpsc::UnboundedSender<sync::SyncCommand>,
@@ -214,7 +215,9 @@ pub fn start(
         proto::consult::Side::Clinic,
         Arc::new(|_: &daemon::replicate::Site, _: daemon::replicate::Trigger<'_>| {}),
     );
-    let clinic = clinic_of(&config.link.cert)?;
+    let clinic = clinic_of(&config.link.cert)
+        .map_err(|e| tracing::error!("{e:#}; consultations are unavailable"))
+        .ok();
     let accounts = Arc::new(daemon::accounts::Accounts::open(
         &config.data_dir.join(ACCOUNTS_FILE),
     )?);
