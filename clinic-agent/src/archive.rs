@@ -339,6 +339,14 @@ impl AgentStore {
         })
     }
 
+    /// The identifiers and demographics of a study held here, read from one of its instances.
+    pub fn study_patient(&self, study_instance_uid: &str) -> Option<store::dicom::InstanceSummary> {
+        let (id, _) = self
+            .objects()
+            .find(|(_, r)| r.study_instance_uid == study_instance_uid)?;
+        store::dicom::summarize(&self.blobs().path(&id)).ok()
+    }
+
     /// Raises the priority of the study's undelivered objects (never lowers it); returns the
     /// objects changed, after the change is durable.
     pub fn raise_study_priority(

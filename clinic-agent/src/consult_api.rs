@@ -124,8 +124,9 @@ async fn create(
         getrandom_fill(&mut random)?;
         let id = ConsultationId::new(now_ms() as u64, random);
         let urgency = req.urgency;
+        let patient = with_study_demographics(&handle, req.patient, &req.studies)?;
         let mut steps = vec![EventKind::Created {
-            patient: req.patient,
+            patient,
             clinical_summary: req.clinical_summary,
             question: req.question,
             specialty: req.specialty,
@@ -161,6 +162,37 @@ async fn create(
     })
     .await
     .map(Json)
+}
+
+/// Fills what the doctor left empty from the first attached study's DICOM header, and refuses
+/// a study of another patient: attaching the wrong patient's images is the error to catch.
+fn with_study_demographics(
+    handle: &Handle,
+    mut patient: Patient,
+    studies: &[String],
+) -> Result<Patient, ApiError> {
+    for uid in studies {
+        let Some(s) = handle.store.study_patient(uid) else {
+            continue;
+        };
+        if patient.id.trim().is_empty() {
+            patient.id = s.patient_id.clone();
+        } else if patient.id != s.patient_id {
+            return Err(ApiError::conflict(format!(
+                "study {uid} belongs to another patient id than {}; check the study before attaching it",
+                patient.id
+            )));
+        }
+        let fill = |field: &mut String, from: Option<String>| {
+            if field.trim().is_empty() {
+                *field = from.unwrap_or_default();
+            }
+        };
+        fill(&mut patient.name, s.patient_name);
+        fill(&mut patient.sex, s.patient_sex);
+        fill(&mut patient.birth_date, s.patient_birth_date);
+    }
+    Ok(patient)
 }
 
 /// A study takes the highest urgency of the consultations it is attached to.
@@ -241,6 +273,7 @@ async fn detail(
 
 #[derive(Debug, Default, Deserialize)]
 struct ActionBody {
+    patient: Option<Patient>,
     given_by: Option<String>,
     method: Option<String>,
     study_instance_uids: Option<Vec<String>>,
@@ -277,6 +310,7 @@ async fn act(
                     .study_instance_uids
                     .filter(|u| !u.is_empty())
                     .ok_or_else(|| ApiError::bad_request("study_instance_uids is required"))?;
+                with_study_demographics(&handle, current.patient.clone(), &uids)?;
                 raise(&handle, &uids, current.urgency);
                 EventKind::StudiesAttached {
                     study_instance_uids: uids,
@@ -284,6 +318,11 @@ async fn act(
                 }
             }
             "submit" => EventKind::Submitted,
+            "patient" => EventKind::PatientUpdated {
+                patient: body
+                    .patient
+                    .ok_or_else(|| ApiError::bad_request("patient is required"))?,
+            },
             "answer" => {
                 let question =
                     match body.question {

@@ -154,6 +154,10 @@ pub enum EventKind {
     ConsentRecorded {
         consent: Consent,
     },
+    /// The clinic corrected the patient's details.
+    PatientUpdated {
+        patient: Patient,
+    },
     StudiesAttached {
         study_instance_uids: Vec<String>,
         #[serde(default)]
@@ -215,6 +219,7 @@ impl EventKind {
         match self {
             EventKind::Created { .. }
             | EventKind::ConsentRecorded { .. }
+            | EventKind::PatientUpdated { .. }
             | EventKind::StudiesAttached { .. }
             | EventKind::Submitted
             | EventKind::QuestionAnswered { .. }
@@ -237,6 +242,7 @@ impl EventKind {
         match self {
             EventKind::Created { .. } => "created",
             EventKind::ConsentRecorded { .. } => "consent recorded",
+            EventKind::PatientUpdated { .. } => "patient updated",
             EventKind::StudiesAttached { .. } => "studies attached",
             EventKind::Submitted => "submitted",
             EventKind::Delivered => "delivered",
@@ -484,6 +490,14 @@ impl Consultation {
                     .then_some(())
                     .ok_or_else(not_now)
             }
+            EventKind::PatientUpdated { patient } => {
+                if patient.id.trim().is_empty() {
+                    return Err(Refusal::Empty("patient id"));
+                }
+                (!matches!(self.state, S::Reported | S::Acknowledged | S::Cancelled))
+                    .then_some(())
+                    .ok_or_else(not_now)
+            }
             EventKind::Submitted => {
                 if self.state != S::Draft {
                     return Err(not_now());
@@ -594,6 +608,7 @@ impl Consultation {
         match &e.kind {
             EventKind::Created { .. } => return Err(Refusal::AlreadyCreated),
             EventKind::ConsentRecorded { consent } => self.consent = Some(consent.clone()),
+            EventKind::PatientUpdated { patient } => self.patient = patient.clone(),
             EventKind::StudiesAttached {
                 study_instance_uids,
                 attachments,

@@ -21,6 +21,11 @@ pub struct InstanceSummary {
     pub patient_id: String,
     pub modality: Option<String>,
     pub transfer_syntax: String,
+    /// Patient's Name (0010,0010) as written (`Family^Given`), Sex (0010,0040) and Birth Date
+    /// (0010,0030) as `YYYY-MM-DD`, when present. Patient data: never log them.
+    pub patient_name: Option<String>,
+    pub patient_sex: Option<String>,
+    pub patient_birth_date: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +48,9 @@ const MODALITY: (u16, u16) = (0x0008, 0x0060);
 const PATIENT_ID: (u16, u16) = (0x0010, 0x0020);
 const STUDY_INSTANCE_UID: (u16, u16) = (0x0020, 0x000D);
 const SERIES_INSTANCE_UID: (u16, u16) = (0x0020, 0x000E);
+const PATIENT_NAME: (u16, u16) = (0x0010, 0x0010);
+const PATIENT_BIRTH_DATE: (u16, u16) = (0x0010, 0x0030);
+const PATIENT_SEX: (u16, u16) = (0x0010, 0x0040);
 
 /// Reads and validates the identifiers of a DICOM file by walking its structure
 /// ([`crate::structure`]), so a malformed file is refused without being loaded.
@@ -54,6 +62,9 @@ pub fn summarize(path: &Path) -> Result<InstanceSummary, InvalidDicom> {
         PATIENT_ID,
         STUDY_INSTANCE_UID,
         SERIES_INSTANCE_UID,
+        PATIENT_NAME,
+        PATIENT_BIRTH_DATE,
+        PATIENT_SEX,
     ];
     let scan = crate::structure::scan(path, &wanted).map_err(|e| {
         if e.contains("DICM") || e.contains("too short") {
@@ -91,6 +102,17 @@ pub fn summarize(path: &Path) -> Result<InstanceSummary, InvalidDicom> {
         patient_id: value(PATIENT_ID, "Patient ID")?,
         modality: value(MODALITY, "Modality").ok(),
         transfer_syntax: meta(0x0010),
+        patient_name: value(PATIENT_NAME, "Patient's Name").ok(),
+        patient_sex: value(PATIENT_SEX, "Patient's Sex").ok(),
+        patient_birth_date: value(PATIENT_BIRTH_DATE, "Patient's Birth Date")
+            .ok()
+            .and_then(|d| iso_date(&d)),
         sop_instance_uid,
     })
+}
+
+/// DICOM `YYYYMMDD` as `YYYY-MM-DD`; anything else is dropped.
+fn iso_date(da: &str) -> Option<String> {
+    (da.len() == 8 && da.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| format!("{}-{}-{}", &da[..4], &da[4..6], &da[6..]))
 }

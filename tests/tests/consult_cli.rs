@@ -197,15 +197,24 @@ fn a_doctor_and_a_specialist_take_a_request_to_an_acknowledged_report_with_the_c
         &["import", "--config", &agent_toml, &folder],
         None,
     );
+    // Another patient's study is caught.
+    let (ok, text) = agent_consult(&[
+        "new",
+        "--patient-id",
+        "P-2",
+        "--question",
+        "?",
+        "--specialty",
+        "radiology",
+        "--study",
+        &study.study_uid,
+    ]);
+    assert!(!ok && text.contains("belongs to another patient"), "{text}");
     // Written before the gateway runs: it waits at the clinic.
     let (ok, created) = agent_consult(&[
         "new",
         "--patient-id",
         "P-1",
-        "--patient-name",
-        "Test^Patient",
-        "--sex",
-        "F",
         "--question",
         "fracture of the wrist?",
         "--specialty",
@@ -238,6 +247,15 @@ fn a_doctor_and_a_specialist_take_a_request_to_an_acknowledged_report_with_the_c
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
             .is_some_and(|d| d["studies"][0]["arrived"]["complete"] == true)
     });
+    // The patient's name came from the study's DICOM header.
+    let detail: serde_json::Value = serde_json::from_str(
+        &http_get_as(gw_web, &format!("/api/v1/consultations/{id}"), specialist).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        detail["consultation"]["patient"]["name"],
+        "SYNTHETIC^PATIENT"
+    );
     let (ok, text) = gw_consult(&["act", &id, "accept"]);
     assert!(ok, "{text}");
     let (ok, text) = gw_consult(&[

@@ -252,7 +252,28 @@ fn only_the_assigned_specialist_accepts_reports_and_asks() {
 fn a_signed_report_is_immutable_and_corrected_by_addenda() {
     let mut c = Case::assigned_to(Priority::Routine, "li");
     c.push("li", accept("li")).unwrap();
+    let mut corrected = c.state().patient;
+    corrected.birth_date = "1970-02-01".into();
+    let updated = c
+        .push(
+            "dr.wang",
+            EventKind::PatientUpdated {
+                patient: corrected.clone(),
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        updated.patient, corrected,
+        "details corrected before the report"
+    );
     let signed = c.push("li", report("li")).unwrap();
+    assert!(
+        matches!(
+            c.push("dr.wang", EventKind::PatientUpdated { patient: corrected }),
+            Err(Refusal::NotNow { .. })
+        ),
+        "a signed report's patient is fixed"
+    );
     assert!(matches!(
         c.push("li", report("li")),
         Err(Refusal::NotNow { .. })
