@@ -339,6 +339,50 @@ impl AgentStore {
         })
     }
 
+    /// Stores a consultation's attachment (a PDF letter, a JPEG photo) and queues it at
+    /// `priority`; the same bytes are stored once. Returns the object id.
+    pub fn store_attachment(
+        &self,
+        bytes: &[u8],
+        priority: Priority,
+    ) -> Result<(ObjectId, bool), StoreError> {
+        let temp = self.blobs.write_temp(bytes)?;
+        let id = temp.id();
+        if self.object(&id)?.is_some() {
+            temp.discard();
+            return Ok((id, false));
+        }
+        let size = temp.len();
+        let id = self.blobs.commit(temp)?;
+        let result: Result<(), TransactionError<String>> =
+            (&self.objects, &self.meta).transaction(|(objects, meta)| {
+                let seq = meta
+                    .get(SEQ_KEY)?
+                    .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                    .map_or(0, u64::from_be_bytes);
+                meta.insert(SEQ_KEY, &(seq + 1).to_be_bytes())?;
+                let record = ObjectRecord {
+                    size,
+                    sop_instance_uid: String::new(),
+                    study_instance_uid: String::new(),
+                    series_instance_uid: String::new(),
+                    modality: None,
+                    priority,
+                    seq,
+                    stored_at: now_unix(),
+                    delivered_at: None,
+                    new_version: false,
+                };
+                let rec = serde_json::to_vec(&record)
+                    .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+                objects.insert(id.as_str().as_bytes(), rec)?;
+                Ok(())
+            });
+        result.map_err(|e| StoreError::Index(format!("{e:?}")))?;
+        self.db.flush()?;
+        Ok((id, true))
+    }
+
     /// The identifiers and demographics of a study held here, read from one of its instances.
     pub fn study_patient(&self, study_instance_uid: &str) -> Option<store::dicom::InstanceSummary> {
         let (id, _) = self

@@ -15,11 +15,81 @@ use store::consult::ConsultError;
 
 use crate::Handle;
 
+/// The largest attachment accepted.
+pub const MAX_ATTACHMENT: usize = 20 * 1024 * 1024;
+
 pub fn routes() -> axum::Router<Handle> {
     axum::Router::new()
         .route("/api/v1/consultations", get(list).post(create))
         .route("/api/v1/consultations/{id}", get(detail))
+        .route(
+            "/api/v1/consultations/{id}/attachments",
+            post(attach).layer(axum::extract::DefaultBodyLimit::max(MAX_ATTACHMENT)),
+        )
         .route("/api/v1/consultations/{id}/{action}", post(act))
+}
+
+#[derive(Debug, Deserialize)]
+struct AttachQuery {
+    name: String,
+}
+
+/// Attaches a PDF or JPEG sent as the request body (`Content-Type: application/pdf` or
+/// `image/jpeg`, `?name=letter.pdf`). Its bytes travel to the hospital like images, at the
+/// consultation's urgency.
+async fn attach(
+    State(handle): State<Handle>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<AttachQuery>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<CaseDetail>, ApiError> {
+    doctor(&user)?;
+    let id = parse_id(&id)?;
+    let media_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let magic_ok = match media_type.as_str() {
+        "application/pdf" => body.starts_with(b"%PDF-"),
+        "image/jpeg" => body.starts_with(&[0xFF, 0xD8, 0xFF]),
+        _ => {
+            return Err(ApiError::bad_request(
+                "attach a PDF (Content-Type: application/pdf) or a JPEG photo (image/jpeg)",
+            ))
+        }
+    };
+    if !magic_ok {
+        return Err(ApiError::bad_request(format!(
+            "the file is not a {media_type}: its first bytes do not match"
+        )));
+    }
+    if q.name.trim().is_empty() || q.name.len() > 200 {
+        return Err(ApiError::bad_request("name the file: ?name=letter.pdf"));
+    }
+    blocking(move || {
+        let current = detail_of(&handle, &id)?.consultation;
+        let object = handle
+            .store_attachment(&body, current.urgency)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let kind = EventKind::StudiesAttached {
+            study_instance_uids: Vec::new(),
+            attachments: vec![proto::consult::Attachment {
+                object,
+                name: q.name,
+                media_type,
+            }],
+        };
+        handle
+            .consult
+            .append(clinic(&handle)?, &id, &user.name, now_ms(), kind)
+            .map_err(consult_error)?;
+        detail_of(&handle, &id)
+    })
+    .await
+    .map(Json)
 }
 
 fn now_ms() -> i64 {

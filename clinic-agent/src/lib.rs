@@ -125,6 +125,22 @@ impl Handle {
         Ok(outcome)
     }
 
+    /// Stores a consultation attachment and queues it for the gateway. Blocking.
+    pub fn store_attachment(
+        &self,
+        bytes: &[u8],
+        priority: proto::sync::Priority,
+    ) -> Result<proto::sync::ObjectId, archive::StoreError> {
+        let (id, new) = self.store.store_attachment(bytes, priority)?;
+        if new {
+            self.queue_if_stored(&Ingested::Stored {
+                id: id.clone(),
+                new_version: false,
+            });
+        }
+        Ok(id)
+    }
+
     fn queue_if_stored(&self, outcome: &Ingested) {
         if let Ingested::Stored { id, .. } = outcome {
             if let Ok(Some(record)) = self.store.object(id) {

@@ -58,6 +58,10 @@ pub fn router(api: Api) -> axum::Router {
         .route("/api/v1/clinics/{clinic}/studies", get(studies))
         .route("/api/v1/consultations", get(worklist))
         .route("/api/v1/consultations/{id}", get(detail))
+        .route(
+            "/api/v1/consultations/{id}/attachments/{object}",
+            get(attachment),
+        )
         .route("/api/v1/consultations/{id}/{action}", post(act))
         .with_state(api)
 }
@@ -249,6 +253,62 @@ async fn detail(
     })
     .await?;
     Ok(Json(detail))
+}
+
+/// An attachment's bytes, to whoever may see the case, once it has arrived.
+async fn attachment(
+    State(api): State<Api>,
+    Authenticated(user): Authenticated,
+    Path((id, object)): Path<(String, String)>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let id = parse_id(&id)?;
+    let (site, archive) = (api.consult.clone(), api.archive.clone());
+    let (media_type, name, bytes) = blocking(move || {
+        let timeline = site.log.timeline(&id).map_err(consult_error)?;
+        let c = proto::consult::Folded::fold(&timeline)
+            .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?
+            .consultation;
+        if !may_see(&user, &c, &timeline) {
+            return Err(ApiError::not_found(format!("no consultation {id}")));
+        }
+        let a = c
+            .attachments
+            .iter()
+            .find(|a| a.object.as_str() == object)
+            .ok_or_else(|| ApiError::not_found(format!("no attachment {object} on {id}")))?;
+        if !archive
+            .has(&c.clinic, &a.object)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_arrived",
+                format!("{} has not arrived from the clinic yet", a.name),
+            ));
+        }
+        let bytes = std::fs::read(archive.blobs().path(&a.object))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        // Only the two kinds a clinic can attach, whatever an event claims.
+        let media_type = match a.media_type.as_str() {
+            t @ ("application/pdf" | "image/jpeg") => t.to_owned(),
+            _ => "application/octet-stream".to_owned(),
+        };
+        Ok((media_type, a.name.clone(), bytes))
+    })
+    .await?;
+    let disposition = format!(
+        "inline; filename=\"{}\"",
+        name.replace(['"', '\\', '\r', '\n'], "_")
+    );
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, media_type),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -141,6 +141,19 @@ impl std::fmt::Debug for GatewayArchive {
     }
 }
 
+/// The pseudo-study consultation attachments are indexed under (never listed as a study).
+const ATTACHMENTS: &str = "attachments";
+
+/// A PDF or JPEG file, by its first bytes.
+fn is_attachment(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 5];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && (head.starts_with(b"%PDF-") || head.starts_with(&[0xFF, 0xD8, 0xFF]))
+}
+
 fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
 }
@@ -393,6 +406,15 @@ impl GatewayArchive {
                 s.sop_class_uid,
                 s.modality,
             ),
+            // A consultation's attachment (PDF, JPEG): kept apart from the studies.
+            Err(_) if is_attachment(path) => (
+                "".into(),
+                ATTACHMENTS.into(),
+                "".into(),
+                id.to_string(),
+                "".into(),
+                None,
+            ),
             Err(_) => (
                 "".into(),
                 "unparsed".into(),
@@ -446,6 +468,9 @@ impl GatewayArchive {
         let mut rows: BTreeMap<String, (StudyRow, BTreeSet<String>, BTreeSet<String>)> =
             BTreeMap::new();
         for ([_, study, series, sop], rec) in self.instances(clinic) {
+            if study == ATTACHMENTS {
+                continue;
+            }
             let (row, all_series, sops) = rows.entry(study.clone()).or_insert_with(|| {
                 let row = StudyRow {
                     study_instance_uid: study.clone(),

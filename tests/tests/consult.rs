@@ -417,6 +417,39 @@ async fn a_clinic_never_sees_another_clinics_consultations() {
         .await,
         "delivered at the hospital"
     );
+    // A referral letter attached at the clinic reaches the hospital.
+    let pdf = b"%PDF-1.4\n% referral letter\n%%EOF\n";
+    let attach = format!("/api/v1/consultations/{id}/attachments?name=referral.pdf");
+    let (status, text) = http_bytes(
+        a.web_addr,
+        &attach,
+        a_token,
+        "application/pdf",
+        b"not a pdf",
+    );
+    assert_eq!(status, 400, "{text}");
+    let (status, text) = http_bytes(a.web_addr, &attach, a_token, "application/pdf", pdf);
+    assert_eq!(status, 200, "{text}");
+    let detail: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let object = detail["consultation"]["attachments"][0]["object"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let admin = gw.admin_token().unwrap();
+    let url = format!("/api/v1/consultations/{id}/attachments/{object}");
+    assert!(
+        wait_until(WAIT, || http_get_as(gw.web_addr, &url, &admin).is_ok()).await,
+        "the attachment arrives"
+    );
+    assert_eq!(
+        http_get_as(gw.web_addr, &url, &admin).unwrap().as_bytes(),
+        pdf
+    );
+    let studies = http_get_as(gw.web_addr, "/api/v1/clinics/jinzhou/studies", &admin).unwrap();
+    assert!(
+        studies.contains("\"studies\":[]"),
+        "an attachment is not a study: {studies}"
+    );
     // Pulandian's API lists nothing of Jinzhou's and does not find it by id.
     let list = http_get_as(b.web_addr, "/api/v1/consultations", b_token).unwrap();
     assert_eq!(list.trim(), "[]");
@@ -454,4 +487,28 @@ async fn a_clinic_never_sees_another_clinics_consultations() {
         agent.stop().await.unwrap();
     }
     gw.stop().await.unwrap();
+}
+
+/// POSTs raw bytes with a content type and a bearer token: (status, body).
+fn http_bytes(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: &str,
+    media_type: &str,
+    bytes: &[u8],
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: {media_type}\r\nContent-Length: {}\r\n\r\n",
+        bytes.len()
+    )
+    .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
 }
