@@ -24,6 +24,8 @@ use crate::consult::now_ms;
 
 #[derive(Clone)]
 pub struct Api {
+    /// The router, when `[routing]` is configured: its roster's SLAs date the worklist.
+    pub router: Option<Arc<crate::router::Router>>,
     pub metrics: Arc<crate::Metrics>,
     pub archive: Arc<GatewayArchive>,
     pub consult: Site,
@@ -118,7 +120,13 @@ async fn worklist(
 ) -> Result<Json<Vec<CaseRow>>, ApiError> {
     let all_scope = q.scope.as_deref() == Some("all");
     let site = api.consult.clone();
+    let router = api.router.clone();
     let rows = blocking(move || {
+        let roster = router.as_ref().and_then(|r| r.reload().ok());
+        let sla_ms = |u: proto::consult::Urgency| match &roster {
+            Some(r) => r.sla(u).as_millis() as i64,
+            None => default_sla_ms(u),
+        };
         let mut rows = Vec::new();
         for clinic in site.log.clinics().map_err(internal)? {
             for f in site.log.list(&clinic).map_err(internal)? {
@@ -155,9 +163,8 @@ async fn worklist(
     Ok(Json(rows))
 }
 
-/// The default SLAs (the router applies `routing.toml`'s; the worklist shows the defaults
-/// when no roster is loaded).
-fn sla_ms(urgency: proto::consult::Urgency) -> i64 {
+/// The default SLAs, for the worklist when no roster is loaded.
+fn default_sla_ms(urgency: proto::consult::Urgency) -> i64 {
     use proto::consult::Urgency as U;
     60_000
         * match urgency {

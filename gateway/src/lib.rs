@@ -121,16 +121,20 @@ pub fn start(
     info!(metrics = %metrics_listener.local_addr()?, "metrics endpoint listening");
     let web_listener = tokio::net::TcpListener::from_std(listeners.web)?;
     info!(web = %web_listener.local_addr()?, "API listening");
-    let router_task = config.routing.as_ref().map(|r| {
-        let router = Arc::new(router::Router::new(
+    let router = config.routing.as_ref().map(|r| {
+        Arc::new(router::Router::new(
             consult.clone(),
             archive.clone(),
             metrics.clone(),
             r.file.clone(),
-        ));
-        tokio::spawn(router::run(router, r.check, shutdown.clone()))
+        ))
     });
+    let router_task = router
+        .clone()
+        .zip(config.routing.as_ref())
+        .map(|(router, r)| tokio::spawn(router::run(router, r.check, shutdown.clone())));
     let api = api::Api {
+        router,
         metrics: metrics.clone(),
         archive,
         consult: handle.consult.clone(),

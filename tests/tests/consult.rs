@@ -177,6 +177,9 @@ async fn a_delivered_request_is_routed_to_the_on_duty_specialist_with_the_reason
     std::fs::write(
         gw_config.file.parent().unwrap().join("routing.toml"),
         r#"
+[sla]
+emergency_accept_minutes = 10
+
 [[specialist]]
 id = "li"
 name = "Li Wei"
@@ -307,9 +310,15 @@ pool = "radiology"
     let list: serde_json::Value =
         serde_json::from_str(&http_get_as(web, "/api/v1/consultations", &sun).unwrap()).unwrap();
     assert_eq!(list[0]["id"], id.as_str());
-    assert!(
-        list[0]["accept_by_ms"].is_number(),
-        "an acceptance deadline"
+    let assigned_at = timeline
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::Assigned { .. }))
+        .unwrap()
+        .at_ms;
+    assert_eq!(
+        list[0]["accept_by_ms"].as_i64(),
+        Some(assigned_at + 10 * 60_000),
+        "the roster's SLA dates the acceptance deadline"
     );
     let case = format!("/api/v1/consultations/{id}");
     let (status, _) = http(web, "GET", &case, Some(&li), None).unwrap();
