@@ -160,15 +160,17 @@ pub fn render_case(detail: &serde_json::Value) -> String {
             s(&r["recommendation"]),
         ));
     }
-    out.push_str("  timeline:\n");
+    out.push_str("  timeline (UTC):\n");
     for e in detail["timeline"].as_array().into_iter().flatten() {
+        let actor = e["actor"].as_str().unwrap_or("");
         let detail = ["text", "reason", "specialist", "to"]
             .iter()
             .find_map(|k| e[*k].as_str())
+            .filter(|d| *d != actor)
             .unwrap_or("");
         out.push_str(&format!(
-            "    {:>13}  {:<8} {:<20} {}{}\n",
-            e["at_ms"].as_i64().unwrap_or(0),
+            "    {}  {:<10} {:<20} {}{}\n",
+            utc(e["at_ms"].as_i64().unwrap_or(0)),
             format!("{}#{}", s(&e["id"]["side"]), e["id"]["seq"]),
             s(&e["kind"]),
             s(&e["actor"]),
@@ -180,4 +182,36 @@ pub fn render_case(detail: &serde_json::Value) -> String {
         ));
     }
     out
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to a civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00");
+        assert_eq!(super::utc(1_795_687_858_884), "2026-11-26 10:10:58");
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00");
+    }
 }
