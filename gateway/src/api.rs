@@ -24,6 +24,8 @@ use crate::consult::now_ms;
 
 #[derive(Clone)]
 pub struct Api {
+    /// Every view or change of patient data is recorded here first.
+    pub audit: Arc<crate::audit::Audit>,
     /// The router, when `[routing]` is configured: its roster's SLAs date the worklist.
     pub router: Option<Arc<crate::router::Router>>,
     pub metrics: Arc<crate::Metrics>,
@@ -49,10 +51,13 @@ pub async fn serve(
     api: Api,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(api))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .context("gateway API failed")
+    axum::serve(
+        listener,
+        router(api).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+    .context("gateway API failed")
 }
 
 pub fn router(api: Api) -> axum::Router {
@@ -224,13 +229,35 @@ fn may_see(user: &User, c: &proto::consult::Consultation, timeline: &[Event]) ->
         })
 }
 
+/// Records an access to patient data before it happens; no record, no access.
+fn audited(
+    audit: &crate::audit::Audit,
+    user: &User,
+    from: std::net::SocketAddr,
+    action: &str,
+    target: &ConsultationId,
+) -> Result<(), ApiError> {
+    audit
+        .record(
+            now_ms(),
+            &user.name,
+            &from.ip().to_string(),
+            action,
+            target.as_str(),
+        )
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+type Client = axum::extract::ConnectInfo<std::net::SocketAddr>;
+
 async fn detail(
     State(api): State<Api>,
+    axum::extract::ConnectInfo(from): Client,
     Authenticated(user): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<CaseDetail>, ApiError> {
     let id = parse_id(&id)?;
-    let (site, archive) = (api.consult.clone(), api.archive.clone());
+    let (site, archive, audit) = (api.consult.clone(), api.archive.clone(), api.audit.clone());
     let detail = blocking(move || {
         let timeline = site.log.timeline(&id).map_err(consult_error)?;
         let folded = proto::consult::Folded::fold(&timeline)
@@ -238,6 +265,7 @@ async fn detail(
         if !may_see(&user, &folded.consultation, &timeline) {
             return Err(ApiError::not_found(format!("no consultation {id}")));
         }
+        audited(&audit, &user, from, "view", &id)?;
         let arrived = archive.studies(&folded.consultation.clinic);
         let studies = folded
             .consultation
@@ -265,12 +293,13 @@ async fn detail(
 /// An attachment's bytes, to whoever may see the case, once it has arrived.
 async fn attachment(
     State(api): State<Api>,
+    axum::extract::ConnectInfo(from): Client,
     Authenticated(user): Authenticated,
     Path((id, object)): Path<(String, String)>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let id = parse_id(&id)?;
-    let (site, archive) = (api.consult.clone(), api.archive.clone());
+    let (site, archive, audit) = (api.consult.clone(), api.archive.clone(), api.audit.clone());
     let (media_type, name, bytes) = blocking(move || {
         let timeline = site.log.timeline(&id).map_err(consult_error)?;
         let c = proto::consult::Folded::fold(&timeline)
@@ -294,6 +323,7 @@ async fn attachment(
                 format!("{} has not arrived from the clinic yet", a.name),
             ));
         }
+        audited(&audit, &user, from, "view_attachment", &id)?;
         let bytes = std::fs::read(archive.blobs().path(&a.object))
             .map_err(|e| ApiError::internal(e.to_string()))?;
         // Only the two kinds a clinic can attach, whatever an event claims.
@@ -331,6 +361,7 @@ struct ActionBody {
 
 async fn act(
     State(api): State<Api>,
+    axum::extract::ConnectInfo(from): Client,
     Authenticated(user): Authenticated,
     Path((id, action)): Path<(String, String)>,
     body: Option<Json<ActionBody>>,
@@ -339,6 +370,7 @@ async fn act(
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let site = api.consult.clone();
     let metrics = api.metrics.clone();
+    let audit = api.audit.clone();
     let event = blocking(move || {
         let folded = site
             .log
@@ -434,6 +466,7 @@ async fn act(
             }
             other => return Err(ApiError::not_found(format!("no action {other}"))),
         };
+        audited(&audit, &user, from, &action, &c.id)?;
         let event = site
             .append(&c.clinic, &c.id, &actor, now_ms(), kind)
             .map_err(consult_error)?;

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod archive;
+pub mod audit;
 pub mod config;
 pub mod consult;
 pub mod link;
@@ -62,6 +63,8 @@ impl Listeners {
 
 /// The accounts file in the data folder.
 pub const ACCOUNTS_FILE: &str = "accounts.json";
+/// The audit log in the data folder.
+pub const AUDIT_FILE: &str = "audit.log";
 
 /// A running gateway's shared state, for the pilot and the tests.
 #[derive(Clone)]
@@ -134,6 +137,7 @@ pub fn start(
         .zip(config.routing.as_ref())
         .map(|(router, r)| tokio::spawn(router::run(router, r.check, shutdown.clone())));
     let api = api::Api {
+        audit: Arc::new(audit::Audit::open(&config.data_dir.join(AUDIT_FILE))?),
         router,
         metrics: metrics.clone(),
         archive,

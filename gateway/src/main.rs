@@ -38,6 +38,13 @@ enum Command {
         #[command(subcommand)]
         command: ConsultCommand,
     },
+    /// Check the audit log's hash chain: any edited, removed or reordered record is reported.
+    Audit {
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Manage the people who use the gateway's API (works while the gateway runs).
     User {
         #[arg(long, default_value = "gateway.toml")]
@@ -45,6 +52,12 @@ enum Command {
         #[command(subcommand)]
         command: daemon::accounts::UserCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the chain of every record.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -102,6 +115,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = GatewayConfig::load(&config)?;
             let token = daemon::client::token(token).map_err(anyhow::Error::msg)?;
             consult(daemon::client::local(config.web_listen), &token, command)
+        }
+        Command::Audit {
+            config,
+            command: AuditCommand::Verify,
+        } => {
+            let config = GatewayConfig::load(&config)?;
+            let path = config.data_dir.join(gateway::AUDIT_FILE);
+            let (records, _) = gateway::audit::verify(&path)?;
+            println!("{}: {records} records, chain intact", path.display());
+            Ok(())
         }
         Command::User { config, command } => {
             let config = GatewayConfig::load(&config)?;

@@ -310,4 +310,22 @@ fn a_doctor_and_a_specialist_take_a_request_to_an_acknowledged_report_with_the_c
     let _ = gw_proc.kill();
     let _ = agent_proc.wait();
     let _ = gw_proc.wait();
+
+    // Every look at and change of the case is in the audit log, whose chain holds...
+    let verified = run("gateway", &["audit", "--config", &gw_toml, "verify"], None);
+    assert!(verified.contains("chain intact"), "{verified}");
+    let log_path = gw.data_dir.join("audit.log");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    for action in ["\"view\"", "\"accept\"", "\"ask\"", "\"report\""] {
+        assert!(log.contains(action), "{action} not audited:\n{log}");
+    }
+    assert!(!log.contains("P-1"), "no patient data in the audit log");
+    // ...until someone edits a record.
+    std::fs::write(
+        &log_path,
+        log.replacen("\"user\":\"li\"", "\"user\":\"admin\"", 1),
+    )
+    .unwrap();
+    let (ok, text) = try_run("gateway", &["audit", "--config", &gw_toml, "verify"]);
+    assert!(!ok && text.contains("altered"), "{text}");
 }
