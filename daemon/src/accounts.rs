@@ -85,6 +85,8 @@ pub enum AccountError {
     BadName,
     #[error("wrong user name or password")]
     BadLogin,
+    #[error("too many failed logins for this user; try again in {retry_after} s")]
+    Locked { retry_after: i64 },
 }
 
 fn now() -> i64 {
@@ -116,7 +118,21 @@ struct File {
 /// atomically by the `user` commands and re-read by the running daemon when it changes, so
 /// accounts can be managed while the daemon runs. Login sessions live in the daemon's memory:
 /// a restart asks people to log in again.
+/// Failed logins allowed for one name before it is locked for a while.
+pub const FREE_FAILURES: u32 = 5;
+/// The first lock; each further failure doubles it, up to [`MAX_LOCK_SECS`].
+pub const FIRST_LOCK_SECS: i64 = 30;
+pub const MAX_LOCK_SECS: i64 = 15 * 60;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Failures {
+    count: u32,
+    locked_until: i64,
+}
+
 pub struct Accounts {
+    /// Failed logins per user name (in memory: a restart forgets them).
+    failures: std::sync::Mutex<std::collections::HashMap<String, Failures>>,
     path: std::path::PathBuf,
     state: std::sync::Mutex<(Option<SystemTime>, File)>,
     sessions: std::sync::Mutex<std::collections::HashMap<String, TokenRecord>>,
@@ -141,6 +157,7 @@ impl Accounts {
     /// Opens (without creating) the accounts file at `path`.
     pub fn open(path: &std::path::Path) -> Result<Self, AccountError> {
         let accounts = Self {
+            failures: Default::default(),
             path: path.to_path_buf(),
             state: std::sync::Mutex::new((None, File::default())),
             sessions: Default::default(),
@@ -236,6 +253,41 @@ impl Accounts {
             .into_values()
             .map(|s| s.user)
             .collect())
+    }
+
+    /// Checks a login, throttling guesses: after [`FREE_FAILURES`] wrong passwords for a name,
+    /// it is refused for a while without checking (`Err(Locked)` says how long), and each
+    /// further failure doubles the wait. A success clears the count.
+    pub fn login(&self, name: &str, password: &str) -> Result<User, AccountError> {
+        let now = now();
+        {
+            let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(f) = failures.get(name) {
+                if f.locked_until > now {
+                    return Err(AccountError::Locked {
+                        retry_after: f.locked_until - now,
+                    });
+                }
+            }
+        }
+        let result = self.verify(name, password);
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Ok(_) => {
+                failures.remove(name);
+            }
+            Err(AccountError::BadLogin) => {
+                let f = failures.entry(name.to_owned()).or_default();
+                f.count += 1;
+                if f.count >= FREE_FAILURES {
+                    let doublings = (f.count - FREE_FAILURES).min(10);
+                    let lock = (FIRST_LOCK_SECS << doublings).min(MAX_LOCK_SECS);
+                    f.locked_until = now + lock;
+                }
+            }
+            Err(_) => {}
+        }
+        result
     }
 
     /// Checks a password; the same error whether the user or the password is wrong.
@@ -431,6 +483,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds to wait, sent as `Retry-After`.
+    pub retry_after: Option<i64>,
 }
 
 impl ApiError {
@@ -439,6 +493,19 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn too_many(retry_after: i64) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                AccountError::Locked { retry_after }.to_string(),
+            )
         }
     }
 
@@ -474,7 +541,15 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "code": self.code, "message": self.message });
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
+        response
     }
 }
 
@@ -503,8 +578,11 @@ async fn login<S: HasAccounts + Clone + Send + Sync + 'static>(
     let result = tokio::task::spawn_blocking(move || {
         let accounts = state.accounts();
         let user = accounts
-            .verify(&req.user, &req.password)
-            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_login", e.to_string()))?;
+            .login(&req.user, &req.password)
+            .map_err(|e| match e {
+                AccountError::Locked { retry_after } => ApiError::too_many(retry_after),
+                other => ApiError::new(StatusCode::UNAUTHORIZED, "bad_login", other.to_string()),
+            })?;
         let token = accounts
             .session(&user.name)
             .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -650,6 +728,21 @@ mod tests {
         assert!(accounts.resolve("not-a-token").unwrap().is_none());
         accounts.revoke(&session).unwrap();
         assert!(accounts.resolve(&session).unwrap().is_none());
+        // Guessing is throttled: after five wrong passwords even the right one waits.
+        for _ in 0..FREE_FAILURES {
+            assert!(matches!(
+                accounts.login("li", "a wrong guess"),
+                Err(AccountError::BadLogin)
+            ));
+        }
+        match accounts.login("li", "correct horse battery") {
+            Err(AccountError::Locked { retry_after }) => {
+                assert!(retry_after > 0 && retry_after <= FIRST_LOCK_SECS)
+            }
+            other => panic!("not locked: {other:?}"),
+        }
+        accounts.failures.lock().unwrap().clear();
+        assert!(accounts.login("li", "correct horse battery").is_ok());
         let script = Accounts::open(&path).unwrap().script_token("li").unwrap();
         assert!(!std::fs::read_to_string(&path).unwrap().contains(&script));
         assert_eq!(accounts.resolve(&script).unwrap().unwrap().name, "li");

@@ -305,6 +305,15 @@ pool = "radiology"
     .unwrap();
     assert_eq!(status, 200, "{body}");
     let sun: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // Guessing a password is throttled: after five failures, 429 with Retry-After.
+    let guess = r#"{"user":"li","password":"not the password"}"#;
+    for _ in 0..5 {
+        let (status, _) = http(web, "POST", "/api/v1/login", None, Some(guess)).unwrap();
+        assert_eq!(status, 401);
+    }
+    let (status, body) = http(web, "POST", "/api/v1/login", None, Some(guess)).unwrap();
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("too_many_attempts"), "{body}");
     let sun = sun["token"].as_str().unwrap().to_owned();
     let li = gw.handle.accounts.script_token("li").unwrap();
     let list: serde_json::Value =
