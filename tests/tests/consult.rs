@@ -530,3 +530,131 @@ fn http_bytes(
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, body.to_owned())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_gateway_route_refuses_the_callers_it_should() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let gw = RunningGateway::start(pilot.gateway_config(free_udp_addr()).unwrap()).unwrap();
+    let site = &gw.handle.consult;
+    let jz = ClinicId::new("jinzhou").unwrap();
+    let id = ConsultationId::new(now_ms() as u64, [8; 10]);
+    // A case from Jinzhou, assigned to sun.
+    for kind in [
+        EventKind::Created {
+            patient: Patient {
+                id: "P-300".into(),
+                name: String::new(),
+                sex: String::new(),
+                birth_date: String::new(),
+            },
+            clinical_summary: String::new(),
+            question: "?".into(),
+            specialty: "radiology".into(),
+            urgency: Urgency::Routine,
+        },
+        EventKind::ConsentRecorded {
+            consent: Consent {
+                given_by: "patient".into(),
+                method: "written".into(),
+                at_ms: now_ms(),
+            },
+        },
+        EventKind::Submitted,
+    ] {
+        site.log
+            .append(&jz, proto::consult::Side::Clinic, &id, "dr", now_ms(), kind)
+            .unwrap();
+    }
+    for kind in [
+        EventKind::Delivered,
+        EventKind::Assigned {
+            specialist: "sun".into(),
+            rule: "manual".into(),
+            reason: "test".into(),
+        },
+    ] {
+        site.append(&jz, &id, "system", now_ms(), kind).unwrap();
+    }
+    let accounts = &gw.handle.accounts;
+    for (name, role, specialist) in [
+        ("li", Role::Specialist, Some("li")),
+        ("boss", Role::Admin, None),
+    ] {
+        accounts
+            .add(
+                User {
+                    name: name.into(),
+                    role,
+                    display_name: name.into(),
+                    specialist: specialist.map(str::to_owned),
+                    qualification: None,
+                },
+                "a long enough password",
+                false,
+            )
+            .unwrap();
+    }
+    let case = format!("/api/v1/consultations/{id}");
+    // (method, path, body, expected status for: nobody, a specialist not on the case, an admin)
+    let routes: Vec<(&str, String, Option<&str>, [u16; 3])> = vec![
+        ("GET", "/api/v1/me".into(), None, [401, 200, 200]),
+        ("GET", "/api/v1/consultations".into(), None, [401, 200, 200]),
+        (
+            "GET",
+            "/api/v1/consultations?scope=all".into(),
+            None,
+            [401, 200, 200],
+        ),
+        ("GET", case.clone(), None, [401, 404, 200]),
+        (
+            "GET",
+            format!("{case}/attachments/nothing"),
+            None,
+            [401, 404, 404],
+        ),
+        (
+            "GET",
+            "/api/v1/clinics/jinzhou/studies".into(),
+            None,
+            [401, 200, 200],
+        ),
+        ("POST", format!("{case}/accept"), None, [401, 409, 403]),
+        (
+            "POST",
+            format!("{case}/ask"),
+            Some(r#"{"text":"?"}"#),
+            [401, 409, 403],
+        ),
+        (
+            "POST",
+            format!("{case}/report"),
+            Some(r#"{"impression":"x"}"#),
+            [401, 403, 403],
+        ),
+        (
+            "POST",
+            format!("{case}/decline"),
+            Some(r#"{"reason":"x"}"#),
+            [401, 409, 403],
+        ),
+        ("POST", format!("{case}/nonsense"), None, [401, 404, 404]),
+        ("POST", "/api/v1/logout".into(), None, [401, 204, 204]),
+        // Last: an administrator's assignment changes the case.
+        (
+            "POST",
+            format!("{case}/assign"),
+            Some(r#"{"specialist":"li"}"#),
+            [401, 403, 200],
+        ),
+    ];
+    for (method, path, body, expected) in routes {
+        for (who, want) in [None, Some("li"), Some("boss")].into_iter().zip(expected) {
+            // A fresh token per call: logout revokes the one it is called with.
+            let token = who.map(|name| accounts.script_token(name).unwrap());
+            let (status, text) = http(gw.web_addr, method, &path, token.as_deref(), body).unwrap();
+            assert_eq!(status, want, "{method} {path} as {who:?}: {text}");
+        }
+    }
+    gw.stop().await.unwrap();
+}
