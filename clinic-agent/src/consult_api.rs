@@ -8,10 +8,11 @@
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::Json;
-use daemon::accounts::{ApiError, Authenticated, Role, User};
+use daemon::accounts::{Authenticated, Role, User};
+use daemon::api::{blocking, ApiError};
+use daemon::now_ms;
 use proto::consult::{Consent, Consultation, ConsultationId, Event, EventKind, Patient, Urgency};
 use serde::{Deserialize, Serialize};
-use store::consult::ConsultError;
 
 use crate::Handle;
 
@@ -85,35 +86,11 @@ async fn attach(
         handle
             .consult
             .append(clinic(&handle)?, &id, &user.name, now_ms(), kind)
-            .map_err(consult_error)?;
+            .map_err(ApiError::from)?;
         detail_of(&handle, &id)
     })
     .await
     .map(Json)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-}
-
-fn consult_error(e: ConsultError) -> ApiError {
-    match e {
-        ConsultError::NotFound(id) => ApiError::not_found(format!("no consultation {id}")),
-        ConsultError::Refused(r) => ApiError::conflict(r.to_string()),
-        ConsultError::TooLarge { .. } => ApiError::bad_request(e.to_string()),
-        other => ApiError::internal(other.to_string()),
-    }
 }
 
 fn doctor(user: &User) -> Result<(), ApiError> {
@@ -168,7 +145,7 @@ fn clinic(handle: &Handle) -> Result<&proto::ClinicId, ApiError> {
 
 fn detail_of(handle: &Handle, id: &ConsultationId) -> Result<CaseDetail, ApiError> {
     let clinic = clinic(handle)?;
-    let timeline = handle.consult.log.timeline(id).map_err(consult_error)?;
+    let timeline = handle.consult.log.timeline(id).map_err(ApiError::from)?;
     let folded = proto::consult::Folded::fold(&timeline)
         .filter(|f| &f.consultation.clinic == clinic)
         .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?;
@@ -191,7 +168,7 @@ async fn create(
     }
     blocking(move || {
         let mut random = [0u8; 10];
-        getrandom_fill(&mut random)?;
+        getrandom::getrandom(&mut random).map_err(|e| ApiError::internal(e.to_string()))?;
         let id = ConsultationId::new(now_ms() as u64, random);
         let urgency = req.urgency;
         let patient = with_study_demographics(&handle, req.patient, &req.studies)?;
@@ -225,7 +202,7 @@ async fn create(
             handle
                 .consult
                 .append(clinic(&handle)?, &id, &user.name, now_ms(), kind)
-                .map_err(consult_error)?;
+                .map_err(ApiError::from)?;
         }
         raise(&handle, &req.studies, urgency);
         detail_of(&handle, &id)
@@ -274,10 +251,6 @@ fn raise(handle: &Handle, studies: &[String], urgency: Urgency) {
     }
 }
 
-fn getrandom_fill(buf: &mut [u8]) -> Result<(), ApiError> {
-    getrandom::getrandom(buf).map_err(|e| ApiError::internal(e.to_string()))
-}
-
 /// One row of the clinic's list.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CaseRow {
@@ -303,7 +276,7 @@ async fn list(
             .consult
             .log
             .list(clinic(&handle)?)
-            .map_err(consult_error)?;
+            .map_err(ApiError::from)?;
         Ok(all
             .into_iter()
             .rev()
@@ -419,7 +392,7 @@ async fn act(
         handle
             .consult
             .append(clinic(&handle)?, &id, &user.name, now_ms(), kind)
-            .map_err(consult_error)?;
+            .map_err(ApiError::from)?;
         detail_of(&handle, &id)
     })
     .await

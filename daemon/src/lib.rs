@@ -5,12 +5,21 @@
 //! are plain tokio readers and writers.
 
 pub mod accounts;
+pub mod api;
 pub mod client;
 pub mod config;
 pub mod frames;
 pub mod replicate;
 
 use std::future::Future;
+
+/// Now, in Unix milliseconds: the time stamp of events, audit records and reports.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 use std::process::ExitCode;
 
 use anyhow::Context;

@@ -11,12 +11,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Json;
-use daemon::accounts::{Accounts, ApiError, Authenticated, HasAccounts, Role, User};
+use daemon::accounts::{Accounts, Authenticated, HasAccounts, Role, User};
+use daemon::api::{blocking, ApiError};
 use daemon::replicate::Site;
 use proto::consult::{ConsultationId, Event, EventKind, Report, State as CaseState};
 use proto::ClinicId;
 use serde::{Deserialize, Serialize};
-use store::consult::ConsultError;
 use tokio_util::sync::CancellationToken;
 
 use crate::archive::{GatewayArchive, StudyRow};
@@ -73,14 +73,6 @@ pub fn router(api: Api) -> axum::Router {
         .with_state(api)
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-}
-
 async fn studies(
     State(api): State<Api>,
     Authenticated(_): Authenticated,
@@ -128,9 +120,11 @@ async fn worklist(
     let router = api.router.clone();
     let rows = blocking(move || {
         let roster = router.as_ref().and_then(|r| r.reload().ok());
-        let sla_ms = |u: proto::consult::Urgency| match &roster {
-            Some(r) => r.sla(u).as_millis() as i64,
-            None => default_sla_ms(u),
+        let sla_ms = |u: proto::consult::Urgency| {
+            roster
+                .as_ref()
+                .map_or(crate::routing::default_sla(u), |r| r.sla(u))
+                .as_millis() as i64
         };
         let mut rows = Vec::new();
         for clinic in site.log.clinics().map_err(internal)? {
@@ -168,28 +162,8 @@ async fn worklist(
     Ok(Json(rows))
 }
 
-/// The default SLAs, for the worklist when no roster is loaded.
-fn default_sla_ms(urgency: proto::consult::Urgency) -> i64 {
-    use proto::consult::Urgency as U;
-    60_000
-        * match urgency {
-            U::Emergency => 30,
-            U::Urgent => 4 * 60,
-            U::Routine => 48 * 60,
-        }
-}
-
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(e.to_string())
-}
-
-fn consult_error(e: ConsultError) -> ApiError {
-    match e {
-        ConsultError::NotFound(id) => ApiError::not_found(format!("no consultation {id}")),
-        ConsultError::Refused(r) => ApiError::conflict(r.to_string()),
-        ConsultError::TooLarge { .. } => ApiError::bad_request(e.to_string()),
-        other => ApiError::internal(other.to_string()),
-    }
 }
 
 /// A case with its timeline and the arrival state of each attached study.
@@ -259,7 +233,7 @@ async fn detail(
     let id = parse_id(&id)?;
     let (site, archive, audit) = (api.consult.clone(), api.archive.clone(), api.audit.clone());
     let detail = blocking(move || {
-        let timeline = site.log.timeline(&id).map_err(consult_error)?;
+        let timeline = site.log.timeline(&id).map_err(ApiError::from)?;
         let folded = proto::consult::Folded::fold(&timeline)
             .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?;
         if !may_see(&user, &folded.consultation, &timeline) {
@@ -301,7 +275,7 @@ async fn attachment(
     let id = parse_id(&id)?;
     let (site, archive, audit) = (api.consult.clone(), api.archive.clone(), api.audit.clone());
     let (media_type, name, bytes) = blocking(move || {
-        let timeline = site.log.timeline(&id).map_err(consult_error)?;
+        let timeline = site.log.timeline(&id).map_err(ApiError::from)?;
         let c = proto::consult::Folded::fold(&timeline)
             .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?
             .consultation;
@@ -375,7 +349,7 @@ async fn act(
         let folded = site
             .log
             .get(&id)
-            .map_err(consult_error)?
+            .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?;
         let c = folded.consultation;
         let need = |v: Option<String>, what: &str| {
@@ -469,7 +443,7 @@ async fn act(
         audited(&audit, &user, from, &action, &c.id)?;
         let event = site
             .append(&c.clinic, &c.id, &actor, now_ms(), kind)
-            .map_err(consult_error)?;
+            .map_err(ApiError::from)?;
         // Time from delivery, for the hospital's service figures.
         let since_delivery = c
             .delivered_at_ms

@@ -4,7 +4,6 @@
 //! `delivered`.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use daemon::replicate::{Site, Trigger};
 use proto::consult::{EventKind, Side, State};
@@ -12,12 +11,7 @@ use proto::ClinicId;
 use store::consult::{ConsultError, ConsultLog};
 use tracing::{info, warn};
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use daemon::now_ms;
 
 /// The gateway's site in the consultation logs.
 pub fn open(db: &sled::Db) -> Result<Site, ConsultError> {

@@ -119,14 +119,7 @@ impl Router {
             match c.state {
                 State::Delivered => {
                     let modalities = self.modalities(c);
-                    let request = Request {
-                        clinic: c.clinic.as_str(),
-                        specialty: &c.specialty,
-                        modalities: &modalities,
-                        urgency: c.urgency,
-                        exclude: &c.declined_by,
-                    };
-                    match roster.route(&request, &loads, now_ms) {
+                    match roster.route(&request(c, &modalities, &c.declined_by), &loads, now_ms) {
                         Ok(d) => {
                             let kind = EventKind::Assigned {
                                 specialist: d.specialist.clone(),
@@ -154,14 +147,7 @@ impl Router {
                     let mut exclude = c.declined_by.clone();
                     exclude.push(assignee.clone());
                     let modalities = self.modalities(c);
-                    let request = Request {
-                        clinic: c.clinic.as_str(),
-                        specialty: &c.specialty,
-                        modalities: &modalities,
-                        urgency: c.urgency,
-                        exclude: &exclude,
-                    };
-                    match roster.route(&request, &loads, now_ms) {
+                    match roster.route(&request(c, &modalities, &exclude), &loads, now_ms) {
                         Ok(d) => {
                             let minutes = roster.sla(c.urgency).as_secs() / 60;
                             let kind = EventKind::Escalated {
@@ -227,6 +213,21 @@ impl Router {
         self.metrics.routing_alert(kind);
         warn!(clinic = %c.clinic, consultation = %c.id, alert = kind, "{text}");
         1
+    }
+}
+
+/// What routing needs to know of a consultation.
+fn request<'a>(
+    c: &'a Consultation,
+    modalities: &'a [String],
+    exclude: &'a [String],
+) -> Request<'a> {
+    Request {
+        clinic: c.clinic.as_str(),
+        specialty: &c.specialty,
+        modalities,
+        urgency: c.urgency,
+        exclude,
     }
 }
 

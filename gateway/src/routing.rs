@@ -181,6 +181,16 @@ pub enum RosterError {
     },
 }
 
+/// Time to accept when `routing.toml` does not say: 30 min, 4 h, 48 h.
+pub fn default_sla(urgency: Urgency) -> Duration {
+    let minutes = match urgency {
+        Urgency::Emergency => 30,
+        Urgency::Urgent => 4 * 60,
+        Urgency::Routine => 48 * 60,
+    };
+    Duration::from_secs(60 * minutes)
+}
+
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 impl Roster {
@@ -271,20 +281,21 @@ impl Roster {
                 clinic: r.clinic,
             });
         }
-        let minutes =
-            |v: Option<u64>, default: u64| Duration::from_secs(60 * v.unwrap_or(default).max(1));
+        let minutes = |v: Option<u64>, u: Urgency| {
+            v.map_or(default_sla(u), |m| Duration::from_secs(60 * m.max(1)))
+        };
         let sla = BTreeMap::from([
             (
                 Urgency::Emergency,
-                minutes(raw.sla.emergency_accept_minutes, 30),
+                minutes(raw.sla.emergency_accept_minutes, Urgency::Emergency),
             ),
             (
                 Urgency::Urgent,
-                minutes(raw.sla.urgent_accept_minutes, 4 * 60),
+                minutes(raw.sla.urgent_accept_minutes, Urgency::Urgent),
             ),
             (
                 Urgency::Routine,
-                minutes(raw.sla.routine_accept_minutes, 48 * 60),
+                minutes(raw.sla.routine_accept_minutes, Urgency::Routine),
             ),
         ]);
         Ok(Self {
@@ -300,7 +311,7 @@ impl Roster {
         self.sla
             .get(&urgency)
             .copied()
-            .unwrap_or(Duration::from_secs(48 * 3600))
+            .unwrap_or_else(|| default_sla(urgency))
     }
 
     /// Whether `specialist` is on duty at `now_ms` (Unix ms).

@@ -83,6 +83,10 @@ fn consultation_key(consultation: &ConsultationId, id: &EventId) -> Vec<u8> {
     k
 }
 
+fn encode(event: &Event) -> Result<Vec<u8>, ConsultError> {
+    serde_json::to_vec(event).map_err(|e| ConsultError::Index(e.to_string()))
+}
+
 impl ConsultLog {
     /// Opens the log's trees in a daemon's sled database.
     pub fn open(db: &sled::Db) -> Result<Self, ConsultError> {
@@ -249,11 +253,11 @@ impl ConsultLog {
             actor: actor.to_owned(),
             kind,
         };
-        let bytes = serde_json::to_vec(&event)
-            .map_err(|e| ConsultError::Index(e.to_string()))?
-            .len();
-        if bytes > MAX_EVENT_BYTES {
-            return Err(ConsultError::TooLarge { bytes });
+        let encoded = encode(&event)?;
+        if encoded.len() > MAX_EVENT_BYTES {
+            return Err(ConsultError::TooLarge {
+                bytes: encoded.len(),
+            });
         }
         match self.owner(consultation)? {
             None if matches!(event.kind, EventKind::Created { .. }) => {
@@ -275,7 +279,7 @@ impl ConsultLog {
                 current.apply(&event)?;
             }
         }
-        self.store(&event)?;
+        self.store(&event, encoded)?;
         Ok(event)
     }
 
@@ -305,13 +309,13 @@ impl ConsultLog {
                 .into());
             }
         }
-        self.store(event)?;
+        self.store(event, encode(event)?)?;
         Ok(Applied::Appended)
     }
 
-    fn store(&self, event: &Event) -> Result<(), ConsultError> {
+    /// Stores `event` (encoded as `value`) with its indexes in one transaction, then flushes.
+    fn store(&self, event: &Event, value: Vec<u8>) -> Result<(), ConsultError> {
         use sled::Transactional;
-        let value = serde_json::to_vec(event).map_err(|e| ConsultError::Index(e.to_string()))?;
         let clinic = event.id.clinic.as_str().as_bytes().to_vec();
         (&self.events, &self.by_consultation, &self.owners)
             .transaction(|(events, by_consultation, owners)| {

@@ -2,8 +2,8 @@
 //! real configuration files, and helpers to read their metrics. The integration tests and the
 //! `pilot` binary (the pilot in a box) are both built on it.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -315,7 +315,8 @@ fn ok_body(path: &str, (status, body): (u16, String)) -> anyhow::Result<String> 
     Ok(body)
 }
 
-/// One HTTP/1.0 request with an optional bearer token and JSON body: (status, body).
+/// One HTTP request with an optional bearer token and JSON body, through the daemons' own
+/// CLI client: (status, body).
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -323,67 +324,53 @@ pub fn http(
     token: Option<&str>,
     json: Option<&str>,
 ) -> anyhow::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
-    if let Some(t) = token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    Ok(daemon::client::call_as(addr, method, path, token, json)?)
+}
+
+/// Adds a user with a daemon's `user add` command (`daemon` is `gateway` or `clinic-agent`;
+/// the password on standard input, as a script would give it) and returns a script token from
+/// `user token`.
+pub fn user_token(daemon: &str, config: &Path, name: &str, add: &[&str]) -> anyhow::Result<String> {
+    let mut adding = std::process::Command::new(binary(daemon))
+        .args(["user", "--config"])
+        .arg(config)
+        .args(["add", name])
+        .args(add)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    if let Some(mut stdin) = adding.stdin.take() {
+        stdin.write_all(b"a long enough password\n")?;
     }
-    let body = json.unwrap_or("");
-    if json.is_some() {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    write!(stream, "{head}\r\n{body}")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("HTTP response has no header/body separator")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("HTTP response has no status")?;
-    Ok((status, body.to_owned()))
+    anyhow::ensure!(adding.wait()?.success(), "{daemon} user add {name} failed");
+    let out = std::process::Command::new(binary(daemon))
+        .args(["user", "--config"])
+        .arg(config)
+        .args(["token", name])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{daemon} user token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
 /// Adds an administrator to the gateway configured by `config` with the `gateway user`
 /// commands (as a hospital administrator would) and returns a script token for them.
 pub fn gateway_admin_token(config: &Path) -> anyhow::Result<String> {
-    let add = std::process::Command::new(binary("gateway"))
-        .args(["user", "--config"])
-        .arg(config)
-        .args([
-            "add",
-            "admin",
+    user_token(
+        "gateway",
+        config,
+        "admin",
+        &[
             "--role",
             "admin",
             "--display-name",
             "Administrator",
             "--replace",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
-    let mut add = add;
-    if let Some(mut stdin) = add.stdin.take() {
-        stdin.write_all(b"pilot-admin-password\n")?;
-    }
-    anyhow::ensure!(add.wait()?.success(), "gateway user add failed");
-    let out = std::process::Command::new(binary("gateway"))
-        .args(["user", "--config"])
-        .arg(config)
-        .args(["token", "admin"])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "gateway user token: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+        ],
+    )
 }
 
 /// The value of one sample line, e.g. `metric(&text, "tpg_link_up{clinic=\"a\"}")`.

@@ -4,37 +4,20 @@
 //! `gateway consult`.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::samples::write_ct_series;
-use harness::{binary, free_tcp_addr, free_udp_addr, http_get_as, set_listen, PilotDir, Timings};
+use harness::{
+    binary, free_tcp_addr, free_udp_addr, http_get_as, set_listen, user_token, PilotDir, Timings,
+};
 
-fn run(bin: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new(binary(bin))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{bin} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+/// Runs a command that must succeed; its standard output.
+fn run(bin: &str, args: &[&str]) -> String {
+    let (ok, text) = try_run(bin, args);
+    assert!(ok, "{bin} {args:?}: {text}");
+    text
 }
 
 fn try_run(bin: &str, args: &[&str]) -> (bool, String) {
@@ -110,30 +93,18 @@ fn a_doctor_and_a_specialist_take_a_request_to_an_acknowledged_report_with_the_c
     );
 
     // Accounts, made the way an administrator would (the daemons are not running yet).
-    let password = "a long enough password\n";
-    run(
+    let doctor = user_token(
         "clinic-agent",
-        &[
-            "user",
-            "--config",
-            &agent_toml,
-            "add",
-            "wang",
-            "--role",
-            "doctor",
-            "--display-name",
-            "Dr Wang",
-        ],
-        Some(password),
-    );
-    run(
+        &agent.file,
+        "wang",
+        &["--role", "doctor", "--display-name", "Dr Wang"],
+    )
+    .unwrap();
+    let specialist = user_token(
         "gateway",
+        &gw.file,
+        "li",
         &[
-            "user",
-            "--config",
-            &gw_toml,
-            "add",
-            "li",
             "--role",
             "specialist",
             "--display-name",
@@ -143,19 +114,9 @@ fn a_doctor_and_a_specialist_take_a_request_to_an_acknowledged_report_with_the_c
             "--qualification",
             "attending radiologist",
         ],
-        Some(password),
-    );
-    let doctor = run(
-        "clinic-agent",
-        &["user", "--config", &agent_toml, "token", "wang"],
-        None,
-    );
-    let specialist = run(
-        "gateway",
-        &["user", "--config", &gw_toml, "token", "li"],
-        None,
-    );
-    let (doctor, specialist) = (doctor.trim(), specialist.trim());
+    )
+    .unwrap();
+    let (doctor, specialist) = (doctor.as_str(), specialist.as_str());
 
     let mut agent_proc = spawn("clinic-agent", "run", &agent.file);
     // Without a token the API refuses, and says how to get one.
@@ -195,7 +156,6 @@ fn a_doctor_and_a_specialist_take_a_request_to_an_acknowledged_report_with_the_c
     run(
         "clinic-agent",
         &["import", "--config", &agent_toml, &folder],
-        None,
     );
     // Another patient's study is caught.
     let (ok, text) = agent_consult(&[
@@ -312,7 +272,7 @@ fn a_doctor_and_a_specialist_take_a_request_to_an_acknowledged_report_with_the_c
     let _ = gw_proc.wait();
 
     // Every look at and change of the case is in the audit log, whose chain holds...
-    let verified = run("gateway", &["audit", "--config", &gw_toml, "verify"], None);
+    let verified = run("gateway", &["audit", "--config", &gw_toml, "verify"]);
     assert!(verified.contains("chain intact"), "{verified}");
     let log_path = gw.data_dir.join("audit.log");
     let log = std::fs::read_to_string(&log_path).unwrap();

@@ -236,39 +236,6 @@ fn killing_the_agent_or_the_gateway_at_random_never_loses_duplicates_or_corrupts
     assert_eq!(accepted.len(), study.files.len());
 }
 
-/// A doctor's token at the agent configured by `config`, made with `clinic-agent user`.
-fn doctor_token(config: &Path) -> String {
-    use std::io::Write;
-    let mut add = Command::new(binary("clinic-agent"))
-        .args(["user", "--config"])
-        .arg(config)
-        .args([
-            "add",
-            "wang",
-            "--role",
-            "doctor",
-            "--display-name",
-            "Dr Wang",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    add.stdin
-        .take()
-        .unwrap()
-        .write_all(b"a long enough password\n")
-        .unwrap();
-    assert!(add.wait().unwrap().success());
-    let out = Command::new(binary("clinic-agent"))
-        .args(["user", "--config"])
-        .arg(config)
-        .args(["token", "wang"])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 /// Creates and sends one consultation; `Some(id)` when the agent answered that it is stored.
 fn request(addr: SocketAddr, token: &str, n: usize) -> Option<String> {
     let body = serde_json::json!({
@@ -316,7 +283,13 @@ fn killing_either_side_during_event_replication_leaves_identical_logs() {
     let dir = tempfile::tempdir().unwrap();
     let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
     let rig = rig(&pilot);
-    let doctor = doctor_token(&rig.agent_toml);
+    let doctor = harness::user_token(
+        "clinic-agent",
+        &rig.agent_toml,
+        "wang",
+        &["--role", "doctor", "--display-name", "Dr Wang"],
+    )
+    .unwrap();
     let admin = harness::gateway_admin_token(&rig.gateway_toml).unwrap();
     let mut rng = proto::rng::Rng::new(0xe7e7);
     let mut agent = spawn("clinic-agent", "run", &rig.agent_toml);
