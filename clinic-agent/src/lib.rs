@@ -280,6 +280,10 @@ pub fn start(
             sync: uploader,
             commands: queued,
             consult,
+            backlog: {
+                let handle = handle.clone();
+                std::sync::Arc::new(move || handle.status_report().backlog())
+            },
         },
         shutdown.clone(),
     ));

@@ -72,7 +72,12 @@ pub struct Traffic {
     pub sync: Sync,
     pub commands: mpsc::UnboundedReceiver<SyncCommand>,
     pub consult: daemon::replicate::Site,
+    /// Computes the backlog reported to the gateway (reads the index: run off the loop).
+    pub backlog: Arc<dyn Fn() -> proto::frame::Backlog + Send + std::marker::Sync>,
 }
+
+/// How often the agent tells the gateway its backlog.
+const BACKLOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Keeps the link up until `shutdown` is cancelled.
 pub async fn run(
@@ -87,7 +92,10 @@ pub async fn run(
         mut sync,
         mut commands,
         consult,
+        backlog,
     } = traffic;
+    let mut backlog_every = tokio::time::interval(BACKLOG_EVERY);
+    backlog_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let client = client_config(&config, &options)?;
     let bind: SocketAddr = SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 0], 0));
     let mut endpoint = quinn::Endpoint::client(bind)
@@ -194,6 +202,12 @@ pub async fn run(
             }
             Some(msg) = sync.rx.recv() => sync.handle(msg).await,
             Some(command) = commands.recv() => sync.command(command),
+            _ = backlog_every.tick(), if session.is_up() => {
+                let compute = backlog.clone();
+                if let Ok(b) = tokio::task::spawn_blocking(move || compute()).await {
+                    session.report(ControlFrame::Backlog(b));
+                }
+            }
             frame = next_frame(&mut live) => match frame {
                 Some(Ok(frame)) => session.handle_frame(Instant::now(), frame),
                 Some(Err(problem)) => {

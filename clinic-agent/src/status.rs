@@ -134,6 +134,27 @@ pub fn report(store: &AgentStore, link: &LinkStatus, sync: &SharedSync) -> Statu
 }
 
 impl StatusReport {
+    /// What the link board at the hospital shows for this clinic.
+    pub fn backlog(&self) -> proto::frame::Backlog {
+        let pending = |r: &&QueueRow| r.state != "delivered";
+        let age = |p: &str| {
+            self.oldest_pending_seconds
+                .get(p)
+                .map(|s| (*s).max(0) as u64)
+        };
+        proto::frame::Backlog {
+            items: self.queue.iter().filter(pending).map(|r| r.items).sum(),
+            bytes: self.queue.iter().filter(pending).map(|r| r.bytes).sum(),
+            oldest_pending_secs: self
+                .oldest_pending_seconds
+                .values()
+                .max()
+                .map(|s| (*s).max(0) as u64),
+            oldest_emergency_secs: age(proto::sync::Priority::Emergency.label()),
+            quarantined: self.quarantined as u64,
+        }
+    }
+
     /// Items and bytes in a state, over all priorities.
     pub fn count(&self, state: &str) -> (u64, u64) {
         self.queue

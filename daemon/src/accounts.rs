@@ -58,6 +58,10 @@ pub struct User {
     pub specialist: Option<String>,
     /// Specialists: the qualification printed on reports.
     pub qualification: Option<String>,
+    /// A deactivated account cannot log in and its sessions and tokens stop working; its
+    /// name stays on the reports and timelines it signed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deactivated: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,6 +91,8 @@ pub enum AccountError {
     BadName,
     #[error("wrong user name or password")]
     BadLogin,
+    #[error("the account {0} is deactivated; an administrator can reactivate it")]
+    Deactivated(String),
     #[error("too many failed logins for this user; try again in {retry_after} s")]
     Locked { retry_after: i64 },
 }
@@ -244,6 +250,17 @@ impl Accounts {
         self.write(&file)
     }
 
+    /// Deactivates (or reactivates) an account; its sessions end at once.
+    pub fn set_deactivated(&self, name: &str, deactivated: bool) -> Result<(), AccountError> {
+        let mut file = self.current()?;
+        let stored = file
+            .users
+            .get_mut(name)
+            .ok_or_else(|| AccountError::NoSuchUser(name.into()))?;
+        stored.user.deactivated = deactivated;
+        self.write(&file)
+    }
+
     pub fn get(&self, name: &str) -> Result<Option<User>, AccountError> {
         Ok(self.current()?.users.get(name).map(|s| s.user.clone()))
     }
@@ -306,6 +323,9 @@ impl Accounts {
         Argon2::default()
             .verify_password(password.as_bytes(), &hash)
             .map_err(|_| AccountError::BadLogin)?;
+        if stored.user.deactivated {
+            return Err(AccountError::Deactivated(stored.user.name));
+        }
         Ok(stored.user)
     }
 
@@ -360,7 +380,7 @@ impl Accounts {
         if record.expires.is_some_and(|t| t <= now()) {
             return Ok(None);
         }
-        self.get(&record.user)
+        Ok(self.get(&record.user)?.filter(|u| !u.deactivated))
     }
 
     /// Ends a session (logout) or removes a script token.
@@ -408,6 +428,10 @@ pub enum UserCommand {
     Token { name: String },
     /// List the users.
     List,
+    /// Stop an account: it can no longer log in, and its sessions and tokens stop working.
+    Deactivate { name: String },
+    /// Let a deactivated account log in again.
+    Reactivate { name: String },
 }
 
 /// Runs a `user` subcommand against the accounts file at `path`; `roles` are the roles this
@@ -447,6 +471,7 @@ pub fn run_user_command(
                     display_name,
                     specialist,
                     qualification,
+                    deactivated: false,
                 },
                 &password,
                 replace,
@@ -454,6 +479,14 @@ pub fn run_user_command(
             println!("user {name} saved in {}", path.display());
         }
         UserCommand::Token { name } => println!("{}", accounts.script_token(&name)?),
+        UserCommand::Deactivate { name } => {
+            accounts.set_deactivated(&name, true)?;
+            println!("user {name} deactivated");
+        }
+        UserCommand::Reactivate { name } => {
+            accounts.set_deactivated(&name, false)?;
+            println!("user {name} reactivated");
+        }
         UserCommand::List => {
             for u in accounts.list()? {
                 println!(
@@ -501,6 +534,7 @@ async fn login<S: HasAccounts + Clone + Send + Sync + 'static>(
     axum::extract::State(state): axum::extract::State<S>,
     axum::Json(req): axum::Json<LoginRequest>,
 ) -> Response {
+    let secure = state.tls();
     let result = tokio::task::spawn_blocking(move || {
         let accounts = state.accounts();
         let user = accounts
@@ -517,8 +551,7 @@ async fn login<S: HasAccounts + Clone + Send + Sync + 'static>(
     .await;
     match result {
         Ok(Ok((user, token))) => {
-            let cookie =
-                format!("tpg_session={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200");
+            let cookie = crate::web::session_cookie(&token, secure);
             (
                 [(axum::http::header::SET_COOKIE, cookie)],
                 axum::Json(serde_json::json!({ "token": token, "user": user })),
@@ -537,7 +570,7 @@ async fn logout<S: HasAccounts + Clone + Send + Sync + 'static>(
 ) -> Result<StatusCode, ApiError> {
     let mut parts = axum::http::Request::new(()).into_parts().0;
     parts.headers = headers;
-    if let Some(token) = token_of(&parts) {
+    if let Some((token, _)) = token_of(&parts) {
         state
             .accounts()
             .revoke(&token)
@@ -558,23 +591,22 @@ pub struct Authenticated(pub User);
 /// Where the extractor finds the accounts: the router's state implements this.
 pub trait HasAccounts {
     fn accounts(&self) -> &Accounts;
+    /// Whether the daemon serves its pages over TLS (cookies then carry `Secure`).
+    fn tls(&self) -> bool {
+        false
+    }
 }
 
-fn token_of(parts: &Parts) -> Option<String> {
+/// The request's token, and whether it came from the session cookie (rather than a header a
+/// script set on purpose).
+fn token_of(parts: &Parts) -> Option<(String, bool)> {
     if let Some(v) = parts.headers.get(axum::http::header::AUTHORIZATION) {
         let v = v.to_str().ok()?;
-        return v.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
+        return v
+            .strip_prefix("Bearer ")
+            .map(|t| (t.trim().to_owned(), false));
     }
-    let cookies = parts
-        .headers
-        .get(axum::http::header::COOKIE)?
-        .to_str()
-        .ok()?;
-    cookies.split(';').find_map(|c| {
-        c.trim()
-            .strip_prefix("tpg_session=")
-            .map(|t| t.trim().to_owned())
-    })
+    crate::web::session_token(&parts.headers).map(|t| (t, true))
 }
 
 impl<S> FromRequestParts<S> for Authenticated
@@ -584,7 +616,20 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let token = token_of(parts).ok_or_else(ApiError::unauthenticated)?;
+        let (token, from_cookie) = token_of(parts).ok_or_else(ApiError::unauthenticated)?;
+        // A change made with the browser's cookie must prove it comes from our own page.
+        if from_cookie && !parts.method.is_safe() {
+            let sent = parts
+                .headers
+                .get(crate::web::CSRF_HEADER)
+                .and_then(|v| v.to_str().ok());
+            if sent != Some(crate::web::csrf_of(&token).as_str()) {
+                return Err(ApiError::forbidden(format!(
+                    "a change made with the session cookie needs the {} header of the page's session",
+                    crate::web::CSRF_HEADER
+                )));
+            }
+        }
         match state.accounts().resolve(&token) {
             Ok(Some(user)) => Ok(Authenticated(user)),
             Ok(None) => Err(ApiError::unauthenticated()),
@@ -604,6 +649,7 @@ mod tests {
             display_name: "Li Wei".into(),
             specialist: Some("li".into()),
             qualification: Some("attending radiologist".into()),
+            deactivated: false,
         }
     }
 

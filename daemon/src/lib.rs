@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod frames;
 pub mod replicate;
+pub mod web;
 
 use std::future::Future;
 

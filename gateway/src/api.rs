@@ -32,6 +32,9 @@ pub struct Api {
     pub archive: Arc<GatewayArchive>,
     pub consult: Site,
     pub accounts: Arc<Accounts>,
+    pub board: Arc<crate::board::Board>,
+    pub alerts: crate::config::AlertsConfig,
+    pub data_dir: std::path::PathBuf,
 }
 
 impl HasAccounts for Api {
@@ -62,6 +65,7 @@ pub async fn serve(
 
 pub fn router(api: Api) -> axum::Router {
     daemon::accounts::routes()
+        .merge(crate::web::routes())
         .route("/api/v1/clinics/{clinic}/studies", get(studies))
         .route("/api/v1/consultations", get(worklist))
         .route("/api/v1/consultations/{id}", get(detail))
@@ -98,6 +102,9 @@ pub struct CaseRow {
     pub urgency: proto::consult::Urgency,
     pub specialty: String,
     pub question: String,
+    /// DICOM sex (M, F, O) and birth date (YYYYMMDD), for the specialist's first look.
+    pub patient_sex: String,
+    pub patient_birth_date: String,
     pub assignee: Option<String>,
     pub created_at_ms: i64,
     /// When it must be accepted by (assigned and not accepted yet).
@@ -115,11 +122,14 @@ async fn worklist(
     Authenticated(user): Authenticated,
     Query(q): Query<WorklistQuery>,
 ) -> Result<Json<Vec<CaseRow>>, ApiError> {
-    let all_scope = q.scope.as_deref() == Some("all");
-    let site = api.consult.clone();
-    let router = api.router.clone();
-    let rows = blocking(move || {
-        let roster = router.as_ref().and_then(|r| r.reload().ok());
+    let all = q.scope.as_deref() == Some("all");
+    blocking(move || api.worklist(&user, all)).await.map(Json)
+}
+
+impl Api {
+    /// The cases `user` works on, most urgent first, then oldest; `all` adds finished ones.
+    pub fn worklist(&self, user: &User, all_scope: bool) -> Result<Vec<CaseRow>, ApiError> {
+        let roster = self.router.as_ref().and_then(|r| r.reload().ok());
         let sla_ms = |u: proto::consult::Urgency| {
             roster
                 .as_ref()
@@ -127,8 +137,8 @@ async fn worklist(
                 .as_millis() as i64
         };
         let mut rows = Vec::new();
-        for clinic in site.log.clinics().map_err(internal)? {
-            for f in site.log.list(&clinic).map_err(internal)? {
+        for clinic in self.consult.log.clinics().map_err(internal)? {
+            for f in self.consult.log.list(&clinic).map_err(internal)? {
                 let c = f.consultation;
                 let mine = match user.role {
                     Role::Admin => true,
@@ -148,18 +158,24 @@ async fn worklist(
                     urgency: c.urgency,
                     specialty: c.specialty,
                     question: c.question,
+                    patient_sex: c.patient.sex,
+                    patient_birth_date: c.patient.birth_date,
                     assignee: c.assignee,
                     created_at_ms: c.created_at_ms,
                     accept_by_ms,
                 });
             }
         }
-        // Most urgent first, then oldest.
-        rows.sort_by_key(|r| (std::cmp::Reverse(r.urgency), r.created_at_ms));
+        // Most urgent first, then the least time left to accept, then oldest.
+        rows.sort_by_key(|r| {
+            (
+                std::cmp::Reverse(r.urgency),
+                r.accept_by_ms.unwrap_or(i64::MAX),
+                r.created_at_ms,
+            )
+        });
         Ok(rows)
-    })
-    .await?;
-    Ok(Json(rows))
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -231,16 +247,47 @@ async fn detail(
     Path(id): Path<String>,
 ) -> Result<Json<CaseDetail>, ApiError> {
     let id = parse_id(&id)?;
-    let (site, archive, audit) = (api.consult.clone(), api.archive.clone(), api.audit.clone());
-    let detail = blocking(move || {
-        let timeline = site.log.timeline(&id).map_err(ApiError::from)?;
+    blocking(move || api.case(&user, from, &id)).await.map(Json)
+}
+
+impl Api {
+    /// A case's fold and timeline, if `user` may see it (not found otherwise). Not audited:
+    /// the caller records what it shows.
+    pub fn visible(
+        &self,
+        user: &User,
+        id: &ConsultationId,
+    ) -> Result<(proto::consult::Folded, Vec<Event>), ApiError> {
+        let timeline = self.consult.log.timeline(id).map_err(ApiError::from)?;
         let folded = proto::consult::Folded::fold(&timeline)
             .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?;
-        if !may_see(&user, &folded.consultation, &timeline) {
+        if !may_see(user, &folded.consultation, &timeline) {
             return Err(ApiError::not_found(format!("no consultation {id}")));
         }
-        audited(&audit, &user, from, "view", &id)?;
-        let arrived = archive.studies(&folded.consultation.clinic);
+        Ok((folded, timeline))
+    }
+
+    /// Records an access to patient data before it happens.
+    pub fn audited(
+        &self,
+        user: &User,
+        from: std::net::SocketAddr,
+        action: &str,
+        id: &ConsultationId,
+    ) -> Result<(), ApiError> {
+        audited(&self.audit, user, from, action, id)
+    }
+
+    /// A case as `user` may see it (not found otherwise), recorded in the audit log.
+    pub fn case(
+        &self,
+        user: &User,
+        from: std::net::SocketAddr,
+        id: &ConsultationId,
+    ) -> Result<CaseDetail, ApiError> {
+        let (folded, timeline) = self.visible(user, id)?;
+        audited(&self.audit, user, from, "view", id)?;
+        let arrived = self.archive.studies(&folded.consultation.clinic);
         let studies = folded
             .consultation
             .studies
@@ -259,9 +306,7 @@ async fn detail(
             timeline,
             studies,
         })
-    })
-    .await?;
-    Ok(Json(detail))
+    }
 }
 
 /// An attachment's bytes, to whoever may see the case, once it has arrived.
@@ -323,14 +368,14 @@ async fn attachment(
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct ActionBody {
-    text: Option<String>,
-    reason: Option<String>,
-    findings: Option<String>,
-    impression: Option<String>,
-    recommendation: Option<String>,
+pub struct ActionBody {
+    pub text: Option<String>,
+    pub reason: Option<String>,
+    pub findings: Option<String>,
+    pub impression: Option<String>,
+    pub recommendation: Option<String>,
     /// `assign`: the specialist id to give it to.
-    specialist: Option<String>,
+    pub specialist: Option<String>,
 }
 
 async fn act(
@@ -342,13 +387,25 @@ async fn act(
 ) -> Result<Json<Event>, ApiError> {
     let id = parse_id(&id)?;
     let body = body.map(|Json(b)| b).unwrap_or_default();
-    let site = api.consult.clone();
-    let metrics = api.metrics.clone();
-    let audit = api.audit.clone();
-    let event = blocking(move || {
-        let folded = site
+    blocking(move || api.act(&user, from, &id, &action, body))
+        .await
+        .map(Json)
+}
+
+impl Api {
+    /// `user` acts on a case: accept, ask, report, addendum, decline, or (administrators)
+    /// assign. Recorded in the audit log before it is appended.
+    pub fn act(
+        &self,
+        user: &User,
+        from: std::net::SocketAddr,
+        id: &ConsultationId,
+        action: &str,
+        body: ActionBody,
+    ) -> Result<Event, ApiError> {
+        let folded = self.consult
             .log
-            .get(&id)
+            .get(id)
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?;
         let c = folded.consultation;
@@ -365,7 +422,7 @@ async fn act(
                 ))
             })
         };
-        let (actor, kind) = match action.as_str() {
+        let (actor, kind) = match action {
             "accept" => {
                 let me = specialist()?;
                 (me.clone(), EventKind::Accepted { specialist: me })
@@ -440,8 +497,9 @@ async fn act(
             }
             other => return Err(ApiError::not_found(format!("no action {other}"))),
         };
-        audited(&audit, &user, from, &action, &c.id)?;
-        let event = site
+        audited(&self.audit, user, from, action, &c.id)?;
+        let event = self
+            .consult
             .append(&c.clinic, &c.id, &actor, now_ms(), kind)
             .map_err(ApiError::from)?;
         // Time from delivery, for the hospital's service figures.
@@ -449,12 +507,10 @@ async fn act(
             .delivered_at_ms
             .map(|d| (event.at_ms - d).max(0) as f64 / 1000.0);
         match (&event.kind, since_delivery) {
-            (EventKind::Accepted { .. }, Some(s)) => metrics.time_to_accept.observe(s),
-            (EventKind::Reported { .. }, Some(s)) => metrics.time_to_report.observe(s),
+            (EventKind::Accepted { .. }, Some(s)) => self.metrics.time_to_accept.observe(s),
+            (EventKind::Reported { .. }, Some(s)) => self.metrics.time_to_report.observe(s),
             _ => {}
         }
         Ok(event)
-    })
-    .await?;
-    Ok(Json(event))
+    }
 }

@@ -124,6 +124,25 @@ impl Audit {
     }
 }
 
+impl Audit {
+    /// Every record that reads as one (the page shows them; `verify` judges the chain).
+    pub fn records(&self) -> Result<Vec<Record>, AuditError> {
+        let _tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        let file = File::open(&self.path).map_err(|e| io(&self.path, e))?;
+        Ok(BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_str(&l).ok())
+            .collect())
+    }
+
+    /// Checks the chain as it is on disk now.
+    pub fn verify(&self) -> Result<(u64, String), AuditError> {
+        let _tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        verify(&self.path)
+    }
+}
+
 fn io(path: &Path, e: impl std::fmt::Display) -> AuditError {
     AuditError::Io {
         path: path.display().to_string(),

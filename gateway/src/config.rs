@@ -20,6 +20,8 @@ struct RawConfig {
     #[serde(default)]
     metrics: RawListen,
     routing: Option<RawRouting>,
+    #[serde(default)]
+    alerts: AlertsConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +62,34 @@ pub struct GatewayConfig {
     pub metrics_listen: SocketAddr,
     /// `[routing]`: assign consultations automatically; without it an administrator does.
     pub routing: Option<RoutingConfig>,
+    /// `[alerts]`: thresholds of the administrator's alerts page.
+    pub alerts: AlertsConfig,
+}
+
+/// `[alerts]` thresholds; every key has a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// A clinic offline longer than this is an alert.
+    pub link_down_minutes: u64,
+    /// A clinic whose oldest undelivered item is older than this (default: the routine
+    /// consultation SLA).
+    pub backlog_age_minutes: Option<u64>,
+    /// A clinic certificate expiring within this many days.
+    pub cert_expiry_days: u64,
+    /// The data folder's file system this full (percent).
+    pub disk_percent: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            link_down_minutes: 15,
+            backlog_age_minutes: None,
+            cert_expiry_days: 30,
+            disk_percent: 90,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +199,7 @@ impl GatewayConfig {
                 }),
                 None => None,
             },
+            alerts: raw.alerts,
         })
     }
 }

@@ -7,13 +7,16 @@
 pub mod api;
 pub mod archive;
 pub mod audit;
+pub mod board;
 pub mod config;
 pub mod consult;
 pub mod link;
 pub mod metrics;
 pub mod receive;
+pub mod render;
 pub mod router;
 pub mod routing;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -75,6 +78,8 @@ pub struct Handle {
     /// The people who use the API.
     pub accounts: Arc<daemon::accounts::Accounts>,
     pub live: Arc<link::LiveLinks>,
+    /// What the administrator's link board shows.
+    pub board: Arc<board::Board>,
 }
 
 /// Runs the gateway until `shutdown` is cancelled, then closes every link with the shutdown
@@ -119,6 +124,7 @@ pub fn start(
         consult: consult.clone(),
         accounts: accounts.clone(),
         live: link.live.clone(),
+        board: link.board.clone(),
     };
     let metrics_listener = tokio::net::TcpListener::from_std(listeners.metrics)?;
     info!(metrics = %metrics_listener.local_addr()?, "metrics endpoint listening");
@@ -143,6 +149,9 @@ pub fn start(
         archive,
         consult: handle.consult.clone(),
         accounts: accounts.clone(),
+        board: handle.board.clone(),
+        alerts: config.alerts.clone(),
+        data_dir: config.data_dir.clone(),
     };
     let api_task = tokio::spawn(api::serve(web_listener, api, shutdown.clone()));
     let link_task = tokio::spawn(link.serve(listeners.link, shutdown.clone()));

@@ -122,6 +122,7 @@ pub struct Link {
     archive: Arc<GatewayArchive>,
     consult: daemon::replicate::Site,
     pub live: Arc<LiveLinks>,
+    pub board: Arc<crate::board::Board>,
 }
 
 impl Link {
@@ -144,6 +145,7 @@ impl Link {
             archive,
             consult,
             live: Arc::default(),
+            board: Arc::default(),
         }
     }
 
@@ -358,6 +360,9 @@ impl Link {
                             serial.clone(),
                             connection.clone(),
                         ));
+                        let expires = peer_cert(&connection)
+                            .map(|c| (c.not_after.unix_timestamp_nanos() / 1_000_000) as i64);
+                        self.board.up(&clinic, crate::consult::now_ms(), &agent_version, expires);
                         self.metrics.link_connects.get_or_create(&label).inc();
                         self.metrics.link_up.get_or_create(&label).set(1);
                         info!(agent_version, minor, "clinic link up");
@@ -368,6 +373,7 @@ impl Link {
                             .get_or_create(&label)
                             .set(smoothed.as_secs_f64());
                     }
+                    GatewayEvent::Backlog(b) => self.board.backlog(&clinic, b),
                     GatewayEvent::VersionMismatch { agent_major } => {
                         self.metrics.refused("version_mismatch");
                         warn!(
@@ -403,10 +409,21 @@ impl Link {
                     }
                 },
                 _ = stats_every.tick() => {
-                    let path = connection.stats().path;
-                    if path.sent_packets > 0 {
-                        let ratio = path.lost_packets as f64 / path.sent_packets as f64;
+                    let stats = connection.stats();
+                    let path = stats.path;
+                    let loss = (path.sent_packets > 0)
+                        .then(|| path.lost_packets as f64 / path.sent_packets as f64);
+                    if let Some(ratio) = loss {
                         self.metrics.link_packet_loss_ratio.get_or_create(&label).set(ratio);
+                    }
+                    if registered.is_some() {
+                        self.board.sample(
+                            &clinic,
+                            crate::consult::now_ms(),
+                            connection.rtt().as_secs_f64() * 1000.0,
+                            loss,
+                            stats.udp_rx.bytes,
+                        );
                     }
                 }
                 _ = shutdown.cancelled() => session.close(CloseCode::Shutdown, "gateway shutting down".into()),
@@ -417,6 +434,7 @@ impl Link {
             objects.abort();
         }
         if registered.is_some_and(|id| self.live.unregister(&clinic, id)) {
+            self.board.down(&clinic, crate::consult::now_ms());
             self.metrics.link_up.get_or_create(&label).set(0);
         }
     }
@@ -481,12 +499,16 @@ fn crl_serials_from_pem(pem: &[u8]) -> Vec<String> {
 
 /// The clinic id and certificate serial of a verified peer.
 fn peer_clinic(connection: &Connection) -> Option<(ClinicId, String)> {
+    let info = peer_cert(connection)?;
+    Some((info.clinic?, info.serial))
+}
+
+fn peer_cert(connection: &Connection) -> Option<certs::identity::CertInfo> {
     let certs = connection
         .peer_identity()?
         .downcast::<Vec<CertificateDer<'static>>>()
         .ok()?;
-    let info = certs::identity::cert_info(certs.first()?).ok()?;
-    Some((info.clinic?, info.serial))
+    certs::identity::cert_info(certs.first()?).ok()
 }
 
 fn refusal_text(refusal: certs::tls::Refusal) -> &'static str {

@@ -66,9 +66,28 @@ pub enum ControlFrame {
     Replicate { have: u64 },
     /// One consultation event on an events stream.
     Event { event: Box<crate::consult::Event> },
+    /// The agent's account of what it still has to send, every few seconds on the control
+    /// stream (minor version addition), for the hospital's link board.
+    Backlog(Backlog),
     /// A frame type from a newer minor version; ignored.
     #[serde(other)]
     Unknown,
+}
+
+/// What an agent has not delivered yet.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Backlog {
+    pub items: u64,
+    pub bytes: u64,
+    /// Age of the oldest undelivered item.
+    #[serde(default)]
+    pub oldest_pending_secs: Option<u64>,
+    /// Age of the oldest undelivered emergency item.
+    #[serde(default)]
+    pub oldest_emergency_secs: Option<u64>,
+    /// Files the agent refused and set aside.
+    #[serde(default)]
+    pub quarantined: u64,
 }
 
 /// A study and the number of its instances the clinic holds.

@@ -120,6 +120,13 @@ impl AgentSession {
         matches!(self.state, AgentState::Up { .. })
     }
 
+    /// Queues a report (a backlog) on the control stream; dropped while the link is not up.
+    pub fn report(&mut self, frame: ControlFrame) {
+        if self.is_up() {
+            self.actions.push_back(Action::Send(frame));
+        }
+    }
+
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
@@ -296,6 +303,8 @@ pub enum GatewayEvent {
         sample: Duration,
         smoothed: Duration,
     },
+    /// The agent reported its backlog.
+    Backlog(crate::frame::Backlog),
     /// The agent speaks another major version; it has been told.
     VersionMismatch {
         agent_major: u32,
@@ -440,8 +449,10 @@ impl GatewaySession {
                     self.events
                         .push_back(GatewayEvent::Rtt { sample, smoothed });
                 }
-                Heard::Nothing => {
-                    if !matches!(frame, ControlFrame::Pong { .. } | ControlFrame::Unknown) {
+                Heard::Nothing => match frame {
+                    ControlFrame::Backlog(b) => self.events.push_back(GatewayEvent::Backlog(b)),
+                    ControlFrame::Pong { .. } | ControlFrame::Unknown => {}
+                    frame => {
                         self.close(
                             CloseCode::ProtocolError,
                             format!("unexpected {} frame from the agent", frame_name(&frame)),
@@ -477,6 +488,7 @@ fn frame_name(frame: &ControlFrame) -> &'static str {
         ControlFrame::Mismatch { .. } => "mismatch",
         ControlFrame::Replicate { .. } => "replicate",
         ControlFrame::Event { .. } => "event",
+        ControlFrame::Backlog(_) => "backlog",
         ControlFrame::Unknown => "unknown",
     }
 }

@@ -242,6 +242,7 @@ impl RunningGateway {
                     display_name: "Administrator".into(),
                     specialist: None,
                     qualification: None,
+                    deactivated: false,
                 },
                 "pilot-admin-password",
                 false,

@@ -1,0 +1,582 @@
+//! What both daemons' web pages share: the layout, the message catalogue (Chinese by default,
+//! English on request), log-in and log-out pages, the session a page runs in, and CSRF
+//! protection of every form.
+//!
+//! Pages are rendered on the server (maud) and work without JavaScript; `app.js` only adds
+//! auto-refresh, countdowns, local times and the image viewer's mouse handling.
+//!
+//! CSRF: every form carries a token derived from the session token (`csrf`), checked by
+//! [`CsrfForm`] (or [`Session::check_csrf`] for uploads). The log-in form, which has no session
+//! yet, uses a double-submit cookie. JSON calls authenticated by the session cookie rather
+//! than a bearer token must send the same token in `X-CSRF-Token` (checked in
+//! [`crate::accounts::Authenticated`]).
+
+pub mod consult;
+mod messages;
+
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::accounts::{AccountError, HasAccounts, User};
+
+pub use messages::Lang;
+
+/// The session cookie's name (the JSON API reads the same cookie).
+pub const SESSION_COOKIE: &str = "tpg_session";
+const LANG_COOKIE: &str = "tpg_lang";
+const LOGIN_CSRF_COOKIE: &str = "tpg_login_csrf";
+/// The header a cookie-authenticated JSON call carries its CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The CSRF token of a session: derived from its token, so it needs no storage and dies
+/// with the session.
+pub fn csrf_of(session_token: &str) -> String {
+    let digest = Sha256::digest(format!("tpg-csrf\0{session_token}").as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == name).then(|| v.trim().to_owned())
+        })
+}
+
+/// The session cookie's token, if any.
+pub fn session_token(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// The page language: the `tpg_lang` cookie, else the browser's first choice of the two,
+/// else Chinese.
+pub fn lang_of(headers: &HeaderMap) -> Lang {
+    if let Some(l) = cookie(headers, LANG_COOKIE).and_then(|v| Lang::parse(&v)) {
+        return l;
+    }
+    let accept = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let first = accept
+        .split(',')
+        .map(|p| p.trim().to_ascii_lowercase())
+        .find(|p| p.starts_with("zh") || p.starts_with("en"));
+    match first {
+        Some(p) if p.starts_with("en") => Lang::En,
+        _ => Lang::Zh,
+    }
+}
+
+/// A logged-in person viewing a page. As an extractor it sends anyone without a valid
+/// session to the log-in page (and back here afterwards).
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user: User,
+    pub lang: Lang,
+    token: String,
+}
+
+impl Session {
+    /// The token every form of this session carries.
+    pub fn csrf(&self) -> String {
+        csrf_of(&self.token)
+    }
+
+    /// Checks a form's token (for forms not read through [`CsrfForm`], such as uploads).
+    pub fn check_csrf(&self, sent: Option<&str>) -> Result<(), Response> {
+        match sent {
+            Some(s) if constant_eq(s.as_bytes(), self.csrf().as_bytes()) => Ok(()),
+            _ => Err(csrf_refused(self.lang)),
+        }
+    }
+
+    /// Translates a message key into this session's language.
+    pub fn t(&self, key: &str) -> &'static str {
+        self.lang.t(key)
+    }
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn csrf_refused(lang: Lang) -> Response {
+    error_page(lang, StatusCode::FORBIDDEN, lang.t("err.csrf"))
+}
+
+impl<S> FromRequestParts<S> for Session
+where
+    S: HasAccounts + Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let lang = lang_of(&parts.headers);
+        let to_login = || {
+            let next = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            let mut next_enc = String::new();
+            for b in next.bytes() {
+                match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => {
+                        next_enc.push(b as char)
+                    }
+                    _ => next_enc.push_str(&format!("%{b:02X}")),
+                }
+            }
+            Redirect::to(&format!("/login?next={next_enc}")).into_response()
+        };
+        let token = session_token(&parts.headers).ok_or_else(to_login)?;
+        match state.accounts().resolve(&token) {
+            Ok(Some(user)) => Ok(Session { user, lang, token }),
+            Ok(None) => Err(to_login()),
+            Err(e) => Err(error_page(
+                lang,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &e.to_string(),
+            )),
+        }
+    }
+}
+
+/// A URL-encoded form whose `csrf` field matched the session's token; the session comes
+/// with it.
+#[derive(Debug)]
+pub struct CsrfForm<T>(pub Session, pub T);
+
+impl<S, T> FromRequest<S> for CsrfForm<T>
+where
+    S: HasAccounts + Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let session = Session::from_request_parts(&mut parts, state).await?;
+        let bytes = axum::body::to_bytes(body, 1024 * 1024)
+            .await
+            .map_err(|_| error_page(session.lang, StatusCode::PAYLOAD_TOO_LARGE, "form too large"))?;
+        let pairs: Vec<(String, String)> = serde_urlencoded_pairs(&bytes);
+        let sent = pairs.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str());
+        session.check_csrf(sent)?;
+        let form = serde_json::Value::Object(
+            pairs
+                .into_iter()
+                .filter(|(k, _)| k != "csrf")
+                .fold(serde_json::Map::new(), |mut m, (k, v)| {
+                    // Repeated keys (checkboxes) collect into a list.
+                    match m.get_mut(&k) {
+                        Some(serde_json::Value::Array(list)) => list.push(v.into()),
+                        Some(first) => {
+                            let prev = first.take();
+                            *first = serde_json::Value::Array(vec![prev, v.into()]);
+                        }
+                        None => {
+                            m.insert(k, v.into());
+                        }
+                    }
+                    m
+                }),
+        );
+        let value = serde_json::from_value(form).map_err(|e| {
+            error_page(
+                session.lang,
+                StatusCode::BAD_REQUEST,
+                &format!("{}: {e}", session.t("err.form")),
+            )
+        })?;
+        Ok(CsrfForm(session, value))
+    }
+}
+
+/// Decodes `application/x-www-form-urlencoded` into pairs.
+fn serde_urlencoded_pairs(bytes: &[u8]) -> Vec<(String, String)> {
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    let hex = |c: u8| (c as char).to_digit(16);
+                    match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                        (Some(h), Some(l)) => {
+                            out.push((h * 16 + l) as u8);
+                            i += 2;
+                        }
+                        _ => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    String::from_utf8_lossy(bytes)
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// Where a page sits in the navigation bar: (href, message key).
+pub type NavItem = (&'static str, &'static str);
+
+/// The frame of every page: header with the site's name, navigation, the user and the
+/// language switch; then `body`.
+pub fn layout(
+    lang: Lang,
+    site_key: &str,
+    title: &str,
+    session: Option<&Session>,
+    nav: &[NavItem],
+    body: Markup,
+) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang=(lang.code()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · " (lang.t(site_key)) }
+                link rel="stylesheet" href="/assets/app.css";
+                script src="/assets/app.js" defer {}
+            }
+            body {
+                header.top {
+                    a.brand href="/" { (lang.t(site_key)) }
+                    @if let Some(s) = session {
+                        nav {
+                            @for (href, key) in nav {
+                                a href=(href) { (lang.t(key)) }
+                            }
+                        }
+                        span.who { (s.user.display_name) " (" (lang.t(role_key(&s.user))) ")" }
+                        form.inline method="post" action="/logout" {
+                            input type="hidden" name="csrf" value=(s.csrf());
+                            button.link type="submit" { (lang.t("nav.logout")) }
+                        }
+                    }
+                    span.lang {
+                        a href="/lang/zh" { "中文" } " | " a href="/lang/en" { "English" }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+fn role_key(user: &User) -> &'static str {
+    match user.role {
+        crate::accounts::Role::Specialist => "role.specialist",
+        crate::accounts::Role::Doctor => "role.doctor",
+        crate::accounts::Role::Admin => "role.admin",
+    }
+}
+
+/// A page that only says what went wrong and what to do.
+pub fn error_page(lang: Lang, status: StatusCode, message: &str) -> Response {
+    let body = html! {
+        section.card {
+            h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("")) }
+            p.error { (message) }
+            p { a href="/" { (lang.t("nav.home")) } }
+        }
+    };
+    (
+        status,
+        layout(lang, "site.name", lang.t("err.title"), None, &[], body),
+    )
+        .into_response()
+}
+
+/// Formats Unix milliseconds as UTC; `app.js` rewrites `<time>` into the browser's local time.
+pub fn time(ms: i64) -> Markup {
+    html! { time data-ms=(ms) { (crate::client::utc(ms)) } }
+}
+
+/// The routes every daemon's web side has: log in and out, language, assets.
+pub fn routes<S>() -> axum::Router<S>
+where
+    S: HasAccounts + Clone + Send + Sync + 'static,
+{
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/login", get(login_page).post(login_submit::<S>))
+        .route("/logout", axum::routing::post(logout::<S>))
+        .route("/lang/{lang}", get(set_lang))
+        .route("/assets/app.css", get(css))
+        .route("/assets/app.js", get(js))
+}
+
+async fn css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("web/app.css"),
+    )
+        .into_response()
+}
+
+async fn js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("web/app.js"),
+    )
+        .into_response()
+}
+
+async fn set_lang(
+    axum::extract::Path(lang): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let lang = Lang::parse(&lang).unwrap_or(Lang::Zh);
+    // Back to the page the switch was clicked on, when it is ours.
+    let back = headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.find("://").map(|i| &r[i + 3..]))
+        .and_then(|r| r.find('/').map(|i| r[i..].to_owned()))
+        .filter(|p| safe_next(p))
+        .unwrap_or_else(|| "/".into());
+    (
+        [(
+            header::SET_COOKIE,
+            format!(
+                "{LANG_COOKIE}={}; Path=/; Max-Age=31536000; SameSite=Strict",
+                lang.code()
+            ),
+        )],
+        Redirect::to(&back),
+    )
+        .into_response()
+}
+
+/// Only paths on this site: `/x`, never `//host` or `https://`.
+fn safe_next(next: &str) -> bool {
+    next.starts_with('/') && !next.starts_with("//") && !next.contains('\\')
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+}
+
+fn random_token() -> String {
+    let mut buf = [0u8; 16];
+    // Without randomness the form cannot be protected; an empty token never matches.
+    if getrandom::getrandom(&mut buf).is_err() {
+        return String::new();
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn login_form(
+    lang: Lang,
+    status: StatusCode,
+    next: &str,
+    error: Option<&str>,
+    user: &str,
+) -> Response {
+    let csrf = random_token();
+    let body = html! {
+        section.card.narrow {
+            h1 { (lang.t("login.title")) }
+            @if let Some(e) = error { p.error role="alert" { (e) } }
+            form method="post" action="/login" {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="next" value=(next);
+                label { (lang.t("login.user")) input name="user" value=(user) autocomplete="username" required autofocus; }
+                label { (lang.t("login.password")) input name="password" type="password" autocomplete="current-password" required; }
+                button type="submit" { (lang.t("login.submit")) }
+            }
+        }
+    };
+    let mut response = (
+        status,
+        layout(lang, "site.name", lang.t("login.title"), None, &[], body),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{LOGIN_CSRF_COOKIE}={csrf}; HttpOnly; SameSite=Strict; Path=/login"
+    )) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}
+
+async fn login_page(headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
+    let next = q.next.filter(|n| safe_next(n)).unwrap_or_else(|| "/".into());
+    login_form(lang_of(&headers), StatusCode::OK, &next, None, "")
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    user: String,
+    password: String,
+    next: Option<String>,
+    csrf: Option<String>,
+}
+
+async fn login_submit<S: HasAccounts + Clone + Send + Sync + 'static>(
+    State(state): State<S>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<LoginForm>,
+) -> Response {
+    let lang = lang_of(&headers);
+    let next = form
+        .next
+        .clone()
+        .filter(|n| safe_next(n))
+        .unwrap_or_else(|| "/".into());
+    let expected = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    match form.csrf.as_deref() {
+        Some(sent) if !expected.is_empty() && constant_eq(sent.as_bytes(), expected.as_bytes()) => {}
+        _ => return csrf_refused(lang),
+    }
+    let user_name = form.user.clone();
+    let secure = state.tls();
+    let result = tokio::task::spawn_blocking(move || {
+        let accounts = state.accounts();
+        let user = accounts.login(&form.user, &form.password)?;
+        accounts.session(&user.name)
+    })
+    .await;
+    match result {
+        Ok(Ok(token)) => {
+            let mut response = Redirect::to(&next).into_response();
+            let cookie = session_cookie(&token, secure);
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().append(header::SET_COOKIE, v);
+            }
+            response
+        }
+        Ok(Err(AccountError::Locked { retry_after })) => {
+            let mut response = login_form(
+                lang,
+                StatusCode::TOO_MANY_REQUESTS,
+                &next,
+                Some(&lang.t("login.locked").replace("{secs}", &retry_after.to_string())),
+                &user_name,
+            );
+            if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            response
+        }
+        Ok(Err(AccountError::BadLogin | AccountError::NoSuchUser(_))) => login_form(
+            lang,
+            StatusCode::UNAUTHORIZED,
+            &next,
+            Some(lang.t("login.bad")),
+            &user_name,
+        ),
+        Ok(Err(e @ AccountError::Deactivated(_))) => login_form(
+            lang,
+            StatusCode::FORBIDDEN,
+            &next,
+            Some(&e.to_string()),
+            &user_name,
+        ),
+        Ok(Err(e)) => error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// The session cookie: script cannot read it, other sites cannot send it, and over TLS it
+/// never travels in clear.
+pub fn session_cookie(token: &str, secure: bool) -> String {
+    format!(
+        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+        crate::accounts::SESSION_SECS,
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+#[derive(Deserialize)]
+struct Empty {}
+
+async fn logout<S: HasAccounts + Clone + Send + Sync + 'static>(
+    State(state): State<S>,
+    CsrfForm(session, Empty {}): CsrfForm<Empty>,
+) -> Response {
+    if let Err(e) = state.accounts().revoke(&session.token) {
+        return error_page(session.lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+    }
+    (
+        [(
+            header::SET_COOKIE,
+            format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        )],
+        Redirect::to("/login"),
+    )
+        .into_response()
+}
+
+/// Wraps raw, already-safe markup (fixed strings of ours only).
+pub fn raw(s: &'static str) -> PreEscaped<&'static str> {
+    PreEscaped(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_decode_and_only_local_paths_are_followed() {
+        let pairs = serde_urlencoded_pairs(b"a=1+2&b=%E4%B8%AD&c=&bad=%zz&d");
+        assert_eq!(
+            pairs,
+            vec![
+                ("a".into(), "1 2".into()),
+                ("b".into(), "中".into()),
+                ("c".into(), "".into()),
+                ("bad".into(), "%zz".into()),
+                ("d".into(), "".into()),
+            ]
+        );
+        assert!(safe_next("/cases/X"));
+        assert!(!safe_next("//evil.example/"));
+        assert!(!safe_next("https://evil.example/"));
+        assert!(!safe_next("/\\evil"));
+    }
+
+    #[test]
+    fn csrf_tokens_differ_per_session_and_compare_exactly() {
+        let (a, b) = (csrf_of("token-a"), csrf_of("token-b"));
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(constant_eq(a.as_bytes(), csrf_of("token-a").as_bytes()));
+        assert!(!constant_eq(a.as_bytes(), &a.as_bytes()[..31]));
+    }
+
+    #[test]
+    fn language_comes_from_the_cookie_then_the_browser_then_chinese() {
+        let mut h = HeaderMap::new();
+        assert_eq!(lang_of(&h), Lang::Zh);
+        h.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_static("en-GB,en;q=0.9"));
+        assert_eq!(lang_of(&h), Lang::En);
+        h.insert(header::COOKIE, HeaderValue::from_static("x=1; tpg_lang=zh"));
+        assert_eq!(lang_of(&h), Lang::Zh);
+    }
+}
