@@ -86,6 +86,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let app = daemon::accounts::routes()
         .merge(crate::consult_api::routes())
+        .merge(crate::web::routes())
         .route("/api/v1/status", get(status))
         .route("/api/v1/import", post(import))
         .route("/api/v1/studies/{study}/priority", post(priority))

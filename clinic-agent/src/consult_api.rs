@@ -46,13 +46,27 @@ async fn attach(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<CaseDetail>, ApiError> {
-    doctor(&user)?;
     let id = parse_id(&id)?;
     let media_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    blocking(move || attach_file(&handle, &user, &id, q.name, media_type, &body))
+        .await
+        .map(Json)
+}
+
+/// Attaches a PDF or a JPEG (checked by its first bytes, whatever it claims to be).
+pub fn attach_file(
+    handle: &Handle,
+    user: &User,
+    id: &ConsultationId,
+    name: String,
+    media_type: String,
+    body: &[u8],
+) -> Result<CaseDetail, ApiError> {
+    doctor(user)?;
     let magic_ok = match media_type.as_str() {
         "application/pdf" => body.starts_with(b"%PDF-"),
         "image/jpeg" => body.starts_with(&[0xFF, 0xD8, 0xFF]),
@@ -67,33 +81,29 @@ async fn attach(
             "the file is not a {media_type}: its first bytes do not match"
         )));
     }
-    if q.name.trim().is_empty() || q.name.len() > 200 {
+    if name.trim().is_empty() || name.len() > 200 {
         return Err(ApiError::bad_request("name the file: ?name=letter.pdf"));
     }
-    blocking(move || {
-        let current = detail_of(&handle, &id)?.consultation;
-        let object = handle
-            .store_attachment(&body, current.urgency)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        let kind = EventKind::StudiesAttached {
-            study_instance_uids: Vec::new(),
-            attachments: vec![proto::consult::Attachment {
-                object,
-                name: q.name,
-                media_type,
-            }],
-        };
-        handle
-            .consult
-            .append(clinic(&handle)?, &id, &user.name, now_ms(), kind)
-            .map_err(ApiError::from)?;
-        detail_of(&handle, &id)
-    })
-    .await
-    .map(Json)
+    let current = detail_of(handle, id)?.consultation;
+    let object = handle
+        .store_attachment(body, current.urgency)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let kind = EventKind::StudiesAttached {
+        study_instance_uids: Vec::new(),
+        attachments: vec![proto::consult::Attachment {
+            object,
+            name,
+            media_type,
+        }],
+    };
+    handle
+        .consult
+        .append(clinic(handle)?, id, &user.name, now_ms(), kind)
+        .map_err(ApiError::from)?;
+    detail_of(handle, id)
 }
 
-fn doctor(user: &User) -> Result<(), ApiError> {
+pub fn doctor(user: &User) -> Result<(), ApiError> {
     match user.role {
         Role::Doctor | Role::Admin => Ok(()),
         Role::Specialist => Err(ApiError::forbidden(
@@ -133,7 +143,7 @@ pub struct CaseDetail {
 
 /// This clinic's id; without one (a certificate that names no clinic) there are no
 /// consultations to keep.
-fn clinic(handle: &Handle) -> Result<&proto::ClinicId, ApiError> {
+pub fn clinic(handle: &Handle) -> Result<&proto::ClinicId, ApiError> {
     handle.clinic.as_ref().ok_or_else(|| {
         ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -143,7 +153,7 @@ fn clinic(handle: &Handle) -> Result<&proto::ClinicId, ApiError> {
     })
 }
 
-fn detail_of(handle: &Handle, id: &ConsultationId) -> Result<CaseDetail, ApiError> {
+pub fn detail_of(handle: &Handle, id: &ConsultationId) -> Result<CaseDetail, ApiError> {
     let clinic = clinic(handle)?;
     let timeline = handle.consult.log.timeline(id).map_err(ApiError::from)?;
     let folded = proto::consult::Folded::fold(&timeline)
@@ -160,55 +170,63 @@ async fn create(
     Authenticated(user): Authenticated,
     Json(req): Json<NewConsultation>,
 ) -> Result<Json<CaseDetail>, ApiError> {
-    doctor(&user)?;
+    blocking(move || create_case(&handle, &user, req))
+        .await
+        .map(Json)
+}
+
+/// Creates a consultation (and sends it when asked and consent is recorded); nothing is
+/// stored when the request is refused.
+pub fn create_case(
+    handle: &Handle,
+    user: &User,
+    req: NewConsultation,
+) -> Result<CaseDetail, ApiError> {
+    doctor(user)?;
     if req.submit && req.consent.is_none() {
         return Err(ApiError::conflict(
             proto::consult::Refusal::NoConsent.to_string(),
         ));
     }
-    blocking(move || {
-        let mut random = [0u8; 10];
-        getrandom::getrandom(&mut random).map_err(|e| ApiError::internal(e.to_string()))?;
-        let id = ConsultationId::new(now_ms() as u64, random);
-        let urgency = req.urgency;
-        let patient = with_study_demographics(&handle, req.patient, &req.studies)?;
-        let mut steps = vec![EventKind::Created {
-            patient,
-            clinical_summary: req.clinical_summary,
-            question: req.question,
-            specialty: req.specialty,
-            urgency,
-        }];
-        if let Some(c) = req.consent {
-            steps.push(EventKind::ConsentRecorded {
-                consent: Consent {
-                    given_by: c.given_by,
-                    method: c.method,
-                    at_ms: now_ms(),
-                },
-            });
-        }
-        if !req.studies.is_empty() {
-            steps.push(EventKind::StudiesAttached {
-                study_instance_uids: req.studies.clone(),
-                attachments: Vec::new(),
-            });
-        }
-        if req.submit {
-            steps.push(EventKind::Submitted);
-        }
-        // The first step checks the request itself; nothing is stored if it is refused.
-        for kind in steps {
-            handle
-                .consult
-                .append(clinic(&handle)?, &id, &user.name, now_ms(), kind)
-                .map_err(ApiError::from)?;
-        }
-        raise(&handle, &req.studies, urgency);
-        detail_of(&handle, &id)
-    })
-    .await
-    .map(Json)
+    let mut random = [0u8; 10];
+    getrandom::getrandom(&mut random).map_err(|e| ApiError::internal(e.to_string()))?;
+    let id = ConsultationId::new(now_ms() as u64, random);
+    let urgency = req.urgency;
+    let patient = with_study_demographics(handle, req.patient, &req.studies)?;
+    let mut steps = vec![EventKind::Created {
+        patient,
+        clinical_summary: req.clinical_summary,
+        question: req.question,
+        specialty: req.specialty,
+        urgency,
+    }];
+    if let Some(c) = req.consent {
+        steps.push(EventKind::ConsentRecorded {
+            consent: Consent {
+                given_by: c.given_by,
+                method: c.method,
+                at_ms: now_ms(),
+            },
+        });
+    }
+    if !req.studies.is_empty() {
+        steps.push(EventKind::StudiesAttached {
+            study_instance_uids: req.studies.clone(),
+            attachments: Vec::new(),
+        });
+    }
+    if req.submit {
+        steps.push(EventKind::Submitted);
+    }
+    // The first step checks the request itself; nothing is stored if it is refused.
+    for kind in steps {
+        handle
+            .consult
+            .append(clinic(handle)?, &id, &user.name, now_ms(), kind)
+            .map_err(ApiError::from)?;
+    }
+    raise(handle, &req.studies, urgency);
+    detail_of(handle, &id)
 }
 
 /// Fills what the doctor left empty from the first attached study's DICOM header, and refuses
@@ -264,6 +282,8 @@ pub struct CaseRow {
     pub created_at_ms: i64,
     /// Open questions from the specialist waiting for an answer.
     pub open_questions: usize,
+    /// The studies attached, by Study Instance UID.
+    pub studies: Vec<String>,
 }
 
 async fn list(
@@ -271,36 +291,38 @@ async fn list(
     Authenticated(user): Authenticated,
 ) -> Result<Json<Vec<CaseRow>>, ApiError> {
     doctor(&user)?;
-    let rows = blocking(move || {
-        let all = handle
-            .consult
-            .log
-            .list(clinic(&handle)?)
-            .map_err(ApiError::from)?;
-        Ok(all
-            .into_iter()
-            .rev()
-            .map(|f| {
-                let c = f.consultation;
-                CaseRow {
-                    id: c.id,
-                    state: c.state,
-                    urgency: c.urgency,
-                    specialty: c.specialty,
-                    question: c.question,
-                    patient_id: c.patient.id,
-                    assignee: c.assignee,
-                    created_at_ms: c.created_at_ms,
-                    open_questions: c.open_questions.len(),
-                }
-            })
-            .collect())
-    })
-    .await?;
-    Ok(Json(rows))
+    blocking(move || list_cases(&handle)).await.map(Json)
 }
 
-fn parse_id(id: &str) -> Result<ConsultationId, ApiError> {
+/// This clinic's consultations, newest first.
+pub fn list_cases(handle: &Handle) -> Result<Vec<CaseRow>, ApiError> {
+    let all = handle
+        .consult
+        .log
+        .list(clinic(handle)?)
+        .map_err(ApiError::from)?;
+    Ok(all
+        .into_iter()
+        .rev()
+        .map(|f| {
+            let c = f.consultation;
+            CaseRow {
+                id: c.id,
+                state: c.state,
+                urgency: c.urgency,
+                specialty: c.specialty,
+                question: c.question,
+                patient_id: c.patient.id,
+                assignee: c.assignee,
+                created_at_ms: c.created_at_ms,
+                open_questions: c.open_questions.len(),
+                studies: c.studies,
+            }
+        })
+        .collect())
+}
+
+pub fn parse_id(id: &str) -> Result<ConsultationId, ApiError> {
     ConsultationId::parse(id).ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))
 }
 
@@ -315,14 +337,14 @@ async fn detail(
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct ActionBody {
-    patient: Option<Patient>,
-    given_by: Option<String>,
-    method: Option<String>,
-    study_instance_uids: Option<Vec<String>>,
-    question: Option<u64>,
-    text: Option<String>,
-    reason: Option<String>,
+pub struct ActionBody {
+    pub patient: Option<Patient>,
+    pub given_by: Option<String>,
+    pub method: Option<String>,
+    pub study_instance_uids: Option<Vec<String>>,
+    pub question: Option<u64>,
+    pub text: Option<String>,
+    pub reason: Option<String>,
 }
 
 async fn act(
@@ -331,70 +353,80 @@ async fn act(
     Path((id, action)): Path<(String, String)>,
     body: Option<Json<ActionBody>>,
 ) -> Result<Json<CaseDetail>, ApiError> {
-    doctor(&user)?;
     let id = parse_id(&id)?;
     let body = body.map(|Json(b)| b).unwrap_or_default();
-    blocking(move || {
-        let current = detail_of(&handle, &id)?.consultation;
-        let need = |v: Option<String>, what: &str| {
-            v.filter(|s| !s.trim().is_empty())
-                .ok_or_else(|| ApiError::bad_request(format!("{what} is required")))
-        };
-        let kind = match action.as_str() {
-            "consent" => EventKind::ConsentRecorded {
-                consent: Consent {
-                    given_by: need(body.given_by, "given_by")?,
-                    method: need(body.method, "method")?,
-                    at_ms: now_ms(),
+    blocking(move || act_on(&handle, &user, &id, &action, body))
+        .await
+        .map(Json)
+}
+
+/// The doctor acts on a case: consent, studies, submit, patient, answer, acknowledge, cancel.
+pub fn act_on(
+    handle: &Handle,
+    user: &User,
+    id: &ConsultationId,
+    action: &str,
+    body: ActionBody,
+) -> Result<CaseDetail, ApiError> {
+    doctor(user)?;
+    let current = detail_of(handle, &id)?.consultation;
+    let need = |v: Option<String>, what: &str| {
+        v.filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| ApiError::bad_request(format!("{what} is required")))
+    };
+    let kind = match action {
+        "consent" => EventKind::ConsentRecorded {
+            consent: Consent {
+                given_by: need(body.given_by, "given_by")?,
+                method: need(body.method, "method")?,
+                at_ms: now_ms(),
+            },
+        },
+        "studies" => {
+            let uids = body
+                .study_instance_uids
+                .filter(|u| !u.is_empty())
+                .ok_or_else(|| ApiError::bad_request("study_instance_uids is required"))?;
+            with_study_demographics(handle, current.patient.clone(), &uids)?;
+            raise(handle, &uids, current.urgency);
+            EventKind::StudiesAttached {
+                study_instance_uids: uids,
+                attachments: Vec::new(),
+            }
+        }
+        "submit" => EventKind::Submitted,
+        "patient" => EventKind::PatientUpdated {
+            patient: body
+                .patient
+                .ok_or_else(|| ApiError::bad_request("patient is required"))?,
+        },
+        "answer" => {
+            let question = match body.question {
+                Some(q) => q,
+                // The one open question, when there is exactly one.
+                None => match current.open_questions.as_slice() {
+                    [q] => *q,
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "question is required (the number of the question being answered)",
+                        ))
+                    }
                 },
-            },
-            "studies" => {
-                let uids = body
-                    .study_instance_uids
-                    .filter(|u| !u.is_empty())
-                    .ok_or_else(|| ApiError::bad_request("study_instance_uids is required"))?;
-                with_study_demographics(&handle, current.patient.clone(), &uids)?;
-                raise(&handle, &uids, current.urgency);
-                EventKind::StudiesAttached {
-                    study_instance_uids: uids,
-                    attachments: Vec::new(),
-                }
+            };
+            EventKind::QuestionAnswered {
+                question,
+                text: need(body.text, "text")?,
             }
-            "submit" => EventKind::Submitted,
-            "patient" => EventKind::PatientUpdated {
-                patient: body
-                    .patient
-                    .ok_or_else(|| ApiError::bad_request("patient is required"))?,
-            },
-            "answer" => {
-                let question =
-                    match body.question {
-                        Some(q) => q,
-                        // The one open question, when there is exactly one.
-                        None => match current.open_questions.as_slice() {
-                            [q] => *q,
-                            _ => return Err(ApiError::bad_request(
-                                "question is required (the number of the question being answered)",
-                            )),
-                        },
-                    };
-                EventKind::QuestionAnswered {
-                    question,
-                    text: need(body.text, "text")?,
-                }
-            }
-            "acknowledge" => EventKind::ReportAcknowledged,
-            "cancel" => EventKind::Cancelled {
-                reason: need(body.reason, "reason")?,
-            },
-            other => return Err(ApiError::not_found(format!("no action {other}"))),
-        };
-        handle
-            .consult
-            .append(clinic(&handle)?, &id, &user.name, now_ms(), kind)
-            .map_err(ApiError::from)?;
-        detail_of(&handle, &id)
-    })
-    .await
-    .map(Json)
+        }
+        "acknowledge" => EventKind::ReportAcknowledged,
+        "cancel" => EventKind::Cancelled {
+            reason: need(body.reason, "reason")?,
+        },
+        other => return Err(ApiError::not_found(format!("no action {other}"))),
+    };
+    handle
+        .consult
+        .append(clinic(handle)?, id, &user.name, now_ms(), kind)
+        .map_err(ApiError::from)?;
+    detail_of(handle, &id)
 }

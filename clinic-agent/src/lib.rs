@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod scp;
 pub mod status;
 pub mod sync;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

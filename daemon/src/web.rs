@@ -168,31 +168,36 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
         let (mut parts, body) = req.into_parts();
         let session = Session::from_request_parts(&mut parts, state).await?;
-        let bytes = axum::body::to_bytes(body, 1024 * 1024)
-            .await
-            .map_err(|_| error_page(session.lang, StatusCode::PAYLOAD_TOO_LARGE, "form too large"))?;
+        let bytes = axum::body::to_bytes(body, 1024 * 1024).await.map_err(|_| {
+            error_page(
+                session.lang,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "form too large",
+            )
+        })?;
         let pairs: Vec<(String, String)> = serde_urlencoded_pairs(&bytes);
-        let sent = pairs.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str());
+        let sent = pairs
+            .iter()
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v.as_str());
         session.check_csrf(sent)?;
-        let form = serde_json::Value::Object(
-            pairs
-                .into_iter()
-                .filter(|(k, _)| k != "csrf")
-                .fold(serde_json::Map::new(), |mut m, (k, v)| {
-                    // Repeated keys (checkboxes) collect into a list.
-                    match m.get_mut(&k) {
-                        Some(serde_json::Value::Array(list)) => list.push(v.into()),
-                        Some(first) => {
-                            let prev = first.take();
-                            *first = serde_json::Value::Array(vec![prev, v.into()]);
-                        }
-                        None => {
-                            m.insert(k, v.into());
-                        }
+        let form = serde_json::Value::Object(pairs.into_iter().filter(|(k, _)| k != "csrf").fold(
+            serde_json::Map::new(),
+            |mut m, (k, v)| {
+                // Repeated keys (checkboxes) collect into a list.
+                match m.get_mut(&k) {
+                    Some(serde_json::Value::Array(list)) => list.push(v.into()),
+                    Some(first) => {
+                        let prev = first.take();
+                        *first = serde_json::Value::Array(vec![prev, v.into()]);
                     }
-                    m
-                }),
-        );
+                    None => {
+                        m.insert(k, v.into());
+                    }
+                }
+                m
+            },
+        ));
         let value = serde_json::from_value(form).map_err(|e| {
             error_page(
                 session.lang,
@@ -426,7 +431,10 @@ fn login_form(
 }
 
 async fn login_page(headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
-    let next = q.next.filter(|n| safe_next(n)).unwrap_or_else(|| "/".into());
+    let next = q
+        .next
+        .filter(|n| safe_next(n))
+        .unwrap_or_else(|| "/".into());
     login_form(lang_of(&headers), StatusCode::OK, &next, None, "")
 }
 
@@ -451,7 +459,8 @@ async fn login_submit<S: HasAccounts + Clone + Send + Sync + 'static>(
         .unwrap_or_else(|| "/".into());
     let expected = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
     match form.csrf.as_deref() {
-        Some(sent) if !expected.is_empty() && constant_eq(sent.as_bytes(), expected.as_bytes()) => {}
+        Some(sent) if !expected.is_empty() && constant_eq(sent.as_bytes(), expected.as_bytes()) => {
+        }
         _ => return csrf_refused(lang),
     }
     let user_name = form.user.clone();
@@ -476,7 +485,11 @@ async fn login_submit<S: HasAccounts + Clone + Send + Sync + 'static>(
                 lang,
                 StatusCode::TOO_MANY_REQUESTS,
                 &next,
-                Some(&lang.t("login.locked").replace("{secs}", &retry_after.to_string())),
+                Some(
+                    &lang
+                        .t("login.locked")
+                        .replace("{secs}", &retry_after.to_string()),
+                ),
                 &user_name,
             );
             if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
@@ -521,7 +534,11 @@ async fn logout<S: HasAccounts + Clone + Send + Sync + 'static>(
     CsrfForm(session, Empty {}): CsrfForm<Empty>,
 ) -> Response {
     if let Err(e) = state.accounts().revoke(&session.token) {
-        return error_page(session.lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+        return error_page(
+            session.lang,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &e.to_string(),
+        );
     }
     (
         [(
@@ -574,7 +591,10 @@ mod tests {
     fn language_comes_from_the_cookie_then_the_browser_then_chinese() {
         let mut h = HeaderMap::new();
         assert_eq!(lang_of(&h), Lang::Zh);
-        h.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_static("en-GB,en;q=0.9"));
+        h.insert(
+            header::ACCEPT_LANGUAGE,
+            HeaderValue::from_static("en-GB,en;q=0.9"),
+        );
         assert_eq!(lang_of(&h), Lang::En);
         h.insert(header::COOKIE, HeaderValue::from_static("x=1; tpg_lang=zh"));
         assert_eq!(lang_of(&h), Lang::Zh);

@@ -403,7 +403,8 @@ impl Api {
         action: &str,
         body: ActionBody,
     ) -> Result<Event, ApiError> {
-        let folded = self.consult
+        let folded = self
+            .consult
             .log
             .get(id)
             .map_err(ApiError::from)?
@@ -430,7 +431,13 @@ impl Api {
             "ask" => {
                 let me = specialist()?;
                 let text = need(body.text, "text")?;
-                (me.clone(), EventKind::QuestionAsked { specialist: me, text })
+                (
+                    me.clone(),
+                    EventKind::QuestionAsked {
+                        specialist: me,
+                        text,
+                    },
+                )
             }
             "report" => {
                 let me = specialist()?;
@@ -448,7 +455,13 @@ impl Api {
                     signer_qualification: qualification,
                     signed_at_ms: now_ms(),
                 };
-                (me.clone(), EventKind::Reported { specialist: me, report })
+                (
+                    me.clone(),
+                    EventKind::Reported {
+                        specialist: me,
+                        report,
+                    },
+                )
             }
             "addendum" => {
                 let me = specialist()?;
@@ -465,7 +478,13 @@ impl Api {
             "decline" => {
                 let me = specialist()?;
                 let reason = need(body.reason, "reason")?;
-                (me.clone(), EventKind::Declined { specialist: me, reason })
+                (
+                    me.clone(),
+                    EventKind::Declined {
+                        specialist: me,
+                        reason,
+                    },
+                )
             }
             "assign" => {
                 if user.role != Role::Admin {

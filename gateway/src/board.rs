@@ -60,7 +60,13 @@ impl Board {
         f(all.entry(clinic.clone()).or_default())
     }
 
-    pub fn up(&self, clinic: &ClinicId, now_ms: i64, agent_version: &str, cert_expires_ms: Option<i64>) {
+    pub fn up(
+        &self,
+        clinic: &ClinicId,
+        now_ms: i64,
+        agent_version: &str,
+        cert_expires_ms: Option<i64>,
+    ) {
         self.with(clinic, |c| {
             c.online = true;
             c.since_ms = now_ms;
@@ -80,7 +86,14 @@ impl Board {
     }
 
     /// A reading of the live connection: smoothed RTT, loss ratio, total bytes received.
-    pub fn sample(&self, clinic: &ClinicId, now_ms: i64, rtt_ms: f64, loss: Option<f64>, rx_bytes: u64) {
+    pub fn sample(
+        &self,
+        clinic: &ClinicId,
+        now_ms: i64,
+        rtt_ms: f64,
+        loss: Option<f64>,
+        rx_bytes: u64,
+    ) {
         self.with(clinic, |c| {
             c.rtt_ms = Some(rtt_ms);
             c.loss = loss;
@@ -102,7 +115,11 @@ impl Board {
                     rtt_ms,
                     backlog_items: c.backlog.as_ref().map_or(0, |b| b.items),
                 });
-                while c.history.front().is_some_and(|s| now_ms - s.at_ms > HISTORY_MS) {
+                while c
+                    .history
+                    .front()
+                    .is_some_and(|s| now_ms - s.at_ms > HISTORY_MS)
+                {
                     c.history.pop_front();
                 }
             }
@@ -115,12 +132,20 @@ impl Board {
     }
 
     pub fn snapshot(&self) -> BTreeMap<ClinicId, ClinicLink> {
-        self.clinics.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.clinics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
 /// A polyline of `values` over the last 24 hours, scaled to its own maximum.
-fn chart(label: &str, history: &VecDeque<Sample>, now: i64, value: impl Fn(&Sample) -> f64) -> Markup {
+fn chart(
+    label: &str,
+    history: &VecDeque<Sample>,
+    now: i64,
+    value: impl Fn(&Sample) -> f64,
+) -> Markup {
     let (w, h) = (480.0, 80.0);
     let max = history.iter().map(&value).fold(0.0f64, f64::max);
     let points: Vec<String> = history
@@ -261,7 +286,8 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
         let t = &a.alerts;
         let mut alerts = Vec::new();
         for (clinic, (l, _)) in clinics(&a)? {
-            if !l.online && l.since_ms > 0 && now - l.since_ms > t.link_down_minutes as i64 * 60_000 {
+            if !l.online && l.since_ms > 0 && now - l.since_ms > t.link_down_minutes as i64 * 60_000
+            {
                 alerts.push(Alert {
                     kind: "alerts.link_down",
                     about: clinic.to_string(),
@@ -270,7 +296,9 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
             }
             if let Some(b) = &l.backlog {
                 let sla = crate::routing::default_sla(proto::consult::Urgency::Routine).as_secs();
-                if b.oldest_pending_secs.is_some_and(|s| s > t.backlog_age_minutes.unwrap_or(sla / 60) * 60) {
+                if b.oldest_pending_secs
+                    .is_some_and(|s| s > t.backlog_age_minutes.unwrap_or(sla / 60) * 60)
+                {
                     alerts.push(Alert {
                         kind: "alerts.backlog_age",
                         about: clinic.to_string(),

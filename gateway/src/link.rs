@@ -362,7 +362,8 @@ impl Link {
                         ));
                         let expires = peer_cert(&connection)
                             .map(|c| (c.not_after.unix_timestamp_nanos() / 1_000_000) as i64);
-                        self.board.up(&clinic, crate::consult::now_ms(), &agent_version, expires);
+                        self.board
+                            .up(&clinic, crate::consult::now_ms(), &agent_version, expires);
                         self.metrics.link_connects.get_or_create(&label).inc();
                         self.metrics.link_up.get_or_create(&label).set(1);
                         info!(agent_version, minor, "clinic link up");

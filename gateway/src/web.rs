@@ -517,8 +517,13 @@ async fn image(
         let s = shown
             .get(n)
             .ok_or_else(|| ApiError::not_found(format!("no image {n} in this case")))?;
-        crate::render::png(&s.path, q.frame.unwrap_or(0), window)
-            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_render", e.to_string()))
+        crate::render::png(&s.path, q.frame.unwrap_or(0), window).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "cannot_render",
+                e.to_string(),
+            )
+        })
     })
     .await;
     match rendered {
@@ -731,11 +736,7 @@ struct AuditQuery {
     target: Option<String>,
 }
 
-async fn audit(
-    State(api): State<Api>,
-    session: Session,
-    Query(q): Query<AuditQuery>,
-) -> Response {
+async fn audit(State(api): State<Api>, session: Session, Query(q): Query<AuditQuery>) -> Response {
     if let Err(r) = admin_only(&session) {
         return r;
     }
@@ -760,7 +761,9 @@ async fn audit(
     let shown: Vec<_> = records
         .iter()
         .rev()
-        .filter(|r| want(&q.user, &r.user) && want(&q.action, &r.action) && want(&q.target, &r.target))
+        .filter(|r| {
+            want(&q.user, &r.user) && want(&q.action, &r.action) && want(&q.target, &r.target)
+        })
         .take(500)
         .collect();
     let lang = session.lang;

@@ -458,7 +458,7 @@ impl GatewaySession {
                             format!("unexpected {} frame from the agent", frame_name(&frame)),
                         );
                     }
-                }
+                },
             },
             (GatewayState::Closed, _) => {}
         }
