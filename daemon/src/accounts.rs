@@ -532,6 +532,7 @@ struct LoginRequest {
 
 async fn login<S: HasAccounts + Clone + Send + Sync + 'static>(
     axum::extract::State(state): axum::extract::State<S>,
+    headers: axum::http::HeaderMap,
     axum::Json(req): axum::Json<LoginRequest>,
 ) -> Response {
     let secure = state.tls();
@@ -551,7 +552,7 @@ async fn login<S: HasAccounts + Clone + Send + Sync + 'static>(
     .await;
     match result {
         Ok(Ok((user, token))) => {
-            let cookie = crate::web::session_cookie(&token, secure);
+            let cookie = crate::web::session_cookie(&headers, &token, secure);
             (
                 [(axum::http::header::SET_COOKIE, cookie)],
                 axum::Json(serde_json::json!({ "token": token, "user": user })),
@@ -599,7 +600,7 @@ pub trait HasAccounts {
 
 /// The request's token, and whether it came from the session cookie (rather than a header a
 /// script set on purpose).
-fn token_of(parts: &Parts) -> Option<(String, bool)> {
+pub(crate) fn token_of(parts: &Parts) -> Option<(String, bool)> {
     if let Some(v) = parts.headers.get(axum::http::header::AUTHORIZATION) {
         let v = v.to_str().ok()?;
         return v

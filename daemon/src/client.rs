@@ -64,10 +64,7 @@ pub fn call_as(
         body.len()
     )
     .map_err(|e| failed(e.to_string()))?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .map_err(|e| failed(e.to_string()))?;
+    let response = read_response(&mut stream).map_err(|e| failed(e.to_string()))?;
     let text = String::from_utf8_lossy(&response);
     let (head, rest) = text
         .split_once("\r\n\r\n")
@@ -86,6 +83,42 @@ pub fn call_as(
         rest.to_owned()
     };
     Ok((status, body))
+}
+
+/// Reads one answer: up to `Content-Length` when the head gives it (some servers keep the
+/// connection open despite `Connection: close`), else to the end of the stream.
+fn read_response(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut response = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(response);
+        }
+        response.extend_from_slice(&buf[..n]);
+        let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
+        let length = head.lines().find_map(|l| {
+            l.strip_prefix("content-length:")
+                .and_then(|v| v.trim().parse::<usize>().ok())
+        });
+        if let Some(length) = length {
+            while response.len() < end + 4 + length {
+                let n = stream.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                response.extend_from_slice(&buf[..n]);
+            }
+            return Ok(response);
+        }
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest)?;
+        response.extend_from_slice(&rest);
+        return Ok(response);
+    }
 }
 
 fn dechunk(mut s: &str) -> String {

@@ -27,7 +27,7 @@ use crate::accounts::{AccountError, HasAccounts, User};
 
 pub use messages::Lang;
 
-/// The session cookie's name (the JSON API reads the same cookie).
+/// The session cookie's name, before its port suffix (the JSON API reads the same cookie).
 pub const SESSION_COOKIE: &str = "tpg_session";
 const LANG_COOKIE: &str = "tpg_lang";
 const LOGIN_CSRF_COOKIE: &str = "tpg_login_csrf";
@@ -53,9 +53,25 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         })
 }
 
+/// A cookie name of this site: browsers share cookies between the ports of one host, and
+/// the pilot in a box runs a gateway and three clinics on one host, each with its own
+/// accounts; so each port gets its own cookies (`tpg_session_8443`).
+pub fn cookie_name(headers: &HeaderMap, base: &str) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let port = host
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or("0");
+    format!("{base}_{port}")
+}
+
 /// The session cookie's token, if any.
 pub fn session_token(headers: &HeaderMap) -> Option<String> {
-    cookie(headers, SESSION_COOKIE)
+    cookie(headers, &cookie_name(headers, SESSION_COOKIE))
 }
 
 /// The page language: the `tpg_lang` cookie, else the browser's first choice of the two,
@@ -140,7 +156,8 @@ where
             }
             Redirect::to(&format!("/login?next={next_enc}")).into_response()
         };
-        let token = session_token(&parts.headers).ok_or_else(to_login)?;
+        // The cookie, or a bearer token (scripts and the authorization tests reach pages too).
+        let (token, _) = crate::accounts::token_of(parts).ok_or_else(to_login)?;
         match state.accounts().resolve(&token) {
             Ok(Some(user)) => Ok(Session { user, lang, token }),
             Ok(None) => Err(to_login()),
@@ -397,6 +414,7 @@ fn random_token() -> String {
 }
 
 fn login_form(
+    headers: &HeaderMap,
     lang: Lang,
     status: StatusCode,
     next: &str,
@@ -423,7 +441,8 @@ fn login_form(
     )
         .into_response();
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "{LOGIN_CSRF_COOKIE}={csrf}; HttpOnly; SameSite=Strict; Path=/login"
+        "{}={csrf}; HttpOnly; SameSite=Strict; Path=/login",
+        cookie_name(headers, LOGIN_CSRF_COOKIE)
     )) {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -435,7 +454,7 @@ async fn login_page(headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response
         .next
         .filter(|n| safe_next(n))
         .unwrap_or_else(|| "/".into());
-    login_form(lang_of(&headers), StatusCode::OK, &next, None, "")
+    login_form(&headers, lang_of(&headers), StatusCode::OK, &next, None, "")
 }
 
 #[derive(Deserialize)]
@@ -457,7 +476,7 @@ async fn login_submit<S: HasAccounts + Clone + Send + Sync + 'static>(
         .clone()
         .filter(|n| safe_next(n))
         .unwrap_or_else(|| "/".into());
-    let expected = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    let expected = cookie(&headers, &cookie_name(&headers, LOGIN_CSRF_COOKIE)).unwrap_or_default();
     match form.csrf.as_deref() {
         Some(sent) if !expected.is_empty() && constant_eq(sent.as_bytes(), expected.as_bytes()) => {
         }
@@ -474,7 +493,7 @@ async fn login_submit<S: HasAccounts + Clone + Send + Sync + 'static>(
     match result {
         Ok(Ok(token)) => {
             let mut response = Redirect::to(&next).into_response();
-            let cookie = session_cookie(&token, secure);
+            let cookie = session_cookie(&headers, &token, secure);
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 response.headers_mut().append(header::SET_COOKIE, v);
             }
@@ -482,6 +501,7 @@ async fn login_submit<S: HasAccounts + Clone + Send + Sync + 'static>(
         }
         Ok(Err(AccountError::Locked { retry_after })) => {
             let mut response = login_form(
+                &headers,
                 lang,
                 StatusCode::TOO_MANY_REQUESTS,
                 &next,
@@ -498,6 +518,7 @@ async fn login_submit<S: HasAccounts + Clone + Send + Sync + 'static>(
             response
         }
         Ok(Err(AccountError::BadLogin | AccountError::NoSuchUser(_))) => login_form(
+            &headers,
             lang,
             StatusCode::UNAUTHORIZED,
             &next,
@@ -505,6 +526,7 @@ async fn login_submit<S: HasAccounts + Clone + Send + Sync + 'static>(
             &user_name,
         ),
         Ok(Err(e @ AccountError::Deactivated(_))) => login_form(
+            &headers,
             lang,
             StatusCode::FORBIDDEN,
             &next,
@@ -518,9 +540,10 @@ async fn login_submit<S: HasAccounts + Clone + Send + Sync + 'static>(
 
 /// The session cookie: script cannot read it, other sites cannot send it, and over TLS it
 /// never travels in clear.
-pub fn session_cookie(token: &str, secure: bool) -> String {
+pub fn session_cookie(headers: &HeaderMap, token: &str, secure: bool) -> String {
     format!(
-        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+        "{}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+        cookie_name(headers, SESSION_COOKIE),
         crate::accounts::SESSION_SECS,
         if secure { "; Secure" } else { "" }
     )
@@ -531,6 +554,7 @@ struct Empty {}
 
 async fn logout<S: HasAccounts + Clone + Send + Sync + 'static>(
     State(state): State<S>,
+    headers: HeaderMap,
     CsrfForm(session, Empty {}): CsrfForm<Empty>,
 ) -> Response {
     if let Err(e) = state.accounts().revoke(&session.token) {
@@ -543,7 +567,10 @@ async fn logout<S: HasAccounts + Clone + Send + Sync + 'static>(
     (
         [(
             header::SET_COOKIE,
-            format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+            format!(
+                "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+                cookie_name(&headers, SESSION_COOKIE)
+            ),
         )],
         Redirect::to("/login"),
     )

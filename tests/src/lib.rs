@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod relay;
 pub mod samples;
+pub mod webdriver;
 
 /// Timings for a pilot on one machine: fast heartbeats, quick reconnects, CRL checked every
 /// second, so the tests and the demo see changes at once.

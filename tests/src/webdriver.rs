@@ -1,0 +1,209 @@
+//! A small WebDriver client for the browser tests: starts Debian's `chromedriver` on a free
+//! loopback port and drives headless Chromium through it (W3C WebDriver over HTTP/JSON).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::{json, Value};
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// A Chromium session; the driver process is killed when this is dropped.
+pub struct Browser {
+    driver: Child,
+    addr: SocketAddr,
+    session: String,
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium at 1366×768 (the pilot's oldest screens).
+    pub fn start() -> anyhow::Result<Self> {
+        let driver_bin = ["chromedriver", "/usr/bin/chromedriver"]
+            .into_iter()
+            .find(|b| Command::new(b).arg("--version").output().is_ok())
+            .ok_or_else(|| {
+                anyhow!("chromedriver is not installed: install Debian's chromium and chromium-driver (scripts/test does)")
+            })?;
+        let addr = crate::free_tcp_addr();
+        let driver = Command::new(driver_bin)
+            .arg(format!("--port={}", addr.port()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start chromedriver")?;
+        let mut browser = Self {
+            driver,
+            addr,
+            session: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while daemon::client::call(addr, "GET", "/status", None).is_err() {
+            if Instant::now() > deadline {
+                bail!("chromedriver did not start");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=1366,768", "--lang=zh-CN"]
+            }
+        }}});
+        let v = browser.raw("POST", "/session", Some(caps))?;
+        browser.session = v["sessionId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no session id in {v}"))?
+            .to_owned();
+        Ok(browser)
+    }
+
+    fn raw(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let text = body.map(|b| b.to_string());
+        let (status, answer) = daemon::client::call(self.addr, method, path, text.as_deref())?;
+        let v: Value = serde_json::from_str(&answer)
+            .with_context(|| format!("chromedriver answered {status}: {answer}"))?;
+        if status >= 400 {
+            bail!("{method} {path}: {}", v["value"]["message"]);
+        }
+        Ok(v["value"].clone())
+    }
+
+    fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        self.raw(method, &format!("/session/{}{path}", self.session), body)
+    }
+
+    pub fn goto(&self, url: &str) -> anyhow::Result<()> {
+        self.cmd("POST", "/url", Some(json!({ "url": url }))).map(drop)
+    }
+
+    pub fn url(&self) -> anyhow::Result<String> {
+        Ok(self.cmd("GET", "/url", None)?.as_str().unwrap_or("").to_owned())
+    }
+
+    /// The first element matching a CSS selector, waiting up to 10 s for it to appear.
+    pub fn find(&self, css: &str) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.cmd(
+                "POST",
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            ) {
+                Ok(v) => {
+                    return v[ELEMENT]
+                        .as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| anyhow!("no element id in {v}"))
+                }
+                Err(e) if Instant::now() > deadline => return Err(e.context(css.to_owned())),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    pub fn exists(&self, css: &str) -> bool {
+        self.cmd(
+            "POST",
+            "/elements",
+            Some(json!({"using": "css selector", "value": css})),
+        )
+        .ok()
+        .and_then(|v| v.as_array().map(|a| !a.is_empty()))
+        .unwrap_or(false)
+    }
+
+    /// Types `text` into the element (for a file input: the file's path).
+    pub fn type_into(&self, css: &str, text: &str) -> anyhow::Result<()> {
+        let el = self.find(css)?;
+        self.cmd(
+            "POST",
+            &format!("/element/{el}/value"),
+            Some(json!({ "text": text })),
+        )
+        .map(drop)
+    }
+
+    pub fn click(&self, css: &str) -> anyhow::Result<()> {
+        let el = self.find(css)?;
+        self.cmd("POST", &format!("/element/{el}/click"), Some(json!({})))
+            .map(drop)
+    }
+
+    pub fn text(&self, css: &str) -> anyhow::Result<String> {
+        let el = self.find(css)?;
+        Ok(self
+            .cmd("GET", &format!("/element/{el}/text"), None)?
+            .as_str()
+            .unwrap_or("")
+            .to_owned())
+    }
+
+    /// Runs a script in the page and returns its value (it may return a promise).
+    pub fn script(&self, script: &str) -> anyhow::Result<Value> {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+    }
+
+    /// Writes a PNG screenshot of the page to `path`.
+    pub fn screenshot(&self, path: &Path) -> anyhow::Result<()> {
+        let b64 = self.cmd("GET", "/screenshot", None)?;
+        let bytes = base64_decode(b64.as_str().unwrap_or(""))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, bytes)?;
+        Ok(())
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = self.raw("DELETE", &format!("/session/{}", self.session), None);
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn base64_decode(text: &str) -> anyhow::Result<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+        acc = (acc << 6) | value(c).ok_or_else(|| anyhow!("not base64"))?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_decodes() {
+        assert_eq!(super::base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(super::base64_decode("AAEC").unwrap(), [0, 1, 2]);
+    }
+}

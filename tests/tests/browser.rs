@@ -1,0 +1,239 @@
+//! The web pages in a real headless Chromium: a township doctor logs in, imports a study from
+//! the browser and sends an emergency consultation; the specialist finds it at the top of the
+//! worklist, opens the viewer (the image has real, non-blank pixels), signs a report; the
+//! doctor sees the report. Screenshots of every page go to `target/screenshots/`.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use daemon::accounts::{Role, User};
+use harness::webdriver::Browser;
+use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
+use proto::consult::{ConsultationId, State};
+
+const PASSWORD: &str = "a long enough password";
+const ROSTER: &str = r#"
+[[specialist]]
+id = "li"
+name = "Li Wei"
+specialties = ["radiology"]
+qualification = "attending radiologist"
+years_independent = 12
+utc_offset = "+08:00"
+duty = ["daily 00:00-24:00"]
+
+[[pool]]
+id = "radiology"
+members = ["li"]
+lead = "li"
+
+[[rule]]
+id = "all"
+pool = "radiology"
+"#;
+
+fn shots() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots")
+}
+
+fn user(name: &str, role: Role, display: &str, specialist: Option<&str>) -> User {
+    User {
+        name: name.into(),
+        role,
+        display_name: display.into(),
+        specialist: specialist.map(str::to_owned),
+        qualification: specialist.map(|_| "attending radiologist".to_owned()),
+        deactivated: false,
+    }
+}
+
+fn log_in(b: &Browser, base: &str, name: &str) {
+    b.goto(&format!("{base}/")).unwrap();
+    // Anyone without a session lands on the log-in page.
+    assert!(b.url().unwrap().contains("/login"), "{}", b.url().unwrap());
+    b.type_into("input[name=user]", name).unwrap();
+    b.type_into("input[name=password]", PASSWORD).unwrap();
+    b.click("form[action='/login'] button").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let mut gw_config = pilot.gateway_config(link).unwrap();
+    let roster = gw_config.data_dir.join("routing.toml");
+    std::fs::create_dir_all(&gw_config.data_dir).unwrap();
+    std::fs::write(&roster, ROSTER).unwrap();
+    gw_config.routing = Some(gateway::config::RoutingConfig {
+        file: roster,
+        check: Duration::from_millis(500),
+    });
+    let gw = RunningGateway::start(gw_config).unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    agent
+        .handle
+        .accounts
+        .add(user("wang", Role::Doctor, "Dr Wang", None), PASSWORD, false)
+        .unwrap();
+    gw.handle
+        .accounts
+        .add(
+            user("li", Role::Specialist, "Li Wei", Some("li")),
+            PASSWORD,
+            false,
+        )
+        .unwrap();
+    let study = harness::samples::write_ct_series(
+        &dir.path().join("cd"),
+        "P-7",
+        3,
+        128 * 128 * 2,
+        42,
+    )
+    .unwrap();
+    let clinic = format!("http://{}", daemon::client::local(agent.web_addr));
+    let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
+
+    let b = tokio::task::spawn_blocking(Browser::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let shot = |b: &Browser, name: &str| b.screenshot(&shots().join(format!("{name}.png"))).unwrap();
+    // The doctor logs in and imports the study from the "CD".
+    let b = tokio::task::spawn_blocking(move || {
+        log_in(&b, &clinic, "wang");
+        shot(&b, "clinic-1-cases");
+        b.goto(&format!("{clinic}/import")).unwrap();
+        let files: Vec<_> = study.files.iter().map(|p| p.display().to_string()).collect();
+        b.type_into("#files", &files.join("\n")).unwrap();
+        b.click("#import").unwrap();
+        let rows = b.find("#import-results").and_then(|_| {
+            b.script("return document.querySelectorAll('#import-results tr[data-outcome=stored]').length")
+        });
+        assert_eq!(rows.unwrap(), 3, "every file of the study is imported");
+        shot(&b, "clinic-2-import");
+        // A new emergency consultation with that study; consent recorded.
+        b.goto(&format!("{clinic}/cases/new")).unwrap();
+        b.click(&format!("input[value='{}']", study.study_uid)).unwrap();
+        b.type_into("textarea[name=question]", "intracranial bleed?").unwrap();
+        b.type_into("input[name=specialty]", "radiology").unwrap();
+        b.script("document.querySelector('select[name=urgency]').value = 'emergency'")
+            .unwrap();
+        b.type_into("input[name=consent_given_by]", "patient").unwrap();
+        shot(&b, "clinic-3-new-case");
+        b.click("#send").unwrap();
+        b.find("ol.timeline").unwrap();
+        shot(&b, "clinic-4-case-sent");
+        (b, clinic)
+    })
+    .await
+    .unwrap();
+    let (b, clinic) = b;
+    let url = b.url().unwrap();
+    let id = ConsultationId::parse(url.rsplit('/').next().unwrap())
+        .unwrap_or_else(|| panic!("the form leads to the new case's page, not {url}"));
+    let site = gw.handle.consult.clone();
+    let case = id.clone();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            site.log
+                .get(&case)
+                .unwrap()
+                .is_some_and(|f| f.consultation.state == State::Assigned)
+        })
+        .await,
+        "the case reaches the hospital and is routed to li"
+    );
+
+    // The specialist: the case is at the top of the worklist; viewer; report.
+    let impression = "No intracranial haemorrhage.";
+    let case = id.clone();
+    let b = tokio::task::spawn_blocking(move || {
+        log_in(&b, &hospital, "li");
+        b.find("#worklist").unwrap();
+        let top = b
+            .script("return document.querySelector('#worklist tbody tr').getAttribute('data-case')")
+            .unwrap();
+        assert_eq!(top, case.as_str(), "the emergency is first on the worklist");
+        shot(&b, "gateway-1-worklist");
+        b.click(&format!("tr[data-case='{case}'] a")).unwrap();
+        b.click("#accept").unwrap();
+        b.find("#report-form").unwrap();
+        shot(&b, "gateway-2-case");
+        // The images arrive (the clinic sends them at the case's urgency).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            b.click("#open-viewer").unwrap();
+            if b.exists("#image") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the images never arrived");
+            std::thread::sleep(Duration::from_millis(500));
+            b.goto(&format!("{hospital}/cases/{case}")).unwrap();
+        }
+        // The frame is decoded and drawn: its pixels are not all the same.
+        let spread = b
+            .script(
+                "const img = document.querySelector('#image');
+                 if (!img.complete || img.naturalWidth === 0) return -1;
+                 const c = document.createElement('canvas');
+                 c.width = img.naturalWidth; c.height = img.naturalHeight;
+                 const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+                 const d = g.getImageData(0, 0, c.width, c.height).data;
+                 let lo = 255, hi = 0;
+                 for (let i = 0; i < d.length; i += 4) { lo = Math.min(lo, d[i]); hi = Math.max(hi, d[i]); }
+                 return hi - lo;",
+            )
+            .unwrap();
+        let spread = spread.as_i64().unwrap_or(-1);
+        assert!(spread > 50, "the rendered frame is not blank (spread {spread})");
+        shot(&b, "gateway-3-viewer");
+        b.goto(&format!("{hospital}/cases/{case}")).unwrap();
+        b.type_into("textarea[name=findings]", "Normal grey-white differentiation.").unwrap();
+        b.type_into("textarea[name=impression]", impression).unwrap();
+        b.click("#sign").unwrap();
+        let report = b.text("#report").unwrap();
+        assert!(report.contains(impression), "{report}");
+        assert!(report.contains("Li Wei"), "the report is signed by the logged-in specialist");
+        shot(&b, "gateway-4-report");
+        b
+    })
+    .await
+    .unwrap();
+
+    // The doctor sees the report.
+    let clinic_site = agent.handle.consult.clone();
+    let case = id.clone();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            clinic_site
+                .log
+                .get(&case)
+                .unwrap()
+                .is_some_and(|f| f.consultation.state == State::Reported)
+        })
+        .await,
+        "the report reaches the clinic"
+    );
+    tokio::task::spawn_blocking(move || {
+        b.goto(&format!("{clinic}/cases/{id}")).unwrap();
+        let report = b.text("#report").unwrap();
+        assert!(report.contains(impression), "{report}");
+        shot(&b, "clinic-5-report");
+        b.click("#acknowledge").unwrap();
+        b.find("span[data-state=acknowledged]").unwrap();
+        b.goto(&format!("{clinic}/cases/{id}/print")).unwrap();
+        shot(&b, "clinic-6-print");
+    })
+    .await
+    .unwrap();
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
