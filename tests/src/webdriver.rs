@@ -78,11 +78,16 @@ impl Browser {
     }
 
     pub fn goto(&self, url: &str) -> anyhow::Result<()> {
-        self.cmd("POST", "/url", Some(json!({ "url": url }))).map(drop)
+        self.cmd("POST", "/url", Some(json!({ "url": url })))
+            .map(drop)
     }
 
     pub fn url(&self) -> anyhow::Result<String> {
-        Ok(self.cmd("GET", "/url", None)?.as_str().unwrap_or("").to_owned())
+        Ok(self
+            .cmd("GET", "/url", None)?
+            .as_str()
+            .unwrap_or("")
+            .to_owned())
     }
 
     /// The first element matching a CSS selector, waiting up to 10 s for it to appear.
@@ -187,7 +192,10 @@ fn base64_decode(text: &str) -> anyhow::Result<Vec<u8>> {
     };
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0);
-    for c in text.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+    for c in text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+    {
         acc = (acc << 6) | value(c).ok_or_else(|| anyhow!("not base64"))?;
         bits += 6;
         if bits >= 8 {

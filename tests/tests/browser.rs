@@ -90,14 +90,9 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
             false,
         )
         .unwrap();
-    let study = harness::samples::write_ct_series(
-        &dir.path().join("cd"),
-        "P-7",
-        3,
-        128 * 128 * 2,
-        42,
-    )
-    .unwrap();
+    let study =
+        harness::samples::write_ct_series(&dir.path().join("cd"), "P-7", 3, 128 * 128 * 2, 42)
+            .unwrap();
     let clinic = format!("http://{}", daemon::client::local(agent.web_addr));
     let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
 
@@ -105,7 +100,8 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
         .await
         .unwrap()
         .unwrap();
-    let shot = |b: &Browser, name: &str| b.screenshot(&shots().join(format!("{name}.png"))).unwrap();
+    let shot =
+        |b: &Browser, name: &str| b.screenshot(&shots().join(format!("{name}.png"))).unwrap();
     // The doctor logs in and imports the study from the "CD".
     let b = tokio::task::spawn_blocking(move || {
         log_in(&b, &clinic, "wang");

@@ -642,6 +642,36 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
             [401, 409, 403],
         ),
         ("POST", format!("{case}/nonsense"), None, [401, 404, 404]),
+        // The web pages: anonymous visitors are sent to log in (303); administrators'
+        // pages refuse specialists; a form without its CSRF token is refused (403).
+        ("GET", "/login".into(), None, [200, 200, 200]),
+        ("GET", "/".into(), None, [303, 303, 303]),
+        ("GET", "/worklist".into(), None, [303, 200, 200]),
+        ("GET", format!("/cases/{id}"), None, [303, 404, 200]),
+        ("GET", format!("/cases/{id}/viewer"), None, [303, 404, 200]),
+        (
+            "GET",
+            format!("/cases/{id}/images/0"),
+            None,
+            [303, 404, 404],
+        ),
+        (
+            "POST",
+            format!("/cases/{id}/act/accept"),
+            None,
+            [303, 403, 403],
+        ),
+        ("GET", "/admin/links".into(), None, [303, 403, 200]),
+        ("GET", "/admin/alerts".into(), None, [303, 403, 200]),
+        ("GET", "/admin/users".into(), None, [303, 403, 200]),
+        ("POST", "/admin/users".into(), None, [303, 403, 403]),
+        (
+            "POST",
+            "/admin/users/li/deactivate".into(),
+            None,
+            [303, 403, 403],
+        ),
+        ("GET", "/admin/audit".into(), None, [303, 403, 200]),
         ("POST", "/api/v1/logout".into(), None, [401, 204, 204]),
         // Last: an administrator's assignment changes the case.
         (
@@ -659,5 +689,83 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
             assert_eq!(status, want, "{method} {path} as {who:?}: {text}");
         }
     }
+    gw.stop().await.unwrap();
+}
+
+/// Forms need the session's CSRF token; a change made with the browser's cookie through the
+/// JSON API needs it in `X-CSRF-Token`; the log-in form throttles guessing with 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_need_their_csrf_token_and_the_login_form_throttles_guesses() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let gw = RunningGateway::start(pilot.gateway_config(free_udp_addr()).unwrap()).unwrap();
+    let token = gw.admin_token().unwrap();
+    let addr = daemon::client::local(gw.web_addr);
+    let raw = |request: String| -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, out)
+    };
+    let port = addr.port();
+    let form = |csrf: &str, name: &str| {
+        let body = format!(
+            "csrf={csrf}&name={name}&display_name=Dr+Zhao&role=admin&password=a+long+enough+password"
+        );
+        format!(
+            "POST /admin/users HTTP/1.0\r\nHost: {addr}\r\nCookie: tpg_session_{port}={token}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let (status, _) = raw(form("0123456789abcdef0123456789abcdef", "zhao"));
+    assert_eq!(status, 403, "a forged form is refused");
+    assert!(gw.handle.accounts.get("zhao").unwrap().is_none());
+    let (status, page) = raw(form(&daemon::web::csrf_of(&token), "zhao"));
+    assert_eq!(status, 200, "{page}");
+    assert!(gw.handle.accounts.get("zhao").unwrap().is_some());
+
+    // The JSON API with the cookie: the header is required for a change.
+    let logout = |header: &str| {
+        format!(
+            "POST /api/v1/logout HTTP/1.0\r\nHost: {addr}\r\nCookie: tpg_session_{port}={token}\r\n{header}Content-Length: 0\r\n\r\n"
+        )
+    };
+    assert_eq!(raw(logout("")).0, 403);
+    let header = format!("X-CSRF-Token: {}\r\n", daemon::web::csrf_of(&token));
+    assert_eq!(raw(logout(&header)).0, 204);
+
+    // The log-in form: a double-submit token, then five wrong passwords, then 429.
+    let login = |csrf: &str, password: &str| {
+        let body = format!("csrf={csrf}&user=admin&password={password}&next=%2F");
+        format!(
+            "POST /login HTTP/1.0\r\nHost: {addr}\r\nCookie: tpg_login_csrf_{port}={csrf}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let body = "csrf=x&user=admin&password=pilot-admin-password";
+    let forged = format!(
+        "POST /login HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(raw(forged).0, 403, "no log-in without the form's token");
+    let (status, answer) = raw(login("abc", "pilot-admin-password"));
+    assert_eq!(status, 303, "{answer}");
+    assert!(
+        answer.contains(&format!("tpg_session_{port}="))
+            && answer.contains("HttpOnly")
+            && answer.contains("SameSite=Strict")
+    );
+    for _ in 0..5 {
+        assert_eq!(raw(login("abc", "wrong")).0, 401);
+    }
+    let (status, answer) = raw(login("abc", "pilot-admin-password"));
+    assert_eq!(status, 429, "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 30"),
+        "{answer}"
+    );
     gw.stop().await.unwrap();
 }
