@@ -369,7 +369,7 @@ pub fn act_on(
     body: ActionBody,
 ) -> Result<CaseDetail, ApiError> {
     doctor(user)?;
-    let current = detail_of(handle, &id)?.consultation;
+    let current = detail_of(handle, id)?.consultation;
     let need = |v: Option<String>, what: &str| {
         v.filter(|s| !s.trim().is_empty())
             .ok_or_else(|| ApiError::bad_request(format!("{what} is required")))
@@ -428,5 +428,5 @@ pub fn act_on(
         .consult
         .append(clinic(handle)?, id, &user.name, now_ms(), kind)
         .map_err(ApiError::from)?;
-    detail_of(handle, &id)
+    detail_of(handle, id)
 }

@@ -4,6 +4,9 @@
 //! view. Pages call the same functions as the JSON API (`consult_api`), so they can do
 //! nothing the API would refuse. Paths carry ids only, never patient data.
 
+// A refused page is a whole response, built once per request; boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 
 use axum::extract::{Multipart, Path, State};

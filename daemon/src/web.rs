@@ -11,6 +11,9 @@
 //! than a bearer token must send the same token in `X-CSRF-Token` (checked in
 //! [`crate::accounts::Authenticated`]).
 
+// A refused page is a whole response, built once per request; boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
 pub mod consult;
 mod messages;
 

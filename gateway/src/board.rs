@@ -4,6 +4,9 @@
 //! memory (one sample a minute) and drawn as inline SVG. Also the alerts page, computed
 //! from the same facts plus the consultation log, against thresholds in `[alerts]`.
 
+// A refused page is a whole response, built once per request; boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 

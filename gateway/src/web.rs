@@ -5,6 +5,9 @@
 //! [`Api::act`]), so a page can never show or do more than the API allows. Paths carry ids
 //! only, never patient data.
 
+// A refused page is a whole response, built once per request; boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
