@@ -258,7 +258,13 @@ mod tests {
         for dir in ["daemon/src", "gateway/src", "clinic-agent/src"] {
             for entry in walk(&root.join(dir)) {
                 let text = std::fs::read_to_string(&entry).unwrap_or_default();
-                for piece in text.split("t(\"").skip(1) {
+                for (at, _) in text.match_indices("t(\"") {
+                    // A call of `t`, not of `next` or another name ending in t.
+                    let before = text[..at].chars().next_back();
+                    if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                        continue;
+                    }
+                    let piece = &text[at + 3..];
                     let Some(end) = piece.find('"') else { continue };
                     let key = &piece[..end];
                     if key.contains('.') && !key.contains(' ') && Lang::Zh.t(key) == "??" {

@@ -8,6 +8,16 @@ use anyhow::Context;
 use clap::Parser;
 use harness::{metric, PilotDir, RunningAgent, RunningGateway, Timings};
 
+/// The demo accounts' password (a demo on loopback only; printed at start).
+const DEMO_PASSWORD: &str = "pilot-demo-2026";
+
+/// The demo specialists: login and roster id, name, specialty.
+const SPECIALISTS: [(&str, &str, &str); 3] = [
+    ("li", "Li Wei", "radiology"),
+    ("sun", "Sun Lei", "cardiology"),
+    ("zhang", "Zhang Min", "obstetrics"),
+];
+
 /// The demo clinics: id and display name.
 const CLINICS: [(&str, &str); 3] = [
     ("jinzhou", "Jinzhou Township Health Centre"),
@@ -60,7 +70,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         pilot.pki_dir().join("ca.pem").display()
     );
 
-    let gateway = RunningGateway::start(pilot.gateway_config("127.0.0.1:0".parse()?)?)?;
+    let mut gw_config = pilot.gateway_config("127.0.0.1:0".parse()?)?;
+    std::fs::create_dir_all(&gw_config.data_dir)?;
+    let roster = gw_config.data_dir.join("routing.toml");
+    let mut text = String::new();
+    for (id, name, specialty) in SPECIALISTS {
+        text.push_str(&format!(
+            "[[specialist]]\nid = \"{id}\"\nname = \"{name}\"\nspecialties = [\"{specialty}\"]\nqualification = \"attending\"\nyears_independent = 10\nutc_offset = \"+08:00\"\nduty = [\"daily 00:00-24:00\"]\n\n[[pool]]\nid = \"{specialty}\"\nmembers = [\"{id}\"]\nlead = \"{id}\"\n\n[[rule]]\nid = \"{specialty}\"\npool = \"{specialty}\"\nspecialty = [\"{specialty}\"]\n\n"
+        ));
+    }
+    text.push_str("[[rule]]\nid = \"other\"\npool = \"radiology\"\n");
+    std::fs::write(&roster, text)?;
+    gw_config.routing = Some(gateway::config::RoutingConfig {
+        file: roster,
+        check: Duration::from_secs(5),
+    });
+    let gateway = RunningGateway::start(gw_config)?;
+    let demo_user =
+        |name: &str, role, display: &str, specialist: Option<&str>| daemon::accounts::User {
+            name: name.into(),
+            role,
+            display_name: display.into(),
+            specialist: specialist.map(str::to_owned),
+            qualification: specialist.map(|_| "attending physician".to_owned()),
+            deactivated: false,
+        };
+    for (id, name, _) in SPECIALISTS {
+        let user = demo_user(id, daemon::accounts::Role::Specialist, name, Some(id));
+        gateway.handle.accounts.add(user, DEMO_PASSWORD, true)?;
+    }
+    let admin = demo_user(
+        "admin",
+        daemon::accounts::Role::Admin,
+        "Pilot administrator",
+        None,
+    );
+    gateway.handle.accounts.add(admin, DEMO_PASSWORD, true)?;
     println!(
         "  gateway        QUIC {}  metrics http://{}/metrics",
         gateway.link_addr, gateway.metrics_addr
@@ -76,6 +121,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "  clinic agent   {id:<10} metrics http://{}/metrics  status http://{}/api/v1/status  ({name})",
             agent.metrics_addr, agent.web_addr
         );
+        let doctor = demo_user(
+            "doctor",
+            daemon::accounts::Role::Doctor,
+            "Township doctor",
+            None,
+        );
+        agent.handle.accounts.add(doctor, DEMO_PASSWORD, true)?;
         agents.push((id, agent));
     }
     println!();
@@ -99,6 +151,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         })
         .await??;
         expected.push(study.files.len() as u64);
+        // One consultation per clinic, one of each urgency, unless a kept pilot has them.
+        let urgency = [
+            proto::consult::Urgency::Emergency,
+            proto::consult::Urgency::Urgent,
+            proto::consult::Urgency::Routine,
+        ][i % 3];
+        let handle = agent.handle.clone();
+        let uid = study.study_uid.clone();
+        tokio::task::spawn_blocking(move || {
+            if !clinic_agent::consult_api::list_cases(&handle)
+                .map_err(|e| anyhow::anyhow!(e.message))?
+                .is_empty()
+            {
+                return Ok(());
+            }
+            let doctor = handle
+                .accounts
+                .get("doctor")?
+                .ok_or_else(|| anyhow::anyhow!("no demo doctor"))?;
+            let request = clinic_agent::consult_api::NewConsultation {
+                patient: proto::consult::Patient {
+                    id: String::new(),
+                    name: String::new(),
+                    sex: String::new(),
+                    birth_date: String::new(),
+                },
+                clinical_summary: "Fall from a ladder; headache and vomiting.".into(),
+                question: "Intracranial bleed or fracture?".into(),
+                specialty: "radiology".into(),
+                urgency,
+                consent: Some(clinic_agent::consult_api::ConsentBody {
+                    given_by: "patient".into(),
+                    method: "written".into(),
+                }),
+                studies: vec![uid],
+                submit: true,
+            };
+            clinic_agent::consult_api::create_case(&handle, &doctor, request)
+                .map(|_| ())
+                .map_err(|e| anyhow::anyhow!(e.message))
+        })
+        .await??;
         println!(
             "  imported {} CT instances at {id} ({})",
             study.files.len(),
@@ -177,6 +271,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "  cargo run --release --bin certs -- list --dir {}",
                 pilot.pki_dir().display()
             );
+            println!();
+            println!("Web pages (password for every demo login: {DEMO_PASSWORD}):");
+            println!(
+                "  hospital   http://{}/   specialists: li (radiology), sun, zhang; administrator: admin",
+                daemon::client::local(gateway.web_addr)
+            );
+            for (id, agent) in &agents {
+                println!(
+                    "  {id:<10} http://{}/   township doctor: doctor",
+                    daemon::client::local(agent.web_addr)
+                );
+            }
             println!("Press Ctrl-C to stop.");
         }
     }
