@@ -1,15 +1,17 @@
-//! The agent's local HTTP API on `[web] listen` (loopback by default): the status report and
-//! file import, used by `clinic-agent status` and `clinic-agent import` while the daemon runs
-//! (only one process may open the archive). JSON in and out; errors carry a code and message.
+//! The agent's HTTP listener on `[web] listen` (loopback by default): the status report, file
+//! import and study priority used by `clinic-agent status` and `clinic-agent import` while the
+//! daemon runs (only one process may open the archive), merged with the consultation API
+//! (`consult_api`) and the doctors' pages (`web`). JSON in and out; errors are the daemons'
+//! shared `{code, message}`.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
+use daemon::api::{blocking, ApiError};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -63,16 +65,6 @@ impl From<Ingested> for ImportResult {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct ApiError {
-    code: &'static str,
-    message: String,
-}
-
-fn error(status: StatusCode, code: &'static str, message: String) -> Response {
-    (status, Json(ApiError { code, message })).into_response()
-}
-
 #[derive(Debug, Deserialize)]
 struct StatusQuery {
     #[serde(default)]
@@ -97,19 +89,19 @@ pub async fn serve(
         .context("agent API failed")
 }
 
-async fn status(State(handle): State<Handle>, Query(q): Query<StatusQuery>) -> Response {
-    let report = tokio::task::spawn_blocking(move || {
+async fn status(
+    State(handle): State<Handle>,
+    Query(q): Query<StatusQuery>,
+) -> Result<Json<crate::status::StatusReport>, ApiError> {
+    blocking(move || {
         let mut r = handle.status_report();
         if !q.items {
             r.items.retain(|i| i.state != "delivered");
         }
-        r
+        Ok(r)
     })
-    .await;
-    match report {
-        Ok(r) => Json(r).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-    }
+    .await
+    .map(Json)
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,58 +109,52 @@ pub struct PriorityRequest {
     pub priority: proto::sync::Priority,
 }
 
-/// Raises a study's sync priority. Consultations will call this when attached; until then it
-/// lets an operator push an urgent study ahead of the backlog.
+fn store_failed(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "store_failed",
+        e.to_string(),
+    )
+}
+
+/// Raises a study's sync priority: attaching a study to a consultation does this
+/// (`consult_api`); an operator can also push an urgent study ahead of the backlog.
 async fn priority(
     State(handle): State<Handle>,
     axum::extract::Path(study): axum::extract::Path<String>,
     body: Result<Json<PriorityRequest>, axum::extract::rejection::JsonRejection>,
-) -> Response {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let Ok(Json(req)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "send JSON {\"priority\": \"emergency\"|\"urgent\"|\"routine\"}".into(),
-        );
+        return Err(ApiError::bad_request(
+            "send JSON {\"priority\": \"emergency\"|\"urgent\"|\"routine\"}",
+        ));
     };
-    match tokio::task::spawn_blocking(move || handle.raise_study_priority(&study, req.priority))
-        .await
-    {
-        Ok(Ok(changed)) => Json(serde_json::json!({ "objects_raised": changed })).into_response(),
-        Ok(Err(e)) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store_failed",
-            e.to_string(),
-        ),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-    }
+    let changed = blocking(move || {
+        handle
+            .raise_study_priority(&study, req.priority)
+            .map_err(store_failed)
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "objects_raised": changed })))
 }
 
 async fn import(
     State(handle): State<Handle>,
     body: Result<Json<ImportRequest>, axum::extract::rejection::JsonRejection>,
-) -> Response {
+) -> Result<Json<ImportResult>, ApiError> {
     let Ok(Json(req)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "send JSON {\"path\": \"/path/to/file.dcm\"}".into(),
-        );
+        return Err(ApiError::bad_request(
+            "send JSON {\"path\": \"/path/to/file.dcm\"}",
+        ));
     };
     if !req.path.is_file() {
-        return error(
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "no_such_file",
             format!("{} is not a file the agent can read", req.path.display()),
-        );
+        ));
     }
-    match tokio::task::spawn_blocking(move || handle.ingest_file(&req.path)).await {
-        Ok(Ok(outcome)) => Json(ImportResult::from(outcome)).into_response(),
-        Ok(Err(e)) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store_failed",
-            e.to_string(),
-        ),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-    }
+    blocking(move || handle.ingest_file(&req.path).map_err(store_failed))
+        .await
+        .map(|outcome| Json(ImportResult::from(outcome)))
 }

@@ -32,6 +32,8 @@ pub fn routes() -> axum::Router<Handle> {
 
 #[derive(Debug, Deserialize)]
 struct AttachQuery {
+    /// Missing is refused by `check_attachment` with a message saying what to send.
+    #[serde(default)]
     name: String,
 }
 
@@ -67,23 +69,7 @@ pub fn attach_file(
     body: &[u8],
 ) -> Result<CaseDetail, ApiError> {
     doctor(user)?;
-    let magic_ok = match media_type.as_str() {
-        "application/pdf" => body.starts_with(b"%PDF-"),
-        "image/jpeg" => body.starts_with(&[0xFF, 0xD8, 0xFF]),
-        _ => {
-            return Err(ApiError::bad_request(
-                "attach a PDF (Content-Type: application/pdf) or a JPEG photo (image/jpeg)",
-            ))
-        }
-    };
-    if !magic_ok {
-        return Err(ApiError::bad_request(format!(
-            "the file is not a {media_type}: its first bytes do not match"
-        )));
-    }
-    if name.trim().is_empty() || name.len() > 200 {
-        return Err(ApiError::bad_request("name the file: ?name=letter.pdf"));
-    }
+    check_attachment(&name, &media_type, body)?;
     let current = detail_of(handle, id)?.consultation;
     let object = handle
         .store_attachment(body, current.urgency)
@@ -101,6 +87,29 @@ pub fn attach_file(
         .append(clinic(handle)?, id, &user.name, now_ms(), kind)
         .map_err(ApiError::from)?;
     detail_of(handle, id)
+}
+
+/// Refuses what cannot be attached: anything but a PDF or a JPEG (by its first bytes), or a
+/// file without a usable name.
+pub fn check_attachment(name: &str, media_type: &str, body: &[u8]) -> Result<(), ApiError> {
+    let magic_ok = match media_type {
+        "application/pdf" => body.starts_with(b"%PDF-"),
+        "image/jpeg" => body.starts_with(&[0xFF, 0xD8, 0xFF]),
+        _ => {
+            return Err(ApiError::bad_request(
+                "attach a PDF (Content-Type: application/pdf) or a JPEG photo (image/jpeg)",
+            ))
+        }
+    };
+    if !magic_ok {
+        return Err(ApiError::bad_request(format!(
+            "the file is not a {media_type}: its first bytes do not match"
+        )));
+    }
+    if name.trim().is_empty() || name.len() > 200 {
+        return Err(ApiError::bad_request("name the file: ?name=letter.pdf"));
+    }
+    Ok(())
 }
 
 pub fn doctor(user: &User) -> Result<(), ApiError> {

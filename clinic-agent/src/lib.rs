@@ -282,8 +282,8 @@ pub fn start(
             commands: queued,
             consult,
             backlog: {
-                let handle = handle.clone();
-                std::sync::Arc::new(move || handle.status_report().backlog())
+                let store = handle.store.clone();
+                link::watch_backlog(move || status::backlog(&store), shutdown.clone())
             },
         },
         shutdown.clone(),

@@ -72,12 +72,40 @@ pub struct Traffic {
     pub sync: Sync,
     pub commands: mpsc::UnboundedReceiver<SyncCommand>,
     pub consult: daemon::replicate::Site,
-    /// Computes the backlog reported to the gateway (reads the index: run off the loop).
-    pub backlog: Arc<dyn Fn() -> proto::frame::Backlog + Send + std::marker::Sync>,
+    /// The backlog to report to the gateway, refreshed off this loop ([`watch_backlog`]).
+    pub backlog: tokio::sync::watch::Receiver<proto::frame::Backlog>,
 }
 
 /// How often the agent tells the gateway its backlog.
 const BACKLOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Computes the backlog every [`BACKLOG_EVERY`] on the blocking pool (it reads the whole
+/// index) until `shutdown`, for the link loop to send without waiting on it.
+pub fn watch_backlog(
+    compute: impl Fn() -> proto::frame::Backlog + Send + std::marker::Sync + 'static,
+    shutdown: CancellationToken,
+) -> tokio::sync::watch::Receiver<proto::frame::Backlog> {
+    let (tx, rx) = tokio::sync::watch::channel(proto::frame::Backlog::default());
+    let compute = Arc::new(compute);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(BACKLOG_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let c = compute.clone();
+            let Ok(b) = tokio::task::spawn_blocking(move || c()).await else {
+                return;
+            };
+            if tx.send(b).is_err() {
+                return; // the link loop has stopped
+            }
+        }
+    });
+    rx
+}
 
 /// Keeps the link up until `shutdown` is cancelled.
 pub async fn run(
@@ -92,10 +120,8 @@ pub async fn run(
         mut sync,
         mut commands,
         consult,
-        backlog,
+        mut backlog,
     } = traffic;
-    let mut backlog_every = tokio::time::interval(BACKLOG_EVERY);
-    backlog_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let client = client_config(&config, &options)?;
     let bind: SocketAddr = SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 0], 0));
     let mut endpoint = quinn::Endpoint::client(bind)
@@ -202,11 +228,8 @@ pub async fn run(
             }
             Some(msg) = sync.rx.recv() => sync.handle(msg).await,
             Some(command) = commands.recv() => sync.command(command),
-            _ = backlog_every.tick(), if session.is_up() => {
-                let compute = backlog.clone();
-                if let Ok(b) = tokio::task::spawn_blocking(move || compute()).await {
-                    session.report(ControlFrame::Backlog(b));
-                }
+            Ok(()) = backlog.changed(), if session.is_up() => {
+                session.report(ControlFrame::Backlog(backlog.borrow_and_update().clone()));
             }
             frame = next_frame(&mut live) => match frame {
                 Some(Ok(frame)) => session.handle_frame(Instant::now(), frame),

@@ -133,28 +133,27 @@ pub fn report(store: &AgentStore, link: &LinkStatus, sync: &SharedSync) -> Statu
     }
 }
 
-impl StatusReport {
-    /// What the link board at the hospital shows for this clinic.
-    pub fn backlog(&self) -> proto::frame::Backlog {
-        let pending = |r: &&QueueRow| r.state != "delivered";
-        let age = |p: &str| {
-            self.oldest_pending_seconds
-                .get(p)
-                .map(|s| (*s).max(0) as u64)
-        };
-        proto::frame::Backlog {
-            items: self.queue.iter().filter(pending).map(|r| r.items).sum(),
-            bytes: self.queue.iter().filter(pending).map(|r| r.bytes).sum(),
-            oldest_pending_secs: self
-                .oldest_pending_seconds
-                .values()
-                .max()
-                .map(|s| (*s).max(0) as u64),
-            oldest_emergency_secs: age(proto::sync::Priority::Emergency.label()),
-            quarantined: self.quarantined as u64,
+/// What the agent has not delivered yet, as the hospital's link board shows it: one pass over
+/// the index, without the per-item rows of [`report`].
+pub fn backlog(store: &AgentStore) -> proto::frame::Backlog {
+    let now = now_unix();
+    let age = |stored_at: i64| (now - stored_at).max(0) as u64;
+    let mut b = proto::frame::Backlog {
+        quarantined: store.quarantined() as u64,
+        ..Default::default()
+    };
+    for (_, rec) in store.objects().filter(|(_, r)| r.delivered_at.is_none()) {
+        b.items += 1;
+        b.bytes += rec.size;
+        b.oldest_pending_secs = b.oldest_pending_secs.max(Some(age(rec.stored_at)));
+        if rec.priority == Priority::Emergency {
+            b.oldest_emergency_secs = b.oldest_emergency_secs.max(Some(age(rec.stored_at)));
         }
     }
+    b
+}
 
+impl StatusReport {
     /// Items and bytes in a state, over all priorities.
     pub fn count(&self, state: &str) -> (u64, u64) {
         self.queue
@@ -219,17 +218,4 @@ impl StatusReport {
     }
 }
 
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
+pub use daemon::human_bytes;

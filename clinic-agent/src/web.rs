@@ -18,6 +18,7 @@ use daemon::web::consult::{report, state_badge, timeline, urgency_badge, urgency
 use daemon::web::{error_page, layout, time, CsrfForm, Lang, NavItem, Session};
 use maud::{html, Markup};
 use proto::consult::{ConsultationId, State as CaseState, Urgency};
+use proto::sync::ObjectId;
 use serde::Deserialize;
 
 use crate::consult_api::{self, ActionBody, ConsentBody, NewConsultation};
@@ -75,6 +76,9 @@ fn progress(handle: &Handle) -> HashMap<String, (u64, u64, u64)> {
         .unwrap_or_default();
     let mut out: HashMap<String, (u64, u64, u64)> = HashMap::new();
     for (id, rec) in handle.store.objects() {
+        if rec.study_instance_uid.is_empty() {
+            continue; // an attachment
+        }
         let e = out.entry(rec.study_instance_uid).or_default();
         e.0 += rec.size;
         if rec.delivered_at.is_some() {
@@ -117,27 +121,31 @@ async fn home(State(handle): State<Handle>, session: Session) -> Response {
     let h = handle.clone();
     let loaded = blocking(move || {
         let cases = consult_api::list_cases(&h)?;
-        Ok((cases, progress(&h), h.status_report()))
+        Ok((cases, progress(&h), crate::status::backlog(&h.store)))
     })
     .await;
-    let (cases, progress, status) = match loaded {
+    let (cases, progress, backlog) = match loaded {
         Ok(v) => v,
         Err(e) => return failed(&session, e),
     };
     let lang = session.lang;
-    let backlog = status.backlog();
+    let link = handle.link_status();
+    let since_ms = link
+        .since
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64);
     let body = html! {
         div data-refresh="10" {
             section.card #link {
-                @if status.link.up {
+                @if link.up {
                     span.badge.online { (lang.t("link.online")) }
-                    @if let Some(rtt) = status.link.rtt_ms { " · RTT " (format!("{rtt:.0} ms")) }
+                    @if let Some(rtt) = link.rtt { " · RTT " (format!("{:.0} ms", rtt.as_secs_f64() * 1000.0)) }
                 } @else {
                     span.badge.offline { (lang.t("link.offline_since")) }
-                    @if let Some(t) = status.link.since { " " (time(t * 1000)) }
-                    @if let Some(r) = &status.link.down_reason { " · " span.muted { (r) } }
+                    @if let Some(t) = since_ms { " " (time(t)) }
+                    @if let Some(r) = &link.down_reason { " · " span.muted { (r) } }
                 }
-                " · " (lang.t("link.backlog")) ": " (backlog.items) " · " (crate::status::human_bytes(backlog.bytes))
+                " · " (lang.t("link.backlog")) ": " (backlog.items) " · " (daemon::human_bytes(backlog.bytes))
             }
             h1 { (lang.t("nav.cases")) }
             @if cases.is_empty() { p.muted { (lang.t("case.none")) } }
@@ -337,26 +345,32 @@ struct LocalStudy {
 }
 
 fn local_studies(handle: &Handle) -> Vec<LocalStudy> {
-    let mut by_study: std::collections::BTreeMap<String, (String, usize, i64)> = Default::default();
-    for (_, rec) in handle.store.objects() {
+    // Per study: modality, instances, newest arrival, and one of its files to read the
+    // patient from.
+    let mut by_study: std::collections::BTreeMap<String, (String, usize, i64, ObjectId)> =
+        Default::default();
+    for (id, rec) in handle.store.objects() {
+        // Attachments (PDF, JPEG) have no study.
+        if rec.study_instance_uid.is_empty() {
+            continue;
+        }
         let e = by_study.entry(rec.study_instance_uid.clone()).or_insert((
             rec.modality.clone().unwrap_or_default(),
             0,
             rec.stored_at,
+            id,
         ));
         e.1 += 1;
         e.2 = e.2.max(rec.stored_at);
     }
     let mut studies: Vec<_> = by_study.into_iter().collect();
     // Newest first: the study just taken is the one the doctor wants.
-    studies.sort_by_key(|(_, (_, _, at))| std::cmp::Reverse(*at));
+    studies.sort_by_key(|(_, (_, _, at, _))| std::cmp::Reverse(*at));
     studies
         .into_iter()
         .take(50)
-        .map(|(uid, (modality, instances, _))| {
-            let patient = handle
-                .store
-                .study_patient(&uid)
+        .map(|(uid, (modality, instances, _, object))| {
+            let patient = ::store::dicom::summarize(&handle.store.blobs().path(&object))
                 .map(|s| {
                     format!(
                         "{} · {} · {} {}",
@@ -483,16 +497,32 @@ async fn create(State(handle): State<Handle>, session: Session, form: Multipart)
         Ok(v) => v,
         Err(r) => return r,
     };
-    let mut attachment = None;
-    if let Some(u) = uploads.first() {
-        if let Ok(bytes) = tokio::fs::read(&u.path).await {
-            attachment = Some((
-                u.name.clone(),
-                u.media_type.clone().unwrap_or_default(),
-                bytes,
-            ));
+    // The attachment is read and checked before anything is stored, so a refused file leaves
+    // no half-made case behind.
+    let attachment = match uploads.first() {
+        None => None,
+        Some(u) => {
+            let media_type = u.media_type.clone().unwrap_or_default();
+            let checked = tokio::fs::read(&u.path)
+                .await
+                .map_err(|e| ApiError::bad_request(format!("cannot read {}: {e}", u.name)))
+                .and_then(|bytes| {
+                    consult_api::check_attachment(&u.name, &media_type, &bytes)?;
+                    Ok(bytes)
+                });
+            match checked {
+                Ok(bytes) => Some((u.name.clone(), media_type, bytes)),
+                Err(e) => {
+                    let draft = Draft {
+                        fields,
+                        refusal: Some(e.message),
+                        ..Draft::default()
+                    };
+                    return new_form(handle, session, draft, e.status).await;
+                }
+            }
         }
-    }
+    };
     let mut draft = Draft {
         fields,
         ..Draft::default()

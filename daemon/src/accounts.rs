@@ -122,10 +122,6 @@ struct File {
     tokens: std::collections::BTreeMap<String, TokenRecord>,
 }
 
-/// The accounts of one daemon: a JSON file in its data folder (`accounts.json`, 0600), written
-/// atomically by the `user` commands and re-read by the running daemon when it changes, so
-/// accounts can be managed while the daemon runs. Login sessions live in the daemon's memory:
-/// a restart asks people to log in again.
 /// Failed logins allowed for one name before it is locked for a while.
 pub const FREE_FAILURES: u32 = 5;
 /// The first lock; each further failure doubles it, up to [`MAX_LOCK_SECS`].
@@ -138,6 +134,10 @@ struct Failures {
     locked_until: i64,
 }
 
+/// The accounts of one daemon: a JSON file in its data folder (`accounts.json`, 0600), written
+/// atomically by the `user` commands and re-read by the running daemon when it changes, so
+/// accounts can be managed while the daemon runs. Login sessions live in the daemon's memory:
+/// a restart asks people to log in again.
 pub struct Accounts {
     /// Failed logins per user name (in memory: a restart forgets them).
     failures: std::sync::Mutex<std::collections::HashMap<String, Failures>>,
@@ -569,9 +569,7 @@ async fn logout<S: HasAccounts + Clone + Send + Sync + 'static>(
     Authenticated(_): Authenticated,
     headers: axum::http::HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let mut parts = axum::http::Request::new(()).into_parts().0;
-    parts.headers = headers;
-    if let Some((token, _)) = token_of(&parts) {
+    if let Some((token, _)) = token_of(&headers) {
         state
             .accounts()
             .revoke(&token)
@@ -600,14 +598,14 @@ pub trait HasAccounts {
 
 /// The request's token, and whether it came from the session cookie (rather than a header a
 /// script set on purpose).
-pub(crate) fn token_of(parts: &Parts) -> Option<(String, bool)> {
-    if let Some(v) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+pub(crate) fn token_of(headers: &axum::http::HeaderMap) -> Option<(String, bool)> {
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
         let v = v.to_str().ok()?;
         return v
             .strip_prefix("Bearer ")
             .map(|t| (t.trim().to_owned(), false));
     }
-    crate::web::session_token(&parts.headers).map(|t| (t, true))
+    crate::web::session_token(headers).map(|t| (t, true))
 }
 
 impl<S> FromRequestParts<S> for Authenticated
@@ -617,7 +615,8 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let (token, from_cookie) = token_of(parts).ok_or_else(ApiError::unauthenticated)?;
+        let (token, from_cookie) =
+            token_of(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
         // A change made with the browser's cookie must prove it comes from our own page.
         if from_cookie && !parts.method.is_safe() {
             let sent = parts

@@ -11,7 +11,7 @@ use std::time::Duration;
 pub enum ClientError {
     #[error("the daemon is not running (nothing answers on {0})")]
     NotRunning(SocketAddr),
-    #[error("talking to the clinic agent on {addr}: {detail}")]
+    #[error("talking to the daemon on {addr}: {detail}")]
     Failed { addr: SocketAddr, detail: String },
 }
 
@@ -65,22 +65,25 @@ pub fn call_as(
     )
     .map_err(|e| failed(e.to_string()))?;
     let response = read_response(&mut stream).map_err(|e| failed(e.to_string()))?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, rest) = text
-        .split_once("\r\n\r\n")
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
         .ok_or_else(|| failed("malformed HTTP answer".into()))?;
+    let head = String::from_utf8_lossy(&response[..end]);
+    let rest = &response[end + 4..];
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| failed("malformed HTTP status line".into()))?;
+    // Chunk sizes count bytes, so the body is reassembled before it is read as text.
     let body = if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        dechunk(rest)
+        String::from_utf8_lossy(&dechunk(rest)).into_owned()
     } else {
-        rest.to_owned()
+        String::from_utf8_lossy(rest).into_owned()
     };
     Ok((status, body))
 }
@@ -121,17 +124,19 @@ fn read_response(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     }
 }
 
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
+fn dechunk(mut s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line) = s.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&s[..line]);
         let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
             break;
         };
+        let rest = &s[line + 2..];
         if n == 0 || rest.len() < n {
             break;
         }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
+        out.extend_from_slice(&rest[..n]);
+        s = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
     }
     out
 }
@@ -246,5 +251,12 @@ mod tests {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00");
         assert_eq!(super::utc(1_795_687_858_884), "2026-11-26 10:10:58");
         assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00");
+    }
+
+    #[test]
+    fn chunks_are_joined_by_bytes_even_inside_a_character() {
+        // "中文" split in the middle of its first character.
+        let body = b"2\r\n\xe4\xb8\r\n4\r\n\xad\xe6\x96\x87\r\n0\r\n\r\n";
+        assert_eq!(super::dechunk(body), "中文".as_bytes());
     }
 }

@@ -1,5 +1,6 @@
-//! What both daemons share at run time, so the gateway and the clinic agent cannot drift apart
-//! in how they start, read their configuration, stop, or serve metrics.
+//! What both daemons share at run time, so the gateway and the clinic agent cannot drift apart:
+//! how they start, read their configuration, stop and serve metrics; their accounts, API errors
+//! and web pages; the consultation log's replication; the HTTP client of their CLIs.
 //!
 //! Invariant: nothing here knows about quinn, rustls or a particular daemon's state; streams
 //! are plain tokio readers and writers.
@@ -13,6 +14,11 @@ pub mod replicate;
 pub mod web;
 
 use std::future::Future;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
 
 /// Now, in Unix milliseconds: the time stamp of events, audit records and reports.
 pub fn now_ms() -> i64 {
@@ -21,11 +27,22 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
-use std::process::ExitCode;
 
-use anyhow::Context;
-use axum::routing::get;
-use tokio_util::sync::CancellationToken;
+/// A byte count for people: `12 B`, `1.5 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
 
 /// Sets up logging on stderr (`RUST_LOG` overrides `default_filter`; colours only on a
 /// terminal), runs `body`, and turns an error into `error: ...` and exit status 1.

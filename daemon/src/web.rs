@@ -21,17 +21,17 @@ use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use maud::{html, Markup, PreEscaped, DOCTYPE};
+use maud::{html, Markup, DOCTYPE};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::accounts::{AccountError, HasAccounts, User};
+use crate::accounts::{AccountError, HasAccounts, Role, User};
 
 pub use messages::Lang;
 
 /// The session cookie's name, before its port suffix (the JSON API reads the same cookie).
-pub const SESSION_COOKIE: &str = "tpg_session";
+const SESSION_COOKIE: &str = "tpg_session";
 const LANG_COOKIE: &str = "tpg_lang";
 const LOGIN_CSRF_COOKIE: &str = "tpg_login_csrf";
 /// The header a cookie-authenticated JSON call carries its CSRF token in.
@@ -160,7 +160,7 @@ where
             Redirect::to(&format!("/login?next={next_enc}")).into_response()
         };
         // The cookie, or a bearer token (scripts and the authorization tests reach pages too).
-        let (token, _) = crate::accounts::token_of(parts).ok_or_else(to_login)?;
+        let (token, _) = crate::accounts::token_of(&parts.headers).ok_or_else(to_login)?;
         match state.accounts().resolve(&token) {
             Ok(Some(user)) => Ok(Session { user, lang, token }),
             Ok(None) => Err(to_login()),
@@ -195,7 +195,7 @@ where
                 "form too large",
             )
         })?;
-        let pairs: Vec<(String, String)> = serde_urlencoded_pairs(&bytes);
+        let pairs: Vec<(String, String)> = form_pairs(&bytes);
         let sent = pairs
             .iter()
             .find(|(k, _)| k == "csrf")
@@ -229,39 +229,10 @@ where
     }
 }
 
-/// Decodes `application/x-www-form-urlencoded` into pairs.
-fn serde_urlencoded_pairs(bytes: &[u8]) -> Vec<(String, String)> {
-    fn decode(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < bytes.len() => {
-                    let hex = |c: u8| (c as char).to_digit(16);
-                    match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                        (Some(h), Some(l)) => {
-                            out.push((h * 16 + l) as u8);
-                            i += 2;
-                        }
-                        _ => out.push(b'%'),
-                    }
-                }
-                b => out.push(b),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    String::from_utf8_lossy(bytes)
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
+/// Decodes `application/x-www-form-urlencoded` into pairs (undecodable escapes stay as they
+/// are).
+fn form_pairs(bytes: &[u8]) -> Vec<(String, String)> {
+    serde_urlencoded::from_bytes(bytes).unwrap_or_default()
 }
 
 /// Where a page sits in the navigation bar: (href, message key).
@@ -296,7 +267,7 @@ pub fn layout(
                                 a href=(href) { (lang.t(key)) }
                             }
                         }
-                        span.who { (s.user.display_name) " (" (lang.t(role_key(&s.user))) ")" }
+                        span.who { (s.user.display_name) " (" (lang.t(role_key(s.user.role))) ")" }
                         form.inline method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(s.csrf());
                             button.link type="submit" { (lang.t("nav.logout")) }
@@ -312,11 +283,12 @@ pub fn layout(
     }
 }
 
-fn role_key(user: &User) -> &'static str {
-    match user.role {
-        crate::accounts::Role::Specialist => "role.specialist",
-        crate::accounts::Role::Doctor => "role.doctor",
-        crate::accounts::Role::Admin => "role.admin",
+/// The message key of a role's name.
+pub fn role_key(role: Role) -> &'static str {
+    match role {
+        Role::Specialist => "role.specialist",
+        Role::Doctor => "role.doctor",
+        Role::Admin => "role.admin",
     }
 }
 
@@ -580,18 +552,13 @@ async fn logout<S: HasAccounts + Clone + Send + Sync + 'static>(
         .into_response()
 }
 
-/// Wraps raw, already-safe markup (fixed strings of ours only).
-pub fn raw(s: &'static str) -> PreEscaped<&'static str> {
-    PreEscaped(s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn forms_decode_and_only_local_paths_are_followed() {
-        let pairs = serde_urlencoded_pairs(b"a=1+2&b=%E4%B8%AD&c=&bad=%zz&d");
+        let pairs = form_pairs(b"a=1+2&b=%E4%B8%AD&c=&bad=%zz&d");
         assert_eq!(
             pairs,
             vec![

@@ -137,34 +137,32 @@ impl Api {
                 .as_millis() as i64
         };
         let mut rows = Vec::new();
-        for clinic in self.consult.log.clinics().map_err(internal)? {
-            for f in self.consult.log.list(&clinic).map_err(internal)? {
-                let c = f.consultation;
-                let mine = match user.role {
-                    Role::Admin => true,
-                    _ => c.assignee.is_some() && c.assignee == user.specialist,
-                };
-                if !mine || (!all_scope && !c.state.is_open()) {
-                    continue;
-                }
-                let accept_by_ms = (c.state == CaseState::Assigned)
-                    .then_some(c.assigned_at_ms)
-                    .flatten()
-                    .map(|t| t + sla_ms(c.urgency));
-                rows.push(CaseRow {
-                    id: c.id,
-                    clinic: c.clinic.to_string(),
-                    state: c.state,
-                    urgency: c.urgency,
-                    specialty: c.specialty,
-                    question: c.question,
-                    patient_sex: c.patient.sex,
-                    patient_birth_date: c.patient.birth_date,
-                    assignee: c.assignee,
-                    created_at_ms: c.created_at_ms,
-                    accept_by_ms,
-                });
+        for f in self.consult.log.all().map_err(internal)? {
+            let c = f.consultation;
+            let mine = match user.role {
+                Role::Admin => true,
+                _ => c.assignee.is_some() && c.assignee == user.specialist,
+            };
+            if !mine || (!all_scope && !c.state.is_open()) {
+                continue;
             }
+            let accept_by_ms = (c.state == CaseState::Assigned)
+                .then_some(c.assigned_at_ms)
+                .flatten()
+                .map(|t| t + sla_ms(c.urgency));
+            rows.push(CaseRow {
+                id: c.id,
+                clinic: c.clinic.to_string(),
+                state: c.state,
+                urgency: c.urgency,
+                specialty: c.specialty,
+                question: c.question,
+                patient_sex: c.patient.sex,
+                patient_birth_date: c.patient.birth_date,
+                assignee: c.assignee,
+                created_at_ms: c.created_at_ms,
+                accept_by_ms,
+            });
         }
         // Most urgent first, then the least time left to accept, then oldest.
         rows.sort_by_key(|r| {
@@ -219,25 +217,6 @@ fn may_see(user: &User, c: &proto::consult::Consultation, timeline: &[Event]) ->
         })
 }
 
-/// Records an access to patient data before it happens; no record, no access.
-fn audited(
-    audit: &crate::audit::Audit,
-    user: &User,
-    from: std::net::SocketAddr,
-    action: &str,
-    target: &ConsultationId,
-) -> Result<(), ApiError> {
-    audit
-        .record(
-            now_ms(),
-            &user.name,
-            &from.ip().to_string(),
-            action,
-            target.as_str(),
-        )
-        .map_err(|e| ApiError::internal(e.to_string()))
-}
-
 type Client = axum::extract::ConnectInfo<std::net::SocketAddr>;
 
 async fn detail(
@@ -267,7 +246,7 @@ impl Api {
         Ok((folded, timeline))
     }
 
-    /// Records an access to patient data before it happens.
+    /// Records an access to patient data before it happens; no record, no access.
     pub fn audited(
         &self,
         user: &User,
@@ -275,7 +254,15 @@ impl Api {
         action: &str,
         id: &ConsultationId,
     ) -> Result<(), ApiError> {
-        audited(&self.audit, user, from, action, id)
+        self.audit
+            .record(
+                now_ms(),
+                &user.name,
+                &from.ip().to_string(),
+                action,
+                id.as_str(),
+            )
+            .map_err(|e| ApiError::internal(e.to_string()))
     }
 
     /// A case as `user` may see it (not found otherwise), recorded in the audit log.
@@ -286,7 +273,7 @@ impl Api {
         id: &ConsultationId,
     ) -> Result<CaseDetail, ApiError> {
         let (folded, timeline) = self.visible(user, id)?;
-        audited(&self.audit, user, from, "view", id)?;
+        self.audited(user, from, "view", id)?;
         let arrived = self.archive.studies(&folded.consultation.clinic);
         let studies = folded
             .consultation
@@ -318,21 +305,15 @@ async fn attachment(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let id = parse_id(&id)?;
-    let (site, archive, audit) = (api.consult.clone(), api.archive.clone(), api.audit.clone());
     let (media_type, name, bytes) = blocking(move || {
-        let timeline = site.log.timeline(&id).map_err(ApiError::from)?;
-        let c = proto::consult::Folded::fold(&timeline)
-            .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?
-            .consultation;
-        if !may_see(&user, &c, &timeline) {
-            return Err(ApiError::not_found(format!("no consultation {id}")));
-        }
+        let c = api.visible(&user, &id)?.0.consultation;
         let a = c
             .attachments
             .iter()
             .find(|a| a.object.as_str() == object)
             .ok_or_else(|| ApiError::not_found(format!("no attachment {object} on {id}")))?;
-        if !archive
+        if !api
+            .archive
             .has(&c.clinic, &a.object)
             .map_err(|e| ApiError::internal(e.to_string()))?
         {
@@ -342,8 +323,8 @@ async fn attachment(
                 format!("{} has not arrived from the clinic yet", a.name),
             ));
         }
-        audited(&audit, &user, from, "view_attachment", &id)?;
-        let bytes = std::fs::read(archive.blobs().path(&a.object))
+        api.audited(&user, from, "view_attachment", &id)?;
+        let bytes = std::fs::read(api.archive.blobs().path(&a.object))
             .map_err(|e| ApiError::internal(e.to_string()))?;
         // Only the two kinds a clinic can attach, whatever an event claims.
         let media_type = match a.media_type.as_str() {
@@ -516,7 +497,7 @@ impl Api {
             }
             other => return Err(ApiError::not_found(format!("no action {other}"))),
         };
-        audited(&self.audit, user, from, action, &c.id)?;
+        self.audited(user, from, action, &c.id)?;
         let event = self
             .consult
             .append(&c.clinic, &c.id, &actor, now_ms(), kind)

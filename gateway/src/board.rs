@@ -185,14 +185,9 @@ fn age(secs: Option<u64>) -> String {
     }
 }
 
-/// Every clinic the gateway has heard of: connected this run, or holding data or cases.
-fn clinics(api: &Api) -> Result<BTreeMap<ClinicId, (ClinicLink, Option<i64>)>, ApiError> {
-    let mut out: BTreeMap<ClinicId, (ClinicLink, Option<i64>)> = api
-        .board
-        .snapshot()
-        .into_iter()
-        .map(|(k, v)| (k, (v, None)))
-        .collect();
+/// Every clinic the gateway has heard of: connected this run, or holding cases.
+fn clinics(api: &Api) -> Result<BTreeMap<ClinicId, ClinicLink>, ApiError> {
+    let mut out = api.board.snapshot();
     for c in api
         .consult
         .log
@@ -201,14 +196,6 @@ fn clinics(api: &Api) -> Result<BTreeMap<ClinicId, (ClinicLink, Option<i64>)>, A
     {
         out.entry(c).or_default();
     }
-    for (clinic, (_, last)) in out.iter_mut() {
-        *last = api
-            .archive
-            .studies(clinic)
-            .iter()
-            .map(|s| s.received_at * 1000)
-            .max();
-    }
     Ok(out)
 }
 
@@ -216,7 +203,23 @@ pub async fn links_page(State(api): State<Api>, session: Session) -> Response {
     if let Err(r) = admin_only(&session) {
         return r;
     }
-    let rows = match blocking(move || clinics(&api)).await {
+    // With the last arrival of each clinic (a scan of its instances: this page only).
+    let rows = match blocking(move || {
+        Ok(clinics(&api)?
+            .into_iter()
+            .map(|(clinic, link)| {
+                let last = api
+                    .archive
+                    .studies(&clinic)
+                    .iter()
+                    .map(|s| s.received_at * 1000)
+                    .max();
+                (clinic, (link, last))
+            })
+            .collect::<Vec<_>>())
+    })
+    .await
+    {
         Ok(r) => r,
         Err(e) => return failed(&session, e),
     };
@@ -245,7 +248,7 @@ pub async fn links_page(State(api): State<Api>, session: Session) -> Response {
                             td { @if let Some(r) = l.rtt_ms { (format!("{r:.0} ms")) } }
                             td { @if let Some(x) = l.loss { (format!("{:.1} %", x * 100.0)) } }
                             td { (human_rate(l.throughput_bps)) }
-                            td { @if let Some(b) = &l.backlog { (b.items) " · " (crate::web::human_bytes(b.bytes)) } @else { "—" } }
+                            td { @if let Some(b) = &l.backlog { (b.items) " · " (daemon::human_bytes(b.bytes)) } @else { "—" } }
                             td { (age(l.backlog.as_ref().and_then(|b| b.oldest_pending_secs))) }
                             td { (age(l.backlog.as_ref().and_then(|b| b.oldest_emergency_secs))) }
                             td { @if let Some(t) = last { (time(*t)) } }
@@ -283,12 +286,12 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
     if let Err(r) = admin_only(&session) {
         return r;
     }
-    let a = api.clone();
+    let (a, admin) = (api.clone(), session.user.clone());
     let computed = blocking(move || {
         let now = now_ms();
         let t = &a.alerts;
         let mut alerts = Vec::new();
-        for (clinic, (l, _)) in clinics(&a)? {
+        for (clinic, l) in clinics(&a)? {
             if !l.online && l.since_ms > 0 && now - l.since_ms > t.link_down_minutes as i64 * 60_000
             {
                 alerts.push(Alert {
@@ -326,7 +329,7 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
                 }
             }
         }
-        for row in a.worklist(&session_admin(), false)? {
+        for row in a.worklist(&admin, false)? {
             if row.accept_by_ms.is_some_and(|by| by < now) {
                 alerts.push(Alert {
                     kind: "alerts.sla",
@@ -370,18 +373,6 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
         }
     };
     page(&session, lang.t("alerts.title"), body)
-}
-
-/// The view an administrator has of the worklist, for SLA alerts.
-fn session_admin() -> daemon::accounts::User {
-    daemon::accounts::User {
-        name: "alerts".into(),
-        role: daemon::accounts::Role::Admin,
-        display_name: "alerts".into(),
-        specialist: None,
-        qualification: None,
-        deactivated: false,
-    }
 }
 
 /// How full the file system holding `dir` is, from `df` (POSIX output).

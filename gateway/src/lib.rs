@@ -161,10 +161,9 @@ pub fn start(
         move || {
             let all: Vec<_> = gauges
                 .log
-                .clinics()
+                .all()
                 .unwrap_or_default()
-                .iter()
-                .flat_map(|c| gauges.log.list(c).unwrap_or_default())
+                .into_iter()
                 .map(|f| f.consultation)
                 .collect();
             metrics.count_consultations(&all);

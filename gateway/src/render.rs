@@ -21,16 +21,34 @@ pub enum RenderError {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FrameInfo {
     pub frames: u32,
-    pub rows: u32,
-    pub columns: u32,
     /// The window the image opens with (center, width): its own, or its value range.
     pub window: (f64, f64),
-    /// Colour images are shown as they are; windowing applies to greyscale only.
-    pub colour: bool,
 }
 
+/// The largest frame rendered (rows × columns), far above any modality's; a header claiming
+/// more is refused before anything is decoded.
+const MAX_FRAME_PIXELS: u64 = 16384 * 16384;
+
 fn open(path: &Path) -> Result<dicom_object::DefaultDicomObject, RenderError> {
-    dicom_object::open_file(path).map_err(|e| RenderError::Open(e.to_string()))
+    let obj = dicom_object::open_file(path).map_err(|e| RenderError::Open(e.to_string()))?;
+    let dim = |tag| {
+        obj.element(tag)
+            .ok()
+            .and_then(|e| e.to_int::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let pixels = dim(dicom_dictionary_std::tags::ROWS) * dim(dicom_dictionary_std::tags::COLUMNS);
+    if pixels > MAX_FRAME_PIXELS {
+        return Err(RenderError::Decode(format!(
+            "a frame of {pixels} pixels is larger than the viewer renders ({MAX_FRAME_PIXELS})"
+        )));
+    }
+    Ok(obj)
+}
+
+/// One test for colour, used by both [`info`] and [`png`].
+fn is_colour(decoded: &dicom_pixeldata::DecodedPixelData<'_>) -> bool {
+    decoded.samples_per_pixel() == 3
 }
 
 fn number_of_frames(obj: &dicom_object::DefaultDicomObject) -> u32 {
@@ -48,8 +66,7 @@ pub fn info(path: &Path) -> Result<FrameInfo, RenderError> {
     let decoded = obj
         .decode_pixel_data_frame(0)
         .map_err(|e| RenderError::Decode(e.to_string()))?;
-    let colour = decoded.samples_per_pixel() > 1;
-    let window = if colour {
+    let window = if is_colour(&decoded) {
         (127.5, 256.0)
     } else {
         let values: Vec<f32> = decoded
@@ -57,13 +74,7 @@ pub fn info(path: &Path) -> Result<FrameInfo, RenderError> {
             .map_err(|e| RenderError::Decode(e.to_string()))?;
         own_window(&decoded).unwrap_or_else(|| range_window(&values))
     };
-    Ok(FrameInfo {
-        frames,
-        rows: decoded.rows(),
-        columns: decoded.columns(),
-        window,
-        colour,
-    })
+    Ok(FrameInfo { frames, window })
 }
 
 fn own_window(decoded: &dicom_pixeldata::DecodedPixelData<'_>) -> Option<(f64, f64)> {
@@ -95,13 +106,14 @@ pub fn png(path: &Path, frame: u32, window: Option<(f64, f64)>) -> Result<Vec<u8
         .map_err(|e| RenderError::Decode(e.to_string()))?;
     let (width, height) = (decoded.columns(), decoded.rows());
     let decode = |e: dicom_pixeldata::Error| RenderError::Decode(e.to_string());
-    let (pixels, colour) = if decoded.samples_per_pixel() == 3 {
+    let (pixels, colour) = if is_colour(&decoded) {
         let rgb: Vec<u8> = decoded.to_vec_frame(0).map_err(decode)?;
         (rgb, png::ColorType::Rgb)
     } else {
         let values: Vec<f32> = decoded.to_vec_frame(0).map_err(decode)?;
         let (center, width) = window
-            .filter(|(_, w)| *w >= 1.0)
+            // A window from the address bar may be anything, NaN included.
+            .filter(|(c, w)| c.is_finite() && w.is_finite() && *w >= 1.0)
             .or_else(|| own_window(&decoded))
             .unwrap_or_else(|| range_window(&values));
         let invert =

@@ -102,18 +102,14 @@ impl Router {
                 return pass;
             }
         };
-        let clinics = self.site.log.clinics().unwrap_or_default();
-        let mut all = Vec::new();
-        for clinic in &clinics {
-            all.extend(
-                self.site
-                    .log
-                    .list(clinic)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|f| f.consultation),
-            );
-        }
+        let all: Vec<_> = self
+            .site
+            .log
+            .all()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| f.consultation)
+            .collect();
         let mut loads = loads(&all);
         for c in &all {
             match c.state {

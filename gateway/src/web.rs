@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use daemon::accounts::{Role, User};
 use daemon::api::{blocking, ApiError};
 use daemon::web::consult::{age_sex, report, state_badge, timeline, urgency_badge, urgency_class};
-use daemon::web::{error_page, layout, time, CsrfForm, NavItem, Session};
+use daemon::web::{error_page, layout, role_key, time, CsrfForm, NavItem, Session};
 use maud::{html, Markup};
 use proto::consult::{ConsultationId, State as CaseState};
 use serde::Deserialize;
@@ -54,16 +54,6 @@ fn nav(user: &User) -> Vec<NavItem> {
         ]);
     }
     items
-}
-
-/// 1.5 MiB, 300 KiB, 12 B.
-pub fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.0} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
 }
 
 /// A page of the gateway's site, in the session's language.
@@ -567,11 +557,6 @@ async fn users_page(
     };
     let lang = session.lang;
     let csrf = session.csrf();
-    let role_key = |r: Role| match r {
-        Role::Specialist => "role.specialist",
-        Role::Doctor => "role.doctor",
-        Role::Admin => "role.admin",
-    };
     let body = html! {
         h1 { (lang.t("users.title")) }
         @match &message {

@@ -213,6 +213,27 @@ impl ConsultLog {
     }
 
     /// Every clinic with consultations here.
+    /// Every consultation of every clinic, by clinic and then by id (creation order): one
+    /// pass over the owners instead of one per clinic.
+    pub fn all(&self) -> Result<Vec<Folded>, ConsultError> {
+        let mut ids = Vec::new();
+        for kv in self.owners.iter() {
+            let (k, v) = kv?;
+            if let Some(id) = ConsultationId::parse(&String::from_utf8_lossy(&k)) {
+                ids.push((v.to_vec(), id));
+            }
+        }
+        // Stable: ids stay in key order within a clinic.
+        ids.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = Vec::with_capacity(ids.len());
+        for (_, id) in ids {
+            if let Some(f) = self.get(&id)? {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+
     pub fn clinics(&self) -> Result<Vec<ClinicId>, ConsultError> {
         let mut set = std::collections::BTreeSet::new();
         for kv in self.owners.iter() {

@@ -1,5 +1,5 @@
 //! The message catalogue of the web pages: one line per label, Chinese then English.
-//! A key missing here shows as the key itself, and the test below fails.
+//! A key missing here shows as `??`, and the test below fails.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Lang {
@@ -135,7 +135,6 @@ pub(super) static MESSAGES: &[(&str, &str, &str)] = &[
     ("link.backlog", "待发送", "waiting to send"),
     ("sync.queued", "排队中", "queued"),
     ("sync.uploading", "上传中", "uploading"),
-    ("sync.eta", "预计剩余", "about"),
     ("import.title", "导入影像", "Import images"),
     ("import.help", "选择 DICOM 文件或整个文件夹（光盘、U 盘）。每个文件都会被检查。", "Choose DICOM files or a whole folder (CD, USB stick). Every file is checked."),
     ("import.files", "文件", "Files"),
@@ -173,7 +172,6 @@ pub(super) static MESSAGES: &[(&str, &str, &str)] = &[
     ("work.title", "我的工作列表", "My worklist"),
     ("work.all", "包括已完成", "include finished"),
     ("work.sla", "接诊时限", "Accept within"),
-    ("work.overdue", "已超时", "overdue"),
     ("work.empty", "目前没有分配给您的会诊。", "No cases are routed to you right now."),
     ("act.accept", "接诊", "Accept"),
     ("act.ask", "向卫生院提问", "Ask the clinic"),
@@ -185,7 +183,6 @@ pub(super) static MESSAGES: &[(&str, &str, &str)] = &[
     ("act.sign_note", "签署后报告不可修改，更正请使用补充说明。", "A signed report cannot be changed; corrections are addenda."),
     ("viewer.title", "影像", "Images"),
     ("viewer.series", "序列", "Series"),
-    ("viewer.frame", "帧", "Frame"),
     ("viewer.preset", "窗宽窗位", "Window"),
     ("viewer.preset_default", "默认", "default"),
     ("viewer.preset_lung", "肺窗", "lung"),

@@ -1,0 +1,59 @@
+//! The viewer's renderer on real files: pydicom's samples in the transfer syntaxes the issue
+//! names (uncompressed, RLE, JPEG baseline, JPEG 2000) and a synthetic CT, each decoded to a
+//! PNG of the image's own size whose pixels are not all alike; bad frame numbers and windows
+//! get an error or the image's own window, never a panic.
+#![allow(clippy::unwrap_used)]
+
+use gateway::render;
+
+/// (width, height, spread of the first channel's values) of a PNG.
+fn look(png_bytes: &[u8]) -> (u32, u32, u8) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let step = info.color_type.samples();
+    let values = buf[..info.buffer_size()].iter().step_by(step);
+    let (lo, hi) = values.fold((255u8, 0u8), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    (info.width, info.height, hi.saturating_sub(lo))
+}
+
+#[test]
+fn every_transfer_syntax_the_viewer_promises_renders_to_a_real_image() {
+    let dir = harness::samples::pydicom_test_files().unwrap();
+    for (name, size) in [
+        ("CT_small.dcm", (128, 128)),   // explicit VR little endian, 16-bit
+        ("MR_small_RLE.dcm", (64, 64)), // RLE lossless
+        ("SC_rgb_jpeg_dcmtk.dcm", (100, 100)), // JPEG baseline, colour
+        ("JPEG2000.dcm", (256, 1024)),  // JPEG 2000 (width × height)
+    ] {
+        let path = dir.join(name);
+        let info = render::info(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(info.frames >= 1 && info.window.1 >= 1.0, "{name}: {info:?}");
+        let (w, h, spread) = look(&render::png(&path, 0, None).unwrap());
+        assert_eq!((w, h), size, "{name}");
+        assert!(spread > 30, "{name} rendered almost flat (spread {spread})");
+    }
+}
+
+#[test]
+fn windows_and_frames_from_the_address_bar_cannot_break_a_render() {
+    let dir = tempfile::tempdir().unwrap();
+    let study = harness::samples::write_ct_series(dir.path(), "P-1", 1, 64 * 64 * 2, 7).unwrap();
+    let path = &study.files[0];
+    let own = render::png(path, 0, None).unwrap();
+    // A NaN or infinite window is ignored: the image's own window is used.
+    assert_eq!(render::png(path, 0, Some((f64::NAN, 400.0))).unwrap(), own);
+    assert_eq!(
+        render::png(path, 0, Some((40.0, f64::INFINITY))).unwrap(),
+        own
+    );
+    // A narrow window changes the picture.
+    assert_ne!(render::png(path, 0, Some((0.0, 10.0))).unwrap(), own);
+    let e = render::png(path, 5, None).unwrap_err().to_string();
+    assert!(e.contains("frame 5 does not exist"), "{e}");
+    let e = render::png(&dir.path().join("missing.dcm"), 0, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot read"), "{e}");
+}
