@@ -1,5 +1,7 @@
-//! The clinic agent: runs on the township clinic's PC, keeps a mutually authenticated QUIC link
-//! to the hospital gateway up forever, and serves its Prometheus metrics.
+//! The clinic agent: runs on the township clinic's PC, takes in studies (DICOM listener,
+//! import), keeps them and the clinic's consultations in step with the hospital gateway over a
+//! mutually authenticated QUIC link kept up forever, and serves the doctors' web pages, its
+//! JSON API and Prometheus metrics.
 //!
 //! Entry point for binaries and tests alike: bind with [`Listeners::bind`], then [`start`] or
 //! [`run`] until the shutdown token is cancelled.
@@ -35,7 +37,7 @@ pub use metrics::Metrics;
 #[derive(Debug)]
 pub struct Listeners {
     pub metrics: std::net::TcpListener,
-    /// The local HTTP API (status, import) and, later, the clinic web interface.
+    /// The doctors' web pages and the HTTP API (status, import, consultations).
     pub web: std::net::TcpListener,
     /// DICOM C-ECHO / C-STORE from the clinic's modalities.
     pub dicom: std::net::TcpListener,

@@ -1,5 +1,7 @@
 //! The hospital gateway: accepts clinic agents over QUIC with mutual TLS, knows each clinic by
-//! its certificate, keeps heartbeats on every link, and serves Prometheus metrics.
+//! its certificate, stores and verifies their studies, routes their consultations to
+//! specialists, and serves the specialists' and administrators' web pages, its JSON API and
+//! Prometheus metrics.
 //!
 //! Entry point for binaries and tests alike: bind with [`Listeners::bind`], then [`run`] until
 //! the shutdown token is cancelled.
@@ -33,7 +35,7 @@ pub use metrics::Metrics;
 pub struct Listeners {
     pub link: std::net::UdpSocket,
     pub metrics: std::net::TcpListener,
-    /// The HTTP JSON API and, later, the web interface.
+    /// The web pages and the HTTP JSON API.
     pub web: std::net::TcpListener,
 }
 

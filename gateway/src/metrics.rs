@@ -1,5 +1,5 @@
-//! The gateway's Prometheus metrics and the HTTP endpoint that serves them. Labels carry
-//! clinic ids and reasons only, never patient data.
+//! The gateway's Prometheus metrics (served by `daemon::serve_metrics`). Labels carry clinic
+//! ids and reasons only, never patient data.
 
 use std::sync::atomic::AtomicU64;
 

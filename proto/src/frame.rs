@@ -184,6 +184,14 @@ mod tests {
             },
             ControlFrame::Ping { seq: 7 },
             ControlFrame::Pong { seq: u64::MAX },
+            ControlFrame::Replicate { have: 12 },
+            ControlFrame::Backlog(Backlog {
+                items: 3,
+                bytes: 1 << 40,
+                oldest_pending_secs: Some(90),
+                oldest_emergency_secs: None,
+                quarantined: 1,
+            }),
         ]
     }
 
@@ -209,6 +217,17 @@ mod tests {
         let bytes = ControlFrame::Ping { seq: 3 }.encode();
         assert_eq!(&bytes[..4], &[0, 0, 0, 23]);
         assert_eq!(&bytes[4..], br#"{"type":"ping","seq":3}"#);
+        // The backlog's fields sit beside its type, as docs/protocol.md shows them.
+        let bytes = ControlFrame::Backlog(Backlog {
+            items: 2,
+            bytes: 10,
+            ..Backlog::default()
+        })
+        .encode();
+        assert_eq!(
+            &bytes[4..],
+            br#"{"type":"backlog","items":2,"bytes":10,"oldest_pending_secs":null,"oldest_emergency_secs":null,"quarantined":0}"#
+        );
     }
 
     #[test]

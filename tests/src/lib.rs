@@ -15,6 +15,7 @@ use proto::ClinicId;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod people;
 pub mod relay;
 pub mod samples;
 pub mod webdriver;
@@ -236,18 +237,14 @@ impl RunningGateway {
     pub fn admin_token(&self) -> anyhow::Result<String> {
         let accounts = &self.handle.accounts;
         if accounts.get("admin")?.is_none() {
-            accounts.add(
-                daemon::accounts::User {
-                    name: "admin".into(),
-                    role: daemon::accounts::Role::Admin,
-                    display_name: "Administrator".into(),
-                    specialist: None,
-                    qualification: None,
-                    deactivated: false,
-                },
-                "pilot-admin-password",
-                false,
-            )?;
+            let admin = people::person(
+                "admin",
+                daemon::accounts::Role::Admin,
+                "Administrator",
+                None,
+                None,
+            );
+            accounts.add(admin, "pilot-admin-password", false)?;
         }
         Ok(accounts.script_token("admin")?)
     }
@@ -342,7 +339,7 @@ pub fn user_token(daemon: &str, config: &Path, name: &str, add: &[&str]) -> anyh
         .stdout(std::process::Stdio::null())
         .spawn()?;
     if let Some(mut stdin) = adding.stdin.take() {
-        stdin.write_all(b"a long enough password\n")?;
+        writeln!(stdin, "{}", people::PASSWORD)?;
     }
     anyhow::ensure!(adding.wait()?.success(), "{daemon} user add {name} failed");
     let out = std::process::Command::new(binary(daemon))

@@ -7,45 +7,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use daemon::accounts::{Role, User};
+use daemon::accounts::Role;
+use harness::people::{person, request, ONE_RADIOLOGIST, PASSWORD};
 use harness::webdriver::Browser;
 use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
-use proto::consult::{ConsultationId, State};
-
-const PASSWORD: &str = "a long enough password";
-const ROSTER: &str = r#"
-[[specialist]]
-id = "li"
-name = "Li Wei"
-specialties = ["radiology"]
-qualification = "attending radiologist"
-years_independent = 12
-utc_offset = "+08:00"
-duty = ["daily 00:00-24:00"]
-
-[[pool]]
-id = "radiology"
-members = ["li"]
-lead = "li"
-
-[[rule]]
-id = "all"
-pool = "radiology"
-"#;
+use proto::consult::{ConsultationId, State, Urgency};
 
 fn shots() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots")
-}
-
-fn user(name: &str, role: Role, display: &str, specialist: Option<&str>) -> User {
-    User {
-        name: name.into(),
-        role,
-        display_name: display.into(),
-        specialist: specialist.map(str::to_owned),
-        qualification: specialist.map(|_| "attending radiologist".to_owned()),
-        deactivated: false,
-    }
 }
 
 fn log_in(b: &Browser, base: &str, name: &str) {
@@ -65,7 +34,7 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
     let mut gw_config = pilot.gateway_config(link).unwrap();
     let roster = gw_config.data_dir.join("routing.toml");
     std::fs::create_dir_all(&gw_config.data_dir).unwrap();
-    std::fs::write(&roster, ROSTER).unwrap();
+    std::fs::write(&roster, ONE_RADIOLOGIST).unwrap();
     gw_config.routing = Some(gateway::config::RoutingConfig {
         file: roster,
         check: Duration::from_millis(500),
@@ -80,12 +49,23 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
     agent
         .handle
         .accounts
-        .add(user("wang", Role::Doctor, "Dr Wang", None), PASSWORD, false)
+        .add(
+            person("wang", Role::Doctor, "Dr Wang", None, None),
+            PASSWORD,
+            false,
+        )
         .unwrap();
     gw.handle
         .accounts
         .add(
-            user("li", Role::Specialist, "Li Wei", Some("li")),
+            // Not the roster's "Li Wei": the report must carry the account's name.
+            person(
+                "li",
+                Role::Specialist,
+                "Dr Li",
+                Some("li"),
+                Some("attending radiologist"),
+            ),
             PASSWORD,
             false,
         )
@@ -93,6 +73,16 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
     let study =
         harness::samples::write_ct_series(&dir.path().join("cd"), "P-7", 3, 128 * 128 * 2, 42)
             .unwrap();
+    // An older routine case for the same specialist: the emergency must still come first.
+    let routine = ConsultationId::new(daemon::now_ms() as u64, [3; 10]);
+    let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
+    for kind in request("P-1", "radiology", Urgency::Routine, daemon::now_ms()) {
+        agent
+            .handle
+            .consult
+            .append(&jinzhou, &routine, "wang", daemon::now_ms(), kind)
+            .unwrap();
+    }
     let clinic = format!("http://{}", daemon::client::local(agent.web_addr));
     let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
 
@@ -137,15 +127,23 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
         .unwrap_or_else(|| panic!("the form leads to the new case's page, not {url}"));
     let site = gw.handle.consult.clone();
     let case = id.clone();
+    let assigned = |id: &ConsultationId| {
+        site.log
+            .get(id)
+            .unwrap()
+            .is_some_and(|f| f.consultation.state == State::Assigned)
+    };
     assert!(
-        wait_until(Duration::from_secs(60), || {
-            site.log
-                .get(&case)
-                .unwrap()
-                .is_some_and(|f| f.consultation.state == State::Assigned)
-        })
+        wait_until(Duration::from_secs(60), || assigned(&case)
+            && assigned(&routine))
         .await,
-        "the case reaches the hospital and is routed to li"
+        "both cases reach the hospital and are routed to li"
+    );
+    let sent = site.log.get(&case).unwrap().unwrap().consultation;
+    assert_eq!(
+        sent.urgency,
+        Urgency::Emergency,
+        "the form's urgency is kept"
     );
 
     // The specialist: the case is at the top of the worklist; viewer; report.
@@ -175,8 +173,8 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
             b.goto(&format!("{hospital}/cases/{case}")).unwrap();
         }
         // The frame is decoded and drawn: its pixels are not all the same.
-        let spread = b
-            .script(
+        let measure = || {
+            b.script(
                 "const img = document.querySelector('#image');
                  if (!img.complete || img.naturalWidth === 0) return -1;
                  const c = document.createElement('canvas');
@@ -187,8 +185,16 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
                  for (let i = 0; i < d.length; i += 4) { lo = Math.min(lo, d[i]); hi = Math.max(hi, d[i]); }
                  return hi - lo;",
             )
-            .unwrap();
-        let spread = spread.as_i64().unwrap_or(-1);
+            .unwrap()
+            .as_i64()
+            .unwrap_or(-1)
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut spread = measure();
+        while spread < 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            spread = measure();
+        }
         assert!(spread > 50, "the rendered frame is not blank (spread {spread})");
         shot(&b, "gateway-3-viewer");
         b.goto(&format!("{hospital}/cases/{case}")).unwrap();
@@ -197,7 +203,7 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
         b.click("#sign").unwrap();
         let report = b.text("#report").unwrap();
         assert!(report.contains(impression), "{report}");
-        assert!(report.contains("Li Wei"), "the report is signed by the logged-in specialist");
+        assert!(report.contains("Dr Li"), "the report is signed by the logged-in specialist");
         shot(&b, "gateway-4-report");
         b
     })
@@ -226,6 +232,8 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
         b.click("#acknowledge").unwrap();
         b.find("span[data-state=acknowledged]").unwrap();
         b.goto(&format!("{clinic}/cases/{id}/print")).unwrap();
+        let printed = b.text("#report").unwrap();
+        assert!(printed.contains(impression), "{printed}");
         shot(&b, "clinic-6-print");
     })
     .await

@@ -5,18 +5,17 @@
 
 use std::time::Duration;
 
-use daemon::accounts::{Role, User};
+use daemon::accounts::Role;
+use harness::people::{person, raw_http, request, PASSWORD};
 use harness::{
     free_udp_addr, http, http_get_as, wait_until, PilotDir, RunningAgent, RunningGateway, Timings,
 };
-use proto::consult::{Consent, ConsultationId, EventKind, Patient, Report, State, Urgency};
+use proto::consult::{ConsultationId, EventKind, Report, State, Urgency};
 use proto::ClinicId;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn now_ms() -> i64 {
-    gateway::consult::now_ms()
-}
+use daemon::now_ms;
 
 fn state_at(site: &daemon::replicate::Site, id: &ConsultationId) -> Option<State> {
     site.log.get(id).unwrap().map(|f| f.consultation.state)
@@ -37,28 +36,7 @@ async fn a_consultation_goes_from_an_offline_request_to_an_acknowledged_report_o
     let id = ConsultationId::new(now_ms() as u64, [9; 10]);
     let clinic = &agent.handle.consult;
     // Written at the clinic while no gateway is there.
-    for kind in [
-        EventKind::Created {
-            patient: Patient {
-                id: "P-100".into(),
-                name: "Test^Patient".into(),
-                sex: "F".into(),
-                birth_date: String::new(),
-            },
-            clinical_summary: "cough, fever".into(),
-            question: "pneumonia?".into(),
-            specialty: "radiology".into(),
-            urgency: Urgency::Urgent,
-        },
-        EventKind::ConsentRecorded {
-            consent: Consent {
-                given_by: "patient".into(),
-                method: "written".into(),
-                at_ms: now_ms(),
-            },
-        },
-        EventKind::Submitted,
-    ] {
+    for kind in request("P-100", "radiology", Urgency::Urgent, now_ms()) {
         clinic.append(&jz, &id, "dr.wang", now_ms(), kind).unwrap();
     }
     assert_eq!(state_at(clinic, &id), Some(State::Submitted));
@@ -232,28 +210,7 @@ pool = "radiology"
     let zh = ClinicId::new("zhuanghe").unwrap();
     let id = ConsultationId::new(now_ms() as u64, [4; 10]);
     let clinic = &agent.handle.consult;
-    for kind in [
-        EventKind::Created {
-            patient: Patient {
-                id: "P-200".into(),
-                name: "Test^Patient".into(),
-                sex: "M".into(),
-                birth_date: String::new(),
-            },
-            clinical_summary: "chest pain".into(),
-            question: "ischaemia?".into(),
-            specialty: "cardiology".into(),
-            urgency: Urgency::Emergency,
-        },
-        EventKind::ConsentRecorded {
-            consent: Consent {
-                given_by: "patient".into(),
-                method: "verbal".into(),
-                at_ms: now_ms(),
-            },
-        },
-        EventKind::Submitted,
-    ] {
+    for kind in request("P-200", "cardiology", Urgency::Emergency, now_ms()) {
         clinic.append(&zh, &id, "dr.zhang", now_ms(), kind).unwrap();
     }
     assert!(
@@ -280,15 +237,14 @@ pool = "radiology"
         gw.handle
             .accounts
             .add(
-                User {
-                    name: name.into(),
-                    role: Role::Specialist,
-                    display_name: format!("Dr {name}"),
-                    specialist: Some(specialist.into()),
-                    qualification: qualification.map(str::to_owned),
-                    deactivated: false,
-                },
-                "a long enough password",
+                person(
+                    name,
+                    Role::Specialist,
+                    &format!("Dr {name}"),
+                    Some(specialist),
+                    qualification,
+                ),
+                PASSWORD,
                 false,
             )
             .unwrap();
@@ -301,7 +257,7 @@ pool = "radiology"
         "POST",
         "/api/v1/login",
         None,
-        Some(r#"{"user":"sun","password":"a long enough password"}"#),
+        Some(&format!(r#"{{"user":"sun","password":"{PASSWORD}"}}"#)),
     )
     .unwrap();
     assert_eq!(status, 200, "{body}");
@@ -401,15 +357,8 @@ async fn a_clinic_never_sees_another_clinics_consultations() {
             .handle
             .accounts
             .add(
-                User {
-                    name: "doc".into(),
-                    role: Role::Doctor,
-                    display_name: "Doctor".into(),
-                    specialist: None,
-                    qualification: None,
-                    deactivated: false,
-                },
-                "a long enough password",
+                person("doc", Role::Doctor, "Doctor", None, None),
+                PASSWORD,
                 false,
             )
             .unwrap();
@@ -440,15 +389,17 @@ async fn a_clinic_never_sees_another_clinics_consultations() {
     // A referral letter attached at the clinic reaches the hospital.
     let pdf = b"%PDF-1.4\n% referral letter\n%%EOF\n";
     let attach = format!("/api/v1/consultations/{id}/attachments?name=referral.pdf");
-    let (status, text) = http_bytes(
-        a.web_addr,
-        &attach,
-        a_token,
-        "application/pdf",
-        b"not a pdf",
-    );
+    let post_pdf = |bytes: &[u8]| {
+        let head = format!(
+            "POST {attach} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {a_token}\r\nContent-Type: application/pdf",
+            a.web_addr
+        );
+        let (status, answer) = raw_http(a.web_addr, &head, bytes).unwrap();
+        (status, answer.split_once("\r\n\r\n").unwrap().1.to_owned())
+    };
+    let (status, text) = post_pdf(b"not a pdf");
     assert_eq!(status, 400, "{text}");
-    let (status, text) = http_bytes(a.web_addr, &attach, a_token, "application/pdf", pdf);
+    let (status, text) = post_pdf(pdf);
     assert_eq!(status, 200, "{text}");
     let detail: serde_json::Value = serde_json::from_str(&text).unwrap();
     let object = detail["consultation"]["attachments"][0]["object"]
@@ -509,30 +460,6 @@ async fn a_clinic_never_sees_another_clinics_consultations() {
     gw.stop().await.unwrap();
 }
 
-/// POSTs raw bytes with a content type and a bearer token: (status, body).
-fn http_bytes(
-    addr: std::net::SocketAddr,
-    path: &str,
-    token: &str,
-    media_type: &str,
-    bytes: &[u8],
-) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: {media_type}\r\nContent-Length: {}\r\n\r\n",
-        bytes.len()
-    )
-    .unwrap();
-    stream.write_all(bytes).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_gateway_route_refuses_the_callers_it_should() {
     let dir = tempfile::tempdir().unwrap();
@@ -542,28 +469,7 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
     let jz = ClinicId::new("jinzhou").unwrap();
     let id = ConsultationId::new(now_ms() as u64, [8; 10]);
     // A case from Jinzhou, assigned to sun.
-    for kind in [
-        EventKind::Created {
-            patient: Patient {
-                id: "P-300".into(),
-                name: String::new(),
-                sex: String::new(),
-                birth_date: String::new(),
-            },
-            clinical_summary: String::new(),
-            question: "?".into(),
-            specialty: "radiology".into(),
-            urgency: Urgency::Routine,
-        },
-        EventKind::ConsentRecorded {
-            consent: Consent {
-                given_by: "patient".into(),
-                method: "written".into(),
-                at_ms: now_ms(),
-            },
-        },
-        EventKind::Submitted,
-    ] {
+    for kind in request("P-300", "radiology", Urgency::Routine, now_ms()) {
         site.log
             .append(&jz, proto::consult::Side::Clinic, &id, "dr", now_ms(), kind)
             .unwrap();
@@ -584,18 +490,7 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
         ("boss", Role::Admin, None),
     ] {
         accounts
-            .add(
-                User {
-                    name: name.into(),
-                    role,
-                    display_name: name.into(),
-                    specialist: specialist.map(str::to_owned),
-                    qualification: None,
-                    deactivated: false,
-                },
-                "a long enough password",
-                false,
-            )
+            .add(person(name, role, name, specialist, None), PASSWORD, false)
             .unwrap();
     }
     let case = format!("/api/v1/consultations/{id}");
@@ -701,57 +596,48 @@ async fn forms_need_their_csrf_token_and_the_login_form_throttles_guesses() {
     let gw = RunningGateway::start(pilot.gateway_config(free_udp_addr()).unwrap()).unwrap();
     let token = gw.admin_token().unwrap();
     let addr = daemon::client::local(gw.web_addr);
-    let raw = |request: String| -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.write_all(request.as_bytes()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
-        (status, out)
-    };
     let port = addr.port();
-    let form = |csrf: &str, name: &str| {
-        let body = format!(
-            "csrf={csrf}&name={name}&display_name=Dr+Zhao&role=admin&password=a+long+enough+password"
-        );
+    let send = |head: String, body: &str| raw_http(addr, &head, body.as_bytes()).unwrap();
+    let cookie = format!("Cookie: tpg_session_{port}={token}");
+    let form_head = format!(
+        "POST /admin/users HTTP/1.0\r\nHost: {addr}\r\n{cookie}\r\nContent-Type: application/x-www-form-urlencoded"
+    );
+    let form = |csrf: &str| {
         format!(
-            "POST /admin/users HTTP/1.0\r\nHost: {addr}\r\nCookie: tpg_session_{port}={token}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
+            "csrf={csrf}&name=zhao&display_name=Dr+Zhao&role=admin&password=a+long+enough+password"
         )
     };
-    let (status, _) = raw(form("0123456789abcdef0123456789abcdef", "zhao"));
+    let (status, _) = send(form_head.clone(), &form("0123456789abcdef0123456789abcdef"));
     assert_eq!(status, 403, "a forged form is refused");
     assert!(gw.handle.accounts.get("zhao").unwrap().is_none());
-    let (status, page) = raw(form(&daemon::web::csrf_of(&token), "zhao"));
+    let (status, page) = send(form_head, &form(&daemon::web::csrf_of(&token)));
     assert_eq!(status, 200, "{page}");
     assert!(gw.handle.accounts.get("zhao").unwrap().is_some());
 
     // The JSON API with the cookie: the header is required for a change.
-    let logout = |header: &str| {
-        format!(
-            "POST /api/v1/logout HTTP/1.0\r\nHost: {addr}\r\nCookie: tpg_session_{port}={token}\r\n{header}Content-Length: 0\r\n\r\n"
-        )
-    };
-    assert_eq!(raw(logout("")).0, 403);
-    let header = format!("X-CSRF-Token: {}\r\n", daemon::web::csrf_of(&token));
-    assert_eq!(raw(logout(&header)).0, 204);
+    let logout =
+        |header: &str| format!("POST /api/v1/logout HTTP/1.0\r\nHost: {addr}\r\n{cookie}{header}");
+    assert_eq!(send(logout(""), "").0, 403);
+    let header = format!("\r\nX-CSRF-Token: {}", daemon::web::csrf_of(&token));
+    assert_eq!(send(logout(&header), "").0, 204);
 
     // The log-in form: a double-submit token, then five wrong passwords, then 429.
-    let login = |csrf: &str, password: &str| {
-        let body = format!("csrf={csrf}&user=admin&password={password}&next=%2F");
-        format!(
-            "POST /login HTTP/1.0\r\nHost: {addr}\r\nCookie: tpg_login_csrf_{port}={csrf}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
+    let login = |cookie_token: &str, form_token: &str, password: &str| {
+        send(
+            format!(
+                "POST /login HTTP/1.0\r\nHost: {addr}\r\nCookie: tpg_login_csrf_{port}={cookie_token}\r\nContent-Type: application/x-www-form-urlencoded"
+            ),
+            &format!("csrf={form_token}&user=admin&password={password}&next=%2F"),
         )
     };
-    let body = "csrf=x&user=admin&password=pilot-admin-password";
     let forged = format!(
-        "POST /login HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+        "POST /login HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded"
     );
-    assert_eq!(raw(forged).0, 403, "no log-in without the form's token");
-    let (status, answer) = raw(login("abc", "pilot-admin-password"));
+    let (status, _) = send(forged, "csrf=x&user=admin&password=pilot-admin-password");
+    assert_eq!(status, 403, "no log-in without the form's token");
+    let (status, _) = login("abc", "xyz", "pilot-admin-password");
+    assert_eq!(status, 403, "the form's token must be the cookie's");
+    let (status, answer) = login("abc", "abc", "pilot-admin-password");
     assert_eq!(status, 303, "{answer}");
     assert!(
         answer.contains(&format!("tpg_session_{port}="))
@@ -759,9 +645,9 @@ async fn forms_need_their_csrf_token_and_the_login_form_throttles_guesses() {
             && answer.contains("SameSite=Strict")
     );
     for _ in 0..5 {
-        assert_eq!(raw(login("abc", "wrong")).0, 401);
+        assert_eq!(login("abc", "abc", "wrong").0, 401);
     }
-    let (status, answer) = raw(login("abc", "pilot-admin-password"));
+    let (status, answer) = login("abc", "abc", "pilot-admin-password");
     assert_eq!(status, 429, "{answer}");
     assert!(
         answer.to_ascii_lowercase().contains("retry-after: 30"),

@@ -49,26 +49,6 @@ fn until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-const ROSTER: &str = r#"
-[[specialist]]
-id = "li"
-name = "Li Wei"
-specialties = ["radiology"]
-qualification = "attending radiologist"
-years_independent = 12
-utc_offset = "+08:00"
-duty = ["daily 00:00-24:00"]
-
-[[pool]]
-id = "radiology"
-members = ["li"]
-lead = "li"
-
-[[rule]]
-id = "all"
-pool = "radiology"
-"#;
-
 #[test]
 fn a_doctor_and_a_specialist_take_a_request_to_an_acknowledged_report_with_the_clis() {
     let dir = tempfile::tempdir().unwrap();
@@ -78,7 +58,11 @@ fn a_doctor_and_a_specialist_take_a_request_to_an_acknowledged_report_with_the_c
     let gw_web = free_tcp_addr();
     set_listen(&gw.file, "web", gw_web).unwrap();
     set_listen(&gw.file, "metrics", free_tcp_addr()).unwrap();
-    std::fs::write(gw.file.with_file_name("routing.toml"), ROSTER).unwrap();
+    std::fs::write(
+        gw.file.with_file_name("routing.toml"),
+        harness::people::ONE_RADIOLOGIST,
+    )
+    .unwrap();
     let mut text = std::fs::read_to_string(&gw.file).unwrap();
     text.push_str("\n[routing]\nfile = \"routing.toml\"\ncheck_secs = 1\n");
     std::fs::write(&gw.file, text).unwrap();

@@ -391,3 +391,50 @@ async fn agent_speaking_an_older_protocol_is_told_to_upgrade() {
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }
+
+/// The administrator's link board hears each clinic: online since when, its agent's version,
+/// its certificate's expiry, and the backlog the agent reports (here one quarantined file),
+/// and the page shows the clinic; when the agent stops, the clinic shows offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_board_shows_each_clinic_with_the_backlog_its_agent_reports() {
+    let (dir, pilot) = pilot();
+    let gw = start_gateway(&pilot);
+    let agent = start_agent(&pilot, "jinzhou", &gw);
+    let junk = dir.path().join("not-dicom.dcm");
+    std::fs::write(&junk, b"this is not a DICOM file").unwrap();
+    let handle = agent.handle.clone();
+    tokio::task::spawn_blocking(move || handle.ingest_file(&junk).unwrap())
+        .await
+        .unwrap();
+    let jz = ClinicId::new("jinzhou").unwrap();
+    let board = gw.handle.board.clone();
+    let reported = || {
+        board
+            .snapshot()
+            .get(&jz)
+            .and_then(|l| l.backlog.clone())
+            .is_some_and(|b| b.quarantined == 1 && b.items == 0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), reported).await,
+        "the agent reports its backlog within its 10 s period"
+    );
+    let link = gw.handle.board.snapshot().remove(&jz).unwrap();
+    assert!(link.online && link.since_ms > 0);
+    assert_eq!(link.agent_version, env!("CARGO_PKG_VERSION"));
+    assert!(link.cert_expires_ms.is_some_and(|t| t > daemon::now_ms()));
+    let token = gw.admin_token().unwrap();
+    let page = harness::http_get_as(gw.web_addr, "/admin/links", &token).unwrap();
+    assert!(page.contains(r#"data-clinic="jinzhou""#), "{page}");
+    agent.stop().await.unwrap();
+    let board = gw.handle.board.clone();
+    assert!(
+        wait_until(WAIT, || board
+            .snapshot()
+            .get(&jz)
+            .is_some_and(|l| !l.online))
+        .await,
+        "the board shows the clinic offline once its link is gone"
+    );
+    gw.stop().await.unwrap();
+}

@@ -188,3 +188,42 @@ fn a_gap_is_refused_and_clinics_never_see_each_other() {
         Err(ConsultError::NotFound(_))
     ));
 }
+
+#[test]
+fn all_lists_every_clinic_by_clinic_then_creation() {
+    let (_d, log) = open();
+    // Created out of clinic order, and a later id first.
+    let cases = [
+        ("zhuanghe", 3u64),
+        ("jinzhou", 2),
+        ("jinzhou", 1),
+        ("pulandian", 4),
+    ];
+    for (c, t) in cases {
+        let id = ConsultationId::new(1_790_000_000_000 + t, [t as u8; 10]);
+        log.append(&clinic(c), Side::Clinic, &id, "dr", 1, created("?"))
+            .unwrap();
+    }
+    let clinics: Vec<String> = log
+        .all()
+        .unwrap()
+        .into_iter()
+        .map(|f| f.consultation.clinic.to_string())
+        .collect();
+    assert_eq!(clinics, ["jinzhou", "jinzhou", "pulandian", "zhuanghe"]);
+    // The same as asking clinic by clinic.
+    let by_clinic: Vec<_> = log
+        .clinics()
+        .unwrap()
+        .iter()
+        .flat_map(|c| log.list(c).unwrap())
+        .map(|f| f.consultation.id)
+        .collect();
+    let all: Vec<_> = log
+        .all()
+        .unwrap()
+        .into_iter()
+        .map(|f| f.consultation.id)
+        .collect();
+    assert_eq!(all, by_clinic);
+}

@@ -86,15 +86,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         check: Duration::from_secs(5),
     });
     let gateway = RunningGateway::start(gw_config)?;
-    let demo_user =
-        |name: &str, role, display: &str, specialist: Option<&str>| daemon::accounts::User {
-            name: name.into(),
+    let demo_user = |name: &str, role, display: &str, specialist: Option<&str>| {
+        harness::people::person(
+            name,
             role,
-            display_name: display.into(),
-            specialist: specialist.map(str::to_owned),
-            qualification: specialist.map(|_| "attending physician".to_owned()),
-            deactivated: false,
-        };
+            display,
+            specialist,
+            specialist.map(|_| "attending physician"),
+        )
+    };
     for (id, name, _) in SPECIALISTS {
         let user = demo_user(id, daemon::accounts::Role::Specialist, name, Some(id));
         gateway.handle.accounts.add(user, DEMO_PASSWORD, true)?;

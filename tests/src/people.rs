@@ -1,0 +1,94 @@
+//! The people and requests the tests make again and again: accounts with one known password,
+//! a roster with one radiologist, a township doctor's request, and a raw HTTP exchange for
+//! requests the daemons' client does not send (cookies, forms, binary bodies).
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+
+use daemon::accounts::{Role, User};
+use proto::consult::{Consent, EventKind, Patient, Urgency};
+
+/// The password of every account the tests make.
+pub const PASSWORD: &str = "a long enough password";
+
+/// `routing.toml` with one radiologist, `li` ("Li Wei"), on duty around the clock and taking
+/// every case.
+pub const ONE_RADIOLOGIST: &str = r#"
+[[specialist]]
+id = "li"
+name = "Li Wei"
+specialties = ["radiology"]
+qualification = "attending radiologist"
+years_independent = 12
+utc_offset = "+08:00"
+duty = ["daily 00:00-24:00"]
+
+[[pool]]
+id = "radiology"
+members = ["li"]
+lead = "li"
+
+[[rule]]
+id = "all"
+pool = "radiology"
+"#;
+
+/// An account: a specialist when `specialist` names their roster id.
+pub fn person(
+    name: &str,
+    role: Role,
+    display_name: &str,
+    specialist: Option<&str>,
+    qualification: Option<&str>,
+) -> User {
+    User {
+        name: name.into(),
+        role,
+        display_name: display_name.into(),
+        specialist: specialist.map(str::to_owned),
+        qualification: qualification.map(str::to_owned),
+        deactivated: false,
+    }
+}
+
+/// A request as a township doctor sends it: created, consent recorded, submitted.
+pub fn request(patient_id: &str, specialty: &str, urgency: Urgency, now_ms: i64) -> [EventKind; 3] {
+    [
+        EventKind::Created {
+            patient: Patient {
+                id: patient_id.into(),
+                name: "Test^Patient".into(),
+                sex: String::new(),
+                birth_date: String::new(),
+            },
+            clinical_summary: String::new(),
+            question: "?".into(),
+            specialty: specialty.into(),
+            urgency,
+        },
+        EventKind::ConsentRecorded {
+            consent: Consent {
+                given_by: "patient".into(),
+                method: "written".into(),
+                at_ms: now_ms,
+            },
+        },
+        EventKind::Submitted,
+    ]
+}
+
+/// Sends `head` (request line and headers, without the blank line) and `body` over HTTP/1.0
+/// (a `Content-Length` is added); returns the status and the whole answer, headers included.
+pub fn raw_http(addr: SocketAddr, head: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    write!(s, "{head}\r\nContent-Length: {}\r\n\r\n", body.len())?;
+    s.write_all(body)?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, out))
+}
