@@ -422,18 +422,14 @@ async fn send_object(
         other => return Err(format!("gateway answered the offer with {other:?}")),
     }
     let offset = start.await.map_err(|_| "transfer cancelled".to_string())?;
-    let mut reader = Some(StoredObject::open(path.clone(), offset).await?);
+    let mut reader = StoredObject::open(path.clone(), offset).await?;
     let mut upto = offset;
     while upto < size {
         let want = ((size - upto) as usize).min(SEND_BUF);
         // Each piece is read into its own buffer and handed to quinn as is: no copy between
         // the page cache and the packets but the encryption's.
-        let (back, piece) = reader
-            .take()
-            .ok_or("the stored object was lost by a failed read")?
-            .read(want)
-            .await?;
-        reader = Some(back);
+        let (back, piece) = reader.read(want).await?;
+        reader = back;
         let n = piece.len();
         if n == 0 {
             return Err(format!(

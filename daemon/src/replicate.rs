@@ -21,13 +21,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| format!("storage task failed: {e}"))
 }
 
-fn other(side: Side) -> Side {
-    match side {
-        Side::Clinic => Side::Gateway,
-        Side::Gateway => Side::Clinic,
-    }
-}
-
 /// What happened on an events stream that a site may react to.
 #[derive(Debug, Clone, Copy)]
 pub enum Trigger<'a> {
@@ -124,7 +117,7 @@ pub async fn run(
         on_applied,
     } = replica;
     let (l, c) = (log.clone(), clinic.clone());
-    let have = blocking(move || l.cursor(&c, other(local)))
+    let have = blocking(move || l.cursor(&c, local.other()))
         .await?
         .map_err(|e| e.to_string())?;
     send.write_all(&ControlFrame::Replicate { have }.encode())
@@ -152,13 +145,7 @@ pub async fn run(
                 ControlFrame::Event { event } => {
                     let (l, c, hook) = (l.clone(), c.clone(), on_applied.clone());
                     blocking(move || -> Result<(), String> {
-                        if event.id.clinic != c {
-                            return Err(format!(
-                                "an event of clinic {} on the link of {c}",
-                                event.id.clinic
-                            ));
-                        }
-                        if l.apply_replicated(local, &event)
+                        if l.apply_replicated(&c, local, &event)
                             .map_err(|e| e.to_string())?
                             == Applied::Appended
                         {

@@ -85,6 +85,16 @@ pub enum Side {
     Gateway,
 }
 
+impl Side {
+    /// The site at the other end of the link.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Clinic => Side::Gateway,
+            Side::Gateway => Side::Clinic,
+        }
+    }
+}
+
 /// An event's identity: the clinic it concerns, the side that appended it, and that side's
 /// sequence number for the clinic (1, 2, 3, … without gaps). Replication cursors are these
 /// numbers.

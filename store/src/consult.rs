@@ -257,10 +257,7 @@ impl ConsultLog {
         kind: EventKind,
     ) -> Result<Event, ConsultError> {
         let _one_at_a_time = self.append.lock().unwrap_or_else(|p| p.into_inner());
-        let other = match side {
-            Side::Clinic => Side::Gateway,
-            Side::Gateway => Side::Clinic,
-        };
+        let other = side.other();
         let id = EventId {
             clinic: clinic.clone(),
             side,
@@ -307,16 +304,20 @@ impl ConsultLog {
     /// Applies an event replicated from the other side: stored once, in sequence; a duplicate
     /// changes nothing. An event the fold refuses is still stored — the other site accepted it,
     /// and both sites must hold the same log — and shows as superseded.
-    pub fn apply_replicated(&self, local: Side, event: &Event) -> Result<Applied, ConsultError> {
+    /// `link` is the clinic whose link the event arrived on: an event of another clinic is
+    /// refused ([`ReplicationError::OtherClinic`]).
+    pub fn apply_replicated(
+        &self,
+        link: &ClinicId,
+        local: Side,
+        event: &Event,
+    ) -> Result<Applied, ConsultError> {
         let _one_at_a_time = self.append.lock().unwrap_or_else(|p| p.into_inner());
-        let side = match local {
-            Side::Clinic => Side::Gateway,
-            Side::Gateway => Side::Clinic,
-        };
+        let side = local.other();
         let mut log = Log {
-            clinic: event.id.clinic.clone(),
+            clinic: link.clone(),
             side,
-            cursor: self.cursor(&event.id.clinic, side)?,
+            cursor: self.cursor(link, side)?,
         };
         if log.apply(event)? == Applied::Duplicate {
             return Ok(Applied::Duplicate);

@@ -20,8 +20,8 @@ struct State<T> {
     /// Runs before this one have finished.
     done_before: u64,
     running: bool,
-    /// Failed runs still awaited by some caller: the error and how many callers are left.
-    failures: HashMap<u64, (String, usize)>,
+    /// Failed runs still awaited by some caller, with their error.
+    failures: HashMap<u64, String>,
     /// Callers per run not yet returned, to forget a failure once all have read it.
     members: HashMap<u64, usize>,
 }
@@ -65,13 +65,15 @@ impl<T> GroupCommit<T> {
                 let batch = std::mem::take(&mut st.queue);
                 st.next_run += 1;
                 drop(st);
-                let result = run(batch);
+                // A panicking step fails its batch instead of leaving `running` set and
+                // every later caller waiting forever.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(batch)))
+                    .unwrap_or_else(|_| Err("the commit step panicked".into()));
                 st = self.lock();
                 st.running = false;
                 st.done_before = mine + 1;
-                if let Err(e) = &result {
-                    let waiting = st.members.get(&mine).copied().unwrap_or(1);
-                    st.failures.insert(mine, (e.clone(), waiting));
+                if let Err(e) = result {
+                    st.failures.insert(mine, e);
                 }
                 self.finished.notify_all();
                 return Self::leave(&mut st, mine);
@@ -81,23 +83,15 @@ impl<T> GroupCommit<T> {
     }
 
     fn leave(st: &mut State<T>, run: u64) -> Result<(), String> {
+        let result = st.failures.get(&run).map_or(Ok(()), |e| Err(e.clone()));
         if let Some(n) = st.members.get_mut(&run) {
             *n -= 1;
             if *n == 0 {
                 st.members.remove(&run);
+                st.failures.remove(&run);
             }
         }
-        match st.failures.get_mut(&run) {
-            None => Ok(()),
-            Some((error, left)) => {
-                let error = error.clone();
-                *left -= 1;
-                if *left == 0 {
-                    st.failures.remove(&run);
-                }
-                Err(error)
-            }
-        }
+        result
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -158,5 +152,13 @@ mod tests {
         assert_eq!(group.commit(2, |_| Ok(())), Ok(()));
         let st = group.lock();
         assert!(st.failures.is_empty() && st.members.is_empty());
+    }
+
+    #[test]
+    fn a_panicking_run_fails_its_batch_and_the_next_caller_is_not_stuck() {
+        let group = GroupCommit::<u32>::default();
+        let result = group.commit(1, |_| panic!("index gone"));
+        assert_eq!(result, Err("the commit step panicked".into()));
+        assert_eq!(group.commit(2, |_| Ok(())), Ok(()));
     }
 }

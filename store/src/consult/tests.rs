@@ -34,7 +34,7 @@ fn created(question: &str) -> EventKind {
 fn replicate(from: &ConsultLog, from_side: Side, to: &ConsultLog, to_side: Side, c: &ClinicId) {
     let cursor = to.cursor(c, from_side).unwrap();
     for e in from.events_after(c, from_side, cursor, 1000).unwrap() {
-        to.apply_replicated(to_side, &e).unwrap();
+        to.apply_replicated(c, to_side, &e).unwrap();
     }
 }
 
@@ -77,7 +77,7 @@ fn two_sites_replicate_to_identical_timelines_and_ignore_duplicates() {
     // Sending the same events again changes nothing.
     for e in agent.events_after(&jz, Side::Clinic, 0, 100).unwrap() {
         assert_eq!(
-            gateway.apply_replicated(Side::Gateway, &e).unwrap(),
+            gateway.apply_replicated(&jz, Side::Gateway, &e).unwrap(),
             Applied::Duplicate
         );
     }
@@ -155,8 +155,19 @@ fn a_gap_is_refused_and_clinics_never_see_each_other() {
     let mut skipped = events.remove(0);
     skipped.id.seq = 2;
     assert!(matches!(
-        gateway.apply_replicated(Side::Gateway, &skipped),
+        gateway.apply_replicated(&jz, Side::Gateway, &skipped),
         Err(ConsultError::Replication(ReplicationError::Gap { .. }))
+    ));
+    // An event of Pulandian arriving on Jinzhou's link is refused, whatever it claims.
+    let stray = agent
+        .events_after(&pl, Side::Clinic, 0, 1)
+        .unwrap()
+        .remove(0);
+    assert!(matches!(
+        gateway.apply_replicated(&jz, Side::Gateway, &stray),
+        Err(ConsultError::Replication(
+            ReplicationError::OtherClinic { .. }
+        ))
     ));
     replicate(&agent, Side::Clinic, &gateway, Side::Gateway, &jz);
     replicate(&agent, Side::Clinic, &gateway, Side::Gateway, &pl);
