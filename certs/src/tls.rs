@@ -4,6 +4,9 @@
 //! The gateway's client verifier wraps webpki's: webpki decides, and the wrapper adds the
 //! pilot's own rule (the certificate must name a clinic) and tells the gateway why a client was
 //! refused, so every refusal can be logged and counted before any application code runs.
+//!
+//! The gateway's web listener can serve HTTPS too (`web_server_config`); the gateway's CLI
+//! reaches it over loopback by pinning the very certificate the listener serves.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -213,6 +216,111 @@ pub fn client_config(
         .map_err(|e| file_err(key, format!("does not match {}: {e}", cert.display())))?;
     config.alpn_protocols = alpn;
     Ok(config)
+}
+
+/// The gateway's HTTPS listener for browsers: its certificate, no client certificates,
+/// TLS 1.3 only, HTTP/1.1.
+pub fn web_server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsError> {
+    let chain = read_certs(cert)?;
+    let key_der = read_key(key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| file_err(key, format!("does not match {}: {e}", cert.display())))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A browser's view of that listener: the server verified against the CA in `ca` and the
+/// name dialled, as a browser that trusts the pilot CA does.
+pub fn web_client_config(ca: &Path) -> Result<rustls::ClientConfig, TlsError> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(root_store(ca)?)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The gateway's own CLI talking to its HTTPS listener over loopback: it trusts exactly the
+/// certificate in `cert` (the file the listener serves), whatever name it carries, because
+/// `127.0.0.1` is rarely among the names of a certificate made for browsers.
+pub fn pinned_web_client_config(cert: &Path) -> Result<rustls::ClientConfig, TlsError> {
+    let pinned = read_certs(cert)?.swap_remove(0);
+    let verifier = Arc::new(PinnedServer {
+        pinned,
+        provider: provider(),
+    });
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+#[derive(Debug)]
+struct PinnedServer {
+    pinned: CertificateDer<'static>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.pinned.as_ref() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 fn root_store(ca: &Path) -> Result<RootCertStore, TlsError> {

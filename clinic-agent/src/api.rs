@@ -3,14 +3,21 @@
 //! daemon runs (only one process may open the archive), merged with the consultation API
 //! (`consult_api`) and the doctors' pages (`web`). JSON in and out; errors are the daemons'
 //! shared `{code, message}`.
+//!
+//! The CLI's endpoints need no account when called from this PC (a loopback connection: the
+//! CLI runs beside the agent and has no account); from anywhere else the status and priority
+//! need a signed-in user, and import by path is refused (a browser uploads instead).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Json;
+use daemon::accounts::Authenticated;
 use daemon::api::{blocking, ApiError};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -76,20 +83,70 @@ pub async fn serve(
     handle: Handle,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = daemon::accounts::routes()
+    axum::serve(
+        listener,
+        router(handle).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+    .context("agent API failed")
+}
+
+/// Every route of the listener; the caller's address comes from `ConnectInfo<SocketAddr>`.
+pub fn router(handle: Handle) -> axum::Router {
+    daemon::accounts::routes()
         .merge(crate::consult_api::routes())
         .merge(crate::web::routes())
         .route("/api/v1/status", get(status))
         .route("/api/v1/import", post(import))
         .route("/api/v1/studies/{study}/priority", post(priority))
-        .with_state(handle);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .context("agent API failed")
+        .with_state(handle)
+}
+
+/// A caller on this PC: the connection comes from a loopback address.
+fn is_local(parts: &Parts) -> bool {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|c| c.0.ip().is_loopback())
+}
+
+/// The CLI on this PC, or a signed-in user anywhere.
+pub struct Operator;
+
+impl FromRequestParts<Handle> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Handle) -> Result<Self, ApiError> {
+        if is_local(parts) {
+            return Ok(Operator);
+        }
+        Authenticated::from_request_parts(parts, state)
+            .await
+            .map(|_| Operator)
+    }
+}
+
+/// The CLI on this PC only: import by path reads the agent's own file system.
+pub struct LocalCaller;
+
+impl FromRequestParts<Handle> for LocalCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &Handle) -> Result<Self, ApiError> {
+        if is_local(parts) {
+            Ok(LocalCaller)
+        } else {
+            Err(ApiError::forbidden(
+                "import by path works only on the clinic PC itself (`clinic-agent import`); \
+                 from another computer, upload the files on the import page",
+            ))
+        }
+    }
 }
 
 async fn status(
+    _: Operator,
     State(handle): State<Handle>,
     Query(q): Query<StatusQuery>,
 ) -> Result<Json<crate::status::StatusReport>, ApiError> {
@@ -120,6 +177,7 @@ fn store_failed(e: impl std::fmt::Display) -> ApiError {
 /// Raises a study's sync priority: attaching a study to a consultation does this
 /// (`consult_api`); an operator can also push an urgent study ahead of the backlog.
 async fn priority(
+    _: Operator,
     State(handle): State<Handle>,
     axum::extract::Path(study): axum::extract::Path<String>,
     body: Result<Json<PriorityRequest>, axum::extract::rejection::JsonRejection>,
@@ -139,6 +197,7 @@ async fn priority(
 }
 
 async fn import(
+    _: LocalCaller,
     State(handle): State<Handle>,
     body: Result<Json<ImportRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<ImportResult>, ApiError> {

@@ -289,7 +289,7 @@ fn import_one(
 }
 
 fn consult(config: &AgentConfig, token: &str, command: ConsultCommand) -> anyhow::Result<()> {
-    let addr = client::local(config.web_listen);
+    let addr = client::Endpoint::plain(client::local(config.web_listen));
     let show = |body: &str| -> anyhow::Result<()> {
         print!("{}", client::render_case(&serde_json::from_str(body)?));
         Ok(())
@@ -321,7 +321,7 @@ fn consult(config: &AgentConfig, token: &str, command: ConsultCommand) -> anyhow
                 "submit": submit,
             });
             show(&client::call_ok(
-                addr,
+                &addr,
                 "POST",
                 "/api/v1/consultations",
                 token,
@@ -330,7 +330,7 @@ fn consult(config: &AgentConfig, token: &str, command: ConsultCommand) -> anyhow
         }
         ConsultCommand::List => {
             let rows: serde_json::Value = serde_json::from_str(&client::call_ok(
-                addr,
+                &addr,
                 "GET",
                 "/api/v1/consultations",
                 token,
@@ -353,7 +353,7 @@ fn consult(config: &AgentConfig, token: &str, command: ConsultCommand) -> anyhow
             Ok(())
         }
         ConsultCommand::Show { id } => show(&client::call_ok(
-            addr,
+            &addr,
             "GET",
             &format!("/api/v1/consultations/{id}"),
             token,
@@ -362,7 +362,7 @@ fn consult(config: &AgentConfig, token: &str, command: ConsultCommand) -> anyhow
         ConsultCommand::Answer { id, text, question } => {
             let body = serde_json::json!({"text": text, "question": question});
             show(&client::call_ok(
-                addr,
+                &addr,
                 "POST",
                 &format!("/api/v1/consultations/{id}/answer"),
                 token,
@@ -370,14 +370,14 @@ fn consult(config: &AgentConfig, token: &str, command: ConsultCommand) -> anyhow
             )?)
         }
         ConsultCommand::Submit { id } => show(&client::call_ok(
-            addr,
+            &addr,
             "POST",
             &format!("/api/v1/consultations/{id}/submit"),
             token,
             None,
         )?),
         ConsultCommand::Ack { id } => show(&client::call_ok(
-            addr,
+            &addr,
             "POST",
             &format!("/api/v1/consultations/{id}/acknowledge"),
             token,

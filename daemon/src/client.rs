@@ -1,9 +1,11 @@
 //! The CLI's side of a daemon's HTTP API: a plain HTTP/1.1 client for `status`, `import` and
 //! `consult` while the daemon runs (its database can be opened by one process only). The
-//! gateway's `consult` commands use it too.
+//! gateway's `consult` commands use it too, over TLS when the gateway serves HTTPS
+//! ([`Endpoint::wrapped`]).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a call did not get an answer.
@@ -21,6 +23,36 @@ pub fn local(listen: SocketAddr) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], listen.port()))
     } else {
         listen
+    }
+}
+
+/// A stream a call can talk over.
+pub trait Duplex: Read + Write {}
+impl<T: Read + Write> Duplex for T {}
+
+/// Turns the connected TCP stream into the stream the call talks over (a TLS session, for a
+/// daemon serving HTTPS).
+pub type Wrap = Arc<dyn Fn(TcpStream) -> std::io::Result<Box<dyn Duplex>> + Send + Sync>;
+
+/// Where a call goes: the daemon's address, and how to talk to it.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    wrap: Option<Wrap>,
+}
+
+impl Endpoint {
+    /// Plain HTTP.
+    pub fn plain(addr: SocketAddr) -> Self {
+        Self { addr, wrap: None }
+    }
+
+    /// Each connection goes through `wrap` first.
+    pub fn wrapped(addr: SocketAddr, wrap: Wrap) -> Self {
+        Self {
+            addr,
+            wrap: Some(wrap),
+        }
     }
 }
 
@@ -42,12 +74,27 @@ pub fn call_as(
     token: Option<&str>,
     json: Option<&str>,
 ) -> Result<(u16, String), ClientError> {
+    call_to(&Endpoint::plain(addr), method, path, token, json)
+}
+
+/// Like [`call_as`], to an [`Endpoint`].
+pub fn call_to(
+    to: &Endpoint,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> Result<(u16, String), ClientError> {
+    let addr = to.addr;
     let failed = |detail: String| ClientError::Failed { addr, detail };
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|_| ClientError::NotRunning(addr))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(600)))
+    tcp.set_read_timeout(Some(Duration::from_secs(600)))
         .map_err(|e| failed(e.to_string()))?;
+    let mut stream: Box<dyn Duplex> = match &to.wrap {
+        Some(wrap) => wrap(tcp).map_err(|e| failed(e.to_string()))?,
+        None => Box::new(tcp),
+    };
     let body = json.unwrap_or("");
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
@@ -64,7 +111,7 @@ pub fn call_as(
         body.len()
     )
     .map_err(|e| failed(e.to_string()))?;
-    let response = read_response(&mut stream).map_err(|e| failed(e.to_string()))?;
+    let response = read_response(&mut *stream).map_err(|e| failed(e.to_string()))?;
     let end = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -90,7 +137,7 @@ pub fn call_as(
 
 /// Reads one answer: up to `Content-Length` when the head gives it (some servers keep the
 /// connection open despite `Connection: close`), else to the end of the stream.
-fn read_response(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+fn read_response(stream: &mut dyn Duplex) -> std::io::Result<Vec<u8>> {
     let mut response = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
@@ -154,13 +201,13 @@ pub fn token(flag: Option<String>) -> Result<String, String> {
 /// Sends a call with a token and returns the body of a 2xx answer; any other answer becomes
 /// an error carrying the API's message.
 pub fn call_ok(
-    addr: SocketAddr,
+    to: &Endpoint,
     method: &str,
     path: &str,
     token: &str,
     json: Option<&str>,
 ) -> anyhow::Result<String> {
-    let (status, body) = call_as(addr, method, path, Some(token), json)?;
+    let (status, body) = call_to(to, method, path, Some(token), json)?;
     if (200..300).contains(&status) {
         return Ok(body);
     }

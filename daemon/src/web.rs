@@ -320,7 +320,7 @@ where
 {
     use axum::routing::get;
     axum::Router::new()
-        .route("/login", get(login_page).post(login_submit::<S>))
+        .route("/login", get(login_page::<S>).post(login_submit::<S>))
         .route("/logout", axum::routing::post(logout::<S>))
         .route("/lang/{lang}", get(set_lang))
         .route("/assets/app.css", get(css))
@@ -390,6 +390,7 @@ fn random_token() -> String {
 
 fn login_form(
     headers: &HeaderMap,
+    secure: bool,
     lang: Lang,
     status: StatusCode,
     next: &str,
@@ -416,20 +417,26 @@ fn login_form(
     )
         .into_response();
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "{}={csrf}; HttpOnly; SameSite=Strict; Path=/login",
-        cookie_name(headers, LOGIN_CSRF_COOKIE)
+        "{}={csrf}; HttpOnly; SameSite=Strict; Path=/login{}",
+        cookie_name(headers, LOGIN_CSRF_COOKIE),
+        if secure { "; Secure" } else { "" }
     )) {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     response
 }
 
-async fn login_page(headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
+async fn login_page<S: HasAccounts>(
+    State(state): State<S>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Response {
     let next = q
         .next
         .filter(|n| safe_next(n))
         .unwrap_or_else(|| "/".into());
-    login_form(&headers, lang_of(&headers), StatusCode::OK, &next, None, "")
+    let lang = lang_of(&headers);
+    login_form(&headers, state.tls(), lang, StatusCode::OK, &next, None, "")
 }
 
 #[derive(Deserialize)]
@@ -477,6 +484,7 @@ async fn login_submit<S: HasAccounts + Clone + Send + Sync + 'static>(
         Ok(Err(AccountError::Locked { retry_after })) => {
             let mut response = login_form(
                 &headers,
+                secure,
                 lang,
                 StatusCode::TOO_MANY_REQUESTS,
                 &next,
@@ -494,6 +502,7 @@ async fn login_submit<S: HasAccounts + Clone + Send + Sync + 'static>(
         }
         Ok(Err(AccountError::BadLogin | AccountError::NoSuchUser(_))) => login_form(
             &headers,
+            secure,
             lang,
             StatusCode::UNAUTHORIZED,
             &next,
@@ -502,6 +511,7 @@ async fn login_submit<S: HasAccounts + Clone + Send + Sync + 'static>(
         ),
         Ok(Err(e @ AccountError::Deactivated(_))) => login_form(
             &headers,
+            secure,
             lang,
             StatusCode::FORBIDDEN,
             &next,

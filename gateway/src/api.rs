@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::archive::{GatewayArchive, StudyRow};
 use crate::consult::now_ms;
+use crate::https::{HttpsListener, Peer};
 
 #[derive(Clone)]
 pub struct Api {
@@ -35,11 +36,17 @@ pub struct Api {
     pub board: Arc<crate::board::Board>,
     pub alerts: crate::config::AlertsConfig,
     pub data_dir: std::path::PathBuf,
+    /// Served over HTTPS (session cookies then carry `Secure`).
+    pub https: bool,
 }
 
 impl HasAccounts for Api {
     fn accounts(&self) -> &Accounts {
         &self.accounts
+    }
+
+    fn tls(&self) -> bool {
+        self.https
     }
 }
 
@@ -49,18 +56,25 @@ pub struct StudiesResponse {
     pub studies: Vec<StudyRow>,
 }
 
+/// Serves the pages and the API on `listener`, over TLS when `tls` is given.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     api: Api,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(
-        listener,
-        router(api).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
-    .context("gateway API failed")
+    let app = router(api).into_make_service_with_connect_info::<Peer>();
+    let stopped = async move { shutdown.cancelled().await };
+    match tls {
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await
+            .context("gateway API failed"),
+        Some(tls) => axum::serve(HttpsListener::new(listener, tls), app)
+            .with_graceful_shutdown(stopped)
+            .await
+            .context("gateway API failed"),
+    }
 }
 
 pub fn router(api: Api) -> axum::Router {
@@ -217,11 +231,11 @@ fn may_see(user: &User, c: &proto::consult::Consultation, timeline: &[Event]) ->
         })
 }
 
-type Client = axum::extract::ConnectInfo<std::net::SocketAddr>;
+type Client = axum::extract::ConnectInfo<Peer>;
 
 async fn detail(
     State(api): State<Api>,
-    axum::extract::ConnectInfo(from): Client,
+    axum::extract::ConnectInfo(Peer(from)): Client,
     Authenticated(user): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<CaseDetail>, ApiError> {
@@ -299,7 +313,7 @@ impl Api {
 /// An attachment's bytes, to whoever may see the case, once it has arrived.
 async fn attachment(
     State(api): State<Api>,
-    axum::extract::ConnectInfo(from): Client,
+    axum::extract::ConnectInfo(Peer(from)): Client,
     Authenticated(user): Authenticated,
     Path((id, object)): Path<(String, String)>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -361,7 +375,7 @@ pub struct ActionBody {
 
 async fn act(
     State(api): State<Api>,
-    axum::extract::ConnectInfo(from): Client,
+    axum::extract::ConnectInfo(Peer(from)): Client,
     Authenticated(user): Authenticated,
     Path((id, action)): Path<(String, String)>,
     body: Option<Json<ActionBody>>,

@@ -16,7 +16,7 @@ struct RawConfig {
     data_dir: Option<PathBuf>,
     link: RawLink,
     #[serde(default)]
-    web: RawListen,
+    web: RawWeb,
     #[serde(default)]
     metrics: RawListen,
     routing: Option<RawRouting>,
@@ -52,6 +52,14 @@ struct RawListen {
     listen: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    listen: Option<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     /// The file this configuration came from.
@@ -59,6 +67,8 @@ pub struct GatewayConfig {
     pub data_dir: PathBuf,
     pub link: LinkConfig,
     pub web_listen: SocketAddr,
+    /// `[web] cert` and `key`: serve the web pages and API over HTTPS with this certificate.
+    pub web_tls: Option<WebTls>,
     pub metrics_listen: SocketAddr,
     /// `[routing]`: assign consultations automatically; without it an administrator does.
     pub routing: Option<RoutingConfig>,
@@ -90,6 +100,13 @@ impl Default for AlertsConfig {
             disk_percent: 90,
         }
     }
+}
+
+/// The web listener's certificate chain and key (PEM).
+#[derive(Debug, Clone)]
+pub struct WebTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +196,31 @@ impl GatewayConfig {
                 "[web] listen",
                 raw.web.listen.as_deref().unwrap_or(DEFAULT_WEB_LISTEN),
             )?,
+            web_tls: match (raw.web.cert, raw.web.key) {
+                (None, None) => None,
+                (Some(cert), Some(key)) => Some(WebTls {
+                    cert: existing(
+                        path,
+                        "[web] cert",
+                        resolve(dir, &cert),
+                        "issue one with `certs gateway` (or use the hospital's own)",
+                    )?,
+                    key: existing(
+                        path,
+                        "[web] key",
+                        resolve(dir, &key),
+                        "it is issued with the certificate",
+                    )?,
+                }),
+                _ => {
+                    return Err(ConfigError::Parse {
+                        path: path.display().to_string(),
+                        message: "[web] cert and [web] key go together: set both to serve \
+                                  HTTPS, or neither to serve plain HTTP"
+                            .into(),
+                    })
+                }
+            },
             metrics_listen: listen_addr(
                 path,
                 "[metrics] listen",
@@ -234,6 +276,20 @@ mod tests {
         assert_eq!(c.link.listen.to_string(), DEFAULT_LINK_LISTEN);
         assert_eq!(c.metrics_listen.to_string(), DEFAULT_METRICS_LISTEN);
         assert_eq!(c.link.idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn web_certificate_needs_its_key() {
+        let dir = with_pki_files();
+        let file = dir.path().join("gateway.toml");
+        let plain = GatewayConfig::parse(&file, MINIMAL).unwrap();
+        assert!(plain.web_tls.is_none());
+        let both = format!("{MINIMAL}\n[web]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n");
+        let tls = GatewayConfig::parse(&file, &both).unwrap().web_tls.unwrap();
+        assert_eq!(tls.cert, dir.path().join("cert.pem"));
+        let alone = format!("{MINIMAL}\n[web]\ncert = \"cert.pem\"\n");
+        let e = GatewayConfig::parse(&file, &alone).unwrap_err().to_string();
+        assert!(e.contains("[web] cert and [web] key go together"), "{e}");
     }
 
     #[test]

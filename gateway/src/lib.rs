@@ -12,6 +12,7 @@ pub mod audit;
 pub mod board;
 pub mod config;
 pub mod consult;
+pub mod https;
 pub mod link;
 pub mod metrics;
 pub mod receive;
@@ -131,7 +132,15 @@ pub fn start(
     let metrics_listener = tokio::net::TcpListener::from_std(listeners.metrics)?;
     info!(metrics = %metrics_listener.local_addr()?, "metrics endpoint listening");
     let web_listener = tokio::net::TcpListener::from_std(listeners.web)?;
-    info!(web = %web_listener.local_addr()?, "API listening");
+    let web_tls = match &config.web_tls {
+        Some(files) => Some(Arc::new(certs::tls::web_server_config(
+            &files.cert,
+            &files.key,
+        )?)),
+        None => None,
+    };
+    let scheme = if web_tls.is_some() { "https" } else { "http" };
+    info!(web = %web_listener.local_addr()?, scheme, "web pages and API listening");
     let router = config.routing.as_ref().map(|r| {
         Arc::new(router::Router::new(
             consult.clone(),
@@ -154,8 +163,9 @@ pub fn start(
         board: handle.board.clone(),
         alerts: config.alerts.clone(),
         data_dir: config.data_dir.clone(),
+        https: web_tls.is_some(),
     };
-    let api_task = tokio::spawn(api::serve(web_listener, api, shutdown.clone()));
+    let api_task = tokio::spawn(api::serve(web_listener, web_tls, api, shutdown.clone()));
     let link_task = tokio::spawn(link.serve(listeners.link, shutdown.clone()));
     let gauges = handle.consult.clone();
     let metrics_task = tokio::spawn(daemon::serve_metrics(

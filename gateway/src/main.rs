@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::{Parser, Subcommand};
 use gateway::{GatewayConfig, Listeners};
 
@@ -114,7 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = GatewayConfig::load(&config)?;
             let token = daemon::client::token(token).map_err(anyhow::Error::msg)?;
-            consult(daemon::client::local(config.web_listen), &token, command)
+            consult(&web_endpoint(&config)?, &token, command)
         }
         Command::Audit {
             config,
@@ -146,7 +148,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn consult(addr: std::net::SocketAddr, token: &str, command: ConsultCommand) -> anyhow::Result<()> {
+/// The gateway's own web listener as seen from this PC; over HTTPS it is trusted by being
+/// exactly the certificate of `[web] cert`.
+fn web_endpoint(config: &GatewayConfig) -> anyhow::Result<daemon::client::Endpoint> {
+    use daemon::client::{local, Endpoint};
+    let addr = local(config.web_listen);
+    let Some(files) = &config.web_tls else {
+        return Ok(Endpoint::plain(addr));
+    };
+    let tls = Arc::new(certs::tls::pinned_web_client_config(&files.cert)?);
+    let cert = files.cert.display().to_string();
+    Ok(Endpoint::wrapped(
+        addr,
+        Arc::new(move |tcp| {
+            let name = rustls::pki_types::ServerName::from(addr.ip());
+            let mut conn =
+                rustls::ClientConnection::new(tls.clone(), name).map_err(std::io::Error::other)?;
+            let mut tcp = tcp;
+            // Handshake now, so a wrong certificate is named as such.
+            while conn.is_handshaking() {
+                conn.complete_io(&mut tcp).map_err(|e| {
+                    std::io::Error::other(format!(
+                        "TLS with the web listener failed ({e}); it must serve {cert}"
+                    ))
+                })?;
+            }
+            Ok(Box::new(rustls::StreamOwned::new(conn, tcp)))
+        }),
+    ))
+}
+
+fn consult(
+    addr: &daemon::client::Endpoint,
+    token: &str,
+    command: ConsultCommand,
+) -> anyhow::Result<()> {
     use daemon::client::{call_ok, render_case};
     let case = |id: &str| format!("/api/v1/consultations/{id}");
     match command {

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use crate::api::{ActionBody, Api};
 use crate::consult::now_ms;
 
-type Client = axum::extract::ConnectInfo<std::net::SocketAddr>;
+type Client = axum::extract::ConnectInfo<crate::https::Peer>;
 
 pub fn routes() -> axum::Router<Api> {
     daemon::web::routes()
@@ -162,7 +162,7 @@ fn parse_id(session: &Session, id: &str) -> Result<ConsultationId, Response> {
 
 async fn case(
     State(api): State<Api>,
-    axum::extract::ConnectInfo(from): Client,
+    axum::extract::ConnectInfo(crate::https::Peer(from)): Client,
     session: Session,
     Path(id): Path<String>,
 ) -> Response {
@@ -347,7 +347,7 @@ async fn case_page(
 
 async fn act(
     State(api): State<Api>,
-    axum::extract::ConnectInfo(from): Client,
+    axum::extract::ConnectInfo(crate::https::Peer(from)): Client,
     Path((id, action)): Path<(String, String)>,
     CsrfForm(session, body): CsrfForm<ActionBody>,
 ) -> Response {
@@ -396,7 +396,7 @@ struct ViewerQuery {
 
 async fn viewer(
     State(api): State<Api>,
-    axum::extract::ConnectInfo(from): Client,
+    axum::extract::ConnectInfo(crate::https::Peer(from)): Client,
     session: Session,
     Path(id): Path<String>,
     Query(q): Query<ViewerQuery>,

@@ -93,6 +93,15 @@ impl PilotDir {
 
     /// Writes `gateway/gateway.toml` listening on `link` (UDP) and loads it.
     pub fn gateway_config(&self, link: SocketAddr) -> anyhow::Result<GatewayConfig> {
+        self.gateway_config_with(link, "")
+    }
+
+    /// Like [`Self::gateway_config`], with `web` added to the `[web]` table (one key per line).
+    pub fn gateway_config_with(
+        &self,
+        link: SocketAddr,
+        web: &str,
+    ) -> anyhow::Result<GatewayConfig> {
         let t = &self.timings;
         let path = self.root.join("gateway").join("gateway.toml");
         write(
@@ -114,6 +123,7 @@ keep_alive_secs = 1
 
 [web]
 listen = "127.0.0.1:0"
+{web}
 
 [metrics]
 listen = "127.0.0.1:0"

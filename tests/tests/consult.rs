@@ -655,3 +655,186 @@ async fn forms_need_their_csrf_token_and_the_login_form_throttles_guesses() {
     );
     gw.stop().await.unwrap();
 }
+
+/// One HTTP/1.0 exchange over TLS with `config`, the server named `name`: the whole answer.
+fn raw_https(
+    addr: std::net::SocketAddr,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    name: &str,
+    request: &str,
+) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let name =
+        rustls::pki_types::ServerName::try_from(name.to_owned()).map_err(std::io::Error::other)?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+    let mut tls = rustls::StreamOwned::new(conn, std::net::TcpStream::connect(addr)?);
+    tls.write_all(request.as_bytes())?;
+    let mut out = Vec::new();
+    match tls.read_to_end(&mut out) {
+        Err(e) if e.kind() != std::io::ErrorKind::UnexpectedEof => return Err(e),
+        _ => {}
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// With `[web] cert` and `key` the gateway serves its pages over HTTPS with the pilot PKI's
+/// certificate: a client that trusts the pilot CA logs in and gets cookies marked `Secure`,
+/// plain HTTP on that port gets no page, and the gateway's own CLI reaches its API by the
+/// certificate of its config (and names the problem when the listener serves another).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_listener_serves_https_with_the_pilot_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let web = "cert = \"../pki/gateway/cert.pem\"\nkey = \"../pki/gateway/key.pem\"";
+    let config = pilot.gateway_config_with(free_udp_addr(), web).unwrap();
+    let file = config.file.clone();
+    let gw = RunningGateway::start(config).unwrap();
+    let token = gw.admin_token().unwrap();
+    let addr = daemon::client::local(gw.web_addr);
+    let port = addr.port();
+    let browser = std::sync::Arc::new(
+        certs::tls::web_client_config(&pilot.pki_dir().join("ca.pem")).unwrap(),
+    );
+    let https = |request: String| raw_https(addr, browser.clone(), "localhost", &request).unwrap();
+
+    let page = https(format!(
+        "GET /login HTTP/1.0\r\nHost: localhost:{port}\r\n\r\n"
+    ));
+    assert!(page.starts_with("HTTP/1.0 200"), "{page}");
+    let csrf_cookie = page
+        .lines()
+        .find(|l| l.contains(&format!("tpg_login_csrf_{port}=")))
+        .unwrap_or_default();
+    assert!(csrf_cookie.contains("; Secure"), "{page}");
+
+    let form = "csrf=abc&user=admin&password=pilot-admin-password&next=%2F";
+    let answer = https(format!(
+        "POST /login HTTP/1.0\r\nHost: localhost:{port}\r\nCookie: tpg_login_csrf_{port}=abc\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    ));
+    assert!(answer.starts_with("HTTP/1.0 303"), "{answer}");
+    let session = answer
+        .lines()
+        .find(|l| l.contains(&format!("tpg_session_{port}=")))
+        .unwrap_or_default();
+    for attribute in ["; Secure", "; HttpOnly", "; SameSite=Strict"] {
+        assert!(
+            session.contains(attribute),
+            "{attribute} missing: {session}"
+        );
+    }
+    let users = https(format!(
+        "GET /admin/users HTTP/1.0\r\nHost: localhost:{port}\r\nCookie: tpg_session_{port}={token}\r\n\r\n"
+    ));
+    assert!(users.starts_with("HTTP/1.0 200"), "{users}");
+
+    let plain = raw_http(addr, "GET /login HTTP/1.0\r\nHost: localhost", b"");
+    assert!(
+        !matches!(plain, Ok((200, _))),
+        "plain HTTP must not get a page: {plain:?}"
+    );
+
+    // The CLI reads the listener's address from its config: one with the bound port.
+    let text = std::fs::read_to_string(&file).unwrap().replacen(
+        "[web]\nlisten = \"127.0.0.1:0\"",
+        &format!("[web]\nlisten = \"{addr}\""),
+        1,
+    );
+    let cli = |config: &str| {
+        let path = file.with_file_name(config);
+        std::process::Command::new(harness::binary("gateway"))
+            .args(["consult", "--token", &token, "--config"])
+            .arg(path)
+            .args(["list", "--all"])
+            .output()
+            .unwrap()
+    };
+    std::fs::write(file.with_file_name("cli.toml"), &text).unwrap();
+    let out = cli("cli.toml");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A config naming another certificate than the one served: refused, and said why.
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let other = text.replace(
+        "cert = \"../pki/gateway/cert.pem\"\nkey = \"../pki/gateway/key.pem\"\n\n[metrics]",
+        &format!(
+            "cert = \"{}\"\nkey = \"{}\"\n\n[metrics]",
+            bundle.join("cert.pem").display(),
+            bundle.join("key.pem").display()
+        ),
+    );
+    assert_ne!(other, text);
+    std::fs::write(file.with_file_name("other.toml"), &other).unwrap();
+    let out = cli("other.toml");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("must serve"), "{stderr}");
+    gw.stop().await.unwrap();
+}
+
+/// The agent's endpoints for its CLI (status, import by path, study priority) need no account
+/// on the clinic PC itself; seen from another computer of the clinic LAN, status and priority
+/// need a signed-in user and import by path is refused with a pointer to the upload page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_cli_endpoints_need_an_account_off_the_clinic_pc() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot
+            .agent_config("jinzhou", &bundle, free_udp_addr())
+            .unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let file = dir.path().join("x.dcm");
+    std::fs::write(&file, b"not DICOM").unwrap();
+    let import = serde_json::json!({ "path": file }).to_string();
+    let priority = r#"{"priority":"urgent"}"#;
+    let here = daemon::client::local(agent.web_addr);
+    assert_eq!(
+        http(here, "GET", "/api/v1/status", None, None).unwrap().0,
+        200
+    );
+    let (status, body) = http(here, "POST", "/api/v1/import", None, Some(&import)).unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    // The same routes as a PC elsewhere on the clinic LAN reaches them.
+    let lan: std::net::SocketAddr = "192.168.1.20:50123".parse().unwrap();
+    let app = clinic_agent::api::router(agent.handle.clone())
+        .layer(axum::extract::connect_info::MockConnectInfo(lan));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let there = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    agent
+        .handle
+        .accounts
+        .add(
+            person("doc", Role::Doctor, "Doctor", None, None),
+            PASSWORD,
+            false,
+        )
+        .unwrap();
+    let doc = agent.handle.accounts.script_token("doc").unwrap();
+    let call = |method: &str, path: &str, token: Option<&str>, json: Option<&str>| {
+        http(there, method, path, token, json).unwrap()
+    };
+    assert_eq!(call("GET", "/api/v1/status", None, None).0, 401);
+    assert_eq!(call("GET", "/api/v1/status", Some(&doc), None).0, 200);
+    let raise = "/api/v1/studies/1.2.3/priority";
+    assert_eq!(call("POST", raise, None, Some(priority)).0, 401);
+    assert_eq!(call("POST", raise, Some(&doc), Some(priority)).0, 200);
+    for token in [None, Some(doc.as_str())] {
+        let (status, body) = call("POST", "/api/v1/import", token, Some(&import));
+        assert_eq!(status, 403, "{body}");
+        assert!(
+            body.contains("upload the files on the import page"),
+            "{body}"
+        );
+    }
+    server.abort();
+    agent.stop().await.unwrap();
+}
