@@ -1,9 +1,10 @@
 //! What `clinic-agent status` shows: the link, and the queue by state and priority, with the
 //! age of the oldest pending item and every undelivered item's progress and last failure.
-//! Ids, counts and sizes only.
+//! Ids, counts and sizes only. Also the estimates of time left that the doctors' case list
+//! shows: the queue's bytes in the uploader's order over the recent upload rate.
 
-use std::collections::BTreeMap;
-use std::time::UNIX_EPOCH;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Instant, UNIX_EPOCH};
 
 use proto::sync::Priority;
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,12 @@ pub struct StatusReport {
     /// Undelivered items, then the most recently delivered ones.
     pub items: Vec<ItemRow>,
     pub quarantined: usize,
+    /// Object bytes per second over the last minute (none sent in it: `None`).
+    #[serde(default)]
+    pub upload_bytes_per_sec: Option<f64>,
+    /// Seconds until everything queued is delivered at that rate, while the link is up.
+    #[serde(default)]
+    pub seconds_to_drain: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +77,7 @@ pub fn report(store: &AgentStore, link: &LinkStatus, sync: &SharedSync) -> Statu
     let mut oldest: BTreeMap<String, i64> = BTreeMap::new();
     let mut pending = Vec::new();
     let mut delivered = Vec::new();
+    let mut left = 0;
     for (id, rec) in store.objects() {
         let sending = sync.sending.get(&id).copied();
         let state = match (rec.delivered_at, sending) {
@@ -90,6 +98,7 @@ pub fn report(store: &AgentStore, link: &LinkStatus, sync: &SharedSync) -> Statu
             last_failure: sync.last_failure.get(&id).cloned(),
         };
         if rec.delivered_at.is_none() {
+            left += rec.size.saturating_sub(item.sent.unwrap_or(0));
             let age = (now - rec.stored_at).max(0);
             let entry = oldest.entry(rec.priority.label().to_owned()).or_insert(age);
             *entry = (*entry).max(age);
@@ -105,7 +114,10 @@ pub fn report(store: &AgentStore, link: &LinkStatus, sync: &SharedSync) -> Statu
         .map(|(_, _, i)| i)
         .chain(delivered.into_iter().take(RECENT_DELIVERED).map(|(_, i)| i))
         .collect();
+    let rate = sync.throughput.per_sec(Instant::now());
     StatusReport {
+        upload_bytes_per_sec: rate,
+        seconds_to_drain: seconds_left(link.up, rate, left),
         link: LinkReport {
             up: link.up,
             since: link
@@ -153,6 +165,37 @@ pub fn backlog(store: &AgentStore) -> proto::frame::Backlog {
     b
 }
 
+/// An undelivered object: its place in the uploader's order (priority, then enqueue order),
+/// the bytes still to send, and its study (empty for an attachment).
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub priority: Priority,
+    pub seq: u64,
+    pub left: u64,
+    pub study: String,
+}
+
+/// Per study, the bytes the uploader still sends before that study is through: what is left
+/// of its own objects and of every object ahead of its last one.
+pub fn bytes_until_through(mut pending: Vec<Pending>) -> HashMap<String, u64> {
+    pending.sort_by_key(|p| (std::cmp::Reverse(p.priority), p.seq));
+    let mut through = HashMap::new();
+    let mut sum = 0;
+    for p in pending {
+        sum += p.left;
+        if !p.study.is_empty() {
+            through.insert(p.study, sum);
+        }
+    }
+    through
+}
+
+/// Seconds to send `bytes` at `rate`, while the link is up and a rate is known.
+pub fn seconds_left(up: bool, rate: Option<f64>, bytes: u64) -> Option<u64> {
+    let rate = rate.filter(|r| up && *r > 0.0)?;
+    Some((bytes as f64 / rate).ceil() as u64)
+}
+
 impl StatusReport {
     /// Items and bytes in a state, over all priorities.
     pub fn count(&self, state: &str) -> (u64, u64) {
@@ -189,6 +232,15 @@ impl StatusReport {
                 human_bytes(bytes)
             ));
         }
+        if let Some(rate) = self.upload_bytes_per_sec {
+            out.push_str(&format!(
+                "sending at {}/s{}\n",
+                human_bytes(rate as u64),
+                self.seconds_to_drain
+                    .map(|s| format!(", all queued through in about {}", daemon::span(s)))
+                    .unwrap_or_default()
+            ));
+        }
         for (priority, age) in &self.oldest_pending_seconds {
             out.push_str(&format!("oldest pending {priority}: {age} s\n"));
         }
@@ -219,3 +271,41 @@ impl StatusReport {
 }
 
 pub use daemon::human_bytes;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(priority: Priority, seq: u64, left: u64, study: &str) -> Pending {
+        Pending {
+            priority,
+            seq,
+            left,
+            study: study.into(),
+        }
+    }
+
+    #[test]
+    fn a_study_waits_for_what_is_ahead_of_it_in_the_queue() {
+        let through = bytes_until_through(vec![
+            pending(Priority::Routine, 1, 100, "old-routine"),
+            pending(Priority::Routine, 5, 10, "new-routine"),
+            pending(Priority::Emergency, 9, 50, "emergency"),
+            pending(Priority::Emergency, 10, 5, ""),
+            pending(Priority::Emergency, 8, 20, "emergency"),
+        ]);
+        // The emergency's objects go first; the attachment queued after them does not count.
+        assert_eq!(through["emergency"], 70);
+        assert_eq!(through["old-routine"], 175);
+        assert_eq!(through["new-routine"], 185);
+        assert!(!through.contains_key(""));
+    }
+
+    #[test]
+    fn no_estimate_while_the_link_is_down_or_nothing_moves() {
+        assert_eq!(seconds_left(true, Some(100.0), 1050), Some(11));
+        assert_eq!(seconds_left(false, Some(100.0), 1050), None);
+        assert_eq!(seconds_left(true, None, 1050), None);
+        assert_eq!(seconds_left(true, Some(0.0), 1050), None);
+    }
+}

@@ -3,10 +3,10 @@
 //! QUIC stream, `docs/protocol.md` "Object streams"), and marks an object delivered only after
 //! the gateway's durable receipt.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use proto::frame::FrameDecoder;
 use proto::frame::StudyHint;
@@ -70,6 +70,52 @@ pub struct SyncStatus {
     pub sending: HashMap<ObjectId, (u64, u64)>,
     /// Object → why its last attempt failed (cleared on delivery).
     pub last_failure: HashMap<ObjectId, String>,
+    /// Object bytes sent lately: the upload rate that estimates of time left use.
+    pub throughput: Throughput,
+}
+
+/// Object bytes sent over the last minute, in buckets of a second.
+#[derive(Debug, Clone, Default)]
+pub struct Throughput {
+    buckets: VecDeque<(Instant, u64)>,
+}
+
+impl Throughput {
+    pub const WINDOW: Duration = Duration::from_secs(60);
+    /// The shortest span a rate is computed over (a first burst is not a rate).
+    const MIN_SPAN: Duration = Duration::from_secs(5);
+
+    pub fn add(&mut self, now: Instant, bytes: u64) {
+        match self.buckets.back_mut() {
+            Some((start, sum))
+                if now.saturating_duration_since(*start) < Duration::from_secs(1) =>
+            {
+                *sum += bytes;
+            }
+            _ => self.buckets.push_back((now, bytes)),
+        }
+        while self
+            .buckets
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= Self::WINDOW)
+        {
+            self.buckets.pop_front();
+        }
+    }
+
+    /// Bytes per second from the first send within the window until `now`; `None` when
+    /// nothing was sent within it.
+    pub fn per_sec(&self, now: Instant) -> Option<f64> {
+        let recent = || {
+            self.buckets
+                .iter()
+                .filter(move |(t, _)| now.saturating_duration_since(*t) < Self::WINDOW)
+        };
+        let (first, _) = recent().next()?;
+        let total: u64 = recent().map(|(_, b)| b).sum();
+        let span = now.saturating_duration_since(*first).max(Self::MIN_SPAN);
+        Some(total as f64 / span.as_secs_f64())
+    }
 }
 
 pub type SharedSync = Arc<Mutex<SyncStatus>>;
@@ -214,11 +260,13 @@ impl Sync {
             TransferMsg::Sent { id, upto, delta } => {
                 self.metrics.bytes_sent.inc_by(delta);
                 self.uploader.handle_sent(now, &id, upto);
-                if let Some(progress) = self.uploader.progress(&id) {
-                    with_status(&self.status, |s| {
+                let progress = self.uploader.progress(&id);
+                with_status(&self.status, |s| {
+                    s.throughput.add(now, delta);
+                    if let Some(progress) = progress {
                         s.sending.insert(id.clone(), progress);
-                    });
-                }
+                    }
+                });
             }
             TransferMsg::Receipt { id } => {
                 if let Some(task) = self.tasks.remove(&id) {

@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
@@ -22,6 +23,7 @@ use proto::sync::ObjectId;
 use serde::Deserialize;
 
 use crate::consult_api::{self, ActionBody, ConsentBody, NewConsultation};
+use crate::status::{bytes_until_through, seconds_left, Pending};
 use crate::Handle;
 
 /// The largest browser upload of studies in one go.
@@ -67,49 +69,91 @@ fn doctor(session: &Session) -> Result<(), Response> {
     consult_api::doctor(&session.user).map_err(|e| failed(session, e))
 }
 
-/// Per study: (bytes held, bytes delivered, bytes of undelivered objects already sent).
-fn progress(handle: &Handle) -> HashMap<String, (u64, u64, u64)> {
-    let sending = handle
-        .sync
-        .lock()
-        .map(|s| s.sending.clone())
-        .unwrap_or_default();
-    let mut out: HashMap<String, (u64, u64, u64)> = HashMap::new();
-    for (id, rec) in handle.store.objects() {
-        if rec.study_instance_uid.is_empty() {
-            continue; // an attachment
-        }
-        let e = out.entry(rec.study_instance_uid).or_default();
-        e.0 += rec.size;
-        if rec.delivered_at.is_some() {
-            e.1 += rec.size;
-        } else if let Some((sent, _)) = sending.get(&id) {
-            e.2 += sent;
-        }
-    }
-    out
+/// How each study is getting on, in bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct StudyProgress {
+    held: u64,
+    delivered: u64,
+    /// Of the undelivered objects, what is already sent.
+    sent: u64,
+    /// What the uploader still sends before this study is through (its own and what is ahead).
+    until_through: u64,
 }
 
-/// "uploading 45 %" or "delivered" for a case's studies.
-fn sync_cell(
-    lang: Lang,
-    studies: &[String],
-    progress: &HashMap<String, (u64, u64, u64)>,
-) -> Markup {
-    let (held, delivered, sent) = studies
-        .iter()
-        .filter_map(|s| progress.get(s))
-        .fold((0, 0, 0), |a, p| (a.0 + p.0, a.1 + p.1, a.2 + p.2));
-    if held == 0 {
+/// The studies' progress, with the link's state and recent upload rate for estimates.
+struct Progress {
+    studies: HashMap<String, StudyProgress>,
+    up: bool,
+    rate: Option<f64>,
+}
+
+fn progress(handle: &Handle) -> Progress {
+    let (sending, rate) = handle
+        .sync
+        .lock()
+        .map(|s| (s.sending.clone(), s.throughput.per_sec(Instant::now())))
+        .unwrap_or_default();
+    let mut studies: HashMap<String, StudyProgress> = HashMap::new();
+    let mut pending = Vec::new();
+    for (id, rec) in handle.store.objects() {
+        let sent = match rec.delivered_at {
+            Some(_) => 0,
+            None => sending.get(&id).map_or(0, |(sent, _)| *sent),
+        };
+        if rec.delivered_at.is_none() {
+            pending.push(Pending {
+                priority: rec.priority,
+                seq: rec.seq,
+                left: rec.size.saturating_sub(sent),
+                study: rec.study_instance_uid.clone(),
+            });
+        }
+        if rec.study_instance_uid.is_empty() {
+            continue; // an attachment: in the queue, not a study
+        }
+        let e = studies.entry(rec.study_instance_uid).or_default();
+        e.held += rec.size;
+        if rec.delivered_at.is_some() {
+            e.delivered += rec.size;
+        }
+        e.sent += sent;
+    }
+    for (study, bytes) in bytes_until_through(pending) {
+        studies.entry(study).or_default().until_through = bytes;
+    }
+    Progress {
+        studies,
+        up: handle.link_status().up,
+        rate,
+    }
+}
+
+/// "uploading 45 % · about 3m20s left", "queued" or "delivered" for a case's studies.
+fn sync_cell(lang: Lang, studies: &[String], progress: &Progress) -> Markup {
+    let total = studies.iter().filter_map(|s| progress.studies.get(s)).fold(
+        StudyProgress::default(),
+        |a, p| StudyProgress {
+            held: a.held + p.held,
+            delivered: a.delivered + p.delivered,
+            sent: a.sent + p.sent,
+            until_through: a.until_through.max(p.until_through),
+        },
+    );
+    if total.held == 0 {
         return html! {};
     }
-    let pct = ((delivered + sent) as f64 * 100.0 / held as f64).min(100.0);
+    let pct = ((total.delivered + total.sent) as f64 * 100.0 / total.held as f64).min(100.0);
+    let eta = seconds_left(progress.up, progress.rate, total.until_through)
+        .map(|s| lang.t("sync.eta").replace("{span}", &daemon::span(s)));
     html! {
-        @if delivered >= held { span.ok data-sync="delivered" { (lang.t("study.arrived")) } }
-        @else if sent == 0 && delivered == 0 { span data-sync="queued" { (lang.t("sync.queued")) } }
+        @if total.delivered >= total.held { span.ok data-sync="delivered" { (lang.t("study.arrived")) } }
         @else {
-            span data-sync="uploading" { (lang.t("sync.uploading")) " " (format!("{pct:.0} %")) " " }
-            span.progress { span style={"width:" (format!("{pct:.0}")) "%"} {} }
+            @if total.sent == 0 && total.delivered == 0 { span data-sync="queued" { (lang.t("sync.queued")) } }
+            @else {
+                span data-sync="uploading" { (lang.t("sync.uploading")) " " (format!("{pct:.0} %")) " " }
+                span.progress { span style={"width:" (format!("{pct:.0}")) "%"} {} }
+            }
+            @if let Some(eta) = eta { " " span.muted data-eta=(total.until_through) { (eta) } }
         }
     }
 }
@@ -140,6 +184,7 @@ async fn home(State(handle): State<Handle>, session: Session) -> Response {
                 @if link.up {
                     span.badge.online { (lang.t("link.online")) }
                     @if let Some(rtt) = link.rtt { " · RTT " (format!("{:.0} ms", rtt.as_secs_f64() * 1000.0)) }
+                    @if let Some(rate) = progress.rate { " · " (daemon::human_bytes(rate as u64)) "/s" }
                 } @else {
                     span.badge.offline { (lang.t("link.offline_since")) }
                     @if let Some(t) = since_ms { " " (time(t)) }

@@ -44,6 +44,15 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// A duration for people, in any language: `45s`, `3m20s`, `2h05m`.
+pub fn span(secs: u64) -> String {
+    match secs {
+        s if s >= 3600 => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+        s if s >= 60 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// Sets up logging on stderr (`RUST_LOG` overrides `default_filter`; colours only on a
 /// terminal), runs `body`, and turns an error into `error: ...` and exit status 1.
 pub fn main(default_filter: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {

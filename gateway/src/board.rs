@@ -178,11 +178,7 @@ fn human_rate(bps: f64) -> String {
 }
 
 fn age(secs: Option<u64>) -> String {
-    match secs {
-        None => "—".into(),
-        Some(s) if s >= 3600 => format!("{}h{:02}m", s / 3600, s / 60 % 60),
-        Some(s) => format!("{}m{:02}s", s / 60, s % 60),
-    }
+    secs.map_or_else(|| "—".into(), daemon::span)
 }
 
 /// Every clinic the gateway has heard of: connected this run, or holding cases.

@@ -478,3 +478,79 @@ async fn a_new_version_of_an_instance_is_kept_beside_the_old_one_at_both_ends() 
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }
+
+/// While a study uploads, the agent knows its upload rate and how long the queue has left,
+/// and the doctor's case list shows the case's time left; both go once it has arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_doctor_sees_how_long_the_upload_has_left() {
+    let (dir, pilot) = pilot();
+    let gw = gateway_on(&pilot, "127.0.0.1:0");
+    let agent = agent(
+        &pilot,
+        "jinzhou",
+        gw.link_addr,
+        "upload_limit_kib_per_sec = 512",
+    );
+    let study = write_ct_series(&dir.path().join("ct"), "PID-0007", 1, 4 * 1024 * 1024, 7).unwrap();
+    ingest(&agent, &study.files[0]).await;
+    agent
+        .handle
+        .accounts
+        .add(
+            harness::people::person("doc", daemon::accounts::Role::Doctor, "Doctor", None, None),
+            harness::people::PASSWORD,
+            false,
+        )
+        .unwrap();
+    let doc = agent.handle.accounts.script_token("doc").unwrap();
+    let web = daemon::client::local(agent.web_addr);
+    let case = serde_json::json!({
+        "patient": {"id": "PID-0007", "name": "", "sex": "", "birth_date": ""},
+        "question": "q?", "specialty": "radiology", "urgency": "routine",
+        "consent": {"given_by": "patient", "method": "written"},
+        "studies": [study.study_uid],
+    });
+    let (status, body) = harness::http(
+        web,
+        "POST",
+        "/api/v1/consultations",
+        Some(&doc),
+        Some(&case.to_string()),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    // Three seconds into a transfer of eight at 512 KiB/s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report = agent.handle.status_report();
+    assert!(
+        report.link.up && delivered(&agent) == 0,
+        "{}",
+        report.render()
+    );
+    let rate = report.upload_bytes_per_sec.expect("a rate while sending");
+    // The first five seconds count as five (a burst is not a rate): about 3/5 of the limit.
+    assert!(
+        (150.0 * 1024.0..700.0 * 1024.0).contains(&rate),
+        "rate {rate}"
+    );
+    let left = report
+        .seconds_to_drain
+        .expect("time left while the link is up");
+    assert!((1..=30).contains(&left), "{left} s left");
+    assert!(report.render().contains("all queued through in about"));
+    let page = http_get_as(web, "/", &doc).unwrap();
+    assert!(
+        page.contains("data-eta=") && page.contains("约剩"),
+        "{page}"
+    );
+
+    assert!(wait_until(WAIT, || delivered(&agent) == 1).await);
+    let page = http_get_as(web, "/", &doc).unwrap();
+    assert!(
+        !page.contains("data-eta=") && page.contains("data-sync=\"delivered\""),
+        "{page}"
+    );
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}

@@ -135,6 +135,7 @@ pub(super) static MESSAGES: &[(&str, &str, &str)] = &[
     ("link.backlog", "待发送", "waiting to send"),
     ("sync.queued", "排队中", "queued"),
     ("sync.uploading", "上传中", "uploading"),
+    ("sync.eta", "约剩 {span}", "about {span} left"),
     ("import.title", "导入影像", "Import images"),
     ("import.help", "选择 DICOM 文件或整个文件夹（光盘、U 盘）。每个文件都会被检查。", "Choose DICOM files or a whole folder (CD, USB stick). Every file is checked."),
     ("import.files", "文件", "Files"),
