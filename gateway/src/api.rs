@@ -14,7 +14,7 @@ use axum::Json;
 use daemon::accounts::{Accounts, Authenticated, HasAccounts, Role, User};
 use daemon::api::{blocking, ApiError};
 use daemon::replicate::Site;
-use proto::consult::{ConsultationId, Event, EventKind, Report, State as CaseState};
+use proto::consult::{Consultation, ConsultationId, Event, EventKind, Report, State as CaseState};
 use proto::ClinicId;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -121,8 +121,12 @@ pub struct CaseRow {
     pub patient_birth_date: String,
     pub assignee: Option<String>,
     pub created_at_ms: i64,
-    /// When it must be accepted by (assigned and not accepted yet).
+    /// When it must be accepted by (assigned and not accepted yet, or waiting in the pool).
     pub accept_by_ms: Option<i64>,
+    /// Unassigned and waiting in this pool, of which the user is a member: any member may
+    /// take it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub waiting_in_pool: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -153,17 +157,23 @@ impl Api {
         let mut rows = Vec::new();
         for f in self.consult.log.all().map_err(internal)? {
             let c = f.consultation;
+            if !all_scope && !c.state.is_open() {
+                continue;
+            }
+            let waiting_in_pool = self.waiting_in_my_pool(user, &c);
             let mine = match user.role {
                 Role::Admin => true,
                 _ => c.assignee.is_some() && c.assignee == user.specialist,
             };
-            if !mine || (!all_scope && !c.state.is_open()) {
+            if !mine && waiting_in_pool.is_none() {
                 continue;
             }
-            let accept_by_ms = (c.state == CaseState::Assigned)
-                .then_some(c.assigned_at_ms)
-                .flatten()
-                .map(|t| t + sla_ms(c.urgency));
+            let waiting_since = match c.state {
+                CaseState::Assigned => c.assigned_at_ms,
+                CaseState::Delivered => c.delivered_at_ms,
+                _ => None,
+            };
+            let accept_by_ms = waiting_since.map(|t| t + sla_ms(c.urgency));
             rows.push(CaseRow {
                 id: c.id,
                 clinic: c.clinic.to_string(),
@@ -176,6 +186,7 @@ impl Api {
                 assignee: c.assignee,
                 created_at_ms: c.created_at_ms,
                 accept_by_ms,
+                waiting_in_pool,
             });
         }
         // Most urgent first, then the least time left to accept, then oldest.
@@ -187,6 +198,20 @@ impl Api {
             )
         });
         Ok(rows)
+    }
+
+    /// The pool an unassigned, delivered case waits in, when `user` is one of its members
+    /// (or its lead) and has not declined it.
+    pub fn waiting_in_my_pool(&self, user: &User, c: &Consultation) -> Option<String> {
+        if c.state != CaseState::Delivered || c.assignee.is_some() {
+            return None;
+        }
+        let me = user.specialist.as_ref()?;
+        if c.declined_by.contains(me) {
+            return None;
+        }
+        let pool = self.router.as_ref()?.pool_of(c)?;
+        (pool.members.contains(me) || &pool.lead == me).then_some(pool.id)
     }
 }
 
@@ -202,6 +227,9 @@ pub struct CaseDetail {
     /// Events that no longer applied when both sides' events met (shown struck through).
     pub superseded: Vec<proto::consult::EventId>,
     pub studies: Vec<StudyArrival>,
+    /// As in [`CaseRow`]: the user may take it from this pool.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub waiting_in_pool: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -254,7 +282,11 @@ impl Api {
         let timeline = self.consult.log.timeline(id).map_err(ApiError::from)?;
         let folded = proto::consult::Folded::fold(&timeline)
             .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?;
-        if !may_see(user, &folded.consultation, &timeline) {
+        if !may_see(user, &folded.consultation, &timeline)
+            && self
+                .waiting_in_my_pool(user, &folded.consultation)
+                .is_none()
+        {
             return Err(ApiError::not_found(format!("no consultation {id}")));
         }
         Ok((folded, timeline))
@@ -302,6 +334,7 @@ impl Api {
             })
             .collect();
         Ok(CaseDetail {
+            waiting_in_pool: self.waiting_in_my_pool(user, &folded.consultation),
             superseded: folded.superseded.into_iter().map(|(id, _)| id).collect(),
             consultation: folded.consultation,
             timeline,
@@ -422,6 +455,22 @@ impl Api {
             "accept" => {
                 let me = specialist()?;
                 (me.clone(), EventKind::Accepted { specialist: me })
+            }
+            "take" => {
+                let me = specialist()?;
+                let pool = self.waiting_in_my_pool(user, &c).ok_or_else(|| {
+                    ApiError::conflict(
+                        "only a delivered case nobody holds can be taken, by a member of its pool",
+                    )
+                })?;
+                (
+                    me.clone(),
+                    EventKind::Assigned {
+                        specialist: me,
+                        rule: format!("pool:{pool}"),
+                        reason: format!("taken from pool {pool} by {}", user.display_name),
+                    },
+                )
             }
             "ask" => {
                 let me = specialist()?;

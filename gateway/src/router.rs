@@ -175,6 +175,14 @@ impl Router {
     }
 
     /// Modalities of the consultation's studies that have arrived.
+    /// The pool `c` is routed to by the roster in force (its first matching rule).
+    pub fn pool_of(&self, c: &Consultation) -> Option<crate::routing::Pool> {
+        let roster = self.reload().ok()?;
+        let modalities = self.modalities(c);
+        let rule = roster.rule_for(&request(c, &modalities, &[]))?;
+        roster.pools.get(&rule.pool).cloned()
+    }
+
     fn modalities(&self, c: &Consultation) -> Vec<String> {
         let wanted: BTreeSet<&String> = c.studies.iter().collect();
         self.archive

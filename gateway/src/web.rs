@@ -135,7 +135,8 @@ async fn worklist(
                             tr class=(urgency_class(r.urgency)) data-case=(r.id.as_str()) {
                                 td { (urgency_badge(lang, r.urgency)) }
                                 td { @if let Some(by) = r.accept_by_ms { span data-deadline=(by) { (daemon::client::utc(by)) } } }
-                                td { (state_badge(lang, r.state)) }
+                                td { (state_badge(lang, r.state))
+                                     @if let Some(pool) = &r.waiting_in_pool { " " span.badge.urgent data-pool=(pool) { (lang.t("work.in_pool")) " " (pool) } } }
                                 td { (r.clinic) }
                                 td { (age_sex(&r.patient_sex, &r.patient_birth_date, now)) }
                                 td { (r.specialty) }
@@ -282,6 +283,13 @@ async fn case_page(
         }
         @if let Some(r) = &c.report { (report(lang, r, &c.addenda)) }
         section.card.noprint #actions {
+            @if let Some(pool) = &detail.waiting_in_pool {
+                form method="post" action=(action("take")) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    p.muted { (lang.t("act.take_note").replace("{pool}", pool)) }
+                    button #take type="submit" { (lang.t("act.take")) }
+                }
+            }
             @if mine && c.state == CaseState::Assigned {
                 form method="post" action=(action("accept")) {
                     input type="hidden" name="csrf" value=(csrf);

@@ -146,14 +146,23 @@ async fn a_consultation_goes_from_an_offline_request_to_an_acknowledged_report_o
     agent.stop().await.unwrap();
 }
 
+/// `config` with `roster` as its `routing.toml`, checked every second.
+fn with_routing(config: &gateway::GatewayConfig, roster: &str) -> gateway::GatewayConfig {
+    std::fs::write(config.file.with_file_name("routing.toml"), roster).unwrap();
+    let mut text = std::fs::read_to_string(&config.file).unwrap();
+    text.push_str("\n[routing]\nfile = \"routing.toml\"\ncheck_secs = 1\n");
+    std::fs::write(&config.file, text).unwrap();
+    gateway::GatewayConfig::load(&config.file).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivered_request_is_routed_to_the_on_duty_specialist_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
     let link = free_udp_addr();
     let gw_config = pilot.gateway_config(link).unwrap();
-    std::fs::write(
-        gw_config.file.parent().unwrap().join("routing.toml"),
+    let gw = RunningGateway::start(with_routing(
+        &gw_config,
         r#"
 [sla]
 emergency_accept_minutes = 10
@@ -195,12 +204,8 @@ specialty = ["cardiology"]
 id = "images"
 pool = "radiology"
 "#,
-    )
+    ))
     .unwrap();
-    let mut text = std::fs::read_to_string(&gw_config.file).unwrap();
-    text.push_str("\n[routing]\nfile = \"routing.toml\"\ncheck_secs = 1\n");
-    std::fs::write(&gw_config.file, text).unwrap();
-    let gw = RunningGateway::start(gateway::GatewayConfig::load(&gw_config.file).unwrap()).unwrap();
     let bundle = pilot.enrol("zhuanghe", "Zhuanghe").unwrap();
     let agent = RunningAgent::start(
         pilot.agent_config("zhuanghe", &bundle, link).unwrap(),
@@ -653,6 +658,146 @@ async fn forms_need_their_csrf_token_and_the_login_form_throttles_guesses() {
         answer.to_ascii_lowercase().contains("retry-after: 30"),
         "{answer}"
     );
+    gw.stop().await.unwrap();
+}
+
+/// A case the router cannot give to anyone (the lead declined it, the other member is off
+/// duty) waits in its pool: the off-duty member sees it on their worklist with the pool's
+/// name and may take it; the one who declined does not see it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_nobody_can_be_given_waits_in_its_pool_and_a_member_takes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    // Li works the hours half a day away from now.
+    let hour = (now_ms() / 3_600_000 % 24 + 12) % 24;
+    let roster = format!(
+        r#"
+[[specialist]]
+id = "li"
+name = "Li Wei"
+specialties = ["radiology"]
+qualification = "attending radiologist"
+years_independent = 12
+utc_offset = "+00:00"
+duty = ["daily {hour:02}:00-{next:02}:00"]
+
+[[specialist]]
+id = "zhang"
+name = "Zhang Min"
+specialties = ["radiology"]
+qualification = "chief radiologist"
+years_independent = 20
+utc_offset = "+00:00"
+duty = ["daily 00:00-24:00"]
+
+[[pool]]
+id = "radiology"
+members = ["li", "zhang"]
+lead = "zhang"
+
+[[rule]]
+id = "all"
+pool = "radiology"
+"#,
+        next = (hour + 1) % 24
+    );
+    let gw =
+        RunningGateway::start(with_routing(&pilot.gateway_config(link).unwrap(), &roster)).unwrap();
+    for (name, qualification) in [
+        ("li", "attending radiologist"),
+        ("zhang", "chief radiologist"),
+    ] {
+        gw.handle
+            .accounts
+            .add(
+                person(
+                    name,
+                    Role::Specialist,
+                    name,
+                    Some(name),
+                    Some(qualification),
+                ),
+                PASSWORD,
+                false,
+            )
+            .unwrap();
+    }
+    let li = gw.handle.accounts.script_token("li").unwrap();
+    let zhang = gw.handle.accounts.script_token("zhang").unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let jz = ClinicId::new("jinzhou").unwrap();
+    let id = ConsultationId::new(now_ms() as u64, [6; 10]);
+    for kind in request("P-300", "radiology", Urgency::Urgent, now_ms()) {
+        agent
+            .handle
+            .consult
+            .append(&jz, &id, "dr.wang", now_ms(), kind)
+            .unwrap();
+    }
+    let hospital = &gw.handle.consult;
+    let assignee = || {
+        hospital
+            .log
+            .get(&id)
+            .unwrap()
+            .and_then(|f| f.consultation.assignee)
+    };
+    assert!(
+        wait_until(WAIT, || assignee().as_deref() == Some("zhang")).await,
+        "the lead is the only one on duty"
+    );
+    let web = gw.web_addr;
+    let case = format!("/api/v1/consultations/{id}");
+    let worklist = |token: &str| -> serde_json::Value {
+        serde_json::from_str(&http_get_as(web, "/api/v1/consultations", token).unwrap()).unwrap()
+    };
+    assert_eq!(worklist(&li).as_array().unwrap().len(), 0, "held by zhang");
+    let (status, body) = http(web, "POST", &format!("{case}/take"), Some(&li), None).unwrap();
+    assert_eq!(status, 409, "a held case cannot be taken: {body}");
+    let (status, body) = http(
+        web,
+        "POST",
+        &format!("{case}/decline"),
+        Some(&zhang),
+        Some(r#"{"reason":"in theatre all afternoon"}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    // Two router passes later it still waits: nobody on duty may have it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let c = hospital.log.get(&id).unwrap().unwrap().consultation;
+    assert_eq!((c.state, c.assignee.as_deref()), (State::Delivered, None));
+    let rows = worklist(&li);
+    assert_eq!(rows[0]["id"], id.as_str(), "{rows}");
+    assert_eq!(rows[0]["waiting_in_pool"], "radiology");
+    assert!(
+        rows[0]["accept_by_ms"].as_i64().is_some(),
+        "the SLA runs from delivery"
+    );
+    assert_eq!(
+        worklist(&zhang).as_array().unwrap().len(),
+        0,
+        "declined, never back"
+    );
+    let page = http_get_as(web, &format!("/cases/{id}"), &li).unwrap();
+    assert!(page.contains("id=\"take\""), "{page}");
+
+    let (status, body) = http(web, "POST", &format!("{case}/take"), Some(&li), None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(assignee().as_deref(), Some("li"));
+    let (status, _) = http(web, "POST", &format!("{case}/take"), Some(&li), None).unwrap();
+    assert_eq!(status, 409, "taken once");
+    assert!(worklist(&li)[0]["waiting_in_pool"].is_null());
+    let (status, body) = http(web, "POST", &format!("{case}/accept"), Some(&li), None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }
 

@@ -171,9 +171,12 @@ pub(super) static MESSAGES: &[(&str, &str, &str)] = &[
     ("act.consent", "记录知情同意", "Record consent"),
     // Gateway pages.
     ("work.title", "我的工作列表", "My worklist"),
+    ("work.in_pool", "组内待领", "waiting in pool"),
     ("work.all", "包括已完成", "include finished"),
     ("work.sla", "接诊时限", "Accept within"),
     ("work.empty", "目前没有分配给您的会诊。", "No cases are routed to you right now."),
+    ("act.take", "接收此病例", "Take this case"),
+    ("act.take_note", "此病例在 {pool} 组中等待，尚无人负责；接收后由您阅片。", "This case waits in pool {pool} with nobody holding it; take it and it is yours to read."),
     ("act.accept", "接诊", "Accept"),
     ("act.ask", "向卫生院提问", "Ask the clinic"),
     ("act.report", "签署报告", "Sign the report"),
