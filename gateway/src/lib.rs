@@ -115,11 +115,13 @@ pub fn start(
     let accounts = Arc::new(daemon::accounts::Accounts::open(
         &config.data_dir.join(ACCOUNTS_FILE),
     )?);
+    let board = Arc::new(board::Board::open(archive.db(), consult::now_ms())?);
     let link = Arc::new(link::Link::new(
         config.link.clone(),
         metrics.clone(),
         archive.clone(),
         consult.clone(),
+        board,
     ));
     let handle = Handle {
         metrics: metrics.clone(),

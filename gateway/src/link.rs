@@ -131,6 +131,7 @@ impl Link {
         metrics: Arc<Metrics>,
         archive: Arc<GatewayArchive>,
         consult: daemon::replicate::Site,
+        board: Arc<crate::board::Board>,
     ) -> Self {
         let session = SessionConfig::new(
             env!("CARGO_PKG_VERSION"),
@@ -145,7 +146,7 @@ impl Link {
             archive,
             consult,
             live: Arc::default(),
-            board: Arc::default(),
+            board,
         }
     }
 
