@@ -157,6 +157,24 @@ impl Browser {
         )
     }
 
+    /// Sets the window's size in CSS pixels.
+    pub fn resize(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )?;
+        Ok(())
+    }
+
+    /// How far the page is wider than the window (0: nothing to scroll sideways).
+    pub fn overflow_x(&self) -> anyhow::Result<i64> {
+        let v = self.script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+        )?;
+        Ok(v.as_i64().unwrap_or(i64::MAX))
+    }
+
     /// Writes a PNG screenshot of the page to `path`.
     pub fn screenshot(&self, path: &Path) -> anyhow::Result<()> {
         let b64 = self.cmd("GET", "/screenshot", None)?;

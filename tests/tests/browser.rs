@@ -1,7 +1,9 @@
 //! The web pages in a real headless Chromium: a township doctor logs in, imports a study from
 //! the browser and sends an emergency consultation; the specialist finds it at the top of the
 //! worklist, opens the viewer (the image has real, non-blank pixels), signs a report; the
-//! doctor sees the report. Screenshots of every page go to `target/screenshots/`.
+//! doctor sees the report; an administrator looks at the link board, alerts, users and audit
+//! log. Screenshots of every page, at 1366×768 and on an upright tablet, go to
+//! `target/screenshots/`.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -70,6 +72,14 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
             false,
         )
         .unwrap();
+    gw.handle
+        .accounts
+        .add(
+            person("chen", Role::Admin, "Chen (IT)", None, None),
+            PASSWORD,
+            false,
+        )
+        .unwrap();
     let study =
         harness::samples::write_ct_series(&dir.path().join("cd"), "P-7", 3, 128 * 128 * 2, 42)
             .unwrap();
@@ -90,8 +100,20 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
         .await
         .unwrap()
         .unwrap();
-    let shot =
-        |b: &Browser, name: &str| b.screenshot(&shots().join(format!("{name}.png"))).unwrap();
+    // Each page at 1366×768, then on a tablet held upright: nothing may need sideways
+    // scrolling but what scrolls on its own (a wide table in its box).
+    let shot = |b: &Browser, name: &str| {
+        b.screenshot(&shots().join(format!("{name}.png"))).unwrap();
+        b.resize(768, 1024).unwrap();
+        b.screenshot(&shots().join(format!("{name}-tablet.png")))
+            .unwrap();
+        let overflow = b.overflow_x().unwrap();
+        b.resize(1366, 768).unwrap();
+        assert!(
+            overflow <= 0,
+            "{name} is {overflow} px too wide for a tablet"
+        );
+    };
     // The doctor logs in and imports the study from the "CD".
     let b = tokio::task::spawn_blocking(move || {
         log_in(&b, &clinic, "wang");
@@ -149,6 +171,7 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
     // The specialist: the case is at the top of the worklist; viewer; report.
     let impression = "No intracranial haemorrhage.";
     let case = id.clone();
+    let gateway_url = hospital.clone();
     let b = tokio::task::spawn_blocking(move || {
         log_in(&b, &hospital, "li");
         b.find("#worklist").unwrap();
@@ -224,7 +247,7 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
         .await,
         "the report reaches the clinic"
     );
-    tokio::task::spawn_blocking(move || {
+    let b = tokio::task::spawn_blocking(move || {
         b.goto(&format!("{clinic}/cases/{id}")).unwrap();
         let report = b.text("#report").unwrap();
         assert!(report.contains(impression), "{report}");
@@ -235,6 +258,28 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
         let printed = b.text("#report").unwrap();
         assert!(printed.contains(impression), "{printed}");
         shot(&b, "clinic-6-print");
+        b
+    })
+    .await
+    .unwrap();
+
+    // The administrator's pages, after the specialist has logged out.
+    let hospital = gateway_url;
+    tokio::task::spawn_blocking(move || {
+        b.goto(&format!("{hospital}/worklist")).unwrap();
+        b.click("form[action='/logout'] button").unwrap();
+        log_in(&b, &hospital, "chen");
+        b.goto(&format!("{hospital}/admin/links")).unwrap();
+        b.find("#links tr[data-clinic=jinzhou]").unwrap();
+        shot(&b, "gateway-5-links");
+        b.goto(&format!("{hospital}/admin/alerts")).unwrap();
+        shot(&b, "gateway-6-alerts");
+        b.goto(&format!("{hospital}/admin/users")).unwrap();
+        assert!(b.text("#users").unwrap().contains("Dr Li"));
+        shot(&b, "gateway-7-users");
+        b.goto(&format!("{hospital}/admin/audit")).unwrap();
+        assert!(b.text("#audit").unwrap().contains("report"));
+        shot(&b, "gateway-8-audit");
     })
     .await
     .unwrap();
