@@ -11,7 +11,7 @@ pub mod archive;
 pub use daemon::client;
 pub mod config;
 pub mod consult_api;
-pub mod dimse;
+pub use daemon::dimse;
 pub mod link;
 pub mod metrics;
 pub mod scp;

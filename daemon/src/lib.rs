@@ -9,8 +9,10 @@ pub mod accounts;
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod dimse;
 pub mod frames;
 pub mod replicate;
+pub mod scu;
 pub mod web;
 
 use std::future::Future;

@@ -34,6 +34,7 @@ pub struct Api {
     pub consult: Site,
     pub accounts: Arc<Accounts>,
     pub board: Arc<crate::board::Board>,
+    pub forward: Option<Arc<crate::forward::Forwarder>>,
     pub alerts: crate::config::AlertsConfig,
     pub data_dir: std::path::PathBuf,
     /// Served over HTTPS (session cookies then carry `Secure`).
@@ -81,6 +82,7 @@ pub fn router(api: Api) -> axum::Router {
     daemon::accounts::routes()
         .merge(crate::web::routes())
         .route("/api/v1/clinics/{clinic}/studies", get(studies))
+        .route("/api/v1/forward", get(forwarding))
         .route("/api/v1/consultations", get(worklist))
         .route("/api/v1/consultations/{id}", get(detail))
         .route(
@@ -105,6 +107,22 @@ async fn studies(
         clinic: clinic.to_string(),
         studies,
     }))
+}
+
+/// The PACS destinations' queues and health (administrators).
+async fn forwarding(
+    State(api): State<Api>,
+    Authenticated(user): Authenticated,
+) -> Result<Json<Vec<crate::forward::DestinationStatus>>, ApiError> {
+    if user.role != Role::Admin {
+        return Err(ApiError::forbidden(
+            "only administrators see the forwarding queues",
+        ));
+    }
+    let forward = api.forward.clone();
+    blocking(move || Ok(forward.map(|f| f.status()).unwrap_or_default()))
+        .await
+        .map(Json)
 }
 
 /// One row of a worklist.

@@ -105,6 +105,26 @@ struct Stored {
     record: Vec<u8>,
     /// `clinic \0 object`: the key of its partial record and of its `clinic_objects` entry.
     partial: Vec<u8>,
+    /// Its entry in the forwarding inbox (a DICOM instance, with forwarding on).
+    forward: Option<Vec<u8>>,
+}
+
+/// What indexing a verified object writes.
+struct IndexEntry {
+    key: Vec<u8>,
+    record: Vec<u8>,
+    forward: Option<ToForward>,
+}
+
+/// A verified instance to forward to the PACS destinations, written in the same flush as its
+/// index entry so none is lost between the two.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToForward {
+    pub clinic: ClinicId,
+    pub object: ObjectId,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub modality: Option<String>,
 }
 
 /// The outcome of finishing an upload.
@@ -131,6 +151,10 @@ pub struct GatewayArchive {
     partial_dir: PathBuf,
     /// Uploads finishing together share their folder fsyncs and index flush.
     commits: store::group::GroupCommit<Stored>,
+    /// id (u64, big-endian) → [`ToForward`], drained by `forward`.
+    forward_inbox: sled::Tree,
+    /// Whether verified instances go to the forwarding inbox.
+    forwarding: bool,
 }
 
 impl std::fmt::Debug for GatewayArchive {
@@ -181,12 +205,24 @@ impl GatewayArchive {
             clinic_objects: db.open_tree("clinic_objects")?,
             partials: db.open_tree("partials")?,
             expected: db.open_tree("expected")?,
+            forward_inbox: db.open_tree("forward_inbox")?,
+            forwarding: false,
             uploads: Default::default(),
             db,
             blobs: BlobStore::open(data_dir)?,
             partial_dir: data_dir.join("partials"),
             commits: Default::default(),
         })
+    }
+
+    /// Verified instances go to the forwarding inbox from now on.
+    pub fn with_forwarding(mut self, on: bool) -> Self {
+        self.forwarding = on;
+        self
+    }
+
+    pub fn forward_inbox(&self) -> &sled::Tree {
+        &self.forward_inbox
     }
 
     fn partial_path(&self, clinic: &ClinicId, id: &ObjectId) -> PathBuf {
@@ -346,13 +382,24 @@ impl GatewayArchive {
             }
             Err(e) => return Err(e.into()),
         }
-        let (instance, record) = self.index_entry(clinic, id, &path)?;
+        let IndexEntry {
+            key: instance,
+            record,
+            forward,
+        } = self.index_entry(clinic, id, &path)?;
+        let forward = match forward.filter(|_| self.forwarding) {
+            Some(f) => {
+                Some(serde_json::to_vec(&f).map_err(|e| ArchiveError::Index(e.to_string()))?)
+            }
+            None => None,
+        };
         let folder = self.blobs.place_unsynced(&path, id)?;
         let stored = Stored {
             folder,
             instance,
             record,
             partial,
+            forward,
         };
         self.commits
             .commit(stored, |batch| self.store_batch(batch))
@@ -380,24 +427,37 @@ impl GatewayArchive {
             self.partials
                 .remove(&s.partial)
                 .map_err(|e| e.to_string())?;
+            if let Some(forward) = &s.forward {
+                let id = self.db.generate_id().map_err(|e| e.to_string())?;
+                self.forward_inbox
+                    .insert(id.to_be_bytes(), forward.as_slice())
+                    .map_err(|e| e.to_string())?;
+            }
         }
         self.db.flush().map_err(|e| e.to_string())?;
         Ok(())
     }
 
     /// The index entry of a verified object (its key and record), read from its bytes at
-    /// `path`.
+    /// `path`, and what forwarding needs of it when it is a DICOM instance.
     fn index_entry(
         &self,
         clinic: &ClinicId,
         id: &ObjectId,
         path: &Path,
-    ) -> Result<(Vec<u8>, Vec<u8>), ArchiveError> {
+    ) -> Result<IndexEntry, ArchiveError> {
         let size = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         // The agent validated the file with the same rules; an unreadable one is still kept
         // (verified bytes are never dropped) and listed under an "unparsed" study.
-        let (patient, study, series, sop, sop_class, modality) = match store::dicom::summarize(path)
-        {
+        let summary = store::dicom::summarize(path);
+        let forward = summary.as_ref().ok().map(|s| ToForward {
+            clinic: clinic.clone(),
+            object: id.clone(),
+            sop_class_uid: s.sop_class_uid.clone(),
+            sop_instance_uid: s.sop_instance_uid.clone(),
+            modality: s.modality.clone(),
+        });
+        let (patient, study, series, sop, sop_class, modality) = match summary {
             Ok(s) => (
                 s.patient_id,
                 s.study_instance_uid,
@@ -442,7 +502,11 @@ impl GatewayArchive {
             received_at: now_unix(),
         };
         let value = serde_json::to_vec(&record).map_err(|e| ArchiveError::Index(e.to_string()))?;
-        Ok((instance, value))
+        Ok(IndexEntry {
+            key: instance,
+            record: value,
+            forward,
+        })
     }
 
     /// Every stored object of a clinic: (patient, study, series, sop) and its record; versions

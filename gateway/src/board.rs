@@ -342,8 +342,8 @@ pub async fn links_page(State(api): State<Api>, session: Session) -> Response {
         return r;
     }
     // With the last arrival of each clinic (a scan of its instances: this page only).
-    let rows = match blocking(move || {
-        Ok(clinics(&api)?
+    let loaded = blocking(move || {
+        let rows = clinics(&api)?
             .into_iter()
             .map(|(clinic, link)| {
                 let last = api
@@ -354,10 +354,12 @@ pub async fn links_page(State(api): State<Api>, session: Session) -> Response {
                     .max();
                 (clinic, (link, last))
             })
-            .collect::<Vec<_>>())
+            .collect::<Vec<_>>();
+        let destinations = api.forward.as_ref().map(|f| f.status()).unwrap_or_default();
+        Ok((rows, destinations))
     })
-    .await
-    {
+    .await;
+    let (rows, destinations) = match loaded {
         Ok(r) => r,
         Err(e) => return failed(&session, e),
     };
@@ -395,6 +397,7 @@ pub async fn links_page(State(api): State<Api>, session: Session) -> Response {
                         }
                     } }
                 }
+                @if !destinations.is_empty() { (pacs_table(lang, &destinations)) }
                 @for (clinic, (l, _)) in &rows {
                     @if !l.history.is_empty() {
                         section.card {
@@ -411,6 +414,38 @@ pub async fn links_page(State(api): State<Api>, session: Session) -> Response {
         }
     };
     page(&session, lang.t("links.title"), body)
+}
+
+/// The PACS destinations: queue, sent, failures, last error, last C-ECHO.
+fn pacs_table(
+    lang: daemon::web::Lang,
+    destinations: &[crate::forward::DestinationStatus],
+) -> Markup {
+    html! {
+        h2 { (lang.t("pacs.title")) }
+        table #pacs {
+            thead { tr {
+                th { (lang.t("pacs.destination")) } th { "C-ECHO" } th { (lang.t("pacs.queued")) }
+                th { (lang.t("links.oldest")) } th { (lang.t("pacs.sent")) } th { (lang.t("pacs.failures")) }
+                th { (lang.t("pacs.last_error")) }
+            } }
+            tbody { @for d in destinations {
+                tr data-destination=(d.name) {
+                    td { (d.name) br; span.muted { (d.peer) } }
+                    td { @match &d.echo {
+                        Some(e) if e.ok => { span.badge.online { "OK" } " " (time(e.at_ms)) }
+                        Some(e) => { span.badge.offline { (lang.t("pacs.echo_failed")) } " " (time(e.at_ms)) br; span.muted { (e.detail) } }
+                        None => { "—" }
+                    } }
+                    td data-queued=(d.queued) { (d.queued) }
+                    td { (age(d.oldest_pending_secs)) }
+                    td data-sent=(d.sent) { (d.sent) }
+                    td { (d.failures) }
+                    td { @if let Some(e) = &d.last_error { span.error { (e) } } }
+                }
+            } }
+        }
+    }
 }
 
 /// One alert: its kind (a message key), the clinic or case it is about, and details.

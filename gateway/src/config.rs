@@ -22,6 +22,21 @@ struct RawConfig {
     routing: Option<RawRouting>,
     #[serde(default)]
     alerts: AlertsConfig,
+    #[serde(default, rename = "forward")]
+    forwards: Vec<RawForward>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForward {
+    name: String,
+    ae_title: String,
+    address: String,
+    calling_ae: Option<String>,
+    associations: Option<usize>,
+    modalities: Option<Vec<String>>,
+    clinics: Option<Vec<String>>,
+    retry_max_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,7 +89,29 @@ pub struct GatewayConfig {
     pub routing: Option<RoutingConfig>,
     /// `[alerts]`: thresholds of the administrator's alerts page.
     pub alerts: AlertsConfig,
+    /// `[[forward]]`: hospital PACS destinations every verified instance is sent to.
+    pub forwards: Vec<ForwardConfig>,
 }
+
+/// One PACS destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardConfig {
+    /// Names the destination in metrics, on the board and in the queue (letters, digits,
+    /// `-`, `_`).
+    pub name: String,
+    pub peer: daemon::scu::Peer,
+    /// Associations sending at once.
+    pub associations: usize,
+    /// Only these modalities (none: all).
+    pub modalities: Option<Vec<String>>,
+    /// Only these clinics (none: all).
+    pub clinics: Option<Vec<String>>,
+    /// The longest wait between attempts while the destination fails.
+    pub retry_max: Duration,
+}
+
+/// The calling AE title the gateway uses when a destination names none.
+pub const DEFAULT_CALLING_AE: &str = "TPG_GATEWAY";
 
 /// `[alerts]` thresholds; every key has a default.
 #[derive(Debug, Clone, Deserialize)]
@@ -242,8 +279,66 @@ impl GatewayConfig {
                 None => None,
             },
             alerts: raw.alerts,
+            forwards: forwards(path, raw.forwards)?,
         })
     }
+}
+
+fn forwards(path: &Path, raw: Vec<RawForward>) -> Result<Vec<ForwardConfig>, ConfigError> {
+    let bad = |message: String| ConfigError::Parse {
+        path: path.display().to_string(),
+        message,
+    };
+    let ae_ok = |ae: &str| !ae.trim().is_empty() && ae.len() <= 16 && ae.is_ascii();
+    let mut out: Vec<ForwardConfig> = Vec::new();
+    for f in raw {
+        let name = f.name.trim().to_owned();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(bad(format!(
+                "[[forward]] name = {:?}: use letters, digits, '-' and '_'",
+                f.name
+            )));
+        }
+        if out.iter().any(|o| o.name == name) {
+            return Err(bad(format!("[[forward]] name = {name:?} appears twice")));
+        }
+        let calling = f
+            .calling_ae
+            .unwrap_or_else(|| DEFAULT_CALLING_AE.to_owned());
+        for (key, ae) in [("ae_title", &f.ae_title), ("calling_ae", &calling)] {
+            if !ae_ok(ae) {
+                return Err(bad(format!(
+                    "[[forward]] {name}: {key} = {ae:?} is not an AE title (1 to 16 ASCII characters)"
+                )));
+            }
+        }
+        let port_ok = f.address.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !port_ok {
+            return Err(bad(format!(
+                "[[forward]] {name}: address = {:?} must be host:port, e.g. \"10.1.2.3:104\"",
+                f.address
+            )));
+        }
+        out.push(ForwardConfig {
+            peer: daemon::scu::Peer {
+                ae_title: f.ae_title.trim().to_owned(),
+                address: f.address,
+                calling_ae: calling.trim().to_owned(),
+            },
+            name,
+            associations: f.associations.unwrap_or(2).clamp(1, 16),
+            modalities: f.modalities,
+            clinics: f.clinics,
+            retry_max: secs(f.retry_max_secs, 300),
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -276,6 +371,36 @@ mod tests {
         assert_eq!(c.link.listen.to_string(), DEFAULT_LINK_LISTEN);
         assert_eq!(c.metrics_listen.to_string(), DEFAULT_METRICS_LISTEN);
         assert_eq!(c.link.idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn forward_destinations_are_checked_and_get_defaults() {
+        let dir = with_pki_files();
+        let file = dir.path().join("gateway.toml");
+        let text = format!(
+            "{MINIMAL}\n[[forward]]\nname = \"pacs\"\nae_title = \"HOSP_PACS\"\naddress = \"10.1.2.3:104\"\nmodalities = [\"CT\"]\n"
+        );
+        let c = GatewayConfig::parse(&file, &text).unwrap();
+        let f = &c.forwards[0];
+        assert_eq!((f.name.as_str(), f.associations), ("pacs", 2));
+        assert_eq!(f.peer.calling_ae, DEFAULT_CALLING_AE);
+        assert_eq!(f.modalities.as_deref(), Some(&["CT".to_owned()][..]));
+        for (wrong, says) in [
+            ("10.1.2.3", "must be host:port"),
+            ("10.1.2.3:0", "must be host:port"),
+        ] {
+            let e = GatewayConfig::parse(&file, &text.replace("10.1.2.3:104", wrong))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{e}");
+        }
+        let e = GatewayConfig::parse(&file, &text.replace("HOSP_PACS", "A_TITLE_FAR_TOO_LONG"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not an AE title"), "{e}");
+        let twice = format!("{text}{}", &text[MINIMAL.len()..]);
+        let e = GatewayConfig::parse(&file, &twice).unwrap_err().to_string();
+        assert!(e.contains("appears twice"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod board;
 pub mod config;
 pub mod consult;
+pub mod forward;
 pub mod https;
 pub mod link;
 pub mod metrics;
@@ -83,6 +84,8 @@ pub struct Handle {
     pub live: Arc<link::LiveLinks>,
     /// What the administrator's link board shows.
     pub board: Arc<board::Board>,
+    /// The PACS destinations, when `[[forward]]` names any.
+    pub forward: Option<Arc<forward::Forwarder>>,
 }
 
 /// Runs the gateway until `shutdown` is cancelled, then closes every link with the shutdown
@@ -110,7 +113,19 @@ pub fn start(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let metrics = Arc::new(Metrics::new());
-    let archive = Arc::new(archive::GatewayArchive::open(&config.data_dir)?);
+    let archive = Arc::new(
+        archive::GatewayArchive::open(&config.data_dir)?
+            .with_forwarding(!config.forwards.is_empty()),
+    );
+    let forwarder = if config.forwards.is_empty() {
+        None
+    } else {
+        Some(Arc::new(forward::Forwarder::open(
+            archive.clone(),
+            config.forwards.clone(),
+            metrics.clone(),
+        )?))
+    };
     let consult = consult::open(archive.db())?;
     let accounts = Arc::new(daemon::accounts::Accounts::open(
         &config.data_dir.join(ACCOUNTS_FILE),
@@ -130,6 +145,7 @@ pub fn start(
         accounts: accounts.clone(),
         live: link.live.clone(),
         board: link.board.clone(),
+        forward: forwarder.clone(),
     };
     let metrics_listener = tokio::net::TcpListener::from_std(listeners.metrics)?;
     info!(metrics = %metrics_listener.local_addr()?, "metrics endpoint listening");
@@ -163,12 +179,14 @@ pub fn start(
         consult: handle.consult.clone(),
         accounts: accounts.clone(),
         board: handle.board.clone(),
+        forward: forwarder.clone(),
         alerts: config.alerts.clone(),
         data_dir: config.data_dir.clone(),
         https: web_tls.is_some(),
     };
     let api_task = tokio::spawn(api::serve(web_listener, web_tls, api, shutdown.clone()));
     let link_task = tokio::spawn(link.serve(listeners.link, shutdown.clone()));
+    let forward_task = forwarder.map(|f| tokio::spawn(forward::run(f, shutdown.clone())));
     let gauges = handle.consult.clone();
     let metrics_task = tokio::spawn(daemon::serve_metrics(
         metrics_listener,
@@ -191,6 +209,9 @@ pub fn start(
         api_task.await.context("API task panicked")??;
         if let Some(task) = router_task {
             task.await.context("router task panicked")?;
+        }
+        if let Some(task) = forward_task {
+            task.await.context("forwarding task panicked")?;
         }
         link
     }))

@@ -36,6 +36,18 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabel {
+    pub destination: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabel {
+    pub destination: String,
+    /// The DICOM status in hex (`0xA700`), or `association`, `convert`, `file`.
+    pub status: String,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -54,6 +66,9 @@ pub struct Metrics {
     pub consultations: Family<CaseLabel, Gauge>,
     pub time_to_accept: Histogram,
     pub time_to_report: Histogram,
+    pub forward_queue_items: Family<DestinationLabel, Gauge>,
+    pub forward_sent: Family<DestinationLabel, Counter>,
+    pub forward_failures: Family<FailureLabel, Counter>,
 }
 
 /// Minutes to days: the SLAs are 30 min, 4 h and 48 h.
@@ -95,6 +110,9 @@ impl Metrics {
             consultations: Family::default(),
             time_to_accept: case_buckets(),
             time_to_report: case_buckets(),
+            forward_queue_items: Family::default(),
+            forward_sent: Family::default(),
+            forward_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -171,6 +189,21 @@ impl Metrics {
             "tpg_consultation_time_to_report_seconds",
             "From delivery at the gateway to the signed report",
             m.time_to_report.clone(),
+        );
+        registry.register(
+            "tpg_forward_queue_items",
+            "Instances waiting to be sent to the PACS destination",
+            m.forward_queue_items.clone(),
+        );
+        registry.register(
+            "tpg_forward_sent",
+            "Instances the PACS destination stored (C-STORE success or warning)",
+            m.forward_sent.clone(),
+        );
+        registry.register(
+            "tpg_forward_failures",
+            "Failed attempts to send an instance to the PACS destination, by DICOM status",
+            m.forward_failures.clone(),
         );
         for urgency in ["emergency", "urgent", "routine"] {
             let _ = m.sla_breaches.get_or_create(&UrgencyLabel {

@@ -26,6 +26,9 @@ pub struct InstanceSummary {
     pub patient_name: Option<String>,
     pub patient_sex: Option<String>,
     pub patient_birth_date: Option<String>,
+    /// Where the data set starts in the file: what a C-STORE sends as it is.
+    #[serde(default)]
+    pub dataset_offset: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,6 +111,7 @@ pub fn summarize(path: &Path) -> Result<InstanceSummary, InvalidDicom> {
             .ok()
             .and_then(|d| iso_date(&d)),
         sop_instance_uid,
+        dataset_offset: scan.dataset_offset,
     })
 }
 

@@ -62,6 +62,8 @@ pub struct Scan {
     pub meta: HashMap<u16, String>,
     /// The wanted top-level data set values found.
     pub values: HashMap<(u16, u16), String>,
+    /// Where the data set starts (after the preamble, `DICM` and the meta group).
+    pub dataset_offset: u64,
 }
 
 /// Walks the file at `path`, collecting the `wanted` top-level values; the error says where
@@ -155,6 +157,7 @@ impl<R: Read + Seek> Walker<'_, R> {
             if group != 0x0002 {
                 self.r.seek_relative(-2).map_err(|e| e.to_string())?;
                 self.pos -= 2;
+                self.scan.dataset_offset = self.pos;
                 break;
             }
             let element = u16::from_le_bytes(self.bytes::<2>()?);

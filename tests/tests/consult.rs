@@ -522,7 +522,9 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
             None,
             [401, 200, 200],
         ),
+        ("GET", "/api/v1/forward".into(), None, [401, 403, 200]),
         ("POST", format!("{case}/accept"), None, [401, 409, 403]),
+        ("POST", format!("{case}/take"), None, [401, 409, 403]),
         (
             "POST",
             format!("{case}/ask"),

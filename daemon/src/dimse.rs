@@ -1,5 +1,6 @@
 //! DIMSE command sets (DICOM PS3.7 §9.3, §E): always Implicit VR Little Endian, small, and
-//! parsed here without a general parser. Only what the agent's SCP needs: C-ECHO and C-STORE.
+//! parsed here without a general parser. C-ECHO and C-STORE only: requests for the gateway's
+//! forwarding (and the pilot's modality), responses for the agent's SCP.
 
 use std::collections::HashMap;
 
@@ -21,6 +22,7 @@ const COMMAND_FIELD: u16 = 0x0100;
 const MESSAGE_ID: u16 = 0x0110;
 const MESSAGE_ID_RESPONDED: u16 = 0x0120;
 const DATA_SET_TYPE: u16 = 0x0800;
+const PRIORITY: u16 = 0x0700;
 const STATUS: u16 = 0x0900;
 const AFFECTED_SOP_INSTANCE: u16 = 0x1000;
 
@@ -33,6 +35,10 @@ pub struct Command {
     pub sop_instance: String,
     /// True when a data set follows (C-STORE-RQ).
     pub has_data_set: bool,
+    /// The status of a response.
+    pub status: Option<u16>,
+    /// The request a response answers.
+    pub responds_to: Option<u16>,
 }
 
 /// Parses a command set; the error names what is wrong.
@@ -91,7 +97,66 @@ pub fn parse(bytes: &[u8]) -> Result<Command, String> {
         sop_class: ui(AFFECTED_SOP_CLASS),
         sop_instance: ui(AFFECTED_SOP_INSTANCE),
         has_data_set: us(DATA_SET_TYPE).map(|t| t != NO_DATA_SET).unwrap_or(false),
+        status: us(STATUS).ok(),
+        responds_to: us(MESSAGE_ID_RESPONDED).ok(),
     })
+}
+
+/// The command group with its group length first (PS3.7 §E.1).
+fn with_group_length(body: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 12);
+    push(&mut out, 0x0000, &(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A C-ECHO-RQ.
+pub fn echo_request(message_id: u16) -> Vec<u8> {
+    let mut body = Vec::new();
+    push(&mut body, AFFECTED_SOP_CLASS, &uid(VERIFICATION_SOP_CLASS));
+    push(&mut body, COMMAND_FIELD, &C_ECHO_RQ.to_le_bytes());
+    push(&mut body, MESSAGE_ID, &message_id.to_le_bytes());
+    push(&mut body, DATA_SET_TYPE, &NO_DATA_SET.to_le_bytes());
+    with_group_length(body)
+}
+
+/// A C-STORE-RQ at medium priority; the data set follows.
+pub fn store_request(message_id: u16, sop_class: &str, sop_instance: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    push(&mut body, AFFECTED_SOP_CLASS, &uid(sop_class));
+    push(&mut body, COMMAND_FIELD, &C_STORE_RQ.to_le_bytes());
+    push(&mut body, MESSAGE_ID, &message_id.to_le_bytes());
+    push(&mut body, PRIORITY, &0u16.to_le_bytes());
+    push(&mut body, DATA_SET_TYPE, &0u16.to_le_bytes());
+    push(&mut body, AFFECTED_SOP_INSTANCE, &uid(sop_instance));
+    with_group_length(body)
+}
+
+/// The Verification SOP Class (C-ECHO).
+pub const VERIFICATION_SOP_CLASS: &str = "1.2.840.10008.1.1";
+
+/// Whether a C-STORE status means stored: success, or a warning (PS3.4 B.2.3: coercion,
+/// elements discarded, data set does not match the SOP class), which still stores it.
+pub fn stored(status: u16) -> bool {
+    status == STATUS_SUCCESS || status == 0x0001 || status & 0xF000 == 0xB000
+}
+
+/// A C-STORE status for people (PS3.4 B.2.3, PS3.7 C).
+pub fn status_text(status: u16) -> &'static str {
+    match status {
+        STATUS_SUCCESS => "success",
+        0x0001 | 0xB000..=0xBFFF => "warning (stored)",
+        0xA700..=0xA7FF => "refused: out of resources",
+        0xA900..=0xA9FF => "error: data set does not match the SOP class",
+        0xC000..=0xCFFF => "error: cannot understand",
+        0x0122 => "refused: SOP class not supported",
+        0x0124 => "refused: not authorized",
+        0x0211 => "unrecognized operation",
+        0x0212 => "mistyped argument",
+        0x0117 => "invalid object instance",
+        0x0110 => "processing failure",
+        _ => "failure",
+    }
 }
 
 fn push(out: &mut Vec<u8>, element: u16, value: &[u8]) {
@@ -131,10 +196,7 @@ pub fn response(request: &Command, field: u16, status: u16) -> Vec<u8> {
             &uid(&request.sop_instance),
         );
     }
-    let mut out = Vec::with_capacity(body.len() + 12);
-    push(&mut out, 0x0000, &(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&body);
-    out
+    with_group_length(body)
 }
 
 /// The 128-byte preamble, `DICM` and the file meta group (PS3.10 §7.1) for an instance
@@ -204,6 +266,25 @@ mod tests {
         assert_eq!(rsp.field, C_STORE_RSP);
         assert!(!rsp.has_data_set);
         assert_eq!(rsp.sop_instance, "1.2.3.4.5");
+        assert_eq!(
+            (rsp.status, rsp.responds_to),
+            (Some(STATUS_SUCCESS), Some(7))
+        );
+    }
+
+    #[test]
+    fn requests_parse_back_as_what_they_ask() {
+        let store = parse(&store_request(9, "1.2.840.10008.5.1.4.1.1.2", "1.2.3")).unwrap();
+        assert_eq!(store.field, C_STORE_RQ);
+        assert_eq!(store.message_id, 9);
+        assert!(store.has_data_set);
+        assert_eq!(
+            (store.sop_class.as_str(), store.sop_instance.as_str()),
+            ("1.2.840.10008.5.1.4.1.1.2", "1.2.3")
+        );
+        let echo = parse(&echo_request(3)).unwrap();
+        assert_eq!((echo.field, echo.has_data_set), (C_ECHO_RQ, false));
+        assert!(stored(0) && stored(0xB007) && !stored(0xA700) && !stored(0xC000));
     }
 
     #[test]

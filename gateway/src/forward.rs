@@ -1,0 +1,606 @@
+//! Forwarding to the hospital PACS: every verified instance is queued durably for each
+//! `[[forward]]` destination whose filter it passes, and sent there by C-STORE, several
+//! associations at once, until the destination stores it. Nothing is dropped: a destination
+//! that is down for hours gets everything when it is back.
+//!
+//! - The archive writes each verified instance to `forward_inbox` in the same flush as its
+//!   index entry. The fan-out moves inbox entries to `forward_queue` (one entry per
+//!   destination, keyed `destination \0 id`, so doing it twice after a crash changes nothing)
+//!   and only then removes them from the inbox.
+//! - A queue entry leaves the queue when the destination answered success or a warning; the
+//!   removal is flushed once per association, so a crash can only make the gateway send an
+//!   instance again (the PACS keeps one copy per SOP Instance UID).
+//! - Each instance is offered in its own transfer syntax, and in explicit and implicit VR
+//!   little endian. When the destination accepts only the latter, the instance is re-encoded
+//!   (compressed pixel data decoded with dicom-pixeldata); when that cannot be done, the
+//!   entry stays queued with the reason.
+//! - While a destination fails, attempts back off exponentially up to `retry_max`; a refused
+//!   instance backs off on its own without holding up the others.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dicom_core::Tag;
+use proto::backoff::{Backoff, BackoffConfig};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::archive::{GatewayArchive, ToForward};
+use crate::config::ForwardConfig;
+use crate::metrics::{DestinationLabel, FailureLabel, Metrics};
+use daemon::scu::{self, EXPLICIT_VR_LE, IMPLICIT_VR_LE};
+
+/// Instances sent in one association.
+const BATCH: usize = 32;
+/// How long a DICOM exchange may stall before the association is given up.
+const DICOM_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often an idle destination is checked with C-ECHO.
+const ECHO_EVERY: Duration = Duration::from_secs(60);
+/// How often the inbox is drained into the queues.
+const FAN_OUT_EVERY: Duration = Duration::from_millis(300);
+
+/// An instance waiting for one destination.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Queued {
+    #[serde(flatten)]
+    item: ToForward,
+    /// Unix seconds when it was queued.
+    queued_at: i64,
+    attempts: u32,
+    last_error: Option<String>,
+}
+
+/// Counts kept across restarts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Counts {
+    sent: u64,
+    failures: u64,
+}
+
+/// The last C-ECHO.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Echo {
+    pub ok: bool,
+    pub at_ms: i64,
+    pub detail: String,
+}
+
+/// What the board and the API show of a destination.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DestinationStatus {
+    pub name: String,
+    /// `AE@host:port`.
+    pub peer: String,
+    pub queued: u64,
+    pub oldest_pending_secs: Option<u64>,
+    pub sent: u64,
+    pub failures: u64,
+    /// The last failure, with the DICOM status when there was one.
+    pub last_error: Option<String>,
+    pub echo: Option<Echo>,
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    /// Queue keys being sent now.
+    in_flight: HashSet<Vec<u8>>,
+    /// Queue keys refused lately, and when to try each again.
+    retry_at: HashMap<Vec<u8>, Instant>,
+    last_error: Option<String>,
+    echo: Option<Echo>,
+}
+
+pub struct Forwarder {
+    archive: Arc<GatewayArchive>,
+    /// `destination \0 id` (u64, big-endian) → [`Queued`].
+    queue: sled::Tree,
+    /// destination → [`Counts`].
+    counts: sled::Tree,
+    destinations: Vec<ForwardConfig>,
+    metrics: Arc<Metrics>,
+    live: Mutex<HashMap<String, Live>>,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder")
+            .field("destinations", &self.destinations)
+            .finish_non_exhaustive()
+    }
+}
+
+fn queue_key(destination: &str, id: &[u8]) -> Vec<u8> {
+    let mut key = destination.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(id);
+    key
+}
+
+fn prefix(destination: &str) -> Vec<u8> {
+    queue_key(destination, &[])
+}
+
+fn passes(d: &ForwardConfig, item: &ToForward) -> bool {
+    let modality_ok = d.modalities.as_ref().is_none_or(|wanted| {
+        item.modality
+            .as_deref()
+            .is_some_and(|m| wanted.iter().any(|w| w.eq_ignore_ascii_case(m)))
+    });
+    let clinic_ok = d
+        .clinics
+        .as_ref()
+        .is_none_or(|wanted| wanted.iter().any(|c| c == item.clinic.as_str()));
+    modality_ok && clinic_ok
+}
+
+/// The outcome of one association.
+enum Batch {
+    /// Every instance got an answer (stored or refused).
+    Done,
+    /// The destination could not be reached or the association broke.
+    Unreachable(String),
+}
+
+impl Forwarder {
+    pub fn open(
+        archive: Arc<GatewayArchive>,
+        destinations: Vec<ForwardConfig>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let db = archive.db();
+        let forwarder = Self {
+            queue: db.open_tree("forward_queue")?,
+            counts: db.open_tree("forward_counts")?,
+            archive,
+            metrics,
+            live: Mutex::new(
+                destinations
+                    .iter()
+                    .map(|d| (d.name.clone(), Live::default()))
+                    .collect(),
+            ),
+            destinations,
+        };
+        for d in &forwarder.destinations {
+            forwarder.gauge(&d.name);
+        }
+        Ok(forwarder)
+    }
+
+    fn live<T>(&self, destination: &str, f: impl FnOnce(&mut Live) -> T) -> T {
+        let mut all = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        f(all.entry(destination.to_owned()).or_default())
+    }
+
+    fn counts(&self, destination: &str) -> Counts {
+        self.counts
+            .get(destination)
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .unwrap_or_default()
+    }
+
+    fn count(&self, destination: &str, f: impl FnOnce(&mut Counts)) {
+        let mut counts = self.counts(destination);
+        f(&mut counts);
+        if let Ok(v) = serde_json::to_vec(&counts) {
+            let _ = self.counts.insert(destination, v);
+        }
+    }
+
+    fn gauge(&self, destination: &str) {
+        let queued = self.queue.scan_prefix(prefix(destination)).count();
+        self.metrics
+            .forward_queue_items
+            .get_or_create(&DestinationLabel {
+                destination: destination.to_owned(),
+            })
+            .set(queued as i64);
+    }
+
+    /// Moves the inbox into the destinations' queues; returns how many instances moved.
+    pub fn fan_out(&self) -> anyhow::Result<usize> {
+        let inbox = self.archive.forward_inbox();
+        let mut moved = 0;
+        for entry in inbox.iter() {
+            let (id, value) = entry?;
+            if let Ok(item) = serde_json::from_slice::<ToForward>(&value) {
+                for d in self.destinations.iter().filter(|d| passes(d, &item)) {
+                    let queued = Queued {
+                        item: item.clone(),
+                        queued_at: daemon::now_ms() / 1000,
+                        attempts: 0,
+                        last_error: None,
+                    };
+                    self.queue
+                        .insert(queue_key(&d.name, &id), serde_json::to_vec(&queued)?)?;
+                }
+            }
+            inbox.remove(&id)?;
+            moved += 1;
+        }
+        if moved > 0 {
+            self.archive.db().flush()?;
+            for d in &self.destinations {
+                self.gauge(&d.name);
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Takes up to [`BATCH`] entries of `destination` that are neither being sent nor waiting
+    /// for their retry time, oldest first.
+    fn claim(&self, destination: &str) -> Vec<(Vec<u8>, Queued)> {
+        let now = Instant::now();
+        self.live(destination, |live| {
+            live.retry_at.retain(|_, at| *at > now);
+            let mut out = Vec::new();
+            for (key, value) in self.queue.scan_prefix(prefix(destination)).flatten() {
+                let key = key.to_vec();
+                if live.in_flight.contains(&key) || live.retry_at.contains_key(&key) {
+                    continue;
+                }
+                let Ok(queued) = serde_json::from_slice::<Queued>(&value) else {
+                    continue;
+                };
+                live.in_flight.insert(key.clone());
+                out.push((key, queued));
+                if out.len() == BATCH {
+                    break;
+                }
+            }
+            out
+        })
+    }
+
+    fn release(&self, destination: &str, keys: &[Vec<u8>]) {
+        self.live(destination, |live| {
+            for key in keys {
+                live.in_flight.remove(key);
+            }
+        });
+    }
+
+    /// Records a refused or failed attempt at one instance.
+    fn failed(&self, d: &ForwardConfig, key: &[u8], mut queued: Queued, status: &str, why: String) {
+        warn!(destination = %d.name, status, error = %why, "forwarding an instance failed; it stays queued");
+        self.metrics
+            .forward_failures
+            .get_or_create(&FailureLabel {
+                destination: d.name.clone(),
+                status: status.to_owned(),
+            })
+            .inc();
+        self.count(&d.name, |c| c.failures += 1);
+        queued.attempts = queued.attempts.saturating_add(1);
+        queued.last_error = Some(why.clone());
+        // Only while it is still queued (a concurrent success removed it).
+        if let Ok(v) = serde_json::to_vec(&queued) {
+            let _ = self
+                .queue
+                .compare_and_swap(key, self.queue.get(key).ok().flatten(), Some(v));
+        }
+        let wait = retry_wait(queued.attempts, d.retry_max);
+        self.live(&d.name, |live| {
+            live.retry_at.insert(key.to_vec(), Instant::now() + wait);
+            live.last_error = Some(why);
+        });
+    }
+
+    /// Sends `batch` in one association (blocking).
+    fn send_batch(&self, d: &ForwardConfig, batch: Vec<(Vec<u8>, Queued)>) -> Batch {
+        let blobs = self.archive.blobs();
+        // What each instance is on disk: its transfer syntax and where its data set starts.
+        let mut ready = Vec::new();
+        for (key, queued) in batch {
+            let path = blobs.path(&queued.item.object);
+            match store::dicom::summarize(&path) {
+                Ok(s) => ready.push((key, queued, path, s)),
+                Err(e) => self.failed(
+                    d,
+                    &key,
+                    queued,
+                    "file",
+                    format!("stored file unreadable: {e}"),
+                ),
+            }
+        }
+        if ready.is_empty() {
+            return Batch::Done;
+        }
+        // Each instance's own transfer syntax in a context of its own, so that the destination
+        // can accept it as it is; and per SOP class the two little-endian encodings, which it
+        // must accept when it accepts nothing else.
+        let mut proposals: Vec<(String, Vec<String>)> = Vec::new();
+        for (_, _, _, s) in &ready {
+            let own = (s.sop_class_uid.clone(), vec![s.transfer_syntax.clone()]);
+            let native = (
+                s.sop_class_uid.clone(),
+                vec![EXPLICIT_VR_LE.to_owned(), IMPLICIT_VR_LE.to_owned()],
+            );
+            for proposal in [own, native] {
+                if !proposals.contains(&proposal) && proposals.len() < 120 {
+                    proposals.push(proposal);
+                }
+            }
+        }
+        let mut association = match scu::open(&d.peer, &proposals, DICOM_TIMEOUT) {
+            Ok(a) => a,
+            Err(e) => return Batch::Unreachable(e.to_string()),
+        };
+        for (key, queued, path, summary) in ready {
+            let accepted = association.accepted(&summary.sop_class_uid);
+            let as_is = accepted
+                .iter()
+                .find(|(_, ts)| *ts == summary.transfer_syntax)
+                .map(|(id, _)| *id);
+            let converted = accepted
+                .iter()
+                .find(|(_, ts)| ts == EXPLICIT_VR_LE || ts == IMPLICIT_VR_LE)
+                .cloned();
+            let sent = match (as_is, converted) {
+                (Some(context), _) => {
+                    let opened = std::fs::File::open(&path).and_then(|mut f| {
+                        use std::io::Seek;
+                        f.seek(std::io::SeekFrom::Start(summary.dataset_offset))?;
+                        Ok(std::io::BufReader::new(f))
+                    });
+                    match opened {
+                        Ok(mut reader) => association.store(
+                            context,
+                            &summary.sop_class_uid,
+                            &summary.sop_instance_uid,
+                            &mut reader,
+                        ),
+                        Err(e) => {
+                            self.failed(
+                                d,
+                                &key,
+                                queued,
+                                "file",
+                                format!("cannot read the stored file: {e}"),
+                            );
+                            continue;
+                        }
+                    }
+                }
+                (None, Some((context, ts))) => match reencode(&path, &ts) {
+                    Ok(bytes) => association.store(
+                        context,
+                        &summary.sop_class_uid,
+                        &summary.sop_instance_uid,
+                        &mut bytes.as_slice(),
+                    ),
+                    Err(e) => {
+                        let why = format!(
+                            "the destination accepts this SOP class only as {ts}, and the instance (transfer syntax {}) cannot be converted: {e}",
+                            summary.transfer_syntax
+                        );
+                        self.failed(d, &key, queued, "convert", why);
+                        continue;
+                    }
+                },
+                (None, None) => {
+                    let why = format!(
+                        "the destination accepts no transfer syntax for SOP class {} (offered {} and explicit/implicit VR little endian); configure the PACS to accept it",
+                        summary.sop_class_uid, summary.transfer_syntax
+                    );
+                    self.failed(d, &key, queued, "not_accepted", why);
+                    continue;
+                }
+            };
+            match sent {
+                Ok(status) if daemon::dimse::stored(status) => {
+                    let _ = self.queue.remove(&key);
+                    self.count(&d.name, |c| c.sent += 1);
+                    self.metrics
+                        .forward_sent
+                        .get_or_create(&DestinationLabel {
+                            destination: d.name.clone(),
+                        })
+                        .inc();
+                    self.live(&d.name, |live| live.last_error = None);
+                }
+                Ok(status) => {
+                    let why = format!(
+                        "C-STORE answered 0x{status:04X} ({})",
+                        daemon::dimse::status_text(status)
+                    );
+                    self.failed(d, &key, queued, &format!("0x{status:04X}"), why);
+                }
+                Err(e) => {
+                    // The association is gone: this instance is retried with the rest.
+                    self.failed(d, &key, queued, "association", e.to_string());
+                    let _ = self.archive.db().flush();
+                    return Batch::Unreachable(e.to_string());
+                }
+            }
+        }
+        association.release();
+        let _ = self.archive.db().flush();
+        Batch::Done
+    }
+
+    fn echo(&self, d: &ForwardConfig) {
+        let result = scu::echo(&d.peer, DICOM_TIMEOUT);
+        let echo = Echo {
+            ok: result.is_ok(),
+            at_ms: daemon::now_ms(),
+            detail: match &result {
+                Ok(()) => "C-ECHO answered".into(),
+                Err(e) => e.to_string(),
+            },
+        };
+        match &result {
+            Ok(()) => debug!(destination = %d.name, "C-ECHO answered"),
+            Err(e) => warn!(destination = %d.name, error = %e, "C-ECHO failed"),
+        }
+        self.live(&d.name, |live| live.echo = Some(echo));
+    }
+
+    /// Every destination's queue, counts, last error and last C-ECHO.
+    pub fn status(&self) -> Vec<DestinationStatus> {
+        let now = daemon::now_ms() / 1000;
+        self.destinations
+            .iter()
+            .map(|d| {
+                let mut queued = 0u64;
+                let mut oldest: Option<i64> = None;
+                let mut last_entry_error = None;
+                for (_, v) in self.queue.scan_prefix(prefix(&d.name)).flatten() {
+                    queued += 1;
+                    if let Ok(q) = serde_json::from_slice::<Queued>(&v) {
+                        oldest = Some(oldest.map_or(q.queued_at, |o| o.min(q.queued_at)));
+                        if q.last_error.is_some() {
+                            last_entry_error = q.last_error;
+                        }
+                    }
+                }
+                let counts = self.counts(&d.name);
+                let (last_error, echo) =
+                    self.live(&d.name, |l| (l.last_error.clone(), l.echo.clone()));
+                DestinationStatus {
+                    name: d.name.clone(),
+                    peer: d.peer.to_string(),
+                    queued,
+                    oldest_pending_secs: oldest.map(|o| (now - o).max(0) as u64),
+                    sent: counts.sent,
+                    failures: counts.failures,
+                    last_error: last_error.or(last_entry_error),
+                    echo,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Time before retrying an instance refused `attempts` times: 1 s doubling, capped.
+fn retry_wait(attempts: u32, max: Duration) -> Duration {
+    Duration::from_secs(1u64 << attempts.min(16).saturating_sub(1)).min(max)
+}
+
+/// The data set of the file at `path` in transfer syntax `ts` (explicit or implicit VR little
+/// endian), compressed pixel data decoded first.
+fn reencode(path: &std::path::Path, ts: &str) -> Result<Vec<u8>, String> {
+    use dicom_encoding::TransferSyntaxIndex;
+    use dicom_pixeldata::Transcode;
+    let target = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(ts)
+        .ok_or_else(|| format!("unknown transfer syntax {ts}"))?;
+    let mut object = dicom_object::OpenFileOptions::new()
+        .open_file(path)
+        .map_err(|e| e.to_string())?;
+    object.transcode(target).map_err(|e| e.to_string())?;
+    // Group lengths of the old encoding would be wrong in the new one.
+    let lengths: Vec<Tag> = object
+        .iter()
+        .map(|e| e.header().tag)
+        .filter(|t| t.element() == 0 && t.group() != 0x0002)
+        .collect();
+    for tag in lengths {
+        object.remove_element(tag);
+    }
+    let mut out = Vec::new();
+    object.write_dataset(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Runs the fan-out and, per destination, its associations, until `shutdown`.
+pub async fn run(forwarder: Arc<Forwarder>, shutdown: CancellationToken) {
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let forwarder = forwarder.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                let f = forwarder.clone();
+                match tokio::task::spawn_blocking(move || f.fan_out()).await {
+                    Ok(Err(e)) => warn!(error = %e, "forwarding inbox could not be drained"),
+                    Err(e) => warn!(error = %e, "forwarding fan-out panicked"),
+                    Ok(Ok(_)) => {}
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(FAN_OUT_EVERY) => {}
+                }
+            }
+        });
+    }
+    for d in forwarder.destinations.clone() {
+        info!(destination = %d.name, peer = %d.peer, associations = d.associations, "forwarding to PACS");
+        for slot in 0..d.associations {
+            tasks.spawn(sender(forwarder.clone(), d.clone(), slot, shutdown.clone()));
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// One association slot of a destination.
+async fn sender(
+    forwarder: Arc<Forwarder>,
+    d: ForwardConfig,
+    slot: usize,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Backoff::new(
+        BackoffConfig {
+            initial: Duration::from_secs(1),
+            max: d.retry_max,
+        },
+        slot as u64 + daemon::now_ms() as u64,
+    );
+    if slot == 0 {
+        // The board shows from the start whether the destination answers.
+        let (f, dd) = (forwarder.clone(), d.clone());
+        let _ = tokio::task::spawn_blocking(move || f.echo(&dd)).await;
+    }
+    let mut last_echo = Instant::now();
+    loop {
+        let claimed = forwarder.claim(&d.name);
+        let wait = if claimed.is_empty() {
+            // Idle: the first slot keeps the board's C-ECHO fresh.
+            if slot == 0 && last_echo.elapsed() >= ECHO_EVERY {
+                last_echo = Instant::now();
+                let (f, dd) = (forwarder.clone(), d.clone());
+                let _ = tokio::task::spawn_blocking(move || f.echo(&dd)).await;
+            }
+            Duration::from_millis(500)
+        } else {
+            let keys: Vec<Vec<u8>> = claimed.iter().map(|(k, _)| k.clone()).collect();
+            let (f, dd) = (forwarder.clone(), d.clone());
+            let outcome = tokio::task::spawn_blocking(move || f.send_batch(&dd, claimed)).await;
+            forwarder.release(&d.name, &keys);
+            forwarder.gauge(&d.name);
+            match outcome {
+                Ok(Batch::Done) => {
+                    backoff.reset();
+                    Duration::ZERO
+                }
+                Ok(Batch::Unreachable(why)) => {
+                    warn!(destination = %d.name, error = %why, "PACS destination unreachable; retrying");
+                    forwarder
+                        .metrics
+                        .forward_failures
+                        .get_or_create(&FailureLabel {
+                            destination: d.name.clone(),
+                            status: "association".into(),
+                        })
+                        .inc();
+                    forwarder.live(&d.name, |live| live.last_error = Some(why));
+                    backoff.next_delay()
+                }
+                Err(e) => {
+                    warn!(destination = %d.name, error = %e, "forwarding task panicked");
+                    backoff.next_delay()
+                }
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}

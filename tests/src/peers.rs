@@ -1,0 +1,187 @@
+//! The hospital's DICOM peers, started by the tests on loopback: DCMTK's `storescp` and
+//! Orthanc (Debian packages; `scripts/test` installs them). Each stops when dropped.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+fn wait_for_port(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline {
+            bail!("{what} did not start listening on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// DCMTK's `storescp` writing what it receives under `dir`.
+pub struct Storescp {
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    pub ae_title: String,
+    options: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Storescp {
+    /// Starts on a free port; `options` as DCMTK takes them (`+xa` accepts every transfer
+    /// syntax; without it only uncompressed ones).
+    pub fn start(dir: &Path, ae_title: &str, options: &[&str]) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut scp = Self {
+            addr: crate::free_tcp_addr(),
+            dir: dir.to_path_buf(),
+            ae_title: ae_title.to_owned(),
+            options: options.iter().map(|o| o.to_string()).collect(),
+            child: None,
+        };
+        scp.restart()?;
+        Ok(scp)
+    }
+
+    /// Starts it again on the same port (after [`Self::stop`]).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let child = Command::new("storescp")
+            .env("TCP_NODELAY", "1")
+            .args(["--aetitle", &self.ae_title, "-od"])
+            .arg(&self.dir)
+            .args(&self.options)
+            .arg(self.addr.port().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("storescp must be installed (apt-get install dcmtk; scripts/test does)")?;
+        self.child = Some(child);
+        wait_for_port(self.addr, "storescp")
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop(&mut child);
+        }
+    }
+
+    /// The files received so far.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Storescp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An Orthanc server with its own storage, DICOM and HTTP ports on loopback, no
+/// authentication.
+pub struct Orthanc {
+    pub dicom: SocketAddr,
+    pub http: SocketAddr,
+    pub ae_title: String,
+    child: Child,
+}
+
+impl Orthanc {
+    pub fn start(dir: &Path, ae_title: &str) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let dicom = crate::free_tcp_addr();
+        let http = crate::free_tcp_addr();
+        let config = serde_json::json!({
+            "Name": "TPG test PACS",
+            "StorageDirectory": dir.join("storage"),
+            "IndexDirectory": dir.join("index"),
+            "HttpPort": http.port(),
+            "DicomPort": dicom.port(),
+            "DicomAet": ae_title,
+            "AuthenticationEnabled": false,
+            "RemoteAccessAllowed": false,
+            "HttpServerEnabled": true,
+            "DicomCheckCalledAet": true,
+            "StableAge": 1,
+        });
+        let file = dir.join("orthanc.json");
+        std::fs::write(&file, serde_json::to_string_pretty(&config)?)?;
+        let binary = ["Orthanc", "/usr/sbin/Orthanc"]
+            .into_iter()
+            .find(|b| Command::new(b).arg("--version").output().is_ok())
+            .context("Orthanc must be installed (apt-get install orthanc; scripts/test does)")?;
+        let child = Command::new(binary)
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start Orthanc")?;
+        let orthanc = Self {
+            dicom,
+            http,
+            ae_title: ae_title.to_owned(),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while crate::http_get(http, "/system").is_err() {
+            if Instant::now() > deadline {
+                bail!("Orthanc did not answer GET /system on {http}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(orthanc)
+    }
+
+    /// A GET on its REST API, parsed as JSON.
+    pub fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_str(&crate::http_get(self.http, path)?)?)
+    }
+
+    /// The stored instances' ids.
+    pub fn instances(&self) -> anyhow::Result<Vec<String>> {
+        Ok(serde_json::from_value(self.get("/instances")?)?)
+    }
+
+    /// A stored instance's DICOM file, written to `path`.
+    pub fn download(&self, id: &str, path: &Path) -> anyhow::Result<()> {
+        let mut stream = std::net::TcpStream::connect(self.http)?;
+        use std::io::{Read, Write};
+        write!(
+            stream,
+            "GET /instances/{id}/file HTTP/1.0\r\nHost: localhost\r\n\r\n"
+        )?;
+        let mut bytes = Vec::new();
+        stream.read_to_end(&mut bytes)?;
+        let end = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .context("malformed HTTP answer")?;
+        anyhow::ensure!(
+            bytes.starts_with(b"HTTP/1.0 200") || bytes.starts_with(b"HTTP/1.1 200"),
+            "GET /instances/{id}/file: {}",
+            String::from_utf8_lossy(&bytes[..end])
+        );
+        std::fs::write(path, &bytes[end + 4..])?;
+        Ok(())
+    }
+}
+
+impl Drop for Orthanc {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
