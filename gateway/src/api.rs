@@ -83,6 +83,7 @@ pub fn router(api: Api) -> axum::Router {
         .merge(crate::web::routes())
         .route("/api/v1/clinics/{clinic}/studies", get(studies))
         .route("/api/v1/forward", get(forwarding))
+        .route("/api/v1/admin/backup", post(backup))
         .route("/api/v1/consultations", get(worklist))
         .route("/api/v1/consultations/{id}", get(detail))
         .route(
@@ -107,6 +108,44 @@ async fn studies(
         clinic: clinic.to_string(),
         studies,
     }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BackupRequest {
+    /// A new folder on the gateway's machine.
+    pub to: std::path::PathBuf,
+}
+
+/// An online backup of the gateway's data into a new folder (administrators).
+async fn backup(
+    State(api): State<Api>,
+    axum::extract::ConnectInfo(Peer(from)): Client,
+    Authenticated(user): Authenticated,
+    body: Result<Json<BackupRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<crate::backup::Manifest>, ApiError> {
+    if user.role != Role::Admin {
+        return Err(ApiError::forbidden("only administrators take backups"));
+    }
+    let Ok(Json(req)) = body else {
+        return Err(ApiError::bad_request(
+            "send JSON {\"to\": \"/path/to/new/folder\"}",
+        ));
+    };
+    blocking(move || {
+        api.audit
+            .record(
+                now_ms(),
+                &user.name,
+                &from.ip().to_string(),
+                "backup",
+                "all",
+            )
+            .map_err(internal)?;
+        crate::backup::backup(api.archive.db(), &api.data_dir, &req.to)
+            .map_err(|e| ApiError::new(StatusCode::CONFLICT, "backup_failed", format!("{e:#}")))
+    })
+    .await
+    .map(Json)
 }
 
 /// The PACS destinations' queues and health (administrators).

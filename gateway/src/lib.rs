@@ -9,6 +9,7 @@
 pub mod api;
 pub mod archive;
 pub mod audit;
+pub mod backup;
 pub mod board;
 pub mod config;
 pub mod consult;

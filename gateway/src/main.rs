@@ -47,6 +47,26 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Back up the running gateway's data into a new folder on its machine (administrators;
+    /// needs --token or TPG_TOKEN).
+    Backup {
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        token: Option<String>,
+        /// A new folder for the backup.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup into the (empty) data_dir of this configuration; the gateway must be
+    /// stopped.
+    Restore {
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+        /// The backup's folder.
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Manage the people who use the gateway's API (works while the gateway runs).
     User {
         #[arg(long, default_value = "gateway.toml")]
@@ -139,6 +159,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     daemon::accounts::Role::Admin,
                 ],
             )
+        }
+        Command::Backup { config, token, to } => {
+            let config = GatewayConfig::load(&config)?;
+            let token = daemon::client::token(token).map_err(anyhow::Error::msg)?;
+            // The gateway writes the folder: give it an absolute path.
+            let to = std::path::absolute(&to)?;
+            let body = serde_json::json!({ "to": to }).to_string();
+            let answer = daemon::client::call_ok(
+                &web_endpoint(&config)?,
+                "POST",
+                "/api/v1/admin/backup",
+                &token,
+                Some(&body),
+            )?;
+            let m: gateway::backup::Manifest = serde_json::from_str(&answer)?;
+            println!(
+                "backup in {}: {} index entries in {} trees, {} files ({})",
+                to.display(),
+                m.entries,
+                m.trees,
+                m.objects,
+                daemon::human_bytes(m.object_bytes)
+            );
+            Ok(())
+        }
+        Command::Restore { config, from } => {
+            let config = GatewayConfig::load(&config)?;
+            let m = gateway::backup::restore(&from, &config.data_dir)?;
+            println!(
+                "restored the backup of {} into {}: {} index entries, {} files; start the gateway",
+                daemon::client::utc(m.created_at_ms),
+                config.data_dir.display(),
+                m.entries,
+                m.objects
+            );
+            Ok(())
         }
         Command::CheckConfig { config } => {
             let config = GatewayConfig::load(&config)?;

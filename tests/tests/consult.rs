@@ -985,3 +985,175 @@ async fn the_agents_cli_endpoints_need_an_account_off_the_clinic_pc() {
     server.abort();
     agent.stop().await.unwrap();
 }
+
+/// A backup taken through the API while the gateway runs, with a clinic online, restores
+/// (with `gateway restore`) into a gateway that serves the same cases and studies and whose
+/// audit log is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_the_gateway_runs_restores_into_a_gateway_serving_the_same_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let config = with_routing(
+        &pilot.gateway_config(link).unwrap(),
+        harness::people::ONE_RADIOLOGIST,
+    );
+    let gw = RunningGateway::start(config.clone()).unwrap();
+    gw.handle
+        .accounts
+        .add(
+            person(
+                "li",
+                Role::Specialist,
+                "Dr Li",
+                Some("li"),
+                Some("radiologist"),
+            ),
+            PASSWORD,
+            false,
+        )
+        .unwrap();
+    let admin = gw.admin_token().unwrap();
+    let li = gw.handle.accounts.script_token("li").unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let study =
+        harness::samples::write_ct_series(&dir.path().join("ct"), "P-500", 3, 64 * 64 * 2, 5)
+            .unwrap();
+    let handle = agent.handle.clone();
+    let files = study.files.clone();
+    tokio::task::spawn_blocking(move || {
+        for f in files {
+            handle.ingest_file(&f).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let jz = ClinicId::new("jinzhou").unwrap();
+    let id = ConsultationId::new(now_ms() as u64, [5; 10]);
+    for kind in request("P-500", "radiology", Urgency::Urgent, now_ms()) {
+        agent
+            .handle
+            .consult
+            .append(&jz, &id, "dr.wang", now_ms(), kind)
+            .unwrap();
+    }
+    let web = gw.web_addr;
+    let studies = || http_get_as(web, "/api/v1/clinics/jinzhou/studies", &admin).unwrap();
+    assert!(
+        wait_until(WAIT, || {
+            gw.handle
+                .archive
+                .studies(&jz)
+                .first()
+                .is_some_and(|s| s.instances == 3)
+                && gw
+                    .handle
+                    .consult
+                    .log
+                    .get(&id)
+                    .unwrap()
+                    .is_some_and(|f| f.consultation.assignee.is_some())
+        })
+        .await
+    );
+    let case = format!("/api/v1/consultations/{id}");
+    let (status, body) = http(web, "POST", &format!("{case}/accept"), Some(&li), None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let before_case: serde_json::Value =
+        serde_json::from_str(&http_get_as(web, &case, &li).unwrap()).unwrap();
+    let before_studies = studies();
+
+    let to = dir.path().join("backup");
+    let request_body = serde_json::json!({ "to": to }).to_string();
+    let (status, body) = http(
+        web,
+        "POST",
+        "/api/v1/admin/backup",
+        Some(&li),
+        Some(&request_body),
+    )
+    .unwrap();
+    assert_eq!(status, 403, "specialists do not take backups: {body}");
+    let (status, body) = http(
+        web,
+        "POST",
+        "/api/v1/admin/backup",
+        Some(&admin),
+        Some(&request_body),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let manifest: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(manifest["objects"], 3, "{manifest}");
+    let (status, body) = http(
+        web,
+        "POST",
+        "/api/v1/admin/backup",
+        Some(&admin),
+        Some(&request_body),
+    )
+    .unwrap();
+    assert_eq!(status, 409, "never over an earlier backup");
+    assert!(body.contains("not empty"), "{body}");
+    assert!(
+        agent.handle.status_report().link.up,
+        "taken while a clinic is online"
+    );
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+
+    // Restored into a new data folder with the CLI, and served.
+    let text = std::fs::read_to_string(&config.file)
+        .unwrap()
+        .replace("data_dir = \"data\"", "data_dir = \"restored\"");
+    let restored = config.file.with_file_name("restored.toml");
+    std::fs::write(&restored, text).unwrap();
+    let out = std::process::Command::new(harness::binary("gateway"))
+        .arg("restore")
+        .arg("--config")
+        .arg(&restored)
+        .arg("--from")
+        .arg(&to)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(harness::binary("gateway"))
+        .args(["restore", "--config"])
+        .arg(&restored)
+        .arg("--from")
+        .arg(&to)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "never over a gateway's data");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds gateway data"));
+    let gw = RunningGateway::start(gateway::GatewayConfig::load(&restored).unwrap()).unwrap();
+    let web = gw.web_addr;
+    let after_case: serde_json::Value =
+        serde_json::from_str(&http_get_as(web, &case, &li).unwrap()).unwrap();
+    assert_eq!(after_case["consultation"], before_case["consultation"]);
+    assert_eq!(after_case["timeline"], before_case["timeline"]);
+    assert_eq!(
+        http_get_as(web, "/api/v1/clinics/jinzhou/studies", &admin).unwrap(),
+        before_studies
+    );
+    for (_, record) in gw.handle.archive.instances(&jz) {
+        let restored = gw.handle.archive.blobs().path(&record.object);
+        assert_eq!(store::blob::hash_file(&restored).unwrap(), record.object);
+    }
+    let (records, _) =
+        gateway::audit::verify(&dir.path().join("gateway/restored/audit.log")).unwrap();
+    assert!(
+        records >= 2,
+        "the views and the acceptance are in the restored log"
+    );
+    gw.stop().await.unwrap();
+}

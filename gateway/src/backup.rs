@@ -1,0 +1,269 @@
+//! Online backup and offline restore of the gateway's data folder.
+//!
+//! A backup is a folder: `index.export` (every sled tree but the partial uploads, in a
+//! length-prefixed format of our own), `objects/` (the verified files, hard-linked when the
+//! backup is on the same file system: they never change), `accounts.json`, `audit.log` and
+//! `backup.json` (what it holds). It is taken while the gateway runs:
+//!
+//! - The index is exported first, then the files are copied. A file is placed before its index
+//!   entry is written, so every entry of the export finds its file; files that arrive later
+//!   are extra and harmless.
+//! - Trees are exported one after the other, not at one instant. What may differ between them
+//!   is what the link repairs by itself: a consultation event or an object the backup misses
+//!   is sent again by its clinic, which resumes from the gateway's own cursor and offers every
+//!   object the gateway does not hold.
+//! - Partial uploads are left out (their files are not copied); agents send those objects
+//!   again from the start.
+//!
+//! Restore writes a backup into an empty data folder, with the gateway stopped.
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+pub const EXPORT_FILE: &str = "index.export";
+pub const MANIFEST_FILE: &str = "backup.json";
+const MAGIC: &[u8] = b"TPG-INDEX-EXPORT 1\n";
+/// Trees not kept: partial uploads, whose files are not copied.
+const SKIPPED_TREES: &[&[u8]] = &[b"partials"];
+/// Files of the data folder copied as they are.
+const FILES: &[&str] = &[crate::ACCOUNTS_FILE, crate::AUDIT_FILE];
+/// Ends a tree's entries in the export.
+const END_OF_TREE: u32 = u32::MAX;
+
+/// What a backup holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub created_at_ms: i64,
+    pub gateway_version: String,
+    pub trees: u64,
+    pub entries: u64,
+    pub objects: u64,
+    pub object_bytes: u64,
+}
+
+fn write_chunk(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
+    out.write_all(&(bytes.len() as u32).to_le_bytes())?;
+    out.write_all(bytes)
+}
+
+fn read_u32(input: &mut impl Read) -> std::io::Result<u32> {
+    let mut b = [0u8; 4];
+    input.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+fn read_chunk(input: &mut impl Read, len: u32) -> anyhow::Result<Vec<u8>> {
+    anyhow::ensure!(
+        len < 1 << 30,
+        "a record of {len} bytes: the export is damaged"
+    );
+    let mut v = vec![0u8; len as usize];
+    input.read_exact(&mut v)?;
+    Ok(v)
+}
+
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    store::blob::sync_dir(dir).map_err(anyhow::Error::from)
+}
+
+/// Copies (or hard-links) every file under `from` into `to`, keeping the layout; returns
+/// (files, bytes).
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<(u64, u64)> {
+    let (mut files, mut bytes) = (0, 0);
+    if !from.exists() {
+        return Ok((0, 0));
+    }
+    fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    for entry in fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type()?.is_dir() {
+            let (f, b) = copy_tree(&src, &dst)?;
+            files += f;
+            bytes += b;
+        } else {
+            if fs::hard_link(&src, &dst).is_err() {
+                fs::copy(&src, &dst).with_context(|| {
+                    format!("cannot copy {} to {}", src.display(), dst.display())
+                })?;
+                File::open(&dst)?.sync_all()?;
+            }
+            files += 1;
+            bytes += entry.metadata()?.len();
+        }
+    }
+    sync_dir(to)?;
+    Ok((files, bytes))
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Writes a consistent backup of the running gateway's data (`db` is its open index) into the
+/// new folder `to`.
+pub fn backup(db: &sled::Db, data_dir: &Path, to: &Path) -> anyhow::Result<Manifest> {
+    if to.exists()
+        && fs::read_dir(to)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        bail!("{} is not empty; back up into a new folder", to.display());
+    }
+    let data = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
+    fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    if to.canonicalize()?.starts_with(&data) {
+        let _ = fs::remove_dir(to);
+        bail!(
+            "{} is inside the data folder; back up somewhere else",
+            to.display()
+        );
+    }
+    // The index first: every entry exported names a file already in place.
+    db.flush()?;
+    let (mut trees, mut entries) = (0u64, 0u64);
+    let export = to.join(EXPORT_FILE);
+    let tmp = export.with_extension("tmp");
+    {
+        let mut out = BufWriter::new(
+            File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?,
+        );
+        out.write_all(MAGIC)?;
+        for (kind, name, items) in db.export() {
+            if SKIPPED_TREES.contains(&name.as_slice()) {
+                continue;
+            }
+            write_chunk(&mut out, &kind)?;
+            write_chunk(&mut out, &name)?;
+            for item in items {
+                out.write_all(&(item.len() as u32).to_le_bytes())?;
+                for part in &item {
+                    write_chunk(&mut out, part)?;
+                }
+                entries += 1;
+            }
+            out.write_all(&END_OF_TREE.to_le_bytes())?;
+            trees += 1;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, &export)?;
+    for name in FILES {
+        let src = data_dir.join(name);
+        if src.exists() {
+            // The audit log only grows: a copy is a valid prefix of its chain.
+            fs::copy(&src, to.join(name))
+                .with_context(|| format!("cannot copy {}", src.display()))?;
+            File::open(to.join(name))?.sync_all()?;
+        }
+    }
+    let (objects, object_bytes) = copy_tree(&data_dir.join("objects"), &to.join("objects"))?;
+    let manifest = Manifest {
+        created_at_ms: daemon::now_ms(),
+        gateway_version: env!("CARGO_PKG_VERSION").to_owned(),
+        trees,
+        entries,
+        objects,
+        object_bytes,
+    };
+    write_atomically(
+        &to.join(MANIFEST_FILE),
+        &serde_json::to_vec_pretty(&manifest)?,
+    )?;
+    sync_dir(to)?;
+    Ok(manifest)
+}
+
+type Collection = (Vec<u8>, Vec<u8>, Vec<Vec<Vec<u8>>>);
+
+fn read_export(path: &Path) -> anyhow::Result<Vec<Collection>> {
+    let mut input = BufReader::new(
+        File::open(path).with_context(|| format!("cannot read {}", path.display()))?,
+    );
+    let mut magic = vec![0u8; MAGIC.len()];
+    input.read_exact(&mut magic)?;
+    anyhow::ensure!(
+        magic == MAGIC,
+        "{} is not a gateway index export",
+        path.display()
+    );
+    let mut out = Vec::new();
+    loop {
+        let len = match read_u32(&mut input) {
+            Ok(len) => len,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(out),
+            Err(e) => return Err(e.into()),
+        };
+        let kind = read_chunk(&mut input, len)?;
+        let len = read_u32(&mut input)?;
+        let name = read_chunk(&mut input, len)?;
+        let mut items = Vec::new();
+        loop {
+            let parts = read_u32(&mut input)?;
+            if parts == END_OF_TREE {
+                break;
+            }
+            anyhow::ensure!(
+                parts <= 16,
+                "an entry of {parts} parts: the export is damaged"
+            );
+            let mut item = Vec::with_capacity(parts as usize);
+            for _ in 0..parts {
+                let len = read_u32(&mut input)?;
+                item.push(read_chunk(&mut input, len)?);
+            }
+            items.push(item);
+        }
+        out.push((kind, name, items));
+    }
+}
+
+/// Restores the backup in `from` into `data_dir`, which must hold no gateway data yet.
+pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<Manifest> {
+    let manifest: Manifest =
+        serde_json::from_slice(&fs::read(from.join(MANIFEST_FILE)).with_context(|| {
+            format!(
+                "{} is not a gateway backup (no {MANIFEST_FILE})",
+                from.display()
+            )
+        })?)?;
+    let index = data_dir.join("index");
+    if index.exists() || data_dir.join("objects").exists() {
+        bail!(
+            "{} already holds gateway data; restore into an empty data_dir (stop the gateway and move the old folder aside)",
+            data_dir.display()
+        );
+    }
+    let collections = read_export(&from.join(EXPORT_FILE))?;
+    fs::create_dir_all(data_dir)?;
+    let db = sled::open(&index).with_context(|| format!("cannot create {}", index.display()))?;
+    db.import(
+        collections
+            .into_iter()
+            .map(|(kind, name, items)| (kind, name, items.into_iter()))
+            .collect::<Vec<_>>(),
+    );
+    db.flush()?;
+    drop(db);
+    for name in FILES {
+        let src = from.join(name);
+        if src.exists() {
+            fs::copy(&src, data_dir.join(name))?;
+        }
+    }
+    copy_tree(&from.join("objects"), &data_dir.join("objects"))?;
+    sync_dir(data_dir)?;
+    Ok(manifest)
+}
