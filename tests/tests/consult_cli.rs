@@ -30,13 +30,18 @@ fn try_run(bin: &str, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Starts a daemon logging everything of ours (debug) to `config`'s folder, `BIN.log`.
 fn spawn(bin: &str, verb: &str, config: &Path) -> Child {
+    let log = std::fs::File::create(config.with_file_name(format!("{bin}.log"))).unwrap();
     Command::new(binary(bin))
         .args([verb, "--config"])
         .arg(config)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            "warn,gateway=debug,clinic_agent=debug,daemon=debug,store=debug,proto=debug",
+        )
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap()
 }
@@ -264,6 +269,21 @@ fn a_doctor_and_a_specialist_take_a_request_to_an_acknowledged_report_with_the_c
         assert!(log.contains(action), "{action} not audited:\n{log}");
     }
     assert!(!log.contains("P-1"), "no patient data in the audit log");
+    // Nor in either daemon's log, at its most verbose: the id, the name of the synthetic
+    // patient and the question never appear.
+    for (bin, config) in [("gateway", &gw.file), ("clinic-agent", &agent.file)] {
+        let text = std::fs::read_to_string(config.with_file_name(format!("{bin}.log"))).unwrap();
+        assert!(
+            text.contains("DEBUG") || text.contains("INFO"),
+            "{bin} logged nothing"
+        );
+        for secret in ["P-1", "SYNTHETIC", "fracture"] {
+            assert!(
+                !text.contains(secret),
+                "{bin}'s log holds patient data ({secret})"
+            );
+        }
+    }
     // ...until someone edits a record.
     std::fs::write(
         &log_path,

@@ -119,3 +119,45 @@ async fn daemons_run_from_config_files_and_stop_cleanly_on_sigterm() {
         .expect("gateway exits after SIGTERM");
     assert!(status.success(), "gateway exit status {status}");
 }
+
+/// The Debian packages' systemd units are valid: `systemd-analyze verify` finds nothing to
+/// say about them (it only warns, so any output is a failure), with `ExecStart` pointing at
+/// the binaries just built.
+#[test]
+fn the_systemd_units_pass_systemd_analyze_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (krate, unit, bin) in [
+        ("gateway", "tpg-gateway.service", "gateway"),
+        ("clinic-agent", "tpg-clinic-agent.service", "clinic-agent"),
+    ] {
+        let text = std::fs::read_to_string(root.join(krate).join("debian").join(unit)).unwrap();
+        assert!(
+            text.contains(&format!("ExecStart=/usr/bin/{bin} ")),
+            "{unit}"
+        );
+        for needed in ["User=", "StateDirectory=", "Restart=always"] {
+            assert!(text.contains(needed), "{unit} lacks {needed}");
+        }
+        let local = text.replace(
+            &format!("/usr/bin/{bin}"),
+            &harness::binary(bin).display().to_string(),
+        );
+        let path = dir.path().join(unit);
+        std::fs::write(&path, local).unwrap();
+        let out = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze (Debian's systemd package; scripts/test installs it)");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "{unit}: {said}"
+        );
+    }
+}
