@@ -193,16 +193,25 @@ listen = "127.0.0.1:0"
                 max = t.reconnect_max_secs,
                 hb = t.heartbeat_secs,
                 idle = t.idle_timeout_secs,
-                ae = clinic
-                    .to_uppercase()
-                    .chars()
-                    .filter(|c| c.is_ascii_alphanumeric())
-                    .take(12)
-                    .collect::<String>(),
+                ae = clinic_ae_suffix(clinic),
             ),
         )?;
         Ok(AgentConfig::load(&path)?)
     }
+}
+
+fn clinic_ae_suffix(clinic: &str) -> String {
+    clinic
+        .to_uppercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(12)
+        .collect()
+}
+
+/// The DICOM AE title of a clinic's agent in a pilot folder (`TPG_JINZHOU`).
+pub fn clinic_ae_title(clinic: &str) -> String {
+    format!("TPG_{}", clinic_ae_suffix(clinic))
 }
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {

@@ -188,3 +188,360 @@ pub fn pydicom_test_files() -> anyhow::Result<PathBuf> {
     anyhow::ensure!(dir.is_dir(), "{} is missing", dir.display());
     Ok(dir)
 }
+
+/// Who a demo study belongs to.
+#[derive(Debug, Clone)]
+pub struct DemoPatient {
+    pub id: String,
+    /// `Family^Given`.
+    pub name: String,
+    /// `M`, `F` or `O`.
+    pub sex: String,
+    /// `YYYYMMDD`.
+    pub birth_date: String,
+}
+
+/// Ultrasound Multi-frame Image Storage.
+pub const US_MULTIFRAME: &str = "1.2.840.10008.5.1.4.1.1.3.1";
+/// Computed Radiography Image Storage.
+pub const CR_IMAGE: &str = "1.2.840.10008.5.1.4.1.1.1";
+/// 12-lead ECG Waveform Storage.
+pub const ECG_12_LEAD: &str = "1.2.840.10008.5.1.4.1.1.9.1.1";
+
+fn put(obj: &mut InMemDicomObject, tag: dicom_core::Tag, vr: VR, v: impl Into<PrimitiveValue>) {
+    obj.put(DataElement::new(tag, vr, v.into()));
+}
+
+/// The identifying part every demo instance shares.
+fn demo_base(
+    patient: &DemoPatient,
+    sop_class: &str,
+    modality: &str,
+    study_uid: &str,
+    series_uid: &str,
+    description: &str,
+) -> (InMemDicomObject, String) {
+    let sop_uid = new_uid();
+    let mut obj = InMemDicomObject::new_empty();
+    put(&mut obj, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
+    put(&mut obj, tags::SOP_CLASS_UID, VR::UI, sop_class);
+    put(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, sop_uid.as_str());
+    put(&mut obj, tags::STUDY_INSTANCE_UID, VR::UI, study_uid);
+    put(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, series_uid);
+    put(&mut obj, tags::PATIENT_ID, VR::LO, patient.id.as_str());
+    put(&mut obj, tags::PATIENT_NAME, VR::PN, patient.name.as_str());
+    put(&mut obj, tags::PATIENT_SEX, VR::CS, patient.sex.as_str());
+    put(
+        &mut obj,
+        tags::PATIENT_BIRTH_DATE,
+        VR::DA,
+        patient.birth_date.as_str(),
+    );
+    put(&mut obj, tags::MODALITY, VR::CS, modality);
+    put(&mut obj, tags::STUDY_DESCRIPTION, VR::LO, description);
+    put(&mut obj, tags::SERIES_NUMBER, VR::IS, "1");
+    (obj, sop_uid)
+}
+
+fn image_module(obj: &mut InMemDicomObject, rows: usize, cols: usize, bits: u16, frames: usize) {
+    put(obj, tags::SAMPLES_PER_PIXEL, VR::US, 1u16);
+    put(obj, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
+    put(obj, tags::ROWS, VR::US, rows as u16);
+    put(obj, tags::COLUMNS, VR::US, cols as u16);
+    put(obj, tags::BITS_ALLOCATED, VR::US, bits);
+    put(obj, tags::BITS_STORED, VR::US, bits);
+    put(obj, tags::HIGH_BIT, VR::US, bits - 1);
+    put(obj, tags::PIXEL_REPRESENTATION, VR::US, 0u16);
+    if frames > 1 {
+        put(obj, tags::NUMBER_OF_FRAMES, VR::IS, frames.to_string());
+        put(obj, tags::FRAME_TIME, VR::DS, "50");
+    }
+}
+
+fn write_demo(
+    obj: InMemDicomObject,
+    sop_class: &str,
+    sop_uid: &str,
+    path: &Path,
+) -> anyhow::Result<PathBuf> {
+    let file = obj
+        .with_meta(
+            FileMetaTableBuilder::new()
+                .transfer_syntax(EXPLICIT_LE)
+                .media_storage_sop_class_uid(sop_class)
+                .media_storage_sop_instance_uid(sop_uid),
+        )
+        .context("building the file meta group")?;
+    file.write_to_file(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path.to_path_buf())
+}
+
+/// A small pseudo-random generator for speckle and noise (deterministic per seed).
+fn noise(state: &mut u64) -> f64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    (*state % 10_000) as f64 / 10_000.0
+}
+
+/// A head CT series: `slices` axial slices of 256×256, 12-bit in 16, skull, brain and
+/// ventricles drawn so the viewer has something to show.
+pub fn demo_ct_head(
+    dir: &Path,
+    patient: &DemoPatient,
+    slices: usize,
+) -> anyhow::Result<SyntheticStudy> {
+    std::fs::create_dir_all(dir)?;
+    let (study_uid, series_uid) = (new_uid(), new_uid());
+    let n = 256usize;
+    let mut state = 7u64;
+    let mut files = Vec::new();
+    for s in 0..slices {
+        let (mut obj, sop) = demo_base(patient, CT_IMAGE, "CT", &study_uid, &series_uid, "CT HEAD");
+        image_module(&mut obj, n, n, 16, 1);
+        put(&mut obj, tags::INSTANCE_NUMBER, VR::IS, (s + 1).to_string());
+        put(&mut obj, tags::RESCALE_INTERCEPT, VR::DS, "-1024");
+        put(&mut obj, tags::RESCALE_SLOPE, VR::DS, "1");
+        put(&mut obj, tags::WINDOW_CENTER, VR::DS, "40");
+        put(&mut obj, tags::WINDOW_WIDTH, VR::DS, "80");
+        let scale = 1.0 - (s as f64 - slices as f64 / 2.0).abs() / slices as f64;
+        let mut px = Vec::with_capacity(n * n * 2);
+        for y in 0..n {
+            for x in 0..n {
+                let (dx, dy) = ((x as f64 - 128.0) / 100.0, (y as f64 - 128.0) / 120.0);
+                let r = (dx * dx + dy * dy).sqrt() / scale.max(0.3);
+                let vent = ((dx.abs() - 0.15).powi(2) * 20.0 + (dy + 0.1).powi(2) * 8.0) < 0.05;
+                let hu: f64 = if r > 1.0 {
+                    -1000.0
+                } else if r > 0.9 {
+                    1200.0
+                } else if vent {
+                    5.0
+                } else {
+                    32.0 + 8.0 * noise(&mut state)
+                };
+                px.extend_from_slice(&((hu + 1024.0).clamp(0.0, 4095.0) as u16).to_le_bytes());
+            }
+        }
+        put(&mut obj, tags::PIXEL_DATA, VR::OW, px);
+        files.push(write_demo(
+            obj,
+            CT_IMAGE,
+            &sop,
+            &dir.join(format!("ct{:03}.dcm", s + 1)),
+        )?);
+    }
+    Ok(SyntheticStudy { study_uid, files })
+}
+
+/// A chest radiograph: one 512×512 12-bit CR image, lungs darker than the mediastinum.
+pub fn demo_chest_cr(dir: &Path, patient: &DemoPatient) -> anyhow::Result<SyntheticStudy> {
+    std::fs::create_dir_all(dir)?;
+    let (study_uid, series_uid) = (new_uid(), new_uid());
+    let (mut obj, sop) = demo_base(patient, CR_IMAGE, "CR", &study_uid, &series_uid, "CHEST PA");
+    let n = 512usize;
+    image_module(&mut obj, n, n, 16, 1);
+    put(&mut obj, tags::BODY_PART_EXAMINED, VR::CS, "CHEST");
+    put(&mut obj, tags::WINDOW_CENTER, VR::DS, "2048");
+    put(&mut obj, tags::WINDOW_WIDTH, VR::DS, "4096");
+    let mut state = 11u64;
+    let mut px = Vec::with_capacity(n * n * 2);
+    for y in 0..n {
+        for x in 0..n {
+            let lung = |cx: f64| {
+                let (dx, dy) = ((x as f64 - cx) / 95.0, (y as f64 - 250.0) / 170.0);
+                dx * dx + dy * dy < 1.0
+            };
+            let body = ((x as f64 - 256.0) / 230.0).powi(2) < 1.0;
+            let v: f64 = if lung(160.0) || lung(352.0) {
+                900.0
+            } else if body {
+                3000.0
+            } else {
+                200.0
+            };
+            px.extend_from_slice(&((v + 300.0 * noise(&mut state)) as u16).to_le_bytes());
+        }
+    }
+    put(&mut obj, tags::PIXEL_DATA, VR::OW, px);
+    let files = vec![write_demo(obj, CR_IMAGE, &sop, &dir.join("chest.dcm"))?];
+    Ok(SyntheticStudy { study_uid, files })
+}
+
+/// An obstetric ultrasound cine loop: `frames` frames of 256×256, 8-bit, a sector of speckle
+/// with a moving bright structure.
+pub fn demo_us_cine(
+    dir: &Path,
+    patient: &DemoPatient,
+    frames: usize,
+) -> anyhow::Result<SyntheticStudy> {
+    std::fs::create_dir_all(dir)?;
+    let (study_uid, series_uid) = (new_uid(), new_uid());
+    let (mut obj, sop) = demo_base(
+        patient,
+        US_MULTIFRAME,
+        "US",
+        &study_uid,
+        &series_uid,
+        "OB ULTRASOUND",
+    );
+    let n = 256usize;
+    image_module(&mut obj, n, n, 8, frames);
+    let mut state = 13u64;
+    let mut px = Vec::with_capacity(n * n * frames);
+    for f in 0..frames {
+        let phase = f as f64 / frames as f64 * std::f64::consts::TAU;
+        for y in 0..n {
+            for x in 0..n {
+                let (dx, dy) = (x as f64 - 128.0, y as f64);
+                let angle = dx.atan2(dy).abs();
+                let depth = (dx * dx + dy * dy).sqrt();
+                let inside = angle < 0.6 && depth < 250.0;
+                let (fx, fy) = (x as f64 - 128.0 - 10.0 * phase.sin(), y as f64 - 140.0);
+                let fetus = (fx * fx) / 1600.0 + (fy * fy) / 900.0 < 1.0;
+                let v = if !inside {
+                    0.0
+                } else if fetus {
+                    150.0 + 80.0 * noise(&mut state)
+                } else {
+                    40.0 + 60.0 * noise(&mut state)
+                };
+                px.push(v as u8);
+            }
+        }
+    }
+    put(&mut obj, tags::PIXEL_DATA, VR::OB, px);
+    let files = vec![write_demo(obj, US_MULTIFRAME, &sop, &dir.join("cine.dcm"))?];
+    Ok(SyntheticStudy { study_uid, files })
+}
+
+/// A 12-lead resting ECG: 10 s at 500 Hz, 16-bit signed samples in µV, every lead a
+/// plausible sinus rhythm at 75 beats per minute.
+pub fn demo_ecg(dir: &Path, patient: &DemoPatient) -> anyhow::Result<SyntheticStudy> {
+    use dicom_core::value::DataSetSequence;
+    std::fs::create_dir_all(dir)?;
+    let (study_uid, series_uid) = (new_uid(), new_uid());
+    let (mut obj, sop) = demo_base(
+        patient,
+        ECG_12_LEAD,
+        "ECG",
+        &study_uid,
+        &series_uid,
+        "RESTING ECG",
+    );
+    let (rate, seconds, leads) = (500usize, 10usize, 12usize);
+    let samples = rate * seconds;
+    let names = [
+        "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
+    ];
+    let mut channels = Vec::new();
+    for name in names {
+        let mut source = InMemDicomObject::new_empty();
+        put(&mut source, tags::CODE_VALUE, VR::SH, "5.6.3-9-1");
+        put(
+            &mut source,
+            tags::CODING_SCHEME_DESIGNATOR,
+            VR::SH,
+            "SCPECG",
+        );
+        put(
+            &mut source,
+            tags::CODE_MEANING,
+            VR::LO,
+            format!("Lead {name}"),
+        );
+        let mut units = InMemDicomObject::new_empty();
+        put(&mut units, tags::CODE_VALUE, VR::SH, "uV");
+        put(&mut units, tags::CODING_SCHEME_DESIGNATOR, VR::SH, "UCUM");
+        put(&mut units, tags::CODE_MEANING, VR::LO, "microvolt");
+        let mut ch = InMemDicomObject::new_empty();
+        ch.put(DataElement::new(
+            tags::CHANNEL_SOURCE_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![source]),
+        ));
+        ch.put(DataElement::new(
+            tags::CHANNEL_SENSITIVITY_UNITS_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![units]),
+        ));
+        put(&mut ch, tags::CHANNEL_SENSITIVITY, VR::DS, "1");
+        put(
+            &mut ch,
+            tags::CHANNEL_SENSITIVITY_CORRECTION_FACTOR,
+            VR::DS,
+            "1",
+        );
+        put(&mut ch, tags::CHANNEL_BASELINE, VR::DS, "0");
+        put(&mut ch, tags::WAVEFORM_BITS_STORED, VR::US, 16u16);
+        channels.push(ch);
+    }
+    let mut data = Vec::with_capacity(samples * leads * 2);
+    for i in 0..samples {
+        let t = (i % (rate * 4 / 5)) as f64 / rate as f64; // one beat every 0.8 s
+        let wave = |c: f64, w: f64, a: f64| a * (-((t - c) / w).powi(2)).exp();
+        let beat = wave(0.2, 0.025, 120.0) + wave(0.33, 0.012, 1100.0) - wave(0.36, 0.01, 250.0)
+            + wave(0.55, 0.05, 300.0);
+        for lead in 0..leads {
+            let gain = [1.0, 1.2, 0.4, -0.9, 0.5, 0.8, -0.6, 0.3, 0.9, 1.3, 1.1, 0.9][lead];
+            data.extend_from_slice(&((beat * gain) as i16).to_le_bytes());
+        }
+    }
+    let mut waveform = InMemDicomObject::new_empty();
+    put(
+        &mut waveform,
+        tags::MULTIPLEX_GROUP_TIME_OFFSET,
+        VR::DS,
+        "0",
+    );
+    put(
+        &mut waveform,
+        tags::WAVEFORM_ORIGINALITY,
+        VR::CS,
+        "ORIGINAL",
+    );
+    put(
+        &mut waveform,
+        tags::NUMBER_OF_WAVEFORM_CHANNELS,
+        VR::US,
+        leads as u16,
+    );
+    put(
+        &mut waveform,
+        tags::NUMBER_OF_WAVEFORM_SAMPLES,
+        VR::UL,
+        samples as u32,
+    );
+    put(
+        &mut waveform,
+        tags::SAMPLING_FREQUENCY,
+        VR::DS,
+        rate.to_string(),
+    );
+    put(&mut waveform, tags::MULTIPLEX_GROUP_LABEL, VR::SH, "RHYTHM");
+    waveform.put(DataElement::new(
+        tags::CHANNEL_DEFINITION_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(channels),
+    ));
+    put(&mut waveform, tags::WAVEFORM_BITS_ALLOCATED, VR::US, 16u16);
+    put(
+        &mut waveform,
+        tags::WAVEFORM_SAMPLE_INTERPRETATION,
+        VR::CS,
+        "SS",
+    );
+    waveform.put(DataElement::new(
+        tags::WAVEFORM_DATA,
+        VR::OW,
+        PrimitiveValue::from(data),
+    ));
+    obj.put(DataElement::new(
+        tags::WAVEFORM_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(vec![waveform]),
+    ));
+    let files = vec![write_demo(obj, ECG_12_LEAD, &sop, &dir.join("ecg.dcm"))?];
+    Ok(SyntheticStudy { study_uid, files })
+}

@@ -161,3 +161,78 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
         );
     }
 }
+
+/// The README's first command: the pilot in a box brings three clinics online, their
+/// modalities' studies delivered, and the demo's three consultations on the hospital's pages;
+/// Ctrl-C stops it cleanly.
+#[test]
+fn the_pilot_in_a_box_shows_three_clinics_online_and_cases_on_the_worklist() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let mut pilot = Command::new(env!("CARGO_BIN_EXE_pilot"))
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--seconds", "300"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(pilot.stdout.take().unwrap()).lines();
+    let mut hospital = None;
+    let mut said = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if let Some(rest) = line.trim().strip_prefix("hospital   http://") {
+            hospital = rest.split('/').next().map(str::to_owned);
+        }
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    println!("ready after {:.1} s", started.elapsed().as_secs_f64());
+    for clinic in ["jinzhou", "pulandian", "zhuanghe"] {
+        assert!(said.contains(&format!("{clinic:<10} link UP")), "{said}");
+    }
+    let web: SocketAddr = hospital.expect("the hospital's address").parse().unwrap();
+    let login = |user: &str| -> String {
+        let body = format!(r#"{{"user":"{user}","password":"pilot-demo-2026"}}"#);
+        let (status, answer) =
+            harness::http(web, "POST", "/api/v1/login", None, Some(&body)).unwrap();
+        assert_eq!(status, 200, "{answer}");
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        v["token"].as_str().unwrap().to_owned()
+    };
+    let admin = login("admin");
+    let all: serde_json::Value = serde_json::from_str(
+        &harness::http_get_as(web, "/api/v1/consultations?scope=all", &admin).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 3, "{all}");
+    // The radiologist's worklist holds the emergency, routed to them.
+    let li = login("li");
+    let mine: serde_json::Value =
+        serde_json::from_str(&harness::http_get_as(web, "/api/v1/consultations", &li).unwrap())
+            .unwrap();
+    assert_eq!(mine[0]["urgency"], "emergency", "{mine}");
+    assert_eq!(mine[0]["assignee"], "li");
+    let board = harness::http_get_as(web, "/admin/links", &admin).unwrap();
+    for clinic in ["jinzhou", "pulandian", "zhuanghe"] {
+        let row = board
+            .split(&format!("data-clinic=\"{clinic}\""))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{clinic} on the link board"));
+        let row = &row[..row.find("</tr>").unwrap()];
+        assert!(row.contains("badge online"), "{clinic}: {row}");
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &pilot.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(pilot.wait().unwrap().success());
+    assert!(rest.iter().any(|l| l == "stopped cleanly"), "{rest:?}");
+}

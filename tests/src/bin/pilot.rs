@@ -18,6 +18,70 @@ const SPECIALISTS: [(&str, &str, &str); 3] = [
     ("zhang", "Zhang Min", "obstetrics"),
 ];
 
+/// What happens at one demo clinic: who the patient is, what the modality sends, and what the
+/// doctor asks.
+struct Scene {
+    patient: harness::samples::DemoPatient,
+    label: &'static str,
+    studies: fn(
+        &std::path::Path,
+        &harness::samples::DemoPatient,
+    ) -> anyhow::Result<Vec<harness::samples::SyntheticStudy>>,
+    question: &'static str,
+    summary: &'static str,
+    specialty: &'static str,
+    urgency: proto::consult::Urgency,
+}
+
+fn patient(id: &str, name: &str, sex: &str, birth_date: &str) -> harness::samples::DemoPatient {
+    harness::samples::DemoPatient {
+        id: id.into(),
+        name: name.into(),
+        sex: sex.into(),
+        birth_date: birth_date.into(),
+    }
+}
+
+/// One scene per demo clinic, in the order of [`CLINICS`].
+fn scenes() -> [Scene; 3] {
+    use harness::samples::{demo_chest_cr, demo_ct_head, demo_ecg, demo_us_cine};
+    use proto::consult::Urgency;
+    [
+        Scene {
+            patient: patient("JZ-0001", "WANG^FANG", "F", "19580312"),
+            label: "head CT, 24 slices",
+            studies: |dir, p| Ok(vec![demo_ct_head(&dir.join("ct"), p, 24)?]),
+            question: "Intracranial bleed after a fall?",
+            summary: "Fell from a ladder 2 hours ago; headache, vomited twice, GCS 14.",
+            specialty: "radiology",
+            urgency: Urgency::Emergency,
+        },
+        Scene {
+            patient: patient("PL-0001", "ZHAO^GANG", "M", "19650704"),
+            label: "chest radiograph and 12-lead ECG",
+            studies: |dir, p| {
+                Ok(vec![
+                    demo_ecg(&dir.join("ecg"), p)?,
+                    demo_chest_cr(&dir.join("cr"), p)?,
+                ])
+            },
+            question: "Chest pain for 3 hours: acute coronary syndrome?",
+            summary: "Central chest pain radiating to the left arm, sweating; smoker.",
+            specialty: "cardiology",
+            urgency: Urgency::Urgent,
+        },
+        Scene {
+            patient: patient("ZH-0001", "LIU^MEI", "F", "19960220"),
+            label: "obstetric ultrasound cine, 40 frames",
+            studies: |dir, p| Ok(vec![demo_us_cine(&dir.join("us"), p, 40)?]),
+            question: "Fetal growth appropriate at 32 weeks?",
+            summary: "G2P1, 32 weeks by dates; fundal height smaller than expected.",
+            specialty: "obstetrics",
+            urgency: Urgency::Routine,
+        },
+    ]
+}
+
 /// The demo clinics: id and display name.
 const CLINICS: [(&str, &str); 3] = [
     ("jinzhou", "Jinzhou Township Health Centre"),
@@ -37,6 +101,9 @@ struct Cli {
     /// Stop after this many seconds instead of waiting for Ctrl-C.
     #[arg(long)]
     seconds: Option<u64>,
+    /// Also forward every verified instance to this PACS: `AE_TITLE@host:port`.
+    #[arg(long, value_name = "AE@HOST:PORT")]
+    forward_to: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,6 +152,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         file: roster,
         check: Duration::from_secs(5),
     });
+    if let Some(target) = &cli.forward_to {
+        let (ae, address) = target
+            .split_once('@')
+            .filter(|(ae, address)| !ae.is_empty() && address.contains(':'))
+            .ok_or_else(|| anyhow::anyhow!("--forward-to {target}: write AE_TITLE@host:port"))?;
+        gw_config.forwards.push(gateway::config::ForwardConfig {
+            name: "pacs".into(),
+            peer: daemon::scu::Peer {
+                ae_title: ae.into(),
+                address: address.into(),
+                calling_ae: gateway::config::DEFAULT_CALLING_AE.into(),
+            },
+            associations: 2,
+            modalities: None,
+            clinics: None,
+            retry_max: Duration::from_secs(30),
+        });
+        println!(
+            "  forwarding to  {ae} at {address} (calling AE {})",
+            gateway::config::DEFAULT_CALLING_AE
+        );
+    }
     let gateway = RunningGateway::start(gw_config)?;
     let demo_user = |name: &str, role, display: &str, specialist: Option<&str>| {
         harness::people::person(
@@ -131,34 +220,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         agents.push((id, agent));
     }
     println!();
-    // A synthetic CT series per clinic, imported as a township doctor would.
+    // Each clinic's modality sends its studies by C-STORE, and the doctor asks a question
+    // about them: one emergency, one urgent, one routine consultation.
     let mut expected = Vec::new();
-    for (i, (id, agent)) in agents.iter().enumerate() {
+    for ((id, agent), scene) in agents.iter().zip(scenes()) {
         let folder = root.join("samples").join(id);
-        let study = harness::samples::write_ct_series(
-            &folder,
-            &format!("DEMO-{:04}", i + 1),
-            12,
-            256 * 1024,
-            i as u64 + 1,
-        )?;
-        let handle = agent.handle.clone();
-        let files = study.files.clone();
-        tokio::task::spawn_blocking(move || {
-            files
-                .iter()
-                .try_for_each(|f| handle.ingest_file(f).map(|_| ()))
+        let studies = (scene.studies)(&folder, &scene.patient)?;
+        let files: Vec<PathBuf> = studies.iter().flat_map(|s| s.files.clone()).collect();
+        let modality = daemon::scu::Peer {
+            ae_title: harness::clinic_ae_title(id),
+            address: agent.dicom_addr.to_string(),
+            calling_ae: "PILOT_MODALITY".into(),
+        };
+        let sent = tokio::task::spawn_blocking(move || {
+            let paths: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+            daemon::scu::store_files(&modality, &paths, Duration::from_secs(30))
         })
         .await??;
-        expected.push(study.files.len() as u64);
-        // One consultation per clinic, one of each urgency, unless a kept pilot has them.
-        let urgency = [
-            proto::consult::Urgency::Emergency,
-            proto::consult::Urgency::Urgent,
-            proto::consult::Urgency::Routine,
-        ][i % 3];
+        expected.push(sent as u64);
         let handle = agent.handle.clone();
-        let uid = study.study_uid.clone();
+        let uids: Vec<String> = studies.iter().map(|s| s.study_uid.clone()).collect();
+        let (question, summary, specialty, urgency) = (
+            scene.question,
+            scene.summary,
+            scene.specialty,
+            scene.urgency,
+        );
         tokio::task::spawn_blocking(move || {
             if !clinic_agent::consult_api::list_cases(&handle)
                 .map_err(|e| anyhow::anyhow!(e.message))?
@@ -171,21 +258,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .get("doctor")?
                 .ok_or_else(|| anyhow::anyhow!("no demo doctor"))?;
             let request = clinic_agent::consult_api::NewConsultation {
+                // Filled from the studies' DICOM headers.
                 patient: proto::consult::Patient {
                     id: String::new(),
                     name: String::new(),
                     sex: String::new(),
                     birth_date: String::new(),
                 },
-                clinical_summary: "Fall from a ladder; headache and vomiting.".into(),
-                question: "Intracranial bleed or fracture?".into(),
-                specialty: "radiology".into(),
+                clinical_summary: summary.into(),
+                question: question.into(),
+                specialty: specialty.into(),
                 urgency,
                 consent: Some(clinic_agent::consult_api::ConsentBody {
                     given_by: "patient".into(),
                     method: "written".into(),
                 }),
-                studies: vec![uid],
+                studies: uids,
                 submit: true,
             };
             clinic_agent::consult_api::create_case(&handle, &doctor, request)
@@ -194,20 +282,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         })
         .await??;
         println!(
-            "  imported {} CT instances at {id} ({})",
-            study.files.len(),
-            folder.display()
+            "  {id:<10} modality sent {sent} instances by C-STORE ({}); {} consultation: {question}",
+            scene.label,
+            urgency.label()
         );
     }
     println!();
     let mut synced = vec![false; agents.len()];
 
+    // Ctrl-C, or the end of --seconds.
     let shutdown = async {
-        match cli.seconds {
-            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
+        let deadline = async {
+            match cli.seconds {
+                Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+                None => std::future::pending().await,
             }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = deadline => {}
         }
     };
     tokio::pin!(shutdown);
@@ -246,7 +339,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 synced[i] = true;
                 let at = started.elapsed().as_secs_f64();
                 println!(
-                    "[{at:6.2}s] {id:<10} study delivered: {} instances verified at the gateway",
+                    "[{at:6.2}s] {id:<10} studies delivered: {} instances verified at the gateway",
                     expected[i]
                 );
             }
@@ -274,7 +367,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!();
             println!("Web pages (password for every demo login: {DEMO_PASSWORD}):");
             println!(
-                "  hospital   http://{}/   specialists: li (radiology), sun, zhang; administrator: admin",
+                "  hospital   http://{}/   specialists: li (radiology), sun (cardiology), zhang (obstetrics); administrator: admin",
                 daemon::client::local(gateway.web_addr)
             );
             for (id, agent) in &agents {
