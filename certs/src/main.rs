@@ -89,6 +89,21 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `certs list | head` ends quietly, as daemon::quiet_broken_pipe does for the daemons'
+    // CLIs (certs does not depend on the daemons' crate).
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -117,7 +117,7 @@ pub fn report(store: &AgentStore, link: &LinkStatus, sync: &SharedSync) -> Statu
     let rate = sync.throughput.per_sec(Instant::now());
     StatusReport {
         upload_bytes_per_sec: rate,
-        seconds_to_drain: seconds_left(link.up, rate, left),
+        seconds_to_drain: seconds_left(link.up, rate, left).filter(|_| left > 0),
         link: LinkReport {
             up: link.up,
             since: link

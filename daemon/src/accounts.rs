@@ -215,6 +215,7 @@ impl Accounts {
             f.write_all(&text).map_err(err)?;
             f.sync_all().map_err(err)?;
         }
+        keep_owner(&self.path, &tmp);
         std::fs::rename(&tmp, &self.path).map_err(err)?;
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         *state = (None, file.clone());
@@ -608,6 +609,21 @@ pub(crate) fn token_of(headers: &axum::http::HeaderMap) -> Option<(String, bool)
     crate::web::session_token(headers).map(|t| (t, true))
 }
 
+/// Gives `new` the owner of `path` (or of its folder): an administrator running `user add`
+/// as root must not leave the file unreadable to the daemon's own user. Without the right to
+/// change owners nothing changes, and nothing needs to: the writer is then that user.
+fn keep_owner(path: &std::path::Path, new: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(path)
+            .or_else(|_| std::fs::metadata(path.parent().unwrap_or(std::path::Path::new("."))));
+        if let Ok(m) = owner {
+            let _ = std::os::unix::fs::chown(new, Some(m.uid()), Some(m.gid()));
+        }
+    }
+}
+
 impl<S> FromRequestParts<S> for Authenticated
 where
     S: HasAccounts + Send + Sync,
@@ -677,6 +693,18 @@ mod tests {
         ));
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("$argon2") && !text.contains("correct horse"));
+        #[cfg(unix)]
+        {
+            // Rewritten by root (an administrator's `user add`), the file stays the daemon's.
+            use std::os::unix::fs::MetadataExt;
+            let root = std::fs::metadata(&path).unwrap().uid() == 0;
+            if root {
+                std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+                accounts.script_token("li").unwrap();
+                let m = std::fs::metadata(&path).unwrap();
+                assert_eq!((m.uid(), m.gid()), (65534, 65534));
+            }
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

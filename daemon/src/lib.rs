@@ -55,9 +55,29 @@ pub fn span(secs: u64) -> String {
     }
 }
 
+/// A CLI whose output goes to a reader that stopped reading (`gateway check-config | head`)
+/// ends quietly with status 141, as a command killed by SIGPIPE does, instead of panicking in
+/// `println!` (Rust ignores SIGPIPE, and changing that needs `unsafe`).
+pub fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 /// Sets up logging on stderr (`RUST_LOG` overrides `default_filter`; colours only on a
 /// terminal), runs `body`, and turns an error into `error: ...` and exit status 1.
 pub fn main(default_filter: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    quiet_broken_pipe();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

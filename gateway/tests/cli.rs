@@ -61,3 +61,32 @@ fn missing_certificate_file_names_the_key_and_the_fix() {
         "{err}"
     );
 }
+
+/// Output piped into a reader that stops early (`| head`) ends the command quietly, without a
+/// panic.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["cert.pem", "key.pem", "ca.pem", "crl.pem"] {
+        std::fs::write(dir.path().join(f), "x").unwrap();
+    }
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(
+        &file,
+        "[link]\ncert = \"cert.pem\"\nkey = \"key.pem\"\nca = \"ca.pem\"\ncrl = \"crl.pem\"\n",
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "'{}' check-config --config '{}' | head -c 0",
+                env!("CARGO_BIN_EXE_gateway"),
+                file.display()
+            ))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
