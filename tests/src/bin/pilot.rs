@@ -224,6 +224,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // about them: one emergency, one urgent, one routine consultation.
     let mut expected = Vec::new();
     for ((id, agent), scene) in agents.iter().zip(scenes()) {
+        // A kept pilot (--dir) already has its studies and cases: nothing is sent again.
+        let handle = agent.handle.clone();
+        let held = tokio::task::spawn_blocking(move || {
+            clinic_agent::consult_api::list_cases(&handle).map(|cases| !cases.is_empty())
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+        if held {
+            let report = agent.handle.status_report();
+            let objects = ["queued", "sending", "delivered"]
+                .iter()
+                .map(|s| report.count(s).0)
+                .sum::<u64>();
+            expected.push(objects);
+            println!("  {id:<10} studies and consultation kept from the last run");
+            continue;
+        }
         let folder = root.join("samples").join(id);
         let studies = (scene.studies)(&folder, &scene.patient)?;
         let files: Vec<PathBuf> = studies.iter().flat_map(|s| s.files.clone()).collect();
@@ -247,12 +264,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             scene.urgency,
         );
         tokio::task::spawn_blocking(move || {
-            if !clinic_agent::consult_api::list_cases(&handle)
-                .map_err(|e| anyhow::anyhow!(e.message))?
-                .is_empty()
-            {
-                return Ok(());
-            }
             let doctor = handle
                 .accounts
                 .get("doctor")?
