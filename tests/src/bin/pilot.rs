@@ -61,8 +61,8 @@ fn scenes() -> [Scene; 3] {
             label: "chest radiograph and 12-lead ECG",
             studies: |dir, p| {
                 Ok(vec![
-                    demo_ecg(&dir.join("ecg"), p)?,
                     demo_chest_cr(&dir.join("cr"), p)?,
+                    demo_ecg(&dir.join("ecg"), p)?,
                 ])
             },
             question: "Chest pain for 3 hours: acute coronary syndrome?",
