@@ -1,6 +1,7 @@
 //! Crash tests in sled's style: the real `clinic-agent` and `gateway` binaries are killed with
 //! SIGKILL at random moments during ingest and sync, restarted, and what survived is compared
-//! with what was accepted. Nothing accepted may be lost, duplicated or corrupted.
+//! with what was accepted. Nothing accepted may be lost, duplicated or corrupted, and every
+//! accepted instance reaches the hospital PACS (DCMTK's `storescp`) through the gateway kills.
 
 // Tests and their helpers may unwrap: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -129,6 +130,14 @@ fn killing_the_agent_or_the_gateway_at_random_never_loses_duplicates_or_corrupts
     let dir = tempfile::tempdir().unwrap();
     let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
     let rig = rig(&pilot);
+    let pacs =
+        harness::peers::Storescp::start(&dir.path().join("pacs"), "CRASH_PACS", &["+xa"]).unwrap();
+    let mut text = std::fs::read_to_string(&rig.gateway_toml).unwrap();
+    text.push_str(&format!(
+        "\n[[forward]]\nname = \"pacs\"\nae_title = \"CRASH_PACS\"\naddress = \"{}\"\nretry_max_secs = 1\n",
+        pacs.addr
+    ));
+    std::fs::write(&rig.gateway_toml, text).unwrap();
     let study = write_ct_series(&dir.path().join("study"), "PID-CRASH", 240, 96 * 1024, 9).unwrap();
     let mut rng = proto::rng::Rng::new(0x5eed);
     let mut accepted: BTreeSet<String> = BTreeSet::new();
@@ -210,6 +219,32 @@ fn killing_the_agent_or_the_gateway_at_random_never_loses_duplicates_or_corrupts
         accepted.len(),
         "the gateway indexed each instance once"
     );
+    // Every instance reached the PACS through the kills (a crash may send one twice; the PACS
+    // keeps one file per SOP Instance UID).
+    let wanted: BTreeSet<String> = study
+        .files
+        .iter()
+        .map(|f| store::dicom::summarize(f).unwrap().sop_instance_uid)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got: BTreeSet<String> = pacs
+            .files()
+            .iter()
+            .filter_map(|f| store::dicom::summarize(f).ok())
+            .map(|s| s.sop_instance_uid)
+            .collect();
+        if got == wanted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the PACS holds {} of {} instances",
+            got.len(),
+            wanted.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     kill9(&mut agent);
     kill9(&mut gateway);
 
