@@ -83,9 +83,12 @@ pub async fn serve(
     handle: Handle,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let this_pc = ThisPc(listener.local_addr()?.ip());
     axum::serve(
         listener,
-        router(handle).into_make_service_with_connect_info::<SocketAddr>(),
+        router(handle)
+            .layer(axum::Extension(this_pc))
+            .into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move { shutdown.cancelled().await })
     .await
@@ -103,12 +106,35 @@ pub fn router(handle: Handle) -> axum::Router {
         .with_state(handle)
 }
 
-/// A caller on this PC: the connection comes from a loopback address.
+/// The address the listener is bound to: a CLI on this PC that dials the clinic LAN address
+/// (`[web] listen = "192.168.1.5:8081"`) connects from that same address.
+#[derive(Debug, Clone, Copy)]
+pub struct ThisPc(pub std::net::IpAddr);
+
+/// A caller on this PC: the connection comes from a loopback address or from the listener's
+/// own address, and the request names this PC as its host (a web page that rebinds its own
+/// name to 127.0.0.1 still sends that name).
 fn is_local(parts: &Parts) -> bool {
-    parts
+    let this = parts.extensions.get::<ThisPc>().map(|t| t.0.to_canonical());
+    let from_here = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .is_some_and(|c| c.0.ip().is_loopback())
+        .map(|c| c.0.ip().to_canonical())
+        .is_some_and(|ip| ip.is_loopback() || (Some(ip) == this && !ip.is_unspecified()));
+    let host = parts
+        .headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    // The host without its port ("[::1]:8081", "127.0.0.1:8081", "localhost").
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let named_here = matches!(name, "localhost" | "127.0.0.1" | "[::1]")
+        || this
+            .is_some_and(|ip| name.trim_start_matches('[').trim_end_matches(']') == ip.to_string());
+    from_here && named_here
 }
 
 /// The CLI on this PC, or a signed-in user anywhere.

@@ -143,7 +143,9 @@ fn sync_cell(lang: Lang, studies: &[String], progress: &Progress) -> Markup {
         return html! {};
     }
     let pct = ((total.delivered + total.sent) as f64 * 100.0 / total.held as f64).min(100.0);
+    // Nothing left to send (the receipt is awaited): no estimate.
     let eta = seconds_left(progress.up, progress.rate, total.until_through)
+        .filter(|_| total.until_through > 0)
         .map(|s| lang.t("sync.eta").replace("{span}", &daemon::span(s)));
     html! {
         @if total.delivered >= total.held { span.ok data-sync="delivered" { (lang.t("study.arrived")) } }

@@ -204,18 +204,21 @@ impl Accounts {
         let tmp = self.path.with_extension("json.tmp");
         {
             use std::io::Write;
+            // A fresh file, never one found at that name: whatever was left there (even a
+            // link planted by the daemon's user for root's `user add` to follow) goes first.
+            let _ = std::fs::remove_file(&tmp);
             let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
+            options.write(true).create_new(true);
             #[cfg(unix)]
             {
                 use std::os::unix::fs::OpenOptionsExt;
                 options.mode(0o600);
             }
             let mut f = options.open(&tmp).map_err(err)?;
+            keep_owner(&self.path, &f);
             f.write_all(&text).map_err(err)?;
             f.sync_all().map_err(err)?;
         }
-        keep_owner(&self.path, &tmp);
         std::fs::rename(&tmp, &self.path).map_err(err)?;
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         *state = (None, file.clone());
@@ -609,17 +612,19 @@ pub(crate) fn token_of(headers: &axum::http::HeaderMap) -> Option<(String, bool)
     crate::web::session_token(headers).map(|t| (t, true))
 }
 
-/// Gives `new` the owner of `path` (or of its folder): an administrator running `user add`
-/// as root must not leave the file unreadable to the daemon's own user. Without the right to
-/// change owners nothing changes, and nothing needs to: the writer is then that user.
-fn keep_owner(path: &std::path::Path, new: &std::path::Path) {
+/// Gives the new file `new` the owner of `path` (or of its folder): an administrator running
+/// `user add` as root must not leave the file unreadable to the daemon's own user. Changed on
+/// the open file, never through a path. Without the right to change owners nothing changes,
+/// and nothing needs to: the writer is then that user.
+fn keep_owner(path: &std::path::Path, new: &std::fs::File) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        let owner = std::fs::metadata(path)
-            .or_else(|_| std::fs::metadata(path.parent().unwrap_or(std::path::Path::new("."))));
+        let owner = std::fs::symlink_metadata(path).or_else(|_| {
+            std::fs::symlink_metadata(path.parent().unwrap_or(std::path::Path::new(".")))
+        });
         if let Ok(m) = owner {
-            let _ = std::os::unix::fs::chown(new, Some(m.uid()), Some(m.gid()));
+            let _ = std::os::unix::fs::fchown(new, Some(m.uid()), Some(m.gid()));
         }
     }
 }

@@ -39,12 +39,21 @@ pub type Wrap = Arc<dyn Fn(TcpStream) -> std::io::Result<Box<dyn Duplex>> + Send
 pub struct Endpoint {
     pub addr: SocketAddr,
     wrap: Option<Wrap>,
+    /// How long an answer may take.
+    timeout: Duration,
 }
+
+/// How long a call waits for its answer unless told otherwise.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl Endpoint {
     /// Plain HTTP.
     pub fn plain(addr: SocketAddr) -> Self {
-        Self { addr, wrap: None }
+        Self {
+            addr,
+            wrap: None,
+            timeout: ANSWER_TIMEOUT,
+        }
     }
 
     /// Each connection goes through `wrap` first.
@@ -52,7 +61,14 @@ impl Endpoint {
         Self {
             addr,
             wrap: Some(wrap),
+            timeout: ANSWER_TIMEOUT,
         }
+    }
+
+    /// Waits up to `timeout` for an answer (a backup of a large archive takes its time).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 }
 
@@ -89,7 +105,7 @@ pub fn call_to(
     let failed = |detail: String| ClientError::Failed { addr, detail };
     let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|_| ClientError::NotRunning(addr))?;
-    tcp.set_read_timeout(Some(Duration::from_secs(600)))
+    tcp.set_read_timeout(Some(to.timeout))
         .map_err(|e| failed(e.to_string()))?;
     let mut stream: Box<dyn Duplex> = match &to.wrap {
         Some(wrap) => wrap(tcp).map_err(|e| failed(e.to_string()))?,

@@ -135,17 +135,21 @@ pub fn store_request(message_id: u16, sop_class: &str, sop_instance: &str) -> Ve
 /// The Verification SOP Class (C-ECHO).
 pub const VERIFICATION_SOP_CLASS: &str = "1.2.840.10008.1.1";
 
-/// Whether a C-STORE status means stored: success, or a warning (PS3.4 B.2.3: coercion,
-/// elements discarded, data set does not match the SOP class), which still stores it.
+/// Whether a C-STORE status means the peer holds the instance: success; a warning (PS3.4
+/// B.2.3: coercion, elements discarded, data set does not match the SOP class; PS3.7 C:
+/// attribute list error, value out of range), which still stores it; or "duplicate SOP
+/// instance" (0111), which a PACS answers when it already has it (a resend after a crash).
 pub fn stored(status: u16) -> bool {
-    status == STATUS_SUCCESS || status == 0x0001 || status & 0xF000 == 0xB000
+    matches!(status, STATUS_SUCCESS | 0x0001 | 0x0107 | 0x0111 | 0x0116)
+        || status & 0xF000 == 0xB000
 }
 
 /// A C-STORE status for people (PS3.4 B.2.3, PS3.7 C).
 pub fn status_text(status: u16) -> &'static str {
     match status {
         STATUS_SUCCESS => "success",
-        0x0001 | 0xB000..=0xBFFF => "warning (stored)",
+        0x0001 | 0x0107 | 0x0116 | 0xB000..=0xBFFF => "warning (stored)",
+        0x0111 => "duplicate: the peer already holds this instance",
         0xA700..=0xA7FF => "refused: out of resources",
         0xA900..=0xA9FF => "error: data set does not match the SOP class",
         0xC000..=0xCFFF => "error: cannot understand",
@@ -284,7 +288,8 @@ mod tests {
         );
         let echo = parse(&echo_request(3)).unwrap();
         assert_eq!((echo.field, echo.has_data_set), (C_ECHO_RQ, false));
-        assert!(stored(0) && stored(0xB007) && !stored(0xA700) && !stored(0xC000));
+        assert!(stored(0) && stored(0xB007) && stored(0x0111));
+        assert!(!stored(0xA700) && !stored(0xC000) && !stored(0x0122));
     }
 
     #[test]

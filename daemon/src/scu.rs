@@ -78,7 +78,7 @@ pub fn open(
         .establish(peer.address.as_str())
         .map_err(|e| ScuError::Associate {
             peer: peer.to_string(),
-            detail: e.to_string(),
+            detail: chain(&e),
         })?;
     Ok(Association {
         inner,
@@ -96,6 +96,10 @@ pub fn echo(peer: &Peer, timeout: Duration) -> Result<(), ScuError> {
 }
 
 impl Association {
+    fn failed_at(&self, e: &dyn std::error::Error) -> ScuError {
+        self.failed(chain(e))
+    }
+
     fn failed(&self, detail: impl std::fmt::Display) -> ScuError {
         ScuError::Exchange {
             peer: self.peer.clone(),
@@ -132,14 +136,14 @@ impl Association {
                     data: bytes,
                 }],
             })
-            .map_err(|e| self.failed(e))
+            .map_err(|e| self.failed_at(&e))
     }
 
     /// Reads P-DATA until a whole command set has arrived: the response.
     fn response(&mut self, expected: u16, message_id: u16) -> Result<dimse::Command, ScuError> {
         let mut bytes = Vec::new();
         loop {
-            match self.inner.receive().map_err(|e| self.failed(e))? {
+            match self.inner.receive().map_err(|e| self.failed_at(&e))? {
                 Pdu::PData { data } => {
                     for pdv in data {
                         if pdv.value_type != PDataValueType::Command {
@@ -204,8 +208,15 @@ impl Association {
         let id = self.message_id();
         self.send_command(context, dimse::store_request(id, sop_class, sop_instance))?;
         let mut writer = self.inner.send_pdata(context);
-        let copied = std::io::copy(dataset, &mut writer).and_then(|_| writer.finish());
-        copied.map_err(|e| self.failed(e))?;
+        match std::io::copy(dataset, &mut writer) {
+            Ok(_) => writer.finish().map_err(|e| self.failed(e))?,
+            Err(e) => {
+                // Never let the peer take a cut data set for a whole one: no last fragment is
+                // sent, and the caller drops the association.
+                writer.abandon();
+                return Err(self.failed(format!("reading the data set to send: {e}")));
+            }
+        }
         let response = self.response(dimse::C_STORE_RSP, id)?;
         response
             .status
@@ -216,6 +227,22 @@ impl Association {
     pub fn release(self) {
         let _ = self.inner.release();
     }
+}
+
+/// An error with its causes: dicom-ul's own messages ("could not connect to server") say
+/// what failed, their sources say why ("Connection refused").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn pdu_name(pdu: &Pdu) -> &'static str {

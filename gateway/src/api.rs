@@ -131,6 +131,12 @@ async fn backup(
             "send JSON {\"to\": \"/path/to/new/folder\"}",
         ));
     };
+    if !req.to.is_absolute() {
+        return Err(ApiError::bad_request(format!(
+            "\"to\" must be an absolute path on the gateway's machine, not {}",
+            req.to.display()
+        )));
+    }
     blocking(move || {
         api.audit
             .record(
@@ -257,8 +263,8 @@ impl Api {
         Ok(rows)
     }
 
-    /// The pool an unassigned, delivered case waits in, when `user` is one of its members
-    /// (or its lead) and has not declined it.
+    /// The pool a delivered case waits in because the router found nobody it may give it to,
+    /// when `user` is one of its members (or its lead) and has not declined it.
     pub fn waiting_in_my_pool(&self, user: &User, c: &Consultation) -> Option<String> {
         if c.state != CaseState::Delivered || c.assignee.is_some() {
             return None;
@@ -267,7 +273,11 @@ impl Api {
         if c.declined_by.contains(me) {
             return None;
         }
-        let pool = self.router.as_ref()?.pool_of(c)?;
+        let router = self.router.as_ref()?;
+        if !router.is_unroutable(&c.id) {
+            return None;
+        }
+        let pool = router.pool_of(c)?;
         (pool.members.contains(me) || &pool.lead == me).then_some(pool.id)
     }
 }

@@ -53,6 +53,9 @@ pub struct InstanceRecord {
     pub modality: Option<String>,
     /// Unix seconds.
     pub received_at: i64,
+    /// Instance Number, for the viewer's order.
+    #[serde(default)]
+    pub instance_number: Option<i64>,
 }
 
 /// A study as the admin tools list it.
@@ -153,6 +156,9 @@ pub struct GatewayArchive {
     commits: store::group::GroupCommit<Stored>,
     /// id (u64, big-endian) → [`ToForward`], drained by `forward`.
     forward_inbox: sled::Tree,
+    /// The next inbox id: above every id in the inbox and the queues, so an id is never
+    /// reused, even after a restore (sled's own id counter is not part of an export).
+    next_forward_id: std::sync::atomic::AtomicU64,
     /// Whether verified instances go to the forwarding inbox.
     forwarding: bool,
 }
@@ -178,6 +184,25 @@ fn is_attachment(path: &Path) -> bool {
         && (head.starts_with(b"%PDF-") || head.starts_with(&[0xFF, 0xD8, 0xFF]))
 }
 
+/// The forwarding queues' tree (`destination \0 id` → entry), kept by `forward`.
+pub const FORWARD_QUEUE_TREE: &str = "forward_queue";
+
+/// One above the largest id in the inbox (its keys) and in the queues (their keys' last eight
+/// bytes).
+fn next_forward_id(inbox: &sled::Tree, queue: &sled::Tree) -> Result<u64, ArchiveError> {
+    let id_of = |key: &[u8]| {
+        key.len()
+            .checked_sub(8)
+            .and_then(|start| <[u8; 8]>::try_from(&key[start..]).ok())
+            .map(u64::from_be_bytes)
+    };
+    let mut max = inbox.last()?.and_then(|(k, _)| id_of(&k)).unwrap_or(0);
+    for key in queue.iter().keys() {
+        max = max.max(id_of(&key?).unwrap_or(0));
+    }
+    Ok(max + 1)
+}
+
 fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
 }
@@ -200,12 +225,18 @@ impl GatewayArchive {
                 path: index.display().to_string(),
                 detail: e.to_string(),
             })?;
+        let forward_inbox = db.open_tree("forward_inbox")?;
+        let next_forward_id = std::sync::atomic::AtomicU64::new(next_forward_id(
+            &forward_inbox,
+            &db.open_tree(FORWARD_QUEUE_TREE)?,
+        )?);
         Ok(Self {
             instances: db.open_tree("instances")?,
             clinic_objects: db.open_tree("clinic_objects")?,
             partials: db.open_tree("partials")?,
             expected: db.open_tree("expected")?,
-            forward_inbox: db.open_tree("forward_inbox")?,
+            forward_inbox,
+            next_forward_id,
             forwarding: false,
             uploads: Default::default(),
             db,
@@ -428,7 +459,9 @@ impl GatewayArchive {
                 .remove(&s.partial)
                 .map_err(|e| e.to_string())?;
             if let Some(forward) = &s.forward {
-                let id = self.db.generate_id().map_err(|e| e.to_string())?;
+                let id = self
+                    .next_forward_id
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.forward_inbox
                     .insert(id.to_be_bytes(), forward.as_slice())
                     .map_err(|e| e.to_string())?;
@@ -457,6 +490,7 @@ impl GatewayArchive {
             sop_instance_uid: s.sop_instance_uid.clone(),
             modality: s.modality.clone(),
         });
+        let instance_number = summary.as_ref().ok().and_then(|s| s.instance_number);
         let (patient, study, series, sop, sop_class, modality) = match summary {
             Ok(s) => (
                 s.patient_id,
@@ -500,6 +534,7 @@ impl GatewayArchive {
             sop_class_uid: sop_class,
             modality,
             received_at: now_unix(),
+            instance_number,
         };
         let value = serde_json::to_vec(&record).map_err(|e| ArchiveError::Index(e.to_string()))?;
         Ok(IndexEntry {

@@ -163,10 +163,15 @@ pub fn backup(db: &sled::Db, data_dir: &Path, to: &Path) -> anyhow::Result<Manif
     for name in FILES {
         let src = data_dir.join(name);
         if src.exists() {
-            // The audit log only grows: a copy is a valid prefix of its chain.
-            fs::copy(&src, to.join(name))
-                .with_context(|| format!("cannot copy {}", src.display()))?;
-            File::open(to.join(name))?.sync_all()?;
+            let mut bytes =
+                fs::read(&src).with_context(|| format!("cannot read {}", src.display()))?;
+            if *name == crate::AUDIT_FILE {
+                // The log only grows, a record a line: up to its last complete line, the copy
+                // is a valid prefix of its chain even while a record is being appended.
+                let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                bytes.truncate(end);
+            }
+            write_atomically(&to.join(name), &bytes)?;
         }
     }
     let (objects, object_bytes) = copy_tree(&data_dir.join("objects"), &to.join("objects"))?;
@@ -207,6 +212,10 @@ fn read_export(path: &Path) -> anyhow::Result<Vec<Collection>> {
             Err(e) => return Err(e.into()),
         };
         let kind = read_chunk(&mut input, len)?;
+        anyhow::ensure!(
+            kind == b"tree",
+            "a collection of unknown kind: the export is damaged"
+        );
         let len = read_u32(&mut input)?;
         let name = read_chunk(&mut input, len)?;
         let mut items = Vec::new();
@@ -247,6 +256,16 @@ pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<Manifest> {
         );
     }
     let collections = read_export(&from.join(EXPORT_FILE))?;
+    let entries: u64 = collections.iter().map(|c| c.2.len() as u64).sum();
+    if collections.len() as u64 != manifest.trees || entries != manifest.entries {
+        bail!(
+            "{} holds {} trees and {entries} entries where {MANIFEST_FILE} says {} and {}: the backup is incomplete",
+            from.join(EXPORT_FILE).display(),
+            collections.len(),
+            manifest.trees,
+            manifest.entries
+        );
+    }
     fs::create_dir_all(data_dir)?;
     let db = sled::open(&index).with_context(|| format!("cannot create {}", index.display()))?;
     db.import(
@@ -260,7 +279,7 @@ pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<Manifest> {
     for name in FILES {
         let src = from.join(name);
         if src.exists() {
-            fs::copy(&src, data_dir.join(name))?;
+            write_atomically(&data_dir.join(name), &fs::read(&src)?)?;
         }
     }
     copy_tree(&from.join("objects"), &data_dir.join("objects"))?;

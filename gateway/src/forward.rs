@@ -84,6 +84,8 @@ pub struct DestinationStatus {
 
 #[derive(Debug, Default)]
 struct Live {
+    /// Entries in the destination's queue (counted once at start, then kept up to date).
+    queued: u64,
     /// Queue keys being sent now.
     in_flight: HashSet<Vec<u8>>,
     /// Queue keys refused lately, and when to try each again.
@@ -101,6 +103,8 @@ pub struct Forwarder {
     destinations: Vec<ForwardConfig>,
     metrics: Arc<Metrics>,
     live: Mutex<HashMap<String, Live>>,
+    /// One re-encoding at a time: it holds a whole decoded instance in memory.
+    converting: Mutex<()>,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -151,19 +155,17 @@ impl Forwarder {
     ) -> anyhow::Result<Self> {
         let db = archive.db();
         let forwarder = Self {
-            queue: db.open_tree("forward_queue")?,
+            queue: db.open_tree(crate::archive::FORWARD_QUEUE_TREE)?,
             counts: db.open_tree("forward_counts")?,
             archive,
             metrics,
-            live: Mutex::new(
-                destinations
-                    .iter()
-                    .map(|d| (d.name.clone(), Live::default()))
-                    .collect(),
-            ),
+            live: Mutex::default(),
+            converting: Mutex::default(),
             destinations,
         };
         for d in &forwarder.destinations {
+            let queued = forwarder.queue.scan_prefix(prefix(&d.name)).count() as u64;
+            forwarder.live(&d.name, |live| live.queued = queued);
             forwarder.gauge(&d.name);
         }
         Ok(forwarder)
@@ -183,16 +185,29 @@ impl Forwarder {
             .unwrap_or_default()
     }
 
-    fn count(&self, destination: &str, f: impl FnOnce(&mut Counts)) {
-        let mut counts = self.counts(destination);
-        f(&mut counts);
-        if let Ok(v) = serde_json::to_vec(&counts) {
-            let _ = self.counts.insert(destination, v);
+    /// Adds to the persistent counts, atomically (several associations count at once).
+    fn count(&self, destination: &str, sent: u64, failures: u64) {
+        let _ = self.counts.update_and_fetch(destination, |old| {
+            let mut counts: Counts = old
+                .and_then(|v| serde_json::from_slice(v).ok())
+                .unwrap_or_default();
+            counts.sent += sent;
+            counts.failures += failures;
+            serde_json::to_vec(&counts).ok()
+        });
+    }
+
+    /// Removes a sent entry, once.
+    fn remove(&self, destination: &str, key: &[u8]) {
+        if matches!(self.queue.remove(key), Ok(Some(_))) {
+            self.live(destination, |live| {
+                live.queued = live.queued.saturating_sub(1)
+            });
         }
     }
 
     fn gauge(&self, destination: &str) {
-        let queued = self.queue.scan_prefix(prefix(destination)).count();
+        let queued = self.live(destination, |live| live.queued);
         self.metrics
             .forward_queue_items
             .get_or_create(&DestinationLabel {
@@ -207,16 +222,30 @@ impl Forwarder {
         let mut moved = 0;
         for entry in inbox.iter() {
             let (id, value) = entry?;
-            if let Ok(item) = serde_json::from_slice::<ToForward>(&value) {
-                for d in self.destinations.iter().filter(|d| passes(d, &item)) {
-                    let queued = Queued {
-                        item: item.clone(),
-                        queued_at: daemon::now_ms() / 1000,
-                        attempts: 0,
-                        last_error: None,
-                    };
-                    self.queue
-                        .insert(queue_key(&d.name, &id), serde_json::to_vec(&queued)?)?;
+            match serde_json::from_slice::<ToForward>(&value) {
+                Ok(item) => {
+                    for d in self.destinations.iter().filter(|d| passes(d, &item)) {
+                        let queued = Queued {
+                            item: item.clone(),
+                            queued_at: daemon::now_ms() / 1000,
+                            attempts: 0,
+                            last_error: None,
+                        };
+                        let key = queue_key(&d.name, &id);
+                        if self
+                            .queue
+                            .insert(key, serde_json::to_vec(&queued)?)?
+                            .is_none()
+                        {
+                            self.live(&d.name, |live| live.queued += 1);
+                        }
+                    }
+                }
+                // Written by this code in the same flush as a verified instance: unreadable
+                // only if the disk is damaged. Said, and left where it is.
+                Err(e) => {
+                    warn!(error = %e, "a forwarding inbox entry is unreadable; it is left in the inbox");
+                    continue;
                 }
             }
             inbox.remove(&id)?;
@@ -243,8 +272,13 @@ impl Forwarder {
                 if live.in_flight.contains(&key) || live.retry_at.contains_key(&key) {
                     continue;
                 }
-                let Ok(queued) = serde_json::from_slice::<Queued>(&value) else {
-                    continue;
+                let queued = match serde_json::from_slice::<Queued>(&value) {
+                    Ok(q) => q,
+                    Err(e) => {
+                        warn!(destination, error = %e, "a forwarding queue entry is unreadable; it stays queued");
+                        live.retry_at.insert(key, now + Duration::from_secs(3600));
+                        continue;
+                    }
                 };
                 live.in_flight.insert(key.clone());
                 out.push((key, queued));
@@ -264,9 +298,8 @@ impl Forwarder {
         });
     }
 
-    /// Records a refused or failed attempt at one instance.
-    fn failed(&self, d: &ForwardConfig, key: &[u8], mut queued: Queued, status: &str, why: String) {
-        warn!(destination = %d.name, status, error = %why, "forwarding an instance failed; it stays queued");
+    /// Counts a failed attempt (metric by status, and the board's count).
+    fn count_failure(&self, d: &ForwardConfig, status: &str) {
         self.metrics
             .forward_failures
             .get_or_create(&FailureLabel {
@@ -274,14 +307,34 @@ impl Forwarder {
                 status: status.to_owned(),
             })
             .inc();
-        self.count(&d.name, |c| c.failures += 1);
+        self.count(&d.name, 0, 1);
+    }
+
+    /// Records a refused or failed attempt at one instance: counted, kept with its reason,
+    /// tried again after its backoff.
+    fn failed(&self, d: &ForwardConfig, key: &[u8], queued: Queued, status: &str, why: String) {
+        self.count_failure(d, status);
+        self.retry_later(d, key, queued, status, why);
+    }
+
+    /// Keeps the reason with the entry and holds it back for its backoff (uncounted: the
+    /// caller counts).
+    fn retry_later(
+        &self,
+        d: &ForwardConfig,
+        key: &[u8],
+        mut queued: Queued,
+        status: &str,
+        why: String,
+    ) {
+        warn!(destination = %d.name, status, error = %why, "forwarding an instance failed; it stays queued");
         queued.attempts = queued.attempts.saturating_add(1);
         queued.last_error = Some(why.clone());
-        // Only while it is still queued (a concurrent success removed it).
+        // Only while it is still queued.
         if let Ok(v) = serde_json::to_vec(&queued) {
             let _ = self
                 .queue
-                .compare_and_swap(key, self.queue.get(key).ok().flatten(), Some(v));
+                .fetch_and_update(key, |old| old.map(|_| v.clone()));
         }
         let wait = retry_wait(queued.attempts, d.retry_max);
         self.live(&d.name, |live| {
@@ -367,7 +420,7 @@ impl Forwarder {
                         }
                     }
                 }
-                (None, Some((context, ts))) => match reencode(&path, &ts) {
+                (None, Some((context, ts))) => match self.reencode(&path, &ts) {
                     Ok(bytes) => association.store(
                         context,
                         &summary.sop_class_uid,
@@ -394,8 +447,11 @@ impl Forwarder {
             };
             match sent {
                 Ok(status) if daemon::dimse::stored(status) => {
-                    let _ = self.queue.remove(&key);
-                    self.count(&d.name, |c| c.sent += 1);
+                    if status != daemon::dimse::STATUS_SUCCESS {
+                        debug!(destination = %d.name, status = format!("0x{status:04X}"), "stored with a warning");
+                    }
+                    self.remove(&d.name, &key);
+                    self.count(&d.name, 1, 0);
                     self.metrics
                         .forward_sent
                         .get_or_create(&DestinationLabel {
@@ -412,8 +468,9 @@ impl Forwarder {
                     self.failed(d, &key, queued, &format!("0x{status:04X}"), why);
                 }
                 Err(e) => {
-                    // The association is gone: this instance is retried with the rest.
-                    self.failed(d, &key, queued, "association", e.to_string());
+                    // The association is gone: this instance is retried with the rest (the
+                    // caller counts the failure once).
+                    self.retry_later(d, &key, queued, "association", e.to_string());
                     let _ = self.archive.db().flush();
                     return Batch::Unreachable(e.to_string());
                 }
@@ -447,33 +504,37 @@ impl Forwarder {
         self.destinations
             .iter()
             .map(|d| {
-                let mut queued = 0u64;
-                let mut oldest: Option<i64> = None;
-                let mut last_entry_error = None;
-                for (_, v) in self.queue.scan_prefix(prefix(&d.name)).flatten() {
-                    queued += 1;
-                    if let Ok(q) = serde_json::from_slice::<Queued>(&v) {
-                        oldest = Some(oldest.map_or(q.queued_at, |o| o.min(q.queued_at)));
-                        if q.last_error.is_some() {
-                            last_entry_error = q.last_error;
-                        }
-                    }
-                }
+                // Keys grow with time: the first entry is the oldest.
+                let oldest = self
+                    .queue
+                    .scan_prefix(prefix(&d.name))
+                    .next()
+                    .and_then(Result::ok)
+                    .and_then(|(_, v)| serde_json::from_slice::<Queued>(&v).ok())
+                    .map(|q| (now - q.queued_at).max(0) as u64);
                 let counts = self.counts(&d.name);
-                let (last_error, echo) =
-                    self.live(&d.name, |l| (l.last_error.clone(), l.echo.clone()));
+                let (queued, last_error, echo) = self.live(&d.name, |l| {
+                    (l.queued, l.last_error.clone(), l.echo.clone())
+                });
                 DestinationStatus {
                     name: d.name.clone(),
                     peer: d.peer.to_string(),
                     queued,
-                    oldest_pending_secs: oldest.map(|o| (now - o).max(0) as u64),
+                    oldest_pending_secs: oldest,
                     sent: counts.sent,
                     failures: counts.failures,
-                    last_error: last_error.or(last_entry_error),
+                    last_error,
                     echo,
                 }
             })
             .collect()
+    }
+
+    /// The data set of the file at `path` in transfer syntax `ts` (explicit or implicit VR
+    /// little endian), compressed pixel data decoded first; one at a time.
+    fn reencode(&self, path: &std::path::Path, ts: &str) -> Result<Vec<u8>, String> {
+        let _one = self.converting.lock().unwrap_or_else(|p| p.into_inner());
+        reencode(path, ts)
     }
 }
 
@@ -559,7 +620,10 @@ async fn sender(
     }
     let mut last_echo = Instant::now();
     loop {
-        let claimed = forwarder.claim(&d.name);
+        let (f, name) = (forwarder.clone(), d.name.clone());
+        let claimed = tokio::task::spawn_blocking(move || f.claim(&name))
+            .await
+            .unwrap_or_default();
         let wait = if claimed.is_empty() {
             // Idle: the first slot keeps the board's C-ECHO fresh.
             if slot == 0 && last_echo.elapsed() >= ECHO_EVERY {

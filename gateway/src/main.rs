@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use gateway::{GatewayConfig, Listeners};
@@ -166,8 +167,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // The gateway writes the folder: give it an absolute path.
             let to = std::path::absolute(&to)?;
             let body = serde_json::json!({ "to": to }).to_string();
+            // Copying a large archive to another file system takes its time.
+            let gateway = web_endpoint(&config)?.with_timeout(Duration::from_secs(24 * 3600));
             let answer = daemon::client::call_ok(
-                &web_endpoint(&config)?,
+                &gateway,
                 "POST",
                 "/api/v1/admin/backup",
                 &token,

@@ -33,6 +33,9 @@ pub struct Router {
     roster: Mutex<Option<(Option<SystemTime>, Arc<Roster>)>>,
     /// Cases already alerted about in their current assignment, so an alert is raised once.
     alerted: Mutex<BTreeSet<(String, Option<i64>)>>,
+    /// Delivered cases the last pass could give to nobody: they wait in their pool, where any
+    /// member may take them.
+    unroutable: Mutex<BTreeSet<proto::consult::ConsultationId>>,
 }
 
 impl Router {
@@ -49,6 +52,7 @@ impl Router {
             file,
             roster: Mutex::new(None),
             alerted: Mutex::new(BTreeSet::new()),
+            unroutable: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -111,6 +115,7 @@ impl Router {
             .map(|f| f.consultation)
             .collect();
         let mut loads = loads(&all);
+        let mut unroutable = BTreeSet::new();
         for c in &all {
             match c.state {
                 State::Delivered => {
@@ -130,7 +135,10 @@ impl Router {
                                 }
                             }
                         }
-                        Err(e) => pass.alerts += self.alert(c, "unroutable", &e.to_string()),
+                        Err(e) => {
+                            unroutable.insert(c.id.clone());
+                            pass.alerts += self.alert(c, "unroutable", &e.to_string());
+                        }
                     }
                 }
                 State::Assigned => {
@@ -171,7 +179,16 @@ impl Router {
                 _ => {}
             }
         }
+        *self.unroutable.lock().unwrap_or_else(|p| p.into_inner()) = unroutable;
         pass
+    }
+
+    /// Whether the last pass found nobody it may give this delivered case to.
+    pub fn is_unroutable(&self, id: &proto::consult::ConsultationId) -> bool {
+        self.unroutable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
     }
 
     /// Modalities of the consultation's studies that have arrived.

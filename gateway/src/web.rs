@@ -136,7 +136,7 @@ async fn worklist(
                                 td { (urgency_badge(lang, r.urgency)) }
                                 td { @if let Some(by) = r.accept_by_ms { span data-deadline=(by) { (daemon::client::utc(by)) } } }
                                 td { (state_badge(lang, r.state))
-                                     @if let Some(pool) = &r.waiting_in_pool { " " span.badge.urgent data-pool=(pool) { (lang.t("work.in_pool")) " " (pool) } } }
+                                     @if let Some(pool) = &r.waiting_in_pool { " " span.badge data-pool=(pool) { (lang.t("work.in_pool")) " " (pool) } } }
                                 td { (r.clinic) }
                                 td { (age_sex(&r.patient_sex, &r.patient_birth_date, now)) }
                                 td { (r.specialty) }
@@ -380,6 +380,9 @@ struct Shown {
 }
 
 /// The instances of a case's studies that have arrived, by study, series and instance.
+/// The root of the waveform storage SOP classes (ECG, haemodynamic, audio...).
+const WAVEFORM_CLASSES: &str = "1.2.840.10008.5.1.4.1.1.9.";
+
 fn instances_of(api: &Api, c: &proto::consult::Consultation) -> Vec<Shown> {
     let mut all: Vec<_> = api
         .archive
@@ -387,7 +390,18 @@ fn instances_of(api: &Api, c: &proto::consult::Consultation) -> Vec<Shown> {
         .into_iter()
         .filter(|([_, study, _, _], _)| c.studies.contains(study))
         .collect();
-    all.sort_by(|(a, _), (b, _)| a[1..].cmp(&b[1..]));
+    // Images before waveforms (an ECG has no frame to show), then the consultation's order
+    // of studies, each series in Instance Number order.
+    let study_rank = |study: &str| c.studies.iter().position(|s| s == study);
+    all.sort_by_key(|([_, study, series, sop], rec)| {
+        (
+            rec.sop_class_uid.starts_with(WAVEFORM_CLASSES),
+            study_rank(study),
+            series.clone(),
+            rec.instance_number.unwrap_or(i64::MAX),
+            sop.clone(),
+        )
+    });
     all.into_iter()
         .map(|([_, _, series, _], rec)| Shown {
             series,

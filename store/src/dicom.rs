@@ -29,6 +29,9 @@ pub struct InstanceSummary {
     /// Where the data set starts in the file: what a C-STORE sends as it is.
     #[serde(default)]
     pub dataset_offset: u64,
+    /// Instance Number (0020,0013): the order of images in their series.
+    #[serde(default)]
+    pub instance_number: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +57,7 @@ const SERIES_INSTANCE_UID: (u16, u16) = (0x0020, 0x000E);
 const PATIENT_NAME: (u16, u16) = (0x0010, 0x0010);
 const PATIENT_BIRTH_DATE: (u16, u16) = (0x0010, 0x0030);
 const PATIENT_SEX: (u16, u16) = (0x0010, 0x0040);
+const INSTANCE_NUMBER: (u16, u16) = (0x0020, 0x0013);
 
 /// Reads and validates the identifiers of a DICOM file by walking its structure
 /// ([`crate::structure`]), so a malformed file is refused without being loaded.
@@ -68,6 +72,7 @@ pub fn summarize(path: &Path) -> Result<InstanceSummary, InvalidDicom> {
         PATIENT_NAME,
         PATIENT_BIRTH_DATE,
         PATIENT_SEX,
+        INSTANCE_NUMBER,
     ];
     let scan = crate::structure::scan(path, &wanted).map_err(|e| {
         if e.contains("DICM") || e.contains("too short") {
@@ -112,6 +117,10 @@ pub fn summarize(path: &Path) -> Result<InstanceSummary, InvalidDicom> {
             .and_then(|d| iso_date(&d)),
         sop_instance_uid,
         dataset_offset: scan.dataset_offset,
+        instance_number: scan
+            .values
+            .get(&INSTANCE_NUMBER)
+            .and_then(|v| v.trim().parse().ok()),
     })
 }
 

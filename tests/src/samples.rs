@@ -240,21 +240,56 @@ fn demo_base(
     put(&mut obj, tags::MODALITY, VR::CS, modality);
     put(&mut obj, tags::STUDY_DESCRIPTION, VR::LO, description);
     put(&mut obj, tags::SERIES_NUMBER, VR::IS, "1");
+    let (date, time) = today();
+    put(&mut obj, tags::STUDY_DATE, VR::DA, date.as_str());
+    put(&mut obj, tags::STUDY_TIME, VR::TM, time.as_str());
+    put(&mut obj, tags::CONTENT_DATE, VR::DA, date.as_str());
+    put(&mut obj, tags::CONTENT_TIME, VR::TM, time.as_str());
+    put(&mut obj, tags::STUDY_ID, VR::SH, "1");
+    put(&mut obj, tags::ACCESSION_NUMBER, VR::SH, "");
+    put(&mut obj, tags::REFERRING_PHYSICIAN_NAME, VR::PN, "");
+    put(
+        &mut obj,
+        tags::MANUFACTURER,
+        VR::LO,
+        "TPG pilot (synthetic)",
+    );
     (obj, sop_uid)
 }
 
-fn image_module(obj: &mut InMemDicomObject, rows: usize, cols: usize, bits: u16, frames: usize) {
+/// Today's date and the time (UTC) as DICOM DA and TM.
+fn today() -> (String, String) {
+    let now = daemon::now_ms();
+    let text = daemon::client::utc(now); // YYYY-MM-DD HH:MM:SS
+    let date: String = text[..10].chars().filter(char::is_ascii_digit).collect();
+    let time: String = text[11..].chars().filter(char::is_ascii_digit).collect();
+    (date, time)
+}
+
+/// The image pixel module: `allocated` bits per sample of which `stored` are used.
+fn image_module(
+    obj: &mut InMemDicomObject,
+    (rows, cols): (usize, usize),
+    (allocated, stored): (u16, u16),
+    frames: usize,
+) {
     put(obj, tags::SAMPLES_PER_PIXEL, VR::US, 1u16);
     put(obj, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
     put(obj, tags::ROWS, VR::US, rows as u16);
     put(obj, tags::COLUMNS, VR::US, cols as u16);
-    put(obj, tags::BITS_ALLOCATED, VR::US, bits);
-    put(obj, tags::BITS_STORED, VR::US, bits);
-    put(obj, tags::HIGH_BIT, VR::US, bits - 1);
+    put(obj, tags::BITS_ALLOCATED, VR::US, allocated);
+    put(obj, tags::BITS_STORED, VR::US, stored);
+    put(obj, tags::HIGH_BIT, VR::US, stored - 1);
     put(obj, tags::PIXEL_REPRESENTATION, VR::US, 0u16);
     if frames > 1 {
         put(obj, tags::NUMBER_OF_FRAMES, VR::IS, frames.to_string());
         put(obj, tags::FRAME_TIME, VR::DS, "50");
+        // Frames advance by Frame Time (0018,1063).
+        obj.put(DataElement::new(
+            tags::FRAME_INCREMENT_POINTER,
+            VR::AT,
+            PrimitiveValue::Tags(vec![tags::FRAME_TIME].into()),
+        ));
     }
 }
 
@@ -293,14 +328,40 @@ pub fn demo_ct_head(
     slices: usize,
 ) -> anyhow::Result<SyntheticStudy> {
     std::fs::create_dir_all(dir)?;
-    let (study_uid, series_uid) = (new_uid(), new_uid());
+    let (study_uid, series_uid, frame_of_reference) = (new_uid(), new_uid(), new_uid());
     let n = 256usize;
     let mut state = 7u64;
     let mut files = Vec::new();
     for s in 0..slices {
         let (mut obj, sop) = demo_base(patient, CT_IMAGE, "CT", &study_uid, &series_uid, "CT HEAD");
-        image_module(&mut obj, n, n, 16, 1);
+        image_module(&mut obj, (n, n), (16, 12), 1);
         put(&mut obj, tags::INSTANCE_NUMBER, VR::IS, (s + 1).to_string());
+        put(
+            &mut obj,
+            tags::IMAGE_TYPE,
+            VR::CS,
+            "ORIGINAL\\PRIMARY\\AXIAL",
+        );
+        put(
+            &mut obj,
+            tags::FRAME_OF_REFERENCE_UID,
+            VR::UI,
+            frame_of_reference.as_str(),
+        );
+        put(
+            &mut obj,
+            tags::IMAGE_POSITION_PATIENT,
+            VR::DS,
+            format!("-115\\-115\\{}", s * 5),
+        );
+        put(
+            &mut obj,
+            tags::IMAGE_ORIENTATION_PATIENT,
+            VR::DS,
+            "1\\0\\0\\0\\1\\0",
+        );
+        put(&mut obj, tags::PIXEL_SPACING, VR::DS, "0.9\\0.9");
+        put(&mut obj, tags::SLICE_THICKNESS, VR::DS, "5");
         put(&mut obj, tags::RESCALE_INTERCEPT, VR::DS, "-1024");
         put(&mut obj, tags::RESCALE_SLOPE, VR::DS, "1");
         put(&mut obj, tags::WINDOW_CENTER, VR::DS, "40");
@@ -341,8 +402,10 @@ pub fn demo_chest_cr(dir: &Path, patient: &DemoPatient) -> anyhow::Result<Synthe
     let (study_uid, series_uid) = (new_uid(), new_uid());
     let (mut obj, sop) = demo_base(patient, CR_IMAGE, "CR", &study_uid, &series_uid, "CHEST PA");
     let n = 512usize;
-    image_module(&mut obj, n, n, 16, 1);
+    image_module(&mut obj, (n, n), (16, 12), 1);
+    put(&mut obj, tags::INSTANCE_NUMBER, VR::IS, "1");
     put(&mut obj, tags::BODY_PART_EXAMINED, VR::CS, "CHEST");
+    put(&mut obj, tags::VIEW_POSITION, VR::CS, "PA");
     put(&mut obj, tags::WINDOW_CENTER, VR::DS, "2048");
     put(&mut obj, tags::WINDOW_WIDTH, VR::DS, "4096");
     let mut state = 11u64;
@@ -387,7 +450,9 @@ pub fn demo_us_cine(
         "OB ULTRASOUND",
     );
     let n = 256usize;
-    image_module(&mut obj, n, n, 8, frames);
+    image_module(&mut obj, (n, n), (8, 8), frames);
+    put(&mut obj, tags::INSTANCE_NUMBER, VR::IS, "1");
+    put(&mut obj, tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY");
     let mut state = 13u64;
     let mut px = Vec::with_capacity(n * n * frames);
     for f in 0..frames {

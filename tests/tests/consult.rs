@@ -948,6 +948,17 @@ async fn the_agents_cli_endpoints_need_an_account_off_the_clinic_pc() {
     );
     let (status, body) = http(here, "POST", "/api/v1/import", None, Some(&import)).unwrap();
     assert_eq!(status, 200, "{body}");
+    // A web page that rebinds its own name to 127.0.0.1 still sends that name: refused.
+    let (status, _) = raw_http(
+        here,
+        "GET /api/v1/status HTTP/1.0\r\nHost: attacker.example:8081",
+        b"",
+    )
+    .unwrap();
+    assert_eq!(
+        status, 401,
+        "a loopback call naming another host needs an account"
+    );
 
     // The same routes as a PC elsewhere on the clinic LAN reaches them.
     let lan: std::net::SocketAddr = "192.168.1.20:50123".parse().unwrap();

@@ -176,7 +176,7 @@ pub(super) static MESSAGES: &[(&str, &str, &str)] = &[
     ("work.sla", "接诊时限", "Accept within"),
     ("work.empty", "目前没有分配给您的会诊。", "No cases are routed to you right now."),
     ("act.take", "接收此病例", "Take this case"),
-    ("act.take_note", "此病例在 {pool} 组中等待，尚无人负责；接收后由您阅片。", "This case waits in pool {pool} with nobody holding it; take it and it is yours to read."),
+    ("act.take_note", "此病例在 {pool} 组中等待：路由找不到可分配的专家。接收后分配给您，再接诊即可阅片。", "This case waits in pool {pool}: routing found nobody it may give it to. Take it and it is assigned to you; accept it to read it."),
     ("act.accept", "接诊", "Accept"),
     ("act.ask", "向卫生院提问", "Ask the clinic"),
     ("act.report", "签署报告", "Sign the report"),

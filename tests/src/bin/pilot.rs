@@ -155,8 +155,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(target) = &cli.forward_to {
         let (ae, address) = target
             .split_once('@')
-            .filter(|(ae, address)| !ae.is_empty() && address.contains(':'))
-            .ok_or_else(|| anyhow::anyhow!("--forward-to {target}: write AE_TITLE@host:port"))?;
+            .filter(|(ae, address)| {
+                !ae.is_empty() && ae.len() <= 16 && ae.is_ascii() && address.contains(':')
+            })
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--forward-to {target}: write AE_TITLE@host:port (an AE title is 1 to 16 ASCII characters)"
+                )
+            })?;
         gw_config.forwards.push(gateway::config::ForwardConfig {
             name: "pacs".into(),
             peer: daemon::scu::Peer {
