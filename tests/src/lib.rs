@@ -324,6 +324,29 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     ok_body(path, http(addr, "GET", path, None, None)?)
 }
 
+/// A GET with `Authorization: Bearer TOKEN` over HTTP/1.0, returning the bytes of a 200
+/// answer's body (an image, say).
+pub fn http_get_bytes_as(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(daemon::client::local(addr))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )?;
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes)?;
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("malformed HTTP answer")?;
+    let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
+    anyhow::ensure!(
+        head.split_whitespace().nth(1) == Some("200"),
+        "{path}: {head}"
+    );
+    Ok(bytes[end + 4..].to_vec())
+}
+
 /// A GET with `Authorization: Bearer TOKEN`, returning the body of a 200 answer.
 pub fn http_get_as(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<String> {
     ok_body(path, http(addr, "GET", path, Some(token), None)?)

@@ -1168,3 +1168,107 @@ async fn a_backup_taken_while_the_gateway_runs_restores_into_a_gateway_serving_t
     );
     gw.stop().await.unwrap();
 }
+
+/// The viewer shows a series in Instance Number order, whatever its instances' UIDs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_viewer_shows_a_series_in_instance_number_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let gw = RunningGateway::start(with_routing(
+        &pilot.gateway_config(link).unwrap(),
+        harness::people::ONE_RADIOLOGIST,
+    ))
+    .unwrap();
+    gw.handle
+        .accounts
+        .add(
+            person(
+                "li",
+                Role::Specialist,
+                "Dr Li",
+                Some("li"),
+                Some("radiologist"),
+            ),
+            PASSWORD,
+            false,
+        )
+        .unwrap();
+    let li = gw.handle.accounts.script_token("li").unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    agent
+        .handle
+        .accounts
+        .add(
+            person("doc", Role::Doctor, "Doctor", None, None),
+            PASSWORD,
+            false,
+        )
+        .unwrap();
+    let doc = agent.handle.accounts.script_token("doc").unwrap();
+    let series =
+        harness::samples::write_ct_series(&dir.path().join("ct"), "P-600", 6, 32 * 32 * 2, 3)
+            .unwrap();
+    let handle = agent.handle.clone();
+    let files = series.files.clone();
+    tokio::task::spawn_blocking(move || {
+        for f in files.iter().rev() {
+            handle.ingest_file(f).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let body = serde_json::json!({
+        "patient": {"id": "P-600", "name": "", "sex": "", "birth_date": ""},
+        "question": "q?", "specialty": "radiology", "urgency": "urgent",
+        "consent": {"given_by": "patient", "method": "written"},
+        "studies": [series.study_uid], "submit": true,
+    });
+    let here = daemon::client::local(agent.web_addr);
+    let (status, answer) = http(
+        here,
+        "POST",
+        "/api/v1/consultations",
+        Some(&doc),
+        Some(&body.to_string()),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let id: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let id = id["consultation"]["id"].as_str().unwrap().to_owned();
+    let jz = ClinicId::new("jinzhou").unwrap();
+    assert!(
+        wait_until(WAIT, || gw
+            .handle
+            .archive
+            .studies(&jz)
+            .first()
+            .is_some_and(|s| s.instances == 6))
+        .await
+    );
+    assert!(
+        wait_until(WAIT, || gw
+            .handle
+            .consult
+            .log
+            .get(&ConsultationId::parse(&id).unwrap())
+            .unwrap()
+            .is_some_and(|f| f.consultation.assignee.is_some()))
+        .await
+    );
+    // write_ct_series numbers its files' instances 1, 2, 3... in file order.
+    for (i, file) in series.files.iter().enumerate() {
+        let shown =
+            harness::http_get_bytes_as(gw.web_addr, &format!("/cases/{id}/images/{i}"), &li)
+                .unwrap();
+        let expected = gateway::render::png(file, 0, None).unwrap();
+        assert!(shown == expected, "image {i} is not instance {}", i + 1);
+    }
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
