@@ -103,11 +103,15 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         serve(shutdown).await
-    })
+    });
+    // A blocking call still waiting on a peer (a PACS that never answers) does not hold the
+    // process: what it was doing was not acknowledged, so it is done again at the next start.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
 }
 
 async fn cancel_on_signal(token: CancellationToken) {

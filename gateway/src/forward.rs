@@ -599,6 +599,19 @@ pub async fn run(forwarder: Arc<Forwarder>, shutdown: CancellationToken) {
     while tasks.join_next().await.is_some() {}
 }
 
+/// Runs `work` on the blocking pool; `None` when a stop comes first. A stop never waits for a
+/// PACS that does not answer: nothing unanswered has left the queue.
+async fn until_stopped<T: Send + 'static>(
+    shutdown: &CancellationToken,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<Result<T, tokio::task::JoinError>> {
+    let job = tokio::task::spawn_blocking(work);
+    tokio::select! {
+        outcome = job => Some(outcome),
+        () = shutdown.cancelled() => None,
+    }
+}
+
 /// One association slot of a destination.
 async fn sender(
     forwarder: Arc<Forwarder>,
@@ -616,7 +629,12 @@ async fn sender(
     if slot == 0 {
         // The board shows from the start whether the destination answers.
         let (f, dd) = (forwarder.clone(), d.clone());
-        let _ = tokio::task::spawn_blocking(move || f.echo(&dd)).await;
+        if until_stopped(&shutdown, move || f.echo(&dd))
+            .await
+            .is_none()
+        {
+            return;
+        }
     }
     let mut last_echo = Instant::now();
     loop {
@@ -629,13 +647,21 @@ async fn sender(
             if slot == 0 && last_echo.elapsed() >= ECHO_EVERY {
                 last_echo = Instant::now();
                 let (f, dd) = (forwarder.clone(), d.clone());
-                let _ = tokio::task::spawn_blocking(move || f.echo(&dd)).await;
+                if until_stopped(&shutdown, move || f.echo(&dd))
+                    .await
+                    .is_none()
+                {
+                    return;
+                }
             }
             Duration::from_millis(500)
         } else {
             let keys: Vec<Vec<u8>> = claimed.iter().map(|(k, _)| k.clone()).collect();
             let (f, dd) = (forwarder.clone(), d.clone());
-            let outcome = tokio::task::spawn_blocking(move || f.send_batch(&dd, claimed)).await;
+            let Some(outcome) = until_stopped(&shutdown, move || f.send_batch(&dd, claimed)).await
+            else {
+                return;
+            };
             forwarder.release(&d.name, &keys);
             forwarder.gauge(&d.name);
             match outcome {

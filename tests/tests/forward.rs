@@ -236,3 +236,45 @@ async fn verified_instances_reach_dcmtk_and_orthanc_intact_and_nothing_is_lost_w
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }
+
+/// A PACS that accepts the connection and then never answers holds nothing up: the instance
+/// stays queued, and the gateway still stops at once when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pacs_that_never_answers_does_not_hold_up_a_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    // The kernel completes the handshake; nobody reads or writes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = pilot
+        .gateway_config("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let mut text = std::fs::read_to_string(&config.file).unwrap();
+    text.push_str(&format!(
+        "\n[[forward]]\nname = \"silent\"\nae_title = \"SILENT\"\naddress = \"{}\"\n",
+        silent.local_addr().unwrap()
+    ));
+    std::fs::write(&config.file, text).unwrap();
+    let gw = RunningGateway::start(gateway::GatewayConfig::load(&config.file).unwrap()).unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot
+            .agent_config("jinzhou", &bundle, gw.link_addr)
+            .unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let files = write_ct_series(&dir.path().join("ct"), "P-902", 1, 64 * 64 * 2, 11)
+        .unwrap()
+        .files;
+    ingest_all(&agent, &files).await;
+    assert!(wait_until(WAIT, || status(&gw, "silent").queued == 1).await);
+    // Let the association attempt start and hang.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    agent.stop().await.unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), gw.stop()).await;
+    assert!(
+        stopped.is_ok(),
+        "the gateway did not stop while a PACS hung"
+    );
+    drop(silent);
+}
