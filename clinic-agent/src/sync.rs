@@ -84,8 +84,18 @@ impl Throughput {
     pub const WINDOW: Duration = Duration::from_secs(60);
     /// The shortest span a rate is computed over (a first burst is not a rate).
     const MIN_SPAN: Duration = Duration::from_secs(5);
+    /// Nothing sent for this long: the next send starts a new measurement.
+    const IDLE: Duration = Duration::from_secs(10);
 
     pub fn add(&mut self, now: Instant, bytes: u64) {
+        // After a pause the link's rate is measured afresh: the idle time is not a slow link.
+        if self
+            .buckets
+            .back()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= Self::IDLE)
+        {
+            self.buckets.clear();
+        }
         match self.buckets.back_mut() {
             Some((start, sum))
                 if now.saturating_duration_since(*start) < Duration::from_secs(1) =>
@@ -566,5 +576,31 @@ async fn read_frame(
             Ok(None) => return Err("the gateway closed the stream without answering".into()),
             Err(e) => return Err(format!("link lost waiting for the gateway: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod throughput_tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_is_measured_over_the_last_minute_and_afresh_after_a_pause() {
+        let t0 = Instant::now();
+        let mut t = Throughput::default();
+        assert_eq!(t.per_sec(t0), None);
+        // 100 KiB a second for 20 s.
+        for s in 0..20 {
+            t.add(t0 + Duration::from_secs(s), 100 * 1024);
+        }
+        let rate = t.per_sec(t0 + Duration::from_secs(20)).unwrap();
+        assert!((rate - 100.0 * 1024.0).abs() < 1.0, "{rate}");
+        // A minute and a half of silence: nothing to say.
+        assert_eq!(t.per_sec(t0 + Duration::from_secs(100)), None);
+        // A pause of 30 s, then 1 MiB a second: measured afresh, not averaged with the pause.
+        for s in 50..60 {
+            t.add(t0 + Duration::from_secs(s), 1024 * 1024);
+        }
+        let rate = t.per_sec(t0 + Duration::from_secs(60)).unwrap();
+        assert!((rate - 1024.0 * 1024.0).abs() < 1.0, "{rate}");
     }
 }
