@@ -260,7 +260,6 @@ fn pdu_name(pdu: &Pdu) -> &'static str {
 /// must accept), in one association; the first failure stops the sending. Returns how many
 /// were stored.
 pub fn store_files(peer: &Peer, files: &[&Path], timeout: Duration) -> Result<usize, ScuError> {
-    use std::io::{Seek, SeekFrom};
     let io = |e: std::io::Error| ScuError::Exchange {
         peer: peer.to_string(),
         detail: e.to_string(),
@@ -292,9 +291,7 @@ pub fn store_files(peer: &Peer, files: &[&Path], timeout: Duration) -> Result<us
                 peer: peer.to_string(),
                 sop_class: s.sop_class_uid.clone(),
             })?;
-        let mut file = std::fs::File::open(path).map_err(io)?;
-        file.seek(SeekFrom::Start(s.dataset_offset)).map_err(io)?;
-        let mut reader = std::io::BufReader::new(file);
+        let mut reader = store::dicom::data_set(path, s).map_err(io)?;
         let status =
             association.store(context, &s.sop_class_uid, &s.sop_instance_uid, &mut reader)?;
         if !dimse::stored(status) {

@@ -336,7 +336,7 @@ impl Forwarder {
                 .queue
                 .fetch_and_update(key, |old| old.map(|_| v.clone()));
         }
-        let wait = retry_wait(queued.attempts, d.retry_max);
+        let wait = backoff(d).ceiling(queued.attempts.saturating_sub(1));
         self.live(&d.name, |live| {
             live.retry_at.insert(key.to_vec(), Instant::now() + wait);
             live.last_error = Some(why);
@@ -395,31 +395,24 @@ impl Forwarder {
                 .find(|(_, ts)| ts == EXPLICIT_VR_LE || ts == IMPLICIT_VR_LE)
                 .cloned();
             let sent = match (as_is, converted) {
-                (Some(context), _) => {
-                    let opened = std::fs::File::open(&path).and_then(|mut f| {
-                        use std::io::Seek;
-                        f.seek(std::io::SeekFrom::Start(summary.dataset_offset))?;
-                        Ok(std::io::BufReader::new(f))
-                    });
-                    match opened {
-                        Ok(mut reader) => association.store(
-                            context,
-                            &summary.sop_class_uid,
-                            &summary.sop_instance_uid,
-                            &mut reader,
-                        ),
-                        Err(e) => {
-                            self.failed(
-                                d,
-                                &key,
-                                queued,
-                                "file",
-                                format!("cannot read the stored file: {e}"),
-                            );
-                            continue;
-                        }
+                (Some(context), _) => match store::dicom::data_set(&path, &summary) {
+                    Ok(mut reader) => association.store(
+                        context,
+                        &summary.sop_class_uid,
+                        &summary.sop_instance_uid,
+                        &mut reader,
+                    ),
+                    Err(e) => {
+                        self.failed(
+                            d,
+                            &key,
+                            queued,
+                            "file",
+                            format!("cannot read the stored file: {e}"),
+                        );
+                        continue;
                     }
-                }
+                },
                 (None, Some((context, ts))) => match self.reencode(&path, &ts) {
                     Ok(bytes) => association.store(
                         context,
@@ -531,42 +524,41 @@ impl Forwarder {
     }
 
     /// The data set of the file at `path` in transfer syntax `ts` (explicit or implicit VR
-    /// little endian), compressed pixel data decoded first; one at a time.
+    /// little endian), compressed pixel data decoded first; one at a time, as it holds a whole
+    /// decoded instance in memory.
     fn reencode(&self, path: &std::path::Path, ts: &str) -> Result<Vec<u8>, String> {
+        use dicom_encoding::TransferSyntaxIndex;
+        use dicom_pixeldata::Transcode;
         let _one = self.converting.lock().unwrap_or_else(|p| p.into_inner());
-        reencode(path, ts)
+        let target = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+            .get(ts)
+            .ok_or_else(|| format!("unknown transfer syntax {ts}"))?;
+        let mut object = dicom_object::OpenFileOptions::new()
+            .open_file(path)
+            .map_err(|e| e.to_string())?;
+        object.transcode(target).map_err(|e| e.to_string())?;
+        // Group lengths of the old encoding would be wrong in the new one.
+        let lengths: Vec<Tag> = object
+            .iter()
+            .map(|e| e.header().tag)
+            .filter(|t| t.element() == 0 && t.group() != 0x0002)
+            .collect();
+        for tag in lengths {
+            object.remove_element(tag);
+        }
+        let mut out = Vec::new();
+        object.write_dataset(&mut out).map_err(|e| e.to_string())?;
+        Ok(out)
     }
 }
 
-/// Time before retrying an instance refused `attempts` times: 1 s doubling, capped.
-fn retry_wait(attempts: u32, max: Duration) -> Duration {
-    Duration::from_secs(1u64 << attempts.min(16).saturating_sub(1)).min(max)
-}
-
-/// The data set of the file at `path` in transfer syntax `ts` (explicit or implicit VR little
-/// endian), compressed pixel data decoded first.
-fn reencode(path: &std::path::Path, ts: &str) -> Result<Vec<u8>, String> {
-    use dicom_encoding::TransferSyntaxIndex;
-    use dicom_pixeldata::Transcode;
-    let target = dicom_transfer_syntax_registry::TransferSyntaxRegistry
-        .get(ts)
-        .ok_or_else(|| format!("unknown transfer syntax {ts}"))?;
-    let mut object = dicom_object::OpenFileOptions::new()
-        .open_file(path)
-        .map_err(|e| e.to_string())?;
-    object.transcode(target).map_err(|e| e.to_string())?;
-    // Group lengths of the old encoding would be wrong in the new one.
-    let lengths: Vec<Tag> = object
-        .iter()
-        .map(|e| e.header().tag)
-        .filter(|t| t.element() == 0 && t.group() != 0x0002)
-        .collect();
-    for tag in lengths {
-        object.remove_element(tag);
+/// A destination's retries: from 1 s, doubling, up to its `retry_max` (the whole destination
+/// while it is unreachable, and each refused instance on its own).
+fn backoff(d: &ForwardConfig) -> BackoffConfig {
+    BackoffConfig {
+        initial: Duration::from_secs(1),
+        max: d.retry_max,
     }
-    let mut out = Vec::new();
-    object.write_dataset(&mut out).map_err(|e| e.to_string())?;
-    Ok(out)
 }
 
 /// Runs the fan-out and, per destination, its associations, until `shutdown`.
@@ -619,13 +611,7 @@ async fn sender(
     slot: usize,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(
-        BackoffConfig {
-            initial: Duration::from_secs(1),
-            max: d.retry_max,
-        },
-        slot as u64 + daemon::now_ms() as u64,
-    );
+    let mut backoff = Backoff::new(backoff(&d), slot as u64 + daemon::now_ms() as u64);
     if slot == 0 {
         // The board shows from the start whether the destination answers.
         let (f, dd) = (forwarder.clone(), d.clone());

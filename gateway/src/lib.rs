@@ -192,14 +192,7 @@ pub fn start(
     let metrics_task = tokio::spawn(daemon::serve_metrics(
         metrics_listener,
         move || {
-            let all: Vec<_> = gauges
-                .log
-                .all()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|f| f.consultation)
-                .collect();
-            metrics.count_consultations(&all);
+            metrics.count_consultations(&gauges.log.consultations().unwrap_or_default());
             metrics.render()
         },
         shutdown,

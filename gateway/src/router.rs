@@ -106,14 +106,7 @@ impl Router {
                 return pass;
             }
         };
-        let all: Vec<_> = self
-            .site
-            .log
-            .all()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|f| f.consultation)
-            .collect();
+        let all = self.site.log.consultations().unwrap_or_default();
         let mut loads = loads(&all);
         let mut unroutable = BTreeSet::new();
         for c in &all {

@@ -558,6 +558,17 @@ async fn users(State(api): State<Api>, session: Session) -> Response {
     users_page(api, session, StatusCode::OK, None).await
 }
 
+/// The users page again after a change: "saved", or the change's error with its status.
+async fn users_page_after(api: Api, session: Session, result: Result<(), ApiError>) -> Response {
+    match result {
+        Ok(()) => {
+            let saved = session.t("users.saved").to_owned();
+            users_page(api, session, StatusCode::OK, Some(Ok(saved))).await
+        }
+        Err(e) => users_page(api, session, e.status, Some(Err(e.message))).await,
+    }
+}
+
 async fn users_page(
     api: Api,
     session: Session,
@@ -689,11 +700,7 @@ async fn add_user(State(api): State<Api>, CsrfForm(session, form): CsrfForm<NewU
             .map_err(|e| ApiError::bad_request(e.to_string()))
     })
     .await;
-    let saved = session.t("users.saved").to_owned();
-    match result {
-        Ok(()) => users_page(api, session, StatusCode::OK, Some(Ok(saved))).await,
-        Err(e) => users_page(api, session, e.status, Some(Err(e.message))).await,
-    }
+    users_page_after(api, session, result).await
 }
 
 #[derive(Deserialize)]
@@ -732,11 +739,7 @@ async fn user_op(
         }
     })
     .await;
-    let saved = session.t("users.saved").to_owned();
-    match result {
-        Ok(()) => users_page(api, session, StatusCode::OK, Some(Ok(saved))).await,
-        Err(e) => users_page(api, session, e.status, Some(Err(e.message))).await,
-    }
+    users_page_after(api, session, result).await
 }
 
 #[derive(Deserialize)]

@@ -22,6 +22,16 @@ impl Default for BackoffConfig {
     }
 }
 
+impl BackoffConfig {
+    /// The delay after `failures` earlier failures, before jitter: `initial` doubled that many
+    /// times, capped at `max`.
+    pub fn ceiling(&self, failures: u32) -> Duration {
+        self.initial
+            .saturating_mul(1u32 << failures.min(20))
+            .min(self.max)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Backoff {
     config: BackoffConfig,
@@ -41,11 +51,7 @@ impl Backoff {
     /// The delay to wait after one more failure. "Equal jitter": half the exponential delay is
     /// fixed, the other half random, so retries never bunch at zero.
     pub fn next_delay(&mut self) -> Duration {
-        let exp = self
-            .config
-            .initial
-            .saturating_mul(1u32 << self.failures.min(20));
-        let ceiling = exp.min(self.config.max);
+        let ceiling = self.config.ceiling(self.failures);
         self.failures = self.failures.saturating_add(1);
         ceiling / 2 + ceiling.mul_f64(self.rng.next_unit() / 2.0)
     }

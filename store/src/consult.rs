@@ -212,7 +212,6 @@ impl ConsultLog {
         Ok(out)
     }
 
-    /// Every clinic with consultations here.
     /// Every consultation of every clinic, by clinic and then by id (creation order): one
     /// pass over the owners instead of one per clinic.
     pub fn all(&self) -> Result<Vec<Folded>, ConsultError> {
@@ -234,6 +233,12 @@ impl ConsultLog {
         Ok(out)
     }
 
+    /// Every consultation as it stands, in the order of [`Self::all`].
+    pub fn consultations(&self) -> Result<Vec<proto::consult::Consultation>, ConsultError> {
+        Ok(self.all()?.into_iter().map(|f| f.consultation).collect())
+    }
+
+    /// Every clinic with consultations here.
     pub fn clinics(&self) -> Result<Vec<ClinicId>, ConsultError> {
         let mut set = std::collections::BTreeSet::new();
         for kv in self.owners.iter() {

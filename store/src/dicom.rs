@@ -124,6 +124,18 @@ pub fn summarize(path: &Path) -> Result<InstanceSummary, InvalidDicom> {
     })
 }
 
+/// The data set of the file at `path` that `summary` describes, read from where it starts:
+/// what a C-STORE sends when the peer accepts the file's transfer syntax.
+pub fn data_set(
+    path: &Path,
+    summary: &InstanceSummary,
+) -> std::io::Result<std::io::BufReader<std::fs::File>> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(summary.dataset_offset))?;
+    Ok(std::io::BufReader::new(file))
+}
+
 /// DICOM `YYYYMMDD` as `YYYY-MM-DD`; anything else is dropped.
 fn iso_date(da: &str) -> Option<String> {
     (da.len() == 8 && da.bytes().all(|b| b.is_ascii_digit()))

@@ -324,15 +324,19 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     ok_body(path, http(addr, "GET", path, None, None)?)
 }
 
-/// A GET with `Authorization: Bearer TOKEN` over HTTP/1.0, returning the bytes of a 200
-/// answer's body (an image, say).
-pub fn http_get_bytes_as(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<Vec<u8>> {
+/// A GET over HTTP/1.0, with `Authorization: Bearer TOKEN` when given, returning the bytes of
+/// a 200 answer's body (an image, a DICOM file).
+pub fn http_get_bytes(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<Vec<u8>> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(daemon::client::local(addr))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
-    )?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n")?;
     let mut bytes = Vec::new();
     stream.read_to_end(&mut bytes)?;
     let end = bytes
@@ -450,6 +454,23 @@ pub fn binary(name: &str) -> PathBuf {
         let _ = build.status();
     }
     path
+}
+
+/// Appends `tables` (TOML tables, e.g. `[[forward]]`) to the configuration file at `config`.
+pub fn append_config(config: &Path, tables: &str) -> anyhow::Result<()> {
+    let mut text = std::fs::read_to_string(config)?;
+    text.push('\n');
+    text.push_str(tables);
+    std::fs::write(config, text)?;
+    Ok(())
+}
+
+/// A gateway's `[[forward]]` table: the PACS `ae_title` at `addr`, retried at least every
+/// second, with `extra` keys (one per line).
+pub fn forward_table(name: &str, ae_title: &str, addr: SocketAddr, extra: &str) -> String {
+    format!(
+        "[[forward]]\nname = \"{name}\"\nae_title = \"{ae_title}\"\naddress = \"{addr}\"\nretry_max_secs = 1\n{extra}"
+    )
 }
 
 /// Rewrites `listen = "127.0.0.1:0"` of `[section]` in a config file to `addr`, for daemons

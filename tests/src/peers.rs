@@ -158,24 +158,8 @@ impl Orthanc {
 
     /// A stored instance's DICOM file, written to `path`.
     pub fn download(&self, id: &str, path: &Path) -> anyhow::Result<()> {
-        let mut stream = std::net::TcpStream::connect(self.http)?;
-        use std::io::{Read, Write};
-        write!(
-            stream,
-            "GET /instances/{id}/file HTTP/1.0\r\nHost: localhost\r\n\r\n"
-        )?;
-        let mut bytes = Vec::new();
-        stream.read_to_end(&mut bytes)?;
-        let end = bytes
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .context("malformed HTTP answer")?;
-        anyhow::ensure!(
-            bytes.starts_with(b"HTTP/1.0 200") || bytes.starts_with(b"HTTP/1.1 200"),
-            "GET /instances/{id}/file: {}",
-            String::from_utf8_lossy(&bytes[..end])
-        );
-        std::fs::write(path, &bytes[end + 4..])?;
+        let bytes = crate::http_get_bytes(self.http, &format!("/instances/{id}/file"), None)?;
+        std::fs::write(path, bytes)?;
         Ok(())
     }
 }

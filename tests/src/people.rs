@@ -51,6 +51,17 @@ pub fn person(
     }
 }
 
+/// Adds `user` to `accounts` with [`PASSWORD`]; a script token of theirs.
+pub fn sign_up(accounts: &daemon::accounts::Accounts, user: User) -> String {
+    let name = user.name.clone();
+    accounts
+        .add(user, PASSWORD, false)
+        .unwrap_or_else(|e| panic!("adding {name}: {e}"));
+    accounts
+        .script_token(&name)
+        .unwrap_or_else(|e| panic!("a token for {name}: {e}"))
+}
+
 /// A request as a township doctor sends it: created, consent recorded, submitted.
 pub fn request(patient_id: &str, specialty: &str, urgency: Urgency, now_ms: i64) -> [EventKind; 3] {
     [

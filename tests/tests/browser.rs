@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use daemon::accounts::Role;
-use harness::people::{person, request, ONE_RADIOLOGIST, PASSWORD};
+use harness::people::{person, request, sign_up, ONE_RADIOLOGIST, PASSWORD};
 use harness::webdriver::Browser;
 use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
 use proto::consult::{ConsultationId, State, Urgency};
@@ -48,38 +48,25 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
         Default::default(),
     )
     .unwrap();
-    agent
-        .handle
-        .accounts
-        .add(
-            person("wang", Role::Doctor, "Dr Wang", None, None),
-            PASSWORD,
-            false,
-        )
-        .unwrap();
-    gw.handle
-        .accounts
-        .add(
-            // Not the roster's "Li Wei": the report must carry the account's name.
-            person(
-                "li",
-                Role::Specialist,
-                "Dr Li",
-                Some("li"),
-                Some("attending radiologist"),
-            ),
-            PASSWORD,
-            false,
-        )
-        .unwrap();
-    gw.handle
-        .accounts
-        .add(
-            person("chen", Role::Admin, "Chen (IT)", None, None),
-            PASSWORD,
-            false,
-        )
-        .unwrap();
+    sign_up(
+        &agent.handle.accounts,
+        person("wang", Role::Doctor, "Dr Wang", None, None),
+    );
+    // Not the roster's "Li Wei": the report must carry the account's name.
+    sign_up(
+        &gw.handle.accounts,
+        person(
+            "li",
+            Role::Specialist,
+            "Dr Li",
+            Some("li"),
+            Some("attending radiologist"),
+        ),
+    );
+    sign_up(
+        &gw.handle.accounts,
+        person("chen", Role::Admin, "Chen (IT)", None, None),
+    );
     let study =
         harness::samples::write_ct_series(&dir.path().join("cd"), "P-7", 3, 128 * 128 * 2, 42)
             .unwrap();

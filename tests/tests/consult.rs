@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use daemon::accounts::Role;
-use harness::people::{person, raw_http, request, PASSWORD};
+use harness::people::{person, raw_http, request, sign_up, PASSWORD};
 use harness::{
     free_udp_addr, http, http_get_as, wait_until, PilotDir, RunningAgent, RunningGateway, Timings,
 };
@@ -149,9 +149,11 @@ async fn a_consultation_goes_from_an_offline_request_to_an_acknowledged_report_o
 /// `config` with `roster` as its `routing.toml`, checked every second.
 fn with_routing(config: &gateway::GatewayConfig, roster: &str) -> gateway::GatewayConfig {
     std::fs::write(config.file.with_file_name("routing.toml"), roster).unwrap();
-    let mut text = std::fs::read_to_string(&config.file).unwrap();
-    text.push_str("\n[routing]\nfile = \"routing.toml\"\ncheck_secs = 1\n");
-    std::fs::write(&config.file, text).unwrap();
+    harness::append_config(
+        &config.file,
+        "[routing]\nfile = \"routing.toml\"\ncheck_secs = 1\n",
+    )
+    .unwrap();
     gateway::GatewayConfig::load(&config.file).unwrap()
 }
 
@@ -239,20 +241,16 @@ pool = "radiology"
     for (name, specialist, qualification) in
         [("sun", "sun", Some("cardiologist")), ("li", "li", None)]
     {
-        gw.handle
-            .accounts
-            .add(
-                person(
-                    name,
-                    Role::Specialist,
-                    &format!("Dr {name}"),
-                    Some(specialist),
-                    qualification,
-                ),
-                PASSWORD,
-                false,
-            )
-            .unwrap();
+        sign_up(
+            &gw.handle.accounts,
+            person(
+                name,
+                Role::Specialist,
+                &format!("Dr {name}"),
+                Some(specialist),
+                qualification,
+            ),
+        );
     }
     let (status, body) = http(web, "GET", "/api/v1/consultations", None, None).unwrap();
     assert_eq!(status, 401, "anonymous calls are refused");
@@ -358,16 +356,10 @@ async fn a_clinic_never_sees_another_clinics_consultations() {
             Default::default(),
         )
         .unwrap();
-        agent
-            .handle
-            .accounts
-            .add(
-                person("doc", Role::Doctor, "Doctor", None, None),
-                PASSWORD,
-                false,
-            )
-            .unwrap();
-        let token = agent.handle.accounts.script_token("doc").unwrap();
+        let token = sign_up(
+            &agent.handle.accounts,
+            person("doc", Role::Doctor, "Doctor", None, None),
+        );
         agents.push((agent, token));
     }
     let (a, a_token) = &agents[0];
@@ -494,9 +486,7 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
         ("li", Role::Specialist, Some("li")),
         ("boss", Role::Admin, None),
     ] {
-        accounts
-            .add(person(name, role, name, specialist, None), PASSWORD, false)
-            .unwrap();
+        sign_up(accounts, person(name, role, name, specialist, None));
     }
     let case = format!("/api/v1/consultations/{id}");
     // (method, path, body, expected status for: nobody, a specialist not on the case, an admin)
@@ -706,27 +696,20 @@ pool = "radiology"
     );
     let gw =
         RunningGateway::start(with_routing(&pilot.gateway_config(link).unwrap(), &roster)).unwrap();
-    for (name, qualification) in [
+    let [li, zhang] = [
         ("li", "attending radiologist"),
         ("zhang", "chief radiologist"),
-    ] {
-        gw.handle
-            .accounts
-            .add(
-                person(
-                    name,
-                    Role::Specialist,
-                    name,
-                    Some(name),
-                    Some(qualification),
-                ),
-                PASSWORD,
-                false,
-            )
-            .unwrap();
-    }
-    let li = gw.handle.accounts.script_token("li").unwrap();
-    let zhang = gw.handle.accounts.script_token("zhang").unwrap();
+    ]
+    .map(|(name, qualification)| {
+        let user = person(
+            name,
+            Role::Specialist,
+            name,
+            Some(name),
+            Some(qualification),
+        );
+        sign_up(&gw.handle.accounts, user)
+    });
     let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
     let agent = RunningAgent::start(
         pilot.agent_config("jinzhou", &bundle, link).unwrap(),
@@ -967,16 +950,10 @@ async fn the_agents_cli_endpoints_need_an_account_off_the_clinic_pc() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let there = listener.local_addr().unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    agent
-        .handle
-        .accounts
-        .add(
-            person("doc", Role::Doctor, "Doctor", None, None),
-            PASSWORD,
-            false,
-        )
-        .unwrap();
-    let doc = agent.handle.accounts.script_token("doc").unwrap();
+    let doc = sign_up(
+        &agent.handle.accounts,
+        person("doc", Role::Doctor, "Doctor", None, None),
+    );
     let call = |method: &str, path: &str, token: Option<&str>, json: Option<&str>| {
         http(there, method, path, token, json).unwrap()
     };
@@ -1010,22 +987,17 @@ async fn a_backup_taken_while_the_gateway_runs_restores_into_a_gateway_serving_t
         harness::people::ONE_RADIOLOGIST,
     );
     let gw = RunningGateway::start(config.clone()).unwrap();
-    gw.handle
-        .accounts
-        .add(
-            person(
-                "li",
-                Role::Specialist,
-                "Dr Li",
-                Some("li"),
-                Some("radiologist"),
-            ),
-            PASSWORD,
-            false,
-        )
-        .unwrap();
+    let li = sign_up(
+        &gw.handle.accounts,
+        person(
+            "li",
+            Role::Specialist,
+            "Dr Li",
+            Some("li"),
+            Some("radiologist"),
+        ),
+    );
     let admin = gw.admin_token().unwrap();
-    let li = gw.handle.accounts.script_token("li").unwrap();
     let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
     let agent = RunningAgent::start(
         pilot.agent_config("jinzhou", &bundle, link).unwrap(),
@@ -1180,37 +1152,26 @@ async fn the_viewer_shows_a_series_in_instance_number_order() {
         harness::people::ONE_RADIOLOGIST,
     ))
     .unwrap();
-    gw.handle
-        .accounts
-        .add(
-            person(
-                "li",
-                Role::Specialist,
-                "Dr Li",
-                Some("li"),
-                Some("radiologist"),
-            ),
-            PASSWORD,
-            false,
-        )
-        .unwrap();
-    let li = gw.handle.accounts.script_token("li").unwrap();
+    let li = sign_up(
+        &gw.handle.accounts,
+        person(
+            "li",
+            Role::Specialist,
+            "Dr Li",
+            Some("li"),
+            Some("radiologist"),
+        ),
+    );
     let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
     let agent = RunningAgent::start(
         pilot.agent_config("jinzhou", &bundle, link).unwrap(),
         Default::default(),
     )
     .unwrap();
-    agent
-        .handle
-        .accounts
-        .add(
-            person("doc", Role::Doctor, "Doctor", None, None),
-            PASSWORD,
-            false,
-        )
-        .unwrap();
-    let doc = agent.handle.accounts.script_token("doc").unwrap();
+    let doc = sign_up(
+        &agent.handle.accounts,
+        person("doc", Role::Doctor, "Doctor", None, None),
+    );
     let series =
         harness::samples::write_ct_series(&dir.path().join("ct"), "P-600", 6, 32 * 32 * 2, 3)
             .unwrap();
@@ -1264,7 +1225,7 @@ async fn the_viewer_shows_a_series_in_instance_number_order() {
     // write_ct_series numbers its files' instances 1, 2, 3... in file order.
     for (i, file) in series.files.iter().enumerate() {
         let shown =
-            harness::http_get_bytes_as(gw.web_addr, &format!("/cases/{id}/images/{i}"), &li)
+            harness::http_get_bytes(gw.web_addr, &format!("/cases/{id}/images/{i}"), Some(&li))
                 .unwrap();
         let expected = gateway::render::png(file, 0, None).unwrap();
         assert!(shown == expected, "image {i} is not instance {}", i + 1);

@@ -132,12 +132,8 @@ fn killing_the_agent_or_the_gateway_at_random_never_loses_duplicates_or_corrupts
     let rig = rig(&pilot);
     let pacs =
         harness::peers::Storescp::start(&dir.path().join("pacs"), "CRASH_PACS", &["+xa"]).unwrap();
-    let mut text = std::fs::read_to_string(&rig.gateway_toml).unwrap();
-    text.push_str(&format!(
-        "\n[[forward]]\nname = \"pacs\"\nae_title = \"CRASH_PACS\"\naddress = \"{}\"\nretry_max_secs = 1\n",
-        pacs.addr
-    ));
-    std::fs::write(&rig.gateway_toml, text).unwrap();
+    let pacs_table = harness::forward_table("pacs", "CRASH_PACS", pacs.addr, "");
+    harness::append_config(&rig.gateway_toml, &pacs_table).unwrap();
     let study = write_ct_series(&dir.path().join("study"), "PID-CRASH", 240, 96 * 1024, 9).unwrap();
     let mut rng = proto::rng::Rng::new(0x5eed);
     let mut accepted: BTreeSet<String> = BTreeSet::new();

@@ -12,7 +12,10 @@ use dicom_dictionary_std::tags;
 use gateway::forward::DestinationStatus;
 use harness::peers::{Orthanc, Storescp};
 use harness::samples::{pydicom_test_files, write_ct_series};
-use harness::{metric, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
+use harness::{
+    append_config, forward_table, metric, wait_until, PilotDir, RunningAgent, RunningGateway,
+    Timings,
+};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -56,6 +59,25 @@ fn status(gw: &RunningGateway, name: &str) -> DestinationStatus {
         .unwrap()
 }
 
+/// A gateway with `tables` (its `[[forward]]` destinations) and Jinzhou's agent linked to it.
+fn start(
+    pilot: &PilotDir,
+    config: &gateway::GatewayConfig,
+    tables: &str,
+) -> (RunningGateway, RunningAgent) {
+    append_config(&config.file, tables).unwrap();
+    let gw = RunningGateway::start(gateway::GatewayConfig::load(&config.file).unwrap()).unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot
+            .agent_config("jinzhou", &bundle, gw.link_addr)
+            .unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    (gw, agent)
+}
+
 async fn ingest_all(agent: &RunningAgent, files: &[PathBuf]) {
     let handle = agent.handle.clone();
     let files = files.to_vec();
@@ -87,27 +109,16 @@ async fn verified_instances_reach_dcmtk_and_orthanc_intact_and_nothing_is_lost_w
     let config = pilot
         .gateway_config("127.0.0.1:0".parse().unwrap())
         .unwrap();
-    let mut text = std::fs::read_to_string(&config.file).unwrap();
-    for (name, ae, addr, extra) in [
+    let tables: Vec<String> = [
         ("dcmtk", "ALL_PACS", all.addr, ""),
         ("plain", "PLAIN_PACS", plain.addr, "associations = 1\n"),
         ("mr-only", "MR_PACS", mr.addr, "modalities = [\"MR\"]\n"),
         ("orthanc", "ORTHANC", orthanc.dicom, ""),
-    ] {
-        text.push_str(&format!(
-            "\n[[forward]]\nname = \"{name}\"\nae_title = \"{ae}\"\naddress = \"{addr}\"\nretry_max_secs = 1\n{extra}"
-        ));
-    }
-    std::fs::write(&config.file, text).unwrap();
-    let gw = RunningGateway::start(gateway::GatewayConfig::load(&config.file).unwrap()).unwrap();
-    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
-    let agent = RunningAgent::start(
-        pilot
-            .agent_config("jinzhou", &bundle, gw.link_addr)
-            .unwrap(),
-        Default::default(),
-    )
-    .unwrap();
+    ]
+    .iter()
+    .map(|(name, ae, addr, extra)| forward_table(name, ae, *addr, extra))
+    .collect();
+    let (gw, agent) = start(&pilot, &config, &tables.join("\n"));
 
     // A synthetic CT series, and pydicom's samples in four transfer syntaxes.
     let samples = pydicom_test_files().unwrap();
@@ -248,21 +259,8 @@ async fn a_pacs_that_never_answers_does_not_hold_up_a_stop() {
     let config = pilot
         .gateway_config("127.0.0.1:0".parse().unwrap())
         .unwrap();
-    let mut text = std::fs::read_to_string(&config.file).unwrap();
-    text.push_str(&format!(
-        "\n[[forward]]\nname = \"silent\"\nae_title = \"SILENT\"\naddress = \"{}\"\n",
-        silent.local_addr().unwrap()
-    ));
-    std::fs::write(&config.file, text).unwrap();
-    let gw = RunningGateway::start(gateway::GatewayConfig::load(&config.file).unwrap()).unwrap();
-    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
-    let agent = RunningAgent::start(
-        pilot
-            .agent_config("jinzhou", &bundle, gw.link_addr)
-            .unwrap(),
-        Default::default(),
-    )
-    .unwrap();
+    let table = forward_table("silent", "SILENT", silent.local_addr().unwrap(), "");
+    let (gw, agent) = start(&pilot, &config, &table);
     let files = write_ct_series(&dir.path().join("ct"), "P-902", 1, 64 * 64 * 2, 11)
         .unwrap()
         .files;

@@ -493,16 +493,10 @@ async fn the_doctor_sees_how_long_the_upload_has_left() {
     );
     let study = write_ct_series(&dir.path().join("ct"), "PID-0007", 1, 4 * 1024 * 1024, 7).unwrap();
     ingest(&agent, &study.files[0]).await;
-    agent
-        .handle
-        .accounts
-        .add(
-            harness::people::person("doc", daemon::accounts::Role::Doctor, "Doctor", None, None),
-            harness::people::PASSWORD,
-            false,
-        )
-        .unwrap();
-    let doc = agent.handle.accounts.script_token("doc").unwrap();
+    let doc = harness::people::sign_up(
+        &agent.handle.accounts,
+        harness::people::person("doc", daemon::accounts::Role::Doctor, "Doctor", None, None),
+    );
     let web = daemon::client::local(agent.web_addr);
     let case = serde_json::json!({
         "patient": {"id": "PID-0007", "name": "", "sex": "", "birth_date": ""},
