@@ -219,11 +219,10 @@ fn web_endpoint(config: &GatewayConfig) -> anyhow::Result<daemon::client::Endpoi
     let cert = files.cert.display().to_string();
     Ok(Endpoint::wrapped(
         addr,
-        Arc::new(move |tcp| {
+        Arc::new(move |mut tcp: std::net::TcpStream| {
             let name = rustls::pki_types::ServerName::from(addr.ip());
             let mut conn =
                 rustls::ClientConnection::new(tls.clone(), name).map_err(std::io::Error::other)?;
-            let mut tcp = tcp;
             // Handshake now, so a wrong certificate is named as such.
             while conn.is_handshaking() {
                 conn.complete_io(&mut tcp).map_err(|e| {
