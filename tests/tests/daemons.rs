@@ -96,11 +96,16 @@ async fn daemons_run_from_config_files_and_stop_cleanly_on_sigterm() {
         wait_until(Duration::from_secs(30), || gw_up() == Some(1.0)).await,
         "link came up between the two processes"
     );
-    assert!(
+    // The agent marks its link up once the gateway's welcome is read, a moment after the
+    // gateway counted the connection.
+    let agent_up = || {
         scrape(agent_metrics)
             .ok()
             .and_then(|m| metric(&m, "tpg_agent_link_up"))
-            == Some(1.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || agent_up() == Some(1.0)).await,
+        "the agent reports its link up"
     );
 
     sigterm(&agent);
