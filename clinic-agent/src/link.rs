@@ -123,10 +123,16 @@ pub async fn run(
         mut backlog,
     } = traffic;
     let client = client_config(&config, &options)?;
-    let bind: SocketAddr = SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 0], 0));
-    let mut endpoint = quinn::Endpoint::client(bind)
-        .or_else(|_| quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))))
+    let socket = daemon::quic::bind(SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 0], 0)))
+        .or_else(|_| daemon::quic::bind(SocketAddr::from(([0, 0, 0, 0], 0))))
         .context("cannot open a UDP socket for the link")?;
+    let mut endpoint = quinn::Endpoint::new(
+        daemon::quic::endpoint_config(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .context("cannot open a UDP socket for the link")?;
     endpoint.set_default_client_config(client);
 
     let session_config = SessionConfig {
@@ -296,6 +302,7 @@ fn client_config(
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(config.keep_alive));
     transport.max_idle_timeout(Some(config.idle_timeout.try_into()?));
+    daemon::quic::tune(&mut transport);
     client.transport_config(Arc::new(transport));
     Ok(client)
 }

@@ -1,9 +1,10 @@
 //! What both daemons share at run time, so the gateway and the clinic agent cannot drift apart:
 //! how they start, read their configuration, stop and serve metrics; their accounts, API errors
-//! and web pages; the consultation log's replication; the HTTP client of their CLIs.
+//! and web pages; the consultation log's replication; the HTTP client of their CLIs; the link's
+//! QUIC transport settings.
 //!
-//! Invariant: nothing here knows about quinn, rustls or a particular daemon's state; streams
-//! are plain tokio readers and writers.
+//! Invariant: nothing here knows a particular daemon's state, and only `quic` knows quinn;
+//! streams are plain tokio readers and writers.
 
 pub mod accounts;
 pub mod api;
@@ -11,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod dimse;
 pub mod frames;
+pub mod quic;
 pub mod replicate;
 pub mod scu;
 pub mod web;

@@ -44,7 +44,7 @@ pub struct Listeners {
 
 impl Listeners {
     pub fn bind(config: &GatewayConfig) -> anyhow::Result<Self> {
-        let link = std::net::UdpSocket::bind(config.link.listen).with_context(|| {
+        let link = daemon::quic::bind(config.link.listen).with_context(|| {
             format!(
                 "cannot bind [link] listen = {} (UDP); is another gateway running?",
                 config.link.listen

@@ -183,6 +183,7 @@ impl Link {
         // One chunk of receive window per stream: bytes in flight on an object stream never
         // exceed what one outage may cost (docs/protocol.md, "Object streams").
         transport.stream_receive_window(VarInt::from_u64(proto::sync::DEFAULT_CHUNK)?);
+        daemon::quic::tune(&mut transport);
         server.transport_config(Arc::new(transport));
         Ok(server)
     }
@@ -194,14 +195,15 @@ impl Link {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let server = self.server_config()?;
+        let (receive_buffer, send_buffer) = daemon::quic::buffers(&socket);
         let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            daemon::quic::endpoint_config(),
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),
         )?;
         let local = endpoint.local_addr()?;
-        info!(%local, "link listening for clinic agents");
+        info!(%local, receive_buffer, send_buffer, "link listening for clinic agents");
         let tasks = tokio_util::task::TaskTracker::new();
         tasks.spawn(self.clone().watch_crl(endpoint.clone(), shutdown.clone()));
         loop {

@@ -1,4 +1,4 @@
-//! The transport ceiling: bare quinn with the pilot's certificates and TLS configuration, the
+//! The transport ceiling: bare quinn with the pilot's certificates, TLS and QUIC settings, the
 //! same files, one stream per file and at most four at once, the sender reading each file from
 //! disk and the receiver discarding the bytes and answering one byte per stream. What our sync
 //! costs over this is the application's share.
@@ -29,12 +29,13 @@ pub fn sink(pki: &Path, addr: SocketAddr, count: usize) -> anyhow::Result<()> {
         crl: &pki.join("crl.pem"),
     };
     let tls = certs::tls::server_config(&files, alpns(), Arc::new(|_| {}))?;
-    let server = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+    server.transport_config(transport());
     runtime()?.block_on(async move {
         let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            daemon::quic::endpoint_config(),
             Some(server),
-            std::net::UdpSocket::bind(addr)?,
+            daemon::quic::bind(addr)?,
             Arc::new(quinn::TokioRuntime),
         )?;
         let connection = endpoint.accept().await.context("no connection")?.await?;
@@ -66,16 +67,17 @@ pub fn source(pki: &Path, addr: SocketAddr, list: &Path) -> anyhow::Result<()> {
         &bundle.join("ca.pem"),
         alpns(),
     )?;
-    let client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+    let mut client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+    client.transport_config(transport());
     let files: Vec<PathBuf> = std::fs::read_to_string(list)?
         .lines()
         .map(PathBuf::from)
         .collect();
     runtime()?.block_on(async move {
         let mut endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            daemon::quic::endpoint_config(),
             None,
-            std::net::UdpSocket::bind("127.0.0.1:0")?,
+            daemon::quic::bind(([127, 0, 0, 1], 0).into())?,
             Arc::new(quinn::TokioRuntime),
         )?;
         endpoint.set_default_client_config(client);
@@ -110,6 +112,13 @@ pub fn source(pki: &Path, addr: SocketAddr, list: &Path) -> anyhow::Result<()> {
         endpoint.wait_idle().await;
         anyhow::Ok(())
     })
+}
+
+/// The link's own transport settings (`daemon::quic`).
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut transport = quinn::TransportConfig::default();
+    daemon::quic::tune(&mut transport);
+    Arc::new(transport)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
