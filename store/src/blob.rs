@@ -62,8 +62,8 @@ impl Drop for TempBlob {
 const COPY_BUF: usize = 256 * 1024;
 
 impl BlobStore {
-    /// Opens (creating) `root/objects` and `root/tmp`. Leftover temporary files from a crash
-    /// are removed: nothing was acknowledged for them.
+    /// Opens (creating) `root/objects` with its 256 shard folders, and `root/tmp`. Leftover
+    /// temporary files from a crash are removed: nothing was acknowledged for them.
     pub fn open(root: &Path) -> Result<Self, BlobError> {
         for sub in ["objects", "tmp"] {
             let dir = root.join(sub);
@@ -72,12 +72,35 @@ impl BlobStore {
         let store = Self {
             root: root.to_path_buf(),
         };
+        store.create_shards()?;
         if let Ok(entries) = fs::read_dir(store.tmp_dir()) {
             for entry in entries.flatten() {
                 let _ = fs::remove_file(entry.path());
             }
         }
         Ok(store)
+    }
+
+    /// Creates the shard folders (`objects/00` … `objects/ff`) that are missing, and makes
+    /// them durable. Done once when the store opens, so storing an object never waits for a
+    /// new folder and its parent's fsync (a fresh store would otherwise pay that for most of
+    /// its first few hundred objects).
+    fn create_shards(&self) -> Result<(), BlobError> {
+        let objects = self.root.join("objects");
+        let mut created = false;
+        for shard in 0..=u8::MAX {
+            let dir = objects.join(format!("{shard:02x}"));
+            match fs::create_dir(&dir) {
+                Ok(()) => created = true,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err("create", &dir)(e)),
+            }
+        }
+        if created {
+            sync_dir(&objects)?;
+            sync_dir(&self.root)?;
+        }
+        Ok(())
     }
 
     fn tmp_dir(&self) -> PathBuf {
@@ -354,5 +377,33 @@ mod tests {
         assert!(path.exists());
         BlobStore::open(dir.path()).unwrap();
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn every_shard_folder_exists_once_the_store_is_open_and_a_lost_one_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let objects = dir.path().join("objects");
+        let shards = || {
+            fs::read_dir(&objects)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().is_dir())
+                .count()
+        };
+        assert_eq!(shards(), 256);
+        let id = store
+            .commit(store.write_temp(&b"hello"[..]).unwrap())
+            .unwrap();
+        assert_eq!(store.path(&id).parent().unwrap(), objects.join("2c"));
+        // A shard removed by hand is made again at the next start, and the store keeps working.
+        fs::remove_file(store.path(&id)).unwrap();
+        fs::remove_dir(objects.join("2c")).unwrap();
+        assert_eq!(shards(), 255);
+        let store = BlobStore::open(dir.path()).unwrap();
+        assert_eq!(shards(), 256);
+        store
+            .commit(store.write_temp(&b"hello"[..]).unwrap())
+            .unwrap();
+        assert_eq!(fs::read(store.path(&id)).unwrap(), b"hello");
     }
 }
