@@ -320,6 +320,51 @@ async fn a_transfer_cut_by_an_agent_restart_resumes_from_the_committed_offset() 
     resume_after("agent restart").await;
 }
 
+/// Sends a 12-image study through a relay carrying datagrams up to `max_datagram` bytes,
+/// checks it arrives whole, and returns the relay with its counts.
+async fn deliver_through_relay(max_datagram: usize) -> UdpRelay {
+    let (dir, pilot) = pilot();
+    let gw = gateway_on(&pilot, "127.0.0.1:0");
+    let relay = UdpRelay::start(gw.link_addr).await.unwrap();
+    relay.set_max_datagram(max_datagram);
+    let agent = agent(&pilot, "wafangdian", relay.addr, "");
+    let study = write_ct_series(&dir.path().join("ct"), "PID-0007", 12, 256 * 1024, 7).unwrap();
+    for file in &study.files {
+        assert!(matches!(ingest(&agent, file).await, Ingested::Stored { .. }));
+    }
+    assert!(
+        wait_until(WAIT, || delivered(&agent) == 12).await,
+        "delivered: {}",
+        delivered(&agent)
+    );
+    assert_identical_at_gateway(&agent, &gw);
+    relay
+}
+
+/// The link lets QUIC's datagrams grow past 1,500 bytes where the path carries them
+/// (`daemon::quic`): fewer, larger datagrams cost less CPU per byte on a LAN or loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_grow_past_1500_bytes_where_the_path_carries_them() {
+    let relay = deliver_through_relay(usize::MAX).await;
+    let largest = relay.largest();
+    assert!(
+        largest > 1_472 && largest <= usize::from(daemon::quic::MAX_UDP_PAYLOAD),
+        "largest datagram {largest} bytes"
+    );
+}
+
+/// On a clinic line that carries no more than 1,500-byte packets, the larger probes are lost
+/// and the study still arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_that_carries_only_1500_byte_packets_still_delivers_a_study() {
+    // 1,500-byte Ethernet MTU less the IPv4 and UDP headers.
+    let relay = deliver_through_relay(1_472).await;
+    assert!(
+        relay.too_big() > 0,
+        "path MTU discovery never tried a datagram larger than the line carries"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emergency_study_overtakes_a_large_routine_backlog() {
     let (dir, pilot) = pilot();
