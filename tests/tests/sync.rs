@@ -330,7 +330,10 @@ async fn deliver_through_relay(max_datagram: usize) -> UdpRelay {
     let agent = agent(&pilot, "wafangdian", relay.addr, "");
     let study = write_ct_series(&dir.path().join("ct"), "PID-0007", 12, 256 * 1024, 7).unwrap();
     for file in &study.files {
-        assert!(matches!(ingest(&agent, file).await, Ingested::Stored { .. }));
+        assert!(matches!(
+            ingest(&agent, file).await,
+            Ingested::Stored { .. }
+        ));
     }
     assert!(
         wait_until(WAIT, || delivered(&agent) == 12).await,
