@@ -112,11 +112,21 @@ pub fn spawn(
         })?)
 }
 
-/// An instance being received.
+/// An instance being received. `temp` holds why storing it failed once it has (a full disk):
+/// the rest of its bytes are read and dropped, and the request is answered "out of resources"
+/// on the same association, so the modality learns which instance to send again.
 struct Incoming {
     command: Command,
     context: u8,
-    temp: store::blob::TempBlob,
+    temp: Result<store::blob::TempBlob, String>,
+}
+
+impl Incoming {
+    fn discard(self) {
+        if let Ok(temp) = self.temp {
+            temp.discard();
+        }
+    }
 }
 
 fn serve(
@@ -156,7 +166,7 @@ fn serve(
             Ok(p) => p,
             Err(e) => {
                 if let Some(i) = incoming.take() {
-                    i.temp.discard();
+                    i.discard();
                 }
                 return Err(e.into());
             }
@@ -199,12 +209,17 @@ fn serve(
                                         .find(|(id, _)| *id == pdv.presentation_context_id)
                                         .map(|(_, ts)| ts.clone())
                                         .unwrap_or_default();
-                                    let mut temp = handle.store.blobs().create_temp()?;
-                                    temp.write(&dimse::file_header(
+                                    let header = dimse::file_header(
                                         &command.sop_class,
                                         &command.sop_instance,
                                         &ts,
-                                    ))?;
+                                    );
+                                    let temp = handle
+                                        .store
+                                        .blobs()
+                                        .create_temp()
+                                        .and_then(|mut temp| temp.write(&header).map(|()| temp))
+                                        .map_err(|e| e.to_string());
                                     incoming = Some(Incoming {
                                         command,
                                         context: pdv.presentation_context_id,
@@ -218,10 +233,23 @@ fn serve(
                             let Some(current) = incoming.as_mut() else {
                                 anyhow::bail!("data set without a C-STORE request");
                             };
-                            current.temp.write(&pdv.data)?;
+                            let failed = match &mut current.temp {
+                                Ok(temp) => temp.write(&pdv.data).err(),
+                                Err(_) => None,
+                            };
+                            if let Some(e) = failed {
+                                // Dropping the temporary file deletes it.
+                                current.temp = Err(e.to_string());
+                            }
                             if pdv.is_last {
                                 if let Some(done) = incoming.take() {
-                                    let status = store_instance(handle, done.temp);
+                                    let status = match done.temp {
+                                        Ok(temp) => store_instance(handle, temp),
+                                        Err(e) => {
+                                            warn!(error = %e, "could not write a received instance; answering with a failure status");
+                                            dimse::STATUS_OUT_OF_RESOURCES
+                                        }
+                                    };
                                     let rsp =
                                         dimse::response(&done.command, dimse::C_STORE_RSP, status);
                                     send_command(&mut association, done.context, rsp)?;
@@ -238,7 +266,7 @@ fn serve(
             }
             Pdu::AbortRQ { .. } => {
                 if let Some(i) = incoming.take() {
-                    i.temp.discard();
+                    i.discard();
                 }
                 return Ok(());
             }

@@ -179,3 +179,110 @@ async fn an_ae_title_not_on_the_allow_list_is_rejected() {
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }
+
+/// The clinic PC's disk fills up while the modality sends: the instance that does not fit is
+/// refused "out of resources" on a live association (the modality knows what to send again),
+/// the agent keeps running, and every instance it accepted reaches the gateway intact.
+///
+/// The agent runs as its own process in a private mount namespace, its data folder on a 6 MiB
+/// tmpfs; that needs root (or CAP_SYS_ADMIN), as `./scripts/test` has in CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_at_the_clinic_refuses_the_instance_that_does_not_fit_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let gw = RunningGateway::start(
+        pilot
+            .gateway_config("127.0.0.1:0".parse().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let config = pilot
+        .agent_config("jinzhou", &bundle, gw.link_addr)
+        .unwrap();
+    let dicom = harness::free_tcp_addr();
+    harness::set_listen(&config.file, "dicom", dicom).unwrap();
+    std::fs::create_dir_all(&config.data_dir).unwrap();
+    let mut agent = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o size=6m tpg-full "$1" && exec "$2" run --config "$3""#)
+        .arg("sh")
+        .arg(&config.data_dir)
+        .arg(harness::binary("clinic-agent"))
+        .arg(&config.file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux) runs");
+    let port = dicom.port().to_string();
+    let scu = |tool: &str, files: &[PathBuf]| {
+        let out = Command::new(tool)
+            .env("TCP_NODELAY", "1")
+            .args([
+                "-v",
+                "-aet",
+                "MODALITY",
+                "-aec",
+                "TPG_JINZHOU",
+                "127.0.0.1",
+                &port,
+            ])
+            .args(files)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let listening = wait_until(WAIT, || {
+        agent.try_wait().unwrap().is_none()
+            && scu("echoscu", &[]).contains("Echo Response (Success)")
+    })
+    .await;
+    if !listening {
+        let _ = agent.kill();
+        let out = agent.wait_with_output().unwrap();
+        panic!(
+            "the agent on a small tmpfs did not start (this test needs root to mount one): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Twelve 1 MiB images into 6 MiB: the first few fit, then one does not.
+    let study = write_ct_series(&dir.path().join("ct"), "PID-FULL", 12, 1024 * 1024, 4).unwrap();
+    let out = scu("storescu", &study.files);
+    let accepted = out.matches("Received Store Response (Success)").count();
+    assert!(
+        out.contains("Received Store Response (Refused: OutOfResources)"),
+        "{out}"
+    );
+    assert!((1..12).contains(&accepted), "{out}");
+    assert!(
+        out.contains("Releasing Association") && !out.contains("Abort"),
+        "the refusal keeps the association: {out}"
+    );
+    assert!(
+        agent.try_wait().unwrap().is_none(),
+        "the agent keeps running"
+    );
+    assert!(scu("echoscu", &[]).contains("Echo Response (Success)"));
+
+    // Every accepted instance, and only those, is stored at the gateway with the same data set.
+    let clinic = proto::ClinicId::new("jinzhou").unwrap();
+    let stored = || gw.handle.archive.instances(&clinic);
+    assert!(
+        wait_until(WAIT, || stored().len() == accepted).await,
+        "{} of {accepted} at the gateway",
+        stored().len()
+    );
+    for file in &study.files[..accepted] {
+        let uid = store::dicom::summarize(file).unwrap().sop_instance_uid;
+        let (_, record) = stored()
+            .into_iter()
+            .find(|(ids, _)| ids[3] == uid)
+            .unwrap_or_else(|| panic!("{} missing at the gateway", file.display()));
+        let at_gateway = gw.handle.archive.blobs().path(&record.object);
+        assert_eq!(data_set(&at_gateway), data_set(file));
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+    gw.stop().await.unwrap();
+}
