@@ -500,9 +500,14 @@ async fn send_object(
         if let Some(pacer) = pacer {
             pacer.take(n).await;
         }
-        send.write_chunk(piece)
-            .await
-            .map_err(|e| format!("link lost while sending: {e}"))?;
+        send.write_chunk(piece).await.map_err(|e| {
+            let code = match e {
+                quinn::WriteError::Stopped(code) => Some(code),
+                _ => None,
+            };
+            code.and_then(gateway_reason)
+                .unwrap_or_else(|| format!("link lost while sending: {e}"))
+        })?;
         upto += n as u64;
         let _ = tx
             .send(TransferMsg::Sent {
@@ -576,9 +581,23 @@ async fn read_frame(
         match recv.read(&mut buf).await {
             Ok(Some(n)) => decoder.push(&buf[..n]),
             Ok(None) => return Err("the gateway closed the stream without answering".into()),
-            Err(e) => return Err(format!("link lost waiting for the gateway: {e}")),
+            Err(e) => {
+                let code = match e {
+                    quinn::ReadError::Reset(code) => Some(code),
+                    _ => None,
+                };
+                return Err(code
+                    .and_then(gateway_reason)
+                    .unwrap_or_else(|| format!("link lost waiting for the gateway: {e}")));
+            }
         }
     }
+}
+
+/// The reason the gateway gave for ending an object stream early, if it gave one.
+fn gateway_reason(code: quinn::VarInt) -> Option<String> {
+    proto::sync::stream_code::reason(code.into_inner())
+        .map(|r| format!("{r}; sending it again later"))
 }
 
 #[cfg(test)]

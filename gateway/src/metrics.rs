@@ -60,6 +60,7 @@ pub struct Metrics {
     pub instances_stored: Family<ClinicLabel, Counter>,
     pub bytes_received: Family<ClinicLabel, Counter>,
     pub hash_mismatch: Family<ClinicLabel, Counter>,
+    pub storage_failures: Family<ClinicLabel, Counter>,
     pub crl_revoked_certificates: Gauge,
     pub sla_breaches: Family<UrgencyLabel, Counter>,
     pub routing_alerts: Family<KindLabel, Counter>,
@@ -104,6 +105,7 @@ impl Metrics {
             instances_stored: Family::default(),
             bytes_received: Family::default(),
             hash_mismatch: Family::default(),
+            storage_failures: Family::default(),
             crl_revoked_certificates: Gauge::default(),
             sla_breaches: Family::default(),
             routing_alerts: Family::default(),
@@ -164,6 +166,11 @@ impl Metrics {
             "tpg_gateway_hash_mismatch",
             "Uploads whose SHA-256 did not match; each is sent again",
             m.hash_mismatch.clone(),
+        );
+        registry.register(
+            "tpg_gateway_storage_failures",
+            "Uploads the gateway could not write to its store (a full disk, say); each is sent again",
+            m.storage_failures.clone(),
         );
         registry.register(
             "tpg_sla_breaches",

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use proto::frame::FrameDecoder;
-use proto::sync::{ObjectId, ReceiveStep, Receiver, DEFAULT_CHUNK};
+use proto::sync::{stream_code, ObjectId, ReceiveStep, Receiver, DEFAULT_CHUNK};
 use proto::{ClinicId, ControlFrame};
 use std::fs::File;
 use std::io::Write;
@@ -52,6 +52,41 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| format!("storage task failed: {e}"))
 }
 
+/// Why an upload stopped before its receipt.
+enum Failure {
+    /// The stream or the link broke, or the clinic broke the protocol.
+    Stream(String),
+    /// The gateway could not write to its store: the hospital's problem, logged loudly and
+    /// told to the clinic, which sends the object again later.
+    Storage(String),
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Self {
+        Self::Stream(reason)
+    }
+}
+
+/// Ends the upload's stream in both directions, telling the clinic that storing failed.
+fn refuse_storage(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    clinic: &ClinicId,
+    id: &ObjectId,
+    reason: &str,
+    metrics: &Metrics,
+) -> String {
+    metrics
+        .storage_failures
+        .get_or_create(&Metrics::clinic(clinic.as_str()))
+        .inc();
+    warn!(clinic = %clinic, object = %id, error = %reason, "could not store an upload; the clinic sends it again later");
+    let code = quinn::VarInt::from_u32(stream_code::STORAGE_FAILED);
+    let _ = recv.stop(code);
+    let _ = send.reset(code);
+    format!("storage failed: {reason}")
+}
+
 async fn receive(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -90,15 +125,21 @@ async fn receive(
     // One writer per partial file: a second stream for the same object (a buggy agent, or an
     // old connection's stream still draining) is refused and its sender retries later.
     let Some(_claim) = archive.claim_upload(clinic, &id) else {
-        let _ = send.reset(quinn::VarInt::from_u32(1));
+        let _ = send.reset(quinn::VarInt::from_u32(stream_code::BUSY));
         return Err(format!(
             "object {id} is already being received on another stream"
         ));
     };
     let (a, c, i) = (archive.clone(), clinic.clone(), id.clone());
-    let begun = blocking(move || a.begin(&c, &i, size, study.as_ref()))
-        .await?
-        .map_err(|e| e.to_string())?;
+    let begun = match blocking(move || a.begin(&c, &i, size, study.as_ref())).await? {
+        Ok(begun) => begun,
+        Err(e) => {
+            let reason = e.to_string();
+            return Err(refuse_storage(
+                &mut send, &mut recv, clinic, &id, &reason, metrics,
+            ));
+        }
+    };
     let (committed, file) = match begun {
         Begin::Stored => return reply(&mut send, ControlFrame::Receipt { object: id }).await,
         Begin::Resume { offset, file } => (offset, file),
@@ -126,11 +167,20 @@ async fn receive(
     let pending = decoder.take_remaining();
     let outcome = match upload.stream(&mut recv, pending, buf, metrics).await {
         Ok(outcome) => outcome,
-        Err(reason) => {
+        Err(Failure::Storage(reason)) => {
+            return Err(refuse_storage(
+                &mut send, &mut recv, clinic, &id, &reason, metrics,
+            ));
+        }
+        Err(Failure::Stream(reason)) => {
             // The link broke or the agent stopped early (a paused transfer ends its stream):
             // keep everything already written, so only bytes still in flight are sent again.
             if let Some(ReceiveStep::Commit { upto }) = upload.receiver.handle_abort() {
-                upload.write(Vec::new(), 0, Some(upto)).await?;
+                if let Err(Failure::Storage(e) | Failure::Stream(e)) =
+                    upload.write(Vec::new(), 0, Some(upto)).await
+                {
+                    return Err(format!("{reason}; committing what arrived failed: {e}"));
+                }
             }
             return Err(reason);
         }
@@ -178,7 +228,7 @@ impl Upload {
         mut pending: Vec<u8>,
         mut buf: Vec<u8>,
         metrics: &Metrics,
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, Failure> {
         let label = Metrics::clinic(self.clinic.as_str());
         let mut finished = None;
         while self.receiver.want() > 0 {
@@ -195,12 +245,13 @@ impl Upload {
                 match recv.read_exact(&mut buf[..cap]).await {
                     Ok(()) => cap,
                     Err(quinn::ReadExactError::FinishedEarly(n)) => n,
-                    Err(quinn::ReadExactError::ReadError(e)) => return Err(e.to_string()),
+                    Err(quinn::ReadExactError::ReadError(e)) => return Err(e.to_string().into()),
                 }
             };
             if n == 0 {
                 let short = self.receiver.handle_end().err();
-                return Err(short.map_or_else(|| "stream ended".into(), |e| e.to_string()));
+                let reason = short.map_or_else(|| "stream ended".into(), |e| e.to_string());
+                return Err(reason.into());
             }
             metrics
                 .bytes_received
@@ -209,7 +260,7 @@ impl Upload {
             let commit = match self
                 .receiver
                 .handle_data(n as u64)
-                .map_err(|e| e.to_string())?
+                .map_err(|e| Failure::Stream(e.to_string()))?
             {
                 ReceiveStep::Commit { upto } => Some(upto),
                 ReceiveStep::Continue | ReceiveStep::Verify => None,
@@ -225,7 +276,7 @@ impl Upload {
                 .write(Vec::new(), 0, Some(self.size))
                 .await?
                 .1
-                .ok_or("not stored")?,
+                .ok_or_else(|| Failure::Storage("not stored".into()))?,
         };
         // Anything after the declared size is a protocol error; the end of the stream is
         // expected. The object is verified and stored either way.
@@ -236,7 +287,9 @@ impl Upload {
                 .map_err(|e| e.to_string())?
                 .is_some()
         {
-            return Err("the clinic sent bytes past the declared size".into());
+            return Err(Failure::Stream(
+                "the clinic sent bytes past the declared size".into(),
+            ));
         }
         Ok(finished)
     }
@@ -249,11 +302,10 @@ impl Upload {
         buf: Vec<u8>,
         n: usize,
         commit: Option<u64>,
-    ) -> Result<(Vec<u8>, Option<Finished>), String> {
-        let mut partial = self
-            .partial
-            .take()
-            .ok_or("the partial file was lost by an earlier storage failure")?;
+    ) -> Result<(Vec<u8>, Option<Finished>), Failure> {
+        let mut partial = self.partial.take().ok_or_else(|| {
+            Failure::Storage("the partial file was lost by an earlier storage failure".into())
+        })?;
         let (archive, clinic, id, size) = (
             self.archive.clone(),
             self.clinic.clone(),
@@ -290,9 +342,10 @@ impl Upload {
             })();
             (partial, buf, outcome)
         })
-        .await?;
+        .await
+        .map_err(Failure::Storage)?;
         self.partial = Some(partial);
-        Ok((buf, outcome?))
+        Ok((buf, outcome.map_err(Failure::Storage)?))
     }
 }
 

@@ -491,6 +491,28 @@ pub enum ReceiveError {
 /// Default commit interval: at most this many bytes are sent twice after an outage.
 pub const DEFAULT_CHUNK: u64 = 1024 * 1024;
 
+/// Why the gateway ended an object stream early (its QUIC reset and stop-sending code). The
+/// agent sends the object again later either way; the code only says why, for its status.
+pub mod stream_code {
+    /// Another stream is already receiving this object.
+    pub const BUSY: u32 = 1;
+    /// The gateway could not write the object to its store (for example, its disk is full).
+    pub const STORAGE_FAILED: u32 = 2;
+
+    /// What the agent shows for a stream the gateway ended with `code`.
+    pub fn reason(code: u64) -> Option<&'static str> {
+        match code {
+            c if c == u64::from(BUSY) => {
+                Some("the gateway is receiving this object on another stream")
+            }
+            c if c == u64::from(STORAGE_FAILED) => {
+                Some("the gateway could not store it (its disk may be full)")
+            }
+            _ => None,
+        }
+    }
+}
+
 impl Receiver {
     /// `committed` is the durable offset of an existing partial (0 for a new object).
     pub fn new(size: u64, committed: u64, chunk: u64) -> Self {

@@ -368,6 +368,95 @@ async fn a_line_that_carries_only_1500_byte_packets_still_delivers_a_study() {
     );
 }
 
+/// The hospital's disk fills up mid-sync: the gateway refuses what it cannot store, says so in
+/// its log, its metrics and to the clinic, keeps running, and once there is room again every
+/// object arrives by itself.
+///
+/// The gateway runs as its own process in a private mount namespace, its data folder on an
+/// 8 MiB tmpfs that the test later enlarges; that needs root (or CAP_SYS_ADMIN), as
+/// `./scripts/test` has in CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_at_the_hospital_holds_uploads_until_there_is_room_and_loses_nothing() {
+    let (dir, pilot) = pilot();
+    let link = harness::free_udp_addr();
+    let config = pilot.gateway_config(link).unwrap();
+    let metrics = harness::free_tcp_addr();
+    harness::set_listen(&config.file, "metrics", metrics).unwrap();
+    harness::set_listen(&config.file, "web", harness::free_tcp_addr()).unwrap();
+    std::fs::create_dir_all(&config.data_dir).unwrap();
+    let log = dir.path().join("gateway.log");
+    let mut gateway = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o size=8m tpg-full "$1" && exec "$2" serve --config "$3""#)
+        .arg("sh")
+        .arg(&config.data_dir)
+        .arg(harness::binary("gateway"))
+        .arg(&config.file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("unshare (util-linux) runs");
+    let counter = |name: &str| {
+        harness::scrape(metrics)
+            .ok()
+            .and_then(|m| metric(&m, &format!("{name}{{clinic=\"fuzhou\"}}")))
+            .unwrap_or(0.0)
+    };
+    let agent = agent(&pilot, "fuzhou", link, "");
+    let study = write_ct_series(&dir.path().join("ct"), "PID-0009", 12, 1024 * 1024, 9).unwrap();
+    for file in &study.files {
+        assert!(matches!(
+            ingest(&agent, file).await,
+            Ingested::Stored { .. }
+        ));
+    }
+    let refused = || {
+        agent
+            .handle
+            .status_report()
+            .items
+            .iter()
+            .filter_map(|i| i.last_failure.clone())
+            .find(|f| f.contains("could not store it"))
+    };
+    if !wait_until(WAIT, || refused().is_some()).await {
+        let _ = gateway.kill();
+        panic!(
+            "no upload was refused for want of space (or the tmpfs was not mounted: this test needs root); gateway log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    assert!(delivered(&agent) < 12);
+    assert!(counter("tpg_gateway_storage_failures_total") > 0.0);
+    assert!(
+        gateway.try_wait().unwrap().is_none(),
+        "the gateway keeps running"
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("could not store an upload") && logged.contains("No space left on device"),
+        "{logged}"
+    );
+
+    // Room again: everything arrives without anyone touching the clinic.
+    let grown = std::process::Command::new("nsenter")
+        .args(["--mount", "--target", &gateway.id().to_string()])
+        .args(["mount", "-o", "remount,size=64m"])
+        .arg(&config.data_dir)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    assert!(
+        wait_until(WAIT, || delivered(&agent) == 12).await,
+        "{}",
+        agent.handle.status_report().render()
+    );
+    assert_eq!(counter("tpg_gateway_instances_stored_total"), 12.0);
+    assert_eq!(counter("tpg_gateway_hash_mismatch_total"), 0.0);
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emergency_study_overtakes_a_large_routine_backlog() {
     let (dir, pilot) = pilot();
