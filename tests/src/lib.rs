@@ -430,6 +430,33 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// Starts a daemon binary (`gateway serve`, `clinic-agent run`) with its data folder on a tmpfs
+/// of `size` (e.g. `"6m"`), mounted in a private mount namespace that ends with the process:
+/// a disk that fills up. The child's pid is the daemon's. Needs root (or CAP_SYS_ADMIN).
+pub fn spawn_on_small_disk(
+    name: &str,
+    verb: &str,
+    config: &Path,
+    data_dir: &Path,
+    size: &str,
+    stderr: std::process::Stdio,
+) -> std::process::Child {
+    std::fs::create_dir_all(data_dir).expect("data folder");
+    std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o "size=$1" tpg-small "$2" && exec "$3" "$4" --config "$5""#)
+        .arg("sh")
+        .arg(size)
+        .arg(data_dir)
+        .arg(binary(name))
+        .arg(verb)
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("unshare (util-linux) runs")
+}
+
 /// A workspace binary (`gateway`, `clinic-agent`, `certs`), built next to the running test's
 /// `deps/` folder; `cargo test --workspace` builds them, and a lone `cargo test -p tpg-tests`
 /// gets them built here.

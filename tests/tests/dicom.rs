@@ -13,7 +13,8 @@ use harness::{metric, wait_until, PilotDir, RunningAgent, RunningGateway, Timing
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn start(dir: &Path, allowed: &str) -> (PilotDir, RunningGateway, RunningAgent) {
+/// A pilot folder in `dir` and its gateway on loopback.
+fn gateway(dir: &Path) -> (PilotDir, RunningGateway) {
     let pilot = PilotDir::create(dir, Timings::default()).unwrap();
     let gw = RunningGateway::start(
         pilot
@@ -21,6 +22,11 @@ fn start(dir: &Path, allowed: &str) -> (PilotDir, RunningGateway, RunningAgent) 
             .unwrap(),
     )
     .unwrap();
+    (pilot, gw)
+}
+
+fn start(dir: &Path, allowed: &str) -> (PilotDir, RunningGateway, RunningAgent) {
+    let (pilot, gw) = gateway(dir);
     let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
     let config = pilot
         .agent_config_with("jinzhou", &bundle, gw.link_addr, "", allowed)
@@ -189,31 +195,21 @@ async fn an_ae_title_not_on_the_allow_list_is_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_at_the_clinic_refuses_the_instance_that_does_not_fit_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
-    let gw = RunningGateway::start(
-        pilot
-            .gateway_config("127.0.0.1:0".parse().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let (pilot, gw) = gateway(dir.path());
     let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
     let config = pilot
         .agent_config("jinzhou", &bundle, gw.link_addr)
         .unwrap();
     let dicom = harness::free_tcp_addr();
     harness::set_listen(&config.file, "dicom", dicom).unwrap();
-    std::fs::create_dir_all(&config.data_dir).unwrap();
-    let mut agent = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(r#"mount -t tmpfs -o size=6m tpg-full "$1" && exec "$2" run --config "$3""#)
-        .arg("sh")
-        .arg(&config.data_dir)
-        .arg(harness::binary("clinic-agent"))
-        .arg(&config.file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("unshare (util-linux) runs");
+    let mut agent = harness::spawn_on_small_disk(
+        "clinic-agent",
+        "run",
+        &config.file,
+        &config.data_dir,
+        "6m",
+        std::process::Stdio::piped(),
+    );
     let port = dicom.port().to_string();
     let scu = |tool: &str, files: &[PathBuf]| {
         let out = Command::new(tool)

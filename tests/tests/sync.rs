@@ -383,19 +383,15 @@ async fn a_full_disk_at_the_hospital_holds_uploads_until_there_is_room_and_loses
     let metrics = harness::free_tcp_addr();
     harness::set_listen(&config.file, "metrics", metrics).unwrap();
     harness::set_listen(&config.file, "web", harness::free_tcp_addr()).unwrap();
-    std::fs::create_dir_all(&config.data_dir).unwrap();
     let log = dir.path().join("gateway.log");
-    let mut gateway = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(r#"mount -t tmpfs -o size=8m tpg-full "$1" && exec "$2" serve --config "$3""#)
-        .arg("sh")
-        .arg(&config.data_dir)
-        .arg(harness::binary("gateway"))
-        .arg(&config.file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("unshare (util-linux) runs");
+    let mut gateway = harness::spawn_on_small_disk(
+        "gateway",
+        "serve",
+        &config.file,
+        &config.data_dir,
+        "8m",
+        std::fs::File::create(&log).unwrap().into(),
+    );
     let counter = |name: &str| {
         harness::scrape(metrics)
             .ok()
