@@ -24,6 +24,13 @@ pub enum ArchiveError {
     Index(String),
     #[error(transparent)]
     Blob(#[from] BlobError),
+    #[error("the file system of {path} has {free} bytes free; storing {needed} more would leave less than the reserve of {reserve} (min_free_mib): free space or grow it")]
+    Reserve {
+        path: String,
+        free: u64,
+        needed: u64,
+        reserve: u64,
+    },
     #[error("partial upload {path}: {source}")]
     Partial {
         path: String,
@@ -161,6 +168,8 @@ pub struct GatewayArchive {
     next_forward_id: std::sync::atomic::AtomicU64,
     /// Whether verified instances go to the forwarding inbox.
     forwarding: bool,
+    /// Bytes kept free on the data folder's file system (`min_free_mib`); 0: no check.
+    min_free: u64,
 }
 
 impl std::fmt::Debug for GatewayArchive {
@@ -238,12 +247,41 @@ impl GatewayArchive {
             forward_inbox,
             next_forward_id,
             forwarding: false,
+            min_free: 0,
             uploads: Default::default(),
             db,
             blobs: BlobStore::open(data_dir)?,
             partial_dir: data_dir.join("partials"),
             commits: Default::default(),
         })
+    }
+
+    /// Uploads that would leave less than `bytes` free on the data folder's file system are
+    /// refused: blobs stop before the disk is full, so the index never meets a full disk.
+    pub fn with_min_free(mut self, bytes: u64) -> Self {
+        self.min_free = bytes;
+        self
+    }
+
+    /// Refuses to take `needed` more bytes when that would eat into the reserve.
+    fn check_room(&self, needed: u64) -> Result<(), ArchiveError> {
+        if self.min_free == 0 {
+            return Ok(());
+        }
+        let root = self.blobs.root();
+        let Ok(stat) = rustix::fs::statvfs(root) else {
+            return Ok(()); // cannot tell: let the write itself fail if it must
+        };
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        if free < needed.saturating_add(self.min_free) {
+            return Err(ArchiveError::Reserve {
+                path: root.display().to_string(),
+                free,
+                needed,
+                reserve: self.min_free,
+            });
+        }
+        Ok(())
     }
 
     /// Verified instances go to the forwarding inbox from now on.
@@ -306,6 +344,7 @@ impl GatewayArchive {
             return Ok(Begin::Stored);
         }
         let (offset, file) = self.open_partial(clinic, id, size)?;
+        self.check_room(size.saturating_sub(offset))?;
         Ok(Begin::Resume { offset, file })
     }
 

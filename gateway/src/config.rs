@@ -14,6 +14,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     data_dir: Option<PathBuf>,
+    min_free_mib: Option<u64>,
     link: RawLink,
     #[serde(default)]
     web: RawWeb,
@@ -80,6 +81,9 @@ pub struct GatewayConfig {
     /// The file this configuration came from.
     pub file: PathBuf,
     pub data_dir: PathBuf,
+    /// Space kept free on `data_dir`'s file system: uploads that would eat into it are refused
+    /// (and sent again later), so the index always has room to write.
+    pub min_free_bytes: u64,
     pub link: LinkConfig,
     pub web_listen: SocketAddr,
     /// `[web] cert` and `key`: serve the web pages and API over HTTPS with this certificate.
@@ -227,6 +231,7 @@ impl GatewayConfig {
                 dir,
                 raw.data_dir.as_deref().unwrap_or(Path::new("gateway-data")),
             ),
+            min_free_bytes: raw.min_free_mib.unwrap_or(256).saturating_mul(1024 * 1024),
             link,
             web_listen: listen_addr(
                 path,
@@ -368,6 +373,7 @@ mod tests {
         let c = GatewayConfig::parse(&file, MINIMAL).unwrap();
         assert_eq!(c.link.cert, dir.path().join("cert.pem"));
         assert_eq!(c.data_dir, dir.path().join("gateway-data"));
+        assert_eq!(c.min_free_bytes, 256 * 1024 * 1024, "the default reserve");
         assert_eq!(c.link.listen.to_string(), DEFAULT_LINK_LISTEN);
         assert_eq!(c.metrics_listen.to_string(), DEFAULT_METRICS_LISTEN);
         assert_eq!(c.link.idle_timeout, Duration::from_secs(60));

@@ -116,7 +116,8 @@ pub fn start(
     let metrics = Arc::new(Metrics::new());
     let archive = Arc::new(
         archive::GatewayArchive::open(&config.data_dir)?
-            .with_forwarding(!config.forwards.is_empty()),
+            .with_forwarding(!config.forwards.is_empty())
+            .with_min_free(config.min_free_bytes),
     );
     let forwarder = if config.forwards.is_empty() {
         None

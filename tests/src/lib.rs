@@ -110,6 +110,8 @@ impl PilotDir {
             &format!(
                 r#"# Written by the pilot harness; see docs/configuration.md.
 data_dir = "data"
+# A test writes little; a nearly full disk on a developer's machine must not stop it.
+min_free_mib = 16
 
 [link]
 listen = "{link}"
@@ -431,8 +433,9 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 }
 
 /// Starts a daemon binary (`gateway serve`, `clinic-agent run`) with its data folder on a tmpfs
-/// of `size` (e.g. `"6m"`), mounted in a private mount namespace that ends with the process:
-/// a disk that fills up. The child's pid is the daemon's. Needs root (or CAP_SYS_ADMIN).
+/// of `size` (e.g. `"6m"`), mounted in a mount namespace of its own that ends with the process:
+/// a disk that fills up. The namespace sits in a user namespace, so root is not needed where
+/// the kernel lets users create one (Debian's does). The child's pid is the daemon's.
 pub fn spawn_on_small_disk(
     name: &str,
     verb: &str,
@@ -443,7 +446,7 @@ pub fn spawn_on_small_disk(
 ) -> std::process::Child {
     std::fs::create_dir_all(data_dir).expect("data folder");
     std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c"])
         .arg(r#"mount -t tmpfs -o "size=$1" tpg-small "$2" && exec "$3" "$4" --config "$5""#)
         .arg("sh")
         .arg(size)
@@ -455,6 +458,16 @@ pub fn spawn_on_small_disk(
         .stderr(stderr)
         .spawn()
         .expect("unshare (util-linux) runs")
+}
+
+/// Resizes the small disk of a daemon started by [`spawn_on_small_disk`]: room again.
+pub fn resize_small_disk(pid: u32, data_dir: &Path, size: &str) -> bool {
+    std::process::Command::new("nsenter")
+        .args(["--user", "--mount", "--target", &pid.to_string()])
+        .args(["mount", "-o", &format!("remount,size={size}")])
+        .arg(data_dir)
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// A workspace binary (`gateway`, `clinic-agent`, `certs`), built next to the running test's

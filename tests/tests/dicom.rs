@@ -190,8 +190,8 @@ async fn an_ae_title_not_on_the_allow_list_is_rejected() {
 /// refused "out of resources" on a live association (the modality knows what to send again),
 /// the agent keeps running, and every instance it accepted reaches the gateway intact.
 ///
-/// The agent runs as its own process in a private mount namespace, its data folder on a 6 MiB
-/// tmpfs; that needs root (or CAP_SYS_ADMIN), as `./scripts/test` has in CI.
+/// The agent runs as its own process with its data folder on a 6 MiB tmpfs of its own
+/// (`harness::spawn_on_small_disk`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_at_the_clinic_refuses_the_instance_that_does_not_fit_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -237,7 +237,7 @@ async fn a_full_disk_at_the_clinic_refuses_the_instance_that_does_not_fit_and_lo
         let _ = agent.kill();
         let out = agent.wait_with_output().unwrap();
         panic!(
-            "the agent on a small tmpfs did not start (this test needs root to mount one): {}",
+            "the agent on a small tmpfs did not start (this test needs user namespaces or root to mount one): {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
