@@ -501,12 +501,11 @@ async fn send_object(
             pacer.take(n).await;
         }
         send.write_chunk(piece).await.map_err(|e| {
-            let code = match e {
-                quinn::WriteError::Stopped(code) => Some(code),
+            let code = match &e {
+                quinn::WriteError::Stopped(code) => Some(*code),
                 _ => None,
             };
-            code.and_then(gateway_reason)
-                .unwrap_or_else(|| format!("link lost while sending: {e}"))
+            gateway_reason(code).unwrap_or_else(|| format!("link lost while sending: {e}"))
         })?;
         upto += n as u64;
         let _ = tx
@@ -582,22 +581,21 @@ async fn read_frame(
             Ok(Some(n)) => decoder.push(&buf[..n]),
             Ok(None) => return Err("the gateway closed the stream without answering".into()),
             Err(e) => {
-                let code = match e {
-                    quinn::ReadError::Reset(code) => Some(code),
+                let code = match &e {
+                    quinn::ReadError::Reset(code) => Some(*code),
                     _ => None,
                 };
-                return Err(code
-                    .and_then(gateway_reason)
+                return Err(gateway_reason(code)
                     .unwrap_or_else(|| format!("link lost waiting for the gateway: {e}")));
             }
         }
     }
 }
 
-/// The reason the gateway gave for ending an object stream early, if it gave one.
-fn gateway_reason(code: quinn::VarInt) -> Option<String> {
-    proto::sync::stream_code::reason(code.into_inner())
-        .map(|r| format!("{r}; sending it again later"))
+/// The reason the gateway gave for ending an object stream early with `code`, if it gave one.
+fn gateway_reason(code: Option<quinn::VarInt>) -> Option<String> {
+    let reason = proto::sync::stream_code::reason(code?.into_inner())?;
+    Some(format!("{reason}; sending it again later"))
 }
 
 #[cfg(test)]

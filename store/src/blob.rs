@@ -211,12 +211,16 @@ impl BlobStore {
             let _ = fs::remove_file(path);
             return Ok(dir);
         }
-        if !dir.is_dir() {
-            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-            // A new shard folder must itself be durable before its first file counts.
-            sync_dir(&self.root.join("objects"))?;
+        match fs::rename(path, &dest) {
+            // The store made every shard folder when it opened; one removed by hand since is
+            // made again, and is durable before its first file counts.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.is_dir() => {
+                fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+                sync_dir(&self.root.join("objects"))?;
+                fs::rename(path, &dest).map_err(io_err("rename into", &dest))?;
+            }
+            renamed => renamed.map_err(io_err("rename into", &dest))?,
         }
-        fs::rename(path, &dest).map_err(io_err("rename into", &dest))?;
         Ok(dir)
     }
 
@@ -402,6 +406,17 @@ mod tests {
         let store = BlobStore::open(dir.path()).unwrap();
         assert_eq!(shards(), 256);
         store
+            .commit(store.write_temp(&b"hello"[..]).unwrap())
+            .unwrap();
+        assert_eq!(fs::read(store.path(&id)).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn a_shard_folder_removed_while_the_store_runs_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        fs::remove_dir(dir.path().join("objects").join("2c")).unwrap();
+        let id = store
             .commit(store.write_temp(&b"hello"[..]).unwrap())
             .unwrap();
         assert_eq!(fs::read(store.path(&id)).unwrap(), b"hello");
