@@ -358,7 +358,11 @@ async fn gateway_restart_causes_the_agent_to_reconnect_by_itself() {
         wait_until(WAIT, || up(&gw2, "jinzhou") == Some(1.0)).await,
         "agent reconnected by itself"
     );
-    assert!(agent.handle.link_status().up);
+    // The agent marks its link up a moment after the gateway counts the connection.
+    assert!(
+        wait_until(WAIT, || agent.handle.link_status().up).await,
+        "the agent sees its link up"
+    );
     assert!(metric(&agent.metrics(), "tpg_agent_reconnects_total").is_some_and(|n| n >= 1.0));
     agent.stop().await.unwrap();
     gw2.stop().await.unwrap();
