@@ -1,8 +1,13 @@
 //! The link's QUIC transport settings, shared by the gateway and the clinic agent so the two
-//! ends cannot drift apart: how large a datagram may grow where the path allows it, and how much
-//! the UDP socket may buffer.
+//! ends cannot drift apart: how large a datagram may grow where the path allows it, how much
+//! the UDP socket may buffer, and the congestion controller ([`proto::cc`]) both ends send with.
 
+use std::any::Any;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Instant;
+
+use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -31,11 +36,95 @@ pub fn endpoint_config() -> quinn::EndpointConfig {
     config
 }
 
-/// Lets path MTU discovery climb to [`MAX_UDP_PAYLOAD`].
+/// Lets path MTU discovery climb to [`MAX_UDP_PAYLOAD`] and sends with the link's own
+/// congestion controller, which keeps its rate through random loss ([`proto::cc`]).
 pub fn tune(transport: &mut quinn::TransportConfig) {
     let mut discovery = quinn::MtuDiscoveryConfig::default();
     discovery.upper_bound(MAX_UDP_PAYLOAD);
     transport.mtu_discovery_config(Some(discovery));
+    transport.congestion_controller_factory(Arc::new(DelayBased::default()));
+}
+
+/// [`proto::cc::Controller`] behind quinn's congestion control interface.
+#[derive(Debug, Clone, Default)]
+pub struct DelayBased {
+    config: proto::cc::Config,
+}
+
+impl ControllerFactory for DelayBased {
+    fn build(self: Arc<Self>, _now: Instant, current_mtu: u16) -> Box<dyn Controller> {
+        Box::new(DelayBasedController(proto::cc::Controller::new(
+            self.config,
+            current_mtu,
+        )))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct DelayBasedController(proto::cc::Controller);
+
+impl Controller for DelayBasedController {
+    fn on_sent(&mut self, _now: Instant, _bytes: u64, last_packet_number: u64) {
+        self.0.handle_sent(last_packet_number);
+    }
+
+    fn on_ack(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        bytes: u64,
+        app_limited: bool,
+        _rtt: &quinn_proto::RttEstimator,
+    ) {
+        self.0.handle_ack(now, sent, bytes, app_limited);
+    }
+
+    fn on_end_acks(
+        &mut self,
+        now: Instant,
+        _in_flight: u64,
+        _app_limited: bool,
+        largest_packet_num_acked: Option<u64>,
+    ) {
+        self.0.handle_end_acks(now, largest_packet_num_acked);
+    }
+
+    fn on_congestion_event(
+        &mut self,
+        now: Instant,
+        _sent: Instant,
+        is_persistent_congestion: bool,
+        lost_bytes: u64,
+    ) {
+        self.0
+            .handle_loss(now, lost_bytes, is_persistent_congestion);
+    }
+
+    fn on_mtu_update(&mut self, new_mtu: u16) {
+        self.0.handle_mtu(new_mtu);
+    }
+
+    fn window(&self) -> u64 {
+        self.0.window()
+    }
+
+    fn metrics(&self) -> ControllerMetrics {
+        let mut metrics = ControllerMetrics::default();
+        metrics.congestion_window = self.0.window();
+        metrics
+    }
+
+    fn clone_box(&self) -> Box<dyn Controller> {
+        Box::new(self.clone())
+    }
+
+    fn initial_window(&self) -> u64 {
+        self.0.initial_window()
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
 }
 
 /// Binds the link's UDP socket on `addr` with [`SOCKET_BUFFER`] asked for. An IPv6 wildcard

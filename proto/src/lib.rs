@@ -6,6 +6,7 @@
 //! virtual clock (see `docs/protocol.md` for the wire format these types describe).
 
 pub mod backoff;
+pub mod cc;
 pub mod clinic_id;
 pub mod close;
 pub mod config;

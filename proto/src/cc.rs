@@ -1,0 +1,310 @@
+//! The link's congestion controller: how many bytes may be in flight, decided from queueing
+//! delay instead of from loss.
+//!
+//! A township line loses 1–5 % of its packets at random (radio, old copper) while it is far
+//! from full. A loss-based controller (quinn's default Cubic, TCP's Reno and Cubic) takes every
+//! loss for congestion and cuts its window, so its rate follows the Mathis bound,
+//! (MSS/RTT)·1.22/√p: about 1.4 Mbit/s on a 10 Mbit/s, 100 ms, 1 % line. What does tell a full
+//! line from a lossy one is the queue in front of it: when the sender outruns the line, packets
+//! wait and the round trip grows; random loss leaves the round trip alone.
+//!
+//! So this controller, once per round trip, compares the round's smallest RTT sample with the
+//! line's base RTT (the smallest sample of the last ten seconds). The difference is the queue
+//! this connection keeps. It steers that queue towards a small target (a quarter of the base
+//! RTT, at least [`MIN_TARGET`]): with the queue never empty the line is always busy, and with
+//! it small the round trip stays close to the base, so the clinic's other traffic (the HIS,
+//! the internet) does not wait behind ours. Loss counts only when it is heavy (more than
+//! [`LOSS_TOLERANCE`] of a round's packets), as when a queue too short to show delay
+//! overflows, and an outage (QUIC's persistent congestion) starts again from a small window.
+//!
+//! Against a loss-based flow sharing the line this controller yields: the other flow fills the
+//! queue, this one sees the delay and shrinks. That is the neighbour the clinic needs.
+//!
+//! Sans-IO like the rest of `proto`: time comes in as `now`; `daemon::quic` adapts it to
+//! quinn's `Controller` trait. See `docs/protocol.md`, "Congestion control".
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// The smallest queueing delay the controller aims for: below it, timer and acknowledgement
+/// noise (a receiver acknowledges every second packet or after up to 25 ms) would look like
+/// an empty queue or a full one.
+pub const MIN_TARGET: Duration = Duration::from_millis(10);
+
+/// How long a base RTT sample is trusted: a route change that makes the line slower shows
+/// within this time.
+pub const BASE_RTT_WINDOW: Duration = Duration::from_secs(10);
+
+/// The share of a round's packets that may be lost before loss counts as congestion: above
+/// the random loss of the worst lines we serve (5 %) with room for a burst.
+pub const LOSS_TOLERANCE: f64 = 0.15;
+
+/// How often the controller empties its own queue to see the base RTT again: a queue held at
+/// its target never empties by itself, and a base RTT that ages out of [`BASE_RTT_WINDOW`]
+/// without a fresh sample would take the queue for the line (and the queue would grow).
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(4);
+
+/// Settings of one connection's controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Window of a new connection, in bytes.
+    pub initial_window: u64,
+    /// Smallest window, in datagrams.
+    pub min_datagrams: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            // As TCP's initial window of ten segments (RFC 6928), in 1,500-byte datagrams.
+            initial_window: 15_000,
+            min_datagrams: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Doubling the window every round trip until the queue starts to grow.
+    SlowStart,
+    /// Steering the queue towards its target.
+    Steady,
+    /// Sending below the line's rate for [`DRAIN_ROUNDS`] rounds so the queue empties and
+    /// the base RTT shows; then back to `resume`.
+    Drain { rounds_left: u8, resume: u64 },
+}
+
+/// Rounds a drain lasts: one to empty the queue, one to see the empty queue's RTT.
+const DRAIN_ROUNDS: u8 = 2;
+
+/// One connection's congestion controller.
+#[derive(Debug, Clone)]
+pub struct Controller {
+    config: Config,
+    datagram: u64,
+    window: u64,
+    phase: Phase,
+    base: BaseRtt,
+    round: Round,
+    /// Packet number of the last packet sent so far.
+    last_sent: Option<u64>,
+    /// When the next drain is due (set when slow start ends).
+    next_drain: Option<Instant>,
+}
+
+/// What one round trip showed.
+#[derive(Debug, Clone, Default)]
+struct Round {
+    /// The round ends when this packet (the last one sent when it began) is acknowledged.
+    ends_after: Option<u64>,
+    min_rtt: Option<Duration>,
+    acked: u64,
+    lost: u64,
+    /// Whether the sender had less to send than the window allowed at some point.
+    app_limited: bool,
+}
+
+impl Controller {
+    pub fn new(config: Config, datagram: u16) -> Self {
+        let datagram = u64::from(datagram).max(1200);
+        Self {
+            config,
+            datagram,
+            window: config.initial_window.max(config.min_datagrams * datagram),
+            phase: Phase::SlowStart,
+            base: BaseRtt::default(),
+            round: Round::default(),
+            last_sent: None,
+            next_drain: None,
+        }
+    }
+
+    /// Bytes that may be in flight.
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The line's round trip with an empty queue, as far as the controller knows it.
+    pub fn base_rtt(&self) -> Option<Duration> {
+        self.base.get()
+    }
+
+    pub fn initial_window(&self) -> u64 {
+        self.config.initial_window
+    }
+
+    fn min_window(&self) -> u64 {
+        self.config.min_datagrams * self.datagram
+    }
+
+    /// The path's datagram size changed (path MTU discovery).
+    pub fn handle_mtu(&mut self, datagram: u16) {
+        self.datagram = u64::from(datagram).max(1200);
+        self.window = self.window.max(self.min_window());
+    }
+
+    /// Packets up to number `packet` were sent.
+    pub fn handle_sent(&mut self, packet: u64) {
+        self.last_sent = Some(packet);
+        if self.round.ends_after.is_none() {
+            self.round.ends_after = Some(packet);
+        }
+    }
+
+    /// A packet of `bytes` sent at `sent` was acknowledged at `now`.
+    pub fn handle_ack(&mut self, now: Instant, sent: Instant, bytes: u64, app_limited: bool) {
+        let rtt = now.saturating_duration_since(sent);
+        self.round.min_rtt = Some(self.round.min_rtt.map_or(rtt, |m| m.min(rtt)));
+        self.round.acked += bytes;
+        self.round.app_limited |= app_limited;
+        self.base.sample(now, rtt);
+        if self.phase == Phase::SlowStart && !app_limited {
+            self.window += bytes;
+            // Leave slow start as soon as the queue shows, not a round later: by then the
+            // doubled window would have overfilled it.
+            if let (Some(base), Some(round_min)) = (self.base.get(), self.round.min_rtt) {
+                if round_min > base + self.target(base) / 2 {
+                    self.phase = Phase::Steady;
+                    self.next_drain = Some(now + PROBE_INTERVAL);
+                    self.steer(base, round_min);
+                }
+            }
+        }
+    }
+
+    /// A batch of acknowledgements ends; `largest_acked` is the newest packet acknowledged.
+    pub fn handle_end_acks(&mut self, now: Instant, largest_acked: Option<u64>) {
+        let (Some(largest), Some(ends_after)) = (largest_acked, self.round.ends_after) else {
+            return;
+        };
+        if largest < ends_after {
+            return;
+        }
+        let round = std::mem::take(&mut self.round);
+        self.round.ends_after = self.last_sent.filter(|&p| p > largest);
+        self.end_round(now, round);
+    }
+
+    /// `lost_bytes` of packets sent up to `sent` were declared lost; `persistent` when
+    /// everything sent over several round trips was (an outage).
+    pub fn handle_loss(&mut self, _now: Instant, lost_bytes: u64, persistent: bool) {
+        self.round.lost += lost_bytes;
+        if persistent {
+            self.window = self.min_window();
+            self.phase = Phase::SlowStart;
+            self.round = Round::default();
+        }
+    }
+
+    fn target(&self, base: Duration) -> Duration {
+        (base / 4).max(MIN_TARGET)
+    }
+
+    fn end_round(&mut self, now: Instant, round: Round) {
+        let (Some(base), Some(round_min)) = (self.base.get(), round.min_rtt) else {
+            return;
+        };
+        let sent = round.acked + round.lost;
+        let heavy_loss = sent > 0 && round.lost as f64 > LOSS_TOLERANCE * sent as f64;
+        if heavy_loss {
+            // A queue too short to show delay overflowed: back off as a loss-based sender
+            // would, but once a round, not once per loss.
+            if self.phase == Phase::SlowStart {
+                self.next_drain = Some(now + PROBE_INTERVAL);
+            }
+            self.phase = Phase::Steady;
+            self.window = ((self.window as f64 * 0.7) as u64).max(self.min_window());
+            return;
+        }
+        match self.phase {
+            Phase::SlowStart => {}
+            Phase::Steady if self.next_drain.is_some_and(|at| now >= at) => {
+                // Three quarters of the line's bandwidth-delay product, as this round saw it.
+                let drained = self.window as f64 * base.as_secs_f64()
+                    / round_min.max(base).as_secs_f64()
+                    * 0.75;
+                self.phase = Phase::Drain {
+                    rounds_left: DRAIN_ROUNDS,
+                    resume: self.window,
+                };
+                self.window = (drained as u64).max(self.min_window());
+            }
+            Phase::Steady => {
+                if !round.app_limited {
+                    self.steer(base, round_min);
+                }
+            }
+            Phase::Drain {
+                rounds_left,
+                resume,
+            } => {
+                if rounds_left > 1 {
+                    self.phase = Phase::Drain {
+                        rounds_left: rounds_left - 1,
+                        resume,
+                    };
+                } else {
+                    self.phase = Phase::Steady;
+                    self.window = resume.max(self.min_window());
+                    self.next_drain = Some(now + PROBE_INTERVAL);
+                }
+            }
+        }
+    }
+
+    /// Sets the window that would hold the queue at its target if the line's rate stays what
+    /// it was this round (window ÷ RTT), moving half way there to damp the oscillation that
+    /// a round of feedback delay causes, and growing at most 25 % a round into an empty queue.
+    fn steer(&mut self, base: Duration, round_min: Duration) {
+        let target = self.target(base);
+        let rtt = round_min.max(base).as_secs_f64().max(1e-6);
+        let ideal = self.window as f64 * (base + target).as_secs_f64() / rtt;
+        let next = (self.window as f64 + (ideal - self.window as f64) / 2.0)
+            .min(self.window as f64 * 1.25)
+            .max((self.window + self.datagram) as f64 * 0.5);
+        // An empty queue means the line has room: always grow by at least one datagram.
+        let next = if round_min <= base + target / 4 {
+            next.max((self.window + self.datagram) as f64)
+        } else {
+            next
+        };
+        self.window = (next as u64).max(self.min_window());
+    }
+}
+
+/// The smallest RTT sample of the last [`BASE_RTT_WINDOW`], kept as one minimum per second.
+#[derive(Debug, Clone, Default)]
+struct BaseRtt {
+    seconds: VecDeque<(Instant, Duration)>,
+}
+
+impl BaseRtt {
+    fn sample(&mut self, now: Instant, rtt: Duration) {
+        match self.seconds.back_mut() {
+            Some((since, min))
+                if now.saturating_duration_since(*since) < Duration::from_secs(1) =>
+            {
+                *min = (*min).min(rtt);
+            }
+            _ => self.seconds.push_back((now, rtt)),
+        }
+        while let Some((since, _)) = self.seconds.front() {
+            if now.saturating_duration_since(*since) > BASE_RTT_WINDOW {
+                self.seconds.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn get(&self) -> Option<Duration> {
+        self.seconds.iter().map(|(_, m)| *m).min()
+    }
+}
+
+#[cfg(test)]
+mod tests;
