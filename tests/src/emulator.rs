@@ -142,8 +142,9 @@ impl LinkSpec {
                 seed: 1,
             },
             "L5" => Self {
+                // The first outage comes early, so that a run of a few minutes meets one.
                 outages: Some(Outages {
-                    first: Duration::from_secs(300),
+                    first: Duration::from_secs(10),
                     every: Duration::from_secs(300),
                     length: Duration::from_secs(30),
                 }),
@@ -198,6 +199,8 @@ pub struct PipeStats {
     pub packets: u64,
     pub bytes: u64,
     pub delivered: u64,
+    /// Bytes of the delivered packets.
+    pub delivered_bytes: u64,
     pub outage: u64,
     pub queue: u64,
     pub loss: u64,
@@ -304,6 +307,7 @@ impl Pipe {
             return Err(Dropped::Loss);
         }
         self.stats.delivered += 1;
+        self.stats.delivered_bytes += len as u64;
         self.stats.queued += waited;
         self.stats.max_queued = self.stats.max_queued.max(waited);
         let mut at = self.busy_until.max(now) + self.spec.delay;

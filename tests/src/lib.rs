@@ -15,6 +15,7 @@ use proto::ClinicId;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod bench;
 pub mod emulator;
 pub mod peers;
 pub mod people;

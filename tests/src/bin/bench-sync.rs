@@ -6,13 +6,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use harness::bench::{median, settle, spawn, stored_at_gateway, usage, usage_split, Sample};
 use harness::samples::write_ct_series;
-use harness::{binary, free_tcp_addr, free_udp_addr, set_listen, PilotDir, Timings};
+use harness::{free_tcp_addr, free_udp_addr, set_listen, PilotDir, Timings};
 
 #[path = "bench_sync/ceiling.rs"]
 mod ceiling;
@@ -51,75 +52,6 @@ enum Role {
         addr: SocketAddr,
         list: PathBuf,
     },
-}
-
-/// CPU seconds and peak RSS (KiB) of a live process, from /proc.
-fn usage(pid: u32) -> (f64, u64) {
-    let (user, system, rss) = usage_split(pid);
-    (user + system, rss)
-}
-
-/// User and system CPU seconds and peak RSS (KiB) of a live process.
-fn usage_split(pid: u32) -> (f64, f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = 100.0; // USER_HZ on Linux
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / ticks
-    };
-    let (user, system) = (field(11), field(12));
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0);
-    (user, system, hwm)
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Sample {
-    seconds: f64,
-    /// DCMTK only: until its files are on disk (`sync -f` after the last answer), as our
-    /// sync's time is until the gateway has fsynced.
-    durable_seconds: Option<f64>,
-    sender_cpu: f64,
-    receiver_cpu: f64,
-    sender_rss_kib: u64,
-    receiver_rss_kib: u64,
-}
-
-fn spawn(name: &str, verb: &str, config: &Path) -> anyhow::Result<Child> {
-    Ok(Command::new(binary(name))
-        .args([verb, "--config"])
-        .arg(config)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?)
-}
-
-/// Writes every dirty page to disk, so one contender's unwritten files do not slow the next.
-fn settle() {
-    let _ = Command::new("sync").status();
-}
-
-/// Objects the gateway has stored and indexed, from its metrics (cheap to poll, unlike the
-/// agent's full status report).
-fn stored_at_gateway(metrics: SocketAddr) -> Option<f64> {
-    harness::metric(
-        &harness::scrape(metrics).ok()?,
-        "tpg_gateway_instances_stored_total{clinic=\"bench\"}",
-    )
 }
 
 /// Our sync: files imported into a stopped agent's queue, then the timer runs from the
@@ -295,11 +227,6 @@ fn run_ceiling(root: &Path, files: &[PathBuf]) -> anyhow::Result<Sample> {
         sender_rss_kib,
         receiver_rss_kib,
     })
-}
-
-fn median(mut v: Vec<Sample>) -> Sample {
-    v.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-    v[v.len() / 2]
 }
 
 fn main() -> anyhow::Result<()> {

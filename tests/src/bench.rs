@@ -1,0 +1,81 @@
+//! What the benchmarks share: the daemons and peers run as child processes, their CPU time and
+//! peak memory read from /proc, and medians of interleaved runs (docs/performance.md).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// CPU seconds and peak RSS (KiB) of a live process, from /proc.
+pub fn usage(pid: u32) -> (f64, u64) {
+    let (user, system, rss) = usage_split(pid);
+    (user + system, rss)
+}
+
+/// User and system CPU seconds and peak RSS (KiB) of a live process.
+pub fn usage_split(pid: u32) -> (f64, f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = 100.0; // USER_HZ on Linux
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / ticks
+    };
+    let (user, system) = (field(11), field(12));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0);
+    (user, system, hwm)
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    pub seconds: f64,
+    /// DCMTK only: until its files are on disk (`sync -f` after the last answer), as our
+    /// sync's time is until the gateway has fsynced.
+    pub durable_seconds: Option<f64>,
+    pub sender_cpu: f64,
+    pub receiver_cpu: f64,
+    pub sender_rss_kib: u64,
+    pub receiver_rss_kib: u64,
+}
+
+pub fn spawn(name: &str, verb: &str, config: &Path) -> anyhow::Result<Child> {
+    Ok(Command::new(crate::binary(name))
+        .args([verb, "--config"])
+        .arg(config)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
+}
+
+/// Writes every dirty page to disk, so one contender's unwritten files do not slow the next.
+pub fn settle() {
+    let _ = Command::new("sync").status();
+}
+
+/// Objects the gateway has stored and indexed, from its metrics (cheap to poll, unlike the
+/// agent's full status report).
+pub fn stored_at_gateway(metrics: SocketAddr) -> Option<f64> {
+    crate::metric(
+        &crate::scrape(metrics).ok()?,
+        "tpg_gateway_instances_stored_total{clinic=\"bench\"}",
+    )
+}
+
+/// The run with the median time.
+pub fn median(mut v: Vec<Sample>) -> Sample {
+    v.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    v[v.len() / 2]
+}

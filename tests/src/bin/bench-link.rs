@@ -1,0 +1,281 @@
+//! Benchmark: the project's sync over emulated township lines (L1–L5 of
+//! `shared/brief/BENCHMARKS.md`) against TCP (iperf3 with BBR and with Cubic) and DCMTK
+//! `storescu` → `storescp` over the same impairment. Prints goodput ÷ link rate, ÷ the Mathis
+//! bound, time ratios, bytes on the wire ÷ object bytes, bytes resent, the queue the sender
+//! kept, CPU seconds and peak RSS per process (docs/performance.md).
+//!
+//! `cargo run --release --bin bench-link -- [--links L1,L2,L3,L4,L5] [--runs 3] [--mib 21]`
+//!
+//! Our sync runs through the in-process UDP relay ([`harness::relay`]); the TCP contenders
+//! run between two network namespaces joined by a TUN relay ([`harness::netns`]); both relays
+//! apply the same [`harness::emulator`] model to every IP packet (the UDP relay counts the 28
+//! bytes of IPv4 and UDP headers as the line would). Without root or TUN the bench says why
+//! and runs our sync alone.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use harness::bench::{settle, spawn, stored_at_gateway, usage, Sample};
+use harness::emulator::{LinkSpec, Loss};
+use harness::relay::UdpRelay;
+use harness::samples::write_ct_series;
+use harness::{free_tcp_addr, free_udp_addr, set_listen, PilotDir, Timings};
+
+#[derive(Parser)]
+#[command(
+    name = "bench-link",
+    about = "Sync over emulated township lines against TCP and DCMTK"
+)]
+struct Cli {
+    /// Lines to run, from shared/brief/BENCHMARKS.md.
+    #[arg(long, value_delimiter = ',', default_value = "L1,L2,L3,L4,L5")]
+    links: Vec<String>,
+    /// Interleaved runs per contender (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Size of W1 on L1, L2 and L5, in MiB of 512 KiB CT instances (half on L3 and L4).
+    #[arg(long, default_value_t = 20)]
+    mib: usize,
+    /// Contenders to run.
+    #[arg(long, value_delimiter = ',', default_value = "tpg")]
+    contenders: Vec<String>,
+    /// Seed of the line's loss.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// One run of one contender over one line.
+#[derive(Debug, Clone, Copy, Default)]
+struct LinkSample {
+    run: Sample,
+    /// Bytes the sender put on the line (IP packets), clinic → hospital.
+    wire_up: u64,
+    /// Bytes the agent sent a second time after a stream broke.
+    resent: f64,
+    /// Mean and longest time a packet waited in the line's queue, clinic → hospital.
+    queue_mean: Duration,
+    queue_max: Duration,
+    /// After each outage, seconds until the sender's bytes flowed again.
+    resume_after_outage: Option<f64>,
+}
+
+/// The pilot's own link timings (heartbeat 5 s, idle timeout 60 s, reconnect 0.5–30 s), not the
+/// tests' fast ones: a line with outages must be met as a clinic would meet it.
+fn production_timings() -> Timings {
+    Timings {
+        heartbeat_secs: 5,
+        idle_timeout_secs: 60,
+        crl_reload_secs: 60,
+        reconnect_initial_ms: 500,
+        reconnect_max_secs: 30,
+    }
+}
+
+/// Our sync: files imported into a stopped agent's queue, the agent dialling the gateway
+/// through the emulated line; timed from the agent's start until the gateway has stored and
+/// indexed everything.
+fn run_tpg(
+    rt: &tokio::runtime::Runtime,
+    root: &Path,
+    files: &[PathBuf],
+    spec: LinkSpec,
+) -> anyhow::Result<LinkSample> {
+    let _ = std::fs::remove_dir_all(root);
+    let pilot = PilotDir::create(root, production_timings())?;
+    let link = free_udp_addr();
+    let gw = pilot.gateway_config(link)?;
+    set_listen(&gw.file, "web", free_tcp_addr())?;
+    let gw_metrics = free_tcp_addr();
+    set_listen(&gw.file, "metrics", gw_metrics)?;
+    let bundle = pilot.enrol("bench", "Bench")?;
+    let relay = rt.block_on(UdpRelay::emulating(link, spec))?;
+    let agent = pilot.agent_config("bench", &bundle, relay.addr)?;
+    set_listen(&agent.file, "web", free_tcp_addr())?;
+    let agent_metrics = free_tcp_addr();
+    set_listen(&agent.file, "metrics", agent_metrics)?;
+    set_listen(&agent.file, "dicom", free_tcp_addr())?;
+    {
+        let store = clinic_agent::archive::AgentStore::open(&agent.data_dir)?;
+        for f in files {
+            store.ingest_file(f)?;
+        }
+    }
+    settle();
+    let mut gateway = spawn("gateway", "serve", &gw.file)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let mut agent_proc = spawn("clinic-agent", "run", &agent.file)?;
+    let n = files.len() as f64;
+    // Bytes delivered up the line over time, to see when sending resumes after an outage.
+    let mut flow: Vec<(Instant, u64)> = Vec::new();
+    let mut peak = (0.0, 0, 0.0, 0);
+    while stored_at_gateway(gw_metrics) != Some(n) {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(1800),
+            "sync did not finish in 30 minutes"
+        );
+        flow.push((Instant::now(), relay.stats().0.delivered_bytes));
+        let (a, g) = (usage(agent_proc.id()), usage(gateway.id()));
+        peak = (a.0, peak.1.max(a.1), g.0, peak.3.max(g.1));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if std::env::var_os("BENCH_TRACE").is_some() {
+        // Line rate used, per half second, from the agent's start.
+        let mut from = (started, 0u64);
+        let mut line = String::new();
+        for &(t, b) in &flow {
+            if t.duration_since(from.0) >= Duration::from_millis(500) {
+                let mbps = (b - from.1) as f64 * 8.0 / t.duration_since(from.0).as_secs_f64() / 1e6;
+                line.push_str(&format!("{mbps:.1} "));
+                from = (t, b);
+            }
+        }
+        eprintln!("  Mbit/s per 0.5 s: {line}");
+    }
+    let resent = harness::scrape(agent_metrics)
+        .ok()
+        .and_then(|m| harness::metric(&m, "tpg_agent_bytes_resent_total"))
+        .unwrap_or(0.0);
+    let _ = agent_proc.kill();
+    let _ = gateway.kill();
+    let _ = agent_proc.wait();
+    let _ = gateway.wait();
+    let (up, _) = relay.stats();
+    Ok(LinkSample {
+        run: Sample {
+            seconds,
+            durable_seconds: None,
+            sender_cpu: peak.0,
+            sender_rss_kib: peak.1,
+            receiver_cpu: peak.2,
+            receiver_rss_kib: peak.3,
+        },
+        wire_up: up.bytes,
+        resent,
+        queue_mean: up.mean_queueing(),
+        queue_max: up.max_queued,
+        resume_after_outage: resumed(&spec, started, &flow),
+    })
+}
+
+/// The longest time, over the outages that ended during the run, from the line coming back
+/// until 64 KiB more of the sender's bytes had crossed it.
+fn resumed(spec: &LinkSpec, started: Instant, flow: &[(Instant, u64)]) -> Option<f64> {
+    let outages = spec.outages?;
+    let end = flow.last()?.0;
+    let mut worst: Option<f64> = None;
+    let mut back = started + outages.first + outages.length;
+    while back < end {
+        let before = flow.iter().take_while(|(t, _)| *t <= back).last()?.1;
+        if let Some((t, _)) = flow
+            .iter()
+            .find(|(t, b)| *t > back && *b >= before + 65_536)
+        {
+            let s = t.duration_since(back).as_secs_f64();
+            worst = Some(worst.map_or(s, |w: f64| w.max(s)));
+        }
+        back += outages.every;
+    }
+    worst
+}
+
+fn median(mut v: Vec<LinkSample>) -> LinkSample {
+    v.sort_by(|a, b| a.run.seconds.total_cmp(&b.run.seconds));
+    v[v.len() / 2]
+}
+
+/// The Mathis bound of a loss-based sender on `spec`'s upload, in bits per second
+/// ((MSS/RTT)·1.22/√p, MSS 1,448 bytes), or `None` on a line without loss.
+fn mathis_bps(spec: &LinkSpec) -> Option<f64> {
+    let p = match spec.up.loss {
+        Loss::None => return None,
+        Loss::Random(p) => p,
+        Loss::Bursty { average, .. } => average,
+    };
+    Some(1448.0 * 8.0 / spec.base_rtt().as_secs_f64() * 1.22 / p.sqrt())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let scratch = tempfile::Builder::new()
+        .prefix("tpg-bench-link-")
+        .tempdir()?;
+    let root = scratch.path();
+    let full = (cli.mib * 2).max(1);
+    println!("generating W1: {full} × 512 KiB incompressible CT instances");
+    let w1 = write_ct_series(&root.join("w1"), "BENCH-W1", full, 512 * 1024, 1)?.files;
+    let bytes = |files: &[PathBuf]| {
+        files
+            .iter()
+            .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+            .sum::<u64>()
+    };
+    println!(
+        "{:<4} {:<6} {:<12} {:>8} {:>7} {:>7} {:>8} {:>6} {:>9} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8}",
+        "link",
+        "work",
+        "contender",
+        "seconds",
+        "Mbit/s",
+        "÷link",
+        "÷Mathis",
+        "wire÷",
+        "resent",
+        "q mean",
+        "q max",
+        "cpu-s",
+        "cpu-r",
+        "rss-s",
+        "rss-r"
+    );
+    for name in &cli.links {
+        let Some(spec) = LinkSpec::named(name) else {
+            anyhow::bail!("unknown line {name}: use L1, L2, L3, L4 or L5");
+        };
+        let spec = spec.with_seed(cli.seed);
+        let files: Vec<PathBuf> = if matches!(name.as_str(), "L3" | "L4") {
+            w1[..w1.len().div_ceil(2)].to_vec()
+        } else {
+            w1.clone()
+        };
+        let object_bytes = bytes(&files);
+        let mut tpg = Vec::new();
+        for _ in 0..cli.runs {
+            if cli.contenders.iter().any(|c| c == "tpg") {
+                tpg.push(run_tpg(&rt, &root.join("tpg"), &files, spec)?);
+            }
+        }
+        let rate = spec.up.rate_bps as f64;
+        if !tpg.is_empty() {
+            let s = median(tpg);
+            let goodput = object_bytes as f64 * 8.0 / s.run.seconds;
+            println!(
+                "{name:<4} {:<6} {:<12} {:>8.2} {:>7.2} {:>7.3} {:>8} {:>6.3} {:>9} {:>6.1}ms {:>6.1}ms {:>7.2} {:>7.2} {:>6}K {:>6}K",
+                "W1",
+                "tpg",
+                s.run.seconds,
+                goodput / 1e6,
+                goodput / rate,
+                mathis_bps(&spec).map_or("-".into(), |m| format!("{:.2}", goodput / m)),
+                s.wire_up as f64 / object_bytes as f64,
+                s.resent,
+                s.queue_mean.as_secs_f64() * 1e3,
+                s.queue_max.as_secs_f64() * 1e3,
+                s.run.sender_cpu,
+                s.run.receiver_cpu,
+                s.run.sender_rss_kib,
+                s.run.receiver_rss_kib,
+            );
+            if let Some(r) = s.resume_after_outage {
+                println!("{name:<4} W1     tpg          sending resumed {r:.2} s after the line came back");
+            }
+        }
+    }
+    Ok(())
+}
