@@ -86,8 +86,8 @@ impl UdpRelay {
     /// whose MTU is `bytes` + 28 drops IPv4 packets marked "don't fragment" (QUIC's are).
     pub fn set_max_datagram(&self, bytes: usize) {
         let mut line = self.line();
-        line.0.set_mtu(bytes + UDP_OVERHEAD);
-        line.1.set_mtu(bytes + UDP_OVERHEAD);
+        line.0.set_mtu(bytes.saturating_add(UDP_OVERHEAD));
+        line.1.set_mtu(bytes.saturating_add(UDP_OVERHEAD));
     }
 
     /// Datagrams dropped so far for being larger than the path's MTU.
