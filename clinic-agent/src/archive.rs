@@ -50,6 +50,10 @@ pub struct ObjectRecord {
     pub delivered_at: Option<i64>,
     /// True when an earlier object had the same SOP Instance UID with other bytes.
     pub new_version: bool,
+    /// The DICOM transfer syntax UID; `None` for attachments and for objects stored before
+    /// it was recorded. Decides whether the bytes may be compressed on the link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_syntax: Option<String>,
 }
 
 /// What happened to one file given to the store.
@@ -195,6 +199,7 @@ impl AgentStore {
             stored_at: now_unix(),
             delivered_at: None,
             new_version,
+            transfer_syntax: Some(summary.transfer_syntax.clone()).filter(|ts| !ts.is_empty()),
         };
         let result: Result<bool, TransactionError<String>> =
             (&self.objects, &self.instances, &self.meta, &self.studies).transaction(
@@ -372,6 +377,7 @@ impl AgentStore {
                     stored_at: now_unix(),
                     delivered_at: None,
                     new_version: false,
+                    transfer_syntax: None,
                 };
                 let rec = serde_json::to_vec(&record)
                     .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub reconnects: Counter,
     pub bytes_sent: Counter,
     pub bytes_resent: Counter,
+    pub wire_bytes_sent: Counter,
     pub objects_delivered: Counter,
     pub queue_items: Family<QueueLabels, Gauge>,
     pub queue_bytes: Family<StateLabel, Gauge>,
@@ -64,11 +65,17 @@ impl Metrics {
         );
         let bytes_sent = Counter::default();
         let bytes_resent = Counter::default();
+        let wire_bytes_sent = Counter::default();
         let objects_delivered = Counter::default();
         registry.register(
             "tpg_agent_bytes_sent",
             "Object bytes written to the link",
             bytes_sent.clone(),
+        );
+        registry.register(
+            "tpg_agent_wire_bytes_sent",
+            "Object bytes as written to the link after compression (equal to tpg_agent_bytes_sent when nothing compressed)",
+            wire_bytes_sent.clone(),
         );
         registry.register(
             "tpg_agent_bytes_resent",
@@ -123,6 +130,7 @@ impl Metrics {
             reconnects,
             bytes_sent,
             bytes_resent,
+            wire_bytes_sent,
             objects_delivered,
             queue_items,
             queue_bytes,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use proto::frame::FrameDecoder;
 use proto::frame::StudyHint;
+use proto::sync::block::{self, Encoding};
 use proto::sync::{
     ObjectId, Priority, QueuedObject, UploadAction, UploadEvent, Uploader, UploaderConfig,
 };
@@ -22,8 +23,9 @@ use tracing::{debug, info, warn};
 use crate::archive::AgentStore;
 use crate::metrics::Metrics;
 
-/// Bytes read from disk and written to the stream at a time.
+/// Bytes read from disk and written to the stream at a time: one block when compressed.
 const SEND_BUF: usize = 256 * 1024;
+const _: () = assert!(SEND_BUF as u32 == block::MAX_BLOCK);
 
 /// Paces object bytes to a configured rate, shared by every transfer (a token bucket holding
 /// at most a tenth of a second of bytes, or one piece).
@@ -149,10 +151,25 @@ pub enum SyncCommand {
 /// What a transfer task reports.
 #[derive(Debug)]
 pub enum TransferMsg {
-    Accepted { id: ObjectId, offset: u64 },
-    Sent { id: ObjectId, upto: u64, delta: u64 },
-    Receipt { id: ObjectId },
-    Failed { id: ObjectId, reason: String },
+    Accepted {
+        id: ObjectId,
+        offset: u64,
+    },
+    /// Object bytes up to `upto` are written to the stream: `delta` more object bytes, taking
+    /// `wire` bytes on the link.
+    Sent {
+        id: ObjectId,
+        upto: u64,
+        delta: u64,
+        wire: u64,
+    },
+    Receipt {
+        id: ObjectId,
+    },
+    Failed {
+        id: ObjectId,
+        reason: String,
+    },
 }
 
 struct Task {
@@ -269,8 +286,14 @@ impl Sync {
                     });
                 }
             }
-            TransferMsg::Sent { id, upto, delta } => {
+            TransferMsg::Sent {
+                id,
+                upto,
+                delta,
+                wire,
+            } => {
                 self.metrics.bytes_sent.inc_by(delta);
+                self.metrics.wire_bytes_sent.inc_by(wire);
                 self.uploader.handle_sent(now, &id, upto);
                 let progress = self.uploader.progress(&id);
                 with_status(&self.status, |s| {
@@ -325,11 +348,18 @@ impl Sync {
                     let (start_tx, start_rx) = oneshot::channel();
                     let path = self.store.blobs().path(&id);
                     let study = self.store.study_hint(&id);
+                    let transfer_syntax = self
+                        .store
+                        .object(&id)
+                        .ok()
+                        .flatten()
+                        .and_then(|r| r.transfer_syntax);
                     let outgoing = Outgoing {
                         id: id.clone(),
                         size,
                         path,
                         study,
+                        compressible: block::may_compress(transfer_syntax.as_deref()),
                     };
                     self.attempts += 1;
                     let attempt = self.attempts;
@@ -403,13 +433,21 @@ impl Drop for Sync {
     }
 }
 
-/// One object's transfer on its own stream.
 /// An object about to be offered.
 struct Outgoing {
     id: ObjectId,
     size: u64,
     path: PathBuf,
     study: Option<StudyHint>,
+    /// Whether its transfer syntax leaves its bytes worth compressing.
+    compressible: bool,
+}
+
+/// The rate the link delivers now, in bytes per second, as its congestion window over its
+/// round trip estimates it.
+fn link_rate(connection: &Connection) -> f64 {
+    let window = connection.stats().path.cwnd as f64;
+    window / connection.rtt().as_secs_f64().max(1e-6)
 }
 
 /// Sends messages of one attempt, tagged with its number.
@@ -451,8 +489,12 @@ async fn send_object(
         size,
         path,
         study,
+        compressible,
     } = outgoing;
     let size = *size;
+    // Offered only where it can pay: the gateway may still answer raw (an older one does).
+    let offered =
+        (*compressible && block::link_is_slow(link_rate(connection))).then_some(Encoding::Zstd);
     let (mut send, mut recv) = connection
         .open_bi()
         .await
@@ -461,58 +503,79 @@ async fn send_object(
         object: id.clone(),
         size,
         study: study.clone(),
+        encoding: offered,
     };
     send.write_all(&offer.encode())
         .await
         .map_err(|e| format!("offer not sent: {e}"))?;
     let mut decoder = FrameDecoder::default();
-    match read_frame(&mut recv, &mut decoder).await? {
+    let encoding = match read_frame(&mut recv, &mut decoder).await? {
         ControlFrame::Receipt { object } if object == *id => {
             let _ = send.finish();
             return Ok(());
         }
-        ControlFrame::Accept { object, offset } if object == *id => {
+        ControlFrame::Accept {
+            object,
+            offset,
+            encoding,
+        } if object == *id => {
             tx.send(TransferMsg::Accepted {
                 id: id.clone(),
                 offset,
             })
             .await
             .map_err(|_| "agent stopping".to_string())?;
+            encoding.filter(|_| offered.is_some())
         }
         other => return Err(format!("gateway answered the offer with {other:?}")),
-    }
+    };
+    // In blocks, the first one is the sample: if it does not shrink, none of the others is
+    // compressed (each still goes as a block).
+    let mut compress = encoding.is_some();
+    let mut first = true;
     let offset = start.await.map_err(|_| "transfer cancelled".to_string())?;
     let mut reader = StoredObject::open(path.clone(), offset).await?;
     let mut upto = offset;
     while upto < size {
         let want = ((size - upto) as usize).min(SEND_BUF);
         // Each piece is read into its own buffer and handed to quinn as is: no copy between
-        // the page cache and the packets but the encryption's.
-        let (back, piece) = reader.read(want).await?;
+        // the page cache and the packets but the encryption's (and the compressor's).
+        let (back, piece) = reader.read(want, encoding.map(|_| compress)).await?;
         reader = back;
-        let n = piece.len();
+        let n = piece.raw_len;
         if n == 0 {
             return Err(format!(
                 "the stored object {} is shorter than its record says",
                 path.display()
             ));
         }
-        if let Some(pacer) = pacer {
-            pacer.take(n).await;
+        if first && piece.header.is_some_and(|h| h.kind == block::Kind::Raw) {
+            compress = false;
         }
-        send.write_chunk(piece).await.map_err(|e| {
-            let code = match &e {
-                quinn::WriteError::Stopped(code) => Some(*code),
-                _ => None,
-            };
-            gateway_reason(code).unwrap_or_else(|| format!("link lost while sending: {e}"))
-        })?;
+        first = false;
+        let wire = piece.wire_len();
+        if let Some(pacer) = pacer {
+            pacer.take(wire as usize).await;
+        }
+        let header = piece
+            .header
+            .map(|h| bytes::Bytes::copy_from_slice(&h.encode()));
+        for part in header.into_iter().chain([piece.bytes]) {
+            send.write_chunk(part).await.map_err(|e| {
+                let code = match &e {
+                    quinn::WriteError::Stopped(code) => Some(*code),
+                    _ => None,
+                };
+                gateway_reason(code).unwrap_or_else(|| format!("link lost while sending: {e}"))
+            })?;
+        }
         upto += n as u64;
         let _ = tx
             .send(TransferMsg::Sent {
                 id: id.clone(),
                 upto,
                 delta: n as u64,
+                wire,
             })
             .await;
     }
@@ -550,8 +613,9 @@ impl StoredObject {
         .map_err(|e| format!("storage task failed: {e}"))?
     }
 
-    /// Reads up to `want` bytes (fewer only at the end of the file).
-    async fn read(mut self, want: usize) -> Result<(Self, bytes::Bytes), String> {
+    /// Reads up to `want` bytes (fewer only at the end of the file); with `block`, as a
+    /// block of the stream's encoding, compressed when `block` is `Some(true)` and it shrinks.
+    async fn read(mut self, want: usize, block: Option<bool>) -> Result<(Self, Piece), String> {
         tokio::task::spawn_blocking(move || {
             use std::io::Read;
             let mut buf = Vec::with_capacity(want);
@@ -561,10 +625,43 @@ impl StoredObject {
                 .map_err(|e| {
                     format!("cannot read the stored object {}: {e}", self.path.display())
                 })?;
-            Ok((self, bytes::Bytes::from(buf)))
+            let raw = bytes::Bytes::from(buf);
+            let raw_len = raw.len();
+            let piece = match block {
+                Some(compress) if raw_len > 0 => {
+                    let encoded = daemon::compress::encode(raw, compress);
+                    Piece {
+                        raw_len,
+                        header: Some(encoded.header),
+                        bytes: encoded.bytes,
+                    }
+                }
+                _ => Piece {
+                    raw_len,
+                    header: None,
+                    bytes: raw,
+                },
+            };
+            Ok((self, piece))
         })
         .await
         .map_err(|e| format!("storage task failed: {e}"))?
+    }
+}
+
+/// A piece of an object ready for the stream: raw bytes, or a block with its header.
+struct Piece {
+    /// Object bytes it carries.
+    raw_len: usize,
+    header: Option<block::Header>,
+    bytes: bytes::Bytes,
+}
+
+impl Piece {
+    /// Bytes it takes on the stream.
+    fn wire_len(&self) -> u64 {
+        let header = self.header.map_or(0, |_| block::HEADER_LEN);
+        (header + self.bytes.len()) as u64
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod api;
 pub mod client;
+pub mod compress;
 pub mod config;
 pub mod dimse;
 pub mod frames;

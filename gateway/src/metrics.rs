@@ -59,6 +59,7 @@ pub struct Metrics {
     pub crl_reload_failures: Counter,
     pub instances_stored: Family<ClinicLabel, Counter>,
     pub bytes_received: Family<ClinicLabel, Counter>,
+    pub wire_bytes_received: Family<ClinicLabel, Counter>,
     pub hash_mismatch: Family<ClinicLabel, Counter>,
     pub storage_failures: Family<ClinicLabel, Counter>,
     pub crl_revoked_certificates: Gauge,
@@ -104,6 +105,7 @@ impl Metrics {
             crl_reload_failures: Counter::default(),
             instances_stored: Family::default(),
             bytes_received: Family::default(),
+            wire_bytes_received: Family::default(),
             hash_mismatch: Family::default(),
             storage_failures: Family::default(),
             crl_revoked_certificates: Gauge::default(),
@@ -161,6 +163,11 @@ impl Metrics {
             "tpg_gateway_bytes_received",
             "Object bytes received (including bytes later discarded)",
             m.bytes_received.clone(),
+        );
+        registry.register(
+            "tpg_gateway_wire_bytes_received",
+            "Object bytes as they crossed the link, compressed or not",
+            m.wire_bytes_received.clone(),
         );
         registry.register(
             "tpg_gateway_hash_mismatch",

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use proto::frame::FrameDecoder;
+use proto::sync::block::{self, Encoding};
 use proto::sync::{stream_code, ObjectId, ReceiveStep, Receiver, DEFAULT_CHUNK};
 use proto::{ClinicId, ControlFrame};
 use std::fs::File;
@@ -97,14 +98,15 @@ async fn receive(
 ) -> Result<(), String> {
     let mut decoder = FrameDecoder::default();
     let mut buf = vec![0u8; READ_BUF];
-    let (id, size, study) = loop {
+    let (id, size, study, encoding) = loop {
         if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
             match frame {
                 ControlFrame::Offer {
                     object,
                     size,
                     study,
-                } => break (object, size, study),
+                    encoding,
+                } => break (object, size, study, encoding),
                 ControlFrame::Replicate { have } => {
                     // An events stream: the bytes after this frame are the agent's events.
                     // Its frames go before object streams' bytes.
@@ -144,10 +146,13 @@ async fn receive(
         Begin::Stored => return reply(&mut send, ControlFrame::Receipt { object: id }).await,
         Begin::Resume { offset, file } => (offset, file),
     };
+    // zstd is the one encoding this gateway knows; an agent that offers it gets it.
+    let encoding = encoding.filter(|e| *e == Encoding::Zstd);
     send.write_all(
         &ControlFrame::Accept {
             object: id.clone(),
             offset: committed,
+            encoding,
         }
         .encode(),
     )
@@ -164,8 +169,11 @@ async fn receive(
         }),
         receiver: Receiver::new(size, committed, DEFAULT_CHUNK),
     };
-    let pending = decoder.take_remaining();
-    let outcome = match upload.stream(&mut recv, pending, buf, metrics).await {
+    let source = Source {
+        pending: decoder.take_remaining(),
+        blocks: encoding.map(|_| Vec::new()),
+    };
+    let outcome = match upload.stream(&mut recv, source, buf, metrics).await {
         Ok(outcome) => outcome,
         Err(Failure::Storage(reason)) => {
             return Err(refuse_storage(
@@ -225,7 +233,7 @@ impl Upload {
     async fn stream(
         &mut self,
         recv: &mut quinn::RecvStream,
-        mut pending: Vec<u8>,
+        mut source: Source,
         mut buf: Vec<u8>,
         metrics: &Metrics,
     ) -> Result<Finished, Failure> {
@@ -233,21 +241,12 @@ impl Upload {
         let mut finished = None;
         while self.receiver.want() > 0 {
             let want = self.receiver.want() as usize;
-            // Fill the buffer before writing: quinn hands out packet-sized pieces, and a
-            // storage call per packet would cost more than the bytes.
-            let n = if !pending.is_empty() {
-                let n = pending.len().min(want);
-                buf[..n].copy_from_slice(&pending[..n]);
-                pending.drain(..n);
-                n
-            } else {
-                let cap = want.min(buf.len());
-                match recv.read_exact(&mut buf[..cap]).await {
-                    Ok(()) => cap,
-                    Err(quinn::ReadExactError::FinishedEarly(n)) => n,
-                    Err(quinn::ReadExactError::ReadError(e)) => return Err(e.to_string().into()),
-                }
-            };
+            let cap = want.min(buf.len());
+            let (n, wire) = source.fill(recv, &mut buf[..cap]).await?;
+            metrics
+                .wire_bytes_received
+                .get_or_create(&label)
+                .inc_by(wire);
             if n == 0 {
                 let short = self.receiver.handle_end().err();
                 let reason = short.map_or_else(|| "stream ended".into(), |e| e.to_string());
@@ -280,7 +279,7 @@ impl Upload {
         };
         // Anything after the declared size is a protocol error; the end of the stream is
         // expected. The object is verified and stored either way.
-        if !pending.is_empty()
+        if !source.is_empty()
             || recv
                 .read(&mut buf[..1])
                 .await
@@ -346,6 +345,80 @@ impl Upload {
         .map_err(Failure::Storage)?;
         self.partial = Some(partial);
         Ok((buf, outcome.map_err(Failure::Storage)?))
+    }
+}
+
+/// Where an upload's object bytes come from: what arrived with the offer, then the stream,
+/// as raw bytes or in blocks (`proto::sync::block`).
+struct Source {
+    /// Bytes read past the offer frame.
+    pending: Vec<u8>,
+    /// With a block encoding: the decoded bytes of the current block not yet handed out.
+    blocks: Option<Vec<u8>>,
+}
+
+impl Source {
+    /// Fills as much of `out` as one read allows (all of it for raw bytes, so a storage call
+    /// is not spent on each packet-sized piece quinn hands out; up to the end of the current
+    /// block for blocks). Returns the object bytes written to `out` and the bytes they took on
+    /// the link; 0 object bytes when the stream ended.
+    async fn fill(
+        &mut self,
+        recv: &mut quinn::RecvStream,
+        out: &mut [u8],
+    ) -> Result<(usize, u64), Failure> {
+        let Some(mut decoded) = self.blocks.take() else {
+            let n = read_full(recv, &mut self.pending, out).await?;
+            return Ok((n, n as u64));
+        };
+        let mut wire = 0;
+        if decoded.is_empty() {
+            let mut head = [0u8; block::HEADER_LEN];
+            let got = read_full(recv, &mut self.pending, &mut head).await?;
+            if got == 0 {
+                self.blocks = Some(decoded);
+                return Ok((0, 0));
+            }
+            if got < head.len() {
+                return Err("the stream ended inside a block header".to_string().into());
+            }
+            let header = block::Header::decode(&head).map_err(|e| e.to_string())?;
+            let mut body = vec![0u8; header.wire_len as usize];
+            if read_full(recv, &mut self.pending, &mut body).await? < body.len() {
+                return Err("the stream ended inside a block".to_string().into());
+            }
+            decoded = daemon::compress::decode(&header, body).map_err(|e| e.to_string())?;
+            wire = (block::HEADER_LEN + header.wire_len as usize) as u64;
+        }
+        let n = out.len().min(decoded.len());
+        out[..n].copy_from_slice(&decoded[..n]);
+        decoded.drain(..n);
+        self.blocks = Some(decoded);
+        Ok((n, wire))
+    }
+
+    /// Whether nothing is left over.
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.blocks.as_ref().is_none_or(|b| b.is_empty())
+    }
+}
+
+/// Fills `out` from `pending`, then from the stream; fewer bytes only where the stream ended.
+async fn read_full(
+    recv: &mut quinn::RecvStream,
+    pending: &mut Vec<u8>,
+    out: &mut [u8],
+) -> Result<usize, Failure> {
+    let from_pending = pending.len().min(out.len());
+    out[..from_pending].copy_from_slice(&pending[..from_pending]);
+    pending.drain(..from_pending);
+    if from_pending == out.len() {
+        return Ok(from_pending);
+    }
+    match recv.read_exact(&mut out[from_pending..]).await {
+        Ok(()) => Ok(out.len()),
+        Err(quinn::ReadExactError::FinishedEarly(n)) => Ok(from_pending + n),
+        Err(quinn::ReadExactError::ReadError(e)) => Err(e.to_string().into()),
     }
 }
 

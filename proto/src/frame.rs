@@ -39,7 +39,7 @@ pub enum ControlFrame {
     Pong { seq: u64 },
     /// First frame of an object stream (agent): the object's SHA-256 and size. After the
     /// gateway's `accept`, the agent sends the object's bytes from the accepted offset to the
-    /// end as raw bytes and finishes the stream.
+    /// end, as raw bytes or in the encoding both agreed on, and finishes the stream.
     Offer {
         object: crate::sync::ObjectId,
         size: u64,
@@ -48,11 +48,18 @@ pub enum ControlFrame {
         /// version addition: absent from older agents).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         study: Option<StudyHint>,
+        /// The encoding the agent would like to send the bytes in (minor version addition:
+        /// an older gateway ignores it and answers without one, and gets raw bytes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encoding: Option<crate::sync::block::Encoding>,
     },
-    /// The gateway's answer to `offer`: send the bytes from `offset` (its durable offset).
+    /// The gateway's answer to `offer`: send the bytes from `offset` (its durable offset), in
+    /// `encoding` when it names the one offered, else raw.
     Accept {
         object: crate::sync::ObjectId,
         offset: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encoding: Option<crate::sync::block::Encoding>,
     },
     /// The gateway stored the object durably (fsynced and indexed); the agent may mark it
     /// delivered. Also the answer to an offer of an object the gateway already holds.
@@ -244,6 +251,7 @@ mod tests {
                 object: id.clone(),
                 size: 9,
                 study,
+                encoding: Some(crate::sync::block::Encoding::Zstd),
             };
             let mut dec = FrameDecoder::default();
             dec.push(&frame.encode());
@@ -259,7 +267,11 @@ mod tests {
         dec.push(body.as_bytes());
         assert!(matches!(
             dec.next_frame(),
-            Ok(Some(ControlFrame::Offer { study: None, .. }))
+            Ok(Some(ControlFrame::Offer {
+                study: None,
+                encoding: None,
+                ..
+            }))
         ));
     }
 

@@ -491,6 +491,8 @@ pub enum ReceiveError {
 /// Default commit interval: at most this many bytes are sent twice after an outage.
 pub const DEFAULT_CHUNK: u64 = 1024 * 1024;
 
+pub mod block;
+
 /// Why the gateway ended an object stream early (its QUIC reset and stop-sending code). The
 /// agent sends the object again later either way; the code only says why, for its status.
 pub mod stream_code {

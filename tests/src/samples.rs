@@ -37,7 +37,7 @@ pub struct SyntheticStudy {
 }
 
 /// Writes a CT-like series of `count` instances with about `pixel_bytes` of pixel data each
-/// (16-bit, deterministic pseudo-random content from `seed`) into `dir`.
+/// (16-bit, deterministic pseudo-random content from `seed`: incompressible) into `dir`.
 pub fn write_ct_series(
     dir: &Path,
     patient_id: &str,
@@ -45,20 +45,94 @@ pub fn write_ct_series(
     pixel_bytes: usize,
     seed: u64,
 ) -> anyhow::Result<SyntheticStudy> {
+    write_series(dir, patient_id, count, pixel_bytes, seed, Pixels::Noise)
+}
+
+/// Like [`write_ct_series`], with pixels as a CT scanner's are: 12 bits stored, a body
+/// phantom (air, soft tissue, organs, a bone ring) that changes from slice to slice, and
+/// detector noise. Lossless compressors shrink such slices to a third to a half.
+pub fn write_ct_phantom_series(
+    dir: &Path,
+    patient_id: &str,
+    count: usize,
+    pixel_bytes: usize,
+    seed: u64,
+) -> anyhow::Result<SyntheticStudy> {
+    write_series(dir, patient_id, count, pixel_bytes, seed, Pixels::Phantom)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Pixels {
+    Noise,
+    Phantom,
+}
+
+/// Stored value of a phantom's pixel at (`x`, `y`) of a `side`-wide slice `slice`, before
+/// noise (rescale intercept −1024: 0 is air, 1024 water).
+fn phantom(x: usize, y: usize, side: usize, slice: usize) -> f64 {
+    let half = side as f64 / 2.0;
+    let (dx, dy) = ((x as f64 - half) / half, (y as f64 - half) / half);
+    let r = (dx * dx + dy * dy * 1.4).sqrt();
+    let grow = 0.02 * (slice % 10) as f64;
+    if r > 0.92 {
+        return 0.0;
+    }
+    if r > 0.84 {
+        return 1024.0 + 900.0;
+    }
+    let organ = |cx: f64, cy: f64, size: f64, hu: f64| {
+        let d = ((dx - cx).powi(2) + (dy - cy).powi(2)).sqrt();
+        if d < size + grow {
+            hu
+        } else {
+            0.0
+        }
+    };
+    1024.0
+        + 40.0
+        + organ(-0.35, 0.0, 0.25, 25.0)
+        + organ(0.3, 0.1, 0.2, -80.0)
+        + organ(0.0, -0.4, 0.1, 300.0)
+}
+
+fn write_series(
+    dir: &Path,
+    patient_id: &str,
+    count: usize,
+    pixel_bytes: usize,
+    seed: u64,
+    kind: Pixels,
+) -> anyhow::Result<SyntheticStudy> {
     std::fs::create_dir_all(dir)?;
     let study_uid = new_uid();
     let series_uid = new_uid();
     let side = (((pixel_bytes / 2) as f64).sqrt() as usize).max(1);
     let mut files = Vec::with_capacity(count);
     let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let bits: u16 = if kind == Pixels::Phantom { 12 } else { 16 };
     for i in 0..count {
         let sop_uid = new_uid();
         let mut pixels = vec![0u8; side * side * 2];
-        for b in pixels.iter_mut() {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            *b = state as u8;
+        match kind {
+            Pixels::Noise => pixels.iter_mut().for_each(|b| *b = next() as u8),
+            Pixels::Phantom => {
+                for (p, px) in pixels.chunks_exact_mut(2).enumerate() {
+                    let base = phantom(p % side, p / side, side, i);
+                    // Detector noise: roughly normal, a standard deviation of about 5.
+                    let r = next();
+                    let noise =
+                        ((r & 0xff) + ((r >> 8) & 0xff) + ((r >> 16) & 0xff)) as f64 / 3.0 - 127.5;
+                    let noise = if base == 0.0 { 0.0 } else { noise * 0.12 };
+                    let v = (base + noise).clamp(0.0, 4095.0) as u16;
+                    px.copy_from_slice(&v.to_le_bytes());
+                }
+            }
         }
         let mut obj = InMemDicomObject::new_empty();
         let put = |obj: &mut InMemDicomObject, tag, vr, v: PrimitiveValue| {
@@ -131,13 +205,13 @@ pub fn write_ct_series(
             &mut obj,
             tags::BITS_STORED,
             VR::US,
-            PrimitiveValue::from(16u16),
+            PrimitiveValue::from(bits),
         );
         put(
             &mut obj,
             tags::HIGH_BIT,
             VR::US,
-            PrimitiveValue::from(15u16),
+            PrimitiveValue::from(bits - 1),
         );
         put(
             &mut obj,

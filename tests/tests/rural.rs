@@ -10,8 +10,8 @@ use std::time::Duration;
 use clinic_agent::archive::Ingested;
 use harness::emulator::LinkSpec;
 use harness::relay::UdpRelay;
-use harness::samples::write_ct_series;
-use harness::{wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
+use harness::samples::{pydicom_test_files, write_ct_phantom_series, write_ct_series};
+use harness::{metric, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -49,24 +49,18 @@ async fn over(spec: LinkSpec) -> Line {
 }
 
 impl Line {
-    async fn ingest_study(&self, count: usize, bytes: usize, seed: u64) -> u64 {
-        let study = write_ct_series(
-            &self.pilot.root.join(format!("study-{seed}")),
-            "PID-0042",
-            count,
-            bytes,
-            seed,
-        )
-        .unwrap();
+    /// Queues `files` at the clinic; returns their bytes.
+    async fn ingest(&self, files: &[std::path::PathBuf]) -> u64 {
         let mut total = 0;
-        for file in study.files {
-            total += std::fs::metadata(&file).unwrap().len();
+        for file in files {
+            total += std::fs::metadata(file).unwrap().len();
+            let file = file.clone();
             let handle = self.agent.handle.clone();
             let ingested = tokio::task::spawn_blocking(move || handle.ingest_file(&file))
                 .await
                 .unwrap()
                 .unwrap();
-            assert!(matches!(ingested, Ingested::Stored { .. }));
+            assert!(matches!(ingested, Ingested::Stored { .. }), "{ingested:?}");
         }
         total
     }
@@ -99,7 +93,9 @@ impl Line {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_study_arrives_byte_identical_over_a_line_with_bursty_loss() {
     let line = over(LinkSpec::named("L3").unwrap().with_seed(13)).await;
-    let bytes = line.ingest_study(12, 256 * 1024, 3).await;
+    let study =
+        write_ct_series(&line.pilot.root.join("ct"), "PID-0042", 12, 256 * 1024, 3).unwrap();
+    let bytes = line.ingest(&study.files).await;
     assert!(
         wait_until(WAIT, || line.delivered() == 12).await,
         "delivered {} of 12",
@@ -110,5 +106,123 @@ async fn a_study_arrives_byte_identical_over_a_line_with_bursty_loss() {
     assert!(up.loss > 10, "the line lost only {} packets", up.loss);
     let wire = up.bytes as f64 / bytes as f64;
     assert!(wire < 1.15, "the line carried {wire:.3} × the study");
+    line.stop().await;
+}
+
+fn agent_metric(line: &Line, series: &str) -> f64 {
+    metric(&line.agent.metrics(), series).unwrap_or(0.0)
+}
+
+/// A CT study as scanners write it (12 bits stored, uncompressed transfer syntax) crosses a
+/// 20 Mbit/s line compressed, and the hospital stores exactly the bytes the clinic holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncompressed_ct_study_crosses_the_line_compressed_and_arrives_identical() {
+    let line = over(LinkSpec::named("L1").unwrap()).await;
+    let phantom = write_ct_phantom_series(
+        &line.pilot.root.join("phantom"),
+        "PID-0043",
+        8,
+        512 * 1024,
+        5,
+    )
+    .unwrap();
+    line.ingest(&phantom.files).await;
+    assert!(
+        wait_until(WAIT, || line.delivered() == 8).await,
+        "delivered {} of 8",
+        line.delivered()
+    );
+    line.assert_identical_at_gateway();
+    let object = agent_metric(&line, "tpg_agent_bytes_sent_total");
+    let wire = agent_metric(&line, "tpg_agent_wire_bytes_sent_total");
+    assert!(object > 4e6, "{object}");
+    assert!(wire < 0.6 * object, "{wire} bytes on the wire for {object}");
+    let at_gateway = metric(
+        &line.gw.metrics(),
+        "tpg_gateway_wire_bytes_received_total{clinic=\"xinmin-07\"}",
+    )
+    .unwrap_or(0.0);
+    assert_eq!(at_gateway, wire);
+    line.stop().await;
+}
+
+/// The line goes dead in the middle of a compressed transfer: the transfer resumes from the
+/// gateway's committed offset (not from the start), in blocks again, and the stored object is
+/// byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_transfer_cut_mid_way_resumes_and_arrives_identical() {
+    let line = over(LinkSpec::named("L1").unwrap()).await;
+    let big = write_ct_phantom_series(
+        &line.pilot.root.join("big"),
+        "PID-0044",
+        1,
+        24 * 1024 * 1024,
+        6,
+    )
+    .unwrap();
+    line.ingest(&big.files).await;
+    let size = std::fs::metadata(&big.files[0]).unwrap().len() as f64;
+    let received = || {
+        metric(
+            &line.gw.metrics(),
+            "tpg_gateway_bytes_received_total{clinic=\"xinmin-07\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(WAIT, || received() > size / 3.0).await,
+        "transfer started"
+    );
+    line.relay.set_cut(true);
+    assert!(received() < size, "cut before the end");
+    assert!(
+        wait_until(WAIT, || !line.agent.handle.status_report().link.up).await,
+        "the agent notices the silent link"
+    );
+    line.relay.set_cut(false);
+    assert!(
+        wait_until(WAIT, || line.delivered() == 1).await,
+        "{}",
+        line.agent.handle.status_report().render()
+    );
+    line.assert_identical_at_gateway();
+    // Sent again from the committed offset: at most what was in flight, not a third of it.
+    let sent = agent_metric(&line, "tpg_agent_bytes_sent_total");
+    assert!(
+        sent < size + size / 4.0,
+        "{sent} object bytes sent for {size}"
+    );
+    assert!(agent_metric(&line, "tpg_agent_wire_bytes_sent_total") < 0.6 * sent);
+    line.stop().await;
+}
+
+/// Pixel data already compressed (JPEG, JPEG 2000, RLE: pydicom's samples) is sent as it is:
+/// not one byte more or less on the wire than the objects hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn already_compressed_pixel_data_is_sent_as_it_is() {
+    let line = over(LinkSpec::named("L1").unwrap()).await;
+    let samples = pydicom_test_files().unwrap();
+    let files: Vec<_> = [
+        "SC_rgb_jpeg_dcmtk.dcm",
+        "JPEG2000.dcm",
+        "MR_small_RLE.dcm",
+        "JPEG-lossy.dcm",
+    ]
+    .iter()
+    .map(|f| samples.join(f))
+    .collect();
+    line.ingest(&files).await;
+    assert!(
+        wait_until(WAIT, || line.delivered() == files.len() as u64).await,
+        "delivered {}",
+        line.delivered()
+    );
+    line.assert_identical_at_gateway();
+    let object = agent_metric(&line, "tpg_agent_bytes_sent_total");
+    assert!(object > 0.0);
+    assert_eq!(
+        agent_metric(&line, "tpg_agent_wire_bytes_sent_total"),
+        object
+    );
     line.stop().await;
 }
