@@ -95,8 +95,8 @@ pub struct Controller {
     last_sent: Option<u64>,
     /// When the next drain is due (set when slow start ends).
     next_drain: Option<Instant>,
-    /// The latest RTT samples, newest last: the queue as it is now, not as it was when the
-    /// round began.
+    /// The latest RTT samples while the sender used its window, newest last: the queue as it
+    /// is now, not as it was when the round began.
     recent: [Duration; RECENT],
 }
 
@@ -175,9 +175,14 @@ impl Controller {
         self.round.app_limited |= app_limited;
         self.base.sample(now, rtt);
         self.delivery.add(bytes);
+        if app_limited {
+            // Sparse packets are acknowledged late (a receiver waits up to 25 ms for a
+            // second one), which would look like a queue.
+            return;
+        }
         self.recent.rotate_left(1);
         self.recent[RECENT - 1] = rtt;
-        if self.phase == Phase::SlowStart && !app_limited {
+        if self.phase == Phase::SlowStart {
             self.window += bytes;
         }
     }
@@ -232,8 +237,12 @@ impl Controller {
     }
 
     /// The queue this connection keeps now, as its latest samples show it.
+    /// Zero until [`RECENT`] samples have come.
     fn queue(&self) -> Duration {
-        let latest = self.recent.iter().min().copied().unwrap_or(Duration::MAX);
+        if self.recent.contains(&Duration::MAX) {
+            return Duration::ZERO;
+        }
+        let latest = self.recent.iter().min().copied().unwrap_or_default();
         latest.saturating_sub(self.base.get().unwrap_or(latest))
     }
 

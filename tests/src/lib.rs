@@ -17,10 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 pub mod bench;
 pub mod emulator;
+pub mod netns;
 pub mod peers;
 pub mod people;
 pub mod relay;
 pub mod samples;
+pub mod tcp_contenders;
 pub mod webdriver;
 
 /// Timings for a pilot on one machine: fast heartbeats, quick reconnects, CRL checked every

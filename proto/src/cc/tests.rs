@@ -219,3 +219,28 @@ fn the_base_rtt_forgets_samples_older_than_its_window() {
     base.sample(start + Duration::from_secs(12), Duration::from_millis(90));
     assert_eq!(base.get(), Some(Duration::from_millis(80)));
 }
+
+#[test]
+fn sparse_acknowledgements_do_not_end_slow_start() {
+    // While the sender has little to send, acknowledgements come late (delayed ACKs): those
+    // samples are no sign of a queue.
+    let start = Instant::now();
+    let mut cc = Controller::new(Config::default(), 1200);
+    for p in 0..4 {
+        cc.handle_sent(p);
+        let at = start + Duration::from_millis(100 * p);
+        cc.handle_ack(at + Duration::from_millis(50), at, 1200, true);
+        cc.handle_end_acks(at + Duration::from_millis(50), Some(p));
+    }
+    let at = start + Duration::from_secs(1);
+    cc.handle_sent(4);
+    cc.handle_ack(at + Duration::from_millis(75), at, 1200, true);
+    cc.handle_end_acks(at + Duration::from_millis(75), Some(4));
+    assert_eq!(cc.phase(), Phase::SlowStart);
+    // The first acknowledgement of a busy sender does not end it either.
+    cc.handle_sent(5);
+    cc.handle_ack(at + Duration::from_millis(200), at, 1200, false);
+    cc.handle_end_acks(at + Duration::from_millis(200), Some(5));
+    assert_eq!(cc.phase(), Phase::SlowStart);
+    assert_eq!(cc.window(), Config::default().initial_window + 1200);
+}

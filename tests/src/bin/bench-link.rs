@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use harness::bench::{settle, spawn, stored_at_gateway, usage, Sample};
 use harness::emulator::{LinkSpec, Loss};
+use harness::netns::{self, NetnsLink};
 use harness::relay::UdpRelay;
-use harness::samples::write_ct_series;
+use harness::samples::{write_ct_phantom_series, write_ct_series};
+use harness::tcp_contenders;
 use harness::{free_tcp_addr, free_udp_addr, set_listen, PilotDir, Timings};
 
 #[derive(Parser)]
@@ -37,9 +39,17 @@ struct Cli {
     /// Size of W1 on L1, L2 and L5, in MiB of 512 KiB CT instances (half on L3 and L4).
     #[arg(long, default_value_t = 20)]
     mib: usize,
-    /// Contenders to run.
-    #[arg(long, value_delimiter = ',', default_value = "tpg")]
+    /// Contenders to run: tpg (this project), tcp-bbr / tcp-cubic (iperf3, the bytes alone),
+    /// dcmtk-bbr / dcmtk-cubic (storescu → storescp); the TCP ones need root and TUN.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "tpg,tcp-bbr,tcp-cubic,dcmtk-bbr,dcmtk-cubic"
+    )]
     contenders: Vec<String>,
+    /// Workloads: W1 (incompressible CT pixels), W1c (CT as scanners write it: compressible).
+    #[arg(long, value_delimiter = ',', default_value = "W1,W1c")]
+    workloads: Vec<String>,
     /// Seed of the line's loss.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -160,6 +170,58 @@ fn run_tpg(
     })
 }
 
+/// A TCP contender between two network namespaces joined by the emulated line:
+/// `tcp-bbr` / `tcp-cubic` (iperf3, the bytes alone) or `dcmtk-bbr` / `dcmtk-cubic`
+/// (`storescu` → `storescp`, the same files, `TCP_NODELAY=1`).
+fn run_tcp(
+    contender: &str,
+    spec: LinkSpec,
+    files: &[PathBuf],
+    out_dir: &Path,
+) -> anyhow::Result<LinkSample> {
+    let (tool, cc) = contender
+        .split_once('-')
+        .filter(|(tool, cc)| matches!(*tool, "tcp" | "dcmtk") && matches!(*cc, "bbr" | "cubic"))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown contender {contender}: use tpg, tcp-bbr, tcp-cubic, dcmtk-bbr or dcmtk-cubic"
+            )
+        })?;
+    let link = NetnsLink::create(spec, cc)?;
+    let object_bytes: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let run = if tool == "tcp" {
+        let mut run = tcp_contenders::iperf3(&link, object_bytes)?;
+        // iperf3's client stops when its bytes are in its socket, not when they arrived: the
+        // time to deliver them is the bytes over its receiver's own rate.
+        run.seconds = object_bytes as f64 * 8.0 / run.goodput_bps.max(1.0);
+        run
+    } else {
+        let _ = std::fs::remove_dir_all(out_dir);
+        std::fs::create_dir_all(out_dir)?;
+        tcp_contenders::dcmtk(&link, files, out_dir)?
+    };
+    let (up, _) = link.stats();
+    Ok(LinkSample {
+        run: Sample {
+            seconds: run.seconds,
+            durable_seconds: None,
+            sender_cpu: run.sender.cpu_seconds,
+            receiver_cpu: run.receiver.cpu_seconds,
+            sender_rss_kib: run.sender.peak_rss_kib,
+            receiver_rss_kib: run.receiver.peak_rss_kib,
+        },
+        wire_up: up.bytes,
+        // Retransmitted segments of a full 1,448-byte payload each.
+        resent: run.retransmits.unwrap_or(0) as f64 * 1448.0,
+        queue_mean: up.mean_queueing(),
+        queue_max: up.max_queued,
+        resume_after_outage: None,
+    })
+}
+
 /// The longest time, over the outages that ended during the run, from the line coming back
 /// until 64 KiB more of the sender's bytes had crossed it.
 fn resumed(spec: &LinkSpec, started: Instant, flow: &[(Instant, u64)]) -> Option<f64> {
@@ -208,8 +270,23 @@ fn main() -> anyhow::Result<()> {
         .tempdir()?;
     let root = scratch.path();
     let full = (cli.mib * 2).max(1);
-    println!("generating W1: {full} × 512 KiB incompressible CT instances");
-    let w1 = write_ct_series(&root.join("w1"), "BENCH-W1", full, 512 * 1024, 1)?.files;
+    let mut workloads = Vec::new();
+    for work in &cli.workloads {
+        let files = match work.as_str() {
+            "W1" => {
+                println!("generating W1: {full} × 512 KiB incompressible CT instances");
+                write_ct_series(&root.join("w1"), "BENCH-W1", full, 512 * 1024, 1)?.files
+            }
+            "W1c" => {
+                println!(
+                    "generating W1c: {full} × 512 KiB CT instances, 12 bits stored, compressible"
+                );
+                write_ct_phantom_series(&root.join("w1c"), "BENCH-W1C", full, 512 * 1024, 1)?.files
+            }
+            other => anyhow::bail!("unknown workload {other}: use W1 or W1c"),
+        };
+        workloads.push((work.clone(), files));
+    }
     let bytes = |files: &[PathBuf]| {
         files
             .iter()
@@ -234,46 +311,78 @@ fn main() -> anyhow::Result<()> {
         "rss-s",
         "rss-r"
     );
+    let namespaces = netns::available();
+    if let Err(why) = &namespaces {
+        println!("TCP contenders skipped: {why}");
+    }
     for name in &cli.links {
         let Some(spec) = LinkSpec::named(name) else {
             anyhow::bail!("unknown line {name}: use L1, L2, L3, L4 or L5");
         };
         let spec = spec.with_seed(cli.seed);
-        let files: Vec<PathBuf> = if matches!(name.as_str(), "L3" | "L4") {
-            w1[..w1.len().div_ceil(2)].to_vec()
-        } else {
-            w1.clone()
-        };
-        let object_bytes = bytes(&files);
-        let mut tpg = Vec::new();
-        for _ in 0..cli.runs {
-            if cli.contenders.iter().any(|c| c == "tpg") {
-                tpg.push(run_tpg(&rt, &root.join("tpg"), &files, spec)?);
+        for (work, all) in &workloads {
+            let files: Vec<PathBuf> = if matches!(name.as_str(), "L3" | "L4") {
+                all[..all.len().div_ceil(2)].to_vec()
+            } else {
+                all.clone()
+            };
+            let object_bytes = bytes(&files);
+            let mut samples: Vec<(&str, Vec<LinkSample>)> = cli
+                .contenders
+                .iter()
+                .map(|c| (c.as_str(), Vec::new()))
+                .collect();
+            for _ in 0..cli.runs {
+                for (contender, runs) in samples.iter_mut() {
+                    let sample = match *contender {
+                        "tpg" => run_tpg(&rt, &root.join("tpg"), &files, spec)?,
+                        tcp => {
+                            if let Err(why) = &namespaces {
+                                println!("{name:<4} {work:<6} {tcp:<12} skipped: {why}");
+                                continue;
+                            }
+                            run_tcp(tcp, spec, &files, &root.join("scp"))?
+                        }
+                    };
+                    runs.push(sample);
+                }
             }
-        }
-        let rate = spec.up.rate_bps as f64;
-        if !tpg.is_empty() {
-            let s = median(tpg);
-            let goodput = object_bytes as f64 * 8.0 / s.run.seconds;
-            println!(
-                "{name:<4} {:<6} {:<12} {:>8.2} {:>7.2} {:>7.3} {:>8} {:>6.3} {:>9} {:>6.1}ms {:>6.1}ms {:>7.2} {:>7.2} {:>6}K {:>6}K",
-                "W1",
-                "tpg",
-                s.run.seconds,
-                goodput / 1e6,
-                goodput / rate,
-                mathis_bps(&spec).map_or("-".into(), |m| format!("{:.2}", goodput / m)),
-                s.wire_up as f64 / object_bytes as f64,
-                s.resent,
-                s.queue_mean.as_secs_f64() * 1e3,
-                s.queue_max.as_secs_f64() * 1e3,
-                s.run.sender_cpu,
-                s.run.receiver_cpu,
-                s.run.sender_rss_kib,
-                s.run.receiver_rss_kib,
-            );
-            if let Some(r) = s.resume_after_outage {
-                println!("{name:<4} W1     tpg          sending resumed {r:.2} s after the line came back");
+            let row = |contender: &str, s: &LinkSample| {
+                let goodput = object_bytes as f64 * 8.0 / s.run.seconds;
+                println!(
+                    "{name:<4} {work:<6} {contender:<12} {:>8.2} {:>7.2} {:>7.3} {:>8} {:>6.3} {:>9} {:>6.1}ms {:>6.1}ms {:>7.2} {:>7.2} {:>6}K {:>6}K",
+                    s.run.seconds,
+                    goodput / 1e6,
+                    goodput / spec.up.rate_bps as f64,
+                    mathis_bps(&spec).map_or("-".into(), |m| format!("{:.2}", goodput / m)),
+                    s.wire_up as f64 / object_bytes as f64,
+                    s.resent,
+                    s.queue_mean.as_secs_f64() * 1e3,
+                    s.queue_max.as_secs_f64() * 1e3,
+                    s.run.sender_cpu,
+                    s.run.receiver_cpu,
+                    s.run.sender_rss_kib,
+                    s.run.receiver_rss_kib,
+                );
+                if let Some(r) = s.resume_after_outage {
+                    println!("{name:<4} {work:<6} {contender:<12} sending resumed {r:.2} s after the line came back");
+                }
+            };
+            let medians: Vec<(&str, LinkSample)> = samples
+                .into_iter()
+                .filter(|(_, runs)| !runs.is_empty())
+                .map(|(c, runs)| (c, median(runs)))
+                .collect();
+            for (contender, s) in &medians {
+                row(contender, s);
+            }
+            if let Some((_, ours)) = medians.iter().find(|(c, _)| *c == "tpg") {
+                for (contender, s) in medians.iter().filter(|(c, _)| *c != "tpg") {
+                    println!(
+                        "{name:<4} {work:<6} time({contender}) / time(tpg) = {:.2}",
+                        s.run.seconds / ours.run.seconds
+                    );
+                }
             }
         }
     }
