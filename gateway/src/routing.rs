@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use daemon::config::{self, ConfigError};
 use proto::consult::Urgency;
+use proto::hours::{parse_time_of_day, parse_utc_offset};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -219,7 +220,7 @@ impl Roster {
             if s.specialties.is_empty() {
                 return Err(bad(entry, "specialties is empty; list at least one".into()));
             }
-            let utc_offset_secs = parse_offset(&s.utc_offset).map_err(|p| bad(entry.clone(), p))?;
+            let utc_offset_secs = parse_utc_offset(&s.utc_offset).map_err(|p| bad(entry.clone(), p))?;
             let duty = s
                 .duty
                 .iter()
@@ -450,28 +451,6 @@ impl Roster {
     }
 }
 
-/// `+08:00`, `-05:30`, `UTC+8`, or `Z`/`UTC` → seconds east of UTC.
-fn parse_offset(text: &str) -> Result<i64, String> {
-    let t = text.trim();
-    let t = t.strip_prefix("UTC").unwrap_or(t);
-    if t.is_empty() || t == "Z" {
-        return Ok(0);
-    }
-    let err = || format!("utc_offset '{text}' is not an offset like +08:00");
-    let (sign, rest) = match t.as_bytes()[0] {
-        b'+' => (1, &t[1..]),
-        b'-' => (-1, &t[1..]),
-        _ => return Err(err()),
-    };
-    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
-    let h: i64 = h.parse().map_err(|_| err())?;
-    let m: i64 = m.parse().map_err(|_| err())?;
-    if h > 14 || m > 59 {
-        return Err(err());
-    }
-    Ok(sign * (h * 3600 + m * 60))
-}
-
 /// `mon-fri 08:00-17:00`, `sat,sun 09:00-12:00`, `daily 20:00-08:00`.
 fn parse_shift(text: &str) -> Result<Shift, String> {
     let err = |why: &str| {
@@ -514,22 +493,7 @@ fn parse_shift(text: &str) -> Result<Shift, String> {
         .trim()
         .split_once('-')
         .ok_or_else(|| err("hours must be a range"))?;
-    let minute = |hm: &str| -> Result<u16, String> {
-        let (h, m) = hm
-            .trim()
-            .split_once(':')
-            .ok_or_else(|| err(&format!("'{hm}' is not HH:MM")))?;
-        let (h, m): (u16, u16) = (
-            h.parse()
-                .map_err(|_| err(&format!("'{hm}' is not HH:MM")))?,
-            m.parse()
-                .map_err(|_| err(&format!("'{hm}' is not HH:MM")))?,
-        );
-        if h > 24 || m > 59 || (h == 24 && m > 0) {
-            return Err(err(&format!("'{hm}' is not a time of day")));
-        }
-        Ok(h * 60 + m)
-    };
+    let minute = |hm: &str| parse_time_of_day(hm).map_err(|why| err(&why));
     let (start, end) = (minute(start)?, minute(end)?);
     if start == end {
         return Err(err("the shift starts and ends at the same time"));

@@ -13,6 +13,7 @@ pub mod config;
 pub mod consult;
 pub mod frame;
 pub mod heartbeat;
+pub mod hours;
 pub mod rng;
 pub mod session;
 pub mod sync;
