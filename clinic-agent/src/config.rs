@@ -39,6 +39,9 @@ struct RawLink {
     heartbeat_secs: Option<u64>,
     handshake_timeout_secs: Option<u64>,
     upload_limit_kib_per_sec: Option<u64>,
+    routine_limit_kib_per_sec: Option<u64>,
+    full_rate_hours: Option<String>,
+    utc_offset: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +85,20 @@ pub struct LinkConfig {
     pub handshake_timeout: Duration,
     /// Cap on object bytes sent per second (all transfers together); `None`: no cap.
     pub upload_limit: Option<u64>,
+    /// A lower cap for routine objects while the line is needed for other work.
+    pub routine: Option<RoutineLimit>,
+}
+
+/// Routine objects at `bytes_per_sec` (link bytes, all routine transfers together) outside
+/// the daily `full_rate` window of local time; emergency and urgent objects and consultation
+/// records are never held to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutineLimit {
+    pub bytes_per_sec: u64,
+    /// `None`: the cap holds all day.
+    pub full_rate: Option<proto::hours::DailyWindow>,
+    /// The clinic's offset from UTC, for the window's local times.
+    pub utc_offset_secs: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +135,7 @@ impl AgentConfig {
                 "copy the clinic bundle (cert.pem, key.pem, ca.pem) from `certs clinic` there or fix the path",
             )
         };
+        let routine = routine_limit(path, &raw.link)?;
         let link = LinkConfig {
             server_name: raw.link.server_name.unwrap_or_else(|| gateway_host.clone()),
             gateway_host,
@@ -138,6 +156,7 @@ impl AgentConfig {
                 .upload_limit_kib_per_sec
                 .filter(|k| *k > 0)
                 .map(|k| k * 1024),
+            routine,
         };
         let ae_title = raw
             .dicom
@@ -183,6 +202,55 @@ impl AgentConfig {
 
 /// DICOM PS3.5 §6.2: an AE title is 1 to 16 characters of the default repertoire, without
 /// backslash or control characters; leading and trailing spaces are not significant.
+/// `[link] routine_limit_kib_per_sec`, `full_rate_hours` and `utc_offset`, checked together.
+fn routine_limit(file: &Path, link: &RawLink) -> Result<Option<RoutineLimit>, ConfigValueError> {
+    let bad = |key: &str, value: &str, problem: String| ConfigValueError {
+        file: file.display().to_string(),
+        key: format!("[link] {key}"),
+        value: value.into(),
+        problem,
+    };
+    let full_rate = link
+        .full_rate_hours
+        .as_deref()
+        .map(|text| {
+            proto::hours::DailyWindow::parse(text).map_err(|why| {
+                bad(
+                    "full_rate_hours",
+                    text,
+                    format!("{why}; write the local hours of full rate like \"20:00-07:00\""),
+                )
+            })
+        })
+        .transpose()?;
+    let utc_offset_secs =
+        match link.utc_offset.as_deref() {
+            Some(text) => proto::hours::parse_utc_offset(text)
+                .map_err(|why| bad("utc_offset", text, format!("{why}; China is \"+08:00\"")))?,
+            None if full_rate.is_some() => return Err(bad(
+                "full_rate_hours",
+                link.full_rate_hours.as_deref().unwrap_or_default(),
+                "needs utc_offset (e.g. utc_offset = \"+08:00\") to know the clinic's local time"
+                    .into(),
+            )),
+            None => 0,
+        };
+    match link.routine_limit_kib_per_sec {
+        Some(kib) if kib > 0 => Ok(Some(RoutineLimit {
+            bytes_per_sec: kib * 1024,
+            full_rate,
+            utc_offset_secs,
+        })),
+        _ if full_rate.is_some() => Err(bad(
+            "full_rate_hours",
+            link.full_rate_hours.as_deref().unwrap_or_default(),
+            "has no effect without routine_limit_kib_per_sec (the routine rate outside those hours)"
+                .into(),
+        )),
+        _ => Ok(None),
+    }
+}
+
 fn check_ae_title(file: &Path, key: &str, title: &str) -> Result<(), ConfigValueError> {
     let trimmed = title.trim();
     let ok = !trimmed.is_empty()
@@ -268,6 +336,49 @@ mod tests {
         let e = AgentConfig::parse(&f, MINIMAL).unwrap_err().to_string();
         assert!(
             e.contains("[link] key names") && e.contains("certs clinic"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_routine_limit_and_its_full_rate_hours_are_checked_together() {
+        let dir = bundle();
+        let f = dir.path().join("agent.toml");
+        let with = |keys: &str| {
+            AgentConfig::parse(
+                &f,
+                &MINIMAL.replace("[link]\n", &format!("[link]\n{keys}\n")),
+            )
+        };
+        assert_eq!(with("").unwrap().link.routine, None);
+        let c = with(
+            "routine_limit_kib_per_sec = 64\nfull_rate_hours = \"20:00-07:00\"\nutc_offset = \"+08:00\"",
+        )
+        .unwrap();
+        let routine = c.link.routine.unwrap();
+        assert_eq!(routine.bytes_per_sec, 64 * 1024);
+        assert_eq!(routine.utc_offset_secs, 8 * 3600);
+        assert_eq!(routine.full_rate.unwrap().to_string(), "20:00–07:00");
+        // All day when no hours are given.
+        let c = with("routine_limit_kib_per_sec = 64").unwrap();
+        assert_eq!(c.link.routine.unwrap().full_rate, None);
+
+        let e = with("full_rate_hours = \"20:00-07:00\"\nutc_offset = \"+08:00\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[link] full_rate_hours") && e.contains("routine_limit_kib_per_sec"),
+            "{e}"
+        );
+        let e = with("routine_limit_kib_per_sec = 64\nfull_rate_hours = \"20:00-07:00\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs utc_offset"), "{e}");
+        let e = with("routine_limit_kib_per_sec = 64\nfull_rate_hours = \"8pm-7am\"\nutc_offset = \"+08:00\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'8pm' is not HH:MM") && e.contains("20:00-07:00"),
             "{e}"
         );
     }

@@ -261,6 +261,7 @@ pub fn start(
     let uploader = sync::Sync::new(
         proto::sync::UploaderConfig::default(),
         config.link.upload_limit,
+        config.link.routine,
         store.clone(),
         metrics.clone(),
         sync_status,

@@ -32,6 +32,10 @@ pub struct StatusReport {
     /// Seconds until everything queued is delivered at that rate, while the link is up.
     #[serde(default)]
     pub seconds_to_drain: Option<u64>,
+    /// The routine limit and whether it holds now, in a sentence (`[link]
+    /// routine_limit_kib_per_sec`); `None` when there is none.
+    #[serde(default)]
+    pub routine_limit: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +120,10 @@ pub fn report(store: &AgentStore, link: &LinkStatus, sync: &SharedSync) -> Statu
         .collect();
     let rate = sync.throughput.per_sec(Instant::now());
     StatusReport {
+        routine_limit: sync
+            .routine_limit
+            .as_ref()
+            .map(|l| crate::sync::describe_routine_limit(l, now)),
         upload_bytes_per_sec: rate,
         seconds_to_drain: seconds_left(link.up, rate, left).filter(|_| left > 0),
         link: LinkReport {
@@ -240,6 +248,9 @@ impl StatusReport {
                     .map(|s| format!(", all queued through in about {}", daemon::span(s)))
                     .unwrap_or_default()
             ));
+        }
+        if let Some(limit) = &self.routine_limit {
+            out.push_str(&format!("{limit}\n"));
         }
         for (priority, age) in &self.oldest_pending_seconds {
             out.push_str(&format!("oldest pending {priority}: {age} s\n"));

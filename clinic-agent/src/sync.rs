@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::archive::AgentStore;
+use crate::config::RoutineLimit;
 use crate::metrics::Metrics;
 
 /// Bytes read from disk and written to the stream at a time: one block when compressed.
@@ -67,6 +69,69 @@ impl Pacer {
     }
 }
 
+/// The upload caps a transfer honours: the clinic's whole upload limit, and the lower limit for
+/// routine objects outside the off-hours window (`[link] routine_limit_kib_per_sec`).
+#[derive(Debug, Default)]
+pub struct Limits {
+    all: Option<Pacer>,
+    routine: Option<(Pacer, RoutineLimit)>,
+}
+
+impl Limits {
+    pub fn new(upload_limit: Option<u64>, routine: Option<RoutineLimit>) -> Self {
+        Self {
+            all: upload_limit.map(Pacer::new),
+            routine: routine.map(|r| (Pacer::new(r.bytes_per_sec), r)),
+        }
+    }
+
+    /// Waits until `n` more link bytes of a transfer may be sent; `routine` for a routine
+    /// object.
+    async fn take(&self, routine: bool, n: usize) {
+        if let (true, Some((pacer, limit))) = (routine, &self.routine) {
+            if routine_capped(limit, unix_now()) {
+                pacer.take(n).await;
+            }
+        }
+        if let Some(pacer) = &self.all {
+            pacer.take(n).await;
+        }
+    }
+}
+
+/// Whether routine objects are held to `limit` at `unix_secs`: outside its full-rate hours
+/// (always, when it has none).
+pub fn routine_capped(limit: &RoutineLimit, unix_secs: i64) -> bool {
+    limit.full_rate.is_none_or(|window| {
+        !window.contains(proto::hours::local_minute(unix_secs, limit.utc_offset_secs))
+    })
+}
+
+/// The routine limit in a sentence, as it stands at `unix_secs`, for the status report.
+pub fn describe_routine_limit(limit: &RoutineLimit, unix_secs: i64) -> String {
+    let rate = format!("{}/s", daemon::human_bytes(limit.bytes_per_sec));
+    let Some(window) = limit.full_rate else {
+        return format!(
+            "routine objects at most {rate} all day; emergency and urgent ones at full rate"
+        );
+    };
+    let hours = format!(
+        "{window} (UTC{})",
+        proto::hours::format_offset(limit.utc_offset_secs)
+    );
+    if routine_capped(limit, unix_secs) {
+        format!("routine objects at most {rate} now, at full rate {hours}; emergency and urgent ones always at full rate")
+    } else {
+        format!("routine objects at full rate now ({hours}), at most {rate} outside those hours")
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Progress of the objects in flight, for status and metrics.
 #[derive(Debug, Clone, Default)]
 pub struct SyncStatus {
@@ -76,6 +141,8 @@ pub struct SyncStatus {
     pub last_failure: HashMap<ObjectId, String>,
     /// Object bytes sent lately: the upload rate that estimates of time left use.
     pub throughput: Throughput,
+    /// The routine limit in force, if any.
+    pub routine_limit: Option<RoutineLimit>,
 }
 
 /// Object bytes sent over the last minute, in buckets of a second.
@@ -178,6 +245,8 @@ struct Task {
     attempt: u64,
     handle: JoinHandle<()>,
     start: Option<oneshot::Sender<u64>>,
+    /// Whether the object is routine now: a doctor may raise it while it is sending.
+    routine: Arc<AtomicBool>,
 }
 
 pub struct Sync {
@@ -189,7 +258,7 @@ pub struct Sync {
     tasks: HashMap<ObjectId, Task>,
     tx: mpsc::Sender<(u64, TransferMsg)>,
     pub rx: mpsc::Receiver<(u64, TransferMsg)>,
-    pacer: Option<Arc<Pacer>>,
+    limits: Arc<Limits>,
     attempts: u64,
 }
 
@@ -197,6 +266,7 @@ impl Sync {
     pub fn new(
         config: UploaderConfig,
         upload_limit: Option<u64>,
+        routine_limit: Option<RoutineLimit>,
         store: Arc<AgentStore>,
         metrics: Arc<Metrics>,
         status: SharedSync,
@@ -208,6 +278,7 @@ impl Sync {
         for object in store.outbox() {
             uploader.enqueue(now, object);
         }
+        with_status(&status, |s| s.routine_limit = routine_limit);
         Self {
             uploader,
             store,
@@ -217,7 +288,7 @@ impl Sync {
             tasks: HashMap::new(),
             tx,
             rx,
-            pacer: upload_limit.map(|rate| Arc::new(Pacer::new(rate))),
+            limits: Arc::new(Limits::new(upload_limit, routine_limit)),
             attempts: 0,
         }
     }
@@ -228,6 +299,10 @@ impl Sync {
             SyncCommand::Enqueue(object) => self.uploader.enqueue(now, object),
             SyncCommand::Reprioritize(ids, priority) => {
                 for id in ids {
+                    if let Some(task) = self.tasks.get(&id) {
+                        task.routine
+                            .store(priority == Priority::Routine, Ordering::Relaxed);
+                    }
                     self.uploader.reprioritize(now, &id, priority);
                 }
             }
@@ -348,19 +423,19 @@ impl Sync {
                     let (start_tx, start_rx) = oneshot::channel();
                     let path = self.store.blobs().path(&id);
                     let study = self.store.study_hint(&id);
-                    let transfer_syntax = self
-                        .store
-                        .object(&id)
-                        .ok()
-                        .flatten()
-                        .and_then(|r| r.transfer_syntax);
+                    let record = self.store.object(&id).ok().flatten();
+                    let transfer_syntax = record.as_ref().and_then(|r| r.transfer_syntax.clone());
                     let outgoing = Outgoing {
                         id: id.clone(),
                         size,
                         path,
                         study,
                         compressible: block::may_compress(transfer_syntax.as_deref()),
+                        routine: Arc::new(AtomicBool::new(
+                            record.is_none_or(|r| r.priority == Priority::Routine),
+                        )),
                     };
+                    let routine = outgoing.routine.clone();
                     self.attempts += 1;
                     let attempt = self.attempts;
                     let handle = tokio::spawn(transfer(
@@ -368,7 +443,7 @@ impl Sync {
                         outgoing,
                         start_rx,
                         (attempt, self.tx.clone()),
-                        self.pacer.clone(),
+                        self.limits.clone(),
                     ));
                     self.tasks.insert(
                         id,
@@ -376,6 +451,7 @@ impl Sync {
                             attempt,
                             handle,
                             start: Some(start_tx),
+                            routine,
                         },
                     );
                 }
@@ -441,6 +517,8 @@ struct Outgoing {
     study: Option<StudyHint>,
     /// Whether its transfer syntax leaves its bytes worth compressing.
     compressible: bool,
+    /// Whether it is a routine object (held to the routine limit) now.
+    routine: Arc<AtomicBool>,
 }
 
 /// The rate the link delivers now, in bytes per second, as its congestion window over its
@@ -465,10 +543,10 @@ async fn transfer(
     outgoing: Outgoing,
     start: oneshot::Receiver<u64>,
     (attempt, tx): (u64, mpsc::Sender<(u64, TransferMsg)>),
-    pacer: Option<Arc<Pacer>>,
+    limits: Arc<Limits>,
 ) {
     let tx = Reporter(attempt, tx);
-    let outcome = send_object(&connection, &outgoing, start, &tx, pacer.as_deref()).await;
+    let outcome = send_object(&connection, &outgoing, start, &tx, &limits).await;
     let id = outgoing.id;
     let msg = match outcome {
         Ok(()) => TransferMsg::Receipt { id },
@@ -482,7 +560,7 @@ async fn send_object(
     outgoing: &Outgoing,
     start: oneshot::Receiver<u64>,
     tx: &Reporter,
-    pacer: Option<&Pacer>,
+    limits: &Limits,
 ) -> Result<(), String> {
     let Outgoing {
         id,
@@ -490,6 +568,7 @@ async fn send_object(
         path,
         study,
         compressible,
+        routine,
     } = outgoing;
     let size = *size;
     // Offered only where it can pay: the gateway may still answer raw (an older one does).
@@ -554,9 +633,9 @@ async fn send_object(
         }
         first = false;
         let wire = piece.wire_len();
-        if let Some(pacer) = pacer {
-            pacer.take(wire as usize).await;
-        }
+        limits
+            .take(routine.load(Ordering::Relaxed), wire as usize)
+            .await;
         let header = piece
             .header
             .map(|h| bytes::Bytes::copy_from_slice(&h.encode()));

@@ -176,6 +176,8 @@ async fn home(State(handle): State<Handle>, session: Session) -> Response {
     };
     let lang = session.lang;
     let link = handle.link_status();
+    let routine = handle.sync.lock().ok().and_then(|s| s.routine_limit);
+    let now_secs = daemon::now_ms() / 1000;
     let since_ms = link
         .since
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -193,6 +195,20 @@ async fn home(State(handle): State<Handle>, session: Session) -> Response {
                     @if let Some(r) = &link.down_reason { " · " span.muted { (r) } }
                 }
                 " · " (lang.t("link.backlog")) ": " (backlog.items) " · " (daemon::human_bytes(backlog.bytes))
+                @if let Some(limit) = &routine {
+                    br;
+                    span #routine-limit .muted {
+                        @if crate::sync::routine_capped(limit, now_secs) {
+                            (lang.t("link.routine_capped")) " " (daemon::human_bytes(limit.bytes_per_sec)) "/s"
+                        } @else {
+                            (lang.t("link.routine_full"))
+                        }
+                        @if let Some(window) = limit.full_rate {
+                            " · " (lang.t("link.full_rate_hours")) " " (window.to_string())
+                            " (UTC" (proto::hours::format_offset(limit.utc_offset_secs)) ")"
+                        }
+                    }
+                }
             }
             h1 { (lang.t("nav.cases")) }
             @if cases.is_empty() { p.muted { (lang.t("case.none")) } }

@@ -220,7 +220,8 @@ impl Roster {
             if s.specialties.is_empty() {
                 return Err(bad(entry, "specialties is empty; list at least one".into()));
             }
-            let utc_offset_secs = parse_utc_offset(&s.utc_offset).map_err(|p| bad(entry.clone(), p))?;
+            let utc_offset_secs =
+                parse_utc_offset(&s.utc_offset).map_err(|p| bad(entry.clone(), p))?;
             let duty = s
                 .duty
                 .iter()

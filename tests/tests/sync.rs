@@ -687,3 +687,64 @@ async fn the_doctor_sees_how_long_the_upload_has_left() {
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }
+
+/// `[link] routine_limit_kib_per_sec` outside `full_rate_hours`: routine objects crawl while
+/// an emergency study goes at the line's full rate, and the status says which holds now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routine_objects_keep_to_their_limit_outside_the_full_rate_hours_and_emergencies_do_not() {
+    let (dir, pilot) = pilot();
+    let gw = gateway_on(&pilot, "127.0.0.1:0");
+    // Full rate only in a window two hours from now (UTC), so the limit holds during the test.
+    let minute = proto::hours::local_minute(daemon::now_ms() / 1000, 0);
+    let hm = |m: u16| format!("{:02}:{:02}", (m / 60) % 24, m % 60);
+    let window = format!(
+        "{}-{}",
+        hm((minute + 120) % 1440),
+        hm((minute + 180) % 1440)
+    );
+    let agent = agent(
+        &pilot,
+        "gaizhou",
+        gw.link_addr,
+        &format!(
+            "routine_limit_kib_per_sec = 32\nfull_rate_hours = \"{window}\"\nutc_offset = \"+00:00\""
+        ),
+    );
+    let report = agent.handle.status_report();
+    let limit = report.routine_limit.as_deref().unwrap_or_default();
+    assert!(
+        limit.contains("at most 32.0 KiB/s now") && limit.contains(&window.replace('-', "–")),
+        "{limit}"
+    );
+    let routine = write_ct_series(&dir.path().join("routine"), "PID-R", 2, 512 * 1024, 7).unwrap();
+    for file in &routine.files {
+        ingest(&agent, file).await;
+    }
+    let urgent = write_ct_series(&dir.path().join("emergency"), "PID-E", 4, 256 * 1024, 8).unwrap();
+    for file in &urgent.files {
+        ingest(&agent, file).await;
+    }
+    let handle = agent.handle.clone();
+    let study = urgent.study_uid.clone();
+    tokio::task::spawn_blocking(move || {
+        handle.raise_study_priority(&study, proto::sync::Priority::Emergency)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let delivered_of = |study: &str| {
+        agent
+            .handle
+            .store
+            .objects()
+            .filter(|(_, r)| r.study_instance_uid == study && r.delivered_at.is_some())
+            .count()
+    };
+    // One MiB of emergency images arrives while the routine study, at 32 KiB/s, cannot have.
+    assert!(wait_until(WAIT, || delivered_of(&urgent.study_uid) == 4).await);
+    assert_eq!(delivered_of(&routine.study_uid), 0);
+    let sent = metric(&agent.metrics(), "tpg_agent_bytes_sent_total").unwrap_or(0.0);
+    assert!(sent >= 4.0 * 256.0 * 1024.0, "{sent}");
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
