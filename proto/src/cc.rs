@@ -17,8 +17,12 @@
 //! [`LOSS_TOLERANCE`] of a round's packets), as when a queue too short to show delay
 //! overflows, and an outage (QUIC's persistent congestion) starts again from a small window.
 //!
-//! Against a loss-based flow sharing the line this controller yields: the other flow fills the
-//! queue, this one sees the delay and shrinks. That is the neighbour the clinic needs.
+//! Against a loss-based flow sharing the line a purely delay-based sender starves: the other
+//! flow fills the queue whatever this one does, and it shrinks to nothing (measured: 4 % of the
+//! line beside one TCP-Cubic flow). So when the queue stays well above the target for several
+//! rounds although the window was cut each time, the queue is someone else's, and the
+//! controller competes as they do (a datagram more each round, 30 % less in a round with
+//! loss) until a drain shows the queue empty again.
 //!
 //! Sans-IO like the rest of `proto`: time comes in as `now`; `daemon::quic` adapts it to
 //! quinn's `Controller` trait. See `docs/protocol.md`, "Congestion control".
@@ -73,9 +77,27 @@ pub enum Phase {
     /// Steering the queue towards its target.
     Steady,
     /// Sending below the line's rate for [`DRAIN_ROUNDS`] rounds so the queue empties and
-    /// the base RTT shows; then back to `resume`.
-    Drain { rounds_left: u8, resume: u64 },
+    /// the base RTT shows; then back to `resume`, in `Compete` again when it came from there
+    /// and the queue did not empty.
+    Drain {
+        rounds_left: u8,
+        resume: u64,
+        compete: bool,
+    },
+    /// Someone else keeps a queue this controller cannot drain (a loss-based flow on the
+    /// same line fills it whatever we do): holding back would leave the line to them, so the
+    /// window grows a few datagrams a round and shrinks by 30 % in a round with loss, as
+    /// theirs does. Every drain checks whether the queue empties again (they left).
+    Compete,
 }
+
+/// Rounds in a row the queue must stay above one and a half targets, although the window
+/// was cut each time, before the queue counts as someone else's.
+const CROWDED_ROUNDS: u32 = 6;
+
+/// Datagrams the window grows a round while competing: a little faster than Reno's one, as
+/// TCP Cubic grows faster than Reno back towards the window it had before a loss.
+const COMPETE_GROWTH: u64 = 3;
 
 /// Rounds a drain lasts at most: one to empty the queue, one to see the empty queue's RTT. It
 /// ends sooner when a sample shows the queue empty.
@@ -95,6 +117,8 @@ pub struct Controller {
     last_sent: Option<u64>,
     /// When the next drain is due (set when slow start ends).
     next_drain: Option<Instant>,
+    /// Rounds in a row that ended with the queue above one and a half targets.
+    crowded: u32,
     /// The latest RTT samples while the sender used its window, newest last: the queue as it
     /// is now, not as it was when the round began.
     recent: [Duration; RECENT],
@@ -128,6 +152,7 @@ impl Controller {
             round: Round::default(),
             last_sent: None,
             next_drain: None,
+            crowded: 0,
             recent: [Duration::MAX; RECENT],
         }
     }
@@ -195,7 +220,9 @@ impl Controller {
         self.delivery.mark(now, base);
         if let Phase::Drain { resume, .. } = self.phase {
             if self.queue() < MIN_TARGET / 4 {
+                // The queue emptied: it was ours alone, whatever phase the drain came from.
                 self.phase = Phase::Steady;
+                self.crowded = 0;
                 self.window = resume.max(self.min_window());
                 self.next_drain = Some(now + PROBE_INTERVAL);
             }
@@ -256,7 +283,11 @@ impl Controller {
     fn end_round(&mut self, now: Instant, base: Duration, round: Round) {
         let sent = round.acked + round.lost;
         let heavy_loss = sent > 0 && round.lost as f64 > LOSS_TOLERANCE * sent as f64;
-        if heavy_loss {
+        let competing = matches!(
+            self.phase,
+            Phase::Compete | Phase::Drain { compete: true, .. }
+        );
+        if heavy_loss && !competing {
             // A queue too short to show delay overflowed: back off as a loss-based sender
             // would, but once a round, not once per loss.
             if self.phase == Phase::SlowStart {
@@ -266,32 +297,63 @@ impl Controller {
             self.window = ((self.window as f64 * 0.7) as u64).max(self.min_window());
             return;
         }
+        let drain_due = self.next_drain.is_some_and(|at| now >= at);
         match self.phase {
             Phase::SlowStart => {}
-            Phase::Steady if self.next_drain.is_some_and(|at| now >= at) => {
+            Phase::Steady | Phase::Compete if drain_due => {
                 // A little less than the line's bandwidth-delay product: the queue empties
                 // within a round and the line idles only briefly.
                 let bdp = self.delivery.rate(now, base).unwrap_or(0.0) * base.as_secs_f64();
                 self.phase = Phase::Drain {
                     rounds_left: DRAIN_ROUNDS,
                     resume: self.window,
+                    compete: self.phase == Phase::Compete,
                 };
                 self.window = ((bdp * 0.85) as u64)
                     .min(self.window)
                     .max(self.min_window());
             }
-            Phase::Steady => self.steer(now, base, round.app_limited),
+            Phase::Steady => {
+                // A queue that stays well above the target although the window is cut each
+                // round is not ours.
+                if self.queue() > self.target(base) * 3 / 2 {
+                    self.crowded += 1;
+                } else {
+                    self.crowded = 0;
+                }
+                if self.crowded >= CROWDED_ROUNDS {
+                    self.phase = Phase::Compete;
+                } else {
+                    self.steer(now, base, round.app_limited);
+                }
+            }
+            Phase::Compete => {
+                self.window = if round.lost > 0 {
+                    ((self.window as f64 * 0.7) as u64).max(self.min_window())
+                } else if round.app_limited {
+                    self.window
+                } else {
+                    self.window + COMPETE_GROWTH * self.datagram
+                };
+            }
             Phase::Drain {
                 rounds_left,
                 resume,
+                compete,
             } => {
                 if rounds_left > 1 {
                     self.phase = Phase::Drain {
                         rounds_left: rounds_left - 1,
                         resume,
+                        compete,
                     };
                 } else {
-                    self.phase = Phase::Steady;
+                    // The queue did not empty (else the drain would have ended early).
+                    self.phase = if compete {
+                        Phase::Compete
+                    } else {
+                        Phase::Steady
+                    };
                     self.window = resume.max(self.min_window());
                     self.next_drain = Some(now + PROBE_INTERVAL);
                 }

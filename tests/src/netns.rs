@@ -12,7 +12,7 @@ use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -165,6 +165,15 @@ impl NetnsLink {
     }
 
     /// Cuts the line both ways (every packet dropped as in an outage), or mends it.
+    /// Bytes of UDP packets (the QUIC link's) the line delivered so far, clinic → hospital and
+    /// hospital → clinic.
+    pub fn udp_delivered(&self) -> (u64, u64) {
+        (
+            self.relay.up.udp_delivered.load(Ordering::Relaxed),
+            self.relay.down.udp_delivered.load(Ordering::Relaxed),
+        )
+    }
+
     pub fn set_cut(&self, cut: bool) {
         lock(&self.relay.up.pipe).cut = cut;
         lock(&self.relay.down.pipe).cut = cut;
@@ -435,6 +444,9 @@ struct Direction {
     flight: Mutex<InFlight>,
     /// Wakes the writer when a packet is added (it may be due before those already waiting).
     due: Condvar,
+    /// Bytes of IPv4 UDP packets the line delivered: the QUIC link's share when TCP shares
+    /// the line.
+    udp_delivered: AtomicU64,
 }
 
 impl Direction {
@@ -443,6 +455,7 @@ impl Direction {
             pipe: Mutex::new(pipe),
             flight: Mutex::new(InFlight::default()),
             due: Condvar::new(),
+            udp_delivered: AtomicU64::new(0),
         }
     }
 }
@@ -491,6 +504,12 @@ impl Relay {
                 Ok(len) => {
                     let verdict = lock(&direction.pipe).admit(Instant::now(), len);
                     if let Ok(at) = verdict {
+                        // IPv4 (version 4 in the first nibble), protocol 17 at byte 9.
+                        if len > 20 && buf[0] >> 4 == 4 && buf[9] == 17 {
+                            direction
+                                .udp_delivered
+                                .fetch_add(len as u64, Ordering::Relaxed);
+                        }
                         let mut flight = lock(&direction.flight);
                         let seq = flight.seq;
                         flight.seq += 1;

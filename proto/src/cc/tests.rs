@@ -16,6 +16,8 @@ struct Line {
     one_way: Duration,
     queue_bytes: f64,
     loss: f64,
+    /// Delay every packet meets besides our own queue: a queue someone else keeps full.
+    others_queue: Duration,
 }
 
 #[derive(Default, Debug)]
@@ -73,14 +75,17 @@ fn simulate(
             } else {
                 busy_until = begin + Duration::from_secs_f64(PACKET as f64 * 8.0 / line.rate_bps);
                 if rng.next_unit() < line.loss {
-                    Reverse((busy_until + line.one_way * 2, Event::Lost { packet }))
+                    Reverse((
+                        busy_until + line.one_way * 2 + line.others_queue,
+                        Event::Lost { packet },
+                    ))
                 } else {
                     if now >= measure_from {
                         queued += wait;
                         delivered += 1;
                     }
                     Reverse((
-                        busy_until + line.one_way * 2,
+                        busy_until + line.one_way * 2 + line.others_queue,
                         Event::Ack { packet, sent: now },
                     ))
                 }
@@ -131,6 +136,7 @@ fn line(mbps: f64, rtt_ms: u64, loss: f64) -> Line {
         one_way: Duration::from_millis(rtt_ms / 2),
         queue_bytes: rate_bps / 8.0 * rtt_ms as f64 / 1000.0,
         loss,
+        others_queue: Duration::ZERO,
     }
 }
 
@@ -243,4 +249,42 @@ fn sparse_acknowledgements_do_not_end_slow_start() {
     cc.handle_end_acks(at + Duration::from_millis(200), Some(5));
     assert_eq!(cc.phase(), Phase::SlowStart);
     assert_eq!(cc.window(), Config::default().initial_window + 1200);
+}
+
+#[test]
+fn a_queue_someone_else_keeps_makes_it_compete_and_one_that_empties_ends_that() {
+    // From the 20th second another flow keeps 40 ms of queue whatever we do.
+    let (_, cc) = simulate(line(20.0, 50, 0.0), 30, 9, |t, l| {
+        if t >= Duration::from_secs(20) {
+            l.others_queue = Duration::from_millis(40);
+        }
+    });
+    assert_eq!(cc.phase(), Phase::Compete);
+    // It left again at the 20th second: a drain shows the empty queue.
+    let (out, cc) = simulate(line(20.0, 50, 0.0), 40, 9, |t, l| {
+        if (Duration::from_secs(10)..Duration::from_secs(20)).contains(&t) {
+            l.others_queue = Duration::from_millis(40);
+        } else {
+            l.others_queue = Duration::ZERO;
+        }
+    });
+    assert_eq!(cc.phase(), Phase::Steady);
+    assert!(out.goodput_bps > 0.9 * 20e6, "{out:?}");
+}
+
+#[test]
+fn alone_on_a_lossy_line_it_never_thinks_it_has_company() {
+    for (mbps, rtt, loss, seed) in [
+        (10.0, 100, 0.01, 10),
+        (5.0, 200, 0.02, 11),
+        (2.0, 300, 0.05, 12),
+    ] {
+        let start = Instant::now();
+        let mut phases = Vec::new();
+        let (_, cc) = simulate(line(mbps, rtt, loss), 60, seed, |t, _| {
+            let _ = (start, t);
+        });
+        phases.push(cc.phase());
+        assert_ne!(cc.phase(), Phase::Compete, "{mbps} Mbit/s {rtt} ms {loss}");
+    }
 }

@@ -51,6 +51,9 @@ struct Cli {
     /// Workloads: W1 (incompressible CT pixels), W1c (CT as scanners write it: compressible).
     #[arg(long, value_delimiter = ',', default_value = "W1,W1c")]
     workloads: Vec<String>,
+    /// Also run the good-neighbour check on L1: our sync beside a TCP-Cubic flow.
+    #[arg(long)]
+    neighbour: bool,
     /// Seed of the line's loss.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -223,6 +226,79 @@ fn run_tcp(
     })
 }
 
+/// Good neighbour: our sync on `spec` between the two namespaces while an iperf3 TCP-Cubic
+/// flow (a clinic PC's upload, the HIS) already fills the same line; returns our share of the
+/// line (its packets' bytes delivered over 30 s ÷ line rate) and the seconds measured.
+fn run_neighbour(root: &Path, files: &[PathBuf], spec: LinkSpec) -> anyhow::Result<(f64, f64)> {
+    use std::process::Stdio;
+    let link = NetnsLink::create(spec, "cubic")?;
+    let _ = std::fs::remove_dir_all(root);
+    let pilot = PilotDir::create(root, production_timings())?;
+    let gw_link = std::net::SocketAddr::new(link.hospital_ip(), 4433);
+    let gw = pilot.gateway_config(gw_link)?;
+    set_listen(&gw.file, "web", "127.0.0.1:8443".parse()?)?;
+    set_listen(&gw.file, "metrics", "127.0.0.1:9100".parse()?)?;
+    let bundle = pilot.enrol("bench", "Bench")?;
+    let agent = pilot.agent_config("bench", &bundle, gw_link)?;
+    set_listen(&agent.file, "web", "127.0.0.1:8081".parse()?)?;
+    set_listen(&agent.file, "metrics", "127.0.0.1:9101".parse()?)?;
+    set_listen(&agent.file, "dicom", "127.0.0.1:11112".parse()?)?;
+    {
+        let store = clinic_agent::archive::AgentStore::open(&agent.data_dir)?;
+        for f in files {
+            store.ingest_file(f)?;
+        }
+    }
+    let hospital = link.hospital_ip().to_string();
+    let quiet = |mut c: std::process::Command| -> anyhow::Result<std::process::Child> {
+        Ok(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?)
+    };
+    let mut server = link.command(netns::Side::Hospital, "iperf3");
+    server.args(["-s", "-1", "-B", &hospital]);
+    let mut server = quiet(server)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let mut flow = link.command(netns::Side::Clinic, "iperf3");
+    flow.args(["-c", &hospital, "-t", "120"]);
+    let mut flow = quiet(flow)?;
+    // Let Cubic fill the line and its queue first.
+    std::thread::sleep(Duration::from_secs(8));
+    let daemon =
+        |side, name: &str, verb: &str, config: &Path| -> anyhow::Result<std::process::Child> {
+            let mut c = link.command(side, &harness::binary(name).display().to_string());
+            c.args([verb, "--config"])
+                .arg(config)
+                .env("RUST_LOG", "warn");
+            let log = std::fs::File::create(root.join(format!("{name}.log")))?;
+            Ok(c.stdout(Stdio::null()).stderr(log).spawn()?)
+        };
+    let mut gateway = daemon(netns::Side::Hospital, "gateway", "serve", &gw.file)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let mut agent_proc = daemon(netns::Side::Clinic, "clinic-agent", "run", &agent.file)?;
+    // Our share once both flows have settled: the link's (UDP) bytes the line delivered over
+    // 30 s, headers included, as the line counts them.
+    std::thread::sleep(Duration::from_secs(5));
+    let from = (Instant::now(), link.udp_delivered().0 as f64);
+    std::thread::sleep(Duration::from_secs(30));
+    let to = (Instant::now(), link.udp_delivered().0 as f64);
+    let alive = agent_proc.try_wait()?.is_none() && gateway.try_wait()?.is_none();
+    for child in [&mut agent_proc, &mut gateway, &mut flow, &mut server] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    anyhow::ensure!(
+        alive,
+        "a daemon exited early; see the logs in {}",
+        root.display()
+    );
+    let seconds = to.0.duration_since(from.0).as_secs_f64();
+    let _ = started;
+    Ok((
+        (to.1 - from.1) * 8.0 / seconds / spec.up.rate_bps as f64,
+        seconds,
+    ))
+}
+
 /// The longest time, over the outages that ended during the run, from the line coming back
 /// until 64 KiB more of the sender's bytes had crossed it.
 fn resumed(spec: &LinkSpec, started: Instant, flow: &[(Instant, u64)]) -> Option<f64> {
@@ -316,7 +392,7 @@ fn main() -> anyhow::Result<()> {
     if let Err(why) = &namespaces {
         println!("TCP contenders skipped: {why}");
     }
-    for name in &cli.links {
+    for name in cli.links.iter().filter(|l| !l.is_empty()) {
         let Some(spec) = LinkSpec::named(name) else {
             anyhow::bail!("unknown line {name}: use L1, L2, L3, L4 or L5");
         };
@@ -391,6 +467,28 @@ fn main() -> anyhow::Result<()> {
                         s.run.seconds / ours.run.seconds
                     );
                 }
+            }
+        }
+    }
+    if cli.neighbour {
+        if let Err(why) = &namespaces {
+            println!("good neighbour skipped: {why}");
+        } else if let Some((_, files)) = workloads.first() {
+            let l1 = LinkSpec::named("L1").unwrap_or_else(LinkSpec::unlimited);
+            let mut shares = Vec::new();
+            for _ in 0..cli.runs {
+                match run_neighbour(&root.join("neighbour"), files, l1) {
+                    Ok(r) => shares.push(r),
+                    Err(e) => println!("L1   good neighbour run failed: {e:#}"),
+                }
+            }
+            shares.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((share, seconds)) = shares.get(shares.len() / 2) {
+                println!(
+                    "L1   {:<6} beside a TCP-Cubic flow, tpg took {:.1} % of the line (its packets over {seconds:.0} s)",
+                    workloads[0].0,
+                    share * 100.0
+                );
             }
         }
     }
