@@ -79,3 +79,47 @@ pub fn median(mut v: Vec<Sample>) -> Sample {
     v.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
     v[v.len() / 2]
 }
+
+/// A pilot ready for a sync benchmark: the configuration files of a gateway and of an agent
+/// whose queue already holds the workload, and where their metrics answer.
+#[derive(Debug)]
+pub struct SyncPilot {
+    pub gateway: std::path::PathBuf,
+    pub gateway_metrics: SocketAddr,
+    pub agent: std::path::PathBuf,
+    pub agent_metrics: SocketAddr,
+}
+
+/// Writes a fresh pilot in `root` whose gateway listens for the link on `link` and whose
+/// agent dials `dial` (the same address, or a relay in front of it), with `files` imported
+/// into the stopped agent's queue; every other listener on a free loopback port.
+pub fn sync_pilot(
+    root: &Path,
+    timings: crate::Timings,
+    link: SocketAddr,
+    dial: SocketAddr,
+    files: &[std::path::PathBuf],
+) -> anyhow::Result<SyncPilot> {
+    use crate::{free_tcp_addr, set_listen};
+    let _ = std::fs::remove_dir_all(root);
+    let pilot = crate::PilotDir::create(root, timings)?;
+    let gw = pilot.gateway_config(link)?;
+    let (gateway_metrics, agent_metrics) = (free_tcp_addr(), free_tcp_addr());
+    set_listen(&gw.file, "web", free_tcp_addr())?;
+    set_listen(&gw.file, "metrics", gateway_metrics)?;
+    let bundle = pilot.enrol("bench", "Bench")?;
+    let agent = pilot.agent_config("bench", &bundle, dial)?;
+    set_listen(&agent.file, "web", free_tcp_addr())?;
+    set_listen(&agent.file, "metrics", agent_metrics)?;
+    set_listen(&agent.file, "dicom", free_tcp_addr())?;
+    let store = clinic_agent::archive::AgentStore::open(&agent.data_dir)?;
+    for f in files {
+        store.ingest_file(f)?;
+    }
+    Ok(SyncPilot {
+        gateway: gw.file,
+        gateway_metrics,
+        agent: agent.file,
+        agent_metrics,
+    })
+}

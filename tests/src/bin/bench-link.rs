@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use harness::bench::{settle, spawn, stored_at_gateway, usage, Sample};
+use harness::bench::{settle, spawn, stored_at_gateway, sync_pilot, usage, Sample};
 use harness::emulator::{LinkSpec, Loss};
 use harness::netns::{self, NetnsLink};
 use harness::relay::UdpRelay;
 use harness::samples::{write_ct_phantom_series, write_ct_series};
 use harness::tcp_contenders;
-use harness::{free_tcp_addr, free_udp_addr, set_listen, PilotDir, Timings};
+use harness::{free_udp_addr, Timings};
 
 #[derive(Parser)]
 #[command(
@@ -95,36 +95,19 @@ fn run_tpg(
     files: &[PathBuf],
     spec: LinkSpec,
 ) -> anyhow::Result<LinkSample> {
-    let _ = std::fs::remove_dir_all(root);
-    let pilot = PilotDir::create(root, production_timings())?;
     let link = free_udp_addr();
-    let gw = pilot.gateway_config(link)?;
-    set_listen(&gw.file, "web", free_tcp_addr())?;
-    let gw_metrics = free_tcp_addr();
-    set_listen(&gw.file, "metrics", gw_metrics)?;
-    let bundle = pilot.enrol("bench", "Bench")?;
     let relay = rt.block_on(UdpRelay::emulating(link, spec))?;
-    let agent = pilot.agent_config("bench", &bundle, relay.addr)?;
-    set_listen(&agent.file, "web", free_tcp_addr())?;
-    let agent_metrics = free_tcp_addr();
-    set_listen(&agent.file, "metrics", agent_metrics)?;
-    set_listen(&agent.file, "dicom", free_tcp_addr())?;
-    {
-        let store = clinic_agent::archive::AgentStore::open(&agent.data_dir)?;
-        for f in files {
-            store.ingest_file(f)?;
-        }
-    }
+    let pilot = sync_pilot(root, production_timings(), link, relay.addr, files)?;
     settle();
-    let mut gateway = spawn("gateway", "serve", &gw.file)?;
+    let mut gateway = spawn("gateway", "serve", &pilot.gateway)?;
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    let mut agent_proc = spawn("clinic-agent", "run", &agent.file)?;
+    let mut agent_proc = spawn("clinic-agent", "run", &pilot.agent)?;
     let n = files.len() as f64;
     // Bytes delivered up the line over time, to see when sending resumes after an outage.
     let mut flow: Vec<(Instant, u64)> = Vec::new();
     let mut peak = (0.0, 0, 0.0, 0);
-    while stored_at_gateway(gw_metrics) != Some(n) {
+    while stored_at_gateway(pilot.gateway_metrics) != Some(n) {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(1800),
             "sync did not finish in 30 minutes"
@@ -148,7 +131,7 @@ fn run_tpg(
         }
         eprintln!("  Mbit/s per 0.5 s: {line}");
     }
-    let resent = harness::scrape(agent_metrics)
+    let resent = harness::scrape(pilot.agent_metrics)
         .ok()
         .and_then(|m| harness::metric(&m, "tpg_agent_bytes_resent_total"))
         .unwrap_or(0.0);
@@ -232,23 +215,9 @@ fn run_tcp(
 fn run_neighbour(root: &Path, files: &[PathBuf], spec: LinkSpec) -> anyhow::Result<(f64, f64)> {
     use std::process::Stdio;
     let link = NetnsLink::create(spec, "cubic")?;
-    let _ = std::fs::remove_dir_all(root);
-    let pilot = PilotDir::create(root, production_timings())?;
     let gw_link = std::net::SocketAddr::new(link.hospital_ip(), 4433);
-    let gw = pilot.gateway_config(gw_link)?;
-    set_listen(&gw.file, "web", "127.0.0.1:8443".parse()?)?;
-    set_listen(&gw.file, "metrics", "127.0.0.1:9100".parse()?)?;
-    let bundle = pilot.enrol("bench", "Bench")?;
-    let agent = pilot.agent_config("bench", &bundle, gw_link)?;
-    set_listen(&agent.file, "web", "127.0.0.1:8081".parse()?)?;
-    set_listen(&agent.file, "metrics", "127.0.0.1:9101".parse()?)?;
-    set_listen(&agent.file, "dicom", "127.0.0.1:11112".parse()?)?;
-    {
-        let store = clinic_agent::archive::AgentStore::open(&agent.data_dir)?;
-        for f in files {
-            store.ingest_file(f)?;
-        }
-    }
+    // Its listeners are in the namespaces, where any port is free.
+    let pilot = sync_pilot(root, production_timings(), gw_link, gw_link, files)?;
     let hospital = link.hospital_ip().to_string();
     let quiet = |mut c: std::process::Command| -> anyhow::Result<std::process::Child> {
         Ok(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?)
@@ -271,10 +240,10 @@ fn run_neighbour(root: &Path, files: &[PathBuf], spec: LinkSpec) -> anyhow::Resu
             let log = std::fs::File::create(root.join(format!("{name}.log")))?;
             Ok(c.stdout(Stdio::null()).stderr(log).spawn()?)
         };
-    let mut gateway = daemon(netns::Side::Hospital, "gateway", "serve", &gw.file)?;
+    let mut gateway = daemon(netns::Side::Hospital, "gateway", "serve", &pilot.gateway)?;
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    let mut agent_proc = daemon(netns::Side::Clinic, "clinic-agent", "run", &agent.file)?;
+    let mut agent_proc = daemon(netns::Side::Clinic, "clinic-agent", "run", &pilot.agent)?;
     // Our share once both flows have settled: the link's (UDP) bytes the line delivered over
     // 30 s, headers included, as the line counts them.
     std::thread::sleep(Duration::from_secs(5));

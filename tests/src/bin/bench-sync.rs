@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use harness::bench::{median, settle, spawn, stored_at_gateway, usage, usage_split, Sample};
+use harness::bench::{
+    median, settle, spawn, stored_at_gateway, sync_pilot, usage, usage_split, Sample,
+};
 use harness::samples::write_ct_series;
-use harness::{free_tcp_addr, free_udp_addr, set_listen, PilotDir, Timings};
+use harness::{free_tcp_addr, free_udp_addr, PilotDir, Timings};
 
 #[path = "bench_sync/ceiling.rs"]
 mod ceiling;
@@ -58,31 +60,15 @@ enum Role {
 /// agent's start (process start and link handshake included) until the gateway has stored and
 /// indexed everything.
 fn run_ours(root: &Path, files: &[PathBuf]) -> anyhow::Result<Sample> {
-    let _ = std::fs::remove_dir_all(root);
-    let pilot = PilotDir::create(root, Timings::default())?;
     let link = free_udp_addr();
-    let gw = pilot.gateway_config(link)?;
-    set_listen(&gw.file, "web", free_tcp_addr())?;
-    let gw_metrics = free_tcp_addr();
-    set_listen(&gw.file, "metrics", gw_metrics)?;
-    let bundle = pilot.enrol("bench", "Bench")?;
-    let agent = pilot.agent_config("bench", &bundle, link)?;
-    set_listen(&agent.file, "web", free_tcp_addr())?;
-    set_listen(&agent.file, "metrics", free_tcp_addr())?;
-    set_listen(&agent.file, "dicom", free_tcp_addr())?;
-    {
-        let store = clinic_agent::archive::AgentStore::open(&agent.data_dir)?;
-        for f in files {
-            store.ingest_file(f)?;
-        }
-    }
+    let pilot = sync_pilot(root, Timings::default(), link, link, files)?;
     settle();
-    let mut gateway = spawn("gateway", "serve", &gw.file)?;
+    let mut gateway = spawn("gateway", "serve", &pilot.gateway)?;
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    let mut agent_proc = spawn("clinic-agent", "run", &agent.file)?;
+    let mut agent_proc = spawn("clinic-agent", "run", &pilot.agent)?;
     let n = files.len() as f64;
-    while stored_at_gateway(gw_metrics) != Some(n) {
+    while stored_at_gateway(pilot.gateway_metrics) != Some(n) {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(600),
             "sync did not finish"
