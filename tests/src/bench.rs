@@ -11,6 +11,16 @@ pub fn usage(pid: u32) -> (f64, u64) {
     (user + system, rss)
 }
 
+/// Resident memory of a live process now, in KiB (`VmRSS`).
+pub fn rss_now(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// User and system CPU seconds and peak RSS (KiB) of a live process.
 pub fn usage_split(pid: u32) -> (f64, f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -88,6 +98,8 @@ pub struct SyncPilot {
     pub gateway_metrics: SocketAddr,
     pub agent: std::path::PathBuf,
     pub agent_metrics: SocketAddr,
+    /// The agent's web listener (its import API answers loopback callers).
+    pub agent_web: SocketAddr,
 }
 
 /// Writes a fresh pilot in `root` whose gateway listens for the link on `link` and whose
@@ -104,12 +116,13 @@ pub fn sync_pilot(
     let _ = std::fs::remove_dir_all(root);
     let pilot = crate::PilotDir::create(root, timings)?;
     let gw = pilot.gateway_config(link)?;
-    let (gateway_metrics, agent_metrics) = (free_tcp_addr(), free_tcp_addr());
+    let (gateway_metrics, agent_metrics, agent_web) =
+        (free_tcp_addr(), free_tcp_addr(), free_tcp_addr());
     set_listen(&gw.file, "web", free_tcp_addr())?;
     set_listen(&gw.file, "metrics", gateway_metrics)?;
     let bundle = pilot.enrol("bench", "Bench")?;
     let agent = pilot.agent_config("bench", &bundle, dial)?;
-    set_listen(&agent.file, "web", free_tcp_addr())?;
+    set_listen(&agent.file, "web", agent_web)?;
     set_listen(&agent.file, "metrics", agent_metrics)?;
     set_listen(&agent.file, "dicom", free_tcp_addr())?;
     let store = clinic_agent::archive::AgentStore::open(&agent.data_dir)?;
@@ -121,5 +134,6 @@ pub fn sync_pilot(
         gateway_metrics,
         agent: agent.file,
         agent_metrics,
+        agent_web,
     })
 }

@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+#[path = "bench_link/soak.rs"]
+mod soak;
 use harness::bench::{settle, spawn, stored_at_gateway, sync_pilot, usage, Sample};
 use harness::emulator::{LinkSpec, Loss};
 use harness::netns::{self, NetnsLink};
@@ -51,6 +54,10 @@ struct Cli {
     /// Workloads: W1 (incompressible CT pixels), W1c (CT as scanners write it: compressible).
     #[arg(long, value_delimiter = ',', default_value = "W1,W1c")]
     workloads: Vec<String>,
+    /// Run only the soak, for this many minutes: L5, a study queued every 30 s, everything
+    /// checked byte-identical at the end, memory printed every 5 minutes.
+    #[arg(long, default_value_t = 0)]
+    soak_minutes: u64,
     /// Also run the good-neighbour check on L1: our sync beside a TCP-Cubic flow.
     #[arg(long)]
     neighbour: bool,
@@ -315,6 +322,9 @@ fn main() -> anyhow::Result<()> {
         .prefix("tpg-bench-link-")
         .tempdir()?;
     let root = scratch.path();
+    if cli.soak_minutes > 0 {
+        return soak::run(&rt, root, cli.soak_minutes, production_timings(), cli.seed);
+    }
     let full = (cli.mib * 2).max(1);
     let mut workloads = Vec::new();
     for work in &cli.workloads {
