@@ -226,3 +226,51 @@ async fn already_compressed_pixel_data_is_sent_as_it_is() {
     );
     line.stop().await;
 }
+
+/// An emergency request written while a routine study is crossing a busy 5 Mbit/s, 200 ms line
+/// reaches the hospital, and its "delivered" comes back, while most of the study is still on
+/// its way: requests travel on their own stream, ahead of image bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_request_crosses_a_busy_line_ahead_of_the_image_backlog() {
+    use proto::consult::{ConsultationId, State, Urgency};
+    let line = over(LinkSpec::named("L3").unwrap().with_seed(17)).await;
+    let backlog =
+        write_ct_series(&line.pilot.root.join("ct"), "PID-0045", 40, 512 * 1024, 9).unwrap();
+    line.ingest(&backlog.files).await;
+    let received = || {
+        metric(
+            &line.gw.metrics(),
+            "tpg_gateway_bytes_received_total{clinic=\"xinmin-07\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(WAIT, || received() > 1e6).await,
+        "the backlog is crossing"
+    );
+    let clinic_id = proto::ClinicId::new("xinmin-07").unwrap();
+    let id = ConsultationId::new(daemon::now_ms() as u64, [5; 10]);
+    let site = &line.agent.handle.consult;
+    for kind in harness::people::request("P-900", "radiology", Urgency::Emergency, daemon::now_ms())
+    {
+        site.append(&clinic_id, &id, "dr.gao", daemon::now_ms(), kind)
+            .unwrap();
+    }
+    let state = || {
+        site.log
+            .get(&id)
+            .ok()
+            .flatten()
+            .map(|c| c.consultation.state)
+    };
+    assert!(
+        wait_until(WAIT, || matches!(state(), Some(s) if s != State::Submitted)).await,
+        "the hospital received the request"
+    );
+    assert!(
+        line.delivered() < 30,
+        "the request waited for the backlog: {} of 40 images delivered first",
+        line.delivered()
+    );
+    line.stop().await;
+}
