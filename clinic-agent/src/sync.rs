@@ -425,19 +425,21 @@ impl Sync {
                     let study = self.store.study_hint(&id);
                     let record = self.store.object(&id).ok().flatten();
                     let transfer_syntax = record.as_ref().and_then(|r| r.transfer_syntax.clone());
+                    self.attempts += 1;
+                    let attempt = self.attempts;
+                    let priority = record.as_ref().map_or(Priority::Routine, |r| r.priority);
                     let outgoing = Outgoing {
                         id: id.clone(),
                         size,
                         path,
                         study,
+                        stream_priority: stream_priority(priority, attempt),
                         compressible: block::may_compress(transfer_syntax.as_deref()),
                         routine: Arc::new(AtomicBool::new(
                             record.is_none_or(|r| r.priority == Priority::Routine),
                         )),
                     };
                     let routine = outgoing.routine.clone();
-                    self.attempts += 1;
-                    let attempt = self.attempts;
                     let handle = tokio::spawn(transfer(
                         connection,
                         outgoing,
@@ -519,6 +521,24 @@ struct Outgoing {
     compressible: bool,
     /// Whether it is a routine object (held to the routine limit) now.
     routine: Arc<AtomicBool>,
+    /// Its stream's priority in quinn ([`stream_priority`]).
+    stream_priority: i32,
+}
+
+/// The order quinn sends object streams in: emergency before urgent before routine, and
+/// within each, the object offered first before the next. quinn shares the link among streams
+/// of equal priority, and up to 36 objects have bytes buffered in it: shared, they would all
+/// finish together at the end (on a 10 Mbit/s line the first image of a 40-image study was
+/// usable after 10 s of 18); in order, images become usable one after another, and an outage
+/// leaves one object half sent instead of dozens. All below the events stream's 1 and the
+/// offers' 0.
+fn stream_priority(priority: Priority, attempt: u64) -> i32 {
+    let class: i32 = match priority {
+        Priority::Emergency => -1,
+        Priority::Urgent => -2,
+        Priority::Routine => -3,
+    };
+    class * (1 << 24) - (attempt % (1 << 24)) as i32
 }
 
 /// The rate the link delivers now, in bytes per second, as its congestion window over its
@@ -569,6 +589,7 @@ async fn send_object(
         study,
         compressible,
         routine,
+        stream_priority,
     } = outgoing;
     let size = *size;
     // Offered only where it can pay: the gateway may still answer raw (an older one does).
@@ -578,6 +599,9 @@ async fn send_object(
         .open_bi()
         .await
         .map_err(|e| format!("cannot open a stream: {e}"))?;
+    // The offer goes ahead of every object's bytes, so that the next object is accepted
+    // before the bytes buffered ahead of it have drained; its own bytes then take their turn.
+    let _ = send.set_priority(0);
     let offer = ControlFrame::Offer {
         object: id.clone(),
         size,
@@ -608,6 +632,7 @@ async fn send_object(
         }
         other => return Err(format!("gateway answered the offer with {other:?}")),
     };
+    let _ = send.set_priority(*stream_priority);
     // In blocks, the first one is the sample: if it does not shrink, none of the others is
     // compressed (each still goes as a block).
     let mut compress = encoding.is_some();

@@ -274,3 +274,26 @@ async fn an_emergency_request_crosses_a_busy_line_ahead_of_the_image_backlog() {
     );
     line.stop().await;
 }
+
+/// Over a 10 Mbit/s line the images of a study become usable at the hospital one after
+/// another, in the order they were queued, not all together at the end: the first one is
+/// stored while most of the study is still at the clinic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_arrive_one_after_another_not_all_together_at_the_end() {
+    let line = over(LinkSpec::named("L2").unwrap().with_seed(19)).await;
+    let study =
+        write_ct_series(&line.pilot.root.join("ct"), "PID-0046", 24, 512 * 1024, 10).unwrap();
+    let bytes = line.ingest(&study.files).await as f64;
+    assert!(wait_until(WAIT, || line.delivered() >= 1).await);
+    let received = metric(
+        &line.gw.metrics(),
+        "tpg_gateway_bytes_received_total{clinic=\"xinmin-07\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(
+        received < bytes / 3.0,
+        "the first image was stored only after {:.0} % of the study had crossed",
+        100.0 * received / bytes
+    );
+    line.stop().await;
+}

@@ -79,6 +79,8 @@ struct LinkSample {
     queue_max: Duration,
     /// After each outage, seconds until the sender's bytes flowed again.
     resume_after_outage: Option<f64>,
+    /// Seconds until the first instance was stored and indexed at the hospital (ours only).
+    first_usable: Option<f64>,
 }
 
 /// The pilot's own link timings (heartbeat 5 s, idle timeout 60 s, reconnect 0.5–30 s), not the
@@ -114,7 +116,15 @@ fn run_tpg(
     // Bytes delivered up the line over time, to see when sending resumes after an outage.
     let mut flow: Vec<(Instant, u64)> = Vec::new();
     let mut peak = (0.0, 0, 0.0, 0);
-    while stored_at_gateway(pilot.gateway_metrics) != Some(n) {
+    let mut first_usable = None;
+    loop {
+        let stored = stored_at_gateway(pilot.gateway_metrics).unwrap_or(0.0);
+        if stored >= 1.0 && first_usable.is_none() {
+            first_usable = Some(started.elapsed().as_secs_f64());
+        }
+        if stored == n {
+            break;
+        }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(1800),
             "sync did not finish in 30 minutes"
@@ -161,6 +171,7 @@ fn run_tpg(
         queue_mean: up.mean_queueing(),
         queue_max: up.max_queued,
         resume_after_outage: resumed(&spec, started, &flow),
+        first_usable,
     })
 }
 
@@ -213,6 +224,7 @@ fn run_tcp(
         queue_mean: up.mean_queueing(),
         queue_max: up.max_queued,
         resume_after_outage: None,
+        first_usable: None,
     })
 }
 
@@ -427,6 +439,9 @@ fn main() -> anyhow::Result<()> {
                     s.run.sender_rss_kib,
                     s.run.receiver_rss_kib,
                 );
+                if let Some(first) = s.first_usable {
+                    println!("{name:<4} {work:<6} {contender:<12} first instance usable at the hospital after {first:.2} s");
+                }
                 if let Some(r) = s.resume_after_outage {
                     println!("{name:<4} {work:<6} {contender:<12} sending resumed {r:.2} s after the line came back");
                 }
