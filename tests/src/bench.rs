@@ -60,13 +60,24 @@ pub struct Sample {
     pub receiver_rss_kib: u64,
 }
 
+/// Starts a daemon; its errors go to `BENCH_LOGS/<name>.log` when that variable names a
+/// folder, else nowhere.
 pub fn spawn(name: &str, verb: &str, config: &Path) -> anyhow::Result<Child> {
+    let stderr = match std::env::var_os("BENCH_LOGS") {
+        Some(dir) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(Path::new(&dir).join(format!("{name}.log")))?,
+        ),
+        None => Stdio::null(),
+    };
     Ok(Command::new(crate::binary(name))
         .args([verb, "--config"])
         .arg(config)
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()?)
 }
 

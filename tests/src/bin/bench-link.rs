@@ -129,6 +129,13 @@ fn run_tpg(
             started.elapsed() < Duration::from_secs(1800),
             "sync did not finish in 30 minutes"
         );
+        if !matches!(
+            (agent_proc.try_wait(), gateway.try_wait()),
+            (Ok(None), Ok(None))
+        ) {
+            let _ = (agent_proc.kill(), gateway.kill());
+            anyhow::bail!("a daemon exited during the run (set BENCH_LOGS=DIR to keep their logs)");
+        }
         flow.push((Instant::now(), relay.stats().0.delivered_bytes));
         let (a, g) = (usage(agent_proc.id()), usage(gateway.id()));
         peak = (a.0, peak.1.max(a.1), g.0, peak.3.max(g.1));
