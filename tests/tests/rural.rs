@@ -65,6 +65,15 @@ impl Line {
         total
     }
 
+    /// Object bytes the gateway has received from the clinic so far.
+    fn received(&self) -> f64 {
+        metric(
+            &self.gw.metrics(),
+            "tpg_gateway_bytes_received_total{clinic=\"xinmin-07\"}",
+        )
+        .unwrap_or(0.0)
+    }
+
     fn delivered(&self) -> u64 {
         self.agent.handle.status_report().count("delivered").0
     }
@@ -162,13 +171,7 @@ async fn a_compressed_transfer_cut_mid_way_resumes_and_arrives_identical() {
     .unwrap();
     line.ingest(&big.files).await;
     let size = std::fs::metadata(&big.files[0]).unwrap().len() as f64;
-    let received = || {
-        metric(
-            &line.gw.metrics(),
-            "tpg_gateway_bytes_received_total{clinic=\"xinmin-07\"}",
-        )
-        .unwrap_or(0.0)
-    };
+    let received = || line.received();
     assert!(
         wait_until(WAIT, || received() > size / 3.0).await,
         "transfer started"
@@ -237,13 +240,7 @@ async fn an_emergency_request_crosses_a_busy_line_ahead_of_the_image_backlog() {
     let backlog =
         write_ct_series(&line.pilot.root.join("ct"), "PID-0045", 40, 512 * 1024, 9).unwrap();
     line.ingest(&backlog.files).await;
-    let received = || {
-        metric(
-            &line.gw.metrics(),
-            "tpg_gateway_bytes_received_total{clinic=\"xinmin-07\"}",
-        )
-        .unwrap_or(0.0)
-    };
+    let received = || line.received();
     assert!(
         wait_until(WAIT, || received() > 1e6).await,
         "the backlog is crossing"
@@ -285,11 +282,7 @@ async fn images_arrive_one_after_another_not_all_together_at_the_end() {
         write_ct_series(&line.pilot.root.join("ct"), "PID-0046", 24, 512 * 1024, 10).unwrap();
     let bytes = line.ingest(&study.files).await as f64;
     assert!(wait_until(WAIT, || line.delivered() >= 1).await);
-    let received = metric(
-        &line.gw.metrics(),
-        "tpg_gateway_bytes_received_total{clinic=\"xinmin-07\"}",
-    )
-    .unwrap_or(0.0);
+    let received = line.received();
     assert!(
         received < bytes / 3.0,
         "the first image was stored only after {:.0} % of the study had crossed",
