@@ -89,7 +89,7 @@ impl Limits {
     /// object.
     async fn take(&self, routine: bool, n: usize) {
         if let (true, Some((pacer, limit))) = (routine, &self.routine) {
-            if routine_capped(limit, unix_now()) {
+            if routine_capped(limit, daemon::now_ms() / 1000) {
                 pacer.take(n).await;
             }
         }
@@ -124,12 +124,6 @@ pub fn describe_routine_limit(limit: &RoutineLimit, unix_secs: i64) -> String {
     } else {
         format!("routine objects at full rate now ({hours}), at most {rate} outside those hours")
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Progress of the objects in flight, for status and metrics.

@@ -268,7 +268,6 @@ fn run_neighbour(root: &Path, files: &[PathBuf], spec: LinkSpec) -> anyhow::Resu
         };
     let mut gateway = daemon(netns::Side::Hospital, "gateway", "serve", &pilot.gateway)?;
     std::thread::sleep(Duration::from_millis(300));
-    let started = Instant::now();
     let mut agent_proc = daemon(netns::Side::Clinic, "clinic-agent", "run", &pilot.agent)?;
     // Our share once both flows have settled: the link's (UDP) bytes the line delivered over
     // 30 s, headers included, as the line counts them.
@@ -287,7 +286,6 @@ fn run_neighbour(root: &Path, files: &[PathBuf], spec: LinkSpec) -> anyhow::Resu
         root.display()
     );
     let seconds = to.0.duration_since(from.0).as_secs_f64();
-    let _ = started;
     Ok((
         (to.1 - from.1) * 8.0 / seconds / spec.up.rate_bps as f64,
         seconds,
