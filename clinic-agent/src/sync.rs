@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -239,8 +239,8 @@ struct Task {
     attempt: u64,
     handle: JoinHandle<()>,
     start: Option<oneshot::Sender<u64>>,
-    /// Whether the object is routine now: a doctor may raise it while it is sending.
-    routine: Arc<AtomicBool>,
+    /// The object's priority now: a doctor may raise it while it is sending.
+    class: Arc<Class>,
 }
 
 pub struct Sync {
@@ -294,8 +294,7 @@ impl Sync {
             SyncCommand::Reprioritize(ids, priority) => {
                 for id in ids {
                     if let Some(task) = self.tasks.get(&id) {
-                        task.routine
-                            .store(priority == Priority::Routine, Ordering::Relaxed);
+                        task.class.set(priority);
                     }
                     self.uploader.reprioritize(now, &id, priority);
                 }
@@ -427,13 +426,11 @@ impl Sync {
                         size,
                         path,
                         study,
-                        stream_priority: stream_priority(priority, attempt),
+                        attempt,
                         compressible: block::may_compress(transfer_syntax.as_deref()),
-                        routine: Arc::new(AtomicBool::new(
-                            record.is_none_or(|r| r.priority == Priority::Routine),
-                        )),
+                        class: Arc::new(Class::new(priority)),
                     };
-                    let routine = outgoing.routine.clone();
+                    let class = outgoing.class.clone();
                     let handle = tokio::spawn(transfer(
                         connection,
                         outgoing,
@@ -447,7 +444,7 @@ impl Sync {
                             attempt,
                             handle,
                             start: Some(start_tx),
-                            routine,
+                            class,
                         },
                     );
                 }
@@ -513,10 +510,34 @@ struct Outgoing {
     study: Option<StudyHint>,
     /// Whether its transfer syntax leaves its bytes worth compressing.
     compressible: bool,
-    /// Whether it is a routine object (held to the routine limit) now.
-    routine: Arc<AtomicBool>,
-    /// Its stream's priority in quinn ([`stream_priority`]).
-    stream_priority: i32,
+    /// Its priority now: routine objects keep to the routine limit, and it orders the stream.
+    class: Arc<Class>,
+    /// The offer's number, which orders streams of one class ([`stream_priority`]).
+    attempt: u64,
+}
+
+/// An object's priority, shared by its transfer task and the driver that may raise it.
+#[derive(Debug)]
+struct Class(AtomicU8);
+
+impl Class {
+    fn new(priority: Priority) -> Self {
+        let class = Self(AtomicU8::new(0));
+        class.set(priority);
+        class
+    }
+
+    fn set(&self, priority: Priority) {
+        self.0.store(priority as u8, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Priority {
+        match self.0.load(Ordering::Relaxed) {
+            x if x == Priority::Emergency as u8 => Priority::Emergency,
+            x if x == Priority::Urgent as u8 => Priority::Urgent,
+            _ => Priority::Routine,
+        }
+    }
 }
 
 /// The order quinn sends object streams in: emergency before urgent before routine, and
@@ -582,8 +603,8 @@ async fn send_object(
         path,
         study,
         compressible,
-        routine,
-        stream_priority,
+        class,
+        attempt,
     } = outgoing;
     let size = *size;
     // Offered only where it can pay: the gateway may still answer raw (an older one does).
@@ -626,7 +647,6 @@ async fn send_object(
         }
         other => return Err(format!("gateway answered the offer with {other:?}")),
     };
-    let _ = send.set_priority(*stream_priority);
     // In blocks, the first one is the sample: if it does not shrink, none of the others is
     // compressed (each still goes as a block).
     let mut compress = encoding.is_some();
@@ -652,8 +672,11 @@ async fn send_object(
         }
         first = false;
         let wire = piece.wire_len();
+        // Read each piece: the object may have been raised since the last one.
+        let priority = class.get();
+        let _ = send.set_priority(stream_priority(priority, *attempt));
         limits
-            .take(routine.load(Ordering::Relaxed), wire as usize)
+            .take(priority == Priority::Routine, wire as usize)
             .await;
         let header = piece
             .header
