@@ -54,6 +54,25 @@ pub struct ObjectRecord {
     /// it was recorded. Decides whether the bytes may be compressed on the link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer_syntax: Option<String>,
+    /// Instance Number (0020,0013), which orders a series' previews; `None` for attachments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_number: Option<i64>,
+    /// Sent ahead of every other object (an urgent case's preview).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ahead: bool,
+}
+
+impl ObjectRecord {
+    /// The object as the uploader queues it.
+    pub fn queued(&self, id: ObjectId) -> QueuedObject {
+        QueuedObject {
+            id,
+            size: self.size,
+            priority: self.priority,
+            seq: self.seq,
+            ahead: self.ahead,
+        }
+    }
 }
 
 /// What happened to one file given to the store.
@@ -200,6 +219,8 @@ impl AgentStore {
             delivered_at: None,
             new_version,
             transfer_syntax: Some(summary.transfer_syntax.clone()).filter(|ts| !ts.is_empty()),
+            instance_number: summary.instance_number,
+            ahead: false,
         };
         let result: Result<bool, TransactionError<String>> =
             (&self.objects, &self.instances, &self.meta, &self.studies).transaction(
@@ -321,12 +342,7 @@ impl AgentStore {
     pub fn outbox(&self) -> Vec<QueuedObject> {
         self.objects()
             .filter(|(_, r)| r.delivered_at.is_none())
-            .map(|(id, r)| QueuedObject {
-                id,
-                size: r.size,
-                priority: r.priority,
-                seq: r.seq,
-            })
+            .map(|(id, r)| r.queued(id))
             .collect()
     }
 
@@ -344,12 +360,14 @@ impl AgentStore {
         })
     }
 
-    /// Stores a consultation's attachment (a PDF letter, a JPEG photo) and queues it at
-    /// `priority`; the same bytes are stored once. Returns the object id.
+    /// Stores a consultation's attachment (a PDF letter, a JPEG photo, a preview) and queues
+    /// it at `priority`, `ahead` of every other object when asked; the same bytes are stored
+    /// once. Returns the object id and whether it is new.
     pub fn store_attachment(
         &self,
         bytes: &[u8],
         priority: Priority,
+        ahead: bool,
     ) -> Result<(ObjectId, bool), StoreError> {
         let temp = self.blobs.write_temp(bytes)?;
         let id = temp.id();
@@ -378,6 +396,8 @@ impl AgentStore {
                     delivered_at: None,
                     new_version: false,
                     transfer_syntax: None,
+                    instance_number: None,
+                    ahead,
                 };
                 let rec = serde_json::to_vec(&record)
                     .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;

@@ -72,7 +72,7 @@ pub fn attach_file(
     check_attachment(&name, &media_type, body)?;
     let current = detail_of(handle, id)?.consultation;
     let object = handle
-        .store_attachment(body, current.urgency)
+        .store_attachment(body, current.urgency, false)
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let kind = EventKind::StudiesAttached {
         study_instance_uids: Vec::new(),
@@ -80,6 +80,7 @@ pub fn attach_file(
             object,
             name,
             media_type,
+            preview: None,
         }],
     };
     handle
@@ -234,8 +235,18 @@ pub fn create_case(
             .append(clinic(handle)?, &id, &user.name, now_ms(), kind)
             .map_err(ApiError::from)?;
     }
+    // Previews first: queued ahead of everything, they leave before the raised images do.
+    previews(handle, user, &id);
     raise(handle, &req.studies, urgency);
     detail_of(handle, &id)
+}
+
+/// Sends an urgent case's previews ahead of its images (`preview`); the case itself is
+/// already recorded, so a preview that cannot be made is logged, not refused.
+fn previews(handle: &Handle, user: &User, id: &ConsultationId) {
+    if let Err(e) = crate::preview::ensure(handle, &user.name, id) {
+        tracing::warn!(case = %id, error = %e, "cannot make the case's previews");
+    }
 }
 
 /// Fills what the doctor left empty from the first attached study's DICOM header, and refuses
@@ -397,7 +408,6 @@ pub fn act_on(
                 .filter(|u| !u.is_empty())
                 .ok_or_else(|| ApiError::bad_request("study_instance_uids is required"))?;
             with_study_demographics(handle, current.patient.clone(), &uids)?;
-            raise(handle, &uids, current.urgency);
             EventKind::StudiesAttached {
                 study_instance_uids: uids,
                 attachments: Vec::new(),
@@ -433,9 +443,24 @@ pub fn act_on(
         },
         other => return Err(ApiError::not_found(format!("no action {other}"))),
     };
+    let attached = match &kind {
+        EventKind::StudiesAttached {
+            study_instance_uids,
+            ..
+        } => Some(study_instance_uids.clone()),
+        _ => None,
+    };
+    let sent_images = attached.is_some() || kind == EventKind::Submitted;
     handle
         .consult
         .append(clinic(handle)?, id, &user.name, now_ms(), kind)
         .map_err(ApiError::from)?;
+    // Previews first: queued ahead of everything, they leave before the raised images do.
+    if sent_images {
+        previews(handle, user, id);
+    }
+    if let Some(uids) = attached {
+        raise(handle, &uids, current.urgency);
+    }
     detail_of(handle, id)
 }

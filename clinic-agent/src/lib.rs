@@ -14,6 +14,7 @@ pub mod consult_api;
 pub use daemon::dimse;
 pub mod link;
 pub mod metrics;
+pub mod preview;
 pub mod scp;
 pub mod status;
 pub mod sync;
@@ -24,7 +25,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use archive::{AgentStore, Ingested};
-use proto::sync::QueuedObject;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -128,13 +128,15 @@ impl Handle {
         Ok(outcome)
     }
 
-    /// Stores a consultation attachment and queues it for the gateway. Blocking.
+    /// Stores a consultation attachment and queues it for the gateway (`ahead` of every
+    /// other object for a preview). Blocking.
     pub fn store_attachment(
         &self,
         bytes: &[u8],
         priority: proto::sync::Priority,
+        ahead: bool,
     ) -> Result<proto::sync::ObjectId, archive::StoreError> {
-        let (id, new) = self.store.store_attachment(bytes, priority)?;
+        let (id, new) = self.store.store_attachment(bytes, priority, ahead)?;
         if new {
             self.queue_if_stored(&Ingested::Stored {
                 id: id.clone(),
@@ -149,12 +151,7 @@ impl Handle {
             if let Ok(Some(record)) = self.store.object(id) {
                 let _ = self
                     .sync_commands
-                    .send(sync::SyncCommand::Enqueue(QueuedObject {
-                        id: id.clone(),
-                        size: record.size,
-                        priority: record.priority,
-                        seq: record.seq,
-                    }));
+                    .send(sync::SyncCommand::Enqueue(record.queued(id.clone())));
             }
         }
     }

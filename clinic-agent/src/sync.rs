@@ -421,6 +421,7 @@ impl Sync {
                     self.attempts += 1;
                     let attempt = self.attempts;
                     let priority = record.as_ref().map_or(Priority::Routine, |r| r.priority);
+                    let ahead = record.as_ref().is_some_and(|r| r.ahead);
                     let outgoing = Outgoing {
                         id: id.clone(),
                         size,
@@ -429,6 +430,7 @@ impl Sync {
                         attempt,
                         compressible: block::may_compress(transfer_syntax.as_deref()),
                         class: Arc::new(Class::new(priority)),
+                        ahead,
                     };
                     let class = outgoing.class.clone();
                     let handle = tokio::spawn(transfer(
@@ -514,6 +516,8 @@ struct Outgoing {
     class: Arc<Class>,
     /// The offer's number, which orders streams of one class ([`stream_priority`]).
     attempt: u64,
+    /// Sent ahead of every other object (a preview).
+    ahead: bool,
 }
 
 /// An object's priority, shared by its transfer task and the driver that may raise it.
@@ -545,13 +549,14 @@ impl Class {
 /// of equal priority, and up to 36 objects have bytes buffered in it: shared, they would all
 /// finish together at the end (on a 10 Mbit/s line the first image of a 40-image study was
 /// usable after 10 s of 18); in order, images become usable one after another, and an outage
-/// leaves one object half sent instead of dozens. All below the events stream's 1 and the
-/// offers' 0.
-fn stream_priority(priority: Priority, attempt: u64) -> i32 {
-    let class: i32 = match priority {
-        Priority::Emergency => -1,
-        Priority::Urgent => -2,
-        Priority::Routine => -3,
+/// leaves one object half sent instead of dozens. Previews go ahead of all of them. All below
+/// the events stream's 1 and the offers' 0.
+fn stream_priority(ahead: bool, priority: Priority, attempt: u64) -> i32 {
+    let class: i32 = match (ahead, priority) {
+        (true, _) => 0,
+        (false, Priority::Emergency) => -1,
+        (false, Priority::Urgent) => -2,
+        (false, Priority::Routine) => -3,
     };
     class * (1 << 24) - (attempt % (1 << 24)) as i32
 }
@@ -605,6 +610,7 @@ async fn send_object(
         compressible,
         class,
         attempt,
+        ahead,
     } = outgoing;
     let size = *size;
     // Offered only where it can pay: the gateway may still answer raw (an older one does).
@@ -674,7 +680,7 @@ async fn send_object(
         let wire = piece.wire_len();
         // Read each piece: the object may have been raised since the last one.
         let priority = class.get();
-        let _ = send.set_priority(stream_priority(priority, *attempt));
+        let _ = send.set_priority(stream_priority(*ahead, priority, *attempt));
         limits
             .take(priority == Priority::Routine, wire as usize)
             .await;

@@ -14,6 +14,7 @@ pub mod config;
 pub mod dimse;
 pub mod frames;
 pub mod quic;
+pub mod render;
 pub mod replicate;
 pub mod scu;
 pub mod web;

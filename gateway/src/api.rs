@@ -294,6 +294,9 @@ pub struct CaseDetail {
     /// Events that no longer applied when both sides' events met (shown struck through).
     pub superseded: Vec<proto::consult::EventId>,
     pub studies: Vec<StudyArrival>,
+    /// The clinic's previews of the case's series, with how much of each series has arrived.
+    #[serde(default)]
+    pub previews: Vec<PreviewArrival>,
     /// As in [`CaseRow`]: the user may take it from this pool.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub waiting_in_pool: Option<String>,
@@ -304,6 +307,47 @@ pub struct StudyArrival {
     pub study_instance_uid: String,
     /// `None` while no instance has arrived.
     pub arrived: Option<StudyRow>,
+}
+
+/// A series' preview and how much of the series itself has arrived.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PreviewArrival {
+    pub attachment: proto::consult::Attachment,
+    pub preview: proto::consult::Preview,
+    /// The preview image itself is here.
+    pub viewable: bool,
+    /// Instances and bytes of the series held here.
+    pub instances: u64,
+    pub bytes: u64,
+    /// At the clinic's recent rate, until the rest of the series is here; `None` when it
+    /// all is, or no rate is known.
+    pub seconds_left: Option<u64>,
+}
+
+impl PreviewArrival {
+    /// Every instance the clinic held when it made the preview is here.
+    pub fn complete(&self) -> bool {
+        self.instances >= u64::from(self.preview.instances)
+    }
+}
+
+/// How much of a case's images has arrived, when not all of it has: what a report signed
+/// now records. A study with no instance here yet counts as missing.
+pub fn incomplete(studies: &[StudyArrival]) -> Option<proto::consult::Arrival> {
+    let all_here = studies
+        .iter()
+        .all(|s| s.arrived.as_ref().is_some_and(|r| r.complete));
+    (!all_here).then(|| proto::consult::Arrival {
+        instances: studies
+            .iter()
+            .filter_map(|s| s.arrived.as_ref())
+            .map(|r| r.instances)
+            .sum(),
+        expected: studies
+            .iter()
+            .map(|s| s.arrived.as_ref().and_then(|r| r.expected_instances))
+            .sum(),
+    })
 }
 
 fn parse_id(id: &str) -> Result<ConsultationId, ApiError> {
@@ -387,10 +431,20 @@ impl Api {
     ) -> Result<CaseDetail, ApiError> {
         let (folded, timeline) = self.visible(user, id)?;
         self.audited(user, from, "view", id)?;
-        let arrived = self.archive.studies(&folded.consultation.clinic);
-        let studies = folded
-            .consultation
-            .studies
+        Ok(CaseDetail {
+            waiting_in_pool: self.waiting_in_my_pool(user, &folded.consultation),
+            superseded: folded.superseded.into_iter().map(|(id, _)| id).collect(),
+            studies: self.arrivals(&folded.consultation),
+            previews: self.previews(&folded.consultation),
+            consultation: folded.consultation,
+            timeline,
+        })
+    }
+
+    /// Each attached study as it stands here.
+    pub fn arrivals(&self, c: &proto::consult::Consultation) -> Vec<StudyArrival> {
+        let arrived = self.archive.studies(&c.clinic);
+        c.studies
             .iter()
             .map(|uid| StudyArrival {
                 study_instance_uid: uid.clone(),
@@ -399,14 +453,50 @@ impl Api {
                     .find(|s| &s.study_instance_uid == uid)
                     .cloned(),
             })
+            .collect()
+    }
+
+    /// The case's previews, each with its series' arrival and the time left at the clinic's
+    /// recent rate.
+    pub fn previews(&self, c: &proto::consult::Consultation) -> Vec<PreviewArrival> {
+        let previews: Vec<_> = c
+            .attachments
+            .iter()
+            .filter_map(|a| Some((a, a.preview.clone()?)))
             .collect();
-        Ok(CaseDetail {
-            waiting_in_pool: self.waiting_in_my_pool(user, &folded.consultation),
-            superseded: folded.superseded.into_iter().map(|(id, _)| id).collect(),
-            consultation: folded.consultation,
-            timeline,
-            studies,
-        })
+        if previews.is_empty() {
+            return Vec::new();
+        }
+        let instances = self.archive.instances(&c.clinic);
+        let rate = self
+            .board
+            .snapshot()
+            .get(&c.clinic)
+            .map_or(0.0, |l| l.throughput_bps);
+        previews
+            .into_iter()
+            .map(|(a, p)| {
+                let (count, bytes) = instances
+                    .iter()
+                    .filter(|([_, study, series, _], _)| {
+                        *study == p.study_instance_uid && *series == p.series_instance_uid
+                    })
+                    .fold((0, 0), |(n, b), (_, r)| (n + 1, b + r.size));
+                let mut arrival = PreviewArrival {
+                    attachment: a.clone(),
+                    viewable: self.archive.has(&c.clinic, &a.object).unwrap_or(false),
+                    instances: count,
+                    bytes,
+                    seconds_left: None,
+                    preview: p,
+                };
+                if !arrival.complete() && rate > 0.0 {
+                    let left = arrival.preview.bytes.saturating_sub(bytes) as f64 / rate;
+                    arrival.seconds_left = Some(left.ceil() as u64);
+                }
+                arrival
+            })
+            .collect()
     }
 }
 
@@ -471,6 +561,9 @@ pub struct ActionBody {
     pub recommendation: Option<String>,
     /// `assign`: the specialist id to give it to.
     pub specialist: Option<String>,
+    /// `report`: the specialist signs before every image has arrived, knowingly.
+    #[serde(default)]
+    pub confirm_incomplete: bool,
 }
 
 async fn act(
@@ -558,13 +651,28 @@ impl Api {
                         user.name
                     ))
                 })?;
+                let impression = need(body.impression, "impression")?;
+                let signed_before_complete = incomplete(&self.arrivals(&c));
+                if let Some(a) = signed_before_complete {
+                    if !body.confirm_incomplete {
+                        return Err(ApiError::new(
+                            StatusCode::CONFLICT,
+                            "images_incomplete",
+                            format!(
+                                "{} of this case's images have arrived; to sign now, confirm that you sign before the rest has arrived (confirm_incomplete), or wait for them",
+                                a.describe()
+                            ),
+                        ));
+                    }
+                }
                 let report = Report {
                     findings: body.findings.unwrap_or_default(),
-                    impression: need(body.impression, "impression")?,
+                    impression,
                     recommendation: body.recommendation.unwrap_or_default(),
                     signer_name: user.display_name.clone(),
                     signer_qualification: qualification,
                     signed_at_ms: now_ms(),
+                    signed_before_complete,
                 };
                 (
                     me.clone(),

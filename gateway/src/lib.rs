@@ -18,7 +18,7 @@ pub mod https;
 pub mod link;
 pub mod metrics;
 pub mod receive;
-pub mod render;
+pub use daemon::render;
 pub mod router;
 pub mod routing;
 pub mod web;

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use daemon::accounts::{Role, User};
 use daemon::api::{blocking, ApiError};
 use daemon::web::consult::{age_sex, report, state_badge, timeline, urgency_badge, urgency_class};
-use daemon::web::{error_page, layout, role_key, time, CsrfForm, NavItem, Session};
+use daemon::web::{error_page, layout, role_key, time, CsrfForm, Lang, NavItem, Session};
 use maud::{html, Markup};
 use proto::consult::{ConsultationId, State as CaseState};
 use serde::Deserialize;
@@ -252,6 +252,7 @@ async fn case_page(
                 h2 { (lang.t("case.question")) } p.report #question { (c.question) }
             }
             section.card {
+                (previews(lang, c.id.as_str(), &detail.previews))
                 h2 { (lang.t("case.studies")) }
                 ul {
                     @for s in &detail.studies {
@@ -267,9 +268,9 @@ async fn case_page(
                     }
                 }
                 p { a.button #open-viewer href={"/cases/" (c.id.as_str()) "/viewer"} { (lang.t("case.images")) } }
-                @if !c.attachments.is_empty() {
+                @if c.attachments.iter().any(|a| a.preview.is_none()) {
                     h2 { (lang.t("case.attachments")) }
-                    ul { @for a in &c.attachments {
+                    ul { @for a in c.attachments.iter().filter(|a| a.preview.is_none()) {
                         li { a href={"/api/v1/consultations/" (c.id.as_str()) "/attachments/" (a.object.as_str())} target="_blank" { (a.name) } }
                     } }
                 }
@@ -303,6 +304,9 @@ async fn case_page(
                     label { (lang.t("case.findings")) textarea name="findings" {} }
                     label { (lang.t("case.impression")) " *" textarea name="impression" required {} }
                     label { (lang.t("case.recommendation")) textarea name="recommendation" {} }
+                    @if let Some(a) = crate::api::incomplete(&detail.studies) {
+                        label.warn { input #confirm-incomplete type="checkbox" name="confirm_incomplete" value="true" required; " " (lang.t("act.confirm_incomplete").replace("{n}", &a.describe())) }
+                    }
                     p.muted { (lang.t("act.sign_note")) }
                     button #sign type="submit" { (lang.t("act.report")) }
                 }
@@ -372,6 +376,37 @@ async fn act(
     }
 }
 
+/// The clinic's previews of a case's series, each labelled as not for diagnosis, with how
+/// much of its series has arrived and the time left; a series that has all arrived says so.
+fn previews(lang: Lang, case: &str, previews: &[crate::api::PreviewArrival]) -> Markup {
+    html! {
+        @if !previews.is_empty() {
+            h2 { (lang.t("preview.title")) }
+            p.muted { (lang.t("preview.note")) }
+            @for p in previews {
+                figure.preview data-series=(p.preview.series_instance_uid) {
+                    @if p.viewable {
+                        img src={"/api/v1/consultations/" (case) "/attachments/" (p.attachment.object.as_str())}
+                            alt=(lang.t("preview.title"));
+                    } @else {
+                        p.muted { (lang.t("preview.waiting")) }
+                    }
+                    figcaption {
+                        strong { (lang.t("preview.title")) } " · "
+                        (p.preview.modality.as_deref().unwrap_or("?")) " · "
+                        @if p.complete() {
+                            span.ok data-arrival="complete" { (lang.t("preview.complete")) }
+                        } @else {
+                            span data-arrival="partial" { (lang.t("preview.arrived").replace("{n}", &format!("{} / {}", p.instances, p.preview.instances))) }
+                            @if let Some(s) = p.seconds_left { " · " span.muted { (lang.t("preview.left").replace("{t}", &daemon::span(s))) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// One instance of a case, as the viewer lists it.
 struct Shown {
     series: String,
@@ -436,10 +471,13 @@ async fn viewer(
         let info = shown
             .get(index)
             .map(|s| crate::render::info(&s.path).map_err(|e| e.to_string()));
-        Ok((folded.consultation, shown, info))
+        // Previews stand in for the series still on their way.
+        let mut pending = api.previews(&folded.consultation);
+        pending.retain(|p| !p.complete());
+        Ok((folded.consultation, shown, info, pending))
     })
     .await;
-    let (c, shown, info) = match loaded {
+    let (c, shown, info, pending) = match loaded {
         Ok(v) => v,
         Err(e) => return failed(&session, e),
     };
@@ -464,6 +502,7 @@ async fn viewer(
     ];
     let body = html! {
         h1 { a href={"/cases/" (c.id.as_str())} { (lang.t("case.id")) " " (c.id.as_str()) } " · " (lang.t("viewer.title")) }
+        @if !pending.is_empty() { section.card #previews { (previews(lang, c.id.as_str(), &pending)) } }
         @if shown.is_empty() {
             p.muted #no-images { (lang.t("viewer.none")) }
         } @else {

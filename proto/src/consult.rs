@@ -136,6 +136,25 @@ pub struct Attachment {
     pub name: String,
     /// `application/pdf` or `image/jpeg`.
     pub media_type: String,
+    /// Set when the clinic made this image as a preview of one series (minor version
+    /// addition: absent on letters and photos, ignored by older sites).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Preview>,
+}
+
+/// A preview of one series of an urgent case, made at the clinic and sent ahead of every full
+/// image: a few key frames, downsampled and windowed to 8 bits. Not for diagnosis; the
+/// original images follow unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preview {
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub modality: Option<String>,
+    /// Frames shown, and the instances and bytes of the series the clinic held when it made
+    /// the preview: what the hospital waits for.
+    pub frames: u32,
+    pub instances: u32,
+    pub bytes: u64,
 }
 
 /// A signed report. Immutable once signed: corrections are addenda.
@@ -148,6 +167,28 @@ pub struct Report {
     pub signer_qualification: String,
     /// Unix milliseconds.
     pub signed_at_ms: i64,
+    /// Set when the specialist signed before every image of the case had arrived, and
+    /// confirmed doing so (minor version addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_before_complete: Option<Arrival>,
+}
+
+/// How much of a case's images the hospital held at a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Arrival {
+    pub instances: u64,
+    /// What the clinic holds; `None` when no instance (and so no count) has arrived.
+    pub expected: Option<u64>,
+}
+
+impl Arrival {
+    /// "12 of 40", or "12" when the total is not known yet.
+    pub fn describe(&self) -> String {
+        match self.expected {
+            Some(e) => format!("{} of {e}", self.instances),
+            None => self.instances.to_string(),
+        }
+    }
 }
 
 /// What happened. Each kind is appended by one side only.

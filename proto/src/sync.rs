@@ -92,7 +92,23 @@ pub struct QueuedObject {
     pub priority: Priority,
     /// Enqueue order (a durable sequence number): older first within a priority.
     pub seq: u64,
+    /// Sent ahead of every object that is not: an urgent case's preview, which a specialist
+    /// can look at while the full study is still on its way.
+    pub ahead: bool,
 }
+
+impl QueuedObject {
+    fn rank(&self) -> Rank {
+        (
+            std::cmp::Reverse((self.ahead, self.priority)),
+            self.seq,
+            self.id.clone(),
+        )
+    }
+}
+
+/// Queue order: objects sent ahead first, then by priority, then oldest first.
+type Rank = (std::cmp::Reverse<(bool, Priority)>, u64, ObjectId);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UploaderConfig {
@@ -148,6 +164,7 @@ pub enum UploadEvent {
 struct Flight {
     size: u64,
     priority: Priority,
+    ahead: bool,
     seq: u64,
     /// Bytes sent in this attempt, counted from offset 0.
     sent_upto: u64,
@@ -175,8 +192,8 @@ struct Waiting {
 pub struct Uploader {
     config: UploaderConfig,
     link_up: bool,
-    /// Ready or backing-off objects, ordered: highest priority, then oldest.
-    order: BTreeSet<(std::cmp::Reverse<Priority>, u64, ObjectId)>,
+    /// Ready or backing-off objects, in [`Rank`] order.
+    order: BTreeSet<Rank>,
     queued: HashMap<ObjectId, QueuedObject>,
     waiting: HashMap<ObjectId, Waiting>,
     in_flight: HashMap<ObjectId, Flight>,
@@ -208,11 +225,7 @@ impl Uploader {
         if self.queued.contains_key(&object.id) || self.in_flight.contains_key(&object.id) {
             return;
         }
-        self.order.insert((
-            std::cmp::Reverse(object.priority),
-            object.seq,
-            object.id.clone(),
-        ));
+        self.order.insert(object.rank());
         self.seed = self.seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
         self.waiting
             .entry(object.id.clone())
@@ -230,11 +243,9 @@ impl Uploader {
     pub fn reprioritize(&mut self, now: Instant, id: &ObjectId, priority: Priority) {
         if let Some(q) = self.queued.get_mut(id) {
             if priority > q.priority {
-                self.order
-                    .remove(&(std::cmp::Reverse(q.priority), q.seq, id.clone()));
+                self.order.remove(&q.rank());
                 q.priority = priority;
-                self.order
-                    .insert((std::cmp::Reverse(priority), q.seq, id.clone()));
+                self.order.insert(q.rank());
             }
         } else if let Some(f) = self.in_flight.get_mut(id) {
             f.priority = f.priority.max(priority);
@@ -372,8 +383,7 @@ impl Uploader {
 
     fn forget(&mut self, id: &ObjectId) {
         if let Some(q) = self.queued.remove(id) {
-            self.order
-                .remove(&(std::cmp::Reverse(q.priority), q.seq, id.clone()));
+            self.order.remove(&q.rank());
         }
         if let Some(t) = self.waiting.remove(id).and_then(|w| w.not_before) {
             self.backing_off.remove(&(t, id.clone()));
@@ -387,9 +397,9 @@ impl Uploader {
                 size: f.size,
                 priority: f.priority,
                 seq: f.seq,
+                ahead: f.ahead,
             };
-            self.order
-                .insert((std::cmp::Reverse(q.priority), q.seq, id.clone()));
+            self.order.insert(q.rank());
             self.queued.insert(id.clone(), q);
         }
     }
@@ -416,21 +426,22 @@ impl Uploader {
                     .and_then(|w| w.not_before)
                     .is_none_or(|t| t <= now)
             });
-            let Some((std::cmp::Reverse(priority), seq, id)) = ready.cloned() else {
+            let Some(rank) = ready.cloned() else {
                 return;
             };
+            let (std::cmp::Reverse(class), _, id) = rank.clone();
             if self.in_flight.len() >= self.config.max_in_flight + self.config.max_awaiting_receipt
             {
                 return;
             }
             if self.sending() >= self.config.max_in_flight {
-                // The lowest-priority, newest transfer still sending yields if it ranks below
+                // The lowest-ranked, newest transfer still sending yields if it ranks below
                 // the candidate.
                 let victim = self
                     .in_flight
                     .iter()
-                    .filter(|(_, f)| f.sending() && f.priority < priority)
-                    .min_by_key(|(_, f)| (f.priority, std::cmp::Reverse(f.seq)))
+                    .filter(|(_, f)| f.sending() && (f.ahead, f.priority) < class)
+                    .min_by_key(|(_, f)| (f.ahead, f.priority, std::cmp::Reverse(f.seq)))
                     .map(|(id, _)| id.clone());
                 match victim {
                     Some(v) => {
@@ -440,8 +451,7 @@ impl Uploader {
                     None => return,
                 }
             }
-            self.order
-                .remove(&(std::cmp::Reverse(priority), seq, id.clone()));
+            self.order.remove(&rank);
             let Some(q) = self.queued.remove(&id) else {
                 continue;
             };
@@ -450,6 +460,7 @@ impl Uploader {
                 Flight {
                     size: q.size,
                     priority: q.priority,
+                    ahead: q.ahead,
                     seq: q.seq,
                     sent_upto: 0,
                 },

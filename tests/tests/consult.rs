@@ -116,6 +116,7 @@ async fn a_consultation_goes_from_an_offline_request_to_an_acknowledged_report_o
                     signer_name: "Li Wei".into(),
                     signer_qualification: "attending radiologist".into(),
                     signed_at_ms: now_ms(),
+                    signed_before_complete: None,
                 },
             },
         )

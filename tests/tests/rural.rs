@@ -290,3 +290,116 @@ async fn images_arrive_one_after_another_not_all_together_at_the_end() {
     );
     line.stop().await;
 }
+
+/// An emergency case sent while a routine backlog crosses a busy 5 Mbit/s, 200 ms line with
+/// bursty loss: the preview the clinic makes of its series (a JPEG of a few key frames, tens of
+/// kilobytes) reaches the hospital before any full image of that series, and the images
+/// themselves follow, byte-identical to what the clinic holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_case_preview_reaches_the_hospital_before_the_first_image_of_its_series() {
+    use daemon::accounts::Role;
+    use proto::consult::Urgency;
+    let line = over(LinkSpec::named("L3").unwrap().with_seed(23)).await;
+    let root = line.pilot.root.clone();
+    let backlog = write_ct_series(&root.join("backlog"), "PID-0047", 16, 512 * 1024, 11).unwrap();
+    line.ingest(&backlog.files).await;
+    let study = write_ct_phantom_series(&root.join("ct"), "PID-0048", 12, 512 * 1024, 12).unwrap();
+    line.ingest(&study.files).await;
+    assert!(
+        wait_until(WAIT, || line.received() > 2e5).await,
+        "the backlog is crossing"
+    );
+
+    let handle = line.agent.handle.clone();
+    let uid = study.study_uid.clone();
+    let case = tokio::task::spawn_blocking(move || {
+        let doctor = harness::people::person("dr.gao", Role::Doctor, "Dr Gao", None, None);
+        let request = clinic_agent::consult_api::NewConsultation {
+            patient: proto::consult::Patient {
+                id: String::new(),
+                name: String::new(),
+                sex: String::new(),
+                birth_date: String::new(),
+            },
+            clinical_summary: String::new(),
+            question: "bleed?".into(),
+            specialty: "radiology".into(),
+            urgency: Urgency::Emergency,
+            consent: Some(clinic_agent::consult_api::ConsentBody {
+                given_by: "patient".into(),
+                method: "written".into(),
+            }),
+            studies: vec![uid],
+            submit: true,
+        };
+        clinic_agent::consult_api::create_case(&handle, &doctor, request)
+            .map_err(|e| e.message)
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let previews: Vec<_> = case
+        .consultation
+        .attachments
+        .iter()
+        .filter_map(|a| Some((a.object.clone(), a.preview.clone()?)))
+        .collect();
+    assert_eq!(previews.len(), 1, "one series, one preview");
+    let (object, preview) = previews[0].clone();
+    assert_eq!(preview.instances, 12);
+    assert_eq!(preview.frames, 4);
+    let jpeg = std::fs::read(line.agent.handle.store.blobs().path(&object)).unwrap();
+    assert!(jpeg.starts_with(&[0xFF, 0xD8, 0xFF]), "a JPEG");
+    assert!(
+        (5_000..150_000).contains(&jpeg.len()),
+        "a preview of {} bytes",
+        jpeg.len()
+    );
+
+    let clinic = proto::ClinicId::new("xinmin-07").unwrap();
+    let archive = line.gw.handle.archive.clone();
+    let series_here = || {
+        archive
+            .instances(&clinic)
+            .iter()
+            .filter(|([_, _, series, _], _)| *series == preview.series_instance_uid)
+            .count()
+    };
+    let mut images_before_preview = None;
+    assert!(
+        wait_until(WAIT, || {
+            let images = series_here();
+            let here = archive.has(&clinic, &object).unwrap();
+            if here {
+                images_before_preview = Some(images);
+            }
+            here
+        })
+        .await,
+        "the preview reached the hospital"
+    );
+    assert_eq!(
+        images_before_preview,
+        Some(0),
+        "full images of the series arrived before its preview"
+    );
+    assert!(
+        wait_until(WAIT, || series_here() == 12).await,
+        "the series follows its preview"
+    );
+    // The case at the hospital names the preview, so the specialist's page shows it.
+    let at_hospital = line
+        .gw
+        .handle
+        .consult
+        .log
+        .get(&case.consultation.id)
+        .unwrap()
+        .unwrap();
+    assert!(at_hospital
+        .consultation
+        .attachments
+        .iter()
+        .any(|a| a.object == object && a.preview.is_some()));
+    line.stop().await;
+}

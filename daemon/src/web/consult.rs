@@ -153,6 +153,10 @@ pub fn report(lang: Lang, report: &Report, addenda: &[String]) -> Markup {
                 dt { (lang.t("case.recommendation")) } dd.report { (report.recommendation) }
                 dt { (lang.t("case.signed_by")) }
                 dd { (report.signer_name) ", " (report.signer_qualification) " · " (time(report.signed_at_ms)) }
+                @if let Some(a) = &report.signed_before_complete {
+                    dt { (lang.t("report.incomplete")) }
+                    dd.warn #signed-before-complete { (lang.t("report.incomplete_note").replace("{n}", &a.describe())) }
+                }
             }
             @if !addenda.is_empty() {
                 h2 { (lang.t("case.addenda")) }

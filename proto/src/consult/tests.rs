@@ -128,6 +128,7 @@ fn report(by: &str) -> EventKind {
             signer_name: "Dr Li".into(),
             signer_qualification: "attending radiologist".into(),
             signed_at_ms: 1_790_000_900_000,
+            signed_before_complete: None,
         },
     }
 }

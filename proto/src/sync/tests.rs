@@ -19,6 +19,7 @@ fn obj(n: u32, size: u64, priority: Priority) -> QueuedObject {
         size,
         priority,
         seq: u64::from(n),
+        ahead: false,
     }
 }
 
@@ -97,6 +98,49 @@ fn a_waiting_emergency_pauses_the_newest_routine_transfer() {
     u.handle_receipt(t, &id(9));
     // The paused object resumes next, ahead of younger routine objects.
     assert_eq!(offers(&mut u), vec![id(2)]);
+}
+
+#[test]
+fn a_preview_goes_ahead_of_older_emergency_objects_and_pauses_one_when_the_slots_are_full() {
+    let t = Instant::now();
+    let mut u = Uploader::new(
+        UploaderConfig {
+            max_in_flight: 2,
+            ..Default::default()
+        },
+        1,
+    );
+    u.handle_link_up(t);
+    for n in 1..=4 {
+        u.enqueue(t, obj(n, 1 << 30, Priority::Emergency));
+    }
+    assert_eq!(offers(&mut u), vec![id(1), id(2)]);
+    // The preview is younger than every full object and of the same priority.
+    let preview = QueuedObject {
+        ahead: true,
+        ..obj(9, 40_000, Priority::Emergency)
+    };
+    u.enqueue(t, preview);
+    assert_eq!(u.poll_action(), Some(UploadAction::Pause { id: id(2) }));
+    assert_eq!(
+        u.poll_action(),
+        Some(UploadAction::Offer {
+            id: id(9),
+            size: 40_000
+        })
+    );
+    u.handle_receipt(t, &id(9));
+    assert_eq!(offers(&mut u), vec![id(2)]);
+    // Raising another object's priority does not put it ahead of a preview.
+    let second = QueuedObject {
+        ahead: true,
+        ..obj(10, 40_000, Priority::Urgent)
+    };
+    u.enqueue(t, second);
+    u.enqueue(t, obj(11, 100, Priority::Routine));
+    u.reprioritize(t, &id(11), Priority::Emergency);
+    u.handle_receipt(t, &id(1));
+    assert_eq!(offers(&mut u), vec![id(10)]);
 }
 
 #[test]

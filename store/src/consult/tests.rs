@@ -107,6 +107,7 @@ fn two_sites_replicate_to_identical_timelines_and_ignore_duplicates() {
                     signer_name: "Sun Lei".into(),
                     signer_qualification: "cardiologist".into(),
                     signed_at_ms: 9,
+                    signed_before_complete: None,
                 },
             },
             "sun",

@@ -1,0 +1,335 @@
+//! Frames of stored DICOM instances as 8-bit images: PNG frames for the specialist's viewer
+//! at the hospital, and the JPEG preview sheet a clinic sends ahead of an urgent case's
+//! images. Decoding uses dicom-pixeldata's pure-Rust codecs (uncompressed, RLE, JPEG
+//! baseline/lossless, JPEG 2000); windowing is done here on the rescaled values, so 8-, 12-
+//! and 16-bit images behave alike. Anything that cannot be decoded is an error the page shows
+//! as a placeholder. Both sites open only files that passed `store::structure` at ingest.
+
+use std::path::Path;
+
+use dicom_pixeldata::{PhotometricInterpretation, PixelDecoder};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("cannot read the file: {0}")]
+    Open(String),
+    #[error("cannot decode the pixel data: {0}")]
+    Decode(String),
+    #[error("frame {frame} does not exist; the image has {frames}")]
+    NoFrame { frame: u32, frames: u32 },
+}
+
+/// What the viewer needs to know before it asks for frames.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameInfo {
+    pub frames: u32,
+    /// The window the image opens with (center, width): its own, or its value range.
+    pub window: (f64, f64),
+}
+
+/// The largest frame rendered (rows × columns), far above any modality's; a header claiming
+/// more is refused before anything is decoded.
+const MAX_FRAME_PIXELS: u64 = 16384 * 16384;
+
+fn open(path: &Path) -> Result<dicom_object::DefaultDicomObject, RenderError> {
+    let obj = dicom_object::open_file(path).map_err(|e| RenderError::Open(e.to_string()))?;
+    let dim = |tag| {
+        obj.element(tag)
+            .ok()
+            .and_then(|e| e.to_int::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let pixels = dim(dicom_dictionary_std::tags::ROWS) * dim(dicom_dictionary_std::tags::COLUMNS);
+    if pixels > MAX_FRAME_PIXELS {
+        return Err(RenderError::Decode(format!(
+            "a frame of {pixels} pixels is larger than the viewer renders ({MAX_FRAME_PIXELS})"
+        )));
+    }
+    Ok(obj)
+}
+
+/// One test for colour, used by both [`info`] and [`png`].
+fn is_colour(decoded: &dicom_pixeldata::DecodedPixelData<'_>) -> bool {
+    decoded.samples_per_pixel() == 3
+}
+
+fn number_of_frames(obj: &dicom_object::DefaultDicomObject) -> u32 {
+    obj.element(dicom_dictionary_std::tags::NUMBER_OF_FRAMES)
+        .ok()
+        .and_then(|e| e.to_int::<u32>().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Reads the first frame to learn the image's size, frame count and opening window.
+pub fn info(path: &Path) -> Result<FrameInfo, RenderError> {
+    let obj = open(path)?;
+    let frames = number_of_frames(&obj);
+    let decoded = obj
+        .decode_pixel_data_frame(0)
+        .map_err(|e| RenderError::Decode(e.to_string()))?;
+    let window = if is_colour(&decoded) {
+        (127.5, 256.0)
+    } else {
+        let values: Vec<f32> = decoded
+            .to_vec_frame(0)
+            .map_err(|e| RenderError::Decode(e.to_string()))?;
+        own_window(&decoded).unwrap_or_else(|| range_window(&values))
+    };
+    Ok(FrameInfo { frames, window })
+}
+
+fn own_window(decoded: &dicom_pixeldata::DecodedPixelData<'_>) -> Option<(f64, f64)> {
+    let w = decoded.window().ok().flatten()?.first()?;
+    (w.width > 0.0).then_some((w.center, w.width))
+}
+
+fn range_window(values: &[f32]) -> (f64, f64) {
+    let (lo, hi) = values
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    if lo > hi {
+        return (127.5, 256.0);
+    }
+    let (lo, hi) = (f64::from(lo), f64::from(hi));
+    ((lo + hi) / 2.0, (hi - lo).max(1.0))
+}
+
+/// One frame windowed to 8 bits per sample.
+struct Frame8 {
+    width: u32,
+    height: u32,
+    colour: bool,
+    /// `width × height` samples, three per pixel when `colour`.
+    pixels: Vec<u8>,
+}
+
+/// Decodes `frame` (from 0) and windows it at `window` (center, width) or at the image's own.
+fn frame8(path: &Path, frame: u32, window: Option<(f64, f64)>) -> Result<Frame8, RenderError> {
+    let obj = open(path)?;
+    let frames = number_of_frames(&obj);
+    if frame >= frames {
+        return Err(RenderError::NoFrame { frame, frames });
+    }
+    let decoded = obj
+        .decode_pixel_data_frame(frame)
+        .map_err(|e| RenderError::Decode(e.to_string()))?;
+    let (width, height) = (decoded.columns(), decoded.rows());
+    let decode = |e: dicom_pixeldata::Error| RenderError::Decode(e.to_string());
+    let colour = is_colour(&decoded);
+    let pixels = if colour {
+        decoded.to_vec_frame(0).map_err(decode)?
+    } else {
+        let values: Vec<f32> = decoded.to_vec_frame(0).map_err(decode)?;
+        let (center, width) = window
+            // A window from the address bar may be anything, NaN included.
+            .filter(|(c, w)| c.is_finite() && w.is_finite() && *w >= 1.0)
+            .or_else(|| own_window(&decoded))
+            .unwrap_or_else(|| range_window(&values));
+        let invert =
+            *decoded.photometric_interpretation() == PhotometricInterpretation::Monochrome1;
+        values
+            .iter()
+            .map(|v| {
+                // DICOM's linear VOI function (PS3.3 C.11.2.1.2.1).
+                let y = ((f64::from(*v) - (center - 0.5)) / (width - 1.0).max(1.0) + 0.5)
+                    .clamp(0.0, 1.0);
+                let g = (y * 255.0).round() as u8;
+                if invert {
+                    255 - g
+                } else {
+                    g
+                }
+            })
+            .collect()
+    };
+    let channels = if colour { 3 } else { 1 };
+    let needed = (width as usize) * (height as usize) * channels;
+    if pixels.len() < needed || needed == 0 {
+        return Err(RenderError::Decode(format!(
+            "{} samples for a {width}×{height} frame",
+            pixels.len()
+        )));
+    }
+    let mut pixels = pixels;
+    pixels.truncate(needed);
+    Ok(Frame8 {
+        width,
+        height,
+        colour,
+        pixels,
+    })
+}
+
+/// Renders `frame` (from 0) as a PNG, windowed at `window` (center, width) or at the
+/// image's own window.
+pub fn png(path: &Path, frame: u32, window: Option<(f64, f64)>) -> Result<Vec<u8>, RenderError> {
+    let f = frame8(path, frame, window)?;
+    let colour = if f.colour {
+        png::ColorType::Rgb
+    } else {
+        png::ColorType::Grayscale
+    };
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, f.width, f.height);
+        encoder.set_color(colour);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_compression(png::Compression::Fast);
+        let mut writer = encoder
+            .write_header()
+            .map_err(|e| RenderError::Decode(e.to_string()))?;
+        writer
+            .write_image_data(&f.pixels)
+            .map_err(|e| RenderError::Decode(e.to_string()))?;
+    }
+    Ok(out)
+}
+
+/// The side of one frame's tile on a preview sheet, in pixels.
+pub const PREVIEW_TILE: u32 = 256;
+
+/// The most frames a preview sheet shows.
+pub const PREVIEW_FRAMES: usize = 4;
+
+/// Which frames a series' preview shows: up to [`PREVIEW_FRAMES`] spread evenly from the first
+/// to the last of `count` instances (in their order), the middle frame of each. A series of one
+/// multi-frame instance (a cine loop) shows frames spread over that instance instead, which
+/// [`preview_sheet`] works out once it has opened it.
+pub fn key_instances(count: usize) -> Vec<usize> {
+    match count {
+        0 => Vec::new(),
+        n if n <= PREVIEW_FRAMES => (0..n).collect(),
+        n => (0..PREVIEW_FRAMES)
+            .map(|i| (i * (n - 1) + (PREVIEW_FRAMES - 1) / 2) / (PREVIEW_FRAMES - 1))
+            .collect(),
+    }
+}
+
+/// A preview sheet: key frames side by side (two per row), each downsampled by averaging into
+/// a tile of at most [`PREVIEW_TILE`] pixels a side, as one JPEG of tens of kilobytes.
+pub struct Sheet {
+    pub jpeg: Vec<u8>,
+    /// Frames on the sheet.
+    pub frames: u32,
+}
+
+/// Makes the preview sheet of a series from its instances' files, in their order. Frames that
+/// cannot be decoded are left out; a series with none that can (a waveform, say) has no sheet.
+pub fn preview_sheet(paths: &[&Path]) -> Result<Sheet, RenderError> {
+    let mut picks: Vec<(&Path, Option<u32>)> = key_instances(paths.len())
+        .into_iter()
+        .map(|i| (paths[i], None))
+        .collect();
+    if let [only] = paths {
+        let frames = open(only).map(|o| number_of_frames(&o)).unwrap_or(1);
+        picks = key_instances(frames as usize)
+            .into_iter()
+            .map(|f| (*only, Some(f as u32)))
+            .collect();
+    }
+    let mut tiles = Vec::new();
+    let mut last_error = None;
+    for (path, frame) in picks {
+        let frame = match frame {
+            Some(f) => f,
+            None => open(path).map(|o| number_of_frames(&o) / 2).unwrap_or(0),
+        };
+        match frame8(path, frame, None) {
+            Ok(f) => tiles.push(downsample(&f, PREVIEW_TILE)),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    if tiles.is_empty() {
+        return Err(last_error.unwrap_or(RenderError::Decode("the series has no images".into())));
+    }
+    let colour = tiles.iter().any(|t| t.colour);
+    let columns = tiles.len().min(2) as u32;
+    let rows = tiles.len().div_ceil(2) as u32;
+    let (width, height) = (columns * PREVIEW_TILE, rows * PREVIEW_TILE);
+    let channels = if colour { 3 } else { 1 };
+    let mut sheet = vec![0u8; (width * height) as usize * channels];
+    for (n, tile) in tiles.iter().enumerate() {
+        // Centred in its cell.
+        let x0 = (n as u32 % 2) * PREVIEW_TILE + (PREVIEW_TILE - tile.width) / 2;
+        let y0 = (n as u32 / 2) * PREVIEW_TILE + (PREVIEW_TILE - tile.height) / 2;
+        for y in 0..tile.height {
+            for x in 0..tile.width {
+                let at = ((y0 + y) * width + x0 + x) as usize * channels;
+                let from = (y * tile.width + x) as usize * if tile.colour { 3 } else { 1 };
+                for c in 0..channels {
+                    sheet[at + c] = tile.pixels[from + if tile.colour { c } else { 0 }];
+                }
+            }
+        }
+    }
+    let mut jpeg = Vec::new();
+    let encoder = jpeg_encoder::Encoder::new(&mut jpeg, 80);
+    let colour_type = if colour {
+        jpeg_encoder::ColorType::Rgb
+    } else {
+        jpeg_encoder::ColorType::Luma
+    };
+    encoder
+        .encode(&sheet, width as u16, height as u16, colour_type)
+        .map_err(|e| RenderError::Decode(e.to_string()))?;
+    Ok(Sheet {
+        jpeg,
+        frames: tiles.len() as u32,
+    })
+}
+
+/// Shrinks a frame to fit `side` × `side`, each output pixel the mean of the block it covers.
+fn downsample(f: &Frame8, side: u32) -> Frame8 {
+    let factor = f.width.max(f.height).div_ceil(side).max(1);
+    let (width, height) = ((f.width / factor).max(1), (f.height / factor).max(1));
+    let channels = if f.colour { 3 } else { 1 };
+    let mut pixels = Vec::with_capacity((width * height) as usize * channels);
+    for y in 0..height {
+        for x in 0..width {
+            for c in 0..channels {
+                let mut sum = 0u32;
+                for dy in 0..factor {
+                    for dx in 0..factor {
+                        let (sx, sy) = (x * factor + dx, y * factor + dy);
+                        sum += u32::from(f.pixels[(sy * f.width + sx) as usize * channels + c]);
+                    }
+                }
+                pixels.push((sum / (factor * factor)) as u8);
+            }
+        }
+    }
+    Frame8 {
+        width,
+        height,
+        colour: f.colour,
+        pixels,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_instances_spread_from_the_first_to_the_last() {
+        assert_eq!(key_instances(0), Vec::<usize>::new());
+        assert_eq!(key_instances(3), vec![0, 1, 2]);
+        assert_eq!(key_instances(4), vec![0, 1, 2, 3]);
+        assert_eq!(key_instances(24), vec![0, 8, 15, 23]);
+        assert_eq!(key_instances(300), vec![0, 100, 199, 299]);
+    }
+
+    #[test]
+    fn downsampling_averages_blocks_and_keeps_the_aspect() {
+        let f = Frame8 {
+            width: 4,
+            height: 2,
+            colour: false,
+            pixels: vec![0, 100, 200, 200, 100, 0, 50, 50],
+        };
+        let d = downsample(&f, 2);
+        assert_eq!((d.width, d.height), (2, 1));
+        assert_eq!(d.pixels, vec![50, 125]);
+    }
+}
