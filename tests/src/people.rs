@@ -103,3 +103,16 @@ pub fn raw_http(addr: SocketAddr, head: &str, body: &[u8]) -> std::io::Result<(u
         .unwrap_or(0);
     Ok((status, out))
 }
+
+/// `config` with `roster` as its `routing.toml`, checked every second.
+pub fn with_routing(
+    config: &gateway::GatewayConfig,
+    roster: &str,
+) -> anyhow::Result<gateway::GatewayConfig> {
+    std::fs::write(config.file.with_file_name("routing.toml"), roster)?;
+    crate::append_config(
+        &config.file,
+        "[routing]\nfile = \"routing.toml\"\ncheck_secs = 1\n",
+    )?;
+    Ok(gateway::GatewayConfig::load(&config.file)?)
+}

@@ -149,13 +149,7 @@ async fn a_consultation_goes_from_an_offline_request_to_an_acknowledged_report_o
 
 /// `config` with `roster` as its `routing.toml`, checked every second.
 fn with_routing(config: &gateway::GatewayConfig, roster: &str) -> gateway::GatewayConfig {
-    std::fs::write(config.file.with_file_name("routing.toml"), roster).unwrap();
-    harness::append_config(
-        &config.file,
-        "[routing]\nfile = \"routing.toml\"\ncheck_secs = 1\n",
-    )
-    .unwrap();
-    gateway::GatewayConfig::load(&config.file).unwrap()
+    harness::people::with_routing(config, roster).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,6 +215,14 @@ pool = "radiology"
     for kind in request("P-200", "cardiology", Urgency::Emergency, now_ms()) {
         clinic.append(&zh, &id, "dr.zhang", now_ms(), kind).unwrap();
     }
+    // A study still at the clinic: none of its images has reached the hospital.
+    let attach = EventKind::StudiesAttached {
+        study_instance_uids: vec!["1.2.826.0.1.3680043.10.1200.1".into()],
+        attachments: Vec::new(),
+    };
+    clinic
+        .append(&zh, &id, "dr.zhang", now_ms(), attach)
+        .unwrap();
     assert!(
         wait_until(WAIT, || state_at(clinic, &id) == Some(State::Assigned)).await,
         "routed, and the clinic sees it"
@@ -297,12 +299,27 @@ pool = "radiology"
     assert_eq!(status, 409, "only the assignee accepts: {body}");
     let (status, body) = http(web, "POST", &format!("{case}/accept"), Some(&sun), None).unwrap();
     assert_eq!(status, 200, "{body}");
+    // Signing before the images have arrived needs the specialist's explicit confirmation.
     let (status, body) = http(
         web,
         "POST",
         &format!("{case}/report"),
         Some(&sun),
         Some(r#"{"findings":"ST elevation","impression":"anterior STEMI","recommendation":"transfer for PCI"}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("\"code\":\"images_incomplete\""), "{body}");
+    assert!(
+        body.contains("confirm_incomplete"),
+        "the error names the fix: {body}"
+    );
+    let (status, body) = http(
+        web,
+        "POST",
+        &format!("{case}/report"),
+        Some(&sun),
+        Some(r#"{"findings":"ST elevation","impression":"anterior STEMI","recommendation":"transfer for PCI","confirm_incomplete":true}"#),
     )
     .unwrap();
     assert_eq!(status, 200, "{body}");
@@ -325,6 +342,14 @@ pool = "radiology"
         ),
         ("Dr sun", "cardiologist"),
         "signed by the authenticated specialist"
+    );
+    assert_eq!(
+        report.signed_before_complete,
+        Some(proto::consult::Arrival {
+            instances: 0,
+            expected: None
+        }),
+        "the report says it was signed before the images arrived, at both sites"
     );
     let detail: serde_json::Value =
         serde_json::from_str(&http_get_as(web, &case, &sun).unwrap()).unwrap();

@@ -19,6 +19,8 @@ use clap::Parser;
 
 #[path = "bench_link/soak.rs"]
 mod soak;
+#[path = "bench_link/urgent.rs"]
+mod urgent;
 use harness::bench::{settle, spawn, stored_at_gateway, sync_pilot, usage, Sample};
 use harness::emulator::{LinkSpec, Loss};
 use harness::netns::{self, NetnsLink};
@@ -51,9 +53,13 @@ struct Cli {
         default_value = "tpg,tcp-bbr,tcp-cubic,dcmtk-bbr,dcmtk-cubic"
     )]
     contenders: Vec<String>,
-    /// Workloads: W1 (incompressible CT pixels), W1c (CT as scanners write it: compressible).
-    #[arg(long, value_delimiter = ',', default_value = "W1,W1c")]
+    /// Workloads: W1 (incompressible CT pixels), W1c (CT as scanners write it: compressible),
+    /// W5 (an emergency case submitted on L3 while a routine backlog crosses it; ours only).
+    #[arg(long, value_delimiter = ',', default_value = "W1,W1c,W5")]
     workloads: Vec<String>,
+    /// W5's routine backlog, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    backlog_mib: usize,
     /// Run only the soak, for this many minutes: L5, a study queued every 30 s, everything
     /// checked byte-identical at the end, memory printed every 5 minutes.
     #[arg(long, default_value_t = 0)]
@@ -235,6 +241,41 @@ fn run_tcp(
     })
 }
 
+/// W5 on L3: the emergency's way through a routine backlog, medians of `cli.runs` runs.
+fn run_w5(rt: &tokio::runtime::Runtime, root: &Path, cli: &Cli) -> anyhow::Result<()> {
+    let backlog = urgent::backlog(root, cli.backlog_mib)?;
+    let mut runs = Vec::new();
+    for run in 0..cli.runs {
+        let spec = LinkSpec::named("L3")
+            .unwrap_or_else(LinkSpec::unlimited)
+            .with_seed(cli.seed + run as u64);
+        match urgent::run(rt, &root.join("w5"), spec, production_timings(), &backlog) {
+            Ok(u) => runs.push(u),
+            Err(e) => println!("L3   W5     tpg          failed: {e:#}"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(root.join("w5-backlog"));
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let m = urgent::median(&runs);
+    println!(
+        "L3   W5     tpg          emergency with {} MiB of routine backlog, seconds after the doctor submits (median of {}):",
+        cli.backlog_mib,
+        runs.len()
+    );
+    println!(
+        "L3   W5     tpg          on the worklist {:.2} · preview viewable {:.2} ({} KB) · first full image {:.2} · all {} images {:.2}",
+        m.worklist,
+        m.preview,
+        m.preview_bytes / 1000,
+        m.first_image,
+        24,
+        m.series
+    );
+    Ok(())
+}
+
 /// Good neighbour: our sync on `spec` between the two namespaces while an iperf3 TCP-Cubic
 /// flow (a clinic PC's upload, the HIS) already fills the same line; returns our share of the
 /// line (its packets' bytes delivered over 30 s ÷ line rate) and the seconds measured.
@@ -356,7 +397,9 @@ fn main() -> anyhow::Result<()> {
                 );
                 write_ct_phantom_series(&root.join("w1c"), "BENCH-W1C", full, 512 * 1024, 1)?.files
             }
-            other => anyhow::bail!("unknown workload {other}: use W1 or W1c"),
+            // Run on its own, after the lines.
+            "W5" => continue,
+            other => anyhow::bail!("unknown workload {other}: use W1, W1c or W5"),
         };
         workloads.push((work.clone(), files));
     }
@@ -468,6 +511,9 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    if cli.workloads.iter().any(|w| w == "W5") {
+        run_w5(&rt, root, &cli)?;
     }
     if cli.neighbour {
         if let Err(why) = &namespaces {
