@@ -250,7 +250,17 @@ fn run_w5(rt: &tokio::runtime::Runtime, root: &Path, cli: &Cli) -> anyhow::Resul
             .unwrap_or_else(LinkSpec::unlimited)
             .with_seed(cli.seed + run as u64);
         match urgent::run(rt, &root.join("w5"), spec, production_timings(), &backlog) {
-            Ok(u) => runs.push(u),
+            Ok(u) => {
+                println!(
+                    "L3   W5     tpg          run {}: worklist {:.2} s, preview {:.2} s, first image {:.2} s, series {:.2} s",
+                    run + 1,
+                    u.worklist,
+                    u.preview,
+                    u.first_image,
+                    u.series
+                );
+                runs.push(u);
+            }
             Err(e) => println!("L3   W5     tpg          failed: {e:#}"),
         }
     }
