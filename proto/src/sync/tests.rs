@@ -131,16 +131,20 @@ fn a_preview_goes_ahead_of_older_emergency_objects_and_pauses_one_when_the_slots
     );
     u.handle_receipt(t, &id(9));
     assert_eq!(offers(&mut u), vec![id(2)]);
-    // Raising another object's priority does not put it ahead of a preview.
+    // The preview of an urgent case also goes ahead of the emergency images waiting.
     let second = QueuedObject {
         ahead: true,
         ..obj(10, 40_000, Priority::Urgent)
     };
     u.enqueue(t, second);
-    u.enqueue(t, obj(11, 100, Priority::Routine));
-    u.reprioritize(t, &id(11), Priority::Emergency);
-    u.handle_receipt(t, &id(1));
-    assert_eq!(offers(&mut u), vec![id(10)]);
+    assert_eq!(u.poll_action(), Some(UploadAction::Pause { id: id(2) }));
+    assert_eq!(
+        u.poll_action(),
+        Some(UploadAction::Offer {
+            id: id(10),
+            size: 40_000
+        })
+    );
 }
 
 #[test]
