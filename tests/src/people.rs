@@ -88,6 +88,35 @@ pub fn request(patient_id: &str, specialty: &str, urgency: Urgency, now_ms: i64)
     ]
 }
 
+/// A request as the doctor's form sends it: patient fields left for the studies' DICOM headers
+/// to fill, written consent, sent at once.
+pub fn new_case(
+    specialty: &str,
+    urgency: Urgency,
+    question: &str,
+    clinical_summary: &str,
+    studies: Vec<String>,
+) -> clinic_agent::consult_api::NewConsultation {
+    clinic_agent::consult_api::NewConsultation {
+        patient: Patient {
+            id: String::new(),
+            name: String::new(),
+            sex: String::new(),
+            birth_date: String::new(),
+        },
+        clinical_summary: clinical_summary.into(),
+        question: question.into(),
+        specialty: specialty.into(),
+        urgency,
+        consent: Some(clinic_agent::consult_api::ConsentBody {
+            given_by: "patient".into(),
+            method: "written".into(),
+        }),
+        studies,
+        submit: true,
+    }
+}
+
 /// Sends `head` (request line and headers, without the blank line) and `body` over HTTP/1.0
 /// (a `Content-Length` is added); returns the status and the whole answer, headers included.
 pub fn raw_http(addr: SocketAddr, head: &str, body: &[u8]) -> std::io::Result<(u16, String)> {

@@ -314,24 +314,8 @@ async fn an_emergency_case_preview_reaches_the_hospital_before_the_first_image_o
     let uid = study.study_uid.clone();
     let case = tokio::task::spawn_blocking(move || {
         let doctor = harness::people::person("dr.gao", Role::Doctor, "Dr Gao", None, None);
-        let request = clinic_agent::consult_api::NewConsultation {
-            patient: proto::consult::Patient {
-                id: String::new(),
-                name: String::new(),
-                sex: String::new(),
-                birth_date: String::new(),
-            },
-            clinical_summary: String::new(),
-            question: "bleed?".into(),
-            specialty: "radiology".into(),
-            urgency: Urgency::Emergency,
-            consent: Some(clinic_agent::consult_api::ConsentBody {
-                given_by: "patient".into(),
-                method: "written".into(),
-            }),
-            studies: vec![uid],
-            submit: true,
-        };
+        let request =
+            harness::people::new_case("radiology", Urgency::Emergency, "bleed?", "", vec![uid]);
         clinic_agent::consult_api::create_case(&handle, &doctor, request)
             .map_err(|e| e.message)
             .unwrap()

@@ -33,6 +33,39 @@ fn offers(u: &mut Uploader) -> Vec<ObjectId> {
     v
 }
 
+/// An uploader with two sending slots, both busy with the first of `count` large objects.
+fn two_slots_busy(count: u32, priority: Priority) -> (Instant, Uploader) {
+    let t = Instant::now();
+    let mut u = Uploader::new(
+        UploaderConfig {
+            max_in_flight: 2,
+            ..Default::default()
+        },
+        1,
+    );
+    u.handle_link_up(t);
+    for n in 1..=count {
+        u.enqueue(t, obj(n, 1 << 30, priority));
+    }
+    assert_eq!(offers(&mut u), vec![id(1), id(2)]);
+    (t, u)
+}
+
+/// The next two actions: `paused` yields its slot to `offered`.
+fn assert_preempted(u: &mut Uploader, paused: u32, offered: u32, size: u64) {
+    assert_eq!(
+        u.poll_action(),
+        Some(UploadAction::Pause { id: id(paused) })
+    );
+    assert_eq!(
+        u.poll_action(),
+        Some(UploadAction::Offer {
+            id: id(offered),
+            size
+        })
+    );
+}
+
 #[test]
 fn object_ids_are_validated_hex() {
     assert!(ObjectId::parse(&"a".repeat(64)).is_some());
@@ -73,28 +106,9 @@ fn emergency_goes_first_then_urgent_then_routine_oldest_first() {
 
 #[test]
 fn a_waiting_emergency_pauses_the_newest_routine_transfer() {
-    let t = Instant::now();
-    let mut u = Uploader::new(
-        UploaderConfig {
-            max_in_flight: 2,
-            ..Default::default()
-        },
-        1,
-    );
-    u.handle_link_up(t);
-    for n in 1..=5 {
-        u.enqueue(t, obj(n, 1 << 30, Priority::Routine));
-    }
-    assert_eq!(offers(&mut u), vec![id(1), id(2)]);
+    let (t, mut u) = two_slots_busy(5, Priority::Routine);
     u.enqueue(t, obj(9, 100, Priority::Emergency));
-    assert_eq!(u.poll_action(), Some(UploadAction::Pause { id: id(2) }));
-    assert_eq!(
-        u.poll_action(),
-        Some(UploadAction::Offer {
-            id: id(9),
-            size: 100
-        })
-    );
+    assert_preempted(&mut u, 2, 9, 100);
     u.handle_receipt(t, &id(9));
     // The paused object resumes next, ahead of younger routine objects.
     assert_eq!(offers(&mut u), vec![id(2)]);
@@ -102,33 +116,14 @@ fn a_waiting_emergency_pauses_the_newest_routine_transfer() {
 
 #[test]
 fn a_preview_goes_ahead_of_older_emergency_objects_and_pauses_one_when_the_slots_are_full() {
-    let t = Instant::now();
-    let mut u = Uploader::new(
-        UploaderConfig {
-            max_in_flight: 2,
-            ..Default::default()
-        },
-        1,
-    );
-    u.handle_link_up(t);
-    for n in 1..=4 {
-        u.enqueue(t, obj(n, 1 << 30, Priority::Emergency));
-    }
-    assert_eq!(offers(&mut u), vec![id(1), id(2)]);
+    let (t, mut u) = two_slots_busy(4, Priority::Emergency);
     // The preview is younger than every full object and of the same priority.
     let preview = QueuedObject {
         ahead: true,
         ..obj(9, 40_000, Priority::Emergency)
     };
     u.enqueue(t, preview);
-    assert_eq!(u.poll_action(), Some(UploadAction::Pause { id: id(2) }));
-    assert_eq!(
-        u.poll_action(),
-        Some(UploadAction::Offer {
-            id: id(9),
-            size: 40_000
-        })
-    );
+    assert_preempted(&mut u, 2, 9, 40_000);
     u.handle_receipt(t, &id(9));
     assert_eq!(offers(&mut u), vec![id(2)]);
     // The preview of an urgent case also goes ahead of the emergency images waiting.
@@ -137,14 +132,7 @@ fn a_preview_goes_ahead_of_older_emergency_objects_and_pauses_one_when_the_slots
         ..obj(10, 40_000, Priority::Urgent)
     };
     u.enqueue(t, second);
-    assert_eq!(u.poll_action(), Some(UploadAction::Pause { id: id(2) }));
-    assert_eq!(
-        u.poll_action(),
-        Some(UploadAction::Offer {
-            id: id(10),
-            size: 40_000
-        })
-    );
+    assert_preempted(&mut u, 2, 10, 40_000);
 }
 
 #[test]

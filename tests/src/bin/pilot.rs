@@ -274,25 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .accounts
                 .get("doctor")?
                 .ok_or_else(|| anyhow::anyhow!("no demo doctor"))?;
-            let request = clinic_agent::consult_api::NewConsultation {
-                // Filled from the studies' DICOM headers.
-                patient: proto::consult::Patient {
-                    id: String::new(),
-                    name: String::new(),
-                    sex: String::new(),
-                    birth_date: String::new(),
-                },
-                clinical_summary: summary.into(),
-                question: question.into(),
-                specialty: specialty.into(),
-                urgency,
-                consent: Some(clinic_agent::consult_api::ConsentBody {
-                    given_by: "patient".into(),
-                    method: "written".into(),
-                }),
-                studies: uids,
-                submit: true,
-            };
+            let request = harness::people::new_case(specialty, urgency, question, summary, uids);
             clinic_agent::consult_api::create_case(&handle, &doctor, request)
                 .map(|_| ())
                 .map_err(|e| anyhow::anyhow!(e.message))

@@ -108,8 +108,18 @@ pub fn run(
         let uid = study.study_uid.clone();
         let case = tokio::task::spawn_blocking(move || {
             let doctor = person("dr.w5", Role::Doctor, "Dr W5", None, None);
-            clinic_agent::consult_api::create_case(&handle, &doctor, request(uid))
-                .map_err(|e| anyhow::anyhow!(e.message))
+            clinic_agent::consult_api::create_case(
+                &handle,
+                &doctor,
+                harness::people::new_case(
+                    "radiology",
+                    Urgency::Emergency,
+                    "intracranial bleed?",
+                    "fall, GCS 12",
+                    vec![uid],
+                ),
+            )
+            .map_err(|e| anyhow::anyhow!(e.message))
         })
         .await??;
         let (preview_object, preview) = case
@@ -164,28 +174,6 @@ pub fn run(
         gw.stop().await?;
         Ok(out)
     })
-}
-
-fn request(study: String) -> clinic_agent::consult_api::NewConsultation {
-    clinic_agent::consult_api::NewConsultation {
-        // Filled from the study's DICOM header.
-        patient: proto::consult::Patient {
-            id: String::new(),
-            name: String::new(),
-            sex: String::new(),
-            birth_date: String::new(),
-        },
-        clinical_summary: "fall, GCS 12".into(),
-        question: "intracranial bleed?".into(),
-        specialty: "radiology".into(),
-        urgency: Urgency::Emergency,
-        consent: Some(clinic_agent::consult_api::ConsentBody {
-            given_by: "patient".into(),
-            method: "verbal".into(),
-        }),
-        studies: vec![study],
-        submit: true,
-    }
 }
 
 /// The median of each figure over the runs.
