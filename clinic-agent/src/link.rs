@@ -168,8 +168,13 @@ pub async fn run(
                     };
                     match dialed {
                         Ok(l) => {
+                            let connection = l.connection.clone();
                             live = Some(l);
                             session.handle_dialed(Instant::now());
+                            // Objects are offered with the hello, not a round trip later after
+                            // the welcome: the gateway reads their streams once it has read
+                            // the hello, and a refusal closes them with the connection.
+                            sync.link_up(connection);
                         }
                         Err(reason) => session.handle_dial_failed(Instant::now(), reason),
                     }
@@ -193,7 +198,6 @@ pub async fn run(
             match &event {
                 AgentEvent::Up { clinic, .. } => {
                     if let Some(l) = &live {
-                        sync.link_up(l.connection.clone());
                         events = Some(tokio::spawn(events_stream(
                             l.connection.clone(),
                             clinic.clone(),

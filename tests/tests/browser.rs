@@ -26,6 +26,17 @@ fn log_in(b: &Browser, base: &str, name: &str) {
     b.type_into("input[name=user]", name).unwrap();
     b.type_into("input[name=password]", PASSWORD).unwrap();
     b.click("form[action='/login'] button").unwrap();
+    // The click returns before the browser has followed the answer; going elsewhere sooner
+    // would race the session cookie.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while b.url().unwrap().contains("/login") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} still at the log-in page: {}",
+            b.text("body").unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,7 +268,13 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
         b.click("form[action='/logout'] button").unwrap();
         log_in(&b, &hospital, "chen");
         b.goto(&format!("{hospital}/admin/links")).unwrap();
-        b.find("#links tr[data-clinic=jinzhou]").unwrap();
+        if let Err(e) = b.find("#links tr[data-clinic=jinzhou]") {
+            panic!(
+                "{e:#}\nat {}:\n{}",
+                b.url().unwrap_or_default(),
+                b.text("body").unwrap_or_default()
+            );
+        }
         shot(&b, "gateway-5-links");
         b.goto(&format!("{hospital}/admin/alerts")).unwrap();
         shot(&b, "gateway-6-alerts");

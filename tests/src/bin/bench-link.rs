@@ -160,6 +160,19 @@ fn run_tpg(
             }
         }
         eprintln!("  Mbit/s per 0.5 s: {line}");
+        // The start in detail: kilobytes up the line at each poll of the first second.
+        let start: Vec<String> = flow
+            .iter()
+            .take_while(|(t, _)| t.duration_since(started) < Duration::from_secs(1))
+            .map(|(t, b)| {
+                format!(
+                    "{:.2}:{}",
+                    t.duration_since(started).as_secs_f64(),
+                    b / 1000
+                )
+            })
+            .collect();
+        eprintln!("  s:kB in the first second: {}", start.join(" "));
     }
     let resent = harness::scrape(pilot.agent_metrics)
         .ok()
