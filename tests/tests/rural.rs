@@ -342,33 +342,41 @@ async fn an_emergency_case_preview_reaches_the_hospital_before_the_first_image_o
 
     let clinic = proto::ClinicId::new("xinmin-07").unwrap();
     let archive = line.gw.handle.archive.clone();
-    let series_here = || {
+    let series_here = move |archive: &gateway::archive::GatewayArchive| {
         archive
             .instances(&clinic)
             .iter()
             .filter(|([_, _, series, _], _)| *series == preview.series_instance_uid)
             .count()
     };
-    let mut images_before_preview = None;
-    assert!(
-        wait_until(WAIT, || {
-            let images = series_here();
-            let here = archive.has(&clinic, &object).unwrap();
-            if here {
-                images_before_preview = Some(images);
+    // Watched closely (every millisecond, off the runtime): a preview and an image that land
+    // tens of milliseconds apart must not look simultaneous. The images are counted before the
+    // preview is looked up, so an image counted here arrived before the preview did.
+    let watched = archive.clone();
+    let awaited = object.clone();
+    let images_before_preview = tokio::task::spawn_blocking(move || {
+        let clinic = proto::ClinicId::new("xinmin-07").unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            let images = series_here(&watched);
+            if watched.has(&clinic, &awaited).unwrap() {
+                return Some((images, series_here));
             }
-            here
-        })
-        .await,
-        "the preview reached the hospital"
-    );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        None
+    })
+    .await
+    .unwrap();
+    let Some((images_before_preview, series_here)) = images_before_preview else {
+        panic!("the preview did not reach the hospital");
+    };
     assert_eq!(
-        images_before_preview,
-        Some(0),
+        images_before_preview, 0,
         "full images of the series arrived before its preview"
     );
     assert!(
-        wait_until(WAIT, || series_here() == 12).await,
+        wait_until(WAIT, || series_here(&archive) == 12).await,
         "the series follows its preview"
     );
     // The case at the hospital names the preview, so the specialist's page shows it.
