@@ -138,7 +138,9 @@ impl AgentStore {
         let index = data_dir.join("index");
         let db = sled::Config::new()
             .path(&index)
-            .cache_capacity(64 * 1024 * 1024)
+            // The index holds records, not images: 8 MiB keeps a clinic's worth in memory, and
+            // sled's own use grows to several times its cache (GOTCHAS).
+            .cache_capacity(8 * 1024 * 1024)
             .open()
             .map_err(|e| StoreError::Open {
                 path: index.display().to_string(),

@@ -76,6 +76,8 @@ pub fn spawn(name: &str, verb: &str, config: &Path) -> anyhow::Result<Child> {
         .args([verb, "--config"])
         .arg(config)
         .env("RUST_LOG", "error")
+        // As the packages' systemd units run them.
+        .env("MALLOC_ARENA_MAX", "2")
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()?)
