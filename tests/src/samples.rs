@@ -61,6 +61,23 @@ pub fn write_ct_phantom_series(
     write_series(dir, patient_id, count, pixel_bytes, seed, Pixels::Phantom)
 }
 
+/// W3 of the benchmarks: `count` small instances of 8–64 KiB (the sizes of ECG waveforms,
+/// structured reports and key images), each its own study, incompressible.
+pub fn write_small_instances(dir: &Path, count: usize) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::with_capacity(count);
+    for (i, size) in (0..count).map(|i| (i, 8 * 1024 + (i * 7919) % (56 * 1024))) {
+        let study = write_ct_series(
+            &dir.join(format!("{i:04}")),
+            "BENCH-W3",
+            1,
+            size,
+            i as u64 + 2,
+        )?;
+        files.extend(study.files);
+    }
+    Ok(files)
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Pixels {
     Noise,

@@ -25,7 +25,7 @@ use harness::bench::{settle, spawn, stored_at_gateway, sync_pilot, usage, Sample
 use harness::emulator::{LinkSpec, Loss};
 use harness::netns::{self, NetnsLink};
 use harness::relay::UdpRelay;
-use harness::samples::{write_ct_phantom_series, write_ct_series};
+use harness::samples::{write_ct_phantom_series, write_ct_series, write_small_instances};
 use harness::tcp_contenders;
 use harness::{free_udp_addr, Timings};
 
@@ -54,9 +54,13 @@ struct Cli {
     )]
     contenders: Vec<String>,
     /// Workloads: W1 (incompressible CT pixels), W1c (CT as scanners write it: compressible),
+    /// W3 (many small instances: ECGs, reports, key images),
     /// W5 (an emergency case submitted on L3 while a routine backlog crosses it; ours only).
     #[arg(long, value_delimiter = ',', default_value = "W1,W1c,W5")]
     workloads: Vec<String>,
+    /// W3's count of small instances on L1, L2 and L5 (half on L3, a quarter on L4).
+    #[arg(long, default_value_t = 1000)]
+    small: usize,
     /// W5's routine backlog, in MiB.
     #[arg(long, default_value_t = 1024)]
     backlog_mib: usize,
@@ -420,9 +424,13 @@ fn main() -> anyhow::Result<()> {
                 );
                 write_ct_phantom_series(&root.join("w1c"), "BENCH-W1C", full, 512 * 1024, 1)?.files
             }
+            "W3" => {
+                println!("generating W3: {} × 8–64 KiB instances", cli.small);
+                write_small_instances(&root.join("w3"), cli.small)?
+            }
             // Run on its own, after the lines.
             "W5" => continue,
-            other => anyhow::bail!("unknown workload {other}: use W1, W1c or W5"),
+            other => anyhow::bail!("unknown workload {other}: use W1, W1c, W3 or W5"),
         };
         workloads.push((work.clone(), files));
     }
@@ -479,6 +487,8 @@ fn main() -> anyhow::Result<()> {
                         "tpg" => run_tpg(&rt, &root.join("tpg"), &files, spec),
                         // TCP does not compress: its W1 figures stand for W1c too.
                         _ if work == "W1c" => continue,
+                        // iperf3 sends bytes, not objects: its W1 rate stands for W3.
+                        tcp if work == "W3" && tcp.starts_with("tcp-") => continue,
                         tcp => {
                             if let Err(why) = &namespaces {
                                 println!("{name:<4} {work:<6} {tcp:<12} skipped: {why}");

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use harness::bench::{
     median, settle, spawn, stored_at_gateway, sync_pilot, usage, usage_split, Sample,
 };
-use harness::samples::write_ct_series;
+use harness::samples::{write_ct_series, write_small_instances};
 use harness::{free_tcp_addr, free_udp_addr, PilotDir, Timings};
 
 #[path = "bench_sync/ceiling.rs"]
@@ -230,17 +230,7 @@ fn main() -> anyhow::Result<()> {
         "generating W1 ({w1_count} × ~512 KiB, incompressible) and W3 ({w3_count} × 8–64 KiB)"
     );
     let w1 = write_ct_series(&root.join("w1"), "BENCH-W1", w1_count, 512 * 1024, 1)?.files;
-    let mut w3 = Vec::new();
-    for (i, size) in (0..w3_count).map(|i| (i, 8 * 1024 + (i * 7919) % (56 * 1024))) {
-        let s = write_ct_series(
-            &root.join("w3").join(format!("{i:04}")),
-            "BENCH-W3",
-            1,
-            size,
-            i as u64 + 2,
-        )?;
-        w3.extend(s.files);
-    }
+    let w3 = write_small_instances(&root.join("w3"), w3_count)?;
     let bytes = |files: &[PathBuf]| {
         files
             .iter()
