@@ -58,12 +58,23 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| file_err(path, pem_problem(e)))
 }
 
-/// Reads the CRLs in a PEM file (an empty list is allowed).
+/// Reads the CRLs in a PEM file. A file with no CRL in it (empty, truncated, or holding a
+/// certificate) is refused: given no CRL, the verifier checks no revocation at all, so a
+/// mistake with the file would quietly let every revoked clinic back in. The pilot's CA writes
+/// a CRL even when nothing is revoked.
 pub fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    CertificateRevocationListDer::pem_file_iter(path)
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
         .map_err(|e| file_err(path, pem_problem(e)))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_err(path, pem_problem(e)))
+        .map_err(|e| file_err(path, pem_problem(e)))?;
+    if crls.is_empty() {
+        return Err(file_err(
+            path,
+            "holds no CRL, and without one no revocation would be checked; copy `crl.pem` from \
+             the CA folder again (`certs init` and `certs revoke` write it)",
+        ));
+    }
+    Ok(crls)
 }
 
 fn pem_problem(e: rustls::pki_types::pem::Error) -> String {

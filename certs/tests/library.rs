@@ -566,12 +566,17 @@ fn a_file_without_the_expected_pem_item_is_reported() {
     // A certificate where a key belongs.
     let err = tls::read_key(&pilot.gateway_cert()).expect_err("no key");
     assert!(err.to_string().contains("holds no PEM item"), "{err}");
-    // A CRL file may be empty of CRLs, but the pilot's has one.
-    assert_eq!(
-        tls::read_crls(&pilot.gateway_cert())
-            .expect("no CRLs")
-            .len(),
-        0
+    // A CRL file with no CRL in it would switch revocation off: refused, whether it holds a
+    // certificate or nothing at all. The pilot's has one, even with nothing revoked.
+    let err = tls::read_crls(&pilot.gateway_cert()).expect_err("a certificate is not a CRL");
+    assert!(err.to_string().contains("holds no CRL"), "{err}");
+    let empty = pilot.dir.join("empty-crl.pem");
+    std::fs::write(&empty, "").unwrap();
+    let err = tls::read_crls(&empty).expect_err("an empty file is not a CRL");
+    assert!(
+        err.to_string().contains(&empty.display().to_string())
+            && err.to_string().contains("certs revoke"),
+        "{err}"
     );
     assert_eq!(tls::read_crls(&pilot.crl()).expect("crl").len(), 1);
 }

@@ -82,14 +82,21 @@ fn kill9(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Waits until the agent's API answers.
-fn wait_api(addr: SocketAddr) {
+/// Waits until the agent's API answers; if it does not, says whether the agent is still
+/// running and what its log says.
+fn wait_api(addr: SocketAddr, agent: &mut Child, agent_toml: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while client::call(addr, "GET", "/api/v1/status", None).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "agent API never came up on {addr}"
-        );
+        if Instant::now() >= deadline {
+            let log = std::fs::read_to_string(agent_toml.with_file_name("clinic-agent.log"))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            panic!(
+                "agent API never came up on {addr}; the agent {:?}; its log ends:\n{}",
+                agent.try_wait(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -143,7 +150,7 @@ fn killing_the_agent_or_the_gateway_at_random_never_loses_duplicates_or_corrupts
     // Agent side: kill -9 the agent while it ingests (and syncs).
     for _ in 0..ROUNDS_PER_SIDE {
         let mut agent = spawn("clinic-agent", "run", &rig.agent_toml);
-        wait_api(rig.agent_web);
+        wait_api(rig.agent_web, &mut agent, &rig.agent_toml);
         let kill_at = Instant::now() + Duration::from_millis(20 + rng.next_u64() % 300);
         while Instant::now() < kill_at && next < study.files.len() {
             if let Some(id) = import(rig.agent_web, &study.files[next]) {
@@ -157,7 +164,7 @@ fn killing_the_agent_or_the_gateway_at_random_never_loses_duplicates_or_corrupts
     }
     // Gateway side: kill -9 the gateway while the agent syncs the backlog.
     let mut agent = spawn("clinic-agent", "run", &rig.agent_toml);
-    wait_api(rig.agent_web);
+    wait_api(rig.agent_web, &mut agent, &rig.agent_toml);
     while next < study.files.len() {
         if let Some(id) = import(rig.agent_web, &study.files[next]) {
             accepted.insert(id);
@@ -328,7 +335,7 @@ fn killing_either_side_during_event_replication_leaves_identical_logs() {
     let mut created: Vec<String> = Vec::new();
     let mut n = 0;
     for round in 0..2 * ROUNDS_PER_SIDE {
-        wait_api(rig.agent_web);
+        wait_api(rig.agent_web, &mut agent, &rig.agent_toml);
         for _ in 0..3 {
             n += 1;
             if let Some(id) = request(rig.agent_web, &doctor, n) {
@@ -345,7 +352,7 @@ fn killing_either_side_during_event_replication_leaves_identical_logs() {
             gateway = spawn("gateway", "serve", &rig.gateway_toml);
         }
     }
-    wait_api(rig.agent_web);
+    wait_api(rig.agent_web, &mut agent, &rig.agent_toml);
     assert!(
         created.len() >= 20,
         "requests were accepted: {}",

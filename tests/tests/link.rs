@@ -200,6 +200,63 @@ async fn revoking_a_connected_clinic_cuts_it_off_and_refuses_it_without_a_gatewa
     gw.stop().await.unwrap();
 }
 
+/// A CRL file that holds no CRL (emptied by a careless copy, or a certificate pasted in its
+/// place) would switch revocation off: the gateway keeps the CRL in force, counts the failed
+/// reload, and the revoked clinic stays out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_file_without_a_crl_keeps_the_revoked_clinic_out() {
+    let (_dir, pilot) = pilot();
+    let gw = start_gateway(&pilot);
+    let agent = start_agent(&pilot, "pulandian", &gw);
+    assert!(wait_until(WAIT, || up(&gw, "pulandian") == Some(1.0)).await);
+    pilot
+        .pki()
+        .unwrap()
+        .revoke(&ClinicId::new("pulandian").unwrap(), None, "lost PC")
+        .unwrap();
+    assert!(
+        wait_until(WAIT, || up(&gw, "pulandian") == Some(0.0)).await,
+        "cut off:\n{}",
+        gw.metrics()
+    );
+    let crl = pilot.pki_dir().join("crl.pem");
+    let ca_cert = std::fs::read(pilot.pki_dir().join("ca.pem")).unwrap();
+    for (n, replacement) in [(1.0, Vec::new()), (2.0, ca_cert)] {
+        std::fs::write(&crl, replacement).unwrap();
+        assert!(
+            wait_until(WAIT, || metric(
+                &gw.metrics(),
+                "tpg_crl_reload_failures_total"
+            ) >= Some(n))
+            .await,
+            "the reload is refused:\n{}",
+            gw.metrics()
+        );
+    }
+    // The agent keeps dialling; every dial after the bad reloads is refused as revoked.
+    let refusals = refused(&gw, "revoked");
+    assert!(
+        wait_until(WAIT, || refused(&gw, "revoked") >= refusals + 2.0).await,
+        "the revoked clinic is refused on every dial:\n{}",
+        gw.metrics()
+    );
+    assert_eq!(up(&gw, "pulandian"), Some(0.0), "not admitted again");
+    assert_eq!(
+        metric(
+            &gw.metrics(),
+            "tpg_link_connects_total{clinic=\"pulandian\"}"
+        ),
+        Some(1.0),
+        "only the first connection, before the revocation"
+    );
+    assert_eq!(
+        metric(&gw.metrics(), "tpg_crl_revoked_certificates"),
+        Some(1.0)
+    );
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_clinic_certificate_is_refused() {
     let (_dir, pilot) = pilot();
