@@ -139,24 +139,29 @@ async fn valid_clinic_connects_and_gateway_reports_it_online_with_rtt() {
     gw.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoking_a_connected_clinic_cuts_it_off_and_refuses_it_without_a_gateway_restart() {
-    let (_dir, pilot) = pilot();
-    let gw = start_gateway(&pilot);
-    let agent = start_agent(&pilot, "pulandian", &gw);
-    assert!(wait_until(WAIT, || up(&gw, "pulandian") == Some(1.0)).await);
-
+/// A gateway and the agent of `clinic`, connected; then the administrator revokes the clinic
+/// and the gateway cuts its live link.
+async fn connect_then_revoke(pilot: &PilotDir, clinic: &str) -> (RunningGateway, RunningAgent) {
+    let gw = start_gateway(pilot);
+    let agent = start_agent(pilot, clinic, &gw);
+    assert!(wait_until(WAIT, || up(&gw, clinic) == Some(1.0)).await);
     pilot
         .pki()
         .unwrap()
-        .revoke(&ClinicId::new("pulandian").unwrap(), None, "lost PC")
+        .revoke(&ClinicId::new(clinic).unwrap(), None, "lost PC")
         .unwrap();
-
     assert!(
-        wait_until(WAIT, || up(&gw, "pulandian") == Some(0.0)).await,
-        "{}",
+        wait_until(WAIT, || up(&gw, clinic) == Some(0.0)).await,
+        "cut off:\n{}",
         gw.metrics()
     );
+    (gw, agent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_connected_clinic_cuts_it_off_and_refuses_it_without_a_gateway_restart() {
+    let (_dir, pilot) = pilot();
+    let (gw, agent) = connect_then_revoke(&pilot, "pulandian").await;
     assert!(
         wait_until(WAIT, || refused(&gw, "revoked") >= 2.0).await,
         "cut off, then refused on redial:\n{}",
@@ -206,19 +211,7 @@ async fn revoking_a_connected_clinic_cuts_it_off_and_refuses_it_without_a_gatewa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crl_file_without_a_crl_keeps_the_revoked_clinic_out() {
     let (_dir, pilot) = pilot();
-    let gw = start_gateway(&pilot);
-    let agent = start_agent(&pilot, "pulandian", &gw);
-    assert!(wait_until(WAIT, || up(&gw, "pulandian") == Some(1.0)).await);
-    pilot
-        .pki()
-        .unwrap()
-        .revoke(&ClinicId::new("pulandian").unwrap(), None, "lost PC")
-        .unwrap();
-    assert!(
-        wait_until(WAIT, || up(&gw, "pulandian") == Some(0.0)).await,
-        "cut off:\n{}",
-        gw.metrics()
-    );
+    let (gw, agent) = connect_then_revoke(&pilot, "pulandian").await;
     let crl = pilot.pki_dir().join("crl.pem");
     let ca_cert = std::fs::read(pilot.pki_dir().join("ca.pem")).unwrap();
     for (n, replacement) in [(1.0, Vec::new()), (2.0, ca_cert)] {
