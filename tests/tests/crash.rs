@@ -90,11 +90,11 @@ fn wait_api(addr: SocketAddr, agent: &mut Child, agent_toml: &Path) {
         if Instant::now() >= deadline {
             let log = std::fs::read_to_string(agent_toml.with_file_name("clinic-agent.log"))
                 .unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let lines: Vec<&str> = log.lines().collect();
             panic!(
                 "agent API never came up on {addr}; the agent {:?}; its log ends:\n{}",
                 agent.try_wait(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                lines[lines.len().saturating_sub(20)..].join("\n")
             );
         }
         std::thread::sleep(Duration::from_millis(20));

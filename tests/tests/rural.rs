@@ -342,41 +342,38 @@ async fn an_emergency_case_preview_reaches_the_hospital_before_the_first_image_o
 
     let clinic = proto::ClinicId::new("xinmin-07").unwrap();
     let archive = line.gw.handle.archive.clone();
-    let series_here = move |archive: &gateway::archive::GatewayArchive| {
-        archive
-            .instances(&clinic)
-            .iter()
-            .filter(|([_, _, series, _], _)| *series == preview.series_instance_uid)
-            .count()
-    };
+    let series = preview.series_instance_uid.clone();
     // Watched closely (every millisecond, off the runtime): a preview and an image that land
     // tens of milliseconds apart must not look simultaneous. The images are counted before the
     // preview is looked up, so an image counted here arrived before the preview did.
-    let watched = archive.clone();
-    let awaited = object.clone();
-    let images_before_preview = tokio::task::spawn_blocking(move || {
-        let clinic = proto::ClinicId::new("xinmin-07").unwrap();
-        let deadline = std::time::Instant::now() + WAIT;
-        while std::time::Instant::now() < deadline {
-            let images = series_here(&watched);
-            if watched.has(&clinic, &awaited).unwrap() {
-                return Some((images, series_here));
+    let images_before_preview = {
+        let (archive, clinic, series, object) = (
+            archive.clone(),
+            clinic.clone(),
+            series.clone(),
+            object.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + WAIT;
+            while std::time::Instant::now() < deadline {
+                let images = series_count(&archive, &clinic, &series);
+                if archive.has(&clinic, &object).unwrap() {
+                    return Some(images);
+                }
+                std::thread::sleep(Duration::from_millis(1));
             }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        None
-    })
-    .await
-    .unwrap();
-    let Some((images_before_preview, series_here)) = images_before_preview else {
-        panic!("the preview did not reach the hospital");
+            None
+        })
+        .await
+        .unwrap()
     };
     assert_eq!(
-        images_before_preview, 0,
-        "full images of the series arrived before its preview"
+        images_before_preview,
+        Some(0),
+        "the preview reached the hospital (Some) before any full image of its series (0)"
     );
     assert!(
-        wait_until(WAIT, || series_here(&archive) == 12).await,
+        wait_until(WAIT, || series_count(&archive, &clinic, &series) == 12).await,
         "the series follows its preview"
     );
     // The case at the hospital names the preview, so the specialist's page shows it.
@@ -394,4 +391,17 @@ async fn an_emergency_case_preview_reaches_the_hospital_before_the_first_image_o
         .iter()
         .any(|a| a.object == object && a.preview.is_some()));
     line.stop().await;
+}
+
+/// Instances of `series` the gateway has stored for `clinic`.
+fn series_count(
+    archive: &gateway::archive::GatewayArchive,
+    clinic: &proto::ClinicId,
+    series: &str,
+) -> usize {
+    archive
+        .instances(clinic)
+        .iter()
+        .filter(|([_, _, s, _], _)| s == series)
+        .count()
 }
