@@ -149,6 +149,10 @@ pub struct NewConsultation {
 pub struct CaseDetail {
     pub consultation: Consultation,
     pub timeline: Vec<Event>,
+    /// Events that no longer applied when both sides' events met (shown struck through,
+    /// with why), as at the hospital.
+    #[serde(default)]
+    pub superseded: Vec<proto::consult::SetAside>,
 }
 
 /// This clinic's id; without one (a certificate that names no clinic) there are no
@@ -170,6 +174,7 @@ pub fn detail_of(handle: &Handle, id: &ConsultationId) -> Result<CaseDetail, Api
         .filter(|f| &f.consultation.clinic == clinic)
         .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?;
     Ok(CaseDetail {
+        superseded: folded.set_aside(),
         consultation: folded.consultation,
         timeline,
     })

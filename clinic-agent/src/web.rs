@@ -750,7 +750,7 @@ async fn case_page(
             }
             section.card {
                 h2 { (lang.t("case.timeline")) }
-                (timeline(lang, &detail.timeline, &[]))
+                (timeline(lang, &detail.timeline, &detail.superseded))
             }
         }
         section.card.noprint {

@@ -291,8 +291,9 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 pub struct CaseDetail {
     pub consultation: proto::consult::Consultation,
     pub timeline: Vec<Event>,
-    /// Events that no longer applied when both sides' events met (shown struck through).
-    pub superseded: Vec<proto::consult::EventId>,
+    /// Events that no longer applied when both sides' events met (shown struck through,
+    /// with why).
+    pub superseded: Vec<proto::consult::SetAside>,
     pub studies: Vec<StudyArrival>,
     /// The clinic's previews of the case's series, with how much of each series has arrived.
     #[serde(default)]
@@ -433,7 +434,7 @@ impl Api {
         self.audited(user, from, "view", id)?;
         Ok(CaseDetail {
             waiting_in_pool: self.waiting_in_my_pool(user, &folded.consultation),
-            superseded: folded.superseded.into_iter().map(|(id, _)| id).collect(),
+            superseded: folded.set_aside(),
             studies: self.arrivals(&folded.consultation),
             previews: self.previews(&folded.consultation),
             consultation: folded.consultation,

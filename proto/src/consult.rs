@@ -416,6 +416,8 @@ pub enum Refusal {
     NoSuchQuestion(u64),
     #[error("a {0} field is empty")]
     Empty(&'static str),
+    #[error("a signed report stands: the case cannot be cancelled once reported (a cancel that crossed the report on the link is kept, set aside)")]
+    ReportStands,
 }
 
 /// A consultation as its events make it.
@@ -639,9 +641,11 @@ impl Consultation {
             EventKind::ReportAcknowledged => (self.state == S::Reported)
                 .then_some(())
                 .ok_or_else(not_now),
-            EventKind::Cancelled { .. } => (self.state == S::Draft || self.state.is_open())
-                .then_some(())
-                .ok_or_else(not_now),
+            EventKind::Cancelled { .. } => match self.state {
+                S::Reported | S::Acknowledged => Err(Refusal::ReportStands),
+                s if s == S::Draft || s.is_open() => Ok(()),
+                _ => Err(not_now()),
+            },
         }
     }
 
@@ -740,7 +744,9 @@ fn check_origin(e: &Event) -> Result<(), Refusal> {
 
 /// Orders events from both sides the same way at both sites: each side's events keep their
 /// sequence order, an event comes after the other side's events its author had seen, and events
-/// appended concurrently put the clinic's first. Every site holding the same events therefore
+/// appended concurrently put the clinic's first — except a cancel, which goes after the
+/// gateway's events it did not see: a report signed while the clinic cancelled offline is a
+/// report, and the cancel that crossed it is set aside ([`Refusal::ReportStands`]). Every site holding the same events therefore
 /// folds them identically, whatever order they arrived in.
 ///
 /// The slices are one side's events each, in sequence order: a clinic's whole log, or only the
@@ -756,7 +762,11 @@ pub fn canonical_order<'a>(clinic: &'a [Event], gateway: &'a [Event]) -> Vec<&'a
         let gateway_ready = gateway
             .get(j)
             .is_some_and(|g| clinic.get(i).is_none_or(|c| c.id.seq > g.seen));
-        if clinic_ready || (!gateway_ready && i < clinic.len()) {
+        let cancel_waits = gateway_ready
+            && clinic
+                .get(i)
+                .is_some_and(|c| matches!(c.kind, EventKind::Cancelled { .. }));
+        if (clinic_ready && !cancel_waits) || (!gateway_ready && i < clinic.len()) {
             // The second branch only runs on logs that each claim to have seen the other's
             // next event (corrupt): keep going in sequence order rather than stall.
             out.push(&clinic[i]);
@@ -779,7 +789,25 @@ pub struct Folded {
     pub superseded: Vec<(EventId, Refusal)>,
 }
 
+/// An event the fold set aside, with why in words: what both sites' pages and APIs show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetAside {
+    pub event: EventId,
+    pub reason: String,
+}
+
 impl Folded {
+    /// The superseded events with their reasons in words.
+    pub fn set_aside(&self) -> Vec<SetAside> {
+        self.superseded
+            .iter()
+            .map(|(event, why)| SetAside {
+                event: event.clone(),
+                reason: why.to_string(),
+            })
+            .collect()
+    }
+
     /// Folds one consultation's events (already in canonical order); `None` without its
     /// created event.
     pub fn fold<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<Self> {
@@ -822,6 +850,12 @@ pub enum ReplicationError {
     OtherClinic { expected: String, got: String },
     #[error("a {got:?}-side event in the {expected:?}-side log")]
     WrongDirection { expected: Side, got: Side },
+    #[error("a {kind} event from the {side:?} side: only the {origin:?} side appends those")]
+    WrongOrigin {
+        kind: &'static str,
+        side: Side,
+        origin: Side,
+    },
 }
 
 /// The receiving end of one direction of replication for one clinic: the cursor is the last
@@ -851,6 +885,16 @@ impl Log {
         }
         if event.id.seq <= self.cursor {
             return Ok(Applied::Duplicate);
+        }
+        // A site's fold already sets such an event aside; refusing it here keeps it out of
+        // the log, so no later reading of it (an assignment names who may see a case) can
+        // take it at its word.
+        if event.kind.origin() != event.id.side {
+            return Err(ReplicationError::WrongOrigin {
+                kind: event.kind.name(),
+                side: event.id.side,
+                origin: event.kind.origin(),
+            });
         }
         if event.id.seq != self.cursor + 1 {
             return Err(ReplicationError::Gap {

@@ -1264,3 +1264,118 @@ async fn the_viewer_shows_a_series_in_instance_number_order() {
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }
+
+/// The doctor cancels while the clinic's link is down; meanwhile the specialist accepts and
+/// signs. When the link is back, both sites show the signed report and the cancellation set
+/// aside with why; neither site hides the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_made_offline_while_the_specialist_signs_never_hides_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let gw = RunningGateway::start(with_routing(
+        &pilot.gateway_config(free_udp_addr()).unwrap(),
+        harness::people::ONE_RADIOLOGIST,
+    ))
+    .unwrap();
+    sign_up(
+        &gw.handle.accounts,
+        person(
+            "li",
+            Role::Specialist,
+            "Dr Li",
+            Some("li"),
+            Some("radiologist"),
+        ),
+    );
+    let li = gw.handle.accounts.script_token("li").unwrap();
+    let relay = harness::relay::UdpRelay::start(gw.link_addr).await.unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot.agent_config("jinzhou", &bundle, relay.addr).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let (jz, id) = (
+        ClinicId::new("jinzhou").unwrap(),
+        ConsultationId::new(now_ms() as u64, [4; 10]),
+    );
+    let clinic = &agent.handle.consult;
+    for kind in request("P-300", "radiology", Urgency::Urgent, now_ms()) {
+        clinic.append(&jz, &id, "dr.wang", now_ms(), kind).unwrap();
+    }
+    assert!(
+        wait_until(WAIT, || state_at(clinic, &id) == Some(State::Assigned)).await,
+        "assigned, and the clinic knows"
+    );
+    relay.set_cut(true);
+    assert!(
+        wait_until(WAIT, || !agent.handle.status_report().link.up).await,
+        "the clinic's link is down"
+    );
+    clinic
+        .append(
+            &jz,
+            &id,
+            "dr.wang",
+            now_ms(),
+            EventKind::Cancelled {
+                reason: "patient went home".into(),
+            },
+        )
+        .unwrap();
+    let case = format!("/api/v1/consultations/{id}");
+    let web = gw.web_addr;
+    let (status, body) = http(web, "POST", &format!("{case}/accept"), Some(&li), None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http(
+        web,
+        "POST",
+        &format!("{case}/report"),
+        Some(&li),
+        Some(r#"{"findings":"none","impression":"no fracture","recommendation":"rest","confirm_incomplete":true}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    relay.set_cut(false);
+    let hospital = &gw.handle.consult;
+    assert!(
+        wait_until(WAIT, || {
+            let (c, h) = (
+                clinic.log.timeline(&id).unwrap(),
+                hospital.log.timeline(&id).unwrap(),
+            );
+            c.len() == 8 && c == h
+        })
+        .await,
+        "both sites hold both sides' events"
+    );
+    // The hospital's API and the clinic's both show the report and the set-aside cancel.
+    let at_hospital: serde_json::Value =
+        serde_json::from_str(&http_get_as(web, &case, &li).unwrap()).unwrap();
+    let doctor = sign_up(
+        &agent.handle.accounts,
+        person("doc", Role::Doctor, "Doctor", None, None),
+    );
+    let (status, body) = http(agent.web_addr, "GET", &case, Some(&doctor), None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let at_clinic: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for detail in [&at_hospital, &at_clinic] {
+        assert_eq!(detail["consultation"]["state"], "reported", "{detail}");
+        assert_eq!(
+            detail["consultation"]["report"]["impression"],
+            "no fracture"
+        );
+        let set_aside = detail["superseded"].as_array().unwrap();
+        assert_eq!(set_aside.len(), 1, "{detail}");
+        assert_eq!(set_aside[0]["event"]["side"], "clinic");
+        assert!(
+            set_aside[0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("signed report stands"),
+            "{detail}"
+        );
+    }
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}

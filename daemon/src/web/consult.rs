@@ -2,7 +2,7 @@
 //! and urgency badges, the timeline, the signed report.
 
 use maud::{html, Markup};
-use proto::consult::{Event, EventId, EventKind, Report, State, Urgency};
+use proto::consult::{Event, EventKind, Report, SetAside, State, Urgency};
 
 use super::{time, Lang};
 
@@ -126,16 +126,18 @@ pub fn describe(lang: Lang, kind: &EventKind) -> String {
     }
 }
 
-/// The timeline, oldest first; events that no longer applied are struck through.
-pub fn timeline(lang: Lang, events: &[Event], superseded: &[EventId]) -> Markup {
+/// The timeline, oldest first; events that no longer applied are struck through, with why.
+pub fn timeline(lang: Lang, events: &[Event], superseded: &[SetAside]) -> Markup {
     html! {
         ol.timeline {
             @for e in events {
-                @let gone = superseded.contains(&e.id);
-                li class=[gone.then_some("superseded")] {
+                @let gone = superseded.iter().find(|s| s.event == e.id);
+                li class=[gone.is_some().then_some("superseded")] {
                     (time(e.at_ms)) " — " (describe(lang, &e.kind))
                     span.muted { " · " (e.actor) }
-                    @if gone { span.muted { " (" (lang.t("case.superseded")) ")" } }
+                    @if let Some(why) = gone {
+                        span.muted { " (" (lang.t("case.superseded")) ": " (why.reason) ")" }
+                    }
                 }
             }
         }

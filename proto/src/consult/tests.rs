@@ -408,8 +408,8 @@ fn both_sites_fold_concurrent_events_the_same_way() {
     assert_eq!(folded.consultation.state, State::Cancelled);
     assert_eq!(
         folded.superseded.len(),
-        1,
-        "the crossing acceptance is superseded"
+        0,
+        "the crossing acceptance applies, then the cancel"
     );
     // Causality: the gateway's delivered event (it saw the clinic's 3 events) comes after
     // the clinic's submitted event.
@@ -434,4 +434,89 @@ fn both_sites_fold_concurrent_events_the_same_way() {
     let sparse = canonical_order(&sparse_clinic, &sparse_gateway);
     let names = |o: &[&Event]| o.iter().map(|e| e.kind.name()).collect::<Vec<_>>();
     assert_eq!(names(&sparse), names(&order));
+}
+
+/// Splits a consultation's events by side and folds them in canonical order.
+fn fold_both(events: &[Event]) -> Folded {
+    let split = |side| -> Vec<Event> {
+        events
+            .iter()
+            .filter(|e| e.id.side == side)
+            .cloned()
+            .collect()
+    };
+    let (clinic_events, gateway_events) = (split(Side::Clinic), split(Side::Gateway));
+    Folded::fold(canonical_order(&clinic_events, &gateway_events)).unwrap()
+}
+
+#[test]
+fn a_cancel_that_crosses_a_signed_report_never_hides_it() {
+    // The clinic cancels offline right after sending; meanwhile the hospital delivers,
+    // assigns, and the specialist accepts and signs. The cancel saw none of it.
+    let mut c = Case::new(Priority::Urgent);
+    c.push("dr.wang", consent()).unwrap();
+    c.push("dr.wang", EventKind::Submitted).unwrap();
+    let mut cancel = c.event(
+        "dr.wang",
+        EventKind::Cancelled {
+            reason: "patient went home".into(),
+        },
+    );
+    cancel.seen = 0;
+    let mut all = c.events.clone();
+    for (actor, kind) in [
+        ("system", EventKind::Delivered),
+        ("system", assign("li")),
+        ("li", accept("li")),
+        ("li", report("li")),
+    ] {
+        let mut e = c.event(actor, kind);
+        e.seen = 3;
+        all.push(e);
+    }
+    all.push(cancel.clone());
+    let folded = fold_both(&all);
+    assert_eq!(folded.consultation.state, State::Reported);
+    assert!(folded.consultation.report.is_some(), "the report is shown");
+    assert_eq!(
+        folded.superseded,
+        vec![(cancel.id.clone(), Refusal::ReportStands)],
+        "only the cancel is set aside, and it says why"
+    );
+    assert!(Refusal::ReportStands
+        .to_string()
+        .contains("signed report stands"));
+    // A cancel that crosses only an acceptance still cancels, after it.
+    let mut c = Case::assigned_to(Priority::Urgent, "li");
+    let cancel = c.event("dr.wang", EventKind::Cancelled { reason: "x".into() });
+    let mut accepted = c.event("li", accept("li"));
+    accepted.seen = cancel.seen;
+    let mut all = c.events.clone();
+    all.extend([cancel, accepted]);
+    let folded = fold_both(&all);
+    assert_eq!(folded.consultation.state, State::Cancelled);
+    assert_eq!(folded.superseded, vec![]);
+}
+
+#[test]
+fn a_replicated_event_of_the_wrong_origin_is_refused() {
+    // A clinic cannot author a gateway's kind of event (an assignment grants access).
+    let c = Case::assigned_to(Priority::Routine, "li");
+    let mut forged = c
+        .events
+        .iter()
+        .find(|e| e.kind.name() == "assigned")
+        .unwrap()
+        .clone();
+    forged.id.side = Side::Clinic;
+    forged.id.seq = 4;
+    let mut log = Log {
+        clinic: clinic(),
+        side: Side::Clinic,
+        cursor: 3,
+    };
+    let refused = log.apply(&forged).unwrap_err();
+    assert!(matches!(refused, ReplicationError::WrongOrigin { .. }));
+    assert!(refused.to_string().contains("assigned"), "{refused}");
+    assert_eq!(log.cursor, 3);
 }

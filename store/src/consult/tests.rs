@@ -239,3 +239,148 @@ fn all_lists_every_clinic_by_clinic_then_creation() {
         .collect();
     assert_eq!(all, by_clinic);
 }
+
+fn consent_and_submit(agent: &ConsultLog, jz: &ClinicId, id: &ConsultationId) {
+    agent
+        .append(jz, Side::Clinic, id, "dr.wang", 1, created("STEMI?"))
+        .unwrap();
+    agent
+        .append(
+            jz,
+            Side::Clinic,
+            id,
+            "dr.wang",
+            2,
+            EventKind::ConsentRecorded {
+                consent: Consent {
+                    given_by: "patient".into(),
+                    method: "verbal".into(),
+                    at_ms: 2,
+                },
+            },
+        )
+        .unwrap();
+    agent
+        .append(jz, Side::Clinic, id, "dr.wang", 3, EventKind::Submitted)
+        .unwrap();
+}
+
+/// The clinic cancels while its link is down; meanwhile the cardiologist signs. Once the
+/// link is back both sites show the report, and the cancel set aside with why.
+#[test]
+fn a_cancel_made_offline_while_the_specialist_signs_leaves_the_report_at_both_sites() {
+    let (_a, agent) = open();
+    let (_g, gateway) = open();
+    let jz = clinic("jinzhou");
+    let id = ConsultationId::new(1_790_000_000_000, [2; 10]);
+    consent_and_submit(&agent, &jz, &id);
+    replicate(&agent, Side::Clinic, &gateway, Side::Gateway, &jz);
+    // The link drops: each side goes on alone.
+    agent
+        .append(
+            &jz,
+            Side::Clinic,
+            &id,
+            "dr.wang",
+            4,
+            EventKind::Cancelled {
+                reason: "patient left".into(),
+            },
+        )
+        .unwrap();
+    for (kind, actor) in [
+        (EventKind::Delivered, "system"),
+        (
+            EventKind::Assigned {
+                specialist: "sun".into(),
+                rule: "cardiology".into(),
+                reason: "on duty".into(),
+            },
+            "system",
+        ),
+        (
+            EventKind::Accepted {
+                specialist: "sun".into(),
+            },
+            "sun",
+        ),
+        (
+            EventKind::Reported {
+                specialist: "sun".into(),
+                report: Report {
+                    findings: "ST elevation".into(),
+                    impression: "anterior STEMI".into(),
+                    recommendation: "transfer now".into(),
+                    signer_name: "Sun Lei".into(),
+                    signer_qualification: "cardiologist".into(),
+                    signed_at_ms: 9,
+                    signed_before_complete: None,
+                },
+            },
+            "sun",
+        ),
+    ] {
+        gateway
+            .append(&jz, Side::Gateway, &id, actor, 5, kind)
+            .unwrap();
+    }
+    replicate(&agent, Side::Clinic, &gateway, Side::Gateway, &jz);
+    replicate(&gateway, Side::Gateway, &agent, Side::Clinic, &jz);
+    assert_eq!(agent.timeline(&id).unwrap(), gateway.timeline(&id).unwrap());
+    for site in [&agent, &gateway] {
+        let folded = site.get(&id).unwrap().unwrap();
+        assert_eq!(folded.consultation.state, State::Reported);
+        assert_eq!(
+            folded.consultation.report.unwrap().impression,
+            "anterior STEMI"
+        );
+        let set_aside: Vec<_> = folded
+            .superseded
+            .iter()
+            .map(|(e, r)| (e.side, e.seq, r.clone()))
+            .collect();
+        assert_eq!(set_aside, vec![(Side::Clinic, 4, Refusal::ReportStands)]);
+    }
+    // And the clinic cannot cancel it now.
+    let refused = agent
+        .append(
+            &jz,
+            Side::Clinic,
+            &id,
+            "dr.wang",
+            6,
+            EventKind::Cancelled {
+                reason: "again".into(),
+            },
+        )
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("signed report stands"),
+        "{refused}"
+    );
+}
+
+/// A clinic that sends a gateway's kind of event (an assignment, which decides who sees a
+/// case) has it refused, not stored.
+#[test]
+fn a_replicated_event_a_clinic_may_not_author_is_refused_and_not_stored() {
+    let (_a, agent) = open();
+    let (_g, gateway) = open();
+    let jz = clinic("jinzhou");
+    let id = ConsultationId::new(1_790_000_000_000, [3; 10]);
+    consent_and_submit(&agent, &jz, &id);
+    replicate(&agent, Side::Clinic, &gateway, Side::Gateway, &jz);
+    let mut forged = agent.events_after(&jz, Side::Clinic, 2, 1).unwrap()[0].clone();
+    forged.id.seq = 4;
+    forged.kind = EventKind::Assigned {
+        specialist: "sun".into(),
+        rule: "x".into(),
+        reason: "x".into(),
+    };
+    let refused = gateway
+        .apply_replicated(&jz, Side::Gateway, &forged)
+        .unwrap_err();
+    assert!(refused.to_string().contains("assigned"), "{refused}");
+    assert_eq!(gateway.cursor(&jz, Side::Clinic).unwrap(), 3);
+    assert_eq!(gateway.timeline(&id).unwrap().len(), 3);
+}
