@@ -464,6 +464,28 @@ impl AgentStore {
         Ok(())
     }
 
+    /// Puts every delivered object back in the outbox (a gateway restored from a backup asked
+    /// for them again: it receipts at once those it still holds) and returns them as the
+    /// uploader wants them, once that is durable.
+    pub fn requeue_delivered(&self) -> Result<Vec<QueuedObject>, StoreError> {
+        let mut requeued = Vec::new();
+        for (id, _) in self.objects().filter(|(_, r)| r.delivered_at.is_some()) {
+            let updated = self
+                .objects
+                .update_and_fetch(id.as_str().as_bytes(), |old| {
+                    let mut rec: ObjectRecord = serde_json::from_slice(old?).ok()?;
+                    rec.delivered_at = None;
+                    serde_json::to_vec(&rec).ok()
+                })?;
+            if let Some(rec) = updated.and_then(|v| serde_json::from_slice::<ObjectRecord>(&v).ok())
+            {
+                requeued.push(rec.queued(id));
+            }
+        }
+        self.db.flush()?;
+        Ok(requeued)
+    }
+
     /// Folders in quarantine.
     pub fn quarantined(&self) -> usize {
         std::fs::read_dir(&self.quarantine)

@@ -213,6 +213,28 @@ pub async fn run(
     task.await
 }
 
+/// What the agent does on its own on an events stream: when a gateway restored from a
+/// backup asks, every delivered object goes back in the outbox (durably, before the stream
+/// says so) and to the uploader, which offers each again.
+fn reoffer_when_asked(
+    store: Arc<AgentStore>,
+    sync: mpsc::UnboundedSender<sync::SyncCommand>,
+) -> daemon::replicate::OnApplied {
+    Arc::new(move |_, trigger| {
+        if let daemon::replicate::Trigger::Reoffer(_) = trigger {
+            let requeued = store.requeue_delivered().map_err(|e| e.to_string())?;
+            info!(
+                objects = requeued.len(),
+                "the gateway was restored from a backup: offering every delivered object again"
+            );
+            for object in requeued {
+                let _ = sync.send(sync::SyncCommand::Enqueue(object));
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Starts the agent's tasks; the returned future completes when the agent has stopped.
 pub fn start(
     config: AgentConfig,
@@ -226,10 +248,11 @@ pub fn start(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let store = Arc::new(AgentStore::open(&config.data_dir)?);
+    let (sync_commands, queued) = mpsc::unbounded_channel();
     let consult = daemon::replicate::Site::new(
         Arc::new(store::consult::ConsultLog::open(store.db())?),
         proto::consult::Side::Clinic,
-        Arc::new(|_: &daemon::replicate::Site, _: daemon::replicate::Trigger<'_>| {}),
+        reoffer_when_asked(store.clone(), sync_commands.clone()),
     );
     let clinic = clinic_of(&config.link.cert)
         .map_err(|e| tracing::error!("{e:#}; consultations are unavailable"))
@@ -240,7 +263,6 @@ pub fn start(
     let metrics = Arc::new(Metrics::new());
     let status = SharedStatus::default();
     let sync_status = sync::SharedSync::default();
-    let (sync_commands, queued) = mpsc::unbounded_channel();
     let handle = Handle {
         metrics: metrics.clone(),
         status: status.clone(),

@@ -88,6 +88,11 @@ impl From<ConsultError> for ApiError {
             ConsultError::NotFound(id) => ApiError::not_found(format!("no consultation {id}")),
             ConsultError::Refused(r) => ApiError::conflict(r.to_string()),
             ConsultError::TooLarge { .. } => ApiError::bad_request(e.to_string()),
+            ConsultError::AwaitingClinic(_) => ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "clinic_not_reconnected",
+                e.to_string(),
+            ),
             other => ApiError::internal(other.to_string()),
         }
     }

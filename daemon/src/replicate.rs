@@ -24,15 +24,20 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// What happened on an events stream that a site may react to.
 #[derive(Debug, Clone, Copy)]
 pub enum Trigger<'a> {
-    /// A stream with this clinic began (the cursors were exchanged).
+    /// A stream with this clinic began (the cursors were exchanged, and a restored
+    /// gateway's lost events taken back).
     Connected(&'a ClinicId),
     /// The peer's event was stored.
     Applied(&'a Event),
+    /// A restored gateway asked this clinic to offer its delivered objects again: put them
+    /// back in the outbox, durably, before the stream says so.
+    Reoffer(&'a ClinicId),
 }
 
 /// What a site does on its own on an events stream (the gateway answers a stored submission
-/// with `delivered`, and at each connection catches up on any it had not answered).
-pub type OnApplied = Arc<dyn Fn(&Site, Trigger<'_>) + Send + Sync>;
+/// with `delivered`, and at each connection catches up on any it had not answered; the agent
+/// re-queues its objects when a restored gateway asks). An error ends the stream with it.
+pub type OnApplied = Arc<dyn Fn(&Site, Trigger<'_>) -> Result<(), String> + Send + Sync>;
 
 /// One site's consultation log with what events streams need: appends wake the streams'
 /// senders, and `on_applied` runs for each event the peer sends.
@@ -97,18 +102,48 @@ pub struct Replica {
     pub appended: watch::Receiver<u64>,
     /// Runs on the blocking pool when the stream begins and after each new event from the
     /// peer is stored.
-    pub on_applied: Arc<dyn Fn(Trigger<'_>) + Send + Sync>,
+    pub on_applied: Arc<dyn Fn(Trigger<'_>) -> Result<(), String> + Send + Sync>,
 }
 
-/// Runs one events stream for `clinic` until it ends or breaks. `peer_have` is the peer's
+/// The first frame of an events stream: how far each side holds the other's events and its
+/// own, and whether a restored gateway wants the clinic's objects offered again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Opening {
+    pub have: u64,
+    pub own: Option<u64>,
+    pub reoffer: bool,
+}
+
+impl Opening {
+    /// The opening a `replicate` frame carries; `None` for any other frame.
+    pub fn of(frame: &ControlFrame) -> Option<Self> {
+        match *frame {
+            ControlFrame::Replicate { have, own, reoffer } => Some(Self { have, own, reoffer }),
+            _ => None,
+        }
+    }
+}
+
+async fn write(send: &mut (impl AsyncWrite + Unpin), frame: &ControlFrame) -> Result<(), String> {
+    send.write_all(&frame.encode())
+        .await
+        .map_err(|e| format!("events stream: {e}"))
+}
+
+/// Runs one events stream for `clinic` until it ends or breaks. `peer` is the peer's
 /// `replicate` frame when the caller has already read it (the gateway reads a stream's first
 /// frame to tell events streams from object streams).
+///
+/// Before the usual exchange, a gateway restored from a backup is made whole
+/// (`docs/protocol.md`, "After a restore"): the clinic sends back the gateway's events the
+/// gateway no longer holds, which the gateway takes only under its own seal, and re-queues its
+/// delivered objects when asked.
 pub async fn run(
     mut send: impl AsyncWrite + Unpin + Send,
     recv: impl AsyncRead + Unpin + Send + 'static,
     clinic: ClinicId,
     replica: Replica,
-    peer_have: Option<u64>,
+    peer: Option<Opening>,
 ) -> Result<(), String> {
     let Replica {
         log,
@@ -117,25 +152,92 @@ pub async fn run(
         on_applied,
     } = replica;
     let (l, c) = (log.clone(), clinic.clone());
-    let have = blocking(move || l.cursor(&c, local.other()))
-        .await?
-        .map_err(|e| e.to_string())?;
-    send.write_all(&ControlFrame::Replicate { have }.encode())
-        .await
-        .map_err(|e| format!("events stream: {e}"))?;
+    let (have, own, awaiting) = blocking(move || {
+        Ok::<_, store::consult::ConsultError>((
+            l.cursor(&c, local.other())?,
+            l.cursor(&c, local)?,
+            l.awaiting(&c)?,
+        ))
+    })
+    .await?
+    .map_err(|e| e.to_string())?;
+    let opening = ControlFrame::Replicate {
+        have,
+        own: Some(own),
+        reoffer: awaiting.objects,
+    };
+    write(&mut send, &opening).await?;
     let (tx, mut rx) = mpsc::channel(BATCH);
     let reader = tokio::spawn(crate::frames::read_frames(recv, tx));
-    let peer_have = match peer_have {
-        Some(have) => have,
+    let peer = match peer {
+        Some(opening) => opening,
         None => match rx.recv().await {
-            Some(Ok(ControlFrame::Replicate { have })) => have,
-            Some(Ok(other)) => return Err(format!("events stream began with {other:?}")),
+            Some(Ok(frame)) => {
+                Opening::of(&frame).ok_or_else(|| format!("events stream began with {frame:?}"))?
+            }
             Some(Err(e)) => return Err(e),
             None => return Err("events stream ended before it began".into()),
         },
     };
+    if local == Side::Clinic {
+        // The gateway lost some of its own events (restored from a backup): give them back,
+        // as it sealed them, before anything else.
+        if let Some(gateway_own) = peer.own.filter(|o| *o < have) {
+            let mut sent = gateway_own;
+            while sent < have {
+                let (l, c) = (log.clone(), clinic.clone());
+                let batch = blocking(move || l.events_after(&c, local.other(), sent, BATCH))
+                    .await?
+                    .map_err(|e| e.to_string())?;
+                let Some(last) = batch.last() else { break };
+                sent = last.id.seq;
+                for event in batch {
+                    write(
+                        &mut send,
+                        &ControlFrame::Event {
+                            event: Box::new(event),
+                        },
+                    )
+                    .await?;
+                }
+            }
+        }
+        if peer.reoffer {
+            let (hook, c) = (on_applied.clone(), clinic.clone());
+            blocking(move || hook(Trigger::Reoffer(&c))).await??;
+            write(&mut send, &ControlFrame::Reoffered).await?;
+        }
+    } else if peer.have > own {
+        // This gateway holds fewer of its own events than the clinic does: take them back.
+        let mut own = own;
+        while own < peer.have {
+            let event = match rx.recv().await {
+                Some(Ok(ControlFrame::Event { event })) if event.id.side == local => event,
+                Some(Ok(other)) => {
+                    return Err(format!(
+                        "expected this gateway's events {} to {} back first, got {other:?}",
+                        own + 1,
+                        peer.have
+                    ))
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Err("events stream ended while taking events back".into()),
+            };
+            let (l, c) = (log.clone(), clinic.clone());
+            blocking(move || l.apply_returned(&c, local, &event))
+                .await?
+                .map_err(|e| e.to_string())?;
+            own += 1;
+        }
+    }
+    if local == Side::Gateway && awaiting.events {
+        let (l, c) = (log.clone(), clinic.clone());
+        blocking(move || l.events_reconciled(&c))
+            .await?
+            .map_err(|e| e.to_string())?;
+    }
     let (hook, c) = (on_applied.clone(), clinic.clone());
-    blocking(move || hook(Trigger::Connected(&c))).await?;
+    blocking(move || hook(Trigger::Connected(&c))).await??;
     // Applying runs apart from sending, so two sides with long backlogs never wait on each
     // other's reading.
     let (l, c) = (log.clone(), clinic.clone());
@@ -149,11 +251,17 @@ pub async fn run(
                             .map_err(|e| e.to_string())?
                             == Applied::Appended
                         {
-                            hook(Trigger::Applied(&event));
+                            hook(Trigger::Applied(&event))?;
                         }
                         Ok(())
                     })
                     .await??;
+                }
+                ControlFrame::Reoffered if local == Side::Gateway => {
+                    let (l, c) = (l.clone(), c.clone());
+                    blocking(move || l.objects_reconciled(&c))
+                        .await?
+                        .map_err(|e| e.to_string())?;
                 }
                 ControlFrame::Unknown => {}
                 other => return Err(format!("unexpected {other:?} on an events stream")),
@@ -161,7 +269,7 @@ pub async fn run(
         }
         Ok::<(), String>(())
     });
-    let mut sent = peer_have;
+    let mut sent = peer.have;
     let sender = async {
         loop {
             let (l, c) = (log.clone(), clinic.clone());
@@ -172,9 +280,7 @@ pub async fn run(
                 let frame = ControlFrame::Event {
                     event: Box::new(event.clone()),
                 };
-                send.write_all(&frame.encode())
-                    .await
-                    .map_err(|e| format!("events stream: {e}"))?;
+                write(&mut send, &frame).await?;
                 sent = event.id.seq;
             }
             if batch.is_empty() && appended.changed().await.is_err() {
@@ -253,12 +359,13 @@ mod tests {
                         .unwrap();
                     }
                 }
+                Ok(())
             }),
         );
         let agent_site = Site::new(
             agent.clone(),
             Side::Clinic,
-            Arc::new(|_: &Site, _: Trigger<'_>| {}),
+            Arc::new(|_: &Site, _: Trigger<'_>| Ok(())),
         );
         let (agent_end, gateway_end) = tokio::io::duplex(64 * 1024);
         let (ar, aw) = tokio::io::split(agent_end);

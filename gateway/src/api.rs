@@ -147,7 +147,7 @@ async fn backup(
                 "all",
             )
             .map_err(internal)?;
-        crate::backup::backup(api.archive.db(), &api.data_dir, &req.to)
+        crate::backup::backup(api.archive.db(), api.archive.gate(), &api.data_dir, &req.to)
             .map_err(|e| ApiError::new(StatusCode::CONFLICT, "backup_failed", format!("{e:#}")))
     })
     .await

@@ -161,6 +161,7 @@ pub struct GatewayArchive {
     partial_dir: PathBuf,
     /// Uploads finishing together share their folder fsyncs and index flush.
     commits: store::group::GroupCommit<Stored>,
+    gate: store::gate::WriteGate,
     /// id (u64, big-endian) → [`ToForward`], drained by `forward`.
     forward_inbox: sled::Tree,
     /// The next inbox id: above every id in the inbox and the queues, so an id is never
@@ -253,7 +254,13 @@ impl GatewayArchive {
             blobs: BlobStore::open(data_dir)?,
             partial_dir: data_dir.join("partials"),
             commits: Default::default(),
+            gate: Default::default(),
         })
+    }
+
+    /// The index's write gate: multi-tree writes hold it shared, a backup alone.
+    pub fn gate(&self) -> &store::gate::WriteGate {
+        &self.gate
     }
 
     /// Uploads that would leave less than `bytes` free on the data folder's file system are
@@ -486,6 +493,7 @@ impl GatewayArchive {
         for folder in folders {
             store::blob::sync_dir(folder).map_err(|e| e.to_string())?;
         }
+        let _whole = self.gate.enter();
         for s in &batch {
             let clinic_object = s.partial.clone();
             self.instances

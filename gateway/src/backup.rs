@@ -8,10 +8,14 @@
 //! - The index is exported first, then the files are copied. A file is placed before its index
 //!   entry is written, so every entry of the export finds its file; files that arrive later
 //!   are extra and harmless.
-//! - Trees are exported one after the other, not at one instant. What may differ between them
-//!   is what the link repairs by itself: a consultation event or an object the backup misses
-//!   is sent again by its clinic, which resumes from the gateway's own cursor and offers every
-//!   object the gateway does not hold.
+//! - The index is exported as one consistent cut: writers that change several trees at once
+//!   (an event and its indexes, a verified instance and its forwarding entry, an entry moving
+//!   from the inbox to its queues) hold the index's write gate, and the export holds it alone.
+//!   Writes wait for the export (seconds), never the other way round.
+//! - What happened after the backup is not lost by a restore: the restored gateway appends
+//!   nothing for a clinic until that clinic's link is back, takes back from it the gateway's
+//!   own events the backup lacked (sealed, so a clinic cannot forge them), and has it offer
+//!   every object again (`docs/protocol.md`, "After a restore").
 //! - Partial uploads are left out (their files are not copied); agents send those objects
 //!   again from the start.
 //!
@@ -30,7 +34,11 @@ const MAGIC: &[u8] = b"TPG-INDEX-EXPORT 1\n";
 /// Trees not kept: partial uploads, whose files are not copied.
 const SKIPPED_TREES: &[&[u8]] = &[b"partials"];
 /// Files of the data folder copied as they are.
-const FILES: &[&str] = &[crate::ACCOUNTS_FILE, crate::AUDIT_FILE];
+const FILES: &[&str] = &[
+    crate::ACCOUNTS_FILE,
+    crate::AUDIT_FILE,
+    crate::consult::SEAL_FILE,
+];
 /// Ends a tree's entries in the export.
 const END_OF_TREE: u32 = u32::MAX;
 
@@ -101,17 +109,18 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<(u64, u64)> {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    Ok(())
+    daemon::private::write_file(path, bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Writes a consistent backup of the running gateway's data (`db` is its open index) into the
-/// new folder `to`.
-pub fn backup(db: &sled::Db, data_dir: &Path, to: &Path) -> anyhow::Result<Manifest> {
+/// Writes a consistent backup of the running gateway's data (`db` is its open index, `gate`
+/// its write gate) into the new folder `to`, readable by the gateway's user only.
+pub fn backup(
+    db: &sled::Db,
+    gate: &store::gate::WriteGate,
+    data_dir: &Path,
+    to: &Path,
+) -> anyhow::Result<Manifest> {
     if to.exists()
         && fs::read_dir(to)
             .map(|mut d| d.next().is_some())
@@ -122,7 +131,7 @@ pub fn backup(db: &sled::Db, data_dir: &Path, to: &Path) -> anyhow::Result<Manif
     let data = data_dir
         .canonicalize()
         .unwrap_or_else(|_| data_dir.to_path_buf());
-    fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    daemon::private::create_dir(to).with_context(|| format!("cannot create {}", to.display()))?;
     if to.canonicalize()?.starts_with(&data) {
         let _ = fs::remove_dir(to);
         bail!(
@@ -136,10 +145,17 @@ pub fn backup(db: &sled::Db, data_dir: &Path, to: &Path) -> anyhow::Result<Manif
     let export = to.join(EXPORT_FILE);
     let tmp = export.with_extension("tmp");
     {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut out = BufWriter::new(
-            File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?,
+            options
+                .open(&tmp)
+                .with_context(|| format!("cannot write {}", tmp.display()))?,
         );
         out.write_all(MAGIC)?;
+        let frozen = gate.freeze();
         for (kind, name, items) in db.export() {
             if SKIPPED_TREES.contains(&name.as_slice()) {
                 continue;
@@ -156,6 +172,7 @@ pub fn backup(db: &sled::Db, data_dir: &Path, to: &Path) -> anyhow::Result<Manif
             out.write_all(&END_OF_TREE.to_le_bytes())?;
             trees += 1;
         }
+        drop(frozen);
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
     }
@@ -266,7 +283,14 @@ pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<Manifest> {
             manifest.entries
         );
     }
-    fs::create_dir_all(data_dir)?;
+    anyhow::ensure!(
+        from.join(crate::consult::SEAL_FILE).exists(),
+        "{} holds no {}: without the key that sealed its events the restored gateway cannot take them back from the clinics; restore a backup taken whole",
+        from.display(),
+        crate::consult::SEAL_FILE
+    );
+    daemon::private::create_dir(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let db = sled::open(&index).with_context(|| format!("cannot create {}", index.display()))?;
     db.import(
         collections
@@ -274,6 +298,8 @@ pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<Manifest> {
             .map(|(kind, name, items)| (kind, name, items.into_iter()))
             .collect::<Vec<_>>(),
     );
+    // Every clinic is awaited until its link is back: it may hold what the backup lacks.
+    store::consult::ConsultLog::open(&db)?.mark_restored()?;
     db.flush()?;
     drop(db);
     for name in FILES {
@@ -285,4 +311,93 @@ pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<Manifest> {
     copy_tree(&from.join("objects"), &data_dir.join("objects"))?;
     sync_dir(data_dir)?;
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use proto::consult::{ConsultationId, EventKind, Patient, Side, Urgency};
+    use proto::ClinicId;
+    use store::consult::ConsultLog;
+    use store::gate::WriteGate;
+
+    use super::*;
+
+    fn created(n: u64) -> EventKind {
+        EventKind::Created {
+            patient: Patient {
+                id: format!("P-{n}"),
+                name: String::new(),
+                sex: String::new(),
+                birth_date: String::new(),
+            },
+            clinical_summary: String::new(),
+            question: "?".into(),
+            specialty: "radiology".into(),
+            urgency: Urgency::Routine,
+        }
+    }
+
+    fn tree<'a>(collections: &'a [Collection], name: &str) -> &'a [Vec<Vec<u8>>] {
+        collections
+            .iter()
+            .find(|c| c.1 == name.as_bytes())
+            .map_or(&[], |c| c.2.as_slice())
+    }
+
+    /// Backups taken while consultations are being written each hold every event with its
+    /// indexes: the export is one cut, not tree after tree.
+    #[test]
+    fn a_backup_taken_during_writes_is_one_consistent_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let db = sled::open(data.join("index")).unwrap();
+        let gate = WriteGate::default();
+        let log = Arc::new(ConsultLog::open(&db).unwrap().gated(gate.clone()));
+        let jz = ClinicId::new("jinzhou").unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = std::thread::spawn({
+            let (log, stop, jz) = (log.clone(), stop.clone(), jz.clone());
+            move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) || n < 2_000 {
+                    n += 1;
+                    let id = ConsultationId::new(1_790_000_000_000 + n, [1; 10]);
+                    log.append(&jz, Side::Clinic, &id, "dr.wang", 1, created(n))
+                        .unwrap();
+                }
+            }
+        });
+        for i in 0..8 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let to = dir.path().join(format!("backup-{i}"));
+            backup(&db, &gate, &data, &to).unwrap();
+            let collections = read_export(&to.join(EXPORT_FILE)).unwrap();
+            let owners: BTreeSet<&[u8]> = tree(&collections, "consult_owners")
+                .iter()
+                .map(|kv| kv[0].as_slice())
+                .collect();
+            let indexed = tree(&collections, "consult_by_consultation").len();
+            let events = tree(&collections, "consult_events").len();
+            assert_eq!(events, indexed, "backup {i}: every event with its index");
+            assert_eq!(
+                events,
+                owners.len(),
+                "backup {i}: every case with its owner"
+            );
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode(&to), 0o700, "a backup holds patient data");
+                assert_eq!(mode(&to.join(EXPORT_FILE)), 0o600);
+                assert_eq!(mode(&to.join(MANIFEST_FILE)), 0o600);
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+    }
 }

@@ -3,36 +3,67 @@
 //! when a clinic's event arrives — a submitted request, once stored, is answered with
 //! `delivered`.
 
+use std::path::Path;
 use std::sync::Arc;
 
+use anyhow::Context;
 use daemon::replicate::{Site, Trigger};
 use proto::consult::{EventKind, Side, State};
 use proto::ClinicId;
-use store::consult::{ConsultError, ConsultLog};
+use store::consult::ConsultLog;
 use tracing::{info, warn};
 
 pub use daemon::now_ms;
 
-/// The gateway's site in the consultation logs.
-pub fn open(db: &sled::Db) -> Result<Site, ConsultError> {
+/// The file in the data folder holding the key that seals the gateway's own events (kept in
+/// backups with the index it belongs to).
+pub const SEAL_FILE: &str = "event-seal.key";
+const SEAL_BYTES: usize = 32;
+
+/// The gateway's site in the consultation logs, sealing its events with the data folder's
+/// key (made on first start) and writing under the index's write gate.
+pub fn open(db: &sled::Db, data_dir: &Path, gate: store::gate::WriteGate) -> anyhow::Result<Site> {
+    let key = seal_key(data_dir)?;
     Ok(Site::new(
-        Arc::new(ConsultLog::open(db)?),
+        Arc::new(ConsultLog::open(db)?.sealed(&key).gated(gate)),
         Side::Gateway,
         Arc::new(on_clinic_event),
     ))
+}
+
+fn seal_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = data_dir.join(SEAL_FILE);
+    match std::fs::read(&path) {
+        Ok(key) if key.len() == SEAL_BYTES => Ok(key),
+        Ok(key) => anyhow::bail!(
+            "{} holds {} bytes where a key of {SEAL_BYTES} is expected: restore it from the backup this data folder came from",
+            path.display(),
+            key.len()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = vec![0u8; SEAL_BYTES];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+                .map_err(|_| anyhow::anyhow!("no randomness for the event seal key"))?;
+            daemon::private::write_file(&path, &key)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
 }
 
 /// What the gateway does on its own on a clinic's events stream: a stored submission is
 /// answered with `delivered`. At each connection it also answers any submission stored
 /// before a crash cut it off from its answer (a replayed event is a duplicate and triggers
 /// nothing).
-fn on_clinic_event(site: &Site, trigger: Trigger<'_>) {
+fn on_clinic_event(site: &Site, trigger: Trigger<'_>) -> Result<(), String> {
     let clinic = match trigger {
         Trigger::Applied(e) if e.kind == EventKind::Submitted => &e.id.clinic,
-        Trigger::Applied(_) => return,
+        Trigger::Applied(_) | Trigger::Reoffer(_) => return Ok(()),
         Trigger::Connected(clinic) => clinic,
     };
     deliver_pending(site, clinic);
+    Ok(())
 }
 
 /// Appends `delivered` to every consultation of `clinic` still waiting for it.

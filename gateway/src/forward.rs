@@ -219,6 +219,8 @@ impl Forwarder {
     /// Moves the inbox into the destinations' queues; returns how many instances moved.
     pub fn fan_out(&self) -> anyhow::Result<usize> {
         let inbox = self.archive.forward_inbox();
+        // An entry is in the inbox or in its queues, never neither, to a backup too.
+        let _whole = self.archive.gate().enter();
         let mut moved = 0;
         for entry in inbox.iter() {
             let (id, value) = entry?;

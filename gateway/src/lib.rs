@@ -128,7 +128,7 @@ pub fn start(
             metrics.clone(),
         )?))
     };
-    let consult = consult::open(archive.db())?;
+    let consult = consult::open(archive.db(), &config.data_dir, archive.gate().clone())?;
     let accounts = Arc::new(daemon::accounts::Accounts::open(
         &config.data_dir.join(ACCOUNTS_FILE),
     )?);

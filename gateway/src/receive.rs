@@ -107,14 +107,21 @@ async fn receive(
                     study,
                     encoding,
                 } => break (object, size, study, encoding),
-                ControlFrame::Replicate { have } => {
+                ControlFrame::Replicate { have, own, reoffer } => {
                     // An events stream: the bytes after this frame are the agent's events.
                     // Its frames go before object streams' bytes.
                     let _ = send.set_priority(1);
                     let rest = std::io::Cursor::new(decoder.take_remaining());
                     let recv = tokio::io::AsyncReadExt::chain(rest, recv);
-                    return daemon::replicate::run(send, recv, clinic.clone(), replica, Some(have))
-                        .await;
+                    let opening = daemon::replicate::Opening { have, own, reoffer };
+                    return daemon::replicate::run(
+                        send,
+                        recv,
+                        clinic.clone(),
+                        replica,
+                        Some(opening),
+                    )
+                    .await;
                 }
                 other => return Err(format!("expected offer, got {other:?}")),
             }

@@ -110,6 +110,11 @@ impl Router {
         let mut loads = loads(&all);
         let mut unroutable = BTreeSet::new();
         for c in &all {
+            // After a restore, a clinic's cases wait until its link has given back the
+            // gateway's events the backup lacked.
+            if self.site.log.awaiting(&c.clinic).map_or(true, |a| a.events) {
+                continue;
+            }
             match c.state {
                 State::Delivered => {
                     let modalities = self.modalities(c);

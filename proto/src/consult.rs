@@ -327,6 +327,12 @@ pub struct Event {
     pub actor: String,
     #[serde(flatten)]
     pub kind: EventKind,
+    /// The gateway's seal on its own events (HMAC-SHA256 of the event without it, under a
+    /// key only the gateway and its backups hold), so that a restored gateway can take its
+    /// lost events back from a clinic knowing the clinic did not write them (minor version
+    /// addition; absent on clinic events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
 }
 
 /// Where a consultation stands, derived from its events.

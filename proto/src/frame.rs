@@ -70,7 +70,22 @@ pub enum ControlFrame {
     /// First frame of an events stream, from each side: the highest sequence number of the
     /// other side's consultation events it holds for this clinic. Each side then sends its own
     /// events after the peer's `have`, and new ones as they are appended.
-    Replicate { have: u64 },
+    Replicate {
+        have: u64,
+        /// The highest of its own events the sender holds (minor version addition). A gateway
+        /// restored from a backup holds fewer than its clinic: the clinic sends the missing
+        /// ones back first, sealed as the gateway wrote them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        own: Option<u64>,
+        /// Sent by a gateway restored from a backup (minor version addition): the agent puts
+        /// every object it has delivered back in its outbox, answers `reoffered` once that is
+        /// durable, and the gateway receipts at once those it holds.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reoffer: bool,
+    },
+    /// The agent's answer to `reoffer` on the events stream: its delivered objects are back in
+    /// its outbox, durably (minor version addition).
+    Reoffered,
     /// One consultation event on an events stream.
     Event { event: Box<crate::consult::Event> },
     /// The agent's account of what it still has to send, every few seconds on the control
@@ -191,7 +206,17 @@ mod tests {
             },
             ControlFrame::Ping { seq: 7 },
             ControlFrame::Pong { seq: u64::MAX },
-            ControlFrame::Replicate { have: 12 },
+            ControlFrame::Replicate {
+                have: 12,
+                own: None,
+                reoffer: false,
+            },
+            ControlFrame::Replicate {
+                have: 3,
+                own: Some(9),
+                reoffer: true,
+            },
+            ControlFrame::Reoffered,
             ControlFrame::Backlog(Backlog {
                 items: 3,
                 bytes: 1 << 40,

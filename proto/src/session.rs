@@ -487,6 +487,7 @@ fn frame_name(frame: &ControlFrame) -> &'static str {
         ControlFrame::Receipt { .. } => "receipt",
         ControlFrame::Mismatch { .. } => "mismatch",
         ControlFrame::Replicate { .. } => "replicate",
+        ControlFrame::Reoffered => "reoffered",
         ControlFrame::Event { .. } => "event",
         ControlFrame::Backlog(_) => "backlog",
         ControlFrame::Unknown => "unknown",

@@ -4,8 +4,17 @@
 //! as they are replicated ([`ConsultLog::apply_replicated`]); an event is durable before either
 //! call returns, and the highest stored sequence number of each (clinic, side) is the
 //! replication cursor, so event and cursor can never disagree.
+//!
+//! The gateway seals its own events ([`ConsultLog::sealed`]) and, after a restore from a
+//! backup, takes back from each clinic the events the backup lacked
+//! ([`ConsultLog::apply_returned`]); until a clinic has reconnected it appends nothing for
+//! that clinic, so no sequence number is ever given twice ([`ConsultLog::mark_restored`]).
 
 use std::sync::Mutex;
+
+use ring::hmac;
+
+use crate::gate::WriteGate;
 
 use proto::consult::{
     canonical_order, Applied, Consultation, ConsultationId, Event, EventId, EventKind, Folded, Log,
@@ -27,6 +36,10 @@ pub enum ConsultError {
     Replication(#[from] ReplicationError),
     #[error("the text is too long ({bytes} bytes; at most {MAX_EVENT_BYTES}): shorten it, or attach the long part as a PDF")]
     TooLarge { bytes: usize },
+    #[error("the gateway was restored from a backup and clinic {0} has not connected since: its cases wait until its link is back (the clinic holds events the backup lacks)")]
+    AwaitingClinic(ClinicId),
+    #[error("event {seq} sent back by the clinic does not carry this gateway's seal: refused (only events this gateway wrote are taken back)")]
+    Unsealed { seq: u64 },
 }
 
 /// The largest event, encoded, that fits one control frame with room to spare.
@@ -47,8 +60,54 @@ pub struct ConsultLog {
     by_consultation: sled::Tree,
     /// `consultation` → `clinic`: which clinic a consultation belongs to.
     owners: sled::Tree,
+    /// After a restore: `restored`, and `events\0clinic` / `objects\0clinic` once that
+    /// clinic's events and objects are reconciled.
+    reconcile: sled::Tree,
     /// Appends are checked against the state they extend: one at a time.
     append: Mutex<()>,
+    /// The gateway's key for sealing its own events; `None` at a clinic.
+    seal: Option<hmac::Key>,
+    gate: WriteGate,
+}
+
+/// What a restored gateway still waits for from one clinic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Awaiting {
+    /// The gateway's own events the backup lacked: it appends nothing for the clinic until
+    /// they are back.
+    pub events: bool,
+    /// The clinic's delivered objects, offered again.
+    pub objects: bool,
+}
+
+const RESTORED: &[u8] = b"restored";
+
+fn reconcile_key(part: &str, clinic: &ClinicId) -> Vec<u8> {
+    let mut k = part.as_bytes().to_vec();
+    k.push(0);
+    k.extend(clinic.as_str().as_bytes());
+    k
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The bytes a seal covers: the event as encoded, without its seal.
+fn sealed_bytes(event: &Event) -> Result<Vec<u8>, ConsultError> {
+    let mut bare = event.clone();
+    bare.seal = None;
+    encode(&bare)
 }
 
 impl std::fmt::Debug for ConsultLog {
@@ -94,9 +153,67 @@ impl ConsultLog {
             events: db.open_tree("consult_events")?,
             by_consultation: db.open_tree("consult_by_consultation")?,
             owners: db.open_tree("consult_owners")?,
+            reconcile: db.open_tree("consult_reconcile")?,
             db: db.clone(),
             append: Mutex::new(()),
+            seal: None,
+            gate: WriteGate::default(),
         })
+    }
+
+    /// Seals this site's own events with `key` (the gateway's), and takes back sealed events.
+    pub fn sealed(mut self, key: &[u8]) -> Self {
+        self.seal = Some(hmac::Key::new(hmac::HMAC_SHA256, key));
+        self
+    }
+
+    /// Writes under `gate`, so a backup reads every event with its indexes.
+    pub fn gated(mut self, gate: WriteGate) -> Self {
+        self.gate = gate;
+        self
+    }
+
+    /// Records that this index was just restored from a backup: every clinic is awaited until
+    /// it reconnects (an earlier restore's marks are cleared).
+    pub fn mark_restored(&self) -> Result<(), ConsultError> {
+        self.reconcile.clear()?;
+        self.reconcile.insert(RESTORED, &[])?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// What this site still waits for from `clinic` after a restore (nothing at a clinic, or
+    /// at a gateway never restored).
+    pub fn awaiting(&self, clinic: &ClinicId) -> Result<Awaiting, ConsultError> {
+        if !self.reconcile.contains_key(RESTORED)? {
+            return Ok(Awaiting::default());
+        }
+        Ok(Awaiting {
+            events: !self
+                .reconcile
+                .contains_key(reconcile_key("events", clinic))?,
+            objects: !self
+                .reconcile
+                .contains_key(reconcile_key("objects", clinic))?,
+        })
+    }
+
+    /// `clinic`'s events (after a restore) are whole again: appends for it resume.
+    pub fn events_reconciled(&self, clinic: &ClinicId) -> Result<(), ConsultError> {
+        self.mark_reconciled("events", clinic)
+    }
+
+    /// `clinic` has put its delivered objects back in its outbox.
+    pub fn objects_reconciled(&self, clinic: &ClinicId) -> Result<(), ConsultError> {
+        self.mark_reconciled("objects", clinic)
+    }
+
+    fn mark_reconciled(&self, part: &str, clinic: &ClinicId) -> Result<(), ConsultError> {
+        if self.reconcile.contains_key(RESTORED)? {
+            self.reconcile.insert(reconcile_key(part, clinic), &[])?;
+            self.db.flush()?;
+        }
+        Ok(())
     }
 
     /// The highest sequence number stored for `clinic`'s `side`: for this site's own side the
@@ -262,20 +379,27 @@ impl ConsultLog {
         kind: EventKind,
     ) -> Result<Event, ConsultError> {
         let _one_at_a_time = self.append.lock().unwrap_or_else(|p| p.into_inner());
+        if self.awaiting(clinic)?.events {
+            return Err(ConsultError::AwaitingClinic(clinic.clone()));
+        }
         let other = side.other();
         let id = EventId {
             clinic: clinic.clone(),
             side,
             seq: self.cursor(clinic, side)? + 1,
         };
-        let event = Event {
+        let mut event = Event {
             id,
             seen: self.cursor(clinic, other)?,
             consultation: consultation.clone(),
             at_ms,
             actor: actor.to_owned(),
             kind,
+            seal: None,
         };
+        if let Some(key) = &self.seal {
+            event.seal = Some(hex(hmac::sign(key, &encode(&event)?).as_ref()));
+        }
         let encoded = encode(&event)?;
         if encoded.len() > MAX_EVENT_BYTES {
             return Err(ConsultError::TooLarge {
@@ -340,9 +464,48 @@ impl ConsultLog {
         Ok(Applied::Appended)
     }
 
+    /// Takes back one of this site's own events that a restore lost, from the clinic that
+    /// holds it: only the next in sequence, only with this site's seal. A duplicate changes
+    /// nothing.
+    pub fn apply_returned(
+        &self,
+        link: &ClinicId,
+        local: Side,
+        event: &Event,
+    ) -> Result<Applied, ConsultError> {
+        let _one_at_a_time = self.append.lock().unwrap_or_else(|p| p.into_inner());
+        let mut log = Log {
+            clinic: link.clone(),
+            side: local,
+            cursor: self.cursor(link, local)?,
+        };
+        if log.apply(event)? == Applied::Duplicate {
+            return Ok(Applied::Duplicate);
+        }
+        let genuine = match (&self.seal, event.seal.as_deref().and_then(unhex)) {
+            (Some(key), Some(tag)) => hmac::verify(key, &sealed_bytes(event)?, &tag).is_ok(),
+            _ => false,
+        };
+        if !genuine {
+            return Err(ConsultError::Unsealed { seq: event.id.seq });
+        }
+        if let Some(owner) = self.owner(&event.consultation)? {
+            if owner != event.id.clinic {
+                return Err(ReplicationError::OtherClinic {
+                    expected: owner.to_string(),
+                    got: event.id.clinic.to_string(),
+                }
+                .into());
+            }
+        }
+        self.store(event, encode(event)?)?;
+        Ok(Applied::Appended)
+    }
+
     /// Stores `event` (encoded as `value`) with its indexes in one transaction, then flushes.
     fn store(&self, event: &Event, value: Vec<u8>) -> Result<(), ConsultError> {
         use sled::Transactional;
+        let _whole = self.gate.enter();
         let clinic = event.id.clinic.as_str().as_bytes().to_vec();
         (&self.events, &self.by_consultation, &self.owners)
             .transaction(|(events, by_consultation, owners)| {

@@ -1,7 +1,8 @@
 //! Durable storage shared by the clinic agent and the gateway: content-addressed blob files
 //! ([`blob`]), what the pilot reads out of a DICOM instance ([`dicom`]), and group commit of
 //! fsyncs shared by concurrent writers ([`group`]), and the consultation logs both sites keep
-//! the same way ([`consult`]). The sled indexes that point into the blobs belong to each
+//! the same way ([`consult`]), and the write gate that lets a backup read the index as one
+//! consistent cut ([`gate`]). The sled indexes that point into the blobs belong to each
 //! daemon.
 //!
 //! Invariant: a blob is visible under its final name only after its bytes are fsynced and its
@@ -10,5 +11,6 @@
 pub mod blob;
 pub mod consult;
 pub mod dicom;
+pub mod gate;
 pub mod group;
 pub mod structure;

@@ -1379,3 +1379,184 @@ async fn a_cancel_made_offline_while_the_specialist_signs_never_hides_the_report
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }
+
+/// What happened after a backup survives a restore: the clinic's link gives the restored
+/// gateway back its own events and offers every object again, so the gateway holds (and
+/// forwards) the object sent after the backup, and the specialist's later report reaches the
+/// clinic instead of being dropped as a duplicate. Until the clinic is back, its cases wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_gateway_takes_back_from_its_clinics_what_the_backup_lacked() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let config = with_routing(
+        &pilot.gateway_config(link).unwrap(),
+        harness::people::ONE_RADIOLOGIST,
+    );
+    let gw = RunningGateway::start(config.clone()).unwrap();
+    sign_up(
+        &gw.handle.accounts,
+        person(
+            "li",
+            Role::Specialist,
+            "Dr Li",
+            Some("li"),
+            Some("radiologist"),
+        ),
+    );
+    let li = gw.handle.accounts.script_token("li").unwrap();
+    let admin = gw.admin_token().unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent_config = pilot.agent_config("jinzhou", &bundle, link).unwrap();
+    let agent = RunningAgent::start(agent_config.clone(), Default::default()).unwrap();
+    let jz = ClinicId::new("jinzhou").unwrap();
+    let cases = [
+        ConsultationId::new(now_ms() as u64, [6; 10]),
+        ConsultationId::new(now_ms() as u64, [7; 10]),
+    ];
+    for (id, patient) in cases.iter().zip(["P-600", "P-601"]) {
+        for kind in request(patient, "radiology", Urgency::Urgent, now_ms()) {
+            agent
+                .handle
+                .consult
+                .append(&jz, id, "dr.wang", now_ms(), kind)
+                .unwrap();
+        }
+    }
+    let clinic_state =
+        |agent: &RunningAgent, id: &ConsultationId| state_at(&agent.handle.consult, id);
+    assert!(
+        wait_until(WAIT, || cases
+            .iter()
+            .all(|id| clinic_state(&agent, id) == Some(State::Assigned)))
+        .await
+    );
+    let web = gw.web_addr;
+    let act = |web, id: &ConsultationId, what: &str, body: Option<&str>| {
+        http(
+            web,
+            "POST",
+            &format!("/api/v1/consultations/{id}/{what}"),
+            Some(&li),
+            body,
+        )
+        .unwrap()
+    };
+    let report = r#"{"findings":"none","impression":"normal","recommendation":"none","confirm_incomplete":true}"#;
+    for id in &cases {
+        assert_eq!(act(web, id, "accept", None).0, 200);
+    }
+    let to = dir.path().join("backup");
+    let (status, body) = http(
+        web,
+        "POST",
+        "/api/v1/admin/backup",
+        Some(&admin),
+        Some(&serde_json::json!({ "to": to }).to_string()),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    // After the backup: an image arrives and the first case is reported.
+    let study =
+        harness::samples::write_ct_series(&dir.path().join("ct"), "P-600", 1, 64 * 64 * 2, 6)
+            .unwrap();
+    let (handle, file) = (agent.handle.clone(), study.files[0].clone());
+    tokio::task::spawn_blocking(move || handle.ingest_file(&file).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        wait_until(WAIT, || gw.handle.archive.instances(&jz).len() == 1
+            && agent.handle.store.outbox().is_empty())
+        .await,
+        "the gateway receipted the image"
+    );
+    let (status, body) = act(web, &cases[0], "report", Some(report));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        wait_until(WAIT, || clinic_state(&agent, &cases[0])
+            == Some(State::Reported))
+        .await,
+        "the clinic holds the report"
+    );
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+
+    // The hospital's disk is lost; the backup is restored, with a PACS to forward to.
+    let text = std::fs::read_to_string(&config.file)
+        .unwrap()
+        .replace("data_dir = \"data\"", "data_dir = \"restored\"");
+    let restored = config.file.with_file_name("restored.toml");
+    std::fs::write(&restored, text).unwrap();
+    let pacs = harness::peers::Storescp::start(&dir.path().join("pacs"), "PACS", &["+xa"]).unwrap();
+    harness::append_config(
+        &restored,
+        &harness::forward_table("pacs", "PACS", pacs.addr, ""),
+    )
+    .unwrap();
+    let out = std::process::Command::new(harness::binary("gateway"))
+        .args(["restore", "--config"])
+        .arg(&restored)
+        .arg("--from")
+        .arg(&to)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gw = RunningGateway::start(gateway::GatewayConfig::load(&restored).unwrap()).unwrap();
+    let web = gw.web_addr;
+    let hospital = &gw.handle.consult;
+    assert_eq!(
+        state_at(hospital, &cases[0]),
+        Some(State::Accepted),
+        "the backup predates the report"
+    );
+    let (status, body) = act(web, &cases[1], "report", Some(report));
+    assert_eq!(
+        status, 503,
+        "nothing is appended for a clinic not back yet: {body}"
+    );
+    assert!(body.contains("clinic_not_reconnected"), "{body}");
+
+    let agent = RunningAgent::start(agent_config, Default::default()).unwrap();
+    assert!(
+        wait_until(WAIT, || state_at(hospital, &cases[0])
+            == Some(State::Reported))
+        .await,
+        "the restored gateway took its report back from the clinic"
+    );
+    let object = store::blob::hash_file(&study.files[0]).unwrap();
+    assert!(
+        wait_until(WAIT, || gw
+            .handle
+            .archive
+            .instances(&jz)
+            .iter()
+            .any(|(_, r)| r.object == object))
+        .await,
+        "the image sent after the backup was offered again and stored"
+    );
+    assert!(
+        wait_until(WAIT, || !pacs.files().is_empty()).await,
+        "and forwarded to the PACS"
+    );
+    assert!(
+        wait_until(WAIT, || act(web, &cases[1], "report", Some(report)).0
+            == 200)
+        .await,
+        "the clinic is back: the specialist reports again"
+    );
+    assert!(
+        wait_until(WAIT, || cases.iter().all(|id| {
+            hospital.log.timeline(id).unwrap() == agent.handle.consult.log.timeline(id).unwrap()
+        }) && clinic_state(&agent, &cases[1])
+            == Some(State::Reported))
+        .await,
+        "both sites' timelines are equal, and the new report reached the clinic"
+    );
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}

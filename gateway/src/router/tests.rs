@@ -45,7 +45,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let archive = Arc::new(GatewayArchive::open(dir.path()).unwrap());
-    let site = crate::consult::open(archive.db()).unwrap();
+    let site = crate::consult::open(archive.db(), dir.path(), archive.gate().clone()).unwrap();
     let file = dir.path().join("routing.toml");
     std::fs::write(&file, ROSTER).unwrap();
     let metrics = Arc::new(Metrics::new());

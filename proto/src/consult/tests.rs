@@ -58,6 +58,7 @@ impl Case {
             at_ms: self.at_ms,
             actor: actor.into(),
             kind,
+            seal: None,
         }
     }
 

@@ -384,3 +384,87 @@ fn a_replicated_event_a_clinic_may_not_author_is_refused_and_not_stored() {
     assert_eq!(gateway.cursor(&jz, Side::Clinic).unwrap(), 3);
     assert_eq!(gateway.timeline(&id).unwrap().len(), 3);
 }
+
+/// A restored gateway appends nothing for a clinic until it is reconciled, and takes back
+/// only its own sealed events, in sequence.
+#[test]
+fn a_restored_gateway_takes_back_only_its_own_sealed_events_and_waits_until_then() {
+    let key = [7u8; 32];
+    let (_a, agent) = open();
+    let (_g, before) = open();
+    let before = before.sealed(&key);
+    let jz = clinic("jinzhou");
+    let id = ConsultationId::new(1_790_000_000_000, [4; 10]);
+    consent_and_submit(&agent, &jz, &id);
+    replicate(&agent, Side::Clinic, &before, Side::Gateway, &jz);
+    before
+        .append(&jz, Side::Gateway, &id, "system", 4, EventKind::Delivered)
+        .unwrap();
+    replicate(&before, Side::Gateway, &agent, Side::Clinic, &jz);
+    let returned = agent.events_after(&jz, Side::Gateway, 0, 10).unwrap();
+    assert_eq!(returned.len(), 1);
+    assert!(returned[0].seal.is_some(), "the gateway seals its events");
+
+    // The backup held the clinic's events but not the gateway's `delivered`.
+    let (_r, restored) = open();
+    let restored = restored.sealed(&key);
+    replicate(&agent, Side::Clinic, &restored, Side::Gateway, &jz);
+    restored.mark_restored().unwrap();
+    let assign = || EventKind::Assigned {
+        specialist: "sun".into(),
+        rule: "x".into(),
+        reason: "x".into(),
+    };
+    let waiting = restored
+        .append(&jz, Side::Gateway, &id, "system", 5, EventKind::Delivered)
+        .unwrap_err();
+    assert!(
+        matches!(waiting, ConsultError::AwaitingClinic(_)),
+        "{waiting}"
+    );
+    assert!(waiting.to_string().contains("has not connected since"));
+
+    // A forged or foreign-sealed event is refused; the genuine one is taken back.
+    let mut forged = returned[0].clone();
+    forged.actor = "someone else".into();
+    let (_o, other) = open();
+    let other = other.sealed(&[9u8; 32]);
+    for bad in [forged, {
+        let mut e = returned[0].clone();
+        e.seal = None;
+        e
+    }] {
+        let refused = restored
+            .apply_returned(&jz, Side::Gateway, &bad)
+            .unwrap_err();
+        assert!(
+            matches!(refused, ConsultError::Unsealed { seq: 1 }),
+            "{refused}"
+        );
+    }
+    assert!(other
+        .apply_returned(&jz, Side::Gateway, &returned[0])
+        .is_err());
+    assert_eq!(
+        restored
+            .apply_returned(&jz, Side::Gateway, &returned[0])
+            .unwrap(),
+        Applied::Appended
+    );
+    restored.events_reconciled(&jz).unwrap();
+    assert!(!restored.awaiting(&jz).unwrap().events);
+    assert!(
+        restored.awaiting(&jz).unwrap().objects,
+        "objects still awaited"
+    );
+    let next = restored
+        .append(&jz, Side::Gateway, &id, "system", 6, assign())
+        .unwrap();
+    assert_eq!(next.id.seq, 2, "numbered after the events taken back");
+    assert_eq!(
+        agent.timeline(&id).unwrap().len() + 1,
+        restored.timeline(&id).unwrap().len()
+    );
+    // A gateway never restored awaits nothing.
+    assert_eq!(before.awaiting(&jz).unwrap(), Awaiting::default());
+}
