@@ -39,6 +39,9 @@ pub enum Trigger<'a> {
 /// re-queues its objects when a restored gateway asks). An error ends the stream with it.
 pub type OnApplied = Arc<dyn Fn(&Site, Trigger<'_>) -> Result<(), String> + Send + Sync>;
 
+/// [`OnApplied`] bound to its site, as one events stream runs it.
+pub type Hook = Arc<dyn Fn(Trigger<'_>) -> Result<(), String> + Send + Sync>;
+
 /// One site's consultation log with what events streams need: appends wake the streams'
 /// senders, and `on_applied` runs for each event the peer sends.
 #[derive(Clone)]
@@ -102,7 +105,7 @@ pub struct Replica {
     pub appended: watch::Receiver<u64>,
     /// Runs on the blocking pool when the stream begins and after each new event from the
     /// peer is stored.
-    pub on_applied: Arc<dyn Fn(Trigger<'_>) -> Result<(), String> + Send + Sync>,
+    pub on_applied: Hook,
 }
 
 /// The first frame of an events stream: how far each side holds the other's events and its
