@@ -3,9 +3,17 @@
 //! images. Decoding uses dicom-pixeldata's pure-Rust codecs (uncompressed, RLE, JPEG
 //! baseline/lossless, JPEG 2000); windowing is done here on the rescaled values, so 8-, 12-
 //! and 16-bit images behave alike. Anything that cannot be decoded is an error the page shows
-//! as a placeholder. Both sites open only files that passed `store::structure` at ingest.
+//! as a placeholder.
+//!
+//! dicom-rs reads the whole file and trusts it: a valid file holding a sequence of unknown VR
+//! made it allocate gigabytes. So every file is walked first (`store::structure`: lengths,
+//! VRs, nesting) and refused when dicom-rs would mis-read it; a frame's decoded size is bounded
+//! before decoding; and at most [`RENDER_SLOTS`] renders run at once, so a burst of frame
+//! requests cannot hold several decoded studies in memory together.
 
 use std::path::Path;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use dicom_pixeldata::{PhotometricInterpretation, PixelDecoder};
 
@@ -17,6 +25,63 @@ pub enum RenderError {
     Decode(String),
     #[error("frame {frame} does not exist; the image has {frames}")]
     NoFrame { frame: u32, frames: u32 },
+    #[error("the file cannot be opened safely by the built-in viewer ({0}); open the study in the hospital's PACS viewer")]
+    Unsafe(String),
+    #[error("the viewer is busy rendering other images; try again in a moment")]
+    Busy,
+}
+
+/// Renders running at once, across the process.
+pub const RENDER_SLOTS: usize = 2;
+/// How long a render waits for a free slot before it answers busy.
+const SLOT_WAIT: Duration = Duration::from_secs(10);
+
+static RUNNING: Mutex<usize> = Mutex::new(0);
+static FREED: Condvar = Condvar::new();
+
+/// A render's place among the [`RENDER_SLOTS`]; freed when dropped.
+struct Slot;
+
+impl Slot {
+    fn take() -> Result<Self, RenderError> {
+        let deadline = Instant::now() + SLOT_WAIT;
+        let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+        while *running >= RENDER_SLOTS {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RenderError::Busy);
+            }
+            running = FREED
+                .wait_timeout(running, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *running += 1;
+        Ok(Slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+        *running = running.saturating_sub(1);
+        FREED.notify_one();
+    }
+}
+
+/// Whether dicom-rs may open the file at `path`: its structure is sound (every length fits,
+/// every VR is real, nesting is bounded) and it holds no sequence of unknown VR, which
+/// dicom-rs mis-reads into huge allocations. The re-encoder asks this too.
+pub fn readable(path: &Path) -> Result<(), RenderError> {
+    std::fs::metadata(path).map_err(|e| RenderError::Open(e.to_string()))?;
+    let scan = store::structure::scan(path, &[]).map_err(RenderError::Unsafe)?;
+    if scan.unknown_vr_sequences > 0 {
+        return Err(RenderError::Unsafe(format!(
+            "it holds {} sequence(s) of unknown VR (UN of undefined length)",
+            scan.unknown_vr_sequences
+        )));
+    }
+    Ok(())
 }
 
 /// What the viewer needs to know before it asks for frames.
@@ -27,11 +92,13 @@ pub struct FrameInfo {
     pub window: (f64, f64),
 }
 
-/// The largest frame rendered (rows × columns), far above any modality's; a header claiming
-/// more is refused before anything is decoded.
-const MAX_FRAME_PIXELS: u64 = 16384 * 16384;
+/// The most samples of one decoded frame (rows × columns × samples per pixel) rendered:
+/// 64 Mi, about 256 MiB as the floats windowing works on — a 8k × 8k mammogram fits. A header
+/// claiming more is refused before anything is decoded.
+const MAX_FRAME_SAMPLES: u64 = 64 * 1024 * 1024;
 
 fn open(path: &Path) -> Result<dicom_object::DefaultDicomObject, RenderError> {
+    readable(path)?;
     let obj = dicom_object::open_file(path).map_err(|e| RenderError::Open(e.to_string()))?;
     let dim = |tag| {
         obj.element(tag)
@@ -39,10 +106,12 @@ fn open(path: &Path) -> Result<dicom_object::DefaultDicomObject, RenderError> {
             .and_then(|e| e.to_int::<u64>().ok())
             .unwrap_or(0)
     };
-    let pixels = dim(dicom_dictionary_std::tags::ROWS) * dim(dicom_dictionary_std::tags::COLUMNS);
-    if pixels > MAX_FRAME_PIXELS {
+    let samples = dim(dicom_dictionary_std::tags::ROWS)
+        .saturating_mul(dim(dicom_dictionary_std::tags::COLUMNS))
+        .saturating_mul(dim(dicom_dictionary_std::tags::SAMPLES_PER_PIXEL).max(1));
+    if samples > MAX_FRAME_SAMPLES {
         return Err(RenderError::Decode(format!(
-            "a frame of {pixels} pixels is larger than the viewer renders ({MAX_FRAME_PIXELS})"
+            "a frame of {samples} samples is larger than the viewer renders ({MAX_FRAME_SAMPLES})"
         )));
     }
     Ok(obj)
@@ -63,6 +132,7 @@ fn number_of_frames(obj: &dicom_object::DefaultDicomObject) -> u32 {
 
 /// Reads the first frame to learn the image's size, frame count and opening window.
 pub fn info(path: &Path) -> Result<FrameInfo, RenderError> {
+    let _slot = Slot::take()?;
     let obj = open(path)?;
     let frames = number_of_frames(&obj);
     let decoded = obj
@@ -164,7 +234,10 @@ fn frame8(path: &Path, frame: u32, window: Option<(f64, f64)>) -> Result<Frame8,
 /// Renders `frame` (from 0) as a PNG, windowed at `window` (center, width) or at the
 /// image's own window.
 pub fn png(path: &Path, frame: u32, window: Option<(f64, f64)>) -> Result<Vec<u8>, RenderError> {
-    let f = frame8(path, frame, window)?;
+    let f = {
+        let _slot = Slot::take()?;
+        frame8(path, frame, window)?
+    };
     let colour = if f.colour {
         png::ColorType::Rgb
     } else {
@@ -217,6 +290,7 @@ pub struct Sheet {
 /// Makes the preview sheet of a series from its instances' files, in their order. Frames that
 /// cannot be decoded are left out; a series with none that can (a waveform, say) has no sheet.
 pub fn preview_sheet(paths: &[&Path]) -> Result<Sheet, RenderError> {
+    let _slot = Slot::take()?;
     let mut picks: Vec<(&Path, Option<u32>)> = key_instances(paths.len())
         .into_iter()
         .map(|i| (paths[i], None))

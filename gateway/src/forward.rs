@@ -525,33 +525,39 @@ impl Forwarder {
             .collect()
     }
 
-    /// The data set of the file at `path` in transfer syntax `ts` (explicit or implicit VR
-    /// little endian), compressed pixel data decoded first; one at a time, as it holds a whole
-    /// decoded instance in memory.
+    /// [`reencode`], one at a time, as it holds a whole decoded instance in memory.
     fn reencode(&self, path: &std::path::Path, ts: &str) -> Result<Vec<u8>, String> {
-        use dicom_encoding::TransferSyntaxIndex;
-        use dicom_pixeldata::Transcode;
         let _one = self.converting.lock().unwrap_or_else(|p| p.into_inner());
-        let target = dicom_transfer_syntax_registry::TransferSyntaxRegistry
-            .get(ts)
-            .ok_or_else(|| format!("unknown transfer syntax {ts}"))?;
-        let mut object = dicom_object::OpenFileOptions::new()
-            .open_file(path)
-            .map_err(|e| e.to_string())?;
-        object.transcode(target).map_err(|e| e.to_string())?;
-        // Group lengths of the old encoding would be wrong in the new one.
-        let lengths: Vec<Tag> = object
-            .iter()
-            .map(|e| e.header().tag)
-            .filter(|t| t.element() == 0 && t.group() != 0x0002)
-            .collect();
-        for tag in lengths {
-            object.remove_element(tag);
-        }
-        let mut out = Vec::new();
-        object.write_dataset(&mut out).map_err(|e| e.to_string())?;
-        Ok(out)
+        reencode(path, ts)
     }
+}
+
+/// The data set of the file at `path` in transfer syntax `ts` (explicit or implicit VR little
+/// endian), compressed pixel data decoded first. A file dicom-rs cannot read safely (see
+/// `daemon::render::readable`) is refused before it is opened.
+pub fn reencode(path: &std::path::Path, ts: &str) -> Result<Vec<u8>, String> {
+    use dicom_encoding::TransferSyntaxIndex;
+    use dicom_pixeldata::Transcode;
+    daemon::render::readable(path).map_err(|e| e.to_string())?;
+    let target = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(ts)
+        .ok_or_else(|| format!("unknown transfer syntax {ts}"))?;
+    let mut object = dicom_object::OpenFileOptions::new()
+        .open_file(path)
+        .map_err(|e| e.to_string())?;
+    object.transcode(target).map_err(|e| e.to_string())?;
+    // Group lengths of the old encoding would be wrong in the new one.
+    let lengths: Vec<Tag> = object
+        .iter()
+        .map(|e| e.header().tag)
+        .filter(|t| t.element() == 0 && t.group() != 0x0002)
+        .collect();
+    for tag in lengths {
+        object.remove_element(tag);
+    }
+    let mut out = Vec::new();
+    object.write_dataset(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 /// A destination's retries: from 1 s, doubling, up to its `retry_max` (the whole destination

@@ -64,6 +64,10 @@ pub struct Scan {
     pub values: HashMap<(u16, u16), String>,
     /// Where the data set starts (after the preamble, `DICM` and the meta group).
     pub dataset_offset: u64,
+    /// Elements of undefined length whose VR the file does not say (UN in explicit VR, a
+    /// private tag in implicit VR): valid sequences, but dicom-rs mis-reads them, so the
+    /// renderer and the re-encoder refuse such files rather than hand them to it.
+    pub unknown_vr_sequences: u32,
 }
 
 /// Walks the file at `path`, collecting the `wanted` top-level values; the error says where
@@ -304,6 +308,14 @@ impl<R: Read + Seek> Walker<'_, R> {
             if length == UNDEFINED {
                 if stack.len() >= MAX_DEPTH {
                     return Err("sequences nested too deeply".into());
+                }
+                let unknown_vr = if enc == Encoding::ImplicitLe {
+                    tag.0 % 2 == 1
+                } else {
+                    &vr == b"UN"
+                };
+                if unknown_vr {
+                    self.scan.unknown_vr_sequences += 1;
                 }
                 if tag == PIXEL_DATA && enc != Encoding::ImplicitLe && &vr != b"SQ" {
                     stack.push(Frame::Fragments);

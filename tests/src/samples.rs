@@ -701,3 +701,92 @@ pub fn demo_ecg(dir: &Path, patient: &DemoPatient) -> anyhow::Result<SyntheticSt
     let files = vec![write_demo(obj, ECG_12_LEAD, &sop, &dir.join("ecg.dcm"))?];
     Ok(SyntheticStudy { study_uid, files })
 }
+
+/// Writes, byte by byte, a small explicit VR file whose private element (0009,1010) is UN of
+/// undefined length — a sequence in implicit VR, nested once — before an ordinary 8×8 image:
+/// valid DICOM (PS3.5 §6.2.2) of the kind dicom-rs mis-reads.
+pub fn write_undefined_length_un(path: &Path) -> anyhow::Result<()> {
+    fn el(out: &mut Vec<u8>, group: u16, element: u16, vr: &[u8; 2], value: &[u8]) {
+        out.extend(group.to_le_bytes());
+        out.extend(element.to_le_bytes());
+        out.extend(vr);
+        if matches!(vr, b"OB" | b"OW" | b"UN" | b"SQ") {
+            out.extend([0, 0]);
+            out.extend((value.len() as u32).to_le_bytes());
+        } else {
+            out.extend((value.len() as u16).to_le_bytes());
+        }
+        out.extend(value);
+    }
+    fn even(text: &str, pad: u8) -> Vec<u8> {
+        let mut v = text.as_bytes().to_vec();
+        if v.len() % 2 == 1 {
+            v.push(pad);
+        }
+        v
+    }
+    fn tag(out: &mut Vec<u8>, group: u16, element: u16, length: u32) {
+        out.extend(group.to_le_bytes());
+        out.extend(element.to_le_bytes());
+        out.extend(length.to_le_bytes());
+    }
+    let (sop_class, sop) = ("1.2.840.10008.5.1.4.1.1.7", new_uid());
+    let mut meta = Vec::new();
+    el(&mut meta, 0x0002, 0x0001, b"OB", &[0, 1]);
+    el(&mut meta, 0x0002, 0x0002, b"UI", &even(sop_class, 0));
+    el(&mut meta, 0x0002, 0x0003, b"UI", &even(&sop, 0));
+    el(
+        &mut meta,
+        0x0002,
+        0x0010,
+        b"UI",
+        &even("1.2.840.10008.1.2.1", 0),
+    );
+    let mut out = vec![0u8; 128];
+    out.extend(b"DICM");
+    el(
+        &mut out,
+        0x0002,
+        0x0000,
+        b"UL",
+        &(meta.len() as u32).to_le_bytes(),
+    );
+    out.extend(meta);
+    el(&mut out, 0x0008, 0x0016, b"UI", &even(sop_class, 0));
+    el(&mut out, 0x0008, 0x0018, b"UI", &even(&sop, 0));
+    el(&mut out, 0x0008, 0x0060, b"CS", b"OT");
+    el(&mut out, 0x0009, 0x0010, b"LO", &even("TPG CRAFTED", b' '));
+    // (0009,1010) UN, undefined length: items in implicit VR little endian.
+    out.extend(0x0009u16.to_le_bytes());
+    out.extend(0x1010u16.to_le_bytes());
+    out.extend(b"UN\0\0");
+    out.extend(u32::MAX.to_le_bytes());
+    tag(&mut out, 0xFFFE, 0xE000, u32::MAX);
+    tag(&mut out, 0x0009, 0x1011, 4);
+    out.extend(b"ABCD");
+    tag(&mut out, 0x0009, 0x1012, u32::MAX);
+    tag(&mut out, 0xFFFE, 0xE000, 8);
+    tag(&mut out, 0x0009, 0x1013, 0);
+    tag(&mut out, 0xFFFE, 0xE0DD, 0);
+    tag(&mut out, 0xFFFE, 0xE00D, 0);
+    tag(&mut out, 0xFFFE, 0xE0DD, 0);
+    el(&mut out, 0x0010, 0x0020, b"LO", &even("P-UN", b' '));
+    el(&mut out, 0x0020, 0x000D, b"UI", &even(&new_uid(), 0));
+    el(&mut out, 0x0020, 0x000E, b"UI", &even(&new_uid(), 0));
+    el(&mut out, 0x0028, 0x0002, b"US", &1u16.to_le_bytes());
+    el(&mut out, 0x0028, 0x0004, b"CS", b"MONOCHROME2 ");
+    el(&mut out, 0x0028, 0x0010, b"US", &8u16.to_le_bytes());
+    el(&mut out, 0x0028, 0x0011, b"US", &8u16.to_le_bytes());
+    el(&mut out, 0x0028, 0x0100, b"US", &8u16.to_le_bytes());
+    el(&mut out, 0x0028, 0x0101, b"US", &8u16.to_le_bytes());
+    el(&mut out, 0x0028, 0x0102, b"US", &7u16.to_le_bytes());
+    el(&mut out, 0x0028, 0x0103, b"US", &0u16.to_le_bytes());
+    el(
+        &mut out,
+        0x7FE0,
+        0x0010,
+        b"OB",
+        &(0..64).collect::<Vec<u8>>(),
+    );
+    std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))
+}

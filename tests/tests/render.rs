@@ -57,3 +57,56 @@ fn windows_and_frames_from_the_address_bar_cannot_break_a_render() {
         .to_string();
     assert!(e.contains("cannot read"), "{e}");
 }
+
+/// Files dicom-rs mis-reads into gigabytes of allocation — pydicom's valid `UN_sequence.dcm`
+/// and a crafted file with a UN element of undefined length — are refused by the viewer and
+/// the PACS re-encoder within 5 s, in a process limited to 1 GiB of address space, and in one
+/// allowed 8 GiB (where dicom-rs 0.10's re-encoder, handed `UN_sequence.dcm`, grew to 3.6 GB
+/// and ran past two minutes); in this process too, which then renders on as before.
+#[test]
+fn files_the_dicom_reader_mis_reads_are_refused_within_bounds_and_rendering_goes_on() {
+    let samples = harness::samples::pydicom_test_files().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let crafted = dir.path().join("un-undefined.dcm");
+    harness::samples::write_undefined_length_un(&crafted).unwrap();
+    let probe = env!("CARGO_BIN_EXE_render-probe");
+    let files = [samples.join("UN_sequence.dcm"), crafted];
+    for (file, kib) in files.iter().flat_map(|f| [(f, 1 << 20), (f, 8 << 20)]) {
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -v {kib} && exec timeout 10 \"$0\" \"$1\""))
+            .arg(probe)
+            .arg(&file)
+            .output()
+            .unwrap();
+        let elapsed = started.elapsed();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: the probe died ({:?}): {said}{}",
+            file.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            elapsed.as_secs_f64() < 5.0,
+            "{}: {elapsed:?}",
+            file.display()
+        );
+        for what in ["info", "png", "reencode"] {
+            let line = said
+                .lines()
+                .find(|l| l.starts_with(&format!("{what}:")))
+                .unwrap_or_default();
+            assert!(
+                line.contains("error") && line.contains("unknown VR"),
+                "{}: {what} must be refused and say why: {said}",
+                file.display()
+            );
+        }
+        let refused = render::png(file, 0, None).unwrap_err();
+        assert!(refused.to_string().contains("PACS viewer"), "{refused}");
+    }
+    render::png(&samples.join("CT_small.dcm"), 0, None).expect("rendering goes on");
+}
