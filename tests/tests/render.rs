@@ -77,7 +77,7 @@ fn files_the_dicom_reader_mis_reads_are_refused_within_bounds_and_rendering_goes
             .arg("-c")
             .arg(format!("ulimit -v {kib} && exec timeout 10 \"$0\" \"$1\""))
             .arg(probe)
-            .arg(&file)
+            .arg(file)
             .output()
             .unwrap();
         let elapsed = started.elapsed();
