@@ -79,6 +79,12 @@ enum Command {
         #[arg(long, default_value = "unspecified")]
         reason: String,
     },
+    /// Write a fresh DIR/crl.pem (same revocations, new dates): before its next update passes,
+    /// which the gateway's alerts page and `tpg_crl_next_update_timestamp_seconds` show.
+    Crl {
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// List every issued certificate with kind, id, serial, expiry and status.
     List {
         #[arg(long)]
@@ -188,6 +194,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "  wrote {}/crl.pem; a running gateway picks it up by itself",
                 dir.display()
+            );
+        }
+        Command::Crl { dir } => {
+            let due = Pki::open(&dir)?.renew_crl()?;
+            println!(
+                "wrote {}/crl.pem, next update due {}; copy it to the gateway, which picks it up by itself",
+                dir.display(),
+                rfc3339(due.unix_timestamp())
             );
         }
         Command::List { dir, json } => {

@@ -379,6 +379,13 @@ impl Pki {
         Ok(files)
     }
 
+    /// Writes a fresh `crl.pem` with the same revocations and new dates (the gateway alerts
+    /// once a CRL's next update has passed). Returns when the new one falls due.
+    pub fn renew_crl(&mut self) -> Result<OffsetDateTime, PkiError> {
+        self.write_crl()?;
+        Ok(OffsetDateTime::now_utc() + Duration::days(CRL_DAYS))
+    }
+
     /// Revokes every unrevoked certificate of a clinic (or only `serial`) and writes a new
     /// `crl.pem`. Returns the serials revoked.
     pub fn revoke(

@@ -77,6 +77,48 @@ pub fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
     Ok(crls)
 }
 
+/// What the gateway knows of the CRLs in force: when the earliest says a newer one is due
+/// (`nextUpdate`, Unix milliseconds), so a CRL nobody renewed raises an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CrlFacts {
+    pub next_update_ms: Option<i64>,
+}
+
+/// Checks that every CRL of the file at `crl` is signed by a CA certificate of the file at
+/// `ca`: a CRL of another CA (another pilot's, a test one) would check nothing that matters
+/// here, and webpki would let it through as not authoritative.
+pub fn check_crls(
+    crls: &[CertificateRevocationListDer<'_>],
+    crl: &Path,
+    ca: &Path,
+) -> Result<CrlFacts, TlsError> {
+    use x509_parser::prelude::FromDer;
+    let cas = read_certs(ca)?;
+    let mut facts = CrlFacts::default();
+    for der in crls {
+        let (_, list) = x509_parser::revocation_list::CertificateRevocationList::from_der(der)
+            .map_err(|e| file_err(crl, format!("holds a CRL that cannot be read ({e})")))?;
+        let signed = cas.iter().any(|c| {
+            x509_parser::certificate::X509Certificate::from_der(c)
+                .is_ok_and(|(_, ca)| list.verify_signature(ca.public_key()).is_ok())
+        });
+        if !signed {
+            return Err(file_err(
+                crl,
+                format!(
+                    "holds a CRL not signed by the pilot CA in {}: copy `crl.pem` from this pilot's CA folder (`certs revoke` writes it)",
+                    ca.display()
+                ),
+            ));
+        }
+        if let Some(next) = list.next_update() {
+            let ms = next.timestamp() * 1000;
+            facts.next_update_ms = Some(facts.next_update_ms.map_or(ms, |m: i64| m.min(ms)));
+        }
+    }
+    Ok(facts)
+}
+
 fn pem_problem(e: rustls::pki_types::pem::Error) -> String {
     match e {
         rustls::pki_types::pem::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
@@ -179,6 +221,7 @@ pub fn server_config(
     let key = read_key(files.key)?;
     let roots = root_store(files.ca)?;
     let crls = read_crls(files.crl)?;
+    check_crls(&crls, files.crl, files.ca)?;
     let provider = provider();
     let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),

@@ -952,3 +952,22 @@ fn a_corrupt_register_of_issued_certificates_is_reported() {
     assert!(err.contains("issued.json"), "{err}");
     assert!(!clinic_dir(&dir, "pulandian").exists());
 }
+
+/// `certs crl` re-signs the CRL with the same revocations and a new next update, for the
+/// administrator whose gateway warns that the CRL in force is past due.
+#[test]
+fn crl_renews_the_list_keeping_its_revocations() {
+    let (_tmp, dir) = new_ca();
+    succeeds("clinic", &dir, &["--id", "jinzhou", "--name", "Jinzhou"]);
+    succeeds("revoke", &dir, &["--id", "jinzhou"]);
+    let before = fs::read(dir.join("crl.pem")).unwrap();
+    let revoked = crl_serials(&dir);
+    assert_eq!(revoked.len(), 1);
+    let out = succeeds("crl", &dir, &[]);
+    assert!(out.contains("next update due"), "{out}");
+    assert_ne!(fs::read(dir.join("crl.pem")).unwrap(), before, "a new list");
+    assert_eq!(crl_serials(&dir), revoked, "the same revocations");
+    let crls = certs::tls::read_crls(&dir.join("crl.pem")).unwrap();
+    let facts = certs::tls::check_crls(&crls, &dir.join("crl.pem"), &dir.join("ca.pem")).unwrap();
+    assert!(facts.next_update_ms.is_some());
+}

@@ -731,3 +731,32 @@ fn refusal_labels_are_distinct_metric_labels() {
         );
     }
 }
+
+/// A CRL another CA signed (another pilot's, a test one) checks nothing that matters here:
+/// the gateway refuses to start on it, naming the file and the fix. The pilot's own CRL says
+/// when a newer one is due, and `renew_crl` moves that date on.
+#[test]
+fn a_crl_not_signed_by_the_pilot_ca_is_refused_and_the_next_update_is_known() {
+    let pilot = Pilot::new();
+    let other = Pilot::new();
+    let (cert, key, ca) = (pilot.gateway_cert(), pilot.gateway_key(), pilot.ca());
+    let foreign = other.crl();
+    let files = ServerFiles {
+        cert: &cert,
+        key: &key,
+        ca: &ca,
+        crl: &foreign,
+    };
+    let err = tls::server_config(&files, proto::version::offered_alpns(1), no_refusals())
+        .expect_err("a foreign CRL");
+    let text = err.to_string();
+    assert!(text.contains(&foreign.display().to_string()), "{text}");
+    assert!(text.contains("not signed by the pilot CA"), "{text}");
+    let own = tls::read_crls(&pilot.crl()).unwrap();
+    let facts = tls::check_crls(&own, &pilot.crl(), &ca).expect("the pilot's own CRL");
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let due = facts
+        .next_update_ms
+        .expect("the pilot's CRL has a next update");
+    assert!(due > now_ms + 300 * 86_400_000, "a year ahead: {due}");
+}

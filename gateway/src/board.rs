@@ -70,10 +70,19 @@ struct Facts {
 
 pub struct Board {
     clinics: Mutex<BTreeMap<ClinicId, ClinicLink>>,
+    /// The revocation list in force, as the link's CRL watcher last found it.
+    crl: Mutex<CrlStatus>,
     /// Clinic → [`Facts`] (JSON).
     facts: sled::Tree,
     /// `clinic/at_ms` (big-endian) → throughput, RTT (f64) and backlog items (u64).
     history: sled::Tree,
+}
+
+/// The CRL in force: when a newer one is due, and the last refused reload since it loaded.
+#[derive(Debug, Clone, Default)]
+pub struct CrlStatus {
+    pub next_update_ms: Option<i64>,
+    pub refused: Option<(i64, String)>,
 }
 
 impl std::fmt::Debug for Board {
@@ -118,6 +127,7 @@ impl Board {
     pub fn open(db: &sled::Db, now_ms: i64) -> anyhow::Result<Self> {
         let board = Self {
             clinics: Mutex::default(),
+            crl: Mutex::default(),
             facts: db.open_tree("board_facts")?,
             history: db.open_tree("board_history")?,
         };
@@ -274,6 +284,23 @@ impl Board {
     /// minute's sample and when the link goes down).
     pub fn backlog(&self, clinic: &ClinicId, backlog: Backlog) {
         self.with(clinic, |c| c.backlog = Some(backlog));
+    }
+
+    /// The CRL in force was (re)loaded; a newer one is due at `next_update_ms`.
+    pub fn crl_loaded(&self, next_update_ms: Option<i64>) {
+        *self.crl.lock().unwrap_or_else(|p| p.into_inner()) = CrlStatus {
+            next_update_ms,
+            refused: None,
+        };
+    }
+
+    /// A changed `crl.pem` was refused at `at_ms` (the one in force stays) for `reason`.
+    pub fn crl_refused(&self, at_ms: i64, reason: String) {
+        self.crl.lock().unwrap_or_else(|p| p.into_inner()).refused = Some((at_ms, reason));
+    }
+
+    pub fn crl(&self) -> CrlStatus {
+        self.crl.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn snapshot(&self) -> BTreeMap<ClinicId, ClinicLink> {
@@ -510,6 +537,24 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
                     detail: format!("{} · {}", row.clinic, row.specialty),
                 });
             }
+        }
+        let crl = a.board.crl();
+        if let Some((at, reason)) = crl.refused {
+            alerts.push(Alert {
+                kind: "alerts.crl_refused",
+                about: "crl.pem".into(),
+                detail: format!("{} · {reason}", daemon::client::utc(at)),
+            });
+        }
+        if let Some(due) = crl.next_update_ms.filter(|due| *due < now) {
+            alerts.push(Alert {
+                kind: "alerts.crl_stale",
+                about: "crl.pem".into(),
+                detail: format!(
+                    "{} · certs crl --dir CA_FOLDER, then copy crl.pem to the gateway",
+                    daemon::client::utc(due)
+                ),
+            });
         }
         if let Some(pct) = disk_used_percent(&a.data_dir) {
             if pct >= t.disk_percent as f64 {

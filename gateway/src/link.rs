@@ -29,11 +29,21 @@ const ALERT_NO_APPLICATION_PROTOCOL: u64 = 120;
 /// How long to wait for the peer to read a last frame before closing under it.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// Connections that completed the handshake, by clinic.
+/// Connections that completed the handshake, by clinic, and the serials the CRL in force
+/// revokes. One lock holds both, so a connection that finished its handshake before a
+/// revocation was loaded is either registered first and closed by it, or refused when it
+/// registers: never admitted in between.
 #[derive(Debug, Default)]
 pub struct LiveLinks {
     next_id: Mutex<u64>,
-    links: Mutex<HashMap<ClinicId, LiveLink>>,
+    links: Mutex<Registry>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    by_clinic: HashMap<ClinicId, LiveLink>,
+    /// Revoked serials, lower-case hex.
+    revoked: std::collections::HashSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -44,14 +54,24 @@ struct LiveLink {
 }
 
 impl LiveLinks {
-    /// Registers a new connection, closing an older one of the same clinic.
-    fn register(&self, clinic: &ClinicId, serial: String, connection: Connection) -> u64 {
+    /// Registers a new connection, closing an older one of the same clinic; `None` (and the
+    /// connection closed) when its certificate is revoked.
+    fn register(&self, clinic: &ClinicId, serial: String, connection: Connection) -> Option<u64> {
         let id = {
             let mut next = lock(&self.next_id);
             *next += 1;
             *next
         };
-        let old = lock(&self.links).insert(
+        let mut links = lock(&self.links);
+        if links.revoked.contains(&serial.to_ascii_lowercase()) {
+            close(
+                &connection,
+                CloseCode::Revoked,
+                "certificate revoked by the pilot administrator",
+            );
+            return None;
+        }
+        let old = links.by_clinic.insert(
             clinic.clone(),
             LiveLink {
                 id,
@@ -66,14 +86,14 @@ impl LiveLinks {
                 "a newer connection of this clinic took over",
             );
         }
-        id
+        Some(id)
     }
 
     /// Removes the entry if it is still this connection; true if it was.
     fn unregister(&self, clinic: &ClinicId, id: u64) -> bool {
         let mut links = lock(&self.links);
-        if links.get(clinic).is_some_and(|l| l.id == id) {
-            links.remove(clinic);
+        if links.by_clinic.get(clinic).is_some_and(|l| l.id == id) {
+            links.by_clinic.remove(clinic);
             true
         } else {
             false
@@ -82,17 +102,20 @@ impl LiveLinks {
 
     /// Clinics currently connected.
     pub fn clinics(&self) -> Vec<ClinicId> {
-        let mut v: Vec<_> = lock(&self.links).keys().cloned().collect();
+        let mut v: Vec<_> = lock(&self.links).by_clinic.keys().cloned().collect();
         v.sort();
         v
     }
 
-    /// Closes the connections whose certificate serial is in `revoked`; returns their clinics.
+    /// Makes `revoked` the serials in force and closes the connections it names; returns
+    /// their clinics.
     fn close_revoked(&self, revoked: &[String]) -> Vec<ClinicId> {
-        let links = lock(&self.links);
-        links
+        let mut links = lock(&self.links);
+        links.revoked = revoked.iter().map(|s| s.to_ascii_lowercase()).collect();
+        let Registry { by_clinic, revoked } = &*links;
+        by_clinic
             .iter()
-            .filter(|(_, l)| revoked.iter().any(|s| s.eq_ignore_ascii_case(&l.serial)))
+            .filter(|(_, l)| revoked.contains(&l.serial.to_ascii_lowercase()))
             .map(|(clinic, l)| {
                 close(
                     &l.connection,
@@ -323,6 +346,7 @@ impl Link {
         let (frames_tx, mut frames) = mpsc::channel(16);
         let reader = tokio::spawn(daemon::frames::read_frames(recv, frames_tx));
         let mut registered = None;
+        let mut expires: Option<i64> = None;
         let mut objects: Option<tokio::task::JoinHandle<()>> = None;
         let mut stats_every = tokio::time::interval(Duration::from_secs(5));
         loop {
@@ -351,6 +375,23 @@ impl Link {
                         agent_version,
                         minor,
                     } => {
+                        registered =
+                            self.live
+                                .register(&clinic, serial.clone(), connection.clone());
+                        if registered.is_none() {
+                            // Revoked after its handshake, before its hello.
+                            self.metrics.refused("revoked");
+                            warn!(
+                                reason = "revoked",
+                                "refused agent: {}",
+                                refusal_text(certs::tls::Refusal::Revoked)
+                            );
+                            session.close(
+                                CloseCode::Revoked,
+                                "certificate revoked by the pilot administrator".into(),
+                            );
+                            continue;
+                        }
                         objects = Some(tokio::spawn(crate::receive::accept_streams(
                             connection.clone(),
                             clinic.clone(),
@@ -358,12 +399,7 @@ impl Link {
                             self.metrics.clone(),
                             self.consult.replica(),
                         )));
-                        registered = Some(self.live.register(
-                            &clinic,
-                            serial.clone(),
-                            connection.clone(),
-                        ));
-                        let expires = peer_cert(&connection)
+                        expires = peer_cert(&connection)
                             .map(|c| (c.not_after.unix_timestamp_nanos() / 1_000_000) as i64);
                         self.board
                             .up(&clinic, crate::consult::now_ms(), &agent_version, expires);
@@ -413,6 +449,14 @@ impl Link {
                     }
                 },
                 _ = stats_every.tick() => {
+                    // A certificate that expires while its link is up is refused like one
+                    // that expired before it connected.
+                    if expires.is_some_and(|e| crate::consult::now_ms() >= e) {
+                        self.metrics.refused("expired");
+                        warn!(reason = "expired", "closed live link: {}", refusal_text(certs::tls::Refusal::Expired));
+                        session.close(CloseCode::Revoked, "certificate expired".into());
+                        continue;
+                    }
                     let stats = connection.stats();
                     let path = stats.path;
                     let loss = (path.sent_packets > 0)
@@ -448,6 +492,7 @@ impl Link {
     async fn watch_crl(self: Arc<Self>, endpoint: quinn::Endpoint, shutdown: CancellationToken) {
         let mut last = std::fs::read(&self.config.crl).ok();
         self.apply_revocations(last.as_deref());
+        self.note_crl_loaded();
         let mut every = tokio::time::interval(self.config.crl_reload);
         loop {
             tokio::select! {
@@ -459,6 +504,10 @@ impl Link {
                 Err(e) => {
                     self.metrics.crl_reload_failures.inc();
                     warn!(path = %self.config.crl.display(), error = %e, "cannot read the CRL; keeping the one in force");
+                    self.board.crl_refused(
+                        crate::consult::now_ms(),
+                        format!("cannot read {}: {e}", self.config.crl.display()),
+                    );
                     continue;
                 }
             };
@@ -470,14 +519,31 @@ impl Link {
                     endpoint.set_server_config(Some(server));
                     info!(path = %self.config.crl.display(), "loaded changed CRL");
                     self.apply_revocations(Some(&current));
+                    self.note_crl_loaded();
                     last = Some(current);
                 }
                 Err(e) => {
                     self.metrics.crl_reload_failures.inc();
                     warn!(error = %format!("{e:#}"), "changed CRL could not be loaded; keeping the one in force (fix the file or re-run `certs revoke`)");
+                    self.board
+                        .crl_refused(crate::consult::now_ms(), format!("{e:#}"));
+                    // Said once per change of the file, not at every tick.
+                    last = Some(current);
                 }
             }
         }
+    }
+
+    /// Records when the CRL just loaded (the server configuration accepted it) wants a newer
+    /// one, for the alerts page and the metric.
+    fn note_crl_loaded(&self) {
+        let facts = certs::tls::read_crls(&self.config.crl)
+            .and_then(|crls| certs::tls::check_crls(&crls, &self.config.crl, &self.config.ca))
+            .unwrap_or_default();
+        if let Some(ms) = facts.next_update_ms {
+            self.metrics.crl_next_update_seconds.set(ms / 1000);
+        }
+        self.board.crl_loaded(facts.next_update_ms);
     }
 
     fn apply_revocations(&self, crl_pem: Option<&[u8]>) {

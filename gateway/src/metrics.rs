@@ -63,6 +63,7 @@ pub struct Metrics {
     pub hash_mismatch: Family<ClinicLabel, Counter>,
     pub storage_failures: Family<ClinicLabel, Counter>,
     pub crl_revoked_certificates: Gauge,
+    pub crl_next_update_seconds: Gauge,
     pub sla_breaches: Family<UrgencyLabel, Counter>,
     pub routing_alerts: Family<KindLabel, Counter>,
     pub consultations: Family<CaseLabel, Gauge>,
@@ -109,6 +110,7 @@ impl Metrics {
             hash_mismatch: Family::default(),
             storage_failures: Family::default(),
             crl_revoked_certificates: Gauge::default(),
+            crl_next_update_seconds: Gauge::default(),
             sla_breaches: Family::default(),
             routing_alerts: Family::default(),
             consultations: Family::default(),
@@ -153,6 +155,11 @@ impl Metrics {
             "tpg_crl_revoked_certificates",
             "Certificates listed in the CRL currently enforced",
             m.crl_revoked_certificates.clone(),
+        );
+        registry.register(
+            "tpg_crl_next_update_timestamp_seconds",
+            "When the CRL in force says a newer one is due (Unix seconds); alert when passed",
+            m.crl_next_update_seconds.clone(),
         );
         registry.register(
             "tpg_gateway_instances_stored",

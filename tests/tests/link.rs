@@ -206,15 +206,18 @@ async fn revoking_a_connected_clinic_cuts_it_off_and_refuses_it_without_a_gatewa
 }
 
 /// A CRL file that holds no CRL (emptied by a careless copy, or a certificate pasted in its
-/// place) would switch revocation off: the gateway keeps the CRL in force, counts the failed
-/// reload, and the revoked clinic stays out.
+/// place) or another CA's CRL would switch revocation off: the gateway keeps the CRL in force,
+/// counts the failed reload, raises an alert, and the revoked clinic stays out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crl_file_without_a_crl_keeps_the_revoked_clinic_out() {
     let (_dir, pilot) = pilot();
     let (gw, agent) = connect_then_revoke(&pilot, "pulandian").await;
     let crl = pilot.pki_dir().join("crl.pem");
     let ca_cert = std::fs::read(pilot.pki_dir().join("ca.pem")).unwrap();
-    for (n, replacement) in [(1.0, Vec::new()), (2.0, ca_cert)] {
+    // A CRL another CA signed (here another pilot's, listing nothing) is refused too.
+    let (_other_dir, other) = self::pilot();
+    let foreign = std::fs::read(other.pki_dir().join("crl.pem")).unwrap();
+    for (n, replacement) in [(1.0, Vec::new()), (2.0, ca_cert), (3.0, foreign)] {
         std::fs::write(&crl, replacement).unwrap();
         assert!(
             wait_until(WAIT, || metric(
@@ -245,6 +248,125 @@ async fn a_crl_file_without_a_crl_keeps_the_revoked_clinic_out() {
     assert_eq!(
         metric(&gw.metrics(), "tpg_crl_revoked_certificates"),
         Some(1.0)
+    );
+    let admin = gw.admin_token().unwrap();
+    let alerts = harness::http_get_as(gw.web_addr, "/admin/alerts", &admin).unwrap();
+    assert!(
+        alerts.contains("not signed by the pilot CA"),
+        "the alerts page says why the CRL was refused: {alerts}"
+    );
+    assert!(
+        metric(&gw.metrics(), "tpg_crl_next_update_timestamp_seconds").unwrap_or(0.0)
+            > 1_700_000_000.0,
+        "the CRL in force says when a newer one is due"
+    );
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
+
+/// A clinic whose certificate is revoked after its TLS handshake but before its hello is
+/// closed when it says hello, not admitted: the CRL watcher closes only registered links, so
+/// registration itself checks the revocations in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clinic_revoked_between_its_handshake_and_its_hello_is_not_admitted() {
+    let (_dir, pilot) = pilot();
+    let gw = start_gateway(&pilot);
+    let bundle = pilot.enrol("pulandian", "Pulandian").unwrap();
+    let tls = certs::tls::client_config(
+        &bundle.join("cert.pem"),
+        &bundle.join("key.pem"),
+        &bundle.join("ca.pem"),
+        proto::version::offered_alpns(proto::version::PROTOCOL_MAJOR),
+    )
+    .unwrap();
+    let client = quinn::ClientConfig::new(std::sync::Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
+    ));
+    let endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("loopback address")).unwrap();
+    let connection = endpoint
+        .connect_with(client, gw.link_addr, "localhost")
+        .unwrap()
+        .await
+        .expect("the handshake completes while the certificate is valid");
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    pilot
+        .pki()
+        .unwrap()
+        .revoke(&ClinicId::new("pulandian").unwrap(), None, "lost PC")
+        .unwrap();
+    assert!(
+        wait_until(WAIT, || metric(
+            &gw.metrics(),
+            "tpg_crl_revoked_certificates"
+        ) == Some(1.0))
+        .await,
+        "the gateway loaded the CRL"
+    );
+    send.write_all(
+        &proto::ControlFrame::Hello {
+            major: proto::version::PROTOCOL_MAJOR,
+            minor: 0,
+            agent_version: "x".into(),
+        }
+        .encode(),
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let answer = tokio::time::timeout(WAIT, recv.read(&mut buf))
+        .await
+        .unwrap();
+    let welcomed =
+        matches!(answer, Ok(Some(n)) if String::from_utf8_lossy(&buf[..n]).contains("welcome"));
+    assert!(!welcomed, "no welcome for a revoked clinic: {answer:?}");
+    let reason = tokio::time::timeout(WAIT, connection.closed())
+        .await
+        .unwrap();
+    assert!(format!("{reason}").contains("revoked"), "{reason}");
+    assert!(gw.handle.live.clinics().is_empty());
+    assert_eq!(
+        metric(
+            &gw.metrics(),
+            "tpg_link_connects_total{clinic=\"pulandian\"}"
+        ),
+        None,
+        "never admitted"
+    );
+    gw.stop().await.unwrap();
+}
+
+/// A certificate that expires while its link is up is treated like one that expired before:
+/// the live link is closed, and every redial refused as expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_that_expires_while_connected_closes_its_link() {
+    let (_dir, pilot) = pilot();
+    let now = time::OffsetDateTime::now_utc();
+    let validity = Validity {
+        not_before: now - time::Duration::days(1),
+        not_after: now + time::Duration::seconds(6),
+    };
+    let files = pilot
+        .pki()
+        .unwrap()
+        .issue_clinic(&ClinicId::new("zhuanghe").unwrap(), None, validity, false)
+        .unwrap();
+    let bundle = files.cert.parent().unwrap().to_path_buf();
+    let gw = start_gateway(&pilot);
+    let agent = start_agent_with(&pilot, "zhuanghe", &bundle, &gw, LinkOptions::default());
+    assert!(
+        wait_until(WAIT, || up(&gw, "zhuanghe") == Some(1.0)).await,
+        "admitted while valid"
+    );
+    assert!(
+        wait_until(WAIT, || up(&gw, "zhuanghe") == Some(0.0)).await,
+        "closed once expired:\n{}",
+        gw.metrics()
+    );
+    assert!(
+        wait_until(WAIT, || refused(&gw, "expired") >= 2.0).await,
+        "closed, then refused on redial:\n{}",
+        gw.metrics()
     );
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();

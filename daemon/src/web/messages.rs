@@ -235,6 +235,16 @@ pub(super) static MESSAGES: &[(&str, &str, &str)] = &[
     ("alerts.cert", "证书即将到期", "Certificate expiring"),
     ("alerts.disk", "磁盘空间不足", "Disk nearly full"),
     ("alerts.quarantine", "有被拒收的文件", "Files quarantined"),
+    (
+        "alerts.crl_refused",
+        "吊销列表更新被拒绝，仍使用原列表",
+        "Changed CRL refused; the one in force stays",
+    ),
+    (
+        "alerts.crl_stale",
+        "吊销列表已过期，请重新签发",
+        "CRL past its next update; publish a fresh one",
+    ),
     ("users.title", "用户", "Users"),
     ("users.add", "添加用户", "Add a user"),
     ("users.name", "登录名", "Login"),
