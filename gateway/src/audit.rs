@@ -3,6 +3,13 @@
 //! append-only and hash-chained: each record carries the SHA-256 of the previous record and
 //! its own, so an edited, removed or reordered record breaks the chain
 //! (`gateway audit verify`). Records are fsynced before the call they describe answers.
+//!
+//! The chain alone cannot tell a log cut short, or replaced by an older copy, from a whole
+//! one: its prefix verifies too. So the last record's sequence number and hash are kept in the
+//! gateway's index as well (the anchor, written after the record is on disk; sled makes it
+//! durable within half a second) and in each backup's manifest; the log must reach the anchor
+//! at start and at every check. A record torn by a power cut (a last line without its newline)
+//! is cut off at start and the repair is itself recorded.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -62,12 +69,52 @@ pub enum AuditError {
         line: usize,
         problem: String,
     },
+    #[error("audit log {path} does not reach record {seq} (hash {hash}) that the gateway's index says was written: {problem}; the log was cut short or replaced by an older copy — restore it from the newest backup")]
+    BehindAnchor {
+        path: String,
+        seq: u64,
+        hash: String,
+        problem: String,
+    },
+}
+
+/// The last record written, as the index remembers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    pub seq: u64,
+    pub hash: String,
+}
+
+const ANCHOR_KEY: &[u8] = b"last";
+
+/// The anchor kept in `tree`, if any record was ever written.
+pub fn anchor_in(tree: &sled::Tree) -> Option<Anchor> {
+    tree.get(ANCHOR_KEY)
+        .ok()
+        .flatten()
+        .and_then(|v| serde_json::from_slice(&v).ok())
+}
+
+/// Sets the anchor (after a restore, to the restored log's last record).
+pub fn set_anchor(tree: &sled::Tree, anchor: &Anchor) -> Result<(), AuditError> {
+    let bytes = serde_json::to_vec(anchor).map_err(|e| io(Path::new("index"), e))?;
+    tree.insert(ANCHOR_KEY, bytes)
+        .map_err(|e| io(Path::new("index"), e))?;
+    Ok(())
+}
+
+/// The index tree holding the audit log's anchor.
+pub fn anchor_tree(db: &sled::Db) -> Result<sled::Tree, AuditError> {
+    db.open_tree("audit_anchor")
+        .map_err(|e| io(Path::new("index"), e))
 }
 
 pub struct Audit {
     path: PathBuf,
     /// The next sequence number, the last hash, and the file open for appending.
     tail: Mutex<(u64, String, File)>,
+    /// Where the last record's sequence number and hash are kept beside the log.
+    anchor: Option<sled::Tree>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -80,16 +127,38 @@ impl Audit {
     /// Opens (creating) the log and checks its chain: a gateway does not add to a log that was
     /// tampered with.
     pub fn open(path: &Path) -> Result<Self, AuditError> {
-        let (count, last) = verify(path)?;
+        Self::open_with(path, None)
+    }
+
+    /// [`Self::open`], and the log must reach the anchor kept in `anchor` (the gateway's
+    /// index), which every record then moves on.
+    pub fn open_anchored(path: &Path, anchor: sled::Tree) -> Result<Self, AuditError> {
+        Self::open_with(path, Some(anchor))
+    }
+
+    fn open_with(path: &Path, anchor: Option<sled::Tree>) -> Result<Self, AuditError> {
+        let torn = repair_torn_tail(path)?;
+        let (count, last) = verify_against(path, anchor.as_ref().and_then(anchor_in).as_ref())?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(|e| io(path, e))?;
-        Ok(Self {
+        let audit = Self {
             path: path.to_path_buf(),
             tail: Mutex::new((count, last, file)),
-        })
+            anchor,
+        };
+        if let Some(bytes) = torn {
+            audit.record(
+                crate::consult::now_ms(),
+                "system",
+                "-",
+                "repair_torn_record",
+                &format!("{bytes} bytes of an unfinished last record removed at start"),
+            )?;
+        }
+        Ok(audit)
     }
 
     /// Appends a record and fsyncs it.
@@ -118,6 +187,15 @@ impl Audit {
         line.push(b'\n');
         file.write_all(&line).map_err(|e| io(&self.path, e))?;
         file.sync_data().map_err(|e| io(&self.path, e))?;
+        if let Some(tree) = &self.anchor {
+            set_anchor(
+                tree,
+                &Anchor {
+                    seq: record.seq,
+                    hash: record.hash.clone(),
+                },
+            )?;
+        }
         *seq += 1;
         *prev = record.hash;
         Ok(())
@@ -136,11 +214,41 @@ impl Audit {
             .collect())
     }
 
-    /// Checks the chain as it is on disk now.
+    /// Checks the chain as it is on disk now, and that it reaches the anchor.
     pub fn verify(&self) -> Result<(u64, String), AuditError> {
         let _tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        verify(&self.path)
+        verify_against(&self.path, self.anchor.as_ref().and_then(anchor_in).as_ref())
     }
+}
+
+/// Cuts off a last line without its newline — a record a power cut interrupted, never
+/// acknowledged — keeping it when it is whole (only its newline missing). Returns the bytes
+/// removed, if any.
+fn repair_torn_tail(path: &Path) -> Result<Option<u64>, AuditError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(path, e)),
+    };
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(None);
+    }
+    let start = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let file = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| io(path, e))?;
+    let whole = serde_json::from_slice::<Record>(&bytes[start..])
+        .is_ok_and(|r| r.digest() == r.hash);
+    let removed = if whole {
+        (&file).write_all(b"\n").map_err(|e| io(path, e))?;
+        None
+    } else {
+        file.set_len(start as u64).map_err(|e| io(path, e))?;
+        Some((bytes.len() - start) as u64)
+    };
+    file.sync_all().map_err(|e| io(path, e))?;
+    Ok(removed)
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> AuditError {
@@ -152,9 +260,27 @@ fn io(path: &Path, e: impl std::fmt::Display) -> AuditError {
 
 /// Checks the whole chain; returns the number of records and the last hash.
 pub fn verify(path: &Path) -> Result<(u64, String), AuditError> {
+    verify_against(path, None)
+}
+
+/// [`verify`], and the chain must hold `anchor`'s record (its sequence number and hash).
+pub fn verify_against(path: &Path, anchor: Option<&Anchor>) -> Result<(u64, String), AuditError> {
+    let behind = |problem: String| {
+        anchor.map_or(Ok(()), |a| {
+            Err(AuditError::BehindAnchor {
+                path: path.display().to_string(),
+                seq: a.seq,
+                hash: a.hash.clone(),
+                problem,
+            })
+        })
+    };
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, GENESIS.into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            behind("the log is missing".into())?;
+            return Ok((0, GENESIS.into()));
+        }
         Err(e) => return Err(io(path, e)),
     };
     let broken = |line: usize, problem: String| AuditError::Broken {
@@ -180,8 +306,22 @@ pub fn verify(path: &Path) -> Result<(u64, String), AuditError> {
         if record.digest() != record.hash {
             return Err(broken(n, "its contents do not match its hash".into()));
         }
+        if let Some(a) = anchor.filter(|a| a.seq == record.seq && a.hash != record.hash) {
+            return Err(AuditError::BehindAnchor {
+                path: path.display().to_string(),
+                seq: a.seq,
+                hash: a.hash.clone(),
+                problem: format!("its record {} is another one", a.seq),
+            });
+        }
         seq += 1;
         prev = record.hash;
+    }
+    if anchor.is_some_and(|a| a.seq >= seq) {
+        behind(match seq {
+            0 => "it holds no record".into(),
+            n => format!("it ends at record {}", n - 1),
+        })?;
     }
     Ok((seq, prev))
 }
@@ -197,6 +337,65 @@ mod tests {
                 .record(1, user, "127.0.0.1", action, "01M8BNCGP4W2YZ13YPX92R1XBE")
                 .unwrap();
         }
+    }
+
+    /// The index's anchor catches what the chain alone cannot: a log cut short, or replaced
+    /// by an older copy of itself, still verifies as a chain.
+    #[test]
+    fn a_log_cut_short_or_replaced_by_an_older_copy_is_detected_by_its_anchor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let db = sled::open(dir.path().join("index")).unwrap();
+        let tree = anchor_tree(&db).unwrap();
+        let audit = Audit::open_anchored(&path, tree.clone()).unwrap();
+        audit.record(1, "li", "127.0.0.1", "view", "A").unwrap();
+        let older = std::fs::read(&path).unwrap();
+        for action in ["accept", "report"] {
+            audit.record(2, "li", "127.0.0.1", action, "A").unwrap();
+        }
+        drop(audit);
+        let whole = std::fs::read_to_string(&path).unwrap();
+        let cut: String = whole.lines().take(2).map(|l| format!("{l}\n")).collect();
+        for (name, bytes) in [("cut short", cut.into_bytes()), ("older copy", older)] {
+            std::fs::write(&path, &bytes).unwrap();
+            assert!(verify(&path).is_ok(), "{name}: the chain alone verifies");
+            let refused = Audit::open_anchored(&path, tree.clone()).unwrap_err();
+            assert!(
+                matches!(refused, AuditError::BehindAnchor { seq: 2, .. }),
+                "{name}: {refused}"
+            );
+            assert!(refused.to_string().contains("newest backup"), "{refused}");
+        }
+        std::fs::write(&path, &whole).unwrap();
+        let audit = Audit::open_anchored(&path, tree.clone()).unwrap();
+        assert_eq!(audit.verify().unwrap().0, 3);
+    }
+
+    /// A record a power cut left half-written is cut off at start and the repair recorded;
+    /// a whole last record that lost only its newline is kept.
+    #[test]
+    fn a_torn_last_record_is_repaired_and_the_repair_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        three(&path);
+        let whole = std::fs::read(&path).unwrap();
+        let mut torn = whole.clone();
+        torn.extend_from_slice(b"{\"seq\":3,\"at_ms\":1,\"user\":\"li");
+        std::fs::write(&path, &torn).unwrap();
+        let audit = Audit::open(&path).unwrap();
+        let records = audit.records().unwrap();
+        assert_eq!(records.len(), 4);
+        assert_eq!(records[3].action, "repair_torn_record");
+        assert!(records[3].target.starts_with("29 bytes"), "{:?}", records[3]);
+        assert_eq!(audit.verify().unwrap().0, 4);
+        drop(audit);
+        // Only the newline lost: the record stays, nothing is repaired.
+        let text = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &text[..text.len() - 1]).unwrap();
+        let audit = Audit::open(&path).unwrap();
+        assert_eq!(audit.verify().unwrap().0, 4);
+        audit.record(1, "li", "127.0.0.1", "view", "A").unwrap();
+        assert_eq!(audit.verify().unwrap().0, 5);
     }
 
     #[test]

@@ -51,6 +51,12 @@ pub struct Manifest {
     pub entries: u64,
     pub objects: u64,
     pub object_bytes: u64,
+    /// The audit log copied: its records and its last record's hash (the restored gateway's
+    /// anchor).
+    #[serde(default)]
+    pub audit_records: u64,
+    #[serde(default)]
+    pub audit_last_hash: String,
 }
 
 fn write_chunk(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
@@ -191,8 +197,12 @@ pub fn backup(
             write_atomically(&to.join(name), &bytes)?;
         }
     }
+    let (audit_records, audit_last_hash) =
+        crate::audit::verify(&to.join(crate::AUDIT_FILE)).context("the audit log copied")?;
     let (objects, object_bytes) = copy_tree(&data_dir.join("objects"), &to.join("objects"))?;
     let manifest = Manifest {
+        audit_records,
+        audit_last_hash,
         created_at_ms: daemon::now_ms(),
         gateway_version: env!("CARGO_PKG_VERSION").to_owned(),
         trees,
@@ -300,6 +310,16 @@ pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<Manifest> {
     );
     // Every clinic is awaited until its link is back: it may hold what the backup lacks.
     store::consult::ConsultLog::open(&db)?.mark_restored()?;
+    // The audit log restored is the one the manifest names: it becomes the anchor.
+    let anchor = (manifest.audit_records > 0).then(|| crate::audit::Anchor {
+        seq: manifest.audit_records - 1,
+        hash: manifest.audit_last_hash.clone(),
+    });
+    let anchor_tree = crate::audit::anchor_tree(&db)?;
+    anchor_tree.clear()?;
+    if let Some(a) = &anchor {
+        crate::audit::set_anchor(&anchor_tree, a)?;
+    }
     db.flush()?;
     drop(db);
     for name in FILES {
@@ -308,6 +328,13 @@ pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<Manifest> {
             write_atomically(&data_dir.join(name), &fs::read(&src)?)?;
         }
     }
+    let (records, _) = crate::audit::verify_against(&data_dir.join(crate::AUDIT_FILE), anchor.as_ref())
+        .context("the backup's audit log does not match its manifest")?;
+    anyhow::ensure!(
+        records == manifest.audit_records,
+        "the backup's audit log holds {records} records where its manifest says {}: the backup was altered",
+        manifest.audit_records
+    );
     copy_tree(&from.join("objects"), &data_dir.join("objects"))?;
     sync_dir(data_dir)?;
     Ok(manifest)

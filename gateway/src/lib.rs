@@ -174,7 +174,10 @@ pub fn start(
         .zip(config.routing.as_ref())
         .map(|(router, r)| tokio::spawn(router::run(router, r.check, shutdown.clone())));
     let api = api::Api {
-        audit: Arc::new(audit::Audit::open(&config.data_dir.join(AUDIT_FILE))?),
+        audit: Arc::new(audit::Audit::open_anchored(
+            &config.data_dir.join(AUDIT_FILE),
+            audit::anchor_tree(archive.db())?,
+        )?),
         router,
         metrics: metrics.clone(),
         archive,

@@ -1149,6 +1149,41 @@ async fn a_backup_taken_while_the_gateway_runs_restores_into_a_gateway_serving_t
         .unwrap();
     assert!(!out.status.success(), "never over a gateway's data");
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds gateway data"));
+    // A backup whose audit log lost its last record no longer matches its manifest.
+    assert!(manifest["audit_records"].as_u64() >= Some(2), "{manifest}");
+    let cut = dir.path().join("backup-cut");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&to)
+        .arg(&cut)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let log = std::fs::read_to_string(cut.join("audit.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    std::fs::write(
+        cut.join("audit.log"),
+        lines[..lines.len() - 1].join("\n") + "\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&restored)
+        .unwrap()
+        .replace("data_dir = \"restored\"", "data_dir = \"from-cut\"");
+    let from_cut = config.file.with_file_name("from-cut.toml");
+    std::fs::write(&from_cut, text).unwrap();
+    let out = std::process::Command::new(harness::binary("gateway"))
+        .args(["restore", "--config"])
+        .arg(&from_cut)
+        .arg("--from")
+        .arg(&cut)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a cut audit log is not restored");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not match its manifest"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let gw = RunningGateway::start(gateway::GatewayConfig::load(&restored).unwrap()).unwrap();
     let web = gw.web_addr;
     let after_case: serde_json::Value =
