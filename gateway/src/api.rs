@@ -94,16 +94,32 @@ pub fn router(api: Api) -> axum::Router {
         .with_state(api)
 }
 
+/// A clinic's studies (patient ids and names among them): an administrator sees all of
+/// them, a specialist only those attached to cases they may see. The read is recorded.
 async fn studies(
     State(api): State<Api>,
-    Authenticated(_): Authenticated,
+    axum::extract::ConnectInfo(Peer(from)): Client,
+    Authenticated(user): Authenticated,
     Path(clinic): Path<String>,
 ) -> Result<Json<StudiesResponse>, ApiError> {
     let clinic = ClinicId::new(&clinic)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_clinic_id", e.to_string()))?;
-    let archive = api.archive.clone();
     let c = clinic.clone();
-    let studies = blocking(move || Ok(archive.studies(&c))).await?;
+    let studies = blocking(move || {
+        let mut studies = api.archive.studies(&c);
+        if user.role != Role::Admin {
+            let mut allowed = std::collections::BTreeSet::new();
+            for f in api.consult.log.list(&c).map_err(internal)? {
+                if api.visible(&user, &f.consultation.id).is_ok() {
+                    allowed.extend(f.consultation.studies);
+                }
+            }
+            studies.retain(|s| allowed.contains(&s.study_instance_uid));
+        }
+        api.audited_target(&user, from, "view_studies", c.as_str())?;
+        Ok(studies)
+    })
+    .await?;
     Ok(Json(StudiesResponse {
         clinic: clinic.to_string(),
         studies,
@@ -200,11 +216,14 @@ struct WorklistQuery {
 
 async fn worklist(
     State(api): State<Api>,
+    axum::extract::ConnectInfo(Peer(from)): Client,
     Authenticated(user): Authenticated,
     Query(q): Query<WorklistQuery>,
 ) -> Result<Json<Vec<CaseRow>>, ApiError> {
     let all = q.scope.as_deref() == Some("all");
-    blocking(move || api.worklist(&user, all)).await.map(Json)
+    blocking(move || api.read_worklist(&user, from, all))
+        .await
+        .map(Json)
 }
 
 impl Api {
@@ -412,15 +431,37 @@ impl Api {
         action: &str,
         id: &ConsultationId,
     ) -> Result<(), ApiError> {
+        self.audited_target(user, from, action, id.as_str())
+    }
+
+    /// [`Self::audited`] for a read whose target is not one case: the cases of a worklist,
+    /// a frame of a case, a clinic's studies (ids only, never patient data).
+    pub fn audited_target(
+        &self,
+        user: &User,
+        from: std::net::SocketAddr,
+        action: &str,
+        target: &str,
+    ) -> Result<(), ApiError> {
         self.audit
-            .record(
-                now_ms(),
-                &user.name,
-                &from.ip().to_string(),
-                action,
-                id.as_str(),
-            )
+            .record(now_ms(), &user.name, &from.ip().to_string(), action, target)
             .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// The worklist as `user` reads it (the API and the page): its rows hold patient data
+    /// (question, age, sex), so the read is recorded with the cases it shows.
+    pub fn read_worklist(
+        &self,
+        user: &User,
+        from: std::net::SocketAddr,
+        all_scope: bool,
+    ) -> Result<Vec<CaseRow>, ApiError> {
+        let rows = self.worklist(user, all_scope)?;
+        if !rows.is_empty() {
+            let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+            self.audited_target(user, from, "view_worklist", &ids.join(","))?;
+        }
+        Ok(rows)
     }
 
     /// A case as `user` may see it (not found otherwise), recorded in the audit log.

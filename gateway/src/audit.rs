@@ -217,7 +217,10 @@ impl Audit {
     /// Checks the chain as it is on disk now, and that it reaches the anchor.
     pub fn verify(&self) -> Result<(u64, String), AuditError> {
         let _tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        verify_against(&self.path, self.anchor.as_ref().and_then(anchor_in).as_ref())
+        verify_against(
+            &self.path,
+            self.anchor.as_ref().and_then(anchor_in).as_ref(),
+        )
     }
 }
 
@@ -238,8 +241,8 @@ fn repair_torn_tail(path: &Path) -> Result<Option<u64>, AuditError> {
         .append(true)
         .open(path)
         .map_err(|e| io(path, e))?;
-    let whole = serde_json::from_slice::<Record>(&bytes[start..])
-        .is_ok_and(|r| r.digest() == r.hash);
+    let whole =
+        serde_json::from_slice::<Record>(&bytes[start..]).is_ok_and(|r| r.digest() == r.hash);
     let removed = if whole {
         (&file).write_all(b"\n").map_err(|e| io(path, e))?;
         None
@@ -386,7 +389,11 @@ mod tests {
         let records = audit.records().unwrap();
         assert_eq!(records.len(), 4);
         assert_eq!(records[3].action, "repair_torn_record");
-        assert!(records[3].target.starts_with("29 bytes"), "{:?}", records[3]);
+        assert!(
+            records[3].target.starts_with("29 bytes"),
+            "{:?}",
+            records[3]
+        );
         assert_eq!(audit.verify().unwrap().0, 4);
         drop(audit);
         // Only the newline lost: the record stays, nothing is repaired.

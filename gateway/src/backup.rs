@@ -328,8 +328,9 @@ pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<Manifest> {
             write_atomically(&data_dir.join(name), &fs::read(&src)?)?;
         }
     }
-    let (records, _) = crate::audit::verify_against(&data_dir.join(crate::AUDIT_FILE), anchor.as_ref())
-        .context("the backup's audit log does not match its manifest")?;
+    let (records, _) =
+        crate::audit::verify_against(&data_dir.join(crate::AUDIT_FILE), anchor.as_ref())
+            .context("the backup's audit log does not match its manifest")?;
     anyhow::ensure!(
         records == manifest.audit_records,
         "the backup's audit log holds {records} records where its manifest says {}: the backup was altered",

@@ -102,12 +102,13 @@ struct WorklistQuery {
 
 async fn worklist(
     State(api): State<Api>,
+    axum::extract::ConnectInfo(crate::https::Peer(from)): Client,
     session: Session,
     Query(q): Query<WorklistQuery>,
 ) -> Response {
     let all = q.all.is_some();
     let user = session.user.clone();
-    let rows = match blocking(move || api.worklist(&user, all)).await {
+    let rows = match blocking(move || api.read_worklist(&user, from, all)).await {
         Ok(rows) => rows,
         Err(e) => return failed(&session, e),
     };
@@ -204,6 +205,10 @@ async fn case_page(
                     prior.push(other);
                 }
             }
+        }
+        if !prior.is_empty() {
+            let ids: Vec<&str> = prior.iter().map(|p| p.id.as_str()).collect();
+            api.audited_target(&user, from, "view_prior", &ids.join(","))?;
         }
         let roster = api
             .router
@@ -551,10 +556,11 @@ struct ImageQuery {
     ww: Option<f64>,
 }
 
-/// A frame as PNG. Access is checked like the case page; the viewer page that shows it was
-/// audited, so single frames are not recorded again.
+/// A frame as PNG. Access is checked like the case page, and every frame fetched is recorded
+/// (a frame can be fetched without the viewer page).
 async fn image(
     State(api): State<Api>,
+    axum::extract::ConnectInfo(crate::https::Peer(from)): Client,
     session: Session,
     Path((id, n)): Path<(String, usize)>,
     Query(q): Query<ImageQuery>,
@@ -571,6 +577,12 @@ async fn image(
         let s = shown
             .get(n)
             .ok_or_else(|| ApiError::not_found(format!("no image {n} in this case")))?;
+        api.audited_target(
+            &user,
+            from,
+            "view_image",
+            &format!("{id}/{n}/{}", q.frame.unwrap_or(0)),
+        )?;
         crate::render::png(&s.path, q.frame.unwrap_or(0), window).map_err(|e| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

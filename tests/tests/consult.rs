@@ -515,99 +515,235 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
         sign_up(accounts, person(name, role, name, specialist, None));
     }
     let case = format!("/api/v1/consultations/{id}");
-    // (method, path, body, expected status for: nobody, a specialist not on the case, an admin)
-    let routes: Vec<(&str, String, Option<&str>, [u16; 3])> = vec![
-        ("GET", "/api/v1/me".into(), None, [401, 200, 200]),
-        ("GET", "/api/v1/consultations".into(), None, [401, 200, 200]),
+    // (method, path, body, expected status for: nobody, a specialist not on the case, an
+    // admin, and the audit record the administrator's call writes: every read of patient data
+    // and every change is recorded, nothing else is)
+    type Row<'a> = (&'a str, String, Option<&'a str>, [u16; 3], Option<&'a str>);
+    let routes: Vec<Row> = vec![
+        ("GET", "/api/v1/me".into(), None, [401, 200, 200], None),
+        (
+            "GET",
+            "/api/v1/consultations".into(),
+            None,
+            [401, 200, 200],
+            Some("view_worklist"),
+        ),
         (
             "GET",
             "/api/v1/consultations?scope=all".into(),
             None,
             [401, 200, 200],
+            Some("view_worklist"),
         ),
-        ("GET", case.clone(), None, [401, 404, 200]),
+        ("GET", case.clone(), None, [401, 404, 200], Some("view")),
         (
             "GET",
             format!("{case}/attachments/nothing"),
             None,
             [401, 404, 404],
+            None,
         ),
         (
             "GET",
             "/api/v1/clinics/jinzhou/studies".into(),
             None,
             [401, 200, 200],
+            Some("view_studies"),
         ),
-        ("GET", "/api/v1/forward".into(), None, [401, 403, 200]),
-        ("POST", format!("{case}/accept"), None, [401, 409, 403]),
-        ("POST", format!("{case}/take"), None, [401, 409, 403]),
+        ("GET", "/api/v1/forward".into(), None, [401, 403, 200], None),
+        (
+            "POST",
+            "/api/v1/admin/backup".into(),
+            Some(r#"{"to":"/"}"#),
+            [401, 403, 409],
+            Some("backup"),
+        ),
+        (
+            "POST",
+            format!("{case}/accept"),
+            None,
+            [401, 409, 403],
+            None,
+        ),
+        ("POST", format!("{case}/take"), None, [401, 409, 403], None),
         (
             "POST",
             format!("{case}/ask"),
             Some(r#"{"text":"?"}"#),
             [401, 409, 403],
+            None,
         ),
         (
             "POST",
             format!("{case}/report"),
             Some(r#"{"impression":"x"}"#),
             [401, 403, 403],
+            None,
         ),
         (
             "POST",
             format!("{case}/decline"),
             Some(r#"{"reason":"x"}"#),
             [401, 409, 403],
+            None,
         ),
-        ("POST", format!("{case}/nonsense"), None, [401, 404, 404]),
+        (
+            "POST",
+            format!("{case}/nonsense"),
+            None,
+            [401, 404, 404],
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/login".into(),
+            Some(r#"{"user":"nobody","password":"wrong"}"#),
+            [401, 401, 401],
+            None,
+        ),
         // The web pages: anonymous visitors are sent to log in (303); administrators'
         // pages refuse specialists; a form without its CSRF token is refused (403).
-        ("GET", "/login".into(), None, [200, 200, 200]),
-        ("GET", "/".into(), None, [303, 303, 303]),
-        ("GET", "/worklist".into(), None, [303, 200, 200]),
-        ("GET", format!("/cases/{id}"), None, [303, 404, 200]),
-        ("GET", format!("/cases/{id}/viewer"), None, [303, 404, 200]),
+        ("GET", "/login".into(), None, [200, 200, 200], None),
+        ("GET", "/lang/en".into(), None, [303, 303, 303], None),
+        ("GET", "/assets/app.css".into(), None, [200, 200, 200], None),
+        ("GET", "/assets/app.js".into(), None, [200, 200, 200], None),
+        ("GET", "/".into(), None, [303, 303, 303], None),
+        (
+            "GET",
+            "/worklist".into(),
+            None,
+            [303, 200, 200],
+            Some("view_worklist"),
+        ),
+        (
+            "GET",
+            format!("/cases/{id}"),
+            None,
+            [303, 404, 200],
+            Some("view"),
+        ),
+        (
+            "GET",
+            format!("/cases/{id}/viewer"),
+            None,
+            [303, 404, 200],
+            Some("view_images"),
+        ),
         (
             "GET",
             format!("/cases/{id}/images/0"),
             None,
             [303, 404, 404],
+            None,
         ),
         (
             "POST",
             format!("/cases/{id}/act/accept"),
             None,
             [303, 403, 403],
+            None,
         ),
-        ("GET", "/admin/links".into(), None, [303, 403, 200]),
-        ("GET", "/admin/alerts".into(), None, [303, 403, 200]),
-        ("GET", "/admin/users".into(), None, [303, 403, 200]),
-        ("POST", "/admin/users".into(), None, [303, 403, 403]),
+        ("GET", "/admin/links".into(), None, [303, 403, 200], None),
+        ("GET", "/admin/alerts".into(), None, [303, 403, 200], None),
+        ("GET", "/admin/users".into(), None, [303, 403, 200], None),
+        ("POST", "/admin/users".into(), None, [303, 403, 403], None),
         (
             "POST",
             "/admin/users/li/deactivate".into(),
             None,
             [303, 403, 403],
+            None,
         ),
-        ("GET", "/admin/audit".into(), None, [303, 403, 200]),
-        ("POST", "/api/v1/logout".into(), None, [401, 204, 204]),
+        ("GET", "/admin/audit".into(), None, [303, 403, 200], None),
+        ("POST", "/logout".into(), None, [303, 403, 403], None),
+        ("POST", "/api/v1/logout".into(), None, [401, 204, 204], None),
         // Last: an administrator's assignment changes the case.
         (
             "POST",
             format!("{case}/assign"),
             Some(r#"{"specialist":"li"}"#),
             [401, 403, 200],
+            Some("assign"),
         ),
     ];
-    for (method, path, body, expected) in routes {
+    // Every route the gateway serves is in the table above: a new route must say who may
+    // call it and what it records before this test passes.
+    let declared: Vec<&str> = routes
+        .iter()
+        .map(|r| r.1.split('?').next().unwrap())
+        .collect();
+    for pattern in served_routes() {
+        let matches = |path: &str| {
+            let (p, q): (Vec<&str>, Vec<&str>) =
+                (pattern.split('/').collect(), path.split('/').collect());
+            p.len() == q.len()
+                && p.iter()
+                    .zip(&q)
+                    .all(|(a, b)| a == b || (a.starts_with('{') && a.ends_with('}')))
+        };
+        assert!(
+            declared.iter().any(|path| matches(path)),
+            "the route {pattern} is not in this test's table: declare who may call it and what it records"
+        );
+    }
+    let log = dir.path().join("gateway/data/audit.log");
+    let actions = || -> Vec<String> {
+        gateway::audit::verify(&log).unwrap();
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<gateway::audit::Record>(l)
+                    .unwrap()
+                    .action
+            })
+            .collect()
+    };
+    for (method, path, body, expected, audit) in routes {
         for (who, want) in [None, Some("li"), Some("boss")].into_iter().zip(expected) {
             // A fresh token per call: logout revokes the one it is called with.
             let token = who.map(|name| accounts.script_token(name).unwrap());
+            let before = actions().len();
             let (status, text) = http(gw.web_addr, method, &path, token.as_deref(), body).unwrap();
             assert_eq!(status, want, "{method} {path} as {who:?}: {text}");
+            if who == Some("boss") {
+                let written = actions()[before..].to_vec();
+                match audit {
+                    Some(action) => assert!(
+                        written.iter().any(|a| a == action),
+                        "{method} {path} must record {action}: {written:?}"
+                    ),
+                    None => assert!(
+                        written.is_empty(),
+                        "{method} {path} records nothing: {written:?}"
+                    ),
+                }
+            }
         }
     }
     gw.stop().await.unwrap();
+}
+
+/// The routes the gateway's web listener serves, read from where they are declared.
+fn served_routes() -> Vec<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut out = Vec::new();
+    for file in [
+        "gateway/src/api.rs",
+        "gateway/src/web.rs",
+        "daemon/src/accounts.rs",
+        "daemon/src/web.rs",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        for piece in text.split(".route(").skip(1) {
+            let piece = piece.trim_start();
+            if let Some(rest) = piece.strip_prefix('"') {
+                out.push(rest.split('"').next().unwrap().to_owned());
+            }
+        }
+    }
+    assert!(out.len() > 20, "{out:?}");
+    out
 }
 
 /// Forms need the session's CSRF token; a change made with the browser's cookie through the
@@ -1506,6 +1642,13 @@ async fn a_restored_gateway_takes_back_from_its_clinics_what_the_backup_lacked()
         .await,
         "the gateway receipted the image"
     );
+    // The study is attached to no case: the administrator sees it, the specialist does not.
+    let studies = |token: &str| -> serde_json::Value {
+        serde_json::from_str(&http_get_as(web, "/api/v1/clinics/jinzhou/studies", token).unwrap())
+            .unwrap()
+    };
+    assert_eq!(studies(&admin)["studies"].as_array().unwrap().len(), 1);
+    assert_eq!(studies(&li)["studies"].as_array().unwrap().len(), 0);
     let (status, body) = act(web, &cases[0], "report", Some(report));
     assert_eq!(status, 200, "{body}");
     assert!(
