@@ -285,6 +285,26 @@ fn with_study_demographics(
     Ok(patient)
 }
 
+/// Refuses a patient id that contradicts a study already attached to the case: the images
+/// say whose they are, and a case must not be moved onto another patient under them.
+fn same_patient_as_studies(
+    handle: &Handle,
+    patient: &Patient,
+    studies: &[String],
+) -> Result<(), ApiError> {
+    for uid in studies {
+        if let Some(s) = handle.store.study_patient(uid) {
+            if s.patient_id != patient.id {
+                return Err(ApiError::conflict(format!(
+                    "the attached study {uid} belongs to another patient id than {}; a case keeps the patient of its images (start a new case for another patient)",
+                    patient.id
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A study takes the highest urgency of the consultations it is attached to.
 fn raise(handle: &Handle, studies: &[String], urgency: Urgency) {
     for uid in studies {
@@ -419,11 +439,16 @@ pub fn act_on(
             }
         }
         "submit" => EventKind::Submitted,
-        "patient" => EventKind::PatientUpdated {
-            patient: body
+        "patient" => {
+            let patient = body
                 .patient
-                .ok_or_else(|| ApiError::bad_request("patient is required"))?,
-        },
+                .ok_or_else(|| ApiError::bad_request("patient is required"))?;
+            same_patient_as_studies(handle, &patient, &current.studies)?;
+            EventKind::PatientUpdated {
+                patient,
+                reason: body.reason.filter(|r| !r.trim().is_empty()),
+            }
+        }
         "answer" => {
             let question = match body.question {
                 Some(q) => q,

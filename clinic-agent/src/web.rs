@@ -729,6 +729,7 @@ async fn case_page(
                 }
             }
         }
+        (daemon::web::consult::corrections(lang, &c.corrections))
         div.grid {
             section.card {
                 dl.facts {

@@ -237,6 +237,7 @@ async fn case_page(
     let body = html! {
         h1 { (lang.t("case.id")) " " (c.id.as_str()) " " (urgency_badge(lang, c.urgency)) " " (state_badge(lang, c.state)) }
         @if let Some(e) = &error { p.error role="alert" #action-error { (e) } }
+        (daemon::web::consult::corrections(lang, &c.corrections))
         div.grid {
             section.card {
                 h2 { (lang.t("case.patient")) }

@@ -205,9 +205,13 @@ pub enum EventKind {
     ConsentRecorded {
         consent: Consent,
     },
-    /// The clinic corrected the patient's details.
+    /// The clinic corrected the patient's details. Once a specialist has accepted the case,
+    /// a change of who the patient is (id, name, birth date, sex) is a correction that needs
+    /// its `reason` and is shown to the specialist (minor version addition).
     PatientUpdated {
         patient: Patient,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     StudiesAttached {
         study_instance_uids: Vec<String>,
@@ -424,6 +428,17 @@ pub enum Refusal {
     Empty(&'static str),
     #[error("a signed report stands: the case cannot be cancelled once reported (a cancel that crossed the report on the link is kept, set aside)")]
     ReportStands,
+    #[error("a specialist has accepted this case: changing who the patient is is a correction — give its reason, and the specialist is shown it")]
+    CorrectionNeedsReason,
+}
+
+/// A change of the patient's identity after acceptance: when, why, and what it was before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Correction {
+    pub at_ms: i64,
+    pub by: String,
+    pub reason: String,
+    pub before: Patient,
 }
 
 /// A consultation as its events make it.
@@ -448,6 +463,10 @@ pub struct Consultation {
     pub open_questions: Vec<u64>,
     pub report: Option<Report>,
     pub addenda: Vec<String>,
+    /// Changes of who the patient is made after a specialist accepted the case, shown to
+    /// the specialist.
+    #[serde(default)]
+    pub corrections: Vec<Correction>,
     pub created_at_ms: i64,
     pub delivered_at_ms: Option<i64>,
     /// When the current assignee was given it (the SLA to accept runs from here).
@@ -509,6 +528,7 @@ impl Consultation {
             open_questions: Vec::new(),
             report: None,
             addenda: Vec::new(),
+            corrections: Vec::new(),
             created_at_ms: e.at_ms,
             delivered_at_ms: None,
             assigned_at_ms: None,
@@ -549,13 +569,18 @@ impl Consultation {
                     .then_some(())
                     .ok_or_else(not_now)
             }
-            EventKind::PatientUpdated { patient } => {
+            EventKind::PatientUpdated { patient, reason } => {
                 if patient.id.trim().is_empty() {
                     return Err(Refusal::Empty("patient id"));
                 }
-                (!matches!(self.state, S::Reported | S::Acknowledged | S::Cancelled))
-                    .then_some(())
-                    .ok_or_else(not_now)
+                if matches!(self.state, S::Reported | S::Acknowledged | S::Cancelled) {
+                    return Err(not_now());
+                }
+                let correcting = self.accepted_at_ms.is_some() && *patient != self.patient;
+                if correcting && reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+                    return Err(Refusal::CorrectionNeedsReason);
+                }
+                Ok(())
             }
             EventKind::Submitted => {
                 if self.state != S::Draft {
@@ -669,7 +694,17 @@ impl Consultation {
         match &e.kind {
             EventKind::Created { .. } => return Err(Refusal::AlreadyCreated),
             EventKind::ConsentRecorded { consent } => self.consent = Some(consent.clone()),
-            EventKind::PatientUpdated { patient } => self.patient = patient.clone(),
+            EventKind::PatientUpdated { patient, reason } => {
+                if self.accepted_at_ms.is_some() && *patient != self.patient {
+                    self.corrections.push(Correction {
+                        at_ms: e.at_ms,
+                        by: e.actor.clone(),
+                        reason: reason.clone().unwrap_or_default(),
+                        before: self.patient.clone(),
+                    });
+                }
+                self.patient = patient.clone();
+            }
             EventKind::StudiesAttached {
                 study_instance_uids,
                 attachments,

@@ -1738,3 +1738,118 @@ async fn a_restored_gateway_takes_back_from_its_clinics_what_the_backup_lacked()
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }
+
+/// The images say whose they are: the clinic cannot move a case onto another patient id
+/// under its attached study, and once the specialist has accepted, a change of identity is a
+/// correction with its reason, shown to the specialist above the case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_keeps_the_patient_of_its_images_and_late_corrections_are_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let gw = RunningGateway::start(with_routing(
+        &pilot.gateway_config(link).unwrap(),
+        harness::people::ONE_RADIOLOGIST,
+    ))
+    .unwrap();
+    sign_up(
+        &gw.handle.accounts,
+        person(
+            "li",
+            Role::Specialist,
+            "Dr Li",
+            Some("li"),
+            Some("radiologist"),
+        ),
+    );
+    let li = gw.handle.accounts.script_token("li").unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let doctor = sign_up(
+        &agent.handle.accounts,
+        person("doc", Role::Doctor, "Doctor", None, None),
+    );
+    let study =
+        harness::samples::write_ct_series(&dir.path().join("ct"), "P-700", 1, 64 * 64 * 2, 8)
+            .unwrap();
+    let handle = agent.handle.clone();
+    let uid = study.study_uid.clone();
+    let file = study.files[0].clone();
+    let case = tokio::task::spawn_blocking(move || {
+        handle.ingest_file(&file).unwrap();
+        let who = person("doc", Role::Doctor, "Doctor", None, None);
+        let request = harness::people::new_case("radiology", Urgency::Urgent, "?", "", vec![uid]);
+        clinic_agent::consult_api::create_case(&handle, &who, request)
+            .map_err(|e| e.message)
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let id = case.consultation.id.clone();
+    assert_eq!(
+        case.consultation.patient.id, "P-700",
+        "filled from the study"
+    );
+    let path = format!("/api/v1/consultations/{id}");
+    let update = |body: serde_json::Value| {
+        http(
+            agent.web_addr,
+            "POST",
+            &format!("{path}/patient"),
+            Some(&doctor),
+            Some(&body.to_string()),
+        )
+        .unwrap()
+    };
+    let patient = |id: &str, name: &str| serde_json::json!({"id": id, "name": name, "sex": "", "birth_date": ""});
+    let (status, body) = update(serde_json::json!({"patient": patient("P-999", "")}));
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("belongs to another patient id"), "{body}");
+    assert!(
+        wait_until(WAIT, || state_at(&gw.handle.consult, &id)
+            == Some(State::Assigned))
+        .await
+    );
+    let (status, body) = http(
+        gw.web_addr,
+        "POST",
+        &format!("{path}/accept"),
+        Some(&li),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        wait_until(WAIT, || state_at(&agent.handle.consult, &id)
+            == Some(State::Accepted))
+        .await
+    );
+    let (status, body) = update(serde_json::json!({"patient": patient("P-700", "Corrected^Name")}));
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("give its reason"), "{body}");
+    let (status, body) = update(serde_json::json!({
+        "patient": patient("P-700", "Corrected^Name"),
+        "reason": "name typed from the wrong form"
+    }));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        wait_until(WAIT, || gw
+            .handle
+            .consult
+            .log
+            .get(&id)
+            .unwrap()
+            .is_some_and(|f| f.consultation.corrections.len() == 1))
+        .await,
+        "the correction reaches the hospital"
+    );
+    let page = http_get_as(gw.web_addr, &format!("/cases/{id}"), &li).unwrap();
+    assert!(page.contains("id=\"corrections\""), "{page}");
+    assert!(page.contains("name typed from the wrong form"), "{page}");
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}

@@ -2,7 +2,7 @@
 //! and urgency badges, the timeline, the signed report.
 
 use maud::{html, Markup};
-use proto::consult::{Event, EventKind, Report, SetAside, State, Urgency};
+use proto::consult::{Correction, Event, EventKind, Report, SetAside, State, Urgency};
 
 use super::{time, Lang};
 
@@ -85,6 +85,9 @@ pub fn describe(lang: Lang, kind: &EventKind) -> String {
             t("ev.consent"),
             &[("who", &consent.given_by), ("how", &consent.method)],
         ),
+        EventKind::PatientUpdated {
+            reason: Some(why), ..
+        } => format!("{}: {why}", t("ev.patient")),
         EventKind::PatientUpdated { .. } => t("ev.patient").into(),
         EventKind::StudiesAttached {
             study_instance_uids,
@@ -123,6 +126,25 @@ pub fn describe(lang: Lang, kind: &EventKind) -> String {
             &[("from", from), ("who", to), ("why", reason)],
         ),
         EventKind::Cancelled { reason } => fill(t("ev.cancelled"), &[("why", reason)]),
+    }
+}
+
+/// Changes of who the patient is made after a specialist accepted the case: shown above the
+/// case at both sites, with what the details were before and why they changed.
+pub fn corrections(lang: Lang, corrections: &[Correction]) -> Markup {
+    html! {
+        @if !corrections.is_empty() {
+            section.card #corrections role="alert" {
+                h2.error { (lang.t("case.corrected")) }
+                ul { @for k in corrections {
+                    li {
+                        (time(k.at_ms)) " · " (k.by) " — " (lang.t("case.corrected_before")) " "
+                        (k.before.id) " · " (k.before.name) " · " (k.before.sex) " " (k.before.birth_date)
+                        " — " (k.reason)
+                    }
+                } }
+            }
+        }
     }
 }
 

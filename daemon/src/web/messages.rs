@@ -77,6 +77,12 @@ pub(super) static MESSAGES: &[(&str, &str, &str)] = &[
     ("ev.created", "创建会诊", "Request created"),
     ("ev.consent", "记录知情同意：{who}，{how}", "Consent recorded: {who}, {how}"),
     ("ev.patient", "更正患者信息", "Patient details corrected"),
+    (
+        "case.corrected",
+        "接诊后患者身份已更正，请核对",
+        "Patient's identity corrected after acceptance: check it",
+    ),
+    ("case.corrected_before", "更正前：", "before:"),
     ("ev.studies", "附加影像 {n} 项、附件 {m} 个", "Attached {n} studies, {m} files"),
     ("ev.submitted", "卫生院已发送", "Sent by the clinic"),
     ("ev.delivered", "医院已收到", "Received by the hospital"),

@@ -261,6 +261,7 @@ fn a_signed_report_is_immutable_and_corrected_by_addenda() {
             "dr.wang",
             EventKind::PatientUpdated {
                 patient: corrected.clone(),
+                reason: Some("birth date mistyped".into()),
             },
         )
         .unwrap();
@@ -271,7 +272,13 @@ fn a_signed_report_is_immutable_and_corrected_by_addenda() {
     let signed = c.push("li", report("li")).unwrap();
     assert!(
         matches!(
-            c.push("dr.wang", EventKind::PatientUpdated { patient: corrected }),
+            c.push(
+                "dr.wang",
+                EventKind::PatientUpdated {
+                    patient: corrected,
+                    reason: Some("again".into())
+                }
+            ),
             Err(Refusal::NotNow { .. })
         ),
         "a signed report's patient is fixed"
@@ -520,4 +527,61 @@ fn a_replicated_event_of_the_wrong_origin_is_refused() {
     assert!(matches!(refused, ReplicationError::WrongOrigin { .. }));
     assert!(refused.to_string().contains("assigned"), "{refused}");
     assert_eq!(log.cursor, 3);
+}
+
+/// Before acceptance the clinic corrects the patient freely; once a specialist has accepted,
+/// a change of identity needs its reason and is kept for the specialist to see.
+#[test]
+fn a_change_of_identity_after_acceptance_is_an_explicit_correction() {
+    let mut c = Case::assigned_to(Priority::Urgent, "li");
+    let mut other = c.state().patient;
+    other.name = "Other^Name".into();
+    let before = c
+        .push(
+            "dr.wang",
+            EventKind::PatientUpdated {
+                patient: other.clone(),
+                reason: None,
+            },
+        )
+        .unwrap();
+    assert!(before.corrections.is_empty(), "not accepted yet: an update");
+    c.push("li", accept("li")).unwrap();
+    let mut another = other.clone();
+    another.id = "P-2".into();
+    assert_eq!(
+        c.push(
+            "dr.wang",
+            EventKind::PatientUpdated {
+                patient: another.clone(),
+                reason: None,
+            },
+        ),
+        Err(Refusal::CorrectionNeedsReason)
+    );
+    let corrected = c
+        .push(
+            "dr.wang",
+            EventKind::PatientUpdated {
+                patient: another.clone(),
+                reason: Some("wrong patient's record opened".into()),
+            },
+        )
+        .unwrap();
+    assert_eq!(corrected.patient, another);
+    assert_eq!(corrected.corrections.len(), 1);
+    assert_eq!(corrected.corrections[0].before, other);
+    assert_eq!(
+        corrected.corrections[0].reason,
+        "wrong patient's record opened"
+    );
+    // The same details again change nothing and need no reason.
+    c.push(
+        "dr.wang",
+        EventKind::PatientUpdated {
+            patient: another,
+            reason: None,
+        },
+    )
+    .unwrap();
 }
