@@ -86,7 +86,7 @@ pub async fn serve(
     let this_pc = ThisPc(listener.local_addr()?.ip());
     axum::serve(
         listener,
-        router(handle)
+        daemon::web::with_security_headers(router(handle), false)
             .layer(axum::Extension(this_pc))
             .into_make_service_with_connect_info::<SocketAddr>(),
     )

@@ -651,7 +651,12 @@ async fn send_object(
             .map_err(|_| "agent stopping".to_string())?;
             encoding.filter(|_| offered.is_some())
         }
-        other => return Err(format!("gateway answered the offer with {other:?}")),
+        other => {
+            return Err(format!(
+                "gateway answered the offer with frame `{}`",
+                other.name()
+            ))
+        }
     };
     // In blocks, the first one is the sample: if it does not shrink, none of the others is
     // compressed (each still goes as a block).
@@ -716,7 +721,10 @@ async fn send_object(
         ControlFrame::Mismatch { object } if object == *id => {
             Err("the gateway found a SHA-256 mismatch; sending again from the start".into())
         }
-        other => Err(format!("gateway answered the object with {other:?}")),
+        other => Err(format!(
+            "gateway answered the object with frame `{}`",
+            other.name()
+        )),
     }
 }
 

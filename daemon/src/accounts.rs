@@ -73,8 +73,24 @@ struct Stored {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct TokenRecord {
     user: String,
-    /// Unix seconds; `None` for script tokens.
+    /// Unix seconds; `None` only for script tokens made before they expired.
     expires: Option<i64>,
+    /// The password the token was issued under (a fingerprint of its hash): a new password
+    /// ends every session and token made before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    under: Option<String>,
+}
+
+/// Days a script token lasts unless its maker says otherwise.
+pub const SCRIPT_TOKEN_DAYS: u32 = 90;
+
+/// A short fingerprint of a stored password hash, never the hash itself.
+fn password_fingerprint(hash: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(hash.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +111,8 @@ pub enum AccountError {
     Deactivated(String),
     #[error("too many failed logins for this user; try again in {retry_after} s")]
     Locked { retry_after: i64 },
+    #[error("too many logins are being checked at once; try again in a few seconds")]
+    Busy,
 }
 
 fn now() -> i64 {
@@ -128,9 +146,21 @@ pub const FREE_FAILURES: u32 = 5;
 pub const FIRST_LOCK_SECS: i64 = 30;
 pub const MAX_LOCK_SECS: i64 = 15 * 60;
 
+/// Passwords checked at once (argon2 takes about 19 MiB and tens of milliseconds each); more
+/// wait up to 5 s, then are told to try again.
+const VERIFYING: usize = 4;
+static VERIFICATIONS: crate::slots::Slots =
+    crate::slots::Slots::new(VERIFYING, std::time::Duration::from_secs(5));
+/// User names whose failures are remembered at once: beyond, names no longer locked are
+/// forgotten first, and if all are locked new names wait.
+const MAX_TRACKED_NAMES: usize = 10_000;
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Failures {
     count: u32,
+    /// Attempts being checked now: counted as failures until they are known, so parallel
+    /// guesses cannot all be checked before the lock.
+    in_flight: u32,
     locked_until: i64,
 }
 
@@ -141,6 +171,8 @@ struct Failures {
 pub struct Accounts {
     /// Failed logins per user name (in memory: a restart forgets them).
     failures: std::sync::Mutex<std::collections::HashMap<String, Failures>>,
+    /// Passwords checked with argon2 since the daemon started.
+    verified: std::sync::atomic::AtomicU64,
     path: std::path::PathBuf,
     state: std::sync::Mutex<(Option<SystemTime>, File)>,
     sessions: std::sync::Mutex<std::collections::HashMap<String, TokenRecord>>,
@@ -166,6 +198,7 @@ impl Accounts {
     pub fn open(path: &std::path::Path) -> Result<Self, AccountError> {
         let accounts = Self {
             failures: Default::default(),
+            verified: Default::default(),
             path: path.to_path_buf(),
             state: std::sync::Mutex::new((None, File::default())),
             sessions: Default::default(),
@@ -280,27 +313,44 @@ impl Accounts {
 
     /// Checks a login, throttling guesses: after [`FREE_FAILURES`] wrong passwords for a name,
     /// it is refused for a while without checking (`Err(Locked)` says how long), and each
-    /// further failure doubles the wait. A success clears the count.
+    /// further failure doubles the wait. A success clears the count. An attempt counts
+    /// before its password is checked, so parallel guesses get no more checks than serial
+    /// ones; at most [`VERIFYING`] passwords are checked at once in the process.
     pub fn login(&self, name: &str, password: &str) -> Result<User, AccountError> {
         let now = now();
         {
-            let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(f) = failures.get(name) {
-                if f.locked_until > now {
-                    return Err(AccountError::Locked {
-                        retry_after: f.locked_until - now,
-                    });
+            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            if !failures.contains_key(name) && failures.len() >= MAX_TRACKED_NAMES {
+                failures.retain(|_, f| f.locked_until > now || f.in_flight > 0);
+                if failures.len() >= MAX_TRACKED_NAMES {
+                    return Err(AccountError::Busy);
                 }
             }
+            let f = failures.entry(name.to_owned()).or_default();
+            if f.locked_until > now {
+                return Err(AccountError::Locked {
+                    retry_after: f.locked_until - now,
+                });
+            }
+            if f.count + f.in_flight >= FREE_FAILURES {
+                return Err(AccountError::Locked {
+                    retry_after: FIRST_LOCK_SECS,
+                });
+            }
+            f.in_flight += 1;
         }
-        let result = self.verify(name, password);
+        let result = match VERIFICATIONS.take() {
+            Some(_slot) => self.verify(name, password),
+            None => Err(AccountError::Busy),
+        };
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let f = failures.entry(name.to_owned()).or_default();
+        f.in_flight = f.in_flight.saturating_sub(1);
         match &result {
             Ok(_) => {
                 failures.remove(name);
             }
             Err(AccountError::BadLogin) => {
-                let f = failures.entry(name.to_owned()).or_default();
                 f.count += 1;
                 if f.count >= FREE_FAILURES {
                     let doublings = (f.count - FREE_FAILURES).min(10);
@@ -308,13 +358,25 @@ impl Accounts {
                     f.locked_until = now + lock;
                 }
             }
-            Err(_) => {}
+            Err(_) => {
+                if f.count == 0 && f.in_flight == 0 {
+                    failures.remove(name);
+                }
+            }
         }
         result
     }
 
+    /// Passwords checked with argon2 since the daemon started (the throttle's tests and
+    /// metrics).
+    pub fn verifications(&self) -> u64 {
+        self.verified.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Checks a password; the same error whether the user or the password is wrong.
     pub fn verify(&self, name: &str, password: &str) -> Result<User, AccountError> {
+        self.verified
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(stored) = self.current()?.users.get(name).cloned() else {
             // Spend the same time as a real check, so timing does not tell who exists.
             let _ = Argon2::default().hash_password(
@@ -335,13 +397,14 @@ impl Accounts {
 
     /// A login session token for `name`, valid [`SESSION_SECS`], kept in memory.
     pub fn session(&self, name: &str) -> Result<String, AccountError> {
-        if self.get(name)?.is_none() {
+        let Some(stored) = self.current()?.users.get(name).cloned() else {
             return Err(AccountError::NoSuchUser(name.into()));
-        }
+        };
         let token = random_hex(32)?;
         let record = TokenRecord {
             user: name.into(),
             expires: Some(now() + SESSION_SECS),
+            under: Some(password_fingerprint(&stored.hash)),
         };
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         sessions.retain(|_, r| r.expires.is_none_or(|t| t > now()));
@@ -349,18 +412,27 @@ impl Accounts {
         Ok(token)
     }
 
-    /// A token for scripts that does not expire, stored (hashed) in the accounts file.
+    /// A token for scripts, valid [`SCRIPT_TOKEN_DAYS`], stored (hashed) in the accounts file.
     pub fn script_token(&self, name: &str) -> Result<String, AccountError> {
+        self.script_token_for(name, SCRIPT_TOKEN_DAYS)
+    }
+
+    /// A token for scripts valid `days` days (at least one), stored (hashed) in the accounts
+    /// file; expired ones are dropped from it.
+    pub fn script_token_for(&self, name: &str, days: u32) -> Result<String, AccountError> {
         let mut file = self.current()?;
-        if !file.users.contains_key(name) {
+        let Some(stored) = file.users.get(name).cloned() else {
             return Err(AccountError::NoSuchUser(name.into()));
-        }
+        };
         let token = random_hex(32)?;
+        let now = now();
+        file.tokens.retain(|_, r| r.expires.is_none_or(|t| t > now));
         file.tokens.insert(
             hex_key(&token),
             TokenRecord {
                 user: name.into(),
-                expires: None,
+                expires: Some(now + i64::from(days.max(1)) * 86_400),
+                under: Some(password_fingerprint(&stored.hash)),
             },
         );
         self.write(&file)?;
@@ -384,7 +456,18 @@ impl Accounts {
         if record.expires.is_some_and(|t| t <= now()) {
             return Ok(None);
         }
-        Ok(self.get(&record.user)?.filter(|u| !u.deactivated))
+        let Some(stored) = self.current()?.users.get(&record.user).cloned() else {
+            return Ok(None);
+        };
+        if record
+            .under
+            .as_ref()
+            .is_some_and(|u| *u != password_fingerprint(&stored.hash))
+        {
+            // Issued under a password since replaced.
+            return Ok(None);
+        }
+        Ok(Some(stored.user).filter(|u| !u.deactivated))
     }
 
     /// Ends a session (logout) or removes a script token.
@@ -428,8 +511,13 @@ pub enum UserCommand {
         #[arg(long)]
         replace: bool,
     },
-    /// Print a token for scripts (`Authorization: Bearer TOKEN`); it does not expire.
-    Token { name: String },
+    /// Print a token for scripts (`Authorization: Bearer TOKEN`), valid for `--days` (90);
+    /// a new password for the user ends it.
+    Token {
+        name: String,
+        #[arg(long, default_value_t = SCRIPT_TOKEN_DAYS)]
+        days: u32,
+    },
     /// List the users.
     List,
     /// Stop an account: it can no longer log in, and its sessions and tokens stop working.
@@ -482,7 +570,9 @@ pub fn run_user_command(
             )?;
             println!("user {name} saved in {}", path.display());
         }
-        UserCommand::Token { name } => println!("{}", accounts.script_token(&name)?),
+        UserCommand::Token { name, days } => {
+            println!("{}", accounts.script_token_for(&name, days)?)
+        }
         UserCommand::Deactivate { name } => {
             accounts.set_deactivated(&name, true)?;
             println!("user {name} deactivated");
@@ -546,6 +636,11 @@ async fn login<S: HasAccounts + Clone + Send + Sync + 'static>(
             .login(&req.user, &req.password)
             .map_err(|e| match e {
                 AccountError::Locked { retry_after } => ApiError::too_many(retry_after),
+                AccountError::Busy => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    AccountError::Busy.to_string(),
+                ),
                 other => ApiError::new(StatusCode::UNAUTHORIZED, "bad_login", other.to_string()),
             })?;
         let token = accounts
@@ -751,5 +846,76 @@ mod tests {
         let script = Accounts::open(&path).unwrap().script_token("li").unwrap();
         assert!(!std::fs::read_to_string(&path).unwrap().contains(&script));
         assert_eq!(accounts.resolve(&script).unwrap().unwrap().name, "li");
+    }
+
+    /// Fifty wrong guesses sent at once for one name get no more password checks than five
+    /// sent one after another: each attempt counts before it is checked.
+    #[test]
+    fn parallel_guesses_are_counted_before_they_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accounts.json");
+        let accounts = std::sync::Arc::new(Accounts::open(&path).unwrap());
+        accounts
+            .add(user("li"), "correct horse battery", false)
+            .unwrap();
+        let before = accounts.verifications();
+        let guesses: Vec<_> = (0..50)
+            .map(|i| {
+                let accounts = accounts.clone();
+                std::thread::spawn(move || accounts.login("li", &format!("guess number {i}")))
+            })
+            .collect();
+        let outcomes: Vec<_> = guesses.into_iter().map(|g| g.join().unwrap()).collect();
+        let checked = accounts.verifications() - before;
+        assert!(
+            checked <= u64::from(FREE_FAILURES),
+            "{checked} passwords checked"
+        );
+        assert!(outcomes
+            .iter()
+            .all(|o| matches!(o, Err(AccountError::BadLogin | AccountError::Locked { .. }))));
+        assert!(
+            matches!(
+                accounts.login("li", "correct horse battery"),
+                Err(AccountError::Locked { .. })
+            ),
+            "locked, even with the right password"
+        );
+    }
+
+    /// A new password (set by an administrator's `user add --replace`, another process)
+    /// ends the sessions and script tokens made under the old one; script tokens expire.
+    #[test]
+    fn a_password_reset_ends_old_sessions_and_tokens_and_tokens_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accounts.json");
+        let accounts = Accounts::open(&path).unwrap();
+        accounts
+            .add(user("li"), "correct horse battery", false)
+            .unwrap();
+        let session = accounts.session("li").unwrap();
+        let script = accounts.script_token("li").unwrap();
+        assert!(accounts.resolve(&session).unwrap().is_some());
+        assert!(accounts.resolve(&script).unwrap().is_some());
+        let file = accounts.current().unwrap();
+        let record = file.tokens.values().next().unwrap();
+        let days = (record.expires.unwrap() - now()) / 86_400;
+        assert!(
+            (89..=90).contains(&days),
+            "a script token lasts 90 days: {days}"
+        );
+        // Written by another process, as the CLI does.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        Accounts::open(&path)
+            .unwrap()
+            .add(user("li"), "a brand new password", true)
+            .unwrap();
+        assert!(
+            accounts.resolve(&session).unwrap().is_none(),
+            "session ended"
+        );
+        assert!(accounts.resolve(&script).unwrap().is_none(), "token ended");
+        let fresh = accounts.session("li").unwrap();
+        assert!(accounts.resolve(&fresh).unwrap().is_some());
     }
 }

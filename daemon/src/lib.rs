@@ -18,6 +18,7 @@ pub mod quic;
 pub mod render;
 pub mod replicate;
 pub mod scu;
+pub mod slots;
 pub mod web;
 
 use std::future::Future;

@@ -12,8 +12,7 @@
 //! requests cannot hold several decoded studies in memory together.
 
 use std::path::Path;
-use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dicom_pixeldata::{PhotometricInterpretation, PixelDecoder};
 
@@ -31,42 +30,13 @@ pub enum RenderError {
     Busy,
 }
 
-/// Renders running at once, across the process.
+/// Renders running at once, across the process; others wait up to 10 s, then answer busy.
 pub const RENDER_SLOTS: usize = 2;
-/// How long a render waits for a free slot before it answers busy.
-const SLOT_WAIT: Duration = Duration::from_secs(10);
+static RENDERS: crate::slots::Slots =
+    crate::slots::Slots::new(RENDER_SLOTS, Duration::from_secs(10));
 
-static RUNNING: Mutex<usize> = Mutex::new(0);
-static FREED: Condvar = Condvar::new();
-
-/// A render's place among the [`RENDER_SLOTS`]; freed when dropped.
-struct Slot;
-
-impl Slot {
-    fn take() -> Result<Self, RenderError> {
-        let deadline = Instant::now() + SLOT_WAIT;
-        let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
-        while *running >= RENDER_SLOTS {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(RenderError::Busy);
-            }
-            running = FREED
-                .wait_timeout(running, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        *running += 1;
-        Ok(Slot)
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
-        *running = running.saturating_sub(1);
-        FREED.notify_one();
-    }
+fn render_slot() -> Result<crate::slots::Slot<'static>, RenderError> {
+    RENDERS.take().ok_or(RenderError::Busy)
 }
 
 /// Whether dicom-rs may open the file at `path`: its structure is sound (every length fits,
@@ -132,7 +102,7 @@ fn number_of_frames(obj: &dicom_object::DefaultDicomObject) -> u32 {
 
 /// Reads the first frame to learn the image's size, frame count and opening window.
 pub fn info(path: &Path) -> Result<FrameInfo, RenderError> {
-    let _slot = Slot::take()?;
+    let _slot = render_slot()?;
     let obj = open(path)?;
     let frames = number_of_frames(&obj);
     let decoded = obj
@@ -235,7 +205,7 @@ fn frame8(path: &Path, frame: u32, window: Option<(f64, f64)>) -> Result<Frame8,
 /// image's own window.
 pub fn png(path: &Path, frame: u32, window: Option<(f64, f64)>) -> Result<Vec<u8>, RenderError> {
     let f = {
-        let _slot = Slot::take()?;
+        let _slot = render_slot()?;
         frame8(path, frame, window)?
     };
     let colour = if f.colour {
@@ -290,7 +260,7 @@ pub struct Sheet {
 /// Makes the preview sheet of a series from its instances' files, in their order. Frames that
 /// cannot be decoded are left out; a series with none that can (a waveform, say) has no sheet.
 pub fn preview_sheet(paths: &[&Path]) -> Result<Sheet, RenderError> {
-    let _slot = Slot::take()?;
+    let _slot = render_slot()?;
     let mut picks: Vec<(&Path, Option<u32>)> = key_instances(paths.len())
         .into_iter()
         .map(|i| (paths[i], None))

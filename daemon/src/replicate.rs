@@ -175,9 +175,8 @@ pub async fn run(
     let peer = match peer {
         Some(opening) => opening,
         None => match rx.recv().await {
-            Some(Ok(frame)) => {
-                Opening::of(&frame).ok_or_else(|| format!("events stream began with {frame:?}"))?
-            }
+            Some(Ok(frame)) => Opening::of(&frame)
+                .ok_or_else(|| format!("events stream began with frame `{}`", frame.name()))?,
             Some(Err(e)) => return Err(e),
             None => return Err("events stream ended before it began".into()),
         },
@@ -218,9 +217,10 @@ pub async fn run(
                 Some(Ok(ControlFrame::Event { event })) if event.id.side == local => event,
                 Some(Ok(other)) => {
                     return Err(format!(
-                        "expected this gateway's events {} to {} back first, got {other:?}",
+                        "expected this gateway's events {} to {} back first, got frame `{}`",
                         own + 1,
-                        peer.have
+                        peer.have,
+                        other.name()
                     ))
                 }
                 Some(Err(e)) => return Err(e),
@@ -267,7 +267,12 @@ pub async fn run(
                         .map_err(|e| e.to_string())?;
                 }
                 ControlFrame::Unknown => {}
-                other => return Err(format!("unexpected {other:?} on an events stream")),
+                other => {
+                    return Err(format!(
+                        "unexpected frame `{}` on an events stream",
+                        other.name()
+                    ))
+                }
             }
         }
         Ok::<(), String>(())
@@ -389,5 +394,58 @@ mod tests {
         assert_eq!(agent.timeline(&id).unwrap(), gateway.timeline(&id).unwrap());
         at_agent.abort();
         at_gateway.abort();
+    }
+
+    /// A peer whose events stream begins with an event (not `replicate`) gets an error that
+    /// names the frame, never its contents: errors are logged, and events carry patients.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_that_begins_wrong_is_refused_without_echoing_the_patient() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let jz = ClinicId::new("jinzhou").unwrap();
+        let id = ConsultationId::new(1_790_000_000_000, [5; 10]);
+        let event = log
+            .append(
+                &jz,
+                Side::Clinic,
+                &id,
+                "dr.wang",
+                1,
+                EventKind::Created {
+                    patient: Patient {
+                        id: "P-SECRET".into(),
+                        name: "Secret^Name".into(),
+                        sex: String::new(),
+                        birth_date: String::new(),
+                    },
+                    clinical_summary: String::new(),
+                    question: "?".into(),
+                    specialty: "radiology".into(),
+                    urgency: Urgency::Routine,
+                },
+            )
+            .unwrap();
+        let site = Site::new(
+            open(&dir.path().join("g")),
+            Side::Gateway,
+            Arc::new(|_: &Site, _: Trigger<'_>| Ok(())),
+        );
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let (r, w) = tokio::io::split(ours);
+        let (_tr, mut tw) = tokio::io::split(theirs);
+        tw.write_all(
+            &ControlFrame::Event {
+                event: Box::new(event),
+            }
+            .encode(),
+        )
+        .await
+        .unwrap();
+        let error = run(w, r, jz, site.replica(), None).await.unwrap_err();
+        assert!(error.contains("frame `event`"), "{error}");
+        assert!(
+            !error.contains("SECRET") && !error.contains("Secret"),
+            "{error}"
+        );
     }
 }

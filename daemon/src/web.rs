@@ -369,9 +369,38 @@ async fn set_lang(
         .into_response()
 }
 
+/// Adds the headers every answer of a daemon's web listener carries: no guessing of content
+/// types, no framing by other sites (clickjacking a "sign" button), no referrer leaving the
+/// site, and over HTTPS a year of HTTPS only.
+pub fn with_security_headers(router: axum::Router, https: bool) -> axum::Router {
+    router.layer(axum::middleware::map_response(
+        move |mut response: Response| async move {
+            let h = response.headers_mut();
+            let mut set = |name: &'static str, value: &'static str| {
+                h.insert(name, HeaderValue::from_static(value));
+            };
+            set("x-content-type-options", "nosniff");
+            set("x-frame-options", "DENY");
+            set("content-security-policy", "frame-ancestors 'none'");
+            set("referrer-policy", "same-origin");
+            if https {
+                set("strict-transport-security", "max-age=31536000");
+            }
+            response
+        },
+    ))
+}
+
 /// Only paths on this site: `/x`, never `//host` or `https://`.
 fn safe_next(next: &str) -> bool {
-    next.starts_with('/') && !next.starts_with("//") && !next.contains('\\')
+    // Browsers drop tabs and newlines from a location ("/\t/evil.example" becomes
+    // "//evil.example", another site) and read a backslash as a slash: none of them, nor any
+    // other control character or space, may appear.
+    next.starts_with('/')
+        && !next.starts_with("//")
+        && next
+            .chars()
+            .all(|c| !c.is_control() && !c.is_whitespace() && c != '\\')
 }
 
 #[derive(Deserialize)]
@@ -518,6 +547,15 @@ async fn login_submit<S: HasAccounts + Clone + Send + Sync + 'static>(
             Some(&e.to_string()),
             &user_name,
         ),
+        Ok(Err(e @ AccountError::Busy)) => login_form(
+            &headers,
+            secure,
+            lang,
+            StatusCode::SERVICE_UNAVAILABLE,
+            &next,
+            Some(&e.to_string()),
+            &user_name,
+        ),
         Ok(Err(e)) => error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(e) => error_page(lang, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
@@ -583,6 +621,15 @@ mod tests {
         assert!(!safe_next("//evil.example/"));
         assert!(!safe_next("https://evil.example/"));
         assert!(!safe_next("/\\evil"));
+        for sneaky in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r//evil",
+            "/ /evil",
+            "/\u{0}/x",
+        ] {
+            assert!(!safe_next(sneaky), "{sneaky:?}");
+        }
     }
 
     #[test]

@@ -64,7 +64,8 @@ pub async fn serve(
     api: Api,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = router(api).into_make_service_with_connect_info::<Peer>();
+    let app = daemon::web::with_security_headers(router(api), tls.is_some())
+        .into_make_service_with_connect_info::<Peer>();
     let stopped = async move { shutdown.cancelled().await };
     match tls {
         None => axum::serve(listener, app)

@@ -123,7 +123,7 @@ async fn receive(
                     )
                     .await;
                 }
-                other => return Err(format!("expected offer, got {other:?}")),
+                other => return Err(format!("expected offer, got frame `{}`", other.name())),
             }
         }
         match recv.read(&mut buf).await.map_err(|e| e.to_string())? {

@@ -128,6 +128,29 @@ pub enum FrameError {
 }
 
 impl ControlFrame {
+    /// The frame's type, for messages and logs: never its contents (an event carries
+    /// patient data).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ControlFrame::Hello { .. } => "hello",
+            ControlFrame::Welcome { .. } => "welcome",
+            ControlFrame::VersionMismatch { .. } => "version_mismatch",
+            ControlFrame::Ping { .. } => "ping",
+            ControlFrame::Pong { .. } => "pong",
+            ControlFrame::Offer { .. } => "offer",
+            ControlFrame::Accept { .. } => "accept",
+            ControlFrame::Receipt { .. } => "receipt",
+            ControlFrame::Mismatch { .. } => "mismatch",
+            ControlFrame::Replicate { .. } => "replicate",
+            ControlFrame::Reoffered => "reoffered",
+            ControlFrame::Event { .. } => "event",
+            ControlFrame::Backlog(_) => "backlog",
+            ControlFrame::Unknown => "unknown",
+        }
+    }
+}
+
+impl ControlFrame {
     /// Encodes the frame with its length prefix.
     pub fn encode(&self) -> Vec<u8> {
         // Serialising these plain enums to JSON cannot fail: no maps with non-string keys.

@@ -246,7 +246,7 @@ impl AgentSession {
                         self.fail(
                             now,
                             CloseCode::ProtocolError,
-                            format!("unexpected {} frame from the gateway", frame_name(&frame)),
+                            format!("unexpected {} frame from the gateway", frame.name()),
                         );
                     }
                 }
@@ -257,7 +257,7 @@ impl AgentSession {
                 CloseCode::ProtocolError,
                 format!(
                     "unexpected {} frame while waiting for welcome",
-                    frame_name(&frame)
+                    frame.name()
                 ),
             ),
             // Frames of a connection we already gave up on.
@@ -440,7 +440,7 @@ impl GatewaySession {
             (GatewayState::AwaitHello { .. }, ControlFrame::Unknown) => {}
             (GatewayState::AwaitHello { .. }, frame) => self.close(
                 CloseCode::ProtocolError,
-                format!("expected hello, got {}", frame_name(&frame)),
+                format!("expected hello, got {}", frame.name()),
             ),
             (GatewayState::Up { heartbeat }, frame) => match heartbeat.on_frame(now, &frame) {
                 Heard::Reply(pong) => self.actions.push_back(Action::Send(pong)),
@@ -455,7 +455,7 @@ impl GatewaySession {
                     frame => {
                         self.close(
                             CloseCode::ProtocolError,
-                            format!("unexpected {} frame from the agent", frame_name(&frame)),
+                            format!("unexpected {} frame from the agent", frame.name()),
                         );
                     }
                 },
@@ -472,25 +472,6 @@ impl GatewaySession {
         self.state = GatewayState::Closed;
         self.actions.push_back(Action::Close(code, reason.clone()));
         self.events.push_back(GatewayEvent::Closed { code, reason });
-    }
-}
-
-fn frame_name(frame: &ControlFrame) -> &'static str {
-    match frame {
-        ControlFrame::Hello { .. } => "hello",
-        ControlFrame::Welcome { .. } => "welcome",
-        ControlFrame::VersionMismatch { .. } => "version_mismatch",
-        ControlFrame::Ping { .. } => "ping",
-        ControlFrame::Pong { .. } => "pong",
-        ControlFrame::Offer { .. } => "offer",
-        ControlFrame::Accept { .. } => "accept",
-        ControlFrame::Receipt { .. } => "receipt",
-        ControlFrame::Mismatch { .. } => "mismatch",
-        ControlFrame::Replicate { .. } => "replicate",
-        ControlFrame::Reoffered => "reoffered",
-        ControlFrame::Event { .. } => "event",
-        ControlFrame::Backlog(_) => "backlog",
-        ControlFrame::Unknown => "unknown",
     }
 }
 

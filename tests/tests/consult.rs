@@ -998,6 +998,17 @@ async fn the_web_listener_serves_https_with_the_pilot_certificate() {
         "GET /login HTTP/1.0\r\nHost: localhost:{port}\r\n\r\n"
     ));
     assert!(page.starts_with("HTTP/1.0 200"), "{page}");
+    // Security headers on every answer; HTTPS only from now on.
+    let head = page.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    for header in [
+        "x-content-type-options: nosniff",
+        "x-frame-options: deny",
+        "content-security-policy: frame-ancestors 'none'",
+        "referrer-policy: same-origin",
+        "strict-transport-security: max-age=31536000",
+    ] {
+        assert!(head.contains(header), "{header} missing: {head}");
+    }
     let csrf_cookie = page
         .lines()
         .find(|l| l.contains(&format!("tpg_login_csrf_{port}=")))
@@ -1850,6 +1861,66 @@ async fn a_case_keeps_the_patient_of_its_images_and_late_corrections_are_shown()
     let page = http_get_as(gw.web_addr, &format!("/cases/{id}"), &li).unwrap();
     assert!(page.contains("id=\"corrections\""), "{page}");
     assert!(page.contains("name typed from the wrong form"), "{page}");
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
+
+/// A storm of logins (300 at once, each a different name) costs the gateway a bounded number
+/// of password checks at a time: every caller gets an answer (401, or 503 to retry), and an
+/// upload running meanwhile still gets its receipts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_storm_does_not_stop_an_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let gw = RunningGateway::start(pilot.gateway_config(link).unwrap()).unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let study =
+        harness::samples::write_ct_series(&dir.path().join("ct"), "P-800", 6, 2 * 1024 * 1024, 9)
+            .unwrap();
+    let web = gw.web_addr;
+    let storm = std::thread::spawn(move || {
+        let callers: Vec<_> = (0..300)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let body = format!(r#"{{"user":"guest{i}","password":"not the password"}}"#);
+                    http(web, "POST", "/api/v1/login", None, Some(&body))
+                        .map(|(status, _)| status)
+                        .unwrap_or(0)
+                })
+            })
+            .collect();
+        callers
+            .into_iter()
+            .map(|c| c.join().unwrap())
+            .collect::<Vec<u16>>()
+    });
+    let handle = agent.handle.clone();
+    let files = study.files.clone();
+    tokio::task::spawn_blocking(move || {
+        for f in files {
+            handle.ingest_file(&f).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let jz = ClinicId::new("jinzhou").unwrap();
+    assert!(
+        wait_until(WAIT, || gw.handle.archive.instances(&jz).len() == 6).await,
+        "the upload's receipts arrive during the storm"
+    );
+    let statuses = tokio::task::spawn_blocking(move || storm.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 503),
+        "every caller is answered, refused or told to retry: {statuses:?}"
+    );
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }
