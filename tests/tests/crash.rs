@@ -8,128 +8,28 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use clinic_agent::client;
+use harness::kills::{self, count, import, kill9, request, spawn, timeline, Rig};
 use harness::samples::write_ct_series;
-use harness::{binary, free_tcp_addr, free_udp_addr, PilotDir, Timings};
+use harness::{PilotDir, Timings};
 
 const ROUNDS_PER_SIDE: usize = 20;
 
-struct Rig {
-    gateway_toml: PathBuf,
-    agent_toml: PathBuf,
-    agent_web: SocketAddr,
-    gateway_web: SocketAddr,
-    gateway_data: PathBuf,
-}
-
-fn set_listen(path: &Path, section: &str, addr: SocketAddr) {
-    harness::set_listen(path, section, addr).unwrap();
-}
-
 fn rig(pilot: &PilotDir) -> Rig {
-    let link = free_udp_addr();
-    let gw = pilot.gateway_config(link).unwrap();
-    let gateway_web = free_tcp_addr();
-    set_listen(&gw.file, "web", gateway_web);
-    set_listen(&gw.file, "metrics", free_tcp_addr());
-    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
     // Paced so that sync spans the gateway kills.
-    let agent = pilot
-        .agent_config_with(
-            "jinzhou",
-            &bundle,
-            link,
-            "upload_limit_kib_per_sec = 3072",
-            "",
-        )
-        .unwrap();
-    let agent_web = free_tcp_addr();
-    set_listen(&agent.file, "web", agent_web);
-    set_listen(&agent.file, "metrics", free_tcp_addr());
-    set_listen(&agent.file, "dicom", free_tcp_addr());
-    Rig {
-        gateway_toml: gw.file.clone(),
-        agent_toml: agent.file.clone(),
-        agent_web,
-        gateway_web,
-        gateway_data: gw.data_dir.clone(),
-    }
+    kills::rig(pilot, 3072).unwrap()
 }
 
-/// Starts a daemon; its log is appended to `<name>.log` beside its config file.
-fn spawn(name: &str, verb: &str, config: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(config.with_file_name(format!("{name}.log")))
-        .unwrap();
-    Command::new(binary(name))
-        .args([verb, "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
-fn kill9(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// Waits until the agent's API answers; if it does not, says whether the agent is still
-/// running and what its log says.
 fn wait_api(addr: SocketAddr, agent: &mut Child, agent_toml: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client::call(addr, "GET", "/api/v1/status", None).is_err() {
-        if Instant::now() >= deadline {
-            let log = std::fs::read_to_string(agent_toml.with_file_name("clinic-agent.log"))
-                .unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            panic!(
-                "agent API never came up on {addr}; the agent {:?}; its log ends:\n{}",
-                agent.try_wait(),
-                lines[lines.len().saturating_sub(20)..].join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Imports `file` through the running agent; `Some(object id)` when it was accepted.
-fn import(addr: SocketAddr, file: &Path) -> Option<String> {
-    let body = serde_json::json!({ "path": file }).to_string();
-    match client::call(addr, "POST", "/api/v1/import", Some(&body)) {
-        Ok((200, text)) => {
-            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-            assert!(
-                matches!(v["outcome"].as_str(), Some("stored" | "duplicate")),
-                "{text}"
-            );
-            v["object"].as_str().map(str::to_owned)
-        }
-        _ => None,
-    }
+    kills::wait_api(addr, agent, agent_toml).unwrap();
 }
 
 fn status(addr: SocketAddr) -> serde_json::Value {
-    let (_, text) = client::call(addr, "GET", "/api/v1/status", None).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn count(status: &serde_json::Value, state: &str) -> u64 {
-    status["queue"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["state"] == state)
-        .map(|r| r["items"].as_u64().unwrap())
-        .sum()
+    kills::status(addr).unwrap()
 }
 
 #[test]
@@ -252,68 +152,12 @@ fn killing_the_agent_or_the_gateway_at_random_never_loses_duplicates_or_corrupts
     kill9(&mut gateway);
 
     // Every accepted object is at the gateway, and every blob there matches its name.
-    let mut blobs = BTreeSet::new();
-    for shard in std::fs::read_dir(rig.gateway_data.join("objects"))
-        .unwrap()
-        .flatten()
-    {
-        for blob in std::fs::read_dir(shard.path()).unwrap().flatten() {
-            let name = blob.file_name().to_string_lossy().into_owned();
-            assert_eq!(
-                store::blob::hash_file(&blob.path()).unwrap().to_string(),
-                name,
-                "corrupt blob"
-            );
-            blobs.insert(name);
-        }
-    }
+    let blobs = kills::gateway_blobs(&rig.gateway_data).unwrap();
     assert_eq!(
         blobs, accepted,
         "the gateway holds exactly the accepted objects"
     );
     assert_eq!(accepted.len(), study.files.len());
-}
-
-/// Creates and sends one consultation; `Some(id)` when the agent answered that it is stored.
-fn request(addr: SocketAddr, token: &str, n: usize) -> Option<String> {
-    let body = serde_json::json!({
-        "patient": {"id": format!("P-{n}"), "name": "", "sex": "", "birth_date": ""},
-        "question": "fracture?",
-        "specialty": "radiology",
-        "urgency": "routine",
-        "consent": {"given_by": "patient", "method": "written"},
-        "submit": true,
-    })
-    .to_string();
-    match client::call_as(
-        addr,
-        "POST",
-        "/api/v1/consultations",
-        Some(token),
-        Some(&body),
-    ) {
-        Ok((200, text)) => {
-            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-            v["consultation"]["id"].as_str().map(str::to_owned)
-        }
-        _ => None,
-    }
-}
-
-/// A consultation's timeline as a site's API shows it, as comparable text.
-fn timeline(addr: SocketAddr, token: &str, id: &str) -> Option<String> {
-    let (status, text) = client::call_as(
-        addr,
-        "GET",
-        &format!("/api/v1/consultations/{id}"),
-        Some(token),
-        None,
-    )
-    .ok()?;
-    (status == 200).then(|| {
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        v["timeline"].to_string()
-    })
 }
 
 #[test]
