@@ -538,6 +538,15 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
                 });
             }
         }
+        for c in a.consult.log.consultations().unwrap_or_default() {
+            if let (proto::consult::State::Delivered, Some(why)) = (c.state, &c.unrouted) {
+                alerts.push(Alert {
+                    kind: "alerts.unrouted",
+                    about: c.id.to_string(),
+                    detail: format!("{} · {why}", c.clinic),
+                });
+            }
+        }
         let crl = a.board.crl();
         if let Some((at, reason)) = crl.refused {
             alerts.push(Alert {

@@ -135,7 +135,12 @@ impl Router {
                         }
                         Err(e) => {
                             unroutable.insert(c.id.clone());
-                            pass.alerts += self.alert(c, "unroutable", &e.to_string());
+                            let reason = e.to_string();
+                            pass.alerts += self.alert(c, "unroutable", &reason);
+                            // Once per reason on the case's timeline, where both sites see it.
+                            if c.unrouted.as_deref() != Some(reason.as_str()) {
+                                self.record(c, now_ms, EventKind::Unrouted { reason });
+                            }
                         }
                     }
                 }

@@ -2,8 +2,13 @@
 //! made from it. Pure: the caller passes the time and each specialist's load, so every decision
 //! can be replayed and tested on a virtual clock, and each one comes with its explanation.
 //!
+//! - A request's specialty is read through the roster's specialties and their names in
+//!   Chinese and English and aliases (`[[specialty]]`, and every specialist's own): one it
+//!   does not know is never assigned by any rule — it waits, unrouted, with an alert.
 //! - A request matches the first rule whose conditions (specialty, modality, urgency, clinic)
-//!   all hold; the rule names a pool.
+//!   all hold; the rule names a pool. A rule with neither a specialty nor a modality condition
+//!   catches only the specialties its pool serves, and a rule naming a specialty its pool does
+//!   not serve is refused when the roster is read.
 //! - Among the pool's members on duty now, not excluded (they declined it, or it is being taken
 //!   from them), the one with the fewest open cases is chosen; ties go to the one idle longest.
 //! - Nobody on duty: the pool's lead, with an alert. The lead excluded too: no decision, and an
@@ -30,6 +35,17 @@ struct RawRouting {
     pools: Vec<RawPool>,
     #[serde(default, rename = "rule")]
     rules: Vec<RawRule>,
+    #[serde(default, rename = "specialty")]
+    specialties: Vec<RawSpecialty>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpecialty {
+    id: String,
+    /// Its names as doctors type them: Chinese, English, abbreviations.
+    #[serde(default)]
+    names: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,6 +76,9 @@ struct RawPool {
     id: String,
     members: Vec<String>,
     lead: String,
+    /// The specialties the pool reads (default: its members' and lead's).
+    #[serde(default)]
+    specialties: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +119,8 @@ pub struct Pool {
     pub id: String,
     pub members: Vec<String>,
     pub lead: String,
+    /// Specialty ids the pool reads.
+    pub specialties: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +136,8 @@ pub struct Rule {
 /// The validated `routing.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Roster {
+    /// Every name a specialty is known by (lower case) → its id.
+    pub specialty_names: BTreeMap<String, String>,
     pub specialists: BTreeMap<String, Specialist>,
     pub pools: BTreeMap<String, Pool>,
     pub rules: Vec<Rule>,
@@ -155,7 +178,9 @@ pub struct Decision {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
-    #[error("no routing rule matches specialty '{specialty}', urgency {urgency}, clinic {clinic}; add a rule to routing.toml (a last rule with no conditions catches everything)")]
+    #[error("specialty '{specialty}' is not in the roster: no rule may guess who reads it; add it (or the name the clinic used) under [[specialty]] in routing.toml, or assign the case by hand")]
+    UnknownSpecialty { specialty: String },
+    #[error("no routing rule matches specialty '{specialty}', urgency {urgency}, clinic {clinic}; add a rule for it to routing.toml, with a pool that reads it")]
     NoRule {
         specialty: String,
         urgency: &'static str,
@@ -211,6 +236,34 @@ impl Roster {
             entry,
             problem,
         };
+        // Names → ids: each [[specialty]]'s id and names, then specialists' own specialties.
+        let mut specialty_names: BTreeMap<String, String> = BTreeMap::new();
+        for sp in &raw.specialties {
+            let entry = format!("specialty {}", sp.id);
+            if sp.id.trim().is_empty() {
+                return Err(bad("specialty".into(), "id is empty".into()));
+            }
+            for name in std::iter::once(&sp.id).chain(&sp.names) {
+                let key = name.trim().to_lowercase();
+                match specialty_names.insert(key, sp.id.clone()) {
+                    Some(other) if other != sp.id => {
+                        return Err(bad(
+                            entry,
+                            format!("the name '{name}' is also specialty {other}'s; a name means one specialty"),
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for s in &raw.specialists {
+            for name in &s.specialties {
+                specialty_names
+                    .entry(name.trim().to_lowercase())
+                    .or_insert_with(|| name.trim().to_owned());
+            }
+        }
+        let canonical = |name: &str| specialty_names.get(&name.trim().to_lowercase()).cloned();
         let mut specialists = BTreeMap::new();
         for s in raw.specialists {
             let entry = format!("specialist {}", s.id);
@@ -255,10 +308,34 @@ impl Roster {
                     ));
                 }
             }
+            let specialties = match &p.specialties {
+                Some(list) => list
+                    .iter()
+                    .map(|name| {
+                        canonical(name).ok_or_else(|| {
+                            bad(
+                                entry.clone(),
+                                format!(
+                                    "specialty '{name}' is not a [[specialty]] or any specialist's"
+                                ),
+                            )
+                        })
+                    })
+                    .collect::<Result<BTreeSet<_>, _>>()?,
+                None => p
+                    .members
+                    .iter()
+                    .chain([&p.lead])
+                    .filter_map(|m| specialists.get(m))
+                    .flat_map(|s: &Specialist| s.specialties.iter())
+                    .filter_map(|name| canonical(name))
+                    .collect(),
+            };
             let pool = Pool {
                 id: p.id.clone(),
                 members: p.members,
                 lead: p.lead,
+                specialties,
             };
             if pools.insert(p.id, pool).is_some() {
                 return Err(bad(entry, "the id is used twice".into()));
@@ -268,16 +345,42 @@ impl Roster {
         let mut rules = Vec::new();
         for r in raw.rules {
             let entry = format!("rule {}", r.id);
-            if !pools.contains_key(&r.pool) {
+            let Some(pool) = pools.get(&r.pool) else {
                 return Err(bad(entry, format!("pool {} is not a [[pool]] id", r.pool)));
-            }
+            };
+            let specialty = match &r.specialty {
+                None => None,
+                Some(list) => {
+                    let mut ids = Vec::new();
+                    for name in list {
+                        let id = canonical(name).ok_or_else(|| {
+                            bad(
+                                entry.clone(),
+                                format!("specialty '{name}' is not a [[specialty]] or any specialist's; add it"),
+                            )
+                        })?;
+                        if !pool.specialties.contains(&id) {
+                            return Err(bad(
+                                entry,
+                                format!(
+                                    "it sends {id} to pool {}, which reads {}; send it to a pool that reads it, or add it to the pool's specialties",
+                                    pool.id,
+                                    pool.specialties.iter().cloned().collect::<Vec<_>>().join(", ")
+                                ),
+                            ));
+                        }
+                        ids.push(id);
+                    }
+                    Some(ids)
+                }
+            };
             if !rule_ids.insert(r.id.clone()) {
                 return Err(bad(entry, "the id is used twice".into()));
             }
             rules.push(Rule {
                 id: r.id,
                 pool: r.pool,
-                specialty: r.specialty,
+                specialty,
                 modality: r.modality,
                 urgency: r.urgency,
                 clinic: r.clinic,
@@ -301,6 +404,7 @@ impl Roster {
             ),
         ]);
         Ok(Self {
+            specialty_names,
             specialists,
             pools,
             rules,
@@ -338,14 +442,34 @@ impl Roster {
         })
     }
 
-    /// The first rule matching `request`.
+    /// The specialty id a name (Chinese, English, an alias; any case) stands for.
+    pub fn specialty(&self, name: &str) -> Option<&str> {
+        self.specialty_names
+            .get(&name.trim().to_lowercase())
+            .map(String::as_str)
+    }
+
+    /// The first rule matching `request`; none for a specialty the roster does not know.
     pub fn rule_for(&self, request: &Request<'_>) -> Option<&Rule> {
+        let specialty = self.specialty(request.specialty)?;
         let any = |list: &Option<Vec<String>>, value: &str| {
             list.as_ref()
                 .is_none_or(|l| l.iter().any(|v| v.eq_ignore_ascii_case(value)))
         };
         self.rules.iter().find(|r| {
-            any(&r.specialty, request.specialty)
+            let specialty_holds = match &r.specialty {
+                Some(ids) => ids.iter().any(|id| id == specialty),
+                // Routing by modality is explicit; a rule with neither condition catches
+                // only what its pool reads.
+                None => {
+                    r.modality.is_some()
+                        || self
+                            .pools
+                            .get(&r.pool)
+                            .is_some_and(|p| p.specialties.contains(specialty))
+                }
+            };
+            specialty_holds
                 && any(&r.clinic, request.clinic)
                 && r.urgency
                     .as_ref()
@@ -366,6 +490,11 @@ impl Roster {
         loads: &HashMap<String, Load>,
         now_ms: i64,
     ) -> Result<Decision, RouteError> {
+        if self.specialty(request.specialty).is_none() {
+            return Err(RouteError::UnknownSpecialty {
+                specialty: request.specialty.to_owned(),
+            });
+        }
         let rule = self.rule_for(request).ok_or_else(|| RouteError::NoRule {
             specialty: request.specialty.to_owned(),
             urgency: request.urgency.label(),

@@ -266,6 +266,12 @@ pub enum EventKind {
     Cancelled {
         reason: String,
     },
+    /// Routing could not give the case to anyone (a specialty the roster does not know, no
+    /// pool reads it, nobody may take it): it waits for an administrator, with why (minor
+    /// version addition).
+    Unrouted {
+        reason: String,
+    },
 }
 
 impl EventKind {
@@ -288,7 +294,8 @@ impl EventKind {
             | EventKind::Addendum { .. }
             | EventKind::Declined { .. }
             | EventKind::Reassigned { .. }
-            | EventKind::Escalated { .. } => Side::Gateway,
+            | EventKind::Escalated { .. }
+            | EventKind::Unrouted { .. } => Side::Gateway,
         }
     }
 
@@ -312,6 +319,7 @@ impl EventKind {
             EventKind::Reassigned { .. } => "reassigned",
             EventKind::Escalated { .. } => "escalated",
             EventKind::Cancelled { .. } => "cancelled",
+            EventKind::Unrouted { .. } => "unrouted",
         }
     }
 }
@@ -467,6 +475,9 @@ pub struct Consultation {
     /// the specialist.
     #[serde(default)]
     pub corrections: Vec<Correction>,
+    /// Why routing could not give the delivered case to anyone, while it waits.
+    #[serde(default)]
+    pub unrouted: Option<String>,
     pub created_at_ms: i64,
     pub delivered_at_ms: Option<i64>,
     /// When the current assignee was given it (the SLA to accept runs from here).
@@ -529,6 +540,7 @@ impl Consultation {
             report: None,
             addenda: Vec::new(),
             corrections: Vec::new(),
+            unrouted: None,
             created_at_ms: e.at_ms,
             delivered_at_ms: None,
             assigned_at_ms: None,
@@ -672,6 +684,14 @@ impl Consultation {
             EventKind::ReportAcknowledged => (self.state == S::Reported)
                 .then_some(())
                 .ok_or_else(not_now),
+            EventKind::Unrouted { reason } => {
+                if reason.trim().is_empty() {
+                    return Err(Refusal::Empty("reason"));
+                }
+                (self.state == S::Delivered)
+                    .then_some(())
+                    .ok_or_else(not_now)
+            }
             EventKind::Cancelled { .. } => match self.state {
                 S::Reported | S::Acknowledged => Err(Refusal::ReportStands),
                 s if s == S::Draft || s.is_open() => Ok(()),
@@ -729,6 +749,7 @@ impl Consultation {
                 self.state = State::Assigned;
                 self.assignee = Some(specialist.clone());
                 self.assigned_at_ms = Some(e.at_ms);
+                self.unrouted = None;
             }
             EventKind::Reassigned { to, .. } | EventKind::Escalated { to, .. } => {
                 self.state = State::Assigned;
@@ -766,6 +787,7 @@ impl Consultation {
             EventKind::Addendum { text, .. } => self.addenda.push(text.clone()),
             EventKind::ReportAcknowledged => self.state = State::Acknowledged,
             EventKind::Cancelled { .. } => self.state = State::Cancelled,
+            EventKind::Unrouted { reason } => self.unrouted = Some(reason.clone()),
         }
         self.events += 1;
         Ok(())

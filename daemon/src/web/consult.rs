@@ -126,6 +126,7 @@ pub fn describe(lang: Lang, kind: &EventKind) -> String {
             &[("from", from), ("who", to), ("why", reason)],
         ),
         EventKind::Cancelled { reason } => fill(t("ev.cancelled"), &[("why", reason)]),
+        EventKind::Unrouted { reason } => fill(t("ev.unrouted"), &[("why", reason)]),
     }
 }
 

@@ -97,6 +97,12 @@ pub(super) static MESSAGES: &[(&str, &str, &str)] = &[
     ("ev.reassigned", "由 {from} 转给 {who}（{why}）", "Reassigned from {from} to {who} ({why})"),
     ("ev.escalated", "由 {from} 升级给 {who}（{why}）", "Escalated from {from} to {who} ({why})"),
     ("ev.cancelled", "已取消：{why}", "Cancelled: {why}"),
+    (
+        "ev.unrouted",
+        "无法自动分配，等待管理员：{why}",
+        "Not routed; waits for an administrator: {why}",
+    ),
+    ("alerts.unrouted", "会诊无法自动分配", "Consultation not routed"),
     ("urgency.routine", "常规", "routine"),
     ("urgency.urgent", "加急", "urgent"),
     ("urgency.emergency", "急诊", "emergency"),

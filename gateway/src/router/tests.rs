@@ -60,6 +60,16 @@ fn fixture() -> Fixture {
 
 /// A request from the clinic, submitted and delivered at `at_ms`.
 fn delivered(site: &Site, n: u8, urgency: Urgency, at_ms: i64) -> (ClinicId, ConsultationId) {
+    delivered_for(site, n, urgency, at_ms, "radiology")
+}
+
+fn delivered_for(
+    site: &Site,
+    n: u8,
+    urgency: Urgency,
+    at_ms: i64,
+    specialty: &str,
+) -> (ClinicId, ConsultationId) {
     let clinic = ClinicId::new("jinzhou").unwrap();
     let id = ConsultationId::new(at_ms as u64, [n; 10]);
     for kind in [
@@ -72,7 +82,7 @@ fn delivered(site: &Site, n: u8, urgency: Urgency, at_ms: i64) -> (ClinicId, Con
             },
             clinical_summary: "trauma".into(),
             question: "fracture?".into(),
-            specialty: "radiology".into(),
+            specialty: specialty.into(),
             urgency,
         },
         EventKind::ConsentRecorded {
@@ -218,4 +228,32 @@ fn a_broken_roster_edit_keeps_the_roster_in_force() {
         .metrics
         .render()
         .contains("tpg_routing_alerts_total{kind=\"roster_invalid\"} 1"));
+}
+
+/// A specialty the roster does not know is not given to the catch-all rule's radiologists: the
+/// case waits, unrouted, with the reason on its timeline (once) and one alert.
+#[test]
+fn an_unknown_specialty_waits_unrouted_with_its_reason_and_one_alert() {
+    let f = fixture();
+    let (_, a) = delivered_for(&f.site, 2, Urgency::Emergency, T0, "neurology");
+    f.router.pass(T0);
+    f.router.pass(T0 + MIN);
+    let c = get(&f.site, &a);
+    assert_eq!(c.state, State::Delivered);
+    assert_eq!(c.assignee, None, "not assigned to a radiologist");
+    let why = c.unrouted.expect("waits unrouted");
+    assert!(why.contains("'neurology' is not in the roster"), "{why}");
+    let timeline = f.site.log.timeline(&a).unwrap();
+    let unrouted = timeline
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Unrouted { .. }))
+        .count();
+    assert_eq!(unrouted, 1, "said once on the timeline");
+    assert_eq!(
+        harness_metric(
+            &f.metrics.render(),
+            "tpg_routing_alerts_total{kind=\"unroutable\"}",
+        ),
+        Some(1.0)
+    );
 }

@@ -61,10 +61,23 @@ years_independent = 9
 utc_offset = "+05:00"
 duty = ["mon-fri 08:00-17:00"]
 
+[[specialty]]
+id = "radiology"
+names = ["放射科", "影像科", "Radiology"]
+
+[[specialty]]
+id = "cardiology"
+names = ["心内科", "心血管内科", "Cardiology", "cardio"]
+
+[[specialty]]
+id = "pulmonology"
+names = ["呼吸科"]
+
 [[pool]]
 id = "radiology"
 members = ["li", "chen", "zhao"]
 lead = "head"
+specialties = ["radiology", "pulmonology"]
 
 [[pool]]
 id = "cardiology"
@@ -270,15 +283,63 @@ fn routing_table() {
             alert: false,
         },
         Case {
-            name: "a specialty no rule covers",
+            name: "a specialty the roster does not know is never guessed",
             specialty: "dermatology",
             modalities: &[],
             urgency: Urgency::Routine,
             when: at("wed", 10, 0),
             loads: vec![],
             exclude: &[],
-            expect: Err("no routing rule matches specialty 'dermatology'"),
+            expect: Err("specialty 'dermatology' is not in the roster"),
             because: &[],
+            alert: false,
+        },
+        Case {
+            name: "neurology with no neurology pool is not assigned",
+            specialty: "neurology",
+            modalities: &["CT"],
+            urgency: Urgency::Emergency,
+            when: at("wed", 10, 0),
+            loads: vec![],
+            exclude: &[],
+            expect: Err("specialty 'neurology' is not in the roster"),
+            because: &[],
+            alert: false,
+        },
+        Case {
+            name: "an emergency ECG typed in Chinese goes to the cardiologist",
+            specialty: "心内科",
+            modalities: &["ECG"],
+            urgency: Urgency::Emergency,
+            when: at("wed", 10, 0),
+            loads: vec![],
+            exclude: &[],
+            expect: Ok(("sun", "ecg")),
+            because: &["rule ecg"],
+            alert: false,
+        },
+        Case {
+            name: "a Chinese name or an alias finds its specialty's rule",
+            specialty: " Cardio ",
+            modalities: &[],
+            urgency: Urgency::Urgent,
+            when: at("wed", 10, 0),
+            loads: vec![],
+            exclude: &[],
+            expect: Ok(("sun", "cardiology")),
+            because: &["rule cardiology"],
+            alert: false,
+        },
+        Case {
+            name: "a pool reads the specialties it declares",
+            specialty: "呼吸科",
+            modalities: &["CR"],
+            urgency: Urgency::Routine,
+            when: at("wed", 10, 0),
+            loads: vec![("li", load(1, None)), ("chen", load(0, None))],
+            exclude: &[],
+            expect: Ok(("chen", "radiology")),
+            because: &["rule radiology"],
             alert: false,
         },
     ];
@@ -400,10 +461,68 @@ modality"#,
             "unknown field `shift`",
         ),
     ];
-    for (text, want) in cases {
+    let more = [
+        (
+            ROSTER.replace(
+                r#"id = "cardiology"
+pool = "cardiology""#,
+                r#"id = "cardiology"
+pool = "radiology""#,
+            ),
+            "rule cardiology: it sends cardiology to pool radiology, which reads pulmonology, radiology",
+        ),
+        (
+            ROSTER.replace(r#"names = ["呼吸科"]"#, r#"names = ["心内科"]"#),
+            "specialty pulmonology: the name '心内科' is also specialty cardiology's",
+        ),
+        (
+            ROSTER.replace(
+                r#"specialty = ["radiology", "pulmonology"]"#,
+                r#"specialty = ["radiology", "neurology"]"#,
+            ),
+            "rule radiology: specialty 'neurology' is not a [[specialty]]",
+        ),
+    ];
+    for (text, want) in cases.into_iter().chain(more) {
         let err = Roster::parse(Path::new("routing.toml"), &text).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains(want), "{msg}\nlacks: {want}");
         assert!(msg.starts_with("routing.toml"), "{msg}");
     }
+}
+
+/// A last rule without conditions catches only what its pool reads: a known specialty of
+/// another pool, or one the roster does not know, is not handed to it.
+#[test]
+fn a_catch_all_rule_catches_only_what_its_pool_reads() {
+    let text = ROSTER.replace(
+        r#"[[rule]]
+id = "ecg""#,
+        r#"[[rule]]
+id = "everything-radiology-reads"
+pool = "radiology"
+
+[[rule]]
+id = "ecg""#,
+    );
+    let r = Roster::parse(Path::new("routing.toml"), &text).unwrap();
+    let route = |specialty: &str| {
+        r.route(
+            &Request {
+                clinic: "jinzhou",
+                specialty,
+                modalities: &[],
+                urgency: Urgency::Urgent,
+                exclude: &[],
+            },
+            &HashMap::new(),
+            at("wed", 10, 0),
+        )
+    };
+    assert_eq!(route("放射科").unwrap().rule, "everything-radiology-reads");
+    assert_eq!(route("cardiology").unwrap().specialist, "sun");
+    assert!(matches!(
+        route("neurology"),
+        Err(RouteError::UnknownSpecialty { .. })
+    ));
 }

@@ -146,6 +146,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "[[specialist]]\nid = \"{id}\"\nname = \"{name}\"\nspecialties = [\"{specialty}\"]\nqualification = \"attending\"\nyears_independent = 10\nutc_offset = \"+08:00\"\nduty = [\"daily 00:00-24:00\"]\n\n[[pool]]\nid = \"{specialty}\"\nmembers = [\"{id}\"]\nlead = \"{id}\"\n\n[[rule]]\nid = \"{specialty}\"\npool = \"{specialty}\"\nspecialty = [\"{specialty}\"]\n\n"
         ));
     }
+    // The names doctors type, in Chinese and English: a name the roster does not know waits
+    // for an administrator instead of going to whoever a catch-all names.
+    for (id, names) in [
+        ("radiology", r#"["放射科", "影像科", "Radiology"]"#),
+        ("cardiology", r#"["心内科", "心血管内科", "Cardiology"]"#),
+        ("obstetrics", r#"["产科", "妇产科", "Obstetrics"]"#),
+    ] {
+        text.push_str(&format!(
+            "[[specialty]]\nid = \"{id}\"\nnames = {names}\n\n"
+        ));
+    }
     text.push_str("[[rule]]\nid = \"other\"\npool = \"radiology\"\n");
     std::fs::write(&roster, text)?;
     gw_config.routing = Some(gateway::config::RoutingConfig {
