@@ -38,6 +38,7 @@ struct RawForward {
     modalities: Option<Vec<String>>,
     clinics: Option<Vec<String>>,
     retry_max_secs: Option<u64>,
+    patient_ids: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +113,22 @@ pub struct ForwardConfig {
     pub clinics: Option<Vec<String>>,
     /// The longest wait between attempts while the destination fails.
     pub retry_max: Duration,
+    /// How the clinics' own patient ids are told apart at this destination.
+    pub patient_ids: PatientIds,
+}
+
+/// Patient ids are the clinics' own: two clinics' "P-1" are two people. What a shared PACS
+/// receives so that it keeps them apart (the stored originals are never changed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PatientIds {
+    /// Issuer of Patient ID (0010,0021) set to the clinic, and the id prefixed with it
+    /// (`jinzhou-P-1`): for PACS that key patients by the id alone, as most do.
+    #[default]
+    Prefix,
+    /// Only Issuer of Patient ID set to the clinic: for PACS that key by id and issuer.
+    Issuer,
+    /// Sent as stored: only for a PACS that serves one clinic.
+    AsIs,
 }
 
 /// The calling AE title the gateway uses when a destination names none.
@@ -330,7 +347,18 @@ fn forwards(path: &Path, raw: Vec<RawForward>) -> Result<Vec<ForwardConfig>, Con
                 f.address
             )));
         }
+        let patient_ids = match f.patient_ids.as_deref() {
+            None | Some("prefix") => PatientIds::Prefix,
+            Some("issuer") => PatientIds::Issuer,
+            Some("as_is") => PatientIds::AsIs,
+            Some(other) => {
+                return Err(bad(format!(
+                    "[[forward]] {name}: patient_ids = {other:?}: use \"prefix\" (the default), \"issuer\" or \"as_is\""
+                )))
+            }
+        };
         out.push(ForwardConfig {
+            patient_ids,
             peer: daemon::scu::Peer {
                 ae_title: f.ae_title.trim().to_owned(),
                 address: f.address,

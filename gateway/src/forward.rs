@@ -396,8 +396,10 @@ impl Forwarder {
                 .iter()
                 .find(|(_, ts)| ts == EXPLICIT_VR_LE || ts == IMPLICIT_VR_LE)
                 .cloned();
+            let patient =
+                qualified_patient(d.patient_ids, &queued.item.clinic, &summary.patient_id);
             let sent = match (as_is, converted) {
-                (Some(context), _) => match store::dicom::data_set(&path, &summary) {
+                (Some(context), _) => match data_set_for(&path, &summary, patient.as_ref()) {
                     Ok(mut reader) => association.store(
                         context,
                         &summary.sop_class_uid,
@@ -415,7 +417,7 @@ impl Forwarder {
                         continue;
                     }
                 },
-                (None, Some((context, ts))) => match self.reencode(&path, &ts) {
+                (None, Some((context, ts))) => match self.reencode(&path, &ts, patient.as_ref()) {
                     Ok(bytes) => association.store(
                         context,
                         &summary.sop_class_uid,
@@ -526,16 +528,25 @@ impl Forwarder {
     }
 
     /// [`reencode`], one at a time, as it holds a whole decoded instance in memory.
-    fn reencode(&self, path: &std::path::Path, ts: &str) -> Result<Vec<u8>, String> {
+    fn reencode(
+        &self,
+        path: &std::path::Path,
+        ts: &str,
+        patient: Option<&QualifiedPatient>,
+    ) -> Result<Vec<u8>, String> {
         let _one = self.converting.lock().unwrap_or_else(|p| p.into_inner());
-        reencode(path, ts)
+        reencode(path, ts, patient)
     }
 }
 
 /// The data set of the file at `path` in transfer syntax `ts` (explicit or implicit VR little
 /// endian), compressed pixel data decoded first. A file dicom-rs cannot read safely (see
 /// `daemon::render::readable`) is refused before it is opened.
-pub fn reencode(path: &std::path::Path, ts: &str) -> Result<Vec<u8>, String> {
+pub fn reencode(
+    path: &std::path::Path,
+    ts: &str,
+    patient: Option<&QualifiedPatient>,
+) -> Result<Vec<u8>, String> {
     use dicom_encoding::TransferSyntaxIndex;
     use dicom_pixeldata::Transcode;
     daemon::render::readable(path).map_err(|e| e.to_string())?;
@@ -545,7 +556,18 @@ pub fn reencode(path: &std::path::Path, ts: &str) -> Result<Vec<u8>, String> {
     let mut object = dicom_object::OpenFileOptions::new()
         .open_file(path)
         .map_err(|e| e.to_string())?;
-    object.transcode(target).map_err(|e| e.to_string())?;
+    if object.meta().transfer_syntax() != ts {
+        object.transcode(target).map_err(|e| e.to_string())?;
+    }
+    if let Some(p) = patient {
+        for (tag, value) in [(PATIENT_ID, &p.id), (ISSUER_OF_PATIENT_ID, &p.issuer)] {
+            object.put(dicom_object::mem::InMemElement::new(
+                tag,
+                dicom_core::VR::LO,
+                dicom_core::PrimitiveValue::from(value.as_str()),
+            ));
+        }
+    }
     // Group lengths of the old encoding would be wrong in the new one.
     let lengths: Vec<Tag> = object
         .iter()
@@ -558,6 +580,130 @@ pub fn reencode(path: &std::path::Path, ts: &str) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     object.write_dataset(&mut out).map_err(|e| e.to_string())?;
     Ok(out)
+}
+
+const PATIENT_ID: Tag = Tag(0x0010, 0x0020);
+const ISSUER_OF_PATIENT_ID: Tag = Tag(0x0010, 0x0021);
+
+/// The patient id and issuer a destination receives for a clinic's instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QualifiedPatient {
+    pub id: String,
+    pub issuer: String,
+}
+
+/// What a destination keeping patients apart receives: the issuer is the clinic, and with
+/// [`PatientIds::Prefix`] the id is prefixed with it; `None` when sent as stored.
+pub fn qualified_patient(
+    mode: crate::config::PatientIds,
+    clinic: &proto::ClinicId,
+    id: &str,
+) -> Option<QualifiedPatient> {
+    use crate::config::PatientIds;
+    let issuer = clinic.as_str().to_owned();
+    match mode {
+        PatientIds::AsIs => None,
+        PatientIds::Issuer => Some(QualifiedPatient {
+            id: id.to_owned(),
+            issuer,
+        }),
+        PatientIds::Prefix => Some(QualifiedPatient {
+            id: if id.is_empty() {
+                String::new()
+            } else {
+                format!("{issuer}-{id}")
+            },
+            issuer,
+        }),
+    }
+}
+
+/// One LO element in the data set's encoding, its value padded to even length.
+fn lo_element(tag: Tag, value: &str, ts: &str) -> Result<Vec<u8>, String> {
+    let mut v = value.as_bytes().to_vec();
+    if v.len() > 64 {
+        return Err(format!(
+            "the qualified patient id '{value}' is longer than the 64 characters DICOM allows; shorten the clinic id or use patient_ids = \"issuer\""
+        ));
+    }
+    if v.len() % 2 == 1 {
+        v.push(b' ');
+    }
+    let mut out = Vec::with_capacity(12 + v.len());
+    match ts {
+        IMPLICIT_VR_LE => {
+            out.extend(tag.group().to_le_bytes());
+            out.extend(tag.element().to_le_bytes());
+            out.extend((v.len() as u32).to_le_bytes());
+        }
+        EXPLICIT_VR_BE => {
+            out.extend(tag.group().to_be_bytes());
+            out.extend(tag.element().to_be_bytes());
+            out.extend(b"LO");
+            out.extend((v.len() as u16).to_be_bytes());
+        }
+        DEFLATED => {
+            return Err("a deflated data set cannot have its patient id qualified on the way; set patient_ids = \"as_is\" for this destination or store it uncompressed".into())
+        }
+        _ => {
+            out.extend(tag.group().to_le_bytes());
+            out.extend(tag.element().to_le_bytes());
+            out.extend(b"LO");
+            out.extend((v.len() as u16).to_le_bytes());
+        }
+    }
+    out.extend(v);
+    Ok(out)
+}
+
+const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
+const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+
+/// The data set of the stored file at `path` as a destination receives it: as stored, or
+/// with its Patient ID and Issuer of Patient ID replaced, streamed from the file around the
+/// two new elements (the file itself is never changed).
+pub fn data_set_for(
+    path: &std::path::Path,
+    summary: &store::dicom::InstanceSummary,
+    patient: Option<&QualifiedPatient>,
+) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Some(p) = patient else {
+        return Ok(Box::new(store::dicom::data_set(path, summary)?));
+    };
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let layout = store::structure::layout(path, &[]).map_err(invalid)?;
+    if layout
+        .top_level
+        .iter()
+        .any(|((g, e), _)| *e == 0 && *g == 0x0010)
+    {
+        // A group length would no longer hold: rewrite the whole data set instead.
+        return reencode(path, &summary.transfer_syntax, Some(p))
+            .map(|bytes| Box::new(std::io::Cursor::new(bytes)) as Box<dyn Read + Send>)
+            .map_err(invalid);
+    }
+    let at = |from: (u16, u16)| {
+        layout
+            .top_level
+            .iter()
+            .find(|(tag, _)| *tag >= from)
+            .map_or(layout.len, |(_, start)| *start)
+    };
+    let (cut_start, cut_end) = (at((0x0010, 0x0020)), at((0x0010, 0x0022)));
+    let mut middle = lo_element(PATIENT_ID, &p.id, &summary.transfer_syntax).map_err(invalid)?;
+    middle.extend(
+        lo_element(ISSUER_OF_PATIENT_ID, &p.issuer, &summary.transfer_syntax).map_err(invalid)?,
+    );
+    let mut head = std::fs::File::open(path)?;
+    head.seek(SeekFrom::Start(summary.dataset_offset))?;
+    let mut tail = std::fs::File::open(path)?;
+    tail.seek(SeekFrom::Start(cut_end))?;
+    let head = std::io::BufReader::new(head).take(cut_start.saturating_sub(summary.dataset_offset));
+    Ok(Box::new(
+        head.chain(std::io::Cursor::new(middle))
+            .chain(std::io::BufReader::new(tail)),
+    ))
 }
 
 /// A destination's retries: from 1 s, doubling, up to its `retry_max` (the whole destination

@@ -68,11 +68,25 @@ pub struct Scan {
     /// private tag in implicit VR): valid sequences, but dicom-rs mis-reads them, so the
     /// renderer and the re-encoder refuse such files rather than hand them to it.
     pub unknown_vr_sequences: u32,
+    /// Each top-level data set element's tag and the offset of its first byte, in file order
+    /// (filled by [`layout`] only): where to cut a data set to change one of its values.
+    pub top_level: Vec<((u16, u16), u64)>,
+    /// The file's length: where the last top-level element ends.
+    pub len: u64,
 }
 
 /// Walks the file at `path`, collecting the `wanted` top-level values; the error says where
 /// and what is wrong.
 pub fn scan(path: &Path, wanted: &[(u16, u16)]) -> Result<Scan, String> {
+    walk(path, wanted, false)
+}
+
+/// [`scan`], also recording where each top-level element starts ([`Scan::top_level`]).
+pub fn layout(path: &Path, wanted: &[(u16, u16)]) -> Result<Scan, String> {
+    walk(path, wanted, true)
+}
+
+fn walk(path: &Path, wanted: &[(u16, u16)], layout: bool) -> Result<Scan, String> {
     let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     let mut walker = Walker {
@@ -80,7 +94,11 @@ pub fn scan(path: &Path, wanted: &[(u16, u16)]) -> Result<Scan, String> {
         pos: 0,
         len,
         wanted,
-        scan: Scan::default(),
+        layout,
+        scan: Scan {
+            len,
+            ..Scan::default()
+        },
     };
     walker.walk()?;
     Ok(walker.scan)
@@ -91,6 +109,7 @@ struct Walker<'w, R> {
     pos: u64,
     len: u64,
     wanted: &'w [(u16, u16)],
+    layout: bool,
     scan: Scan,
 }
 
@@ -252,7 +271,11 @@ impl<R: Read + Seek> Walker<'_, R> {
                 })
                 .unwrap_or(top);
             // Delimiter and item tags are little endian unless the data set is big endian.
+            let start = self.pos;
             let tag = (self.u16(enc)?, self.u16(enc)?);
+            if self.layout && stack.is_empty() {
+                self.scan.top_level.push((tag, start));
+            }
             let remaining = |w: &Self| w.len - w.pos;
             if tag.0 == 0xFFFE {
                 let length = self.u32(enc)?;

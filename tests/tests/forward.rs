@@ -276,3 +276,100 @@ async fn a_pacs_that_never_answers_does_not_hold_up_a_stop() {
     );
     drop(silent);
 }
+
+/// Two clinics each have a patient "P-1": two people. In Orthanc (which keys patients by the
+/// id alone) they stay two patients, each with its clinic as Issuer of Patient ID and its id
+/// prefixed; the gateway's stored files keep the clinics' own ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clinics_patients_with_the_same_id_stay_two_patients_in_the_pacs() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let orthanc = tokio::task::spawn_blocking({
+        let d = dir.path().join("orthanc");
+        move || Orthanc::start(&d, "ORTHANC")
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let config = pilot
+        .gateway_config("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let (gw, jinzhou) = start(
+        &pilot,
+        &config,
+        &forward_table("orthanc", "ORTHANC", orthanc.dicom, ""),
+    );
+    let bundle = pilot.enrol("pulandian", "Pulandian").unwrap();
+    let pulandian = RunningAgent::start(
+        pilot
+            .agent_config("pulandian", &bundle, gw.link_addr)
+            .unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    for (agent, seed) in [(&jinzhou, 1), (&pulandian, 2)] {
+        let study = write_ct_series(
+            &dir.path().join(format!("ct{seed}")),
+            "P-1",
+            2,
+            64 * 64 * 2,
+            seed,
+        )
+        .unwrap();
+        ingest_all(agent, &study.files).await;
+    }
+    let patients = || -> Vec<serde_json::Value> {
+        let ids: Vec<String> = serde_json::from_value(orthanc.get("/patients").unwrap()).unwrap();
+        ids.iter()
+            .map(|id| orthanc.get(&format!("/patients/{id}")).unwrap())
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || orthanc
+            .instances()
+            .unwrap()
+            .len()
+            == 4)
+        .await,
+        "all four instances reach Orthanc"
+    );
+    let mut seen: Vec<(String, String)> = patients()
+        .iter()
+        .map(|p| {
+            let id = p["ID"].as_str().unwrap();
+            let instances = orthanc.get(&format!("/patients/{id}/instances")).unwrap();
+            let first = instances[0]["ID"].as_str().unwrap();
+            let tags = orthanc
+                .get(&format!("/instances/{first}/simplified-tags"))
+                .unwrap();
+            (
+                tags["PatientID"].as_str().unwrap_or_default().to_owned(),
+                tags["IssuerOfPatientID"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("jinzhou-P-1".to_owned(), "jinzhou".to_owned()),
+            ("pulandian-P-1".to_owned(), "pulandian".to_owned()),
+        ],
+        "two patients, each with its clinic"
+    );
+    // The stored originals are untouched.
+    for clinic in ["jinzhou", "pulandian"] {
+        let c = proto::ClinicId::new(clinic).unwrap();
+        for (_, record) in gw.handle.archive.instances(&c) {
+            let path = gw.handle.archive.blobs().path(&record.object);
+            assert_eq!(store::blob::hash_file(&path).unwrap(), record.object);
+            assert_eq!(store::dicom::summarize(&path).unwrap().patient_id, "P-1");
+        }
+    }
+    jinzhou.stop().await.unwrap();
+    pulandian.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}

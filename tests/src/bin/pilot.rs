@@ -184,6 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             associations: 2,
             modalities: None,
             clinics: None,
+            patient_ids: Default::default(),
             retry_max: Duration::from_secs(30),
         });
         println!(

@@ -27,6 +27,6 @@ fn main() {
     );
     say(
         "reencode",
-        gateway::forward::reencode(&path, "1.2.840.10008.1.2.1").map(|_| ()),
+        gateway::forward::reencode(&path, "1.2.840.10008.1.2.1", None).map(|_| ()),
     );
 }
