@@ -50,6 +50,8 @@ struct RawDicom {
     listen: Option<String>,
     ae_title: Option<String>,
     allowed_calling_ae_titles: Option<Vec<String>>,
+    idle_timeout_secs: Option<u64>,
+    max_associations_per_peer: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +109,11 @@ pub struct DicomConfig {
     pub ae_title: String,
     /// Calling AE titles allowed to associate; empty: any.
     pub allowed_calling_ae_titles: Vec<String>,
+    /// A connection that sends nothing for this long is closed, before or during an
+    /// association, so idle sockets cannot hold the listener's places.
+    pub idle_timeout: std::time::Duration,
+    /// Associations one address may hold at once.
+    pub max_associations_per_peer: usize,
 }
 
 pub const DEFAULT_DICOM_LISTEN: &str = "0.0.0.0:11112";
@@ -182,6 +189,14 @@ impl AgentConfig {
                 )?,
                 ae_title,
                 allowed_calling_ae_titles: allowed.iter().map(|t| t.trim().to_owned()).collect(),
+                idle_timeout: std::time::Duration::from_secs(
+                    raw.dicom.idle_timeout_secs.unwrap_or(60).max(1),
+                ),
+                max_associations_per_peer: raw
+                    .dicom
+                    .max_associations_per_peer
+                    .unwrap_or(8)
+                    .clamp(1, 32),
             },
             web_listen: listen_addr(
                 path,

@@ -32,6 +32,38 @@ const MAX_COMMAND: usize = 64 * 1024;
 /// Associations served at once; more are closed at once (a modality retries later).
 const MAX_ASSOCIATIONS: usize = 32;
 
+/// The listener's places: [`MAX_ASSOCIATIONS`] in all, and a limit per address so that one
+/// machine on the LAN (a broken modality, a port scanner) cannot take them all.
+#[derive(Debug, Default)]
+struct Places(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+impl Places {
+    fn take(&self, peer: std::net::IpAddr, per_peer: usize) -> Result<(), String> {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if held.values().sum::<usize>() >= MAX_ASSOCIATIONS {
+            return Err("too many DICOM associations at once".into());
+        }
+        let mine = held.entry(peer).or_default();
+        if *mine >= per_peer {
+            return Err(format!(
+                "this address already holds {per_peer} DICOM associations ([dicom] max_associations_per_peer)"
+            ));
+        }
+        *mine += 1;
+        Ok(())
+    }
+
+    fn give_back(&self, peer: std::net::IpAddr) {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&peer);
+            }
+        }
+    }
+}
+
 /// Calling AE titles allowed to associate; empty allows any.
 #[derive(Debug, Clone)]
 struct AllowList(Arc<Vec<String>>);
@@ -67,21 +99,19 @@ pub fn spawn(
     if allow.0.is_empty() {
         info!(ae_title = %config.ae_title, "DICOM listener accepts any calling AE title; set [dicom] allowed_calling_ae_titles to restrict");
     }
-    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let active = Arc::new(Places::default());
     Ok(std::thread::Builder::new()
         .name("dicom-listener".into())
         .spawn(move || {
-            use std::sync::atomic::Ordering;
             while !shutdown.is_cancelled() {
                 match listener.accept() {
                     Ok((stream, peer)) => {
-                        if active.fetch_add(1, Ordering::SeqCst) >= MAX_ASSOCIATIONS {
-                            active.fetch_sub(1, Ordering::SeqCst);
+                        if let Err(why) = active.take(peer.ip(), config.max_associations_per_peer) {
                             handle.metrics.dicom_associations_rejected.inc();
-                            warn!(%peer, "too many DICOM associations at once; connection closed");
+                            warn!(%peer, "{why}; connection closed");
                             continue;
                         }
-                        let (config, handle, allow, slot) = (
+                        let (config, handle, allow, places) = (
                             config.clone(),
                             handle.clone(),
                             allow.clone(),
@@ -93,10 +123,10 @@ pub fn spawn(
                                 if let Err(e) = serve(stream, &config, &handle, allow) {
                                     debug!(%peer, error = %e, "association ended with an error");
                                 }
-                                slot.fetch_sub(1, Ordering::SeqCst);
+                                places.give_back(peer.ip());
                             });
                         if spawned.is_err() {
-                            active.fetch_sub(1, Ordering::SeqCst);
+                            active.give_back(peer.ip());
                             warn!(%peer, "cannot start a thread for a DICOM association");
                         }
                     }
@@ -136,14 +166,17 @@ fn serve(
     allow: AllowList,
 ) -> anyhow::Result<()> {
     stream.set_nonblocking(false)?;
+    // Also while the association is being negotiated: a socket that sends nothing is closed.
+    stream.set_read_timeout(Some(config.idle_timeout))?;
+    stream.set_write_timeout(Some(config.idle_timeout))?;
     let options = ServerAssociationOptions::new()
         .ae_access_control(allow)
         .ae_title(config.ae_title.as_str())
         .with_abstract_syntax(VERIFICATION)
         .promiscuous(true)
         .max_pdu_length(MAX_PDU)
-        .read_timeout(Duration::from_secs(120))
-        .write_timeout(Duration::from_secs(120));
+        .read_timeout(config.idle_timeout)
+        .write_timeout(config.idle_timeout);
     let mut association = match options.establish(stream) {
         Ok(a) => a,
         Err(e) => {

@@ -282,3 +282,57 @@ async fn a_full_disk_at_the_clinic_refuses_the_instance_that_does_not_fit_and_lo
     let _ = agent.wait();
     gw.stop().await.unwrap();
 }
+
+/// Sockets that connect to the DICOM port and send nothing (a broken device, a scanner on the
+/// LAN) hold at most their address's share of the listener, and only until they have been
+/// idle for `[dicom] idle_timeout_secs`: the modalities on other addresses are served
+/// meanwhile, and the address itself once its idle sockets are closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_cannot_hold_the_dicom_listener() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let (_pilot, gw, agent) = start(
+        dir.path(),
+        "idle_timeout_secs = 2\nmax_associations_per_peer = 3",
+    );
+    // Six idle sockets from 127.0.0.2: three are kept (and then timed out), three closed.
+    let idle: Vec<std::net::TcpStream> = (0..6)
+        .map(|_| {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket
+                .bind(
+                    &"127.0.0.2:0"
+                        .parse::<std::net::SocketAddr>()
+                        .unwrap()
+                        .into(),
+                )
+                .unwrap();
+            socket.connect(&agent.dicom_addr.into()).unwrap();
+            socket.into()
+        })
+        .collect();
+    // Closed by the agent: the read ends (0 bytes or reset); still held: the read times out.
+    let closed = |s: &std::net::TcpStream| {
+        s.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+            .unwrap();
+        match (&*s).read(&mut [0u8; 1]) {
+            Ok(_) => true,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let refused = idle.iter().filter(|s| closed(s)).count();
+    assert_eq!(refused, 3, "three over the address's share are refused");
+    // Another address (the modality, 127.0.0.1) is served while they idle.
+    let (ok, out) = dcmtk("echoscu", &[], &agent, "ECHOSCU");
+    assert!(ok, "{out}");
+    // After the idle timeout the held ones are closed too.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(idle.iter().all(closed), "closed after the idle timeout");
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
