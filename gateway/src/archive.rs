@@ -155,8 +155,9 @@ pub struct GatewayArchive {
     partials: sled::Tree,
     /// `clinic \0 study` → instances the clinic said it holds (u32, the largest seen).
     expected: sled::Tree,
-    /// Uploads being received, so one partial file never has two writers.
-    uploads: std::sync::Mutex<std::collections::HashSet<(ClinicId, ObjectId)>>,
+    /// Uploads being received, so one partial file never has two writers, each with the bytes
+    /// it may still write: the disk reserve is checked against all of them together.
+    uploads: std::sync::Mutex<std::collections::HashMap<(ClinicId, ObjectId), u64>>,
     blobs: BlobStore,
     partial_dir: PathBuf,
     /// Uploads finishing together share their folder fsyncs and index flush.
@@ -270,6 +271,28 @@ impl GatewayArchive {
         self
     }
 
+    /// Promises `needed` bytes to this clinic's upload of `id` (claimed), unless they and
+    /// what the other uploads in progress may still write would eat into the reserve.
+    fn promise_room(
+        &self,
+        clinic: &ClinicId,
+        id: &ObjectId,
+        needed: u64,
+    ) -> Result<(), ArchiveError> {
+        let key = (clinic.clone(), id.clone());
+        let mut uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        let others: u64 = uploads
+            .iter()
+            .filter(|(k, _)| **k != key)
+            .map(|(_, promised)| *promised)
+            .sum();
+        self.check_room(needed.saturating_add(others))?;
+        if let Some(promised) = uploads.get_mut(&key) {
+            *promised = needed;
+        }
+        Ok(())
+    }
+
     /// Refuses to take `needed` more bytes when that would eat into the reserve.
     fn check_room(&self, needed: u64) -> Result<(), ArchiveError> {
         if self.min_free == 0 {
@@ -328,7 +351,11 @@ impl GatewayArchive {
     ) -> Option<UploadClaim> {
         let key = (clinic.clone(), id.clone());
         let mut uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
-        uploads.insert(key.clone()).then(|| UploadClaim {
+        if uploads.contains_key(&key) {
+            return None;
+        }
+        uploads.insert(key.clone(), 0);
+        Some(UploadClaim {
             archive: self.clone(),
             key,
         })
@@ -351,7 +378,7 @@ impl GatewayArchive {
             return Ok(Begin::Stored);
         }
         let (offset, file) = self.open_partial(clinic, id, size)?;
-        self.check_room(size.saturating_sub(offset))?;
+        self.promise_room(clinic, id, size.saturating_sub(offset))?;
         Ok(Begin::Resume { offset, file })
     }
 
@@ -419,6 +446,49 @@ impl GatewayArchive {
             self.record_partial(clinic, id, size, committed)?;
         }
         Ok((committed, file))
+    }
+
+    /// Removes partial uploads nobody has written to for `idle` (an agent reinstalled, an
+    /// object deleted at the clinic): their bytes and records. An upload in progress is never
+    /// touched; a clinic that comes back sends the object again from the start. Returns how
+    /// many were removed.
+    pub fn sweep_partials(&self, idle: std::time::Duration) -> Result<usize, ArchiveError> {
+        let mut removed = 0;
+        let Ok(clinics) = fs::read_dir(&self.partial_dir) else {
+            return Ok(0);
+        };
+        for clinic_dir in clinics.flatten() {
+            let Ok(clinic) = ClinicId::new(&clinic_dir.file_name().to_string_lossy()) else {
+                continue;
+            };
+            for entry in fs::read_dir(clinic_dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let Some(id) = ObjectId::parse(&entry.file_name().to_string_lossy()) else {
+                    continue;
+                };
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > idle);
+                if !stale {
+                    continue;
+                }
+                let uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+                if uploads.contains_key(&(clinic.clone(), id.clone())) {
+                    continue;
+                }
+                self.partials.remove(key(&[clinic.as_str(), id.as_str()]))?;
+                self.db.flush()?;
+                let _ = fs::remove_file(entry.path());
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Records `committed` as durable: call after the partial's bytes up to it are fsynced.
@@ -668,6 +738,7 @@ impl GatewayArchive {
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+    use std::time::Duration;
 
     use super::*;
 
@@ -690,6 +761,71 @@ mod tests {
         assert_eq!(at, offset);
         file.write_all(bytes).unwrap();
         file.sync_all().unwrap();
+    }
+
+    /// Two uploads that each fit the disk above the reserve, but not together: the second is
+    /// refused until the first is done, so concurrent uploads never eat into the reserve.
+    #[test]
+    fn concurrent_uploads_share_the_reserve() {
+        let dir = tempfile::tempdir().unwrap();
+        let stat = rustix::fs::statvfs(dir.path()).unwrap();
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        let gib = 1u64 << 30;
+        assert!(free > 2 * gib, "the test needs 2 GiB free, has {free}");
+        let archive = std::sync::Arc::new(
+            GatewayArchive::open(dir.path())
+                .unwrap()
+                .with_min_free(free - gib),
+        );
+        let clinic = ClinicId::new("jinzhou").unwrap();
+        let (a, b) = (
+            ObjectId::from_digest(&[1u8; 32]),
+            ObjectId::from_digest(&[2u8; 32]),
+        );
+        let size = 600 << 20;
+        let first = archive.claim_upload(&clinic, &a).unwrap();
+        assert!(archive.begin(&clinic, &a, size, None).is_ok());
+        let second = archive.claim_upload(&clinic, &b).unwrap();
+        let refused = archive.begin(&clinic, &b, size, None).unwrap_err();
+        assert!(matches!(refused, ArchiveError::Reserve { .. }), "{refused}");
+        drop(second);
+        drop(first);
+        let _again = archive.claim_upload(&clinic, &b).unwrap();
+        assert!(archive.begin(&clinic, &b, size, None).is_ok(), "room again");
+    }
+
+    /// A partial upload nobody has written to for the idle time is removed with its record;
+    /// one being received is kept.
+    #[test]
+    fn abandoned_partial_uploads_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = std::sync::Arc::new(GatewayArchive::open(dir.path()).unwrap());
+        let clinic = ClinicId::new("jinzhou").unwrap();
+        let (old, busy) = (
+            ObjectId::from_digest(&[3u8; 32]),
+            ObjectId::from_digest(&[4u8; 32]),
+        );
+        for id in [&old, &busy] {
+            append(&archive, &clinic, id, 8, 0, b"1234");
+            archive.record_partial(&clinic, id, 8, 4).unwrap();
+            let file = std::fs::File::options()
+                .write(true)
+                .open(archive.partial_path(&clinic, id))
+                .unwrap();
+            file.set_modified(std::time::SystemTime::now() - Duration::from_secs(8 * 86_400))
+                .unwrap();
+        }
+        let _receiving = archive.claim_upload(&clinic, &busy).unwrap();
+        assert_eq!(
+            archive
+                .sweep_partials(Duration::from_secs(7 * 86_400))
+                .unwrap(),
+            1
+        );
+        assert!(!archive.partial_path(&clinic, &old).exists());
+        assert!(archive.partial_path(&clinic, &busy).exists());
+        // The swept one starts again from zero.
+        append(&archive, &clinic, &old, 8, 0, b"");
     }
 
     #[test]

@@ -101,6 +101,27 @@ pub async fn run(
     task.await
 }
 
+/// Partial uploads nobody has written to for this long are removed (their clinic sends the
+/// object again from the start if it ever comes back).
+pub const PARTIAL_IDLE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+/// Removes abandoned partial uploads at start and every hour.
+async fn sweep_partials(archive: Arc<archive::GatewayArchive>, shutdown: CancellationToken) {
+    loop {
+        let a = archive.clone();
+        match tokio::task::spawn_blocking(move || a.sweep_partials(PARTIAL_IDLE)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => info!(removed = n, "abandoned partial uploads removed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot sweep abandoned partial uploads"),
+            Err(e) => tracing::warn!(error = %e, "partial upload sweep failed"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
 /// Starts the gateway's tasks and returns its handle with the future that completes when the
 /// gateway has stopped.
 pub fn start(
@@ -192,6 +213,7 @@ pub fn start(
     let api_task = tokio::spawn(api::serve(web_listener, web_tls, api, shutdown.clone()));
     let link_task = tokio::spawn(link.serve(listeners.link, shutdown.clone()));
     let forward_task = forwarder.map(|f| tokio::spawn(forward::run(f, shutdown.clone())));
+    tokio::spawn(sweep_partials(handle.archive.clone(), shutdown.clone()));
     let gauges = handle.consult.clone();
     let metrics_task = tokio::spawn(daemon::serve_metrics(
         metrics_listener,
