@@ -678,6 +678,15 @@ impl GatewayArchive {
             .collect()
     }
 
+    /// How many versions (different bytes under one SOP Instance UID) of an instance the
+    /// clinic has sent.
+    pub fn versions(&self, clinic: &ClinicId, sop_instance_uid: &str) -> usize {
+        self.instances(clinic)
+            .iter()
+            .filter(|(ids, _)| ids[3] == sop_instance_uid)
+            .count()
+    }
+
     /// The clinic's studies with counts (distinct instances and series) and sizes.
     pub fn studies(&self, clinic: &ClinicId) -> Vec<StudyRow> {
         use std::collections::{BTreeMap, BTreeSet};

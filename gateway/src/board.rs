@@ -547,6 +547,17 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
                 });
             }
         }
+        if let Some(f) = &a.forward {
+            for d in f.status() {
+                if let (true, Some(e)) = (d.queued > 0, &d.last_error) {
+                    alerts.push(Alert {
+                        kind: "alerts.pacs",
+                        about: d.name.clone(),
+                        detail: format!("{} queued · {e}", d.queued),
+                    });
+                }
+            }
+        }
         let crl = a.board.crl();
         if let Some((at, reason)) = crl.refused {
             alerts.push(Alert {

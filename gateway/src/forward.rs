@@ -442,6 +442,21 @@ impl Forwarder {
                     continue;
                 }
             };
+            let sent = match sent {
+                // "Duplicate SOP instance" is harmless for a resend of the same bytes, but for
+                // a corrected version it means the PACS kept the old one.
+                Ok(0x0111)
+                    if self
+                        .archive
+                        .versions(&queued.item.clinic, &summary.sop_instance_uid)
+                        > 1 =>
+                {
+                    let why = "the PACS already holds another version of this instance (same SOP Instance UID) and kept it (0x0111): the corrected version is not stored there; remove the old one at the PACS or let it accept updates, and the gateway sends it again".to_owned();
+                    self.failed(d, &key, queued, "0x0111", why);
+                    continue;
+                }
+                other => other,
+            };
             match sent {
                 Ok(status) if daemon::dimse::stored(status) => {
                     if status != daemon::dimse::STATUS_SUCCESS {

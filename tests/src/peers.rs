@@ -169,3 +169,118 @@ impl Drop for Orthanc {
         stop(&mut self.child);
     }
 }
+
+/// A PACS that keeps the first version of each SOP instance and answers a later one with other
+/// bytes "duplicate SOP instance" (0111), as PACS set to refuse updates do (DCMTK's `storescp`
+/// and Orthanc take the new one): a peer of its own, since neither does this.
+pub struct RefusingPacs {
+    pub addr: SocketAddr,
+    pub ae_title: String,
+    /// Per SOP Instance UID, the SHA-256 of the data set kept.
+    pub kept: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
+    /// C-STORE requests answered 0111.
+    pub refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RefusingPacs {
+    pub fn start(ae_title: &str) -> anyhow::Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let pacs = Self {
+            addr: listener.local_addr()?,
+            ae_title: ae_title.to_owned(),
+            kept: Default::default(),
+            refused: Default::default(),
+        };
+        let (ae, kept, refused) = (
+            pacs.ae_title.clone(),
+            pacs.kept.clone(),
+            pacs.refused.clone(),
+        );
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (ae, kept, refused) = (ae.clone(), kept.clone(), refused.clone());
+                std::thread::spawn(move || {
+                    let _ = serve_refusing(stream, &ae, &kept, &refused);
+                });
+            }
+        });
+        Ok(pacs)
+    }
+}
+
+fn serve_refusing(
+    stream: std::net::TcpStream,
+    ae: &str,
+    kept: &std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    refused: &std::sync::atomic::AtomicUsize,
+) -> anyhow::Result<()> {
+    use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
+    use sha2::Digest;
+    let mut association = dicom_ul::association::server::ServerAssociationOptions::new()
+        .ae_title(ae)
+        .promiscuous(true)
+        .with_abstract_syntax("1.2.840.10008.1.1")
+        .establish(stream)?;
+    let (mut command_bytes, mut data) = (Vec::new(), sha2::Sha256::new());
+    let mut current: Option<daemon::dimse::Command> = None;
+    loop {
+        match association.receive()? {
+            Pdu::PData { data: pdvs } => {
+                for pdv in pdvs {
+                    let context = pdv.presentation_context_id;
+                    let answer = match pdv.value_type {
+                        PDataValueType::Command => {
+                            command_bytes.extend_from_slice(&pdv.data);
+                            if !pdv.is_last {
+                                continue;
+                            }
+                            let command = daemon::dimse::parse(&std::mem::take(&mut command_bytes))
+                                .map_err(anyhow::Error::msg)?;
+                            if command.has_data_set {
+                                current = Some(command);
+                                data = sha2::Sha256::new();
+                                continue;
+                            }
+                            daemon::dimse::response(&command, daemon::dimse::C_ECHO_RSP, 0)
+                        }
+                        PDataValueType::Data => {
+                            data.update(&pdv.data);
+                            if !pdv.is_last {
+                                continue;
+                            }
+                            let Some(command) = current.take() else {
+                                continue;
+                            };
+                            let hash = format!("{:x}", std::mem::take(&mut data).finalize());
+                            let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+                            let status = match kept.get(&command.sop_instance) {
+                                Some(h) if *h != hash => {
+                                    refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                    0x0111
+                                }
+                                _ => {
+                                    kept.insert(command.sop_instance.clone(), hash);
+                                    0
+                                }
+                            };
+                            daemon::dimse::response(&command, daemon::dimse::C_STORE_RSP, status)
+                        }
+                    };
+                    association.send(&Pdu::PData {
+                        data: vec![PDataValue {
+                            presentation_context_id: context,
+                            value_type: PDataValueType::Command,
+                            is_last: true,
+                            data: answer,
+                        }],
+                    })?;
+                }
+            }
+            Pdu::ReleaseRQ => {
+                association.send(&Pdu::ReleaseRP)?;
+                return Ok(());
+            }
+            _ => return Ok(()),
+        }
+    }
+}

@@ -373,3 +373,60 @@ async fn two_clinics_patients_with_the_same_id_stay_two_patients_in_the_pacs() {
     pulandian.stop().await.unwrap();
     gw.stop().await.unwrap();
 }
+
+/// A corrected version of an instance (same SOP Instance UID, other bytes) that the PACS
+/// refuses as a duplicate (0111) is not taken as stored: it stays queued with the reason, and
+/// the alerts page says forwarding is held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrected_version_the_pacs_refuses_as_a_duplicate_stays_queued_with_an_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let pacs = harness::peers::RefusingPacs::start("REFUSING").unwrap();
+    let config = pilot
+        .gateway_config("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let (gw, agent) = start(
+        &pilot,
+        &config,
+        &forward_table("refusing", "REFUSING", pacs.addr, ""),
+    );
+    let study = write_ct_series(&dir.path().join("ct"), "P-5", 1, 64 * 64 * 2, 5).unwrap();
+    ingest_all(&agent, &study.files).await;
+    let kept = || pacs.kept.lock().unwrap().len();
+    assert!(
+        wait_until(WAIT, || kept() == 1).await,
+        "the first version is stored"
+    );
+    // The modality sends a corrected version: same instance, other pixels.
+    let mut bytes = std::fs::read(&study.files[0]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xFF;
+    let corrected = dir.path().join("corrected.dcm");
+    std::fs::write(&corrected, bytes).unwrap();
+    ingest_all(&agent, &[corrected]).await;
+    assert!(
+        wait_until(WAIT, || pacs
+            .refused
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 1)
+        .await,
+        "the PACS refuses it as a duplicate"
+    );
+    assert!(
+        wait_until(WAIT, || {
+            let s = status(&gw, "refusing");
+            s.queued == 1
+                && s.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("another version"))
+        })
+        .await,
+        "it stays queued with the reason: {:?}",
+        status(&gw, "refusing")
+    );
+    let admin = gw.admin_token().unwrap();
+    let alerts = harness::http_get_as(gw.web_addr, "/admin/alerts", &admin).unwrap();
+    assert!(alerts.contains("another version"), "{alerts}");
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}

@@ -103,6 +103,7 @@ pub(super) static MESSAGES: &[(&str, &str, &str)] = &[
         "Not routed; waits for an administrator: {why}",
     ),
     ("alerts.unrouted", "会诊无法自动分配", "Consultation not routed"),
+    ("alerts.pacs", "转发到PACS受阻", "Forwarding to a PACS held up"),
     ("urgency.routine", "常规", "routine"),
     ("urgency.urgent", "加急", "urgent"),
     ("urgency.emergency", "急诊", "emergency"),
