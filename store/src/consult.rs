@@ -441,27 +441,7 @@ impl ConsultLog {
         local: Side,
         event: &Event,
     ) -> Result<Applied, ConsultError> {
-        let _one_at_a_time = self.append.lock().unwrap_or_else(|p| p.into_inner());
-        let side = local.other();
-        let mut log = Log {
-            clinic: link.clone(),
-            side,
-            cursor: self.cursor(link, side)?,
-        };
-        if log.apply(event)? == Applied::Duplicate {
-            return Ok(Applied::Duplicate);
-        }
-        if let Some(owner) = self.owner(&event.consultation)? {
-            if owner != event.id.clinic {
-                return Err(ReplicationError::OtherClinic {
-                    expected: owner.to_string(),
-                    got: event.id.clinic.to_string(),
-                }
-                .into());
-            }
-        }
-        self.store(event, encode(event)?)?;
-        Ok(Applied::Appended)
+        self.apply_from_peer(link, local.other(), event, |_| Ok(()))
     }
 
     /// Takes back one of this site's own events that a restore lost, from the clinic that
@@ -473,22 +453,38 @@ impl ConsultLog {
         local: Side,
         event: &Event,
     ) -> Result<Applied, ConsultError> {
+        self.apply_from_peer(link, local, event, |event| {
+            let genuine = match (&self.seal, event.seal.as_deref().and_then(unhex)) {
+                (Some(key), Some(tag)) => hmac::verify(key, &sealed_bytes(event)?, &tag).is_ok(),
+                _ => false,
+            };
+            if genuine {
+                Ok(())
+            } else {
+                Err(ConsultError::Unsealed { seq: event.id.seq })
+            }
+        })
+    }
+
+    /// Stores an event of `side`'s log that came over the link: once, in sequence, of the
+    /// link's clinic, and only if `accept` agrees.
+    fn apply_from_peer(
+        &self,
+        link: &ClinicId,
+        side: Side,
+        event: &Event,
+        accept: impl Fn(&Event) -> Result<(), ConsultError>,
+    ) -> Result<Applied, ConsultError> {
         let _one_at_a_time = self.append.lock().unwrap_or_else(|p| p.into_inner());
         let mut log = Log {
             clinic: link.clone(),
-            side: local,
-            cursor: self.cursor(link, local)?,
+            side,
+            cursor: self.cursor(link, side)?,
         };
         if log.apply(event)? == Applied::Duplicate {
             return Ok(Applied::Duplicate);
         }
-        let genuine = match (&self.seal, event.seal.as_deref().and_then(unhex)) {
-            (Some(key), Some(tag)) => hmac::verify(key, &sealed_bytes(event)?, &tag).is_ok(),
-            _ => false,
-        };
-        if !genuine {
-            return Err(ConsultError::Unsealed { seq: event.id.seq });
-        }
+        accept(event)?;
         if let Some(owner) = self.owner(&event.consultation)? {
             if owner != event.id.clinic {
                 return Err(ReplicationError::OtherClinic {

@@ -1562,12 +1562,18 @@ async fn a_cancel_made_offline_while_the_specialist_signs_never_hides_the_report
     gw.stop().await.unwrap();
 }
 
-/// What happened after a backup survives a restore: the clinic's link gives the restored
-/// gateway back its own events and offers every object again, so the gateway holds (and
-/// forwards) the object sent after the backup, and the specialist's later report reaches the
-/// clinic instead of being dropped as a duplicate. Until the clinic is back, its cases wait.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restored_gateway_takes_back_from_its_clinics_what_the_backup_lacked() {
+/// The hospital with one radiologist on duty (`li`, with a script token) and Jinzhou's agent
+/// linked to it: the setting most consultation tests start from.
+struct OneRadiologist {
+    dir: tempfile::TempDir,
+    config: gateway::GatewayConfig,
+    agent_config: clinic_agent::AgentConfig,
+    gw: RunningGateway,
+    li: String,
+    agent: RunningAgent,
+}
+
+fn one_radiologist() -> OneRadiologist {
     let dir = tempfile::tempdir().unwrap();
     let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
     let link = free_udp_addr();
@@ -1576,7 +1582,7 @@ async fn a_restored_gateway_takes_back_from_its_clinics_what_the_backup_lacked()
         harness::people::ONE_RADIOLOGIST,
     );
     let gw = RunningGateway::start(config.clone()).unwrap();
-    sign_up(
+    let li = sign_up(
         &gw.handle.accounts,
         person(
             "li",
@@ -1586,11 +1592,35 @@ async fn a_restored_gateway_takes_back_from_its_clinics_what_the_backup_lacked()
             Some("radiologist"),
         ),
     );
-    let li = gw.handle.accounts.script_token("li").unwrap();
-    let admin = gw.admin_token().unwrap();
     let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
     let agent_config = pilot.agent_config("jinzhou", &bundle, link).unwrap();
     let agent = RunningAgent::start(agent_config.clone(), Default::default()).unwrap();
+    OneRadiologist {
+        dir,
+        config,
+        agent_config,
+        gw,
+        li,
+        agent,
+    }
+}
+
+/// What happened after a backup survives a restore: the clinic's link gives the restored
+/// gateway back its own events and offers every object again, so the gateway holds (and
+/// forwards) the object sent after the backup, and the specialist's later report reaches the
+/// clinic instead of being dropped as a duplicate. Until the clinic is back, its cases wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_gateway_takes_back_from_its_clinics_what_the_backup_lacked() {
+    let OneRadiologist {
+        dir,
+        config,
+        agent_config,
+        gw,
+        li,
+        agent,
+        ..
+    } = one_radiologist();
+    let admin = gw.admin_token().unwrap();
     let jz = ClinicId::new("jinzhou").unwrap();
     let cases = [
         ConsultationId::new(now_ms() as u64, [6; 10]),
@@ -1755,31 +1785,9 @@ async fn a_restored_gateway_takes_back_from_its_clinics_what_the_backup_lacked()
 /// correction with its reason, shown to the specialist above the case.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_case_keeps_the_patient_of_its_images_and_late_corrections_are_shown() {
-    let dir = tempfile::tempdir().unwrap();
-    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
-    let link = free_udp_addr();
-    let gw = RunningGateway::start(with_routing(
-        &pilot.gateway_config(link).unwrap(),
-        harness::people::ONE_RADIOLOGIST,
-    ))
-    .unwrap();
-    sign_up(
-        &gw.handle.accounts,
-        person(
-            "li",
-            Role::Specialist,
-            "Dr Li",
-            Some("li"),
-            Some("radiologist"),
-        ),
-    );
-    let li = gw.handle.accounts.script_token("li").unwrap();
-    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
-    let agent = RunningAgent::start(
-        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
-        Default::default(),
-    )
-    .unwrap();
+    let OneRadiologist {
+        dir, gw, li, agent, ..
+    } = one_radiologist();
     let doctor = sign_up(
         &agent.handle.accounts,
         person("doc", Role::Doctor, "Doctor", None, None),
