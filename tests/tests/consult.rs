@@ -1157,31 +1157,15 @@ async fn the_agents_cli_endpoints_need_an_account_off_the_clinic_pc() {
 /// audit log is intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_taken_while_the_gateway_runs_restores_into_a_gateway_serving_the_same_cases() {
-    let dir = tempfile::tempdir().unwrap();
-    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
-    let link = free_udp_addr();
-    let config = with_routing(
-        &pilot.gateway_config(link).unwrap(),
-        harness::people::ONE_RADIOLOGIST,
-    );
-    let gw = RunningGateway::start(config.clone()).unwrap();
-    let li = sign_up(
-        &gw.handle.accounts,
-        person(
-            "li",
-            Role::Specialist,
-            "Dr Li",
-            Some("li"),
-            Some("radiologist"),
-        ),
-    );
+    let OneRadiologist {
+        dir,
+        config,
+        gw,
+        li,
+        agent,
+        ..
+    } = one_radiologist();
     let admin = gw.admin_token().unwrap();
-    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
-    let agent = RunningAgent::start(
-        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
-        Default::default(),
-    )
-    .unwrap();
     let study =
         harness::samples::write_ct_series(&dir.path().join("ct"), "P-500", 3, 64 * 64 * 2, 5)
             .unwrap();
