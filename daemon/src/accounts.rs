@@ -332,7 +332,9 @@ impl Accounts {
                     retry_after: f.locked_until - now,
                 });
             }
-            if f.count + f.in_flight >= FREE_FAILURES {
+            // Attempts being checked count as failures until known; once a lock has run out,
+            // one attempt at a time.
+            if f.in_flight >= FREE_FAILURES.saturating_sub(f.count).max(1) {
                 return Err(AccountError::Locked {
                     retry_after: FIRST_LOCK_SECS,
                 });
@@ -453,7 +455,8 @@ impl Accounts {
         let Some(record) = record else {
             return Ok(None);
         };
-        if record.expires.is_some_and(|t| t <= now()) {
+        // A token without an end (made before tokens expired) is no longer honoured.
+        if record.expires.is_none_or(|t| t <= now()) {
             return Ok(None);
         }
         let Some(stored) = self.current()?.users.get(&record.user).cloned() else {
@@ -917,5 +920,34 @@ mod tests {
         assert!(accounts.resolve(&script).unwrap().is_none(), "token ended");
         let fresh = accounts.session("li").unwrap();
         assert!(accounts.resolve(&fresh).unwrap().is_some());
+    }
+
+    /// A lock ends: once its time has passed, the right password logs in again.
+    #[test]
+    fn a_lock_runs_out_and_the_right_password_works_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = Accounts::open(&dir.path().join("accounts.json")).unwrap();
+        accounts
+            .add(user("li"), "correct horse battery", false)
+            .unwrap();
+        for _ in 0..FREE_FAILURES {
+            let _ = accounts.login("li", "a wrong guess");
+        }
+        assert!(matches!(
+            accounts.login("li", "correct horse battery"),
+            Err(AccountError::Locked { .. })
+        ));
+        accounts
+            .failures
+            .lock()
+            .unwrap()
+            .get_mut("li")
+            .unwrap()
+            .locked_until = now() - 1;
+        assert_eq!(
+            accounts.login("li", "correct horse battery").unwrap().name,
+            "li",
+            "the lock has run out"
+        );
     }
 }

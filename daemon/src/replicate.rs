@@ -14,6 +14,8 @@ use tokio::sync::{mpsc, watch};
 
 /// Events sent per read of the log.
 const BATCH: usize = 64;
+/// How long a restored gateway waits for the next of its events a clinic gives back.
+const TAKE_BACK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
     tokio::task::spawn_blocking(f)
@@ -210,10 +212,22 @@ pub async fn run(
             write(&mut send, &ControlFrame::Reoffered).await?;
         }
     } else if peer.have > own {
-        // This gateway holds fewer of its own events than the clinic does: take them back.
+        // This gateway holds fewer of its own events than the clinic does: take them back,
+        // until the log itself holds them all (a repeated frame changes nothing), or give up
+        // and stay awaiting when the clinic stops sending them.
         let mut own = own;
         while own < peer.have {
-            let event = match rx.recv().await {
+            let frame = tokio::time::timeout(TAKE_BACK_WAIT, rx.recv())
+                .await
+                .map_err(|_| {
+                    format!(
+                        "the clinic sent none of this gateway's events {} to {} back for {} s",
+                        own + 1,
+                        peer.have,
+                        TAKE_BACK_WAIT.as_secs()
+                    )
+                })?;
+            let event = match frame {
                 Some(Ok(ControlFrame::Event { event })) if event.id.side == local => event,
                 Some(Ok(other)) => {
                     return Err(format!(
@@ -227,10 +241,12 @@ pub async fn run(
                 None => return Err("events stream ended while taking events back".into()),
             };
             let (l, c) = (log.clone(), clinic.clone());
-            blocking(move || l.apply_returned(&c, local, &event))
-                .await?
-                .map_err(|e| e.to_string())?;
-            own += 1;
+            own = blocking(move || {
+                l.apply_returned(&c, local, &event)?;
+                l.cursor(&c, local)
+            })
+            .await?
+            .map_err(|e| e.to_string())?;
         }
     }
     if local == Side::Gateway && awaiting.events {

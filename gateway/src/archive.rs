@@ -678,13 +678,17 @@ impl GatewayArchive {
             .collect()
     }
 
-    /// How many versions (different bytes under one SOP Instance UID) of an instance the
-    /// clinic has sent.
-    pub fn versions(&self, clinic: &ClinicId, sop_instance_uid: &str) -> usize {
-        self.instances(clinic)
-            .iter()
+    /// The versions (different bytes under one SOP Instance UID) of an instance the clinic
+    /// has sent, oldest first.
+    pub fn versions(&self, clinic: &ClinicId, sop_instance_uid: &str) -> Vec<InstanceRecord> {
+        let mut versions: Vec<InstanceRecord> = self
+            .instances(clinic)
+            .into_iter()
             .filter(|(ids, _)| ids[3] == sop_instance_uid)
-            .count()
+            .map(|(_, record)| record)
+            .collect();
+        versions.sort_by_key(|r| r.received_at);
+        versions
     }
 
     /// The clinic's studies with counts (distinct instances and series) and sizes.

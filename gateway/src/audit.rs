@@ -19,6 +19,9 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// In place of the last hash once a failed write could not be undone.
+const UNUSABLE: &str = "unusable";
+
 /// The hash before the first record.
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -172,6 +175,12 @@ impl Audit {
     ) -> Result<(), AuditError> {
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         let (seq, prev, file) = &mut *tail;
+        if prev.starts_with(UNUSABLE) {
+            return Err(io(
+                &self.path,
+                "a failed write could not be undone; no access is recorded (nor allowed) until the gateway restarts and repairs the log",
+            ));
+        }
         let mut record = Record {
             seq: *seq,
             at_ms,
@@ -185,19 +194,34 @@ impl Audit {
         record.hash = record.digest();
         let mut line = serde_json::to_vec(&record).map_err(|e| io(&self.path, e))?;
         line.push(b'\n');
-        file.write_all(&line).map_err(|e| io(&self.path, e))?;
-        file.sync_data().map_err(|e| io(&self.path, e))?;
+        // A write that fails part-way is cut off again, so the next record continues the
+        // chain from the last whole one; if even that fails, the log refuses further records
+        // rather than write past a broken line.
+        let before = file.metadata().map_err(|e| io(&self.path, e))?.len();
+        if let Err(e) = file.write_all(&line).and_then(|()| file.sync_data()) {
+            if file
+                .set_len(before)
+                .and_then(|()| file.sync_data())
+                .is_err()
+            {
+                *prev = UNUSABLE.to_owned();
+            }
+            return Err(io(&self.path, e));
+        }
+        *seq += 1;
+        *prev = record.hash.clone();
         if let Some(tree) = &self.anchor {
-            set_anchor(
+            // The record is durable: a failed anchor only weakens the truncation check.
+            if let Err(e) = set_anchor(
                 tree,
                 &Anchor {
                     seq: record.seq,
-                    hash: record.hash.clone(),
+                    hash: record.hash,
                 },
-            )?;
+            ) {
+                tracing::warn!(error = %e, "cannot move the audit log's anchor");
+            }
         }
-        *seq += 1;
-        *prev = record.hash;
         Ok(())
     }
 }
@@ -247,6 +271,9 @@ fn repair_torn_tail(path: &Path) -> Result<Option<u64>, AuditError> {
         (&file).write_all(b"\n").map_err(|e| io(path, e))?;
         None
     } else {
+        // Kept aside, not destroyed: what was cut off may matter to whoever reviews it.
+        let aside = path.with_extension(format!("log.torn-{}", crate::consult::now_ms()));
+        daemon::private::write_file(&aside, &bytes[start..]).map_err(|e| io(&aside, e))?;
         file.set_len(start as u64).map_err(|e| io(path, e))?;
         Some((bytes.len() - start) as u64)
     };
@@ -389,6 +416,16 @@ mod tests {
         let records = audit.records().unwrap();
         assert_eq!(records.len(), 4);
         assert_eq!(records[3].action, "repair_torn_record");
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("audit.log.torn-")
+            })
+            .collect();
+        assert_eq!(aside.len(), 1, "the cut-off bytes are kept aside");
         assert!(
             records[3].target.starts_with("29 bytes"),
             "{:?}",

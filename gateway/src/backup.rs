@@ -39,6 +39,8 @@ const FILES: &[&str] = &[
     crate::AUDIT_FILE,
     crate::consult::SEAL_FILE,
 ];
+/// The export while it is written, in the data folder (never copied into a backup).
+const STAGED_EXPORT: &str = "backup-export.staged";
 /// Ends a tree's entries in the export.
 const END_OF_TREE: u32 = u32::MAX;
 
@@ -150,15 +152,19 @@ pub fn backup(
     let (mut trees, mut entries) = (0u64, 0u64);
     let export = to.join(EXPORT_FILE);
     let tmp = export.with_extension("tmp");
+    // Written first on the data folder's own disk, where writing is fast: writers wait for
+    // this export only, never for a slow backup disk.
+    let staged = data_dir.join(STAGED_EXPORT);
     {
+        let _ = fs::remove_file(&staged);
         let mut options = fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut out = BufWriter::new(
             options
-                .open(&tmp)
-                .with_context(|| format!("cannot write {}", tmp.display()))?,
+                .open(&staged)
+                .with_context(|| format!("cannot write {}", staged.display()))?,
         );
         out.write_all(MAGIC)?;
         let frozen = gate.freeze();
@@ -178,10 +184,15 @@ pub fn backup(
             out.write_all(&END_OF_TREE.to_le_bytes())?;
             trees += 1;
         }
+        out.flush()?;
         drop(frozen);
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
     }
+    let copied = fs::rename(&staged, &tmp).or_else(|_| {
+        fs::copy(&staged, &tmp)?;
+        fs::remove_file(&staged)
+    });
+    copied.with_context(|| format!("cannot write {}", tmp.display()))?;
+    File::open(&tmp)?.sync_all()?;
     fs::rename(&tmp, &export)?;
     for name in FILES {
         let src = data_dir.join(name);

@@ -492,6 +492,13 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
         let t = &a.alerts;
         let mut alerts = Vec::new();
         for (clinic, l) in clinics(&a)? {
+            if a.consult.log.awaiting(&clinic).is_ok_and(|w| w.events) {
+                alerts.push(Alert {
+                    kind: "alerts.awaiting",
+                    about: clinic.to_string(),
+                    detail: "restored from a backup: its cases wait until its link is back".into(),
+                });
+            }
             if !l.online && l.since_ms > 0 && now - l.since_ms > t.link_down_minutes as i64 * 60_000
             {
                 alerts.push(Alert {
@@ -557,6 +564,13 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
                     });
                 }
             }
+        }
+        if let Some(why) = a.router.as_ref().and_then(|r| r.refused()) {
+            alerts.push(Alert {
+                kind: "alerts.roster",
+                about: "routing.toml".into(),
+                detail: why,
+            });
         }
         let crl = a.board.crl();
         if let Some((at, reason)) = crl.refused {

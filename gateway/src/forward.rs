@@ -396,8 +396,7 @@ impl Forwarder {
                 .iter()
                 .find(|(_, ts)| ts == EXPLICIT_VR_LE || ts == IMPLICIT_VR_LE)
                 .cloned();
-            let patient =
-                qualified_patient(d.patient_ids, &queued.item.clinic, &summary.patient_id);
+            let patient = qualified_patient(d.patient_ids, &queued.item.clinic);
             let sent = match (as_is, converted) {
                 (Some(context), _) => match data_set_for(&path, &summary, patient.as_ref()) {
                     Ok(mut reader) => association.store(
@@ -445,11 +444,19 @@ impl Forwarder {
             let sent = match sent {
                 // "Duplicate SOP instance" is harmless for a resend of the same bytes, but for
                 // a corrected version it means the PACS kept the old one.
+                // For an older version superseded since, it is as good as stored.
                 Ok(0x0111)
-                    if self
-                        .archive
-                        .versions(&queued.item.clinic, &summary.sop_instance_uid)
-                        > 1 =>
+                    if {
+                        let versions = self
+                            .archive
+                            .versions(&queued.item.clinic, &summary.sop_instance_uid);
+                        // Received in the same second as the newest counts as newest.
+                        let newest = versions.iter().map(|v| v.received_at).max();
+                        versions.len() > 1
+                            && versions.iter().any(|v| {
+                                v.object == queued.item.object && Some(v.received_at) == newest
+                            })
+                    } =>
                 {
                     let why = "the PACS already holds another version of this instance (same SOP Instance UID) and kept it (0x0111): the corrected version is not stored there; remove the old one at the PACS or let it accept updates, and the gateway sends it again".to_owned();
                     self.failed(d, &key, queued, "0x0111", why);
@@ -575,7 +582,18 @@ pub fn reencode(
         object.transcode(target).map_err(|e| e.to_string())?;
     }
     if let Some(p) = patient {
-        for (tag, value) in [(PATIENT_ID, &p.id), (ISSUER_OF_PATIENT_ID, &p.issuer)] {
+        // The id as dicom-rs read it in the file's character set, prefixed when asked.
+        let id = object
+            .element(PATIENT_ID)
+            .ok()
+            .and_then(|e| e.to_str().ok())
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default();
+        let id = match (&p.prefix, id.is_empty()) {
+            (Some(prefix), false) => format!("{prefix}{id}"),
+            _ => id,
+        };
+        for (tag, value) in [(PATIENT_ID, &id), (ISSUER_OF_PATIENT_ID, &p.issuer)] {
             object.put(dicom_object::mem::InMemElement::new(
                 tag,
                 dicom_core::VR::LO,
@@ -600,45 +618,42 @@ pub fn reencode(
 const PATIENT_ID: Tag = Tag(0x0010, 0x0020);
 const ISSUER_OF_PATIENT_ID: Tag = Tag(0x0010, 0x0021);
 
-/// The patient id and issuer a destination receives for a clinic's instance.
+/// What a destination receives to tell the clinics' patients apart: Issuer of Patient ID,
+/// and with `PatientIds::Prefix` a prefix put before the stored id's own bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QualifiedPatient {
-    pub id: String,
+    pub prefix: Option<String>,
     pub issuer: String,
 }
 
-/// What a destination keeping patients apart receives: the issuer is the clinic, and with
-/// [`PatientIds::Prefix`] the id is prefixed with it; `None` when sent as stored.
+/// What a destination keeping patients apart receives for `clinic`; `None` when it gets the
+/// ids as stored.
 pub fn qualified_patient(
     mode: crate::config::PatientIds,
     clinic: &proto::ClinicId,
-    id: &str,
 ) -> Option<QualifiedPatient> {
     use crate::config::PatientIds;
     let issuer = clinic.as_str().to_owned();
     match mode {
         PatientIds::AsIs => None,
         PatientIds::Issuer => Some(QualifiedPatient {
-            id: id.to_owned(),
+            prefix: None,
             issuer,
         }),
         PatientIds::Prefix => Some(QualifiedPatient {
-            id: if id.is_empty() {
-                String::new()
-            } else {
-                format!("{issuer}-{id}")
-            },
+            prefix: Some(format!("{issuer}-")),
             issuer,
         }),
     }
 }
 
 /// One LO element in the data set's encoding, its value padded to even length.
-fn lo_element(tag: Tag, value: &str, ts: &str) -> Result<Vec<u8>, String> {
-    let mut v = value.as_bytes().to_vec();
+fn lo_element(tag: Tag, value: &[u8], ts: &str) -> Result<Vec<u8>, String> {
+    let mut v = value.to_vec();
     if v.len() > 64 {
         return Err(format!(
-            "the qualified patient id '{value}' is longer than the 64 characters DICOM allows; shorten the clinic id or use patient_ids = \"issuer\""
+            "the qualified patient id is {} bytes, longer than the 64 DICOM allows; shorten the clinic id or use patient_ids = \"issuer\"",
+            v.len()
         ));
     }
     if v.len() % 2 == 1 {
@@ -688,12 +703,12 @@ pub fn data_set_for(
     };
     let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
     let layout = store::structure::layout(path, &[]).map_err(invalid)?;
-    if layout
-        .top_level
-        .iter()
-        .any(|((g, e), _)| *e == 0 && *g == 0x0010)
-    {
-        // A group length would no longer hold: rewrite the whole data set instead.
+    let tags: Vec<(u16, u16)> = layout.top_level.iter().map(|(t, _)| *t).collect();
+    let in_order = tags.windows(2).all(|w| w[0] < w[1]);
+    let group_length = tags.iter().any(|(g, e)| *e == 0 && *g == 0x0010);
+    if !in_order || group_length {
+        // Elements out of order, or a group length that would no longer hold: rewrite the
+        // whole data set instead of cutting it.
         return reencode(path, &summary.transfer_syntax, Some(p))
             .map(|bytes| Box::new(std::io::Cursor::new(bytes)) as Box<dyn Read + Send>)
             .map_err(invalid);
@@ -706,9 +721,32 @@ pub fn data_set_for(
             .map_or(layout.len, |(_, start)| *start)
     };
     let (cut_start, cut_end) = (at((0x0010, 0x0020)), at((0x0010, 0x0022)));
-    let mut middle = lo_element(PATIENT_ID, &p.id, &summary.transfer_syntax).map_err(invalid)?;
+    // The stored id's own bytes (in the file's character set), without its padding: every
+    // encoding's element header here is 8 bytes before an LO value.
+    let id_end = at((0x0010, 0x0021));
+    let mut id = Vec::new();
+    if tags.contains(&(0x0010, 0x0020)) {
+        let mut file = std::fs::File::open(path)?;
+        file.seek(SeekFrom::Start(cut_start + 8))?;
+        file.take(id_end.saturating_sub(cut_start + 8))
+            .read_to_end(&mut id)?;
+        while id.last().is_some_and(|b| *b == b' ' || *b == 0) {
+            id.pop();
+        }
+    }
+    let qualified = match (&p.prefix, id.is_empty()) {
+        (Some(prefix), false) => [prefix.as_bytes(), &id].concat(),
+        _ => id,
+    };
+    let mut middle =
+        lo_element(PATIENT_ID, &qualified, &summary.transfer_syntax).map_err(invalid)?;
     middle.extend(
-        lo_element(ISSUER_OF_PATIENT_ID, &p.issuer, &summary.transfer_syntax).map_err(invalid)?,
+        lo_element(
+            ISSUER_OF_PATIENT_ID,
+            p.issuer.as_bytes(),
+            &summary.transfer_syntax,
+        )
+        .map_err(invalid)?,
     );
     let mut head = std::fs::File::open(path)?;
     head.seek(SeekFrom::Start(summary.dataset_offset))?;

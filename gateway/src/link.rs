@@ -26,6 +26,9 @@ use crate::metrics::Metrics;
 const CRYPTO_ERROR_BASE: u64 = 0x100;
 const ALERT_CERTIFICATE_REQUIRED: u64 = 116;
 const ALERT_NO_APPLICATION_PROTOCOL: u64 = 120;
+/// The oldest protocol minor of an agent the gateway serves: minor 1 added the events a minor-0
+/// agent cannot read (`unrouted`) and the take-back after a restore.
+const MIN_AGENT_MINOR: u32 = 1;
 /// How long to wait for the peer to read a last frame before closing under it.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -375,6 +378,20 @@ impl Link {
                         agent_version,
                         minor,
                     } => {
+                        if minor < MIN_AGENT_MINOR {
+                            // It would misread the events of this version (a case not routed,
+                            // a restore's take-back): it waits, with its data on its disk.
+                            self.metrics.refused("version_mismatch");
+                            let why = format!(
+                                "this gateway needs clinic agents of protocol {}.{MIN_AGENT_MINOR} or later (this agent speaks {}.{minor}, version {agent_version}); upgrade the agent",
+                                version::PROTOCOL_MAJOR,
+                                version::PROTOCOL_MAJOR,
+                            );
+                            warn!(reason = "version_mismatch", "refused agent: {why}");
+                            close(&connection, CloseCode::VersionMismatch, &why);
+                            session.close(CloseCode::VersionMismatch, why);
+                            continue;
+                        }
                         registered =
                             self.live
                                 .register(&clinic, serial.clone(), connection.clone());

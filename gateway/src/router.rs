@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use daemon::replicate::Site;
 use proto::consult::{Consultation, EventKind, State};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::archive::GatewayArchive;
 use crate::metrics::Metrics;
@@ -36,6 +36,8 @@ pub struct Router {
     /// Delivered cases the last pass could give to nobody: they wait in their pool, where any
     /// member may take them.
     unroutable: Mutex<BTreeSet<proto::consult::ConsultationId>>,
+    /// Why the roster on disk could not be loaded, while it cannot (the alerts page says so).
+    refused: Mutex<Option<String>>,
 }
 
 impl Router {
@@ -53,7 +55,16 @@ impl Router {
             roster: Mutex::new(None),
             alerted: Mutex::new(BTreeSet::new()),
             unroutable: Mutex::new(BTreeSet::new()),
+            refused: Mutex::new(None),
         }
+    }
+
+    /// Why `routing.toml` as it is on disk is not in force, if it is not.
+    pub fn refused(&self) -> Option<String> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Loads `routing.toml` if it changed since the last load. A bad file keeps the roster in
@@ -68,7 +79,18 @@ impl Router {
                 return Ok(roster.clone());
             }
         }
-        match Roster::load(&self.file) {
+        let loaded = Roster::load(&self.file);
+        let refusal = loaded.as_ref().err().map(|e| e.to_string());
+        let before = std::mem::replace(
+            &mut *self.refused.lock().unwrap_or_else(|p| p.into_inner()),
+            refusal.clone(),
+        );
+        if refusal.is_some() && refusal != before && current.is_none() {
+            // Nothing routes until it is fixed: said once per new problem.
+            warn!(error = ?refusal, "routing.toml could not be loaded; no consultation is routed until it is fixed");
+            self.metrics.routing_alert("roster_invalid");
+        }
+        match loaded {
             Ok(roster) => {
                 let roster = Arc::new(roster);
                 info!(
@@ -102,7 +124,7 @@ impl Router {
         let roster = match self.reload() {
             Ok(r) => r,
             Err(e) => {
-                warn!(error = %e, "no routing roster: consultations wait for an administrator");
+                debug!(error = %e, "no routing roster: consultations wait for an administrator");
                 return pass;
             }
         };

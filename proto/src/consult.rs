@@ -581,18 +581,13 @@ impl Consultation {
                     .then_some(())
                     .ok_or_else(not_now)
             }
-            EventKind::PatientUpdated { patient, reason } => {
+            EventKind::PatientUpdated { patient, .. } => {
                 if patient.id.trim().is_empty() {
                     return Err(Refusal::Empty("patient id"));
                 }
-                if matches!(self.state, S::Reported | S::Acknowledged | S::Cancelled) {
-                    return Err(not_now());
-                }
-                let correcting = self.accepted_at_ms.is_some() && *patient != self.patient;
-                if correcting && reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
-                    return Err(Refusal::CorrectionNeedsReason);
-                }
-                Ok(())
+                (!matches!(self.state, S::Reported | S::Acknowledged | S::Cancelled))
+                    .then_some(())
+                    .ok_or_else(not_now)
             }
             EventKind::Submitted => {
                 if self.state != S::Draft {
@@ -698,6 +693,20 @@ impl Consultation {
                 _ => Err(not_now()),
             },
         }
+    }
+
+    /// Whether a site may append `kind` now: [`Self::check`], and the rules for new events only
+    /// (a log written before a rule existed still folds as it did): a change of who the
+    /// patient is after acceptance needs its reason.
+    pub fn admits(&self, actor: &str, kind: &EventKind) -> Result<(), Refusal> {
+        self.check(actor, kind)?;
+        if let EventKind::PatientUpdated { patient, reason } = kind {
+            let correcting = self.accepted_at_ms.is_some() && *patient != self.patient;
+            if correcting && reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+                return Err(Refusal::CorrectionNeedsReason);
+            }
+        }
+        Ok(())
     }
 
     fn not_declined(&self, specialist: &str) -> Result<(), Refusal> {

@@ -423,6 +423,7 @@ impl ConsultLog {
                     .get(consultation)?
                     .ok_or_else(|| ConsultError::NotFound(consultation.clone()))?
                     .consultation;
+                current.admits(&event.actor, &event.kind)?;
                 current.apply(&event)?;
             }
         }

@@ -264,14 +264,13 @@ async fn a_crl_file_without_a_crl_keeps_the_revoked_clinic_out() {
     gw.stop().await.unwrap();
 }
 
-/// A clinic whose certificate is revoked after its TLS handshake but before its hello is
-/// closed when it says hello, not admitted: the CRL watcher closes only registered links, so
-/// registration itself checks the revocations in force.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clinic_revoked_between_its_handshake_and_its_hello_is_not_admitted() {
-    let (_dir, pilot) = pilot();
-    let gw = start_gateway(&pilot);
-    let bundle = pilot.enrol("pulandian", "Pulandian").unwrap();
+/// A clinic's connection to the gateway with its bundle, TLS done and nothing said yet.
+async fn raw_clinic(
+    pilot: &PilotDir,
+    gw: &RunningGateway,
+    clinic: &str,
+) -> (quinn::Endpoint, quinn::Connection) {
+    let bundle = pilot.enrol(clinic, clinic).unwrap();
     let tls = certs::tls::client_config(
         &bundle.join("cert.pem"),
         &bundle.join("key.pem"),
@@ -288,7 +287,47 @@ async fn a_clinic_revoked_between_its_handshake_and_its_hello_is_not_admitted() 
         .connect_with(client, gw.link_addr, "localhost")
         .unwrap()
         .await
-        .expect("the handshake completes while the certificate is valid");
+        .expect("the handshake completes");
+    (endpoint, connection)
+}
+
+/// An agent of the same major but an older minor than the gateway serves is refused with an
+/// upgrade message, never admitted: it could not read this version's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_of_an_older_minor_is_told_to_upgrade() {
+    let (_dir, pilot) = pilot();
+    let gw = start_gateway(&pilot);
+    let (_endpoint, connection) = raw_clinic(&pilot, &gw, "zhuanghe").await;
+    let (mut send, _recv) = connection.open_bi().await.unwrap();
+    send.write_all(
+        &proto::ControlFrame::Hello {
+            major: proto::version::PROTOCOL_MAJOR,
+            minor: 0,
+            agent_version: "0.0.1".into(),
+        }
+        .encode(),
+    )
+    .await
+    .unwrap();
+    let reason = tokio::time::timeout(WAIT, connection.closed())
+        .await
+        .unwrap();
+    assert!(
+        format!("{reason}").contains("upgrade the agent"),
+        "{reason}"
+    );
+    assert!(gw.handle.live.clinics().is_empty());
+    gw.stop().await.unwrap();
+}
+
+/// A clinic whose certificate is revoked after its TLS handshake but before its hello is
+/// closed when it says hello, not admitted: the CRL watcher closes only registered links, so
+/// registration itself checks the revocations in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clinic_revoked_between_its_handshake_and_its_hello_is_not_admitted() {
+    let (_dir, pilot) = pilot();
+    let gw = start_gateway(&pilot);
+    let (_endpoint, connection) = raw_clinic(&pilot, &gw, "pulandian").await;
     let (mut send, mut recv) = connection.open_bi().await.unwrap();
     pilot
         .pki()
@@ -306,7 +345,7 @@ async fn a_clinic_revoked_between_its_handshake_and_its_hello_is_not_admitted() 
     send.write_all(
         &proto::ControlFrame::Hello {
             major: proto::version::PROTOCOL_MAJOR,
-            minor: 0,
+            minor: proto::version::PROTOCOL_MINOR,
             agent_version: "x".into(),
         }
         .encode(),

@@ -104,6 +104,12 @@ pub(super) static MESSAGES: &[(&str, &str, &str)] = &[
     ),
     ("alerts.unrouted", "会诊无法自动分配", "Consultation not routed"),
     ("alerts.pacs", "转发到PACS受阻", "Forwarding to a PACS held up"),
+    ("alerts.awaiting", "恢复后等待诊所重新连接", "Waiting for the clinic after a restore"),
+    (
+        "alerts.roster",
+        "排班表无法加载",
+        "routing.toml refused (the roster in force, if any, stays)",
+    ),
     ("urgency.routine", "常规", "routine"),
     ("urgency.urgent", "加急", "urgent"),
     ("urgency.emergency", "急诊", "emergency"),

@@ -228,6 +228,34 @@ fn a_broken_roster_edit_keeps_the_roster_in_force() {
         .metrics
         .render()
         .contains("tpg_routing_alerts_total{kind=\"roster_invalid\"} 1"));
+    assert!(f.router.refused().is_some(), "the alerts page says why");
+}
+
+/// A roster refused at start (nothing in force) routes nothing, and says so once, with why,
+/// for the alerts page; fixed, it routes again.
+#[test]
+fn a_roster_refused_at_start_is_reported_not_silent() {
+    let f = fixture();
+    std::fs::write(
+        &f.router.file,
+        ROSTER.replace("lead = \"li\"", "lead = \"nobody\""),
+    )
+    .unwrap();
+    let (_, a) = delivered(&f.site, 3, Urgency::Emergency, T0);
+    f.router.pass(T0);
+    f.router.pass(T0 + MIN);
+    assert_eq!(get(&f.site, &a).state, State::Delivered);
+    let why = f.router.refused().expect("refused, with why");
+    assert!(why.contains("nobody is not a [[specialist]]"), "{why}");
+    assert!(f
+        .metrics
+        .render()
+        .contains("tpg_routing_alerts_total{kind=\"roster_invalid\"} 1"));
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&f.router.file, ROSTER).unwrap();
+    f.router.pass(T0 + 2 * MIN);
+    assert_eq!(get(&f.site, &a).state, State::Assigned);
+    assert!(f.router.refused().is_none());
 }
 
 /// A specialty the roster does not know is not given to the catch-all rule's radiologists: the

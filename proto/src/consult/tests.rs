@@ -549,16 +549,17 @@ fn a_change_of_identity_after_acceptance_is_an_explicit_correction() {
     c.push("li", accept("li")).unwrap();
     let mut another = other.clone();
     another.id = "P-2".into();
+    let unexplained = EventKind::PatientUpdated {
+        patient: another.clone(),
+        reason: None,
+    };
     assert_eq!(
-        c.push(
-            "dr.wang",
-            EventKind::PatientUpdated {
-                patient: another.clone(),
-                reason: None,
-            },
-        ),
-        Err(Refusal::CorrectionNeedsReason)
+        c.state().admits("dr.wang", &unexplained),
+        Err(Refusal::CorrectionNeedsReason),
+        "a new correction needs its reason"
     );
+    // A log written before the rule still folds as it did.
+    assert!(c.state().check("dr.wang", &unexplained).is_ok());
     let corrected = c
         .push(
             "dr.wang",
