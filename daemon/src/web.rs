@@ -195,30 +195,9 @@ where
                 "form too large",
             )
         })?;
-        let pairs: Vec<(String, String)> = form_pairs(&bytes);
-        let sent = pairs
-            .iter()
-            .find(|(k, _)| k == "csrf")
-            .map(|(_, v)| v.as_str());
-        session.check_csrf(sent)?;
-        let form = serde_json::Value::Object(pairs.into_iter().filter(|(k, _)| k != "csrf").fold(
-            serde_json::Map::new(),
-            |mut m, (k, v)| {
-                // Repeated keys (checkboxes) collect into a list.
-                match m.get_mut(&k) {
-                    Some(serde_json::Value::Array(list)) => list.push(v.into()),
-                    Some(first) => {
-                        let prev = first.take();
-                        *first = serde_json::Value::Array(vec![prev, v.into()]);
-                    }
-                    None => {
-                        m.insert(k, v.into());
-                    }
-                }
-                m
-            },
-        ));
-        let value = serde_json::from_value(form).map_err(|e| {
+        let (sent, value) = decode_form(&bytes);
+        session.check_csrf(sent.as_deref())?;
+        let value = value.map_err(|e| {
             error_page(
                 session.lang,
                 StatusCode::BAD_REQUEST,
@@ -233,6 +212,37 @@ where
 /// are).
 fn form_pairs(bytes: &[u8]) -> Vec<(String, String)> {
     serde_urlencoded::from_bytes(bytes).unwrap_or_default()
+}
+
+/// Decodes a URL-encoded form body as a browser sends it: the `csrf` field it carries, and the
+/// other fields as `T`, repeated keys (checkboxes) collected into a list. What [`CsrfForm`]
+/// reads; public so the fuzz targets (`tests/src/hostile.rs`) can feed it hostile bodies.
+pub fn decode_form<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> (Option<String>, Result<T, serde_json::Error>) {
+    let pairs: Vec<(String, String)> = form_pairs(bytes);
+    let sent = pairs
+        .iter()
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v.clone());
+    let form = serde_json::Value::Object(pairs.into_iter().filter(|(k, _)| k != "csrf").fold(
+        serde_json::Map::new(),
+        |mut m, (k, v)| {
+            // Repeated keys (checkboxes) collect into a list.
+            match m.get_mut(&k) {
+                Some(serde_json::Value::Array(list)) => list.push(v.into()),
+                Some(first) => {
+                    let prev = first.take();
+                    *first = serde_json::Value::Array(vec![prev, v.into()]);
+                }
+                None => {
+                    m.insert(k, v.into());
+                }
+            }
+            m
+        },
+    ));
+    (sent, serde_json::from_value(form))
 }
 
 /// Where a page sits in the navigation bar: (href, message key).
