@@ -69,7 +69,9 @@ const MAX_FRAME_SAMPLES: u64 = 64 * 1024 * 1024;
 
 fn open(path: &Path) -> Result<dicom_object::DefaultDicomObject, RenderError> {
     readable(path)?;
-    let obj = dicom_object::open_file(path).map_err(|e| RenderError::Open(e.to_string()))?;
+    let obj = guarded(|| {
+        dicom_object::open_file(path).map_err(|e| RenderError::Open(e.to_string()))
+    })?;
     let dim = |tag| {
         obj.element(tag)
             .ok()
@@ -103,20 +105,40 @@ fn number_of_frames(obj: &dicom_object::DefaultDicomObject) -> u32 {
 /// Reads the first frame to learn the image's size, frame count and opening window.
 pub fn info(path: &Path) -> Result<FrameInfo, RenderError> {
     let _slot = render_slot()?;
-    let obj = open(path)?;
-    let frames = number_of_frames(&obj);
-    let decoded = obj
-        .decode_pixel_data_frame(0)
-        .map_err(|e| RenderError::Decode(e.to_string()))?;
-    let window = if is_colour(&decoded) {
-        (127.5, 256.0)
-    } else {
-        let values: Vec<f32> = decoded
-            .to_vec_frame(0)
+    guarded(|| {
+        let obj = open(path)?;
+        let frames = number_of_frames(&obj);
+        let decoded = obj
+            .decode_pixel_data_frame(0)
             .map_err(|e| RenderError::Decode(e.to_string()))?;
-        own_window(&decoded).unwrap_or_else(|| range_window(&values))
-    };
-    Ok(FrameInfo { frames, window })
+        let window = if is_colour(&decoded) {
+            (127.5, 256.0)
+        } else {
+            let values: Vec<f32> = decoded
+                .to_vec_frame(0)
+                .map_err(|e| RenderError::Decode(e.to_string()))?;
+            own_window(&decoded).unwrap_or_else(|| range_window(&values))
+        };
+        Ok(FrameInfo { frames, window })
+    })
+}
+
+/// Runs dicom-rs on a file that passed [`readable`], turning a panic into a decode error. Its
+/// pixel decoders still index past the end of some corrupt data: fuzzing found an RLE frame
+/// whose segment ends early that panics dicom-transfer-syntax-registry 0.10.1
+/// (`rle_lossless.rs:223`). A render runs on a blocking thread of the daemon, whose pages and
+/// link must outlive any one file; the re-encoder of the PACS forwarding uses this too.
+pub fn guarded<T>(decode: impl FnOnce() -> Result<T, RenderError>) -> Result<T, RenderError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(RenderError::Decode(format!(
+            "the DICOM decoder failed on this file ({what})"
+        )))
+    })
 }
 
 fn own_window(decoded: &dicom_pixeldata::DecodedPixelData<'_>) -> Option<(f64, f64)> {
@@ -146,6 +168,10 @@ struct Frame8 {
 
 /// Decodes `frame` (from 0) and windows it at `window` (center, width) or at the image's own.
 fn frame8(path: &Path, frame: u32, window: Option<(f64, f64)>) -> Result<Frame8, RenderError> {
+    guarded(|| frame8_of(path, frame, window))
+}
+
+fn frame8_of(path: &Path, frame: u32, window: Option<(f64, f64)>) -> Result<Frame8, RenderError> {
     let obj = open(path)?;
     let frames = number_of_frames(&obj);
     if frame >= frames {

@@ -575,12 +575,18 @@ pub fn reencode(
     let target = dicom_transfer_syntax_registry::TransferSyntaxRegistry
         .get(ts)
         .ok_or_else(|| format!("unknown transfer syntax {ts}"))?;
-    let mut object = dicom_object::OpenFileOptions::new()
-        .open_file(path)
-        .map_err(|e| e.to_string())?;
-    if object.meta().transfer_syntax() != ts {
-        object.transcode(target).map_err(|e| e.to_string())?;
-    }
+    let mut object = daemon::render::guarded(|| {
+        let mut object = dicom_object::OpenFileOptions::new()
+            .open_file(path)
+            .map_err(|e| daemon::render::RenderError::Open(e.to_string()))?;
+        if object.meta().transfer_syntax() != ts {
+            object
+                .transcode(target)
+                .map_err(|e| daemon::render::RenderError::Decode(e.to_string()))?;
+        }
+        Ok(object)
+    })
+    .map_err(|e| e.to_string())?;
     if let Some(p) = patient {
         // The id as dicom-rs read it in the file's character set, prefixed when asked.
         let id = object

@@ -199,11 +199,14 @@ fn command_set(bytes: &[u8]) {
     let _ = dimse::status_text(command.status.unwrap_or(0));
 }
 
-/// The render path as the gateway's viewer and the clinic's preview sheets take it
-/// (`daemon::render`): the file walked and refused when unsound, then opened by dicom-rs, a
-/// frame decoded within the bounds, windowed, and encoded as PNG and as a preview sheet.
+/// The render path as the gateway's viewer, the clinic's preview sheets and the gateway's PACS
+/// re-encoder take it (`daemon::render`, `gateway::forward::reencode`): the file walked and
+/// refused when unsound, then opened by dicom-rs, a frame decoded within the bounds, windowed,
+/// and encoded as PNG and as a preview sheet; and the whole instance decoded and written in
+/// explicit VR little endian.
 pub fn render(data: &[u8]) {
     use daemon::render;
+    let_guarded_panics_unwind();
     with_scratch(|s| {
         let Some(path) = scratch_file(s, "render.dcm", data) else {
             return;
@@ -218,6 +221,32 @@ pub fn render(data: &[u8]) {
         // A window from the address bar may be anything.
         let _ = render::png(&path, info.frames - 1, Some((f64::NAN, -3.0)));
         let _ = render::preview_sheet(&[&path]);
+        let _ = gateway::forward::reencode(&path, "1.2.840.10008.1.2.1", None);
+    });
+}
+
+/// Under libFuzzer every panic aborts the process at once, even one the code under test
+/// catches; the render path catches the panics of dicom-rs's decoders
+/// (`daemon::render::guarded`). So for it a panic raised inside a dependency unwinds, to be
+/// caught there; a panic nothing catches still fails the input, as libfuzzer-sys aborts when a
+/// panic leaves the target. A panic in the project's own code aborts as before.
+fn let_guarded_panics_unwind() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    static REPORTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_dependency = info
+                .location()
+                .is_some_and(|l| l.file().contains("/registry/src/"));
+            if !in_dependency {
+                return previous(info);
+            }
+            // Say where, a few times: an uncaught one is then explained in the log.
+            if REPORTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 20 {
+                eprintln!("panic in a dependency, to be caught by the render path: {info}");
+            }
+        }));
     });
 }
 
