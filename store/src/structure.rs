@@ -144,6 +144,14 @@ impl<R: Read + Seek> Walker<'_, R> {
         Ok(())
     }
 
+    /// Whether the next bytes are an item tag (FFFE,E000) in little endian; reads nothing.
+    fn item_follows(&mut self) -> Result<bool, String> {
+        let b = self.bytes::<4>()?;
+        self.r.seek_relative(-4).map_err(|e| e.to_string())?;
+        self.pos -= 4;
+        Ok(b == [0xFE, 0xFF, 0x00, 0xE0])
+    }
+
     fn u16(&mut self, enc: Encoding) -> Result<u16, String> {
         let b = self.bytes::<2>()?;
         Ok(if enc == Encoding::ExplicitBe {
@@ -377,7 +385,17 @@ impl<R: Read + Seek> Walker<'_, R> {
             if stack.is_empty() && length <= MAX_VALUE && self.wanted.contains(&tag) {
                 let value = self.value(length)?;
                 self.scan.values.insert(tag, value);
-            } else if &vr == b"SQ" && enc != Encoding::ImplicitLe {
+            } else if (&vr == b"SQ" && enc != Encoding::ImplicitLe)
+                || (enc == Encoding::ImplicitLe
+                    && tag != PIXEL_DATA
+                    && length >= 8
+                    && self.item_follows()?)
+            {
+                // In implicit VR a sequence of defined length has no VR to tell it by, but
+                // dicom-rs knows it from its dictionary and reads into it: so the walk does
+                // too, when the value begins as a sequence's items do. Skipped unchecked, a
+                // length inside one made dicom-rs allocate 2 GB for a 2.7 kB file (found by
+                // fuzzing).
                 if stack.len() >= MAX_DEPTH {
                     return Err("sequences nested too deeply".into());
                 }
