@@ -162,7 +162,9 @@ impl AgentConfig {
                 .link
                 .upload_limit_kib_per_sec
                 .filter(|k| *k > 0)
-                .map(|k| k * 1024),
+                // Saturating: TOML allows numbers whose KiB overflow a byte count (found by the
+                // fuzz targets); such a limit is no limit.
+                .map(|k| k.saturating_mul(1024)),
             routine,
         };
         let ae_title = raw
@@ -252,7 +254,7 @@ fn routine_limit(file: &Path, link: &RawLink) -> Result<Option<RoutineLimit>, Co
         };
     match link.routine_limit_kib_per_sec {
         Some(kib) if kib > 0 => Ok(Some(RoutineLimit {
-            bytes_per_sec: kib * 1024,
+            bytes_per_sec: kib.saturating_mul(1024),
             full_rate,
             utc_offset_secs,
         })),

@@ -69,9 +69,8 @@ const MAX_FRAME_SAMPLES: u64 = 64 * 1024 * 1024;
 
 fn open(path: &Path) -> Result<dicom_object::DefaultDicomObject, RenderError> {
     readable(path)?;
-    let obj = guarded(|| {
-        dicom_object::open_file(path).map_err(|e| RenderError::Open(e.to_string()))
-    })?;
+    let obj =
+        guarded(|| dicom_object::open_file(path).map_err(|e| RenderError::Open(e.to_string())))?;
     let dim = |tag| {
         obj.element(tag)
             .ok()

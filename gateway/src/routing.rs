@@ -387,7 +387,11 @@ impl Roster {
             });
         }
         let minutes = |v: Option<u64>, u: Urgency| {
-            v.map_or(default_sla(u), |m| Duration::from_secs(60 * m.max(1)))
+            // Saturating: TOML allows minutes whose seconds overflow (found by the fuzz
+            // targets).
+            v.map_or(default_sla(u), |m| {
+                Duration::from_secs(m.max(1).saturating_mul(60))
+            })
         };
         let sla = BTreeMap::from([
             (
@@ -577,7 +581,8 @@ impl Roster {
     /// When a consultation assigned at `assigned_at_ms` and still not accepted must be
     /// escalated: routed again without its assignee.
     pub fn escalation_due_ms(&self, urgency: Urgency, assigned_at_ms: i64) -> i64 {
-        assigned_at_ms.saturating_add(self.sla(urgency).as_millis() as i64)
+        let sla_ms = i64::try_from(self.sla(urgency).as_millis()).unwrap_or(i64::MAX);
+        assigned_at_ms.saturating_add(sla_ms)
     }
 }
 

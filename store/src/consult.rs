@@ -240,9 +240,14 @@ impl ConsultLog {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Event>, ConsultError> {
+        // The cursor comes from the peer's `replicate` frame: any number, u64::MAX too (found
+        // by the fuzz targets).
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
         let prefix = log_prefix(clinic, side);
         let mut start = prefix.clone();
-        start.extend((after + 1).to_be_bytes());
+        start.extend(first.to_be_bytes());
         let mut end = prefix.clone();
         end.extend(u64::MAX.to_be_bytes());
         self.events

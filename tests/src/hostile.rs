@@ -42,7 +42,10 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> Option<R> {
     SCRATCH.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
-            let dir = tempfile::Builder::new().prefix("tpg-hostile-").tempdir().ok()?;
+            let dir = tempfile::Builder::new()
+                .prefix("tpg-hostile-")
+                .tempdir()
+                .ok()?;
             *slot = Some(Scratch {
                 dir,
                 db: None,
@@ -608,9 +611,12 @@ fn pem(label: &str, bytes: &[u8]) -> String {
     out
 }
 
+/// A fuzz target's body: any bytes in, no panic out.
+pub type Body = fn(&[u8]);
+
 /// The fuzz targets: name and body. `tests/tests/hostile_inputs.rs` replays each target's
 /// corpus and regressions with its body; `scripts/fuzz` runs them in this order.
-pub const TARGETS: [(&str, fn(&[u8])); 9] = [
+pub const TARGETS: [(&str, Body); 9] = [
     ("control_frames", control_frames),
     ("block_header", block_header),
     ("dicom_walk", dicom_walk),
@@ -648,6 +654,9 @@ mod tests {
     #[test]
     fn the_made_seeds_are_accepted_by_their_decoders() {
         for (name, bytes) in seeds_of("configs") {
+            if name.starts_with("extreme-") {
+                continue; // they may be refused; they must not panic
+            }
             with_scratch(|s| {
                 let dir = config_dir(s).unwrap();
                 let text = std::str::from_utf8(&bytes).unwrap();
@@ -683,7 +692,7 @@ mod tests {
         }
         for (name, bytes) in seeds_of("replicated_events") {
             let events = serde_json::Deserializer::from_slice(&bytes).into_iter::<Event>();
-            assert!(events.count() > 2, "{name}");
+            assert!(events.count() >= 2, "{name}");
             assert!(events_decode_all(&bytes), "{name}");
         }
         for (name, bytes) in seeds_of("crl") {

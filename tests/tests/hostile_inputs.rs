@@ -18,7 +18,10 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
                 .filter_map(Result::ok)
                 .map(|e| e.path())
                 .filter(|p| p.is_file())
-                .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+                .filter(|p| {
+                    !p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -41,7 +44,7 @@ fn replay(target: &str) {
     );
     let regressions = inputs(&fuzz_dir().join("regressions").join(target));
     for path in corpus.iter().chain(&regressions) {
-        let data = std::fs::read(path).unwrap();
+        let data = std::fs::read(path).expect("a corpus file is readable");
         eprintln!("{target}: {}", path.display());
         body(&data);
     }

@@ -239,7 +239,9 @@ fn control_frames(out: &mut Seeds) -> anyhow::Result<()> {
 
 fn blocks(out: &mut Seeds) -> anyhow::Result<()> {
     use daemon::compress::encode;
-    let text: Vec<u8> = (0..16_384u32).map(|i| b"DICOM pixels "[i as usize % 13]).collect();
+    let text: Vec<u8> = (0..16_384u32)
+        .map(|i| b"DICOM pixels "[i as usize % 13])
+        .collect();
     let noise: Vec<u8> = (0..512u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -332,7 +334,11 @@ fn dimse(out: &mut Seeds) -> anyhow::Result<()> {
         Pdu::PData {
             data: vec![
                 pdata(PDataValueType::Command, true, second),
-                pdata(PDataValueType::Data, true, &[8, 0, 0x16, 0, 2, 0, 0, 0, b'1', 0]),
+                pdata(
+                    PDataValueType::Data,
+                    true,
+                    &[8, 0, 0x16, 0, 2, 0, 0, 0, b'1', 0],
+                ),
             ],
         },
         Pdu::ReleaseRQ,
@@ -363,9 +369,15 @@ fn json_lines(events: &[Event]) -> anyhow::Result<Vec<u8>> {
 fn events(out: &mut Seeds) -> anyhow::Result<()> {
     let clinic = ClinicId::new("jinzhou-03")?;
     let life = life(&clinic)?;
-    let (clinic_side, gateway_side): (Vec<Event>, Vec<Event>) =
-        life.iter().cloned().partition(|e| e.id.side == Side::Clinic);
-    out.push(("replicated_events", "a-whole-case".into(), json_lines(&life)?));
+    let (clinic_side, gateway_side): (Vec<Event>, Vec<Event>) = life
+        .iter()
+        .cloned()
+        .partition(|e| e.id.side == Side::Clinic);
+    out.push((
+        "replicated_events",
+        "a-whole-case".into(),
+        json_lines(&life)?,
+    ));
     out.push((
         "replicated_events",
         "clinic-events".into(),
@@ -393,6 +405,17 @@ fn events(out: &mut Seeds) -> anyhow::Result<()> {
         "replicated_events",
         "cancel-crosses-report".into(),
         json_lines(&crossing)?,
+    ));
+    // Numbers at their bounds: sequence numbers and cursors are the peer's to choose.
+    let mut extreme = life[..2].to_vec();
+    extreme[0].at_ms = i64::MIN;
+    extreme[1].id.seq = u64::MAX;
+    extreme[1].seen = u64::MAX;
+    extreme[1].at_ms = i64::MAX;
+    out.push((
+        "replicated_events",
+        "extreme-numbers".into(),
+        json_lines(&extreme)?,
     ));
     Ok(())
 }
@@ -573,6 +596,22 @@ pool = "radiology"
         ("routing.toml", routing),
     ] {
         out.push(("configs", name.into(), text.as_bytes().to_vec()));
+        // The same file with every number at TOML's largest integer: values are outside input
+        // too, and arithmetic on them must not overflow.
+        let extreme: String = text
+            .lines()
+            .map(|line| match line.split_once(" = ") {
+                Some((key, value)) if value.trim().parse::<i64>().is_ok() => {
+                    format!("{key} = {}\n", i64::MAX)
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        out.push((
+            "configs",
+            format!("extreme-numbers-{name}"),
+            extreme.into_bytes(),
+        ));
     }
 }
 
@@ -584,7 +623,12 @@ fn crl(out: &mut Seeds) -> anyhow::Result<()> {
     out.push(("crl", "empty-crl.pem".into(), empty));
     for clinic in ["jinzhou-03", "beizhen-01"] {
         let id = ClinicId::new(clinic)?;
-        pki.issue_clinic(&id, Some("Township clinic"), Validity::days_from_now(30)?, false)?;
+        pki.issue_clinic(
+            &id,
+            Some("Township clinic"),
+            Validity::days_from_now(30)?,
+            false,
+        )?;
         pki.revoke(&id, None, "laptop stolen")?;
     }
     let pem = std::fs::read(dir.path().join("crl.pem"))?;
