@@ -357,14 +357,19 @@ fn downsample(f: &Frame8, side: u32) -> Frame8 {
     for y in 0..height {
         for x in 0..width {
             for c in 0..channels {
-                let mut sum = 0u32;
+                let (mut sum, mut count) = (0u32, 0u32);
                 for dy in 0..factor {
                     for dx in 0..factor {
                         let (sx, sy) = (x * factor + dx, y * factor + dy);
-                        sum += u32::from(f.pixels[(sy * f.width + sx) as usize * channels + c]);
+                        // A side shorter than the factor (a strip one pixel high) leaves blocks
+                        // short: reading past it panicked the clinic's preview of a valid image.
+                        if sx < f.width && sy < f.height {
+                            sum += u32::from(f.pixels[(sy * f.width + sx) as usize * channels + c]);
+                            count += 1;
+                        }
                     }
                 }
-                pixels.push((sum / (factor * factor)) as u8);
+                pixels.push((sum / count.max(1)) as u8);
             }
         }
     }
@@ -400,5 +405,18 @@ mod tests {
         let d = downsample(&f, 2);
         assert_eq!((d.width, d.height), (2, 1));
         assert_eq!(d.pixels, vec![50, 125]);
+    }
+
+    #[test]
+    fn a_strip_one_pixel_high_downsamples_without_reading_past_it() {
+        let f = Frame8 {
+            width: 1000,
+            height: 1,
+            colour: false,
+            pixels: (0..1000).map(|i| (i % 4 * 60) as u8).collect(),
+        };
+        let d = downsample(&f, PREVIEW_TILE);
+        assert_eq!((d.width, d.height), (250, 1));
+        assert!(d.pixels.iter().all(|&p| p == 90), "{:?}", &d.pixels[..4]);
     }
 }
