@@ -11,6 +11,8 @@
 //! before decoding; and at most [`RENDER_SLOTS`] renders run at once, so a burst of frame
 //! requests cannot hold several decoded studies in memory together.
 
+mod codestream;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -67,10 +69,22 @@ pub struct FrameInfo {
 /// claiming more is refused before anything is decoded.
 const MAX_FRAME_SAMPLES: u64 = 64 * 1024 * 1024;
 
+/// JPEG 2000 tiles at most (ITU-T T.800 §A.4.2: a tile's index is 16 bits).
+const MAX_TILES: u64 = 65_535;
+
 fn open(path: &Path) -> Result<dicom_object::DefaultDicomObject, RenderError> {
     readable(path)?;
     let obj =
         guarded(|| dicom_object::open_file(path).map_err(|e| RenderError::Open(e.to_string())))?;
+    within_bounds(&obj)?;
+    Ok(obj)
+}
+
+/// Whether dicom-rs may decode the frames of `obj`: a frame of at most [`MAX_FRAME_SAMPLES`]
+/// by the DICOM header, and no compressed frame whose own header declares more samples than
+/// that (the decoders allocate what their header says) or more JPEG 2000 tiles than the
+/// standard allows. The re-encoder asks this too.
+pub fn within_bounds(obj: &dicom_object::DefaultDicomObject) -> Result<(), RenderError> {
     let dim = |tag| {
         obj.element(tag)
             .ok()
@@ -85,7 +99,33 @@ fn open(path: &Path) -> Result<dicom_object::DefaultDicomObject, RenderError> {
             "a frame of {samples} samples is larger than the viewer renders ({MAX_FRAME_SAMPLES})"
         )));
     }
-    Ok(obj)
+    let fragments = obj
+        .element(dicom_dictionary_std::tags::PIXEL_DATA)
+        .ok()
+        .and_then(|e| e.value().fragments());
+    let run = codestream::Joined::new(fragments.unwrap_or_default());
+    for &start in run.fragment_starts() {
+        match run.declared(start) {
+            codestream::Declared::Nothing => {}
+            codestream::Declared::Image {
+                samples: declared,
+                tiles,
+            } => {
+                if declared > samples || tiles > MAX_TILES {
+                    return Err(RenderError::Decode(format!(
+                        "a compressed frame declares {declared} samples in {tiles} tile(s) where \
+                         the header says {samples} samples"
+                    )));
+                }
+            }
+            codestream::Declared::Unreadable => {
+                return Err(RenderError::Decode(
+                    "a compressed frame's header cannot be read within bounds".into(),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One test for colour, used by both [`info`] and [`png`].

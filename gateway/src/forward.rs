@@ -579,6 +579,7 @@ pub fn reencode(
         let mut object = dicom_object::OpenFileOptions::new()
             .open_file(path)
             .map_err(|e| daemon::render::RenderError::Open(e.to_string()))?;
+        daemon::render::within_bounds(&object)?;
         if object.meta().transfer_syntax() != ts {
             object
                 .transcode(target)
