@@ -11,16 +11,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Json;
-use daemon::accounts::Authenticated;
 use daemon::api::{blocking, ApiError};
+use daemon::login::Authenticated;
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 
 use crate::archive::Ingested;
 use crate::Handle;
@@ -78,32 +76,12 @@ struct StatusQuery {
     items: bool,
 }
 
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    handle: Handle,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let this_pc = ThisPc(listener.local_addr()?.ip());
-    axum::serve(
-        listener,
-        daemon::web::with_security_headers(router(handle), false)
-            .layer(axum::Extension(this_pc))
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
-    .context("agent API failed")
-}
-
-/// Every route of the listener; the caller's address comes from `ConnectInfo<SocketAddr>`.
-pub fn router(handle: Handle) -> axum::Router {
-    daemon::accounts::routes()
-        .merge(crate::consult_api::routes())
-        .merge(crate::web::routes())
+/// The CLI's routes (the consultation API's are `consult_api`'s, the pages' `web`'s).
+pub fn routes() -> axum::Router<Handle> {
+    axum::Router::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/import", post(import))
         .route("/api/v1/studies/{study}/priority", post(priority))
-        .with_state(handle)
 }
 
 /// The address the listener is bound to: a CLI on this PC that dials the clinic LAN address

@@ -8,8 +8,9 @@
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::Json;
-use daemon::accounts::{Authenticated, Role, User};
+use daemon::accounts::{Role, User};
 use daemon::api::{blocking, ApiError};
+use daemon::login::Authenticated;
 use daemon::now_ms;
 use proto::consult::{Consent, Consultation, ConsultationId, Event, EventKind, Patient, Urgency};
 use serde::{Deserialize, Serialize};

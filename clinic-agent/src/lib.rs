@@ -11,6 +11,7 @@ pub mod archive;
 pub use daemon::client;
 pub mod config;
 pub mod consult_api;
+pub mod http;
 pub use daemon::dimse;
 pub mod link;
 pub mod metrics;
@@ -30,8 +31,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use config::AgentConfig;
-pub use link::{LinkOptions, LinkStatus, SharedStatus};
+pub use link::LinkOptions;
 pub use metrics::Metrics;
+pub use status::{LinkStatus, SharedStatus};
 
 /// The agent's listening sockets, bound before it runs (port 0 in tests).
 #[derive(Debug)]
@@ -310,7 +312,7 @@ pub fn start(
         },
         shutdown.clone(),
     ));
-    let api_task = tokio::spawn(api::serve(web_listener, handle.clone(), shutdown.clone()));
+    let api_task = tokio::spawn(http::serve(web_listener, handle.clone(), shutdown.clone()));
     let scp = scp::spawn(
         listeners.dicom,
         config.dicom.clone(),
@@ -321,7 +323,7 @@ pub fn start(
     let metrics_task = tokio::spawn(daemon::serve_metrics(
         metrics_listener,
         move || {
-            gauges.metrics.update_queue(&gauges.status_report());
+            gauges.status_report().publish(&gauges.metrics);
             gauges.metrics.render()
         },
         shutdown,

@@ -4,7 +4,7 @@
 //! about quinn.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
@@ -19,25 +19,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::LinkConfig;
 use crate::metrics::Metrics;
+use crate::status::{LinkStatus, SharedStatus};
 use crate::sync::{Sync, SyncCommand};
-
-/// What the agent knows about its link, for status displays and tests.
-#[derive(Debug, Clone, Default)]
-pub struct LinkStatus {
-    pub up: bool,
-    /// When the link last changed between up and down.
-    pub since: Option<SystemTime>,
-    pub rtt: Option<Duration>,
-    /// Why the link last went down, in words (kept while it stays down).
-    pub down_reason: Option<String>,
-    /// The most recent failure (a refused or failed dial, or the loss of the link).
-    pub last_error: Option<String>,
-    pub gateway_version: Option<String>,
-    /// The clinic id the gateway read from our certificate.
-    pub clinic: Option<String>,
-}
-
-pub type SharedStatus = Arc<Mutex<LinkStatus>>;
 
 fn update(status: &SharedStatus, f: impl FnOnce(&mut LinkStatus)) {
     // Nothing panics while this lock is held; a poisoned lock still holds a usable status.

@@ -141,46 +141,6 @@ impl Metrics {
         }
     }
 
-    /// Sets the queue gauges from a fresh status report (every state and priority is set,
-    /// so a series drops to 0 rather than keeping a stale value).
-    pub fn update_queue(&self, report: &crate::status::StatusReport) {
-        for state in ["queued", "sending", "delivered"] {
-            let mut bytes = 0;
-            for priority in proto::sync::Priority::ALL {
-                let row = report
-                    .queue
-                    .iter()
-                    .find(|r| r.state == state && r.priority == priority.label());
-                bytes += row.map_or(0, |r| r.bytes);
-                let labels = QueueLabels {
-                    state: state.into(),
-                    priority: priority.label().into(),
-                };
-                self.queue_items
-                    .get_or_create(&labels)
-                    .set(row.map_or(0, |r| r.items as i64));
-            }
-            self.queue_bytes
-                .get_or_create(&StateLabel {
-                    state: state.into(),
-                })
-                .set(bytes as i64);
-        }
-        for priority in proto::sync::Priority::ALL {
-            let age = report
-                .oldest_pending_seconds
-                .get(priority.label())
-                .copied()
-                .unwrap_or(0);
-            self.oldest_pending_seconds
-                .get_or_create(&PriorityLabel {
-                    priority: priority.label().into(),
-                })
-                .set(age);
-        }
-        self.quarantined.set(report.quarantined as i64);
-    }
-
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

@@ -4,14 +4,33 @@
 //! shows: the queue's bytes in the uploader's order over the recent upload rate.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Instant, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use proto::sync::Priority;
 use serde::{Deserialize, Serialize};
 
 use crate::archive::{now_unix, AgentStore};
-use crate::link::LinkStatus;
+use crate::metrics::Metrics;
 use crate::sync::SharedSync;
+
+/// What the agent knows about its link, for status displays and tests.
+#[derive(Debug, Clone, Default)]
+pub struct LinkStatus {
+    pub up: bool,
+    /// When the link last changed between up and down.
+    pub since: Option<SystemTime>,
+    pub rtt: Option<Duration>,
+    /// Why the link last went down, in words (kept while it stays down).
+    pub down_reason: Option<String>,
+    /// The most recent failure (a refused or failed dial, or the loss of the link).
+    pub last_error: Option<String>,
+    pub gateway_version: Option<String>,
+    /// The clinic id the gateway read from our certificate.
+    pub clinic: Option<String>,
+}
+
+pub type SharedStatus = Arc<Mutex<LinkStatus>>;
 
 /// Delivered items listed individually (the most recent ones).
 const RECENT_DELIVERED: usize = 20;
@@ -69,6 +88,51 @@ pub struct ItemRow {
     /// Unix seconds of the gateway's receipt.
     pub delivered_at: Option<i64>,
     pub last_failure: Option<String>,
+}
+
+impl StatusReport {
+    /// Sets the queue gauges from a fresh status report (every state and priority is set,
+    /// so a series drops to 0 rather than keeping a stale value).
+    pub fn publish(&self, metrics: &Metrics) {
+        for state in ["queued", "sending", "delivered"] {
+            let mut bytes = 0;
+            for priority in proto::sync::Priority::ALL {
+                let row = self
+                    .queue
+                    .iter()
+                    .find(|r| r.state == state && r.priority == priority.label());
+                bytes += row.map_or(0, |r| r.bytes);
+                let labels = crate::metrics::QueueLabels {
+                    state: state.into(),
+                    priority: priority.label().into(),
+                };
+                metrics
+                    .queue_items
+                    .get_or_create(&labels)
+                    .set(row.map_or(0, |r| r.items as i64));
+            }
+            metrics
+                .queue_bytes
+                .get_or_create(&crate::metrics::StateLabel {
+                    state: state.into(),
+                })
+                .set(bytes as i64);
+        }
+        for priority in proto::sync::Priority::ALL {
+            let age = self
+                .oldest_pending_seconds
+                .get(priority.label())
+                .copied()
+                .unwrap_or(0);
+            metrics
+                .oldest_pending_seconds
+                .get_or_create(&crate::metrics::PriorityLabel {
+                    priority: priority.label().into(),
+                })
+                .set(age);
+        }
+        metrics.quarantined.set(self.quarantined as i64);
+    }
 }
 
 pub fn report(store: &AgentStore, link: &LinkStatus, sync: &SharedSync) -> StatusReport {

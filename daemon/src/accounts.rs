@@ -4,18 +4,13 @@
 //! (12 hours), and `user token` a long-lived token for scripts. Script tokens are stored as
 //! SHA-256 hashes, so the file never holds anything that logs in by itself.
 //!
-//! The acting user always comes from the token ([`Authenticated`]), never from a request body.
+//! The acting user always comes from the token (`daemon::login::Authenticated`), never from a
+//! request body. This module holds no HTTP: the routes and extractors are in `login` and `web`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-
-pub use crate::api::ApiError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -609,105 +604,13 @@ fn read_password(prompt: &str) -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-/// `POST /api/v1/login`, `POST /api/v1/logout` and `GET /api/v1/me`, the same at both sites.
-pub fn routes<S>() -> axum::Router<S>
-where
-    S: HasAccounts + Clone + Send + Sync + 'static,
-{
-    use axum::routing::{get, post};
-    axum::Router::new()
-        .route("/api/v1/login", post(login::<S>))
-        .route("/api/v1/logout", post(logout::<S>))
-        .route("/api/v1/me", get(me))
-}
-
-#[derive(Deserialize)]
-struct LoginRequest {
-    user: String,
-    password: String,
-}
-
-async fn login<S: HasAccounts + Clone + Send + Sync + 'static>(
-    axum::extract::State(state): axum::extract::State<S>,
-    headers: axum::http::HeaderMap,
-    axum::Json(req): axum::Json<LoginRequest>,
-) -> Response {
-    let secure = state.tls();
-    let result = tokio::task::spawn_blocking(move || {
-        let accounts = state.accounts();
-        let user = accounts
-            .login(&req.user, &req.password)
-            .map_err(|e| match e {
-                AccountError::Locked { retry_after } => ApiError::too_many(retry_after),
-                AccountError::Busy => ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy",
-                    AccountError::Busy.to_string(),
-                ),
-                other => ApiError::new(StatusCode::UNAUTHORIZED, "bad_login", other.to_string()),
-            })?;
-        let token = accounts
-            .session(&user.name)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        Ok::<_, ApiError>((user, token))
-    })
-    .await;
-    match result {
-        Ok(Ok((user, token))) => {
-            let cookie = crate::web::session_cookie(&headers, &token, secure);
-            (
-                [(axum::http::header::SET_COOKIE, cookie)],
-                axum::Json(serde_json::json!({ "token": token, "user": user })),
-            )
-                .into_response()
-        }
-        Ok(Err(e)) => e.into_response(),
-        Err(e) => ApiError::internal(e.to_string()).into_response(),
-    }
-}
-
-async fn logout<S: HasAccounts + Clone + Send + Sync + 'static>(
-    axum::extract::State(state): axum::extract::State<S>,
-    Authenticated(_): Authenticated,
-    headers: axum::http::HeaderMap,
-) -> Result<StatusCode, ApiError> {
-    if let Some((token, _)) = token_of(&headers) {
-        state
-            .accounts()
-            .revoke(&token)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-    }
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn me(Authenticated(user): Authenticated) -> axum::Json<User> {
-    axum::Json(user)
-}
-
-/// The user behind a request: from `Authorization: Bearer TOKEN` or the `tpg_session`
-/// cookie. Handlers that take it refuse anonymous calls with 401.
-#[derive(Debug, Clone)]
-pub struct Authenticated(pub User);
-
-/// Where the extractor finds the accounts: the router's state implements this.
+/// Where handlers find the accounts: the router's state implements this.
 pub trait HasAccounts {
     fn accounts(&self) -> &Accounts;
     /// Whether the daemon serves its pages over TLS (cookies then carry `Secure`).
     fn tls(&self) -> bool {
         false
     }
-}
-
-/// The request's token, and whether it came from the session cookie (rather than a header a
-/// script set on purpose).
-pub(crate) fn token_of(headers: &axum::http::HeaderMap) -> Option<(String, bool)> {
-    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
-        let v = v.to_str().ok()?;
-        return v
-            .strip_prefix("Bearer ")
-            .map(|t| (t.trim().to_owned(), false));
-    }
-    crate::web::session_token(headers).map(|t| (t, true))
 }
 
 /// Gives the new file `new` the owner of `path` (or of its folder): an administrator running
@@ -723,36 +626,6 @@ fn keep_owner(path: &std::path::Path, new: &std::fs::File) {
         });
         if let Ok(m) = owner {
             let _ = std::os::unix::fs::fchown(new, Some(m.uid()), Some(m.gid()));
-        }
-    }
-}
-
-impl<S> FromRequestParts<S> for Authenticated
-where
-    S: HasAccounts + Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let (token, from_cookie) =
-            token_of(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
-        // A change made with the browser's cookie must prove it comes from our own page.
-        if from_cookie && !parts.method.is_safe() {
-            let sent = parts
-                .headers
-                .get(crate::web::CSRF_HEADER)
-                .and_then(|v| v.to_str().ok());
-            if sent != Some(crate::web::csrf_of(&token).as_str()) {
-                return Err(ApiError::forbidden(format!(
-                    "a change made with the session cookie needs the {} header of the page's session",
-                    crate::web::CSRF_HEADER
-                )));
-            }
-        }
-        match state.accounts().resolve(&token) {
-            Ok(Some(user)) => Ok(Authenticated(user)),
-            Ok(None) => Err(ApiError::unauthenticated()),
-            Err(e) => Err(ApiError::internal(e.to_string())),
         }
     }
 }

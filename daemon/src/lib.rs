@@ -13,6 +13,7 @@ pub mod compress;
 pub mod config;
 pub mod dimse;
 pub mod frames;
+pub mod login;
 pub mod private;
 pub mod quic;
 pub mod render;

@@ -9,7 +9,7 @@
 //! [`CsrfForm`] (or [`Session::check_csrf`] for uploads). The log-in form, which has no session
 //! yet, uses a double-submit cookie. JSON calls authenticated by the session cookie rather
 //! than a bearer token must send the same token in `X-CSRF-Token` (checked in
-//! [`crate::accounts::Authenticated`]).
+//! [`crate::login::Authenticated`]).
 
 // A refused page is a whole response, built once per request; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
@@ -78,6 +78,18 @@ pub fn session_token(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The page language: the `tpg_lang` cookie, else the browser's first choice of the two,
+/// The request's token, and whether it came from the session cookie (rather than a header a
+/// script set on purpose).
+pub fn token_of(headers: &axum::http::HeaderMap) -> Option<(String, bool)> {
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
+        let v = v.to_str().ok()?;
+        return v
+            .strip_prefix("Bearer ")
+            .map(|t| (t.trim().to_owned(), false));
+    }
+    session_token(headers).map(|t| (t, true))
+}
+
 /// else Chinese.
 pub fn lang_of(headers: &HeaderMap) -> Lang {
     if let Some(l) = cookie(headers, LANG_COOKIE).and_then(|v| Lang::parse(&v)) {
@@ -160,7 +172,7 @@ where
             Redirect::to(&format!("/login?next={next_enc}")).into_response()
         };
         // The cookie, or a bearer token (scripts and the authorization tests reach pages too).
-        let (token, _) = crate::accounts::token_of(&parts.headers).ok_or_else(to_login)?;
+        let (token, _) = token_of(&parts.headers).ok_or_else(to_login)?;
         match state.accounts().resolve(&token) {
             Ok(Some(user)) => Ok(Session { user, lang, token }),
             Ok(None) => Err(to_login()),

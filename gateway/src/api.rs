@@ -6,22 +6,21 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Json;
-use daemon::accounts::{Accounts, Authenticated, HasAccounts, Role, User};
+use daemon::accounts::{Accounts, HasAccounts, Role, User};
 use daemon::api::{blocking, ApiError};
+use daemon::login::Authenticated;
 use daemon::replicate::Site;
 use proto::consult::{Consultation, ConsultationId, Event, EventKind, Report, State as CaseState};
 use proto::ClinicId;
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 
 use crate::archive::{GatewayArchive, StudyRow};
 use crate::consult::now_ms;
-use crate::https::{HttpsListener, Peer};
+use crate::https::Peer;
 
 #[derive(Clone)]
 pub struct Api {
@@ -57,31 +56,9 @@ pub struct StudiesResponse {
     pub studies: Vec<StudyRow>,
 }
 
-/// Serves the pages and the API on `listener`, over TLS when `tls` is given.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    api: Api,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let app = daemon::web::with_security_headers(router(api), tls.is_some())
-        .into_make_service_with_connect_info::<Peer>();
-    let stopped = async move { shutdown.cancelled().await };
-    match tls {
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
-            .await
-            .context("gateway API failed"),
-        Some(tls) => axum::serve(HttpsListener::new(listener, tls), app)
-            .with_graceful_shutdown(stopped)
-            .await
-            .context("gateway API failed"),
-    }
-}
-
-pub fn router(api: Api) -> axum::Router {
-    daemon::accounts::routes()
-        .merge(crate::web::routes())
+/// The JSON API's routes (login's are `daemon::login`'s, the pages' `crate::web`'s).
+pub fn routes() -> axum::Router<Api> {
+    axum::Router::new()
         .route("/api/v1/clinics/{clinic}/studies", get(studies))
         .route("/api/v1/forward", get(forwarding))
         .route("/api/v1/admin/backup", post(backup))
@@ -92,7 +69,6 @@ pub fn router(api: Api) -> axum::Router {
             get(attachment),
         )
         .route("/api/v1/consultations/{id}/{action}", post(act))
-        .with_state(api)
 }
 
 /// A clinic's studies (patient ids and names among them): an administrator sees all of

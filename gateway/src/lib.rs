@@ -14,6 +14,7 @@ pub mod board;
 pub mod config;
 pub mod consult;
 pub mod forward;
+pub mod http;
 pub mod https;
 pub mod link;
 pub mod metrics;
@@ -210,7 +211,7 @@ pub fn start(
         data_dir: config.data_dir.clone(),
         https: web_tls.is_some(),
     };
-    let api_task = tokio::spawn(api::serve(web_listener, web_tls, api, shutdown.clone()));
+    let api_task = tokio::spawn(http::serve(web_listener, web_tls, api, shutdown.clone()));
     let link_task = tokio::spawn(link.serve(listeners.link, shutdown.clone()));
     let forward_task = forwarder.map(|f| tokio::spawn(forward::run(f, shutdown.clone())));
     tokio::spawn(sweep_partials(handle.archive.clone(), shutdown.clone()));

@@ -8,6 +8,8 @@
 // A refused page is a whole response, built once per request; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
 
+mod board;
+
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -33,8 +35,8 @@ pub fn routes() -> axum::Router<Api> {
         .route("/cases/{id}/act/{action}", post(act))
         .route("/cases/{id}/viewer", get(viewer))
         .route("/cases/{id}/images/{n}", get(image))
-        .route("/admin/links", get(crate::board::links_page))
-        .route("/admin/alerts", get(crate::board::alerts_page))
+        .route("/admin/links", get(board::links_page))
+        .route("/admin/alerts", get(board::alerts_page))
         .route("/admin/users", get(users).post(add_user))
         .route("/admin/users/{name}/{op}", post(user_op))
         .route("/admin/audit", get(audit))
