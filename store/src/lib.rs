@@ -10,7 +10,9 @@
 
 pub mod blob;
 pub mod consult;
+pub mod crash;
 pub mod dicom;
 pub mod gate;
 pub mod group;
+pub mod objects;
 pub mod structure;
