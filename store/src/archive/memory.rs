@@ -1,0 +1,269 @@
+//! The archive index in memory, on a [`Machine`] that can lose power. Its calls that promise
+//! durability (`record_partial`, `forget_partial`, `commit_verified`) are durable when they
+//! return; what came after the last of them (`note_expected`) survives a crash only in part:
+//! a seeded prefix, as sled's background flush may have written it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use proto::sync::ObjectId;
+use proto::ClinicId;
+
+use super::{
+    ArchiveIndex, IndexError, InstanceKey, InstanceRecord, PartialRecord, ToForward, Verified,
+};
+use crate::crash::Machine;
+
+type Clinic = String;
+
+#[derive(Debug, Clone, Default)]
+struct State {
+    instances: BTreeMap<(Clinic, InstanceKey, ObjectId), InstanceRecord>,
+    claims: BTreeMap<(Clinic, ObjectId), InstanceKey>,
+    partials: BTreeMap<(Clinic, ObjectId), PartialRecord>,
+    expected: BTreeMap<(Clinic, String), u32>,
+    inbox: BTreeMap<u64, ToForward>,
+    next_forward_id: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Loose {
+    Expected(Clinic, String, u32),
+}
+
+impl State {
+    fn apply(&mut self, op: &Loose) {
+        match op {
+            Loose::Expected(clinic, study, n) => {
+                let e = self
+                    .expected
+                    .entry((clinic.clone(), study.clone()))
+                    .or_insert(0);
+                *e = (*e).max(*n);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Disk {
+    now: State,
+    durable: State,
+    /// Writes since the last durable one, oldest first.
+    loose: Vec<Loose>,
+    applied: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemoryIndex {
+    machine: Machine,
+    disk: Arc<Mutex<Disk>>,
+    boot: u64,
+}
+
+impl MemoryIndex {
+    pub fn new(machine: &Machine) -> Self {
+        let state = State {
+            next_forward_id: 1,
+            ..State::default()
+        };
+        Self {
+            boot: machine.booted(),
+            machine: machine.clone(),
+            disk: Arc::new(Mutex::new(Disk {
+                now: state.clone(),
+                durable: state,
+                loose: Vec::new(),
+                applied: machine.booted(),
+            })),
+        }
+    }
+
+    /// The same index after the machine powered on again.
+    pub fn boot(&self) -> Self {
+        let boot = self.machine.booted();
+        let mut disk = self.lock();
+        if disk.applied != boot {
+            disk.applied = boot;
+            let mut state = disk.durable.clone();
+            let kept = self.machine.below(disk.loose.len() as u64 + 1) as usize;
+            for op in &disk.loose[..kept] {
+                state.apply(op);
+            }
+            disk.loose.clear();
+            disk.now = state.clone();
+            disk.durable = state;
+        }
+        drop(disk);
+        Self {
+            machine: self.machine.clone(),
+            disk: self.disk.clone(),
+            boot,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Disk> {
+        self.disk.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn step(&self) -> Result<MutexGuard<'_, Disk>, IndexError> {
+        self.machine.step(self.boot)?;
+        Ok(self.lock())
+    }
+
+    /// Makes everything written so far durable.
+    fn durable(disk: &mut Disk) {
+        disk.durable = disk.now.clone();
+        disk.loose.clear();
+    }
+}
+
+fn c(clinic: &ClinicId) -> Clinic {
+    clinic.as_str().to_owned()
+}
+
+impl ArchiveIndex for MemoryIndex {
+    fn holds(&self, clinic: &ClinicId, id: &ObjectId) -> Result<bool, IndexError> {
+        Ok(self
+            .step()?
+            .now
+            .claims
+            .contains_key(&(c(clinic), id.clone())))
+    }
+
+    fn partial(
+        &self,
+        clinic: &ClinicId,
+        id: &ObjectId,
+    ) -> Result<Option<PartialRecord>, IndexError> {
+        Ok(self
+            .step()?
+            .now
+            .partials
+            .get(&(c(clinic), id.clone()))
+            .copied())
+    }
+
+    fn record_partial(
+        &self,
+        clinic: &ClinicId,
+        id: &ObjectId,
+        record: PartialRecord,
+    ) -> Result<(), IndexError> {
+        let mut disk = self.step()?;
+        disk.now.partials.insert((c(clinic), id.clone()), record);
+        Self::durable(&mut disk);
+        Ok(())
+    }
+
+    fn forget_partial(&self, clinic: &ClinicId, id: &ObjectId) -> Result<(), IndexError> {
+        let mut disk = self.step()?;
+        disk.now.partials.remove(&(c(clinic), id.clone()));
+        Self::durable(&mut disk);
+        Ok(())
+    }
+
+    fn commit_verified(&self, batch: &[Verified]) -> Result<(), IndexError> {
+        let mut disk = self.step()?;
+        let now = &mut disk.now;
+        for v in batch {
+            let claim = (c(&v.clinic), v.record.object.clone());
+            now.partials.remove(&claim);
+            if now.claims.contains_key(&claim) {
+                continue;
+            }
+            now.instances.insert(
+                (claim.0.clone(), v.key.clone(), v.record.object.clone()),
+                v.record.clone(),
+            );
+            now.claims.insert(claim, v.key.clone());
+            if let Some(f) = &v.forward {
+                let id = now.next_forward_id;
+                now.next_forward_id += 1;
+                now.inbox.insert(id, f.clone());
+            }
+        }
+        Self::durable(&mut disk);
+        Ok(())
+    }
+
+    fn note_expected(
+        &self,
+        clinic: &ClinicId,
+        study: &str,
+        instances: u32,
+    ) -> Result<(), IndexError> {
+        let mut disk = self.step()?;
+        let op = Loose::Expected(c(clinic), study.to_owned(), instances);
+        disk.now.apply(&op);
+        disk.loose.push(op);
+        Ok(())
+    }
+
+    fn expected(&self, clinic: &ClinicId, study: &str) -> Result<Option<u32>, IndexError> {
+        Ok(self
+            .step()?
+            .now
+            .expected
+            .get(&(c(clinic), study.to_owned()))
+            .copied())
+    }
+
+    fn instances(
+        &self,
+        clinic: &ClinicId,
+    ) -> Result<Vec<(InstanceKey, InstanceRecord)>, IndexError> {
+        let disk = self.step()?;
+        Ok(disk
+            .now
+            .instances
+            .iter()
+            .filter(|((owner, _, _), _)| owner == clinic.as_str())
+            .map(|((_, key, _), record)| (key.clone(), record.clone()))
+            .collect())
+    }
+
+    fn instance(
+        &self,
+        clinic: &ClinicId,
+        id: &ObjectId,
+    ) -> Result<Option<(InstanceKey, InstanceRecord)>, IndexError> {
+        let disk = self.step()?;
+        let Some(key) = disk.now.claims.get(&(c(clinic), id.clone())) else {
+            return Ok(None);
+        };
+        Ok(disk
+            .now
+            .instances
+            .get(&(c(clinic), key.clone(), id.clone()))
+            .map(|r| (key.clone(), r.clone())))
+    }
+
+    fn forward_inbox(&self) -> Result<Vec<(u64, ToForward)>, IndexError> {
+        let disk = self.step()?;
+        Ok(disk
+            .now
+            .inbox
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_index_keeps_the_port_contract() {
+        super::super::conformance::run(|| {
+            let index = MemoryIndex::new(&Machine::new(3));
+            let again = index.clone();
+            (
+                Box::new(index) as Box<dyn ArchiveIndex>,
+                Box::new(move || Box::new(again.boot()) as Box<dyn ArchiveIndex>)
+                    as Box<dyn Fn() -> Box<dyn ArchiveIndex>>,
+            )
+        });
+    }
+}

@@ -1,0 +1,374 @@
+//! The archive index in sled, in the trees and formats the gateway has always written:
+//! `instances` (`clinic \0 patient \0 study \0 series \0 sop \0 object` → record),
+//! `clinic_objects` (`clinic \0 object` → instance key), `partials` (`clinic \0 object` →
+//! partial record), `expected` (`clinic \0 study` → u32, big-endian) and `forward_inbox`
+//! (u64 id, big-endian → entry).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ::sled::transaction::{ConflictableTransactionError, TransactionError};
+use ::sled::Transactional;
+use ::sled::{Db, Tree};
+use proto::sync::ObjectId;
+use proto::ClinicId;
+
+use super::{
+    ArchiveIndex, IndexError, InstanceKey, InstanceRecord, PartialRecord, ToForward, Verified,
+};
+use crate::gate::WriteGate;
+
+/// The forwarding queues' tree (`destination \0 id` → entry), kept by the gateway's
+/// forwarding; its ids count when the next inbox id is chosen.
+pub const FORWARD_QUEUE_TREE: &str = "forward_queue";
+
+impl From<::sled::Error> for IndexError {
+    fn from(e: ::sled::Error) -> Self {
+        IndexError::Engine(e.to_string())
+    }
+}
+
+pub struct SledIndex {
+    db: Db,
+    instances: Tree,
+    clinic_objects: Tree,
+    partials: Tree,
+    expected: Tree,
+    forward_inbox: Tree,
+    /// Above every id in the inbox and the queues, so an id is never reused, even after a
+    /// restore (sled's own id counter is not part of an export).
+    next_forward_id: AtomicU64,
+    gate: WriteGate,
+}
+
+impl std::fmt::Debug for SledIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledIndex").finish_non_exhaustive()
+    }
+}
+
+/// Opens the sled database at `path` (64 MiB of cache), naming the folder when it cannot.
+pub fn open_db(path: &std::path::Path) -> Result<Db, IndexError> {
+    ::sled::Config::new()
+        .path(path)
+        .cache_capacity(64 * 1024 * 1024)
+        .open()
+        .map_err(|e| IndexError::Open {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })
+}
+
+fn key(parts: &[&str]) -> Vec<u8> {
+    parts.join("\0").into_bytes()
+}
+
+/// The id in the last eight bytes of an inbox or queue key.
+fn id_of(key: &[u8]) -> Option<u64> {
+    key.len()
+        .checked_sub(8)
+        .and_then(|start| <[u8; 8]>::try_from(&key[start..]).ok())
+        .map(u64::from_be_bytes)
+}
+
+fn corrupt(e: impl std::fmt::Display) -> IndexError {
+    IndexError::Corrupt(e.to_string())
+}
+
+impl SledIndex {
+    /// The index in `db`'s trees; multi-tree writes hold `gate` shared.
+    pub fn open(db: &Db, gate: WriteGate) -> Result<Self, IndexError> {
+        let forward_inbox = db.open_tree("forward_inbox")?;
+        let mut max = forward_inbox
+            .last()?
+            .and_then(|(k, _)| id_of(&k))
+            .unwrap_or(0);
+        for k in db.open_tree(FORWARD_QUEUE_TREE)?.iter().keys() {
+            max = max.max(id_of(&k?).unwrap_or(0));
+        }
+        Ok(Self {
+            instances: db.open_tree("instances")?,
+            clinic_objects: db.open_tree("clinic_objects")?,
+            partials: db.open_tree("partials")?,
+            expected: db.open_tree("expected")?,
+            forward_inbox,
+            next_forward_id: AtomicU64::new(max + 1),
+            db: db.clone(),
+            gate,
+        })
+    }
+
+    /// The database, for what is not behind a port yet (forwarding's queues).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The inbox tree, drained by the gateway's forwarding.
+    pub fn inbox_tree(&self) -> &Tree {
+        &self.forward_inbox
+    }
+
+    fn parse_instance(
+        &self,
+        clinic: &ClinicId,
+        k: &[u8],
+        v: &[u8],
+    ) -> Result<(InstanceKey, InstanceRecord), IndexError> {
+        let prefix = clinic.as_str().len() + 1;
+        let text = std::str::from_utf8(k.get(prefix..).unwrap_or_default()).map_err(corrupt)?;
+        let mut parts = text.split('\0').map(str::to_owned);
+        let mut next = || parts.next().ok_or_else(|| corrupt("a short instance key"));
+        let key = InstanceKey {
+            patient: next()?,
+            study: next()?,
+            series: next()?,
+            sop: next()?,
+        };
+        Ok((key, serde_json::from_slice(v).map_err(corrupt)?))
+    }
+}
+
+impl ArchiveIndex for SledIndex {
+    fn holds(&self, clinic: &ClinicId, id: &ObjectId) -> Result<bool, IndexError> {
+        let found = self
+            .clinic_objects
+            .contains_key(key(&[clinic.as_str(), id.as_str()]))?;
+        if found {
+            // The entry may come from a commit still flushing: make it durable before it
+            // justifies a receipt.
+            self.db.flush()?;
+        }
+        Ok(found)
+    }
+
+    fn partial(
+        &self,
+        clinic: &ClinicId,
+        id: &ObjectId,
+    ) -> Result<Option<PartialRecord>, IndexError> {
+        // An unreadable record counts as none: the upload starts again from zero.
+        Ok(self
+            .partials
+            .get(key(&[clinic.as_str(), id.as_str()]))?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    fn record_partial(
+        &self,
+        clinic: &ClinicId,
+        id: &ObjectId,
+        record: PartialRecord,
+    ) -> Result<(), IndexError> {
+        let value = serde_json::to_vec(&record).map_err(corrupt)?;
+        self.partials
+            .insert(key(&[clinic.as_str(), id.as_str()]), value)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn forget_partial(&self, clinic: &ClinicId, id: &ObjectId) -> Result<(), IndexError> {
+        self.partials.remove(key(&[clinic.as_str(), id.as_str()]))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn commit_verified(&self, batch: &[Verified]) -> Result<(), IndexError> {
+        let mut prepared = Vec::with_capacity(batch.len());
+        for v in batch {
+            let claim = key(&[v.clinic.as_str(), v.record.object.as_str()]);
+            let instance = key(&[
+                v.clinic.as_str(),
+                &v.key.patient,
+                &v.key.study,
+                &v.key.series,
+                &v.key.sop,
+                v.record.object.as_str(),
+            ]);
+            let record = serde_json::to_vec(&v.record).map_err(corrupt)?;
+            let forward = match &v.forward {
+                Some(f) => Some(serde_json::to_vec(f).map_err(corrupt)?),
+                None => None,
+            };
+            prepared.push((claim, instance, record, forward));
+        }
+        let _whole = self.gate.enter();
+        let trees = (
+            &self.instances,
+            &self.clinic_objects,
+            &self.partials,
+            &self.forward_inbox,
+        );
+        trees
+            .transaction(|(instances, claims, partials, inbox)| {
+                for (claim, instance, record, forward) in &prepared {
+                    partials.remove(claim.as_slice())?;
+                    if claims.get(claim.as_slice())?.is_some() {
+                        continue;
+                    }
+                    instances.insert(instance.as_slice(), record.as_slice())?;
+                    claims.insert(claim.as_slice(), instance.as_slice())?;
+                    if let Some(forward) = forward {
+                        let id = self.next_forward_id.fetch_add(1, Ordering::Relaxed);
+                        inbox.insert(&id.to_be_bytes(), forward.as_slice())?;
+                    }
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e: TransactionError<()>| IndexError::Engine(format!("{e:?}")))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn note_expected(
+        &self,
+        clinic: &ClinicId,
+        study: &str,
+        instances: u32,
+    ) -> Result<(), IndexError> {
+        self.expected
+            .fetch_and_update(key(&[clinic.as_str(), study]), |old| {
+                let previous = old
+                    .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                    .map_or(0, u32::from_be_bytes);
+                Some(previous.max(instances).to_be_bytes().to_vec())
+            })?;
+        Ok(())
+    }
+
+    fn expected(&self, clinic: &ClinicId, study: &str) -> Result<Option<u32>, IndexError> {
+        Ok(self
+            .expected
+            .get(key(&[clinic.as_str(), study]))?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+            .map(u32::from_be_bytes))
+    }
+
+    fn instances(
+        &self,
+        clinic: &ClinicId,
+    ) -> Result<Vec<(InstanceKey, InstanceRecord)>, IndexError> {
+        let mut prefix = clinic.as_str().as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for kv in self.instances.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            // One unreadable entry does not hide the others.
+            if let Ok(entry) = self.parse_instance(clinic, &k, &v) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    fn instance(
+        &self,
+        clinic: &ClinicId,
+        id: &ObjectId,
+    ) -> Result<Option<(InstanceKey, InstanceRecord)>, IndexError> {
+        let Some(instance) = self
+            .clinic_objects
+            .get(key(&[clinic.as_str(), id.as_str()]))?
+        else {
+            return Ok(None);
+        };
+        let Some(v) = self.instances.get(&instance)? else {
+            return Ok(None);
+        };
+        self.parse_instance(clinic, &instance, &v).map(Some)
+    }
+
+    fn forward_inbox(&self) -> Result<Vec<(u64, ToForward)>, IndexError> {
+        let mut out = Vec::new();
+        for kv in self.forward_inbox.iter() {
+            let (k, v) = kv?;
+            if let (Some(id), Ok(entry)) = (id_of(&k), serde_json::from_slice(&v)) {
+                out.push((id, entry));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sled_index_keeps_the_port_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut n = 0;
+        super::super::conformance::run(|| {
+            n += 1;
+            let path = dir.path().join(n.to_string());
+            let db = open_db(&path).unwrap();
+            let index = SledIndex::open(&db, WriteGate::default()).unwrap();
+            let reopen = move || {
+                let index = SledIndex::open(&db, WriteGate::default()).unwrap();
+                Box::new(index) as Box<dyn ArchiveIndex>
+            };
+            (
+                Box::new(index) as Box<dyn ArchiveIndex>,
+                Box::new(reopen) as Box<dyn Fn() -> Box<dyn ArchiveIndex>>,
+            )
+        });
+    }
+
+    /// Entries as the gateway wrote them before the index was a port read the same.
+    #[test]
+    fn an_index_written_before_the_port_reads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        let id = ObjectId::from_digest(&[5u8; 32]);
+        let instance = format!("jinzhou\0P-1\01.2\01.2.1\01.2.1.1\0{id}");
+        db.open_tree("instances")
+            .unwrap()
+            .insert(
+                instance.as_bytes(),
+                format!(r#"{{"object":"{id}","size":12,"sop_class_uid":"1.2.840.10008.5.1.4.1.1.7","modality":"OT","received_at":1795000000}}"#).as_bytes(),
+            )
+            .unwrap();
+        let claim = format!("jinzhou\0{id}");
+        db.open_tree("clinic_objects")
+            .unwrap()
+            .insert(claim.as_bytes(), instance.as_bytes())
+            .unwrap();
+        db.open_tree("partials")
+            .unwrap()
+            .insert(
+                format!("pulandian\0{id}").as_bytes(),
+                br#"{"size":12,"committed":4}"#.as_slice(),
+            )
+            .unwrap();
+        db.open_tree("expected")
+            .unwrap()
+            .insert(b"jinzhou\x001.2".as_slice(), 3u32.to_be_bytes().as_slice())
+            .unwrap();
+        db.open_tree(FORWARD_QUEUE_TREE)
+            .unwrap()
+            .insert(
+                [b"pacs\0".as_slice(), &41u64.to_be_bytes()].concat(),
+                b"{}".as_slice(),
+            )
+            .unwrap();
+        let index = SledIndex::open(&db, WriteGate::default()).unwrap();
+        let jz = ClinicId::new("jinzhou").unwrap();
+        let pl = ClinicId::new("pulandian").unwrap();
+        assert!(index.holds(&jz, &id).unwrap());
+        let (key, record) = index.instance(&jz, &id).unwrap().unwrap();
+        assert_eq!((key.patient.as_str(), key.sop.as_str()), ("P-1", "1.2.1.1"));
+        assert_eq!((record.size, record.instance_number), (12, None));
+        assert_eq!(index.instances(&jz).unwrap().len(), 1);
+        assert_eq!(
+            index.partial(&pl, &id).unwrap(),
+            Some(PartialRecord {
+                size: 12,
+                committed: 4
+            })
+        );
+        assert_eq!(index.expected(&jz, "1.2").unwrap(), Some(3));
+        assert_eq!(
+            index.next_forward_id.load(Ordering::Relaxed),
+            42,
+            "above the queues' ids"
+        );
+    }
+}
