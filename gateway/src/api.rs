@@ -30,6 +30,8 @@ pub struct Api {
     pub router: Option<Arc<crate::router::Router>>,
     pub metrics: Arc<crate::Metrics>,
     pub archive: Arc<GatewayArchive>,
+    /// What is not behind a storage port yet: the backup's export.
+    pub embedded: crate::storage::Embedded,
     pub consult: Site,
     pub accounts: Arc<Accounts>,
     pub board: Arc<crate::board::Board>,
@@ -140,7 +142,7 @@ async fn backup(
                 "all",
             )
             .map_err(internal)?;
-        crate::backup::backup(api.archive.db(), api.archive.gate(), &api.data_dir, &req.to)
+        crate::backup::backup(&api.embedded.db, &api.embedded.gate, &api.data_dir, &req.to)
             .map_err(|e| ApiError::new(StatusCode::CONFLICT, "backup_failed", format!("{e:#}")))
     })
     .await
@@ -547,7 +549,9 @@ async fn attachment(
             ));
         }
         api.audited(&user, from, "view_attachment", &id)?;
-        let bytes = std::fs::read(api.archive.blobs().path(&a.object))
+        let bytes = api
+            .archive
+            .object_bytes(&a.object)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         // Only the two kinds a clinic can attach, whatever an event claims.
         let media_type = match a.media_type.as_str() {

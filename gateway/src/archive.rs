@@ -1,68 +1,41 @@
-//! The hospital's durable archive: verified objects as content-addressed blobs, partial
-//! uploads with their committed offsets, and a sled index by clinic, patient, study, series and
-//! instance. A clinic only ever sees its own entries.
+//! The hospital's archive service: verified objects from the clinics, their partial uploads
+//! and the index by clinic, patient, study, series and instance — over the storage ports
+//! ([`ObjectStore`], [`ArchiveIndex`]), whatever their adapters. A clinic only ever sees its own
+//! entries.
 //!
 //! Acknowledge only what is durable: a partial's offset is recorded after its bytes are
-//! fsynced; a receipt is sent after the verified blob is renamed into place and the index is
-//! flushed.
+//! synced; a receipt is sent after the verified object is durable in the object store and
+//! then its index entry (with its forwarding inbox entry) is written.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use proto::sync::ObjectId;
 use proto::ClinicId;
 use serde::{Deserialize, Serialize};
-use store::blob::{BlobError, BlobStore};
+use sha2::{Digest, Sha256};
+use store::archive::{ArchiveIndex, IndexError, InstanceKey, PartialRecord, Verified};
+use store::objects::{ObjectError, ObjectStore, PartialUpload, Placed, UploadKey};
+
+pub use store::archive::{InstanceRecord, ToForward};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("the gateway's index in {path} cannot be opened: {detail}; is another gateway or a clinic agent using this data_dir? Give each its own folder")]
-    Open { path: String, detail: String },
-    #[error("index error: {0}")]
-    Index(String),
     #[error(transparent)]
-    Blob(#[from] BlobError),
-    #[error("the file system of {path} has {free} bytes free; storing {needed} more would leave less than the reserve of {reserve} (min_free_mib): free space or grow it")]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Objects(#[from] ObjectError),
+    #[error("{place} has {free} bytes free; storing {needed} more would leave less than the reserve of {reserve} (min_free_mib): free space or grow it")]
     Reserve {
-        path: String,
+        place: String,
         free: u64,
         needed: u64,
         reserve: u64,
     },
-    #[error("partial upload {path}: {source}")]
-    Partial {
-        path: String,
-        source: std::io::Error,
-    },
-}
-
-impl From<sled::Error> for ArchiveError {
-    fn from(e: sled::Error) -> Self {
-        ArchiveError::Index(e.to_string())
-    }
-}
-
-/// A durable partial upload.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct PartialRecord {
-    size: u64,
-    committed: u64,
-}
-
-/// One stored instance, as the index holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstanceRecord {
-    pub object: ObjectId,
-    pub size: u64,
-    pub sop_class_uid: String,
-    pub modality: Option<String>,
-    /// Unix seconds.
-    pub received_at: i64,
-    /// Instance Number, for the viewer's order.
-    #[serde(default)]
-    pub instance_number: Option<i64>,
+    #[error("the group commit failed: {0}")]
+    Commit(String),
 }
 
 /// A study as the admin tools list it.
@@ -83,7 +56,7 @@ pub struct StudyRow {
 
 /// The right to write one clinic's partial upload of one object; released when dropped.
 pub struct UploadClaim {
-    archive: std::sync::Arc<GatewayArchive>,
+    archive: Arc<GatewayArchive>,
     key: (ClinicId, ObjectId),
 }
 
@@ -99,42 +72,28 @@ impl Drop for UploadClaim {
 }
 
 /// Where an offered object stands.
-#[derive(Debug)]
 pub enum Begin {
     /// Stored and indexed for this clinic: answer with a receipt.
     Stored,
-    /// Receive it from `offset`, appending to `file`.
-    Resume { offset: u64, file: File },
+    /// Receive it from `offset`, appending to the partial.
+    Resume { offset: u64, partial: Receiving },
 }
 
-/// A verified object waiting for its group commit.
-struct Stored {
-    /// The blob's folder, to fsync.
-    folder: PathBuf,
-    instance: Vec<u8>,
-    record: Vec<u8>,
-    /// `clinic \0 object`: the key of its partial record and of its `clinic_objects` entry.
-    partial: Vec<u8>,
-    /// Its entry in the forwarding inbox (a DICOM instance, with forwarding on).
-    forward: Option<Vec<u8>>,
+impl std::fmt::Debug for Begin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Begin::Stored => f.write_str("Stored"),
+            Begin::Resume { offset, .. } => write!(f, "Resume {{ offset: {offset} }}"),
+        }
+    }
 }
 
-/// What indexing a verified object writes.
-struct IndexEntry {
-    key: Vec<u8>,
-    record: Vec<u8>,
-    forward: Option<ToForward>,
-}
-
-/// A verified instance to forward to the PACS destinations, written in the same flush as its
-/// index entry so none is lost between the two.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ToForward {
-    pub clinic: ClinicId,
-    pub object: ObjectId,
-    pub sop_class_uid: String,
-    pub sop_instance_uid: String,
-    pub modality: Option<String>,
+/// A partial upload being received, and the hash of its bytes.
+pub struct Receiving {
+    partial: Box<dyn PartialUpload>,
+    /// SHA-256 of the bytes as they arrive, when the upload started at offset 0; a resumed
+    /// upload is hashed by reading it back at the end.
+    hasher: Option<Sha256>,
 }
 
 /// The outcome of finishing an upload.
@@ -146,38 +105,24 @@ pub enum Finished {
 }
 
 pub struct GatewayArchive {
-    db: sled::Db,
-    /// `clinic \0 patient \0 study \0 series \0 sop \0 object` → InstanceRecord.
-    instances: sled::Tree,
-    /// `clinic \0 object` → instance key.
-    clinic_objects: sled::Tree,
-    /// `clinic \0 object` → PartialRecord.
-    partials: sled::Tree,
-    /// `clinic \0 study` → instances the clinic said it holds (u32, the largest seen).
-    expected: sled::Tree,
-    /// Uploads being received, so one partial file never has two writers, each with the bytes
+    objects: Arc<dyn ObjectStore>,
+    index: Arc<dyn ArchiveIndex>,
+    /// Uploads being received, so one partial never has two writers, each with the bytes
     /// it may still write: the disk reserve is checked against all of them together.
-    uploads: std::sync::Mutex<std::collections::HashMap<(ClinicId, ObjectId), u64>>,
-    blobs: BlobStore,
-    partial_dir: PathBuf,
-    /// Uploads finishing together share their folder fsyncs and index flush.
-    commits: store::group::GroupCommit<Stored>,
-    gate: store::gate::WriteGate,
-    /// id (u64, big-endian) → [`ToForward`], drained by `forward`.
-    forward_inbox: sled::Tree,
-    /// The next inbox id: above every id in the inbox and the queues, so an id is never
-    /// reused, even after a restore (sled's own id counter is not part of an export).
-    next_forward_id: std::sync::atomic::AtomicU64,
+    uploads: Mutex<HashMap<(ClinicId, ObjectId), u64>>,
+    /// Uploads finishing together share their object sync and index write.
+    commits: store::group::GroupCommit<Verified>,
     /// Whether verified instances go to the forwarding inbox.
     forwarding: bool,
-    /// Bytes kept free on the data folder's file system (`min_free_mib`); 0: no check.
+    /// Bytes kept free where objects are written (`min_free_mib`); 0: no check.
     min_free: u64,
 }
 
 impl std::fmt::Debug for GatewayArchive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GatewayArchive")
-            .field("blobs", &self.blobs)
+            .field("objects", &self.objects)
+            .field("index", &self.index)
             .finish_non_exhaustive()
     }
 }
@@ -189,33 +134,10 @@ const ATTACHMENTS: &str = "attachments";
 fn is_attachment(path: &Path) -> bool {
     use std::io::Read;
     let mut head = [0u8; 5];
-    File::open(path)
+    std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
         .is_ok()
         && (head.starts_with(b"%PDF-") || head.starts_with(&[0xFF, 0xD8, 0xFF]))
-}
-
-/// The forwarding queues' tree (`destination \0 id` → entry), kept by `forward`.
-pub const FORWARD_QUEUE_TREE: &str = "forward_queue";
-
-/// One above the largest id in the inbox (its keys) and in the queues (their keys' last eight
-/// bytes).
-fn next_forward_id(inbox: &sled::Tree, queue: &sled::Tree) -> Result<u64, ArchiveError> {
-    let id_of = |key: &[u8]| {
-        key.len()
-            .checked_sub(8)
-            .and_then(|start| <[u8; 8]>::try_from(&key[start..]).ok())
-            .map(u64::from_be_bytes)
-    };
-    let mut max = inbox.last()?.and_then(|(k, _)| id_of(&k)).unwrap_or(0);
-    for key in queue.iter().keys() {
-        max = max.max(id_of(&key?).unwrap_or(0));
-    }
-    Ok(max + 1)
-}
-
-fn key(parts: &[&str]) -> Vec<u8> {
-    parts.join("\0").into_bytes()
 }
 
 fn now_unix() -> i64 {
@@ -225,50 +147,43 @@ fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
+fn upload_key(clinic: &ClinicId, id: &ObjectId) -> UploadKey {
+    UploadKey::new(clinic.as_str(), id.clone())
+}
+
 impl GatewayArchive {
-    pub fn open(data_dir: &Path) -> Result<Self, ArchiveError> {
-        let index = data_dir.join("index");
-        let db = sled::Config::new()
-            .path(&index)
-            .cache_capacity(64 * 1024 * 1024)
-            .open()
-            .map_err(|e| ArchiveError::Open {
-                path: index.display().to_string(),
-                detail: e.to_string(),
-            })?;
-        let forward_inbox = db.open_tree("forward_inbox")?;
-        let next_forward_id = std::sync::atomic::AtomicU64::new(next_forward_id(
-            &forward_inbox,
-            &db.open_tree(FORWARD_QUEUE_TREE)?,
-        )?);
-        Ok(Self {
-            instances: db.open_tree("instances")?,
-            clinic_objects: db.open_tree("clinic_objects")?,
-            partials: db.open_tree("partials")?,
-            expected: db.open_tree("expected")?,
-            forward_inbox,
-            next_forward_id,
+    pub fn new(objects: Arc<dyn ObjectStore>, index: Arc<dyn ArchiveIndex>) -> Self {
+        Self {
+            objects,
+            index,
+            uploads: Default::default(),
+            commits: Default::default(),
             forwarding: false,
             min_free: 0,
-            uploads: Default::default(),
-            db,
-            blobs: BlobStore::open(data_dir)?,
-            partial_dir: data_dir.join("partials"),
-            commits: Default::default(),
-            gate: Default::default(),
-        })
+        }
     }
 
-    /// The index's write gate: multi-tree writes hold it shared, a backup alone.
-    pub fn gate(&self) -> &store::gate::WriteGate {
-        &self.gate
-    }
-
-    /// Uploads that would leave less than `bytes` free on the data folder's file system are
-    /// refused: blobs stop before the disk is full, so the index never meets a full disk.
+    /// Uploads that would leave less than `bytes` free where objects are written are
+    /// refused: objects stop before the disk is full, so the index never meets a full disk.
     pub fn with_min_free(mut self, bytes: u64) -> Self {
         self.min_free = bytes;
         self
+    }
+
+    /// Verified instances go to the forwarding inbox from now on.
+    pub fn with_forwarding(mut self, on: bool) -> Self {
+        self.forwarding = on;
+        self
+    }
+
+    /// The object store, for readers of stored objects (the viewer, forwarding).
+    pub fn objects(&self) -> &dyn ObjectStore {
+        &*self.objects
+    }
+
+    /// A stored object's bytes.
+    pub fn object_bytes(&self, id: &ObjectId) -> Result<Vec<u8>, ArchiveError> {
+        Ok(store::objects::read_all(&*self.objects, id)?)
     }
 
     /// Promises `needed` bytes to this clinic's upload of `id` (claimed), unless they and
@@ -298,14 +213,12 @@ impl GatewayArchive {
         if self.min_free == 0 {
             return Ok(());
         }
-        let root = self.blobs.root();
-        let Ok(stat) = rustix::fs::statvfs(root) else {
+        let Some(free) = self.objects.free_bytes() else {
             return Ok(()); // cannot tell: let the write itself fail if it must
         };
-        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
         if free < needed.saturating_add(self.min_free) {
             return Err(ArchiveError::Reserve {
-                path: root.display().to_string(),
+                place: self.objects.location(),
                 free,
                 needed,
                 reserve: self.min_free,
@@ -314,41 +227,15 @@ impl GatewayArchive {
         Ok(())
     }
 
-    /// Verified instances go to the forwarding inbox from now on.
-    pub fn with_forwarding(mut self, on: bool) -> Self {
-        self.forwarding = on;
-        self
-    }
-
-    pub fn forward_inbox(&self) -> &sled::Tree {
-        &self.forward_inbox
-    }
-
-    fn partial_path(&self, clinic: &ClinicId, id: &ObjectId) -> PathBuf {
-        self.partial_dir.join(clinic.as_str()).join(id.as_str())
-    }
-
     /// True when this clinic's object is stored and indexed. An object another clinic sent
     /// with the same bytes does not count: a clinic proves it holds the bytes by sending them,
     /// so knowing a hash never opens another clinic's data.
     pub fn has(&self, clinic: &ClinicId, id: &ObjectId) -> Result<bool, ArchiveError> {
-        let found = self
-            .clinic_objects
-            .contains_key(key(&[clinic.as_str(), id.as_str()]))?;
-        if found {
-            // The entry may come from a finish still flushing: make it durable before it
-            // justifies a receipt.
-            self.db.flush()?;
-        }
-        Ok(found)
+        Ok(self.index.holds(clinic, id)?)
     }
 
     /// Claims the right to receive `id` from `clinic`; `None` while another stream holds it.
-    pub fn claim_upload(
-        self: &std::sync::Arc<Self>,
-        clinic: &ClinicId,
-        id: &ObjectId,
-    ) -> Option<UploadClaim> {
+    pub fn claim_upload(self: &Arc<Self>, clinic: &ClinicId, id: &ObjectId) -> Option<UploadClaim> {
         let key = (clinic.clone(), id.clone());
         let mut uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
         if uploads.contains_key(&key) {
@@ -362,8 +249,8 @@ impl GatewayArchive {
     }
 
     /// Everything the gateway does with an offer before answering it, in one call: notes the
-    /// study hint, then either finds the object stored or prepares its partial for appending.
-    /// Call with the upload claimed.
+    /// study hint, then either finds the object stored or opens its partial for appending at
+    /// the durable offset. Call with the upload claimed.
     pub fn begin(
         &self,
         clinic: &ClinicId,
@@ -377,9 +264,22 @@ impl GatewayArchive {
         if self.has(clinic, id)? {
             return Ok(Begin::Stored);
         }
-        let (offset, file) = self.open_partial(clinic, id, size)?;
+        let record = self.index.partial(clinic, id)?.filter(|r| r.size == size);
+        let committed = record.map_or(0, |r| r.committed);
+        let (offset, partial) = self
+            .objects
+            .open_partial(&upload_key(clinic, id), committed)?;
+        if record.is_some_and(|r| r.committed != offset) {
+            self.record_partial(clinic, id, size, offset)?;
+        }
         self.promise_room(clinic, id, size.saturating_sub(offset))?;
-        Ok(Begin::Resume { offset, file })
+        Ok(Begin::Resume {
+            offset,
+            partial: Receiving {
+                partial,
+                hasher: (offset == 0).then(Sha256::new),
+            },
+        })
     }
 
     /// Records how many instances of a study the clinic holds (from an offer), keeping the
@@ -389,63 +289,9 @@ impl GatewayArchive {
         clinic: &ClinicId,
         hint: &proto::frame::StudyHint,
     ) -> Result<(), ArchiveError> {
-        let k = key(&[clinic.as_str(), &hint.uid]);
-        self.expected.fetch_and_update(k, |old| {
-            let previous = old
-                .and_then(|v| <[u8; 4]>::try_from(v).ok())
-                .map_or(0, u32::from_be_bytes);
-            Some(previous.max(hint.instances).to_be_bytes().to_vec())
-        })?;
-        Ok(())
-    }
-
-    /// The durable offset to resume this upload from (0 for a new one), after trimming any
-    /// bytes written past it before a crash, and the partial file open for appending there.
-    fn open_partial(
-        &self,
-        clinic: &ClinicId,
-        id: &ObjectId,
-        size: u64,
-    ) -> Result<(u64, File), ArchiveError> {
-        let k = key(&[clinic.as_str(), id.as_str()]);
-        let path = self.partial_path(clinic, id);
-        let err = |source| ArchiveError::Partial {
-            path: path.display().to_string(),
-            source,
-        };
-        let record: Option<PartialRecord> = self
-            .partials
-            .get(&k)?
-            .and_then(|v| serde_json::from_slice(&v).ok())
-            .filter(|r: &PartialRecord| r.size == size);
-        let open = || {
-            OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(false)
-                .open(&path)
-        };
-        let mut file = match open() {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(dir) = path.parent() {
-                    fs::create_dir_all(dir).map_err(err)?;
-                }
-                open().map_err(err)?
-            }
-            other => other.map_err(err)?,
-        };
-        let on_disk = file.metadata().map_err(err)?.len();
-        let committed = record.map_or(0, |r| r.committed).min(on_disk);
-        // Bytes past the committed offset were never acknowledged: drop them. Nothing needs to
-        // be made durable here; the first commit records the partial.
-        if on_disk > committed {
-            file.set_len(committed).map_err(err)?;
-        }
-        file.seek(SeekFrom::Start(committed)).map_err(err)?;
-        if record.is_some_and(|r| r.committed != committed) {
-            self.record_partial(clinic, id, size, committed)?;
-        }
-        Ok((committed, file))
+        Ok(self
+            .index
+            .note_expected(clinic, &hint.uid, hint.instances)?)
     }
 
     /// Removes partial uploads nobody has written to for `idle` (an agent reinstalled, an
@@ -454,44 +300,22 @@ impl GatewayArchive {
     /// many were removed.
     pub fn sweep_partials(&self, idle: std::time::Duration) -> Result<usize, ArchiveError> {
         let mut removed = 0;
-        let Ok(clinics) = fs::read_dir(&self.partial_dir) else {
-            return Ok(0);
-        };
-        for clinic_dir in clinics.flatten() {
-            let Ok(clinic) = ClinicId::new(&clinic_dir.file_name().to_string_lossy()) else {
+        for key in self.objects.idle_partials(idle)? {
+            let Ok(clinic) = ClinicId::new(&key.scope) else {
                 continue;
             };
-            for entry in fs::read_dir(clinic_dir.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let Some(id) = ObjectId::parse(&entry.file_name().to_string_lossy()) else {
-                    continue;
-                };
-                let stale = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > idle);
-                if !stale {
-                    continue;
-                }
-                let uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
-                if uploads.contains_key(&(clinic.clone(), id.clone())) {
-                    continue;
-                }
-                self.partials.remove(key(&[clinic.as_str(), id.as_str()]))?;
-                self.db.flush()?;
-                let _ = fs::remove_file(entry.path());
-                removed += 1;
+            let uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+            if uploads.contains_key(&(clinic.clone(), key.id.clone())) {
+                continue;
             }
+            self.index.forget_partial(&clinic, &key.id)?;
+            self.objects.discard_partial(&key)?;
+            removed += 1;
         }
         Ok(removed)
     }
 
-    /// Records `committed` as durable: call after the partial's bytes up to it are fsynced.
+    /// Records `committed` as durable: call after the partial's bytes up to it are synced.
     pub fn record_partial(
         &self,
         clinic: &ClinicId,
@@ -499,104 +323,83 @@ impl GatewayArchive {
         size: u64,
         committed: u64,
     ) -> Result<(), ArchiveError> {
-        let rec = serde_json::to_vec(&PartialRecord { size, committed })
-            .map_err(|e| ArchiveError::Index(e.to_string()))?;
-        self.partials
-            .insert(key(&[clinic.as_str(), id.as_str()]), rec)?;
-        self.db.flush()?;
-        Ok(())
+        Ok(self
+            .index
+            .record_partial(clinic, id, PartialRecord { size, committed })?)
     }
 
-    /// Verifies the complete partial (its bytes fsynced by the last commit) against its id,
-    /// stores and indexes it. The folder fsync and the index flush are group-committed with
+    /// One step of receiving: appends `bytes` to the partial and hashes them; with `commit`,
+    /// syncs and records `commit` as the durable offset, or, at the object's end (`size`),
+    /// verifies, stores and indexes it.
+    pub fn receive(
+        &self,
+        clinic: &ClinicId,
+        id: &ObjectId,
+        size: u64,
+        receiving: &mut Receiving,
+        bytes: &[u8],
+        commit: Option<u64>,
+    ) -> Result<Option<Finished>, ArchiveError> {
+        receiving.partial.append(bytes)?;
+        if let Some(h) = receiving.hasher.as_mut() {
+            h.update(bytes);
+        }
+        let Some(upto) = commit else {
+            return Ok(None);
+        };
+        receiving.partial.sync()?;
+        if upto < size {
+            self.record_partial(clinic, id, size, upto)?;
+            return Ok(None);
+        }
+        let hashed = receiving
+            .hasher
+            .take()
+            .map(|h| ObjectId::from_digest(&h.finalize().into()));
+        self.finish(clinic, id, hashed).map(Some)
+    }
+
+    /// Verifies the complete partial (its bytes synced by the last commit) against its id,
+    /// stores and indexes it. The object sync and the index write are group-committed with
     /// other uploads finishing at the same time; this returns once they cover this object.
     /// `hashed` is the SHA-256 computed while the bytes arrived, when it covers them all;
-    /// otherwise the file is read back and hashed.
+    /// otherwise the bytes are read back and hashed.
     pub fn finish(
         &self,
         clinic: &ClinicId,
         id: &ObjectId,
         hashed: Option<ObjectId>,
     ) -> Result<Finished, ArchiveError> {
-        let path = self.partial_path(clinic, id);
-        let partial = key(&[clinic.as_str(), id.as_str()]);
-        match self.blobs.verify(&path, id, hashed) {
-            Ok(()) => {}
-            Err(BlobError::HashMismatch { .. }) => {
-                self.partials.remove(&partial)?;
-                self.db.flush()?;
+        match self.objects.place(&upload_key(clinic, id), hashed)? {
+            Placed::Placed => {}
+            Placed::Mismatch { .. } => {
+                self.index.forget_partial(clinic, id)?;
                 return Ok(Finished::Mismatch);
             }
-            Err(e) => return Err(e.into()),
         }
-        let IndexEntry {
-            key: instance,
-            record,
-            forward,
-        } = self.index_entry(clinic, id, &path)?;
-        let forward = match forward.filter(|_| self.forwarding) {
-            Some(f) => {
-                Some(serde_json::to_vec(&f).map_err(|e| ArchiveError::Index(e.to_string()))?)
-            }
-            None => None,
-        };
-        let folder = self.blobs.place_unsynced(&path, id)?;
-        let stored = Stored {
-            folder,
-            instance,
-            record,
-            partial,
-            forward,
-        };
+        let verified = self.verified(clinic, id)?;
         self.commits
-            .commit(stored, |batch| self.store_batch(batch))
-            .map_err(ArchiveError::Index)?;
+            .commit(verified, |batch| self.store_batch(batch))
+            .map_err(ArchiveError::Commit)?;
         Ok(Finished::Stored)
     }
 
-    /// One group commit: the blobs' folders are fsynced first, and only then are their index
-    /// entries written and flushed, so no flush (this one, a partial's or sled's background
-    /// one) can make an entry durable before its blob.
-    fn store_batch(&self, batch: Vec<Stored>) -> Result<(), String> {
-        let folders: std::collections::BTreeSet<&PathBuf> =
-            batch.iter().map(|s| &s.folder).collect();
-        for folder in folders {
-            store::blob::sync_dir(folder).map_err(|e| e.to_string())?;
-        }
-        let _whole = self.gate.enter();
-        for s in &batch {
-            let clinic_object = s.partial.clone();
-            self.instances
-                .insert(&s.instance, s.record.as_slice())
-                .map_err(|e| e.to_string())?;
-            self.clinic_objects
-                .insert(clinic_object, s.instance.as_slice())
-                .map_err(|e| e.to_string())?;
-            self.partials
-                .remove(&s.partial)
-                .map_err(|e| e.to_string())?;
-            if let Some(forward) = &s.forward {
-                let id = self
-                    .next_forward_id
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.forward_inbox
-                    .insert(id.to_be_bytes(), forward.as_slice())
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        self.db.flush().map_err(|e| e.to_string())?;
-        Ok(())
+    /// One group commit: the objects are made durable first, and only then are their index
+    /// entries written, so no index entry ever names an object a crash could take away.
+    fn store_batch(&self, batch: Vec<Verified>) -> Result<(), String> {
+        let ids: Vec<ObjectId> = batch.iter().map(|v| v.record.object.clone()).collect();
+        self.objects.sync_placed(&ids).map_err(|e| e.to_string())?;
+        self.index
+            .commit_verified(&batch)
+            .map_err(|e| e.to_string())
     }
 
-    /// The index entry of a verified object (its key and record), read from its bytes at
-    /// `path`, and what forwarding needs of it when it is a DICOM instance.
-    fn index_entry(
-        &self,
-        clinic: &ClinicId,
-        id: &ObjectId,
-        path: &Path,
-    ) -> Result<IndexEntry, ArchiveError> {
-        let size = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    /// The index entry of a verified object, read from its bytes, and what forwarding needs
+    /// of it when it is a DICOM instance (with forwarding on).
+    fn verified(&self, clinic: &ClinicId, id: &ObjectId) -> Result<Verified, ArchiveError> {
+        let local = self.objects.local_file(id)?;
+        let path = local.path();
+        let size = self.objects.size(id)?.unwrap_or(0);
         // The agent validated the file with the same rules; an unreadable one is still kept
         // (verified bytes are never dropped) and listed under an "unparsed" study.
         let summary = store::dicom::summarize(path);
@@ -608,74 +411,72 @@ impl GatewayArchive {
             modality: s.modality.clone(),
         });
         let instance_number = summary.as_ref().ok().and_then(|s| s.instance_number);
-        let (patient, study, series, sop, sop_class, modality) = match summary {
+        let unparsed = |study: &str| {
+            (
+                InstanceKey {
+                    patient: String::new(),
+                    study: study.into(),
+                    series: String::new(),
+                    sop: id.to_string(),
+                },
+                String::new(),
+                None,
+            )
+        };
+        let (key, sop_class, modality) = match summary {
             Ok(s) => (
-                s.patient_id,
-                s.study_instance_uid,
-                s.series_instance_uid,
-                s.sop_instance_uid,
+                InstanceKey {
+                    patient: s.patient_id,
+                    study: s.study_instance_uid,
+                    series: s.series_instance_uid,
+                    sop: s.sop_instance_uid,
+                },
                 s.sop_class_uid,
                 s.modality,
             ),
             // A consultation's attachment (PDF, JPEG): kept apart from the studies.
-            Err(_) if is_attachment(path) => (
-                "".into(),
-                ATTACHMENTS.into(),
-                "".into(),
-                id.to_string(),
-                "".into(),
-                None,
-            ),
-            Err(_) => (
-                "".into(),
-                "unparsed".into(),
-                "".into(),
-                id.to_string(),
-                "".into(),
-                None,
-            ),
+            Err(_) if is_attachment(path) => unparsed(ATTACHMENTS),
+            Err(_) => unparsed("unparsed"),
         };
-        // The object id ends the key: a new version of an instance (same SOP Instance UID,
-        // other bytes) is kept beside the old one, never over it.
-        let instance = key(&[
-            clinic.as_str(),
-            &patient,
-            &study,
-            &series,
-            &sop,
-            id.as_str(),
-        ]);
-        let record = InstanceRecord {
-            object: id.clone(),
-            size,
-            sop_class_uid: sop_class,
-            modality,
-            received_at: now_unix(),
-            instance_number,
-        };
-        let value = serde_json::to_vec(&record).map_err(|e| ArchiveError::Index(e.to_string()))?;
-        Ok(IndexEntry {
-            key: instance,
-            record: value,
-            forward,
+        Ok(Verified {
+            clinic: clinic.clone(),
+            key,
+            // The object id ends the index key: a new version of an instance (same SOP
+            // Instance UID, other bytes) is kept beside the old one, never over it.
+            record: InstanceRecord {
+                object: id.clone(),
+                size,
+                sop_class_uid: sop_class,
+                modality,
+                received_at: now_unix(),
+                instance_number,
+            },
+            forward: forward.filter(|_| self.forwarding),
         })
     }
 
     /// Every stored object of a clinic: (patient, study, series, sop) and its record; versions
     /// of one instance appear once each.
     pub fn instances(&self, clinic: &ClinicId) -> Vec<([String; 4], InstanceRecord)> {
-        let mut prefix = clinic.as_str().as_bytes().to_vec();
-        prefix.push(0);
-        self.instances
-            .scan_prefix(&prefix)
-            .filter_map(|kv| {
-                let (k, v) = kv.ok()?;
-                let text = String::from_utf8(k[prefix.len()..].to_vec()).ok()?;
-                let mut parts = text.split('\0').map(str::to_owned);
-                let ids = [parts.next()?, parts.next()?, parts.next()?, parts.next()?];
-                Some((ids, serde_json::from_slice(&v).ok()?))
-            })
+        let all = self.index.instances(clinic).unwrap_or_else(|e| {
+            tracing::warn!(clinic = %clinic, error = %e, "the archive index could not be read");
+            Vec::new()
+        });
+        all.into_iter()
+            .map(|(k, r)| ([k.patient, k.study, k.series, k.sop], r))
             .collect()
+    }
+
+    /// One object of a clinic, found without scanning its others.
+    pub fn instance(
+        &self,
+        clinic: &ClinicId,
+        id: &ObjectId,
+    ) -> Result<Option<([String; 4], InstanceRecord)>, ArchiveError> {
+        Ok(self
+            .index
+            .instance(clinic, id)?
+            .map(|(k, r)| ([k.patient, k.study, k.series, k.sop], r)))
     }
 
     /// The versions (different bytes under one SOP Instance UID) of an instance the clinic
@@ -726,34 +527,34 @@ impl GatewayArchive {
         rows.into_values()
             .map(|(mut r, _, _)| {
                 r.expected_instances = self
-                    .expected
-                    .get(key(&[clinic.as_str(), &r.study_instance_uid]))
+                    .index
+                    .expected(clinic, &r.study_instance_uid)
                     .ok()
                     .flatten()
-                    .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
-                    .map(|b| u64::from(u32::from_be_bytes(b)));
+                    .map(u64::from);
                 r.complete = r.expected_instances.is_some_and(|e| r.instances >= e);
                 r
             })
             .collect()
     }
-
-    pub fn blobs(&self) -> &BlobStore {
-        &self.blobs
-    }
-
-    /// The gateway's database, for the other logs kept in it (consultations).
-    pub fn db(&self) -> &sled::Db {
-        &self.db
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
     use std::time::Duration;
 
     use super::*;
+    use crate::storage::Embedded;
+
+    /// The archive over a data folder, and the folder's storage.
+    fn open(dir: &Path) -> (GatewayArchive, Embedded) {
+        let embedded = Embedded::open(dir).unwrap();
+        (embedded.archive(), embedded)
+    }
+
+    fn partial_path(embedded: &Embedded, clinic: &ClinicId, id: &ObjectId) -> std::path::PathBuf {
+        embedded.objects.partial_path(&upload_key(clinic, id))
+    }
 
     /// Begins an upload expected at `offset`, appends `bytes` and fsyncs them.
     fn append(
@@ -766,14 +567,14 @@ mod tests {
     ) {
         let Begin::Resume {
             offset: at,
-            mut file,
+            mut partial,
         } = archive.begin(clinic, id, size as u64, None).unwrap()
         else {
             panic!("not stored yet")
         };
         assert_eq!(at, offset);
-        file.write_all(bytes).unwrap();
-        file.sync_all().unwrap();
+        partial.partial.append(bytes).unwrap();
+        partial.partial.sync().unwrap();
     }
 
     /// Two uploads that each fit the disk above the reserve, but not together: the second is
@@ -785,11 +586,7 @@ mod tests {
         let free = stat.f_bavail.saturating_mul(stat.f_frsize);
         let gib = 1u64 << 30;
         assert!(free > 2 * gib, "the test needs 2 GiB free, has {free}");
-        let archive = std::sync::Arc::new(
-            GatewayArchive::open(dir.path())
-                .unwrap()
-                .with_min_free(free - gib),
-        );
+        let archive = std::sync::Arc::new(open(dir.path()).0.with_min_free(free - gib));
         let clinic = ClinicId::new("jinzhou").unwrap();
         let (a, b) = (
             ObjectId::from_digest(&[1u8; 32]),
@@ -812,7 +609,8 @@ mod tests {
     #[test]
     fn abandoned_partial_uploads_are_swept() {
         let dir = tempfile::tempdir().unwrap();
-        let archive = std::sync::Arc::new(GatewayArchive::open(dir.path()).unwrap());
+        let (archive, embedded) = open(dir.path());
+        let archive = std::sync::Arc::new(archive);
         let clinic = ClinicId::new("jinzhou").unwrap();
         let (old, busy) = (
             ObjectId::from_digest(&[3u8; 32]),
@@ -823,7 +621,7 @@ mod tests {
             archive.record_partial(&clinic, id, 8, 4).unwrap();
             let file = std::fs::File::options()
                 .write(true)
-                .open(archive.partial_path(&clinic, id))
+                .open(partial_path(&embedded, &clinic, id))
                 .unwrap();
             file.set_modified(std::time::SystemTime::now() - Duration::from_secs(8 * 86_400))
                 .unwrap();
@@ -835,8 +633,8 @@ mod tests {
                 .unwrap(),
             1
         );
-        assert!(!archive.partial_path(&clinic, &old).exists());
-        assert!(archive.partial_path(&clinic, &busy).exists());
+        assert!(!partial_path(&embedded, &clinic, &old).exists());
+        assert!(partial_path(&embedded, &clinic, &busy).exists());
         // The swept one starts again from zero.
         append(&archive, &clinic, &old, 8, 0, b"");
     }
@@ -844,7 +642,7 @@ mod tests {
     #[test]
     fn a_mismatched_upload_is_discarded_and_starts_again_from_zero() {
         let dir = tempfile::tempdir().unwrap();
-        let archive = GatewayArchive::open(dir.path()).unwrap();
+        let (archive, embedded) = open(dir.path());
         let clinic = ClinicId::new("jinzhou").unwrap();
         let bytes = b"not what the id says".to_vec();
         let claimed = ObjectId::from_digest(&[7u8; 32]);
@@ -852,7 +650,7 @@ mod tests {
         archive
             .record_partial(&clinic, &claimed, bytes.len() as u64, 10)
             .unwrap();
-        let actual = store::blob::hash_file(&archive.partial_path(&clinic, &claimed)).unwrap();
+        let actual = store::blob::hash_file(&partial_path(&embedded, &clinic, &claimed)).unwrap();
         assert_eq!(
             archive.finish(&clinic, &claimed, Some(actual)).unwrap(),
             Finished::Mismatch
@@ -865,7 +663,7 @@ mod tests {
     #[test]
     fn a_verified_upload_is_stored_indexed_and_seen_by_its_clinic_only() {
         let dir = tempfile::tempdir().unwrap();
-        let archive = GatewayArchive::open(dir.path()).unwrap();
+        let (archive, _embedded) = open(dir.path());
         let clinic = ClinicId::new("jinzhou").unwrap();
         let other = ClinicId::new("pulandian").unwrap();
         let bytes = b"some object bytes".to_vec();
@@ -887,7 +685,7 @@ mod tests {
             !archive.has(&other, &id).unwrap(),
             "another clinic must send the bytes itself"
         );
-        assert_eq!(std::fs::read(archive.blobs().path(&id)).unwrap(), bytes);
+        assert_eq!(archive.object_bytes(&id).unwrap(), bytes);
         assert_eq!(archive.studies(&clinic).len(), 1);
         assert!(archive.studies(&other).is_empty());
     }

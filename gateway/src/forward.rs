@@ -96,6 +96,8 @@ struct Live {
 
 pub struct Forwarder {
     archive: Arc<GatewayArchive>,
+    /// The inbox and the queues are still sled trees of the embedded storage.
+    embedded: crate::storage::Embedded,
     /// `destination \0 id` (u64, big-endian) → [`Queued`].
     queue: sled::Tree,
     /// destination → [`Counts`].
@@ -150,14 +152,16 @@ enum Batch {
 impl Forwarder {
     pub fn open(
         archive: Arc<GatewayArchive>,
+        embedded: &crate::storage::Embedded,
         destinations: Vec<ForwardConfig>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let db = archive.db();
+        let db = &embedded.db;
         let forwarder = Self {
-            queue: db.open_tree(crate::archive::FORWARD_QUEUE_TREE)?,
+            queue: db.open_tree(store::archive::sled::FORWARD_QUEUE_TREE)?,
             counts: db.open_tree("forward_counts")?,
             archive,
+            embedded: embedded.clone(),
             metrics,
             live: Mutex::default(),
             converting: Mutex::default(),
@@ -218,9 +222,9 @@ impl Forwarder {
 
     /// Moves the inbox into the destinations' queues; returns how many instances moved.
     pub fn fan_out(&self) -> anyhow::Result<usize> {
-        let inbox = self.archive.forward_inbox();
+        let inbox = self.embedded.index.inbox_tree();
         // An entry is in the inbox or in its queues, never neither, to a backup too.
-        let _whole = self.archive.gate().enter();
+        let _whole = self.embedded.gate.enter();
         let mut moved = 0;
         for entry in inbox.iter() {
             let (id, value) = entry?;
@@ -254,7 +258,7 @@ impl Forwarder {
             moved += 1;
         }
         if moved > 0 {
-            self.archive.db().flush()?;
+            self.embedded.db.flush()?;
             for d in &self.destinations {
                 self.gauge(&d.name);
             }
@@ -347,13 +351,24 @@ impl Forwarder {
 
     /// Sends `batch` in one association (blocking).
     fn send_batch(&self, d: &ForwardConfig, batch: Vec<(Vec<u8>, Queued)>) -> Batch {
-        let blobs = self.archive.blobs();
         // What each instance is on disk: its transfer syntax and where its data set starts.
         let mut ready = Vec::new();
         for (key, queued) in batch {
-            let path = blobs.path(&queued.item.object);
-            match store::dicom::summarize(&path) {
-                Ok(s) => ready.push((key, queued, path, s)),
+            let local = match self.archive.objects().local_file(&queued.item.object) {
+                Ok(local) => local,
+                Err(e) => {
+                    self.failed(
+                        d,
+                        &key,
+                        queued,
+                        "file",
+                        format!("stored object unreadable: {e}"),
+                    );
+                    continue;
+                }
+            };
+            match store::dicom::summarize(local.path()) {
+                Ok(s) => ready.push((key, queued, local, s)),
                 Err(e) => self.failed(
                     d,
                     &key,
@@ -386,7 +401,8 @@ impl Forwarder {
             Ok(a) => a,
             Err(e) => return Batch::Unreachable(e.to_string()),
         };
-        for (key, queued, path, summary) in ready {
+        for (key, queued, local, summary) in ready {
+            let path = local.path();
             let accepted = association.accepted(&summary.sop_class_uid);
             let as_is = accepted
                 .iter()
@@ -398,7 +414,7 @@ impl Forwarder {
                 .cloned();
             let patient = qualified_patient(d.patient_ids, &queued.item.clinic);
             let sent = match (as_is, converted) {
-                (Some(context), _) => match data_set_for(&path, &summary, patient.as_ref()) {
+                (Some(context), _) => match data_set_for(path, &summary, patient.as_ref()) {
                     Ok(mut reader) => association.store(
                         context,
                         &summary.sop_class_uid,
@@ -416,7 +432,7 @@ impl Forwarder {
                         continue;
                     }
                 },
-                (None, Some((context, ts))) => match self.reencode(&path, &ts, patient.as_ref()) {
+                (None, Some((context, ts))) => match self.reencode(path, &ts, patient.as_ref()) {
                     Ok(bytes) => association.store(
                         context,
                         &summary.sop_class_uid,
@@ -490,13 +506,13 @@ impl Forwarder {
                     // The association is gone: this instance is retried with the rest (the
                     // caller counts the failure once).
                     self.retry_later(d, &key, queued, "association", e.to_string());
-                    let _ = self.archive.db().flush();
+                    let _ = self.embedded.db.flush();
                     return Batch::Unreachable(e.to_string());
                 }
             }
         }
         association.release();
-        let _ = self.archive.db().flush();
+        let _ = self.embedded.db.flush();
         Batch::Done
     }
 

@@ -22,6 +22,7 @@ pub mod receive;
 pub use daemon::render;
 pub mod router;
 pub mod routing;
+pub mod storage;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -136,8 +137,10 @@ pub fn start(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let metrics = Arc::new(Metrics::new());
+    let embedded = storage::Embedded::open(&config.data_dir)?;
     let archive = Arc::new(
-        archive::GatewayArchive::open(&config.data_dir)?
+        embedded
+            .archive()
             .with_forwarding(!config.forwards.is_empty())
             .with_min_free(config.min_free_bytes),
     );
@@ -146,15 +149,16 @@ pub fn start(
     } else {
         Some(Arc::new(forward::Forwarder::open(
             archive.clone(),
+            &embedded,
             config.forwards.clone(),
             metrics.clone(),
         )?))
     };
-    let consult = consult::open(archive.db(), &config.data_dir, archive.gate().clone())?;
+    let consult = consult::open(&embedded.db, &config.data_dir, embedded.gate.clone())?;
     let accounts = Arc::new(daemon::accounts::Accounts::open(
         &config.data_dir.join(ACCOUNTS_FILE),
     )?);
-    let board = Arc::new(board::Board::open(archive.db(), consult::now_ms())?);
+    let board = Arc::new(board::Board::open(&embedded.db, consult::now_ms())?);
     let link = Arc::new(link::Link::new(
         config.link.clone(),
         metrics.clone(),
@@ -198,11 +202,12 @@ pub fn start(
     let api = api::Api {
         audit: Arc::new(audit::Audit::open_anchored(
             &config.data_dir.join(AUDIT_FILE),
-            audit::anchor_tree(archive.db())?,
+            audit::anchor_tree(&embedded.db)?,
         )?),
         router,
         metrics: metrics.clone(),
         archive,
+        embedded,
         consult: handle.consult.clone(),
         accounts: accounts.clone(),
         board: handle.board.clone(),

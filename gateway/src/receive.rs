@@ -10,15 +10,12 @@ use proto::frame::FrameDecoder;
 use proto::sync::block::{self, Encoding};
 use proto::sync::{stream_code, ObjectId, ReceiveStep, Receiver, DEFAULT_CHUNK};
 use proto::{ClinicId, ControlFrame};
-use std::fs::File;
-use std::io::Write;
 
-use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
 use daemon::replicate::Replica;
 
-use crate::archive::{Begin, Finished, GatewayArchive};
+use crate::archive::{Begin, Finished, GatewayArchive, Receiving};
 use crate::metrics::Metrics;
 
 const READ_BUF: usize = 256 * 1024;
@@ -149,9 +146,9 @@ async fn receive(
             ));
         }
     };
-    let (committed, file) = match begun {
+    let (committed, partial) = match begun {
         Begin::Stored => return reply(&mut send, ControlFrame::Receipt { object: id }).await,
-        Begin::Resume { offset, file } => (offset, file),
+        Begin::Resume { offset, partial } => (offset, partial),
     };
     // zstd is the one encoding this gateway knows; an agent that offers it gets it.
     let encoding = encoding.filter(|e| *e == Encoding::Zstd);
@@ -170,10 +167,7 @@ async fn receive(
         clinic: clinic.clone(),
         id: id.clone(),
         size,
-        partial: Some(Partial {
-            file,
-            hasher: (committed == 0).then(Sha256::new),
-        }),
+        partial: Some(partial),
         receiver: Receiver::new(size, committed, DEFAULT_CHUNK),
     };
     let source = Source {
@@ -215,14 +209,6 @@ async fn receive(
     }
 }
 
-/// The partial file and the hash of its bytes, moved into each storage call and back.
-struct Partial {
-    file: File,
-    /// SHA-256 of the bytes as they arrive, when the upload started at offset 0; a resumed
-    /// upload is hashed by reading the file back at the end.
-    hasher: Option<Sha256>,
-}
-
 /// One upload in progress: the partial file and where it stands.
 struct Upload {
     archive: Arc<GatewayArchive>,
@@ -230,7 +216,7 @@ struct Upload {
     id: ObjectId,
     size: u64,
     /// `None` only while a storage call holds it.
-    partial: Option<Partial>,
+    partial: Option<Receiving>,
     receiver: Receiver,
 }
 
@@ -309,7 +295,7 @@ impl Upload {
         n: usize,
         commit: Option<u64>,
     ) -> Result<(Vec<u8>, Option<Finished>), Failure> {
-        let mut partial = self.partial.take().ok_or_else(|| {
+        let partial = self.partial.take().ok_or_else(|| {
             Failure::Storage("the partial file was lost by an earlier storage failure".into())
         })?;
         let (archive, clinic, id, size) = (
@@ -319,33 +305,10 @@ impl Upload {
             self.size,
         );
         let (partial, buf, outcome) = blocking(move || {
-            let outcome = (|| -> Result<Option<Finished>, String> {
-                partial
-                    .file
-                    .write_all(&buf[..n])
-                    .map_err(|e| e.to_string())?;
-                if let Some(h) = partial.hasher.as_mut() {
-                    h.update(&buf[..n]);
-                }
-                let Some(upto) = commit else {
-                    return Ok(None);
-                };
-                partial.file.sync_data().map_err(|e| e.to_string())?;
-                if upto < size {
-                    archive
-                        .record_partial(&clinic, &id, size, upto)
-                        .map_err(|e| e.to_string())?;
-                    return Ok(None);
-                }
-                let hashed = partial
-                    .hasher
-                    .take()
-                    .map(|h| ObjectId::from_digest(&h.finalize().into()));
-                archive
-                    .finish(&clinic, &id, hashed)
-                    .map(Some)
-                    .map_err(|e| e.to_string())
-            })();
+            let mut partial = partial;
+            let outcome = archive
+                .receive(&clinic, &id, size, &mut partial, &buf[..n], commit)
+                .map_err(|e| e.to_string());
             (partial, buf, outcome)
         })
         .await

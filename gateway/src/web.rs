@@ -419,7 +419,7 @@ fn previews(lang: Lang, case: &str, previews: &[crate::api::PreviewArrival]) -> 
 struct Shown {
     series: String,
     modality: Option<String>,
-    path: std::path::PathBuf,
+    object: proto::sync::ObjectId,
 }
 
 /// The instances of a case's studies that have arrived, by study, series and instance.
@@ -449,7 +449,7 @@ fn instances_of(api: &Api, c: &proto::consult::Consultation) -> Vec<Shown> {
         .map(|([_, _, series, _], rec)| Shown {
             series,
             modality: rec.modality,
-            path: api.archive.blobs().path(&rec.object),
+            object: rec.object,
         })
         .collect()
 }
@@ -476,9 +476,12 @@ async fn viewer(
         let (folded, _) = api.visible(&user, &id)?;
         api.audited(&user, from, "view_images", &id)?;
         let shown = instances_of(&api, &folded.consultation);
-        let info = shown
-            .get(index)
-            .map(|s| crate::render::info(&s.path).map_err(|e| e.to_string()));
+        let info = shown.get(index).map(|s| {
+            let local = api.archive.objects().local_file(&s.object);
+            local
+                .map_err(|e| e.to_string())
+                .and_then(|f| crate::render::info(f.path()).map_err(|e| e.to_string()))
+        });
         // Previews stand in for the series still on their way.
         let mut pending = api.previews(&folded.consultation);
         pending.retain(|p| !p.complete());
@@ -586,7 +589,12 @@ async fn image(
             "view_image",
             &format!("{id}/{n}/{}", q.frame.unwrap_or(0)),
         )?;
-        crate::render::png(&s.path, q.frame.unwrap_or(0), window).map_err(|e| {
+        let local = api
+            .archive
+            .objects()
+            .local_file(&s.object)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        crate::render::png(local.path(), q.frame.unwrap_or(0), window).map_err(|e| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "cannot_render",

@@ -4,10 +4,12 @@
 //! crash model for tests).
 //!
 //! The contract every adapter keeps, checked by [`conformance`]:
-//! - a partial upload exists durably from [`ObjectStore::open_partial`]'s return, and its bytes
-//!   up to its length are durable once [`PartialUpload::sync`] returns;
-//! - reopening a partial keeps exactly its first `committed` bytes (bytes past the recorded
-//!   offset were never acknowledged, so they are dropped, whatever a crash left there);
+//! - a partial's bytes up to its length are durable once [`PartialUpload::sync`] returns, as
+//!   long as the partial itself survives: a crash may take a partial away altogether (its name
+//!   is not synced, which would cost an fsync per object), and reopening then finds it empty;
+//! - reopening a partial keeps at most its first `committed` bytes (bytes past the recorded
+//!   offset were never acknowledged, so they are dropped, whatever a crash left there) and says
+//!   how many it kept;
 //! - [`ObjectStore::place`] verifies the bytes against the id before anything is stored; a
 //!   mismatch removes the partial; a placed object is readable at once and durable only once
 //!   [`ObjectStore::sync_placed`] covering it has returned — the index must not name an object
@@ -165,6 +167,11 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Bytes still free where objects are written, when the store can tell.
     fn free_bytes(&self) -> Option<u64> {
         None
+    }
+
+    /// Where the objects are, in words, for errors ("the file system of /var/lib/tpg").
+    fn location(&self) -> String {
+        "the object store".into()
     }
 }
 

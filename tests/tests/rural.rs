@@ -83,7 +83,7 @@ impl Line {
         let mut checked = 0;
         for (id, _) in self.agent.handle.store.objects() {
             let at_clinic = std::fs::read(self.agent.handle.store.blobs().path(&id)).unwrap();
-            let at_hospital = std::fs::read(self.gw.handle.archive.blobs().path(&id)).unwrap();
+            let at_hospital = self.gw.handle.archive.object_bytes(&id).unwrap();
             assert!(at_clinic == at_hospital, "object {id} differs");
             checked += 1;
         }

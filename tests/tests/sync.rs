@@ -13,6 +13,7 @@ use harness::relay::UdpRelay;
 use harness::samples::{pydicom_test_files, write_ct_series};
 use harness::{http_get_as, metric, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
 use proto::sync::{ObjectId, DEFAULT_CHUNK};
+use sha2::Digest;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -57,11 +58,14 @@ fn assert_identical_at_gateway(agent: &RunningAgent, gw: &RunningGateway) {
     let mut checked = 0;
     for (id, _) in agent.handle.store.objects() {
         let at_clinic = std::fs::read(agent.handle.store.blobs().path(&id)).unwrap();
-        let at_hospital = std::fs::read(gw.handle.archive.blobs().path(&id))
+        let at_hospital = gw
+            .handle
+            .archive
+            .object_bytes(&id)
             .unwrap_or_else(|e| panic!("object {id} missing at the gateway: {e}"));
         assert!(at_clinic == at_hospital, "object {id} differs");
         assert_eq!(
-            store::blob::hash_file(&gw.handle.archive.blobs().path(&id)).unwrap(),
+            ObjectId::from_digest(&sha2::Sha256::digest(&at_hospital).into()),
             id
         );
         checked += 1;
@@ -295,12 +299,13 @@ async fn resume_after(cut: &str) {
             "{cut}: the gateway received {total} bytes for a {size}-byte object"
         );
     }
-    let path = gw
+    let stored = gw
         .handle
         .archive
-        .blobs()
-        .path(&ObjectId::parse(id.as_str()).unwrap());
-    assert_eq!(std::fs::metadata(path).unwrap().len(), size);
+        .objects()
+        .size(&ObjectId::parse(id.as_str()).unwrap())
+        .unwrap();
+    assert_eq!(stored, Some(size));
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }

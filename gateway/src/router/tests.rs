@@ -44,8 +44,9 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let archive = Arc::new(GatewayArchive::open(dir.path()).unwrap());
-    let site = crate::consult::open(archive.db(), dir.path(), archive.gate().clone()).unwrap();
+    let embedded = crate::storage::Embedded::open(dir.path()).unwrap();
+    let archive = Arc::new(embedded.archive());
+    let site = crate::consult::open(&embedded.db, dir.path(), embedded.gate.clone()).unwrap();
     let file = dir.path().join("routing.toml");
     std::fs::write(&file, ROSTER).unwrap();
     let metrics = Arc::new(Metrics::new());

@@ -84,20 +84,14 @@ impl ObjectStore for FileObjects {
                 .truncate(false)
                 .open(&path)
         };
-        let existed = path.is_file();
         let mut file = match open() {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let dir = path.parent().unwrap_or(&self.partials);
                 fs::create_dir_all(dir).map_err(io("create", dir))?;
-                blob::sync_dir(&self.partials).map_err(ObjectError::from)?;
                 open().map_err(io("create", &path))?
             }
             other => other.map_err(io("open", &path))?,
         };
-        if !existed {
-            // The partial's name is durable before any offset in it is recorded.
-            blob::sync_dir(path.parent().unwrap_or(&self.partials))?;
-        }
         let on_disk = file.metadata().map_err(io("read", &path))?.len();
         let kept = committed.min(on_disk);
         // Bytes past the committed offset were never acknowledged: drop them.
@@ -223,6 +217,10 @@ impl ObjectStore for FileObjects {
             return Err(ObjectError::Missing(id.clone()));
         }
         Ok(LocalFile::kept(path))
+    }
+
+    fn location(&self) -> String {
+        format!("the file system of {}", self.blobs.root().display())
     }
 
     fn free_bytes(&self) -> Option<u64> {
