@@ -107,7 +107,8 @@ where
                 .headers
                 .get(crate::web::CSRF_HEADER)
                 .and_then(|v| v.to_str().ok());
-            if sent != Some(crate::web::csrf_of(&token).as_str()) {
+            let expected = crate::web::csrf_of(&token);
+            if !sent.is_some_and(|s| crate::web::constant_eq(s.as_bytes(), expected.as_bytes())) {
                 return Err(ApiError::forbidden(format!(
                     "a change made with the session cookie needs the {} header of the page's session",
                     crate::web::CSRF_HEADER

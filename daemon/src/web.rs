@@ -22,9 +22,11 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup, DOCTYPE};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::accounts::{AccountError, HasAccounts, Role, User};
 
@@ -44,16 +46,17 @@ pub fn csrf_of(session_token: &str) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The value of the request's cookie `name` (RFC 6265 §5.4: `Cookie: a=1; b=2`, perhaps in
+/// several headers); pairs that do not parse are passed over.
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            let (k, v) = c.trim().split_once('=')?;
-            (k == name).then(|| v.trim().to_owned())
-        })
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_owned())
 }
 
 /// A cookie name of this site: browsers share cookies between the ports of one host, and
@@ -138,12 +141,27 @@ impl Session {
     }
 }
 
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares a token a browser sent with the expected one in time that does not depend on
+/// where they first differ, so the answer's timing does not reveal the token byte by byte.
+pub(crate) fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    bool::from(a.ct_eq(b))
 }
+
+/// What a `next=` address keeps as it is: letters, digits and `/-_.`; everything else is
+/// percent-encoded (RFC 3986 §2.1).
+const NEXT_KEEPS: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.');
 
 fn csrf_refused(lang: Lang) -> Response {
     error_page(lang, StatusCode::FORBIDDEN, lang.t("err.csrf"))
+}
+
+/// The log-in page that comes back to `next` afterwards.
+fn login_location(next: &str) -> String {
+    format!("/login?next={}", utf8_percent_encode(next, NEXT_KEEPS))
 }
 
 impl<S> FromRequestParts<S> for Session
@@ -160,16 +178,7 @@ where
                 .path_and_query()
                 .map(|p| p.as_str())
                 .unwrap_or("/");
-            let mut next_enc = String::new();
-            for b in next.bytes() {
-                match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => {
-                        next_enc.push(b as char)
-                    }
-                    _ => next_enc.push_str(&format!("%{b:02X}")),
-                }
-            }
-            Redirect::to(&format!("/login?next={next_enc}")).into_response()
+            Redirect::to(&login_location(next)).into_response()
         };
         // The cookie, or a bearer token (scripts and the authorization tests reach pages too).
         let (token, _) = token_of(&parts.headers).ok_or_else(to_login)?;
@@ -661,6 +670,33 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(constant_eq(a.as_bytes(), csrf_of("token-a").as_bytes()));
         assert!(!constant_eq(a.as_bytes(), &a.as_bytes()[..31]));
+    }
+
+    #[test]
+    fn the_login_page_comes_back_to_the_page_asked_for() {
+        assert_eq!(
+            login_location("/cases/X-1_a.b"),
+            "/login?next=/cases/X-1_a.b"
+        );
+        assert_eq!(
+            login_location("/cases?q=a b&x=中~"),
+            "/login?next=/cases%3Fq%3Da%20b%26x%3D%E4%B8%AD%7E"
+        );
+    }
+
+    #[test]
+    fn cookies_are_found_by_exact_name_in_any_cookie_header() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("junk; a=1"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("tpg_session_8443=t=k ;  tpg_session=x"),
+        );
+        assert_eq!(cookie(&h, "a").as_deref(), Some("1"));
+        assert_eq!(cookie(&h, "tpg_session_8443").as_deref(), Some("t=k"));
+        assert_eq!(cookie(&h, "tpg_session").as_deref(), Some("x"));
+        assert_eq!(cookie(&h, "tpg_sess"), None);
+        assert_eq!(cookie(&h, "junk"), None);
     }
 
     #[test]
