@@ -285,26 +285,17 @@ pub fn render_case(detail: &serde_json::Value) -> String {
     out
 }
 
-/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` (UTC).
+/// How [`utc`] writes a moment: `YYYY-MM-DD HH:MM:SS`.
+const UTC_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` (UTC). A moment outside the years -9999 to 9999
+/// (only a corrupt or hostile value) is shown as its number.
 pub fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Days to a civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| t.format(UTC_FORMAT).ok())
+        .unwrap_or_else(|| format!("{ms} ms after 1970-01-01 00:00:00"))
 }
 
 #[cfg(test)]
@@ -314,6 +305,15 @@ mod tests {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00");
         assert_eq!(super::utc(1_795_687_858_884), "2026-11-26 10:10:58");
         assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00");
+        // Milliseconds are cut off, also before 1970.
+        assert_eq!(super::utc(1_999), "1970-01-01 00:00:01");
+        assert_eq!(super::utc(-1), "1969-12-31 23:59:59");
+        assert_eq!(super::utc(-62_135_596_800_000), "0001-01-01 00:00:00");
+        assert_eq!(super::utc(253_402_300_799_999), "9999-12-31 23:59:59");
+        assert_eq!(
+            super::utc(i64::MAX),
+            "9223372036854775807 ms after 1970-01-01 00:00:00"
+        );
     }
 
     #[test]

@@ -106,20 +106,9 @@ fn roster() -> Roster {
 
 /// Unix ms of a local time at +08:00 in the week of Monday 2026-11-23.
 fn at(weekday: &str, hh: i64, mm: i64) -> i64 {
-    let monday_utc_midnight = days_from_civil(2026, 11, 23) * 86_400;
+    let monday_utc_midnight = time::macros::datetime!(2026-11-23 00:00 UTC).unix_timestamp();
     let d = DAYS.iter().position(|x| *x == weekday).unwrap() as i64;
     (monday_utc_midnight + d * 86_400 + hh * 3600 + mm * 60 - 8 * 3600) * 1000
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 fn load(open: u32, idle_since: Option<i64>) -> Load {
