@@ -295,11 +295,11 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
             });
         }
         if let Some(pct) = disk_used_percent(&a.data_dir) {
-            if pct >= t.disk_percent as f64 {
+            if pct >= t.disk_percent {
                 alerts.push(Alert {
                     kind: "alerts.disk",
                     about: a.data_dir.display().to_string(),
-                    detail: format!("{pct:.0} %"),
+                    detail: format!("{pct} %"),
                 });
             }
         }
@@ -331,15 +331,52 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
     page(&session, lang.t("alerts.title"), body)
 }
 
-/// How full the file system holding `dir` is, from `df` (POSIX output).
-fn disk_used_percent(dir: &std::path::Path) -> Option<f64> {
-    let out = std::process::Command::new("df")
-        .arg("-P")
-        .arg(dir)
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().nth(1)?;
-    let pct = line.split_whitespace().nth(4)?.trim_end_matches('%');
-    pct.parse().ok()
+/// How full the file system holding `dir` is, in whole percent as `df -P` shows it (POSIX
+/// `df`, "Capacity"): the blocks in use out of those in use plus those available to
+/// unprivileged users, rounded up. `None` when the file system cannot be asked or reports no
+/// blocks.
+fn disk_used_percent(dir: &std::path::Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    let used = u128::from(stat.f_blocks.saturating_sub(stat.f_bfree));
+    let usable = used + u128::from(stat.f_bavail);
+    if usable == 0 {
+        return None;
+    }
+    u64::try_from((used * 100).div_ceil(usable)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The alert's figure is the one an operator sees with `df -P` on the same folder (give or
+    /// take a point, should the disk fill between the two looks).
+    #[test]
+    fn the_disk_alert_shows_what_df_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = disk_used_percent(dir.path()).expect("statvfs of a temporary folder");
+        assert!(ours <= 100, "{ours}");
+        let Ok(out) = std::process::Command::new("df")
+            .arg("-P")
+            .arg(dir.path())
+            .output()
+        else {
+            return; // no df on this machine: nothing to compare with
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let theirs: u64 = text
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .nth(4)
+            .unwrap()
+            .trim_end_matches('%')
+            .parse()
+            .unwrap();
+        assert!(
+            ours.abs_diff(theirs) <= 1,
+            "statvfs {ours} %, df {theirs} %"
+        );
+    }
 }
