@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use proto::frame::FrameDecoder;
+use daemon::frames::{ControlCodec, ReadFrameError};
+use futures_util::StreamExt;
 use proto::frame::StudyHint;
 use proto::sync::block::{self, Encoding};
 use proto::sync::{
@@ -19,6 +20,7 @@ use proto::ControlFrame;
 use quinn::Connection;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
 use crate::archive::AgentStore;
@@ -616,7 +618,7 @@ async fn send_object(
     // Offered only where it can pay: the gateway may still answer raw (an older one does).
     let offered =
         (*compressible && block::link_is_slow(link_rate(connection))).then_some(Encoding::Zstd);
-    let (mut send, mut recv) = connection
+    let (mut send, recv) = connection
         .open_bi()
         .await
         .map_err(|e| format!("cannot open a stream: {e}"))?;
@@ -632,8 +634,8 @@ async fn send_object(
     send.write_all(&offer.encode())
         .await
         .map_err(|e| format!("offer not sent: {e}"))?;
-    let mut decoder = FrameDecoder::default();
-    let encoding = match read_frame(&mut recv, &mut decoder).await? {
+    let mut replies = daemon::frames::control_frames(recv);
+    let encoding = match read_frame(&mut replies).await? {
         ControlFrame::Receipt { object } if object == *id => {
             let _ = send.finish();
             return Ok(());
@@ -713,7 +715,7 @@ async fn send_object(
     }
     send.finish()
         .map_err(|e| format!("cannot finish the stream: {e}"))?;
-    match read_frame(&mut recv, &mut decoder).await? {
+    match read_frame(&mut replies).await? {
         ControlFrame::Receipt { object } if object == *id => {
             info!(object = %id, size, "delivered with durable receipt");
             Ok(())
@@ -800,26 +802,24 @@ impl Piece {
     }
 }
 
+/// The gateway's next answer on an object stream.
 async fn read_frame(
-    recv: &mut quinn::RecvStream,
-    decoder: &mut FrameDecoder,
+    replies: &mut FramedRead<quinn::RecvStream, ControlCodec>,
 ) -> Result<ControlFrame, String> {
-    let mut buf = [0u8; 1024];
-    loop {
-        if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
-            return Ok(frame);
+    match replies.next().await {
+        Some(Ok(frame)) => Ok(frame),
+        Some(Err(ReadFrameError::Frame(e))) => Err(e.to_string()),
+        None | Some(Err(ReadFrameError::Truncated { .. })) => {
+            Err("the gateway closed the stream without answering".into())
         }
-        match recv.read(&mut buf).await {
-            Ok(Some(n)) => decoder.push(&buf[..n]),
-            Ok(None) => return Err("the gateway closed the stream without answering".into()),
-            Err(e) => {
-                let code = match &e {
-                    quinn::ReadError::Reset(code) => Some(*code),
-                    _ => None,
-                };
-                return Err(gateway_reason(code)
-                    .unwrap_or_else(|| format!("link lost waiting for the gateway: {e}")));
-            }
+        Some(Err(ReadFrameError::Io(e))) => {
+            // quinn's stream hands its own error over inside the io::Error.
+            let code = match e.get_ref().and_then(|e| e.downcast_ref()) {
+                Some(quinn::ReadError::Reset(code)) => Some(*code),
+                _ => None,
+            };
+            Err(gateway_reason(code)
+                .unwrap_or_else(|| format!("link lost waiting for the gateway: {e}")))
         }
     }
 }

@@ -163,6 +163,28 @@ impl ControlFrame {
     }
 }
 
+/// Bytes of the length prefix in front of every frame body.
+pub const LEN_PREFIX: usize = 4;
+
+/// The length, prefix included, of the frame at the start of `buf` once all of it is there;
+/// `Ok(None)` while bytes are missing. A prefix over [`MAX_FRAME_LEN`] is an error as soon as
+/// it arrives, before anything is buffered for it.
+pub fn whole_frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
+    let Some(prefix) = buf.first_chunk::<LEN_PREFIX>() else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes(*prefix) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok((buf.len() >= LEN_PREFIX + len).then_some(LEN_PREFIX + len))
+}
+
+/// Reads a frame body (the bytes after the length prefix).
+pub fn parse_body(body: &[u8]) -> Result<ControlFrame, FrameError> {
+    serde_json::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
 /// Collects bytes from a stream and cuts them into frames.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
@@ -176,21 +198,11 @@ impl FrameDecoder {
 
     /// The next complete frame, `Ok(None)` when more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<ControlFrame>, FrameError> {
-        let Some(header) = self.buf.get(..4) else {
+        let Some(len) = whole_frame_len(&self.buf)? else {
             return Ok(None);
         };
-        let mut len_bytes = [0u8; 4];
-        len_bytes.copy_from_slice(header);
-        let len = u32::from_be_bytes(len_bytes) as usize;
-        if len > MAX_FRAME_LEN {
-            return Err(FrameError::TooLarge(len));
-        }
-        if self.buf.len() < 4 + len {
-            return Ok(None);
-        }
-        let frame = serde_json::from_slice(&self.buf[4..4 + len])
-            .map_err(|e| FrameError::Malformed(e.to_string()));
-        self.buf.drain(..4 + len);
+        let frame = parse_body(&self.buf[LEN_PREFIX..len]);
+        self.buf.drain(..len);
         frame.map(Some)
     }
 

@@ -66,26 +66,31 @@ fn scratch_file(scratch: &Scratch, name: &str, data: &[u8]) -> Option<PathBuf> {
 }
 
 /// Control frames as both daemons read them off the control and events streams
-/// (`daemon::frames::read_frames`): the input arrives in pieces whose size the first byte
-/// picks, and frames are cut until the decoder needs more bytes or reports an error. Every
-/// frame decoded must encode and decode back to itself.
+/// (`daemon::frames::ControlCodec` under `FramedRead`): the input arrives in pieces whose size
+/// the first byte picks, and frames are cut until the codec needs more bytes or reports an
+/// error, and once more at the end of the input. Every frame decoded must encode and decode
+/// back to itself.
 pub fn control_frames(data: &[u8]) {
+    use tokio_util::codec::Decoder;
     let Some((&piece, rest)) = data.split_first() else {
         return;
     };
     let piece = usize::from(piece).max(1);
-    let mut decoder = FrameDecoder::default();
+    let mut codec = daemon::frames::ControlCodec;
+    let mut buf = bytes::BytesMut::new();
     for chunk in rest.chunks(piece) {
-        decoder.push(chunk);
+        buf.extend_from_slice(chunk);
         loop {
-            match decoder.next_frame() {
+            match codec.decode(&mut buf) {
                 Ok(Some(frame)) => round_trip(&frame),
                 Ok(None) => break,
                 Err(_) => return,
             }
         }
     }
-    let _ = decoder.take_remaining();
+    while let Ok(Some(frame)) = codec.decode_eof(&mut buf) {
+        round_trip(&frame);
+    }
 }
 
 fn round_trip(frame: &ControlFrame) {
