@@ -1,12 +1,18 @@
-//! The CLI's side of a daemon's HTTP API: a plain HTTP/1.1 client for `status`, `import` and
-//! `consult` while the daemon runs (its database can be opened by one process only). The
-//! gateway's `consult` commands use it too, over TLS when the gateway serves HTTPS
-//! ([`Endpoint::wrapped`]).
+//! The CLI's side of a daemon's HTTP API: one blocking call at a time, for `status`, `import`
+//! and `consult` while the daemon runs (its database can be opened by one process only), and
+//! for the tests. HTTP/1.1 is hyper's; the gateway's `consult` commands go over TLS
+//! (tokio-rustls) with the configuration they are given when the gateway serves HTTPS
+//! ([`Endpoint::tls`]).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Why a call did not get an answer.
 #[derive(Debug, thiserror::Error)]
@@ -26,41 +32,45 @@ pub fn local(listen: SocketAddr) -> SocketAddr {
     }
 }
 
-/// A stream a call can talk over.
-pub trait Duplex: Read + Write {}
-impl<T: Read + Write> Duplex for T {}
-
-/// Turns the connected TCP stream into the stream the call talks over (a TLS session, for a
-/// daemon serving HTTPS).
-pub type Wrap = Arc<dyn Fn(TcpStream) -> std::io::Result<Box<dyn Duplex>> + Send + Sync>;
+/// A daemon serving HTTPS: the TLS configuration that decides whom to trust, and what to tell
+/// the user when the handshake fails.
+#[derive(Clone)]
+struct Tls {
+    config: Arc<rustls::ClientConfig>,
+    advice: String,
+}
 
 /// Where a call goes: the daemon's address, and how to talk to it.
 #[derive(Clone)]
 pub struct Endpoint {
     pub addr: SocketAddr,
-    wrap: Option<Wrap>,
+    tls: Option<Tls>,
     /// How long an answer may take.
     timeout: Duration,
 }
 
 /// How long a call waits for its answer unless told otherwise.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a call waits for the daemon to take the connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Endpoint {
     /// Plain HTTP.
     pub fn plain(addr: SocketAddr) -> Self {
         Self {
             addr,
-            wrap: None,
+            tls: None,
             timeout: ANSWER_TIMEOUT,
         }
     }
 
-    /// Each connection goes through `wrap` first.
-    pub fn wrapped(addr: SocketAddr, wrap: Wrap) -> Self {
+    /// HTTPS with `config`, which alone decides which certificate is trusted (the gateway's
+    /// CLI pins the one its listener serves); the server is named by its IP address. When
+    /// the handshake fails, `advice` follows the reason ("it must serve …").
+    pub fn tls(addr: SocketAddr, config: Arc<rustls::ClientConfig>, advice: String) -> Self {
         Self {
             addr,
-            wrap: Some(wrap),
+            tls: Some(Tls { config, advice }),
             timeout: ANSWER_TIMEOUT,
         }
     }
@@ -93,7 +103,8 @@ pub fn call_as(
     call_to(&Endpoint::plain(addr), method, path, token, json)
 }
 
-/// Like [`call_as`], to an [`Endpoint`].
+/// Like [`call_as`], to an [`Endpoint`]. The call blocks, as a CLI wants; it runs on a thread
+/// and runtime of its own, so async code (the tests) may make it too.
 pub fn call_to(
     to: &Endpoint,
     method: &str,
@@ -103,105 +114,115 @@ pub fn call_to(
 ) -> Result<(u16, String), ClientError> {
     let addr = to.addr;
     let failed = |detail: String| ClientError::Failed { addr, detail };
-    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|_| ClientError::NotRunning(addr))?;
-    tcp.set_read_timeout(Some(to.timeout))
-        .map_err(|e| failed(e.to_string()))?;
-    let mut stream: Box<dyn Duplex> = match &to.wrap {
-        Some(wrap) => wrap(tcp).map_err(|e| failed(e.to_string()))?,
-        None => Box::new(tcp),
-    };
+    let request = request(addr, method, path, token, json).map_err(failed)?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| failed(format!("cannot start the client's runtime: {e}")))?;
+                runtime.block_on(exchange(to, request))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(failed("the call's thread panicked".into())))
+    })
+}
+
+/// The request as the daemons' APIs expect it: `Host` as the address called (the web pages
+/// name their cookies after its port), the token, and JSON only when there is a body.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> Result<hyper::Request<Full<Bytes>>, String> {
+    let method = hyper::Method::from_bytes(method.as_bytes())
+        .map_err(|_| format!("`{method}` is not an HTTP method"))?;
     let body = json.unwrap_or("");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(HOST, addr.to_string())
+        .header(CONNECTION, "close")
+        .header(CONTENT_LENGTH, body.len());
+    if let Some(t) = token {
+        let value = HeaderValue::from_str(&format!("Bearer {t}"))
+            .map_err(|_| "the token holds characters a header cannot carry".to_owned())?;
+        request = request.header(AUTHORIZATION, value);
+    }
     // A call without a body sends no content type: an empty "JSON" body is not JSON.
-    let kind = if json.is_some() {
-        "Content-Type: application/json\r\n"
-    } else {
-        ""
-    };
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}{kind}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .map_err(|e| failed(e.to_string()))?;
-    let response = read_response(&mut *stream).map_err(|e| failed(e.to_string()))?;
-    let end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| failed("malformed HTTP answer".into()))?;
-    let head = String::from_utf8_lossy(&response[..end]);
-    let rest = &response[end + 4..];
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| failed("malformed HTTP status line".into()))?;
-    // Chunk sizes count bytes, so the body is reassembled before it is read as text.
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        String::from_utf8_lossy(&dechunk(rest)).into_owned()
-    } else {
-        String::from_utf8_lossy(rest).into_owned()
-    };
-    Ok((status, body))
+    if json.is_some() {
+        request = request.header(CONTENT_TYPE, "application/json");
+    }
+    request
+        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+        .map_err(|e| format!("cannot make the request for {path}: {e}"))
 }
 
-/// Reads one answer: up to `Content-Length` when the head gives it (some servers keep the
-/// connection open despite `Connection: close`), else to the end of the stream.
-fn read_response(stream: &mut dyn Duplex) -> std::io::Result<Vec<u8>> {
-    let mut response = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Ok(response);
-        }
-        response.extend_from_slice(&buf[..n]);
-        let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
+/// Connects (over TLS when the endpoint says so), sends the request and reads the answer.
+async fn exchange(
+    to: &Endpoint,
+    request: hyper::Request<Full<Bytes>>,
+) -> Result<(u16, String), ClientError> {
+    let addr = to.addr;
+    let tcp =
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => tcp,
+            _ => return Err(ClientError::NotRunning(addr)),
         };
-        let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
-        let length = head.lines().find_map(|l| {
-            l.strip_prefix("content-length:")
-                .and_then(|v| v.trim().parse::<usize>().ok())
-        });
-        if let Some(length) = length {
-            while response.len() < end + 4 + length {
-                let n = stream.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                response.extend_from_slice(&buf[..n]);
+    let answer = async {
+        match &to.tls {
+            None => send(tcp, request).await,
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::from(addr.ip());
+                // The handshake comes first, so a wrong certificate is named as such.
+                let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| {
+                        format!("TLS with the web listener failed ({e}); {}", tls.advice)
+                    })?;
+                send(stream, request).await
             }
-            return Ok(response);
         }
-        let mut rest = Vec::new();
-        stream.read_to_end(&mut rest)?;
-        response.extend_from_slice(&rest);
-        return Ok(response);
+    };
+    match tokio::time::timeout(to.timeout, answer).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(detail)) => Err(ClientError::Failed { addr, detail }),
+        Err(_) => Err(ClientError::Failed {
+            addr,
+            detail: format!("no answer within {} s", to.timeout.as_secs()),
+        }),
     }
 }
 
-fn dechunk(mut s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(line) = s.windows(2).position(|w| w == b"\r\n") {
-        let size = String::from_utf8_lossy(&s[..line]);
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        let rest = &s[line + 2..];
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.extend_from_slice(&rest[..n]);
-        s = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
-    }
-    out
+/// One request and its answer over an HTTP/1.1 connection (hyper's), the body read whole:
+/// by its length, in chunks, or to the end of the stream, as the daemon sends it.
+async fn send<S>(stream: S, request: hyper::Request<Full<Bytes>>) -> Result<(u16, String), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    // The connection moves the bytes while this task waits for the answer; it ends with the
+    // answer (`Connection: close`), or with an error the answer's reading reports too.
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?
+        .to_bytes();
+    // Chunks count bytes: the body is whole before it is read as text.
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// The token for a CLI call: `--token`, or the `TPG_TOKEN` environment variable.
@@ -300,6 +321,8 @@ pub fn utc(ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     #[test]
     fn utc_dates() {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00");
@@ -316,10 +339,75 @@ mod tests {
         );
     }
 
+    /// A daemon's answer as raw bytes on a loopback port; the request is read up to its end
+    /// first. Returns the endpoint to call.
+    fn answering(answer: &'static [u8], hold_open: Duration) -> super::Endpoint {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut tcp, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = tcp.read(&mut buf).unwrap();
+                request.extend_from_slice(&buf[..n]);
+            }
+            tcp.write_all(answer).unwrap();
+            std::thread::sleep(hold_open);
+        });
+        super::Endpoint::plain(addr)
+    }
+
     #[test]
     fn chunks_are_joined_by_bytes_even_inside_a_character() {
         // "中文" split in the middle of its first character.
-        let body = b"2\r\n\xe4\xb8\r\n4\r\n\xad\xe6\x96\x87\r\n0\r\n\r\n";
-        assert_eq!(super::dechunk(body), "中文".as_bytes());
+        let to = answering(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n\xe4\xb8\r\n4\r\n\xad\xe6\x96\x87\r\n0\r\n\r\n",
+            Duration::ZERO,
+        );
+        let answer = super::call_to(&to, "GET", "/x", None, None).unwrap();
+        assert_eq!(answer, (200, "中文".to_owned()));
+    }
+
+    #[test]
+    fn an_answer_of_known_length_is_read_without_waiting_for_the_connection_to_close() {
+        let to = answering(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno",
+            Duration::from_secs(30),
+        )
+        .with_timeout(Duration::from_secs(10));
+        let answer = super::call_to(&to, "POST", "/x", Some("t"), Some("{}")).unwrap();
+        assert_eq!(answer, (404, "no".to_owned()));
+    }
+
+    #[test]
+    fn an_answer_that_does_not_come_is_an_error_after_the_timeout() {
+        let to = answering(b"", Duration::from_secs(30)).with_timeout(Duration::from_millis(200));
+        let e = super::call_to(&to, "GET", "/x", None, None).unwrap_err();
+        assert!(e.to_string().contains("no answer within"), "{e}");
+    }
+
+    #[test]
+    fn nothing_listening_means_the_daemon_is_not_running() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let e = super::call(addr, "GET", "/api/v1/status", None).unwrap_err();
+        assert!(
+            matches!(e, super::ClientError::NotRunning(a) if a == addr),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_can_be_made_from_async_code() {
+        let to = answering(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            Duration::ZERO,
+        );
+        let answer = super::call_to(&to, "GET", "/x", None, None).unwrap();
+        assert_eq!(answer.1, "ok");
     }
 }

@@ -237,24 +237,8 @@ fn web_endpoint(config: &GatewayConfig) -> anyhow::Result<daemon::client::Endpoi
         return Ok(Endpoint::plain(addr));
     };
     let tls = Arc::new(certs::tls::pinned_web_client_config(&files.cert)?);
-    let cert = files.cert.display().to_string();
-    Ok(Endpoint::wrapped(
-        addr,
-        Arc::new(move |mut tcp: std::net::TcpStream| {
-            let name = rustls::pki_types::ServerName::from(addr.ip());
-            let mut conn =
-                rustls::ClientConnection::new(tls.clone(), name).map_err(std::io::Error::other)?;
-            // Handshake now, so a wrong certificate is named as such.
-            while conn.is_handshaking() {
-                conn.complete_io(&mut tcp).map_err(|e| {
-                    std::io::Error::other(format!(
-                        "TLS with the web listener failed ({e}); it must serve {cert}"
-                    ))
-                })?;
-            }
-            Ok(Box::new(rustls::StreamOwned::new(conn, tcp)))
-        }),
-    ))
+    let advice = format!("it must serve {}", files.cert.display());
+    Ok(Endpoint::tls(addr, tls, advice))
 }
 
 fn consult(
