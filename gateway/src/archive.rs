@@ -549,7 +549,8 @@ mod tests {
     /// The archive over a data folder, and the folder's storage.
     fn open(dir: &Path) -> (GatewayArchive, Embedded) {
         let embedded = Embedded::open(dir).unwrap();
-        (embedded.archive(), embedded)
+        let (objects, index) = embedded.ports();
+        (GatewayArchive::new(objects, index), embedded)
     }
 
     fn partial_path(embedded: &Embedded, clinic: &ClinicId, id: &ObjectId) -> std::path::PathBuf {

@@ -138,9 +138,9 @@ pub fn start(
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let metrics = Arc::new(Metrics::new());
     let embedded = storage::Embedded::open(&config.data_dir)?;
+    let (objects, index) = embedded.ports();
     let archive = Arc::new(
-        embedded
-            .archive()
+        archive::GatewayArchive::new(objects, index)
             .with_forwarding(!config.forwards.is_empty())
             .with_min_free(config.min_free_bytes),
     );

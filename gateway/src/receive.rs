@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use proto::frame::FrameDecoder;
+use futures_util::StreamExt;
 use proto::sync::block::{self, Encoding};
 use proto::sync::{stream_code, ObjectId, ReceiveStep, Receiver, DEFAULT_CHUNK};
 use proto::{ClinicId, ControlFrame};
@@ -87,47 +87,42 @@ fn refuse_storage(
 
 async fn receive(
     mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    recv: quinn::RecvStream,
     clinic: &ClinicId,
     archive: &Arc<GatewayArchive>,
     metrics: &Metrics,
     replica: Replica,
 ) -> Result<(), String> {
-    let mut decoder = FrameDecoder::default();
-    let mut buf = vec![0u8; READ_BUF];
-    let (id, size, study, encoding) = loop {
-        if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
-            match frame {
-                ControlFrame::Offer {
-                    object,
-                    size,
-                    study,
-                    encoding,
-                } => break (object, size, study, encoding),
-                ControlFrame::Replicate { have, own, reoffer } => {
-                    // An events stream: the bytes after this frame are the agent's events.
-                    // Its frames go before object streams' bytes.
-                    let _ = send.set_priority(1);
-                    let rest = std::io::Cursor::new(decoder.take_remaining());
-                    let recv = tokio::io::AsyncReadExt::chain(rest, recv);
-                    let opening = daemon::replicate::Opening { have, own, reoffer };
-                    return daemon::replicate::run(
-                        send,
-                        recv,
-                        clinic.clone(),
-                        replica,
-                        Some(opening),
-                    )
-                    .await;
-                }
-                other => return Err(format!("expected offer, got frame `{}`", other.name())),
-            }
+    let mut frames = daemon::frames::control_frames(recv);
+    let first = match frames.next().await {
+        Some(Ok(frame)) => frame,
+        None | Some(Err(daemon::frames::ReadFrameError::Truncated { .. })) => {
+            return Err("stream ended before an offer".into())
         }
-        match recv.read(&mut buf).await.map_err(|e| e.to_string())? {
-            Some(n) => decoder.push(&buf[..n]),
-            None => return Err("stream ended before an offer".into()),
-        }
+        Some(Err(e)) => return Err(e.to_string()),
     };
+    // The stream, and the bytes read past the first frame (the object's first bytes, or the
+    // agent's first events).
+    let (mut recv, pending) = daemon::frames::into_stream_and_rest(frames);
+    let (id, size, study, encoding) = match first {
+        ControlFrame::Offer {
+            object,
+            size,
+            study,
+            encoding,
+        } => (object, size, study, encoding),
+        ControlFrame::Replicate { have, own, reoffer } => {
+            // An events stream: the bytes after this frame are the agent's events. Its
+            // frames go before object streams' bytes.
+            let _ = send.set_priority(1);
+            let recv = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(pending), recv);
+            let opening = daemon::replicate::Opening { have, own, reoffer };
+            return daemon::replicate::run(send, recv, clinic.clone(), replica, Some(opening))
+                .await;
+        }
+        other => return Err(format!("expected offer, got frame `{}`", other.name())),
+    };
+    let buf = vec![0u8; READ_BUF];
     // One writer per partial file: a second stream for the same object (a buggy agent, or an
     // old connection's stream still draining) is refused and its sender retries later.
     let Some(_claim) = archive.claim_upload(clinic, &id) else {
@@ -171,7 +166,7 @@ async fn receive(
         receiver: Receiver::new(size, committed, DEFAULT_CHUNK),
     };
     let source = Source {
-        pending: decoder.take_remaining(),
+        pending: Vec::from(pending),
         blocks: encoding.map(|_| Vec::new()),
     };
     let outcome = match upload.stream(&mut recv, source, buf, metrics).await {

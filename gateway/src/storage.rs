@@ -8,10 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use store::archive::sled::{open_db, SledIndex};
-use store::archive::IndexError;
+use store::archive::{ArchiveIndex, IndexError};
 use store::gate::WriteGate;
 use store::objects::files::FileObjects;
-use store::objects::ObjectError;
+use store::objects::{ObjectError, ObjectStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -51,8 +51,8 @@ impl Embedded {
         })
     }
 
-    /// The archive over this folder's ports.
-    pub fn archive(&self) -> crate::archive::GatewayArchive {
-        crate::archive::GatewayArchive::new(self.objects.clone(), self.index.clone())
+    /// This folder's object store and archive index, as ports.
+    pub fn ports(&self) -> (Arc<dyn ObjectStore>, Arc<dyn ArchiveIndex>) {
+        (self.objects.clone(), self.index.clone())
     }
 }

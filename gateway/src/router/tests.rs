@@ -45,7 +45,10 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let embedded = crate::storage::Embedded::open(dir.path()).unwrap();
-    let archive = Arc::new(embedded.archive());
+    let archive = Arc::new({
+        let (objects, index) = embedded.ports();
+        GatewayArchive::new(objects, index)
+    });
     let site = crate::consult::open(&embedded.db, dir.path(), embedded.gate.clone()).unwrap();
     let file = dir.path().join("routing.toml");
     std::fs::write(&file, ROSTER).unwrap();
