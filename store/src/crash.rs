@@ -47,6 +47,11 @@ impl Machine {
         st.crash_at = Some(st.steps + steps);
     }
 
+    /// No crash is coming (one armed is called off).
+    pub fn disarm(&self) {
+        self.lock().crash_at = None;
+    }
+
     /// The power goes now.
     pub fn crash(&self) {
         let mut st = self.lock();
