@@ -11,6 +11,8 @@
 //!
 //! `TPG_CRASH_SEEDS=100000 cargo test -p tpg-tests --release --test crash_model` runs more.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
