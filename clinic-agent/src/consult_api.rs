@@ -350,20 +350,17 @@ pub fn list_cases(handle: &Handle) -> Result<Vec<CaseRow>, ApiError> {
     Ok(all
         .into_iter()
         .rev()
-        .map(|f| {
-            let c = f.consultation;
-            CaseRow {
-                id: c.id,
-                state: c.state,
-                urgency: c.urgency,
-                specialty: c.specialty,
-                question: c.question,
-                patient_id: c.patient.id,
-                assignee: c.assignee,
-                created_at_ms: c.created_at_ms,
-                open_questions: c.open_questions.len(),
-                studies: c.studies,
-            }
+        .map(|c| CaseRow {
+            id: c.id,
+            state: c.state,
+            urgency: c.urgency,
+            specialty: c.specialty,
+            question: c.question,
+            patient_id: c.patient.id,
+            assignee: c.assignee,
+            created_at_ms: c.created_at_ms,
+            open_questions: c.open_questions.len(),
+            studies: c.studies,
         })
         .collect())
 }

@@ -88,9 +88,9 @@ async fn studies(
         let mut studies = api.archive.studies(&c);
         if user.role != Role::Admin {
             let mut allowed = std::collections::BTreeSet::new();
-            for f in api.consult.log.list(&c).map_err(internal)? {
-                if api.visible(&user, &f.consultation.id).is_ok() {
-                    allowed.extend(f.consultation.studies);
+            for case in api.consult.log.list(&c).map_err(internal)? {
+                if api.visible(&user, &case.id).is_ok() {
+                    allowed.extend(case.studies);
                 }
             }
             studies.retain(|s| allowed.contains(&s.study_instance_uid));
@@ -216,8 +216,7 @@ impl Api {
                 .as_millis() as i64
         };
         let mut rows = Vec::new();
-        for f in self.consult.log.all().map_err(internal)? {
-            let c = f.consultation;
+        for c in self.consult.log.all().map_err(internal)? {
             if !all_scope && !c.state.is_open() {
                 continue;
             }

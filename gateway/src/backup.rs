@@ -395,7 +395,7 @@ mod tests {
         let data = dir.path().join("data");
         let db = sled::open(data.join("index")).unwrap();
         let gate = WriteGate::default();
-        let log = Arc::new(ConsultLog::open(&db).unwrap().gated(gate.clone()));
+        let log = Arc::new(ConsultLog::open_gated(&db, gate.clone()).unwrap());
         let jz = ClinicId::new("jinzhou").unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let writer = std::thread::spawn({

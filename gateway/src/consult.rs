@@ -25,7 +25,7 @@ const SEAL_BYTES: usize = 32;
 pub fn open(db: &sled::Db, data_dir: &Path, gate: store::gate::WriteGate) -> anyhow::Result<Site> {
     let key = seal_key(data_dir)?;
     Ok(Site::new(
-        Arc::new(ConsultLog::open(db)?.sealed(&key).gated(gate)),
+        Arc::new(ConsultLog::open_gated(db, gate)?.sealed(&key)),
         Side::Gateway,
         Arc::new(on_clinic_event),
     ))
@@ -69,10 +69,7 @@ fn on_clinic_event(site: &Site, trigger: Trigger<'_>) -> Result<(), String> {
 /// Appends `delivered` to every consultation of `clinic` still waiting for it.
 fn deliver_pending(site: &Site, clinic: &ClinicId) {
     let waiting = match site.log.list(clinic) {
-        Ok(all) => all
-            .into_iter()
-            .map(|f| f.consultation)
-            .filter(|c| c.state == State::Submitted),
+        Ok(all) => all.into_iter().filter(|c| c.state == State::Submitted),
         Err(err) => {
             warn!(%clinic, %err, "cannot read the consultations");
             return;

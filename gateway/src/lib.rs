@@ -224,7 +224,7 @@ pub fn start(
     let metrics_task = tokio::spawn(daemon::serve_metrics(
         metrics_listener,
         move || {
-            metrics.count_consultations(&gauges.log.consultations().unwrap_or_default());
+            metrics.count_consultations(&gauges.log.all().unwrap_or_default());
             metrics.render()
         },
         shutdown,

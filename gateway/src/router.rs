@@ -128,7 +128,7 @@ impl Router {
                 return pass;
             }
         };
-        let all = self.site.log.consultations().unwrap_or_default();
+        let all = self.site.log.all().unwrap_or_default();
         let mut loads = loads(&all);
         let mut unroutable = BTreeSet::new();
         for c in &all {

@@ -193,13 +193,12 @@ async fn case_page(
         // Earlier consultations of the same patient at the same clinic that this user may see.
         let mut prior = Vec::new();
         if !c.patient.id.trim().is_empty() {
-            for f in api
+            for other in api
                 .consult
                 .log
                 .list(&c.clinic)
                 .map_err(|e| ApiError::internal(e.to_string()))?
             {
-                let other = f.consultation;
                 if other.id != c.id
                     && other.patient.id == c.patient.id
                     && api.visible(&user, &other.id).is_ok()

@@ -10,10 +10,11 @@
 //! ([`ConsultLog::apply_returned`]); until a clinic has reconnected it appends nothing for
 //! that clinic, so no sequence number is ever given twice ([`ConsultLog::mark_restored`]).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ring::hmac;
 
+use crate::events::{EventError, EventStore};
 use crate::gate::WriteGate;
 
 use proto::consult::{
@@ -45,29 +46,25 @@ pub enum ConsultError {
 /// The largest event, encoded, that fits one control frame with room to spare.
 pub const MAX_EVENT_BYTES: usize = 60 * 1024;
 
+impl From<EventError> for ConsultError {
+    fn from(e: EventError) -> Self {
+        ConsultError::Index(e.to_string())
+    }
+}
+
 impl From<sled::Error> for ConsultError {
     fn from(e: sled::Error) -> Self {
         ConsultError::Index(e.to_string())
     }
 }
 
-/// One site's store of consultation events.
+/// One site's consultation log: the rules, over an event store.
 pub struct ConsultLog {
-    db: sled::Db,
-    /// `clinic \0 side \0 seq(be)` → event (JSON).
-    events: sled::Tree,
-    /// `consultation \0 side \0 seq(be)` → `clinic`: a consultation's events.
-    by_consultation: sled::Tree,
-    /// `consultation` → `clinic`: which clinic a consultation belongs to.
-    owners: sled::Tree,
-    /// After a restore: `restored`, and `events\0clinic` / `objects\0clinic` once that
-    /// clinic's events and objects are reconciled.
-    reconcile: sled::Tree,
+    store: Arc<dyn EventStore>,
     /// Appends are checked against the state they extend: one at a time.
     append: Mutex<()>,
     /// The gateway's key for sealing its own events; `None` at a clinic.
     seal: Option<hmac::Key>,
-    gate: WriteGate,
 }
 
 /// What a restored gateway still waits for from one clinic.
@@ -112,34 +109,10 @@ fn sealed_bytes(event: &Event) -> Result<Vec<u8>, ConsultError> {
 
 impl std::fmt::Debug for ConsultLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConsultLog").finish_non_exhaustive()
+        f.debug_struct("ConsultLog")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
     }
-}
-
-fn side_byte(side: Side) -> u8 {
-    match side {
-        Side::Clinic => b'c',
-        Side::Gateway => b'g',
-    }
-}
-
-fn log_prefix(clinic: &ClinicId, side: Side) -> Vec<u8> {
-    let mut k = clinic.as_str().as_bytes().to_vec();
-    k.extend([0, side_byte(side), 0]);
-    k
-}
-
-fn event_key(id: &EventId) -> Vec<u8> {
-    let mut k = log_prefix(&id.clinic, id.side);
-    k.extend(id.seq.to_be_bytes());
-    k
-}
-
-fn consultation_key(consultation: &ConsultationId, id: &EventId) -> Vec<u8> {
-    let mut k = consultation.as_str().as_bytes().to_vec();
-    k.extend([0, side_byte(id.side), 0]);
-    k.extend(id.seq.to_be_bytes());
-    k
 }
 
 fn encode(event: &Event) -> Result<Vec<u8>, ConsultError> {
@@ -147,18 +120,25 @@ fn encode(event: &Event) -> Result<Vec<u8>, ConsultError> {
 }
 
 impl ConsultLog {
-    /// Opens the log's trees in a daemon's sled database.
-    pub fn open(db: &sled::Db) -> Result<Self, ConsultError> {
-        Ok(Self {
-            events: db.open_tree("consult_events")?,
-            by_consultation: db.open_tree("consult_by_consultation")?,
-            owners: db.open_tree("consult_owners")?,
-            reconcile: db.open_tree("consult_reconcile")?,
-            db: db.clone(),
+    /// The log over an event store.
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
+        Self {
+            store,
             append: Mutex::new(()),
             seal: None,
-            gate: WriteGate::default(),
-        })
+        }
+    }
+
+    /// The log in a daemon's sled database.
+    pub fn open(db: &sled::Db) -> Result<Self, ConsultError> {
+        Self::open_gated(db, WriteGate::default())
+    }
+
+    /// The log in a daemon's sled database, writing under `gate` (so a backup reads every
+    /// event with its indexes).
+    pub fn open_gated(db: &sled::Db, gate: WriteGate) -> Result<Self, ConsultError> {
+        let store = crate::events::sled::SledEvents::open(db, gate)?;
+        Ok(Self::new(Arc::new(store)))
     }
 
     /// Seals this site's own events with `key` (the gateway's), and takes back sealed events.
@@ -167,34 +147,23 @@ impl ConsultLog {
         self
     }
 
-    /// Writes under `gate`, so a backup reads every event with its indexes.
-    pub fn gated(mut self, gate: WriteGate) -> Self {
-        self.gate = gate;
-        self
-    }
-
     /// Records that this index was just restored from a backup: every clinic is awaited until
     /// it reconnects (an earlier restore's marks are cleared).
     pub fn mark_restored(&self) -> Result<(), ConsultError> {
-        self.reconcile.clear()?;
-        self.reconcile.insert(RESTORED, &[])?;
-        self.db.flush()?;
+        self.store.clear_marks()?;
+        self.store.set_mark(RESTORED)?;
         Ok(())
     }
 
     /// What this site still waits for from `clinic` after a restore (nothing at a clinic, or
     /// at a gateway never restored).
     pub fn awaiting(&self, clinic: &ClinicId) -> Result<Awaiting, ConsultError> {
-        if !self.reconcile.contains_key(RESTORED)? {
+        if !self.store.has_mark(RESTORED)? {
             return Ok(Awaiting::default());
         }
         Ok(Awaiting {
-            events: !self
-                .reconcile
-                .contains_key(reconcile_key("events", clinic))?,
-            objects: !self
-                .reconcile
-                .contains_key(reconcile_key("objects", clinic))?,
+            events: !self.store.has_mark(&reconcile_key("events", clinic))?,
+            objects: !self.store.has_mark(&reconcile_key("objects", clinic))?,
         })
     }
 
@@ -209,9 +178,8 @@ impl ConsultLog {
     }
 
     fn mark_reconciled(&self, part: &str, clinic: &ClinicId) -> Result<(), ConsultError> {
-        if self.reconcile.contains_key(RESTORED)? {
-            self.reconcile.insert(reconcile_key(part, clinic), &[])?;
-            self.db.flush()?;
+        if self.store.has_mark(RESTORED)? {
+            self.store.set_mark(&reconcile_key(part, clinic))?;
         }
         Ok(())
     }
@@ -219,17 +187,7 @@ impl ConsultLog {
     /// The highest sequence number stored for `clinic`'s `side`: for this site's own side the
     /// last appended event, for the other side the replication cursor.
     pub fn cursor(&self, clinic: &ClinicId, side: Side) -> Result<u64, ConsultError> {
-        let prefix = log_prefix(clinic, side);
-        Ok(match self.events.scan_prefix(&prefix).next_back() {
-            Some(kv) => {
-                let (k, _) = kv?;
-                let tail: [u8; 8] = k[prefix.len()..]
-                    .try_into()
-                    .map_err(|_| ConsultError::Index("malformed event key".into()))?;
-                u64::from_be_bytes(tail)
-            }
-            None => 0,
-        })
+        Ok(self.store.cursor(clinic, side)?)
     }
 
     /// `clinic`'s events of `side` after sequence number `after`, oldest first, at most `limit`.
@@ -241,135 +199,54 @@ impl ConsultLog {
         limit: usize,
     ) -> Result<Vec<Event>, ConsultError> {
         // The cursor comes from the peer's `replicate` frame: any number, u64::MAX too (found
-        // by the fuzz targets).
-        let Some(first) = after.checked_add(1) else {
-            return Ok(Vec::new());
-        };
-        let prefix = log_prefix(clinic, side);
-        let mut start = prefix.clone();
-        start.extend(first.to_be_bytes());
-        let mut end = prefix.clone();
-        end.extend(u64::MAX.to_be_bytes());
-        self.events
-            .range(start..=end)
-            .take(limit)
-            .map(|kv| {
-                let (_, v) = kv?;
-                serde_json::from_slice(&v).map_err(|e| ConsultError::Index(e.to_string()))
-            })
-            .collect()
+        // by the fuzz targets); the store answers it with nothing.
+        Ok(self.store.events_after(clinic, side, after, limit)?)
     }
 
     /// The clinic a consultation belongs to.
     pub fn owner(&self, consultation: &ConsultationId) -> Result<Option<ClinicId>, ConsultError> {
-        Ok(match self.owners.get(consultation.as_str())? {
-            Some(v) => Some(
-                ClinicId::new(&String::from_utf8_lossy(&v))
-                    .map_err(|e| ConsultError::Index(e.to_string()))?,
-            ),
-            None => None,
-        })
+        Ok(self.store.owner(consultation)?)
     }
 
     /// A consultation's events, both sides, in canonical order.
     pub fn timeline(&self, consultation: &ConsultationId) -> Result<Vec<Event>, ConsultError> {
-        let Some(owner) = self.owner(consultation)? else {
-            return Ok(Vec::new());
-        };
-        let mut prefix = consultation.as_str().as_bytes().to_vec();
-        prefix.push(0);
-        let (mut clinic, mut gateway) = (Vec::new(), Vec::new());
-        for kv in self.by_consultation.scan_prefix(&prefix) {
-            let (k, _) = kv?;
-            let side = k.get(prefix.len()).copied();
-            let tail: [u8; 8] = k[k.len().saturating_sub(8)..]
-                .try_into()
-                .map_err(|_| ConsultError::Index("malformed consultation key".into()))?;
-            let id = EventId {
-                clinic: owner.clone(),
-                side: if side == Some(side_byte(Side::Clinic)) {
-                    Side::Clinic
-                } else {
-                    Side::Gateway
-                },
-                seq: u64::from_be_bytes(tail),
-            };
-            let Some(v) = self.events.get(event_key(&id))? else {
-                continue;
-            };
-            let event: Event =
-                serde_json::from_slice(&v).map_err(|e| ConsultError::Index(e.to_string()))?;
-            match id.side {
-                Side::Clinic => clinic.push(event),
-                Side::Gateway => gateway.push(event),
-            }
-        }
+        let (clinic, gateway) = self.store.events_of(consultation)?;
         Ok(canonical_order(&clinic, &gateway)
             .into_iter()
             .cloned()
             .collect())
     }
 
-    /// A consultation as its events make it; `None` if this site has never heard of it.
+    /// A consultation as its events make it, with the events set aside; `None` if this site
+    /// has never heard of it.
     pub fn get(&self, consultation: &ConsultationId) -> Result<Option<Folded>, ConsultError> {
         let events = self.timeline(consultation)?;
         Ok(Folded::fold(&events))
     }
 
-    /// Every consultation of `clinic` this site holds, oldest first (ids sort by creation).
-    pub fn list(&self, clinic: &ClinicId) -> Result<Vec<Folded>, ConsultError> {
-        let mut out = Vec::new();
-        for kv in self.owners.iter() {
-            let (k, v) = kv?;
-            if v.as_ref() != clinic.as_str().as_bytes() {
-                continue;
-            }
-            let Some(id) = ConsultationId::parse(&String::from_utf8_lossy(&k)) else {
-                continue;
-            };
-            if let Some(f) = self.get(&id)? {
-                out.push(f);
-            }
-        }
-        Ok(out)
+    /// A consultation as it stands (its projection: no fold).
+    pub fn state(
+        &self,
+        consultation: &ConsultationId,
+    ) -> Result<Option<Consultation>, ConsultError> {
+        Ok(self.store.projection(consultation)?)
     }
 
-    /// Every consultation of every clinic, by clinic and then by id (creation order): one
-    /// pass over the owners instead of one per clinic.
-    pub fn all(&self) -> Result<Vec<Folded>, ConsultError> {
-        let mut ids = Vec::new();
-        for kv in self.owners.iter() {
-            let (k, v) = kv?;
-            if let Some(id) = ConsultationId::parse(&String::from_utf8_lossy(&k)) {
-                ids.push((v.to_vec(), id));
-            }
-        }
-        // Stable: ids stay in key order within a clinic.
-        ids.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out = Vec::with_capacity(ids.len());
-        for (_, id) in ids {
-            if let Some(f) = self.get(&id)? {
-                out.push(f);
-            }
-        }
-        Ok(out)
+    /// Every consultation of `clinic` this site holds, as it stands, oldest first (ids sort
+    /// by creation).
+    pub fn list(&self, clinic: &ClinicId) -> Result<Vec<Consultation>, ConsultError> {
+        Ok(self.store.projections(Some(clinic))?)
     }
 
-    /// Every consultation as it stands, in the order of [`Self::all`].
-    pub fn consultations(&self) -> Result<Vec<proto::consult::Consultation>, ConsultError> {
-        Ok(self.all()?.into_iter().map(|f| f.consultation).collect())
+    /// Every consultation of every clinic as it stands, by clinic and then by id (creation
+    /// order), read from the projections.
+    pub fn all(&self) -> Result<Vec<Consultation>, ConsultError> {
+        Ok(self.store.projections(None)?)
     }
 
     /// Every clinic with consultations here.
     pub fn clinics(&self) -> Result<Vec<ClinicId>, ConsultError> {
-        let mut set = std::collections::BTreeSet::new();
-        for kv in self.owners.iter() {
-            let (_, v) = kv?;
-            if let Ok(c) = ClinicId::new(&String::from_utf8_lossy(&v)) {
-                set.insert(c);
-            }
-        }
-        Ok(set.into_iter().collect())
+        Ok(self.store.clinics()?)
     }
 
     /// Appends this site's event (`side`) to a consultation of `clinic` after checking it
@@ -432,7 +309,7 @@ impl ConsultLog {
                 current.apply(&event)?;
             }
         }
-        self.store(&event, encoded)?;
+        self.store(&event)?;
         Ok(event)
     }
 
@@ -500,28 +377,26 @@ impl ConsultLog {
                 .into());
             }
         }
-        self.store(event, encode(event)?)?;
+        self.store(event)?;
         Ok(Applied::Appended)
     }
 
-    /// Stores `event` (encoded as `value`) with its indexes in one transaction, then flushes.
-    fn store(&self, event: &Event, value: Vec<u8>) -> Result<(), ConsultError> {
-        use sled::Transactional;
-        let _whole = self.gate.enter();
-        let clinic = event.id.clinic.as_str().as_bytes().to_vec();
-        (&self.events, &self.by_consultation, &self.owners)
-            .transaction(|(events, by_consultation, owners)| {
-                events.insert(event_key(&event.id), value.clone())?;
-                by_consultation.insert(
-                    consultation_key(&event.consultation, &event.id),
-                    clinic.clone(),
-                )?;
-                owners.insert(event.consultation.as_str().as_bytes(), clinic.clone())?;
-                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| ConsultError::Index(format!("{e:?}")))?;
-        self.db.flush()?;
-        Ok(())
+    /// Stores `event` with the consultation's new projection: the fold of its timeline with
+    /// the event, so the projection is always what [`Self::get`] would fold.
+    fn store(&self, event: &Event) -> Result<(), ConsultError> {
+        let (mut clinic, mut gateway) = self.store.events_of(&event.consultation)?;
+        match event.id.side {
+            Side::Clinic => clinic.push(event.clone()),
+            Side::Gateway => gateway.push(event.clone()),
+        }
+        let timeline: Vec<Event> = canonical_order(&clinic, &gateway)
+            .into_iter()
+            .cloned()
+            .collect();
+        // A consultation whose first event is not its creation has no state to project: its
+        // events are still kept (both sites hold the same log).
+        let projection = Folded::fold(&timeline).map(|f| f.consultation);
+        Ok(self.store.store(event, projection.as_ref())?)
     }
 }
 

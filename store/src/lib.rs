@@ -13,6 +13,7 @@ pub mod blob;
 pub mod consult;
 pub mod crash;
 pub mod dicom;
+pub mod events;
 pub mod gate;
 pub mod group;
 pub mod objects;

@@ -249,7 +249,7 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
                 });
             }
         }
-        for c in a.consult.log.consultations().unwrap_or_default() {
+        for c in a.consult.log.all().unwrap_or_default() {
             if let (proto::consult::State::Delivered, Some(why)) = (c.state, &c.unrouted) {
                 alerts.push(Alert {
                     kind: "alerts.unrouted",

@@ -173,12 +173,7 @@ fn a_gap_is_refused_and_clinics_never_see_each_other() {
     replicate(&agent, Side::Clinic, &gateway, Side::Gateway, &jz);
     replicate(&agent, Side::Clinic, &gateway, Side::Gateway, &pl);
     let ids = |c: &ClinicId| -> Vec<ConsultationId> {
-        gateway
-            .list(c)
-            .unwrap()
-            .into_iter()
-            .map(|f| f.consultation.id)
-            .collect()
+        gateway.list(c).unwrap().into_iter().map(|c| c.id).collect()
     };
     assert_eq!(ids(&jz), vec![a.clone()]);
     assert_eq!(ids(&pl), vec![b.clone()]);
@@ -220,7 +215,7 @@ fn all_lists_every_clinic_by_clinic_then_creation() {
         .all()
         .unwrap()
         .into_iter()
-        .map(|f| f.consultation.clinic.to_string())
+        .map(|c| c.clinic.to_string())
         .collect();
     assert_eq!(clinics, ["jinzhou", "jinzhou", "pulandian", "zhuanghe"]);
     // The same as asking clinic by clinic.
@@ -229,14 +224,9 @@ fn all_lists_every_clinic_by_clinic_then_creation() {
         .unwrap()
         .iter()
         .flat_map(|c| log.list(c).unwrap())
-        .map(|f| f.consultation.id)
+        .map(|c| c.id)
         .collect();
-    let all: Vec<_> = log
-        .all()
-        .unwrap()
-        .into_iter()
-        .map(|f| f.consultation.id)
-        .collect();
+    let all: Vec<_> = log.all().unwrap().into_iter().map(|c| c.id).collect();
     assert_eq!(all, by_clinic);
 }
 
@@ -329,6 +319,12 @@ fn a_cancel_made_offline_while_the_specialist_signs_leaves_the_report_at_both_si
     assert_eq!(agent.timeline(&id).unwrap(), gateway.timeline(&id).unwrap());
     for site in [&agent, &gateway] {
         let folded = site.get(&id).unwrap().unwrap();
+        // The projection the worklists read is the fold, the set-aside cancel included.
+        assert_eq!(
+            site.state(&id).unwrap().as_ref(),
+            Some(&folded.consultation)
+        );
+        assert_eq!(site.list(&jz).unwrap(), vec![folded.consultation.clone()]);
         assert_eq!(folded.consultation.state, State::Reported);
         assert_eq!(
             folded.consultation.report.unwrap().impression,

@@ -1,0 +1,219 @@
+//! The event store's conformance suite, run by every adapter's tests (sled and memory here;
+//! the database adapters of later work run it against their real servers).
+
+// A test suite compiled into the library so that every adapter's crate can run it: a failed
+// step panics, as in any test.
+#![allow(clippy::unwrap_used)]
+
+use proto::consult::{
+    Consent, Consultation, ConsultationId, Event, EventId, EventKind, Folded, Patient, Side,
+    Urgency,
+};
+use proto::ClinicId;
+
+use super::EventStore;
+
+/// A fresh store, and a function that opens the same store again.
+pub type Subject = (Box<dyn EventStore>, Box<dyn Fn() -> Box<dyn EventStore>>);
+
+/// A case's name and body.
+type Case = (&'static str, fn(Subject));
+
+/// Runs every case, each on a store from `fresh`; panics with the case's name on a failure.
+pub fn run(mut fresh: impl FnMut() -> Subject) {
+    let cases: [Case; 5] = [
+        ("events are kept by clinic, side and sequence", sequences),
+        ("a consultation's events and owner", by_consultation),
+        (
+            "the projection is the last one stored with an event",
+            projections,
+        ),
+        ("marks are set and cleared durably", marks),
+        ("two clinics' numbers never collide", clinics_apart),
+    ];
+    for (name, case) in cases {
+        let subject = fresh();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(subject)));
+        if let Err(e) = outcome {
+            let why = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            panic!("event store conformance: {name}: {why}");
+        }
+    }
+}
+
+/// The clinic's first events of consultation number `n`: created, consent, submitted
+/// (sequence numbers from `3 n - 2`).
+pub fn a_case(clinic: &ClinicId, n: u64) -> Vec<Event> {
+    let id = ConsultationId::new(1_790_000_000_000 + n, [n as u8; 10]);
+    let kinds = [
+        EventKind::Created {
+            patient: Patient {
+                id: format!("P-{n}"),
+                name: "Test^Patient".into(),
+                sex: "F".into(),
+                birth_date: String::new(),
+            },
+            clinical_summary: "cough".into(),
+            question: "pneumonia?".into(),
+            specialty: "radiology".into(),
+            urgency: Urgency::Routine,
+        },
+        EventKind::ConsentRecorded {
+            consent: Consent {
+                given_by: "patient".into(),
+                method: "verbal".into(),
+                at_ms: 1,
+            },
+        },
+        EventKind::Submitted,
+    ];
+    kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| Event {
+            id: EventId {
+                clinic: clinic.clone(),
+                side: Side::Clinic,
+                seq: 3 * (n - 1) + i as u64 + 1,
+            },
+            seen: 0,
+            consultation: id.clone(),
+            at_ms: 1_790_000_000_000 + i as i64,
+            actor: "dr.wang".into(),
+            kind,
+            seal: None,
+        })
+        .collect()
+}
+
+/// Stores `events` in order, each with the projection of the events so far.
+fn store_all(store: &dyn EventStore, events: &[Event]) -> Consultation {
+    let mut so_far = Vec::new();
+    let mut state = None;
+    for e in events {
+        so_far.push(e.clone());
+        let s = Folded::fold(&so_far).unwrap().consultation;
+        store.store(e, Some(&s)).unwrap();
+        state = Some(s);
+    }
+    state.unwrap()
+}
+
+fn clinic(name: &str) -> ClinicId {
+    ClinicId::new(name).unwrap()
+}
+
+fn sequences((store, reopen): Subject) {
+    let jz = clinic("jinzhou");
+    assert_eq!(store.cursor(&jz, Side::Clinic).unwrap(), 0);
+    let first = a_case(&jz, 1);
+    let second = a_case(&jz, 2);
+    store_all(&*store, &first);
+    store_all(&*store, &second);
+    drop(store);
+    let store = reopen();
+    assert_eq!(store.cursor(&jz, Side::Clinic).unwrap(), 6);
+    assert_eq!(store.cursor(&jz, Side::Gateway).unwrap(), 0);
+    let after: Vec<u64> = store
+        .events_after(&jz, Side::Clinic, 2, 3)
+        .unwrap()
+        .iter()
+        .map(|e| e.id.seq)
+        .collect();
+    assert_eq!(after, [3, 4, 5]);
+    assert_eq!(
+        store.events_after(&jz, Side::Clinic, 0, 100).unwrap()[0],
+        first[0]
+    );
+    assert!(store
+        .events_after(&jz, Side::Clinic, u64::MAX, 10)
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .events_after(&jz, Side::Gateway, 0, 10)
+        .unwrap()
+        .is_empty());
+}
+
+fn by_consultation((store, _): Subject) {
+    let jz = clinic("jinzhou");
+    let mut events = a_case(&jz, 1);
+    let id = events[0].consultation.clone();
+    // The gateway's answer, on its own side.
+    events.push(Event {
+        id: EventId {
+            clinic: jz.clone(),
+            side: Side::Gateway,
+            seq: 1,
+        },
+        seen: 3,
+        consultation: id.clone(),
+        at_ms: 1_790_000_000_010,
+        actor: "system".into(),
+        kind: EventKind::Delivered,
+        seal: None,
+    });
+    store_all(&*store, &events);
+    assert_eq!(store.owner(&id).unwrap(), Some(jz.clone()));
+    let (c, g) = store.events_of(&id).unwrap();
+    assert_eq!(c, events[..3]);
+    assert_eq!(g, events[3..]);
+    let unknown = ConsultationId::new(1, [0; 10]);
+    assert_eq!(store.owner(&unknown).unwrap(), None);
+    assert_eq!(store.events_of(&unknown).unwrap(), (Vec::new(), Vec::new()));
+    assert_eq!(store.clinics().unwrap(), vec![jz]);
+}
+
+fn projections((store, reopen): Subject) {
+    let (jz, pl) = (clinic("jinzhou"), clinic("pulandian"));
+    let b = store_all(&*store, &a_case(&pl, 1));
+    let a1 = store_all(&*store, &a_case(&jz, 1));
+    let a2 = store_all(&*store, &a_case(&jz, 2));
+    drop(store);
+    let store = reopen();
+    assert_eq!(
+        store.projections(None).unwrap(),
+        vec![a1.clone(), a2.clone(), b.clone()]
+    );
+    assert_eq!(store.projections(Some(&jz)).unwrap(), vec![a1.clone(), a2]);
+    assert_eq!(store.projections(Some(&pl)).unwrap(), vec![b]);
+    assert_eq!(store.projection(&a1.id).unwrap(), Some(a1.clone()));
+    assert_eq!(a1.state, proto::consult::State::Submitted);
+    assert_eq!(
+        store.projection(&ConsultationId::new(1, [0; 10])).unwrap(),
+        None
+    );
+}
+
+fn marks((store, reopen): Subject) {
+    assert!(!store.has_mark(b"restored").unwrap());
+    store.set_mark(b"restored").unwrap();
+    store.set_mark(b"events\0jinzhou").unwrap();
+    drop(store);
+    let store = reopen();
+    assert!(store.has_mark(b"restored").unwrap());
+    assert!(store.has_mark(b"events\0jinzhou").unwrap());
+    store.clear_marks().unwrap();
+    drop(store);
+    let store = reopen();
+    assert!(!store.has_mark(b"restored").unwrap());
+    assert!(!store.has_mark(b"events\0jinzhou").unwrap());
+}
+
+fn clinics_apart((store, _): Subject) {
+    let (jz, pl) = (clinic("jinzhou"), clinic("pulandian"));
+    store_all(&*store, &a_case(&jz, 1));
+    store_all(&*store, &a_case(&pl, 5));
+    assert_eq!(store.cursor(&jz, Side::Clinic).unwrap(), 3);
+    assert_eq!(store.cursor(&pl, Side::Clinic).unwrap(), 15);
+    assert!(store
+        .events_after(&jz, Side::Clinic, 0, 100)
+        .unwrap()
+        .iter()
+        .all(|e| e.id.clinic == jz));
+    assert_eq!(store.clinics().unwrap(), vec![jz, pl]);
+}
