@@ -216,10 +216,12 @@ impl Api {
                 .as_millis() as i64
         };
         let mut rows = Vec::new();
-        for c in self.consult.log.all().map_err(internal)? {
-            if !all_scope && !c.state.is_open() {
-                continue;
-            }
+        let cases = if all_scope {
+            self.consult.log.all()
+        } else {
+            self.consult.log.open_cases(None)
+        };
+        for c in cases.map_err(internal)? {
             let waiting_in_pool = self.waiting_in_my_pool(user, &c);
             let mine = match user.role {
                 Role::Admin => true,
@@ -463,7 +465,13 @@ impl Api {
 
     /// Each attached study as it stands here.
     pub fn arrivals(&self, c: &proto::consult::Consultation) -> Vec<StudyArrival> {
-        let arrived = self.archive.studies(&c.clinic);
+        let arrived = self
+            .archive
+            .study_rows(&c.clinic, &c.studies)
+            .unwrap_or_else(|e| {
+                tracing::warn!(clinic = %c.clinic, error = %e, "the archive index could not be read");
+                Vec::new()
+            });
         c.studies
             .iter()
             .map(|uid| StudyArrival {
@@ -487,7 +495,14 @@ impl Api {
         if previews.is_empty() {
             return Vec::new();
         }
-        let instances = self.archive.instances(&c.clinic);
+        let studies: Vec<String> = previews
+            .iter()
+            .map(|(_, p)| p.study_instance_uid.clone())
+            .collect();
+        let instances = self
+            .archive
+            .study_instances(&c.clinic, &studies)
+            .unwrap_or_default();
         let rate = self
             .board
             .snapshot()

@@ -492,12 +492,46 @@ impl GatewayArchive {
         versions
     }
 
+    /// The instances of the clinic's `studies` (each version once), read study by study: no
+    /// scan of the clinic's other instances.
+    pub fn study_instances(
+        &self,
+        clinic: &ClinicId,
+        studies: &[String],
+    ) -> Result<Vec<([String; 4], InstanceRecord)>, ArchiveError> {
+        let mut out = Vec::new();
+        let studies: std::collections::BTreeSet<&String> = studies.iter().collect();
+        for study in studies {
+            for (k, r) in self.index.study(clinic, study)? {
+                out.push(([k.patient, k.study, k.series, k.sop], r));
+            }
+        }
+        Ok(out)
+    }
+
     /// The clinic's studies with counts (distinct instances and series) and sizes.
     pub fn studies(&self, clinic: &ClinicId) -> Vec<StudyRow> {
+        self.rows(clinic, self.instances(clinic))
+    }
+
+    /// [`Self::studies`] for some of them only, read study by study.
+    pub fn study_rows(
+        &self,
+        clinic: &ClinicId,
+        studies: &[String],
+    ) -> Result<Vec<StudyRow>, ArchiveError> {
+        Ok(self.rows(clinic, self.study_instances(clinic, studies)?))
+    }
+
+    fn rows(
+        &self,
+        clinic: &ClinicId,
+        instances: Vec<([String; 4], InstanceRecord)>,
+    ) -> Vec<StudyRow> {
         use std::collections::{BTreeMap, BTreeSet};
         let mut rows: BTreeMap<String, (StudyRow, BTreeSet<String>, BTreeSet<String>)> =
             BTreeMap::new();
-        for ([_, study, series, sop], rec) in self.instances(clinic) {
+        for ([_, study, series, sop], rec) in instances {
             if study == ATTACHMENTS {
                 continue;
             }

@@ -196,13 +196,10 @@ async fn case_page(
             for other in api
                 .consult
                 .log
-                .list(&c.clinic)
+                .patient_cases(&c.clinic, &c.patient.id)
                 .map_err(|e| ApiError::internal(e.to_string()))?
             {
-                if other.id != c.id
-                    && other.patient.id == c.patient.id
-                    && api.visible(&user, &other.id).is_ok()
-                {
+                if other.id != c.id && api.visible(&user, &other.id).is_ok() {
                     prior.push(other);
                 }
             }
@@ -425,13 +422,11 @@ struct Shown {
 /// The root of the waveform storage SOP classes (ECG, haemodynamic, audio...).
 const WAVEFORM_CLASSES: &str = "1.2.840.10008.5.1.4.1.1.9.";
 
-fn instances_of(api: &Api, c: &proto::consult::Consultation) -> Vec<Shown> {
-    let mut all: Vec<_> = api
+fn instances_of(api: &Api, c: &proto::consult::Consultation) -> Result<Vec<Shown>, ApiError> {
+    let mut all = api
         .archive
-        .instances(&c.clinic)
-        .into_iter()
-        .filter(|([_, study, _, _], _)| c.studies.contains(study))
-        .collect();
+        .study_instances(&c.clinic, &c.studies)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     // Images before waveforms (an ECG has no frame to show), then the consultation's order
     // of studies, each series in Instance Number order.
     let study_rank = |study: &str| c.studies.iter().position(|s| s == study);
@@ -444,13 +439,14 @@ fn instances_of(api: &Api, c: &proto::consult::Consultation) -> Vec<Shown> {
             sop.clone(),
         )
     });
-    all.into_iter()
+    Ok(all
+        .into_iter()
         .map(|([_, _, series, _], rec)| Shown {
             series,
             modality: rec.modality,
             object: rec.object,
         })
-        .collect()
+        .collect())
 }
 
 #[derive(Deserialize)]
@@ -474,7 +470,7 @@ async fn viewer(
     let loaded = blocking(move || {
         let (folded, _) = api.visible(&user, &id)?;
         api.audited(&user, from, "view_images", &id)?;
-        let shown = instances_of(&api, &folded.consultation);
+        let shown = instances_of(&api, &folded.consultation)?;
         let info = shown.get(index).map(|s| {
             let local = api.archive.objects().local_file(&s.object);
             local
@@ -537,8 +533,8 @@ async fn viewer(
                     @match &info {
                         Some(Ok(i)) => {
                             img #image alt=(lang.t("viewer.title"))
-                                src={"/cases/" (c.id.as_str()) "/images/" (index) "?frame=0"}
-                                data-base={"/cases/" (c.id.as_str()) "/images/" (index)}
+                                src={"/cases/" (c.id.as_str()) "/images/" (index) "?o=" (shown[index].object) "&frame=0"}
+                                data-base={"/cases/" (c.id.as_str()) "/images/" (index) "?o=" (shown[index].object)}
                                 data-frames=(i.frames)
                                 data-wc="" data-ww=""
                                 data-wc-auto=(i.window.0) data-ww-auto=(i.window.1);
@@ -556,6 +552,9 @@ async fn viewer(
 
 #[derive(Deserialize)]
 struct ImageQuery {
+    /// The instance's object, as the viewer page names it: found without listing the case's
+    /// instances. Without it, `n` counts in the viewer's order.
+    o: Option<String>,
     frame: Option<u32>,
     wc: Option<f64>,
     ww: Option<f64>,
@@ -578,10 +577,29 @@ async fn image(
     let window = q.wc.zip(q.ww);
     let rendered = blocking(move || {
         let (folded, _) = api.visible(&user, &id)?;
-        let shown = instances_of(&api, &folded.consultation);
-        let s = shown
-            .get(n)
-            .ok_or_else(|| ApiError::not_found(format!("no image {n} in this case")))?;
+        let c = &folded.consultation;
+        let object = match q.o.as_deref() {
+            Some(o) => {
+                let object = proto::sync::ObjectId::parse(o)
+                    .ok_or_else(|| ApiError::bad_request(format!("{o} is not an object id")))?;
+                // Only an instance of one of the case's studies, from the case's clinic.
+                let found = api
+                    .archive
+                    .instance(&c.clinic, &object)
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                match found {
+                    Some(([_, study, _, _], _)) if c.studies.contains(&study) => object,
+                    _ => return Err(ApiError::not_found(format!("no image {o} in this case"))),
+                }
+            }
+            None => {
+                instances_of(&api, c)?
+                    .into_iter()
+                    .nth(n)
+                    .ok_or_else(|| ApiError::not_found(format!("no image {n} in this case")))?
+                    .object
+            }
+        };
         api.audited_target(
             &user,
             from,
@@ -591,7 +609,7 @@ async fn image(
         let local = api
             .archive
             .objects()
-            .local_file(&s.object)
+            .local_file(&object)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         crate::render::png(local.path(), q.frame.unwrap_or(0), window).map_err(|e| {
             ApiError::new(

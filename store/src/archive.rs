@@ -130,6 +130,14 @@ pub trait ArchiveIndex: Send + Sync + std::fmt::Debug {
         clinic: &ClinicId,
     ) -> Result<Vec<(InstanceKey, InstanceRecord)>, IndexError>;
 
+    /// The instances of one of the clinic's studies (each version once), without scanning its
+    /// other studies.
+    fn study(
+        &self,
+        clinic: &ClinicId,
+        study: &str,
+    ) -> Result<Vec<(InstanceKey, InstanceRecord)>, IndexError>;
+
     /// One object of the clinic, without scanning the others.
     fn instance(
         &self,

@@ -244,6 +244,20 @@ impl ConsultLog {
         Ok(self.store.projections(None)?)
     }
 
+    /// The consultations still open (of one clinic, or all), as they stand, by clinic and id.
+    pub fn open_cases(&self, clinic: Option<&ClinicId>) -> Result<Vec<Consultation>, ConsultError> {
+        Ok(self.store.open_projections(clinic)?)
+    }
+
+    /// One patient's consultations at one clinic, as they stand, oldest first.
+    pub fn patient_cases(
+        &self,
+        clinic: &ClinicId,
+        patient_id: &str,
+    ) -> Result<Vec<Consultation>, ConsultError> {
+        Ok(self.store.patient_projections(clinic, patient_id)?)
+    }
+
     /// Every clinic with consultations here.
     pub fn clinics(&self) -> Result<Vec<ClinicId>, ConsultError> {
         Ok(self.store.clinics()?)

@@ -71,6 +71,18 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// Every projection (of one clinic), by clinic and then by id.
     fn projections(&self, clinic: Option<&ClinicId>) -> Result<Vec<Consultation>, EventError>;
 
+    /// The projections still open (`State::is_open`: the hospital or the clinic still has
+    /// to act), of one clinic or all, by clinic and then by id: what worklists read, bounded
+    /// by the work in hand rather than by the years kept.
+    fn open_projections(&self, clinic: Option<&ClinicId>) -> Result<Vec<Consultation>, EventError>;
+
+    /// The projections of one patient of one clinic, by id.
+    fn patient_projections(
+        &self,
+        clinic: &ClinicId,
+        patient_id: &str,
+    ) -> Result<Vec<Consultation>, EventError>;
+
     /// Every clinic with events here.
     fn clinics(&self) -> Result<Vec<ClinicId>, EventError>;
 

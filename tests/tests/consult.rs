@@ -1444,6 +1444,38 @@ async fn the_viewer_shows_a_series_in_instance_number_order() {
                 .unwrap();
         let expected = gateway::render::png(file, 0, None).unwrap();
         assert!(shown == expected, "image {i} is not instance {}", i + 1);
+        // The viewer names the instance's object: the same frame, found without a listing.
+        let object = ::store::blob::hash_file(file).unwrap();
+        let named = harness::http_get_bytes(
+            gw.web_addr,
+            &format!("/cases/{id}/images/{i}?o={object}&frame=0"),
+            Some(&li),
+        )
+        .unwrap();
+        assert!(named == expected, "image {i} by its object");
+    }
+    // An object of the clinic's that is not in this case's studies is not this case's image,
+    // whatever the address says; nor is a made-up name.
+    let other =
+        harness::samples::write_ct_series(&dir.path().join("other"), "P-601", 1, 32 * 32 * 2, 4)
+            .unwrap();
+    let handle = agent.handle.clone();
+    let file = other.files[0].clone();
+    tokio::task::spawn_blocking(move || handle.ingest_file(&file).unwrap())
+        .await
+        .unwrap();
+    let object = ::store::blob::hash_file(&other.files[0]).unwrap();
+    assert!(wait_until(WAIT, || gw.handle.archive.has(&jz, &object).unwrap()).await);
+    for (o, want) in [(object.to_string(), 404), ("not-an-object".to_owned(), 400)] {
+        let (status, body) = http(
+            gw.web_addr,
+            "GET",
+            &format!("/cases/{id}/images/0?o={o}&frame=0"),
+            Some(&li),
+            None,
+        )
+        .unwrap();
+        assert_eq!(status, want, "{o}: {body}");
     }
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();

@@ -42,7 +42,7 @@
   wc = wc === "" ? null : Number(wc); ww = ww === "" ? null : Number(ww);
   var pending = null;
   function src() {
-    var q = "?frame=" + frame;
+    var q = (base.indexOf("?") < 0 ? "?" : "&") + "frame=" + frame;
     if (wc !== null && ww !== null) q += "&wc=" + Math.round(wc) + "&ww=" + Math.max(1, Math.round(ww));
     return base + q;
   }

@@ -22,7 +22,7 @@ type Case = (&'static str, fn(Subject));
 
 /// Runs every case, each on an index from `fresh`; panics with the case's name on a failure.
 pub fn run(mut fresh: impl FnMut() -> Subject) {
-    let cases: [Case; 7] = [
+    let cases: [Case; 8] = [
         ("partial records are kept, replaced and forgotten", partials),
         ("a verified object is the sending clinic's only", verified),
         (
@@ -33,6 +33,7 @@ pub fn run(mut fresh: impl FnMut() -> Subject) {
         ("versions of one instance are kept side by side", versions),
         ("the expected count keeps the largest", expected),
         ("forwarding ids only grow across restarts", ids_grow),
+        ("a study's instances are listed on their own", by_study),
     ];
     for (name, case) in cases {
         let subject = fresh();
@@ -232,4 +233,34 @@ fn ids_grow((index, reopen): Subject) {
     let ids: Vec<u64> = index.forward_inbox().unwrap().iter().map(|e| e.0).collect();
     assert_eq!(ids.len(), 2);
     assert!(ids[1] > first, "{ids:?}");
+}
+
+fn by_study((index, reopen): Subject) {
+    let (jz, pl) = (clinic("jinzhou"), clinic("pulandian"));
+    let mut other = instance(&jz, 3, "9.9.9.1", false);
+    other.key.study = "9.9".into();
+    let (a, b) = (
+        instance(&jz, 1, "1.2.3.4.1", false),
+        instance(&jz, 2, "1.2.3.4.2", false),
+    );
+    index
+        .commit_verified(&[
+            a.clone(),
+            other,
+            b.clone(),
+            instance(&pl, 4, "1.2.3.4.9", false),
+        ])
+        .unwrap();
+    drop(index);
+    let index = reopen();
+    assert_eq!(
+        index.study(&jz, "1.2.3").unwrap(),
+        vec![(a.key, a.record), (b.key, b.record)]
+    );
+    assert_eq!(index.study(&jz, "9.9").unwrap().len(), 1);
+    assert_eq!(index.study(&pl, "1.2.3").unwrap().len(), 1);
+    assert!(
+        index.study(&jz, "1.2").unwrap().is_empty(),
+        "not a prefix match"
+    );
 }

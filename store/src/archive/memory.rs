@@ -223,6 +223,18 @@ impl ArchiveIndex for MemoryIndex {
             .collect())
     }
 
+    fn study(
+        &self,
+        clinic: &ClinicId,
+        study: &str,
+    ) -> Result<Vec<(InstanceKey, InstanceRecord)>, IndexError> {
+        Ok(self
+            .instances(clinic)?
+            .into_iter()
+            .filter(|(k, _)| k.study == study)
+            .collect())
+    }
+
     fn instance(
         &self,
         clinic: &ClinicId,

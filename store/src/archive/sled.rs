@@ -2,7 +2,8 @@
 //! `instances` (`clinic \0 patient \0 study \0 series \0 sop \0 object` → record),
 //! `clinic_objects` (`clinic \0 object` → instance key), `partials` (`clinic \0 object` →
 //! partial record), `expected` (`clinic \0 study` → u32, big-endian) and `forward_inbox`
-//! (u64 id, big-endian → entry).
+//! (u64 id, big-endian → entry); and `study_instances` (`clinic \0 study \0 object` → instance
+//! key), built from `instances` the first time a data folder from before it opens.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -34,6 +35,7 @@ pub struct SledIndex {
     partials: Tree,
     expected: Tree,
     forward_inbox: Tree,
+    study_instances: Tree,
     /// Above every id in the inbox and the queues, so an id is never reused, even after a
     /// restore (sled's own id counter is not part of an export).
     next_forward_id: AtomicU64,
@@ -70,6 +72,9 @@ fn id_of(key: &[u8]) -> Option<u64> {
         .map(u64::from_be_bytes)
 }
 
+/// Marks an index tree as built from the older trees (a key no clinic id can start).
+const BUILT: &[u8] = b"\xffbuilt";
+
 fn corrupt(e: impl std::fmt::Display) -> IndexError {
     IndexError::Corrupt(e.to_string())
 }
@@ -85,8 +90,9 @@ impl SledIndex {
         for k in db.open_tree(FORWARD_QUEUE_TREE)?.iter().keys() {
             max = max.max(id_of(&k?).unwrap_or(0));
         }
-        Ok(Self {
+        let index = Self {
             instances: db.open_tree("instances")?,
+            study_instances: db.open_tree("study_instances")?,
             clinic_objects: db.open_tree("clinic_objects")?,
             partials: db.open_tree("partials")?,
             expected: db.open_tree("expected")?,
@@ -94,7 +100,26 @@ impl SledIndex {
             next_forward_id: AtomicU64::new(max + 1),
             db: db.clone(),
             gate,
-        })
+        };
+        if !index.study_instances.contains_key(BUILT)? {
+            index.build_study_instances()?;
+        }
+        Ok(index)
+    }
+
+    /// Indexes every instance by study, once.
+    fn build_study_instances(&self) -> Result<(), IndexError> {
+        for kv in self.instances.iter() {
+            let (k, _) = kv?;
+            let parts: Vec<&[u8]> = k.split(|b| *b == 0).collect();
+            if let [clinic, _, study, _, _, object] = parts[..] {
+                let key = [clinic, study, object].join(&0u8);
+                self.study_instances.insert(key, k.as_ref())?;
+            }
+        }
+        self.study_instances.insert(BUILT, &[])?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// The database, for what is not behind a port yet (forwarding's queues).
@@ -175,6 +200,7 @@ impl ArchiveIndex for SledIndex {
         let mut prepared = Vec::with_capacity(batch.len());
         for v in batch {
             let claim = key(&[v.clinic.as_str(), v.record.object.as_str()]);
+            let by_study = key(&[v.clinic.as_str(), &v.key.study, v.record.object.as_str()]);
             let instance = key(&[
                 v.clinic.as_str(),
                 &v.key.patient,
@@ -188,7 +214,7 @@ impl ArchiveIndex for SledIndex {
                 Some(f) => Some(serde_json::to_vec(f).map_err(corrupt)?),
                 None => None,
             };
-            prepared.push((claim, instance, record, forward));
+            prepared.push((claim, by_study, instance, record, forward));
         }
         let _whole = self.gate.enter();
         let trees = (
@@ -196,16 +222,18 @@ impl ArchiveIndex for SledIndex {
             &self.clinic_objects,
             &self.partials,
             &self.forward_inbox,
+            &self.study_instances,
         );
         trees
-            .transaction(|(instances, claims, partials, inbox)| {
-                for (claim, instance, record, forward) in &prepared {
+            .transaction(|(instances, claims, partials, inbox, studies)| {
+                for (claim, by_study, instance, record, forward) in &prepared {
                     partials.remove(claim.as_slice())?;
                     if claims.get(claim.as_slice())?.is_some() {
                         continue;
                     }
                     instances.insert(instance.as_slice(), record.as_slice())?;
                     claims.insert(claim.as_slice(), instance.as_slice())?;
+                    studies.insert(by_study.as_slice(), instance.as_slice())?;
                     if let Some(forward) = forward {
                         let id = self.next_forward_id.fetch_add(1, Ordering::Relaxed);
                         inbox.insert(&id.to_be_bytes(), forward.as_slice())?;
@@ -256,6 +284,26 @@ impl ArchiveIndex for SledIndex {
                 out.push(entry);
             }
         }
+        Ok(out)
+    }
+
+    fn study(
+        &self,
+        clinic: &ClinicId,
+        study: &str,
+    ) -> Result<Vec<(InstanceKey, InstanceRecord)>, IndexError> {
+        let mut prefix = key(&[clinic.as_str(), study]);
+        prefix.push(0);
+        let mut out = Vec::new();
+        for kv in self.study_instances.scan_prefix(&prefix) {
+            let (_, instance) = kv?;
+            if let Some(v) = self.instances.get(&instance)? {
+                if let Ok(entry) = self.parse_instance(clinic, &instance, &v) {
+                    out.push(entry);
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.0, &a.1.object).cmp(&(&b.0, &b.1.object)));
         Ok(out)
     }
 
@@ -357,6 +405,10 @@ mod tests {
         assert_eq!((key.patient.as_str(), key.sop.as_str()), ("P-1", "1.2.1.1"));
         assert_eq!((record.size, record.instance_number), (12, None));
         assert_eq!(index.instances(&jz).unwrap().len(), 1);
+        assert_eq!(
+            index.study(&jz, "1.2").unwrap(),
+            index.instances(&jz).unwrap()
+        );
         assert_eq!(
             index.partial(&pl, &id).unwrap(),
             Some(PartialRecord {

@@ -21,7 +21,7 @@ type Case = (&'static str, fn(Subject));
 
 /// Runs every case, each on a store from `fresh`; panics with the case's name on a failure.
 pub fn run(mut fresh: impl FnMut() -> Subject) {
-    let cases: [Case; 5] = [
+    let cases: [Case; 7] = [
         ("events are kept by clinic, side and sequence", sequences),
         ("a consultation's events and owner", by_consultation),
         (
@@ -30,6 +30,11 @@ pub fn run(mut fresh: impl FnMut() -> Subject) {
         ),
         ("marks are set and cleared durably", marks),
         ("two clinics' numbers never collide", clinics_apart),
+        ("closed consultations leave the open projections", open_ones),
+        (
+            "a patient's consultations follow a change of patient id",
+            patients,
+        ),
     ];
     for (name, case) in cases {
         let subject = fresh();
@@ -216,4 +221,125 @@ fn clinics_apart((store, _): Subject) {
         .iter()
         .all(|e| e.id.clinic == jz));
     assert_eq!(store.clinics().unwrap(), vec![jz, pl]);
+}
+
+/// The gateway's events that close `first`'s consultation: delivered, assigned, accepted,
+/// reported.
+fn closing(first: &Event) -> Vec<Event> {
+    let kinds = [
+        EventKind::Delivered,
+        EventKind::Assigned {
+            specialist: "li".into(),
+            rule: "r".into(),
+            reason: "on duty".into(),
+        },
+        EventKind::Accepted {
+            specialist: "li".into(),
+        },
+        EventKind::Reported {
+            specialist: "li".into(),
+            report: proto::consult::Report {
+                findings: "clear".into(),
+                impression: "normal".into(),
+                recommendation: "none".into(),
+                signer_name: "Li".into(),
+                signer_qualification: "radiologist".into(),
+                signed_at_ms: 5,
+                signed_before_complete: None,
+            },
+        },
+    ];
+    kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| Event {
+            id: EventId {
+                clinic: first.id.clinic.clone(),
+                side: Side::Gateway,
+                seq: i as u64 + 1,
+            },
+            seen: 3,
+            consultation: first.consultation.clone(),
+            at_ms: first.at_ms + 10 + i as i64,
+            actor: if i < 2 { "system".into() } else { "li".into() },
+            kind,
+            seal: None,
+        })
+        .collect()
+}
+
+fn open_ones((store, reopen): Subject) {
+    let jz = clinic("jinzhou");
+    let (mut first, second) = (a_case(&jz, 1), a_case(&jz, 2));
+    store_all(&*store, &second);
+    first.extend(closing(&first[0]));
+    let closed = store_all(&*store, &first);
+    assert_eq!(closed.state, proto::consult::State::Reported);
+    drop(store);
+    let store = reopen();
+    let open: Vec<ConsultationId> = store
+        .open_projections(None)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(open, vec![second[0].consultation.clone()]);
+    assert_eq!(store.open_projections(Some(&jz)).unwrap().len(), 1);
+    assert!(store
+        .open_projections(Some(&clinic("pulandian")))
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.projections(None).unwrap().len(),
+        2,
+        "closed ones stay listed"
+    );
+}
+
+fn patients((store, _): Subject) {
+    let jz = clinic("jinzhou");
+    let mut events = a_case(&jz, 1);
+    store_all(&*store, &events);
+    store_all(&*store, &a_case(&jz, 2));
+    let id = events[0].consultation.clone();
+    assert_eq!(store.patient_projections(&jz, "P-1").unwrap().len(), 1);
+    events.push(Event {
+        id: EventId {
+            clinic: jz.clone(),
+            side: Side::Clinic,
+            seq: 7,
+        },
+        seen: 0,
+        consultation: id.clone(),
+        at_ms: 1_790_000_000_100,
+        actor: "dr.wang".into(),
+        kind: EventKind::PatientUpdated {
+            patient: Patient {
+                id: "P-99".into(),
+                name: "Test^Patient".into(),
+                sex: "F".into(),
+                birth_date: String::new(),
+            },
+            reason: None,
+        },
+        seal: None,
+    });
+    store_all(&*store, &events);
+    assert!(store.patient_projections(&jz, "P-1").unwrap().is_empty());
+    let now: Vec<ConsultationId> = store
+        .patient_projections(&jz, "P-99")
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(now, vec![id]);
+    assert_eq!(store.patient_projections(&jz, "P-2").unwrap().len(), 1);
+    assert!(
+        store.patient_projections(&jz, "P").unwrap().is_empty(),
+        "no prefix match"
+    );
+    assert!(store
+        .patient_projections(&clinic("pulandian"), "P-2")
+        .unwrap()
+        .is_empty());
 }

@@ -152,6 +152,22 @@ impl EventStore for MemoryEvents {
             .collect())
     }
 
+    fn open_projections(&self, clinic: Option<&ClinicId>) -> Result<Vec<Consultation>, EventError> {
+        let mut all = self.projections(clinic)?;
+        all.retain(|c| c.state.is_open());
+        Ok(all)
+    }
+
+    fn patient_projections(
+        &self,
+        clinic: &ClinicId,
+        patient_id: &str,
+    ) -> Result<Vec<Consultation>, EventError> {
+        let mut all = self.projections(Some(clinic))?;
+        all.retain(|c| c.patient.id == patient_id);
+        Ok(all)
+    }
+
     fn clinics(&self) -> Result<Vec<ClinicId>, EventError> {
         let disk = self.step()?;
         let set: BTreeSet<ClinicId> = disk.owners.values().cloned().collect();

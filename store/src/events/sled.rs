@@ -1,8 +1,10 @@
 //! The event store in sled, in the trees the daemons have always written —
 //! `consult_events` (`clinic \0 side \0 seq` → event), `consult_by_consultation`
 //! (`consultation \0 side \0 seq` → clinic), `consult_owners` (consultation → clinic),
-//! `consult_reconcile` (marks) — and `consult_projection` (`clinic \0 consultation` → state),
-//! built from the events the first time a data folder from before it opens.
+//! `consult_reconcile` (marks) — and the projections, built from the events the first time a
+//! data folder from before them opens: `consult_projection` (`clinic \0 consultation` →
+//! state), `consult_open` (the same, for open consultations only) and `consult_patients`
+//! (`clinic \0 patient id \0 consultation` → nothing).
 
 use ::sled::transaction::ConflictableTransactionError;
 use ::sled::{Db, Transactional, Tree};
@@ -25,6 +27,8 @@ pub struct SledEvents {
     owners: Tree,
     reconcile: Tree,
     projection: Tree,
+    open: Tree,
+    patients: Tree,
     gate: WriteGate,
 }
 
@@ -67,6 +71,21 @@ fn projection_key(clinic: &ClinicId, consultation: &ConsultationId) -> Vec<u8> {
     k
 }
 
+fn patient_key(clinic: &ClinicId, patient: &str, consultation: &ConsultationId) -> Vec<u8> {
+    let mut k = clinic.as_str().as_bytes().to_vec();
+    k.push(0);
+    k.extend(patient.as_bytes());
+    k.push(0);
+    k.extend(consultation.as_str().as_bytes());
+    k
+}
+
+fn clinic_prefix(clinic: &ClinicId) -> Vec<u8> {
+    let mut prefix = clinic.as_str().as_bytes().to_vec();
+    prefix.push(0);
+    prefix
+}
+
 fn corrupt(e: impl std::fmt::Display) -> EventError {
     EventError::Corrupt(e.to_string())
 }
@@ -85,6 +104,8 @@ impl SledEvents {
             owners: db.open_tree("consult_owners")?,
             reconcile: db.open_tree("consult_reconcile")?,
             projection: db.open_tree("consult_projection")?,
+            open: db.open_tree("consult_open")?,
+            patients: db.open_tree("consult_patients")?,
             db: db.clone(),
             gate,
         };
@@ -104,9 +125,15 @@ impl SledEvents {
             let (c, g) = self.events_of(&id)?;
             let timeline: Vec<Event> = canonical_order(&c, &g).into_iter().cloned().collect();
             if let Some(folded) = Folded::fold(&timeline) {
-                let value = serde_json::to_vec(&folded.consultation).map_err(corrupt)?;
-                self.projection
-                    .insert(projection_key(&clinic, &id), value)?;
+                let c = folded.consultation;
+                let value = serde_json::to_vec(&c).map_err(corrupt)?;
+                let key = projection_key(&clinic, &id);
+                if c.state.is_open() {
+                    self.open.insert(&key, value.as_slice())?;
+                }
+                self.patients
+                    .insert(patient_key(&clinic, &c.patient.id, &id), &[])?;
+                self.projection.insert(key, value)?;
             }
         }
         self.projection.insert(BUILT, &[])?;
@@ -208,28 +235,52 @@ impl EventStore for SledEvents {
             None => None,
         };
         let clinic = event.id.clinic.as_str().as_bytes().to_vec();
+        let open = projection.is_some_and(|p| p.state.is_open());
+        let patient = projection.map(|p| p.patient.id.as_str());
         let _whole = self.gate.enter();
         (
             &self.events,
             &self.by_consultation,
             &self.owners,
             &self.projection,
+            &self.open,
+            &self.patients,
         )
-            .transaction(|(events, by_consultation, owners, projections)| {
-                events.insert(event_key(&event.id), value.clone())?;
-                by_consultation.insert(
-                    consultation_key(&event.consultation, &event.id),
-                    clinic.clone(),
-                )?;
-                owners.insert(event.consultation.as_str().as_bytes(), clinic.clone())?;
-                if let Some(state) = &state {
-                    projections.insert(
-                        projection_key(&event.id.clinic, &event.consultation),
-                        state.clone(),
+            .transaction(
+                |(events, by_consultation, owners, projections, opens, patients)| {
+                    events.insert(event_key(&event.id), value.clone())?;
+                    by_consultation.insert(
+                        consultation_key(&event.consultation, &event.id),
+                        clinic.clone(),
                     )?;
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
+                    owners.insert(event.consultation.as_str().as_bytes(), clinic.clone())?;
+                    if let (Some(state), Some(patient)) = (&state, patient) {
+                        let key = projection_key(&event.id.clinic, &event.consultation);
+                        let before = projections.insert(key.as_slice(), state.as_slice())?;
+                        // The patient index follows a change of patient id.
+                        let before_patient = before
+                            .and_then(|b| serde_json::from_slice::<Consultation>(&b).ok())
+                            .map(|b| b.patient.id);
+                        if let Some(old) = before_patient.filter(|old| old != patient) {
+                            patients.remove(patient_key(
+                                &event.id.clinic,
+                                &old,
+                                &event.consultation,
+                            ))?;
+                        }
+                        patients.insert(
+                            patient_key(&event.id.clinic, patient, &event.consultation),
+                            &[],
+                        )?;
+                        if open {
+                            opens.insert(key, state.as_slice())?;
+                        } else {
+                            opens.remove(key)?;
+                        }
+                    }
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                },
+            )
             .map_err(|e| EventError::Engine(format!("{e:?}")))?;
         self.db.flush()?;
         Ok(())
@@ -264,6 +315,39 @@ impl EventStore for SledEvents {
                 continue;
             }
             out.push(serde_json::from_slice(&v).map_err(corrupt)?);
+        }
+        Ok(out)
+    }
+
+    fn open_projections(&self, clinic: Option<&ClinicId>) -> Result<Vec<Consultation>, EventError> {
+        let scan = match clinic {
+            Some(c) => self.open.scan_prefix(clinic_prefix(c)),
+            None => self.open.iter(),
+        };
+        let mut out = Vec::new();
+        for kv in scan {
+            let (_, v) = kv?;
+            out.push(serde_json::from_slice(&v).map_err(corrupt)?);
+        }
+        Ok(out)
+    }
+
+    fn patient_projections(
+        &self,
+        clinic: &ClinicId,
+        patient_id: &str,
+    ) -> Result<Vec<Consultation>, EventError> {
+        let mut prefix = clinic_prefix(clinic);
+        prefix.extend(patient_id.as_bytes());
+        prefix.push(0);
+        let mut out = Vec::new();
+        for kv in self.patients.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            let id = ConsultationId::parse(&String::from_utf8_lossy(&k[prefix.len()..]))
+                .ok_or_else(|| corrupt("a consultation id in the patient index"))?;
+            if let Some(v) = self.projection.get(projection_key(clinic, &id))? {
+                out.push(serde_json::from_slice(&v).map_err(corrupt)?);
+            }
         }
         Ok(out)
     }
@@ -334,9 +418,18 @@ mod tests {
         }
         let expected = store.projections(None).unwrap();
         assert_eq!(expected.len(), 1);
-        // As an older gateway left it: no projection tree.
-        db.drop_tree("consult_projection").unwrap();
+        // As an older gateway left it: no projection trees.
+        for tree in ["consult_projection", "consult_open", "consult_patients"] {
+            db.drop_tree(tree).unwrap();
+        }
         let reopened = SledEvents::open(&db, WriteGate::default()).unwrap();
         assert_eq!(reopened.projections(None).unwrap(), expected);
+        assert_eq!(
+            reopened.open_projections(None).unwrap(),
+            expected,
+            "submitted is open"
+        );
+        let jz = ClinicId::new("jinzhou").unwrap();
+        assert_eq!(reopened.patient_projections(&jz, "P-3").unwrap(), expected);
     }
 }
