@@ -18,6 +18,7 @@ use proto::consult::{Consultation, ConsultationId, Event, EventKind, Report, Sta
 use proto::ClinicId;
 use serde::{Deserialize, Serialize};
 
+use crate::access::{self, Action, CaseAction, Denied, Task};
 use crate::archive::{GatewayArchive, StudyRow};
 use crate::consult::now_ms;
 use crate::https::Peer;
@@ -118,9 +119,7 @@ async fn backup(
     Authenticated(user): Authenticated,
     body: Result<Json<BackupRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<crate::backup::Manifest>, ApiError> {
-    if user.role != Role::Admin {
-        return Err(ApiError::forbidden("only administrators take backups"));
-    }
+    access::check(&user, Action::Run(Task::Backup)).map_err(denied)?;
     let Ok(Json(req)) = body else {
         return Err(ApiError::bad_request(
             "send JSON {\"to\": \"/path/to/new/folder\"}",
@@ -154,11 +153,7 @@ async fn forwarding(
     State(api): State<Api>,
     Authenticated(user): Authenticated,
 ) -> Result<Json<Vec<crate::forward::DestinationStatus>>, ApiError> {
-    if user.role != Role::Admin {
-        return Err(ApiError::forbidden(
-            "only administrators see the forwarding queues",
-        ));
-    }
+    access::check(&user, Action::Run(Task::Forwarding)).map_err(denied)?;
     let forward = api.forward.clone();
     blocking(move || Ok(forward.map(|f| f.status()).unwrap_or_default()))
         .await
@@ -223,11 +218,12 @@ impl Api {
         };
         for c in cases.map_err(internal)? {
             let waiting_in_pool = self.waiting_in_my_pool(user, &c);
-            let mine = match user.role {
-                Role::Admin => true,
-                _ => c.assignee.is_some() && c.assignee == user.specialist,
+            let row = access::Case {
+                consultation: &c,
+                timeline: &[],
+                my_pool: waiting_in_pool.as_deref(),
             };
-            if !mine && waiting_in_pool.is_none() {
+            if access::check(user, Action::List(row)).is_err() {
                 continue;
             }
             let waiting_since = match c.state {
@@ -354,20 +350,13 @@ fn parse_id(id: &str) -> Result<ConsultationId, ApiError> {
     ConsultationId::parse(id).ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))
 }
 
-/// Specialists see the cases assigned to them now or before; administrators see all.
-fn may_see(user: &User, c: &proto::consult::Consultation, timeline: &[Event]) -> bool {
-    if user.role == Role::Admin {
-        return true;
+/// A refusal of the access policy as the API answers it: a case the user may not see does not
+/// exist for them.
+pub fn denied(d: Denied) -> ApiError {
+    match d {
+        Denied::Hidden => ApiError::not_found("no such consultation"),
+        Denied::Forbidden(why) => ApiError::forbidden(why),
     }
-    let Some(me) = &user.specialist else {
-        return false;
-    };
-    c.assignee.as_ref() == Some(me)
-        || timeline.iter().any(|e| match &e.kind {
-            EventKind::Assigned { specialist, .. } => specialist == me,
-            EventKind::Reassigned { to, .. } | EventKind::Escalated { to, .. } => to == me,
-            _ => false,
-        })
 }
 
 type Client = axum::extract::ConnectInfo<Peer>;
@@ -390,16 +379,31 @@ impl Api {
         user: &User,
         id: &ConsultationId,
     ) -> Result<(proto::consult::Folded, Vec<Event>), ApiError> {
+        // A closure, not the variant itself: it must take a case of any lifetime.
+        #[allow(clippy::redundant_closure)]
+        self.allowed(user, id, |case| Action::Read(case))
+    }
+
+    /// A case's fold and timeline, if the policy lets `user` do `action` to it.
+    pub fn allowed(
+        &self,
+        user: &User,
+        id: &ConsultationId,
+        action: impl for<'a> FnOnce(access::Case<'a>) -> Action<'a>,
+    ) -> Result<(proto::consult::Folded, Vec<Event>), ApiError> {
         let timeline = self.consult.log.timeline(id).map_err(ApiError::from)?;
         let folded = proto::consult::Folded::fold(&timeline)
             .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?;
-        if !may_see(user, &folded.consultation, &timeline)
-            && self
-                .waiting_in_my_pool(user, &folded.consultation)
-                .is_none()
-        {
-            return Err(ApiError::not_found(format!("no consultation {id}")));
-        }
+        let pool = self.waiting_in_my_pool(user, &folded.consultation);
+        let case = access::Case {
+            consultation: &folded.consultation,
+            timeline: &timeline,
+            my_pool: pool.as_deref(),
+        };
+        access::check(user, action(case)).map_err(|d| match d {
+            Denied::Hidden => ApiError::not_found(format!("no consultation {id}")),
+            other => denied(other),
+        })?;
         Ok((folded, timeline))
     }
 
@@ -612,7 +616,9 @@ async fn act(
 ) -> Result<Json<Event>, ApiError> {
     let id = parse_id(&id)?;
     let body = body.map(|Json(b)| b).unwrap_or_default();
-    blocking(move || api.act(&user, from, &id, &action, body))
+    let action = CaseAction::parse(&action)
+        .ok_or_else(|| ApiError::not_found(format!("no action {action}")))?;
+    blocking(move || api.act(&user, from, &id, action, body))
         .await
         .map(Json)
 }
@@ -625,35 +631,27 @@ impl Api {
         user: &User,
         from: std::net::SocketAddr,
         id: &ConsultationId,
-        action: &str,
+        action: CaseAction,
         body: ActionBody,
     ) -> Result<Event, ApiError> {
-        let folded = self
-            .consult
-            .log
-            .get(id)
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?;
+        let (folded, _) = self.allowed(user, id, |case| Action::Act(case, action))?;
         let c = folded.consultation;
         let need = |v: Option<String>, what: &str| {
             v.filter(|s| !s.trim().is_empty())
                 .ok_or_else(|| ApiError::bad_request(format!("{what} is required")))
         };
-        // The specialist acting is the authenticated one.
+        // The specialist acting is the authenticated one (the policy checked the link).
         let specialist = || {
-            user.specialist.clone().ok_or_else(|| {
-                ApiError::forbidden(format!(
-                    "{} is not linked to a specialist in routing.toml; only specialists do this",
-                    user.name
-                ))
-            })
+            user.specialist
+                .clone()
+                .ok_or_else(|| ApiError::forbidden("only specialists do this"))
         };
         let (actor, kind) = match action {
-            "accept" => {
+            CaseAction::Accept => {
                 let me = specialist()?;
                 (me.clone(), EventKind::Accepted { specialist: me })
             }
-            "take" => {
+            CaseAction::Take => {
                 let me = specialist()?;
                 let pool = self.waiting_in_my_pool(user, &c).ok_or_else(|| {
                     ApiError::conflict(
@@ -669,7 +667,7 @@ impl Api {
                     },
                 )
             }
-            "ask" => {
+            CaseAction::Ask => {
                 let me = specialist()?;
                 let text = need(body.text, "text")?;
                 (
@@ -680,14 +678,12 @@ impl Api {
                     },
                 )
             }
-            "report" => {
+            CaseAction::Report => {
                 let me = specialist()?;
-                let qualification = user.qualification.clone().ok_or_else(|| {
-                    ApiError::forbidden(format!(
-                        "{} has no qualification on record; an administrator sets it with `gateway user add --replace --qualification`",
-                        user.name
-                    ))
-                })?;
+                let qualification = user
+                    .qualification
+                    .clone()
+                    .ok_or_else(|| ApiError::forbidden("a qualification is needed to sign"))?;
                 let impression = need(body.impression, "impression")?;
                 let signed_before_complete = incomplete(&self.arrivals(&c));
                 if let Some(a) = signed_before_complete {
@@ -719,7 +715,7 @@ impl Api {
                     },
                 )
             }
-            "addendum" => {
+            CaseAction::Addendum => {
                 let me = specialist()?;
                 let text = need(body.text, "text")?;
                 (
@@ -731,7 +727,7 @@ impl Api {
                     },
                 )
             }
-            "decline" => {
+            CaseAction::Decline => {
                 let me = specialist()?;
                 let reason = need(body.reason, "reason")?;
                 (
@@ -742,10 +738,7 @@ impl Api {
                     },
                 )
             }
-            "assign" => {
-                if user.role != Role::Admin {
-                    return Err(ApiError::forbidden("only administrators assign"));
-                }
+            CaseAction::Assign => {
                 let to = need(body.specialist, "specialist")?;
                 let reason = body
                     .reason
@@ -770,9 +763,8 @@ impl Api {
                 };
                 (format!("admin:{}", user.name), kind)
             }
-            other => return Err(ApiError::not_found(format!("no action {other}"))),
         };
-        self.audited(user, from, action, &c.id)?;
+        self.audited(user, from, action.name(), &c.id)?;
         let event = self
             .consult
             .append(&c.clinic, &c.id, &actor, now_ms(), kind)

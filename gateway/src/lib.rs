@@ -6,6 +6,7 @@
 //! Entry point for binaries and tests alike: bind with [`Listeners::bind`], then [`run`] until
 //! the shutdown token is cancelled.
 
+pub mod access;
 pub mod api;
 pub mod archive;
 pub mod audit;

@@ -76,17 +76,15 @@ pub fn failed(session: &Session, e: ApiError) -> Response {
     error_page(session.lang, e.status, &e.message)
 }
 
-/// Administrators only; anyone else gets 403.
-pub fn admin_only(session: &Session) -> Result<(), Response> {
-    if session.user.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(error_page(
+/// Running the gateway (`task`): the access policy's administrators; anyone else gets 403.
+pub fn admin_only(session: &Session, task: crate::access::Task) -> Result<(), Response> {
+    crate::access::check(&session.user, crate::access::Action::Run(task)).map_err(|_| {
+        error_page(
             session.lang,
             StatusCode::FORBIDDEN,
             session.t("err.forbidden"),
-        ))
-    }
+        )
+    })
 }
 
 async fn home(session: Session) -> Redirect {
@@ -372,7 +370,10 @@ async fn act(
         Err(r) => return r,
     };
     let (a, user, case_id) = (api.clone(), session.user.clone(), id.clone());
-    match blocking(move || a.act(&user, from, &case_id, &action, body)).await {
+    let Some(action) = crate::access::CaseAction::parse(&action) else {
+        return failed(&session, ApiError::not_found(format!("no action {action}")));
+    };
+    match blocking(move || a.act(&user, from, &case_id, action, body)).await {
         // Back to the case (303: the browser follows with GET, so a reload does not resend).
         Ok(_) => Redirect::to(&format!("/cases/{id}")).into_response(),
         Err(e) if e.status == StatusCode::NOT_FOUND => failed(&session, e),
@@ -654,7 +655,7 @@ async fn users_page(
     status: StatusCode,
     message: Option<Result<String, String>>,
 ) -> Response {
-    if let Err(r) = admin_only(&session) {
+    if let Err(r) = admin_only(&session, crate::access::Task::Users) {
         return r;
     }
     let list = match blocking(move || {
@@ -738,7 +739,7 @@ struct NewUser {
 }
 
 async fn add_user(State(api): State<Api>, CsrfForm(session, form): CsrfForm<NewUser>) -> Response {
-    if let Err(r) = admin_only(&session) {
+    if let Err(r) = admin_only(&session, crate::access::Task::Users) {
         return r;
     }
     let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
@@ -792,7 +793,7 @@ async fn user_op(
     Path((name, op)): Path<(String, String)>,
     CsrfForm(session, form): CsrfForm<UserOp>,
 ) -> Response {
-    if let Err(r) = admin_only(&session) {
+    if let Err(r) = admin_only(&session, crate::access::Task::Users) {
         return r;
     }
     let a = api.clone();
@@ -829,7 +830,7 @@ struct AuditQuery {
 }
 
 async fn audit(State(api): State<Api>, session: Session, Query(q): Query<AuditQuery>) -> Response {
-    if let Err(r) = admin_only(&session) {
+    if let Err(r) = admin_only(&session, crate::access::Task::Audit) {
         return r;
     }
     let audit = api.audit.clone();

@@ -296,7 +296,10 @@ pool = "radiology"
     let (status, _) = http(web, "GET", &case, Some(&li), None).unwrap();
     assert_eq!(status, 404, "another specialist does not see the case");
     let (status, body) = http(web, "POST", &format!("{case}/accept"), Some(&li), None).unwrap();
-    assert_eq!(status, 409, "only the assignee accepts: {body}");
+    assert_eq!(
+        status, 404,
+        "only the assignee accepts; another does not see it: {body}"
+    );
     let (status, body) = http(web, "POST", &format!("{case}/accept"), Some(&sun), None).unwrap();
     assert_eq!(status, 200, "{body}");
     // Signing before the images have arrived needs the specialist's explicit confirmation.
@@ -558,33 +561,34 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
             [401, 403, 409],
             Some("backup"),
         ),
+        // A specialist not on the case learns nothing by acting on it: 404, as for reading.
         (
             "POST",
             format!("{case}/accept"),
             None,
-            [401, 409, 403],
+            [401, 404, 403],
             None,
         ),
-        ("POST", format!("{case}/take"), None, [401, 409, 403], None),
+        ("POST", format!("{case}/take"), None, [401, 404, 403], None),
         (
             "POST",
             format!("{case}/ask"),
             Some(r#"{"text":"?"}"#),
-            [401, 409, 403],
+            [401, 404, 403],
             None,
         ),
         (
             "POST",
             format!("{case}/report"),
             Some(r#"{"impression":"x"}"#),
-            [401, 403, 403],
+            [401, 404, 403],
             None,
         ),
         (
             "POST",
             format!("{case}/decline"),
             Some(r#"{"reason":"x"}"#),
-            [401, 409, 403],
+            [401, 404, 403],
             None,
         ),
         (
@@ -662,7 +666,7 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
             "POST",
             format!("{case}/assign"),
             Some(r#"{"specialist":"li"}"#),
-            [401, 403, 200],
+            [401, 404, 200],
             Some("assign"),
         ),
     ];
@@ -684,6 +688,59 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
         assert!(
             declared.iter().any(|path| matches(path)),
             "the route {pattern} is not in this test's table: declare who may call it and what it records"
+        );
+    }
+    // The access policy, asked directly, says what the API answered: for each action on the
+    // case, a refusal as hidden is 404, as forbidden 403, and an allowed action is refused,
+    // if at all, only by the consultation's own rules (409) — before any change is made.
+    let timeline = site.log.timeline(&id).unwrap();
+    let folded = proto::consult::Folded::fold(&timeline).unwrap();
+    let policy_case = gateway::access::Case {
+        consultation: &folded.consultation,
+        timeline: &timeline,
+        my_pool: None,
+    };
+    let li_user = accounts.get("li").unwrap().unwrap();
+    let boss_user = accounts.get("boss").unwrap().unwrap();
+    let mut asked = 0;
+    for (method, path, _, expected, _) in &routes {
+        let Some(name) = path.strip_prefix(&format!("{case}/")) else {
+            continue;
+        };
+        if *method != "POST" || name.contains('/') {
+            continue;
+        }
+        let action = gateway::access::CaseAction::parse(name);
+        for (user, want) in [(&li_user, expected[1]), (&boss_user, expected[2])] {
+            let policy = action.map(|a| {
+                gateway::access::check(user, gateway::access::Action::Act(policy_case, a))
+            });
+            let status = match policy {
+                None => 404,
+                Some(Err(gateway::access::Denied::Hidden)) => 404,
+                Some(Err(gateway::access::Denied::Forbidden(_))) => 403,
+                Some(Ok(())) => want,
+            };
+            assert_eq!(
+                status, want,
+                "{} {name}: the policy and the API disagree",
+                user.name
+            );
+            assert!(
+                policy.is_none_or(|p| p.is_ok() == !matches!(want, 401 | 403 | 404)),
+                "{} {name}",
+                user.name
+            );
+            asked += 1;
+        }
+    }
+    assert!(asked >= 12, "{asked}");
+    for (user, want) in [(&li_user, false), (&boss_user, true)] {
+        assert_eq!(
+            gateway::access::check(user, gateway::access::Action::Read(policy_case)).is_ok(),
+            want,
+            "{} reading the case",
+            user.name
         );
     }
     let log = dir.path().join("gateway/data/audit.log");
@@ -922,7 +979,7 @@ pool = "radiology"
     };
     assert_eq!(worklist(&li).as_array().unwrap().len(), 0, "held by zhang");
     let (status, body) = http(web, "POST", &format!("{case}/take"), Some(&li), None).unwrap();
-    assert_eq!(status, 409, "a held case cannot be taken: {body}");
+    assert_eq!(status, 404, "a held case cannot be taken, nor seen: {body}");
     let (status, body) = http(
         web,
         "POST",

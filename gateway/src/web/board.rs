@@ -11,6 +11,7 @@ use maud::{html, Markup};
 use proto::ClinicId;
 
 use super::{admin_only, failed, page};
+use crate::access::Task;
 use crate::api::Api;
 use crate::board::{ClinicLink, Sample, HISTORY_MS};
 use crate::consult::now_ms;
@@ -69,7 +70,7 @@ fn clinics(api: &Api) -> Result<BTreeMap<ClinicId, ClinicLink>, ApiError> {
 }
 
 pub async fn links_page(State(api): State<Api>, session: Session) -> Response {
-    if let Err(r) = admin_only(&session) {
+    if let Err(r) = admin_only(&session, Task::Links) {
         return r;
     }
     // With the last arrival of each clinic (a scan of its instances: this page only).
@@ -187,7 +188,7 @@ struct Alert {
 }
 
 pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
-    if let Err(r) = admin_only(&session) {
+    if let Err(r) = admin_only(&session, Task::Alerts) {
         return r;
     }
     let (a, admin) = (api.clone(), session.user.clone());
