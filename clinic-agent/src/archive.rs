@@ -411,6 +411,50 @@ impl AgentStore {
         Ok((id, true))
     }
 
+    /// Each of `studies` as the hospital has receipted it: instances, series and bytes
+    /// delivered, out of the instances held here (`expected_instances`).
+    pub fn study_arrivals(&self, studies: &[String]) -> Vec<daemon::cases::StudyArrival> {
+        use std::collections::BTreeSet;
+        studies
+            .iter()
+            .map(|uid| {
+                let (mut held, mut sops, mut series, mut bytes, mut at, mut modality) = (
+                    BTreeSet::new(),
+                    BTreeSet::new(),
+                    BTreeSet::new(),
+                    0,
+                    0,
+                    None,
+                );
+                for (_, r) in self.objects().filter(|(_, r)| &r.study_instance_uid == uid) {
+                    held.insert(r.sop_instance_uid.clone());
+                    let Some(delivered) = r.delivered_at else {
+                        continue;
+                    };
+                    sops.insert(r.sop_instance_uid.clone());
+                    series.insert(r.series_instance_uid.clone());
+                    bytes += r.size;
+                    at = at.max(delivered);
+                    modality = modality.or_else(|| r.modality.clone());
+                }
+                let arrived = (!sops.is_empty()).then(|| daemon::cases::StudyRow {
+                    study_instance_uid: uid.clone(),
+                    modality,
+                    instances: sops.len() as u64,
+                    expected_instances: Some(held.len() as u64),
+                    complete: sops.len() == held.len(),
+                    series: series.len() as u64,
+                    bytes,
+                    received_at: at,
+                });
+                daemon::cases::StudyArrival {
+                    study_instance_uid: uid.clone(),
+                    arrived,
+                }
+            })
+            .collect()
+    }
+
     /// The identifiers and demographics of a study held here, read from one of its instances.
     pub fn study_patient(&self, study_instance_uid: &str) -> Option<store::dicom::InstanceSummary> {
         let (id, _) = self

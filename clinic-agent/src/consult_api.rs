@@ -12,7 +12,7 @@ use daemon::accounts::{Role, User};
 use daemon::api::{blocking, ApiError};
 use daemon::login::Authenticated;
 use daemon::now_ms;
-use proto::consult::{Consent, Consultation, ConsultationId, Event, EventKind, Patient, Urgency};
+use proto::consult::{Consent, ConsultationId, EventKind, Patient, Urgency};
 use serde::{Deserialize, Serialize};
 
 use crate::Handle;
@@ -145,16 +145,7 @@ pub struct NewConsultation {
     pub submit: bool,
 }
 
-/// A consultation with its timeline.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CaseDetail {
-    pub consultation: Consultation,
-    pub timeline: Vec<Event>,
-    /// Events that no longer applied when both sides' events met (shown struck through,
-    /// with why), as at the hospital.
-    #[serde(default)]
-    pub superseded: Vec<proto::consult::SetAside>,
-}
+pub use daemon::cases::CaseDetail;
 
 /// This clinic's id; without one (a certificate that names no clinic) there are no
 /// consultations to keep.
@@ -176,6 +167,9 @@ pub fn detail_of(handle: &Handle, id: &ConsultationId) -> Result<CaseDetail, Api
         .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?;
     Ok(CaseDetail {
         superseded: folded.set_aside(),
+        studies: handle.store.study_arrivals(&folded.consultation.studies),
+        previews: Vec::new(),
+        waiting_in_pool: None,
         consultation: folded.consultation,
         timeline,
     })
@@ -398,9 +392,31 @@ async fn act(
 ) -> Result<Json<CaseDetail>, ApiError> {
     let id = parse_id(&id)?;
     let body = body.map(|Json(b)| b).unwrap_or_default();
-    blocking(move || act_on(&handle, &user, &id, &action, body))
+    let action = ClinicAction::parse(&action)
+        .ok_or_else(|| ApiError::not_found(format!("no action {action}")))?;
+    blocking(move || act_on(&handle, &user, &id, action, body))
         .await
         .map(Json)
+}
+
+/// What a doctor does to a case (`/consultations/{id}/{action}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClinicAction {
+    Consent,
+    Studies,
+    Submit,
+    Patient,
+    Answer,
+    Acknowledge,
+    Cancel,
+}
+
+impl ClinicAction {
+    /// The action named in a path.
+    pub fn parse(name: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+    }
 }
 
 /// The doctor acts on a case: consent, studies, submit, patient, answer, acknowledge, cancel.
@@ -408,7 +424,7 @@ pub fn act_on(
     handle: &Handle,
     user: &User,
     id: &ConsultationId,
-    action: &str,
+    action: ClinicAction,
     body: ActionBody,
 ) -> Result<CaseDetail, ApiError> {
     doctor(user)?;
@@ -418,14 +434,14 @@ pub fn act_on(
             .ok_or_else(|| ApiError::bad_request(format!("{what} is required")))
     };
     let kind = match action {
-        "consent" => EventKind::ConsentRecorded {
+        ClinicAction::Consent => EventKind::ConsentRecorded {
             consent: Consent {
                 given_by: need(body.given_by, "given_by")?,
                 method: need(body.method, "method")?,
                 at_ms: now_ms(),
             },
         },
-        "studies" => {
+        ClinicAction::Studies => {
             let uids = body
                 .study_instance_uids
                 .filter(|u| !u.is_empty())
@@ -436,8 +452,8 @@ pub fn act_on(
                 attachments: Vec::new(),
             }
         }
-        "submit" => EventKind::Submitted,
-        "patient" => {
+        ClinicAction::Submit => EventKind::Submitted,
+        ClinicAction::Patient => {
             let patient = body
                 .patient
                 .ok_or_else(|| ApiError::bad_request("patient is required"))?;
@@ -447,7 +463,7 @@ pub fn act_on(
                 reason: body.reason.filter(|r| !r.trim().is_empty()),
             }
         }
-        "answer" => {
+        ClinicAction::Answer => {
             let question = match body.question {
                 Some(q) => q,
                 // The one open question, when there is exactly one.
@@ -465,11 +481,10 @@ pub fn act_on(
                 text: need(body.text, "text")?,
             }
         }
-        "acknowledge" => EventKind::ReportAcknowledged,
-        "cancel" => EventKind::Cancelled {
+        ClinicAction::Acknowledge => EventKind::ReportAcknowledged,
+        ClinicAction::Cancel => EventKind::Cancelled {
             reason: need(body.reason, "reason")?,
         },
-        other => return Err(ApiError::not_found(format!("no action {other}"))),
     };
     let attached = match &kind {
         EventKind::StudiesAttached {

@@ -640,7 +640,13 @@ async fn create(State(handle): State<Handle>, session: Session, form: Multipart)
             consult_api::attach_file(&h, &user, &id, name, media_type, &bytes)?;
         }
         if submit {
-            consult_api::act_on(&h, &user, &id, "submit", ActionBody::default())?;
+            consult_api::act_on(
+                &h,
+                &user,
+                &id,
+                consult_api::ClinicAction::Submit,
+                ActionBody::default(),
+            )?;
         }
         Ok(id)
     })
@@ -815,8 +821,11 @@ async fn act(
         reason: form.reason,
         ..ActionBody::default()
     };
+    let Some(action) = consult_api::ClinicAction::parse(&action) else {
+        return failed(&session, ApiError::not_found(format!("no action {action}")));
+    };
     let (h, user, case_id) = (handle.clone(), session.user.clone(), id.clone());
-    match blocking(move || consult_api::act_on(&h, &user, &case_id, &action, body)).await {
+    match blocking(move || consult_api::act_on(&h, &user, &case_id, action, body)).await {
         Ok(_) => Redirect::to(&format!("/cases/{id}")).into_response(),
         Err(e) if e.status == StatusCode::NOT_FOUND => failed(&session, e),
         Err(e) => case_page(handle, session, id, e.status, Some(e.message)).await,

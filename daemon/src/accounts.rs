@@ -209,18 +209,55 @@ impl Accounts {
             .and_then(|m| m.modified())
             .ok();
         if modified.is_some() && modified != state.0 {
-            let text = std::fs::read(&self.path).map_err(|e| {
-                AccountError::Index(format!("cannot read {}: {e}", self.path.display()))
-            })?;
-            let file: File = serde_json::from_slice(&text).map_err(|e| {
-                AccountError::Index(format!(
-                    "{} is not an accounts file: {e}",
-                    self.path.display()
-                ))
-            })?;
-            *state = (modified, file);
+            *state = (modified, self.read_file()?);
         }
         Ok(state.1.clone())
+    }
+
+    /// Reads the file afresh, lets `change` change it and writes it back, all while holding
+    /// an exclusive lock on `accounts.json.lock`: the `user` commands and the running daemon
+    /// change the file in turn and never write over each other's changes.
+    fn modify<T>(
+        &self,
+        change: impl FnOnce(&mut File) -> Result<T, AccountError>,
+    ) -> Result<T, AccountError> {
+        let lock_path = self.path.with_extension("json.lock");
+        let err = |e: std::io::Error| {
+            AccountError::Index(format!("cannot lock {}: {e}", lock_path.display()))
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let lock = options.open(&lock_path).map_err(err)?;
+        keep_owner(&self.path, &lock);
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| err(e.into()))?;
+        // No file yet: the first account makes it.
+        let mut file = match std::fs::metadata(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => File::default(),
+            _ => self.read_file()?,
+        };
+        let out = change(&mut file)?;
+        self.write(&file)?;
+        // Unlocked when `lock` closes.
+        Ok(out)
+    }
+
+    /// The file as it is on disk now.
+    fn read_file(&self) -> Result<File, AccountError> {
+        let text = std::fs::read(&self.path).map_err(|e| {
+            AccountError::Index(format!("cannot read {}: {e}", self.path.display()))
+        })?;
+        serde_json::from_slice(&text).map_err(|e| {
+            AccountError::Index(format!(
+                "{} is not an accounts file: {e}",
+                self.path.display()
+            ))
+        })
     }
 
     fn write(&self, file: &File) -> Result<(), AccountError> {
@@ -267,30 +304,36 @@ impl Accounts {
         if password.chars().count() < MIN_PASSWORD {
             return Err(AccountError::ShortPassword);
         }
-        let mut file = self.current()?;
-        if !replace && file.users.contains_key(&user.name) {
+        if !replace && self.current()?.users.contains_key(&user.name) {
             return Err(AccountError::Exists(user.name));
         }
         let mut salt = [0u8; 16];
         getrandom::getrandom(&mut salt).map_err(|e| AccountError::Index(e.to_string()))?;
         let salt = SaltString::encode_b64(&salt).map_err(|e| AccountError::Index(e.to_string()))?;
+        // Hashed before the lock is taken: argon2 takes tens of milliseconds.
         let hash = Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map_err(|e| AccountError::Index(e.to_string()))?
             .to_string();
-        file.users.insert(user.name.clone(), Stored { user, hash });
-        self.write(&file)
+        self.modify(|file| {
+            if !replace && file.users.contains_key(&user.name) {
+                return Err(AccountError::Exists(user.name.clone()));
+            }
+            file.users.insert(user.name.clone(), Stored { user, hash });
+            Ok(())
+        })
     }
 
     /// Deactivates (or reactivates) an account; its sessions end at once.
     pub fn set_deactivated(&self, name: &str, deactivated: bool) -> Result<(), AccountError> {
-        let mut file = self.current()?;
-        let stored = file
-            .users
-            .get_mut(name)
-            .ok_or_else(|| AccountError::NoSuchUser(name.into()))?;
-        stored.user.deactivated = deactivated;
-        self.write(&file)
+        self.modify(|file| {
+            let stored = file
+                .users
+                .get_mut(name)
+                .ok_or_else(|| AccountError::NoSuchUser(name.into()))?;
+            stored.user.deactivated = deactivated;
+            Ok(())
+        })
     }
 
     pub fn get(&self, name: &str) -> Result<Option<User>, AccountError> {
@@ -417,22 +460,23 @@ impl Accounts {
     /// A token for scripts valid `days` days (at least one), stored (hashed) in the accounts
     /// file; expired ones are dropped from it.
     pub fn script_token_for(&self, name: &str, days: u32) -> Result<String, AccountError> {
-        let mut file = self.current()?;
-        let Some(stored) = file.users.get(name).cloned() else {
-            return Err(AccountError::NoSuchUser(name.into()));
-        };
         let token = random_hex(32)?;
-        let now = now();
-        file.tokens.retain(|_, r| r.expires.is_none_or(|t| t > now));
-        file.tokens.insert(
-            hex_key(&token),
-            TokenRecord {
-                user: name.into(),
-                expires: Some(now + i64::from(days.max(1)) * 86_400),
-                under: Some(password_fingerprint(&stored.hash)),
-            },
-        );
-        self.write(&file)?;
+        self.modify(|file| {
+            let Some(stored) = file.users.get(name).cloned() else {
+                return Err(AccountError::NoSuchUser(name.into()));
+            };
+            let now = now();
+            file.tokens.retain(|_, r| r.expires.is_none_or(|t| t > now));
+            file.tokens.insert(
+                hex_key(&token),
+                TokenRecord {
+                    user: name.into(),
+                    expires: Some(now + i64::from(days.max(1)) * 86_400),
+                    under: Some(password_fingerprint(&stored.hash)),
+                },
+            );
+            Ok(())
+        })?;
         Ok(token)
     }
 
@@ -476,11 +520,11 @@ impl Accounts {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
-        if removed.is_none() {
-            let mut file = self.current()?;
-            if file.tokens.remove(&key).is_some() {
-                self.write(&file)?;
-            }
+        if removed.is_none() && self.current()?.tokens.contains_key(&key) {
+            self.modify(|file| {
+                file.tokens.remove(&key);
+                Ok(())
+            })?;
         }
         Ok(())
     }
@@ -822,5 +866,37 @@ mod tests {
             "li",
             "the lock has run out"
         );
+    }
+
+    /// The `user` commands and the daemon are two processes writing one file: with the lock,
+    /// neither loses the other's changes (two handles here, each with its own cache and lock
+    /// file descriptor, as two processes have).
+    #[test]
+    fn two_writers_of_the_accounts_file_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accounts.json");
+        std::fs::write(&path, b"{\"users\": {}, \"tokens\": {}}").unwrap();
+        let (a, b) = (
+            Accounts::open(&path).unwrap(),
+            Accounts::open(&path).unwrap(),
+        );
+        a.add(user("first"), "a long password", false).unwrap();
+        std::thread::scope(|scope| {
+            for accounts in [&a, &b] {
+                scope.spawn(move || {
+                    for n in 0..20 {
+                        accounts.script_token("first").unwrap();
+                        accounts.set_deactivated("first", n % 2 == 0).unwrap();
+                    }
+                });
+            }
+        });
+        let tokens = Accounts::open(&path)
+            .unwrap()
+            .read_file()
+            .unwrap()
+            .tokens
+            .len();
+        assert_eq!(tokens, 40, "every token either side made is in the file");
     }
 }

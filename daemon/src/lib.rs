@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod cases;
 pub mod client;
 pub mod compress;
 pub mod config;

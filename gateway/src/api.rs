@@ -281,70 +281,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(e.to_string())
 }
 
-/// A case with its timeline and the arrival state of each attached study.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CaseDetail {
-    pub consultation: proto::consult::Consultation,
-    pub timeline: Vec<Event>,
-    /// Events that no longer applied when both sides' events met (shown struck through,
-    /// with why).
-    pub superseded: Vec<proto::consult::SetAside>,
-    pub studies: Vec<StudyArrival>,
-    /// The clinic's previews of the case's series, with how much of each series has arrived.
-    #[serde(default)]
-    pub previews: Vec<PreviewArrival>,
-    /// As in [`CaseRow`]: the user may take it from this pool.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub waiting_in_pool: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct StudyArrival {
-    pub study_instance_uid: String,
-    /// `None` while no instance has arrived.
-    pub arrived: Option<StudyRow>,
-}
-
-/// A series' preview and how much of the series itself has arrived.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PreviewArrival {
-    pub attachment: proto::consult::Attachment,
-    pub preview: proto::consult::Preview,
-    /// The preview image itself is here.
-    pub viewable: bool,
-    /// Instances and bytes of the series held here.
-    pub instances: u64,
-    pub bytes: u64,
-    /// At the clinic's recent rate, until the rest of the series is here; `None` when it
-    /// all is, or no rate is known.
-    pub seconds_left: Option<u64>,
-}
-
-impl PreviewArrival {
-    /// Every instance the clinic held when it made the preview is here.
-    pub fn complete(&self) -> bool {
-        self.instances >= u64::from(self.preview.instances)
-    }
-}
-
-/// How much of a case's images has arrived, when not all of it has: what a report signed
-/// now records. A study with no instance here yet counts as missing.
-pub fn incomplete(studies: &[StudyArrival]) -> Option<proto::consult::Arrival> {
-    let all_here = studies
-        .iter()
-        .all(|s| s.arrived.as_ref().is_some_and(|r| r.complete));
-    (!all_here).then(|| proto::consult::Arrival {
-        instances: studies
-            .iter()
-            .filter_map(|s| s.arrived.as_ref())
-            .map(|r| r.instances)
-            .sum(),
-        expected: studies
-            .iter()
-            .map(|s| s.arrived.as_ref().and_then(|r| r.expected_instances))
-            .sum(),
-    })
-}
+pub use daemon::cases::{incomplete, CaseDetail, PreviewArrival, StudyArrival};
 
 fn parse_id(id: &str) -> Result<ConsultationId, ApiError> {
     ConsultationId::parse(id).ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))

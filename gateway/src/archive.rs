@@ -14,11 +14,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use proto::sync::ObjectId;
 use proto::ClinicId;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use store::archive::{ArchiveIndex, IndexError, InstanceKey, PartialRecord, Verified};
 use store::objects::{ObjectError, ObjectStore, PartialUpload, Placed, UploadKey};
 
+pub use daemon::cases::StudyRow;
 pub use store::archive::{InstanceRecord, ToForward};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,22 +36,6 @@ pub enum ArchiveError {
     },
     #[error("the group commit failed: {0}")]
     Commit(String),
-}
-
-/// A study as the admin tools list it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StudyRow {
-    pub study_instance_uid: String,
-    pub modality: Option<String>,
-    pub instances: u64,
-    /// Instances the clinic last said it holds for this study.
-    pub expected_instances: Option<u64>,
-    /// True when every instance the clinic holds has arrived.
-    pub complete: bool,
-    pub series: u64,
-    pub bytes: u64,
-    /// Unix seconds of the latest instance.
-    pub received_at: i64,
 }
 
 /// The right to write one clinic's partial upload of one object; released when dropped.

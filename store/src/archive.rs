@@ -7,9 +7,11 @@
 //!
 //! The contract every adapter keeps, checked by [`conformance`]:
 //! - `record_partial`, `forget_partial` and `commit_verified` are durable when they return;
-//! - `commit_verified` writes each entry — the instance, the clinic's claim on the object, the
-//!   end of its partial record, its forwarding inbox entry — all or nothing; an object the
-//!   clinic already holds is left as it is (no second inbox entry);
+//! - `commit_verified` writes an entry's forwarding inbox entry together with the clinic's
+//!   claim on the object, all or nothing; a crash inside the call may leave the entry's other
+//!   parts (the instance, its study listing) without the claim — the clinic does not hold the
+//!   object then and sends it again, which writes the same keys; an object the clinic already
+//!   holds is left as it is (no second inbox entry);
 //! - a clinic holds only what it sent itself: the same bytes from another clinic do not count;
 //! - forwarding ids only grow, also across restarts.
 

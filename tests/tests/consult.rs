@@ -1419,11 +1419,11 @@ async fn the_viewer_shows_a_series_in_instance_number_order() {
     let dir = tempfile::tempdir().unwrap();
     let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
     let link = free_udp_addr();
-    let gw = RunningGateway::start(with_routing(
+    let config = with_routing(
         &pilot.gateway_config(link).unwrap(),
         harness::people::ONE_RADIOLOGIST,
-    ))
-    .unwrap();
+    );
+    let gw = RunningGateway::start(config.clone()).unwrap();
     let li = sign_up(
         &gw.handle.accounts,
         person(
@@ -1535,6 +1535,66 @@ async fn the_viewer_shows_a_series_in_instance_number_order() {
         assert_eq!(status, want, "{o}: {body}");
     }
     agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+
+    // The same data folder as a gateway from before the read indexes left it (no study
+    // listing, no projections): the next gateway builds them and serves the same case.
+    let index = config.data_dir.join("index");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let db = loop {
+        match sled::open(&index) {
+            Ok(db) => break db,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("cannot reopen the gateway's index: {e}"),
+        }
+    };
+    for tree in [
+        "study_instances",
+        "consult_projection",
+        "consult_open",
+        "consult_patients",
+    ] {
+        assert!(db.drop_tree(tree).unwrap(), "{tree} was there");
+    }
+    db.flush().unwrap();
+    drop(db);
+    let gw = loop {
+        match RunningGateway::start(config.clone()) {
+            Ok(gw) => break gw,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the older data folder does not open: {e:#}"),
+        }
+    };
+    let rows: serde_json::Value =
+        serde_json::from_str(&http_get_as(gw.web_addr, "/api/v1/consultations", &li).unwrap())
+            .unwrap();
+    assert_eq!(
+        rows[0]["id"],
+        id.as_str(),
+        "the case is on the worklist: {rows}"
+    );
+    let detail: serde_json::Value = serde_json::from_str(
+        &http_get_as(gw.web_addr, &format!("/api/v1/consultations/{id}"), &li).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(detail["studies"][0]["arrived"]["instances"], 6, "{detail}");
+    for (i, file) in series.files.iter().enumerate() {
+        let object = ::store::blob::hash_file(file).unwrap();
+        let shown = harness::http_get_bytes(
+            gw.web_addr,
+            &format!("/cases/{id}/images/{i}?o={object}&frame=0"),
+            Some(&li),
+        )
+        .unwrap();
+        assert!(
+            shown == gateway::render::png(file, 0, None).unwrap(),
+            "image {i}"
+        );
+    }
     gw.stop().await.unwrap();
 }
 
