@@ -10,6 +10,7 @@
 
 pub mod archive;
 pub mod blob;
+pub mod conformance;
 pub mod consult;
 pub mod crash;
 pub mod dicom;

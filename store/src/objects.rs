@@ -175,6 +175,19 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Refuses a read that starts past the object's end (one that runs past it is cut short).
+fn starts_within(id: &ObjectId, offset: u64, len: u64, size: u64) -> Result<(), ObjectError> {
+    if offset > size {
+        return Err(ObjectError::Range {
+            id: id.clone(),
+            offset,
+            len,
+            size,
+        });
+    }
+    Ok(())
+}
+
 /// The whole object, read through the port.
 pub fn read_all(store: &dyn ObjectStore, id: &ObjectId) -> Result<Vec<u8>, ObjectError> {
     let size = store

@@ -261,6 +261,17 @@ impl RunningGateway {
         scrape(self.metrics_addr).unwrap_or_default()
     }
 
+    /// A stored object as a file, as dicom-rs and the DICOM tools read it.
+    pub fn stored_file(&self, id: &proto::sync::ObjectId) -> anyhow::Result<PathBuf> {
+        Ok(self
+            .handle
+            .archive
+            .objects()
+            .local_file(id)?
+            .path()
+            .to_path_buf())
+    }
+
     /// A script token of a new administrator of this gateway.
     pub fn admin_token(&self) -> anyhow::Result<String> {
         let accounts = &self.handle.accounts;

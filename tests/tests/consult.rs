@@ -1394,14 +1394,7 @@ async fn a_backup_taken_while_the_gateway_runs_restores_into_a_gateway_serving_t
         before_studies
     );
     for (_, record) in gw.handle.archive.instances(&jz) {
-        let restored = gw
-            .handle
-            .archive
-            .objects()
-            .local_file(&record.object)
-            .unwrap()
-            .path()
-            .to_path_buf();
+        let restored = gw.stored_file(&record.object).unwrap();
         assert_eq!(store::blob::hash_file(&restored).unwrap(), record.object);
     }
     let (records, _) =

@@ -126,14 +126,7 @@ async fn dcmtk_echo_and_store_in_every_transfer_syntax_reach_the_gateway_intact(
     // keeps each as a version, so match by UID and pixel data.
     let mut by_uid: std::collections::HashMap<String, Vec<PathBuf>> = Default::default();
     for (id, record) in agent.handle.store.objects() {
-        let path = gw
-            .handle
-            .archive
-            .objects()
-            .local_file(&id)
-            .unwrap()
-            .path()
-            .to_path_buf();
+        let path = gw.stored_file(&id).unwrap();
         assert_eq!(store::blob::hash_file(&path).unwrap(), id);
         by_uid
             .entry(record.sop_instance_uid.clone())
@@ -282,14 +275,7 @@ async fn a_full_disk_at_the_clinic_refuses_the_instance_that_does_not_fit_and_lo
             .into_iter()
             .find(|(ids, _)| ids[3] == uid)
             .unwrap_or_else(|| panic!("{} missing at the gateway", file.display()));
-        let at_gateway = gw
-            .handle
-            .archive
-            .objects()
-            .local_file(&record.object)
-            .unwrap()
-            .path()
-            .to_path_buf();
+        let at_gateway = gw.stored_file(&record.object).unwrap();
         assert_eq!(data_set(&at_gateway), data_set(file));
     }
     let _ = agent.kill();

@@ -364,14 +364,7 @@ async fn two_clinics_patients_with_the_same_id_stay_two_patients_in_the_pacs() {
     for clinic in ["jinzhou", "pulandian"] {
         let c = proto::ClinicId::new(clinic).unwrap();
         for (_, record) in gw.handle.archive.instances(&c) {
-            let path = gw
-                .handle
-                .archive
-                .objects()
-                .local_file(&record.object)
-                .unwrap()
-                .path()
-                .to_path_buf();
+            let path = gw.stored_file(&record.object).unwrap();
             assert_eq!(store::blob::hash_file(&path).unwrap(), record.object);
             assert_eq!(store::dicom::summarize(&path).unwrap().patient_id, "P-1");
         }

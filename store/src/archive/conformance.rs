@@ -17,12 +17,9 @@ pub type Subject = (
     Box<dyn Fn() -> Box<dyn ArchiveIndex>>,
 );
 
-/// A case's name and body.
-type Case = (&'static str, fn(Subject));
-
 /// Runs every case, each on an index from `fresh`; panics with the case's name on a failure.
 pub fn run(mut fresh: impl FnMut() -> Subject) {
-    let cases: [Case; 8] = [
+    let cases: [crate::conformance::Case<Subject>; 8] = [
         ("partial records are kept, replaced and forgotten", partials),
         ("a verified object is the sending clinic's only", verified),
         (
@@ -35,18 +32,7 @@ pub fn run(mut fresh: impl FnMut() -> Subject) {
         ("forwarding ids only grow across restarts", ids_grow),
         ("a study's instances are listed on their own", by_study),
     ];
-    for (name, case) in cases {
-        let subject = fresh();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(subject)));
-        if let Err(e) = outcome {
-            let why = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            panic!("archive index conformance: {name}: {why}");
-        }
-    }
+    crate::conformance::run("archive index", &cases, &mut fresh);
 }
 
 fn clinic(name: &str) -> ClinicId {

@@ -16,12 +16,9 @@ use super::EventStore;
 /// A fresh store, and a function that opens the same store again.
 pub type Subject = (Box<dyn EventStore>, Box<dyn Fn() -> Box<dyn EventStore>>);
 
-/// A case's name and body.
-type Case = (&'static str, fn(Subject));
-
 /// Runs every case, each on a store from `fresh`; panics with the case's name on a failure.
 pub fn run(mut fresh: impl FnMut() -> Subject) {
-    let cases: [Case; 7] = [
+    let cases: [crate::conformance::Case<Subject>; 7] = [
         ("events are kept by clinic, side and sequence", sequences),
         ("a consultation's events and owner", by_consultation),
         (
@@ -36,18 +33,7 @@ pub fn run(mut fresh: impl FnMut() -> Subject) {
             patients,
         ),
     ];
-    for (name, case) in cases {
-        let subject = fresh();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(subject)));
-        if let Err(e) = outcome {
-            let why = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            panic!("event store conformance: {name}: {why}");
-        }
-    }
+    crate::conformance::run("event store", &cases, &mut fresh);
 }
 
 /// The clinic's first events of consultation number `n`: created, consent, submitted

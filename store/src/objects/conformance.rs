@@ -17,16 +17,13 @@ use super::{read_all, ObjectError, ObjectStore, Placed, UploadKey};
 /// A fresh store, and a function that opens the same store again.
 pub type Subject = (Box<dyn ObjectStore>, Box<dyn Fn() -> Box<dyn ObjectStore>>);
 
-/// A case's name and body.
-type Case = (&'static str, fn(Subject));
-
 fn id_of(bytes: &[u8]) -> ObjectId {
     ObjectId::from_digest(&Sha256::digest(bytes).into())
 }
 
 /// Runs every case, each on a store from `fresh`; panics with the case's name on a failure.
 pub fn run(mut fresh: impl FnMut() -> Subject) {
-    let cases: [Case; 9] = [
+    let cases: [crate::conformance::Case<Subject>; 9] = [
         ("an upload in two parts is placed and read back", two_parts),
         (
             "reopening keeps exactly the committed bytes",
@@ -46,18 +43,7 @@ pub fn run(mut fresh: impl FnMut() -> Subject) {
         ("a missing object is named as missing", missing),
         ("idle partials are listed and discarded", idle),
     ];
-    for (name, case) in cases {
-        let subject = fresh();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(subject)));
-        if let Err(e) = outcome {
-            let why = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            panic!("object store conformance: {name}: {why}");
-        }
-    }
+    crate::conformance::run("object store", &cases, &mut fresh);
 }
 
 fn upload(store: &dyn ObjectStore, key: &UploadKey, committed: u64, bytes: &[u8]) -> u64 {

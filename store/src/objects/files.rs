@@ -194,14 +194,7 @@ impl ObjectStore for FileObjects {
             other => other.map_err(io("open", &path))?,
         };
         let size = file.metadata().map_err(io("read", &path))?.len();
-        if offset > size {
-            return Err(ObjectError::Range {
-                id: id.clone(),
-                offset,
-                len,
-                size,
-            });
-        }
+        super::starts_within(id, offset, len, size)?;
         file.seek(SeekFrom::Start(offset))
             .map_err(io("seek", &path))?;
         let mut out = Vec::with_capacity(len.min(size - offset) as usize);

@@ -256,14 +256,7 @@ impl ObjectStore for MemoryObjects {
             .get(id)
             .ok_or_else(|| ObjectError::Missing(id.clone()))?;
         let size = bytes.len() as u64;
-        if offset > size {
-            return Err(ObjectError::Range {
-                id: id.clone(),
-                offset,
-                len,
-                size,
-            });
-        }
+        super::starts_within(id, offset, len, size)?;
         let end = offset.saturating_add(len).min(size);
         Ok(bytes[offset as usize..end as usize].to_vec())
     }
