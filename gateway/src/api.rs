@@ -10,37 +10,57 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Json;
-use daemon::accounts::{Accounts, HasAccounts, Role, User};
+use daemon::accounts::{Accounts, HasAccounts};
 use daemon::api::{blocking, ApiError};
 use daemon::login::Authenticated;
-use daemon::replicate::Site;
-use proto::consult::{Consultation, ConsultationId, Event, EventKind, Report, State as CaseState};
+use proto::consult::{ConsultationId, Event};
 use proto::ClinicId;
 use serde::{Deserialize, Serialize};
 
-use crate::access::{self, Action, CaseAction, Denied, Task};
-use crate::archive::{GatewayArchive, StudyRow};
+use crate::access::{self, Action, CaseAction, Task};
+use crate::archive::StudyRow;
+pub use crate::cases::{incomplete, ActionBody, CaseDetail, PreviewArrival, StudyArrival};
+use crate::cases::{CaseError, CaseRow, Cases};
 use crate::consult::now_ms;
 use crate::https::Peer;
 
 #[derive(Clone)]
 pub struct Api {
-    /// Every view or change of patient data is recorded here first.
-    pub audit: Arc<crate::audit::Audit>,
-    /// The router, when `[routing]` is configured: its roster's SLAs date the worklist.
-    pub router: Option<Arc<crate::router::Router>>,
-    pub metrics: Arc<crate::Metrics>,
-    pub archive: Arc<GatewayArchive>,
+    /// The consultations: worklists, cases, actions (checked, audited).
+    pub cases: Cases,
     /// What is not behind a storage port yet: the backup's export.
     pub embedded: crate::storage::Embedded,
-    pub consult: Site,
     pub accounts: Arc<Accounts>,
-    pub board: Arc<crate::board::Board>,
     pub forward: Option<Arc<crate::forward::Forwarder>>,
     pub alerts: crate::config::AlertsConfig,
     pub data_dir: std::path::PathBuf,
     /// Served over HTTPS (session cookies then carry `Secure`).
     pub https: bool,
+}
+
+/// The API's answer to a refused case read or action.
+impl From<CaseError> for ApiError {
+    fn from(e: CaseError) -> Self {
+        match e {
+            CaseError::NotFound(m) => ApiError::not_found(m),
+            CaseError::Forbidden(m) => ApiError::forbidden(m),
+            CaseError::Invalid(m) => ApiError::bad_request(m),
+            CaseError::Refused(m) => ApiError::conflict(m),
+            CaseError::ImagesIncomplete(m) => {
+                ApiError::new(StatusCode::CONFLICT, "images_incomplete", m)
+            }
+            CaseError::NotArrived(m) => ApiError::new(StatusCode::CONFLICT, "not_arrived", m),
+            CaseError::Awaiting(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clinic_not_reconnected", m)
+            }
+            CaseError::Internal(m) => ApiError::internal(m),
+        }
+    }
+}
+
+/// A refusal of the access policy as the API answers it.
+pub fn denied(d: access::Denied) -> ApiError {
+    CaseError::from(d).into()
 }
 
 impl HasAccounts for Api {
@@ -57,6 +77,10 @@ impl HasAccounts for Api {
 pub struct StudiesResponse {
     pub clinic: String,
     pub studies: Vec<StudyRow>,
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(e.to_string())
 }
 
 /// The JSON API's routes (login's are `daemon::login`'s, the pages' `crate::web`'s).
@@ -85,21 +109,7 @@ async fn studies(
     let clinic = ClinicId::new(&clinic)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_clinic_id", e.to_string()))?;
     let c = clinic.clone();
-    let studies = blocking(move || {
-        let mut studies = api.archive.studies(&c);
-        if user.role != Role::Admin {
-            let mut allowed = std::collections::BTreeSet::new();
-            for case in api.consult.log.list(&c).map_err(internal)? {
-                if api.visible(&user, &case.id).is_ok() {
-                    allowed.extend(case.studies);
-                }
-            }
-            studies.retain(|s| allowed.contains(&s.study_instance_uid));
-        }
-        api.audited_target(&user, from, "view_studies", c.as_str())?;
-        Ok(studies)
-    })
-    .await?;
+    let studies = blocking(move || Ok(api.cases.studies(&user, from, &c)?)).await?;
     Ok(Json(StudiesResponse {
         clinic: clinic.to_string(),
         studies,
@@ -132,7 +142,8 @@ async fn backup(
         )));
     }
     blocking(move || {
-        api.audit
+        api.cases
+            .audit
             .record(
                 now_ms(),
                 &user.name,
@@ -160,28 +171,6 @@ async fn forwarding(
         .map(Json)
 }
 
-/// One row of a worklist.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct CaseRow {
-    pub id: ConsultationId,
-    pub clinic: String,
-    pub state: CaseState,
-    pub urgency: proto::consult::Urgency,
-    pub specialty: String,
-    pub question: String,
-    /// DICOM sex (M, F, O) and birth date (YYYYMMDD), for the specialist's first look.
-    pub patient_sex: String,
-    pub patient_birth_date: String,
-    pub assignee: Option<String>,
-    pub created_at_ms: i64,
-    /// When it must be accepted by (assigned and not accepted yet, or waiting in the pool).
-    pub accept_by_ms: Option<i64>,
-    /// Unassigned and waiting in this pool, of which the user is a member: any member may
-    /// take it.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub waiting_in_pool: Option<String>,
-}
-
 #[derive(Deserialize)]
 struct WorklistQuery {
     /// `open` (default: still needs the hospital), `all`.
@@ -195,105 +184,13 @@ async fn worklist(
     Query(q): Query<WorklistQuery>,
 ) -> Result<Json<Vec<CaseRow>>, ApiError> {
     let all = q.scope.as_deref() == Some("all");
-    blocking(move || api.read_worklist(&user, from, all))
+    blocking(move || Ok(api.cases.read_worklist(&user, from, all)?))
         .await
         .map(Json)
 }
 
-impl Api {
-    /// The cases `user` works on, most urgent first, then oldest; `all` adds finished ones.
-    pub fn worklist(&self, user: &User, all_scope: bool) -> Result<Vec<CaseRow>, ApiError> {
-        let roster = self.router.as_ref().and_then(|r| r.reload().ok());
-        let sla_ms = |u: proto::consult::Urgency| {
-            roster
-                .as_ref()
-                .map_or(crate::routing::default_sla(u), |r| r.sla(u))
-                .as_millis() as i64
-        };
-        let mut rows = Vec::new();
-        let cases = if all_scope {
-            self.consult.log.all()
-        } else {
-            self.consult.log.open_cases(None)
-        };
-        for c in cases.map_err(internal)? {
-            let waiting_in_pool = self.waiting_in_my_pool(user, &c);
-            let row = access::Case {
-                consultation: &c,
-                timeline: &[],
-                my_pool: waiting_in_pool.as_deref(),
-            };
-            if access::check(user, Action::List(row)).is_err() {
-                continue;
-            }
-            let waiting_since = match c.state {
-                CaseState::Assigned => c.assigned_at_ms,
-                CaseState::Delivered => c.delivered_at_ms,
-                _ => None,
-            };
-            let accept_by_ms = waiting_since.map(|t| t + sla_ms(c.urgency));
-            rows.push(CaseRow {
-                id: c.id,
-                clinic: c.clinic.to_string(),
-                state: c.state,
-                urgency: c.urgency,
-                specialty: c.specialty,
-                question: c.question,
-                patient_sex: c.patient.sex,
-                patient_birth_date: c.patient.birth_date,
-                assignee: c.assignee,
-                created_at_ms: c.created_at_ms,
-                accept_by_ms,
-                waiting_in_pool,
-            });
-        }
-        // Most urgent first, then the least time left to accept, then oldest.
-        rows.sort_by_key(|r| {
-            (
-                std::cmp::Reverse(r.urgency),
-                r.accept_by_ms.unwrap_or(i64::MAX),
-                r.created_at_ms,
-            )
-        });
-        Ok(rows)
-    }
-
-    /// The pool a delivered case waits in because the router found nobody it may give it to,
-    /// when `user` is one of its members (or its lead) and has not declined it.
-    pub fn waiting_in_my_pool(&self, user: &User, c: &Consultation) -> Option<String> {
-        if c.state != CaseState::Delivered || c.assignee.is_some() {
-            return None;
-        }
-        let me = user.specialist.as_ref()?;
-        if c.declined_by.contains(me) {
-            return None;
-        }
-        let router = self.router.as_ref()?;
-        if !router.is_unroutable(&c.id) {
-            return None;
-        }
-        let pool = router.pool_of(c)?;
-        (pool.members.contains(me) || &pool.lead == me).then_some(pool.id)
-    }
-}
-
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::internal(e.to_string())
-}
-
-pub use daemon::cases::{incomplete, CaseDetail, PreviewArrival, StudyArrival};
-
 fn parse_id(id: &str) -> Result<ConsultationId, ApiError> {
     ConsultationId::parse(id).ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))
-}
-
-/// A refusal of the access policy as the API answers it: a case the user may not see does not
-/// exist for them.
-pub fn denied(d: Denied) -> ApiError {
-    match d {
-        Denied::Hidden => ApiError::not_found("no such consultation"),
-        Denied::Forbidden(why) => ApiError::forbidden(why),
-    }
 }
 
 type Client = axum::extract::ConnectInfo<Peer>;
@@ -305,175 +202,9 @@ async fn detail(
     Path(id): Path<String>,
 ) -> Result<Json<CaseDetail>, ApiError> {
     let id = parse_id(&id)?;
-    blocking(move || api.case(&user, from, &id)).await.map(Json)
-}
-
-impl Api {
-    /// A case's fold and timeline, if `user` may see it (not found otherwise). Not audited:
-    /// the caller records what it shows.
-    pub fn visible(
-        &self,
-        user: &User,
-        id: &ConsultationId,
-    ) -> Result<(proto::consult::Folded, Vec<Event>), ApiError> {
-        // A closure, not the variant itself: it must take a case of any lifetime.
-        #[allow(clippy::redundant_closure)]
-        self.allowed(user, id, |case| Action::Read(case))
-    }
-
-    /// A case's fold and timeline, if the policy lets `user` do `action` to it.
-    pub fn allowed(
-        &self,
-        user: &User,
-        id: &ConsultationId,
-        action: impl for<'a> FnOnce(access::Case<'a>) -> Action<'a>,
-    ) -> Result<(proto::consult::Folded, Vec<Event>), ApiError> {
-        let timeline = self.consult.log.timeline(id).map_err(ApiError::from)?;
-        let folded = proto::consult::Folded::fold(&timeline)
-            .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?;
-        let pool = self.waiting_in_my_pool(user, &folded.consultation);
-        let case = access::Case {
-            consultation: &folded.consultation,
-            timeline: &timeline,
-            my_pool: pool.as_deref(),
-        };
-        access::check(user, action(case)).map_err(|d| match d {
-            Denied::Hidden => ApiError::not_found(format!("no consultation {id}")),
-            other => denied(other),
-        })?;
-        Ok((folded, timeline))
-    }
-
-    /// Records an access to patient data before it happens; no record, no access.
-    pub fn audited(
-        &self,
-        user: &User,
-        from: std::net::SocketAddr,
-        action: &str,
-        id: &ConsultationId,
-    ) -> Result<(), ApiError> {
-        self.audited_target(user, from, action, id.as_str())
-    }
-
-    /// [`Self::audited`] for a read whose target is not one case: the cases of a worklist,
-    /// a frame of a case, a clinic's studies (ids only, never patient data).
-    pub fn audited_target(
-        &self,
-        user: &User,
-        from: std::net::SocketAddr,
-        action: &str,
-        target: &str,
-    ) -> Result<(), ApiError> {
-        self.audit
-            .record(now_ms(), &user.name, &from.ip().to_string(), action, target)
-            .map_err(|e| ApiError::internal(e.to_string()))
-    }
-
-    /// The worklist as `user` reads it (the API and the page): its rows hold patient data
-    /// (question, age, sex), so the read is recorded with the cases it shows.
-    pub fn read_worklist(
-        &self,
-        user: &User,
-        from: std::net::SocketAddr,
-        all_scope: bool,
-    ) -> Result<Vec<CaseRow>, ApiError> {
-        let rows = self.worklist(user, all_scope)?;
-        if !rows.is_empty() {
-            let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-            self.audited_target(user, from, "view_worklist", &ids.join(","))?;
-        }
-        Ok(rows)
-    }
-
-    /// A case as `user` may see it (not found otherwise), recorded in the audit log.
-    pub fn case(
-        &self,
-        user: &User,
-        from: std::net::SocketAddr,
-        id: &ConsultationId,
-    ) -> Result<CaseDetail, ApiError> {
-        let (folded, timeline) = self.visible(user, id)?;
-        self.audited(user, from, "view", id)?;
-        Ok(CaseDetail {
-            waiting_in_pool: self.waiting_in_my_pool(user, &folded.consultation),
-            superseded: folded.set_aside(),
-            studies: self.arrivals(&folded.consultation),
-            previews: self.previews(&folded.consultation),
-            consultation: folded.consultation,
-            timeline,
-        })
-    }
-
-    /// Each attached study as it stands here.
-    pub fn arrivals(&self, c: &proto::consult::Consultation) -> Vec<StudyArrival> {
-        let arrived = self
-            .archive
-            .study_rows(&c.clinic, &c.studies)
-            .unwrap_or_else(|e| {
-                tracing::warn!(clinic = %c.clinic, error = %e, "the archive index could not be read");
-                Vec::new()
-            });
-        c.studies
-            .iter()
-            .map(|uid| StudyArrival {
-                study_instance_uid: uid.clone(),
-                arrived: arrived
-                    .iter()
-                    .find(|s| &s.study_instance_uid == uid)
-                    .cloned(),
-            })
-            .collect()
-    }
-
-    /// The case's previews, each with its series' arrival and the time left at the clinic's
-    /// recent rate.
-    pub fn previews(&self, c: &proto::consult::Consultation) -> Vec<PreviewArrival> {
-        let previews: Vec<_> = c
-            .attachments
-            .iter()
-            .filter_map(|a| Some((a, a.preview.clone()?)))
-            .collect();
-        if previews.is_empty() {
-            return Vec::new();
-        }
-        let studies: Vec<String> = previews
-            .iter()
-            .map(|(_, p)| p.study_instance_uid.clone())
-            .collect();
-        let instances = self
-            .archive
-            .study_instances(&c.clinic, &studies)
-            .unwrap_or_default();
-        let rate = self
-            .board
-            .snapshot()
-            .get(&c.clinic)
-            .map_or(0.0, |l| l.throughput_bps);
-        previews
-            .into_iter()
-            .map(|(a, p)| {
-                let (count, bytes) = instances
-                    .iter()
-                    .filter(|([_, study, series, _], _)| {
-                        *study == p.study_instance_uid && *series == p.series_instance_uid
-                    })
-                    .fold((0, 0), |(n, b), (_, r)| (n + 1, b + r.size));
-                let mut arrival = PreviewArrival {
-                    attachment: a.clone(),
-                    viewable: self.archive.has(&c.clinic, &a.object).unwrap_or(false),
-                    instances: count,
-                    bytes,
-                    seconds_left: None,
-                    preview: p,
-                };
-                if !arrival.complete() && rate > 0.0 {
-                    let left = arrival.preview.bytes.saturating_sub(bytes) as f64 / rate;
-                    arrival.seconds_left = Some(left.ceil() as u64);
-                }
-                arrival
-            })
-            .collect()
-    }
+    blocking(move || Ok(api.cases.case(&user, from, &id)?))
+        .await
+        .map(Json)
 }
 
 /// An attachment's bytes, to whoever may see the case, once it has arrived.
@@ -485,37 +216,8 @@ async fn attachment(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let id = parse_id(&id)?;
-    let (media_type, name, bytes) = blocking(move || {
-        let c = api.visible(&user, &id)?.0.consultation;
-        let a = c
-            .attachments
-            .iter()
-            .find(|a| a.object.as_str() == object)
-            .ok_or_else(|| ApiError::not_found(format!("no attachment {object} on {id}")))?;
-        if !api
-            .archive
-            .has(&c.clinic, &a.object)
-            .map_err(|e| ApiError::internal(e.to_string()))?
-        {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "not_arrived",
-                format!("{} has not arrived from the clinic yet", a.name),
-            ));
-        }
-        api.audited(&user, from, "view_attachment", &id)?;
-        let bytes = api
-            .archive
-            .object_bytes(&a.object)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        // Only the two kinds a clinic can attach, whatever an event claims.
-        let media_type = match a.media_type.as_str() {
-            t @ ("application/pdf" | "image/jpeg") => t.to_owned(),
-            _ => "application/octet-stream".to_owned(),
-        };
-        Ok((media_type, a.name.clone(), bytes))
-    })
-    .await?;
+    let (media_type, name, bytes) =
+        blocking(move || Ok(api.cases.attachment(&user, from, &id, &object)?)).await?;
     let disposition = format!(
         "inline; filename=\"{}\"",
         name.replace(['"', '\\', '\r', '\n'], "_")
@@ -530,20 +232,6 @@ async fn attachment(
         .into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub struct ActionBody {
-    pub text: Option<String>,
-    pub reason: Option<String>,
-    pub findings: Option<String>,
-    pub impression: Option<String>,
-    pub recommendation: Option<String>,
-    /// `assign`: the specialist id to give it to.
-    pub specialist: Option<String>,
-    /// `report`: the specialist signs before every image has arrived, knowingly.
-    #[serde(default)]
-    pub confirm_incomplete: bool,
-}
-
 async fn act(
     State(api): State<Api>,
     axum::extract::ConnectInfo(Peer(from)): Client,
@@ -555,166 +243,7 @@ async fn act(
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let action = CaseAction::parse(&action)
         .ok_or_else(|| ApiError::not_found(format!("no action {action}")))?;
-    blocking(move || api.act(&user, from, &id, action, body))
+    blocking(move || Ok(api.cases.act(&user, from, &id, action, body)?))
         .await
         .map(Json)
-}
-
-impl Api {
-    /// `user` acts on a case: accept, ask, report, addendum, decline, or (administrators)
-    /// assign. Recorded in the audit log before it is appended.
-    pub fn act(
-        &self,
-        user: &User,
-        from: std::net::SocketAddr,
-        id: &ConsultationId,
-        action: CaseAction,
-        body: ActionBody,
-    ) -> Result<Event, ApiError> {
-        let (folded, _) = self.allowed(user, id, |case| Action::Act(case, action))?;
-        let c = folded.consultation;
-        let need = |v: Option<String>, what: &str| {
-            v.filter(|s| !s.trim().is_empty())
-                .ok_or_else(|| ApiError::bad_request(format!("{what} is required")))
-        };
-        // The specialist acting is the authenticated one (the policy checked the link).
-        let specialist = || {
-            user.specialist
-                .clone()
-                .ok_or_else(|| ApiError::forbidden("only specialists do this"))
-        };
-        let (actor, kind) = match action {
-            CaseAction::Accept => {
-                let me = specialist()?;
-                (me.clone(), EventKind::Accepted { specialist: me })
-            }
-            CaseAction::Take => {
-                let me = specialist()?;
-                let pool = self.waiting_in_my_pool(user, &c).ok_or_else(|| {
-                    ApiError::conflict(
-                        "only a delivered case nobody holds can be taken, by a member of its pool",
-                    )
-                })?;
-                (
-                    me.clone(),
-                    EventKind::Assigned {
-                        specialist: me,
-                        rule: format!("pool:{pool}"),
-                        reason: format!("taken from pool {pool} by {}", user.display_name),
-                    },
-                )
-            }
-            CaseAction::Ask => {
-                let me = specialist()?;
-                let text = need(body.text, "text")?;
-                (
-                    me.clone(),
-                    EventKind::QuestionAsked {
-                        specialist: me,
-                        text,
-                    },
-                )
-            }
-            CaseAction::Report => {
-                let me = specialist()?;
-                let qualification = user
-                    .qualification
-                    .clone()
-                    .ok_or_else(|| ApiError::forbidden("a qualification is needed to sign"))?;
-                let impression = need(body.impression, "impression")?;
-                let signed_before_complete = incomplete(&self.arrivals(&c));
-                if let Some(a) = signed_before_complete {
-                    if !body.confirm_incomplete {
-                        return Err(ApiError::new(
-                            StatusCode::CONFLICT,
-                            "images_incomplete",
-                            format!(
-                                "{} of this case's images have arrived; to sign now, confirm that you sign before the rest has arrived (confirm_incomplete), or wait for them",
-                                a.describe()
-                            ),
-                        ));
-                    }
-                }
-                let report = Report {
-                    findings: body.findings.unwrap_or_default(),
-                    impression,
-                    recommendation: body.recommendation.unwrap_or_default(),
-                    signer_name: user.display_name.clone(),
-                    signer_qualification: qualification,
-                    signed_at_ms: now_ms(),
-                    signed_before_complete,
-                };
-                (
-                    me.clone(),
-                    EventKind::Reported {
-                        specialist: me,
-                        report,
-                    },
-                )
-            }
-            CaseAction::Addendum => {
-                let me = specialist()?;
-                let text = need(body.text, "text")?;
-                (
-                    me.clone(),
-                    EventKind::Addendum {
-                        specialist: me,
-                        text,
-                        signed_at_ms: now_ms(),
-                    },
-                )
-            }
-            CaseAction::Decline => {
-                let me = specialist()?;
-                let reason = need(body.reason, "reason")?;
-                (
-                    me.clone(),
-                    EventKind::Declined {
-                        specialist: me,
-                        reason,
-                    },
-                )
-            }
-            CaseAction::Assign => {
-                let to = need(body.specialist, "specialist")?;
-                let reason = body
-                    .reason
-                    .unwrap_or_else(|| format!("assigned by {}", user.name));
-                let kind = match (&c.state, &c.assignee) {
-                    (CaseState::Delivered, _) => EventKind::Assigned {
-                        specialist: to,
-                        rule: "manual".into(),
-                        reason,
-                    },
-                    (_, Some(from)) => EventKind::Reassigned {
-                        from: from.clone(),
-                        to,
-                        reason,
-                    },
-                    _ => {
-                        return Err(ApiError::conflict(format!(
-                            "the consultation is {}; it cannot be assigned now",
-                            c.state.label()
-                        )))
-                    }
-                };
-                (format!("admin:{}", user.name), kind)
-            }
-        };
-        self.audited(user, from, action.name(), &c.id)?;
-        let event = self
-            .consult
-            .append(&c.clinic, &c.id, &actor, now_ms(), kind)
-            .map_err(ApiError::from)?;
-        // Time from delivery, for the hospital's service figures.
-        let since_delivery = c
-            .delivered_at_ms
-            .map(|d| (event.at_ms - d).max(0) as f64 / 1000.0);
-        match (&event.kind, since_delivery) {
-            (EventKind::Accepted { .. }, Some(s)) => self.metrics.time_to_accept.observe(s),
-            (EventKind::Reported { .. }, Some(s)) => self.metrics.time_to_report.observe(s),
-            _ => {}
-        }
-        Ok(event)
-    }
 }

@@ -12,6 +12,7 @@ pub mod archive;
 pub mod audit;
 pub mod backup;
 pub mod board;
+pub mod cases;
 pub mod config;
 pub mod consult;
 pub mod forward;
@@ -201,17 +202,19 @@ pub fn start(
         .zip(config.routing.as_ref())
         .map(|(router, r)| tokio::spawn(router::run(router, r.check, shutdown.clone())));
     let api = api::Api {
-        audit: Arc::new(audit::Audit::open_anchored(
-            &config.data_dir.join(AUDIT_FILE),
-            audit::anchor_tree(&embedded.db)?,
-        )?),
-        router,
-        metrics: metrics.clone(),
-        archive,
+        cases: cases::Cases {
+            audit: Arc::new(audit::Audit::open_anchored(
+                &config.data_dir.join(AUDIT_FILE),
+                audit::anchor_tree(&embedded.db)?,
+            )?),
+            router,
+            metrics: metrics.clone(),
+            archive,
+            consult: handle.consult.clone(),
+            board: handle.board.clone(),
+        },
         embedded,
-        consult: handle.consult.clone(),
         accounts: accounts.clone(),
-        board: handle.board.clone(),
         forward: forwarder.clone(),
         alerts: config.alerts.clone(),
         data_dir: config.data_dir.clone(),

@@ -108,7 +108,7 @@ async fn worklist(
 ) -> Response {
     let all = q.all.is_some();
     let user = session.user.clone();
-    let rows = match blocking(move || api.read_worklist(&user, from, all)).await {
+    let rows = match blocking(move || Ok(api.cases.read_worklist(&user, from, all)?)).await {
         Ok(rows) => rows,
         Err(e) => return failed(&session, e),
     };
@@ -186,27 +186,30 @@ async fn case_page(
 ) -> Response {
     let user = session.user.clone();
     let loaded = blocking(move || {
-        let detail = api.case(&user, from, &id)?;
+        let detail = api.cases.case(&user, from, &id)?;
         let c = &detail.consultation;
         // Earlier consultations of the same patient at the same clinic that this user may see.
         let mut prior = Vec::new();
         if !c.patient.id.trim().is_empty() {
             for other in api
+                .cases
                 .consult
                 .log
                 .patient_cases(&c.clinic, &c.patient.id)
                 .map_err(|e| ApiError::internal(e.to_string()))?
             {
-                if other.id != c.id && api.visible(&user, &other.id).is_ok() {
+                if other.id != c.id && api.cases.visible(&user, &other.id).is_ok() {
                     prior.push(other);
                 }
             }
         }
         if !prior.is_empty() {
             let ids: Vec<&str> = prior.iter().map(|p| p.id.as_str()).collect();
-            api.audited_target(&user, from, "view_prior", &ids.join(","))?;
+            api.cases
+                .audited_target(&user, from, "view_prior", &ids.join(","))?;
         }
         let roster = api
+            .cases
             .router
             .as_ref()
             .and_then(|r| r.reload().ok())
@@ -373,7 +376,7 @@ async fn act(
     let Some(action) = crate::access::CaseAction::parse(&action) else {
         return failed(&session, ApiError::not_found(format!("no action {action}")));
     };
-    match blocking(move || a.act(&user, from, &case_id, action, body)).await {
+    match blocking(move || Ok(a.cases.act(&user, from, &case_id, action, body)?)).await {
         // Back to the case (303: the browser follows with GET, so a reload does not resend).
         Ok(_) => Redirect::to(&format!("/cases/{id}")).into_response(),
         Err(e) if e.status == StatusCode::NOT_FOUND => failed(&session, e),
@@ -425,6 +428,7 @@ const WAVEFORM_CLASSES: &str = "1.2.840.10008.5.1.4.1.1.9.";
 
 fn instances_of(api: &Api, c: &proto::consult::Consultation) -> Result<Vec<Shown>, ApiError> {
     let mut all = api
+        .cases
         .archive
         .study_instances(&c.clinic, &c.studies)
         .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -469,17 +473,17 @@ async fn viewer(
     let user = session.user.clone();
     let index = q.i.unwrap_or(0);
     let loaded = blocking(move || {
-        let (folded, _) = api.visible(&user, &id)?;
-        api.audited(&user, from, "view_images", &id)?;
+        let (folded, _) = api.cases.visible(&user, &id)?;
+        api.cases.audited(&user, from, "view_images", &id)?;
         let shown = instances_of(&api, &folded.consultation)?;
         let info = shown.get(index).map(|s| {
-            let local = api.archive.objects().local_file(&s.object);
+            let local = api.cases.archive.objects().local_file(&s.object);
             local
                 .map_err(|e| e.to_string())
                 .and_then(|f| crate::render::info(f.path()).map_err(|e| e.to_string()))
         });
         // Previews stand in for the series still on their way.
-        let mut pending = api.previews(&folded.consultation);
+        let mut pending = api.cases.previews(&folded.consultation);
         pending.retain(|p| !p.complete());
         Ok((folded.consultation, shown, info, pending))
     })
@@ -577,7 +581,7 @@ async fn image(
     let user = session.user.clone();
     let window = q.wc.zip(q.ww);
     let rendered = blocking(move || {
-        let (folded, _) = api.visible(&user, &id)?;
+        let (folded, _) = api.cases.visible(&user, &id)?;
         let c = &folded.consultation;
         let object = match q.o.as_deref() {
             Some(o) => {
@@ -585,6 +589,7 @@ async fn image(
                     .ok_or_else(|| ApiError::bad_request(format!("{o} is not an object id")))?;
                 // Only an instance of one of the case's studies, from the case's clinic.
                 let found = api
+                    .cases
                     .archive
                     .instance(&c.clinic, &object)
                     .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -601,13 +606,14 @@ async fn image(
                     .object
             }
         };
-        api.audited_target(
+        api.cases.audited_target(
             &user,
             from,
             "view_image",
             &format!("{id}/{n}/{}", q.frame.unwrap_or(0)),
         )?;
         let local = api
+            .cases
             .archive
             .objects()
             .local_file(&object)
@@ -833,7 +839,7 @@ async fn audit(State(api): State<Api>, session: Session, Query(q): Query<AuditQu
     if let Err(r) = admin_only(&session, crate::access::Task::Audit) {
         return r;
     }
-    let audit = api.audit.clone();
+    let audit = api.cases.audit.clone();
     let loaded = blocking(move || {
         let chain = audit.verify().map(|_| ()).map_err(|e| e.to_string());
         let records = audit

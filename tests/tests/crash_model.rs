@@ -290,3 +290,267 @@ fn nothing_receipted_is_lost_or_forwarded_twice_through_crashes_at_seeded_points
         "only {crashes} crashes in {seeds} seeds"
     );
 }
+
+/// One site's consultation log on its own machine, booted again after each crash.
+struct Site {
+    side: proto::consult::Side,
+    machine: Machine,
+    events: store::events::memory::MemoryEvents,
+    log: store::consult::ConsultLog,
+    /// Events this site said it holds (appended or applied), by side and number.
+    acknowledged: BTreeSet<(u8, u64)>,
+}
+
+fn side_no(side: proto::consult::Side) -> u8 {
+    match side {
+        proto::consult::Side::Clinic => 0,
+        proto::consult::Side::Gateway => 1,
+    }
+}
+
+impl Site {
+    fn new(side: proto::consult::Side, seed: u64) -> Self {
+        let machine = Machine::new(seed);
+        let events = store::events::memory::MemoryEvents::new(&machine);
+        Self {
+            side,
+            log: store::consult::ConsultLog::new(Arc::new(events.clone())),
+            machine,
+            events,
+            acknowledged: BTreeSet::new(),
+        }
+    }
+
+    /// After a power loss: powered on, booted, and checked.
+    fn reboot(&mut self, clinic: &ClinicId) -> Result<(), String> {
+        self.machine.power_on();
+        self.events = self.events.boot();
+        self.log = store::consult::ConsultLog::new(Arc::new(self.events.clone()));
+        self.check(clinic)
+    }
+
+    /// Every acknowledged event is held, numbers have no gaps, and each consultation's stored
+    /// state is the fold of its events.
+    fn check(&self, clinic: &ClinicId) -> Result<(), String> {
+        use proto::consult::Side;
+        for side in [Side::Clinic, Side::Gateway] {
+            let held = self
+                .log
+                .events_after(clinic, side, 0, usize::MAX)
+                .map_err(|e| e.to_string())?;
+            for (i, e) in held.iter().enumerate() {
+                if e.id.seq != i as u64 + 1 {
+                    return Err(format!("{side:?} events have a gap at {}", i + 1));
+                }
+            }
+            let numbers: BTreeSet<u64> = held.iter().map(|e| e.id.seq).collect();
+            for (s, seq) in &self.acknowledged {
+                if *s == side_no(side) && !numbers.contains(seq) {
+                    return Err(format!(
+                        "{:?} lost acknowledged {side:?} event {seq}",
+                        self.side
+                    ));
+                }
+            }
+        }
+        for c in self.log.all().map_err(|e| e.to_string())? {
+            let folded = self.log.get(&c.id).map_err(|e| e.to_string())?;
+            if folded.map(|f| f.consultation) != Some(c) {
+                return Err(format!(
+                    "{:?}: a stored state is not its events' fold",
+                    self.side
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Step {
+    Done,
+    Crash,
+}
+
+/// One seeded run of `cases` consultations between a clinic and the hospital, each side
+/// losing power now and then; returns the crashes.
+fn consult_run(seed: u64, cases: u64) -> Result<u64, String> {
+    use proto::consult::{ConsultationId, EventKind, Report, Side, State, Urgency};
+    let jz = ClinicId::new("jinzhou").unwrap();
+    let mut rng = Rng::new(seed ^ 0x5eed);
+    let mut sites = [
+        Site::new(Side::Clinic, seed),
+        Site::new(Side::Gateway, !seed),
+    ];
+    for s in &sites {
+        s.machine.crash_after(1 + rng.next_u64() % 120);
+    }
+    let ids: Vec<ConsultationId> = (0..cases)
+        .map(|n| ConsultationId::new(1_790_000_000_000 + n, [n as u8 + 1; 10]))
+        .collect();
+    let mut crashes = 0;
+    for _ in 0..20_000 {
+        let done = ids.iter().all(|id| {
+            sites
+                .iter()
+                .all(|s| matches!(s.log.state(id), Ok(Some(c)) if c.state == State::Acknowledged))
+        });
+        if done {
+            for s in &sites {
+                s.machine.disarm();
+                s.check(&jz)?;
+            }
+            let same = ids
+                .iter()
+                .all(|id| sites[0].log.timeline(id).ok() == sites[1].log.timeline(id).ok());
+            return if same {
+                Ok(crashes)
+            } else {
+                Err("the two sites' timelines differ".into())
+            };
+        }
+        let id = &ids[(rng.next_u64() % cases) as usize];
+        let choice = rng.next_u64() % 4;
+        let outcome: Result<Step, String> = (|| {
+            let fail = |site: &Site, e: store::consult::ConsultError| {
+                if site.machine.is_down() {
+                    Ok(Step::Crash)
+                } else {
+                    Err(e.to_string())
+                }
+            };
+            match choice {
+                // The clinic's doctor: writes, consents, sends, acknowledges.
+                0 => {
+                    let site = &mut sites[0];
+                    let state = match site.log.state(id) {
+                        Ok(s) => s,
+                        Err(e) => return fail(site, e),
+                    };
+                    let kind = match state.map(|c| (c.state, c.consent.is_some())) {
+                        None => harness::people::request("P-1", "radiology", Urgency::Urgent, 1)[0]
+                            .clone(),
+                        Some((State::Draft, false)) => {
+                            harness::people::request("P-1", "radiology", Urgency::Urgent, 1)[1]
+                                .clone()
+                        }
+                        Some((State::Draft, true)) => EventKind::Submitted,
+                        Some((State::Reported, _)) => EventKind::ReportAcknowledged,
+                        _ => return Ok(Step::Done),
+                    };
+                    match site.log.append(&jz, Side::Clinic, id, "dr.wang", 2, kind) {
+                        Ok(e) => {
+                            site.acknowledged.insert((0, e.id.seq));
+                            Ok(Step::Done)
+                        }
+                        Err(e) => fail(site, e),
+                    }
+                }
+                // The hospital: delivered, assigned, accepted, reported.
+                1 => {
+                    let site = &mut sites[1];
+                    let state = match site.log.state(id) {
+                        Ok(s) => s,
+                        Err(e) => return fail(site, e),
+                    };
+                    let (actor, kind) = match state.map(|c| c.state) {
+                        Some(State::Submitted) => ("system", EventKind::Delivered),
+                        Some(State::Delivered) => (
+                            "system",
+                            EventKind::Assigned {
+                                specialist: "li".into(),
+                                rule: "r".into(),
+                                reason: "on duty".into(),
+                            },
+                        ),
+                        Some(State::Assigned) => (
+                            "li",
+                            EventKind::Accepted {
+                                specialist: "li".into(),
+                            },
+                        ),
+                        Some(State::Accepted) => (
+                            "li",
+                            EventKind::Reported {
+                                specialist: "li".into(),
+                                report: Report {
+                                    findings: "clear".into(),
+                                    impression: "normal".into(),
+                                    recommendation: "none".into(),
+                                    signer_name: "Li".into(),
+                                    signer_qualification: "radiologist".into(),
+                                    signed_at_ms: 3,
+                                    signed_before_complete: None,
+                                },
+                            },
+                        ),
+                        _ => return Ok(Step::Done),
+                    };
+                    match site.log.append(&jz, Side::Gateway, id, actor, 3, kind) {
+                        Ok(e) => {
+                            site.acknowledged.insert((1, e.id.seq));
+                            Ok(Step::Done)
+                        }
+                        Err(e) => fail(site, e),
+                    }
+                }
+                // The link: one side's events to the other, from the receiver's cursor.
+                _ => {
+                    let (from, to) = if choice == 2 { (0, 1) } else { (1, 0) };
+                    let side = sites[from].side;
+                    let after = match sites[to].log.cursor(&jz, side) {
+                        Ok(c) => c,
+                        Err(e) => return fail(&sites[to], e),
+                    };
+                    let batch = match sites[from].log.events_after(&jz, side, after, 4) {
+                        Ok(b) => b,
+                        Err(e) => return fail(&sites[from], e),
+                    };
+                    let receiver = &mut sites[to];
+                    for e in batch {
+                        match receiver.log.apply_replicated(&jz, receiver.side, &e) {
+                            Ok(_) => {
+                                receiver.acknowledged.insert((side_no(side), e.id.seq));
+                            }
+                            Err(err) => return fail(receiver, err),
+                        }
+                    }
+                    Ok(Step::Done)
+                }
+            }
+        })();
+        match outcome? {
+            Step::Done => {}
+            Step::Crash => {
+                for s in sites.iter_mut() {
+                    if s.machine.is_down() {
+                        crashes += 1;
+                        s.reboot(&jz)
+                            .map_err(|e| format!("after crash {crashes}: {e}"))?;
+                        if crashes < 6 && rng.next_u64() % 2 == 0 {
+                            s.machine.crash_after(1 + rng.next_u64() % 120);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Err("no progress after 20,000 steps".into())
+}
+
+#[test]
+fn acknowledged_consultation_events_survive_crashes_at_both_sites_and_the_timelines_meet() {
+    let seeds: u64 = std::env::var("TPG_CRASH_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(1_500, |n: u64| n / 4);
+    let started = std::time::Instant::now();
+    let mut crashes = 0;
+    for seed in 0..seeds {
+        crashes += consult_run(seed, 3).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+    println!(
+        "crash model, consultations: {seeds} seeds, {crashes} crash points, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(crashes >= seeds, "only {crashes} crashes in {seeds} seeds");
+}

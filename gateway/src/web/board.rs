@@ -57,8 +57,9 @@ fn age(secs: Option<u64>) -> String {
 
 /// Every clinic the gateway has heard of: connected this run, or holding cases.
 fn clinics(api: &Api) -> Result<BTreeMap<ClinicId, ClinicLink>, ApiError> {
-    let mut out = api.board.snapshot();
+    let mut out = api.cases.board.snapshot();
     for c in api
+        .cases
         .consult
         .log
         .clinics()
@@ -79,6 +80,7 @@ pub async fn links_page(State(api): State<Api>, session: Session) -> Response {
             .into_iter()
             .map(|(clinic, link)| {
                 let last = api
+                    .cases
                     .archive
                     .studies(&clinic)
                     .iter()
@@ -197,7 +199,12 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
         let t = &a.alerts;
         let mut alerts = Vec::new();
         for (clinic, l) in clinics(&a)? {
-            if a.consult.log.awaiting(&clinic).is_ok_and(|w| w.events) {
+            if a.cases
+                .consult
+                .log
+                .awaiting(&clinic)
+                .is_ok_and(|w| w.events)
+            {
                 alerts.push(Alert {
                     kind: "alerts.awaiting",
                     about: clinic.to_string(),
@@ -241,7 +248,7 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
                 }
             }
         }
-        for row in a.worklist(&admin, false)? {
+        for row in a.cases.worklist(&admin, false)? {
             if row.accept_by_ms.is_some_and(|by| by < now) {
                 alerts.push(Alert {
                     kind: "alerts.sla",
@@ -250,7 +257,7 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
                 });
             }
         }
-        for c in a.consult.log.all().unwrap_or_default() {
+        for c in a.cases.consult.log.all().unwrap_or_default() {
             if let (proto::consult::State::Delivered, Some(why)) = (c.state, &c.unrouted) {
                 alerts.push(Alert {
                     kind: "alerts.unrouted",
@@ -270,14 +277,14 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
                 }
             }
         }
-        if let Some(why) = a.router.as_ref().and_then(|r| r.refused()) {
+        if let Some(why) = a.cases.router.as_ref().and_then(|r| r.refused()) {
             alerts.push(Alert {
                 kind: "alerts.roster",
                 about: "routing.toml".into(),
                 detail: why,
             });
         }
-        let crl = a.board.crl();
+        let crl = a.cases.board.crl();
         if let Some((at, reason)) = crl.refused {
             alerts.push(Alert {
                 kind: "alerts.crl_refused",

@@ -1,0 +1,597 @@
+//! The consultations as the hospital works them, pure of HTTP: worklists, a case as a user may
+//! see it, and the specialists' and administrators' actions, each checked by the access policy
+//! (`crate::access`) and recorded in the audit log before it happens. Errors are [`CaseError`]s;
+//! the JSON API and the pages turn them into answers.
+
+use std::sync::Arc;
+
+use daemon::accounts::User;
+use daemon::replicate::Site;
+use proto::consult::{Consultation, ConsultationId, Event, EventKind, Report, State as CaseState};
+use serde::{Deserialize, Serialize};
+use store::consult::ConsultError;
+
+use crate::access::{self, Action, CaseAction, Denied};
+use crate::archive::GatewayArchive;
+use crate::consult::now_ms;
+
+pub use daemon::cases::{incomplete, CaseDetail, PreviewArrival, StudyArrival};
+
+/// Why a case could not be read or acted on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CaseError {
+    /// No such case, or one the user may not see.
+    #[error("{0}")]
+    NotFound(String),
+    /// The user may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request lacks something or names something unknown.
+    #[error("{0}")]
+    Invalid(String),
+    /// The case's own rules refuse it now.
+    #[error("{0}")]
+    Refused(String),
+    /// Signing before every image has arrived needs the specialist's confirmation.
+    #[error("{0}")]
+    ImagesIncomplete(String),
+    /// What is asked for has not arrived from the clinic yet.
+    #[error("{0}")]
+    NotArrived(String),
+    /// After a restore, the clinic's events are awaited.
+    #[error("{0}")]
+    Awaiting(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl CaseError {
+    fn internal(e: impl std::fmt::Display) -> Self {
+        CaseError::Internal(e.to_string())
+    }
+    fn not_found(e: impl std::fmt::Display) -> Self {
+        CaseError::NotFound(e.to_string())
+    }
+    fn forbidden(e: impl std::fmt::Display) -> Self {
+        CaseError::Forbidden(e.to_string())
+    }
+    fn invalid(e: impl std::fmt::Display) -> Self {
+        CaseError::Invalid(e.to_string())
+    }
+    fn refused(e: impl std::fmt::Display) -> Self {
+        CaseError::Refused(e.to_string())
+    }
+}
+
+impl From<ConsultError> for CaseError {
+    fn from(e: ConsultError) -> Self {
+        match e {
+            ConsultError::NotFound(id) => CaseError::NotFound(format!("no consultation {id}")),
+            ConsultError::Refused(r) => CaseError::Refused(r.to_string()),
+            ConsultError::TooLarge { .. } => CaseError::Invalid(e.to_string()),
+            ConsultError::AwaitingClinic(_) => CaseError::Awaiting(e.to_string()),
+            other => CaseError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The hospital's work on consultations: what the API, the pages and the tests call.
+#[derive(Clone)]
+pub struct Cases {
+    /// Every view or change of patient data is recorded here first.
+    pub audit: Arc<crate::audit::Audit>,
+    /// The router, when `[routing]` is configured: its roster's SLAs date the worklist, its
+    /// pools say who may take a case nobody holds.
+    pub router: Option<Arc<crate::router::Router>>,
+    pub metrics: Arc<crate::Metrics>,
+    pub archive: Arc<GatewayArchive>,
+    pub consult: Site,
+    pub board: Arc<crate::board::Board>,
+}
+
+/// One row of a worklist.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct CaseRow {
+    pub id: ConsultationId,
+    pub clinic: String,
+    pub state: CaseState,
+    pub urgency: proto::consult::Urgency,
+    pub specialty: String,
+    pub question: String,
+    /// DICOM sex (M, F, O) and birth date (YYYYMMDD), for the specialist's first look.
+    pub patient_sex: String,
+    pub patient_birth_date: String,
+    pub assignee: Option<String>,
+    pub created_at_ms: i64,
+    /// When it must be accepted by (assigned and not accepted yet, or waiting in the pool).
+    pub accept_by_ms: Option<i64>,
+    /// Unassigned and waiting in this pool, of which the user is a member: any member may
+    /// take it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub waiting_in_pool: Option<String>,
+}
+
+impl Cases {
+    /// The cases `user` works on, most urgent first, then oldest; `all` adds finished ones.
+    pub fn worklist(&self, user: &User, all_scope: bool) -> Result<Vec<CaseRow>, CaseError> {
+        let roster = self.router.as_ref().and_then(|r| r.reload().ok());
+        let sla_ms = |u: proto::consult::Urgency| {
+            roster
+                .as_ref()
+                .map_or(crate::routing::default_sla(u), |r| r.sla(u))
+                .as_millis() as i64
+        };
+        let mut rows = Vec::new();
+        let cases = if all_scope {
+            self.consult.log.all()
+        } else {
+            self.consult.log.open_cases(None)
+        };
+        for c in cases.map_err(internal)? {
+            let waiting_in_pool = self.waiting_in_my_pool(user, &c);
+            let row = access::Case {
+                consultation: &c,
+                timeline: &[],
+                my_pool: waiting_in_pool.as_deref(),
+            };
+            if access::check(user, Action::List(row)).is_err() {
+                continue;
+            }
+            let waiting_since = match c.state {
+                CaseState::Assigned => c.assigned_at_ms,
+                CaseState::Delivered => c.delivered_at_ms,
+                _ => None,
+            };
+            let accept_by_ms = waiting_since.map(|t| t + sla_ms(c.urgency));
+            rows.push(CaseRow {
+                id: c.id,
+                clinic: c.clinic.to_string(),
+                state: c.state,
+                urgency: c.urgency,
+                specialty: c.specialty,
+                question: c.question,
+                patient_sex: c.patient.sex,
+                patient_birth_date: c.patient.birth_date,
+                assignee: c.assignee,
+                created_at_ms: c.created_at_ms,
+                accept_by_ms,
+                waiting_in_pool,
+            });
+        }
+        // Most urgent first, then the least time left to accept, then oldest.
+        rows.sort_by_key(|r| {
+            (
+                std::cmp::Reverse(r.urgency),
+                r.accept_by_ms.unwrap_or(i64::MAX),
+                r.created_at_ms,
+            )
+        });
+        Ok(rows)
+    }
+
+    /// The pool a delivered case waits in because the router found nobody it may give it to,
+    /// when `user` is one of its members (or its lead) and has not declined it.
+    pub fn waiting_in_my_pool(&self, user: &User, c: &Consultation) -> Option<String> {
+        if c.state != CaseState::Delivered || c.assignee.is_some() {
+            return None;
+        }
+        let me = user.specialist.as_ref()?;
+        if c.declined_by.contains(me) {
+            return None;
+        }
+        let router = self.router.as_ref()?;
+        if !router.is_unroutable(&c.id) {
+            return None;
+        }
+        let pool = router.pool_of(c)?;
+        (pool.members.contains(me) || &pool.lead == me).then_some(pool.id)
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> CaseError {
+    CaseError::Internal(e.to_string())
+}
+
+impl From<Denied> for CaseError {
+    /// A case the user may not see does not exist for them.
+    fn from(d: Denied) -> Self {
+        match d {
+            Denied::Hidden => CaseError::NotFound("no such consultation".into()),
+            Denied::Forbidden(why) => CaseError::Forbidden(why),
+        }
+    }
+}
+
+impl Cases {
+    /// A case's fold and timeline, if `user` may see it (not found otherwise). Not audited:
+    /// the caller records what it shows.
+    pub fn visible(
+        &self,
+        user: &User,
+        id: &ConsultationId,
+    ) -> Result<(proto::consult::Folded, Vec<Event>), CaseError> {
+        // A closure, not the variant itself: it must take a case of any lifetime.
+        #[allow(clippy::redundant_closure)]
+        self.allowed(user, id, |case| Action::Read(case))
+    }
+
+    /// A case's fold and timeline, if the policy lets `user` do `action` to it.
+    pub fn allowed(
+        &self,
+        user: &User,
+        id: &ConsultationId,
+        action: impl for<'a> FnOnce(access::Case<'a>) -> Action<'a>,
+    ) -> Result<(proto::consult::Folded, Vec<Event>), CaseError> {
+        let timeline = self.consult.log.timeline(id).map_err(CaseError::from)?;
+        let folded = proto::consult::Folded::fold(&timeline)
+            .ok_or_else(|| CaseError::not_found(format!("no consultation {id}")))?;
+        let pool = self.waiting_in_my_pool(user, &folded.consultation);
+        let case = access::Case {
+            consultation: &folded.consultation,
+            timeline: &timeline,
+            my_pool: pool.as_deref(),
+        };
+        access::check(user, action(case)).map_err(|d| match d {
+            Denied::Hidden => CaseError::not_found(format!("no consultation {id}")),
+            other => other.into(),
+        })?;
+        Ok((folded, timeline))
+    }
+
+    /// Records an access to patient data before it happens; no record, no access.
+    pub fn audited(
+        &self,
+        user: &User,
+        from: std::net::SocketAddr,
+        action: &str,
+        id: &ConsultationId,
+    ) -> Result<(), CaseError> {
+        self.audited_target(user, from, action, id.as_str())
+    }
+
+    /// [`Self::audited`] for a read whose target is not one case: the cases of a worklist,
+    /// a frame of a case, a clinic's studies (ids only, never patient data).
+    pub fn audited_target(
+        &self,
+        user: &User,
+        from: std::net::SocketAddr,
+        action: &str,
+        target: &str,
+    ) -> Result<(), CaseError> {
+        self.audit
+            .record(now_ms(), &user.name, &from.ip().to_string(), action, target)
+            .map_err(|e| CaseError::internal(e.to_string()))
+    }
+
+    /// The worklist as `user` reads it (the API and the page): its rows hold patient data
+    /// (question, age, sex), so the read is recorded with the cases it shows.
+    pub fn read_worklist(
+        &self,
+        user: &User,
+        from: std::net::SocketAddr,
+        all_scope: bool,
+    ) -> Result<Vec<CaseRow>, CaseError> {
+        let rows = self.worklist(user, all_scope)?;
+        if !rows.is_empty() {
+            let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+            self.audited_target(user, from, "view_worklist", &ids.join(","))?;
+        }
+        Ok(rows)
+    }
+
+    /// A case as `user` may see it (not found otherwise), recorded in the audit log.
+    pub fn case(
+        &self,
+        user: &User,
+        from: std::net::SocketAddr,
+        id: &ConsultationId,
+    ) -> Result<CaseDetail, CaseError> {
+        let (folded, timeline) = self.visible(user, id)?;
+        self.audited(user, from, "view", id)?;
+        Ok(CaseDetail {
+            waiting_in_pool: self.waiting_in_my_pool(user, &folded.consultation),
+            superseded: folded.set_aside(),
+            studies: self.arrivals(&folded.consultation),
+            previews: self.previews(&folded.consultation),
+            consultation: folded.consultation,
+            timeline,
+        })
+    }
+
+    /// Each attached study as it stands here.
+    pub fn arrivals(&self, c: &proto::consult::Consultation) -> Vec<StudyArrival> {
+        let arrived = self
+            .archive
+            .study_rows(&c.clinic, &c.studies)
+            .unwrap_or_else(|e| {
+                tracing::warn!(clinic = %c.clinic, error = %e, "the archive index could not be read");
+                Vec::new()
+            });
+        c.studies
+            .iter()
+            .map(|uid| StudyArrival {
+                study_instance_uid: uid.clone(),
+                arrived: arrived
+                    .iter()
+                    .find(|s| &s.study_instance_uid == uid)
+                    .cloned(),
+            })
+            .collect()
+    }
+
+    /// The case's previews, each with its series' arrival and the time left at the clinic's
+    /// recent rate.
+    pub fn previews(&self, c: &proto::consult::Consultation) -> Vec<PreviewArrival> {
+        let previews: Vec<_> = c
+            .attachments
+            .iter()
+            .filter_map(|a| Some((a, a.preview.clone()?)))
+            .collect();
+        if previews.is_empty() {
+            return Vec::new();
+        }
+        let studies: Vec<String> = previews
+            .iter()
+            .map(|(_, p)| p.study_instance_uid.clone())
+            .collect();
+        let instances = self
+            .archive
+            .study_instances(&c.clinic, &studies)
+            .unwrap_or_default();
+        let rate = self
+            .board
+            .snapshot()
+            .get(&c.clinic)
+            .map_or(0.0, |l| l.throughput_bps);
+        previews
+            .into_iter()
+            .map(|(a, p)| {
+                let (count, bytes) = instances
+                    .iter()
+                    .filter(|([_, study, series, _], _)| {
+                        *study == p.study_instance_uid && *series == p.series_instance_uid
+                    })
+                    .fold((0, 0), |(n, b), (_, r)| (n + 1, b + r.size));
+                let mut arrival = PreviewArrival {
+                    attachment: a.clone(),
+                    viewable: self.archive.has(&c.clinic, &a.object).unwrap_or(false),
+                    instances: count,
+                    bytes,
+                    seconds_left: None,
+                    preview: p,
+                };
+                if !arrival.complete() && rate > 0.0 {
+                    let left = arrival.preview.bytes.saturating_sub(bytes) as f64 / rate;
+                    arrival.seconds_left = Some(left.ceil() as u64);
+                }
+                arrival
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ActionBody {
+    pub text: Option<String>,
+    pub reason: Option<String>,
+    pub findings: Option<String>,
+    pub impression: Option<String>,
+    pub recommendation: Option<String>,
+    /// `assign`: the specialist id to give it to.
+    pub specialist: Option<String>,
+    /// `report`: the specialist signs before every image has arrived, knowingly.
+    #[serde(default)]
+    pub confirm_incomplete: bool,
+}
+
+impl Cases {
+    /// `user` acts on a case: accept, ask, report, addendum, decline, or (administrators)
+    /// assign. Recorded in the audit log before it is appended.
+    pub fn act(
+        &self,
+        user: &User,
+        from: std::net::SocketAddr,
+        id: &ConsultationId,
+        action: CaseAction,
+        body: ActionBody,
+    ) -> Result<Event, CaseError> {
+        let (folded, _) = self.allowed(user, id, |case| Action::Act(case, action))?;
+        let c = folded.consultation;
+        let need = |v: Option<String>, what: &str| {
+            v.filter(|s| !s.trim().is_empty())
+                .ok_or_else(|| CaseError::invalid(format!("{what} is required")))
+        };
+        // The specialist acting is the authenticated one (the policy checked the link).
+        let specialist = || {
+            user.specialist
+                .clone()
+                .ok_or_else(|| CaseError::forbidden("only specialists do this"))
+        };
+        let (actor, kind) = match action {
+            CaseAction::Accept => {
+                let me = specialist()?;
+                (me.clone(), EventKind::Accepted { specialist: me })
+            }
+            CaseAction::Take => {
+                let me = specialist()?;
+                let pool = self.waiting_in_my_pool(user, &c).ok_or_else(|| {
+                    CaseError::refused(
+                        "only a delivered case nobody holds can be taken, by a member of its pool",
+                    )
+                })?;
+                (
+                    me.clone(),
+                    EventKind::Assigned {
+                        specialist: me,
+                        rule: format!("pool:{pool}"),
+                        reason: format!("taken from pool {pool} by {}", user.display_name),
+                    },
+                )
+            }
+            CaseAction::Ask => {
+                let me = specialist()?;
+                let text = need(body.text, "text")?;
+                (
+                    me.clone(),
+                    EventKind::QuestionAsked {
+                        specialist: me,
+                        text,
+                    },
+                )
+            }
+            CaseAction::Report => {
+                let me = specialist()?;
+                let qualification = user
+                    .qualification
+                    .clone()
+                    .ok_or_else(|| CaseError::forbidden("a qualification is needed to sign"))?;
+                let impression = need(body.impression, "impression")?;
+                let signed_before_complete = incomplete(&self.arrivals(&c));
+                if let Some(a) = signed_before_complete {
+                    if !body.confirm_incomplete {
+                        return Err(CaseError::ImagesIncomplete(format!(
+                                "{} of this case's images have arrived; to sign now, confirm that you sign before the rest has arrived (confirm_incomplete), or wait for them",
+                                a.describe()
+                            ),
+                        ));
+                    }
+                }
+                let report = Report {
+                    findings: body.findings.unwrap_or_default(),
+                    impression,
+                    recommendation: body.recommendation.unwrap_or_default(),
+                    signer_name: user.display_name.clone(),
+                    signer_qualification: qualification,
+                    signed_at_ms: now_ms(),
+                    signed_before_complete,
+                };
+                (
+                    me.clone(),
+                    EventKind::Reported {
+                        specialist: me,
+                        report,
+                    },
+                )
+            }
+            CaseAction::Addendum => {
+                let me = specialist()?;
+                let text = need(body.text, "text")?;
+                (
+                    me.clone(),
+                    EventKind::Addendum {
+                        specialist: me,
+                        text,
+                        signed_at_ms: now_ms(),
+                    },
+                )
+            }
+            CaseAction::Decline => {
+                let me = specialist()?;
+                let reason = need(body.reason, "reason")?;
+                (
+                    me.clone(),
+                    EventKind::Declined {
+                        specialist: me,
+                        reason,
+                    },
+                )
+            }
+            CaseAction::Assign => {
+                let to = need(body.specialist, "specialist")?;
+                let reason = body
+                    .reason
+                    .unwrap_or_else(|| format!("assigned by {}", user.name));
+                let kind = match (&c.state, &c.assignee) {
+                    (CaseState::Delivered, _) => EventKind::Assigned {
+                        specialist: to,
+                        rule: "manual".into(),
+                        reason,
+                    },
+                    (_, Some(from)) => EventKind::Reassigned {
+                        from: from.clone(),
+                        to,
+                        reason,
+                    },
+                    _ => {
+                        return Err(CaseError::refused(format!(
+                            "the consultation is {}; it cannot be assigned now",
+                            c.state.label()
+                        )))
+                    }
+                };
+                (format!("admin:{}", user.name), kind)
+            }
+        };
+        self.audited(user, from, action.name(), &c.id)?;
+        let event = self
+            .consult
+            .append(&c.clinic, &c.id, &actor, now_ms(), kind)
+            .map_err(CaseError::from)?;
+        // Time from delivery, for the hospital's service figures.
+        let since_delivery = c
+            .delivered_at_ms
+            .map(|d| (event.at_ms - d).max(0) as f64 / 1000.0);
+        match (&event.kind, since_delivery) {
+            (EventKind::Accepted { .. }, Some(s)) => self.metrics.time_to_accept.observe(s),
+            (EventKind::Reported { .. }, Some(s)) => self.metrics.time_to_report.observe(s),
+            _ => {}
+        }
+        Ok(event)
+    }
+}
+
+impl Cases {
+    /// A clinic's studies (patient ids and names among them): an administrator sees all of
+    /// them, a specialist only those attached to cases they may see. The read is recorded.
+    pub fn studies(
+        &self,
+        user: &User,
+        from: std::net::SocketAddr,
+        clinic: &proto::ClinicId,
+    ) -> Result<Vec<crate::archive::StudyRow>, CaseError> {
+        access::check(user, Action::Studies)?;
+        let mut studies = self.archive.studies(clinic);
+        if user.role != daemon::accounts::Role::Admin {
+            let mut allowed = std::collections::BTreeSet::new();
+            for case in self.consult.log.list(clinic)? {
+                if self.visible(user, &case.id).is_ok() {
+                    allowed.extend(case.studies);
+                }
+            }
+            studies.retain(|s| allowed.contains(&s.study_instance_uid));
+        }
+        self.audited_target(user, from, "view_studies", clinic.as_str())?;
+        Ok(studies)
+    }
+
+    /// An attachment of a case the user may see, once it has arrived: its media type (only
+    /// the two kinds a clinic can attach, whatever an event claims), file name and bytes. The
+    /// read is recorded.
+    pub fn attachment(
+        &self,
+        user: &User,
+        from: std::net::SocketAddr,
+        id: &ConsultationId,
+        object: &str,
+    ) -> Result<(String, String, Vec<u8>), CaseError> {
+        let c = self.visible(user, id)?.0.consultation;
+        let a = c
+            .attachments
+            .iter()
+            .find(|a| a.object.as_str() == object)
+            .ok_or_else(|| CaseError::not_found(format!("no attachment {object} on {id}")))?;
+        if !self.archive.has(&c.clinic, &a.object).map_err(internal)? {
+            return Err(CaseError::NotArrived(format!(
+                "{} has not arrived from the clinic yet",
+                a.name
+            )));
+        }
+        self.audited(user, from, "view_attachment", id)?;
+        let bytes = self.archive.object_bytes(&a.object).map_err(internal)?;
+        let media_type = match a.media_type.as_str() {
+            t @ ("application/pdf" | "image/jpeg") => t.to_owned(),
+            _ => "application/octet-stream".to_owned(),
+        };
+        Ok((media_type, a.name.clone(), bytes))
+    }
+}
