@@ -709,3 +709,55 @@ mod tests {
         assert!(archive.studies(&other).is_empty());
     }
 }
+
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use crate::storage::Embedded;
+
+    /// `cargo test --release -p gateway archive_cost -- --ignored --nocapture`: 400 uploads of
+    /// 512 KiB, each in two committed chunks, as the receive path makes them (no network).
+    #[test]
+    #[ignore]
+    fn archive_cost() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let embedded = Embedded::open(dir.path()).unwrap();
+        let (objects, index) = embedded.ports();
+        let archive = Arc::new(GatewayArchive::new(objects, index));
+        let clinic = ClinicId::new("jinzhou").unwrap();
+        let started = std::time::Instant::now();
+        for n in 0..400u32 {
+            let mut bytes: Vec<u8> = (0..512 * 1024u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+                .collect();
+            bytes[..4].copy_from_slice(&n.to_be_bytes());
+            let id = ObjectId::from_digest(&Sha256::digest(&bytes).into());
+            let _claim = archive.claim_upload(&clinic, &id).unwrap();
+            let size = bytes.len() as u64;
+            let Begin::Resume { mut partial, .. } =
+                archive.begin(&clinic, &id, size, None).unwrap()
+            else {
+                panic!("stored already")
+            };
+            let half = bytes.len() / 2;
+            archive
+                .receive(
+                    &clinic,
+                    &id,
+                    size,
+                    &mut partial,
+                    &bytes[..half],
+                    Some(half as u64),
+                )
+                .unwrap();
+            let done = archive
+                .receive(&clinic, &id, size, &mut partial, &bytes[half..], Some(size))
+                .unwrap();
+            assert_eq!(done, Some(Finished::Stored));
+        }
+        println!(
+            "archive cost: {:.2} s for 400 × 512 KiB",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
