@@ -62,9 +62,11 @@ mod tests {
 
     use super::*;
 
+    /// However the threads happen to be scheduled: never more than two at once, and all of
+    /// them run when each waits long enough.
     #[test]
-    fn no_more_than_max_run_at_once_and_the_rest_wait_or_give_up() {
-        static SLOTS: Slots = Slots::new(2, Duration::from_millis(300));
+    fn no_more_than_max_run_at_once() {
+        static SLOTS: Slots = Slots::new(2, Duration::from_secs(30));
         let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let workers: Vec<_> = (0..8)
             .map(|_| {
@@ -75,7 +77,7 @@ mod tests {
                     };
                     let n = now.fetch_add(1, Ordering::SeqCst) + 1;
                     most.fetch_max(n, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(100));
+                    std::thread::sleep(Duration::from_millis(20));
                     now.fetch_sub(1, Ordering::SeqCst);
                     true
                 })
@@ -86,14 +88,34 @@ mod tests {
             .map(|w| w.join().unwrap())
             .filter(|ran| *ran)
             .count();
-        assert_eq!(
-            most.load(Ordering::SeqCst),
-            2,
+        assert_eq!(ran, 8, "each waited its turn");
+        assert!(
+            most.load(Ordering::SeqCst) <= 2,
             "never more than two at once"
         );
+    }
+
+    /// With every place held, a taker gives up after the wait; one given back goes to a
+    /// taker waiting for it.
+    #[test]
+    fn a_taker_waits_its_turn_or_gives_up() {
+        let short = Slots::new(1, Duration::from_millis(100));
+        let held = short.take();
+        assert!(held.is_some());
+        let started = Instant::now();
+        assert!(short.take().is_none(), "all held: refused");
         assert!(
-            (2..8).contains(&ran),
-            "some waited their turn, the rest gave up: {ran}"
+            started.elapsed() >= Duration::from_millis(100),
+            "after waiting"
         );
+        drop(held);
+        let long = Slots::new(1, Duration::from_secs(30));
+        let held = long.take();
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| long.take().is_some());
+            std::thread::sleep(Duration::from_millis(50));
+            drop(held);
+            assert!(waiter.join().unwrap(), "the freed place went to the waiter");
+        });
     }
 }
