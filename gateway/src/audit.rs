@@ -17,69 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// In place of the last hash once a failed write could not be undone.
 const UNUSABLE: &str = "unusable";
 
-/// The hash before the first record.
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    pub seq: u64,
-    /// Unix milliseconds.
-    pub at_ms: i64,
-    /// The account that acted.
-    pub user: String,
-    /// The client's address.
-    pub address: String,
-    /// `view`, `view_attachment`, or the action (`accept`, `report`, …).
-    pub action: String,
-    /// What was seen or changed: a consultation id (never patient data).
-    pub target: String,
-    pub prev: String,
-    pub hash: String,
-}
-
-impl Record {
-    /// SHA-256 over every field but `hash`, in a fixed order.
-    fn digest(&self) -> String {
-        let mut h = Sha256::new();
-        for part in [
-            self.seq.to_string().as_str(),
-            self.at_ms.to_string().as_str(),
-            &self.user,
-            &self.address,
-            &self.action,
-            &self.target,
-            &self.prev,
-        ] {
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part.as_bytes());
-        }
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    #[error("audit log {path}: {detail}")]
-    Io { path: String, detail: String },
-    #[error("audit log {path}, line {line}: {problem}; the log was altered after it was written")]
-    Broken {
-        path: String,
-        line: usize,
-        problem: String,
-    },
-    #[error("audit log {path} does not reach record {seq} (hash {hash}) that the gateway's index says was written: {problem}; the log was cut short or replaced by an older copy — restore it from the newest backup")]
-    BehindAnchor {
-        path: String,
-        seq: u64,
-        hash: String,
-        problem: String,
-    },
-}
+pub use store::audit::{AuditError, AuditLog, Record, GENESIS};
 
 /// The last record written, as the index remembers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,7 +114,7 @@ impl Audit {
         address: &str,
         action: &str,
         target: &str,
-    ) -> Result<(), AuditError> {
+    ) -> Result<Record, AuditError> {
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         let (seq, prev, file) = &mut *tail;
         if prev.starts_with(UNUSABLE) {
@@ -181,17 +123,7 @@ impl Audit {
                 "a failed write could not be undone; no access is recorded (nor allowed) until the gateway restarts and repairs the log",
             ));
         }
-        let mut record = Record {
-            seq: *seq,
-            at_ms,
-            user: user.to_owned(),
-            address: address.to_owned(),
-            action: action.to_owned(),
-            target: target.to_owned(),
-            prev: prev.clone(),
-            hash: String::new(),
-        };
-        record.hash = record.digest();
+        let record = Record::chained(*seq, prev, at_ms, user, address, action, target);
         let mut line = serde_json::to_vec(&record).map_err(|e| io(&self.path, e))?;
         line.push(b'\n');
         // A write that fails part-way is cut off again, so the next record continues the
@@ -216,13 +148,35 @@ impl Audit {
                 tree,
                 &Anchor {
                     seq: record.seq,
-                    hash: record.hash,
+                    hash: record.hash.clone(),
                 },
             ) {
                 tracing::warn!(error = %e, "cannot move the audit log's anchor");
             }
         }
-        Ok(())
+        Ok(record)
+    }
+}
+
+/// The file log as the audit port: what the services record through.
+impl AuditLog for Audit {
+    fn record(
+        &self,
+        at_ms: i64,
+        user: &str,
+        address: &str,
+        action: &str,
+        target: &str,
+    ) -> Result<Record, AuditError> {
+        Audit::record(self, at_ms, user, address, action, target)
+    }
+
+    fn records(&self) -> Result<Vec<Record>, AuditError> {
+        Audit::records(self)
+    }
+
+    fn verify(&self) -> Result<(u64, String), AuditError> {
+        Audit::verify(self)
     }
 }
 
@@ -359,6 +313,23 @@ pub fn verify_against(path: &Path, anchor: Option<&Anchor>) -> Result<(u64, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The file log keeps the audit port's contract.
+    #[test]
+    fn the_file_audit_keeps_the_port_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut n = 0;
+        store::audit::conformance::run(|| {
+            n += 1;
+            let path = dir.path().join(format!("audit-{n}.log"));
+            let log = Audit::open(&path).unwrap();
+            (
+                Box::new(log) as Box<dyn AuditLog>,
+                Box::new(move || Box::new(Audit::open(&path).unwrap()) as Box<dyn AuditLog>)
+                    as Box<dyn Fn() -> Box<dyn AuditLog>>,
+            )
+        });
+    }
 
     fn three(path: &Path) {
         let audit = Audit::open(path).unwrap();

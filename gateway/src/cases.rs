@@ -79,7 +79,7 @@ impl From<ConsultError> for CaseError {
 #[derive(Clone)]
 pub struct Cases {
     /// Every view or change of patient data is recorded here first.
-    pub audit: Arc<crate::audit::Audit>,
+    pub audit: Arc<dyn store::audit::AuditLog>,
     /// The router, when `[routing]` is configured: its roster's SLAs date the worklist, its
     /// pools say who may take a case nobody holds.
     pub router: Option<Arc<crate::router::Router>>,
@@ -260,6 +260,7 @@ impl Cases {
     ) -> Result<(), CaseError> {
         self.audit
             .record(now_ms(), &user.name, &from.ip().to_string(), action, target)
+            .map(|_| ())
             .map_err(|e| CaseError::internal(e.to_string()))
     }
 
