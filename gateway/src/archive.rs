@@ -131,6 +131,11 @@ fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
+/// An instance's (patient, study, series, SOP instance), as the pages and the API list them.
+fn ids(k: InstanceKey) -> [String; 4] {
+    [k.patient, k.study, k.series, k.sop]
+}
+
 fn upload_key(clinic: &ClinicId, id: &ObjectId) -> UploadKey {
     UploadKey::new(clinic.as_str(), id.clone())
 }
@@ -446,9 +451,7 @@ impl GatewayArchive {
             tracing::warn!(clinic = %clinic, error = %e, "the archive index could not be read");
             Vec::new()
         });
-        all.into_iter()
-            .map(|(k, r)| ([k.patient, k.study, k.series, k.sop], r))
-            .collect()
+        all.into_iter().map(|(k, r)| (ids(k), r)).collect()
     }
 
     /// One object of a clinic, found without scanning its others.
@@ -457,10 +460,7 @@ impl GatewayArchive {
         clinic: &ClinicId,
         id: &ObjectId,
     ) -> Result<Option<([String; 4], InstanceRecord)>, ArchiveError> {
-        Ok(self
-            .index
-            .instance(clinic, id)?
-            .map(|(k, r)| ([k.patient, k.study, k.series, k.sop], r)))
+        Ok(self.index.instance(clinic, id)?.map(|(k, r)| (ids(k), r)))
     }
 
     /// The versions (different bytes under one SOP Instance UID) of an instance the clinic
@@ -487,7 +487,7 @@ impl GatewayArchive {
         let studies: std::collections::BTreeSet<&String> = studies.iter().collect();
         for study in studies {
             for (k, r) in self.index.study(clinic, study)? {
-                out.push(([k.patient, k.study, k.series, k.sop], r));
+                out.push((ids(k), r));
             }
         }
         Ok(out)

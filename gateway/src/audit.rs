@@ -105,9 +105,12 @@ impl Audit {
         }
         Ok(audit)
     }
+}
 
+/// The file log as the audit port: what the services record through.
+impl AuditLog for Audit {
     /// Appends a record and fsyncs it.
-    pub fn record(
+    fn record(
         &self,
         at_ms: i64,
         user: &str,
@@ -156,33 +159,9 @@ impl Audit {
         }
         Ok(record)
     }
-}
 
-/// The file log as the audit port: what the services record through.
-impl AuditLog for Audit {
-    fn record(
-        &self,
-        at_ms: i64,
-        user: &str,
-        address: &str,
-        action: &str,
-        target: &str,
-    ) -> Result<Record, AuditError> {
-        Audit::record(self, at_ms, user, address, action, target)
-    }
-
-    fn records(&self) -> Result<Vec<Record>, AuditError> {
-        Audit::records(self)
-    }
-
-    fn verify(&self) -> Result<(u64, String), AuditError> {
-        Audit::verify(self)
-    }
-}
-
-impl Audit {
     /// Every record that reads as one (the page shows them; `verify` judges the chain).
-    pub fn records(&self) -> Result<Vec<Record>, AuditError> {
+    fn records(&self) -> Result<Vec<Record>, AuditError> {
         let _tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         let file = File::open(&self.path).map_err(|e| io(&self.path, e))?;
         Ok(BufReader::new(file)
@@ -193,7 +172,7 @@ impl Audit {
     }
 
     /// Checks the chain as it is on disk now, and that it reaches the anchor.
-    pub fn verify(&self) -> Result<(u64, String), AuditError> {
+    fn verify(&self) -> Result<(u64, String), AuditError> {
         let _tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         verify_against(
             &self.path,
@@ -278,17 +257,8 @@ pub fn verify_against(path: &Path, anchor: Option<&Anchor>) -> Result<(u64, Stri
         let n = i + 1;
         let record: Record = serde_json::from_str(&line)
             .map_err(|e| broken(n, format!("not an audit record ({e})")))?;
-        if record.seq != seq {
-            return Err(broken(
-                n,
-                format!("record {} where {seq} was expected", record.seq),
-            ));
-        }
-        if record.prev != prev {
-            return Err(broken(n, "it does not follow the record before it".into()));
-        }
-        if record.digest() != record.hash {
-            return Err(broken(n, "its contents do not match its hash".into()));
+        if let Some(problem) = store::audit::link_problem(&record, seq, &prev) {
+            return Err(broken(n, problem));
         }
         if let Some(a) = anchor.filter(|a| a.seq == record.seq && a.hash != record.hash) {
             return Err(AuditError::BehindAnchor {

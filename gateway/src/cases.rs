@@ -75,6 +75,16 @@ impl From<ConsultError> for CaseError {
     }
 }
 
+impl From<Denied> for CaseError {
+    /// A case the user may not see does not exist for them.
+    fn from(d: Denied) -> Self {
+        match d {
+            Denied::Hidden => CaseError::NotFound("no such consultation".into()),
+            Denied::Forbidden(why) => CaseError::Forbidden(why),
+        }
+    }
+}
+
 /// The hospital's work on consultations: what the API, the pages and the tests call.
 #[derive(Clone)]
 pub struct Cases {
@@ -111,6 +121,21 @@ pub struct CaseRow {
     pub waiting_in_pool: Option<String>,
 }
 
+/// What an action carries (the texts of a question, a report, a reason; whom to assign).
+#[derive(Debug, Default, Deserialize)]
+pub struct ActionBody {
+    pub text: Option<String>,
+    pub reason: Option<String>,
+    pub findings: Option<String>,
+    pub impression: Option<String>,
+    pub recommendation: Option<String>,
+    /// `assign`: the specialist id to give it to.
+    pub specialist: Option<String>,
+    /// `report`: the specialist signs before every image has arrived, knowingly.
+    #[serde(default)]
+    pub confirm_incomplete: bool,
+}
+
 impl Cases {
     /// The cases `user` works on, most urgent first, then oldest; `all` adds finished ones.
     pub fn worklist(&self, user: &User, all_scope: bool) -> Result<Vec<CaseRow>, CaseError> {
@@ -127,7 +152,7 @@ impl Cases {
         } else {
             self.consult.log.open_cases(None)
         };
-        for c in cases.map_err(internal)? {
+        for c in cases.map_err(CaseError::internal)? {
             let waiting_in_pool = self.waiting_in_my_pool(user, &c);
             let row = access::Case {
                 consultation: &c,
@@ -186,23 +211,7 @@ impl Cases {
         let pool = router.pool_of(c)?;
         (pool.members.contains(me) || &pool.lead == me).then_some(pool.id)
     }
-}
 
-fn internal(e: impl std::fmt::Display) -> CaseError {
-    CaseError::Internal(e.to_string())
-}
-
-impl From<Denied> for CaseError {
-    /// A case the user may not see does not exist for them.
-    fn from(d: Denied) -> Self {
-        match d {
-            Denied::Hidden => CaseError::NotFound("no such consultation".into()),
-            Denied::Forbidden(why) => CaseError::Forbidden(why),
-        }
-    }
-}
-
-impl Cases {
     /// A case's fold and timeline, if `user` may see it (not found otherwise). Not audited:
     /// the caller records what it shows.
     pub fn visible(
@@ -261,7 +270,7 @@ impl Cases {
         self.audit
             .record(now_ms(), &user.name, &from.ip().to_string(), action, target)
             .map(|_| ())
-            .map_err(|e| CaseError::internal(e.to_string()))
+            .map_err(CaseError::internal)
     }
 
     /// The worklist as `user` reads it (the API and the page): its rows hold patient data
@@ -369,23 +378,7 @@ impl Cases {
             })
             .collect()
     }
-}
 
-#[derive(Debug, Default, Deserialize)]
-pub struct ActionBody {
-    pub text: Option<String>,
-    pub reason: Option<String>,
-    pub findings: Option<String>,
-    pub impression: Option<String>,
-    pub recommendation: Option<String>,
-    /// `assign`: the specialist id to give it to.
-    pub specialist: Option<String>,
-    /// `report`: the specialist signs before every image has arrived, knowingly.
-    #[serde(default)]
-    pub confirm_incomplete: bool,
-}
-
-impl Cases {
     /// `user` acts on a case: accept, ask, report, addendum, decline, or (administrators)
     /// assign. Recorded in the audit log before it is appended.
     pub fn act(
@@ -539,9 +532,7 @@ impl Cases {
         }
         Ok(event)
     }
-}
 
-impl Cases {
     /// A clinic's studies (patient ids and names among them): an administrator sees all of
     /// them, a specialist only those attached to cases they may see. The read is recorded.
     pub fn studies(
@@ -581,14 +572,21 @@ impl Cases {
             .iter()
             .find(|a| a.object.as_str() == object)
             .ok_or_else(|| CaseError::not_found(format!("no attachment {object} on {id}")))?;
-        if !self.archive.has(&c.clinic, &a.object).map_err(internal)? {
+        if !self
+            .archive
+            .has(&c.clinic, &a.object)
+            .map_err(CaseError::internal)?
+        {
             return Err(CaseError::NotArrived(format!(
                 "{} has not arrived from the clinic yet",
                 a.name
             )));
         }
         self.audited(user, from, "view_attachment", id)?;
-        let bytes = self.archive.object_bytes(&a.object).map_err(internal)?;
+        let bytes = self
+            .archive
+            .object_bytes(&a.object)
+            .map_err(CaseError::internal)?;
         let media_type = match a.media_type.as_str() {
             t @ ("application/pdf" | "image/jpeg") => t.to_owned(),
             _ => "application/octet-stream".to_owned(),

@@ -81,19 +81,28 @@ impl Record {
     }
 }
 
+/// Why `record` cannot stand at number `seq` after the record hashed `prev`, in words; `None`
+/// when it follows it.
+pub fn link_problem(record: &Record, seq: u64, prev: &str) -> Option<String> {
+    if record.seq != seq {
+        return Some(format!("record {} where {seq} was expected", record.seq));
+    }
+    if record.prev != prev {
+        return Some("it does not follow the record before it".into());
+    }
+    if record.digest() != record.hash {
+        return Some("its contents do not match its hash".into());
+    }
+    None
+}
+
 /// Where the chain of `records` first breaks, in words (`None` when it holds): the index of
 /// the record and the problem.
 pub fn chain_break(records: &[Record]) -> Option<(usize, String)> {
     let mut prev = GENESIS;
     for (i, r) in records.iter().enumerate() {
-        if r.seq != i as u64 {
-            return Some((i, format!("record {} where {i} was expected", r.seq)));
-        }
-        if r.prev != prev {
-            return Some((i, "it does not follow the record before it".into()));
-        }
-        if r.digest() != r.hash {
-            return Some((i, "its contents do not match its hash".into()));
+        if let Some(problem) = link_problem(r, i as u64, prev) {
+            return Some((i, problem));
         }
         prev = &r.hash;
     }

@@ -302,10 +302,12 @@ impl ConsultLog {
                 bytes: encoded.len(),
             });
         }
-        match self.owner(consultation)? {
+        // The state with the event: this site's own event has seen every event stored, so it
+        // folds last, onto the state as it stands.
+        let projection = match self.owner(consultation)? {
             None if matches!(event.kind, EventKind::Created { .. }) => {
                 // Checks the created event itself (its side, the required fields).
-                Consultation::from_events([&event])?;
+                Consultation::from_events([&event])?
             }
             None => return Err(ConsultError::NotFound(consultation.clone())),
             Some(_) if matches!(event.kind, EventKind::Created { .. }) => {
@@ -321,9 +323,10 @@ impl ConsultLog {
                     .consultation;
                 current.admits(&event.actor, &event.kind)?;
                 current.apply(&event)?;
+                current
             }
-        }
-        self.store(&event)?;
+        };
+        self.store.store(&event, Some(&projection))?;
         Ok(event)
     }
 
@@ -391,13 +394,14 @@ impl ConsultLog {
                 .into());
             }
         }
-        self.store(event)?;
+        self.store_replicated(event)?;
         Ok(Applied::Appended)
     }
 
-    /// Stores `event` with the consultation's new projection: the fold of its timeline with
-    /// the event, so the projection is always what [`Self::get`] would fold.
-    fn store(&self, event: &Event) -> Result<(), ConsultError> {
+    /// Stores a peer's `event` with the consultation's new projection: the fold of its
+    /// timeline with the event (which may fold before events this site already holds), so the
+    /// projection is always what [`Self::get`] would fold.
+    fn store_replicated(&self, event: &Event) -> Result<(), ConsultError> {
         let (mut clinic, mut gateway) = self.store.events_of(&event.consultation)?;
         match event.id.side {
             Side::Clinic => clinic.push(event.clone()),

@@ -79,11 +79,6 @@ impl Machine {
         self.lock().down
     }
 
-    /// Steps taken so far.
-    pub fn steps(&self) -> u64 {
-        self.lock().steps
-    }
-
     /// Powers the machine on again after a crash; returns the new boot number. Adapters apply
     /// the loss when they boot with [`Machine::booted`].
     pub fn power_on(&self) -> u64 {

@@ -27,6 +27,11 @@ use store::crash::Machine;
 use store::objects::memory::MemoryObjects;
 use store::objects::ObjectStore;
 
+/// The seeds `TPG_CRASH_SEEDS` asks for, if it does.
+fn seeds() -> Option<u64> {
+    std::env::var("TPG_CRASH_SEEDS").ok()?.parse().ok()
+}
+
 /// Bytes between commits (the link commits every 256 KiB; small here, so that an object has
 /// several).
 const CHUNK: u64 = 256;
@@ -270,10 +275,7 @@ fn run(seed: u64, work: &[Object]) -> Result<u64, String> {
 
 #[test]
 fn nothing_receipted_is_lost_or_forwarded_twice_through_crashes_at_seeded_points() {
-    let seeds: u64 = std::env::var("TPG_CRASH_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(6_000);
+    let seeds = seeds().unwrap_or(6_000);
     let work = workload();
     let started = std::time::Instant::now();
     let mut crashes = 0;
@@ -539,10 +541,7 @@ fn consult_run(seed: u64, cases: u64) -> Result<u64, String> {
 
 #[test]
 fn acknowledged_consultation_events_survive_crashes_at_both_sites_and_the_timelines_meet() {
-    let seeds: u64 = std::env::var("TPG_CRASH_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map_or(1_500, |n: u64| n / 4);
+    let seeds = seeds().map_or(1_500, |n| n / 4);
     let started = std::time::Instant::now();
     let mut crashes = 0;
     for seed in 0..seeds {

@@ -122,11 +122,6 @@ impl SledIndex {
         Ok(())
     }
 
-    /// The database, for what is not behind a port yet (forwarding's queues).
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
     /// The inbox tree, drained by the gateway's forwarding.
     pub fn inbox_tree(&self) -> &Tree {
         &self.forward_inbox

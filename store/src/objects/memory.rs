@@ -4,7 +4,7 @@
 //! is lost (no adapter syncs it); placed objects only once `sync_placed` covered them —
 //! otherwise, seeded, the rename is either kept or undone back to the partial.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -271,13 +271,6 @@ impl ObjectStore for MemoryObjects {
         let mut file = tempfile::NamedTempFile::new().map_err(io)?;
         std::io::Write::write_all(&mut file, &bytes).map_err(io)?;
         Ok(LocalFile::copy(file.into_temp_path()))
-    }
-}
-
-impl MemoryObjects {
-    /// Every durable object's id (for the crash model's checks).
-    pub fn ids(&self) -> BTreeSet<ObjectId> {
-        self.lock().objects.keys().cloned().collect()
     }
 }
 
