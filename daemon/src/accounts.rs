@@ -11,7 +11,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// How long a login session lasts.
@@ -19,62 +18,8 @@ pub const SESSION_SECS: i64 = 12 * 3600;
 /// The shortest password accepted.
 pub const MIN_PASSWORD: usize = 10;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Hospital: reads, asks, reports. Linked to a specialist id in `routing.toml`.
-    Specialist,
-    /// Clinic: creates consultations, answers, reads reports.
-    Doctor,
-    /// Either site: everything, including assigning and managing accounts.
-    Admin,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "specialist" => Some(Role::Specialist),
-            "doctor" => Some(Role::Doctor),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-}
-
-/// A user as the API sees them (no password hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct User {
-    /// Login name.
-    pub name: String,
-    pub role: Role,
-    /// The name printed on reports and in timelines.
-    pub display_name: String,
-    /// Specialists: their id in `routing.toml`.
-    pub specialist: Option<String>,
-    /// Specialists: the qualification printed on reports.
-    pub qualification: Option<String>,
-    /// A deactivated account cannot log in and its sessions and tokens stop working; its
-    /// name stays on the reports and timelines it signed.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub deactivated: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Stored {
-    user: User,
-    hash: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct TokenRecord {
-    user: String,
-    /// Unix seconds; `None` only for script tokens made before they expired.
-    expires: Option<i64>,
-    /// The password the token was issued under (a fingerprint of its hash): a new password
-    /// ends every session and token made before it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    under: Option<String>,
-}
+use store::accounts::{Account, AccountStore, AccountStoreError, Grant, SessionStore};
+pub use store::accounts::{Role, User};
 
 /// Days a script token lasts unless its maker says otherwise.
 pub const SCRIPT_TOKEN_DAYS: u32 = 90;
@@ -110,6 +55,16 @@ pub enum AccountError {
     Busy,
 }
 
+impl From<AccountStoreError> for AccountError {
+    fn from(e: AccountStoreError) -> Self {
+        match e {
+            AccountStoreError::Io(e) => AccountError::Index(e),
+            AccountStoreError::Exists(n) => AccountError::Exists(n),
+            AccountStoreError::NoSuchUser(n) => AccountError::NoSuchUser(n),
+        }
+    }
+}
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -125,14 +80,6 @@ fn random_hex(bytes: usize) -> Result<String, AccountError> {
 
 fn token_key(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
-}
-
-/// What the accounts file holds.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct File {
-    users: std::collections::BTreeMap<String, Stored>,
-    /// SHA-256 (hex) of each script token → its record.
-    tokens: std::collections::BTreeMap<String, TokenRecord>,
 }
 
 /// Failed logins allowed for one name before it is locked for a while.
@@ -159,24 +106,24 @@ struct Failures {
     locked_until: i64,
 }
 
-/// The accounts of one daemon: a JSON file in its data folder (`accounts.json`, 0600), written
-/// atomically by the `user` commands and re-read by the running daemon when it changes, so
-/// accounts can be managed while the daemon runs. Login sessions live in the daemon's memory:
-/// a restart asks people to log in again.
+/// The accounts of one daemon, over the accounts and sessions ports (`store::accounts`).
+/// Embedded, they are a JSON file in its data folder (`accounts.json`, 0600), changed by the
+/// `user` commands and the running daemon in turn and re-read when it changes, so accounts
+/// can be managed while the daemon runs; login sessions live in the daemon's memory, so a
+/// restart asks people to log in again.
 pub struct Accounts {
     /// Failed logins per user name (in memory: a restart forgets them).
     failures: std::sync::Mutex<std::collections::HashMap<String, Failures>>,
     /// Passwords checked with argon2 since the daemon started.
     verified: std::sync::atomic::AtomicU64,
-    path: std::path::PathBuf,
-    state: std::sync::Mutex<(Option<SystemTime>, File)>,
-    sessions: std::sync::Mutex<std::collections::HashMap<String, TokenRecord>>,
+    store: std::sync::Arc<dyn AccountStore>,
+    sessions: std::sync::Arc<dyn SessionStore>,
 }
 
 impl std::fmt::Debug for Accounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Accounts")
-            .field("path", &self.path)
+            .field("store", &self.store)
             .finish_non_exhaustive()
     }
 }
@@ -189,105 +136,26 @@ fn hex_key(token: &str) -> String {
 }
 
 impl Accounts {
-    /// Opens (without creating) the accounts file at `path`.
+    /// The accounts file at `path` (opened, not created: the first account makes it), with
+    /// sessions in memory.
     pub fn open(path: &std::path::Path) -> Result<Self, AccountError> {
-        let accounts = Self {
+        Ok(Self::new(
+            std::sync::Arc::new(store::accounts::file::FileAccounts::open(path)?),
+            std::sync::Arc::new(store::accounts::memory::MemorySessions::default()),
+        ))
+    }
+
+    /// The accounts kept by `store`, with sessions kept by `sessions`.
+    pub fn new(
+        store: std::sync::Arc<dyn AccountStore>,
+        sessions: std::sync::Arc<dyn SessionStore>,
+    ) -> Self {
+        Self {
             failures: Default::default(),
             verified: Default::default(),
-            path: path.to_path_buf(),
-            state: std::sync::Mutex::new((None, File::default())),
-            sessions: Default::default(),
-        };
-        accounts.current()?;
-        Ok(accounts)
-    }
-
-    /// The file's contents, re-read when its modification time changed.
-    fn current(&self) -> Result<File, AccountError> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        if modified.is_some() && modified != state.0 {
-            *state = (modified, self.read_file()?);
+            store,
+            sessions,
         }
-        Ok(state.1.clone())
-    }
-
-    /// Reads the file afresh, lets `change` change it and writes it back, all while holding
-    /// an exclusive lock on `accounts.json.lock`: the `user` commands and the running daemon
-    /// change the file in turn and never write over each other's changes.
-    fn modify<T>(
-        &self,
-        change: impl FnOnce(&mut File) -> Result<T, AccountError>,
-    ) -> Result<T, AccountError> {
-        let lock_path = self.path.with_extension("json.lock");
-        let err = |e: std::io::Error| {
-            AccountError::Index(format!("cannot lock {}: {e}", lock_path.display()))
-        };
-        let mut options = std::fs::OpenOptions::new();
-        options.create(true).truncate(false).write(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let lock = options.open(&lock_path).map_err(err)?;
-        keep_owner(&self.path, &lock);
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| err(e.into()))?;
-        // No file yet: the first account makes it.
-        let mut file = match std::fs::metadata(&self.path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => File::default(),
-            _ => self.read_file()?,
-        };
-        let out = change(&mut file)?;
-        self.write(&file)?;
-        // Unlocked when `lock` closes.
-        Ok(out)
-    }
-
-    /// The file as it is on disk now.
-    fn read_file(&self) -> Result<File, AccountError> {
-        let text = std::fs::read(&self.path).map_err(|e| {
-            AccountError::Index(format!("cannot read {}: {e}", self.path.display()))
-        })?;
-        serde_json::from_slice(&text).map_err(|e| {
-            AccountError::Index(format!(
-                "{} is not an accounts file: {e}",
-                self.path.display()
-            ))
-        })
-    }
-
-    fn write(&self, file: &File) -> Result<(), AccountError> {
-        let err = |e: std::io::Error| {
-            AccountError::Index(format!("cannot write {}: {e}", self.path.display()))
-        };
-        let text =
-            serde_json::to_vec_pretty(file).map_err(|e| AccountError::Index(e.to_string()))?;
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            // A fresh file, never one found at that name: whatever was left there (even a
-            // link planted by the daemon's user for root's `user add` to follow) goes first.
-            let _ = std::fs::remove_file(&tmp);
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let mut f = options.open(&tmp).map_err(err)?;
-            keep_owner(&self.path, &f);
-            f.write_all(&text).map_err(err)?;
-            f.sync_all().map_err(err)?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(err)?;
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        *state = (None, file.clone());
-        Ok(())
     }
 
     /// Adds `user` with `password` (or replaces their password and details with `replace`).
@@ -304,7 +172,7 @@ impl Accounts {
         if password.chars().count() < MIN_PASSWORD {
             return Err(AccountError::ShortPassword);
         }
-        if !replace && self.current()?.users.contains_key(&user.name) {
+        if !replace && self.store.account(&user.name)?.is_some() {
             return Err(AccountError::Exists(user.name));
         }
         let mut salt = [0u8; 16];
@@ -315,38 +183,20 @@ impl Accounts {
             .hash_password(password.as_bytes(), &salt)
             .map_err(|e| AccountError::Index(e.to_string()))?
             .to_string();
-        self.modify(|file| {
-            if !replace && file.users.contains_key(&user.name) {
-                return Err(AccountError::Exists(user.name.clone()));
-            }
-            file.users.insert(user.name.clone(), Stored { user, hash });
-            Ok(())
-        })
+        Ok(self.store.put_account(Account { user, hash }, replace)?)
     }
 
     /// Deactivates (or reactivates) an account; its sessions end at once.
     pub fn set_deactivated(&self, name: &str, deactivated: bool) -> Result<(), AccountError> {
-        self.modify(|file| {
-            let stored = file
-                .users
-                .get_mut(name)
-                .ok_or_else(|| AccountError::NoSuchUser(name.into()))?;
-            stored.user.deactivated = deactivated;
-            Ok(())
-        })
+        Ok(self.store.set_deactivated(name, deactivated)?)
     }
 
     pub fn get(&self, name: &str) -> Result<Option<User>, AccountError> {
-        Ok(self.current()?.users.get(name).map(|s| s.user.clone()))
+        Ok(self.store.account(name)?.map(|a| a.user))
     }
 
     pub fn list(&self) -> Result<Vec<User>, AccountError> {
-        Ok(self
-            .current()?
-            .users
-            .into_values()
-            .map(|s| s.user)
-            .collect())
+        Ok(self.store.accounts()?.into_iter().map(|a| a.user).collect())
     }
 
     /// Checks a login, throttling guesses: after [`FREE_FAILURES`] wrong passwords for a name,
@@ -417,7 +267,7 @@ impl Accounts {
     pub fn verify(&self, name: &str, password: &str) -> Result<User, AccountError> {
         self.verified
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let Some(stored) = self.current()?.users.get(name).cloned() else {
+        let Some(stored) = self.store.account(name)? else {
             // Spend the same time as a real check, so timing does not tell who exists.
             let _ = Argon2::default().hash_password(
                 password.as_bytes(),
@@ -437,18 +287,17 @@ impl Accounts {
 
     /// A login session token for `name`, valid [`SESSION_SECS`], kept in memory.
     pub fn session(&self, name: &str) -> Result<String, AccountError> {
-        let Some(stored) = self.current()?.users.get(name).cloned() else {
+        let Some(stored) = self.store.account(name)? else {
             return Err(AccountError::NoSuchUser(name.into()));
         };
         let token = random_hex(32)?;
-        let record = TokenRecord {
+        let now = now();
+        let grant = Grant {
             user: name.into(),
-            expires: Some(now() + SESSION_SECS),
+            expires: Some(now + SESSION_SECS),
             under: Some(password_fingerprint(&stored.hash)),
         };
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.retain(|_, r| r.expires.is_none_or(|t| t > now()));
-        sessions.insert(hex_key(&token), record);
+        self.sessions.grant(&hex_key(&token), grant, now)?;
         Ok(token)
     }
 
@@ -460,45 +309,35 @@ impl Accounts {
     /// A token for scripts valid `days` days (at least one), stored (hashed) in the accounts
     /// file; expired ones are dropped from it.
     pub fn script_token_for(&self, name: &str, days: u32) -> Result<String, AccountError> {
+        let Some(stored) = self.store.account(name)? else {
+            return Err(AccountError::NoSuchUser(name.into()));
+        };
         let token = random_hex(32)?;
-        self.modify(|file| {
-            let Some(stored) = file.users.get(name).cloned() else {
-                return Err(AccountError::NoSuchUser(name.into()));
-            };
-            let now = now();
-            file.tokens.retain(|_, r| r.expires.is_none_or(|t| t > now));
-            file.tokens.insert(
-                hex_key(&token),
-                TokenRecord {
-                    user: name.into(),
-                    expires: Some(now + i64::from(days.max(1)) * 86_400),
-                    under: Some(password_fingerprint(&stored.hash)),
-                },
-            );
-            Ok(())
-        })?;
+        let now = now();
+        let grant = Grant {
+            user: name.into(),
+            expires: Some(now + i64::from(days.max(1)) * 86_400),
+            under: Some(password_fingerprint(&stored.hash)),
+        };
+        self.store.grant(&hex_key(&token), grant, now)?;
         Ok(token)
     }
 
     /// The user a token stands for, if it is valid now.
     pub fn resolve(&self, token: &str) -> Result<Option<User>, AccountError> {
         let key = hex_key(token);
-        let session = {
-            let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            sessions.get(&key).cloned()
-        };
-        let record = match session {
+        let record = match self.sessions.granted(&key)? {
             Some(r) => Some(r),
-            None => self.current()?.tokens.get(&key).cloned(),
+            None => self.store.granted(&key)?,
         };
         let Some(record) = record else {
             return Ok(None);
         };
         // A token without an end (made before tokens expired) is no longer honoured.
-        if record.expires.is_none_or(|t| t <= now()) {
+        if record.expired(now()) {
             return Ok(None);
         }
-        let Some(stored) = self.current()?.users.get(&record.user).cloned() else {
+        let Some(stored) = self.store.account(&record.user)? else {
             return Ok(None);
         };
         if record
@@ -515,16 +354,8 @@ impl Accounts {
     /// Ends a session (logout) or removes a script token.
     pub fn revoke(&self, token: &str) -> Result<(), AccountError> {
         let key = hex_key(token);
-        let removed = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
-        if removed.is_none() && self.current()?.tokens.contains_key(&key) {
-            self.modify(|file| {
-                file.tokens.remove(&key);
-                Ok(())
-            })?;
+        if !self.sessions.revoke(&key)? {
+            self.store.revoke(&key)?;
         }
         Ok(())
     }
@@ -657,23 +488,6 @@ pub trait HasAccounts {
     }
 }
 
-/// Gives the new file `new` the owner of `path` (or of its folder): an administrator running
-/// `user add` as root must not leave the file unreadable to the daemon's own user. Changed on
-/// the open file, never through a path. Without the right to change owners nothing changes,
-/// and nothing needs to: the writer is then that user.
-fn keep_owner(path: &std::path::Path, new: &std::fs::File) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let owner = std::fs::symlink_metadata(path).or_else(|_| {
-            std::fs::symlink_metadata(path.parent().unwrap_or(std::path::Path::new(".")))
-        });
-        if let Ok(m) = owner {
-            let _ = std::os::unix::fs::fchown(new, Some(m.uid()), Some(m.gid()));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -713,24 +527,6 @@ mod tests {
         ));
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("$argon2") && !text.contains("correct horse"));
-        #[cfg(unix)]
-        {
-            // Rewritten by root (an administrator's `user add`), the file stays the daemon's.
-            use std::os::unix::fs::MetadataExt;
-            let root = std::fs::metadata(&path).unwrap().uid() == 0;
-            if root {
-                std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
-                accounts.script_token("li").unwrap();
-                let m = std::fs::metadata(&path).unwrap();
-                assert_eq!((m.uid(), m.gid()), (65534, 65534));
-            }
-        }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o077, 0, "only the daemon's user reads it");
-        }
         assert!(matches!(
             accounts.verify("li", "wrong password!"),
             Err(AccountError::BadLogin)
@@ -817,15 +613,15 @@ mod tests {
         let script = accounts.script_token("li").unwrap();
         assert!(accounts.resolve(&session).unwrap().is_some());
         assert!(accounts.resolve(&script).unwrap().is_some());
-        let file = accounts.current().unwrap();
-        let record = file.tokens.values().next().unwrap();
-        let days = (record.expires.unwrap() - now()) / 86_400;
+        let file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let (_, record) = file["tokens"].as_object().unwrap().iter().next().unwrap();
+        let days = (record["expires"].as_i64().unwrap() - now()) / 86_400;
         assert!(
             (89..=90).contains(&days),
             "a script token lasts 90 days: {days}"
         );
         // Written by another process, as the CLI does.
-        std::thread::sleep(std::time::Duration::from_millis(20));
         Accounts::open(&path)
             .unwrap()
             .add(user("li"), "a brand new password", true)
@@ -866,37 +662,5 @@ mod tests {
             "li",
             "the lock has run out"
         );
-    }
-
-    /// The `user` commands and the daemon are two processes writing one file: with the lock,
-    /// neither loses the other's changes (two handles here, each with its own cache and lock
-    /// file descriptor, as two processes have).
-    #[test]
-    fn two_writers_of_the_accounts_file_lose_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("accounts.json");
-        std::fs::write(&path, b"{\"users\": {}, \"tokens\": {}}").unwrap();
-        let (a, b) = (
-            Accounts::open(&path).unwrap(),
-            Accounts::open(&path).unwrap(),
-        );
-        a.add(user("first"), "a long password", false).unwrap();
-        std::thread::scope(|scope| {
-            for accounts in [&a, &b] {
-                scope.spawn(move || {
-                    for n in 0..20 {
-                        accounts.script_token("first").unwrap();
-                        accounts.set_deactivated("first", n % 2 == 0).unwrap();
-                    }
-                });
-            }
-        });
-        let tokens = Accounts::open(&path)
-            .unwrap()
-            .read_file()
-            .unwrap()
-            .tokens
-            .len();
-        assert_eq!(tokens, 40, "every token either side made is in the file");
     }
 }

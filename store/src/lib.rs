@@ -8,6 +8,7 @@
 //! Invariant: a blob is visible under its final name only after its bytes are fsynced and its
 //! SHA-256 matches the name; nothing is ever overwritten or deleted automatically.
 
+pub mod accounts;
 pub mod archive;
 pub mod audit;
 pub mod blob;
