@@ -254,6 +254,7 @@ pub fn start(
     let consult = daemon::replicate::Site::new(
         Arc::new(store::consult::ConsultLog::open(store.db())?),
         proto::consult::Side::Clinic,
+        Arc::new(store::coordination::memory::MemoryNotifier::default()),
         reoffer_when_asked(store.clone(), sync_commands.clone()),
     );
     let clinic = clinic_of(&config.link.cert)

@@ -9,8 +9,12 @@ use std::sync::Arc;
 use proto::consult::{Applied, Event, Side};
 use proto::{ClinicId, ControlFrame};
 use store::consult::ConsultLog;
+use store::coordination::{Notifier, Subscription};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+
+/// The topic a site's own appended events are notified on.
+pub const EVENTS: &str = "consultation-events";
 
 /// Events sent per read of the log.
 const BATCH: usize = 64;
@@ -45,21 +49,27 @@ pub type OnApplied = Arc<dyn Fn(&Site, Trigger<'_>) -> Result<(), String> + Send
 pub type Hook = Arc<dyn Fn(Trigger<'_>) -> Result<(), String> + Send + Sync>;
 
 /// One site's consultation log with what events streams need: appends wake the streams'
-/// senders, and `on_applied` runs for each event the peer sends.
+/// senders (a notification on [`EVENTS`] through the site's notifier), and `on_applied` runs
+/// for each event the peer sends.
 #[derive(Clone)]
 pub struct Site {
     pub log: Arc<ConsultLog>,
     pub local: Side,
-    appended: Arc<watch::Sender<u64>>,
+    notifier: Arc<dyn Notifier>,
     on_applied: OnApplied,
 }
 
 impl Site {
-    pub fn new(log: Arc<ConsultLog>, local: Side, on_applied: OnApplied) -> Self {
+    pub fn new(
+        log: Arc<ConsultLog>,
+        local: Side,
+        notifier: Arc<dyn Notifier>,
+        on_applied: OnApplied,
+    ) -> Self {
         Self {
             log,
             local,
-            appended: Arc::new(watch::channel(0).0),
+            notifier,
             on_applied,
         }
     }
@@ -76,14 +86,14 @@ impl Site {
         let event = self
             .log
             .append(clinic, self.local, consultation, actor, at_ms, kind)?;
-        self.appended.send_modify(|n| *n += 1);
+        self.notifier.notify(EVENTS);
         Ok(event)
     }
 
     /// Changes after every append of this site's own events: for tasks that react to them
     /// (the gateway's router wakes on `delivered`).
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.appended.subscribe()
+    pub fn subscribe(&self) -> Subscription {
+        self.notifier.subscribe(EVENTS)
     }
 
     /// This site's part in one events stream.
@@ -92,7 +102,7 @@ impl Site {
         Replica {
             log: self.log.clone(),
             local: self.local,
-            appended: self.appended.subscribe(),
+            appended: self.subscribe(),
             on_applied: Arc::new(move |t: Trigger<'_>| hook(&site, t)),
         }
     }
@@ -104,7 +114,7 @@ pub struct Replica {
     pub log: Arc<ConsultLog>,
     pub local: Side,
     /// Changes after every local append: wakes the senders.
-    pub appended: watch::Receiver<u64>,
+    pub appended: Subscription,
     /// Runs on the blocking pool when the stream begins and after each new event from the
     /// peer is stored.
     pub on_applied: Hook,
@@ -333,6 +343,10 @@ mod tests {
         Arc::new(ConsultLog::open(&db).unwrap())
     }
 
+    fn notifier() -> Arc<dyn Notifier> {
+        Arc::new(store::coordination::memory::MemoryNotifier::default())
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn both_sides_converge_and_the_gateway_answers_a_submission_with_delivered() {
         let (a, g) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -370,6 +384,7 @@ mod tests {
         let gateway_site = Site::new(
             gateway.clone(),
             Side::Gateway,
+            notifier(),
             Arc::new(|site: &Site, t: Trigger<'_>| {
                 if let Trigger::Applied(e) = t {
                     if e.kind == EventKind::Submitted {
@@ -389,6 +404,7 @@ mod tests {
         let agent_site = Site::new(
             agent.clone(),
             Side::Clinic,
+            notifier(),
             Arc::new(|_: &Site, _: Trigger<'_>| Ok(())),
         );
         let (agent_end, gateway_end) = tokio::io::duplex(64 * 1024);
@@ -444,6 +460,7 @@ mod tests {
         let site = Site::new(
             open(&dir.path().join("g")),
             Side::Gateway,
+            notifier(),
             Arc::new(|_: &Site, _: Trigger<'_>| Ok(())),
         );
         let (ours, theirs) = tokio::io::duplex(64 * 1024);

@@ -22,11 +22,12 @@ const SEAL_BYTES: usize = 32;
 
 /// The gateway's site in the consultation logs, sealing its events with the data folder's
 /// key (made on first start) and writing under the index's write gate.
-pub fn open(db: &sled::Db, data_dir: &Path, gate: store::gate::WriteGate) -> anyhow::Result<Site> {
+pub fn open(storage: &crate::storage::Embedded, data_dir: &Path) -> anyhow::Result<Site> {
     let key = seal_key(data_dir)?;
     Ok(Site::new(
-        Arc::new(ConsultLog::open_gated(db, gate)?.sealed(&key)),
+        Arc::new(ConsultLog::open_gated(&storage.db, storage.gate.clone())?.sealed(&key)),
         Side::Gateway,
+        storage.notifier.clone(),
         Arc::new(on_clinic_event),
     ))
 }

@@ -39,7 +39,7 @@ const DICOM_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often an idle destination is checked with C-ECHO.
 const ECHO_EVERY: Duration = Duration::from_secs(60);
 /// How often the inbox is drained into the queues.
-const FAN_OUT_EVERY: Duration = Duration::from_millis(300);
+pub const FAN_OUT_EVERY: Duration = Duration::from_millis(300);
 
 /// An instance waiting for one destination.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -791,8 +791,13 @@ fn backoff(d: &ForwardConfig) -> BackoffConfig {
     }
 }
 
-/// Runs the fan-out and, per destination, its associations, until `shutdown`.
-pub async fn run(forwarder: Arc<Forwarder>, shutdown: CancellationToken) {
+/// Runs the fan-out (while this node holds its `lease`) and, per destination, its
+/// associations, until `shutdown`.
+pub async fn run(
+    forwarder: Arc<Forwarder>,
+    lease: crate::lease::Lease,
+    shutdown: CancellationToken,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     {
         let forwarder = forwarder.clone();
@@ -800,13 +805,15 @@ pub async fn run(forwarder: Arc<Forwarder>, shutdown: CancellationToken) {
         tasks.spawn(async move {
             loop {
                 let f = forwarder.clone();
-                match tokio::task::spawn_blocking(move || f.fan_out()).await {
-                    Ok(Err(e)) => warn!(error = %e, "forwarding inbox could not be drained"),
-                    Err(e) => warn!(error = %e, "forwarding fan-out panicked"),
-                    Ok(Ok(_)) => {}
+                if lease.mine() {
+                    match tokio::task::spawn_blocking(move || f.fan_out()).await {
+                        Ok(Err(e)) => warn!(error = %e, "forwarding inbox could not be drained"),
+                        Err(e) => warn!(error = %e, "forwarding fan-out panicked"),
+                        Ok(Ok(_)) => {}
+                    }
                 }
                 tokio::select! {
-                    () = shutdown.cancelled() => return,
+                    () = shutdown.cancelled() => return lease.release(),
                     () = tokio::time::sleep(FAN_OUT_EVERY) => {}
                 }
             }

@@ -18,6 +18,7 @@ pub mod consult;
 pub mod forward;
 pub mod http;
 pub mod https;
+pub mod lease;
 pub mod link;
 pub mod metrics;
 pub mod receive;
@@ -109,19 +110,29 @@ pub async fn run(
 /// object again from the start if it ever comes back).
 pub const PARTIAL_IDLE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
-/// Removes abandoned partial uploads at start and every hour.
-async fn sweep_partials(archive: Arc<archive::GatewayArchive>, shutdown: CancellationToken) {
+/// How often abandoned partial uploads are swept.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes abandoned partial uploads at start and every hour, while this node holds the
+/// sweep's lease.
+async fn sweep_partials(
+    archive: Arc<archive::GatewayArchive>,
+    lease: lease::Lease,
+    shutdown: CancellationToken,
+) {
     loop {
         let a = archive.clone();
-        match tokio::task::spawn_blocking(move || a.sweep_partials(PARTIAL_IDLE)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => info!(removed = n, "abandoned partial uploads removed"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot sweep abandoned partial uploads"),
-            Err(e) => tracing::warn!(error = %e, "partial upload sweep failed"),
+        if lease.mine() {
+            match tokio::task::spawn_blocking(move || a.sweep_partials(PARTIAL_IDLE)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => info!(removed = n, "abandoned partial uploads removed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot sweep abandoned partial uploads"),
+                Err(e) => tracing::warn!(error = %e, "partial upload sweep failed"),
+            }
         }
         tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            () = shutdown.cancelled() => return lease.release(),
+            () = tokio::time::sleep(SWEEP_EVERY) => {}
         }
     }
 }
@@ -156,7 +167,7 @@ pub fn start(
             metrics.clone(),
         )?))
     };
-    let consult = consult::open(&embedded.db, &config.data_dir, embedded.gate.clone())?;
+    let consult = consult::open(&embedded, &config.data_dir)?;
     let accounts = Arc::new(daemon::accounts::Accounts::open(
         &config.data_dir.join(ACCOUNTS_FILE),
     )?);
@@ -200,7 +211,12 @@ pub fn start(
     let router_task = router
         .clone()
         .zip(config.routing.as_ref())
-        .map(|(router, r)| tokio::spawn(router::run(router, r.check, shutdown.clone())));
+        .map(|(router, r)| {
+            let lease = embedded.lease("router", r.check);
+            tokio::spawn(router::run(router, r.check, lease, shutdown.clone()))
+        });
+    let sweep_lease = embedded.lease("sweep-partials", SWEEP_EVERY);
+    let fan_out_lease = embedded.lease("forward-fan-out", forward::FAN_OUT_EVERY);
     let api = api::Api {
         cases: cases::Cases {
             audit: Arc::new(audit::Audit::open_anchored(
@@ -222,8 +238,13 @@ pub fn start(
     };
     let api_task = tokio::spawn(http::serve(web_listener, web_tls, api, shutdown.clone()));
     let link_task = tokio::spawn(link.serve(listeners.link, shutdown.clone()));
-    let forward_task = forwarder.map(|f| tokio::spawn(forward::run(f, shutdown.clone())));
-    tokio::spawn(sweep_partials(handle.archive.clone(), shutdown.clone()));
+    let forward_task =
+        forwarder.map(|f| tokio::spawn(forward::run(f, fan_out_lease, shutdown.clone())));
+    tokio::spawn(sweep_partials(
+        handle.archive.clone(),
+        sweep_lease,
+        shutdown.clone(),
+    ));
     let gauges = handle.consult.clone();
     let metrics_task = tokio::spawn(daemon::serve_metrics(
         metrics_listener,

@@ -298,15 +298,24 @@ fn loads(all: &[Consultation]) -> HashMap<String, Load> {
 }
 
 /// Runs passes when the gateway appends an event (a delivery, a decline) and every `every`
-/// (escalations, roster changes), until `shutdown`.
-pub async fn run(router: Arc<Router>, every: Duration, shutdown: CancellationToken) {
+/// (escalations, roster changes), while this node holds the router's `lease`, until
+/// `shutdown`.
+pub async fn run(
+    router: Arc<Router>,
+    every: Duration,
+    lease: crate::lease::Lease,
+    shutdown: CancellationToken,
+) {
     let mut appended = router.site.subscribe();
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return lease.release(),
             _ = tick.tick() => {}
             changed = appended.changed() => if changed.is_err() { return },
+        }
+        if !lease.mine() {
+            continue;
         }
         let r = router.clone();
         let pass = tokio::task::spawn_blocking(move || r.pass(crate::consult::now_ms())).await;

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use store::archive::sled::{open_db, SledIndex};
 use store::archive::{ArchiveIndex, IndexError};
+use store::coordination::memory::{MemoryLeases, MemoryNotifier};
+use store::coordination::{Leases, Notifier};
 use store::gate::WriteGate;
 use store::objects::files::FileObjects;
 use store::objects::{ObjectError, ObjectStore};
@@ -21,7 +23,8 @@ pub enum StorageError {
     Objects(#[from] ObjectError),
 }
 
-/// One data folder: `index/` (sled), `objects/`, `partials/`, `tmp/`.
+/// One data folder: `index/` (sled), `objects/`, `partials/`, `tmp/`; with the background
+/// tasks' leases and notifications in this process (sled opens the folder for one process).
 #[derive(Clone)]
 pub struct Embedded {
     pub db: sled::Db,
@@ -29,6 +32,10 @@ pub struct Embedded {
     pub gate: WriteGate,
     pub index: Arc<SledIndex>,
     pub objects: Arc<FileObjects>,
+    pub leases: Arc<dyn Leases>,
+    pub notifier: Arc<dyn Notifier>,
+    /// This node's name in the leases.
+    pub node: Arc<str>,
 }
 
 impl std::fmt::Debug for Embedded {
@@ -46,9 +53,17 @@ impl Embedded {
         Ok(Self {
             index: Arc::new(SledIndex::open(&db, gate.clone())?),
             objects: Arc::new(FileObjects::open(data_dir)?),
+            leases: Arc::new(MemoryLeases::default()),
+            notifier: Arc::new(MemoryNotifier::default()),
+            node: format!("gateway-{}", std::process::id()).into(),
             db,
             gate,
         })
+    }
+
+    /// This node's lease on the background task `task`, which runs every `period`.
+    pub fn lease(&self, task: &'static str, period: std::time::Duration) -> crate::lease::Lease {
+        crate::lease::Lease::new(self.leases.clone(), task, self.node.clone(), period)
     }
 
     /// This folder's object store and archive index, as ports.

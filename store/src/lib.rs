@@ -14,6 +14,7 @@ pub mod audit;
 pub mod blob;
 pub mod conformance;
 pub mod consult;
+pub mod coordination;
 pub mod crash;
 pub mod dicom;
 pub mod events;
