@@ -8,14 +8,18 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use proto::sync::{ObjectId, Priority, QueuedObject};
-use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
-use store::blob::{BlobError, BlobStore};
+use serde::Serialize;
+use store::blob::BlobError;
 use store::dicom::{self, InvalidDicom};
+use store::objects::files::FileObjects;
+use store::objects::{LocalFile, ObjectError, ObjectStore, TempBlob};
+use store::outbox::sled::SledOutbox;
+pub use store::outbox::ObjectRecord;
+use store::outbox::{Added, Outbox, OutboxError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -25,53 +29,13 @@ pub enum StoreError {
     Index(String),
     #[error(transparent)]
     Blob(#[from] BlobError),
+    #[error(transparent)]
+    Objects(#[from] ObjectError),
 }
 
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> Self {
+impl From<OutboxError> for StoreError {
+    fn from(e: OutboxError) -> Self {
         StoreError::Index(e.to_string())
-    }
-}
-
-/// One stored object, as the index holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectRecord {
-    pub size: u64,
-    pub sop_instance_uid: String,
-    pub study_instance_uid: String,
-    pub series_instance_uid: String,
-    pub modality: Option<String>,
-    pub priority: Priority,
-    /// Enqueue order.
-    pub seq: u64,
-    /// Unix seconds.
-    pub stored_at: i64,
-    /// Unix seconds of the gateway's receipt; `None` while queued.
-    pub delivered_at: Option<i64>,
-    /// True when an earlier object had the same SOP Instance UID with other bytes.
-    pub new_version: bool,
-    /// The DICOM transfer syntax UID; `None` for attachments and for objects stored before
-    /// it was recorded. Decides whether the bytes may be compressed on the link.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transfer_syntax: Option<String>,
-    /// Instance Number (0020,0013), which orders a series' previews; `None` for attachments.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance_number: Option<i64>,
-    /// Sent ahead of every other object (an urgent case's preview).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub ahead: bool,
-}
-
-impl ObjectRecord {
-    /// The object as the uploader queues it.
-    pub fn queued(&self, id: ObjectId) -> QueuedObject {
-        QueuedObject {
-            id,
-            size: self.size,
-            priority: self.priority,
-            seq: self.seq,
-            ahead: self.ahead,
-        }
     }
 }
 
@@ -105,26 +69,21 @@ struct QuarantineRecord<'a> {
     source_file_name: String,
 }
 
+/// The clinic's archive over the storage ports: objects in an [`ObjectStore`], their index
+/// and the outbox in an [`Outbox`], invalid files in the quarantine folder.
 pub struct AgentStore {
-    db: sled::Db,
-    objects: sled::Tree,
-    instances: sled::Tree,
-    /// Study Instance UID → number of distinct SOP instances held.
-    studies: sled::Tree,
-    meta: sled::Tree,
-    blobs: BlobStore,
+    objects: Arc<dyn ObjectStore>,
+    outbox: Arc<dyn Outbox>,
     quarantine: PathBuf,
 }
 
 impl std::fmt::Debug for AgentStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentStore")
-            .field("blobs", &self.blobs)
+            .field("objects", &self.objects)
             .finish_non_exhaustive()
     }
 }
-
-const SEQ_KEY: &[u8] = b"next_seq";
 
 pub fn now_unix() -> i64 {
     SystemTime::now()
@@ -134,7 +93,13 @@ pub fn now_unix() -> i64 {
 }
 
 impl AgentStore {
+    /// The archive in `data_dir` (the embedded default: `objects/` and the sled `index/`).
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        Ok(Self::open_embedded(data_dir)?.0)
+    }
+
+    /// The archive in `data_dir` and its sled database, which the consultation log shares.
+    pub fn open_embedded(data_dir: &Path) -> Result<(Self, sled::Db), StoreError> {
         let index = data_dir.join("index");
         let db = sled::Config::new()
             .path(&index)
@@ -146,19 +111,41 @@ impl AgentStore {
                 path: index.display().to_string(),
                 detail: e.to_string(),
             })?;
-        Ok(Self {
-            objects: db.open_tree("objects")?,
-            instances: db.open_tree("instances")?,
-            studies: db.open_tree("studies")?,
-            meta: db.open_tree("meta")?,
-            db,
-            blobs: BlobStore::open(data_dir)?,
-            quarantine: data_dir.join("quarantine"),
-        })
+        let store = Self::new(
+            Arc::new(FileObjects::open(data_dir)?),
+            Arc::new(SledOutbox::open(&db)?),
+            data_dir.join("quarantine"),
+        );
+        Ok((store, db))
     }
 
-    pub fn blobs(&self) -> &BlobStore {
-        &self.blobs
+    /// The archive over `objects` and `outbox`, quarantining into `quarantine`.
+    pub fn new(
+        objects: Arc<dyn ObjectStore>,
+        outbox: Arc<dyn Outbox>,
+        quarantine: PathBuf,
+    ) -> Self {
+        Self {
+            objects,
+            outbox,
+            quarantine,
+        }
+    }
+
+    /// Starts a new object (a C-STORE streamed to disk), to be ingested or dropped.
+    pub fn stage(&self) -> Result<TempBlob, StoreError> {
+        Ok(self.objects.stage()?)
+    }
+
+    /// A held object as a file on this machine.
+    pub fn local_file(&self, id: &ObjectId) -> Result<LocalFile, StoreError> {
+        Ok(self.objects.local_file(id)?)
+    }
+
+    /// The bytes of a held object (tests and the crash model).
+    pub fn bytes(&self, id: &ObjectId) -> Result<Vec<u8>, StoreError> {
+        let size = self.objects.size(id)?.unwrap_or(0);
+        Ok(self.objects.read_range(id, 0, size)?)
     }
 
     /// Stores one file (see the module docs for the rules).
@@ -176,8 +163,24 @@ impl AgentStore {
     }
 
     /// Stores bytes read from `reader`; `name` is kept in the quarantine record only.
-    pub fn ingest(&self, reader: impl Read, name: &str) -> Result<Ingested, StoreError> {
-        let temp = self.blobs.write_temp(reader)?;
+    pub fn ingest(&self, mut reader: impl Read, name: &str) -> Result<Ingested, StoreError> {
+        let mut temp = self.stage()?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(StoreError::Blob(BlobError::Io {
+                        action: "read",
+                        path: name.to_owned(),
+                        source,
+                    }))
+                }
+            };
+            temp.write(&buf[..n])?;
+        }
         self.ingest_temp(temp, name)
     }
 
@@ -197,76 +200,30 @@ impl AgentStore {
             }
             Err(invalid) => return self.quarantine(temp, name, &invalid.to_string()),
         };
-        let id = temp.id();
-        let versions = self.versions(&summary.sop_instance_uid)?;
-        if versions.contains(&id) {
-            temp.discard();
-            // The entry may have been inserted by a concurrent ingest still flushing: make it
-            // durable before acknowledging the duplicate.
-            self.db.flush()?;
-            return Ok(Ingested::Duplicate { id });
-        }
-        let size = temp.len();
-        let id = self.blobs.commit(temp)?;
-        let new_version = !versions.is_empty();
-        let record = |seq| ObjectRecord {
-            size,
+        let record = ObjectRecord {
             sop_instance_uid: summary.sop_instance_uid.clone(),
             study_instance_uid: summary.study_instance_uid.clone(),
             series_instance_uid: summary.series_instance_uid.clone(),
             modality: summary.modality.clone(),
-            priority: Priority::Routine,
-            seq,
-            stored_at: now_unix(),
-            delivered_at: None,
-            new_version,
             transfer_syntax: Some(summary.transfer_syntax.clone()).filter(|ts| !ts.is_empty()),
             instance_number: summary.instance_number,
-            ahead: false,
+            ..ObjectRecord::attachment(temp.len(), Priority::Routine, false, now_unix())
         };
-        let result: Result<bool, TransactionError<String>> =
-            (&self.objects, &self.instances, &self.meta, &self.studies).transaction(
-                |(objects, instances, meta, studies)| {
-                    let mut versions: Vec<ObjectId> =
-                        match instances.get(summary.sop_instance_uid.as_bytes())? {
-                            Some(v) => serde_json::from_slice(&v)
-                                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?,
-                            None => Vec::new(),
-                        };
-                    if versions.contains(&id) {
-                        // Another ingest of the same bytes won the race.
-                        return Ok(false);
-                    }
-                    let seq = meta
-                        .get(SEQ_KEY)?
-                        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                        .map_or(0, u64::from_be_bytes);
-                    meta.insert(SEQ_KEY, &(seq + 1).to_be_bytes())?;
-                    let rec = serde_json::to_vec(&record(seq))
-                        .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-                    objects.insert(id.as_str().as_bytes(), rec)?;
-                    if versions.is_empty() {
-                        // A new instance of the study (a new version does not add one).
-                        let study = summary.study_instance_uid.as_bytes();
-                        let n = studies
-                            .get(study)?
-                            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
-                            .map_or(0, u32::from_be_bytes);
-                        studies.insert(study, &(n + 1).to_be_bytes())?;
-                    }
-                    versions.push(id.clone());
-                    let v = serde_json::to_vec(&versions)
-                        .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-                    instances.insert(summary.sop_instance_uid.as_bytes(), v)?;
-                    Ok(true)
-                },
-            );
-        let inserted = result.map_err(|e| StoreError::Index(format!("{e:?}")))?;
-        self.db.flush()?;
-        Ok(if inserted {
-            Ingested::Stored { id, new_version }
+        self.add(temp, record)
+    }
+
+    /// Stores a staged object (unless held already) and then indexes it: the index never
+    /// names an object before it is durable.
+    fn add(&self, temp: TempBlob, record: ObjectRecord) -> Result<Ingested, StoreError> {
+        let id = temp.id();
+        if self.outbox.object(&id)?.is_some() {
+            temp.discard();
         } else {
-            Ingested::Duplicate { id }
+            self.objects.put_staged(temp)?;
+        }
+        Ok(match self.outbox.add(&id, record)? {
+            Added::Stored { new_version } => Ingested::Stored { id, new_version },
+            Added::Duplicate => Ingested::Duplicate { id },
         })
     }
 
@@ -315,34 +272,22 @@ impl AgentStore {
         })
     }
 
-    fn versions(&self, sop_uid: &str) -> Result<Vec<ObjectId>, StoreError> {
-        match self.instances.get(sop_uid.as_bytes())? {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Index(e.to_string())),
-            None => Ok(Vec::new()),
-        }
-    }
-
     pub fn object(&self, id: &ObjectId) -> Result<Option<ObjectRecord>, StoreError> {
-        match self.objects.get(id.as_str().as_bytes())? {
-            Some(v) => Ok(Some(
-                serde_json::from_slice(&v).map_err(|e| StoreError::Index(e.to_string()))?,
-            )),
-            None => Ok(None),
-        }
+        Ok(self.outbox.object(id)?)
     }
 
-    /// Every object and its id, in no particular order.
-    pub fn objects(&self) -> impl Iterator<Item = (ObjectId, ObjectRecord)> + '_ {
-        self.objects.iter().filter_map(|kv| {
-            let (k, v) = kv.ok()?;
-            let id = ObjectId::parse(std::str::from_utf8(&k).ok()?)?;
-            Some((id, serde_json::from_slice(&v).ok()?))
+    /// Every object and its id, in id order (none when the index cannot be read: logged).
+    pub fn objects(&self) -> Vec<(ObjectId, ObjectRecord)> {
+        self.outbox.objects().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the agent's index");
+            Vec::new()
         })
     }
 
     /// Objects not yet delivered, as the uploader wants them.
     pub fn outbox(&self) -> Vec<QueuedObject> {
         self.objects()
+            .into_iter()
             .filter(|(_, r)| r.delivered_at.is_none())
             .map(|(id, r)| r.queued(id))
             .collect()
@@ -352,10 +297,10 @@ impl AgentStore {
     pub fn study_hint(&self, id: &ObjectId) -> Option<proto::frame::StudyHint> {
         let record = self.object(id).ok()??;
         let instances = self
-            .studies
-            .get(record.study_instance_uid.as_bytes())
-            .ok()??;
-        let instances = u32::from_be_bytes(<[u8; 4]>::try_from(instances.as_ref()).ok()?);
+            .outbox
+            .study_instances(&record.study_instance_uid)
+            .ok()
+            .filter(|n| *n > 0)?;
         Some(proto::frame::StudyHint {
             uid: record.study_instance_uid,
             instances,
@@ -371,44 +316,14 @@ impl AgentStore {
         priority: Priority,
         ahead: bool,
     ) -> Result<(ObjectId, bool), StoreError> {
-        let temp = self.blobs.write_temp(bytes)?;
-        let id = temp.id();
-        if self.object(&id)?.is_some() {
-            temp.discard();
-            return Ok((id, false));
-        }
-        let size = temp.len();
-        let id = self.blobs.commit(temp)?;
-        let result: Result<(), TransactionError<String>> =
-            (&self.objects, &self.meta).transaction(|(objects, meta)| {
-                let seq = meta
-                    .get(SEQ_KEY)?
-                    .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                    .map_or(0, u64::from_be_bytes);
-                meta.insert(SEQ_KEY, &(seq + 1).to_be_bytes())?;
-                let record = ObjectRecord {
-                    size,
-                    sop_instance_uid: String::new(),
-                    study_instance_uid: String::new(),
-                    series_instance_uid: String::new(),
-                    modality: None,
-                    priority,
-                    seq,
-                    stored_at: now_unix(),
-                    delivered_at: None,
-                    new_version: false,
-                    transfer_syntax: None,
-                    instance_number: None,
-                    ahead,
-                };
-                let rec = serde_json::to_vec(&record)
-                    .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-                objects.insert(id.as_str().as_bytes(), rec)?;
-                Ok(())
-            });
-        result.map_err(|e| StoreError::Index(format!("{e:?}")))?;
-        self.db.flush()?;
-        Ok((id, true))
+        let mut temp = self.stage()?;
+        temp.write(bytes)?;
+        let record = ObjectRecord::attachment(temp.len(), priority, ahead, now_unix());
+        Ok(match self.add(temp, record)? {
+            Ingested::Stored { id, .. } => (id, true),
+            Ingested::Duplicate { id } => (id, false),
+            other => return Err(StoreError::Index(format!("an attachment was {other:?}"))),
+        })
     }
 
     /// Each of `studies` as the hospital has receipted it: instances, series and bytes
@@ -426,7 +341,11 @@ impl AgentStore {
                     0,
                     None,
                 );
-                for (_, r) in self.objects().filter(|(_, r)| &r.study_instance_uid == uid) {
+                for (_, r) in self
+                    .objects()
+                    .into_iter()
+                    .filter(|(_, r)| &r.study_instance_uid == uid)
+                {
                     held.insert(r.sop_instance_uid.clone());
                     let Some(delivered) = r.delivered_at else {
                         continue;
@@ -459,8 +378,14 @@ impl AgentStore {
     pub fn study_patient(&self, study_instance_uid: &str) -> Option<store::dicom::InstanceSummary> {
         let (id, _) = self
             .objects()
+            .into_iter()
             .find(|(_, r)| r.study_instance_uid == study_instance_uid)?;
-        store::dicom::summarize(&self.blobs().path(&id)).ok()
+        self.summary(&id)
+    }
+
+    /// What a held DICOM object says about itself.
+    pub fn summary(&self, id: &ObjectId) -> Option<store::dicom::InstanceSummary> {
+        store::dicom::summarize(self.local_file(id).ok()?.path()).ok()
     }
 
     /// Raises the priority of the study's undelivered objects (never lowers it); returns the
@@ -470,26 +395,7 @@ impl AgentStore {
         study_instance_uid: &str,
         priority: Priority,
     ) -> Result<Vec<ObjectId>, StoreError> {
-        let mut changed = Vec::new();
-        for (id, rec) in self.objects() {
-            if rec.study_instance_uid != study_instance_uid
-                || rec.delivered_at.is_some()
-                || rec.priority >= priority
-            {
-                continue;
-            }
-            self.objects
-                .fetch_and_update(id.as_str().as_bytes(), |old| {
-                    let mut r: ObjectRecord = serde_json::from_slice(old?).ok()?;
-                    r.priority = r.priority.max(priority);
-                    serde_json::to_vec(&r).ok()
-                })?;
-            changed.push(id);
-        }
-        if !changed.is_empty() {
-            self.db.flush()?;
-        }
-        Ok(changed)
+        Ok(self.outbox.raise_priority(study_instance_uid, priority)?)
     }
 
     /// Records the gateway's durable receipt. The mark reaches disk with sled's next
@@ -497,37 +403,19 @@ impl AgentStore {
     /// and the gateway answers with a receipt at once, sending no bytes and storing nothing
     /// twice. This saves an fsync per object.
     pub fn mark_delivered(&self, id: &ObjectId) -> Result<(), StoreError> {
-        self.objects
-            .fetch_and_update(id.as_str().as_bytes(), |old| {
-                let mut rec: ObjectRecord = serde_json::from_slice(old?).ok()?;
-                if rec.delivered_at.is_none() {
-                    rec.delivered_at = Some(now_unix());
-                }
-                serde_json::to_vec(&rec).ok()
-            })?;
-        Ok(())
+        Ok(self.outbox.mark_delivered(id, now_unix())?)
     }
 
     /// Puts every delivered object back in the outbox (a gateway restored from a backup asked
     /// for them again: it receipts at once those it still holds) and returns them as the
     /// uploader wants them, once that is durable.
     pub fn requeue_delivered(&self) -> Result<Vec<QueuedObject>, StoreError> {
-        let mut requeued = Vec::new();
-        for (id, _) in self.objects().filter(|(_, r)| r.delivered_at.is_some()) {
-            let updated = self
-                .objects
-                .update_and_fetch(id.as_str().as_bytes(), |old| {
-                    let mut rec: ObjectRecord = serde_json::from_slice(old?).ok()?;
-                    rec.delivered_at = None;
-                    serde_json::to_vec(&rec).ok()
-                })?;
-            if let Some(rec) = updated.and_then(|v| serde_json::from_slice::<ObjectRecord>(&v).ok())
-            {
-                requeued.push(rec.queued(id));
-            }
-        }
-        self.db.flush()?;
-        Ok(requeued)
+        Ok(self
+            .outbox
+            .requeue_delivered()?
+            .into_iter()
+            .map(|(id, r)| r.queued(id))
+            .collect())
     }
 
     /// Folders in quarantine.
@@ -535,12 +423,5 @@ impl AgentStore {
         std::fs::read_dir(&self.quarantine)
             .map(|d| d.count())
             .unwrap_or(0)
-    }
-}
-
-impl AgentStore {
-    /// The agent's database, for the other logs kept in it (consultations).
-    pub fn db(&self) -> &sled::Db {
-        &self.db
     }
 }

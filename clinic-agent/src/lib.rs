@@ -249,10 +249,11 @@ pub fn start(
 )> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
-    let store = Arc::new(AgentStore::open(&config.data_dir)?);
+    let (store, db) = AgentStore::open_embedded(&config.data_dir)?;
+    let store = Arc::new(store);
     let (sync_commands, queued) = mpsc::unbounded_channel();
     let consult = daemon::replicate::Site::new(
-        Arc::new(store::consult::ConsultLog::open(store.db())?),
+        Arc::new(store::consult::ConsultLog::open(&db)?),
         proto::consult::Side::Clinic,
         Arc::new(store::coordination::memory::MemoryNotifier::default()),
         reoffer_when_asked(store.clone(), sync_commands.clone()),

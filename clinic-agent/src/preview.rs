@@ -5,7 +5,6 @@
 //! are sent as they are, after it; a preview is never a substitute for them.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 
 use proto::consult::{Attachment, ConsultationId, EventKind, Preview, State, Urgency};
 use proto::sync::ObjectId;
@@ -16,7 +15,7 @@ use crate::Handle;
 struct Series {
     study: String,
     modality: Option<String>,
-    files: Vec<(Option<i64>, u64, PathBuf)>,
+    files: Vec<(Option<i64>, u64, store::objects::LocalFile)>,
     bytes: u64,
 }
 
@@ -49,8 +48,7 @@ pub fn ensure(handle: &Handle, actor: &str, id: &ConsultationId) -> anyhow::Resu
         if done.contains(uid.as_str()) {
             continue;
         }
-        let paths: Vec<&std::path::Path> =
-            series.files.iter().map(|(_, _, p)| p.as_path()).collect();
+        let paths: Vec<&std::path::Path> = series.files.iter().map(|(_, _, f)| f.path()).collect();
         let sheet = match daemon::render::preview_sheet(&paths) {
             Ok(sheet) => sheet,
             Err(e) => {
@@ -101,11 +99,20 @@ fn series_of(handle: &Handle, studies: &[String]) -> BTreeMap<String, Series> {
     let objects: Vec<(ObjectId, _)> = handle
         .store
         .objects()
+        .into_iter()
         .filter(|(_, r)| {
             !r.series_instance_uid.is_empty() && studies.contains(&r.study_instance_uid)
         })
         .collect();
     for (id, r) in objects {
+        // An object the store cannot give as a file is left out of the sheet (logged).
+        let file = match handle.store.local_file(&id) {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::warn!(object = %id, error = %e, "a held object cannot be read");
+                continue;
+            }
+        };
         let s = all
             .entry(r.series_instance_uid.clone())
             .or_insert_with(|| Series {
@@ -115,8 +122,7 @@ fn series_of(handle: &Handle, studies: &[String]) -> BTreeMap<String, Series> {
                 bytes: 0,
             });
         s.bytes += r.size;
-        s.files
-            .push((r.instance_number, r.seq, handle.store.blobs().path(&id)));
+        s.files.push((r.instance_number, r.seq, file));
     }
     for s in all.values_mut() {
         s.files

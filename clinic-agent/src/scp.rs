@@ -249,9 +249,10 @@ fn serve(
                                     );
                                     let temp = handle
                                         .store
-                                        .blobs()
-                                        .create_temp()
-                                        .and_then(|mut temp| temp.write(&header).map(|()| temp))
+                                        .stage()
+                                        .and_then(|mut temp| {
+                                            temp.write(&header).map(|()| temp).map_err(Into::into)
+                                        })
                                         .map_err(|e| e.to_string());
                                     incoming = Some(Incoming {
                                         command,

@@ -226,7 +226,11 @@ pub fn backlog(store: &AgentStore) -> proto::frame::Backlog {
         quarantined: store.quarantined() as u64,
         ..Default::default()
     };
-    for (_, rec) in store.objects().filter(|(_, r)| r.delivered_at.is_none()) {
+    for (_, rec) in store
+        .objects()
+        .into_iter()
+        .filter(|(_, r)| r.delivered_at.is_none())
+    {
         b.items += 1;
         b.bytes += rec.size;
         b.oldest_pending_secs = b.oldest_pending_secs.max(Some(age(rec.stored_at)));

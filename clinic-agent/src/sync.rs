@@ -411,12 +411,19 @@ impl Sync {
                     let Some(connection) = self.connection.clone() else {
                         continue;
                     };
+                    let file = match self.store.local_file(&id) {
+                        Ok(file) => file,
+                        Err(e) => {
+                            self.uploader
+                                .handle_failed(Instant::now(), &id, e.to_string());
+                            continue;
+                        }
+                    };
                     // In flight from the offer on, so status shows what is really moving.
                     with_status(&self.status, |s| {
                         s.sending.insert(id.clone(), (0, size));
                     });
                     let (start_tx, start_rx) = oneshot::channel();
-                    let path = self.store.blobs().path(&id);
                     let study = self.store.study_hint(&id);
                     let record = self.store.object(&id).ok().flatten();
                     let transfer_syntax = record.as_ref().and_then(|r| r.transfer_syntax.clone());
@@ -427,7 +434,7 @@ impl Sync {
                     let outgoing = Outgoing {
                         id: id.clone(),
                         size,
-                        path,
+                        file,
                         study,
                         attempt,
                         compressible: block::may_compress(transfer_syntax.as_deref()),
@@ -510,7 +517,7 @@ impl Drop for Sync {
 struct Outgoing {
     id: ObjectId,
     size: u64,
-    path: PathBuf,
+    file: store::objects::LocalFile,
     study: Option<StudyHint>,
     /// Whether its transfer syntax leaves its bytes worth compressing.
     compressible: bool,
@@ -607,7 +614,7 @@ async fn send_object(
     let Outgoing {
         id,
         size,
-        path,
+        file,
         study,
         compressible,
         class,
@@ -665,7 +672,7 @@ async fn send_object(
     let mut compress = encoding.is_some();
     let mut first = true;
     let offset = start.await.map_err(|_| "transfer cancelled".to_string())?;
-    let mut reader = StoredObject::open(path.clone(), offset).await?;
+    let mut reader = StoredObject::open(file.path().to_path_buf(), offset).await?;
     let mut upto = offset;
     while upto < size {
         let want = ((size - upto) as usize).min(SEND_BUF);
@@ -677,7 +684,7 @@ async fn send_object(
         if n == 0 {
             return Err(format!(
                 "the stored object {} is shorter than its record says",
-                path.display()
+                file.path().display()
             ));
         }
         if first && piece.header.is_some_and(|h| h.kind == block::Kind::Raw) {

@@ -433,7 +433,10 @@ fn local_studies(handle: &Handle) -> Vec<LocalStudy> {
         .into_iter()
         .take(50)
         .map(|(uid, (modality, instances, _, object))| {
-            let patient = ::store::dicom::summarize(&handle.store.blobs().path(&object))
+            let patient = handle
+                .store
+                .summary(&object)
+                .ok_or(())
                 .map(|s| {
                     format!(
                         "{} · {} · {} {}",

@@ -119,16 +119,7 @@ impl BlobStore {
 
     /// Starts a new temporary file.
     pub fn create_temp(&self) -> Result<TempBlob, BlobError> {
-        let name = format!("{}-{}", std::process::id(), unique());
-        let path = self.tmp_dir().join(name);
-        let file = File::create(&path).map_err(io_err("create", &path))?;
-        Ok(TempBlob {
-            path,
-            file,
-            hasher: Sha256::new(),
-            len: 0,
-            kept: false,
-        })
+        TempBlob::create_in(&self.tmp_dir())
     }
 
     /// Copies `reader` into a temporary blob, hashing as it streams (bounded memory).
@@ -236,6 +227,20 @@ impl BlobStore {
 }
 
 impl TempBlob {
+    /// Starts a new temporary file in `dir`.
+    pub fn create_in(dir: &Path) -> Result<Self, BlobError> {
+        let name = format!("{}-{}", std::process::id(), unique());
+        let path = dir.join(name);
+        let file = File::create(&path).map_err(io_err("create", &path))?;
+        Ok(TempBlob {
+            path,
+            file,
+            hasher: Sha256::new(),
+            len: 0,
+            kept: false,
+        })
+    }
+
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), BlobError> {
         self.file
             .write_all(bytes)

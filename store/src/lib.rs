@@ -21,4 +21,5 @@ pub mod events;
 pub mod gate;
 pub mod group;
 pub mod objects;
+pub mod outbox;
 pub mod structure;

@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use proto::sync::ObjectId;
 
+pub use crate::blob::TempBlob;
+
 pub mod conformance;
 pub mod files;
 pub mod memory;
@@ -149,8 +151,34 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Partial uploads nobody has written to for `idle`.
     fn idle_partials(&self, idle: Duration) -> Result<Vec<UploadKey>, ObjectError>;
 
+    /// Starts a new object on this machine's disk, hashed as it is written, to be read (a
+    /// DICOM file is checked before it is kept) and then stored with [`Self::put_staged`] or
+    /// dropped (which removes it).
+    fn stage(&self) -> Result<TempBlob, ObjectError>;
+    /// Stores a staged object under the id its bytes hashed to, durably; returns the id.
+    /// Bytes already stored keep the stored copy.
+    fn put_staged(&self, staged: TempBlob) -> Result<ObjectId, ObjectError>;
     /// Stores the bytes `reader` yields as a verified object, durably; returns its id.
-    fn put(&self, reader: &mut dyn Read) -> Result<ObjectId, ObjectError>;
+    fn put(&self, reader: &mut dyn Read) -> Result<ObjectId, ObjectError> {
+        let mut staged = self.stage()?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(ObjectError::Io {
+                        action: "read",
+                        what: "the source of an object".into(),
+                        detail: e.to_string(),
+                    })
+                }
+            };
+            staged.write(&buf[..n])?;
+        }
+        self.put_staged(staged)
+    }
 
     /// Whether the object is stored.
     fn contains(&self, id: &ObjectId) -> Result<bool, ObjectError>;

@@ -161,7 +161,7 @@ async fn dcmtk_echo_and_store_in_every_transfer_syntax_reach_the_gateway_intact(
         "STORESCU",
     );
     assert!(ok);
-    assert_eq!(agent.handle.store.objects().count() as u64, n);
+    assert_eq!(agent.handle.store.objects().len() as u64, n);
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }

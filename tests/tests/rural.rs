@@ -82,7 +82,7 @@ impl Line {
     fn assert_identical_at_gateway(&self) {
         let mut checked = 0;
         for (id, _) in self.agent.handle.store.objects() {
-            let at_clinic = std::fs::read(self.agent.handle.store.blobs().path(&id)).unwrap();
+            let at_clinic = self.agent.handle.store.bytes(&id).unwrap();
             let at_hospital = self.gw.handle.archive.object_bytes(&id).unwrap();
             assert!(at_clinic == at_hospital, "object {id} differs");
             checked += 1;
@@ -332,7 +332,7 @@ async fn an_emergency_case_preview_reaches_the_hospital_before_the_first_image_o
     let (object, preview) = previews[0].clone();
     assert_eq!(preview.instances, 12);
     assert_eq!(preview.frames, 4);
-    let jpeg = std::fs::read(line.agent.handle.store.blobs().path(&object)).unwrap();
+    let jpeg = line.agent.handle.store.bytes(&object).unwrap();
     assert!(jpeg.starts_with(&[0xFF, 0xD8, 0xFF]), "a JPEG");
     assert!(
         (5_000..150_000).contains(&jpeg.len()),

@@ -57,7 +57,7 @@ fn delivered(agent: &RunningAgent) -> u64 {
 fn assert_identical_at_gateway(agent: &RunningAgent, gw: &RunningGateway) {
     let mut checked = 0;
     for (id, _) in agent.handle.store.objects() {
-        let at_clinic = std::fs::read(agent.handle.store.blobs().path(&id)).unwrap();
+        let at_clinic = agent.handle.store.bytes(&id).unwrap();
         let at_hospital = gw
             .handle
             .archive
@@ -503,7 +503,7 @@ async fn an_emergency_study_overtakes_a_large_routine_backlog() {
         agent
             .handle
             .store
-            .objects()
+            .objects().into_iter()
             .filter(|(_, r)| r.study_instance_uid == urgent.study_uid && r.delivered_at.is_some())
             .count()
     };
@@ -512,7 +512,7 @@ async fn an_emergency_study_overtakes_a_large_routine_backlog() {
     let routine_done = agent
         .handle
         .store
-        .objects()
+        .objects().into_iter()
         .filter(|(_, r)| r.study_instance_uid == backlog.study_uid && r.delivered_at.is_some())
         .count();
     assert!(routine_done < 30, "the emergency study went ahead of the backlog ({routine_done} of 40 routine already delivered)");
@@ -741,7 +741,7 @@ async fn routine_objects_keep_to_their_limit_outside_the_full_rate_hours_and_eme
         agent
             .handle
             .store
-            .objects()
+            .objects().into_iter()
             .filter(|(_, r)| r.study_instance_uid == study && r.delivered_at.is_some())
             .count()
     };

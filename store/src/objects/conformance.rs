@@ -23,7 +23,7 @@ fn id_of(bytes: &[u8]) -> ObjectId {
 
 /// Runs every case, each on a store from `fresh`; panics with the case's name on a failure.
 pub fn run(mut fresh: impl FnMut() -> Subject) {
-    let cases: [crate::conformance::Case<Subject>; 9] = [
+    let cases: [crate::conformance::Case<Subject>; 10] = [
         ("an upload in two parts is placed and read back", two_parts),
         (
             "reopening keeps exactly the committed bytes",
@@ -40,6 +40,7 @@ pub fn run(mut fresh: impl FnMut() -> Subject) {
         ("stored bytes are never replaced", never_replaced),
         ("partials of two scopes stay apart", scopes_apart),
         ("put stores durably under the content's hash", put),
+        ("a staged object is stored only when put", staged),
         ("a missing object is named as missing", missing),
         ("idle partials are listed and discarded", idle),
     ];
@@ -180,6 +181,29 @@ fn put((store, reopen): Subject) {
     let store = reopen();
     assert_eq!(store.size(&id).unwrap(), Some(300_000));
     assert_eq!(store.read_range(&id, 299_998, 10).unwrap(), [7u8, 7]);
+}
+
+fn staged((store, reopen): Subject) {
+    let bytes = b"a DICOM file, checked before it is kept".to_vec();
+    let mut kept = store.stage().unwrap();
+    kept.write(&bytes).unwrap();
+    assert_eq!(
+        std::fs::read(kept.path()).unwrap(),
+        bytes,
+        "readable while staged"
+    );
+    assert_eq!(kept.id(), id_of(&bytes));
+    assert!(!store.contains(&id_of(&bytes)).unwrap(), "not stored yet");
+    let mut dropped = store.stage().unwrap();
+    dropped.write(b"a file sent to quarantine").unwrap();
+    let (dropped_id, dropped_path) = (dropped.id(), dropped.path().to_path_buf());
+    drop(dropped);
+    assert!(!dropped_path.exists(), "a dropped stage leaves no file");
+    assert_eq!(store.put_staged(kept).unwrap(), id_of(&bytes));
+    drop(store);
+    let store = reopen();
+    assert_eq!(store.read_range(&id_of(&bytes), 0, 1_000).unwrap(), bytes);
+    assert!(!store.contains(&dropped_id).unwrap());
 }
 
 fn missing((store, _): Subject) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use proto::sync::ObjectId;
 
-use super::{LocalFile, ObjectError, ObjectStore, PartialUpload, Placed, UploadKey};
+use super::{LocalFile, ObjectError, ObjectStore, PartialUpload, Placed, TempBlob, UploadKey};
 use crate::blob::{self, BlobError, BlobStore};
 
 #[derive(Debug, Clone)]
@@ -168,9 +168,12 @@ impl ObjectStore for FileObjects {
         Ok(out)
     }
 
-    fn put(&self, reader: &mut dyn Read) -> Result<ObjectId, ObjectError> {
-        let temp = self.blobs.write_temp(reader)?;
-        Ok(self.blobs.commit(temp)?)
+    fn stage(&self) -> Result<TempBlob, ObjectError> {
+        Ok(self.blobs.create_temp()?)
+    }
+
+    fn put_staged(&self, staged: TempBlob) -> Result<ObjectId, ObjectError> {
+        Ok(self.blobs.commit(staged)?)
     }
 
     fn contains(&self, id: &ObjectId) -> Result<bool, ObjectError> {

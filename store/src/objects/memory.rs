@@ -5,14 +5,13 @@
 //! otherwise, seeded, the rename is either kept or undone back to the partial.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use proto::sync::ObjectId;
 use sha2::{Digest, Sha256};
 
-use super::{LocalFile, ObjectError, ObjectStore, PartialUpload, Placed, UploadKey};
+use super::{LocalFile, ObjectError, ObjectStore, PartialUpload, Placed, TempBlob, UploadKey};
 use crate::crash::{Crashed, Machine};
 
 impl From<Crashed> for ObjectError {
@@ -226,16 +225,24 @@ impl ObjectStore for MemoryObjects {
             .collect())
     }
 
-    fn put(&self, reader: &mut dyn Read) -> Result<ObjectId, ObjectError> {
-        let mut bytes = Vec::new();
-        reader
-            .read_to_end(&mut bytes)
-            .map_err(|e| ObjectError::Io {
-                action: "read",
-                what: "the source".into(),
-                detail: e.to_string(),
-            })?;
+    fn stage(&self) -> Result<TempBlob, ObjectError> {
+        Ok(TempBlob::create_in(&std::env::temp_dir())?)
+    }
+
+    fn put_staged(&self, staged: TempBlob) -> Result<ObjectId, ObjectError> {
+        let bytes = std::fs::read(staged.path()).map_err(|e| ObjectError::Io {
+            action: "read",
+            what: staged.path().display().to_string(),
+            detail: e.to_string(),
+        })?;
         let id = digest(&bytes);
+        if id != staged.id() {
+            return Err(ObjectError::Io {
+                action: "store",
+                what: format!("the staged object {}", staged.id()),
+                detail: "its bytes changed after they were hashed".into(),
+            });
+        }
         let mut disk = self.step()?;
         disk.objects.entry(id.clone()).or_insert(bytes);
         Ok(id)

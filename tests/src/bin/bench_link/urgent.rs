@@ -128,8 +128,12 @@ pub fn run(
             .iter()
             .find_map(|a| Some((a.object.clone(), a.preview.clone()?)))
             .context("the emergency case has no preview")?;
-        let preview_bytes =
-            std::fs::metadata(agent.handle.store.blobs().path(&preview_object))?.len();
+        let preview_bytes = agent
+            .handle
+            .store
+            .object(&preview_object)?
+            .context("the preview is not held")?
+            .size;
         let id = case.consultation.id.clone();
         let log = gw.handle.consult.log.clone();
         let mut out = Urgent {
