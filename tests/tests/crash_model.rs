@@ -9,6 +9,13 @@
 //! - an offset the gateway resumes from is never past bytes it holds: no upload of correct
 //!   bytes ever ends in a mismatch.
 //!
+//! Two more models run the same way: consultations between a clinic and the hospital, both
+//! losing power (acknowledged events held, no gaps, stored states are their events' fold, the
+//! timelines meet); and the clinic's own archive, ingesting a study and an attachment and
+//! sending its outbox to the hospital through crashes at both (every object the clinic
+//! acknowledged is held with its bytes and indexed, nothing indexed is missing, nothing is
+//! marked delivered without a receipt, and everything reaches the hospital exactly once).
+//!
 //! `TPG_CRASH_SEEDS=100000 cargo test -p tpg-tests --release --test crash_model` runs more.
 
 #![allow(clippy::unwrap_used)]
@@ -549,6 +556,250 @@ fn acknowledged_consultation_events_survive_crashes_at_both_sites_and_the_timeli
     }
     println!(
         "crash model, consultations: {seeds} seeds, {crashes} crash points, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(crashes >= seeds, "only {crashes} crashes in {seeds} seeds");
+}
+
+/// The clinic's side of one seeded run: its archive on its own machine.
+struct Clinic {
+    machine: Machine,
+    objects: MemoryObjects,
+    outbox: store::outbox::memory::MemoryOutbox,
+    store: clinic_agent::archive::AgentStore,
+}
+
+impl Clinic {
+    fn new(machine: Machine, quarantine: &std::path::Path) -> Self {
+        let objects = MemoryObjects::new(&machine);
+        let outbox = store::outbox::memory::MemoryOutbox::new(&machine);
+        Self::on(machine, objects, outbox, quarantine)
+    }
+
+    fn on(
+        machine: Machine,
+        objects: MemoryObjects,
+        outbox: store::outbox::memory::MemoryOutbox,
+        quarantine: &std::path::Path,
+    ) -> Self {
+        let store = clinic_agent::archive::AgentStore::new(
+            Arc::new(objects.clone()),
+            Arc::new(outbox.clone()),
+            quarantine.to_path_buf(),
+        );
+        Self {
+            machine,
+            objects,
+            outbox,
+            store,
+        }
+    }
+
+    fn after_crash(&self, quarantine: &std::path::Path) -> Self {
+        self.machine.power_on();
+        Self::on(
+            self.machine.clone(),
+            self.objects.boot(),
+            self.outbox.boot(),
+            quarantine,
+        )
+    }
+
+    /// What the modality and the doctor were told still holds: every acknowledged object is
+    /// held with its bytes and indexed; every index entry names a held object; no object is
+    /// marked delivered that the hospital did not receipt; the upload order has no repeats.
+    fn check(
+        &self,
+        acknowledged: &BTreeMap<ObjectId, Vec<u8>>,
+        receipts: &Receipts,
+        clinic: &ClinicId,
+    ) -> Result<(), String> {
+        use store::outbox::Outbox;
+        for (id, bytes) in acknowledged {
+            if self.outbox.object(id).map_err(|e| e.to_string())?.is_none() {
+                return Err(format!("the clinic lost acknowledged object {id}"));
+            }
+            if self.store.bytes(id).map_err(|e| e.to_string())? != *bytes {
+                return Err(format!("acknowledged object {id} has other bytes"));
+            }
+        }
+        let mut seqs = BTreeSet::new();
+        for (id, record) in self.outbox.objects().map_err(|e| e.to_string())? {
+            if !self.objects.contains(&id).map_err(|e| e.to_string())? {
+                return Err(format!("the clinic's index names {id} it does not hold"));
+            }
+            if record.delivered_at.is_some() && !receipts.contains(&(clinic.clone(), id.clone())) {
+                return Err(format!("{id} is marked delivered without a receipt"));
+            }
+            if !seqs.insert(record.seq) {
+                return Err(format!("upload number {} given twice", record.seq));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One seeded run: a clinic ingests a study and an attachment and sends its outbox to the
+/// hospital, both machines losing power now and then; at the end everything the clinic
+/// acknowledged is at the hospital once and the outbox is empty. Returns the crashes.
+fn clinic_run(seed: u64, files: &[Vec<u8>], quarantine: &std::path::Path) -> Result<u64, String> {
+    let jz = ClinicId::new("jinzhou").unwrap();
+    let mut rng = Rng::new(seed ^ 0xc11c);
+    let (at_clinic, at_hospital) = (Machine::new(seed), Machine::new(!seed));
+    let mut clinic = Clinic::new(at_clinic.clone(), quarantine);
+    let mut hospital = Boot::new(
+        MemoryObjects::new(&at_hospital),
+        MemoryIndex::new(&at_hospital),
+    );
+    at_clinic.crash_after(1 + rng.next_u64() % 40);
+    at_hospital.crash_after(1 + rng.next_u64() % 120);
+    let mut acknowledged: BTreeMap<ObjectId, Vec<u8>> = BTreeMap::new();
+    let mut receipts = Receipts::new();
+    let mut crashes = 0;
+    for _ in 0..10_000 {
+        let all_in = files.iter().all(|f| acknowledged.values().any(|b| b == f));
+        // The outbox, read as the uploader does (a read may meet the power loss too).
+        let queued: Result<Vec<ObjectId>, Stop> = {
+            use store::outbox::Outbox;
+            match clinic.outbox.objects() {
+                Ok(all) => Ok(all
+                    .into_iter()
+                    .filter(|(_, r)| r.delivered_at.is_none())
+                    .map(|(id, _)| id)
+                    .collect()),
+                Err(_) if at_clinic.is_down() => Err(Stop::Crash),
+                Err(e) => return Err(e.to_string()),
+            }
+        };
+        let empty = queued.as_ref().is_ok_and(|q| q.is_empty());
+        if all_in && empty {
+            at_clinic.disarm();
+            at_hospital.disarm();
+            clinic.check(&acknowledged, &receipts, &jz)?;
+            let sent: Vec<Object> = acknowledged
+                .iter()
+                .map(|(id, bytes)| Object {
+                    clinic: jz.clone(),
+                    id: id.clone(),
+                    bytes: bytes.clone(),
+                    dicom: bytes.len() > 600,
+                })
+                .collect();
+            check(&hospital, &sent, &receipts)?;
+            return match sent
+                .iter()
+                .find(|o| !receipts.contains(&(jz.clone(), o.id.clone())))
+            {
+                Some(o) => Err(format!("{} never reached the hospital", o.id)),
+                None => Ok(crashes),
+            };
+        }
+        let ingest = !all_in && (rng.next_u64() % 2 == 0 || empty);
+        let outcome: Result<(), Stop> = if let Err(crash) = queued {
+            Err(crash)
+        } else if ingest {
+            // The next file, or one acknowledged already (a modality sending again).
+            let bytes = &files[(rng.next_u64() % files.len() as u64) as usize];
+            let attachment = bytes.len() <= 600;
+            let stored = if attachment {
+                clinic
+                    .store
+                    .store_attachment(bytes, proto::sync::Priority::Routine, false)
+                    .map(|(id, _)| id)
+            } else {
+                clinic
+                    .store
+                    .ingest(&bytes[..], "c-store")
+                    .and_then(|i| match i {
+                        clinic_agent::archive::Ingested::Stored { id, .. }
+                        | clinic_agent::archive::Ingested::Duplicate { id } => Ok(id),
+                        other => Err(clinic_agent::archive::StoreError::Index(format!(
+                            "a valid instance was {other:?}"
+                        ))),
+                    })
+            };
+            match stored {
+                Ok(id) => {
+                    acknowledged.insert(id, bytes.clone());
+                    Ok(())
+                }
+                Err(_) if at_clinic.is_down() => Err(Stop::Crash),
+                Err(e) => Err(Stop::Broken(e.to_string())),
+            }
+        } else {
+            // The uploader sends one object of the outbox; a receipt is marked.
+            let queued = queued.unwrap_or_default();
+            let next = &queued[(rng.next_u64() % queued.len() as u64) as usize];
+            match clinic.store.bytes(next) {
+                Err(_) if at_clinic.is_down() => Err(Stop::Crash),
+                Err(e) => Err(Stop::Broken(e.to_string())),
+                Ok(bytes) => {
+                    let o = Object {
+                        clinic: jz.clone(),
+                        id: next.clone(),
+                        dicom: bytes.len() > 600,
+                        bytes,
+                    };
+                    let sent = attempt(&hospital, &at_hospital, &o, &mut rng, &mut receipts);
+                    match sent {
+                        Ok(()) if receipts.contains(&(jz.clone(), o.id.clone())) => {
+                            match clinic.store.mark_delivered(&o.id) {
+                                Err(_) if at_clinic.is_down() => Err(Stop::Crash),
+                                Err(e) => Err(Stop::Broken(e.to_string())),
+                                Ok(()) => Ok(()),
+                            }
+                        }
+                        other => other,
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(Stop::Broken(why)) => return Err(why),
+            Err(Stop::Crash) => {
+                crashes += 1;
+                if at_clinic.is_down() {
+                    clinic = clinic.after_crash(quarantine);
+                    clinic
+                        .check(&acknowledged, &receipts, &jz)
+                        .map_err(|e| format!("after crash {crashes}, at the clinic: {e}"))?;
+                    if crashes < 4 && rng.next_u64() % 2 == 0 {
+                        at_clinic.crash_after(1 + rng.next_u64() % 40);
+                    }
+                }
+                if at_hospital.is_down() {
+                    at_hospital.power_on();
+                    hospital = hospital.after_crash();
+                    if crashes < 4 && rng.next_u64() % 2 == 0 {
+                        at_hospital.crash_after(1 + rng.next_u64() % 120);
+                    }
+                }
+            }
+        }
+    }
+    Err("no progress after 10,000 steps".into())
+}
+
+#[test]
+fn what_the_clinic_acknowledged_survives_crashes_and_reaches_the_hospital_once() {
+    let seeds = seeds().map_or(2_500, |n| n / 3);
+    let dir = tempfile::tempdir().unwrap();
+    let study = harness::samples::write_ct_series(dir.path(), "P-2", 4, 600, 12).unwrap();
+    let mut files: Vec<Vec<u8>> = study
+        .files
+        .iter()
+        .map(|f| std::fs::read(f).unwrap())
+        .collect();
+    files.push(b"a referral letter, attached to the case".to_vec());
+    let started = std::time::Instant::now();
+    let mut crashes = 0;
+    for seed in 0..seeds {
+        crashes +=
+            clinic_run(seed, &files, dir.path()).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+    println!(
+        "crash model, clinic ingest and sync: {seeds} seeds, {crashes} crash points, {:.1} s",
         started.elapsed().as_secs_f64()
     );
     assert!(crashes >= seeds, "only {crashes} crashes in {seeds} seeds");

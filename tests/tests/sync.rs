@@ -503,7 +503,8 @@ async fn an_emergency_study_overtakes_a_large_routine_backlog() {
         agent
             .handle
             .store
-            .objects().into_iter()
+            .objects()
+            .into_iter()
             .filter(|(_, r)| r.study_instance_uid == urgent.study_uid && r.delivered_at.is_some())
             .count()
     };
@@ -512,7 +513,8 @@ async fn an_emergency_study_overtakes_a_large_routine_backlog() {
     let routine_done = agent
         .handle
         .store
-        .objects().into_iter()
+        .objects()
+        .into_iter()
         .filter(|(_, r)| r.study_instance_uid == backlog.study_uid && r.delivered_at.is_some())
         .count();
     assert!(routine_done < 30, "the emergency study went ahead of the backlog ({routine_done} of 40 routine already delivered)");
@@ -741,7 +743,8 @@ async fn routine_objects_keep_to_their_limit_outside_the_full_rate_hours_and_eme
         agent
             .handle
             .store
-            .objects().into_iter()
+            .objects()
+            .into_iter()
             .filter(|(_, r)| r.study_instance_uid == study && r.delivered_at.is_some())
             .count()
     };
