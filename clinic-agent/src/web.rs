@@ -1,8 +1,8 @@
 //! The township doctor's web pages, on the agent's `[web] listen`: the case list with the
 //! true state of each case and of the link, importing studies from the browser, the new
 //! consultation form, a case with its timeline, questions and report, and the report's print
-//! view. Pages call the same functions as the JSON API (`consult_api`), so they can do
-//! nothing the API would refuse. Paths carry ids only, never patient data.
+//! view. Pages ask the same access policy (`access`) and call the same case service (`cases`)
+//! as the JSON API, so they can do nothing the API would refuse. Paths carry ids only, never patient data.
 
 // A refused page is a whole response, built once per request; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
@@ -22,7 +22,9 @@ use proto::consult::{ConsultationId, State as CaseState, Urgency};
 use proto::sync::ObjectId;
 use serde::Deserialize;
 
-use crate::consult_api::{self, ActionBody, ConsentBody, NewConsultation};
+use crate::access::{self, Action, Caller, ClinicAction, Task};
+use crate::cases::{ActionBody, CaseError, ConsentBody, NewAttachment, NewConsultation};
+use crate::consult_api::denied;
 use crate::status::{bytes_until_through, seconds_left, Pending};
 use crate::Handle;
 
@@ -49,7 +51,7 @@ pub fn routes() -> axum::Router<Handle> {
             get(new_page)
                 .post(create)
                 .layer(axum::extract::DefaultBodyLimit::max(
-                    consult_api::MAX_ATTACHMENT + 64 * 1024,
+                    crate::cases::MAX_ATTACHMENT + 64 * 1024,
                 )),
         )
         .route("/cases/{id}", get(case))
@@ -65,8 +67,9 @@ fn failed(session: &Session, e: ApiError) -> Response {
     error_page(session.lang, e.status, &e.message)
 }
 
-fn doctor(session: &Session) -> Result<(), Response> {
-    consult_api::doctor(&session.user).map_err(|e| failed(session, e))
+/// Whether the policy lets the signed-in user do `action`; a refusal is the error page.
+fn may(session: &Session, action: Action<'_>) -> Result<(), Response> {
+    access::check(Caller::User(&session.user), action).map_err(|d| failed(session, denied(d)))
 }
 
 /// How each study is getting on, in bytes.
@@ -161,12 +164,12 @@ fn sync_cell(lang: Lang, studies: &[String], progress: &Progress) -> Markup {
 }
 
 async fn home(State(handle): State<Handle>, session: Session) -> Response {
-    if let Err(r) = doctor(&session) {
+    if let Err(r) = may(&session, Action::List) {
         return r;
     }
-    let h = handle.clone();
+    let (h, user) = (handle.clone(), session.user.clone());
     let loaded = blocking(move || {
-        let cases = consult_api::list_cases(&h)?;
+        let cases = h.cases().list(&user)?;
         Ok((cases, progress(&h), crate::status::backlog(&h.store)))
     })
     .await;
@@ -237,7 +240,7 @@ async fn home(State(handle): State<Handle>, session: Session) -> Response {
 }
 
 async fn import_page(session: Session) -> Response {
-    if let Err(r) = doctor(&session) {
+    if let Err(r) = may(&session, Action::Run(Task::Upload)) {
         return r;
     }
     page(&session, session.t("import.title"), import_form(&session))
@@ -339,7 +342,7 @@ async fn read_multipart(
 }
 
 async fn import(State(handle): State<Handle>, session: Session, form: Multipart) -> Response {
-    if let Err(r) = doctor(&session) {
+    if let Err(r) = may(&session, Action::Run(Task::Upload)) {
         return r;
     }
     let uploads = match read_multipart(form, &session).await {
@@ -475,7 +478,7 @@ impl Draft {
 }
 
 async fn new_page(State(handle): State<Handle>, session: Session) -> Response {
-    if let Err(r) = doctor(&session) {
+    if let Err(r) = may(&session, Action::Create) {
         return r;
     }
     new_form(handle, session, Draft::default(), StatusCode::OK).await
@@ -553,7 +556,7 @@ async fn new_form(handle: Handle, session: Session, draft: Draft, status: Status
 }
 
 async fn create(State(handle): State<Handle>, session: Session, form: Multipart) -> Response {
-    if let Err(r) = doctor(&session) {
+    if let Err(r) = may(&session, Action::Create) {
         return r;
     }
     let (fields, uploads) = match read_multipart(form, &session).await {
@@ -568,13 +571,17 @@ async fn create(State(handle): State<Handle>, session: Session, form: Multipart)
             let media_type = u.media_type.clone().unwrap_or_default();
             let checked = tokio::fs::read(&u.path)
                 .await
-                .map_err(|e| ApiError::bad_request(format!("cannot read {}: {e}", u.name)))
+                .map_err(|e| CaseError::Invalid(format!("cannot read {}: {e}", u.name)))
                 .and_then(|bytes| {
-                    consult_api::check_attachment(&u.name, &media_type, &bytes)?;
+                    crate::cases::check_attachment(&u.name, &media_type, &bytes)?;
                     Ok(bytes)
                 });
-            match checked {
-                Ok(bytes) => Some((u.name.clone(), media_type, bytes)),
+            match checked.map_err(ApiError::from) {
+                Ok(bytes) => Some(NewAttachment {
+                    name: u.name.clone(),
+                    media_type,
+                    bytes,
+                }),
                 Err(e) => {
                     let draft = Draft {
                         fields,
@@ -629,26 +636,16 @@ async fn create(State(handle): State<Handle>, session: Session, form: Multipart)
             method: draft.get("consent_method").to_owned(),
         }),
         studies,
-        // Sent after the attachment is on the case, so it travels with the request.
-        submit: false,
+        submit,
     };
     let (h, user) = (handle.clone(), session.user.clone());
     let created = blocking(move || {
-        let detail = consult_api::create_case(&h, &user, request)?;
-        let id = detail.consultation.id.clone();
-        if let Some((name, media_type, bytes)) = attachment {
-            consult_api::attach_file(&h, &user, &id, name, media_type, &bytes)?;
-        }
-        if submit {
-            consult_api::act_on(
-                &h,
-                &user,
-                &id,
-                consult_api::ClinicAction::Submit,
-                ActionBody::default(),
-            )?;
-        }
-        Ok(id)
+        let cases = h.cases();
+        let detail = match attachment {
+            Some(attachment) => cases.create_with_attachment(&user, request, attachment)?,
+            None => cases.create(&user, request)?,
+        };
+        Ok(detail.consultation.id)
     })
     .await;
     match created {
@@ -661,7 +658,7 @@ async fn create(State(handle): State<Handle>, session: Session, form: Multipart)
 }
 
 fn parse_id(session: &Session, id: &str) -> Result<ConsultationId, Response> {
-    consult_api::parse_id(id).map_err(|e| failed(session, e))
+    crate::cases::parse_id(id).map_err(|e| failed(session, e.into()))
 }
 
 async fn case(State(handle): State<Handle>, session: Session, Path(id): Path<String>) -> Response {
@@ -679,11 +676,8 @@ async fn case_page(
     status: StatusCode,
     error: Option<String>,
 ) -> Response {
-    if let Err(r) = doctor(&session) {
-        return r;
-    }
-    let h = handle.clone();
-    let loaded = blocking(move || Ok((consult_api::detail_of(&h, &id)?, progress(&h)))).await;
+    let (h, user) = (handle.clone(), session.user.clone());
+    let loaded = blocking(move || Ok((h.cases().detail(&user, &id)?, progress(&h)))).await;
     let (detail, progress) = match loaded {
         Ok(v) => v,
         Err(e) => return failed(&session, e),
@@ -821,11 +815,11 @@ async fn act(
         reason: form.reason,
         ..ActionBody::default()
     };
-    let Some(action) = consult_api::ClinicAction::parse(&action) else {
+    let Some(action) = ClinicAction::parse(&action) else {
         return failed(&session, ApiError::not_found(format!("no action {action}")));
     };
     let (h, user, case_id) = (handle.clone(), session.user.clone(), id.clone());
-    match blocking(move || consult_api::act_on(&h, &user, &case_id, action, body)).await {
+    match blocking(move || Ok(h.cases().act(&user, &case_id, action, body)?)).await {
         Ok(_) => Redirect::to(&format!("/cases/{id}")).into_response(),
         Err(e) if e.status == StatusCode::NOT_FOUND => failed(&session, e),
         Err(e) => case_page(handle, session, id, e.status, Some(e.message)).await,
@@ -834,14 +828,12 @@ async fn act(
 
 /// The signed report alone, laid out for paper.
 async fn print(State(handle): State<Handle>, session: Session, Path(id): Path<String>) -> Response {
-    if let Err(r) = doctor(&session) {
-        return r;
-    }
     let id = match parse_id(&session, &id) {
         Ok(id) => id,
         Err(r) => return r,
     };
-    let detail = match blocking(move || consult_api::detail_of(&handle, &id)).await {
+    let user = session.user.clone();
+    let detail = match blocking(move || Ok(handle.cases().detail(&user, &id)?)).await {
         Ok(d) => d,
         Err(e) => return failed(&session, e),
     };

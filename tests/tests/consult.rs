@@ -1946,9 +1946,7 @@ async fn a_case_keeps_the_patient_of_its_images_and_late_corrections_are_shown()
         handle.ingest_file(&file).unwrap();
         let who = person("doc", Role::Doctor, "Doctor", None, None);
         let request = harness::people::new_case("radiology", Urgency::Urgent, "?", "", vec![uid]);
-        clinic_agent::consult_api::create_case(&handle, &who, request)
-            .map_err(|e| e.message)
-            .unwrap()
+        handle.cases().create(&who, request).unwrap()
     })
     .await
     .unwrap();
