@@ -1198,6 +1198,86 @@ async fn every_clinic_route_refuses_the_callers_it_should() {
     agent.stop().await.unwrap();
 }
 
+/// The new-case form with a referral letter: the letter is on the case before it is sent, so
+/// it travels with the request; a file that is not what it claims stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_letter_sent_with_the_new_case_form_is_on_the_case_before_it_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot
+            .agent_config("jinzhou", &bundle, free_udp_addr())
+            .unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let token = sign_up(
+        &agent.handle.accounts,
+        person("doc", Role::Doctor, "Doctor", None, None),
+    );
+    let addr = daemon::client::local(agent.web_addr);
+    let post = |letter: &[u8]| {
+        let mut body = Vec::new();
+        for (name, value) in [
+            ("csrf", daemon::web::csrf_of(&token)),
+            ("patient_id", "P-950".into()),
+            ("question", "fracture?".into()),
+            ("specialty", "radiology".into()),
+            ("urgency", "routine".into()),
+            ("consent_given_by", "patient".into()),
+            ("consent_method", "verbal".into()),
+            ("action", "submit".into()),
+        ] {
+            body.extend_from_slice(
+                format!(
+                    "--b\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        body.extend_from_slice(b"--b\r\nContent-Disposition: form-data; name=\"attachment\"; filename=\"letter.pdf\"\r\nContent-Type: application/pdf\r\n\r\n");
+        body.extend_from_slice(letter);
+        body.extend_from_slice(b"\r\n--b--\r\n");
+        raw_http(
+            addr,
+            &format!("POST /cases/new HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: multipart/form-data; boundary=b"),
+            &body,
+        )
+        .unwrap()
+    };
+    let jz = ClinicId::new("jinzhou").unwrap();
+    let (status, page) = post(b"not a PDF");
+    assert_eq!(status, 400, "{page}");
+    assert!(agent.handle.consult.log.list(&jz).unwrap().is_empty());
+
+    let (status, page) = post(b"%PDF-1.4 a referral letter");
+    assert_eq!(status, 303, "{page}");
+    let cases = agent.handle.consult.log.list(&jz).unwrap();
+    assert_eq!(cases.len(), 1);
+    assert_eq!(cases[0].state, State::Submitted);
+    assert_eq!(cases[0].attachments.len(), 1);
+    let kinds: Vec<_> = agent
+        .handle
+        .consult
+        .log
+        .timeline(&cases[0].id)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    let attached = kinds
+        .iter()
+        .position(|k| matches!(k, EventKind::StudiesAttached { attachments, .. } if !attachments.is_empty()))
+        .unwrap();
+    let sent = kinds
+        .iter()
+        .position(|k| *k == EventKind::Submitted)
+        .unwrap();
+    assert!(attached < sent, "{kinds:?}");
+    agent.stop().await.unwrap();
+}
+
 /// Forms need the session's CSRF token; a change made with the browser's cookie through the
 /// JSON API needs it in `X-CSRF-Token`; the log-in form throttles guessing with 429.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
