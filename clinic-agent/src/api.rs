@@ -4,9 +4,10 @@
 //! (`consult_api`) and the doctors' pages (`web`). JSON in and out; errors are the daemons'
 //! shared `{code, message}`.
 //!
-//! The CLI's endpoints need no account when called from this PC (a loopback connection: the
-//! CLI runs beside the agent and has no account); from anywhere else the status and priority
-//! need a signed-in user, and import by path is refused (a browser uploads instead).
+//! Whether a caller may use them is the access policy's (`crate::access`): the CLI's endpoints
+//! need no account when called from this PC (a loopback connection: the CLI runs beside the
+//! agent and has no account); from anywhere else the status and priority need a signed-in
+//! user, and import by path is refused (a browser uploads instead).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,11 +17,14 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Json;
+use daemon::accounts::User;
 use daemon::api::{blocking, ApiError};
 use daemon::login::Authenticated;
 use serde::{Deserialize, Serialize};
 
+use crate::access::{self, Action, Caller, Task};
 use crate::archive::Ingested;
+use crate::consult_api::denied;
 use crate::Handle;
 
 #[derive(Debug, Deserialize)]
@@ -115,45 +119,51 @@ fn is_local(parts: &Parts) -> bool {
     from_here && named_here
 }
 
-/// The CLI on this PC, or a signed-in user anywhere.
-pub struct Operator;
+/// Who calls, as the access policy asks (`access::Caller`): the CLI on this PC, or whoever
+/// the request's session or bearer token names elsewhere. A token that names nobody is
+/// nobody; a cookie's change without its CSRF header is refused here.
+pub enum Asking {
+    ThisPc,
+    User(User),
+    Nobody,
+}
 
-impl FromRequestParts<Handle> for Operator {
+impl Asking {
+    pub fn caller(&self) -> Caller<'_> {
+        match self {
+            Asking::ThisPc => Caller::ThisPc,
+            Asking::User(user) => Caller::User(user),
+            Asking::Nobody => Caller::Nobody,
+        }
+    }
+
+    /// Whether the policy lets this caller run `task`.
+    fn may(&self, task: Task) -> Result<(), ApiError> {
+        access::check(self.caller(), Action::Run(task)).map_err(denied)
+    }
+}
+
+impl FromRequestParts<Handle> for Asking {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Handle) -> Result<Self, ApiError> {
         if is_local(parts) {
-            return Ok(Operator);
+            return Ok(Asking::ThisPc);
         }
-        Authenticated::from_request_parts(parts, state)
-            .await
-            .map(|_| Operator)
-    }
-}
-
-/// The CLI on this PC only: import by path reads the agent's own file system.
-pub struct LocalCaller;
-
-impl FromRequestParts<Handle> for LocalCaller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &Handle) -> Result<Self, ApiError> {
-        if is_local(parts) {
-            Ok(LocalCaller)
-        } else {
-            Err(ApiError::forbidden(
-                "import by path works only on the clinic PC itself (`clinic-agent import`); \
-                 from another computer, upload the files on the import page",
-            ))
+        match Authenticated::from_request_parts(parts, state).await {
+            Ok(Authenticated(user)) => Ok(Asking::User(user)),
+            Err(e) if e.status == StatusCode::UNAUTHORIZED => Ok(Asking::Nobody),
+            Err(e) => Err(e),
         }
     }
 }
 
 async fn status(
-    _: Operator,
+    asking: Asking,
     State(handle): State<Handle>,
     Query(q): Query<StatusQuery>,
 ) -> Result<Json<crate::status::StatusReport>, ApiError> {
+    asking.may(Task::Status)?;
     blocking(move || {
         let mut r = handle.status_report();
         if !q.items {
@@ -181,11 +191,12 @@ fn store_failed(e: impl std::fmt::Display) -> ApiError {
 /// Raises a study's sync priority: attaching a study to a consultation does this
 /// (`consult_api`); an operator can also push an urgent study ahead of the backlog.
 async fn priority(
-    _: Operator,
+    asking: Asking,
     State(handle): State<Handle>,
     axum::extract::Path(study): axum::extract::Path<String>,
     body: Result<Json<PriorityRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    asking.may(Task::Priority)?;
     let Ok(Json(req)) = body else {
         return Err(ApiError::bad_request(
             "send JSON {\"priority\": \"emergency\"|\"urgent\"|\"routine\"}",
@@ -201,10 +212,11 @@ async fn priority(
 }
 
 async fn import(
-    _: LocalCaller,
+    asking: Asking,
     State(handle): State<Handle>,
     body: Result<Json<ImportRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<ImportResult>, ApiError> {
+    asking.may(Task::ImportPath)?;
     let Ok(Json(req)) = body else {
         return Err(ApiError::bad_request(
             "send JSON {\"path\": \"/path/to/file.dcm\"}",

@@ -6,8 +6,10 @@
 //! Entry point for binaries and tests alike: bind with [`Listeners::bind`], then [`start`] or
 //! [`run`] until the shutdown token is cancelled.
 
+pub mod access;
 pub mod api;
 pub mod archive;
+pub mod cases;
 pub use daemon::client;
 pub mod config;
 pub mod consult_api;
@@ -175,6 +177,11 @@ impl Handle {
                 .send(sync::SyncCommand::Reprioritize(ids, priority));
         }
         Ok(n)
+    }
+
+    /// The clinic's consultations, as the API, the pages and the tests work them.
+    pub fn cases(&self) -> cases::Cases<'_> {
+        cases::Cases::new(self)
     }
 
     /// The queue and link as `clinic-agent status` shows them.

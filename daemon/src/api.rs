@@ -1,10 +1,9 @@
-//! What both daemons' HTTP APIs share: the JSON error every call answers with, the mapping
-//! of the consultation log's errors onto it, and the hop to the blocking pool for handlers
-//! that read or write the index.
+//! What both daemons' HTTP APIs share: the JSON error every call answers with and the hop to
+//! the blocking pool for handlers that read or write the index. Each daemon's case service
+//! maps the consultation log's errors into its own typed error, and its API maps that here.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use store::consult::ConsultError;
 
 /// A JSON error: `{"code": "...", "message": "..."}` with an HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,22 +78,6 @@ impl IntoResponse for ApiError {
             }
         }
         response
-    }
-}
-
-impl From<ConsultError> for ApiError {
-    fn from(e: ConsultError) -> Self {
-        match e {
-            ConsultError::NotFound(id) => ApiError::not_found(format!("no consultation {id}")),
-            ConsultError::Refused(r) => ApiError::conflict(r.to_string()),
-            ConsultError::TooLarge { .. } => ApiError::bad_request(e.to_string()),
-            ConsultError::AwaitingClinic(_) => ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "clinic_not_reconnected",
-                e.to_string(),
-            ),
-            other => ApiError::internal(other.to_string()),
-        }
     }
 }
 

@@ -361,7 +361,7 @@ fn scratch_db(s: &mut Scratch) -> Option<sled::Db> {
 /// what the rest is (`b'0'`–`b'3'`, or any byte modulo 4):
 /// 0. a multipart upload (first line the `Content-Type`, then the body), read as the clinic's
 ///    import and new-case pages read it (axum's `Multipart`), each file checked as an
-///    attachment (`clinic_agent::consult_api::check_attachment`);
+///    attachment (`clinic_agent::cases::check_attachment`);
 /// 1. a URL-encoded form, decoded as `daemon::web::CsrfForm` does into the forms' types;
 /// 2. a JSON body of the APIs;
 /// 3. request headers (`Name: value` lines): session and language cookies, and ids from URLs.
@@ -420,11 +420,8 @@ fn multipart(data: &[u8]) {
                                 bytes.extend_from_slice(&chunk);
                             }
                         }
-                        let _ = clinic_agent::consult_api::check_attachment(
-                            &file_name,
-                            &media_type,
-                            &bytes,
-                        );
+                        let _ =
+                            clinic_agent::cases::check_attachment(&file_name, &media_type, &bytes);
                     }
                     Some(_) => {}
                     None => {
@@ -439,15 +436,15 @@ fn multipart(data: &[u8]) {
 fn forms(data: &[u8]) {
     use daemon::web::decode_form;
     let _ = decode_form::<gateway::api::ActionBody>(data);
-    let _ = decode_form::<clinic_agent::consult_api::ActionBody>(data);
+    let _ = decode_form::<clinic_agent::cases::ActionBody>(data);
     let _ = decode_form::<std::collections::HashMap<String, String>>(data);
     let _ = decode_form::<std::collections::HashMap<String, Vec<String>>>(data);
 }
 
 fn api_bodies(data: &[u8]) {
     use serde_json::from_slice;
-    let _ = from_slice::<clinic_agent::consult_api::NewConsultation>(data);
-    let _ = from_slice::<clinic_agent::consult_api::ActionBody>(data);
+    let _ = from_slice::<clinic_agent::cases::NewConsultation>(data);
+    let _ = from_slice::<clinic_agent::cases::ActionBody>(data);
     let _ = from_slice::<clinic_agent::api::ImportRequest>(data);
     let _ = from_slice::<clinic_agent::api::PriorityRequest>(data);
     let _ = from_slice::<gateway::api::ActionBody>(data);

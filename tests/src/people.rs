@@ -96,8 +96,8 @@ pub fn new_case(
     question: &str,
     clinical_summary: &str,
     studies: Vec<String>,
-) -> clinic_agent::consult_api::NewConsultation {
-    clinic_agent::consult_api::NewConsultation {
+) -> clinic_agent::cases::NewConsultation {
+    clinic_agent::cases::NewConsultation {
         patient: Patient {
             id: String::new(),
             name: String::new(),
@@ -108,7 +108,7 @@ pub fn new_case(
         question: question.into(),
         specialty: specialty.into(),
         urgency,
-        consent: Some(clinic_agent::consult_api::ConsentBody {
+        consent: Some(clinic_agent::cases::ConsentBody {
             given_by: "patient".into(),
             method: "written".into(),
         }),

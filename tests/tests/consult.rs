@@ -676,17 +676,9 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
         .iter()
         .map(|r| r.1.split('?').next().unwrap())
         .collect();
-    for pattern in served_routes() {
-        let matches = |path: &str| {
-            let (p, q): (Vec<&str>, Vec<&str>) =
-                (pattern.split('/').collect(), path.split('/').collect());
-            p.len() == q.len()
-                && p.iter()
-                    .zip(&q)
-                    .all(|(a, b)| a == b || (a.starts_with('{') && a.ends_with('}')))
-        };
+    for pattern in served_routes("gateway/src") {
         assert!(
-            declared.iter().any(|path| matches(path)),
+            declared.iter().any(|path| route_matches(&pattern, path)),
             "the route {pattern} is not in this test's table: declare who may call it and what it records"
         );
     }
@@ -781,16 +773,17 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
     gw.stop().await.unwrap();
 }
 
-/// The routes the gateway's web listener serves, read from where they are declared.
-fn served_routes() -> Vec<String> {
+/// The routes a daemon's web listener serves (`gateway/src`, `clinic-agent/src`), read from
+/// where they are declared.
+fn served_routes(daemon_src: &str) -> Vec<String> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut out = Vec::new();
-    // Every file of the gateway's HTTP layer, and the routes both daemons share.
+    // Every file of the daemon's HTTP layer, and the routes both daemons share.
     let mut files = vec![
         root.join("daemon/src/login.rs"),
         root.join("daemon/src/web.rs"),
     ];
-    let mut folders = vec![root.join("gateway/src")];
+    let mut folders = vec![root.join(daemon_src)];
     while let Some(folder) = folders.pop() {
         for entry in std::fs::read_dir(folder).unwrap() {
             let path = entry.unwrap().path();
@@ -812,6 +805,477 @@ fn served_routes() -> Vec<String> {
     }
     assert!(out.len() > 20, "{out:?}");
     out
+}
+
+/// Whether a served route's pattern (`/cases/{id}`) matches a path of a test's table.
+fn route_matches(pattern: &str, path: &str) -> bool {
+    let (p, q): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() == q.len()
+        && p.iter()
+            .zip(&q)
+            .all(|(a, b)| a == b || (a.starts_with('{') && a.ends_with('}')))
+}
+
+/// What a request of the clinic's route matrix carries.
+#[derive(Debug, Clone, Copy)]
+enum Body<'a> {
+    Empty,
+    Json(&'a str),
+    /// A URL-encoded form, sent with the session's CSRF token.
+    Form(&'a str),
+    /// A multipart form without files, sent with the session's CSRF token.
+    Multipart,
+}
+
+/// Sends one request of the clinic's route matrix as `token`'s holder (or nobody).
+fn clinic_call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Body,
+) -> (u16, String) {
+    let csrf = token.map_or_else(|| "none".to_owned(), daemon::web::csrf_of);
+    let head = |content_type: &str| {
+        let mut head =
+            format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: {content_type}");
+        if let Some(t) = token {
+            head.push_str(&format!("\r\nAuthorization: Bearer {t}"));
+        }
+        head
+    };
+    match body {
+        Body::Empty => http(addr, method, path, token, None).unwrap(),
+        Body::Json(json) => http(addr, method, path, token, Some(json)).unwrap(),
+        Body::Form(fields) => raw_http(
+            addr,
+            &head("application/x-www-form-urlencoded"),
+            [format!("csrf={csrf}"), fields.to_owned()]
+                .join("&")
+                .trim_end_matches('&')
+                .as_bytes(),
+        )
+        .unwrap(),
+        Body::Multipart => raw_http(
+            addr,
+            &head("multipart/form-data; boundary=matrix"),
+            format!(
+                "--matrix\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n--matrix--\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap(),
+    }
+}
+
+/// Every route of the clinic agent answers each kind of caller as the access policy says:
+/// the clinic PC's own CLI (no account), nobody signed in on another computer of the clinic
+/// LAN, and a specialist's, a doctor's and an administrator's account there. The policy is
+/// asked directly too, for every route that it gates, and must agree with the answer: sign in
+/// first is 401 (a page: 303 to the log-in page), hidden 404, forbidden 403, and an allowed
+/// call is refused, if at all, only by the case's own rules or the request's content (400,
+/// 409) — before anything is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_clinic_route_refuses_the_callers_it_should() {
+    use clinic_agent::access::{self, Action, Caller, ClinicAction, Denied, Task};
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot
+            .agent_config("jinzhou", &bundle, free_udp_addr())
+            .unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let accounts = &agent.handle.accounts;
+    for (name, role) in [
+        ("li", Role::Specialist),
+        ("doc", Role::Doctor),
+        ("boss", Role::Admin),
+    ] {
+        sign_up(accounts, person(name, role, name, None, None));
+    }
+    let doctor = accounts.get("doc").unwrap().unwrap();
+    // A draft of this clinic, without consent: sending it is the case's own refusal.
+    let handle = agent.handle.clone();
+    let draft = tokio::task::spawn_blocking(move || {
+        let mut request =
+            harness::people::new_case("radiology", Urgency::Routine, "?", "", Vec::new());
+        request.patient.id = "P-900".into();
+        request.consent = None;
+        request.submit = false;
+        handle.cases().create(&doctor, request).unwrap()
+    })
+    .await
+    .unwrap();
+    let id = draft.consultation.id.clone();
+    let absent = ConsultationId::new(now_ms() as u64, [9; 10]);
+    let file = dir.path().join("x.dcm");
+    std::fs::write(&file, b"not DICOM").unwrap();
+    let import = serde_json::json!({ "path": file }).to_string();
+
+    // The policy's view of the two cases.
+    let here = ClinicId::new("jinzhou").unwrap();
+    let ours = access::Case {
+        clinic: Some(&here),
+        here: &here,
+    };
+    let nowhere = access::Case {
+        clinic: None,
+        here: &here,
+    };
+    let case = format!("/api/v1/consultations/{id}");
+    let create = r#"{"patient":{"id":"P-901","name":"","sex":"","birth_date":""},"question":"q?","specialty":"radiology","urgency":"routine","submit":true}"#;
+    // (method, path, body, the policy's action, expected status for: this PC without an
+    // account, nobody elsewhere, a specialist, a doctor, an administrator)
+    type Row<'a> = (&'a str, String, Body<'a>, Option<Action<'a>>, [u16; 5]);
+    let mut routes: Vec<Row> = vec![
+        (
+            "GET",
+            "/api/v1/me".into(),
+            Body::Empty,
+            None,
+            [401, 401, 200, 200, 200],
+        ),
+        (
+            "POST",
+            "/api/v1/login".into(),
+            Body::Json(r#"{"user":"nobody","password":"wrong"}"#),
+            None,
+            [401; 5],
+        ),
+        (
+            "GET",
+            "/api/v1/status".into(),
+            Body::Empty,
+            Some(Action::Run(Task::Status)),
+            [200, 401, 200, 200, 200],
+        ),
+        (
+            "POST",
+            "/api/v1/studies/1.2.3/priority".into(),
+            Body::Json(r#"{"priority":"urgent"}"#),
+            Some(Action::Run(Task::Priority)),
+            [200, 401, 200, 200, 200],
+        ),
+        (
+            "POST",
+            "/api/v1/import".into(),
+            Body::Json(&import),
+            Some(Action::Run(Task::ImportPath)),
+            [200, 403, 403, 403, 403],
+        ),
+        (
+            "GET",
+            "/api/v1/consultations".into(),
+            Body::Empty,
+            Some(Action::List),
+            [401, 401, 403, 200, 200],
+        ),
+        // Sending without consent is refused before anything is stored.
+        (
+            "POST",
+            "/api/v1/consultations".into(),
+            Body::Json(create),
+            Some(Action::Create),
+            [401, 401, 403, 409, 409],
+        ),
+        (
+            "GET",
+            case.clone(),
+            Body::Empty,
+            Some(Action::Read(ours)),
+            [401, 401, 403, 200, 200],
+        ),
+        (
+            "GET",
+            format!("/api/v1/consultations/{absent}"),
+            Body::Empty,
+            Some(Action::Read(nowhere)),
+            [401, 401, 403, 404, 404],
+        ),
+        (
+            "POST",
+            format!("{case}/attachments?name=letter.pdf"),
+            Body::Json("{}"),
+            Some(Action::Attach(ours)),
+            [401, 401, 403, 400, 400],
+        ),
+        (
+            "POST",
+            format!("{case}/nonsense"),
+            Body::Empty,
+            None,
+            [401, 401, 404, 404, 404],
+        ),
+        (
+            "POST",
+            format!("/api/v1/consultations/{absent}/cancel"),
+            Body::Json(r#"{"reason":"x"}"#),
+            Some(Action::Act(nowhere, ClinicAction::Cancel)),
+            [401, 401, 403, 404, 404],
+        ),
+        // The web pages: anonymous visitors are sent to log in (303); a specialist's account
+        // is refused; a form is sent with its CSRF token.
+        ("GET", "/login".into(), Body::Empty, None, [200; 5]),
+        ("GET", "/lang/en".into(), Body::Empty, None, [303; 5]),
+        ("GET", "/assets/app.css".into(), Body::Empty, None, [200; 5]),
+        ("GET", "/assets/app.js".into(), Body::Empty, None, [200; 5]),
+        (
+            "GET",
+            "/".into(),
+            Body::Empty,
+            Some(Action::List),
+            [303, 303, 403, 200, 200],
+        ),
+        (
+            "GET",
+            "/import".into(),
+            Body::Empty,
+            Some(Action::Run(Task::Upload)),
+            [303, 303, 403, 200, 200],
+        ),
+        (
+            "POST",
+            "/import".into(),
+            Body::Multipart,
+            Some(Action::Run(Task::Upload)),
+            [303, 303, 403, 200, 200],
+        ),
+        (
+            "GET",
+            "/cases/new".into(),
+            Body::Empty,
+            Some(Action::Create),
+            [303, 303, 403, 200, 200],
+        ),
+        // An empty form: the question is missing.
+        (
+            "POST",
+            "/cases/new".into(),
+            Body::Multipart,
+            Some(Action::Create),
+            [303, 303, 403, 400, 400],
+        ),
+        (
+            "GET",
+            format!("/cases/{id}"),
+            Body::Empty,
+            Some(Action::Read(ours)),
+            [303, 303, 403, 200, 200],
+        ),
+        (
+            "GET",
+            format!("/cases/{absent}"),
+            Body::Empty,
+            Some(Action::Read(nowhere)),
+            [303, 303, 403, 404, 404],
+        ),
+        (
+            "GET",
+            format!("/cases/{id}/print"),
+            Body::Empty,
+            Some(Action::Read(ours)),
+            [303, 303, 403, 200, 200],
+        ),
+        (
+            "POST",
+            format!("/cases/{id}/act/nonsense"),
+            Body::Form(""),
+            None,
+            [303, 303, 404, 404, 404],
+        ),
+        (
+            "POST",
+            "/api/v1/logout".into(),
+            Body::Empty,
+            None,
+            [401, 401, 204, 204, 204],
+        ),
+        ("POST", "/logout".into(), Body::Form(""), None, [303; 5]),
+    ];
+    // Each action on the case, through the API and through the page's form, without what it
+    // needs (or, to send and to acknowledge, at a state that does not allow it).
+    for action in ClinicAction::ALL {
+        let refused = match action {
+            ClinicAction::Submit | ClinicAction::Acknowledge => 409,
+            _ => 400,
+        };
+        let name = action.name();
+        routes.push((
+            "POST",
+            format!("{case}/{name}"),
+            Body::Empty,
+            Some(Action::Act(ours, action)),
+            [401, 401, 403, refused, refused],
+        ));
+        routes.push((
+            "POST",
+            format!("/cases/{id}/act/{name}"),
+            Body::Form(""),
+            Some(Action::Act(ours, action)),
+            [303, 303, 403, refused, refused],
+        ));
+    }
+    // Every route the agent serves is in the table above: a new route must say who may call
+    // it before this test passes.
+    for pattern in served_routes("clinic-agent/src") {
+        assert!(
+            routes
+                .iter()
+                .any(|r| route_matches(&pattern, r.1.split('?').next().unwrap())),
+            "the route {pattern} is not in this test's table: declare who may call it"
+        );
+    }
+    // The policy, asked directly, says what the routes answer.
+    let users: Vec<_> = ["li", "doc", "boss"]
+        .iter()
+        .map(|name| accounts.get(name).unwrap().unwrap())
+        .collect();
+    let callers = [
+        Caller::ThisPc,
+        Caller::Nobody,
+        Caller::User(&users[0]),
+        Caller::User(&users[1]),
+        Caller::User(&users[2]),
+    ];
+    let mut asked = 0;
+    for (method, path, _, action, expected) in &routes {
+        let Some(action) = action else { continue };
+        let page = !path.starts_with("/api/");
+        for (caller, want) in callers.iter().zip(expected) {
+            let said = match access::check(*caller, *action) {
+                Err(Denied::Unauthenticated) if page => 303,
+                Err(Denied::Unauthenticated) => 401,
+                Err(Denied::Hidden) => 404,
+                Err(Denied::Forbidden(_)) => 403,
+                Ok(()) => {
+                    assert!(
+                        matches!(want, 200 | 204 | 400 | 409),
+                        "{method} {path} as {caller:?}: allowed, yet answered {want}"
+                    );
+                    *want
+                }
+            };
+            assert_eq!(
+                said, *want,
+                "{method} {path} as {caller:?}: the policy and the route disagree"
+            );
+            asked += 1;
+        }
+    }
+    assert!(asked >= 5 * 25, "{asked}");
+
+    // The same over HTTP: this PC through the agent's own listener, the others as a PC
+    // elsewhere on the clinic LAN reaches it.
+    let here_addr = daemon::client::local(agent.web_addr);
+    let lan: std::net::SocketAddr = "192.168.1.20:50123".parse().unwrap();
+    let app = clinic_agent::http::router(agent.handle.clone())
+        .layer(axum::extract::connect_info::MockConnectInfo(lan));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let there = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let before = agent.handle.consult.log.timeline(&id).unwrap();
+    for (method, path, body, _, expected) in routes {
+        for (column, want) in expected.into_iter().enumerate() {
+            let (addr, who) = match column {
+                0 => (here_addr, None),
+                1 => (there, None),
+                n => (there, Some(["li", "doc", "boss"][n - 2])),
+            };
+            // A fresh token per call: logout revokes the one it is called with.
+            let token = who.map(|name| accounts.script_token(name).unwrap());
+            let (status, text) = clinic_call(addr, method, &path, token.as_deref(), body);
+            let text: String = text.chars().take(300).collect();
+            assert_eq!(status, want, "{method} {path} as {who:?}: {text}");
+        }
+    }
+    // Nothing refused was stored: the draft is as it was, and it is the only case.
+    assert_eq!(agent.handle.consult.log.timeline(&id).unwrap(), before);
+    assert_eq!(agent.handle.consult.log.list(&here).unwrap().len(), 1);
+    server.abort();
+    agent.stop().await.unwrap();
+}
+
+/// The new-case form with a referral letter: the letter is on the case before it is sent, so
+/// it travels with the request; a file that is not what it claims stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_letter_sent_with_the_new_case_form_is_on_the_case_before_it_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot
+            .agent_config("jinzhou", &bundle, free_udp_addr())
+            .unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let token = sign_up(
+        &agent.handle.accounts,
+        person("doc", Role::Doctor, "Doctor", None, None),
+    );
+    let addr = daemon::client::local(agent.web_addr);
+    let post = |letter: &[u8]| {
+        let mut body = Vec::new();
+        for (name, value) in [
+            ("csrf", daemon::web::csrf_of(&token)),
+            ("patient_id", "P-950".into()),
+            ("question", "fracture?".into()),
+            ("specialty", "radiology".into()),
+            ("urgency", "routine".into()),
+            ("consent_given_by", "patient".into()),
+            ("consent_method", "verbal".into()),
+            ("action", "submit".into()),
+        ] {
+            body.extend_from_slice(
+                format!(
+                    "--b\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        body.extend_from_slice(b"--b\r\nContent-Disposition: form-data; name=\"attachment\"; filename=\"letter.pdf\"\r\nContent-Type: application/pdf\r\n\r\n");
+        body.extend_from_slice(letter);
+        body.extend_from_slice(b"\r\n--b--\r\n");
+        raw_http(
+            addr,
+            &format!("POST /cases/new HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: multipart/form-data; boundary=b"),
+            &body,
+        )
+        .unwrap()
+    };
+    let jz = ClinicId::new("jinzhou").unwrap();
+    let (status, page) = post(b"not a PDF");
+    assert_eq!(status, 400, "{page}");
+    assert!(agent.handle.consult.log.list(&jz).unwrap().is_empty());
+
+    let (status, page) = post(b"%PDF-1.4 a referral letter");
+    assert_eq!(status, 303, "{page}");
+    let cases = agent.handle.consult.log.list(&jz).unwrap();
+    assert_eq!(cases.len(), 1);
+    assert_eq!(cases[0].state, State::Submitted);
+    assert_eq!(cases[0].attachments.len(), 1);
+    let kinds: Vec<_> = agent
+        .handle
+        .consult
+        .log
+        .timeline(&cases[0].id)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    let attached = kinds
+        .iter()
+        .position(|k| matches!(k, EventKind::StudiesAttached { attachments, .. } if !attachments.is_empty()))
+        .unwrap();
+    let sent = kinds
+        .iter()
+        .position(|k| *k == EventKind::Submitted)
+        .unwrap();
+    assert!(attached < sent, "{kinds:?}");
+    agent.stop().await.unwrap();
 }
 
 /// Forms need the session's CSRF token; a change made with the browser's cookie through the
@@ -1946,9 +2410,7 @@ async fn a_case_keeps_the_patient_of_its_images_and_late_corrections_are_shown()
         handle.ingest_file(&file).unwrap();
         let who = person("doc", Role::Doctor, "Doctor", None, None);
         let request = harness::people::new_case("radiology", Urgency::Urgent, "?", "", vec![uid]);
-        clinic_agent::consult_api::create_case(&handle, &who, request)
-            .map_err(|e| e.message)
-            .unwrap()
+        handle.cases().create(&who, request).unwrap()
     })
     .await
     .unwrap();

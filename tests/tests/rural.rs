@@ -316,9 +316,7 @@ async fn an_emergency_case_preview_reaches_the_hospital_before_the_first_image_o
         let doctor = harness::people::person("dr.gao", Role::Doctor, "Dr Gao", None, None);
         let request =
             harness::people::new_case("radiology", Urgency::Emergency, "bleed?", "", vec![uid]);
-        clinic_agent::consult_api::create_case(&handle, &doctor, request)
-            .map_err(|e| e.message)
-            .unwrap()
+        handle.cases().create(&doctor, request).unwrap()
     })
     .await
     .unwrap();

@@ -244,11 +244,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     for ((id, agent), scene) in agents.iter().zip(scenes()) {
         // A kept pilot (--dir) already has its studies and cases: nothing is sent again.
         let handle = agent.handle.clone();
-        let held = tokio::task::spawn_blocking(move || {
-            clinic_agent::consult_api::list_cases(&handle).map(|cases| !cases.is_empty())
+        let held = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+            let doctor = handle
+                .accounts
+                .get("doctor")?
+                .ok_or_else(|| anyhow::anyhow!("no demo doctor"))?;
+            Ok(!handle.cases().list(&doctor)?.is_empty())
         })
-        .await?
-        .map_err(|e| anyhow::anyhow!(e.message))?;
+        .await??;
         if held {
             let report = agent.handle.status_report();
             let objects = ["queued", "sending", "delivered"]
@@ -287,9 +290,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .get("doctor")?
                 .ok_or_else(|| anyhow::anyhow!("no demo doctor"))?;
             let request = harness::people::new_case(specialty, urgency, question, summary, uids);
-            clinic_agent::consult_api::create_case(&handle, &doctor, request)
+            handle
+                .cases()
+                .create(&doctor, request)
                 .map(|_| ())
-                .map_err(|e| anyhow::anyhow!(e.message))
+                .map_err(anyhow::Error::from)
         })
         .await??;
         println!(

@@ -108,18 +108,19 @@ pub fn run(
         let uid = study.study_uid.clone();
         let case = tokio::task::spawn_blocking(move || {
             let doctor = person("dr.w5", Role::Doctor, "Dr W5", None, None);
-            clinic_agent::consult_api::create_case(
-                &handle,
-                &doctor,
-                harness::people::new_case(
-                    "radiology",
-                    Urgency::Emergency,
-                    "intracranial bleed?",
-                    "fall, GCS 12",
-                    vec![uid],
-                ),
-            )
-            .map_err(|e| anyhow::anyhow!(e.message))
+            handle
+                .cases()
+                .create(
+                    &doctor,
+                    harness::people::new_case(
+                        "radiology",
+                        Urgency::Emergency,
+                        "intracranial bleed?",
+                        "fall, GCS 12",
+                        vec![uid],
+                    ),
+                )
+                .map_err(anyhow::Error::from)
         })
         .await??;
         let (preview_object, preview) = case
