@@ -4,29 +4,22 @@
 //! sample a minute), drawn as inline SVG. Also the alerts page, computed from the same facts
 //! plus the consultation log, against thresholds in `[alerts]`.
 //!
-//! The facts and the history are kept in sled beside the archive, so a restarted gateway
-//! still shows yesterday's charts and each clinic offline since it was last heard from.
+//! The facts and the history are kept through the link board's port (`store::board`; sled
+//! beside the archive when embedded), so a restarted gateway still shows yesterday's charts and
+//! each clinic offline since it was last heard from.
 
 // A refused page is a whole response, built once per request; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use proto::frame::Backlog;
 use proto::ClinicId;
-
-/// One history point.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sample {
-    pub at_ms: i64,
-    pub throughput_bps: f64,
-    pub rtt_ms: f64,
-    pub backlog_items: u64,
-}
+pub use store::board::Sample;
+use store::board::{BoardStore, Facts};
 
 pub const HISTORY_MS: i64 = 24 * 3600 * 1000;
 const SAMPLE_EVERY_MS: i64 = 60 * 1000;
@@ -49,24 +42,12 @@ pub struct ClinicLink {
     rx: Option<(i64, u64)>,
 }
 
-/// What survives a restart of a clinic's row, besides its history.
-#[derive(Debug, Serialize, Deserialize)]
-struct Facts {
-    agent_version: String,
-    cert_expires_ms: Option<i64>,
-    /// The last time the clinic was online (at most a minute old while it is).
-    last_seen_ms: i64,
-    backlog: Option<Backlog>,
-}
-
 pub struct Board {
     clinics: Mutex<BTreeMap<ClinicId, ClinicLink>>,
     /// The revocation list in force, as the link's CRL watcher last found it.
     crl: Mutex<CrlStatus>,
-    /// Clinic → [`Facts`] (JSON).
-    facts: sled::Tree,
-    /// `clinic/at_ms` (big-endian) → throughput, RTT (f64) and backlog items (u64).
-    history: sled::Tree,
+    /// The facts and the history, kept across restarts.
+    store: Arc<dyn BoardStore>,
 }
 
 /// The CRL in force: when a newer one is due, and the last refused reload since it loaded.
@@ -82,68 +63,14 @@ impl std::fmt::Debug for Board {
     }
 }
 
-fn history_key(clinic: &ClinicId, at_ms: i64) -> Vec<u8> {
-    let mut key = history_prefix(clinic);
-    key.extend_from_slice(&at_ms.to_be_bytes());
-    key
-}
-
-fn history_prefix(clinic: &ClinicId) -> Vec<u8> {
-    let mut key = clinic.as_str().as_bytes().to_vec();
-    key.push(b'/');
-    key
-}
-
-fn encode(s: &Sample) -> [u8; 24] {
-    let mut v = [0u8; 24];
-    v[..8].copy_from_slice(&s.throughput_bps.to_be_bytes());
-    v[8..16].copy_from_slice(&s.rtt_ms.to_be_bytes());
-    v[16..].copy_from_slice(&s.backlog_items.to_be_bytes());
-    v
-}
-
-fn decode(at_ms: i64, v: &[u8]) -> Option<Sample> {
-    let part = |r: std::ops::Range<usize>| <[u8; 8]>::try_from(v.get(r)?).ok();
-    Some(Sample {
-        at_ms,
-        throughput_bps: f64::from_be_bytes(part(0..8)?),
-        rtt_ms: f64::from_be_bytes(part(8..16)?),
-        backlog_items: u64::from_be_bytes(part(16..24)?),
-    })
-}
-
 impl Board {
-    /// Opens the board's trees in `db` and loads every clinic known from an earlier run, as
-    /// offline since it was last seen, with its last 24 hours.
-    pub fn open(db: &sled::Db, now_ms: i64) -> anyhow::Result<Self> {
-        let board = Self {
-            clinics: Mutex::default(),
-            crl: Mutex::default(),
-            facts: db.open_tree("board_facts")?,
-            history: db.open_tree("board_history")?,
-        };
+    /// The board kept in `store`, with every clinic known from an earlier run, as offline
+    /// since it was last seen, with its last 24 hours.
+    pub fn open(store: Arc<dyn BoardStore>, now_ms: i64) -> anyhow::Result<Self> {
         let mut clinics = BTreeMap::new();
-        for entry in board.facts.iter() {
-            let (k, v) = entry?;
-            let (Some(clinic), Ok(facts)) = (
-                std::str::from_utf8(&k)
-                    .ok()
-                    .and_then(|k| ClinicId::new(k).ok()),
-                serde_json::from_slice::<Facts>(&v),
-            ) else {
-                continue;
-            };
-            board.prune(&clinic, now_ms);
-            let prefix = history_prefix(&clinic);
-            let history = board
-                .history
-                .scan_prefix(&prefix)
-                .filter_map(|kv| {
-                    let (k, v) = kv.ok()?;
-                    let at = i64::from_be_bytes(k.get(prefix.len()..)?.try_into().ok()?);
-                    decode(at, &v)
-                })
-                .collect();
+        for (clinic, facts) in store.clinics()? {
+            store.prune(&clinic, now_ms - HISTORY_MS)?;
+            let history = store.history(&clinic, now_ms - HISTORY_MS)?.into();
             clinics.insert(
                 clinic,
                 ClinicLink {
@@ -157,8 +84,11 @@ impl Board {
                 },
             );
         }
-        *board.clinics.lock().unwrap_or_else(|p| p.into_inner()) = clinics;
-        Ok(board)
+        Ok(Self {
+            clinics: Mutex::new(clinics),
+            crl: Mutex::default(),
+            store,
+        })
     }
 
     fn with<T>(&self, clinic: &ClinicId, f: impl FnOnce(&mut ClinicLink) -> T) -> T {
@@ -166,8 +96,8 @@ impl Board {
         f(all.entry(clinic.clone()).or_default())
     }
 
-    /// Writes a clinic's facts (sled flushes them in the background: a board is not worth an
-    /// fsync, and a lost minute only makes "last seen" a minute older).
+    /// Writes a clinic's facts (not synced: a board is not worth an fsync, and a lost minute
+    /// only makes "last seen" a minute older).
     fn keep(&self, clinic: &ClinicId, c: &ClinicLink, last_seen_ms: i64) {
         let facts = Facts {
             agent_version: c.agent_version.clone(),
@@ -175,22 +105,8 @@ impl Board {
             last_seen_ms,
             backlog: c.backlog.clone(),
         };
-        let written = serde_json::to_vec(&facts)
-            .map_err(anyhow::Error::from)
-            .and_then(|v| Ok(self.facts.insert(clinic.as_str(), v)?));
-        if let Err(e) = written {
+        if let Err(e) = self.store.keep(clinic, &facts) {
             warn!(%clinic, error = %e, "cannot keep the link board's facts");
-        }
-    }
-
-    /// Drops history older than 24 hours.
-    fn prune(&self, clinic: &ClinicId, now_ms: i64) {
-        let old = self
-            .history
-            .range(history_key(clinic, 0)..history_key(clinic, now_ms - HISTORY_MS))
-            .keys();
-        for key in old.flatten() {
-            let _ = self.history.remove(key);
         }
     }
 
@@ -259,13 +175,13 @@ impl Board {
                 {
                     c.history.pop_front();
                 }
-                if let Err(e) = self
-                    .history
-                    .insert(history_key(clinic, now_ms), &encode(&sample))
-                {
+                let kept = self
+                    .store
+                    .sample(clinic, &sample)
+                    .and_then(|()| self.store.prune(clinic, now_ms - HISTORY_MS));
+                if let Err(e) = kept {
                     warn!(%clinic, error = %e, "cannot keep the link board's history");
                 }
-                self.prune(clinic, now_ms);
                 self.keep(clinic, c, now_ms);
             }
         });
@@ -305,6 +221,7 @@ impl Board {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use store::board::sled::SledBoard;
 
     #[test]
     fn a_reopened_board_keeps_the_last_day_and_shows_the_clinic_offline_since_last_seen() {
@@ -314,7 +231,7 @@ mod tests {
         let t0 = 1_795_000_000_000;
         {
             let db = sled::open(dir.path()).unwrap();
-            let board = Board::open(&db, t0).unwrap();
+            let board = Board::open(Arc::new(SledBoard::open(&db).unwrap()), t0).unwrap();
             board.up(&jz, t0, "0.1.0", Some(t0 + 10 * day));
             board.backlog(
                 &jz,
@@ -344,7 +261,7 @@ mod tests {
                 Err(e) => panic!("cannot reopen the board's database: {e}"),
             }
         };
-        let board = Board::open(&db, last + 1000).unwrap();
+        let board = Board::open(Arc::new(SledBoard::open(&db).unwrap()), last + 1000).unwrap();
         let c = &board.snapshot()[&jz];
         assert!(!c.online);
         assert_eq!(c.since_ms, last, "offline since last seen");
@@ -360,7 +277,7 @@ mod tests {
         assert!((newest.throughput_bps - 1000.0).abs() < 1e-6, "{newest:?}");
         assert!(c.history.iter().all(|s| last - s.at_ms <= day));
         assert_eq!(
-            board.history.len(),
+            board.store.history(&jz, 0).unwrap().len(),
             24 * 60,
             "older samples leave the disk too"
         );

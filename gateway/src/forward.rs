@@ -3,10 +3,10 @@
 //! associations at once, until the destination stores it. Nothing is dropped: a destination
 //! that is down for hours gets everything when it is back.
 //!
-//! - The archive writes each verified instance to `forward_inbox` in the same flush as its
-//!   index entry. The fan-out moves inbox entries to `forward_queue` (one entry per
-//!   destination, keyed `destination \0 id`, so doing it twice after a crash changes nothing)
-//!   and only then removes them from the inbox.
+//! - The archive writes each verified instance to the forwarding inbox in the same write as
+//!   its index entry. The fan-out moves inbox entries into the destinations' queues (one entry
+//!   per destination and inbox id, so doing it twice after a crash changes nothing) and only
+//!   then removes them from the inbox (`store::forwarding::ForwardQueues`).
 //! - A queue entry leaves the queue when the destination answered success or a warning; the
 //!   removal is flushed once per association, so a crash can only make the gateway send an
 //!   instance again (the PACS keeps one copy per SOP Instance UID).
@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use dicom_core::Tag;
 use proto::backoff::{Backoff, BackoffConfig};
 use serde::{Deserialize, Serialize};
+use store::forwarding::{Counts, ForwardQueues, Queued};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -40,24 +41,6 @@ const DICOM_TIMEOUT: Duration = Duration::from_secs(60);
 const ECHO_EVERY: Duration = Duration::from_secs(60);
 /// How often the inbox is drained into the queues.
 pub const FAN_OUT_EVERY: Duration = Duration::from_millis(300);
-
-/// An instance waiting for one destination.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Queued {
-    #[serde(flatten)]
-    item: ToForward,
-    /// Unix seconds when it was queued.
-    queued_at: i64,
-    attempts: u32,
-    last_error: Option<String>,
-}
-
-/// Counts kept across restarts.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Counts {
-    sent: u64,
-    failures: u64,
-}
 
 /// The last C-ECHO.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,22 +69,18 @@ pub struct DestinationStatus {
 struct Live {
     /// Entries in the destination's queue (counted once at start, then kept up to date).
     queued: u64,
-    /// Queue keys being sent now.
-    in_flight: HashSet<Vec<u8>>,
-    /// Queue keys refused lately, and when to try each again.
-    retry_at: HashMap<Vec<u8>, Instant>,
+    /// Queue entries being sent now.
+    in_flight: HashSet<u64>,
+    /// Queue entries refused lately, and when to try each again.
+    retry_at: HashMap<u64, Instant>,
     last_error: Option<String>,
     echo: Option<Echo>,
 }
 
 pub struct Forwarder {
     archive: Arc<GatewayArchive>,
-    /// The inbox and the queues are still sled trees of the embedded storage.
-    embedded: crate::storage::Embedded,
-    /// `destination \0 id` (u64, big-endian) → [`Queued`].
-    queue: sled::Tree,
-    /// destination → [`Counts`].
-    counts: sled::Tree,
+    /// The inbox and the queues, kept with the archive index.
+    queues: Arc<dyn ForwardQueues>,
     destinations: Vec<ForwardConfig>,
     metrics: Arc<Metrics>,
     live: Mutex<HashMap<String, Live>>,
@@ -115,17 +94,6 @@ impl std::fmt::Debug for Forwarder {
             .field("destinations", &self.destinations)
             .finish_non_exhaustive()
     }
-}
-
-fn queue_key(destination: &str, id: &[u8]) -> Vec<u8> {
-    let mut key = destination.as_bytes().to_vec();
-    key.push(0);
-    key.extend_from_slice(id);
-    key
-}
-
-fn prefix(destination: &str) -> Vec<u8> {
-    queue_key(destination, &[])
 }
 
 fn passes(d: &ForwardConfig, item: &ToForward) -> bool {
@@ -152,23 +120,20 @@ enum Batch {
 impl Forwarder {
     pub fn open(
         archive: Arc<GatewayArchive>,
-        embedded: &crate::storage::Embedded,
+        queues: Arc<dyn ForwardQueues>,
         destinations: Vec<ForwardConfig>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let db = &embedded.db;
         let forwarder = Self {
-            queue: db.open_tree(store::archive::sled::FORWARD_QUEUE_TREE)?,
-            counts: db.open_tree("forward_counts")?,
+            queues,
             archive,
-            embedded: embedded.clone(),
             metrics,
             live: Mutex::default(),
             converting: Mutex::default(),
             destinations,
         };
         for d in &forwarder.destinations {
-            let queued = forwarder.queue.scan_prefix(prefix(&d.name)).count() as u64;
+            let queued = forwarder.queues.len(&d.name)?;
             forwarder.live(&d.name, |live| live.queued = queued);
             forwarder.gauge(&d.name);
         }
@@ -181,29 +146,22 @@ impl Forwarder {
     }
 
     fn counts(&self, destination: &str) -> Counts {
-        self.counts
-            .get(destination)
-            .ok()
-            .flatten()
-            .and_then(|v| serde_json::from_slice(&v).ok())
-            .unwrap_or_default()
+        self.queues.counts(destination).unwrap_or_else(|e| {
+            warn!(destination, error = %e, "cannot read the forwarding counts");
+            Counts::default()
+        })
     }
 
     /// Adds to the persistent counts, atomically (several associations count at once).
     fn count(&self, destination: &str, sent: u64, failures: u64) {
-        let _ = self.counts.update_and_fetch(destination, |old| {
-            let mut counts: Counts = old
-                .and_then(|v| serde_json::from_slice(v).ok())
-                .unwrap_or_default();
-            counts.sent += sent;
-            counts.failures += failures;
-            serde_json::to_vec(&counts).ok()
-        });
+        if let Err(e) = self.queues.count(destination, sent, failures) {
+            warn!(destination, error = %e, "cannot count a forwarding outcome");
+        }
     }
 
     /// Removes a sent entry, once.
-    fn remove(&self, destination: &str, key: &[u8]) {
-        if matches!(self.queue.remove(key), Ok(Some(_))) {
+    fn remove(&self, destination: &str, id: u64) {
+        if matches!(self.queues.done(destination, id), Ok(true)) {
             self.live(destination, |live| {
                 live.queued = live.queued.saturating_sub(1)
             });
@@ -222,81 +180,63 @@ impl Forwarder {
 
     /// Moves the inbox into the destinations' queues; returns how many instances moved.
     pub fn fan_out(&self) -> anyhow::Result<usize> {
-        let inbox = self.embedded.index.inbox_tree();
-        // An entry is in the inbox or in its queues, never neither, to a backup too.
-        let _whole = self.embedded.gate.enter();
-        let mut moved = 0;
-        for entry in inbox.iter() {
-            let (id, value) = entry?;
-            match serde_json::from_slice::<ToForward>(&value) {
-                Ok(item) => {
-                    for d in self.destinations.iter().filter(|d| passes(d, &item)) {
-                        let queued = Queued {
-                            item: item.clone(),
-                            queued_at: daemon::now_ms() / 1000,
-                            attempts: 0,
-                            last_error: None,
-                        };
-                        let key = queue_key(&d.name, &id);
-                        if self
-                            .queue
-                            .insert(key, serde_json::to_vec(&queued)?)?
-                            .is_none()
-                        {
-                            self.live(&d.name, |live| live.queued += 1);
-                        }
-                    }
-                }
-                // Written by this code in the same flush as a verified instance: unreadable
-                // only if the disk is damaged. Said, and left where it is.
-                Err(e) => {
-                    warn!(error = %e, "a forwarding inbox entry is unreadable; it is left in the inbox");
-                    continue;
-                }
-            }
-            inbox.remove(&id)?;
-            moved += 1;
+        let route = |item: &ToForward| {
+            self.destinations
+                .iter()
+                .filter(|d| passes(d, item))
+                .map(|d| d.name.clone())
+                .collect()
+        };
+        let out = self.queues.fan_out(&route, daemon::now_ms() / 1000)?;
+        if out.unreadable > 0 {
+            warn!(
+                entries = out.unreadable,
+                "forwarding inbox entries are unreadable; they are left in the inbox"
+            );
         }
-        if moved > 0 {
-            self.embedded.db.flush()?;
+        for (destination, added) in &out.added {
+            self.live(destination, |live| live.queued += added);
+        }
+        if out.moved > 0 {
             for d in &self.destinations {
                 self.gauge(&d.name);
             }
         }
-        Ok(moved)
+        Ok(out.moved)
     }
 
     /// Takes up to [`BATCH`] entries of `destination` that are neither being sent nor waiting
     /// for their retry time, oldest first.
-    fn claim(&self, destination: &str) -> Vec<(Vec<u8>, Queued)> {
+    fn claim(&self, destination: &str) -> Vec<(u64, Queued)> {
         let now = Instant::now();
         self.live(destination, |live| {
             live.retry_at.retain(|_, at| *at > now);
-            let mut out = Vec::new();
-            for (key, value) in self.queue.scan_prefix(prefix(destination)).flatten() {
-                let key = key.to_vec();
-                if live.in_flight.contains(&key) || live.retry_at.contains_key(&key) {
-                    continue;
+            let skip = |id| live.in_flight.contains(&id) || live.retry_at.contains_key(&id);
+            let queued = match self.queues.queued(destination, BATCH, &skip) {
+                Ok(queued) => queued,
+                Err(e) => {
+                    warn!(destination, error = %e, "cannot read the forwarding queue");
+                    return Vec::new();
                 }
-                let queued = match serde_json::from_slice::<Queued>(&value) {
-                    Ok(q) => q,
+            };
+            let mut out = Vec::new();
+            for (id, entry) in queued {
+                match entry {
+                    Ok(q) => {
+                        live.in_flight.insert(id);
+                        out.push((id, q));
+                    }
                     Err(e) => {
                         warn!(destination, error = %e, "a forwarding queue entry is unreadable; it stays queued");
-                        live.retry_at.insert(key, now + Duration::from_secs(3600));
-                        continue;
+                        live.retry_at.insert(id, now + Duration::from_secs(3600));
                     }
-                };
-                live.in_flight.insert(key.clone());
-                out.push((key, queued));
-                if out.len() == BATCH {
-                    break;
                 }
             }
             out
         })
     }
 
-    fn release(&self, destination: &str, keys: &[Vec<u8>]) {
+    fn release(&self, destination: &str, keys: &[u64]) {
         self.live(destination, |live| {
             for key in keys {
                 live.in_flight.remove(key);
@@ -318,7 +258,7 @@ impl Forwarder {
 
     /// Records a refused or failed attempt at one instance: counted, kept with its reason,
     /// tried again after its backoff.
-    fn failed(&self, d: &ForwardConfig, key: &[u8], queued: Queued, status: &str, why: String) {
+    fn failed(&self, d: &ForwardConfig, key: u64, queued: Queued, status: &str, why: String) {
         self.count_failure(d, status);
         self.retry_later(d, key, queued, status, why);
     }
@@ -328,7 +268,7 @@ impl Forwarder {
     fn retry_later(
         &self,
         d: &ForwardConfig,
-        key: &[u8],
+        key: u64,
         mut queued: Queued,
         status: &str,
         why: String,
@@ -337,20 +277,18 @@ impl Forwarder {
         queued.attempts = queued.attempts.saturating_add(1);
         queued.last_error = Some(why.clone());
         // Only while it is still queued.
-        if let Ok(v) = serde_json::to_vec(&queued) {
-            let _ = self
-                .queue
-                .fetch_and_update(key, |old| old.map(|_| v.clone()));
+        if let Err(e) = self.queues.update(&d.name, key, &queued) {
+            warn!(destination = %d.name, error = %e, "cannot record a forwarding failure");
         }
         let wait = backoff(d).ceiling(queued.attempts.saturating_sub(1));
         self.live(&d.name, |live| {
-            live.retry_at.insert(key.to_vec(), Instant::now() + wait);
+            live.retry_at.insert(key, Instant::now() + wait);
             live.last_error = Some(why);
         });
     }
 
     /// Sends `batch` in one association (blocking).
-    fn send_batch(&self, d: &ForwardConfig, batch: Vec<(Vec<u8>, Queued)>) -> Batch {
+    fn send_batch(&self, d: &ForwardConfig, batch: Vec<(u64, Queued)>) -> Batch {
         // What each instance is on disk: its transfer syntax and where its data set starts.
         let mut ready = Vec::new();
         for (key, queued) in batch {
@@ -359,7 +297,7 @@ impl Forwarder {
                 Err(e) => {
                     self.failed(
                         d,
-                        &key,
+                        key,
                         queued,
                         "file",
                         format!("stored object unreadable: {e}"),
@@ -371,7 +309,7 @@ impl Forwarder {
                 Ok(s) => ready.push((key, queued, local, s)),
                 Err(e) => self.failed(
                     d,
-                    &key,
+                    key,
                     queued,
                     "file",
                     format!("stored file unreadable: {e}"),
@@ -424,7 +362,7 @@ impl Forwarder {
                     Err(e) => {
                         self.failed(
                             d,
-                            &key,
+                            key,
                             queued,
                             "file",
                             format!("cannot read the stored file: {e}"),
@@ -444,7 +382,7 @@ impl Forwarder {
                             "the destination accepts this SOP class only as {ts}, and the instance (transfer syntax {}) cannot be converted: {e}",
                             summary.transfer_syntax
                         );
-                        self.failed(d, &key, queued, "convert", why);
+                        self.failed(d, key, queued, "convert", why);
                         continue;
                     }
                 },
@@ -453,7 +391,7 @@ impl Forwarder {
                         "the destination accepts no transfer syntax for SOP class {} (offered {} and explicit/implicit VR little endian); configure the PACS to accept it",
                         summary.sop_class_uid, summary.transfer_syntax
                     );
-                    self.failed(d, &key, queued, "not_accepted", why);
+                    self.failed(d, key, queued, "not_accepted", why);
                     continue;
                 }
             };
@@ -475,7 +413,7 @@ impl Forwarder {
                     } =>
                 {
                     let why = "the PACS already holds another version of this instance (same SOP Instance UID) and kept it (0x0111): the corrected version is not stored there; remove the old one at the PACS or let it accept updates, and the gateway sends it again".to_owned();
-                    self.failed(d, &key, queued, "0x0111", why);
+                    self.failed(d, key, queued, "0x0111", why);
                     continue;
                 }
                 other => other,
@@ -485,7 +423,7 @@ impl Forwarder {
                     if status != daemon::dimse::STATUS_SUCCESS {
                         debug!(destination = %d.name, status = format!("0x{status:04X}"), "stored with a warning");
                     }
-                    self.remove(&d.name, &key);
+                    self.remove(&d.name, key);
                     self.count(&d.name, 1, 0);
                     self.metrics
                         .forward_sent
@@ -500,20 +438,28 @@ impl Forwarder {
                         "C-STORE answered 0x{status:04X} ({})",
                         daemon::dimse::status_text(status)
                     );
-                    self.failed(d, &key, queued, &format!("0x{status:04X}"), why);
+                    self.failed(d, key, queued, &format!("0x{status:04X}"), why);
                 }
                 Err(e) => {
                     // The association is gone: this instance is retried with the rest (the
                     // caller counts the failure once).
-                    self.retry_later(d, &key, queued, "association", e.to_string());
-                    let _ = self.embedded.db.flush();
+                    self.retry_later(d, key, queued, "association", e.to_string());
+                    self.sync_queues(d);
                     return Batch::Unreachable(e.to_string());
                 }
             }
         }
         association.release();
-        let _ = self.embedded.db.flush();
+        self.sync_queues(d);
         Batch::Done
+    }
+
+    /// Makes the association's removals and failures durable (a crash before only sends an
+    /// instance again).
+    fn sync_queues(&self, d: &ForwardConfig) {
+        if let Err(e) = self.queues.sync() {
+            warn!(destination = %d.name, error = %e, "cannot sync the forwarding queue");
+        }
     }
 
     fn echo(&self, d: &ForwardConfig) {
@@ -541,11 +487,10 @@ impl Forwarder {
             .map(|d| {
                 // Keys grow with time: the first entry is the oldest.
                 let oldest = self
-                    .queue
-                    .scan_prefix(prefix(&d.name))
-                    .next()
-                    .and_then(Result::ok)
-                    .and_then(|(_, v)| serde_json::from_slice::<Queued>(&v).ok())
+                    .queues
+                    .oldest(&d.name)
+                    .ok()
+                    .flatten()
                     .map(|q| (now - q.queued_at).max(0) as u64);
                 let counts = self.counts(&d.name);
                 let (queued, last_error, echo) = self.live(&d.name, |l| {
@@ -879,7 +824,7 @@ async fn sender(
             }
             Duration::from_millis(500)
         } else {
-            let keys: Vec<Vec<u8>> = claimed.iter().map(|(k, _)| k.clone()).collect();
+            let keys: Vec<u64> = claimed.iter().map(|(k, _)| *k).collect();
             let (f, dd) = (forwarder.clone(), d.clone());
             let Some(outcome) = until_stopped(&shutdown, move || f.send_batch(&dd, claimed)).await
             else {

@@ -162,7 +162,7 @@ pub fn start(
     } else {
         Some(Arc::new(forward::Forwarder::open(
             archive.clone(),
-            &embedded,
+            embedded.index.clone(),
             config.forwards.clone(),
             metrics.clone(),
         )?))
@@ -171,7 +171,10 @@ pub fn start(
     let accounts = Arc::new(daemon::accounts::Accounts::open(
         &config.data_dir.join(ACCOUNTS_FILE),
     )?);
-    let board = Arc::new(board::Board::open(&embedded.db, consult::now_ms())?);
+    let board = Arc::new(board::Board::open(
+        embedded.board.clone(),
+        consult::now_ms(),
+    )?);
     let link = Arc::new(link::Link::new(
         config.link.clone(),
         metrics.clone(),

@@ -1,14 +1,17 @@
 //! The gateway's storage as one data folder (the embedded default): objects in files, the
-//! archive index and every other log in one sled database. The archive reaches its storage
-//! only through the ports (`store::objects::ObjectStore`, `store::archive::ArchiveIndex`);
-//! what is not behind a port yet — the consultation log, the link board, the audit anchor,
-//! forwarding's queues, the backup's export — uses the database here directly.
+//! archive index, the forwarding queues, the consultation events, the link board and the audit
+//! log's anchor in one sled database, and the background tasks' leases and notifications in
+//! this process. This is where the adapters are made; the services reach them only through
+//! the ports in `store`. The backup alone reads the database itself: it exports the whole
+//! folder as one cut, which is this engine's own way (a database server has its own tools).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use store::archive::sled::{open_db, SledIndex};
 use store::archive::{ArchiveIndex, IndexError};
+use store::board::sled::SledBoard;
+use store::board::BoardError;
 use store::coordination::memory::{MemoryLeases, MemoryNotifier};
 use store::coordination::{Leases, Notifier};
 use store::gate::WriteGate;
@@ -21,6 +24,8 @@ pub enum StorageError {
     Index(#[from] IndexError),
     #[error(transparent)]
     Objects(#[from] ObjectError),
+    #[error(transparent)]
+    Board(#[from] BoardError),
 }
 
 /// One data folder: `index/` (sled), `objects/`, `partials/`, `tmp/`; with the background
@@ -32,6 +37,8 @@ pub struct Embedded {
     pub gate: WriteGate,
     pub index: Arc<SledIndex>,
     pub objects: Arc<FileObjects>,
+    /// The link board's facts and history.
+    pub board: Arc<SledBoard>,
     pub leases: Arc<dyn Leases>,
     pub notifier: Arc<dyn Notifier>,
     /// This node's name in the leases.
@@ -53,6 +60,7 @@ impl Embedded {
         Ok(Self {
             index: Arc::new(SledIndex::open(&db, gate.clone())?),
             objects: Arc::new(FileObjects::open(data_dir)?),
+            board: Arc::new(SledBoard::open(&db)?),
             leases: Arc::new(MemoryLeases::default()),
             notifier: Arc::new(MemoryNotifier::default()),
             node: format!("gateway-{}", std::process::id()).into(),

@@ -13,6 +13,7 @@ use super::{
     ArchiveIndex, IndexError, InstanceKey, InstanceRecord, PartialRecord, ToForward, Verified,
 };
 use crate::crash::Machine;
+use crate::forwarding::{Counts, Entry, FannedOut, ForwardQueues, Queued, Route};
 
 type Clinic = String;
 
@@ -24,11 +25,16 @@ struct State {
     expected: BTreeMap<(Clinic, String), u32>,
     inbox: BTreeMap<u64, ToForward>,
     next_forward_id: u64,
+    queues: BTreeMap<(String, u64), Queued>,
+    counts: BTreeMap<String, Counts>,
 }
 
 #[derive(Debug, Clone)]
 enum Loose {
     Expected(Clinic, String, u32),
+    Update(String, u64, Queued),
+    Done(String, u64),
+    Count(String, u64, u64),
 }
 
 impl State {
@@ -40,6 +46,19 @@ impl State {
                     .entry((clinic.clone(), study.clone()))
                     .or_insert(0);
                 *e = (*e).max(*n);
+            }
+            Loose::Update(destination, id, queued) => {
+                if let Some(q) = self.queues.get_mut(&(destination.clone(), *id)) {
+                    *q = queued.clone();
+                }
+            }
+            Loose::Done(destination, id) => {
+                self.queues.remove(&(destination.clone(), *id));
+            }
+            Loose::Count(destination, sent, failures) => {
+                let c = self.counts.entry(destination.clone()).or_default();
+                c.sent += sent;
+                c.failures += failures;
             }
         }
     }
@@ -262,6 +281,113 @@ impl ArchiveIndex for MemoryIndex {
     }
 }
 
+impl MemoryIndex {
+    /// A loose write: applied now, durable with the next durable one (or, seeded, in part).
+    fn loose(&self, op: Loose) -> Result<(), IndexError> {
+        let mut disk = self.step()?;
+        disk.now.apply(&op);
+        disk.loose.push(op);
+        Ok(())
+    }
+}
+
+impl ForwardQueues for MemoryIndex {
+    fn fan_out(&self, route: Route<'_>, now: i64) -> Result<FannedOut, IndexError> {
+        let mut disk = self.step()?;
+        let mut out = FannedOut::default();
+        let state = &mut disk.now;
+        for (id, item) in std::mem::take(&mut state.inbox) {
+            for destination in route(&item) {
+                let key = (destination.clone(), id);
+                if state.queues.contains_key(&key) {
+                    continue;
+                }
+                let queued = Queued {
+                    item: item.clone(),
+                    queued_at: now,
+                    attempts: 0,
+                    last_error: None,
+                };
+                state.queues.insert(key, queued);
+                *out.added.entry(destination).or_default() += 1;
+            }
+            out.moved += 1;
+        }
+        Self::durable(&mut disk);
+        Ok(out)
+    }
+
+    fn queued(
+        &self,
+        destination: &str,
+        limit: usize,
+        skip: &dyn Fn(u64) -> bool,
+    ) -> Result<Vec<Entry>, IndexError> {
+        let disk = self.step()?;
+        Ok(disk
+            .now
+            .queues
+            .range((destination.to_owned(), 0)..=(destination.to_owned(), u64::MAX))
+            .filter(|((_, id), _)| !skip(*id))
+            .take(limit)
+            .map(|((_, id), q)| (*id, Ok(q.clone())))
+            .collect())
+    }
+
+    fn len(&self, destination: &str) -> Result<u64, IndexError> {
+        let disk = self.step()?;
+        Ok(disk
+            .now
+            .queues
+            .range((destination.to_owned(), 0)..=(destination.to_owned(), u64::MAX))
+            .count() as u64)
+    }
+
+    fn oldest(&self, destination: &str) -> Result<Option<Queued>, IndexError> {
+        let disk = self.step()?;
+        Ok(disk
+            .now
+            .queues
+            .range((destination.to_owned(), 0)..=(destination.to_owned(), u64::MAX))
+            .next()
+            .map(|(_, q)| q.clone()))
+    }
+
+    fn update(&self, destination: &str, id: u64, queued: &Queued) -> Result<(), IndexError> {
+        self.loose(Loose::Update(destination.to_owned(), id, queued.clone()))
+    }
+
+    fn done(&self, destination: &str, id: u64) -> Result<bool, IndexError> {
+        let held = self
+            .step()?
+            .now
+            .queues
+            .contains_key(&(destination.to_owned(), id));
+        self.loose(Loose::Done(destination.to_owned(), id))?;
+        Ok(held)
+    }
+
+    fn counts(&self, destination: &str) -> Result<Counts, IndexError> {
+        Ok(self
+            .step()?
+            .now
+            .counts
+            .get(destination)
+            .copied()
+            .unwrap_or_default())
+    }
+
+    fn count(&self, destination: &str, sent: u64, failures: u64) -> Result<(), IndexError> {
+        self.loose(Loose::Count(destination.to_owned(), sent, failures))
+    }
+
+    fn sync(&self) -> Result<(), IndexError> {
+        let mut disk = self.step()?;
+        Self::durable(&mut disk);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +401,19 @@ mod tests {
                 Box::new(index) as Box<dyn ArchiveIndex>,
                 Box::new(move || Box::new(again.boot()) as Box<dyn ArchiveIndex>)
                     as Box<dyn Fn() -> Box<dyn ArchiveIndex>>,
+            )
+        });
+    }
+
+    #[test]
+    fn the_memory_index_keeps_the_forwarding_queues_contract() {
+        use crate::forwarding::conformance::Indexed;
+        crate::forwarding::conformance::run(|| {
+            let index = MemoryIndex::new(&Machine::new(4));
+            let again = index.clone();
+            (
+                Box::new(index) as Box<dyn Indexed>,
+                Box::new(move || Box::new(again.boot()) as Box<dyn Indexed>) as _,
             )
         });
     }

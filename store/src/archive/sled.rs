@@ -16,6 +16,7 @@ use proto::ClinicId;
 use super::{
     ArchiveIndex, IndexError, InstanceKey, InstanceRecord, PartialRecord, ToForward, Verified,
 };
+use crate::forwarding::{Counts, Entry, FannedOut, ForwardQueues, Queued, Route};
 use crate::gate::WriteGate;
 
 /// The forwarding queues' tree (`destination \0 id` → entry), kept by the gateway's
@@ -35,6 +36,10 @@ pub struct SledIndex {
     partials: Tree,
     expected: Tree,
     forward_inbox: Tree,
+    /// `destination \0 id` (u64, big-endian) → [`Queued`].
+    forward_queue: Tree,
+    /// destination → [`Counts`].
+    forward_counts: Tree,
     study_instances: Tree,
     /// Above every id in the inbox and the queues, so an id is never reused, even after a
     /// restore (sled's own id counter is not part of an export).
@@ -87,7 +92,8 @@ impl SledIndex {
             .last()?
             .and_then(|(k, _)| id_of(&k))
             .unwrap_or(0);
-        for k in db.open_tree(FORWARD_QUEUE_TREE)?.iter().keys() {
+        let forward_queue = db.open_tree(FORWARD_QUEUE_TREE)?;
+        for k in forward_queue.iter().keys() {
             max = max.max(id_of(&k?).unwrap_or(0));
         }
         let index = Self {
@@ -97,6 +103,8 @@ impl SledIndex {
             partials: db.open_tree("partials")?,
             expected: db.open_tree("expected")?,
             forward_inbox,
+            forward_queue,
+            forward_counts: db.open_tree("forward_counts")?,
             next_forward_id: AtomicU64::new(max + 1),
             db: db.clone(),
             gate,
@@ -120,11 +128,6 @@ impl SledIndex {
         self.study_instances.insert(BUILT, &[])?;
         self.db.flush()?;
         Ok(())
-    }
-
-    /// The inbox tree, drained by the gateway's forwarding.
-    pub fn inbox_tree(&self) -> &Tree {
-        &self.forward_inbox
     }
 
     fn parse_instance(
@@ -352,6 +355,140 @@ impl ArchiveIndex for SledIndex {
     }
 }
 
+fn queue_key(destination: &str, id: u64) -> Vec<u8> {
+    [destination.as_bytes(), &[0], &id.to_be_bytes()].concat()
+}
+
+fn queue_prefix(destination: &str) -> Vec<u8> {
+    [destination.as_bytes(), &[0]].concat()
+}
+
+impl ForwardQueues for SledIndex {
+    fn fan_out(&self, route: Route<'_>, now: i64) -> Result<FannedOut, IndexError> {
+        // An entry is in the inbox or in its queues, never neither, to a backup too: queued
+        // first, then out of the inbox; a crash between leaves it in both, and the next
+        // fan-out finds its queue entries already there.
+        let _whole = self.gate.enter();
+        let mut out = FannedOut::default();
+        for entry in self.forward_inbox.iter() {
+            let (key, value) = entry?;
+            let Some(id) = id_of(&key) else { continue };
+            let item = match serde_json::from_slice::<crate::archive::ToForward>(&value) {
+                Ok(item) => item,
+                // Written by this code in the same write as a verified instance: unreadable
+                // only if the disk is damaged. Left where it is, for a person to look at.
+                Err(_) => {
+                    out.unreadable += 1;
+                    continue;
+                }
+            };
+            for destination in route(&item) {
+                let queued = Queued {
+                    item: item.clone(),
+                    queued_at: now,
+                    attempts: 0,
+                    last_error: None,
+                };
+                let bytes = serde_json::to_vec(&queued).map_err(corrupt)?;
+                let fresh = self
+                    .forward_queue
+                    .compare_and_swap(queue_key(&destination, id), None::<&[u8]>, Some(bytes))?
+                    .is_ok();
+                if fresh {
+                    *out.added.entry(destination).or_default() += 1;
+                }
+            }
+            self.forward_inbox.remove(&key)?;
+            out.moved += 1;
+        }
+        if out.moved > 0 {
+            self.db.flush()?;
+        }
+        Ok(out)
+    }
+
+    fn queued(
+        &self,
+        destination: &str,
+        limit: usize,
+        skip: &dyn Fn(u64) -> bool,
+    ) -> Result<Vec<Entry>, IndexError> {
+        let mut out = Vec::new();
+        for kv in self.forward_queue.scan_prefix(queue_prefix(destination)) {
+            if out.len() == limit {
+                break;
+            }
+            let (k, v) = kv?;
+            let Some(id) = id_of(&k) else { continue };
+            if skip(id) {
+                continue;
+            }
+            out.push((id, serde_json::from_slice(&v).map_err(|e| e.to_string())));
+        }
+        Ok(out)
+    }
+
+    fn len(&self, destination: &str) -> Result<u64, IndexError> {
+        Ok(self
+            .forward_queue
+            .scan_prefix(queue_prefix(destination))
+            .keys()
+            .count() as u64)
+    }
+
+    fn oldest(&self, destination: &str) -> Result<Option<Queued>, IndexError> {
+        // Ids grow with time: the first entry is the oldest.
+        match self
+            .forward_queue
+            .scan_prefix(queue_prefix(destination))
+            .next()
+        {
+            Some(kv) => Ok(serde_json::from_slice(&kv?.1).ok()),
+            None => Ok(None),
+        }
+    }
+
+    fn update(&self, destination: &str, id: u64, queued: &Queued) -> Result<(), IndexError> {
+        let bytes = serde_json::to_vec(queued).map_err(corrupt)?;
+        // Only while it is still queued.
+        self.forward_queue
+            .fetch_and_update(queue_key(destination, id), |old| old.map(|_| bytes.clone()))?;
+        Ok(())
+    }
+
+    fn done(&self, destination: &str, id: u64) -> Result<bool, IndexError> {
+        Ok(self
+            .forward_queue
+            .remove(queue_key(destination, id))?
+            .is_some())
+    }
+
+    fn counts(&self, destination: &str) -> Result<Counts, IndexError> {
+        Ok(self
+            .forward_counts
+            .get(destination)?
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .unwrap_or_default())
+    }
+
+    fn count(&self, destination: &str, sent: u64, failures: u64) -> Result<(), IndexError> {
+        self.forward_counts.update_and_fetch(destination, |old| {
+            let mut counts: Counts = old
+                .and_then(|v| serde_json::from_slice(v).ok())
+                .unwrap_or_default();
+            counts.sent += sent;
+            counts.failures += failures;
+            serde_json::to_vec(&counts).ok()
+        })?;
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), IndexError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,6 +510,22 @@ mod tests {
                 Box::new(index) as Box<dyn ArchiveIndex>,
                 Box::new(reopen) as Box<dyn Fn() -> Box<dyn ArchiveIndex>>,
             )
+        });
+    }
+
+    #[test]
+    fn the_sled_index_keeps_the_forwarding_queues_contract() {
+        use crate::forwarding::conformance::Indexed;
+        let dir = tempfile::tempdir().unwrap();
+        let mut n = 0;
+        crate::forwarding::conformance::run(|| {
+            n += 1;
+            let db = open_db(&dir.path().join(n.to_string())).unwrap();
+            let index = SledIndex::open(&db, WriteGate::default()).unwrap();
+            let reopen = move || {
+                Box::new(SledIndex::open(&db, WriteGate::default()).unwrap()) as Box<dyn Indexed>
+            };
+            (Box::new(index) as Box<dyn Indexed>, Box::new(reopen) as _)
         });
     }
 
