@@ -6,7 +6,7 @@
 //! - The archive writes each verified instance to the forwarding inbox in the same write as
 //!   its index entry. The fan-out moves inbox entries into the destinations' queues (one entry
 //!   per destination and inbox id, so doing it twice after a crash changes nothing) and only
-//!   then removes them from the inbox (`store::forwarding::ForwardQueues`).
+//!   then removes them from the inbox (`store::archive::forwarding::ForwardQueues`).
 //! - A queue entry leaves the queue when the destination answered success or a warning; the
 //!   removal is flushed once per association, so a crash can only make the gateway send an
 //!   instance again (the PACS keeps one copy per SOP Instance UID).
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use dicom_core::Tag;
 use proto::backoff::{Backoff, BackoffConfig};
 use serde::{Deserialize, Serialize};
-use store::forwarding::{Counts, ForwardQueues, Queued};
+use store::archive::forwarding::{Counts, ForwardQueues, Queued};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 

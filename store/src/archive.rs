@@ -20,6 +20,7 @@ use proto::ClinicId;
 use serde::{Deserialize, Serialize};
 
 pub mod conformance;
+pub mod forwarding;
 pub mod memory;
 pub mod sled;
 

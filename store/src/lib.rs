@@ -19,7 +19,6 @@ pub mod coordination;
 pub mod crash;
 pub mod dicom;
 pub mod events;
-pub mod forwarding;
 pub mod gate;
 pub mod group;
 pub mod objects;

@@ -12,8 +12,8 @@ use proto::ClinicId;
 use super::{
     ArchiveIndex, IndexError, InstanceKey, InstanceRecord, PartialRecord, ToForward, Verified,
 };
+use crate::archive::forwarding::{Counts, Entry, FannedOut, ForwardQueues, Queued, Route};
 use crate::crash::Machine;
-use crate::forwarding::{Counts, Entry, FannedOut, ForwardQueues, Queued, Route};
 
 type Clinic = String;
 
@@ -407,8 +407,8 @@ mod tests {
 
     #[test]
     fn the_memory_index_keeps_the_forwarding_queues_contract() {
-        use crate::forwarding::conformance::Indexed;
-        crate::forwarding::conformance::run(|| {
+        use crate::archive::forwarding::conformance::Indexed;
+        crate::archive::forwarding::conformance::run(|| {
             let index = MemoryIndex::new(&Machine::new(4));
             let again = index.clone();
             (

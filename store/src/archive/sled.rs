@@ -16,7 +16,7 @@ use proto::ClinicId;
 use super::{
     ArchiveIndex, IndexError, InstanceKey, InstanceRecord, PartialRecord, ToForward, Verified,
 };
-use crate::forwarding::{Counts, Entry, FannedOut, ForwardQueues, Queued, Route};
+use crate::archive::forwarding::{Counts, Entry, FannedOut, ForwardQueues, Queued, Route};
 use crate::gate::WriteGate;
 
 /// The forwarding queues' tree (`destination \0 id` → entry), kept by the gateway's
@@ -515,10 +515,10 @@ mod tests {
 
     #[test]
     fn the_sled_index_keeps_the_forwarding_queues_contract() {
-        use crate::forwarding::conformance::Indexed;
+        use crate::archive::forwarding::conformance::Indexed;
         let dir = tempfile::tempdir().unwrap();
         let mut n = 0;
-        crate::forwarding::conformance::run(|| {
+        crate::archive::forwarding::conformance::run(|| {
             n += 1;
             let db = open_db(&dir.path().join(n.to_string())).unwrap();
             let index = SledIndex::open(&db, WriteGate::default()).unwrap();

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::archive::{IndexError, ToForward};
+use super::{IndexError, ToForward};
 
 pub mod conformance;
 
