@@ -22,6 +22,9 @@ use daemon::accounts::{Role, User};
 use proto::ClinicId;
 use serde::Deserialize;
 
+/// The roles accounts have at a clinic.
+pub const ROLES: &[Role] = &[Role::Doctor, Role::Admin];
+
 /// What a doctor does to a case (`/consultations/{id}/{action}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -146,10 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             daemon::accounts::run_user_command(
                 &config.data_dir.join(clinic_agent::ACCOUNTS_FILE),
                 command,
-                &[
-                    daemon::accounts::Role::Doctor,
-                    daemon::accounts::Role::Admin,
-                ],
+                clinic_agent::access::ROLES,
             )
         }
         Command::Consult {

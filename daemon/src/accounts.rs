@@ -53,6 +53,39 @@ pub enum AccountError {
     Locked { retry_after: i64 },
     #[error("too many logins are being checked at once; try again in a few seconds")]
     Busy,
+    #[error("the role must be one of: {0}")]
+    Role(String),
+    #[error("a specialist account needs the specialist's id in routing.toml (--specialist ID, or the specialist field)")]
+    NoSpecialistId,
+    #[error("an administrator cannot deactivate their own account; ask another administrator")]
+    OwnAccount,
+}
+
+/// The role named `name`, when it is one of this site's `roles`.
+pub fn site_role(name: &str, roles: &[Role]) -> Result<Role, AccountError> {
+    Role::parse(name)
+        .filter(|r| roles.contains(r))
+        .ok_or_else(|| role_error(roles))
+}
+
+fn role_error(roles: &[Role]) -> AccountError {
+    let names: Vec<String> = roles
+        .iter()
+        .map(|r| format!("{r:?}").to_lowercase())
+        .collect();
+    AccountError::Role(names.join(", "))
+}
+
+/// Whether `user` may have an account at a site whose accounts have `roles`: the role is one
+/// of them, and a specialist names their id in `routing.toml`.
+pub fn check_details(user: &User, roles: &[Role]) -> Result<(), AccountError> {
+    if !roles.contains(&user.role) {
+        return Err(role_error(roles));
+    }
+    if user.role == Role::Specialist && user.specialist.is_none() {
+        return Err(AccountError::NoSpecialistId);
+    }
+    Ok(())
 }
 
 impl From<AccountStoreError> for AccountError {
@@ -184,6 +217,28 @@ impl Accounts {
             .map_err(|e| AccountError::Index(e.to_string()))?
             .to_string();
         Ok(self.store.put_account(Account { user, hash }, replace)?)
+    }
+
+    /// Adds `user` at a site whose accounts have `roles` (or replaces their password and
+    /// details with `replace`): the same checks for the `user` commands and the pages.
+    pub fn add_at(
+        &self,
+        roles: &[Role],
+        user: User,
+        password: &str,
+        replace: bool,
+    ) -> Result<(), AccountError> {
+        check_details(&user, roles)?;
+        self.add(user, password, replace)
+    }
+
+    /// `actor` deactivates another's account; their own they may not (nobody would be left to
+    /// reactivate it, and a slip would lock them out).
+    pub fn deactivate_by(&self, actor: &str, name: &str) -> Result<(), AccountError> {
+        if actor == name {
+            return Err(AccountError::OwnAccount);
+        }
+        self.set_deactivated(name, true)
     }
 
     /// Deactivates (or reactivates) an account; its sessions end at once.
@@ -416,31 +471,18 @@ pub fn run_user_command(
             qualification,
             replace,
         } => {
-            let role = Role::parse(&role)
-                .filter(|r| roles.contains(r))
-                .ok_or_else(|| {
-                    let names: Vec<String> = roles
-                        .iter()
-                        .map(|r| format!("{r:?}").to_lowercase())
-                        .collect();
-                    anyhow::anyhow!("--role must be one of: {}", names.join(", "))
-                })?;
-            if role == Role::Specialist && specialist.is_none() {
-                anyhow::bail!("a specialist needs --specialist ID (their id in routing.toml)");
-            }
+            let user = User {
+                name: name.clone(),
+                role: site_role(&role, roles)?,
+                display_name,
+                specialist,
+                qualification,
+                deactivated: false,
+            };
+            // Checked before the password is asked for, and again as it is stored.
+            check_details(&user, roles)?;
             let password = read_password(&format!("Password for {name}: "))?;
-            accounts.add(
-                User {
-                    name: name.clone(),
-                    role,
-                    display_name,
-                    specialist,
-                    qualification,
-                    deactivated: false,
-                },
-                &password,
-                replace,
-            )?;
+            accounts.add_at(roles, user, &password, replace)?;
             println!("user {name} saved in {}", path.display());
         }
         UserCommand::Token { name, days } => {
@@ -662,5 +704,50 @@ mod tests {
             "li",
             "the lock has run out"
         );
+    }
+
+    /// The `user` commands and the administrators' page add accounts under one set of rules.
+    #[test]
+    fn a_site_takes_its_own_roles_and_a_specialist_names_their_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = Accounts::open(&dir.path().join("accounts.json")).unwrap();
+        let gateway = [Role::Specialist, Role::Admin];
+        let clinic = [Role::Doctor, Role::Admin];
+        let doctor = User {
+            role: Role::Doctor,
+            specialist: None,
+            ..user("wang")
+        };
+        let refused = accounts.add_at(&gateway, doctor.clone(), "long enough password", false);
+        assert!(
+            matches!(&refused, Err(AccountError::Role(r)) if r == "specialist, admin"),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            site_role("doctor", &gateway),
+            Err(AccountError::Role(_))
+        ));
+        assert_eq!(site_role("doctor", &clinic).unwrap(), Role::Doctor);
+        let anonymous = User {
+            specialist: None,
+            ..user("li")
+        };
+        assert!(matches!(
+            accounts.add_at(&gateway, anonymous, "long enough password", false),
+            Err(AccountError::NoSpecialistId)
+        ));
+        assert!(accounts.list().unwrap().is_empty(), "nothing refused is stored");
+        accounts
+            .add_at(&clinic, doctor, "long enough password", false)
+            .unwrap();
+        accounts
+            .add_at(&gateway, user("li"), "long enough password", false)
+            .unwrap();
+        assert!(matches!(
+            accounts.deactivate_by("li", "li"),
+            Err(AccountError::OwnAccount)
+        ));
+        accounts.deactivate_by("li", "wang").unwrap();
+        assert!(accounts.get("wang").unwrap().unwrap().deactivated);
     }
 }

@@ -19,6 +19,9 @@
 use daemon::accounts::{Role, User};
 use proto::consult::{Consultation, Event, EventKind};
 
+/// The roles accounts have at the gateway.
+pub const ROLES: &[Role] = &[Role::Specialist, Role::Admin];
+
 /// What a specialist does to a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

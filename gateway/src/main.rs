@@ -176,10 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             daemon::accounts::run_user_command(
                 &config.data_dir.join(gateway::ACCOUNTS_FILE),
                 command,
-                &[
-                    daemon::accounts::Role::Specialist,
-                    daemon::accounts::Role::Admin,
-                ],
+                gateway::access::ROLES,
             )
         }
         Command::Backup { config, token, to } => {

@@ -1,0 +1,350 @@
+//! The specialists' pages for their cases: the worklist, a case with its timeline, studies,
+//! previews and report, and the actions on it. Each asks the case service (`crate::cases`),
+//! which asks the access policy, so a page can never show or do more than the API allows.
+
+// A refused page is a whole response, built once per request; boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use daemon::accounts::Role;
+use daemon::api::{blocking, ApiError};
+use daemon::web::consult::{age_sex, report, state_badge, timeline, urgency_badge, urgency_class};
+use daemon::web::{time, CsrfForm, Lang, Session};
+use maud::{html, Markup};
+use proto::consult::{ConsultationId, State as CaseState};
+use serde::Deserialize;
+
+use super::{failed, page, Client};
+use crate::api::{ActionBody, Api};
+use crate::consult::now_ms;
+
+/// The worklist, the case pages and their actions.
+pub(super) fn routes() -> axum::Router<Api> {
+    axum::Router::new()
+        .route("/worklist", get(worklist))
+        .route("/cases/{id}", get(case))
+        .route("/cases/{id}/act/{action}", post(act))
+}
+
+#[derive(Deserialize)]
+struct WorklistQuery {
+    all: Option<String>,
+}
+
+async fn worklist(
+    State(api): State<Api>,
+    axum::extract::ConnectInfo(crate::https::Peer(from)): Client,
+    session: Session,
+    Query(q): Query<WorklistQuery>,
+) -> Response {
+    let all = q.all.is_some();
+    let user = session.user.clone();
+    let rows = match blocking(move || Ok(api.cases.read_worklist(&user, from, all)?)).await {
+        Ok(rows) => rows,
+        Err(e) => return failed(&session, e),
+    };
+    let lang = session.lang;
+    let now = now_ms();
+    let body = html! {
+        div data-refresh="30" data-now=(now) {
+            h1 { (lang.t("work.title")) }
+            p.noprint {
+                @if all { a href="/worklist" { "← " (lang.t("nav.worklist")) } }
+                @else { a href="/worklist?all=1" { (lang.t("work.all")) } }
+            }
+            @if rows.is_empty() {
+                p.muted #empty { (lang.t("work.empty")) }
+            } @else {
+                table #worklist {
+                    thead { tr {
+                        th { (lang.t("case.urgency")) } th { (lang.t("work.sla")) }
+                        th { (lang.t("case.state")) } th { (lang.t("case.clinic")) }
+                        th { (lang.t("case.age_sex")) } th { (lang.t("case.specialty")) }
+                        th { (lang.t("case.question")) } th { (lang.t("case.created")) }
+                    } }
+                    tbody {
+                        @for r in &rows {
+                            tr class=(urgency_class(r.urgency)) data-case=(r.id.as_str()) {
+                                td { (urgency_badge(lang, r.urgency)) }
+                                td { @if let Some(by) = r.accept_by_ms { span data-deadline=(by) { (daemon::client::utc(by)) } } }
+                                td { (state_badge(lang, r.state))
+                                     @if let Some(pool) = &r.waiting_in_pool { " " span.badge data-pool=(pool) { (lang.t("work.in_pool")) " " (pool) } } }
+                                td { (r.clinic) }
+                                td { (age_sex(&r.patient_sex, &r.patient_birth_date, now)) }
+                                td { (r.specialty) }
+                                td { a href={"/cases/" (r.id.as_str())} { (r.question) } }
+                                td { (time(r.created_at_ms)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(&session, lang.t("work.title"), body)
+}
+
+pub(super) fn parse_id(session: &Session, id: &str) -> Result<ConsultationId, Response> {
+    ConsultationId::parse(id).ok_or_else(|| {
+        failed(
+            session,
+            ApiError::not_found(format!("no consultation {id}")),
+        )
+    })
+}
+
+async fn case(
+    State(api): State<Api>,
+    axum::extract::ConnectInfo(crate::https::Peer(from)): Client,
+    session: Session,
+    Path(id): Path<String>,
+) -> Response {
+    let id = match parse_id(&session, &id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    case_page(api, from, session, id, StatusCode::OK, None).await
+}
+
+/// A case page, with a refusal shown above the actions when an action was refused.
+async fn case_page(
+    api: Api,
+    from: std::net::SocketAddr,
+    session: Session,
+    id: ConsultationId,
+    status: StatusCode,
+    error: Option<String>,
+) -> Response {
+    let user = session.user.clone();
+    let loaded = blocking(move || {
+        let detail = api.cases.case(&user, from, &id)?;
+        let c = &detail.consultation;
+        // Earlier consultations of the same patient at the same clinic that this user may see.
+        let mut prior = Vec::new();
+        if !c.patient.id.trim().is_empty() {
+            for other in api
+                .cases
+                .consult
+                .log
+                .patient_cases(&c.clinic, &c.patient.id)
+                .map_err(|e| ApiError::internal(e.to_string()))?
+            {
+                if other.id != c.id && api.cases.visible(&user, &other.id).is_ok() {
+                    prior.push(other);
+                }
+            }
+        }
+        if !prior.is_empty() {
+            let ids: Vec<&str> = prior.iter().map(|p| p.id.as_str()).collect();
+            api.cases
+                .audited_target(&user, from, "view_prior", &ids.join(","))?;
+        }
+        let roster = api
+            .cases
+            .router
+            .as_ref()
+            .and_then(|r| r.reload().ok())
+            .map(|r| {
+                r.specialists
+                    .values()
+                    .map(|s| (s.id.clone(), s.name.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        Ok((detail, prior, roster))
+    })
+    .await;
+    let (detail, prior, roster) = match loaded {
+        Ok(v) => v,
+        Err(e) => return failed(&session, e),
+    };
+    let lang = session.lang;
+    let c = &detail.consultation;
+    let me = session.user.specialist.as_deref();
+    let mine = me.is_some() && c.assignee.as_deref() == me;
+    let csrf = session.csrf();
+    let action = |name: &str| format!("/cases/{}/act/{name}", c.id);
+    let body = html! {
+        h1 { (lang.t("case.id")) " " (c.id.as_str()) " " (urgency_badge(lang, c.urgency)) " " (state_badge(lang, c.state)) }
+        @if let Some(e) = &error { p.error role="alert" #action-error { (e) } }
+        (daemon::web::consult::corrections(lang, &c.corrections))
+        div.grid {
+            section.card {
+                h2 { (lang.t("case.patient")) }
+                dl.facts {
+                    dt { (lang.t("new.patient_name")) } dd { (c.patient.name) }
+                    dt { (lang.t("new.patient_id")) } dd { (c.patient.id) }
+                    dt { (lang.t("case.age_sex")) } dd { (age_sex(&c.patient.sex, &c.patient.birth_date, now_ms())) " (" (c.patient.birth_date) ")" }
+                    dt { (lang.t("case.clinic")) } dd { (c.clinic.as_str()) }
+                    dt { (lang.t("case.specialty")) } dd { (c.specialty) }
+                    dt { (lang.t("case.assignee")) } dd { (c.assignee.as_deref().unwrap_or("—")) }
+                    dt { (lang.t("case.consent")) }
+                    dd { @match &c.consent {
+                        Some(k) => { (k.given_by) ", " (k.method) " · " (time(k.at_ms)) }
+                        None => { span.error { (lang.t("case.consent_none")) } }
+                    } }
+                }
+                h2 { (lang.t("case.summary")) } p.report { (c.clinical_summary) }
+                h2 { (lang.t("case.question")) } p.report #question { (c.question) }
+            }
+            section.card {
+                (previews(lang, c.id.as_str(), &detail.previews))
+                h2 { (lang.t("case.studies")) }
+                ul {
+                    @for s in &detail.studies {
+                        li {
+                            @match &s.arrived {
+                                Some(row) => {
+                                    (row.modality.as_deref().unwrap_or("?")) " · " (row.instances) " " (lang.t("study.instances")) " · "
+                                    @if row.complete { span.ok { (lang.t("study.arrived")) } } @else { span { (lang.t("study.partial")) } }
+                                }
+                                None => { span.muted { (lang.t("study.waiting")) } }
+                            }
+                        }
+                    }
+                }
+                p { a.button #open-viewer href={"/cases/" (c.id.as_str()) "/viewer"} { (lang.t("case.images")) } }
+                @if c.attachments.iter().any(|a| a.preview.is_none()) {
+                    h2 { (lang.t("case.attachments")) }
+                    ul { @for a in c.attachments.iter().filter(|a| a.preview.is_none()) {
+                        li { a href={"/api/v1/consultations/" (c.id.as_str()) "/attachments/" (a.object.as_str())} target="_blank" { (a.name) } }
+                    } }
+                }
+                @if !prior.is_empty() {
+                    h2 { (lang.t("case.prior")) }
+                    ul { @for p in &prior {
+                        li { a href={"/cases/" (p.id.as_str())} { (time(p.created_at_ms)) " · " (p.specialty) " · " (p.question) } " " (state_badge(lang, p.state)) }
+                    } }
+                }
+            }
+        }
+        @if let Some(r) = &c.report { (report(lang, r, &c.addenda)) }
+        section.card.noprint #actions {
+            @if let Some(pool) = &detail.waiting_in_pool {
+                form method="post" action=(action("take")) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    p.muted { (lang.t("act.take_note").replace("{pool}", pool)) }
+                    button #take type="submit" { (lang.t("act.take")) }
+                }
+            }
+            @if mine && c.state == CaseState::Assigned {
+                form method="post" action=(action("accept")) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    button #accept type="submit" { (lang.t("act.accept")) }
+                }
+            }
+            @if mine && matches!(c.state, CaseState::Accepted | CaseState::AwaitingAnswer) {
+                h2 { (lang.t("act.report")) }
+                form #report-form method="post" action=(action("report")) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    label { (lang.t("case.findings")) textarea name="findings" {} }
+                    label { (lang.t("case.impression")) " *" textarea name="impression" required {} }
+                    label { (lang.t("case.recommendation")) textarea name="recommendation" {} }
+                    @if let Some(a) = crate::api::incomplete(&detail.studies) {
+                        label.warn { input #confirm-incomplete type="checkbox" name="confirm_incomplete" value="true" required; " " (lang.t("act.confirm_incomplete").replace("{n}", &a.describe())) }
+                    }
+                    p.muted { (lang.t("act.sign_note")) }
+                    button #sign type="submit" { (lang.t("act.report")) }
+                }
+                h2 { (lang.t("act.ask")) }
+                form method="post" action=(action("ask")) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    label { (lang.t("act.text")) textarea name="text" required {} }
+                    button.secondary type="submit" { (lang.t("act.ask")) }
+                }
+            }
+            @if mine && c.state == CaseState::Reported {
+                h2 { (lang.t("act.addendum")) }
+                form method="post" action=(action("addendum")) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    label { (lang.t("act.text")) textarea name="text" required {} }
+                    button.secondary type="submit" { (lang.t("act.addendum")) }
+                }
+            }
+            @if mine && matches!(c.state, CaseState::Assigned | CaseState::Accepted | CaseState::AwaitingAnswer) {
+                h2 { (lang.t("act.decline")) }
+                form method="post" action=(action("decline")) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    label { (lang.t("act.reason")) input name="reason" required; }
+                    button.danger type="submit" { (lang.t("act.decline")) }
+                }
+            }
+            @if session.user.role == Role::Admin && matches!(c.state, CaseState::Delivered | CaseState::Assigned | CaseState::Accepted | CaseState::AwaitingAnswer) {
+                h2 { (lang.t("act.assign")) }
+                form method="post" action=(action("assign")) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    label { (lang.t("case.assignee"))
+                        select name="specialist" required {
+                            @for (id, name) in &roster { option value=(id) { (name) " (" (id) ")" } }
+                        }
+                    }
+                    label { (lang.t("act.reason")) input name="reason"; }
+                    button.secondary type="submit" { (lang.t("act.assign")) }
+                }
+            }
+        }
+        section.card {
+            h2 { (lang.t("case.timeline")) }
+            (timeline(lang, &detail.timeline, &detail.superseded))
+        }
+    };
+    let mut response = page(&session, c.id.as_str(), body);
+    *response.status_mut() = status;
+    response
+}
+
+async fn act(
+    State(api): State<Api>,
+    axum::extract::ConnectInfo(crate::https::Peer(from)): Client,
+    Path((id, action)): Path<(String, String)>,
+    CsrfForm(session, body): CsrfForm<ActionBody>,
+) -> Response {
+    let id = match parse_id(&session, &id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let (a, user, case_id) = (api.clone(), session.user.clone(), id.clone());
+    let Some(action) = crate::access::CaseAction::parse(&action) else {
+        return failed(&session, ApiError::not_found(format!("no action {action}")));
+    };
+    match blocking(move || Ok(a.cases.act(&user, from, &case_id, action, body)?)).await {
+        // Back to the case (303: the browser follows with GET, so a reload does not resend).
+        Ok(_) => Redirect::to(&format!("/cases/{id}")).into_response(),
+        Err(e) if e.status == StatusCode::NOT_FOUND => failed(&session, e),
+        Err(e) => case_page(api, from, session, id, e.status, Some(e.message)).await,
+    }
+}
+
+/// The clinic's previews of a case's series, each labelled as not for diagnosis, with how
+/// much of its series has arrived and the time left; a series that has all arrived says so.
+pub(super) fn previews(lang: Lang, case: &str, previews: &[crate::api::PreviewArrival]) -> Markup {
+    html! {
+        @if !previews.is_empty() {
+            h2 { (lang.t("preview.title")) }
+            p.muted { (lang.t("preview.note")) }
+            @for p in previews {
+                figure.preview data-series=(p.preview.series_instance_uid) {
+                    @if p.viewable {
+                        img src={"/api/v1/consultations/" (case) "/attachments/" (p.attachment.object.as_str())}
+                            alt=(lang.t("preview.title"));
+                    } @else {
+                        p.muted { (lang.t("preview.waiting")) }
+                    }
+                    figcaption {
+                        strong { (lang.t("preview.title")) } " · "
+                        (p.preview.modality.as_deref().unwrap_or("?")) " · "
+                        @if p.complete() {
+                            span.ok data-arrival="complete" { (lang.t("preview.complete")) }
+                        } @else {
+                            span data-arrival="partial" { (lang.t("preview.arrived").replace("{n}", &format!("{} / {}", p.instances, p.preview.instances))) }
+                            @if let Some(s) = p.seconds_left { " · " span.muted { (lang.t("preview.left").replace("{t}", &daemon::span(s))) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
