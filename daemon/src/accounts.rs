@@ -736,7 +736,10 @@ mod tests {
             accounts.add_at(&gateway, anonymous, "long enough password", false),
             Err(AccountError::NoSpecialistId)
         ));
-        assert!(accounts.list().unwrap().is_empty(), "nothing refused is stored");
+        assert!(
+            accounts.list().unwrap().is_empty(),
+            "nothing refused is stored"
+        );
         accounts
             .add_at(&clinic, doctor, "long enough password", false)
             .unwrap();
