@@ -163,24 +163,9 @@ impl AgentStore {
     }
 
     /// Stores bytes read from `reader`; `name` is kept in the quarantine record only.
-    pub fn ingest(&self, mut reader: impl Read, name: &str) -> Result<Ingested, StoreError> {
+    pub fn ingest(&self, reader: impl Read, name: &str) -> Result<Ingested, StoreError> {
         let mut temp = self.stage()?;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(StoreError::Blob(BlobError::Io {
-                        action: "read",
-                        path: name.to_owned(),
-                        source,
-                    }))
-                }
-            };
-            temp.write(&buf[..n])?;
-        }
+        temp.fill(reader)?;
         self.ingest_temp(temp, name)
     }
 

@@ -10,7 +10,6 @@ use daemon::now_ms;
 use proto::consult::{Consent, ConsultationId, Event, EventKind, Folded, Patient, Urgency};
 use proto::ClinicId;
 use serde::{Deserialize, Serialize};
-use store::consult::ConsultError;
 
 use crate::access::{self, Action, Caller, ClinicAction, Denied};
 use crate::Handle;
@@ -20,59 +19,7 @@ pub use daemon::cases::CaseDetail;
 /// The largest attachment accepted.
 pub const MAX_ATTACHMENT: usize = 20 * 1024 * 1024;
 
-/// Why a case could not be listed, read, created or acted on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CaseError {
-    /// No such case here, or one the caller may not see.
-    #[error("{0}")]
-    NotFound(String),
-    /// Nobody is signed in.
-    #[error("{0}")]
-    Unauthenticated(String),
-    /// The caller may not do this.
-    #[error("{0}")]
-    Forbidden(String),
-    /// The request lacks something or carries something unusable.
-    #[error("{0}")]
-    Invalid(String),
-    /// The case's own rules refuse it now, or the studies name another patient.
-    #[error("{0}")]
-    Refused(String),
-    /// This agent's certificate names no clinic: there are no consultations to keep.
-    #[error(
-        "this agent's certificate names no clinic; install the clinic's bundle from `certs clinic`"
-    )]
-    NoClinic,
-    /// The hospital awaits this clinic after a restore.
-    #[error("{0}")]
-    Awaiting(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl CaseError {
-    fn internal(e: impl std::fmt::Display) -> Self {
-        CaseError::Internal(e.to_string())
-    }
-    fn invalid(e: impl std::fmt::Display) -> Self {
-        CaseError::Invalid(e.to_string())
-    }
-    fn refused(e: impl std::fmt::Display) -> Self {
-        CaseError::Refused(e.to_string())
-    }
-}
-
-impl From<ConsultError> for CaseError {
-    fn from(e: ConsultError) -> Self {
-        match e {
-            ConsultError::NotFound(id) => CaseError::NotFound(format!("no consultation {id}")),
-            ConsultError::Refused(r) => CaseError::refused(r),
-            ConsultError::TooLarge { .. } => CaseError::invalid(e),
-            ConsultError::AwaitingClinic(_) => CaseError::Awaiting(e.to_string()),
-            other => CaseError::internal(other),
-        }
-    }
-}
+pub use daemon::cases::CaseError;
 
 impl From<Denied> for CaseError {
     /// A case the caller may not see does not exist for them.

@@ -4,7 +4,6 @@
 //! authenticated one.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Json;
 use daemon::api::{blocking, ApiError};
@@ -17,26 +16,6 @@ use crate::cases::{
     MAX_ATTACHMENT,
 };
 use crate::Handle;
-
-/// The API's answer to a refused or failed call on the cases.
-impl From<CaseError> for ApiError {
-    fn from(e: CaseError) -> Self {
-        match e {
-            CaseError::NotFound(m) => ApiError::not_found(m),
-            CaseError::Unauthenticated(_) => ApiError::unauthenticated(),
-            CaseError::Forbidden(m) => ApiError::forbidden(m),
-            CaseError::Invalid(m) => ApiError::bad_request(m),
-            CaseError::Refused(m) => ApiError::conflict(m),
-            CaseError::NoClinic => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_clinic", e.to_string())
-            }
-            CaseError::Awaiting(m) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clinic_not_reconnected", m)
-            }
-            CaseError::Internal(m) => ApiError::internal(m),
-        }
-    }
-}
 
 /// A refusal of the access policy as the API answers it.
 pub fn denied(d: Denied) -> ApiError {

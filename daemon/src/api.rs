@@ -15,6 +15,31 @@ pub struct ApiError {
     pub retry_after: Option<i64>,
 }
 
+/// The API's answer to a refused or failed call on the cases, at either site.
+impl From<crate::cases::CaseError> for ApiError {
+    fn from(e: crate::cases::CaseError) -> Self {
+        use crate::cases::CaseError;
+        match e {
+            CaseError::NotFound(m) => ApiError::not_found(m),
+            CaseError::Unauthenticated(_) => ApiError::unauthenticated(),
+            CaseError::Forbidden(m) => ApiError::forbidden(m),
+            CaseError::Invalid(m) => ApiError::bad_request(m),
+            CaseError::Refused(m) => ApiError::conflict(m),
+            CaseError::ImagesIncomplete(m) => {
+                ApiError::new(StatusCode::CONFLICT, "images_incomplete", m)
+            }
+            CaseError::NotArrived(m) => ApiError::new(StatusCode::CONFLICT, "not_arrived", m),
+            CaseError::NoClinic => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_clinic", e.to_string())
+            }
+            CaseError::Awaiting(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clinic_not_reconnected", m)
+            }
+            CaseError::Internal(m) => ApiError::internal(m),
+        }
+    }
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {

@@ -5,6 +5,74 @@
 
 use proto::consult::{Arrival, Attachment, Consultation, Event, Preview, SetAside};
 use serde::{Deserialize, Serialize};
+use store::consult::ConsultError;
+
+/// Why a case could not be read, made or acted on, at either site: typed, with no status
+/// codes (the HTTP layer maps it, `daemon::api`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CaseError {
+    /// No such case, or one the caller may not see.
+    #[error("{0}")]
+    NotFound(String),
+    /// Nobody is signed in.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request lacks something, names something unknown or carries something unusable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The case's own rules refuse it now, or the studies name another patient.
+    #[error("{0}")]
+    Refused(String),
+    /// Signing before every image has arrived needs the specialist's confirmation.
+    #[error("{0}")]
+    ImagesIncomplete(String),
+    /// What is asked for has not arrived from the clinic yet.
+    #[error("{0}")]
+    NotArrived(String),
+    /// This agent's certificate names no clinic: there are no consultations to keep.
+    #[error(
+        "this agent's certificate names no clinic; install the clinic's bundle from `certs clinic`"
+    )]
+    NoClinic,
+    /// After a restore, the hospital awaits the clinic's events.
+    #[error("{0}")]
+    Awaiting(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl CaseError {
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        CaseError::Internal(e.to_string())
+    }
+    pub fn not_found(e: impl std::fmt::Display) -> Self {
+        CaseError::NotFound(e.to_string())
+    }
+    pub fn forbidden(e: impl std::fmt::Display) -> Self {
+        CaseError::Forbidden(e.to_string())
+    }
+    pub fn invalid(e: impl std::fmt::Display) -> Self {
+        CaseError::Invalid(e.to_string())
+    }
+    pub fn refused(e: impl std::fmt::Display) -> Self {
+        CaseError::Refused(e.to_string())
+    }
+}
+
+impl From<ConsultError> for CaseError {
+    fn from(e: ConsultError) -> Self {
+        match e {
+            ConsultError::NotFound(id) => CaseError::NotFound(format!("no consultation {id}")),
+            ConsultError::Refused(r) => CaseError::refused(r),
+            ConsultError::TooLarge { .. } => CaseError::invalid(e),
+            ConsultError::AwaitingClinic(_) => CaseError::Awaiting(e.to_string()),
+            other => CaseError::internal(other),
+        }
+    }
+}
 
 /// A case as one site shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

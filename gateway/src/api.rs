@@ -38,26 +38,6 @@ pub struct Api {
     pub https: bool,
 }
 
-/// The API's answer to a refused case read or action.
-impl From<CaseError> for ApiError {
-    fn from(e: CaseError) -> Self {
-        match e {
-            CaseError::NotFound(m) => ApiError::not_found(m),
-            CaseError::Forbidden(m) => ApiError::forbidden(m),
-            CaseError::Invalid(m) => ApiError::bad_request(m),
-            CaseError::Refused(m) => ApiError::conflict(m),
-            CaseError::ImagesIncomplete(m) => {
-                ApiError::new(StatusCode::CONFLICT, "images_incomplete", m)
-            }
-            CaseError::NotArrived(m) => ApiError::new(StatusCode::CONFLICT, "not_arrived", m),
-            CaseError::Awaiting(m) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clinic_not_reconnected", m)
-            }
-            CaseError::Internal(m) => ApiError::internal(m),
-        }
-    }
-}
-
 /// A refusal of the access policy as the API answers it.
 pub fn denied(d: access::Denied) -> ApiError {
     CaseError::from(d).into()

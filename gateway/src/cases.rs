@@ -9,7 +9,6 @@ use daemon::accounts::User;
 use daemon::replicate::Site;
 use proto::consult::{Consultation, ConsultationId, Event, EventKind, Report, State as CaseState};
 use serde::{Deserialize, Serialize};
-use store::consult::ConsultError;
 
 use crate::access::{self, Action, CaseAction, Denied};
 use crate::archive::GatewayArchive;
@@ -17,63 +16,7 @@ use crate::consult::now_ms;
 
 pub use daemon::cases::{incomplete, CaseDetail, PreviewArrival, StudyArrival};
 
-/// Why a case could not be read or acted on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CaseError {
-    /// No such case, or one the user may not see.
-    #[error("{0}")]
-    NotFound(String),
-    /// The user may not do this.
-    #[error("{0}")]
-    Forbidden(String),
-    /// The request lacks something or names something unknown.
-    #[error("{0}")]
-    Invalid(String),
-    /// The case's own rules refuse it now.
-    #[error("{0}")]
-    Refused(String),
-    /// Signing before every image has arrived needs the specialist's confirmation.
-    #[error("{0}")]
-    ImagesIncomplete(String),
-    /// What is asked for has not arrived from the clinic yet.
-    #[error("{0}")]
-    NotArrived(String),
-    /// After a restore, the clinic's events are awaited.
-    #[error("{0}")]
-    Awaiting(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl CaseError {
-    fn internal(e: impl std::fmt::Display) -> Self {
-        CaseError::Internal(e.to_string())
-    }
-    fn not_found(e: impl std::fmt::Display) -> Self {
-        CaseError::NotFound(e.to_string())
-    }
-    fn forbidden(e: impl std::fmt::Display) -> Self {
-        CaseError::Forbidden(e.to_string())
-    }
-    fn invalid(e: impl std::fmt::Display) -> Self {
-        CaseError::Invalid(e.to_string())
-    }
-    fn refused(e: impl std::fmt::Display) -> Self {
-        CaseError::Refused(e.to_string())
-    }
-}
-
-impl From<ConsultError> for CaseError {
-    fn from(e: ConsultError) -> Self {
-        match e {
-            ConsultError::NotFound(id) => CaseError::NotFound(format!("no consultation {id}")),
-            ConsultError::Refused(r) => CaseError::Refused(r.to_string()),
-            ConsultError::TooLarge { .. } => CaseError::Invalid(e.to_string()),
-            ConsultError::AwaitingClinic(_) => CaseError::Awaiting(e.to_string()),
-            other => CaseError::Internal(other.to_string()),
-        }
-    }
-}
+pub use daemon::cases::CaseError;
 
 impl From<Denied> for CaseError {
     /// A case the user may not see does not exist for them.

@@ -123,22 +123,9 @@ impl BlobStore {
     }
 
     /// Copies `reader` into a temporary blob, hashing as it streams (bounded memory).
-    pub fn write_temp(&self, mut reader: impl Read) -> Result<TempBlob, BlobError> {
+    pub fn write_temp(&self, reader: impl Read) -> Result<TempBlob, BlobError> {
         let mut temp = self.create_temp()?;
-        let mut buf = vec![0u8; COPY_BUF];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let path = temp.path.clone();
-                    temp.discard();
-                    return Err(io_err("read the source of", &path)(e));
-                }
-            };
-            temp.write(&buf[..n])?;
-        }
+        temp.fill(reader)?;
         Ok(temp)
     }
 
@@ -239,6 +226,20 @@ impl TempBlob {
             len: 0,
             kept: false,
         })
+    }
+
+    /// Appends everything `reader` yields, hashing as it streams (bounded memory).
+    pub fn fill(&mut self, mut reader: impl Read) -> Result<(), BlobError> {
+        let mut buf = vec![0u8; COPY_BUF];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err("read the source of", &self.path)(e)),
+            };
+            self.write(&buf[..n])?;
+        }
     }
 
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), BlobError> {

@@ -161,22 +161,7 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Stores the bytes `reader` yields as a verified object, durably; returns its id.
     fn put(&self, reader: &mut dyn Read) -> Result<ObjectId, ObjectError> {
         let mut staged = self.stage()?;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(ObjectError::Io {
-                        action: "read",
-                        what: "the source of an object".into(),
-                        detail: e.to_string(),
-                    })
-                }
-            };
-            staged.write(&buf[..n])?;
-        }
+        staged.fill(reader)?;
         self.put_staged(staged)
     }
 
