@@ -80,6 +80,19 @@ pub struct ActionBody {
 }
 
 impl Cases {
+    /// Every clinic the gateway has heard of (connected this run, or holding cases), with its
+    /// link as the board shows it.
+    pub fn clinics(
+        &self,
+    ) -> Result<std::collections::BTreeMap<proto::ClinicId, crate::board::ClinicLink>, CaseError>
+    {
+        let mut out = self.board.snapshot();
+        for c in self.consult.log.clinics().map_err(CaseError::internal)? {
+            out.entry(c).or_default();
+        }
+        Ok(out)
+    }
+
     /// The cases `user` works on, most urgent first, then oldest; `all` adds finished ones.
     pub fn worklist(&self, user: &User, all_scope: bool) -> Result<Vec<CaseRow>, CaseError> {
         let roster = self.router.as_ref().and_then(|r| r.reload().ok());

@@ -7,6 +7,7 @@
 //! the shutdown token is cancelled.
 
 pub mod access;
+pub mod alerts;
 pub mod api;
 pub mod archive;
 pub mod audit;

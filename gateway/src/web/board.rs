@@ -1,19 +1,18 @@
 //! The administrator's link board and alerts pages, over the board's facts (`crate::board`),
 //! the consultation log, forwarding and the disk.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use axum::extract::State;
 use axum::response::Response;
 use daemon::api::{blocking, ApiError};
 use daemon::web::{time, Session};
 use maud::{html, Markup};
-use proto::ClinicId;
 
 use super::{admin_only, failed, page};
 use crate::access::Task;
 use crate::api::Api;
-use crate::board::{ClinicLink, Sample, HISTORY_MS};
+use crate::board::{Sample, HISTORY_MS};
 use crate::consult::now_ms;
 
 /// A polyline of `values` over the last 24 hours, scaled to its own maximum.
@@ -55,28 +54,16 @@ fn age(secs: Option<u64>) -> String {
     secs.map_or_else(|| "—".into(), daemon::span)
 }
 
-/// Every clinic the gateway has heard of: connected this run, or holding cases.
-fn clinics(api: &Api) -> Result<BTreeMap<ClinicId, ClinicLink>, ApiError> {
-    let mut out = api.cases.board.snapshot();
-    for c in api
-        .cases
-        .consult
-        .log
-        .clinics()
-        .map_err(|e| ApiError::internal(e.to_string()))?
-    {
-        out.entry(c).or_default();
-    }
-    Ok(out)
-}
-
 pub async fn links_page(State(api): State<Api>, session: Session) -> Response {
     if let Err(r) = admin_only(&session, Task::Links) {
         return r;
     }
     // With the last arrival of each clinic (a scan of its instances: this page only).
     let loaded = blocking(move || {
-        let rows = clinics(&api)?
+        let rows = api
+            .cases
+            .clinics()
+            .map_err(ApiError::from)?
             .into_iter()
             .map(|(clinic, link)| {
                 let last = api
@@ -182,136 +169,19 @@ fn pacs_table(
     }
 }
 
-/// One alert: its kind (a message key), the clinic or case it is about, and details.
-struct Alert {
-    kind: &'static str,
-    about: String,
-    detail: String,
-}
-
 pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
     if let Err(r) = admin_only(&session, Task::Alerts) {
         return r;
     }
     let (a, admin) = (api.clone(), session.user.clone());
     let computed = blocking(move || {
-        let now = now_ms();
-        let t = &a.alerts;
-        let mut alerts = Vec::new();
-        for (clinic, l) in clinics(&a)? {
-            if a.cases
-                .consult
-                .log
-                .awaiting(&clinic)
-                .is_ok_and(|w| w.events)
-            {
-                alerts.push(Alert {
-                    kind: "alerts.awaiting",
-                    about: clinic.to_string(),
-                    detail: "restored from a backup: its cases wait until its link is back".into(),
-                });
-            }
-            if !l.online && l.since_ms > 0 && now - l.since_ms > t.link_down_minutes as i64 * 60_000
-            {
-                alerts.push(Alert {
-                    kind: "alerts.link_down",
-                    about: clinic.to_string(),
-                    detail: format!("{} min", (now - l.since_ms) / 60_000),
-                });
-            }
-            if let Some(b) = &l.backlog {
-                let sla = crate::routing::default_sla(proto::consult::Urgency::Routine).as_secs();
-                if b.oldest_pending_secs
-                    .is_some_and(|s| s > t.backlog_age_minutes.unwrap_or(sla / 60) * 60)
-                {
-                    alerts.push(Alert {
-                        kind: "alerts.backlog_age",
-                        about: clinic.to_string(),
-                        detail: age(b.oldest_pending_secs),
-                    });
-                }
-                if b.quarantined > 0 {
-                    alerts.push(Alert {
-                        kind: "alerts.quarantine",
-                        about: clinic.to_string(),
-                        detail: b.quarantined.to_string(),
-                    });
-                }
-            }
-            if let Some(exp) = l.cert_expires_ms {
-                if exp - now < t.cert_expiry_days as i64 * 86_400_000 {
-                    alerts.push(Alert {
-                        kind: "alerts.cert",
-                        about: clinic.to_string(),
-                        detail: daemon::client::utc(exp),
-                    });
-                }
-            }
-        }
-        for row in a.cases.worklist(&admin, false)? {
-            if row.accept_by_ms.is_some_and(|by| by < now) {
-                alerts.push(Alert {
-                    kind: "alerts.sla",
-                    about: row.id.to_string(),
-                    detail: format!("{} · {}", row.clinic, row.specialty),
-                });
-            }
-        }
-        for c in a.cases.consult.log.all().unwrap_or_default() {
-            if let (proto::consult::State::Delivered, Some(why)) = (c.state, &c.unrouted) {
-                alerts.push(Alert {
-                    kind: "alerts.unrouted",
-                    about: c.id.to_string(),
-                    detail: format!("{} · {why}", c.clinic),
-                });
-            }
-        }
-        if let Some(f) = &a.forward {
-            for d in f.status() {
-                if let (true, Some(e)) = (d.queued > 0, &d.last_error) {
-                    alerts.push(Alert {
-                        kind: "alerts.pacs",
-                        about: d.name.clone(),
-                        detail: format!("{} queued · {e}", d.queued),
-                    });
-                }
-            }
-        }
-        if let Some(why) = a.cases.router.as_ref().and_then(|r| r.refused()) {
-            alerts.push(Alert {
-                kind: "alerts.roster",
-                about: "routing.toml".into(),
-                detail: why,
-            });
-        }
-        let crl = a.cases.board.crl();
-        if let Some((at, reason)) = crl.refused {
-            alerts.push(Alert {
-                kind: "alerts.crl_refused",
-                about: "crl.pem".into(),
-                detail: format!("{} · {reason}", daemon::client::utc(at)),
-            });
-        }
-        if let Some(due) = crl.next_update_ms.filter(|due| *due < now) {
-            alerts.push(Alert {
-                kind: "alerts.crl_stale",
-                about: "crl.pem".into(),
-                detail: format!(
-                    "{} · certs crl --dir CA_FOLDER, then copy crl.pem to the gateway",
-                    daemon::client::utc(due)
-                ),
-            });
-        }
-        if let Some(pct) = disk_used_percent(&a.data_dir) {
-            if pct >= t.disk_percent {
-                alerts.push(Alert {
-                    kind: "alerts.disk",
-                    about: a.data_dir.display().to_string(),
-                    detail: format!("{pct} %"),
-                });
-            }
-        }
-        Ok(alerts)
+        let sources = crate::alerts::Sources {
+            cases: &a.cases,
+            forward: a.forward.as_deref(),
+            thresholds: &a.alerts,
+            data_dir: &a.data_dir,
+        };
+        crate::alerts::raised(&sources, &admin, now_ms()).map_err(ApiError::from)
     })
     .await;
     let alerts = match computed {
@@ -337,54 +207,4 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
         }
     };
     page(&session, lang.t("alerts.title"), body)
-}
-
-/// How full the file system holding `dir` is, in whole percent as `df -P` shows it (POSIX
-/// `df`, "Capacity"): the blocks in use out of those in use plus those available to
-/// unprivileged users, rounded up. `None` when the file system cannot be asked or reports no
-/// blocks.
-fn disk_used_percent(dir: &std::path::Path) -> Option<u64> {
-    let stat = rustix::fs::statvfs(dir).ok()?;
-    let used = u128::from(stat.f_blocks.saturating_sub(stat.f_bfree));
-    let usable = used + u128::from(stat.f_bavail);
-    if usable == 0 {
-        return None;
-    }
-    u64::try_from((used * 100).div_ceil(usable)).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The alert's figure is the one an operator sees with `df -P` on the same folder (give or
-    /// take a point, should the disk fill between the two looks).
-    #[test]
-    fn the_disk_alert_shows_what_df_shows() {
-        let dir = tempfile::tempdir().unwrap();
-        let ours = disk_used_percent(dir.path()).expect("statvfs of a temporary folder");
-        assert!(ours <= 100, "{ours}");
-        let Ok(out) = std::process::Command::new("df")
-            .arg("-P")
-            .arg(dir.path())
-            .output()
-        else {
-            return; // no df on this machine: nothing to compare with
-        };
-        let text = String::from_utf8_lossy(&out.stdout);
-        let theirs: u64 = text
-            .lines()
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .nth(4)
-            .unwrap()
-            .trim_end_matches('%')
-            .parse()
-            .unwrap();
-        assert!(
-            ours.abs_diff(theirs) <= 1,
-            "statvfs {ours} %, df {theirs} %"
-        );
-    }
 }

@@ -223,4 +223,49 @@ mod tests {
             (Box::new(outbox) as Box<dyn Outbox>, Box::new(reopen) as _)
         });
     }
+
+    /// An agent's folder written before the outbox was a port reads the same: the records,
+    /// the versions, the study counts and the numbering go on.
+    #[test]
+    fn an_outbox_written_before_the_port_reads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("index")).unwrap();
+        let id = ObjectId::from_digest(&[7; 32]);
+        db.open_tree("objects")
+            .unwrap()
+            .insert(
+                id.as_str().as_bytes(),
+                br#"{"size":12,"sop_instance_uid":"1.2.3","study_instance_uid":"1.2","series_instance_uid":"1.2.1","modality":"CT","priority":"routine","seq":41,"stored_at":1795000000,"delivered_at":null,"new_version":false,"transfer_syntax":"1.2.840.10008.1.2.1"}"#.as_slice(),
+            )
+            .unwrap();
+        db.open_tree("instances")
+            .unwrap()
+            .insert(b"1.2.3".as_slice(), format!(r#"["{id}"]"#).as_bytes())
+            .unwrap();
+        db.open_tree("studies")
+            .unwrap()
+            .insert(b"1.2".as_slice(), 1u32.to_be_bytes().as_slice())
+            .unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(b"next_seq".as_slice(), 42u64.to_be_bytes().as_slice())
+            .unwrap();
+        let outbox = SledOutbox::open(&db).unwrap();
+        let record = outbox.object(&id).unwrap().unwrap();
+        assert_eq!(
+            (record.seq, record.size, record.priority),
+            (41, 12, Priority::Routine)
+        );
+        assert_eq!(outbox.study_instances("1.2").unwrap(), 1);
+        let mut next = record.clone();
+        next.size = 13;
+        let other = ObjectId::from_digest(&[8; 32]);
+        assert_eq!(
+            outbox.add(&other, next).unwrap(),
+            Added::Stored { new_version: true },
+            "the versions were read"
+        );
+        assert_eq!(outbox.object(&other).unwrap().unwrap().seq, 42);
+        assert_eq!(outbox.study_instances("1.2").unwrap(), 1);
+    }
 }

@@ -73,6 +73,13 @@ fn run_ours(root: &Path, files: &[PathBuf]) -> anyhow::Result<Sample> {
             started.elapsed() < Duration::from_secs(600),
             "sync did not finish"
         );
+        // A daemon that died fails the run at once, with its exit status (its messages are in
+        // BENCH_LOGS when that names a folder).
+        for (name, child) in [("clinic-agent", &mut agent_proc), ("gateway", &mut gateway)] {
+            if let Some(status) = child.try_wait()? {
+                anyhow::bail!("{name} exited during the run: {status}");
+            }
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
     let seconds = started.elapsed().as_secs_f64();
