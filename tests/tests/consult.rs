@@ -658,6 +658,13 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
             [303, 403, 403],
             None,
         ),
+        (
+            "POST",
+            "/admin/users/li/reactivate".into(),
+            None,
+            [303, 403, 403],
+            None,
+        ),
         ("GET", "/admin/audit".into(), None, [303, 403, 200], None),
         ("POST", "/logout".into(), None, [303, 403, 403], None),
         ("POST", "/api/v1/logout".into(), None, [401, 204, 204], None),
@@ -1276,6 +1283,63 @@ async fn a_letter_sent_with_the_new_case_form_is_on_the_case_before_it_is_sent()
         .unwrap();
     assert!(attached < sent, "{kinds:?}");
     agent.stop().await.unwrap();
+}
+
+/// An administrator deactivates an account from the users page and reactivates it there (the
+/// login error tells the user an administrator can); their own account they cannot deactivate;
+/// an unknown operation is 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrator_deactivates_and_reactivates_an_account_from_the_users_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let gw = RunningGateway::start(pilot.gateway_config(free_udp_addr()).unwrap()).unwrap();
+    let token = gw.admin_token().unwrap();
+    sign_up(
+        &gw.handle.accounts,
+        person("zhao", Role::Admin, "Dr Zhao", None, None),
+    );
+    let addr = daemon::client::local(gw.web_addr);
+    let port = addr.port();
+    let csrf = format!("csrf={}", daemon::web::csrf_of(&token));
+    let op = |user: &str, op: &str| {
+        raw_http(
+            addr,
+            &format!(
+                "POST /admin/users/{user}/{op} HTTP/1.0\r\nHost: {addr}\r\nCookie: tpg_session_{port}={token}\r\nContent-Type: application/x-www-form-urlencoded"
+            ),
+            csrf.as_bytes(),
+        )
+        .unwrap()
+    };
+    let (status, page) = op("zhao", "deactivate");
+    assert_eq!(status, 200, "{page}");
+    assert!(matches!(
+        gw.handle.accounts.login("zhao", PASSWORD),
+        Err(daemon::accounts::AccountError::Deactivated(_))
+    ));
+    assert!(
+        page.contains("/admin/users/zhao/reactivate"),
+        "the page offers to reactivate the account"
+    );
+    let (status, page) = op("zhao", "reactivate");
+    assert_eq!(status, 200, "{page}");
+    assert!(!page.contains("/admin/users/zhao/reactivate"));
+    assert_eq!(
+        gw.handle.accounts.login("zhao", PASSWORD).unwrap().name,
+        "zhao"
+    );
+    let (status, _) = op("admin", "deactivate");
+    assert_eq!(status, 409, "not one's own account");
+    assert!(
+        !gw.handle
+            .accounts
+            .get("admin")
+            .unwrap()
+            .unwrap()
+            .deactivated
+    );
+    assert_eq!(op("zhao", "frobnicate").0, 404);
+    gw.stop().await.unwrap();
 }
 
 /// Forms need the session's CSRF token; a change made with the browser's cookie through the

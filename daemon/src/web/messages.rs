@@ -274,6 +274,7 @@ pub(super) static MESSAGES: &[(&str, &str, &str)] = &[
     ("users.password", "密码（至少 10 位）", "Password (10 characters or more)"),
     ("users.reset", "重设密码", "Reset password"),
     ("users.deactivate", "停用", "Deactivate"),
+    ("users.reactivate", "重新启用", "Reactivate"),
     ("users.inactive", "已停用", "deactivated"),
     ("users.saved", "已保存。", "Saved."),
     ("audit.title", "审计日志", "Audit log"),

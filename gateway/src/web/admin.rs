@@ -92,6 +92,12 @@ async fn users_page(
                                 button.danger type="submit" { (lang.t("users.deactivate")) }
                             }
                         }
+                        @if u.deactivated {
+                            form.inline method="post" action={"/admin/users/" (u.name) "/reactivate"} {
+                                input type="hidden" name="csrf" value=(csrf);
+                                button.secondary type="submit" { (lang.t("users.reactivate")) }
+                            }
+                        }
                     }
                 }
             } }
@@ -159,6 +165,28 @@ struct UserOp {
     password: Option<String>,
 }
 
+/// What an administrator does to an account from the users page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// A new password (ending the account's sessions and tokens).
+    Reset,
+    Deactivate,
+    /// Lets a deactivated account log in again.
+    Reactivate,
+}
+
+impl Op {
+    /// The operation named in the path (`/admin/users/{name}/{op}`).
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "reset" => Some(Op::Reset),
+            "deactivate" => Some(Op::Deactivate),
+            "reactivate" => Some(Op::Reactivate),
+            _ => None,
+        }
+    }
+}
+
 async fn user_op(
     State(api): State<Api>,
     Path((name, op)): Path<(String, String)>,
@@ -167,12 +195,16 @@ async fn user_op(
     if let Err(r) = admin_only(&session, crate::access::Task::Users) {
         return r;
     }
+    let Some(op) = Op::parse(&op) else {
+        let e = ApiError::not_found(format!("no user operation {op}"));
+        return users_page_after(api, session, Err(e)).await;
+    };
     let a = api.clone();
     let me = session.user.name.clone();
     let result = blocking(move || {
         let bad = |e: daemon::accounts::AccountError| ApiError::bad_request(e.to_string());
-        match op.as_str() {
-            "reset" => {
+        match op {
+            Op::Reset => {
                 let user = a
                     .accounts
                     .get(&name)
@@ -182,11 +214,11 @@ async fn user_op(
                     .add(user, form.password.as_deref().unwrap_or(""), true)
                     .map_err(bad)
             }
-            "deactivate" => a.accounts.deactivate_by(&me, &name).map_err(|e| match e {
+            Op::Deactivate => a.accounts.deactivate_by(&me, &name).map_err(|e| match e {
                 daemon::accounts::AccountError::OwnAccount => ApiError::conflict(e.to_string()),
                 e => bad(e),
             }),
-            other => Err(ApiError::not_found(format!("no user operation {other}"))),
+            Op::Reactivate => a.accounts.set_deactivated(&name, false).map_err(bad),
         }
     })
     .await;
