@@ -641,6 +641,19 @@ async fn the_link_board_shows_each_clinic_with_the_backlog_its_agent_reports() {
     let token = gw.admin_token().unwrap();
     let page = harness::http_get_as(gw.web_addr, "/admin/links", &token).unwrap();
     assert!(page.contains(r#"data-clinic="jinzhou""#), "{page}");
+    // The certificate's days left, in the green while far from the alert's threshold.
+    let days: i64 = page
+        .split("data-days-left=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no days left on the board: {page}"));
+    let expected = (link.cert_expires_ms.unwrap() - daemon::now_ms()).div_euclid(86_400_000);
+    assert!(
+        (days - expected).abs() <= 1,
+        "{days} days left, {expected} expected"
+    );
+    assert!(page.contains(&format!("{days} days left")) || page.contains(&format!("剩 {days} 天")));
     agent.stop().await.unwrap();
     let board = gw.handle.board.clone();
     assert!(

@@ -125,7 +125,7 @@ async fn new_form(handle: Handle, session: Session, draft: Draft, status: Status
                 @for s in &studies {
                     label.check {
                         input type="checkbox" name="studies" value=(s.uid) checked[draft.has("studies", &s.uid)];
-                        span { (s.modality) " · " (s.instances) " " (lang.t("study.instances")) " · " (s.patient) }
+                        span { (s.modality) " · " (s.instances) " " (lang.t(if s.instances == 1 { "study.instance" } else { "study.instances" })) " · " (s.patient) }
                     }
                 }
             }

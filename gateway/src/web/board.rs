@@ -58,6 +58,8 @@ pub async fn links_page(State(api): State<Api>, session: Session) -> Response {
     if let Err(r) = admin_only(&session, Task::Links) {
         return r;
     }
+    // A certificate this close to its end is shown as the alert shows it.
+    let warn_days = i64::try_from(api.alerts.cert_expiry_days).unwrap_or(i64::MAX);
     // With the last arrival of each clinic (a scan of its instances: this page only).
     let loaded = blocking(move || {
         let rows = api
@@ -114,7 +116,13 @@ pub async fn links_page(State(api): State<Api>, session: Session) -> Response {
                             td { (age(l.backlog.as_ref().and_then(|b| b.oldest_emergency_secs))) }
                             td { @if let Some(t) = last { (time(*t)) } }
                             td { (l.agent_version) }
-                            td { @if let Some(t) = l.cert_expires_ms { (time(t)) } }
+                            td { @if let Some(t) = l.cert_expires_ms {
+                                @let days = (t - now).div_euclid(86_400_000);
+                                span class={"badge " @if days < warn_days { "offline" } @else { "online" }} data-days-left=(days) {
+                                    (lang.t("links.days_left").replace("{n}", &days.to_string()))
+                                }
+                                " " (time(t))
+                            } }
                         }
                     } }
                 }

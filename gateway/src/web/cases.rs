@@ -198,7 +198,7 @@ async fn case_page(
                         li {
                             @match &s.arrived {
                                 Some(row) => {
-                                    (row.modality.as_deref().unwrap_or("?")) " · " (row.instances) " " (lang.t("study.instances")) " · "
+                                    (row.modality.as_deref().unwrap_or("?")) " · " (row.instances) " " (lang.t(if row.instances == 1 { "study.instance" } else { "study.instances" })) " · "
                                     @if row.complete { span.ok { (lang.t("study.arrived")) } } @else { span { (lang.t("study.partial")) } }
                                 }
                                 None => { span.muted { (lang.t("study.waiting")) } }
