@@ -1339,6 +1339,27 @@ async fn an_administrator_deactivates_and_reactivates_an_account_from_the_users_
             .deactivated
     );
     assert_eq!(op("zhao", "frobnicate").0, 404);
+    // Each change is in the audit log, by whom and of which account.
+    let log = dir.path().join("gateway/data/audit.log");
+    gateway::audit::verify(&log).unwrap();
+    let records: Vec<gateway::audit::Record> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let changes: Vec<(&str, &str, &str)> = records
+        .iter()
+        .filter(|r| r.action.starts_with("user_"))
+        .map(|r| (r.user.as_str(), r.action.as_str(), r.target.as_str()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("admin", "user_deactivate", "zhao"),
+            ("admin", "user_reactivate", "zhao"),
+            ("admin", "user_deactivate", "admin"),
+        ]
+    );
     gw.stop().await.unwrap();
 }
 

@@ -15,7 +15,7 @@ use maud::html;
 use proto::consult::ConsultationId;
 use serde::Deserialize;
 
-use super::{admin_only, failed, page};
+use super::{admin_only, failed, page, Client};
 use crate::api::Api;
 
 /// The users and audit pages.
@@ -136,9 +136,20 @@ struct NewUser {
     password: String,
 }
 
-async fn add_user(State(api): State<Api>, CsrfForm(session, form): CsrfForm<NewUser>) -> Response {
+async fn add_user(
+    State(api): State<Api>,
+    axum::extract::ConnectInfo(crate::https::Peer(from)): Client,
+    CsrfForm(session, form): CsrfForm<NewUser>,
+) -> Response {
     if let Err(r) = admin_only(&session, crate::access::Task::Users) {
         return r;
+    }
+    // Every change of an account is in the audit log, before it is made.
+    if let Err(e) = api
+        .cases
+        .audited_target(&session.user, from, "user_add", &form.name)
+    {
+        return failed(&session, e.into());
     }
     let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
     let a = api.clone();
@@ -185,10 +196,20 @@ impl Op {
             _ => None,
         }
     }
+
+    /// Its action in the audit log.
+    fn audit_action(self) -> &'static str {
+        match self {
+            Op::Reset => "user_reset",
+            Op::Deactivate => "user_deactivate",
+            Op::Reactivate => "user_reactivate",
+        }
+    }
 }
 
 async fn user_op(
     State(api): State<Api>,
+    axum::extract::ConnectInfo(crate::https::Peer(from)): Client,
     Path((name, op)): Path<(String, String)>,
     CsrfForm(session, form): CsrfForm<UserOp>,
 ) -> Response {
@@ -199,6 +220,12 @@ async fn user_op(
         let e = ApiError::not_found(format!("no user operation {op}"));
         return users_page_after(api, session, Err(e)).await;
     };
+    if let Err(e) = api
+        .cases
+        .audited_target(&session.user, from, op.audit_action(), &name)
+    {
+        return failed(&session, e.into());
+    }
     let a = api.clone();
     let me = session.user.name.clone();
     let result = blocking(move || {
