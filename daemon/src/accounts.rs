@@ -151,6 +151,12 @@ pub struct Accounts {
     verified: std::sync::atomic::AtomicU64,
     store: std::sync::Arc<dyn AccountStore>,
     sessions: std::sync::Arc<dyn SessionStore>,
+    /// Where logins, failed logins, lock-outs and logouts are recorded (the gateway's audit
+    /// log), when there is one.
+    audit: Option<std::sync::Arc<dyn store::audit::AuditLog>>,
+    /// Names whose lock-out is recorded, until when: a locked name is recorded once per lock,
+    /// not once per refused attempt (each record is a sync a guesser could make us pay).
+    locks_noted: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -188,7 +194,63 @@ impl Accounts {
             verified: Default::default(),
             store,
             sessions,
+            audit: None,
+            locks_noted: Default::default(),
         }
+    }
+
+    /// Records every login attempt and logout in `audit`.
+    pub fn with_audit(mut self, audit: std::sync::Arc<dyn store::audit::AuditLog>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Records `action` by `user` from `from` (the name tried, for a login), when there is an
+    /// audit log; the login or logout it describes goes ahead only once it is recorded.
+    fn record(&self, user: &str, from: &str, action: &str) -> Result<(), AccountError> {
+        let Some(audit) = &self.audit else {
+            return Ok(());
+        };
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        audit
+            .record(at_ms, user, from, action, user)
+            .map(drop)
+            .map_err(|e| AccountError::Index(e.to_string()))
+    }
+
+    /// [`Self::login`] from the client at `from`, recorded in the audit log: `login`,
+    /// `login_failed`, `login_locked` or `login_deactivated`, under the name tried.
+    pub fn login_from(&self, name: &str, password: &str, from: &str) -> Result<User, AccountError> {
+        let result = self.login(name, password);
+        let action = match &result {
+            Ok(_) => "login",
+            Err(AccountError::BadLogin | AccountError::NoSuchUser(_)) => "login_failed",
+            Err(AccountError::Locked { retry_after }) => {
+                let until = now() + retry_after;
+                let mut noted = self.locks_noted.lock().unwrap_or_else(|p| p.into_inner());
+                let now = now();
+                noted.retain(|_, t| *t > now);
+                if noted.contains_key(name) || noted.len() >= MAX_TRACKED_NAMES {
+                    return result;
+                }
+                noted.insert(name.to_owned(), until);
+                "login_locked"
+            }
+            Err(AccountError::Deactivated(_)) => "login_deactivated",
+            Err(_) => return result,
+        };
+        self.record(name, from, action)?;
+        result
+    }
+
+    /// [`Self::revoke`] of a session or token, recorded as `logout` of its user.
+    pub fn logout_from(&self, token: &str, from: &str) -> Result<(), AccountError> {
+        if let Some(user) = self.resolve(token)? {
+            self.record(&user.name, from, "logout")?;
+        }
+        self.revoke(token)
     }
 
     /// Adds `user` with `password` (or replaces their password and details with `replace`).
@@ -524,6 +586,12 @@ fn read_password(prompt: &str) -> anyhow::Result<String> {
 /// Where handlers find the accounts: the router's state implements this.
 pub trait HasAccounts {
     fn accounts(&self) -> &Accounts;
+    /// The client's address as the audit log records it, from the request's extensions
+    /// (where the daemon's listener put it); `-` when the daemon does not say.
+    fn client(&self, extensions: &axum::http::Extensions) -> String {
+        let _ = extensions;
+        "-".into()
+    }
     /// Whether the daemon serves its pages over TLS (cookies then carry `Secure`).
     fn tls(&self) -> bool {
         false

@@ -32,14 +32,16 @@ struct LoginRequest {
 
 async fn login<S: HasAccounts + Clone + Send + Sync + 'static>(
     axum::extract::State(state): axum::extract::State<S>,
+    extensions: axum::http::Extensions,
     headers: axum::http::HeaderMap,
     axum::Json(req): axum::Json<LoginRequest>,
 ) -> Response {
     let secure = state.tls();
+    let from = state.client(&extensions);
     let result = tokio::task::spawn_blocking(move || {
         let accounts = state.accounts();
         let user = accounts
-            .login(&req.user, &req.password)
+            .login_from(&req.user, &req.password, &from)
             .map_err(|e| match e {
                 AccountError::Locked { retry_after } => ApiError::too_many(retry_after),
                 AccountError::Busy => ApiError::new(
@@ -72,12 +74,13 @@ async fn login<S: HasAccounts + Clone + Send + Sync + 'static>(
 async fn logout<S: HasAccounts + Clone + Send + Sync + 'static>(
     axum::extract::State(state): axum::extract::State<S>,
     Authenticated(_): Authenticated,
+    extensions: axum::http::Extensions,
     headers: axum::http::HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     if let Some((token, _)) = token_of(&headers) {
         state
             .accounts()
-            .revoke(&token)
+            .logout_from(&token, &state.client(&extensions))
             .map_err(|e| ApiError::internal(e.to_string()))?;
     }
     Ok(StatusCode::NO_CONTENT)

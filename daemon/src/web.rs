@@ -509,6 +509,7 @@ struct LoginForm {
 
 async fn login_submit<S: HasAccounts + Clone + Send + Sync + 'static>(
     State(state): State<S>,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Response {
@@ -526,9 +527,10 @@ async fn login_submit<S: HasAccounts + Clone + Send + Sync + 'static>(
     }
     let user_name = form.user.clone();
     let secure = state.tls();
+    let from = state.client(&extensions);
     let result = tokio::task::spawn_blocking(move || {
         let accounts = state.accounts();
-        let user = accounts.login(&form.user, &form.password)?;
+        let user = accounts.login_from(&form.user, &form.password, &from)?;
         accounts.session(&user.name)
     })
     .await;
@@ -608,10 +610,12 @@ struct Empty {}
 
 async fn logout<S: HasAccounts + Clone + Send + Sync + 'static>(
     State(state): State<S>,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
     CsrfForm(session, Empty {}): CsrfForm<Empty>,
 ) -> Response {
-    if let Err(e) = state.accounts().revoke(&session.token) {
+    let from = state.client(&extensions);
+    if let Err(e) = state.accounts().logout_from(&session.token, &from) {
         return error_page(
             session.lang,
             StatusCode::INTERNAL_SERVER_ERROR,

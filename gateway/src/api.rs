@@ -51,6 +51,12 @@ impl HasAccounts for Api {
     fn tls(&self) -> bool {
         self.https
     }
+
+    fn client(&self, extensions: &axum::http::Extensions) -> String {
+        extensions
+            .get::<axum::extract::ConnectInfo<crate::https::Peer>>()
+            .map_or_else(|| "-".into(), |c| c.0 .0.ip().to_string())
+    }
 }
 
 #[derive(Debug, Serialize)]

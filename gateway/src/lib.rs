@@ -169,9 +169,14 @@ pub fn start(
         )?))
     };
     let consult = consult::open(&embedded, &config.data_dir)?;
-    let accounts = Arc::new(daemon::accounts::Accounts::open(
-        &config.data_dir.join(ACCOUNTS_FILE),
+    let audit: Arc<dyn store::audit::AuditLog> = Arc::new(audit::Audit::open_anchored(
+        &config.data_dir.join(AUDIT_FILE),
+        audit::anchor_tree(&embedded.db)?,
     )?);
+    let accounts = Arc::new(
+        daemon::accounts::Accounts::open(&config.data_dir.join(ACCOUNTS_FILE))?
+            .with_audit(audit.clone()),
+    );
     let board = Arc::new(board::Board::open(
         embedded.board.clone(),
         consult::now_ms(),
@@ -223,10 +228,7 @@ pub fn start(
     let fan_out_lease = embedded.lease("forward-fan-out", forward::FAN_OUT_EVERY);
     let api = api::Api {
         cases: cases::Cases {
-            audit: Arc::new(audit::Audit::open_anchored(
-                &config.data_dir.join(AUDIT_FILE),
-                audit::anchor_tree(&embedded.db)?,
-            )?),
+            audit,
             router,
             metrics: metrics.clone(),
             archive,

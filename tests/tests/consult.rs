@@ -603,7 +603,7 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
             "/api/v1/login".into(),
             Some(r#"{"user":"nobody","password":"wrong"}"#),
             [401, 401, 401],
-            None,
+            Some("login_failed"),
         ),
         // The web pages: anonymous visitors are sent to log in (303); administrators'
         // pages refuse specialists; a form without its CSRF token is refused (403).
@@ -667,7 +667,13 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
         ),
         ("GET", "/admin/audit".into(), None, [303, 403, 200], None),
         ("POST", "/logout".into(), None, [303, 403, 403], None),
-        ("POST", "/api/v1/logout".into(), None, [401, 204, 204], None),
+        (
+            "POST",
+            "/api/v1/logout".into(),
+            None,
+            [401, 204, 204],
+            Some("logout"),
+        ),
         // Last: an administrator's assignment changes the case.
         (
             "POST",
@@ -1360,6 +1366,71 @@ async fn an_administrator_deactivates_and_reactivates_an_account_from_the_users_
             ("admin", "user_deactivate", "admin"),
         ]
     );
+    gw.stop().await.unwrap();
+}
+
+/// Logins, failed logins, a lock-out (once, however often the locked name is tried) and logouts
+/// are in the audit log, under the name tried and with the client's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_failures_lockouts_and_logouts_are_in_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let gw = RunningGateway::start(pilot.gateway_config(free_udp_addr()).unwrap()).unwrap();
+    sign_up(
+        &gw.handle.accounts,
+        person("zhao", Role::Admin, "Dr Zhao", None, None),
+    );
+    let addr = daemon::client::local(gw.web_addr);
+    let login = |password: &str| {
+        raw_http(
+            addr,
+            &format!(
+                "POST /api/v1/login HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json"
+            ),
+            format!(r#"{{"user":"zhao","password":"{password}"}}"#).as_bytes(),
+        )
+        .unwrap()
+    };
+    assert_eq!(login("a wrong guess").0, 401);
+    let (status, answer) = login(PASSWORD);
+    assert_eq!(status, 200, "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let token = serde_json::from_str::<serde_json::Value>(body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = raw_http(
+        addr,
+        &format!("POST /api/v1/logout HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}"),
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 204);
+    for _ in 0..daemon::accounts::FREE_FAILURES {
+        assert_eq!(login("a wrong guess").0, 401);
+    }
+    assert_eq!(login(PASSWORD).0, 429);
+    assert_eq!(login(PASSWORD).0, 429);
+    let log = dir.path().join("gateway/data/audit.log");
+    gateway::audit::verify(&log).unwrap();
+    let records: Vec<gateway::audit::Record> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let zhao: Vec<&str> = records
+        .iter()
+        .filter(|r| r.user == "zhao")
+        .map(|r| r.action.as_str())
+        .collect();
+    let mut expected = vec!["login_failed", "login", "logout"];
+    expected.extend(["login_failed"; daemon::accounts::FREE_FAILURES as usize]);
+    expected.push("login_locked");
+    assert_eq!(zhao, expected);
+    assert!(records
+        .iter()
+        .filter(|r| r.user == "zhao")
+        .all(|r| r.address == "127.0.0.1" && r.target == "zhao"));
     gw.stop().await.unwrap();
 }
 
