@@ -177,13 +177,28 @@ impl Cases {
     ) -> Result<(proto::consult::Folded, Vec<Event>), CaseError> {
         // A closure, not the variant itself: it must take a case of any lifetime.
         #[allow(clippy::redundant_closure)]
-        self.allowed(user, id, |case| Action::Read(case))
+        self.allowed(user, None, id, |case| Action::Read(case))
     }
 
-    /// A case's fold and timeline, if the policy lets `user` do `action` to it.
+    /// [`Self::visible`] for a request by `user` from `from` to read the case: a refusal of a
+    /// case that exists is recorded in the audit log (`refused_view`).
+    pub fn readable(
+        &self,
+        user: &User,
+        from: std::net::SocketAddr,
+        id: &ConsultationId,
+    ) -> Result<(proto::consult::Folded, Vec<Event>), CaseError> {
+        #[allow(clippy::redundant_closure)]
+        self.allowed(user, Some(from), id, |case| Action::Read(case))
+    }
+
+    /// A case's fold and timeline, if the policy lets `user` do `action` to it. With `from`
+    /// (a request, not a filter over many cases), a refusal of a case that exists is recorded
+    /// in the audit log as `refused_view` or `refused_<action>`, before it is answered.
     pub fn allowed(
         &self,
         user: &User,
+        from: Option<std::net::SocketAddr>,
         id: &ConsultationId,
         action: impl for<'a> FnOnce(access::Case<'a>) -> Action<'a>,
     ) -> Result<(proto::consult::Folded, Vec<Event>), CaseError> {
@@ -196,10 +211,20 @@ impl Cases {
             timeline: &timeline,
             my_pool: pool.as_deref(),
         };
-        access::check(user, action(case)).map_err(|d| match d {
-            Denied::Hidden => CaseError::not_found(format!("no consultation {id}")),
-            other => other.into(),
-        })?;
+        let action = action(case);
+        let refused = match action {
+            Action::Act(_, a) => format!("refused_{}", a.name()),
+            _ => "refused_view".to_owned(),
+        };
+        if let Err(denied) = access::check(user, action) {
+            if let Some(from) = from {
+                self.audited(user, from, &refused, id)?;
+            }
+            return Err(match denied {
+                Denied::Hidden => CaseError::not_found(format!("no consultation {id}")),
+                other => other.into(),
+            });
+        }
         Ok((folded, timeline))
     }
 
@@ -252,7 +277,7 @@ impl Cases {
         from: std::net::SocketAddr,
         id: &ConsultationId,
     ) -> Result<CaseDetail, CaseError> {
-        let (folded, timeline) = self.visible(user, id)?;
+        let (folded, timeline) = self.readable(user, from, id)?;
         self.audited(user, from, "view", id)?;
         Ok(CaseDetail {
             waiting_in_pool: self.waiting_in_my_pool(user, &folded.consultation),
@@ -345,7 +370,7 @@ impl Cases {
         action: CaseAction,
         body: ActionBody,
     ) -> Result<Event, CaseError> {
-        let (folded, _) = self.allowed(user, id, |case| Action::Act(case, action))?;
+        let (folded, _) = self.allowed(user, Some(from), id, |case| Action::Act(case, action))?;
         let c = folded.consultation;
         let need = |v: Option<String>, what: &str| {
             v.filter(|s| !s.trim().is_empty())
@@ -522,7 +547,7 @@ impl Cases {
         id: &ConsultationId,
         object: &str,
     ) -> Result<(String, String, Vec<u8>), CaseError> {
-        let c = self.visible(user, id)?.0.consultation;
+        let c = self.readable(user, from, id)?.0.consultation;
         let a = c
             .attachments
             .iter()

@@ -561,35 +561,42 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
             [401, 403, 409],
             Some("backup"),
         ),
-        // A specialist not on the case learns nothing by acting on it: 404, as for reading.
+        // A specialist not on the case learns nothing by acting on it: 404, as for reading;
+        // each refusal of a case that exists is in the audit log.
         (
             "POST",
             format!("{case}/accept"),
             None,
             [401, 404, 403],
-            None,
+            Some("refused_accept"),
         ),
-        ("POST", format!("{case}/take"), None, [401, 404, 403], None),
+        (
+            "POST",
+            format!("{case}/take"),
+            None,
+            [401, 404, 403],
+            Some("refused_take"),
+        ),
         (
             "POST",
             format!("{case}/ask"),
             Some(r#"{"text":"?"}"#),
             [401, 404, 403],
-            None,
+            Some("refused_ask"),
         ),
         (
             "POST",
             format!("{case}/report"),
             Some(r#"{"impression":"x"}"#),
             [401, 404, 403],
-            None,
+            Some("refused_report"),
         ),
         (
             "POST",
             format!("{case}/decline"),
             Some(r#"{"reason":"x"}"#),
             [401, 404, 403],
-            None,
+            Some("refused_decline"),
         ),
         (
             "POST",
@@ -783,6 +790,17 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
             }
         }
     }
+    // A specialist who opened a case not theirs is on record, with the case.
+    let refused: Vec<gateway::audit::Record> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<gateway::audit::Record>(l).unwrap())
+        .filter(|r| r.user == "li" && r.action == "refused_view")
+        .collect();
+    assert!(
+        refused.iter().any(|r| r.target == id.as_str()),
+        "{refused:?}"
+    );
     gw.stop().await.unwrap();
 }
 

@@ -82,7 +82,7 @@ async fn viewer(
     let user = session.user.clone();
     let index = q.i.unwrap_or(0);
     let loaded = blocking(move || {
-        let (folded, _) = api.cases.visible(&user, &id)?;
+        let (folded, _) = api.cases.readable(&user, from, &id)?;
         api.cases.audited(&user, from, "view_images", &id)?;
         let shown = instances_of(&api, &folded.consultation)?;
         let info = shown.get(index).map(|s| {
@@ -190,7 +190,7 @@ async fn image(
     let user = session.user.clone();
     let window = q.wc.zip(q.ww);
     let rendered = blocking(move || {
-        let (folded, _) = api.cases.visible(&user, &id)?;
+        let (folded, _) = api.cases.readable(&user, from, &id)?;
         let c = &folded.consultation;
         let object = match q.o.as_deref() {
             Some(o) => {
