@@ -228,14 +228,13 @@ impl Accounts {
             Ok(_) => "login",
             Err(AccountError::BadLogin | AccountError::NoSuchUser(_)) => "login_failed",
             Err(AccountError::Locked { retry_after }) => {
-                let until = now() + retry_after;
-                let mut noted = self.locks_noted.lock().unwrap_or_else(|p| p.into_inner());
                 let now = now();
+                let mut noted = self.locks_noted.lock().unwrap_or_else(|p| p.into_inner());
                 noted.retain(|_, t| *t > now);
                 if noted.contains_key(name) || noted.len() >= MAX_TRACKED_NAMES {
                     return result;
                 }
-                noted.insert(name.to_owned(), until);
+                noted.insert(name.to_owned(), now + retry_after);
                 "login_locked"
             }
             Err(AccountError::Deactivated(_)) => "login_deactivated",

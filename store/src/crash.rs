@@ -100,3 +100,62 @@ impl Machine {
         self.lock().rng.next_u64() % n.max(1)
     }
 }
+
+/// A write a [`Flushed`] state can replay after a crash.
+pub trait Replay<Op> {
+    fn apply(&mut self, op: &Op);
+}
+
+/// What a store on a [`Machine`] holds when its engine syncs some writes and leaves others to
+/// a background flush (sled): the state now, the state made durable, and the loose writes
+/// since. A crash keeps the durable state and, seeded, a prefix of the loose writes — what the
+/// background flush may have written before the power went.
+#[derive(Debug)]
+pub struct Flushed<S, Op> {
+    pub now: S,
+    durable: S,
+    /// Writes since the last durable one, oldest first.
+    loose: Vec<Op>,
+    /// The boot whose crash has been applied.
+    applied: u64,
+}
+
+impl<S: Clone + Replay<Op>, Op> Flushed<S, Op> {
+    /// `state`, durable, on `machine` as it is booted now.
+    pub fn new(state: S, machine: &Machine) -> Self {
+        Self {
+            now: state.clone(),
+            durable: state,
+            loose: Vec::new(),
+            applied: machine.booted(),
+        }
+    }
+
+    /// A write not synced: applied now, kept by a crash only within a seeded prefix.
+    pub fn loose(&mut self, op: Op) {
+        self.now.apply(&op);
+        self.loose.push(op);
+    }
+
+    /// Makes everything written so far durable.
+    pub fn sync(&mut self) {
+        self.durable = self.now.clone();
+        self.loose.clear();
+    }
+
+    /// Applies the last power loss, once per boot of `machine`: the durable state and a
+    /// seeded prefix of the loose writes.
+    pub fn reboot(&mut self, machine: &Machine) {
+        let boot = machine.booted();
+        if self.applied == boot {
+            return;
+        }
+        self.applied = boot;
+        let kept = machine.below(self.loose.len() as u64 + 1) as usize;
+        for op in self.loose.drain(..kept) {
+            self.durable.apply(&op);
+        }
+        self.loose.clear();
+        self.now = self.durable.clone();
+    }
+}

@@ -35,6 +35,18 @@ pub struct Queued {
     pub last_error: Option<String>,
 }
 
+impl Queued {
+    /// `item` as the fan-out queues it at `now` (unix seconds): not tried yet.
+    pub fn new(item: ToForward, now: i64) -> Self {
+        Self {
+            item,
+            queued_at: now,
+            attempts: 0,
+            last_error: None,
+        }
+    }
+}
+
 /// A destination's counts, kept across restarts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {

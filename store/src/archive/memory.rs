@@ -13,7 +13,7 @@ use super::{
     ArchiveIndex, IndexError, InstanceKey, InstanceRecord, PartialRecord, ToForward, Verified,
 };
 use crate::archive::forwarding::{Counts, Entry, FannedOut, ForwardQueues, Queued, Route};
-use crate::crash::Machine;
+use crate::crash::{Flushed, Machine, Replay};
 
 type Clinic = String;
 
@@ -38,6 +38,14 @@ enum Loose {
 }
 
 impl State {
+    /// A destination's queue, oldest first.
+    fn queue(&self, destination: &str) -> impl Iterator<Item = (&(String, u64), &Queued)> {
+        self.queues
+            .range((destination.to_owned(), 0)..=(destination.to_owned(), u64::MAX))
+    }
+}
+
+impl Replay<Loose> for State {
     fn apply(&mut self, op: &Loose) {
         match op {
             Loose::Expected(clinic, study, n) => {
@@ -64,14 +72,7 @@ impl State {
     }
 }
 
-#[derive(Debug, Default)]
-struct Disk {
-    now: State,
-    durable: State,
-    /// Writes since the last durable one, oldest first.
-    loose: Vec<Loose>,
-    applied: u64,
-}
+type Disk = Flushed<State, Loose>;
 
 #[derive(Debug, Clone)]
 pub struct MemoryIndex {
@@ -89,35 +90,17 @@ impl MemoryIndex {
         Self {
             boot: machine.booted(),
             machine: machine.clone(),
-            disk: Arc::new(Mutex::new(Disk {
-                now: state.clone(),
-                durable: state,
-                loose: Vec::new(),
-                applied: machine.booted(),
-            })),
+            disk: Arc::new(Mutex::new(Disk::new(state, machine))),
         }
     }
 
     /// The same index after the machine powered on again.
     pub fn boot(&self) -> Self {
-        let boot = self.machine.booted();
-        let mut disk = self.lock();
-        if disk.applied != boot {
-            disk.applied = boot;
-            let mut state = disk.durable.clone();
-            let kept = self.machine.below(disk.loose.len() as u64 + 1) as usize;
-            for op in &disk.loose[..kept] {
-                state.apply(op);
-            }
-            disk.loose.clear();
-            disk.now = state.clone();
-            disk.durable = state;
-        }
-        drop(disk);
+        self.lock().reboot(&self.machine);
         Self {
             machine: self.machine.clone(),
             disk: self.disk.clone(),
-            boot,
+            boot: self.machine.booted(),
         }
     }
 
@@ -128,12 +111,6 @@ impl MemoryIndex {
     fn step(&self) -> Result<MutexGuard<'_, Disk>, IndexError> {
         self.machine.step(self.boot)?;
         Ok(self.lock())
-    }
-
-    /// Makes everything written so far durable.
-    fn durable(disk: &mut Disk) {
-        disk.durable = disk.now.clone();
-        disk.loose.clear();
     }
 }
 
@@ -171,14 +148,14 @@ impl ArchiveIndex for MemoryIndex {
     ) -> Result<(), IndexError> {
         let mut disk = self.step()?;
         disk.now.partials.insert((c(clinic), id.clone()), record);
-        Self::durable(&mut disk);
+        disk.sync();
         Ok(())
     }
 
     fn forget_partial(&self, clinic: &ClinicId, id: &ObjectId) -> Result<(), IndexError> {
         let mut disk = self.step()?;
         disk.now.partials.remove(&(c(clinic), id.clone()));
-        Self::durable(&mut disk);
+        disk.sync();
         Ok(())
     }
 
@@ -202,7 +179,7 @@ impl ArchiveIndex for MemoryIndex {
                 now.inbox.insert(id, f.clone());
             }
         }
-        Self::durable(&mut disk);
+        disk.sync();
         Ok(())
     }
 
@@ -214,8 +191,7 @@ impl ArchiveIndex for MemoryIndex {
     ) -> Result<(), IndexError> {
         let mut disk = self.step()?;
         let op = Loose::Expected(c(clinic), study.to_owned(), instances);
-        disk.now.apply(&op);
-        disk.loose.push(op);
+        disk.loose(op);
         Ok(())
     }
 
@@ -285,8 +261,7 @@ impl MemoryIndex {
     /// A loose write: applied now, durable with the next durable one (or, seeded, in part).
     fn loose(&self, op: Loose) -> Result<(), IndexError> {
         let mut disk = self.step()?;
-        disk.now.apply(&op);
-        disk.loose.push(op);
+        disk.loose(op);
         Ok(())
     }
 }
@@ -302,18 +277,13 @@ impl ForwardQueues for MemoryIndex {
                 if state.queues.contains_key(&key) {
                     continue;
                 }
-                let queued = Queued {
-                    item: item.clone(),
-                    queued_at: now,
-                    attempts: 0,
-                    last_error: None,
-                };
+                let queued = Queued::new(item.clone(), now);
                 state.queues.insert(key, queued);
                 *out.added.entry(destination).or_default() += 1;
             }
             out.moved += 1;
         }
-        Self::durable(&mut disk);
+        disk.sync();
         Ok(out)
     }
 
@@ -326,8 +296,7 @@ impl ForwardQueues for MemoryIndex {
         let disk = self.step()?;
         Ok(disk
             .now
-            .queues
-            .range((destination.to_owned(), 0)..=(destination.to_owned(), u64::MAX))
+            .queue(destination)
             .filter(|((_, id), _)| !skip(*id))
             .take(limit)
             .map(|((_, id), q)| (*id, Ok(q.clone())))
@@ -336,21 +305,13 @@ impl ForwardQueues for MemoryIndex {
 
     fn len(&self, destination: &str) -> Result<u64, IndexError> {
         let disk = self.step()?;
-        Ok(disk
-            .now
-            .queues
-            .range((destination.to_owned(), 0)..=(destination.to_owned(), u64::MAX))
-            .count() as u64)
+        Ok(disk.now.queue(destination).count() as u64)
     }
 
     fn oldest(&self, destination: &str) -> Result<Option<Queued>, IndexError> {
         let disk = self.step()?;
-        Ok(disk
-            .now
-            .queues
-            .range((destination.to_owned(), 0)..=(destination.to_owned(), u64::MAX))
-            .next()
-            .map(|(_, q)| q.clone()))
+        let oldest = disk.now.queue(destination).next().map(|(_, q)| q.clone());
+        Ok(oldest)
     }
 
     fn update(&self, destination: &str, id: u64, queued: &Queued) -> Result<(), IndexError> {
@@ -383,7 +344,7 @@ impl ForwardQueues for MemoryIndex {
 
     fn sync(&self) -> Result<(), IndexError> {
         let mut disk = self.step()?;
-        Self::durable(&mut disk);
+        disk.sync();
         Ok(())
     }
 }

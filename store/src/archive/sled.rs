@@ -383,12 +383,7 @@ impl ForwardQueues for SledIndex {
                 }
             };
             for destination in route(&item) {
-                let queued = Queued {
-                    item: item.clone(),
-                    queued_at: now,
-                    attempts: 0,
-                    last_error: None,
-                };
+                let queued = Queued::new(item.clone(), now);
                 let bytes = serde_json::to_vec(&queued).map_err(corrupt)?;
                 let fresh = self
                     .forward_queue

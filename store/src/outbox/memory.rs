@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use proto::sync::{ObjectId, Priority};
 
 use super::{Added, ObjectRecord, Outbox, OutboxError};
-use crate::crash::Machine;
+use crate::crash::{Flushed, Machine, Replay};
 
 #[derive(Debug, Clone, Default)]
 struct State {
@@ -19,29 +19,18 @@ struct State {
     next_seq: u64,
 }
 
-impl State {
-    fn deliver(&mut self, id: &ObjectId, at: i64) {
+/// A delivery mark: the object and when the hospital receipted it.
+type Delivered = (ObjectId, i64);
+
+impl Replay<Delivered> for State {
+    fn apply(&mut self, (id, at): &Delivered) {
         if let Some(r) = self.objects.get_mut(id) {
-            r.delivered_at.get_or_insert(at);
+            r.delivered_at.get_or_insert(*at);
         }
     }
 }
 
-#[derive(Debug, Default)]
-struct Disk {
-    now: State,
-    durable: State,
-    /// Delivery marks since the last durable write, oldest first.
-    loose: Vec<(ObjectId, i64)>,
-    applied: u64,
-}
-
-impl Disk {
-    fn durable(&mut self) {
-        self.durable = self.now.clone();
-        self.loose.clear();
-    }
-}
+type Disk = Flushed<State, Delivered>;
 
 #[derive(Debug, Clone)]
 pub struct MemoryOutbox {
@@ -55,33 +44,17 @@ impl MemoryOutbox {
         Self {
             boot: machine.booted(),
             machine: machine.clone(),
-            disk: Arc::new(Mutex::new(Disk {
-                applied: machine.booted(),
-                ..Disk::default()
-            })),
+            disk: Arc::new(Mutex::new(Disk::new(State::default(), machine))),
         }
     }
 
     /// The same outbox after the machine powered on again.
     pub fn boot(&self) -> Self {
-        let boot = self.machine.booted();
-        let mut disk = self.lock();
-        if disk.applied != boot {
-            disk.applied = boot;
-            let mut state = disk.durable.clone();
-            let kept = self.machine.below(disk.loose.len() as u64 + 1) as usize;
-            for (id, at) in &disk.loose[..kept] {
-                state.deliver(id, *at);
-            }
-            disk.loose.clear();
-            disk.now = state.clone();
-            disk.durable = state;
-        }
-        drop(disk);
+        self.lock().reboot(&self.machine);
         Self {
             machine: self.machine.clone(),
             disk: self.disk.clone(),
-            boot,
+            boot: self.machine.booted(),
         }
     }
 
@@ -119,7 +92,7 @@ impl Outbox for MemoryOutbox {
             state.objects.insert(id.clone(), record);
             Added::Stored { new_version }
         };
-        disk.durable();
+        disk.sync();
         Ok(added)
     }
 
@@ -164,15 +137,14 @@ impl Outbox for MemoryOutbox {
             }
         }
         if !changed.is_empty() {
-            disk.durable();
+            disk.sync();
         }
         Ok(changed)
     }
 
     fn mark_delivered(&self, id: &ObjectId, at: i64) -> Result<(), OutboxError> {
         let mut disk = self.step()?;
-        disk.now.deliver(id, at);
-        disk.loose.push((id.clone(), at));
+        disk.loose((id.clone(), at));
         Ok(())
     }
 
@@ -184,7 +156,7 @@ impl Outbox for MemoryOutbox {
                 requeued.push((id.clone(), r.clone()));
             }
         }
-        disk.durable();
+        disk.sync();
         Ok(requeued)
     }
 }
