@@ -93,6 +93,19 @@ impl Cases {
         Ok(out)
     }
 
+    /// How people read the specialty a request names (`zh`: in Chinese): the roster's name
+    /// for it, or the name as the clinic sent it when the roster does not know it.
+    pub fn specialty_name(&self, name: &str, zh: bool) -> String {
+        let roster = self.router.as_ref().and_then(|r| r.reload().ok());
+        roster
+            .as_ref()
+            .and_then(|r| {
+                let id = r.specialty(name)?;
+                r.catalog.iter().find(|s| s.id == id)
+            })
+            .map_or_else(|| name.to_owned(), |s| s.name(zh).to_owned())
+    }
+
     /// The cases `user` works on, most urgent first, then oldest; `all` adds finished ones.
     pub fn worklist(&self, user: &User, all_scope: bool) -> Result<Vec<CaseRow>, CaseError> {
         let roster = self.router.as_ref().and_then(|r| r.reload().ok());

@@ -133,6 +133,37 @@ pub struct Rule {
     pub clinic: Option<Vec<String>>,
 }
 
+/// The specialties `pools` read, named by `listed`: a name with a Chinese character is the
+/// Chinese name, one without the English name (the first of each).
+fn catalog(
+    listed: &[RawSpecialty],
+    pools: &BTreeMap<String, Pool>,
+) -> Vec<proto::frame::Specialty> {
+    let read: BTreeSet<&String> = pools.values().flat_map(|p| &p.specialties).collect();
+    let mut out: Vec<proto::frame::Specialty> = listed
+        .iter()
+        .filter(|sp| read.contains(&sp.id))
+        .map(|sp| {
+            let chinese = |n: &&String| n.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c));
+            proto::frame::Specialty {
+                id: sp.id.clone(),
+                zh: sp.names.iter().find(chinese).cloned(),
+                en: sp.names.iter().find(|n| !chinese(n)).cloned(),
+            }
+        })
+        .collect();
+    for id in read {
+        if !out.iter().any(|s| &s.id == id) {
+            out.push(proto::frame::Specialty {
+                id: id.clone(),
+                zh: None,
+                en: None,
+            });
+        }
+    }
+    out
+}
+
 /// The validated `routing.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Roster {
@@ -143,6 +174,9 @@ pub struct Roster {
     pub rules: Vec<Rule>,
     /// Time to accept, per urgency.
     pub sla: BTreeMap<Urgency, Duration>,
+    /// The specialties some pool reads, as clinics' forms offer them: the `[[specialty]]`
+    /// entries first, in the file's order, then specialists' own.
+    pub catalog: Vec<proto::frame::Specialty>,
 }
 
 /// What is being routed.
@@ -407,12 +441,14 @@ impl Roster {
                 minutes(raw.sla.routine_accept_minutes, Urgency::Routine),
             ),
         ]);
+        let catalog = catalog(&raw.specialties, &pools);
         Ok(Self {
             specialty_names,
             specialists,
             pools,
             rules,
             sla,
+            catalog,
         })
     }
 

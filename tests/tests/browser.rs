@@ -39,6 +39,28 @@ fn log_in(b: &Browser, base: &str, name: &str) {
     }
 }
 
+/// Chooses the specialty whose option reads `shown` (its name in the page's language, or its
+/// id) on the new-consultation form, and returns the id the form sends.
+fn choose_specialty(b: &Browser, shown: &str) -> String {
+    let script = format!(
+        "const s = document.querySelector('select[name=specialty]');
+         const o = [...s.options].find(o => o.text === '{shown}' || o.value === '{shown}');
+         if (!o) return 'no option ' + [...s.options].map(o => o.text).join('|');
+         s.value = o.value; return o.value;"
+    );
+    let chosen = b.script(&script).unwrap();
+    chosen.as_str().unwrap_or_default().to_owned()
+}
+
+/// The hospital's specialties have reached the clinic: its form offers them.
+async fn wait_for_specialties(agent: &RunningAgent) {
+    let kept = agent.handle.specialties.clone();
+    assert!(
+        wait_until(Duration::from_secs(30), || kept.list().is_some()).await,
+        "the gateway sends its specialties when the link comes up"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_browser() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,6 +115,7 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
     }
     let clinic = format!("http://{}", daemon::client::local(agent.web_addr));
     let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
+    wait_for_specialties(&agent).await;
 
     let b = tokio::task::spawn_blocking(Browser::start)
         .await
@@ -129,7 +152,7 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
         b.goto(&format!("{clinic}/cases/new")).unwrap();
         b.click(&format!("input[value='{}']", study.study_uid)).unwrap();
         b.type_into("textarea[name=question]", "intracranial bleed?").unwrap();
-        b.type_into("input[name=specialty]", "radiology").unwrap();
+        choose_specialty(&b, "radiology");
         b.script("document.querySelector('select[name=urgency]').value = 'emergency'")
             .unwrap();
         b.type_into("input[name=consent_given_by]", "patient").unwrap();
@@ -284,6 +307,214 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
         b.goto(&format!("{hospital}/admin/audit")).unwrap();
         assert!(b.text("#audit").unwrap().contains("report"));
         shot(&b, "gateway-8-audit");
+    })
+    .await
+    .unwrap();
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
+
+/// A radiologist and a cardiologist on duty; the roster knows each specialty by its Chinese and
+/// English names, and a catch-all sends whatever radiology reads to radiology.
+const TWO_SPECIALTIES: &str = r#"
+[[specialist]]
+id = "li"
+name = "Li Wei"
+specialties = ["radiology"]
+qualification = "attending radiologist"
+years_independent = 12
+utc_offset = "+08:00"
+duty = ["daily 00:00-24:00"]
+
+[[specialist]]
+id = "zhang"
+name = "Zhang Min"
+specialties = ["cardiology"]
+qualification = "attending cardiologist"
+years_independent = 9
+utc_offset = "+08:00"
+duty = ["daily 00:00-24:00"]
+
+[[specialty]]
+id = "radiology"
+names = ["放射科", "影像科", "Radiology"]
+
+[[specialty]]
+id = "cardiology"
+names = ["心内科", "心血管内科", "Cardiology"]
+
+[[pool]]
+id = "radiology"
+members = ["li"]
+lead = "li"
+
+[[pool]]
+id = "cardiology"
+members = ["zhang"]
+lead = "zhang"
+
+[[rule]]
+id = "cardiology"
+pool = "cardiology"
+specialty = ["cardiology"]
+
+[[rule]]
+id = "other"
+pool = "radiology"
+"#;
+
+/// Issue 16, item 1: the doctor chooses "心内科" from the hospital's own list for an emergency
+/// ECG, and the on-duty cardiologist gets it; a specialty the roster does not know (typed
+/// before the clinic had the list) is given to nobody and raises an alert the administrator
+/// sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cardiology_emergency_chosen_in_chinese_reaches_the_cardiologist_and_an_unknown_specialty_waits(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let mut gw_config = pilot.gateway_config(link).unwrap();
+    let roster = gw_config.data_dir.join("routing.toml");
+    std::fs::create_dir_all(&gw_config.data_dir).unwrap();
+    std::fs::write(&roster, TWO_SPECIALTIES).unwrap();
+    gw_config.routing = Some(gateway::config::RoutingConfig {
+        file: roster,
+        check: Duration::from_millis(500),
+    });
+    let gw = RunningGateway::start(gw_config).unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    sign_up(
+        &agent.handle.accounts,
+        person("wang", Role::Doctor, "Dr Wang", None, None),
+    );
+    sign_up(
+        &gw.handle.accounts,
+        person("chen", Role::Admin, "Chen (IT)", None, None),
+    );
+    let patient = harness::samples::DemoPatient {
+        id: "P-ECG".into(),
+        name: "Test^Chest".into(),
+        sex: "M".into(),
+        birth_date: "19600101".into(),
+    };
+    let ecg = harness::samples::demo_ecg(&dir.path().join("ecg"), &patient).unwrap();
+    wait_for_specialties(&agent).await;
+    let offered: Vec<String> = agent
+        .handle
+        .specialties
+        .list()
+        .unwrap()
+        .iter()
+        .map(|s| s.name(true).to_owned())
+        .collect();
+    assert_eq!(
+        offered,
+        ["放射科", "心内科"],
+        "the roster's specialties, named in Chinese"
+    );
+
+    let clinic = format!("http://{}", daemon::client::local(agent.web_addr));
+    let b = tokio::task::spawn_blocking(Browser::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let b = tokio::task::spawn_blocking(move || {
+        log_in(&b, &clinic, "wang");
+        // The doctor works in Chinese.
+        b.goto(&format!("{clinic}/lang/zh")).unwrap();
+        b.goto(&format!("{clinic}/import")).unwrap();
+        let files: Vec<_> = ecg.files.iter().map(|p| p.display().to_string()).collect();
+        b.type_into("#files", &files.join("\n")).unwrap();
+        b.click("#import").unwrap();
+        b.find("#import-results tr[data-outcome=stored]").unwrap();
+        b.goto(&format!("{clinic}/cases/new")).unwrap();
+        b.click(&format!("input[value='{}']", ecg.study_uid))
+            .unwrap();
+        b.type_into("textarea[name=question]", "acute ST elevation?")
+            .unwrap();
+        // The form offers the hospital's list, not free text.
+        assert!(
+            !b.exists("input[name=specialty]"),
+            "no free text once the list is here"
+        );
+        assert_eq!(choose_specialty(&b, "心内科"), "cardiology");
+        b.script("document.querySelector('select[name=urgency]').value = 'emergency'")
+            .unwrap();
+        b.type_into("input[name=consent_given_by]", "patient")
+            .unwrap();
+        b.screenshot(&shots().join("routing-1-new-ecg-case.png"))
+            .unwrap();
+        b.resize(768, 1024).unwrap();
+        b.screenshot(&shots().join("routing-1-new-ecg-case-tablet.png"))
+            .unwrap();
+        b.resize(1366, 768).unwrap();
+        b.click("#send").unwrap();
+        b.find("ol.timeline").unwrap();
+        b
+    })
+    .await
+    .unwrap();
+    let url = b.url().unwrap();
+    let ecg_case = ConsultationId::parse(url.rsplit('/').next().unwrap())
+        .unwrap_or_else(|| panic!("the form leads to the new case's page, not {url}"));
+
+    // Typed as a name the roster does not know, before the clinic had the list.
+    let unknown = ConsultationId::new(daemon::now_ms() as u64, [5; 10]);
+    let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
+    for kind in request("P-2", "神经内科", Urgency::Urgent, daemon::now_ms()) {
+        agent
+            .handle
+            .consult
+            .append(&jinzhou, &unknown, "wang", daemon::now_ms(), kind)
+            .unwrap();
+    }
+
+    let site = gw.handle.consult.clone();
+    let (a, u) = (ecg_case.clone(), unknown.clone());
+    let settled = move || {
+        let get = |id: &ConsultationId| site.log.get(id).unwrap().map(|f| f.consultation);
+        let (ecg, unknown) = (get(&a), get(&u));
+        ecg.is_some_and(|c| c.state == State::Assigned)
+            && unknown.is_some_and(|c| c.unrouted.is_some())
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), settled).await,
+        "the ECG case is assigned and the unknown one waits unrouted"
+    );
+    let got = |id: &ConsultationId| gw.handle.consult.log.get(id).unwrap().unwrap().consultation;
+    let c = got(&ecg_case);
+    assert_eq!(c.specialty, "cardiology");
+    assert_eq!(c.urgency, Urgency::Emergency);
+    assert_eq!(
+        c.assignee.as_deref(),
+        Some("zhang"),
+        "the on-duty cardiologist"
+    );
+    let u = got(&unknown);
+    assert_eq!(u.assignee, None, "not given to radiology by the catch-all");
+    assert_eq!(u.state, State::Delivered);
+
+    // The administrator sees why it waits.
+    let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
+    let unknown_id = unknown.to_string();
+    tokio::task::spawn_blocking(move || {
+        log_in(&b, &hospital, "chen");
+        b.goto(&format!("{hospital}/admin/alerts")).unwrap();
+        let alerts = b.text("body").unwrap();
+        assert!(
+            alerts.contains(&unknown_id) && alerts.contains("神经内科"),
+            "the alert names the case and the specialty: {alerts}"
+        );
+        b.screenshot(&shots().join("routing-2-unrouted-alert.png"))
+            .unwrap();
+        b.resize(768, 1024).unwrap();
+        b.screenshot(&shots().join("routing-2-unrouted-alert-tablet.png"))
+            .unwrap();
     })
     .await
     .unwrap();

@@ -171,7 +171,7 @@ async fn case_page(
             section.card {
                 dl.facts {
                     dt { (lang.t("case.patient")) } dd { (c.patient.id) " · " (c.patient.name) " · " (c.patient.sex) " " (c.patient.birth_date) }
-                    dt { (lang.t("case.specialty")) } dd { (c.specialty) }
+                    dt { (lang.t("case.specialty")) } dd { (handle.specialties.find(&c.specialty).map_or(c.specialty.clone(), |s| s.name(lang == daemon::web::Lang::Zh).to_owned())) }
                     dt { (lang.t("case.assignee")) } dd { (c.assignee.as_deref().unwrap_or("—")) }
                     dt { (lang.t("case.consent")) }
                     dd { @match &c.consent {

@@ -42,11 +42,21 @@ async fn worklist(
 ) -> Response {
     let all = q.all.is_some();
     let user = session.user.clone();
-    let rows = match blocking(move || Ok(api.cases.read_worklist(&user, from, all)?)).await {
-        Ok(rows) => rows,
+    let lang = session.lang;
+    let zh = lang == daemon::web::Lang::Zh;
+    let listed = blocking(move || {
+        let rows = api.cases.read_worklist(&user, from, all)?;
+        let names: Vec<String> = rows
+            .iter()
+            .map(|r| api.cases.specialty_name(&r.specialty, zh))
+            .collect();
+        Ok((rows, names))
+    })
+    .await;
+    let (rows, names) = match listed {
+        Ok(v) => v,
         Err(e) => return failed(&session, e),
     };
-    let lang = session.lang;
     let now = now_ms();
     let body = html! {
         div data-refresh="30" data-now=(now) {
@@ -66,7 +76,7 @@ async fn worklist(
                         th { (lang.t("case.question")) } th { (lang.t("case.created")) }
                     } }
                     tbody {
-                        @for r in &rows {
+                        @for (r, specialty) in rows.iter().zip(&names) {
                             tr class=(urgency_class(r.urgency)) data-case=(r.id.as_str()) {
                                 td { (urgency_badge(lang, r.urgency)) }
                                 td { @if let Some(by) = r.accept_by_ms { span data-deadline=(by) { (daemon::client::utc(by)) } } }
@@ -74,7 +84,7 @@ async fn worklist(
                                      @if let Some(pool) = &r.waiting_in_pool { " " span.badge data-pool=(pool) { (lang.t("work.in_pool")) " " (pool) } } }
                                 td { (r.clinic) }
                                 td { (age_sex(&r.patient_sex, &r.patient_birth_date, now)) }
-                                td { (r.specialty) }
+                                td { (specialty) }
                                 td { a href={"/cases/" (r.id.as_str())} { (r.question) } }
                                 td { (time(r.created_at_ms)) }
                             }
@@ -119,6 +129,7 @@ async fn case_page(
     error: Option<String>,
 ) -> Response {
     let user = session.user.clone();
+    let zh = session.lang == daemon::web::Lang::Zh;
     let loaded = blocking(move || {
         let detail = api.cases.case(&user, from, &id)?;
         let c = &detail.consultation;
@@ -154,10 +165,11 @@ async fn case_page(
                     .collect::<Vec<_>>()
             })
             .unwrap_or_default();
-        Ok((detail, prior, roster))
+        let specialty = api.cases.specialty_name(&c.specialty, zh);
+        Ok((detail, prior, roster, specialty))
     })
     .await;
-    let (detail, prior, roster) = match loaded {
+    let (detail, prior, roster, specialty) = match loaded {
         Ok(v) => v,
         Err(e) => return failed(&session, e),
     };
@@ -179,7 +191,7 @@ async fn case_page(
                     dt { (lang.t("new.patient_id")) } dd { (c.patient.id) }
                     dt { (lang.t("case.age_sex")) } dd { (age_sex(&c.patient.sex, &c.patient.birth_date, now_ms())) " (" (c.patient.birth_date) ")" }
                     dt { (lang.t("case.clinic")) } dd { (c.clinic.as_str()) }
-                    dt { (lang.t("case.specialty")) } dd { (c.specialty) }
+                    dt { (lang.t("case.specialty")) } dd { (specialty) }
                     dt { (lang.t("case.assignee")) } dd { (c.assignee.as_deref().unwrap_or("—")) }
                     dt { (lang.t("case.consent")) }
                     dd { @match &c.consent {
