@@ -94,6 +94,8 @@ pub struct Handle {
     pub accounts: Arc<daemon::accounts::Accounts>,
     /// The hospital's specialties, as its gateway last sent them.
     pub specialties: Arc<specialties::Specialties>,
+    /// What doctors have typed on cases and not sent yet.
+    pub drafts: daemon::drafts::Drafts,
     sync_commands: mpsc::UnboundedSender<sync::SyncCommand>,
 }
 
@@ -286,6 +288,9 @@ pub fn start(
         clinic,
         accounts,
         specialties: Arc::new(specialties::Specialties::open(&config.data_dir)),
+        drafts: daemon::drafts::Drafts::new(Arc::new(
+            ::store::drafts::sled::SledDrafts::open(&db).map_err(|e| anyhow::anyhow!("{e}"))?,
+        )),
         sync_commands,
     };
     let seed = std::time::SystemTime::now()

@@ -77,6 +77,21 @@ pub struct ActionBody {
     /// `report`: the specialist signs before every image has arrived, knowingly.
     #[serde(default)]
     pub confirm_incomplete: bool,
+    /// `report` from the pages: the signer's password, asked again (a script's token is its
+    /// own proof). Checked by the page, never kept.
+    #[serde(default)]
+    pub password: Option<Password>,
+}
+
+/// A password typed into a form: never shown by `Debug`, so never in a log.
+#[derive(Default, Deserialize)]
+#[serde(transparent)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(…)")
+    }
 }
 
 impl Cases {

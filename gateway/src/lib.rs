@@ -240,6 +240,7 @@ pub fn start(
             consult: handle.consult.clone(),
             board: handle.board.clone(),
         },
+        drafts: daemon::drafts::Drafts::new(embedded.drafts.clone()),
         embedded,
         accounts: accounts.clone(),
         forward: forwarder.clone(),

@@ -37,6 +37,24 @@ struct RawRouting {
     rules: Vec<RawRule>,
     #[serde(default, rename = "specialty")]
     specialties: Vec<RawSpecialty>,
+    #[serde(default, rename = "template")]
+    templates: Vec<Template>,
+}
+
+/// A report template: the text a specialist starts a report of a specialty from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    /// Its specialty, by any of the specialty's names (the id once the roster is read).
+    pub specialty: String,
+    /// What the specialist chooses it by, e.g. "头颅 CT 未见异常".
+    pub name: String,
+    #[serde(default)]
+    pub findings: String,
+    #[serde(default)]
+    pub impression: String,
+    #[serde(default)]
+    pub recommendation: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +195,8 @@ pub struct Roster {
     /// The specialties some pool reads, as clinics' forms offer them: the `[[specialty]]`
     /// entries first, in the file's order, then specialists' own.
     pub catalog: Vec<proto::frame::Specialty>,
+    /// Report templates, by specialty id, in the file's order.
+    pub templates: Vec<Template>,
 }
 
 /// What is being routed.
@@ -442,6 +462,32 @@ impl Roster {
             ),
         ]);
         let catalog = catalog(&raw.specialties, &pools);
+        let mut templates = Vec::new();
+        for mut t in raw.templates {
+            let entry = format!("template {}", t.name);
+            if t.name.trim().is_empty() {
+                return Err(bad("template".into(), "name is empty".into()));
+            }
+            t.specialty = canonical(&t.specialty).ok_or_else(|| {
+                bad(
+                    entry.clone(),
+                    format!(
+                        "specialty '{}' is not a [[specialty]] or any specialist's",
+                        t.specialty
+                    ),
+                )
+            })?;
+            if templates
+                .iter()
+                .any(|o: &Template| o.specialty == t.specialty && o.name == t.name)
+            {
+                return Err(bad(
+                    entry,
+                    "the name is used twice for this specialty".into(),
+                ));
+            }
+            templates.push(t);
+        }
         Ok(Self {
             specialty_names,
             specialists,
@@ -449,6 +495,7 @@ impl Roster {
             rules,
             sla,
             catalog,
+            templates,
         })
     }
 
@@ -487,6 +534,17 @@ impl Roster {
         self.specialty_names
             .get(&name.trim().to_lowercase())
             .map(String::as_str)
+    }
+
+    /// The report templates of the specialty a request names.
+    pub fn templates(&self, specialty: &str) -> Vec<&Template> {
+        let Some(id) = self.specialty(specialty) else {
+            return Vec::new();
+        };
+        self.templates
+            .iter()
+            .filter(|t| t.specialty == id)
+            .collect()
     }
 
     /// The first rule matching `request`; none for a specialty the roster does not know.

@@ -12,6 +12,7 @@
 mod admin;
 mod board;
 mod cases;
+mod report;
 mod viewer;
 
 use axum::http::StatusCode;
@@ -32,6 +33,7 @@ pub fn routes() -> axum::Router<Api> {
         .route("/admin/links", get(board::links_page))
         .route("/admin/alerts", get(board::alerts_page))
         .merge(cases::routes())
+        .merge(report::routes())
         .merge(viewer::routes())
         .merge(admin::routes())
 }

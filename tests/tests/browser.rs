@@ -244,6 +244,8 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
         b.goto(&format!("{hospital}/cases/{case}")).unwrap();
         b.type_into("textarea[name=findings]", "Normal grey-white differentiation.").unwrap();
         b.type_into("textarea[name=impression]", impression).unwrap();
+        b.click("#preview").unwrap();
+        b.type_into("#password", PASSWORD).unwrap();
         b.click("#sign").unwrap();
         let report = b.text("#report").unwrap();
         assert!(report.contains(impression), "{report}");
@@ -518,6 +520,303 @@ async fn a_cardiology_emergency_chosen_in_chinese_reaches_the_cardiologist_and_a
     })
     .await
     .unwrap();
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
+
+/// One radiologist, with report templates for radiology.
+const RADIOLOGIST_WITH_TEMPLATES: &str = r#"
+[[specialist]]
+id = "li"
+name = "Li Wei"
+specialties = ["radiology"]
+qualification = "attending radiologist"
+years_independent = 12
+utc_offset = "+08:00"
+duty = ["daily 00:00-24:00"]
+
+[[pool]]
+id = "radiology"
+members = ["li"]
+lead = "li"
+
+[[rule]]
+id = "all"
+pool = "radiology"
+
+[[template]]
+specialty = "radiology"
+name = "CT head, normal"
+findings = "No intracranial haemorrhage. Ventricles normal."
+impression = "Normal CT head."
+"#;
+
+/// Waits until the draft form `css` has been saved since its last change.
+fn wait_saved(b: &Browser, css: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !b.exists(&format!("{css}[data-saved]")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{css} was never saved as a draft"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue 16, item 4: nothing typed is lost. The doctor's half-typed answer outlives the
+/// page's own refresh and a reload; the specialist's report outlives a restart of the
+/// gateway; a template starts a report; signing shows a preview and asks for the password
+/// again, and a wrong one signs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_typed_is_lost_and_signing_asks_for_the_password_after_a_preview() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let mut gw_config = pilot.gateway_config(link).unwrap();
+    let roster = gw_config.data_dir.join("routing.toml");
+    std::fs::create_dir_all(&gw_config.data_dir).unwrap();
+    std::fs::write(&roster, RADIOLOGIST_WITH_TEMPLATES).unwrap();
+    gw_config.routing = Some(gateway::config::RoutingConfig {
+        file: roster,
+        check: Duration::from_millis(500),
+    });
+    let gw = RunningGateway::start(gw_config.clone()).unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    sign_up(
+        &agent.handle.accounts,
+        person("wang", Role::Doctor, "Dr Wang", None, None),
+    );
+    let specialist = person(
+        "li",
+        Role::Specialist,
+        "Dr Li",
+        Some("li"),
+        Some("attending radiologist"),
+    );
+    sign_up(&gw.handle.accounts, specialist.clone());
+    let id = ConsultationId::new(daemon::now_ms() as u64, [6; 10]);
+    let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
+    for kind in request("P-9", "radiology", Urgency::Urgent, daemon::now_ms()) {
+        agent
+            .handle
+            .consult
+            .append(&jinzhou, &id, "wang", daemon::now_ms(), kind)
+            .unwrap();
+    }
+    let state =
+        |site: &daemon::replicate::Site| site.log.get(&id).unwrap().map(|f| f.consultation.state);
+    let site = gw.handle.consult.clone();
+    assert!(
+        wait_until(Duration::from_secs(60), || state(&site)
+            == Some(State::Assigned))
+        .await,
+        "the case reaches li"
+    );
+
+    // The specialist accepts it and asks the clinic a question.
+    let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
+    let b = tokio::task::spawn_blocking(Browser::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let case = id.clone();
+    let b = tokio::task::spawn_blocking(move || {
+        log_in(&b, &hospital, "li");
+        b.goto(&format!("{hospital}/cases/{case}")).unwrap();
+        b.click("#accept").unwrap();
+        b.find("#ask-form").unwrap();
+        b.type_into(
+            "#ask-form textarea[name=text]",
+            "Which side was the fall on?",
+        )
+        .unwrap();
+        b.click("#ask-form button").unwrap();
+        b.find("#report-form").unwrap();
+        b
+    })
+    .await
+    .unwrap();
+    let clinic_site = agent.handle.consult.clone();
+    assert!(
+        wait_until(Duration::from_secs(30), || state(&clinic_site)
+            == Some(State::AwaitingAnswer))
+        .await,
+        "the question reaches the clinic"
+    );
+
+    // The doctor starts an answer, looks elsewhere on the page, and the page's 15-second
+    // refresh comes and goes; then the browser reloads the page.
+    let clinic = format!("http://{}", daemon::client::local(agent.web_addr));
+    let half = "Left side, about two hours ago; he";
+    let case = id.clone();
+    let b = tokio::task::spawn_blocking(move || {
+        log_in(&b, &clinic, "wang");
+        b.goto(&format!("{clinic}/cases/{case}")).unwrap();
+        b.type_into("form.answer textarea[name=text]", half)
+            .unwrap();
+        b.script("window.__same_page = 1; document.activeElement.blur();")
+            .unwrap();
+        wait_saved(&b, "form.answer");
+        std::thread::sleep(Duration::from_secs(17));
+        let same = b.script("return window.__same_page === 1").unwrap();
+        assert_eq!(
+            same,
+            serde_json::json!(true),
+            "the refresh left the page alone"
+        );
+        let kept = b
+            .script("return document.querySelector('form.answer textarea').value")
+            .unwrap();
+        assert_eq!(kept, serde_json::json!(half));
+        b.goto(&format!("{clinic}/cases/{case}")).unwrap();
+        let reloaded = b
+            .script("return document.querySelector('form.answer textarea').value")
+            .unwrap();
+        assert_eq!(
+            reloaded,
+            serde_json::json!(half),
+            "the draft fills the form again"
+        );
+        b.screenshot(&shots().join("drafts-1-clinic-answer.png"))
+            .unwrap();
+        b.resize(768, 1024).unwrap();
+        b.screenshot(&shots().join("drafts-1-clinic-answer-tablet.png"))
+            .unwrap();
+        b.resize(1366, 768).unwrap();
+        // Sent, the draft is gone.
+        b.type_into("form.answer textarea[name=text]", " fell on the left.")
+            .unwrap();
+        b.click("form.answer button").unwrap();
+        b
+    })
+    .await
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || state(&site)
+            == Some(State::Accepted))
+        .await,
+        "the answer reaches the hospital"
+    );
+    assert!(
+        agent
+            .handle
+            .drafts
+            .load("wang", id.as_str(), "answer-1")
+            .is_empty()
+            && agent
+                .handle
+                .cases()
+                .answer_drafts(
+                    &agent.handle.accounts.get("wang").unwrap().unwrap(),
+                    &id,
+                    [1, 2, 3, 4, 5, 6, 7, 8]
+                )
+                .is_empty(),
+        "a sent answer leaves no draft"
+    );
+
+    // The specialist starts from a template and changes the impression; the draft is kept.
+    let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
+    let typed = "Normal CT head. No fracture seen.";
+    let case = id.clone();
+    let b = tokio::task::spawn_blocking(move || {
+        b.goto(&format!("{hospital}/cases/{case}")).unwrap();
+        b.click("#templates button").unwrap();
+        let findings = b
+            .script("return document.querySelector('textarea[name=findings]').value")
+            .unwrap();
+        assert_eq!(
+            findings,
+            serde_json::json!("No intracranial haemorrhage. Ventricles normal.")
+        );
+        b.script("document.querySelector('textarea[name=impression]').value = ''")
+            .unwrap();
+        b.type_into("textarea[name=impression]", typed).unwrap();
+        wait_saved(&b, "#report-form");
+        b
+    })
+    .await
+    .unwrap();
+
+    // The gateway restarts (sessions are in memory: li logs in again).
+    // The test's own handle on the database goes too.
+    drop(site);
+    gw.stop().await.unwrap();
+    // The stopped gateway's last tasks let go of its database a moment after it stops.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let gw = loop {
+        match RunningGateway::start(gw_config.clone()) {
+            Ok(gw) => break gw,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the gateway does not start again: {e:#}"),
+        }
+    };
+    let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
+    let case = id.clone();
+    let b = tokio::task::spawn_blocking(move || {
+        log_in(&b, &hospital, "li");
+        b.goto(&format!("{hospital}/cases/{case}")).unwrap();
+        let impression = b
+            .script("return document.querySelector('textarea[name=impression]').value")
+            .unwrap();
+        assert_eq!(
+            impression,
+            serde_json::json!(typed),
+            "the draft outlived the restart"
+        );
+        // The preview shows the report as it will be signed; a wrong password signs nothing.
+        b.click("#preview").unwrap();
+        assert!(b.text("#report").unwrap().contains(typed));
+        b.screenshot(&shots().join("drafts-2-report-preview.png"))
+            .unwrap();
+        b.resize(768, 1024).unwrap();
+        b.screenshot(&shots().join("drafts-2-report-preview-tablet.png"))
+            .unwrap();
+        b.resize(1366, 768).unwrap();
+        b.type_into("#password", "not the password").unwrap();
+        b.click("#sign").unwrap();
+        let refused = b.text("#action-error").unwrap();
+        assert!(!refused.is_empty());
+        assert!(!b.exists("#report"), "nothing signed");
+        let impression = b
+            .script("return document.querySelector('textarea[name=impression]').value")
+            .unwrap();
+        assert_eq!(
+            impression,
+            serde_json::json!(typed),
+            "the draft is still there"
+        );
+        b.click("#preview").unwrap();
+        b.type_into("#password", PASSWORD).unwrap();
+        b.click("#sign").unwrap();
+        let report = b.text("#report").unwrap();
+        assert!(report.contains(typed), "{report}");
+        assert!(!b.exists("#report-form"), "signed: no form left");
+        b
+    })
+    .await
+    .unwrap();
+    drop(b);
+    let c = gw
+        .handle
+        .consult
+        .log
+        .get(&id)
+        .unwrap()
+        .unwrap()
+        .consultation;
+    assert_eq!(c.state, State::Reported);
+    assert_eq!(c.report.unwrap().impression, typed);
+    // The audit log holds the failed and the good confirmation.
+    let log = std::fs::read_to_string(dir.path().join("gateway/data/audit.log")).unwrap();
+    assert!(log.contains("\"reauth_failed\"") && log.contains("\"reauth\""));
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }
