@@ -68,6 +68,19 @@ pub fn page(session: &Session, title: &str, body: Markup) -> Response {
 }
 
 /// An API refusal shown as a page.
+/// A case id from a page's path; a malformed one is a case that does not exist.
+pub(crate) fn parse_id(
+    session: &Session,
+    id: &str,
+) -> Result<proto::consult::ConsultationId, Response> {
+    proto::consult::ConsultationId::parse(id).ok_or_else(|| {
+        failed(
+            session,
+            ApiError::not_found(format!("no consultation {id}")),
+        )
+    })
+}
+
 pub fn failed(session: &Session, e: ApiError) -> Response {
     error_page(session.lang, e.status, &e.message)
 }

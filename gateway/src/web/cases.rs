@@ -98,14 +98,7 @@ async fn worklist(
     page(&session, lang.t("work.title"), body)
 }
 
-pub(super) fn parse_id(session: &Session, id: &str) -> Result<ConsultationId, Response> {
-    ConsultationId::parse(id).ok_or_else(|| {
-        failed(
-            session,
-            ApiError::not_found(format!("no consultation {id}")),
-        )
-    })
-}
+pub(super) use super::parse_id;
 
 #[derive(Deserialize)]
 struct CaseQuery {

@@ -19,8 +19,7 @@ use daemon::web::{CsrfForm, Lang};
 use maud::{html, Markup};
 use proto::consult::Report;
 
-use super::cases::parse_id;
-use super::{failed, page, Client};
+use super::{failed, page, parse_id, Client};
 use crate::access::{Action, CaseAction};
 use crate::api::{ActionBody, Api};
 use crate::consult::now_ms;
