@@ -262,6 +262,10 @@ pub fn start(
 )> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    // The pages show times in the clinic's own time zone when it is configured.
+    if let Some(routine) = &config.link.routine {
+        daemon::web::set_display_offset(routine.utc_offset_secs);
+    }
     let (store, db) = AgentStore::open_embedded(&config.data_dir)?;
     let store = Arc::new(store);
     let (sync_commands, queued) = mpsc::unbounded_channel();

@@ -339,9 +339,29 @@ pub fn error_page(lang: Lang, status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-/// Formats Unix milliseconds as UTC; `app.js` rewrites `<time>` into the browser's local time.
+/// Seconds east of UTC of the times the pages show: the site's own time zone, set once at
+/// start from its configuration (China's `+08:00` unless configured).
+static DISPLAY_OFFSET_SECS: std::sync::atomic::AtomicI64 =
+    std::sync::atomic::AtomicI64::new(8 * 3600);
+
+/// Sets the time zone the pages show times in, as seconds east of UTC.
+pub fn set_display_offset(secs: i64) {
+    DISPLAY_OFFSET_SECS.store(secs, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Unix milliseconds as the pages show them: `YYYY-MM-DD HH:MM:SS` in the site's time zone
+/// (the same in Chinese and English, and on every browser), with the UTC time and the zone as
+/// its tooltip.
 pub fn time(ms: i64) -> Markup {
-    html! { time data-ms=(ms) { (crate::client::utc(ms)) } }
+    let offset = DISPLAY_OFFSET_SECS.load(std::sync::atomic::Ordering::Relaxed);
+    let local = crate::client::utc(ms.saturating_add(offset.saturating_mul(1000)));
+    let zone = format!(
+        "UTC{}{:02}:{:02}",
+        if offset < 0 { '-' } else { '+' },
+        offset.abs() / 3600,
+        offset.abs() % 3600 / 60
+    );
+    html! { time data-ms=(ms) data-zone=(zone) title={(crate::client::utc(ms)) " UTC"} { (local) } }
 }
 
 /// The routes every daemon's web side has: log in and out, language, assets.

@@ -75,6 +75,8 @@ struct RawWeb {
     listen: Option<String>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
+    /// The hospital's time zone, for the times the pages show: `+08:00`.
+    utc_offset: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +91,9 @@ pub struct GatewayConfig {
     pub web_listen: SocketAddr,
     /// `[web] cert` and `key`: serve the web pages and API over HTTPS with this certificate.
     pub web_tls: Option<WebTls>,
+    /// `[web] utc_offset`: the pages show times in the hospital's time zone (seconds east of
+    /// UTC; China's `+08:00` by default).
+    pub web_utc_offset_secs: i64,
     pub metrics_listen: SocketAddr,
     /// `[routing]`: assign consultations automatically; without it an administrator does.
     pub routing: Option<RoutingConfig>,
@@ -255,6 +260,15 @@ impl GatewayConfig {
                 "[web] listen",
                 raw.web.listen.as_deref().unwrap_or(DEFAULT_WEB_LISTEN),
             )?,
+            web_utc_offset_secs: match raw.web.utc_offset.as_deref() {
+                None => 8 * 3600,
+                Some(text) => {
+                    proto::hours::parse_utc_offset(text).map_err(|why| ConfigError::Parse {
+                        path: path.display().to_string(),
+                        message: format!("[web] utc_offset = \"{text}\": {why}; write the hospital's time zone, e.g. \"+08:00\""),
+                    })?
+                }
+            },
             web_tls: match (raw.web.cert, raw.web.key) {
                 (None, None) => None,
                 (Some(cert), Some(key)) => Some(WebTls {

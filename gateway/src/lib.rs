@@ -168,6 +168,7 @@ pub fn start(
             metrics.clone(),
         )?))
     };
+    daemon::web::set_display_offset(config.web_utc_offset_secs);
     let consult = consult::open(&embedded, &config.data_dir)?;
     let audit: Arc<dyn store::audit::AuditLog> = Arc::new(audit::Audit::open_anchored(
         &config.data_dir.join(AUDIT_FILE),

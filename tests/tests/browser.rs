@@ -306,6 +306,17 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
         b.goto(&format!("{hospital}/admin/users")).unwrap();
         assert!(b.text("#users").unwrap().contains("Dr Li"));
         shot(&b, "gateway-7-users");
+        // Deactivating asks first: "no" changes nothing, "yes" deactivates.
+        let deactivate = "form[action='/admin/users/li/deactivate'] button";
+        b.script("window.confirm = function () { return false; }")
+            .unwrap();
+        b.click(deactivate).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(b.exists(deactivate), "a refused confirmation sends nothing");
+        b.script("window.confirm = function () { return true; }")
+            .unwrap();
+        b.click(deactivate).unwrap();
+        b.find("form[action='/admin/users/li/reactivate']").unwrap();
         b.goto(&format!("{hospital}/admin/audit")).unwrap();
         assert!(b.text("#audit").unwrap().contains("report"));
         shot(&b, "gateway-8-audit");

@@ -220,7 +220,7 @@ async fn case_page(
             }
             @if c.state.is_open() || c.state == CaseState::Draft {
                 h2 { (lang.t("act.cancel")) }
-                form method="post" action=(action("cancel")) {
+                form #cancel-form method="post" action=(action("cancel")) data-confirm=(lang.t("act.confirm_cancel")) {
                     input type="hidden" name="csrf" value=(csrf);
                     label { (lang.t("act.reason")) input name="reason" required; }
                     button.danger type="submit" { (lang.t("act.cancel")) }

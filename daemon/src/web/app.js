@@ -1,11 +1,6 @@
 // Progressive enhancement only: every page works without this file.
 (function () {
   "use strict";
-  // Local times for <time data-ms>.
-  document.querySelectorAll("time[data-ms]").forEach(function (t) {
-    var ms = Number(t.getAttribute("data-ms"));
-    if (ms > 0) { t.title = t.textContent; t.textContent = new Date(ms).toLocaleString(); }
-  });
   // Countdowns for [data-deadline] (Unix ms); the server's clock offset is taken into account.
   var skew = 0;
   var now = document.querySelector("[data-now]");
@@ -49,6 +44,12 @@
       location.reload();
     }, Number(main.getAttribute("data-refresh")) * 1000);
   }
+  // A form with data-confirm="question" asks before it is sent: what it does is hard to undo.
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (e) {
+      if (!window.confirm(form.getAttribute("data-confirm"))) { e.preventDefault(); e.stopImmediatePropagation(); }
+    });
+  });
   // Drafts: a form with data-draft="URL" is sent there a second after each change, and when
   // the page is left, so the server keeps what was typed (and fills the form with it again).
   document.querySelectorAll("form[data-draft]").forEach(function (form) {

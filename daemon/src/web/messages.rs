@@ -26,12 +26,33 @@ impl Lang {
 
     /// The label for `key` in this language.
     pub fn t(self, key: &str) -> &'static str {
-        match MESSAGES.iter().find(|(k, _, _)| *k == key) {
-            Some((_, zh, en)) => match self {
-                Lang::Zh => zh,
-                Lang::En => en,
-            },
-            None => "??",
+        self.find(key).unwrap_or("??")
+    }
+
+    /// The label for `key`, if there is one.
+    pub fn find(self, key: &str) -> Option<&'static str> {
+        MESSAGES
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, zh, en)| match self {
+                Lang::Zh => *zh,
+                Lang::En => *en,
+            })
+    }
+
+    /// An audit log action (`login_failed`, `refused_report`, …) in words; one this version
+    /// has no words for is shown as it is recorded.
+    pub fn audit_action(self, action: &str) -> String {
+        if let Some(words) = self.find(&format!("log.{action}")) {
+            return words.to_owned();
+        }
+        match action.strip_prefix("refused_") {
+            Some(what) => format!(
+                "{}: {}",
+                self.t("log.refused"),
+                self.find(&format!("log.{what}")).unwrap_or(what)
+            ),
+            None => action.to_owned(),
         }
     }
 }
@@ -46,6 +67,33 @@ pub(super) static MESSAGES: &[(&str, &str, &str)] = &[
     ("nav.cases", "会诊", "Cases"),
     ("nav.new_case", "新建会诊", "New consultation"),
     ("nav.import", "导入影像", "Import images"),
+    ("log.login", "登录", "Logged in"),
+    ("log.login_failed", "登录失败", "Failed login"),
+    ("log.login_locked", "账户暂时锁定（多次登录失败）", "Locked out after failed logins"),
+    ("log.login_deactivated", "已停用账户尝试登录", "Login to a deactivated account"),
+    ("log.logout", "退出登录", "Logged out"),
+    ("log.reauth", "签署前确认密码", "Password confirmed to sign"),
+    ("log.reauth_failed", "签署前密码错误", "Wrong password when signing"),
+    ("log.refused", "拒绝访问", "Refused"),
+    ("log.view", "查看病例", "Viewed a case"),
+    ("log.view_worklist", "查看工作列表", "Viewed the worklist"),
+    ("log.view_images", "打开阅片器", "Opened the viewer"),
+    ("log.view_image", "查看影像", "Viewed an image"),
+    ("log.view_prior", "查看既往病例", "Viewed prior cases"),
+    ("log.view_studies", "查看检查列表", "Viewed a clinic's studies"),
+    ("log.view_attachment", "查看附件", "Viewed an attachment"),
+    ("log.accept", "接诊", "Accepted"),
+    ("log.take", "从组内领取", "Took from the pool"),
+    ("log.ask", "向卫生院提问", "Asked the clinic"),
+    ("log.report", "签署报告", "Signed the report"),
+    ("log.addendum", "补充说明", "Added an addendum"),
+    ("log.decline", "退回", "Declined"),
+    ("log.assign", "指派", "Assigned"),
+    ("log.user_add", "新增账户", "Added an account"),
+    ("log.user_reset", "重置密码", "Reset a password"),
+    ("log.user_deactivate", "停用账户", "Deactivated an account"),
+    ("log.user_reactivate", "恢复账户", "Reactivated an account"),
+    ("log.backup", "备份", "Backup"),
     ("nav.set_aside", "待核对文件", "Set aside"),
     ("aside.title", "被搁置的文件", "Files set aside"),
     ("aside.help", "代理不能直接发送的文件都保存在这里，不会丢失。缺少患者 ID 的检查可以在此指定患者，之后即自动发送；原始文件保持不变。", "Files the agent could not send as they were are kept here, never lost. A study without a patient id can be given its patient here and is then sent; the original file stays as it was."),
@@ -215,6 +263,8 @@ pub(super) static MESSAGES: &[(&str, &str, &str)] = &[
     ("new.need_patient", "请选择影像或填写患者 ID。", "Choose a study or enter the patient ID."),
     ("act.acknowledge", "确认已阅读报告", "Acknowledge the report"),
     ("act.cancel", "取消会诊", "Cancel the consultation"),
+    ("act.confirm_cancel", "确定取消此会诊吗？取消后医院不再处理。", "Cancel this consultation? The hospital will no longer work on it."),
+    ("users.confirm_deactivate", "确定停用账户 {name} 吗？其会话立即失效；之后可以恢复。", "Deactivate {name}? Their sessions end now; the account can be reactivated later."),
     ("act.reason", "原因", "Reason"),
     ("act.submit", "发送", "Send"),
     ("act.consent", "记录知情同意", "Record consent"),
@@ -369,5 +419,25 @@ mod tests {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod audit_words {
+    use super::*;
+
+    #[test]
+    fn audit_actions_read_as_words_in_both_languages() {
+        assert_eq!(Lang::Zh.audit_action("login_failed"), "登录失败");
+        assert_eq!(
+            Lang::En.audit_action("refused_report"),
+            "Refused: Signed the report"
+        );
+        assert_eq!(Lang::Zh.audit_action("refused_view"), "拒绝访问: 查看病例");
+        assert_eq!(Lang::En.audit_action("something_new"), "something_new");
+        // Every key has both languages.
+        for (key, zh, en) in MESSAGES {
+            assert!(!zh.is_empty() && !en.is_empty(), "{key}");
+        }
     }
 }

@@ -87,7 +87,7 @@ async fn users_page(
                         }
                         " "
                         @if !u.deactivated && u.name != session.user.name {
-                            form.inline method="post" action={"/admin/users/" (u.name) "/deactivate"} {
+                            form.inline method="post" action={"/admin/users/" (u.name) "/deactivate"} data-confirm=(lang.t("users.confirm_deactivate").replace("{name}", &u.name)) {
                                 input type="hidden" name="csrf" value=(csrf);
                                 button.danger type="submit" { (lang.t("users.deactivate")) }
                             }
@@ -311,7 +311,7 @@ async fn audit(State(api): State<Api>, session: Session, Query(q): Query<AuditQu
             } }
             tbody { @for r in &shown {
                 tr {
-                    td { (r.seq) } td { (time(r.at_ms)) } td { (r.user) } td { (r.address) } td { (r.action) }
+                    td { (r.seq) } td { (time(r.at_ms)) } td { (r.user) } td { (r.address) } td data-action=(r.action) { (lang.audit_action(&r.action)) }
                     td { @if ConsultationId::parse(&r.target).is_some() { a href={"/cases/" (r.target)} { (r.target) } } @else { (r.target) } }
                 }
             } }
