@@ -35,7 +35,9 @@ pub enum WaveformError {
     Render(#[from] RenderError),
     #[error("the waveform cannot be drawn: {0}")]
     Malformed(String),
-    #[error("the waveform is larger than the viewer draws: {0}; open it in the hospital's ECG system")]
+    #[error(
+        "the waveform is larger than the viewer draws: {0}; open it in the hospital's ECG system"
+    )]
     TooLarge(String),
 }
 
@@ -431,10 +433,7 @@ fn text(obj: &InMemDicomObject, tag: dicom_object::Tag) -> String {
         .unwrap_or_default()
 }
 
-fn number<T: TryFrom<i64>>(
-    obj: &InMemDicomObject,
-    tag: dicom_object::Tag,
-) -> Option<T> {
+fn number<T: TryFrom<i64>>(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<T> {
     let v: i64 = obj.get(tag)?.to_int().ok()?;
     T::try_from(v).ok()
 }
@@ -878,7 +877,10 @@ mod tests {
         assert_eq!(lead_name("lead avr"), "aVR");
         assert_eq!(lead_name("V6"), "V6");
         assert_eq!(lead_name("Lead"), "Lead");
-        assert_eq!(lead_name("Pulmonary artery pressure"), "Pulmonary artery pressur");
+        assert_eq!(
+            lead_name("Pulmonary artery pressure"),
+            "Pulmonary artery pressur"
+        );
         assert_eq!(escape("<a&b>"), "&lt;a&amp;b&gt;");
     }
 }

@@ -238,6 +238,7 @@ pub(super) static MESSAGES: &[(&str, &str, &str)] = &[
     ("viewer.zoom_out", "缩小", "Zoom out"),
     ("viewer.zoom_reset", "复位", "Reset"),
     ("viewer.fullscreen", "全屏", "Full screen"),
+    ("viewer.fit", "适应宽度 / 实际大小", "Fit width / true size"),
     ("viewer.none", "该会诊的影像尚未到达。", "No images of this case have arrived yet."),
     ("viewer.cannot", "无法显示该图像", "This image cannot be shown"),
     ("pacs.title", "医院 PACS 转发", "Forwarding to the hospital PACS"),

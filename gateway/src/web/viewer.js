@@ -100,11 +100,13 @@
   }
   function setZoom(z) { zoom = Math.min(8, Math.max(1, z)); if (zoom === 1) { panX = 0; panY = 0; } place(); }
 
-  vp.querySelectorAll("[data-preset]").forEach(function (b) {
+  var presets = Array.prototype.slice.call(vp.querySelectorAll("[data-preset]"));
+  presets.forEach(function (b) {
     b.addEventListener("click", function (e) {
       e.preventDefault();
       var p = b.getAttribute("data-preset").split(",");
       if (p.length === 2) { wc = Number(p[0]); ww = Number(p[1]); } else { wc = null; ww = null; }
+      presets.forEach(function (o) { o.classList.toggle("current", o === b); });
       show(false);
     });
   });
@@ -163,6 +165,7 @@
     var k = Math.max(1, drag.ww / 256);
     ww = Math.max(1, drag.ww + dx * k);
     wc = drag.wc + dy * k;
+    presets.forEach(function (o) { o.classList.remove("current"); });
     show(true);
   });
 
@@ -217,6 +220,10 @@
     });
     function go(i) { i = Math.max(0, Math.min(slices.length - 1, i)); if (i !== index) { index = i; draw(); } }
     if (slider) slider.addEventListener("input", function () { go(Number(slider.value) - 1); });
+    // True size (the paper's millimetres) or the whole width of the box, as on a tablet.
+    var box = pic.parentNode, fit = document.getElementById("ecg-fit");
+    if (window.matchMedia("(max-width: 800px)").matches) box.classList.add("fit");
+    if (fit) fit.addEventListener("click", function () { box.classList.toggle("fit"); });
     document.addEventListener("keydown", function (e) {
       if (typing(e.target) || e.target === slider || slices.length < 2) return;
       if (e.key === "PageDown") { go(index + 1); e.preventDefault(); }

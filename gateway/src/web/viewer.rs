@@ -256,9 +256,6 @@ async fn viewer(
                     aside {
                         h2 { (lang.t("viewer.series")) }
                         (series_list(lang, &series, v.series))
-                        p.muted #viewer-help {
-                            (lang.t(if series[v.series].waveform { "viewer.ecg_help" } else { "viewer.help" }))
-                        }
                     }
                     (viewport_markup(lang, case, &series[v.series], v, paper))
                 }
@@ -332,7 +329,8 @@ fn viewport_markup(lang: Lang, case: &str, s: &Series, v: &Viewport, paper: Pape
                 } @else {
                     span.group #presets {
                         @for (key, w) in presets(&s.modality) {
-                            button.secondary type="button" data-preset=(w.map(|(c, w)| format!("{c},{w}")).unwrap_or_default()) { (lang.t(key)) } " "
+                            button.secondary type="button" class=[w.is_none().then_some("current")]
+                                data-preset=(w.map(|(c, w)| format!("{c},{w}")).unwrap_or_default()) { (lang.t(key)) } " "
                         }
                     }
                     span.group hidden[true] data-needs-js {
@@ -340,6 +338,9 @@ fn viewport_markup(lang: Lang, case: &str, s: &Series, v: &Viewport, paper: Pape
                         button.secondary type="button" #zoom-in title=(lang.t("viewer.zoom_in")) { "+" } " "
                         button.secondary type="button" #zoom-reset { (lang.t("viewer.zoom_reset")) } " "
                     }
+                }
+                @if s.waveform {
+                    button.secondary type="button" #ecg-fit hidden[true] data-needs-js { (lang.t("viewer.fit")) }
                 }
                 button.secondary type="button" #fullscreen hidden[true] data-needs-js { (lang.t("viewer.fullscreen")) }
             }
@@ -372,6 +373,7 @@ fn viewport_markup(lang: Lang, case: &str, s: &Series, v: &Viewport, paper: Pape
             @if total > 1 {
                 input #slice type="range" min="1" max=(total) value=(first_index + 1) aria-label=(lang.t("viewer.slice")) hidden[true] data-needs-js;
             }
+            p.muted #viewer-help { (lang.t(if s.waveform { "viewer.ecg_help" } else { "viewer.help" })) }
         }
     }
 }
