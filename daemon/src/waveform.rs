@@ -477,8 +477,7 @@ pub fn svg(ecg: &Ecg, paper: Paper) -> String {
     let left = round5(pulse + 6.0);
     let top = 5.0;
     let mut strips = Vec::new();
-    let rows;
-    if ecg.standard {
+    let rows = if ecg.standard {
         for (r, leads) in GRID.iter().enumerate() {
             for (c, &lead) in leads.iter().enumerate() {
                 let from = c as f64 * COLUMN_SECONDS;
@@ -499,7 +498,7 @@ pub fn svg(ecg: &Ecg, paper: Paper) -> String {
             x: left,
             y: top + 3.5 * row,
         });
-        rows = 4;
+        4
     } else {
         for lead in 0..ecg.leads.len() {
             strips.push(Strip {
@@ -510,8 +509,8 @@ pub fn svg(ecg: &Ecg, paper: Paper) -> String {
                 y: top + (lead as f64 + 0.5) * row,
             });
         }
-        rows = ecg.leads.len();
-    }
+        ecg.leads.len()
+    };
     let width = round5(left + MAX_SECONDS * speed + 5.0);
     let height = round5(top + rows as f64 * row + 10.0);
     let mut out = String::with_capacity(64 * 1024);

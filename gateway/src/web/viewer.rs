@@ -327,7 +327,7 @@ fn viewport_markup(lang: Lang, case: &str, s: &Series, v: &Viewport, paper: Pape
                         }
                     }
                 } @else {
-                    span.group #presets {
+                    span.group #presets hidden[true] data-needs-js {
                         @for (key, w) in presets(&s.modality) {
                             button.secondary type="button" class=[w.is_none().then_some("current")]
                                 data-preset=(w.map(|(c, w)| format!("{c},{w}")).unwrap_or_default()) { (lang.t(key)) } " "
