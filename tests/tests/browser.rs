@@ -3,8 +3,8 @@
 //! worklist, opens the viewer (the image has real, non-blank pixels), signs a report; the
 //! doctor sees the report; an administrator looks at the link board, alerts, users and audit
 //! log. Screenshots of every page, at 1366×768 and on an upright tablet, go to
-//! `target/screenshots/`. A second session scrolls a 24-slice head CT in the viewer and reads a
-//! 12-lead ECG, without the page loading again.
+//! `target/screenshots/`. A second session scrolls a 24-slice head CT and an ultrasound cine
+//! loop in the viewer and reads a 12-lead ECG, without the page loading again.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -304,7 +304,8 @@ const FRAME_SHOWN: &str =
     "const i = document.querySelector('#image'); return i.complete && i.naturalWidth > 0;";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_specialist_scrolls_a_24_slice_ct_and_reads_a_12_lead_ecg_without_the_page_reloading() {
+async fn a_specialist_scrolls_a_ct_and_a_cine_loop_and_reads_a_12_lead_ecg_without_the_page_reloading(
+) {
     let dir = tempfile::tempdir().unwrap();
     let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
     let link = free_udp_addr();
@@ -333,8 +334,15 @@ async fn a_specialist_scrolls_a_24_slice_ct_and_reads_a_12_lead_ecg_without_the_
     };
     let ct = harness::samples::demo_ct_head(&dir.path().join("ct"), &patient, 24).unwrap();
     let ecg = harness::samples::demo_ecg(&dir.path().join("ecg"), &patient).unwrap();
+    let cine = harness::samples::demo_us_cine(&dir.path().join("us"), &patient, 12).unwrap();
     let handle = agent.handle.clone();
-    let files: Vec<PathBuf> = ct.files.iter().chain(&ecg.files).cloned().collect();
+    let files: Vec<PathBuf> = ct
+        .files
+        .iter()
+        .chain(&ecg.files)
+        .chain(&cine.files)
+        .cloned()
+        .collect();
     tokio::task::spawn_blocking(move || {
         for f in &files {
             handle.ingest_file(f).unwrap();
@@ -346,7 +354,7 @@ async fn a_specialist_scrolls_a_24_slice_ct_and_reads_a_12_lead_ecg_without_the_
         "patient": {"id": "P-VIEW", "name": "", "sex": "", "birth_date": ""},
         "question": "q?", "specialty": "radiology", "urgency": "urgent",
         "consent": {"given_by": "patient", "method": "written"},
-        "studies": [ct.study_uid, ecg.study_uid], "submit": true,
+        "studies": [ct.study_uid, cine.study_uid, ecg.study_uid], "submit": true,
     });
     let (status, answer) = harness::http(
         daemon::client::local(agent.web_addr),
@@ -370,10 +378,10 @@ async fn a_specialist_scrolls_a_24_slice_ct_and_reads_a_12_lead_ecg_without_the_
                 .get(&case)
                 .unwrap()
                 .is_some_and(|f| f.consultation.assignee.is_some());
-            arrived == 25 && assigned
+            arrived == 26 && assigned
         })
         .await,
-        "the CT and the ECG reach the hospital and the case is assigned"
+        "the CT, the cine loop and the ECG reach the hospital and the case is assigned"
     );
 
     let _one = ONE_BROWSER.lock().await;
@@ -385,15 +393,16 @@ async fn a_specialist_scrolls_a_24_slice_ct_and_reads_a_12_lead_ecg_without_the_
     tokio::task::spawn_blocking(move || {
         log_in(&b, &hospital, "li");
         b.goto(&format!("{hospital}/cases/{id}/viewer")).unwrap();
-        // The series, not the instances, are listed: the CT and the ECG.
+        // The series, not the instances, are listed: the CT, the cine loop, the ECG.
         b.find("#series").unwrap();
         let listed = b
             .script("return Array.from(document.querySelectorAll('#series li')).map(l => l.textContent)")
             .unwrap();
         let listed: Vec<String> = serde_json::from_value(listed).unwrap();
-        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert_eq!(listed.len(), 3, "{listed:?}");
         assert!(listed[0].contains("CT") && listed[0].contains("24"), "{listed:?}");
-        assert!(listed[1].contains("ECG"), "{listed:?}");
+        assert!(listed[1].contains("US") && listed[1].contains('1'), "{listed:?}");
+        assert!(listed[2].contains("ECG"), "{listed:?}");
         b.wait_for(FRAME_SHOWN, &json!(true)).unwrap();
         assert_eq!(b.text("#slice-no").unwrap(), "1/24");
         // CT windows are offered for a CT.
@@ -444,9 +453,21 @@ async fn a_specialist_scrolls_a_24_slice_ct_and_reads_a_12_lead_ecg_without_the_
             1
         );
         shot(&b, "viewer-1-ct");
+        // A cine loop: its frames are the stack, scrolled the same way; only the image's own
+        // window is offered for ultrasound.
+        b.click("#series a[data-series='1']").unwrap();
+        b.wait_for(slice_no, &json!("1/12")).unwrap();
+        b.wait_for(FRAME_SHOWN, &json!(true)).unwrap();
+        assert!(!b.exists("button[data-preset='-600,1500']"), "no CT windows for US");
+        b.wheel("#stage", 100).unwrap();
+        b.press("#stage", keys::ARROW_DOWN).unwrap();
+        b.wait_for(slice_no, &json!("3/12")).unwrap();
+        let src = b.script("return document.querySelector('#image').getAttribute('src')").unwrap();
+        assert!(src.as_str().unwrap().ends_with("&frame=2"), "{src}");
+        b.wait_for(FRAME_SHOWN, &json!(true)).unwrap();
         // The ECG series: the SVG with its twelve leads and the rhythm strip; gain and speed,
         // no window presets.
-        b.click("#series a[data-series='1']").unwrap();
+        b.click("#series a[data-series='2']").unwrap();
         b.find("#waveform").unwrap();
         b.wait_for(
             "const i = document.querySelector('#waveform'); return i.complete && i.naturalWidth > 0;",
