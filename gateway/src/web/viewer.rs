@@ -149,6 +149,87 @@ struct Viewport {
     first: Result<daemon::render::FrameInfo, String>,
 }
 
+/// The case's series, and the viewport of the one asked for (by its place in the list, or as
+/// the series of an instance, from that instance; otherwise the first): its slices, each instance's header read by the
+/// structural walk, and its first frame's window.
+fn series_and_viewport(
+    api: &Api,
+    c: &proto::consult::Consultation,
+    series_asked: Option<usize>,
+    instance_asked: Option<usize>,
+) -> Result<(Vec<Series>, Option<Viewport>), ApiError> {
+    let shown = instances_of(api, c)?;
+    let mut series = series_of(&shown);
+    let local = |n: usize| api.cases.archive.objects().local_file(&shown[n].object);
+    for s in &mut series {
+        if let Ok(f) = local(s.instances[0]) {
+            s.about = daemon::render::describe(f.path()).unwrap_or_default();
+        }
+    }
+    let chosen = match (series_asked, instance_asked) {
+        (Some(s), _) => Some(s),
+        (None, Some(i)) => series.iter().position(|s| s.instances.contains(&i)),
+        (None, None) => None,
+    }
+    .filter(|s| *s < series.len())
+    .unwrap_or(0);
+    let viewport = series.get(chosen).map(|s| {
+        let mut slices = Vec::new();
+        let (mut start, mut total) = (0, 0usize);
+        for &n in &s.instances {
+            if total >= MAX_STACK {
+                break;
+            }
+            if instance_asked == Some(n) {
+                start = slices.len();
+            }
+            let about = if s.waveform {
+                Described {
+                    frames: 1,
+                    ..Described::default()
+                }
+            } else {
+                local(n)
+                    .ok()
+                    .and_then(|f| daemon::render::describe(f.path()).ok())
+                    .unwrap_or(Described {
+                        frames: 1,
+                        ..Described::default()
+                    })
+            };
+            // MAX_STACK fits a u32, so the fallback is never taken.
+            let f = about
+                .frames
+                .min(u32::try_from(MAX_STACK - total).unwrap_or(1));
+            total += f as usize;
+            slices.push(Slice {
+                n,
+                o: shown[n].object.to_string(),
+                f,
+                p: about.position,
+            });
+        }
+        let first = if s.waveform {
+            Ok(daemon::render::FrameInfo {
+                frames: 1,
+                window: (0.0, 0.0),
+            })
+        } else {
+            let n = slices.get(start).map_or(s.instances[0], |x| x.n);
+            local(n)
+                .map_err(|e| e.to_string())
+                .and_then(|f| daemon::render::info(f.path()).map_err(|e| e.to_string()))
+        };
+        Viewport {
+            series: chosen,
+            slices,
+            start,
+            first,
+        }
+    });
+    Ok((series, viewport))
+}
+
 async fn viewer(
     State(api): State<Api>,
     axum::extract::ConnectInfo(crate::https::Peer(from)): Client,
@@ -164,75 +245,7 @@ async fn viewer(
     let loaded = blocking(move || {
         let (folded, _) = api.cases.readable(&user, from, &id)?;
         api.cases.audited(&user, from, "view_images", &id)?;
-        let shown = instances_of(&api, &folded.consultation)?;
-        let mut series = series_of(&shown);
-        let local = |n: usize| api.cases.archive.objects().local_file(&shown[n].object);
-        for s in &mut series {
-            if let Ok(f) = local(s.instances[0]) {
-                s.about = daemon::render::describe(f.path()).unwrap_or_default();
-            }
-        }
-        let chosen = match (q.s, q.i) {
-            (Some(s), _) => Some(s),
-            (None, Some(i)) => series.iter().position(|s| s.instances.contains(&i)),
-            (None, None) => None,
-        }
-        .filter(|s| *s < series.len())
-        .unwrap_or(0);
-        let viewport = series.get(chosen).map(|s| {
-            let mut slices = Vec::new();
-            let (mut start, mut total) = (0, 0usize);
-            for &n in &s.instances {
-                if total >= MAX_STACK {
-                    break;
-                }
-                if q.i == Some(n) {
-                    start = slices.len();
-                }
-                let about = if s.waveform {
-                    Described {
-                        frames: 1,
-                        ..Described::default()
-                    }
-                } else {
-                    local(n)
-                        .ok()
-                        .and_then(|f| daemon::render::describe(f.path()).ok())
-                        .unwrap_or(Described {
-                            frames: 1,
-                            ..Described::default()
-                        })
-                };
-                // MAX_STACK fits a u32, so the fallback is never taken.
-                let f = about
-                    .frames
-                    .min(u32::try_from(MAX_STACK - total).unwrap_or(1));
-                total += f as usize;
-                slices.push(Slice {
-                    n,
-                    o: shown[n].object.to_string(),
-                    f,
-                    p: about.position,
-                });
-            }
-            let first = if s.waveform {
-                Ok(daemon::render::FrameInfo {
-                    frames: 1,
-                    window: (0.0, 0.0),
-                })
-            } else {
-                let n = slices.get(start).map_or(s.instances[0], |x| x.n);
-                local(n)
-                    .map_err(|e| e.to_string())
-                    .and_then(|f| daemon::render::info(f.path()).map_err(|e| e.to_string()))
-            };
-            Viewport {
-                series: chosen,
-                slices,
-                start,
-                first,
-            }
-        });
+        let (series, viewport) = series_and_viewport(&api, &folded.consultation, q.s, q.i)?;
         // Previews stand in for the series still on their way.
         let mut pending = api.cases.previews(&folded.consultation);
         pending.retain(|p| !p.complete());
