@@ -170,6 +170,29 @@ impl Browser {
         self.cmd("DELETE", "/actions", None).map(drop)
     }
 
+    /// Drags one finger from the middle of the element by `delta_y` pixels (negative: up),
+    /// in a few steps, as a touch screen would report it.
+    pub fn swipe(&self, css: &str, delta_y: i64) -> anyhow::Result<()> {
+        let el = self.find(css)?;
+        let mut steps = vec![
+            json!({"type": "pointerMove", "x": 0, "y": 0, "duration": 0, "origin": { (ELEMENT): el }}),
+            json!({"type": "pointerDown", "button": 0}),
+        ];
+        for k in 1..=5 {
+            steps.push(json!({
+                "type": "pointerMove", "x": 0, "y": delta_y * k / 5, "duration": 20,
+                "origin": { (ELEMENT): el }
+            }));
+        }
+        steps.push(json!({"type": "pointerUp", "button": 0}));
+        let actions = json!({"actions": [{
+            "type": "pointer", "id": "finger", "parameters": {"pointerType": "touch"},
+            "actions": steps
+        }]});
+        self.cmd("POST", "/actions", Some(actions))?;
+        self.cmd("DELETE", "/actions", None).map(drop)
+    }
+
     /// Waits up to 10 s for `script` to return `want`; the error says what it returned last.
     pub fn wait_for(&self, script: &str, want: &Value) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -434,8 +434,18 @@ async fn a_specialist_scrolls_a_ct_and_a_cine_loop_and_reads_a_12_lead_ecg_witho
             b.press("#stage", key).unwrap();
             b.wait_for(slice_no, &json!(want)).unwrap();
         }
-        // The slider follows, and moves the stack too.
+        // The slider follows.
         assert_eq!(b.script("return document.querySelector('#slice').value").unwrap(), "4");
+        // A finger drawn up the image moves on through the stack, as on a tablet.
+        b.swipe("#stage", -60).unwrap();
+        let after = b.script(slice_no).unwrap();
+        let after: usize = after.as_str().unwrap().split('/').next().unwrap().parse().unwrap();
+        assert!(after > 4, "a swipe up went from slice 4 to {after}");
+        b.press("#stage", keys::HOME).unwrap();
+        for _ in 0..3 {
+            b.press("#stage", keys::ARROW_DOWN).unwrap();
+        }
+        b.wait_for(slice_no, &json!("4/24")).unwrap();
         // The window chosen before scrolling is the one the slice is rendered with.
         let src = b.script("return document.querySelector('#image').getAttribute('src')").unwrap();
         let src = src.as_str().unwrap().to_owned();
