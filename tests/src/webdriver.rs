@@ -170,6 +170,19 @@ impl Browser {
         self.cmd("DELETE", "/actions", None).map(drop)
     }
 
+    /// Drags the mouse with its left button from the middle of the element by (`dx`, `dy`).
+    pub fn drag(&self, css: &str, dx: i64, dy: i64) -> anyhow::Result<()> {
+        let el = self.find(css)?;
+        let at = |x: i64, y: i64| json!({"type": "pointerMove", "x": x, "y": y, "duration": 50, "origin": { (ELEMENT): el }});
+        let actions = json!({"actions": [{
+            "type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
+            "actions": [at(0, 0), {"type": "pointerDown", "button": 0}, at(dx / 2, dy / 2),
+                        at(dx, dy), {"type": "pointerUp", "button": 0}]
+        }]});
+        self.cmd("POST", "/actions", Some(actions))?;
+        self.cmd("DELETE", "/actions", None).map(drop)
+    }
+
     /// Drags one finger from the middle of the element by `delta_y` pixels (negative: up),
     /// in a few steps, as a touch screen would report it.
     pub fn swipe(&self, css: &str, delta_y: i64) -> anyhow::Result<()> {

@@ -456,6 +456,24 @@ async fn a_specialist_scrolls_a_ct_and_a_cine_loop_and_reads_a_12_lead_ecg_witho
         let position = b.text("#slice-pos").unwrap();
         assert!(position.contains("15.0 mm"), "{position}");
         assert!(b.text("#wl").unwrap().contains("W 1500 L -600"));
+        // A left-drag sets its own window (wider to the right, level up and down), kept on the
+        // next slice too.
+        b.drag("#stage", 40, 20).unwrap();
+        let wl = b.text("#wl").unwrap();
+        assert!(wl.starts_with("W ") && wl != "W 1500 L -600", "{wl}");
+        b.press("#stage", keys::ARROW_DOWN).unwrap();
+        b.wait_for(slice_no, &json!("5/24")).unwrap();
+        assert_eq!(b.text("#wl").unwrap(), wl, "the dragged window is kept");
+        let (wc, ww) = (
+            b.script("return document.querySelector('#image').getAttribute('data-wc')").unwrap(),
+            b.script("return document.querySelector('#image').getAttribute('data-ww')").unwrap(),
+        );
+        let window = format!("&wc={}&ww={}", wc.as_str().unwrap(), ww.as_str().unwrap());
+        b.wait_for(
+            &format!("return document.querySelector('#image').getAttribute('src').endsWith('{window}')"),
+            &json!(true),
+        )
+        .unwrap();
         // No page was loaded since the mark: the same document, one navigation.
         assert_eq!(b.script("return window.__viewerMark").unwrap(), "kept");
         assert_eq!(
