@@ -95,6 +95,11 @@ pub struct CaseRow {
 }
 
 /// A consultation id as a path names it; an id that cannot be one names no case.
+/// The draft form of the answer to question `question`.
+fn answer_form(question: u64) -> String {
+    format!("answer-{question}")
+}
+
 pub fn parse_id(id: &str) -> Result<ConsultationId, CaseError> {
     ConsultationId::parse(id).ok_or_else(|| CaseError::NotFound(format!("no consultation {id}")))
 }
@@ -224,6 +229,48 @@ impl<'a> Cases<'a> {
             .handle
             .consult
             .append(self.here()?, id, &user.name, now_ms(), kind)?)
+    }
+
+    /// Keeps what `user` typed into the answer to question `question` of a case they may
+    /// answer.
+    pub fn save_answer_draft(
+        &self,
+        user: &User,
+        id: &ConsultationId,
+        question: u64,
+        text: &str,
+    ) -> Result<(), CaseError> {
+        self.allowed(user, id, |case| Action::Act(case, ClinicAction::Answer))?;
+        self.handle
+            .drafts
+            .save(
+                &user.name,
+                id.as_str(),
+                &answer_form(question),
+                [("text", text)],
+                now_ms(),
+            )
+            .map_err(|e| CaseError::invalid(e.to_string()))
+    }
+
+    /// What `user` has typed and not sent into the answer to each of `questions`.
+    pub fn answer_drafts(
+        &self,
+        user: &User,
+        id: &ConsultationId,
+        questions: impl IntoIterator<Item = u64>,
+    ) -> std::collections::BTreeMap<u64, String> {
+        questions
+            .into_iter()
+            .filter_map(|q| {
+                let text = self
+                    .handle
+                    .drafts
+                    .load(&user.name, id.as_str(), &answer_form(q))
+                    .remove("text")?;
+                Some((q, text))
+            })
+            .collect()
     }
 
     /// Creates a consultation (and sends it when asked and consent is recorded); nothing is
@@ -406,7 +453,16 @@ impl<'a> Cases<'a> {
             _ => None,
         };
         let sent_images = attached.is_some() || kind == EventKind::Submitted;
+        let answered = match &kind {
+            EventKind::QuestionAnswered { question, .. } => Some(*question),
+            _ => None,
+        };
         self.append(user, id, kind)?;
+        if let Some(q) = answered {
+            self.handle
+                .drafts
+                .clear(&user.name, id.as_str(), &answer_form(q));
+        }
         // Previews first: queued ahead of everything, they leave before the raised images do.
         if sent_images {
             self.previews(user, id);

@@ -19,6 +19,7 @@ pub mod link;
 pub mod metrics;
 pub mod preview;
 pub mod scp;
+pub mod specialties;
 pub mod status;
 pub mod sync;
 pub mod web;
@@ -91,6 +92,10 @@ pub struct Handle {
     pub clinic: Option<proto::ClinicId>,
     /// The people who use the agent's consultation API.
     pub accounts: Arc<daemon::accounts::Accounts>,
+    /// The hospital's specialties, as its gateway last sent them.
+    pub specialties: Arc<specialties::Specialties>,
+    /// What doctors have typed on cases and not sent yet.
+    pub drafts: daemon::drafts::Drafts,
     sync_commands: mpsc::UnboundedSender<sync::SyncCommand>,
 }
 
@@ -282,6 +287,10 @@ pub fn start(
         consult: consult.clone(),
         clinic,
         accounts,
+        specialties: Arc::new(specialties::Specialties::open(&config.data_dir)),
+        drafts: daemon::drafts::Drafts::new(Arc::new(
+            ::store::drafts::sled::SledDrafts::open(&db).map_err(|e| anyhow::anyhow!("{e}"))?,
+        )),
         sync_commands,
     };
     let seed = std::time::SystemTime::now()
@@ -314,6 +323,7 @@ pub fn start(
             sync: uploader,
             commands: queued,
             consult,
+            specialties: handle.specialties.clone(),
             backlog: {
                 let store = handle.store.clone();
                 link::watch_backlog(move || status::backlog(&store), shutdown.clone())

@@ -57,6 +57,8 @@ pub struct Traffic {
     pub consult: daemon::replicate::Site,
     /// The backlog to report to the gateway, refreshed off this loop ([`watch_backlog`]).
     pub backlog: tokio::sync::watch::Receiver<proto::frame::Backlog>,
+    /// Where the specialties the gateway sends are kept.
+    pub specialties: Arc<crate::specialties::Specialties>,
 }
 
 /// How often the agent tells the gateway its backlog.
@@ -104,6 +106,7 @@ pub async fn run(
         mut commands,
         consult,
         mut backlog,
+        specialties,
     } = traffic;
     let client = client_config(&config, &options)?;
     let socket = daemon::quic::bind(SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 0], 0)))
@@ -186,6 +189,14 @@ pub async fn run(
                             clinic.clone(),
                             consult.replica(),
                         )));
+                    }
+                }
+                AgentEvent::Specialties(list) => {
+                    let (kept, list) = (specialties.clone(), list.clone());
+                    // Awaited, so two lists in a row are kept in the order they came.
+                    let kept = tokio::task::spawn_blocking(move || kept.replace(list)).await;
+                    if let Ok(Err(e)) = kept {
+                        warn!(error = %e, "cannot keep the hospital's list of specialties");
                     }
                 }
                 AgentEvent::Down { .. } => {
@@ -380,6 +391,7 @@ fn report(event: AgentEvent, metrics: &Metrics, status: &SharedStatus) {
             });
         }
         AgentEvent::VersionMismatch { message } => error!("{message}"),
+        AgentEvent::Specialties(_) => {}
     }
 }
 

@@ -53,6 +53,7 @@ pub fn routes() -> axum::Router<Handle> {
         .route("/cases/{id}", get(cases::case))
         .route("/cases/{id}/print", get(cases::print))
         .route("/cases/{id}/act/{action}", post(cases::act))
+        .route("/cases/{id}/draft/{form}", post(cases::save_draft))
 }
 
 fn page(session: &Session, title: &str, body: Markup) -> Response {

@@ -244,6 +244,20 @@ impl Accounts {
         result
     }
 
+    /// Asks `name` for their password again before an act that cannot be undone (signing a
+    /// report): throttled like a login, so the form is no way to guess a password, and
+    /// recorded in the audit log as `reauth` or `reauth_failed`.
+    pub fn reconfirm(&self, name: &str, password: &str, from: &str) -> Result<(), AccountError> {
+        let result = self.login(name, password);
+        let action = if result.is_ok() {
+            "reauth"
+        } else {
+            "reauth_failed"
+        };
+        self.record(name, from, action)?;
+        result.map(drop)
+    }
+
     /// [`Self::revoke`] of a session or token, recorded as `logout` of its user.
     pub fn logout_from(&self, token: &str, from: &str) -> Result<(), AccountError> {
         if let Some(user) = self.resolve(token)? {

@@ -13,6 +13,7 @@ pub mod client;
 pub mod compress;
 pub mod config;
 pub mod dimse;
+pub mod drafts;
 pub mod frames;
 pub mod login;
 pub mod private;

@@ -28,6 +28,8 @@ use crate::https::Peer;
 pub struct Api {
     /// The consultations: worklists, cases, actions (checked, audited).
     pub cases: Cases,
+    /// What people have typed on cases and not sent yet.
+    pub drafts: daemon::drafts::Drafts,
     /// What is not behind a storage port yet: the backup's export.
     pub embedded: crate::storage::Embedded,
     pub accounts: Arc<Accounts>,

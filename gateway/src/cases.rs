@@ -77,6 +77,21 @@ pub struct ActionBody {
     /// `report`: the specialist signs before every image has arrived, knowingly.
     #[serde(default)]
     pub confirm_incomplete: bool,
+    /// `report` from the pages: the signer's password, asked again (a script's token is its
+    /// own proof). Checked by the page, never kept.
+    #[serde(default)]
+    pub password: Option<Password>,
+}
+
+/// A password typed into a form: never shown by `Debug`, so never in a log.
+#[derive(Default, Deserialize)]
+#[serde(transparent)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(…)")
+    }
 }
 
 impl Cases {
@@ -91,6 +106,19 @@ impl Cases {
             out.entry(c).or_default();
         }
         Ok(out)
+    }
+
+    /// How people read the specialty a request names (`zh`: in Chinese): the roster's name
+    /// for it, or the name as the clinic sent it when the roster does not know it.
+    pub fn specialty_name(&self, name: &str, zh: bool) -> String {
+        let roster = self.router.as_ref().and_then(|r| r.reload().ok());
+        roster
+            .as_ref()
+            .and_then(|r| {
+                let id = r.specialty(name)?;
+                r.catalog.iter().find(|s| s.id == id)
+            })
+            .map_or_else(|| name.to_owned(), |s| s.name(zh).to_owned())
     }
 
     /// The cases `user` works on, most urgent first, then oldest; `all` adds finished ones.

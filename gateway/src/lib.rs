@@ -181,12 +181,25 @@ pub fn start(
         embedded.board.clone(),
         consult::now_ms(),
     )?);
+    let router = config.routing.as_ref().map(|r| {
+        let router = Arc::new(router::Router::new(
+            consult.clone(),
+            archive.clone(),
+            metrics.clone(),
+            r.file.clone(),
+        ));
+        // Loaded now, so the first clinics to connect get its specialties (a bad file is
+        // reported by the router's first pass).
+        let _ = router.reload();
+        router
+    });
     let link = Arc::new(link::Link::new(
         config.link.clone(),
         metrics.clone(),
         archive.clone(),
         consult.clone(),
         board,
+        router.as_ref().map(|r| r.catalog()),
     ));
     let handle = Handle {
         metrics: metrics.clone(),
@@ -209,14 +222,6 @@ pub fn start(
     };
     let scheme = if web_tls.is_some() { "https" } else { "http" };
     info!(web = %web_listener.local_addr()?, scheme, "web pages and API listening");
-    let router = config.routing.as_ref().map(|r| {
-        Arc::new(router::Router::new(
-            consult.clone(),
-            archive.clone(),
-            metrics.clone(),
-            r.file.clone(),
-        ))
-    });
     let router_task = router
         .clone()
         .zip(config.routing.as_ref())
@@ -235,6 +240,7 @@ pub fn start(
             consult: handle.consult.clone(),
             board: handle.board.clone(),
         },
+        drafts: daemon::drafts::Drafts::new(embedded.drafts.clone()),
         embedded,
         accounts: accounts.clone(),
         forward: forwarder.clone(),

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use certs::tls::{RefusedClient, ServerFiles};
+use proto::frame::ControlFrame;
 use proto::session::{Action, GatewayEvent, GatewaySession, SessionConfig};
 use proto::version::{self, Negotiated};
 use proto::{ClinicId, CloseCode};
@@ -149,6 +150,22 @@ pub struct Link {
     consult: daemon::replicate::Site,
     pub live: Arc<LiveLinks>,
     pub board: Arc<crate::board::Board>,
+    /// The routing roster's specialties, sent to each clinic as it connects and again when
+    /// they change (none without `[routing]`).
+    catalog: Option<Catalog>,
+}
+
+type Catalog = tokio::sync::watch::Receiver<Vec<proto::frame::Specialty>>;
+
+/// Waits for the next change of `catalog`; forever when there is none to watch.
+async fn catalog_changed(catalog: &mut Option<Catalog>) {
+    let watched = match catalog {
+        Some(c) => c.changed().await.is_ok(),
+        None => false,
+    };
+    if !watched {
+        std::future::pending::<()>().await;
+    }
 }
 
 impl Link {
@@ -158,6 +175,7 @@ impl Link {
         archive: Arc<GatewayArchive>,
         consult: daemon::replicate::Site,
         board: Arc<crate::board::Board>,
+        catalog: Option<Catalog>,
     ) -> Self {
         let session = SessionConfig::new(
             env!("CARGO_PKG_VERSION"),
@@ -173,6 +191,7 @@ impl Link {
             consult,
             live: Arc::default(),
             board,
+            catalog,
         }
     }
 
@@ -352,6 +371,7 @@ impl Link {
         let mut expires: Option<i64> = None;
         let mut objects: Option<tokio::task::JoinHandle<()>> = None;
         let mut stats_every = tokio::time::interval(Duration::from_secs(5));
+        let mut catalog = self.catalog.clone();
         loop {
             let mut sent_frame = false;
             while let Some(action) = session.poll_action() {
@@ -420,6 +440,13 @@ impl Link {
                             .map(|c| (c.not_after.unix_timestamp_nanos() / 1_000_000) as i64);
                         self.board
                             .up(&clinic, crate::consult::now_ms(), &agent_version, expires);
+                        if let Some(c) = catalog.as_mut() {
+                            let list = c.borrow_and_update().clone();
+                            let frame = ControlFrame::Specialties { list };
+                            if let Err(e) = send.write_all(&frame.encode()).await {
+                                debug!(error = %e, "control stream write failed");
+                            }
+                        }
                         self.metrics.link_connects.get_or_create(&label).inc();
                         self.metrics.link_up.get_or_create(&label).set(1);
                         info!(agent_version, minor, "clinic link up");
@@ -489,6 +516,12 @@ impl Link {
                             loss,
                             stats.udp_rx.bytes,
                         );
+                    }
+                }
+                _ = catalog_changed(&mut catalog), if registered.is_some() => {
+                    let list = catalog.as_mut().map(|c| c.borrow_and_update().clone()).unwrap_or_default();
+                    if let Err(e) = send.write_all(&ControlFrame::Specialties { list }.encode()).await {
+                        debug!(error = %e, "control stream write failed");
                     }
                 }
                 _ = shutdown.cancelled() => session.close(CloseCode::Shutdown, "gateway shutting down".into()),

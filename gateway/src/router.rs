@@ -38,6 +38,8 @@ pub struct Router {
     unroutable: Mutex<BTreeSet<proto::consult::ConsultationId>>,
     /// Why the roster on disk could not be loaded, while it cannot (the alerts page says so).
     refused: Mutex<Option<String>>,
+    /// The roster in force's specialties, for the clinics' links.
+    catalog: tokio::sync::watch::Sender<Vec<proto::frame::Specialty>>,
 }
 
 impl Router {
@@ -56,7 +58,13 @@ impl Router {
             alerted: Mutex::new(BTreeSet::new()),
             unroutable: Mutex::new(BTreeSet::new()),
             refused: Mutex::new(None),
+            catalog: tokio::sync::watch::Sender::new(Vec::new()),
         }
+    }
+
+    /// The specialties of the roster in force, changing with it (empty while there is none).
+    pub fn catalog(&self) -> tokio::sync::watch::Receiver<Vec<proto::frame::Specialty>> {
+        self.catalog.subscribe()
     }
 
     /// Why `routing.toml` as it is on disk is not in force, if it is not.
@@ -100,6 +108,13 @@ impl Router {
                     "routing roster loaded"
                 );
                 *current = Some((modified, roster.clone()));
+                self.catalog.send_if_modified(|list| {
+                    let changed = *list != roster.catalog;
+                    if changed {
+                        list.clone_from(&roster.catalog);
+                    }
+                    changed
+                });
                 Ok(roster)
             }
             Err(e) => match current.as_mut() {

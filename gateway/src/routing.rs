@@ -37,6 +37,24 @@ struct RawRouting {
     rules: Vec<RawRule>,
     #[serde(default, rename = "specialty")]
     specialties: Vec<RawSpecialty>,
+    #[serde(default, rename = "template")]
+    templates: Vec<Template>,
+}
+
+/// A report template: the text a specialist starts a report of a specialty from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    /// Its specialty, by any of the specialty's names (the id once the roster is read).
+    pub specialty: String,
+    /// What the specialist chooses it by, e.g. "头颅 CT 未见异常".
+    pub name: String,
+    #[serde(default)]
+    pub findings: String,
+    #[serde(default)]
+    pub impression: String,
+    #[serde(default)]
+    pub recommendation: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +151,37 @@ pub struct Rule {
     pub clinic: Option<Vec<String>>,
 }
 
+/// The specialties `pools` read, named by `listed`: a name with a Chinese character is the
+/// Chinese name, one without the English name (the first of each).
+fn catalog(
+    listed: &[RawSpecialty],
+    pools: &BTreeMap<String, Pool>,
+) -> Vec<proto::frame::Specialty> {
+    let read: BTreeSet<&String> = pools.values().flat_map(|p| &p.specialties).collect();
+    let mut out: Vec<proto::frame::Specialty> = listed
+        .iter()
+        .filter(|sp| read.contains(&sp.id))
+        .map(|sp| {
+            let chinese = |n: &&String| n.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c));
+            proto::frame::Specialty {
+                id: sp.id.clone(),
+                zh: sp.names.iter().find(chinese).cloned(),
+                en: sp.names.iter().find(|n| !chinese(n)).cloned(),
+            }
+        })
+        .collect();
+    for id in read {
+        if !out.iter().any(|s| &s.id == id) {
+            out.push(proto::frame::Specialty {
+                id: id.clone(),
+                zh: None,
+                en: None,
+            });
+        }
+    }
+    out
+}
+
 /// The validated `routing.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Roster {
@@ -143,6 +192,11 @@ pub struct Roster {
     pub rules: Vec<Rule>,
     /// Time to accept, per urgency.
     pub sla: BTreeMap<Urgency, Duration>,
+    /// The specialties some pool reads, as clinics' forms offer them: the `[[specialty]]`
+    /// entries first, in the file's order, then specialists' own.
+    pub catalog: Vec<proto::frame::Specialty>,
+    /// Report templates, by specialty id, in the file's order.
+    pub templates: Vec<Template>,
 }
 
 /// What is being routed.
@@ -407,12 +461,41 @@ impl Roster {
                 minutes(raw.sla.routine_accept_minutes, Urgency::Routine),
             ),
         ]);
+        let catalog = catalog(&raw.specialties, &pools);
+        let mut templates = Vec::new();
+        for mut t in raw.templates {
+            let entry = format!("template {}", t.name);
+            if t.name.trim().is_empty() {
+                return Err(bad("template".into(), "name is empty".into()));
+            }
+            t.specialty = canonical(&t.specialty).ok_or_else(|| {
+                bad(
+                    entry.clone(),
+                    format!(
+                        "specialty '{}' is not a [[specialty]] or any specialist's",
+                        t.specialty
+                    ),
+                )
+            })?;
+            if templates
+                .iter()
+                .any(|o: &Template| o.specialty == t.specialty && o.name == t.name)
+            {
+                return Err(bad(
+                    entry,
+                    "the name is used twice for this specialty".into(),
+                ));
+            }
+            templates.push(t);
+        }
         Ok(Self {
             specialty_names,
             specialists,
             pools,
             rules,
             sla,
+            catalog,
+            templates,
         })
     }
 
@@ -451,6 +534,17 @@ impl Roster {
         self.specialty_names
             .get(&name.trim().to_lowercase())
             .map(String::as_str)
+    }
+
+    /// The report templates of the specialty a request names.
+    pub fn templates(&self, specialty: &str) -> Vec<&Template> {
+        let Some(id) = self.specialty(specialty) else {
+            return Vec::new();
+        };
+        self.templates
+            .iter()
+            .filter(|t| t.specialty == id)
+            .collect()
     }
 
     /// The first rule matching `request`; none for a specialty the roster does not know.

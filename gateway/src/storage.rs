@@ -26,6 +26,8 @@ pub enum StorageError {
     Objects(#[from] ObjectError),
     #[error(transparent)]
     Board(#[from] BoardError),
+    #[error(transparent)]
+    Drafts(#[from] store::drafts::DraftError),
 }
 
 /// One data folder: `index/` (sled), `objects/`, `partials/`, `tmp/`; with the background
@@ -39,6 +41,8 @@ pub struct Embedded {
     pub objects: Arc<FileObjects>,
     /// The link board's facts and history.
     pub board: Arc<SledBoard>,
+    /// What people have typed on cases and not sent yet.
+    pub drafts: Arc<store::drafts::sled::SledDrafts>,
     pub leases: Arc<dyn Leases>,
     pub notifier: Arc<dyn Notifier>,
     /// This node's name in the leases.
@@ -61,6 +65,7 @@ impl Embedded {
             index: Arc::new(SledIndex::open(&db, gate.clone())?),
             objects: Arc::new(FileObjects::open(data_dir)?),
             board: Arc::new(SledBoard::open(&db)?),
+            drafts: Arc::new(store::drafts::sled::SledDrafts::open(&db)?),
             leases: Arc::new(MemoryLeases::default()),
             notifier: Arc::new(MemoryNotifier::default()),
             node: format!("gateway-{}", std::process::id()).into(),

@@ -12,6 +12,7 @@
 mod admin;
 mod board;
 mod cases;
+mod report;
 mod viewer;
 
 use axum::http::StatusCode;
@@ -32,6 +33,7 @@ pub fn routes() -> axum::Router<Api> {
         .route("/admin/links", get(board::links_page))
         .route("/admin/alerts", get(board::alerts_page))
         .merge(cases::routes())
+        .merge(report::routes())
         .merge(viewer::routes())
         .merge(admin::routes())
 }
@@ -66,6 +68,19 @@ pub fn page(session: &Session, title: &str, body: Markup) -> Response {
 }
 
 /// An API refusal shown as a page.
+/// A case id from a page's path; a malformed one is a case that does not exist.
+pub(crate) fn parse_id(
+    session: &Session,
+    id: &str,
+) -> Result<proto::consult::ConsultationId, Response> {
+    proto::consult::ConsultationId::parse(id).ok_or_else(|| {
+        failed(
+            session,
+            ApiError::not_found(format!("no consultation {id}")),
+        )
+    })
+}
+
 pub fn failed(session: &Session, e: ApiError) -> Response {
     error_page(session.lang, e.status, &e.message)
 }

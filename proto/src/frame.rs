@@ -91,6 +91,10 @@ pub enum ControlFrame {
     /// The agent's account of what it still has to send, every few seconds on the control
     /// stream (minor version addition), for the hospital's link board.
     Backlog(Backlog),
+    /// The specialties the hospital's roster routes, with the names doctors read, on the
+    /// control stream when the link comes up and whenever the roster changes (gateway, minor
+    /// version 2). The agent keeps the last list, so its form works offline.
+    Specialties { list: Vec<Specialty> },
     /// A frame type from a newer minor version; ignored.
     #[serde(other)]
     Unknown,
@@ -110,6 +114,44 @@ pub struct Backlog {
     /// Files the agent refused and set aside.
     #[serde(default)]
     pub quarantined: u64,
+}
+
+/// A specialty a consultation can ask for: the id the request carries, and its names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Specialty {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zh: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub en: Option<String>,
+}
+
+/// At most this many specialties in a list, and this many characters in an id or a name.
+pub const MAX_SPECIALTIES: usize = 200;
+pub const MAX_SPECIALTY_NAME: usize = 64;
+
+impl Specialty {
+    /// Its name in Chinese (`zh == true`) or English, the other when it has only one, else its
+    /// id.
+    pub fn name(&self, zh: bool) -> &str {
+        let (first, second) = if zh {
+            (&self.zh, &self.en)
+        } else {
+            (&self.en, &self.zh)
+        };
+        first.as_deref().or(second.as_deref()).unwrap_or(&self.id)
+    }
+
+    /// Whether a peer's entry can be kept: a non-empty id, names of bounded length, no control
+    /// characters.
+    pub fn is_sane(&self) -> bool {
+        let ok = |s: &str| {
+            !s.trim().is_empty()
+                && s.chars().count() <= MAX_SPECIALTY_NAME
+                && !s.chars().any(char::is_control)
+        };
+        ok(&self.id) && self.zh.as_deref().is_none_or(ok) && self.en.as_deref().is_none_or(ok)
+    }
 }
 
 /// A study and the number of its instances the clinic holds.
@@ -145,6 +187,7 @@ impl ControlFrame {
             ControlFrame::Reoffered => "reoffered",
             ControlFrame::Event { .. } => "event",
             ControlFrame::Backlog(_) => "backlog",
+            ControlFrame::Specialties { .. } => "specialties",
             ControlFrame::Unknown => "unknown",
         }
     }

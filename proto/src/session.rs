@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::close::CloseCode;
-use crate::frame::ControlFrame;
+use crate::frame::{ControlFrame, Specialty, MAX_SPECIALTIES};
 use crate::heartbeat::{Heard, Heartbeat, HeartbeatConfig};
 use crate::version::{self, Negotiated};
 
@@ -84,6 +84,9 @@ pub enum AgentEvent {
     Down { reason: String, retry_in: Duration },
     /// The gateway speaks no version we speak; the message says who must upgrade.
     VersionMismatch { message: String },
+    /// The roster's specialties, as the gateway sent them (entries a peer cannot mean are
+    /// dropped, and the list is cut at [`MAX_SPECIALTIES`]).
+    Specialties(Vec<Specialty>),
 }
 
 #[derive(Debug)]
@@ -241,15 +244,19 @@ impl AgentSession {
                     let smoothed = heartbeat.rtt().unwrap_or(sample);
                     self.events.push_back(AgentEvent::Rtt { sample, smoothed });
                 }
-                Heard::Nothing => {
-                    if !matches!(frame, ControlFrame::Pong { .. } | ControlFrame::Unknown) {
-                        self.fail(
-                            now,
-                            CloseCode::ProtocolError,
-                            format!("unexpected {} frame from the gateway", frame.name()),
-                        );
+                Heard::Nothing => match frame {
+                    ControlFrame::Specialties { mut list } => {
+                        list.retain(Specialty::is_sane);
+                        list.truncate(MAX_SPECIALTIES);
+                        self.events.push_back(AgentEvent::Specialties(list));
                     }
-                }
+                    ControlFrame::Pong { .. } | ControlFrame::Unknown => {}
+                    frame => self.fail(
+                        now,
+                        CloseCode::ProtocolError,
+                        format!("unexpected {} frame from the gateway", frame.name()),
+                    ),
+                },
             },
             (AgentState::Handshaking { .. }, ControlFrame::Unknown) => {}
             (AgentState::Handshaking { .. }, frame) => self.fail(

@@ -8,7 +8,7 @@
 /// The major protocol version this build speaks; a change here is incompatible on the wire.
 pub const PROTOCOL_MAJOR: u32 = 1;
 /// Additions within a major version (new optional fields, new frame types) bump the minor.
-pub const PROTOCOL_MINOR: u32 = 1;
+pub const PROTOCOL_MINOR: u32 = 2;
 /// The version-discovery ALPN token.
 pub const DISCOVERY_ALPN: &[u8] = b"tpg";
 

@@ -18,6 +18,7 @@ pub mod consult;
 pub mod coordination;
 pub mod crash;
 pub mod dicom;
+pub mod drafts;
 pub mod events;
 pub mod gate;
 pub mod group;

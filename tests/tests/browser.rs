@@ -3,7 +3,7 @@
 //! worklist, opens the viewer (the image has real, non-blank pixels), signs a report; the
 //! doctor sees the report; an administrator looks at the link board, alerts, users and audit
 //! log. Screenshots of every page, at 1366×768 and on an upright tablet, go to
-//! `target/screenshots/`. A second session scrolls a 24-slice head CT and an ultrasound cine
+//! `target/screenshots/`. Another session scrolls a 24-slice head CT and an ultrasound cine
 //! loop in the viewer and reads a 12-lead ECG, without the page loading again.
 #![allow(clippy::unwrap_used)]
 
@@ -60,6 +60,28 @@ fn log_in(b: &Browser, base: &str, name: &str) {
     }
 }
 
+/// Chooses the specialty whose option reads `shown` (its name in the page's language, or its
+/// id) on the new-consultation form, and returns the id the form sends.
+fn choose_specialty(b: &Browser, shown: &str) -> String {
+    let script = format!(
+        "const s = document.querySelector('select[name=specialty]');
+         const o = [...s.options].find(o => o.text === '{shown}' || o.value === '{shown}');
+         if (!o) return 'no option ' + [...s.options].map(o => o.text).join('|');
+         s.value = o.value; return o.value;"
+    );
+    let chosen = b.script(&script).unwrap();
+    chosen.as_str().unwrap_or_default().to_owned()
+}
+
+/// The hospital's specialties have reached the clinic: its form offers them.
+async fn wait_for_specialties(agent: &RunningAgent) {
+    let kept = agent.handle.specialties.clone();
+    assert!(
+        wait_until(Duration::from_secs(30), || kept.list().is_some()).await,
+        "the gateway sends its specialties when the link comes up"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_browser() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,6 +136,7 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
     }
     let clinic = format!("http://{}", daemon::client::local(agent.web_addr));
     let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
+    wait_for_specialties(&agent).await;
 
     let _one = ONE_BROWSER.lock().await;
     let b = tokio::task::spawn_blocking(Browser::start)
@@ -137,7 +160,7 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
         b.goto(&format!("{clinic}/cases/new")).unwrap();
         b.click(&format!("input[value='{}']", study.study_uid)).unwrap();
         b.type_into("textarea[name=question]", "intracranial bleed?").unwrap();
-        b.type_into("input[name=specialty]", "radiology").unwrap();
+        choose_specialty(&b, "radiology");
         b.script("document.querySelector('select[name=urgency]').value = 'emergency'")
             .unwrap();
         b.type_into("input[name=consent_given_by]", "patient").unwrap();
@@ -229,6 +252,8 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
         b.goto(&format!("{hospital}/cases/{case}")).unwrap();
         b.type_into("textarea[name=findings]", "Normal grey-white differentiation.").unwrap();
         b.type_into("textarea[name=impression]", impression).unwrap();
+        b.click("#preview").unwrap();
+        b.type_into("#password", PASSWORD).unwrap();
         b.click("#sign").unwrap();
         let report = b.text("#report").unwrap();
         assert!(report.contains(impression), "{report}");
@@ -295,6 +320,513 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
     })
     .await
     .unwrap();
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
+
+/// A radiologist and a cardiologist on duty; the roster knows each specialty by its Chinese and
+/// English names, and a catch-all sends whatever radiology reads to radiology.
+const TWO_SPECIALTIES: &str = r#"
+[[specialist]]
+id = "li"
+name = "Li Wei"
+specialties = ["radiology"]
+qualification = "attending radiologist"
+years_independent = 12
+utc_offset = "+08:00"
+duty = ["daily 00:00-24:00"]
+
+[[specialist]]
+id = "zhang"
+name = "Zhang Min"
+specialties = ["cardiology"]
+qualification = "attending cardiologist"
+years_independent = 9
+utc_offset = "+08:00"
+duty = ["daily 00:00-24:00"]
+
+[[specialty]]
+id = "radiology"
+names = ["放射科", "影像科", "Radiology"]
+
+[[specialty]]
+id = "cardiology"
+names = ["心内科", "心血管内科", "Cardiology"]
+
+[[pool]]
+id = "radiology"
+members = ["li"]
+lead = "li"
+
+[[pool]]
+id = "cardiology"
+members = ["zhang"]
+lead = "zhang"
+
+[[rule]]
+id = "cardiology"
+pool = "cardiology"
+specialty = ["cardiology"]
+
+[[rule]]
+id = "other"
+pool = "radiology"
+"#;
+
+/// Issue 16, item 1: the doctor chooses "心内科" from the hospital's own list for an emergency
+/// ECG, and the on-duty cardiologist gets it; a specialty the roster does not know (typed
+/// before the clinic had the list) is given to nobody and raises an alert the administrator
+/// sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cardiology_emergency_chosen_in_chinese_reaches_the_cardiologist_and_an_unknown_specialty_waits(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let mut gw_config = pilot.gateway_config(link).unwrap();
+    let roster = gw_config.data_dir.join("routing.toml");
+    std::fs::create_dir_all(&gw_config.data_dir).unwrap();
+    std::fs::write(&roster, TWO_SPECIALTIES).unwrap();
+    gw_config.routing = Some(gateway::config::RoutingConfig {
+        file: roster,
+        check: Duration::from_millis(500),
+    });
+    let gw = RunningGateway::start(gw_config).unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    sign_up(
+        &agent.handle.accounts,
+        person("wang", Role::Doctor, "Dr Wang", None, None),
+    );
+    sign_up(
+        &gw.handle.accounts,
+        person("chen", Role::Admin, "Chen (IT)", None, None),
+    );
+    let patient = harness::samples::DemoPatient {
+        id: "P-ECG".into(),
+        name: "Test^Chest".into(),
+        sex: "M".into(),
+        birth_date: "19600101".into(),
+    };
+    let ecg = harness::samples::demo_ecg(&dir.path().join("ecg"), &patient).unwrap();
+    wait_for_specialties(&agent).await;
+    let offered: Vec<String> = agent
+        .handle
+        .specialties
+        .list()
+        .unwrap()
+        .iter()
+        .map(|s| s.name(true).to_owned())
+        .collect();
+    assert_eq!(
+        offered,
+        ["放射科", "心内科"],
+        "the roster's specialties, named in Chinese"
+    );
+
+    let clinic = format!("http://{}", daemon::client::local(agent.web_addr));
+    let _one = ONE_BROWSER.lock().await;
+    let b = tokio::task::spawn_blocking(Browser::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let b = tokio::task::spawn_blocking(move || {
+        log_in(&b, &clinic, "wang");
+        // The doctor works in Chinese.
+        b.goto(&format!("{clinic}/lang/zh")).unwrap();
+        b.goto(&format!("{clinic}/import")).unwrap();
+        let files: Vec<_> = ecg.files.iter().map(|p| p.display().to_string()).collect();
+        b.type_into("#files", &files.join("\n")).unwrap();
+        b.click("#import").unwrap();
+        b.find("#import-results tr[data-outcome=stored]").unwrap();
+        b.goto(&format!("{clinic}/cases/new")).unwrap();
+        b.click(&format!("input[value='{}']", ecg.study_uid))
+            .unwrap();
+        b.type_into("textarea[name=question]", "acute ST elevation?")
+            .unwrap();
+        // The form offers the hospital's list, not free text.
+        assert!(
+            !b.exists("input[name=specialty]"),
+            "no free text once the list is here"
+        );
+        assert_eq!(choose_specialty(&b, "心内科"), "cardiology");
+        b.script("document.querySelector('select[name=urgency]').value = 'emergency'")
+            .unwrap();
+        b.type_into("input[name=consent_given_by]", "patient")
+            .unwrap();
+        b.screenshot(&shots().join("routing-1-new-ecg-case.png"))
+            .unwrap();
+        b.resize(768, 1024).unwrap();
+        b.screenshot(&shots().join("routing-1-new-ecg-case-tablet.png"))
+            .unwrap();
+        b.resize(1366, 768).unwrap();
+        b.click("#send").unwrap();
+        b.find("ol.timeline").unwrap();
+        b
+    })
+    .await
+    .unwrap();
+    let url = b.url().unwrap();
+    let ecg_case = ConsultationId::parse(url.rsplit('/').next().unwrap())
+        .unwrap_or_else(|| panic!("the form leads to the new case's page, not {url}"));
+
+    // Typed as a name the roster does not know, before the clinic had the list.
+    let unknown = ConsultationId::new(daemon::now_ms() as u64, [5; 10]);
+    let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
+    for kind in request("P-2", "神经内科", Urgency::Urgent, daemon::now_ms()) {
+        agent
+            .handle
+            .consult
+            .append(&jinzhou, &unknown, "wang", daemon::now_ms(), kind)
+            .unwrap();
+    }
+
+    let site = gw.handle.consult.clone();
+    let (a, u) = (ecg_case.clone(), unknown.clone());
+    let settled = move || {
+        let get = |id: &ConsultationId| site.log.get(id).unwrap().map(|f| f.consultation);
+        let (ecg, unknown) = (get(&a), get(&u));
+        ecg.is_some_and(|c| c.state == State::Assigned)
+            && unknown.is_some_and(|c| c.unrouted.is_some())
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), settled).await,
+        "the ECG case is assigned and the unknown one waits unrouted"
+    );
+    let got = |id: &ConsultationId| gw.handle.consult.log.get(id).unwrap().unwrap().consultation;
+    let c = got(&ecg_case);
+    assert_eq!(c.specialty, "cardiology");
+    assert_eq!(c.urgency, Urgency::Emergency);
+    assert_eq!(
+        c.assignee.as_deref(),
+        Some("zhang"),
+        "the on-duty cardiologist"
+    );
+    let u = got(&unknown);
+    assert_eq!(u.assignee, None, "not given to radiology by the catch-all");
+    assert_eq!(u.state, State::Delivered);
+
+    // The administrator sees why it waits.
+    let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
+    let unknown_id = unknown.to_string();
+    tokio::task::spawn_blocking(move || {
+        log_in(&b, &hospital, "chen");
+        b.goto(&format!("{hospital}/admin/alerts")).unwrap();
+        let alerts = b.text("body").unwrap();
+        assert!(
+            alerts.contains(&unknown_id) && alerts.contains("神经内科"),
+            "the alert names the case and the specialty: {alerts}"
+        );
+        b.screenshot(&shots().join("routing-2-unrouted-alert.png"))
+            .unwrap();
+        b.resize(768, 1024).unwrap();
+        b.screenshot(&shots().join("routing-2-unrouted-alert-tablet.png"))
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
+
+/// One radiologist, with report templates for radiology.
+const RADIOLOGIST_WITH_TEMPLATES: &str = r#"
+[[specialist]]
+id = "li"
+name = "Li Wei"
+specialties = ["radiology"]
+qualification = "attending radiologist"
+years_independent = 12
+utc_offset = "+08:00"
+duty = ["daily 00:00-24:00"]
+
+[[pool]]
+id = "radiology"
+members = ["li"]
+lead = "li"
+
+[[rule]]
+id = "all"
+pool = "radiology"
+
+[[template]]
+specialty = "radiology"
+name = "CT head, normal"
+findings = "No intracranial haemorrhage. Ventricles normal."
+impression = "Normal CT head."
+"#;
+
+/// Waits until the draft form `css` has been saved since its last change.
+fn wait_saved(b: &Browser, css: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !b.exists(&format!("{css}[data-saved]")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{css} was never saved as a draft"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue 16, item 4: nothing typed is lost. The doctor's half-typed answer outlives the
+/// page's own refresh and a reload; the specialist's report outlives a restart of the
+/// gateway; a template starts a report; signing shows a preview and asks for the password
+/// again, and a wrong one signs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_typed_is_lost_and_signing_asks_for_the_password_after_a_preview() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let mut gw_config = pilot.gateway_config(link).unwrap();
+    let roster = gw_config.data_dir.join("routing.toml");
+    std::fs::create_dir_all(&gw_config.data_dir).unwrap();
+    std::fs::write(&roster, RADIOLOGIST_WITH_TEMPLATES).unwrap();
+    gw_config.routing = Some(gateway::config::RoutingConfig {
+        file: roster,
+        check: Duration::from_millis(500),
+    });
+    let gw = RunningGateway::start(gw_config.clone()).unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    sign_up(
+        &agent.handle.accounts,
+        person("wang", Role::Doctor, "Dr Wang", None, None),
+    );
+    let specialist = person(
+        "li",
+        Role::Specialist,
+        "Dr Li",
+        Some("li"),
+        Some("attending radiologist"),
+    );
+    sign_up(&gw.handle.accounts, specialist.clone());
+    let id = ConsultationId::new(daemon::now_ms() as u64, [6; 10]);
+    let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
+    for kind in request("P-9", "radiology", Urgency::Urgent, daemon::now_ms()) {
+        agent
+            .handle
+            .consult
+            .append(&jinzhou, &id, "wang", daemon::now_ms(), kind)
+            .unwrap();
+    }
+    let state =
+        |site: &daemon::replicate::Site| site.log.get(&id).unwrap().map(|f| f.consultation.state);
+    let site = gw.handle.consult.clone();
+    assert!(
+        wait_until(Duration::from_secs(60), || state(&site)
+            == Some(State::Assigned))
+        .await,
+        "the case reaches li"
+    );
+
+    // The specialist accepts it and asks the clinic a question.
+    let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
+    let _one = ONE_BROWSER.lock().await;
+    let b = tokio::task::spawn_blocking(Browser::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let case = id.clone();
+    let b = tokio::task::spawn_blocking(move || {
+        log_in(&b, &hospital, "li");
+        b.goto(&format!("{hospital}/cases/{case}")).unwrap();
+        b.click("#accept").unwrap();
+        b.find("#ask-form").unwrap();
+        b.type_into(
+            "#ask-form textarea[name=text]",
+            "Which side was the fall on?",
+        )
+        .unwrap();
+        b.click("#ask-form button").unwrap();
+        b.find("#report-form").unwrap();
+        b
+    })
+    .await
+    .unwrap();
+    let clinic_site = agent.handle.consult.clone();
+    assert!(
+        wait_until(Duration::from_secs(30), || state(&clinic_site)
+            == Some(State::AwaitingAnswer))
+        .await,
+        "the question reaches the clinic"
+    );
+
+    // The doctor starts an answer, looks elsewhere on the page, and the page's 15-second
+    // refresh comes and goes; then the browser reloads the page.
+    let clinic = format!("http://{}", daemon::client::local(agent.web_addr));
+    let half = "Left side, about two hours ago; he";
+    let case = id.clone();
+    let b = tokio::task::spawn_blocking(move || {
+        log_in(&b, &clinic, "wang");
+        b.goto(&format!("{clinic}/cases/{case}")).unwrap();
+        b.type_into("form.answer textarea[name=text]", half)
+            .unwrap();
+        b.script("window.__same_page = 1; document.activeElement.blur();")
+            .unwrap();
+        wait_saved(&b, "form.answer");
+        std::thread::sleep(Duration::from_secs(17));
+        let same = b.script("return window.__same_page === 1").unwrap();
+        assert_eq!(
+            same,
+            serde_json::json!(true),
+            "the refresh left the page alone"
+        );
+        let kept = b
+            .script("return document.querySelector('form.answer textarea').value")
+            .unwrap();
+        assert_eq!(kept, serde_json::json!(half));
+        b.goto(&format!("{clinic}/cases/{case}")).unwrap();
+        let reloaded = b
+            .script("return document.querySelector('form.answer textarea').value")
+            .unwrap();
+        assert_eq!(
+            reloaded,
+            serde_json::json!(half),
+            "the draft fills the form again"
+        );
+        b.screenshot(&shots().join("drafts-1-clinic-answer.png"))
+            .unwrap();
+        b.resize(768, 1024).unwrap();
+        b.screenshot(&shots().join("drafts-1-clinic-answer-tablet.png"))
+            .unwrap();
+        b.resize(1366, 768).unwrap();
+        // Sent, the draft is gone.
+        b.type_into("form.answer textarea[name=text]", " fell on the left.")
+            .unwrap();
+        b.click("form.answer button").unwrap();
+        b
+    })
+    .await
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || state(&site)
+            == Some(State::Accepted))
+        .await,
+        "the answer reaches the hospital"
+    );
+    assert!(
+        agent
+            .handle
+            .drafts
+            .load("wang", id.as_str(), "answer-1")
+            .is_empty()
+            && agent
+                .handle
+                .cases()
+                .answer_drafts(
+                    &agent.handle.accounts.get("wang").unwrap().unwrap(),
+                    &id,
+                    [1, 2, 3, 4, 5, 6, 7, 8]
+                )
+                .is_empty(),
+        "a sent answer leaves no draft"
+    );
+
+    // The specialist starts from a template and changes the impression; the draft is kept.
+    let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
+    let typed = "Normal CT head. No fracture seen.";
+    let case = id.clone();
+    let b = tokio::task::spawn_blocking(move || {
+        b.goto(&format!("{hospital}/cases/{case}")).unwrap();
+        b.click("#templates button").unwrap();
+        let findings = b
+            .script("return document.querySelector('textarea[name=findings]').value")
+            .unwrap();
+        assert_eq!(
+            findings,
+            serde_json::json!("No intracranial haemorrhage. Ventricles normal.")
+        );
+        b.script("document.querySelector('textarea[name=impression]').value = ''")
+            .unwrap();
+        b.type_into("textarea[name=impression]", typed).unwrap();
+        wait_saved(&b, "#report-form");
+        b
+    })
+    .await
+    .unwrap();
+
+    // The gateway restarts (sessions are in memory: li logs in again).
+    // The test's own handle on the database goes too.
+    drop(site);
+    gw.stop().await.unwrap();
+    // The stopped gateway's last tasks let go of its database a moment after it stops.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let gw = loop {
+        match RunningGateway::start(gw_config.clone()) {
+            Ok(gw) => break gw,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the gateway does not start again: {e:#}"),
+        }
+    };
+    let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
+    let case = id.clone();
+    let b = tokio::task::spawn_blocking(move || {
+        log_in(&b, &hospital, "li");
+        b.goto(&format!("{hospital}/cases/{case}")).unwrap();
+        let impression = b
+            .script("return document.querySelector('textarea[name=impression]').value")
+            .unwrap();
+        assert_eq!(
+            impression,
+            serde_json::json!(typed),
+            "the draft outlived the restart"
+        );
+        // The preview shows the report as it will be signed; a wrong password signs nothing.
+        b.click("#preview").unwrap();
+        assert!(b.text("#report").unwrap().contains(typed));
+        b.screenshot(&shots().join("drafts-2-report-preview.png"))
+            .unwrap();
+        b.resize(768, 1024).unwrap();
+        b.screenshot(&shots().join("drafts-2-report-preview-tablet.png"))
+            .unwrap();
+        b.resize(1366, 768).unwrap();
+        b.type_into("#password", "not the password").unwrap();
+        b.click("#sign").unwrap();
+        let refused = b.text("#action-error").unwrap();
+        assert!(!refused.is_empty());
+        assert!(!b.exists("#report"), "nothing signed");
+        let impression = b
+            .script("return document.querySelector('textarea[name=impression]').value")
+            .unwrap();
+        assert_eq!(
+            impression,
+            serde_json::json!(typed),
+            "the draft is still there"
+        );
+        b.click("#preview").unwrap();
+        b.type_into("#password", PASSWORD).unwrap();
+        b.click("#sign").unwrap();
+        let report = b.text("#report").unwrap();
+        assert!(report.contains(typed), "{report}");
+        assert!(!b.exists("#report-form"), "signed: no form left");
+        b
+    })
+    .await
+    .unwrap();
+    drop(b);
+    let c = gw
+        .handle
+        .consult
+        .log
+        .get(&id)
+        .unwrap()
+        .unwrap()
+        .consultation;
+    assert_eq!(c.state, State::Reported);
+    assert_eq!(c.report.unwrap().impression, typed);
+    // The audit log holds the failed and the good confirmation.
+    let log = std::fs::read_to_string(dir.path().join("gateway/data/audit.log")).unwrap();
+    assert!(log.contains("\"reauth_failed\"") && log.contains("\"reauth\""));
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }

@@ -668,6 +668,21 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
             [303, 403, 403],
             None,
         ),
+        // A draft and the report's preview are forms of the case like its actions.
+        (
+            "POST",
+            format!("/cases/{id}/draft/report"),
+            None,
+            [303, 403, 403],
+            None,
+        ),
+        (
+            "POST",
+            format!("/cases/{id}/report/preview"),
+            None,
+            [303, 403, 403],
+            None,
+        ),
         ("GET", "/admin/links".into(), None, [303, 403, 200], None),
         ("GET", "/admin/alerts".into(), None, [303, 403, 200], None),
         ("GET", "/admin/users".into(), None, [303, 403, 200], None),
@@ -1139,6 +1154,22 @@ async fn every_clinic_route_refuses_the_callers_it_should() {
             [401, 401, 204, 204, 204],
         ),
         ("POST", "/logout".into(), Body::Form(""), None, [303; 5]),
+        // A draft of an answer is kept for whoever may answer (the page fills the answer's
+        // form with it); only answers keep drafts here.
+        (
+            "POST",
+            format!("/cases/{id}/draft/answer-1"),
+            Body::Form("text=half"),
+            Some(Action::Act(ours, ClinicAction::Answer)),
+            [303, 303, 403, 204, 204],
+        ),
+        (
+            "POST",
+            format!("/cases/{id}/draft/report"),
+            Body::Form("text=x"),
+            None,
+            [303, 303, 404, 404, 404],
+        ),
     ];
     // Each action on the case, through the API and through the page's form, without what it
     // needs (or, to send and to acknowledge, at a state that does not allow it).

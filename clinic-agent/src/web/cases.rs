@@ -114,8 +114,17 @@ async fn case_page(
     error: Option<String>,
 ) -> Response {
     let (h, user) = (handle.clone(), session.user.clone());
-    let loaded = blocking(move || Ok((h.cases().detail(&user, &id)?, progress(&h)))).await;
-    let (detail, progress) = match loaded {
+    let loaded = blocking(move || {
+        let detail = h.cases().detail(&user, &id)?;
+        let typed = h.cases().answer_drafts(
+            &user,
+            &id,
+            detail.consultation.open_questions.iter().copied(),
+        );
+        Ok((detail, progress(&h), typed))
+    })
+    .await;
+    let (detail, progress, typed) = match loaded {
         Ok(v) => v,
         Err(e) => return failed(&session, e),
     };
@@ -145,10 +154,10 @@ async fn case_page(
                 h2 { (lang.t("case.questions")) }
                 @for (seq, text) in &questions {
                     p.report { (text) }
-                    form method="post" action=(action("answer")) {
+                    form.answer method="post" action=(action("answer")) data-draft={"/cases/" (c.id) "/draft/answer-" (seq)} {
                         input type="hidden" name="csrf" value=(csrf);
                         input type="hidden" name="question" value=(seq);
-                        label { (lang.t("case.answer")) textarea name="text" required {} }
+                        label { (lang.t("case.answer")) textarea name="text" required { (typed.get(seq).map_or("", String::as_str)) } }
                         button type="submit" { (lang.t("act.submit")) }
                     }
                 }
@@ -171,7 +180,7 @@ async fn case_page(
             section.card {
                 dl.facts {
                     dt { (lang.t("case.patient")) } dd { (c.patient.id) " · " (c.patient.name) " · " (c.patient.sex) " " (c.patient.birth_date) }
-                    dt { (lang.t("case.specialty")) } dd { (c.specialty) }
+                    dt { (lang.t("case.specialty")) } dd { (handle.specialties.find(&c.specialty).map_or(c.specialty.clone(), |s| s.name(lang == daemon::web::Lang::Zh).to_owned())) }
                     dt { (lang.t("case.assignee")) } dd { (c.assignee.as_deref().unwrap_or("—")) }
                     dt { (lang.t("case.consent")) }
                     dd { @match &c.consent {
@@ -260,6 +269,37 @@ pub(super) async fn act(
         Ok(_) => Redirect::to(&format!("/cases/{id}")).into_response(),
         Err(e) if e.status == StatusCode::NOT_FOUND => failed(&session, e),
         Err(e) => case_page(handle, session, id, e.status, Some(e.message)).await,
+    }
+}
+
+/// Keeps what the doctor typed into an answer (the page sends it a second after each
+/// change). Only answers keep drafts here: `answer-<question>`.
+pub(super) async fn save_draft(
+    State(handle): State<Handle>,
+    Path((id, form)): Path<(String, String)>,
+    CsrfForm(session, fields): CsrfForm<ActForm>,
+) -> Response {
+    let id = match parse_id(&session, &id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let Some(question) = form
+        .strip_prefix("answer-")
+        .and_then(|q| q.parse::<u64>().ok())
+    else {
+        return failed(&session, ApiError::not_found(format!("no form {form}")));
+    };
+    let user = session.user.clone();
+    let text = fields.text.unwrap_or_default();
+    let saved = blocking(move || {
+        Ok(handle
+            .cases()
+            .save_answer_draft(&user, &id, question, &text)?)
+    })
+    .await;
+    match saved {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => failed(&session, e),
     }
 }
 

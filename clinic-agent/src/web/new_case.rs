@@ -104,10 +104,12 @@ pub(super) async fn new_page(State(handle): State<Handle>, session: Session) -> 
 }
 
 async fn new_form(handle: Handle, session: Session, draft: Draft, status: StatusCode) -> Response {
+    let specialties = handle.specialties.list().filter(|l| !l.is_empty());
     let studies = blocking(move || Ok(local_studies(&handle)))
         .await
         .unwrap_or_default();
     let lang = session.lang;
+    let zh = lang == daemon::web::Lang::Zh;
     let err = |k: &str| draft.errors.get(k).map(|m| lang.t(m));
     let urgency = if draft.get("urgency").is_empty() {
         "routine"
@@ -140,9 +142,20 @@ async fn new_form(handle: Handle, session: Session, draft: Draft, status: Status
             label { (lang.t("case.question")) " *" textarea name="question" required { (draft.get("question")) }
                 @if let Some(e) = err("question") { span.field-error { (e) } } }
             div.grid {
-                label { (lang.t("case.specialty")) " *" input name="specialty" required value=(draft.get("specialty")) list="specialties";
+                label { (lang.t("case.specialty")) " *"
+                    @match &specialties {
+                        // The hospital's own list: a case asks for what its roster routes.
+                        Some(list) => select name="specialty" required {
+                            option value="" { (lang.t("new.choose_specialty")) }
+                            @for sp in list {
+                                option value=(sp.id) selected[draft.get("specialty") == sp.id] { (sp.name(zh)) }
+                            }
+                        },
+                        // A clinic that never reached its gateway has no list yet.
+                        None => input name="specialty" required value=(draft.get("specialty"));
+                    }
+                    @if specialties.is_none() { span.muted { (lang.t("new.specialty_offline")) } }
                     @if let Some(e) = err("specialty") { span.field-error { (e) } } }
-                datalist #specialties { @for s in ["radiology", "cardiology", "obstetrics", "internal medicine", "surgery", "pediatrics"] { option value=(s) {} } }
                 label { (lang.t("case.urgency"))
                     select name="urgency" {
                         @for (v, k) in [("routine", "urgency.routine"), ("urgent", "urgency.urgent"), ("emergency", "urgency.emergency")] {
@@ -225,8 +238,14 @@ pub(super) async fn create(
     if draft.get("question").trim().is_empty() {
         draft.errors.insert("question", "new.required");
     }
-    if draft.get("specialty").trim().is_empty() {
+    let specialty = draft.get("specialty").trim();
+    if specialty.is_empty() {
         draft.errors.insert("specialty", "new.required");
+    } else if handle.specialties.list().is_some_and(|l| !l.is_empty())
+        && handle.specialties.find(specialty).is_none()
+    {
+        // A page kept open across a roster change: choose again from today's list.
+        draft.errors.insert("specialty", "new.unknown_specialty");
     }
     if studies.is_empty() && draft.get("patient_id").trim().is_empty() {
         draft.errors.insert("patient_id", "new.need_patient");

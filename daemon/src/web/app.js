@@ -20,14 +20,55 @@
     });
   }
   tick(); setInterval(tick, 1000);
-  // Auto-refresh for pages with <body data-refresh>, unless the user is typing.
+  // Whether the user has changed any field of the page (typed, ticked, chosen), whether or
+  // not it still has the focus.
+  function edited() {
+    var fields = document.querySelectorAll("input, textarea, select");
+    for (var i = 0; i < fields.length; i++) {
+      var f = fields[i];
+      if (f.tagName === "SELECT") {
+        for (var j = 0; j < f.options.length; j++) {
+          if (f.options[j].selected !== f.options[j].defaultSelected) return true;
+        }
+      } else if (f.type === "checkbox" || f.type === "radio") {
+        if (f.checked !== f.defaultChecked) return true;
+      } else if (f.type !== "hidden" && f.type !== "submit" && f.type !== "button" && f.value !== f.defaultValue) {
+        return true;
+      }
+    }
+    return false;
+  }
+  // Auto-refresh for pages with [data-refresh], never while the user is in a field or has
+  // changed one: a refresh must not take what they typed.
   var main = document.querySelector("[data-refresh]");
   if (main) {
     setInterval(function () {
       var a = document.activeElement;
       if (a && (a.tagName === "INPUT" || a.tagName === "TEXTAREA" || a.tagName === "SELECT")) return;
+      if (edited()) return;
       location.reload();
     }, Number(main.getAttribute("data-refresh")) * 1000);
   }
+  // Drafts: a form with data-draft="URL" is sent there a second after each change, and when
+  // the page is left, so the server keeps what was typed (and fills the form with it again).
+  document.querySelectorAll("form[data-draft]").forEach(function (form) {
+    var url = form.getAttribute("data-draft"), timer = null;
+    function fields() { return new URLSearchParams(new FormData(form)); }
+    function save() {
+      timer = null;
+      fetch(url, { method: "POST", body: fields(), credentials: "same-origin" }).then(function (r) {
+        if (r.ok) { form.setAttribute("data-saved", String(Date.now())); }
+      }, function () {});
+    }
+    form.addEventListener("input", function () {
+      form.removeAttribute("data-saved");
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(save, 1000);
+    });
+    form.addEventListener("submit", function () { if (timer) { clearTimeout(timer); timer = null; } });
+    window.addEventListener("pagehide", function () {
+      if (timer) { clearTimeout(timer); timer = null; navigator.sendBeacon(url, fields()); }
+    });
+  });
   // The image viewer has a script of its own, served by the gateway (`/assets/viewer.js`).
 })();

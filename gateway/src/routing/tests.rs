@@ -515,3 +515,20 @@ id = "ecg""#,
         Err(RouteError::UnknownSpecialty { .. })
     ));
 }
+
+/// What the clinics' forms offer: each specialty some pool reads, once, named in Chinese and
+/// English from its names, in the file's order.
+#[test]
+fn the_catalog_offers_what_the_pools_read_with_their_chinese_and_english_names() {
+    let r = roster();
+    let ids: Vec<&str> = r.catalog.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["radiology", "cardiology", "pulmonology"]);
+    let cardiology = &r.catalog[1];
+    assert_eq!(cardiology.name(true), "心内科");
+    assert_eq!(cardiology.name(false), "Cardiology");
+
+    // A specialty no pool reads is not offered: no case could be routed to it.
+    let text = format!("{ROSTER}\n[[specialty]]\nid = \"neurology\"\nnames = [\"神经内科\"]\n");
+    let r = Roster::parse(Path::new("routing.toml"), &text).unwrap();
+    assert!(r.catalog.iter().all(|s| s.id != "neurology"));
+}

@@ -16,6 +16,7 @@ use daemon::web::{time, CsrfForm, Lang, Session};
 use maud::{html, Markup};
 use proto::consult::{ConsultationId, State as CaseState};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 use super::{failed, page, Client};
 use crate::api::{ActionBody, Api};
@@ -42,11 +43,21 @@ async fn worklist(
 ) -> Response {
     let all = q.all.is_some();
     let user = session.user.clone();
-    let rows = match blocking(move || Ok(api.cases.read_worklist(&user, from, all)?)).await {
-        Ok(rows) => rows,
+    let lang = session.lang;
+    let zh = lang == daemon::web::Lang::Zh;
+    let listed = blocking(move || {
+        let rows = api.cases.read_worklist(&user, from, all)?;
+        let names: Vec<String> = rows
+            .iter()
+            .map(|r| api.cases.specialty_name(&r.specialty, zh))
+            .collect();
+        Ok((rows, names))
+    })
+    .await;
+    let (rows, names) = match listed {
+        Ok(v) => v,
         Err(e) => return failed(&session, e),
     };
-    let lang = session.lang;
     let now = now_ms();
     let body = html! {
         div data-refresh="30" data-now=(now) {
@@ -66,7 +77,7 @@ async fn worklist(
                         th { (lang.t("case.question")) } th { (lang.t("case.created")) }
                     } }
                     tbody {
-                        @for r in &rows {
+                        @for (r, specialty) in rows.iter().zip(&names) {
                             tr class=(urgency_class(r.urgency)) data-case=(r.id.as_str()) {
                                 td { (urgency_badge(lang, r.urgency)) }
                                 td { @if let Some(by) = r.accept_by_ms { span data-deadline=(by) { (daemon::client::utc(by)) } } }
@@ -74,7 +85,7 @@ async fn worklist(
                                      @if let Some(pool) = &r.waiting_in_pool { " " span.badge data-pool=(pool) { (lang.t("work.in_pool")) " " (pool) } } }
                                 td { (r.clinic) }
                                 td { (age_sex(&r.patient_sex, &r.patient_birth_date, now)) }
-                                td { (r.specialty) }
+                                td { (specialty) }
                                 td { a href={"/cases/" (r.id.as_str())} { (r.question) } }
                                 td { (time(r.created_at_ms)) }
                             }
@@ -87,13 +98,12 @@ async fn worklist(
     page(&session, lang.t("work.title"), body)
 }
 
-pub(super) fn parse_id(session: &Session, id: &str) -> Result<ConsultationId, Response> {
-    ConsultationId::parse(id).ok_or_else(|| {
-        failed(
-            session,
-            ApiError::not_found(format!("no consultation {id}")),
-        )
-    })
+pub(super) use super::parse_id;
+
+#[derive(Deserialize)]
+struct CaseQuery {
+    /// Start the report from this template of the case's specialty (its number in the list).
+    template: Option<usize>,
 }
 
 async fn case(
@@ -101,12 +111,13 @@ async fn case(
     axum::extract::ConnectInfo(crate::https::Peer(from)): Client,
     session: Session,
     Path(id): Path<String>,
+    Query(q): Query<CaseQuery>,
 ) -> Response {
     let id = match parse_id(&session, &id) {
         Ok(id) => id,
         Err(r) => return r,
     };
-    case_page(api, from, session, id, StatusCode::OK, None).await
+    case_page(api, from, session, id, (StatusCode::OK, None), q.template).await
 }
 
 /// A case page, with a refusal shown above the actions when an action was refused.
@@ -115,10 +126,11 @@ async fn case_page(
     from: std::net::SocketAddr,
     session: Session,
     id: ConsultationId,
-    status: StatusCode,
-    error: Option<String>,
+    (status, error): (StatusCode, Option<String>),
+    template: Option<usize>,
 ) -> Response {
     let user = session.user.clone();
+    let zh = session.lang == daemon::web::Lang::Zh;
     let loaded = blocking(move || {
         let detail = api.cases.case(&user, from, &id)?;
         let c = &detail.consultation;
@@ -154,10 +166,43 @@ async fn case_page(
                     .collect::<Vec<_>>()
             })
             .unwrap_or_default();
-        Ok((detail, prior, roster))
+        let specialty = api.cases.specialty_name(&c.specialty, zh);
+        // What this specialist typed and has not sent; the report from a template instead
+        // when they chose one.
+        let mut typed: BTreeMap<&str, BTreeMap<String, String>> = ["report", "ask", "addendum"]
+            .into_iter()
+            .map(|form| (form, api.drafts.load(&user.name, id.as_str(), form)))
+            .collect();
+        let templates = api
+            .cases
+            .router
+            .as_ref()
+            .and_then(|r| r.reload().ok())
+            .map(|r| {
+                r.templates(&c.specialty)
+                    .into_iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if let Some(t) = template.and_then(|n| templates.get(n)) {
+            typed.insert(
+                "report",
+                [
+                    ("findings", &t.findings),
+                    ("impression", &t.impression),
+                    ("recommendation", &t.recommendation),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.clone()))
+                .collect(),
+            );
+        }
+        let templates: Vec<String> = templates.into_iter().map(|t| t.name).collect();
+        Ok((detail, prior, roster, specialty, (typed, templates)))
     })
     .await;
-    let (detail, prior, roster) = match loaded {
+    let (detail, prior, roster, specialty, (typed, templates)) = match loaded {
         Ok(v) => v,
         Err(e) => return failed(&session, e),
     };
@@ -179,7 +224,7 @@ async fn case_page(
                     dt { (lang.t("new.patient_id")) } dd { (c.patient.id) }
                     dt { (lang.t("case.age_sex")) } dd { (age_sex(&c.patient.sex, &c.patient.birth_date, now_ms())) " (" (c.patient.birth_date) ")" }
                     dt { (lang.t("case.clinic")) } dd { (c.clinic.as_str()) }
-                    dt { (lang.t("case.specialty")) } dd { (c.specialty) }
+                    dt { (lang.t("case.specialty")) } dd { (specialty) }
                     dt { (lang.t("case.assignee")) } dd { (c.assignee.as_deref().unwrap_or("—")) }
                     dt { (lang.t("case.consent")) }
                     dd { @match &c.consent {
@@ -237,30 +282,19 @@ async fn case_page(
                 }
             }
             @if mine && matches!(c.state, CaseState::Accepted | CaseState::AwaitingAnswer) {
-                h2 { (lang.t("act.report")) }
-                form #report-form method="post" action=(action("report")) {
-                    input type="hidden" name="csrf" value=(csrf);
-                    label { (lang.t("case.findings")) textarea name="findings" {} }
-                    label { (lang.t("case.impression")) " *" textarea name="impression" required {} }
-                    label { (lang.t("case.recommendation")) textarea name="recommendation" {} }
-                    @if let Some(a) = crate::api::incomplete(&detail.studies) {
-                        label.warn { input #confirm-incomplete type="checkbox" name="confirm_incomplete" value="true" required; " " (lang.t("act.confirm_incomplete").replace("{n}", &a.describe())) }
-                    }
-                    p.muted { (lang.t("act.sign_note")) }
-                    button #sign type="submit" { (lang.t("act.report")) }
-                }
+                (super::report::form(lang, &csrf, c.id.as_str(), &typed["report"], &templates, crate::api::incomplete(&detail.studies)))
                 h2 { (lang.t("act.ask")) }
-                form method="post" action=(action("ask")) {
+                form #ask-form method="post" action=(action("ask")) data-draft={"/cases/" (c.id) "/draft/ask"} {
                     input type="hidden" name="csrf" value=(csrf);
-                    label { (lang.t("act.text")) textarea name="text" required {} }
+                    label { (lang.t("act.text")) textarea name="text" required { (draft_text(&typed["ask"])) } }
                     button.secondary type="submit" { (lang.t("act.ask")) }
                 }
             }
             @if mine && c.state == CaseState::Reported {
                 h2 { (lang.t("act.addendum")) }
-                form method="post" action=(action("addendum")) {
+                form #addendum-form method="post" action=(action("addendum")) data-draft={"/cases/" (c.id) "/draft/addendum"} {
                     input type="hidden" name="csrf" value=(csrf);
-                    label { (lang.t("act.text")) textarea name="text" required {} }
+                    label { (lang.t("act.text")) textarea name="text" required { (draft_text(&typed["addendum"])) } }
                     button.secondary type="submit" { (lang.t("act.addendum")) }
                 }
             }
@@ -310,12 +344,68 @@ async fn act(
     let Some(action) = crate::access::CaseAction::parse(&action) else {
         return failed(&session, ApiError::not_found(format!("no action {action}")));
     };
-    match blocking(move || Ok(a.cases.act(&user, from, &case_id, action, body)?)).await {
+    let lang = session.lang;
+    let done = blocking(move || {
+        let form = super::report::drafted(action);
+        let typed: Vec<(&str, String)> = [
+            ("text", &body.text),
+            ("findings", &body.findings),
+            ("impression", &body.impression),
+            ("recommendation", &body.recommendation),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.clone()?)))
+        .collect();
+        let signing = action == crate::access::CaseAction::Report;
+        let acted = if signing {
+            // Signing cannot be undone: the signer gives their password again.
+            let password = body.password.as_ref().map_or("", |p| p.0.as_str());
+            a.accounts
+                .reconfirm(&user.name, password, &from.ip().to_string())
+                .map_err(|e| match e {
+                    daemon::accounts::AccountError::Locked { retry_after } => {
+                        ApiError::too_many(retry_after)
+                    }
+                    daemon::accounts::AccountError::Busy => {
+                        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
+                    }
+                    _ => ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "bad_password",
+                        lang.t("report.bad_password"),
+                    ),
+                })
+                .and_then(|()| Ok(a.cases.act(&user, from, &case_id, action, body)?))
+        } else {
+            Ok(a.cases.act(&user, from, &case_id, action, body)?)
+        };
+        if let Some(form) = form {
+            match &acted {
+                Ok(_) => a.drafts.clear(&user.name, case_id.as_str(), form),
+                // Refused for what it says (not for who asks): keep what was typed.
+                Err(e) if !matches!(e.status, StatusCode::NOT_FOUND) => {
+                    let fields = typed.iter().map(|(k, v)| (*k, v.as_str()));
+                    let _ = a
+                        .drafts
+                        .save(&user.name, case_id.as_str(), form, fields, now_ms());
+                }
+                Err(_) => {}
+            }
+        }
+        acted
+    })
+    .await;
+    match done {
         // Back to the case (303: the browser follows with GET, so a reload does not resend).
         Ok(_) => Redirect::to(&format!("/cases/{id}")).into_response(),
         Err(e) if e.status == StatusCode::NOT_FOUND => failed(&session, e),
-        Err(e) => case_page(api, from, session, id, e.status, Some(e.message)).await,
+        Err(e) => case_page(api, from, session, id, (e.status, Some(e.message)), None).await,
     }
+}
+
+/// The text of a question's or an addendum's draft.
+fn draft_text(typed: &BTreeMap<String, String>) -> &str {
+    typed.get("text").map_or("", String::as_str)
 }
 
 /// The clinic's previews of a case's series, each labelled as not for diagnosis, with how

@@ -2,6 +2,7 @@
 //! network with delay, partitions and gateway restarts, and no sockets or sleeps.
 
 use super::*;
+use crate::frame::MAX_SPECIALTY_NAME;
 
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
@@ -428,4 +429,65 @@ fn shutdown_closes_politely_only_when_connected() {
         agent.poll_action(),
         Some(Action::Close(CloseCode::Shutdown, _))
     ));
+}
+
+#[test]
+fn the_gateways_specialties_reach_the_agent_without_what_it_cannot_mean() {
+    let t0 = Instant::now();
+    let mut agent = AgentSession::new(config(1), BackoffConfig::default(), 1, t0);
+    agent.handle_timeout(t0);
+    assert_eq!(agent.poll_action(), Some(Action::Dial));
+    agent.handle_dialed(t0);
+    agent.handle_frame(
+        t0,
+        ControlFrame::Welcome {
+            major: 1,
+            minor: 2,
+            gateway_version: "test".into(),
+            clinic: "jinzhou".into(),
+        },
+    );
+    assert!(agent.is_up());
+    let cardiology = Specialty {
+        id: "cardiology".into(),
+        zh: Some("心内科".into()),
+        en: Some("Cardiology".into()),
+    };
+    let mut list = vec![
+        cardiology.clone(),
+        Specialty {
+            id: " ".into(),
+            zh: None,
+            en: None,
+        },
+        Specialty {
+            id: "x".into(),
+            zh: Some("a\u{7}b".into()),
+            en: None,
+        },
+        Specialty {
+            id: "y".repeat(MAX_SPECIALTY_NAME + 1),
+            zh: None,
+            en: None,
+        },
+    ];
+    list.extend((0..MAX_SPECIALTIES).map(|n| Specialty {
+        id: format!("s{n}"),
+        zh: None,
+        en: None,
+    }));
+    agent.handle_frame(t0, ControlFrame::Specialties { list });
+    assert!(agent.is_up(), "a list is not a protocol error");
+    let got = std::iter::from_fn(|| agent.poll_event())
+        .find_map(|e| match e {
+            AgentEvent::Specialties(list) => Some(list),
+            _ => None,
+        })
+        .expect("the list is handed on");
+    assert_eq!(got.len(), MAX_SPECIALTIES);
+    assert_eq!(got[0], cardiology);
+    assert_eq!(got[1].id, "s0", "empty, control and overlong names dropped");
+    assert_eq!(cardiology.name(true), "心内科");
+    assert_eq!(cardiology.name(false), "Cardiology");
+    assert_eq!(got[1].name(true), "s0", "no name: its id");
 }
