@@ -80,6 +80,8 @@ pub enum Task {
     ImportPath,
     /// Uploading studies from the browser (the import page).
     Upload,
+    /// Seeing the files set aside and giving an id-less study its patient.
+    Reconcile,
 }
 
 /// Who asks.
@@ -144,7 +146,9 @@ pub fn check(caller: Caller<'_>, action: Action<'_>) -> Result<(), Denied> {
             Caller::ThisPc | Caller::User(_) => Ok(()),
             Caller::Nobody => Err(Denied::Unauthenticated),
         },
-        Action::Run(Task::Upload) | Action::List | Action::Create => doctor(caller, action),
+        Action::Run(Task::Upload | Task::Reconcile) | Action::List | Action::Create => {
+            doctor(caller, action)
+        }
         Action::Read(case) | Action::Attach(case) | Action::Act(case, _) => {
             doctor(caller, action)?;
             match case.clinic {
@@ -236,6 +240,7 @@ mod tests {
         actions.push(("list".into(), Action::List, doctors));
         actions.push(("create".into(), Action::Create, doctors));
         actions.push(("upload".into(), Action::Run(Task::Upload), doctors));
+        actions.push(("reconcile".into(), Action::Run(Task::Reconcile), doctors));
         let operator = ["ok", "sign in", "ok", "ok", "ok"];
         actions.push(("status".into(), Action::Run(Task::Status), operator));
         actions.push(("priority".into(), Action::Run(Task::Priority), operator));

@@ -403,6 +403,11 @@ impl AgentStore {
             .collect())
     }
 
+    /// The folder files are set aside in, one sub-folder each.
+    pub fn quarantine_dir(&self) -> &Path {
+        &self.quarantine
+    }
+
     /// Folders in quarantine.
     pub fn quarantined(&self) -> usize {
         std::fs::read_dir(&self.quarantine)

@@ -18,6 +18,7 @@ pub use daemon::dimse;
 pub mod link;
 pub mod metrics;
 pub mod preview;
+pub mod reconcile;
 pub mod scp;
 pub mod specialties;
 pub mod status;

@@ -13,6 +13,7 @@ mod cases;
 mod import;
 mod new_case;
 mod progress;
+mod reconcile;
 mod upload;
 
 use axum::response::{IntoResponse, Response};
@@ -33,6 +34,7 @@ const NAV: &[NavItem] = &[
     ("/", "nav.cases"),
     ("/cases/new", "nav.new_case"),
     ("/import", "nav.import"),
+    ("/set-aside", "nav.set_aside"),
 ];
 
 pub fn routes() -> axum::Router<Handle> {
@@ -54,6 +56,8 @@ pub fn routes() -> axum::Router<Handle> {
         .route("/cases/{id}/print", get(cases::print))
         .route("/cases/{id}/act/{action}", post(cases::act))
         .route("/cases/{id}/draft/{form}", post(cases::save_draft))
+        .route("/set-aside", get(reconcile::set_aside_page))
+        .route("/set-aside/assign", post(reconcile::assign))
 }
 
 fn page(session: &Session, title: &str, body: Markup) -> Response {

@@ -831,6 +831,153 @@ async fn nothing_typed_is_lost_and_signing_asks_for_the_password_after_a_preview
     gw.stop().await.unwrap();
 }
 
+/// Issue 16, item 9: an ultrasound study sent without a Patient ID is kept (set aside, with
+/// its reason), given its patient by the doctor in the browser, and reaches the hospital with
+/// the new id and the change recorded in the instance's own Original Attributes Sequence,
+/// while the original bytes stay as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ultrasound_without_a_patient_id_is_kept_reconciled_in_the_browser_and_sent() {
+    use dicom_dictionary_std::tags;
+    use sha2::Digest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let gw = RunningGateway::start(pilot.gateway_config(link).unwrap()).unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    sign_up(
+        &agent.handle.accounts,
+        person("wang", Role::Doctor, "Dr Wang", None, None),
+    );
+    // The cart sends an empty Patient ID: an emergency, nobody typed it.
+    let nobody = harness::samples::DemoPatient {
+        id: String::new(),
+        name: String::new(),
+        sex: String::new(),
+        birth_date: String::new(),
+    };
+    let us = harness::samples::demo_us_cine(&dir.path().join("us"), &nobody, 4).unwrap();
+    let original = std::fs::read(&us.files[0]).unwrap();
+
+    let clinic = format!("http://{}", daemon::client::local(agent.web_addr));
+    let _one = ONE_BROWSER.lock().await;
+    let b = tokio::task::spawn_blocking(Browser::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let file = us.files[0].display().to_string();
+    let study_uid = us.study_uid.clone();
+    tokio::task::spawn_blocking(move || {
+        log_in(&b, &clinic, "wang");
+        b.goto(&format!("{clinic}/import")).unwrap();
+        b.type_into("#files", &file).unwrap();
+        b.click("#import").unwrap();
+        b.find("#import-results tr[data-outcome=quarantined]")
+            .unwrap();
+        b.goto(&format!("{clinic}/set-aside")).unwrap();
+        let form = format!("form.reconcile[data-study='{study_uid}']");
+        b.find(&form).unwrap();
+        assert!(
+            b.text("#set-aside").unwrap().contains("Patient ID"),
+            "the reason is shown"
+        );
+        b.screenshot(&shots().join("reconcile-1-set-aside.png"))
+            .unwrap();
+        b.resize(768, 1024).unwrap();
+        b.screenshot(&shots().join("reconcile-1-set-aside-tablet.png"))
+            .unwrap();
+        let overflow = b.overflow_x().unwrap();
+        b.resize(1366, 768).unwrap();
+        assert!(
+            overflow <= 0,
+            "the page is {overflow} px too wide for a tablet"
+        );
+        b.type_into(&format!("{form} input[name=patient_id]"), "P-US-7")
+            .unwrap();
+        b.type_into(
+            &format!("{form} input[name=patient_name]"),
+            "Unknown^Emergency",
+        )
+        .unwrap();
+        b.click(&format!("{form} button")).unwrap();
+        b.find("#set-aside span[data-reconciled='P-US-7']").unwrap();
+        assert!(!b.exists(&form), "nothing is left to give a patient");
+        b.screenshot(&shots().join("reconcile-2-given.png"))
+            .unwrap();
+    })
+    .await
+    .unwrap();
+
+    // The corrected instance reaches the hospital.
+    let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
+    let archive = gw.handle.archive.clone();
+    let studies = vec![us.study_uid.clone()];
+    let arrived = || {
+        archive
+            .study_instances(&jinzhou, &studies)
+            .unwrap_or_default()
+            .first()
+            .map(|(_, rec)| rec.object.clone())
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || arrived().is_some()).await,
+        "the corrected study reaches the gateway"
+    );
+    let object = arrived().unwrap();
+    let stored = dicom_object::open_file(gw.stored_file(&object).unwrap()).unwrap();
+    let text = |obj: &dicom_object::mem::InMemDicomObject, tag| {
+        obj.element(tag)
+            .ok()
+            .and_then(|e| e.to_str().ok().map(|s| s.trim().to_owned()))
+            .unwrap_or_default()
+    };
+    assert_eq!(text(&stored, tags::PATIENT_ID), "P-US-7");
+    assert_eq!(text(&stored, tags::PATIENT_NAME), "Unknown^Emergency");
+    // Its history: what was replaced (nothing: an empty id), when, by what, why.
+    let history = stored
+        .element(tags::ORIGINAL_ATTRIBUTES_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()
+        .to_vec();
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        text(&history[0], tags::REASON_FOR_THE_ATTRIBUTE_MODIFICATION),
+        "CORRECT"
+    );
+    assert!(text(&history[0], tags::MODIFYING_SYSTEM).contains("jinzhou"));
+    let replaced = history[0]
+        .element(tags::MODIFIED_ATTRIBUTES_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()
+        .to_vec();
+    assert_eq!(
+        text(&replaced[0], tags::PATIENT_ID),
+        "",
+        "the id it had: none"
+    );
+    // The same images, and the original bytes kept as they came.
+    assert_eq!(text(&stored, tags::STUDY_INSTANCE_UID), us.study_uid);
+    let kept: Vec<_> = std::fs::read_dir(agent.handle.store.quarantine_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path().join("file.dcm"))
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        sha2::Sha256::digest(std::fs::read(&kept[0]).unwrap()),
+        sha2::Sha256::digest(&original),
+        "the original bytes are unchanged"
+    );
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
+
 /// Whether the viewer's frame has arrived and been decoded.
 const FRAME_SHOWN: &str =
     "const i = document.querySelector('#image'); return i.complete && i.naturalWidth > 0;";

@@ -1154,6 +1154,21 @@ async fn every_clinic_route_refuses_the_callers_it_should() {
             [401, 401, 204, 204, 204],
         ),
         ("POST", "/logout".into(), Body::Form(""), None, [303; 5]),
+        // Files set aside, and giving an id-less study its patient (here: no such study).
+        (
+            "GET",
+            "/set-aside".into(),
+            Body::Empty,
+            Some(Action::Run(Task::Reconcile)),
+            [303, 303, 403, 200, 200],
+        ),
+        (
+            "POST",
+            "/set-aside/assign".into(),
+            Body::Form("study_uid=1.2.3&patient_id=P-1"),
+            Some(Action::Run(Task::Reconcile)),
+            [303, 303, 403, 400, 400],
+        ),
         // A draft of an answer is kept for whoever may answer (the page fills the answer's
         // form with it); only answers keep drafts here.
         (
