@@ -22,6 +22,7 @@ pub mod render;
 pub mod replicate;
 pub mod scu;
 pub mod slots;
+pub mod waveform;
 pub mod web;
 
 use std::future::Future;

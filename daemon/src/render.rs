@@ -37,7 +37,7 @@ pub const RENDER_SLOTS: usize = 2;
 static RENDERS: crate::slots::Slots =
     crate::slots::Slots::new(RENDER_SLOTS, Duration::from_secs(10));
 
-fn render_slot() -> Result<crate::slots::Slot<'static>, RenderError> {
+pub(crate) fn render_slot() -> Result<crate::slots::Slot<'static>, RenderError> {
     RENDERS.take().ok_or(RenderError::Busy)
 }
 
@@ -72,7 +72,8 @@ const MAX_FRAME_SAMPLES: u64 = 64 * 1024 * 1024;
 /// JPEG 2000 tiles at most (ITU-T T.800 §A.4.2: a tile's index is 16 bits).
 const MAX_TILES: u64 = 65_535;
 
-fn open(path: &Path) -> Result<dicom_object::DefaultDicomObject, RenderError> {
+/// Opens a file that passed [`readable`] with dicom-rs, within the viewer's bounds.
+pub(crate) fn open(path: &Path) -> Result<dicom_object::DefaultDicomObject, RenderError> {
     readable(path)?;
     let obj =
         guarded(|| dicom_object::open_file(path).map_err(|e| RenderError::Open(e.to_string())))?;
@@ -139,6 +140,85 @@ fn number_of_frames(obj: &dicom_object::DefaultDicomObject) -> u32 {
         .and_then(|e| e.to_int::<u32>().ok())
         .unwrap_or(1)
         .max(1)
+}
+
+/// What the viewer writes beside a frame, read by the structural walk alone (nothing decoded):
+/// who and what it shows, and where the slice is. Patient data: for the page, never a log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Described {
+    /// Number of Frames (0028,0008), at least 1 and at most [`MAX_FRAMES`].
+    pub frames: u32,
+    /// Patient's Name (0010,0010) with its components separated by spaces.
+    pub patient_name: String,
+    pub study_description: String,
+    /// Study Date (0008,0020) as `YYYY-MM-DD` when it is a date.
+    pub study_date: String,
+    pub series_description: String,
+    pub series_number: String,
+    /// The slice's position along the patient axis in mm: Slice Location (0020,1041), or the
+    /// last coordinate of Image Position (Patient) (0020,0032).
+    pub position: Option<f64>,
+}
+
+/// The most frames the viewer lists for one instance.
+pub const MAX_FRAMES: u32 = 10_000;
+
+/// Reads what the viewer writes beside the frames of the file at `path` (see [`Described`]).
+pub fn describe(path: &Path) -> Result<Described, RenderError> {
+    const PATIENT_NAME: (u16, u16) = (0x0010, 0x0010);
+    const STUDY_DATE: (u16, u16) = (0x0008, 0x0020);
+    const STUDY_DESCRIPTION: (u16, u16) = (0x0008, 0x1030);
+    const SERIES_DESCRIPTION: (u16, u16) = (0x0008, 0x103E);
+    const SERIES_NUMBER: (u16, u16) = (0x0020, 0x0011);
+    const IMAGE_POSITION: (u16, u16) = (0x0020, 0x0032);
+    const SLICE_LOCATION: (u16, u16) = (0x0020, 0x1041);
+    const NUMBER_OF_FRAMES: (u16, u16) = (0x0028, 0x0008);
+    let scan = store::structure::scan(
+        path,
+        &[
+            PATIENT_NAME,
+            STUDY_DATE,
+            STUDY_DESCRIPTION,
+            SERIES_DESCRIPTION,
+            SERIES_NUMBER,
+            IMAGE_POSITION,
+            SLICE_LOCATION,
+            NUMBER_OF_FRAMES,
+        ],
+    )
+    .map_err(RenderError::Unsafe)?;
+    let value = |tag| scan.values.get(&tag).map(|v| v.trim()).unwrap_or("");
+    let number = |text: &str| text.trim().parse::<f64>().ok().filter(|v| v.is_finite());
+    let frames = value(NUMBER_OF_FRAMES)
+        .parse::<u32>()
+        .unwrap_or(1)
+        .clamp(1, MAX_FRAMES);
+    let date = value(STUDY_DATE);
+    let study_date = if date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{}-{}-{}", &date[..4], &date[4..6], &date[6..])
+    } else {
+        date.to_owned()
+    };
+    let position = number(value(SLICE_LOCATION))
+        .or_else(|| value(IMAGE_POSITION).split('\\').nth(2).and_then(number));
+    Ok(Described {
+        frames,
+        // The first of the name's representations (alphabetic, ideographic, phonetic).
+        patient_name: value(PATIENT_NAME)
+            .split('=')
+            .find(|group| !group.trim().is_empty())
+            .unwrap_or("")
+            .split('^')
+            .filter(|p| !p.trim().is_empty())
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" "),
+        study_description: value(STUDY_DESCRIPTION).to_owned(),
+        study_date,
+        series_description: value(SERIES_DESCRIPTION).to_owned(),
+        series_number: value(SERIES_NUMBER).to_owned(),
+        position,
+    })
 }
 
 /// Reads the first frame to learn the image's size, frame count and opening window.

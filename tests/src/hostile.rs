@@ -211,7 +211,8 @@ fn command_set(bytes: &[u8]) {
 /// re-encoder take it (`daemon::render`, `gateway::forward::reencode`): the file walked and
 /// refused when unsound, then opened by dicom-rs, a frame decoded within the bounds, windowed,
 /// and encoded as PNG and as a preview sheet; and the whole instance decoded and written in
-/// explicit VR little endian.
+/// explicit VR little endian; and the file drawn as an ECG (`daemon::waveform`), as the viewer
+/// draws a waveform instance.
 pub fn render(data: &[u8]) {
     use daemon::render;
     let_guarded_panics_unwind();
@@ -222,6 +223,8 @@ pub fn render(data: &[u8]) {
         if render::readable(&path).is_err() {
             return;
         }
+        let paper = daemon::waveform::Paper::new(Some(20), Some(50));
+        let _ = daemon::waveform::svg_file(&path, paper);
         let Ok(info) = render::info(&path) else {
             return;
         };

@@ -575,6 +575,17 @@ pub fn demo_us_cine(
 /// A 12-lead resting ECG: 10 s at 500 Hz, 16-bit signed samples in µV, every lead a
 /// plausible sinus rhythm at 75 beats per minute.
 pub fn demo_ecg(dir: &Path, patient: &DemoPatient) -> anyhow::Result<SyntheticStudy> {
+    ecg(dir, patient, 500, 10)
+}
+
+/// [`demo_ecg`] of `seconds` at `rate` Hz: a short one of 1 s at 250 Hz (6 kB of samples)
+/// seeds the fuzzing of the viewer's ECG drawing.
+pub fn ecg(
+    dir: &Path,
+    patient: &DemoPatient,
+    rate: usize,
+    seconds: usize,
+) -> anyhow::Result<SyntheticStudy> {
     use dicom_core::value::DataSetSequence;
     std::fs::create_dir_all(dir)?;
     let (study_uid, series_uid) = (new_uid(), new_uid());
@@ -586,7 +597,7 @@ pub fn demo_ecg(dir: &Path, patient: &DemoPatient) -> anyhow::Result<SyntheticSt
         &series_uid,
         "RESTING ECG",
     );
-    let (rate, seconds, leads) = (500usize, 10usize, 12usize);
+    let leads = 12usize;
     let samples = rate * seconds;
     let names = [
         "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",

@@ -148,6 +148,79 @@ impl Browser {
             .to_owned())
     }
 
+    /// Presses `key` on the element, as a person would with it focused: a character, or a
+    /// WebDriver key code such as [`keys::ARROW_DOWN`].
+    pub fn press(&self, css: &str, key: &str) -> anyhow::Result<()> {
+        self.type_into(css, key)
+    }
+
+    /// Turns the mouse wheel over the middle of the element by `delta_y` pixels (100: one
+    /// notch of an ordinary wheel, towards the user), through the WebDriver actions API.
+    pub fn wheel(&self, css: &str, delta_y: i64) -> anyhow::Result<()> {
+        let el = self.find(css)?;
+        let actions = json!({"actions": [{
+            "type": "wheel",
+            "id": "wheel",
+            "actions": [{
+                "type": "scroll", "x": 0, "y": 0, "deltaX": 0, "deltaY": delta_y,
+                "duration": 0, "origin": { (ELEMENT): el }
+            }]
+        }]});
+        self.cmd("POST", "/actions", Some(actions))?;
+        self.cmd("DELETE", "/actions", None).map(drop)
+    }
+
+    /// Drags the mouse with its left button from the middle of the element by (`dx`, `dy`).
+    pub fn drag(&self, css: &str, dx: i64, dy: i64) -> anyhow::Result<()> {
+        let el = self.find(css)?;
+        let at = |x: i64, y: i64| json!({"type": "pointerMove", "x": x, "y": y, "duration": 50, "origin": { (ELEMENT): el }});
+        let actions = json!({"actions": [{
+            "type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
+            "actions": [at(0, 0), {"type": "pointerDown", "button": 0}, at(dx / 2, dy / 2),
+                        at(dx, dy), {"type": "pointerUp", "button": 0}]
+        }]});
+        self.cmd("POST", "/actions", Some(actions))?;
+        self.cmd("DELETE", "/actions", None).map(drop)
+    }
+
+    /// Drags one finger from the middle of the element by `delta_y` pixels (negative: up),
+    /// in a few steps, as a touch screen would report it.
+    pub fn swipe(&self, css: &str, delta_y: i64) -> anyhow::Result<()> {
+        let el = self.find(css)?;
+        let mut steps = vec![
+            json!({"type": "pointerMove", "x": 0, "y": 0, "duration": 0, "origin": { (ELEMENT): el }}),
+            json!({"type": "pointerDown", "button": 0}),
+        ];
+        for k in 1..=5 {
+            steps.push(json!({
+                "type": "pointerMove", "x": 0, "y": delta_y * k / 5, "duration": 20,
+                "origin": { (ELEMENT): el }
+            }));
+        }
+        steps.push(json!({"type": "pointerUp", "button": 0}));
+        let actions = json!({"actions": [{
+            "type": "pointer", "id": "finger", "parameters": {"pointerType": "touch"},
+            "actions": steps
+        }]});
+        self.cmd("POST", "/actions", Some(actions))?;
+        self.cmd("DELETE", "/actions", None).map(drop)
+    }
+
+    /// Waits up to 10 s for `script` to return `want`; the error says what it returned last.
+    pub fn wait_for(&self, script: &str, want: &Value) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.script(script)?;
+            if &got == want {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("`{script}` returned {got}, not {want}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Runs a script in the page and returns its value (it may return a promise).
     pub fn script(&self, script: &str) -> anyhow::Result<Value> {
         self.cmd(
@@ -185,6 +258,18 @@ impl Browser {
         std::fs::write(path, bytes)?;
         Ok(())
     }
+}
+
+/// WebDriver's codes for keys that are not characters (W3C WebDriver, "Keyboard actions").
+pub mod keys {
+    pub const PAGE_UP: &str = "\u{E00E}";
+    pub const PAGE_DOWN: &str = "\u{E00F}";
+    pub const END: &str = "\u{E010}";
+    pub const HOME: &str = "\u{E011}";
+    pub const ARROW_LEFT: &str = "\u{E012}";
+    pub const ARROW_UP: &str = "\u{E013}";
+    pub const ARROW_RIGHT: &str = "\u{E014}";
+    pub const ARROW_DOWN: &str = "\u{E015}";
 }
 
 impl Drop for Browser {

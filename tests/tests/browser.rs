@@ -3,20 +3,41 @@
 //! worklist, opens the viewer (the image has real, non-blank pixels), signs a report; the
 //! doctor sees the report; an administrator looks at the link board, alerts, users and audit
 //! log. Screenshots of every page, at 1366×768 and on an upright tablet, go to
-//! `target/screenshots/`.
+//! `target/screenshots/`. Another session scrolls a 24-slice head CT and an ultrasound cine
+//! loop in the viewer and reads a 12-lead ECG, without the page loading again.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use daemon::accounts::Role;
-use harness::people::{person, request, sign_up, ONE_RADIOLOGIST, PASSWORD};
-use harness::webdriver::Browser;
+use harness::people::{person, request, sign_up, with_routing, ONE_RADIOLOGIST, PASSWORD};
+use harness::webdriver::{keys, Browser};
 use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
 use proto::consult::{ConsultationId, State, Urgency};
+use serde_json::{json, Value};
 
 fn shots() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots")
+}
+
+/// One browser session at a time: two Chromiums and their daemons on a small machine make the
+/// waits of either test flaky.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Saves the page at 1366×768 and on a tablet held upright, where nothing may need sideways
+/// scrolling but what scrolls on its own (a wide table in its box).
+fn shot(b: &Browser, name: &str) {
+    b.screenshot(&shots().join(format!("{name}.png"))).unwrap();
+    b.resize(768, 1024).unwrap();
+    b.screenshot(&shots().join(format!("{name}-tablet.png")))
+        .unwrap();
+    let overflow = b.overflow_x().unwrap();
+    b.resize(1366, 768).unwrap();
+    assert!(
+        overflow <= 0,
+        "{name} is {overflow} px too wide for a tablet"
+    );
 }
 
 fn log_in(b: &Browser, base: &str, name: &str) {
@@ -117,24 +138,11 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
     let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
     wait_for_specialties(&agent).await;
 
+    let _one = ONE_BROWSER.lock().await;
     let b = tokio::task::spawn_blocking(Browser::start)
         .await
         .unwrap()
         .unwrap();
-    // Each page at 1366×768, then on a tablet held upright: nothing may need sideways
-    // scrolling but what scrolls on its own (a wide table in its box).
-    let shot = |b: &Browser, name: &str| {
-        b.screenshot(&shots().join(format!("{name}.png"))).unwrap();
-        b.resize(768, 1024).unwrap();
-        b.screenshot(&shots().join(format!("{name}-tablet.png")))
-            .unwrap();
-        let overflow = b.overflow_x().unwrap();
-        b.resize(1366, 768).unwrap();
-        assert!(
-            overflow <= 0,
-            "{name} is {overflow} px too wide for a tablet"
-        );
-    };
     // The doctor logs in and imports the study from the "CD".
     let b = tokio::task::spawn_blocking(move || {
         log_in(&b, &clinic, "wang");
@@ -432,6 +440,7 @@ async fn a_cardiology_emergency_chosen_in_chinese_reaches_the_cardiologist_and_a
     );
 
     let clinic = format!("http://{}", daemon::client::local(agent.web_addr));
+    let _one = ONE_BROWSER.lock().await;
     let b = tokio::task::spawn_blocking(Browser::start)
         .await
         .unwrap()
@@ -631,6 +640,7 @@ async fn nothing_typed_is_lost_and_signing_asks_for_the_password_after_a_preview
 
     // The specialist accepts it and asks the clinic a question.
     let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
+    let _one = ONE_BROWSER.lock().await;
     let b = tokio::task::spawn_blocking(Browser::start)
         .await
         .unwrap()
@@ -866,6 +876,7 @@ async fn an_ultrasound_without_a_patient_id_is_kept_reconciled_in_the_browser_an
     let original = std::fs::read(&us.files[0]).unwrap();
 
     let clinic = format!("http://{}", daemon::client::local(agent.web_addr));
+    let _one = ONE_BROWSER.lock().await;
     let b = tokio::task::spawn_blocking(Browser::start)
         .await
         .unwrap()
@@ -974,6 +985,240 @@ async fn an_ultrasound_without_a_patient_id_is_kept_reconciled_in_the_browser_an
         sha2::Sha256::digest(&original),
         "the original bytes are unchanged"
     );
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
+
+/// Whether the viewer's frame has arrived and been decoded.
+const FRAME_SHOWN: &str =
+    "const i = document.querySelector('#image'); return i.complete && i.naturalWidth > 0;";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_specialist_scrolls_a_ct_and_a_cine_loop_and_reads_a_12_lead_ecg_without_the_page_reloading(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let config = with_routing(&pilot.gateway_config(link).unwrap(), ONE_RADIOLOGIST).unwrap();
+    let gw = RunningGateway::start(config).unwrap();
+    sign_up(
+        &gw.handle.accounts,
+        person("li", Role::Specialist, "Dr Li", Some("li"), None),
+    );
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let doctor = sign_up(
+        &agent.handle.accounts,
+        person("wang", Role::Doctor, "Dr Wang", None, None),
+    );
+    // The pilot's own head CT and 12-lead ECG, of a made-up patient.
+    let patient = harness::samples::DemoPatient {
+        id: "P-VIEW".into(),
+        name: "TEST^VIEWER".into(),
+        sex: "O".into(),
+        birth_date: "19700101".into(),
+    };
+    let ct = harness::samples::demo_ct_head(&dir.path().join("ct"), &patient, 24).unwrap();
+    let ecg = harness::samples::demo_ecg(&dir.path().join("ecg"), &patient).unwrap();
+    let cine = harness::samples::demo_us_cine(&dir.path().join("us"), &patient, 12).unwrap();
+    let handle = agent.handle.clone();
+    let files: Vec<PathBuf> = ct
+        .files
+        .iter()
+        .chain(&ecg.files)
+        .chain(&cine.files)
+        .cloned()
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        for f in &files {
+            handle.ingest_file(f).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let body = json!({
+        "patient": {"id": "P-VIEW", "name": "", "sex": "", "birth_date": ""},
+        "question": "q?", "specialty": "radiology", "urgency": "urgent",
+        "consent": {"given_by": "patient", "method": "written"},
+        "studies": [ct.study_uid, cine.study_uid, ecg.study_uid], "submit": true,
+    });
+    let (status, answer) = harness::http(
+        daemon::client::local(agent.web_addr),
+        "POST",
+        "/api/v1/consultations",
+        Some(&doctor),
+        Some(&body.to_string()),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    let id = ConsultationId::parse(answer["consultation"]["id"].as_str().unwrap()).unwrap();
+    let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
+    let (archive, site) = (gw.handle.archive.clone(), gw.handle.consult.clone());
+    let case = id.clone();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let arrived: u64 = archive.studies(&jinzhou).iter().map(|s| s.instances).sum();
+            let assigned = site
+                .log
+                .get(&case)
+                .unwrap()
+                .is_some_and(|f| f.consultation.assignee.is_some());
+            arrived == 26 && assigned
+        })
+        .await,
+        "the CT, the cine loop and the ECG reach the hospital and the case is assigned"
+    );
+
+    let _one = ONE_BROWSER.lock().await;
+    let b = tokio::task::spawn_blocking(Browser::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
+    tokio::task::spawn_blocking(move || {
+        log_in(&b, &hospital, "li");
+        b.goto(&format!("{hospital}/cases/{id}/viewer")).unwrap();
+        // The series, not the instances, are listed: the CT, the cine loop, the ECG.
+        b.find("#series").unwrap();
+        let listed = b
+            .script("return Array.from(document.querySelectorAll('#series li')).map(l => l.textContent)")
+            .unwrap();
+        let listed: Vec<String> = serde_json::from_value(listed).unwrap();
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        assert!(listed[0].contains("CT") && listed[0].contains("24"), "{listed:?}");
+        assert!(listed[1].contains("US") && listed[1].contains('1'), "{listed:?}");
+        assert!(listed[2].contains("ECG"), "{listed:?}");
+        b.wait_for(FRAME_SHOWN, &json!(true)).unwrap();
+        assert_eq!(b.text("#slice-no").unwrap(), "1/24");
+        // CT windows are offered for a CT.
+        for preset in ["-600,1500", "40,400", "400,1800", "40,80"] {
+            assert!(b.exists(&format!("button[data-preset='{preset}']")), "{preset}");
+        }
+        // From here on, any page load would lose this mark.
+        b.script("window.__viewerMark = 'kept'; return 1").unwrap();
+        b.click("button[data-preset='-600,1500']").unwrap();
+        let slice_no = "return document.querySelector('#slice-no').textContent";
+        for _ in 0..3 {
+            b.wheel("#stage", 100).unwrap();
+        }
+        b.wait_for(slice_no, &json!("4/24")).unwrap();
+        b.wheel("#stage", -100).unwrap();
+        b.wait_for(slice_no, &json!("3/24")).unwrap();
+        for (key, want) in [
+            (keys::ARROW_DOWN, "4/24"),
+            (keys::ARROW_RIGHT, "5/24"),
+            (keys::ARROW_UP, "4/24"),
+            (keys::ARROW_LEFT, "3/24"),
+            (keys::END, "24/24"),
+            (keys::HOME, "1/24"),
+            (keys::PAGE_DOWN, "3/24"),
+            (keys::PAGE_UP, "1/24"),
+            (keys::PAGE_DOWN, "3/24"),
+            (keys::ARROW_DOWN, "4/24"),
+        ] {
+            b.press("#stage", key).unwrap();
+            b.wait_for(slice_no, &json!(want)).unwrap();
+        }
+        // The slider follows.
+        assert_eq!(b.script("return document.querySelector('#slice').value").unwrap(), "4");
+        // A finger drawn up the image moves on through the stack, as on a tablet.
+        b.swipe("#stage", -60).unwrap();
+        let after = b.script(slice_no).unwrap();
+        let after: usize = after.as_str().unwrap().split('/').next().unwrap().parse().unwrap();
+        assert!(after > 4, "a swipe up went from slice 4 to {after}");
+        b.press("#stage", keys::HOME).unwrap();
+        for _ in 0..3 {
+            b.press("#stage", keys::ARROW_DOWN).unwrap();
+        }
+        b.wait_for(slice_no, &json!("4/24")).unwrap();
+        // The window chosen before scrolling is the one the slice is rendered with.
+        let src = b.script("return document.querySelector('#image').getAttribute('src')").unwrap();
+        let src = src.as_str().unwrap().to_owned();
+        assert!(src.contains("frame=0&wc=-600&ww=1500"), "{src}");
+        assert!(src.starts_with(&format!("/cases/{id}/images/3?o=")), "{src}");
+        b.wait_for(FRAME_SHOWN, &json!(true)).unwrap();
+        // The slice's place in the patient: ImagePositionPatient z of the 4th slice, 15 mm.
+        let position = b.text("#slice-pos").unwrap();
+        assert!(position.contains("15.0 mm"), "{position}");
+        assert!(b.text("#wl").unwrap().contains("W 1500 L -600"));
+        // A left-drag sets its own window (wider to the right, level up and down), kept on the
+        // next slice too.
+        b.drag("#stage", 40, 20).unwrap();
+        let wl = b.text("#wl").unwrap();
+        assert!(wl.starts_with("W ") && wl != "W 1500 L -600", "{wl}");
+        b.press("#stage", keys::ARROW_DOWN).unwrap();
+        b.wait_for(slice_no, &json!("5/24")).unwrap();
+        assert_eq!(b.text("#wl").unwrap(), wl, "the dragged window is kept");
+        let (wc, ww) = (
+            b.script("return document.querySelector('#image').getAttribute('data-wc')").unwrap(),
+            b.script("return document.querySelector('#image').getAttribute('data-ww')").unwrap(),
+        );
+        let window = format!("&wc={}&ww={}", wc.as_str().unwrap(), ww.as_str().unwrap());
+        b.wait_for(
+            &format!("return document.querySelector('#image').getAttribute('src').endsWith('{window}')"),
+            &json!(true),
+        )
+        .unwrap();
+        // No page was loaded since the mark: the same document, one navigation.
+        assert_eq!(b.script("return window.__viewerMark").unwrap(), "kept");
+        assert_eq!(
+            b.script("return performance.getEntriesByType('navigation').length").unwrap(),
+            1
+        );
+        shot(&b, "viewer-1-ct");
+        // A cine loop: its frames are the stack, scrolled the same way; only the image's own
+        // window is offered for ultrasound.
+        b.click("#series a[data-series='1']").unwrap();
+        b.wait_for(slice_no, &json!("1/12")).unwrap();
+        b.wait_for(FRAME_SHOWN, &json!(true)).unwrap();
+        assert!(!b.exists("button[data-preset='-600,1500']"), "no CT windows for US");
+        b.wheel("#stage", 100).unwrap();
+        b.press("#stage", keys::ARROW_DOWN).unwrap();
+        b.wait_for(slice_no, &json!("3/12")).unwrap();
+        let src = b.script("return document.querySelector('#image').getAttribute('src')").unwrap();
+        assert!(src.as_str().unwrap().ends_with("&frame=2"), "{src}");
+        b.wait_for(FRAME_SHOWN, &json!(true)).unwrap();
+        // The ECG series: the SVG with its twelve leads and the rhythm strip; gain and speed,
+        // no window presets.
+        b.click("#series a[data-series='2']").unwrap();
+        b.find("#waveform").unwrap();
+        b.wait_for(
+            "const i = document.querySelector('#waveform'); return i.complete && i.naturalWidth > 0;",
+            &json!(true),
+        )
+        .unwrap();
+        assert!(!b.exists("[data-preset]"), "no window presets for an ECG");
+        let labels = b
+            .script(
+                "return fetch(document.querySelector('#waveform').src)
+                   .then(r => r.text())
+                   .then(t => Array.from(new DOMParser().parseFromString(t, 'image/svg+xml')
+                     .querySelectorAll('text.lead')).map(e => e.textContent))",
+            )
+            .unwrap();
+        let labels: Vec<String> = serde_json::from_value(labels).unwrap();
+        assert_eq!(labels.len(), 13, "{labels:?}");
+        for lead in daemon::waveform::TWELVE_LEADS {
+            assert!(labels.iter().any(|l| l == lead), "lead {lead} in {labels:?}");
+        }
+        b.script("window.__viewerMark = 'ecg'; return 1").unwrap();
+        b.click("a[data-gain='20']").unwrap();
+        b.wait_for(
+            "return document.querySelector('#waveform').getAttribute('src').includes('gain=20&speed=25')",
+            &json!(true),
+        )
+        .unwrap();
+        assert_eq!(b.script("return window.__viewerMark").unwrap(), "ecg");
+        b.click("a[data-gain='10']").unwrap();
+        shot(&b, "viewer-2-ecg");
+    })
+    .await
+    .unwrap();
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }

@@ -648,6 +648,20 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
             None,
         ),
         (
+            "GET",
+            format!("/cases/{id}/waveforms/0"),
+            None,
+            [303, 404, 404],
+            None,
+        ),
+        (
+            "GET",
+            "/assets/viewer.js".into(),
+            None,
+            [200, 200, 200],
+            None,
+        ),
+        (
             "POST",
             format!("/cases/{id}/act/accept"),
             None,

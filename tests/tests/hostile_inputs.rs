@@ -113,8 +113,8 @@ fn every_target_is_replayed_here_and_has_a_fuzz_binary() {
 const SMALL_DICOM: u64 = 12 * 1024;
 
 /// Writes the seed corpora: the inputs `hostile::seeds` makes, pydicom's small test files for
-/// the DICOM walk and the render path, and two synthetic files of the harness (one with a
-/// sequence of unknown VR). Run it by hand after changing the seeds, then commit the files.
+/// the DICOM walk and the render path, and three synthetic files of the harness (one with a
+/// sequence of unknown VR, a short 12-lead ECG). Run it by hand after changing the seeds, then commit the files.
 #[test]
 #[ignore = "writes fuzz/corpus/; run by hand"]
 fn write_seed_corpora() -> anyhow::Result<()> {
@@ -138,6 +138,17 @@ fn write_seed_corpora() -> anyhow::Result<()> {
     let un = synthetic.path().join("tpg-undefined-length-un.dcm");
     harness::samples::write_undefined_length_un(&un)?;
     dicom.push(un);
+    let patient = harness::samples::DemoPatient {
+        id: "FUZZ-1".into(),
+        name: "FUZZ^SEED".into(),
+        sex: "O".into(),
+        birth_date: "19700101".into(),
+    };
+    for file in harness::samples::ecg(synthetic.path(), &patient, 250, 1)?.files {
+        let named = synthetic.path().join("tpg-ecg-12-lead.dcm");
+        std::fs::rename(file, &named)?;
+        dicom.push(named);
+    }
     for file in harness::samples::write_small_instances(synthetic.path(), 1)? {
         let named = synthetic.path().join("tpg-small-instance.dcm");
         std::fs::rename(file, &named)?;

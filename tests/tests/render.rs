@@ -110,3 +110,84 @@ fn files_the_dicom_reader_mis_reads_are_refused_within_bounds_and_rendering_goes
     }
     render::png(&samples.join("CT_small.dcm"), 0, None).expect("rendering goes on");
 }
+
+/// The lead labels of a drawn ECG, in the order drawn.
+fn lead_labels(svg: &str) -> Vec<String> {
+    svg.split(r#"<text class="lead""#)
+        .skip(1)
+        .map(|t| {
+            let t = &t[t.find('>').unwrap() + 1..];
+            t[..t.find('<').unwrap()].to_owned()
+        })
+        .collect()
+}
+
+/// The vertical extent, in mm, of the first trace of `lead`.
+fn trace_height(svg: &str, lead: &str) -> f64 {
+    let at = svg.find(&format!(r#"data-lead="{lead}""#)).unwrap();
+    let rest = &svg[at..];
+    let rest = &rest[rest.find("points=\"").unwrap() + 8..];
+    let ys: Vec<f64> = rest[..rest.find('"').unwrap()]
+        .split_whitespace()
+        .map(|p| p.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
+    let lo = ys.iter().copied().fold(f64::MAX, f64::min);
+    let hi = ys.iter().copied().fold(f64::MIN, f64::max);
+    hi - lo
+}
+
+#[test]
+fn pydicoms_and_the_pilots_12_lead_ecgs_are_drawn_with_every_lead_on_ecg_paper() {
+    use daemon::waveform::{svg_file, Paper, TWELVE_LEADS};
+    let dir = tempfile::tempdir().unwrap();
+    let patient = harness::samples::DemoPatient {
+        id: "P-ECG".into(),
+        name: "TEST^ECG".into(),
+        sex: "O".into(),
+        birth_date: "19700101".into(),
+    };
+    let pilot = harness::samples::demo_ecg(dir.path(), &patient).unwrap();
+    let pydicom = harness::samples::pydicom_test_files()
+        .unwrap()
+        .join("waveform_ecg.dcm");
+    for path in [&pydicom, &pilot.files[0]] {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let svg = svg_file(path, Paper::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"), "{name}");
+        let labels = lead_labels(&svg);
+        // Twelve leads in the 3 × 4 grid, then lead II's rhythm strip.
+        assert_eq!(labels.len(), 13, "{name}: {labels:?}");
+        for lead in TWELVE_LEADS {
+            assert!(labels.iter().any(|l| l == lead), "{name} lacks lead {lead}");
+        }
+        assert_eq!(labels[12], "II", "{name}: the rhythm strip");
+        for trace in svg.split(r#"class="trace""#).skip(1) {
+            let points = trace.split("points=\"").nth(1).unwrap();
+            let count = points[..points.find('"').unwrap()]
+                .split_whitespace()
+                .count();
+            assert!(count > 100, "{name}: a trace of {count} points");
+        }
+        // Twice the gain, twice the height; the paper is as wide at either gain.
+        let at10 = trace_height(&svg, "II");
+        let twenty = svg_file(path, Paper::new(Some(20), None)).unwrap();
+        let at20 = trace_height(&twenty, "II");
+        assert!(at10 > 3.0, "{name}: lead II spans {at10} mm at 10 mm/mV");
+        assert!((at20 / at10 - 2.0).abs() < 0.05, "{name}: {at10} → {at20}");
+        assert!(twenty.contains(r#"width="270mm""#), "{name}");
+    }
+    // The pilot's ECG: R waves of about 1.1 mV × 1.2 in lead II, so about 13 mm at 10 mm/mV.
+    let svg = svg_file(&pilot.files[0], Paper::default()).unwrap();
+    let h = trace_height(&svg, "II");
+    assert!((10.0..18.0).contains(&h), "lead II spans {h} mm");
+}
+
+#[test]
+fn an_image_is_not_drawn_as_a_waveform_nor_a_waveform_as_an_image() {
+    let pydicom = harness::samples::pydicom_test_files().unwrap();
+    let e = daemon::waveform::svg_file(&pydicom.join("CT_small.dcm"), Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no Waveform Sequence"), "{e}");
+    assert!(render::info(&pydicom.join("waveform_ecg.dcm")).is_err());
+}
