@@ -67,7 +67,6 @@ pub fn page(session: &Session, title: &str, body: Markup) -> Response {
     .into_response()
 }
 
-/// An API refusal shown as a page.
 /// A case id from a page's path; a malformed one is a case that does not exist.
 pub(crate) fn parse_id(
     session: &Session,
@@ -81,6 +80,7 @@ pub(crate) fn parse_id(
     })
 }
 
+/// An API refusal shown as a page.
 pub fn failed(session: &Session, e: ApiError) -> Response {
     error_page(session.lang, e.status, &e.message)
 }

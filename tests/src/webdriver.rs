@@ -221,6 +221,30 @@ impl Browser {
         }
     }
 
+    /// Clicks what submits a form or follows a link, and waits until the next page has
+    /// loaded: a click returns before the browser has followed it, and the old page may hold
+    /// what the next one is checked for.
+    pub fn click_to_next_page(&self, css: &str) -> anyhow::Result<()> {
+        self.script("window.__before_click = true;")?;
+        self.click(css)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // A script run while the page changes may fail; it is asked again.
+            let done = self
+                .script(
+                    "return window.__before_click !== true && document.readyState === 'complete'",
+                )
+                .unwrap_or(Value::Bool(false));
+            if done == Value::Bool(true) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("clicking {css} led to no new page in 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Runs a script in the page and returns its value (it may return a promise).
     pub fn script(&self, script: &str) -> anyhow::Result<Value> {
         self.cmd(

@@ -252,9 +252,9 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
         b.goto(&format!("{hospital}/cases/{case}")).unwrap();
         b.type_into("textarea[name=findings]", "Normal grey-white differentiation.").unwrap();
         b.type_into("textarea[name=impression]", impression).unwrap();
-        b.click("#preview").unwrap();
+        b.click_to_next_page("#preview").unwrap();
         b.type_into("#password", PASSWORD).unwrap();
-        b.click("#sign").unwrap();
+        b.click_to_next_page("#sign").unwrap();
         let report = b.text("#report").unwrap();
         assert!(report.contains(impression), "{report}");
         assert!(report.contains("Dr Li"), "the report is signed by the logged-in specialist");
@@ -649,14 +649,14 @@ async fn nothing_typed_is_lost_and_signing_asks_for_the_password_after_a_preview
     let b = tokio::task::spawn_blocking(move || {
         log_in(&b, &hospital, "li");
         b.goto(&format!("{hospital}/cases/{case}")).unwrap();
-        b.click("#accept").unwrap();
+        b.click_to_next_page("#accept").unwrap();
         b.find("#ask-form").unwrap();
         b.type_into(
             "#ask-form textarea[name=text]",
             "Which side was the fall on?",
         )
         .unwrap();
-        b.click("#ask-form button").unwrap();
+        b.click_to_next_page("#ask-form button").unwrap();
         b.find("#report-form").unwrap();
         b
     })
@@ -712,7 +712,7 @@ async fn nothing_typed_is_lost_and_signing_asks_for_the_password_after_a_preview
         // Sent, the draft is gone.
         b.type_into("form.answer textarea[name=text]", " fell on the left.")
             .unwrap();
-        b.click("form.answer button").unwrap();
+        b.click_to_next_page("form.answer button").unwrap();
         b
     })
     .await
@@ -747,7 +747,7 @@ async fn nothing_typed_is_lost_and_signing_asks_for_the_password_after_a_preview
     let case = id.clone();
     let b = tokio::task::spawn_blocking(move || {
         b.goto(&format!("{hospital}/cases/{case}")).unwrap();
-        b.click("#templates button").unwrap();
+        b.click_to_next_page("#templates button").unwrap();
         let findings = b
             .script("return document.querySelector('textarea[name=findings]').value")
             .unwrap();
@@ -793,7 +793,7 @@ async fn nothing_typed_is_lost_and_signing_asks_for_the_password_after_a_preview
             "the draft outlived the restart"
         );
         // The preview shows the report as it will be signed; a wrong password signs nothing.
-        b.click("#preview").unwrap();
+        b.click_to_next_page("#preview").unwrap();
         assert!(b.text("#report").unwrap().contains(typed));
         b.screenshot(&shots().join("drafts-2-report-preview.png"))
             .unwrap();
@@ -802,7 +802,7 @@ async fn nothing_typed_is_lost_and_signing_asks_for_the_password_after_a_preview
             .unwrap();
         b.resize(1366, 768).unwrap();
         b.type_into("#password", "not the password").unwrap();
-        b.click("#sign").unwrap();
+        b.click_to_next_page("#sign").unwrap();
         let refused = b.text("#action-error").unwrap();
         assert!(!refused.is_empty());
         assert!(!b.exists("#report"), "nothing signed");
@@ -814,9 +814,9 @@ async fn nothing_typed_is_lost_and_signing_asks_for_the_password_after_a_preview
             serde_json::json!(typed),
             "the draft is still there"
         );
-        b.click("#preview").unwrap();
+        b.click_to_next_page("#preview").unwrap();
         b.type_into("#password", PASSWORD).unwrap();
-        b.click("#sign").unwrap();
+        b.click_to_next_page("#sign").unwrap();
         let report = b.text("#report").unwrap();
         assert!(report.contains(typed), "{report}");
         assert!(!b.exists("#report-form"), "signed: no form left");
