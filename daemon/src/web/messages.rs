@@ -306,6 +306,8 @@ pub(super) static MESSAGES: &[(&str, &str, &str)] = &[
     ("viewer.ecg_help", "标准 12 导联：3 行 × 4 列，每导联 2.5 秒，下方为 II 导联节律条；小格 1 mm，大格 5 mm；每行起始为 1 mV 定标脉冲。", "Standard 12-lead layout: 3 rows × 4 columns of 2.5 s per lead and a lead II rhythm strip below; small squares 1 mm, large 5 mm; each row starts with a 1 mV calibration pulse."),
     ("viewer.ecg", "心电图", "ECG"),
     ("viewer.instances", "幅图像", "images"),
+    ("viewer.instance", "幅图像", "image"),
+    ("viewer.waveform", "份波形", "waveform"),
     ("viewer.waveforms", "份波形", "waveforms"),
     ("viewer.slice", "层面", "Slice"),
     ("viewer.position", "位置", "Pos"),

@@ -292,7 +292,12 @@ fn series_list(lang: Lang, series: &[Series], current: usize) -> Markup {
                         br;
                         span.muted {
                             (s.instances.len()) " "
-                            (lang.t(if s.waveform { "viewer.waveforms" } else { "viewer.instances" }))
+                            (lang.t(match (s.waveform, s.instances.len() == 1) {
+                                (true, true) => "viewer.waveform",
+                                (true, false) => "viewer.waveforms",
+                                (false, true) => "viewer.instance",
+                                (false, false) => "viewer.instances",
+                            }))
                         }
                     }
                 }
