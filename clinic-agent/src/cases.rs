@@ -244,6 +244,7 @@ impl<'a> Cases<'a> {
             question: req.question,
             specialty: req.specialty,
             urgency,
+            number: None,
         }];
         if let Some(c) = req.consent {
             steps.push(EventKind::ConsentRecorded {
