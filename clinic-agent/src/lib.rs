@@ -94,6 +94,9 @@ pub struct Handle {
     pub accounts: Arc<daemon::accounts::Accounts>,
     /// The hospital's specialties, as its gateway last sent them.
     pub specialties: Arc<specialties::Specialties>,
+    /// The start of this clinic's case numbers: `[clinic] case_prefix`, or derived from the
+    /// clinic id (`proto::find::CaseNumber::prefix_of`).
+    pub case_prefix: String,
     sync_commands: mpsc::UnboundedSender<sync::SyncCommand>,
 }
 
@@ -271,6 +274,11 @@ pub fn start(
     let clinic = clinic_of(&config.link.cert)
         .map_err(|e| tracing::error!("{e:#}; consultations are unavailable"))
         .ok();
+    let case_prefix = config.case_prefix.clone().unwrap_or_else(|| {
+        clinic
+            .as_ref()
+            .map_or_else(|| "C".to_owned(), proto::find::CaseNumber::prefix_of)
+    });
     let accounts = Arc::new(daemon::accounts::Accounts::open(
         &config.data_dir.join(ACCOUNTS_FILE),
     )?);
@@ -286,6 +294,7 @@ pub fn start(
         clinic,
         accounts,
         specialties: Arc::new(specialties::Specialties::open(&config.data_dir)),
+        case_prefix,
         sync_commands,
     };
     let seed = std::time::SystemTime::now()

@@ -97,7 +97,11 @@ impl CaseNumber {
             }
         }
         if prefix.chars().count() < 2 {
-            prefix = id.chars().filter(|c| c.is_ascii_alphanumeric()).take(2).collect();
+            prefix = id
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(2)
+                .collect();
         }
         let mut prefix: String = prefix.to_ascii_uppercase();
         prefix.truncate(MAX_PREFIX);
@@ -110,8 +114,7 @@ impl CaseNumber {
     /// A configured prefix, uppercased: 1 to [`MAX_PREFIX`] ASCII letters and digits.
     pub fn check_prefix(text: &str) -> Result<String, String> {
         let t = text.trim();
-        if t.is_empty() || t.len() > MAX_PREFIX || !t.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
+        if t.is_empty() || t.len() > MAX_PREFIX || !t.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(format!(
                 "a case prefix is 1 to {MAX_PREFIX} letters or digits (e.g. \"JZ\"), not '{text}'"
             ));
@@ -262,7 +265,7 @@ impl Search {
         if given(&self.clinic).is_some_and(|k| k != c.clinic.as_str()) {
             return false;
         }
-        if given(&self.specialty).is_some_and(|s| s != c.specialty) {
+        if given(&self.specialty).is_some_and(|s| !s.eq_ignore_ascii_case(c.specialty.trim())) {
             return false;
         }
         true

@@ -53,7 +53,14 @@ fn years_and_dates_are_counted_in_the_civil_calendar() {
     assert_eq!(parse_date("1970-01-01"), Some(0));
     assert_eq!(parse_date("2026-12-04"), Some(DEC_4.div_euclid(DAY_MS)));
     assert_eq!(parse_date("2024-02-29"), Some(19_782));
-    for bad in ["2026-02-29", "2026-13-01", "2026-1-01", "", "yesterday", "2026-12-00"] {
+    for bad in [
+        "2026-02-29",
+        "2026-13-01",
+        "2026-1-01",
+        "",
+        "yesterday",
+        "2026-12-00",
+    ] {
         assert_eq!(parse_date(bad), None, "{bad}");
     }
 }
@@ -74,7 +81,13 @@ fn a_prefix_comes_from_the_clinic_id_or_its_configuration() {
 #[test]
 fn numbers_count_per_prefix_and_year() {
     assert_eq!(CaseNumber::next("JZ", 2026, []), "JZ-2026-0001");
-    let existing = ["JZ-2026-0001", "JZ-2026-0041", "JZ-2025-0100", "XH-2026-0500", "junk"];
+    let existing = [
+        "JZ-2026-0001",
+        "JZ-2026-0041",
+        "JZ-2025-0100",
+        "XH-2026-0500",
+        "junk",
+    ];
     assert_eq!(CaseNumber::next("JZ", 2026, existing), "JZ-2026-0042");
     assert_eq!(CaseNumber::next("JZ", 2027, existing), "JZ-2027-0001");
     assert_eq!(
@@ -83,7 +96,13 @@ fn numbers_count_per_prefix_and_year() {
         "past 9999 the number grows a digit"
     );
     assert_eq!(CaseNumber::parse("JZ-2026-0042"), Some(("JZ", 2026, 42)));
-    for bad in ["JZ-26-0042", "-2026-0042", "JZ-2026-", "JZ 2026 0042", "J-Z-2026-x"] {
+    for bad in [
+        "JZ-26-0042",
+        "-2026-0042",
+        "JZ-2026-",
+        "JZ 2026 0042",
+        "J-Z-2026-x",
+    ] {
         assert_eq!(CaseNumber::parse(bad), None, "{bad}");
     }
 }
@@ -126,7 +145,10 @@ fn filters_narrow_by_date_urgency_state_clinic_and_specialty() {
     assert!(!with(|s| s.from = Some("2026-12-05".into())));
     assert!(!with(|s| s.to = Some("2026-12-03".into())));
     assert!(!with(|s| s.to = Some("not a date".into())));
-    assert!(with(|s| s.from = Some(String::new())), "an empty field filters nothing");
+    assert!(
+        with(|s| s.from = Some(String::new())),
+        "an empty field filters nothing"
+    );
     assert!(with(|s| s.urgency = Some("urgent".into())));
     assert!(!with(|s| s.urgency = Some("routine".into())));
     assert!(with(|s| s.state = Some("draft".into())));
@@ -154,9 +176,17 @@ fn sorting_follows_the_key_and_direction_asked_for() {
         dir: Some(dir.into()),
         ..Search::default()
     };
-    assert_eq!(by("created", "").compare(&new, &old), Ordering::Less, "newest first");
+    assert_eq!(
+        by("created", "").compare(&new, &old),
+        Ordering::Less,
+        "newest first"
+    );
     assert_eq!(by("created", "asc").compare(&new, &old), Ordering::Greater);
-    assert_eq!(by("urgency", "").compare(&old, &new), Ordering::Less, "most urgent first");
+    assert_eq!(
+        by("urgency", "").compare(&old, &new),
+        Ordering::Less,
+        "most urgent first"
+    );
     assert_eq!(by("state", "").compare(&new, &old), Ordering::Less);
     assert_eq!(by("state", "desc").compare(&new, &old), Ordering::Greater);
     assert_eq!(by("nonsense", "").compare(&new, &old), Ordering::Equal);

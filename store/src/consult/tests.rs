@@ -482,7 +482,10 @@ fn concurrent_creations_get_distinct_consecutive_case_numbers_per_year() {
             std::thread::spawn(move || {
                 (0..10u8)
                     .map(|i| {
-                        let id = ConsultationId::new(dec as u64 + u64::from(i), [t, i, 0, 0, 0, 0, 0, 0, 0, 1]);
+                        let id = ConsultationId::new(
+                            dec as u64 + u64::from(i),
+                            [t, i, 0, 0, 0, 0, 0, 0, 0, 1],
+                        );
                         let e = agent
                             .append_numbered(&jz, Side::Clinic, &id, "dr", dec, created("?"), "JZ")
                             .unwrap();
@@ -530,7 +533,12 @@ fn concurrent_creations_get_distinct_consecutive_case_numbers_per_year() {
     let (_g, gateway) = open();
     replicate(&agent, Side::Clinic, &gateway, Side::Gateway, &jz);
     assert_eq!(
-        gateway.state(&next_year).unwrap().unwrap().number.as_deref(),
+        gateway
+            .state(&next_year)
+            .unwrap()
+            .unwrap()
+            .number
+            .as_deref(),
         Some("JZ-2027-0001"),
         "the number travels with the created event"
     );
