@@ -383,6 +383,21 @@ mod tests {
     }
 
     #[test]
+    fn a_case_prefix_is_a_short_code_and_a_bad_one_names_its_key() {
+        let dir = bundle();
+        let f = dir.path().join("agent.toml");
+        let with = |table: &str| AgentConfig::parse(&f, &format!("{MINIMAL}\n{table}\n"));
+        assert_eq!(with("").unwrap().case_prefix, None);
+        let c = with("[clinic]\ncase_prefix = \"jz\"").unwrap();
+        assert_eq!(c.case_prefix.as_deref(), Some("JZ"));
+        let e = with("[clinic]\ncase_prefix = \"J-Z\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[clinic] case_prefix"), "{e}");
+        assert!(e.contains("1 to 6 letters or digits"), "{e}");
+    }
+
+    #[test]
     fn the_routine_limit_and_its_full_rate_hours_are_checked_together() {
         let dir = bundle();
         let f = dir.path().join("agent.toml");
