@@ -225,15 +225,6 @@ fn base64_decode(text: &str) -> anyhow::Result<Vec<u8>> {
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_decodes() {
-        assert_eq!(super::base64_decode("aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(super::base64_decode("AAEC").unwrap(), [0, 1, 2]);
-    }
-}
-
 /// Where the browser tests put their screenshots: `target/screenshots/`.
 pub fn shots() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots")
@@ -278,4 +269,13 @@ pub fn shot(b: &Browser, name: &str) -> anyhow::Result<()> {
         bail!("{name} is {overflow} px too wide for a tablet");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_decodes() {
+        assert_eq!(super::base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(super::base64_decode("AAEC").unwrap(), [0, 1, 2]);
+    }
 }

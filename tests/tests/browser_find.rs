@@ -118,8 +118,16 @@ async fn a_specialist_finds_a_case_by_part_of_the_patients_name_and_reads_its_nu
             assert!(std::time::Instant::now() < deadline, "the search was not sent");
             std::thread::sleep(Duration::from_millis(50));
         }
-        b.find("#worklist").unwrap();
-        assert_eq!(rows(), serde_json::json!([case.as_str()]), "only the case searched for");
+        // The answer replaces the page: wait for it rather than read the page it replaces.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while rows() != serde_json::json!([case.as_str()]) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only the case searched for: {}",
+                rows()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let row = format!("#worklist tr[data-case='{case}']");
         let number_cell = b.text(&format!("{row} .case-no")).unwrap();
         assert_eq!(number_cell.trim(), shown, "the case number is on the worklist");
