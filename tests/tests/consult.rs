@@ -101,6 +101,20 @@ async fn a_consultation_goes_from_an_offline_request_to_an_acknowledged_report_o
         wait_until(WAIT, || state_at(hospital, &id) == Some(State::Accepted)).await,
         "the answer reaches the specialist"
     );
+    // The specialist's worklist flags it until they act on the case again.
+    let li = sign_up(
+        &gw.handle.accounts,
+        person("li", Role::Specialist, "Li Wei", Some("li"), None),
+    );
+    let web = gw.web_addr;
+    let rows: serde_json::Value = tokio::task::spawn_blocking(move || {
+        serde_json::from_str(&http_get_as(web, "/api/v1/consultations", &li).unwrap()).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(rows[0]["id"], id.as_str(), "{rows}");
+    assert_eq!(rows[0]["answer_received"], true, "{rows}");
+    assert_eq!(rows[0]["new"], false, "accepted: not new");
     hospital
         .append(
             &jz,
