@@ -311,6 +311,18 @@ impl AgentStore {
         })
     }
 
+    /// The modality of each study held here (the first instance's that names one), by Study
+    /// Instance UID: one read of the outbox for a whole case list.
+    pub fn study_modalities(&self) -> std::collections::BTreeMap<String, String> {
+        let mut out = std::collections::BTreeMap::new();
+        for (_, r) in self.objects() {
+            if let Some(m) = r.modality.filter(|m| !m.is_empty()) {
+                out.entry(r.study_instance_uid).or_insert(m);
+            }
+        }
+        out
+    }
+
     /// Each of `studies` as the hospital has receipted it: instances, series and bytes
     /// delivered, out of the instances held here (`expected_instances`).
     pub fn study_arrivals(&self, studies: &[String]) -> Vec<daemon::cases::StudyArrival> {

@@ -81,17 +81,35 @@ pub struct ActionBody {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CaseRow {
     pub id: ConsultationId,
+    /// The short case number (`JZ-2026-0042`); `None` for cases from before numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
     pub state: proto::consult::State,
     pub urgency: Urgency,
     pub specialty: String,
     pub question: String,
     pub patient_id: String,
+    #[serde(default)]
+    pub patient_name: String,
+    /// DICOM sex (M, F, O) and birth date, as the case holds them.
+    #[serde(default)]
+    pub patient_sex: String,
+    #[serde(default)]
+    pub patient_birth_date: String,
     pub assignee: Option<String>,
     pub created_at_ms: i64,
     /// Open questions from the specialist waiting for an answer.
     pub open_questions: usize,
     /// The studies attached, by Study Instance UID.
     pub studies: Vec<String>,
+    /// The modalities of the attached studies held here.
+    #[serde(default)]
+    pub modalities: Vec<String>,
+    /// When the hospital should accept it by, while it waits for a specialist (delivered, or
+    /// assigned and not accepted), by the default time of its urgency
+    /// (`proto::consult::default_sla`): the clinic does not hold the hospital's roster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_by_ms: Option<i64>,
 }
 
 /// A consultation id as a path names it; an id that cannot be one names no case.
@@ -144,26 +162,75 @@ impl<'a> Cases<'a> {
         self.handle.clinic.as_ref().ok_or(CaseError::NoClinic)
     }
 
-    /// This clinic's consultations, newest first.
-    pub fn list(&self, user: &User) -> Result<Vec<CaseRow>, CaseError> {
+    /// This clinic's consultations that `search` asks for, newest first unless it asks for
+    /// another order.
+    pub fn list(
+        &self,
+        user: &User,
+        search: &proto::find::Search,
+    ) -> Result<Vec<CaseRow>, CaseError> {
         access::check(Caller::User(user), Action::List)?;
-        let all = self.handle.consult.log.list(self.here()?)?;
+        let mut all = self.handle.consult.log.list(self.here()?)?;
+        all.retain(|c| search.matches(c));
+        all.reverse();
+        all.sort_by(|a, b| search.compare(&a.into(), &b.into()));
+        let modalities = if all.iter().any(|c| !c.studies.is_empty()) {
+            self.handle.store.study_modalities()
+        } else {
+            Default::default()
+        };
         Ok(all
             .into_iter()
-            .rev()
-            .map(|c| CaseRow {
-                id: c.id,
-                state: c.state,
-                urgency: c.urgency,
-                specialty: c.specialty,
-                question: c.question,
-                patient_id: c.patient.id,
-                assignee: c.assignee,
-                created_at_ms: c.created_at_ms,
-                open_questions: c.open_questions.len(),
-                studies: c.studies,
+            .map(|c| {
+                let sla = proto::consult::default_sla(c.urgency);
+                let mut shown: Vec<String> = c
+                    .studies
+                    .iter()
+                    .filter_map(|uid| modalities.get(uid).cloned())
+                    .collect();
+                shown.dedup();
+                CaseRow {
+                    accept_by_ms: c.accept_by_ms(sla),
+                    id: c.id,
+                    number: c.number,
+                    state: c.state,
+                    urgency: c.urgency,
+                    specialty: c.specialty,
+                    question: c.question,
+                    patient_id: c.patient.id,
+                    patient_name: c.patient.name,
+                    patient_sex: c.patient.sex,
+                    patient_birth_date: c.patient.birth_date,
+                    assignee: c.assignee,
+                    created_at_ms: c.created_at_ms,
+                    open_questions: c.open_questions.len(),
+                    studies: c.studies,
+                    modalities: shown,
+                }
             })
             .collect())
+    }
+
+    /// The case whose short number is `number` (`JZ-2026-0042`), if this clinic holds one
+    /// and `user` may list cases.
+    pub fn by_number(
+        &self,
+        user: &User,
+        number: &str,
+    ) -> Result<Option<ConsultationId>, CaseError> {
+        access::check(Caller::User(user), Action::List)?;
+        Ok(self
+            .handle
+            .consult
+            .log
+            .list(self.here()?)?
+            .into_iter()
+            .find(|c| {
+                c.number
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(number))
+            })
+            .map(|c| c.id))
     }
 
     /// A case's fold and timeline, if the policy lets `user` do `action` to it (not found
@@ -291,6 +358,7 @@ impl<'a> Cases<'a> {
             question: req.question,
             specialty: req.specialty,
             urgency,
+            number: None,
         }];
         if let Some(c) = req.consent {
             steps.push(EventKind::ConsentRecorded {
@@ -310,9 +378,21 @@ impl<'a> Cases<'a> {
         if req.submit {
             steps.push(EventKind::Submitted);
         }
-        // The first step checks the request itself; nothing is stored if it is refused.
+        // The first step checks the request itself; nothing is stored if it is refused. The
+        // created event gets the clinic's next case number as it is appended.
         for kind in steps {
-            self.append(user, &id, kind)?;
+            if matches!(kind, EventKind::Created { .. }) {
+                self.handle.consult.append_numbered(
+                    self.here()?,
+                    &id,
+                    &user.name,
+                    now_ms(),
+                    kind,
+                    &self.handle.case_prefix,
+                )?;
+            } else {
+                self.append(user, &id, kind)?;
+            }
         }
         // Previews first: queued ahead of everything, they leave before the raised images do.
         self.previews(user, &id);

@@ -22,6 +22,14 @@ struct RawConfig {
     web: RawListen,
     #[serde(default)]
     metrics: RawListen,
+    #[serde(default)]
+    clinic: RawClinic,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClinic {
+    case_prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +76,9 @@ pub struct AgentConfig {
     pub dicom: DicomConfig,
     pub web_listen: SocketAddr,
     pub metrics_listen: SocketAddr,
+    /// `[clinic] case_prefix`: the start of the clinic's case numbers (`JZ` in
+    /// `JZ-2026-0042`); `None`: derived from the clinic id (`proto::find::CaseNumber`).
+    pub case_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -172,6 +183,19 @@ impl AgentConfig {
             .ae_title
             .unwrap_or_else(|| DEFAULT_AE_TITLE.into());
         check_ae_title(path, "[dicom] ae_title", &ae_title)?;
+        let case_prefix = raw
+            .clinic
+            .case_prefix
+            .as_deref()
+            .map(|text| {
+                proto::find::CaseNumber::check_prefix(text).map_err(|problem| ConfigValueError {
+                    file: path.display().to_string(),
+                    key: "[clinic] case_prefix".into(),
+                    value: text.into(),
+                    problem,
+                })
+            })
+            .transpose()?;
         let allowed = raw.dicom.allowed_calling_ae_titles.unwrap_or_default();
         for title in &allowed {
             check_ae_title(path, "[dicom] allowed_calling_ae_titles", title)?;
@@ -213,6 +237,7 @@ impl AgentConfig {
                     .as_deref()
                     .unwrap_or(DEFAULT_METRICS_LISTEN),
             )?,
+            case_prefix,
         })
     }
 }
@@ -355,6 +380,21 @@ mod tests {
             e.contains("[link] key names") && e.contains("certs clinic"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_case_prefix_is_a_short_code_and_a_bad_one_names_its_key() {
+        let dir = bundle();
+        let f = dir.path().join("agent.toml");
+        let with = |table: &str| AgentConfig::parse(&f, &format!("{MINIMAL}\n{table}\n"));
+        assert_eq!(with("").unwrap().case_prefix, None);
+        let c = with("[clinic]\ncase_prefix = \"jz\"").unwrap();
+        assert_eq!(c.case_prefix.as_deref(), Some("JZ"));
+        let e = with("[clinic]\ncase_prefix = \"J-Z\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[clinic] case_prefix"), "{e}");
+        assert!(e.contains("1 to 6 letters or digits"), "{e}");
     }
 
     #[test]

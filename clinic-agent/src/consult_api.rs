@@ -76,11 +76,14 @@ async fn create(
         .map(Json)
 }
 
+/// The clinic's cases, narrowed and sorted by the worklist's query parameters
+/// (`proto::find::Search`: `?q=wang&state=assigned&sort=created`).
 async fn list(
     State(handle): State<Handle>,
     Authenticated(user): Authenticated,
+    axum::extract::Query(search): axum::extract::Query<proto::find::Search>,
 ) -> Result<Json<Vec<CaseRow>>, ApiError> {
-    blocking(move || Ok(handle.cases().list(&user)?))
+    blocking(move || Ok(handle.cases().list(&user, &search)?))
         .await
         .map(Json)
 }

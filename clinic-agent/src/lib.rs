@@ -97,6 +97,9 @@ pub struct Handle {
     pub specialties: Arc<specialties::Specialties>,
     /// What doctors have typed on cases and not sent yet.
     pub drafts: daemon::drafts::Drafts,
+    /// The start of this clinic's case numbers: `[clinic] case_prefix`, or derived from the
+    /// clinic id (`proto::find::CaseNumber::prefix_of`).
+    pub case_prefix: String,
     sync_commands: mpsc::UnboundedSender<sync::SyncCommand>,
 }
 
@@ -278,6 +281,11 @@ pub fn start(
     let clinic = clinic_of(&config.link.cert)
         .map_err(|e| tracing::error!("{e:#}; consultations are unavailable"))
         .ok();
+    let case_prefix = config.case_prefix.clone().unwrap_or_else(|| {
+        clinic
+            .as_ref()
+            .map_or_else(|| "C".to_owned(), proto::find::CaseNumber::prefix_of)
+    });
     let accounts = Arc::new(daemon::accounts::Accounts::open(
         &config.data_dir.join(ACCOUNTS_FILE),
     )?);
@@ -296,6 +304,7 @@ pub fn start(
         drafts: daemon::drafts::Drafts::new(Arc::new(
             ::store::drafts::sled::SledDrafts::open(&db).map_err(|e| anyhow::anyhow!("{e}"))?,
         )),
+        case_prefix,
         sync_commands,
     };
     let seed = std::time::SystemTime::now()

@@ -90,6 +90,31 @@ impl Site {
         Ok(event)
     }
 
+    /// Appends a created event with the clinic's next case number under `prefix` (given
+    /// under the log's append lock: `ConsultLog::append_numbered`) and wakes the events
+    /// streams.
+    pub fn append_numbered(
+        &self,
+        clinic: &ClinicId,
+        consultation: &proto::consult::ConsultationId,
+        actor: &str,
+        at_ms: i64,
+        kind: proto::consult::EventKind,
+        prefix: &str,
+    ) -> Result<Event, store::consult::ConsultError> {
+        let event = self.log.append_numbered(
+            clinic,
+            self.local,
+            consultation,
+            actor,
+            at_ms,
+            kind,
+            prefix,
+        )?;
+        self.notifier.notify(EVENTS);
+        Ok(event)
+    }
+
     /// Changes after every append of this site's own events: for tasks that react to them
     /// (the gateway's router wakes on `delivered`).
     pub fn subscribe(&self) -> Subscription {
@@ -366,6 +391,7 @@ mod tests {
                 question: "fracture?".into(),
                 specialty: "radiology".into(),
                 urgency: Urgency::Urgent,
+                number: None,
             },
             EventKind::ConsentRecorded {
                 consent: Consent {
@@ -454,6 +480,7 @@ mod tests {
                     question: "?".into(),
                     specialty: "radiology".into(),
                     urgency: Urgency::Routine,
+                    number: None,
                 },
             )
             .unwrap();

@@ -15,6 +15,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod consult;
+pub mod find;
 mod messages;
 
 use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};

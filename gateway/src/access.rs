@@ -221,6 +221,7 @@ mod tests {
                     question: "q".into(),
                     specialty: "radiology".into(),
                     urgency: Urgency::Routine,
+                    number: None,
                 },
             ),
             event(

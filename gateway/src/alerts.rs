@@ -88,12 +88,18 @@ pub fn raised(s: &Sources<'_>, admin: &User, now: i64) -> Result<Vec<Alert>, Cas
             }
         }
     }
-    for row in s.cases.worklist(admin, false)? {
+    // A case's short number leads its detail: what people say on the phone.
+    let numbered = |number: &Option<String>, rest: String| match number {
+        Some(n) => format!("{n} · {rest}"),
+        None => rest,
+    };
+    let search = proto::find::Search::default();
+    for row in s.cases.worklist(admin, false, &search, None)?.rows {
         if row.accept_by_ms.is_some_and(|by| by < now) {
             alerts.push(Alert {
                 kind: "alerts.sla",
                 about: row.id.to_string(),
-                detail: format!("{} · {}", row.clinic, row.specialty),
+                detail: numbered(&row.number, format!("{} · {}", row.clinic, row.specialty)),
             });
         }
     }
@@ -102,7 +108,7 @@ pub fn raised(s: &Sources<'_>, admin: &User, now: i64) -> Result<Vec<Alert>, Cas
             alerts.push(Alert {
                 kind: "alerts.unrouted",
                 about: c.id.to_string(),
-                detail: format!("{} · {why}", c.clinic),
+                detail: numbered(&c.number, format!("{} · {why}", c.clinic)),
             });
         }
     }

@@ -163,6 +163,11 @@ async fn forwarding(
 struct WorklistQuery {
     /// `open` (default: still needs the hospital), `all`.
     scope: Option<String>,
+    /// At most this many rows (the first by the order asked for); none: every row.
+    limit: Option<usize>,
+    /// Text, dates, filters and sort (`proto::find::Search`).
+    #[serde(flatten)]
+    search: proto::find::Search,
 }
 
 async fn worklist(
@@ -172,9 +177,14 @@ async fn worklist(
     Query(q): Query<WorklistQuery>,
 ) -> Result<Json<Vec<CaseRow>>, ApiError> {
     let all = q.scope.as_deref() == Some("all");
-    blocking(move || Ok(api.cases.read_worklist(&user, from, all)?))
-        .await
-        .map(Json)
+    blocking(move || {
+        Ok(api
+            .cases
+            .read_worklist(&user, from, all, &q.search, q.limit)?
+            .rows)
+    })
+    .await
+    .map(Json)
 }
 
 fn parse_id(id: &str) -> Result<ConsultationId, ApiError> {

@@ -377,6 +377,7 @@ mod tests {
             question: "?".into(),
             specialty: "radiology".into(),
             urgency: Urgency::Routine,
+            number: None,
         }
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use daemon::accounts::User;
 use daemon::replicate::Site;
 use proto::consult::{Consultation, ConsultationId, Event, EventKind, Report, State as CaseState};
+use proto::find::Search;
 use serde::{Deserialize, Serialize};
 
 use crate::access::{self, Action, CaseAction, Denied};
@@ -46,6 +47,9 @@ pub struct Cases {
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct CaseRow {
     pub id: ConsultationId,
+    /// The clinic's short case number (`JZ-2026-0042`); `None` for cases from before numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
     pub clinic: String,
     pub state: CaseState,
     pub urgency: proto::consult::Urgency,
@@ -54,14 +58,34 @@ pub struct CaseRow {
     /// DICOM sex (M, F, O) and birth date (YYYYMMDD), for the specialist's first look.
     pub patient_sex: String,
     pub patient_birth_date: String,
+    #[serde(default)]
+    pub patient_name: String,
+    #[serde(default)]
+    pub patient_id: String,
+    /// The modalities of the attached studies that have arrived.
+    #[serde(default)]
+    pub modalities: Vec<String>,
     pub assignee: Option<String>,
     pub created_at_ms: i64,
     /// When it must be accepted by (assigned and not accepted yet, or waiting in the pool).
     pub accept_by_ms: Option<i64>,
+    /// Assigned to the reading specialist, who has not accepted it yet.
+    #[serde(default)]
+    pub new: bool,
+    /// The clinic answered the specialist's question, and the specialist has not acted since.
+    #[serde(default)]
+    pub answer_received: bool,
     /// Unassigned and waiting in this pool, of which the user is a member: any member may
     /// take it.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub waiting_in_pool: Option<String>,
+}
+
+/// A worklist's rows, and how many cases matched (more than the rows when cut short).
+#[derive(Debug, PartialEq)]
+pub struct Worklist {
+    pub rows: Vec<CaseRow>,
+    pub matched: usize,
 }
 
 /// What an action carries (the texts of a question, a report, a reason; whom to assign).
@@ -121,16 +145,24 @@ impl Cases {
             .map_or_else(|| name.to_owned(), |s| s.name(zh).to_owned())
     }
 
-    /// The cases `user` works on, most urgent first, then oldest; `all` adds finished ones.
-    pub fn worklist(&self, user: &User, all_scope: bool) -> Result<Vec<CaseRow>, CaseError> {
+    /// The cases `user` works on that `search` asks for, most urgent first, then the least
+    /// time left to accept, then oldest (or in the order `search` asks for); `all` adds
+    /// finished ones. With `limit`, only the first rows are made; [`Worklist::matched`]
+    /// counts them all. The search only narrows what the policy lets `user` list.
+    pub fn worklist(
+        &self,
+        user: &User,
+        all_scope: bool,
+        search: &Search,
+        limit: Option<usize>,
+    ) -> Result<Worklist, CaseError> {
         let roster = self.router.as_ref().and_then(|r| r.reload().ok());
-        let sla_ms = |u: proto::consult::Urgency| {
+        let sla = |u: proto::consult::Urgency| {
             roster
                 .as_ref()
                 .map_or(crate::routing::default_sla(u), |r| r.sla(u))
-                .as_millis() as i64
         };
-        let mut rows = Vec::new();
+        let mut listed = Vec::new();
         let cases = if all_scope {
             self.consult.log.all()
         } else {
@@ -143,17 +175,34 @@ impl Cases {
                 timeline: &[],
                 my_pool: waiting_in_pool.as_deref(),
             };
-            if access::check(user, Action::List(row)).is_err() {
+            if access::check(user, Action::List(row)).is_err() || !search.matches(&c) {
                 continue;
             }
-            let waiting_since = match c.state {
-                CaseState::Assigned => c.assigned_at_ms,
-                CaseState::Delivered => c.delivered_at_ms,
-                _ => None,
-            };
-            let accept_by_ms = waiting_since.map(|t| t + sla_ms(c.urgency));
-            rows.push(CaseRow {
+            let accept_by_ms = c.accept_by_ms(sla(c.urgency));
+            listed.push((c, waiting_in_pool, accept_by_ms));
+        }
+        // Most urgent first, then the least time left to accept, then oldest; a sort asked
+        // for goes first, this order breaking its ties.
+        listed.sort_by_key(|(c, _, by)| {
+            (
+                std::cmp::Reverse(c.urgency),
+                by.unwrap_or(i64::MAX),
+                c.created_at_ms,
+            )
+        });
+        listed.sort_by(|(a, ..), (b, ..)| search.compare(&a.into(), &b.into()));
+        let matched = listed.len();
+        listed.truncate(limit.unwrap_or(usize::MAX));
+        let me = user.specialist.as_deref();
+        let rows = listed
+            .into_iter()
+            .map(|(c, waiting_in_pool, accept_by_ms)| CaseRow {
+                new: me.is_some_and(|me| c.is_new_for(me)),
+                answer_received: c.answer_received()
+                    && me.is_some_and(|me| c.assignee.as_deref() == Some(me)),
+                modalities: self.modalities(&c),
                 id: c.id,
+                number: c.number,
                 clinic: c.clinic.to_string(),
                 state: c.state,
                 urgency: c.urgency,
@@ -161,21 +210,63 @@ impl Cases {
                 question: c.question,
                 patient_sex: c.patient.sex,
                 patient_birth_date: c.patient.birth_date,
+                patient_name: c.patient.name,
+                patient_id: c.patient.id,
                 assignee: c.assignee,
                 created_at_ms: c.created_at_ms,
                 accept_by_ms,
                 waiting_in_pool,
-            });
+            })
+            .collect();
+        Ok(Worklist { rows, matched })
+    }
+
+    /// The modalities of a case's studies that have arrived, each once.
+    fn modalities(&self, c: &Consultation) -> Vec<String> {
+        if c.studies.is_empty() {
+            return Vec::new();
         }
-        // Most urgent first, then the least time left to accept, then oldest.
-        rows.sort_by_key(|r| {
-            (
-                std::cmp::Reverse(r.urgency),
-                r.accept_by_ms.unwrap_or(i64::MAX),
-                r.created_at_ms,
-            )
-        });
-        Ok(rows)
+        let mut out: Vec<String> = Vec::new();
+        for row in self
+            .archive
+            .study_rows(&c.clinic, &c.studies)
+            .unwrap_or_default()
+        {
+            if let Some(m) = row.modality.filter(|m| !m.is_empty()) {
+                if !out.contains(&m) {
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
+    /// The readable case whose short number is `number` (`JZ-2026-0042`): `None` when no case
+    /// `user` may list has it, or when cases of several clinics do (then the worklist's
+    /// search shows them all).
+    pub fn by_number(
+        &self,
+        user: &User,
+        number: &str,
+    ) -> Result<Option<ConsultationId>, CaseError> {
+        let search = Search {
+            q: Some(number.to_owned()),
+            ..Search::default()
+        };
+        let found: Vec<CaseRow> = self
+            .worklist(user, true, &search, None)?
+            .rows
+            .into_iter()
+            .filter(|r| {
+                r.number
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(number))
+            })
+            .collect();
+        Ok(match found.as_slice() {
+            [one] => Some(one.id.clone()),
+            _ => None,
+        })
     }
 
     /// The pool a delivered case waits in because the router found nobody it may give it to,
@@ -289,13 +380,15 @@ impl Cases {
         user: &User,
         from: std::net::SocketAddr,
         all_scope: bool,
-    ) -> Result<Vec<CaseRow>, CaseError> {
-        let rows = self.worklist(user, all_scope)?;
-        if !rows.is_empty() {
-            let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        search: &Search,
+        limit: Option<usize>,
+    ) -> Result<Worklist, CaseError> {
+        let list = self.worklist(user, all_scope, search, limit)?;
+        if !list.rows.is_empty() {
+            let ids: Vec<&str> = list.rows.iter().map(|r| r.id.as_str()).collect();
             self.audited_target(user, from, "view_worklist", &ids.join(","))?;
         }
-        Ok(rows)
+        Ok(list)
     }
 
     /// A case as `user` may see it (not found otherwise), recorded in the audit log.

@@ -261,15 +261,9 @@ pub enum RosterError {
     },
 }
 
-/// Time to accept when `routing.toml` does not say: 30 min, 4 h, 48 h.
-pub fn default_sla(urgency: Urgency) -> Duration {
-    let minutes = match urgency {
-        Urgency::Emergency => 30,
-        Urgency::Urgent => 4 * 60,
-        Urgency::Routine => 48 * 60,
-    };
-    Duration::from_secs(60 * minutes)
-}
+/// Time to accept when `routing.toml` does not say: 30 min, 4 h, 48 h (in `proto`, so the
+/// clinic counts down with the same table).
+pub use proto::consult::default_sla;
 
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 

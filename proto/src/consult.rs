@@ -201,6 +201,11 @@ pub enum EventKind {
         question: String,
         specialty: String,
         urgency: Urgency,
+        /// The short case number people say on the phone (`JZ-2026-0042`), given by the
+        /// clinic when it creates the case ([`crate::find::CaseNumber`]). Minor version
+        /// addition: absent on cases created before it, ignored by older sites.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        number: Option<String>,
     },
     ConsentRecorded {
         consent: Consent,
@@ -410,6 +415,18 @@ impl State {
     }
 }
 
+/// Time to accept a case of `urgency` when the hospital's roster does not say (30 min, 4 h,
+/// 48 h): the gateway's roster may set its own (`routing.toml`), and the clinic, which does
+/// not hold the roster, counts down with these.
+pub fn default_sla(urgency: Urgency) -> std::time::Duration {
+    let minutes = match urgency {
+        Urgency::Emergency => 30,
+        Urgency::Urgent => 4 * 60,
+        Urgency::Routine => 48 * 60,
+    };
+    std::time::Duration::from_secs(60 * minutes)
+}
+
 /// Why an event may not be appended; the message says what to do instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -453,6 +470,10 @@ pub struct Correction {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Consultation {
     pub id: ConsultationId,
+    /// The short case number from its created event; `None` for cases created before
+    /// numbers existed.
+    #[serde(default)]
+    pub number: Option<String>,
     pub clinic: ClinicId,
     pub state: State,
     pub patient: Patient,
@@ -484,11 +505,40 @@ pub struct Consultation {
     pub assigned_at_ms: Option<i64>,
     pub accepted_at_ms: Option<i64>,
     pub reported_at_ms: Option<i64>,
+    /// When the clinic last answered a question of the specialist who has not acted on the
+    /// case since (asked again, reported, declined, or the case moved to someone else): the
+    /// worklist's "answer received".
+    #[serde(default)]
+    pub answered_at_ms: Option<i64>,
     /// Events applied, in order.
     pub events: usize,
 }
 
 impl Consultation {
+    /// Assigned to `specialist`, who has not accepted it yet: new on their worklist.
+    pub fn is_new_for(&self, specialist: &str) -> bool {
+        self.state == State::Assigned && self.assignee.as_deref() == Some(specialist)
+    }
+
+    /// The clinic answered the specialist's question and the specialist has not acted on
+    /// the case since.
+    pub fn answer_received(&self) -> bool {
+        self.answered_at_ms.is_some()
+            && matches!(self.state, State::Accepted | State::AwaitingAnswer)
+    }
+
+    /// When the case must be accepted by, with `sla` for its urgency: while it waits for a
+    /// specialist (delivered, or assigned and not accepted); at the clinic, from when it was
+    /// sent while the hospital has not said more.
+    pub fn accept_by_ms(&self, sla: std::time::Duration) -> Option<i64> {
+        let since = match self.state {
+            State::Assigned => self.assigned_at_ms,
+            State::Delivered => self.delivered_at_ms,
+            _ => None,
+        }?;
+        Some(since.saturating_add(i64::try_from(sla.as_millis()).unwrap_or(i64::MAX)))
+    }
+
     /// Folds a consultation's events (in log order) into its state. An event the fold would
     /// refuse is an error: a log only ever holds events that were checked when appended.
     pub fn from_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<Self, Refusal> {
@@ -508,6 +558,7 @@ impl Consultation {
             question,
             specialty,
             urgency,
+            number,
         } = &e.kind
         else {
             return Err(Refusal::NotCreated);
@@ -524,6 +575,7 @@ impl Consultation {
         }
         Ok(Self {
             id: e.consultation.clone(),
+            number: number.clone(),
             clinic: e.id.clinic.clone(),
             state: State::Draft,
             patient: patient.clone(),
@@ -546,6 +598,7 @@ impl Consultation {
             assigned_at_ms: None,
             accepted_at_ms: None,
             reported_at_ms: None,
+            answered_at_ms: None,
             events: 1,
         })
     }
@@ -765,6 +818,7 @@ impl Consultation {
                 self.assignee = Some(to.clone());
                 self.assigned_at_ms = Some(e.at_ms);
                 self.accepted_at_ms = None;
+                self.answered_at_ms = None;
             }
             EventKind::Accepted { .. } => {
                 self.state = State::Accepted;
@@ -775,15 +829,18 @@ impl Consultation {
                 self.assignee = None;
                 self.assigned_at_ms = None;
                 self.accepted_at_ms = None;
+                self.answered_at_ms = None;
                 // Back to routing: the gateway assigns someone else next.
                 self.state = State::Delivered;
             }
             EventKind::QuestionAsked { .. } => {
                 self.open_questions.push(e.id.seq);
                 self.state = State::AwaitingAnswer;
+                self.answered_at_ms = None;
             }
             EventKind::QuestionAnswered { question, .. } => {
                 self.open_questions.retain(|q| q != question);
+                self.answered_at_ms = Some(e.at_ms);
                 if self.open_questions.is_empty() && self.state == State::AwaitingAnswer {
                     self.state = State::Accepted;
                 }
@@ -792,6 +849,7 @@ impl Consultation {
                 self.report = Some(report.clone());
                 self.state = State::Reported;
                 self.reported_at_ms = Some(e.at_ms);
+                self.answered_at_ms = None;
             }
             EventKind::Addendum { text, .. } => self.addenda.push(text.clone()),
             EventKind::ReportAcknowledged => self.state = State::Acknowledged,

@@ -11,6 +11,7 @@ pub mod clinic_id;
 pub mod close;
 pub mod config;
 pub mod consult;
+pub mod find;
 pub mod frame;
 pub mod heartbeat;
 pub mod hours;

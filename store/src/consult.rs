@@ -275,6 +275,49 @@ impl ConsultLog {
         kind: EventKind,
     ) -> Result<Event, ConsultError> {
         let _one_at_a_time = self.append.lock().unwrap_or_else(|p| p.into_inner());
+        self.append_locked(clinic, side, consultation, actor, at_ms, kind)
+    }
+
+    /// Appends a created event with the clinic's next case number for the year of `at_ms`
+    /// under `prefix` (`proto::find::CaseNumber`), counted from the clinic's cases under the
+    /// same lock as the append, so concurrent creations never share a number. A created event
+    /// that already carries a number, or any other event, is appended as it is.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append_numbered(
+        &self,
+        clinic: &ClinicId,
+        side: Side,
+        consultation: &ConsultationId,
+        actor: &str,
+        at_ms: i64,
+        mut kind: EventKind,
+        prefix: &str,
+    ) -> Result<Event, ConsultError> {
+        let _one_at_a_time = self.append.lock().unwrap_or_else(|p| p.into_inner());
+        if let EventKind::Created { number, .. } = &mut kind {
+            if number.is_none() {
+                let cases = self.list(clinic)?;
+                let year = proto::find::year_of(at_ms);
+                *number = Some(proto::find::CaseNumber::next(
+                    prefix,
+                    year,
+                    cases.iter().filter_map(|c| c.number.as_deref()),
+                ));
+            }
+        }
+        self.append_locked(clinic, side, consultation, actor, at_ms, kind)
+    }
+
+    /// [`Self::append`] with the append lock held.
+    fn append_locked(
+        &self,
+        clinic: &ClinicId,
+        side: Side,
+        consultation: &ConsultationId,
+        actor: &str,
+        at_ms: i64,
+        kind: EventKind,
+    ) -> Result<Event, ConsultError> {
         if self.awaiting(clinic)?.events {
             return Err(ConsultError::AwaitingClinic(clinic.clone()));
         }

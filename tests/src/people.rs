@@ -76,6 +76,7 @@ pub fn request(patient_id: &str, specialty: &str, urgency: Urgency, now_ms: i64)
             question: "?".into(),
             specialty: specialty.into(),
             urgency,
+            number: None,
         },
         EventKind::ConsentRecorded {
             consent: Consent {

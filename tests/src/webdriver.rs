@@ -334,6 +334,52 @@ fn base64_decode(text: &str) -> anyhow::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Where the browser tests put their screenshots: `target/screenshots/`.
+pub fn shots() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots")
+}
+
+/// Logs `name` in at `base` with the tests' password, and waits until the browser has left
+/// the log-in page (going elsewhere sooner would race the session cookie).
+pub fn log_in(b: &Browser, base: &str, name: &str) -> anyhow::Result<()> {
+    b.goto(&format!("{base}/"))?;
+    if !b.url()?.contains("/login") {
+        bail!(
+            "anyone without a session lands on the log-in page, not {}",
+            b.url()?
+        );
+    }
+    b.type_into("input[name=user]", name)?;
+    b.type_into("input[name=password]", crate::people::PASSWORD)?;
+    b.click("form[action='/login'] button")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.url()?.contains("/login") {
+        if Instant::now() > deadline {
+            bail!(
+                "{name} still at the log-in page: {}",
+                b.text("body").unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Screenshots the page as `name` at 1366×768 and, as `name-tablet`, on a tablet held upright
+/// (768×1024), into [`shots`]; fails when the page is wider than the tablet (only a wide table
+/// may scroll, in its own box).
+pub fn shot(b: &Browser, name: &str) -> anyhow::Result<()> {
+    b.screenshot(&shots().join(format!("{name}.png")))?;
+    b.resize(768, 1024)?;
+    b.screenshot(&shots().join(format!("{name}-tablet.png")))?;
+    let overflow = b.overflow_x()?;
+    b.resize(1366, 768)?;
+    if overflow > 0 {
+        bail!("{name} is {overflow} px too wide for a tablet");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -101,6 +101,20 @@ async fn a_consultation_goes_from_an_offline_request_to_an_acknowledged_report_o
         wait_until(WAIT, || state_at(hospital, &id) == Some(State::Accepted)).await,
         "the answer reaches the specialist"
     );
+    // The specialist's worklist flags it until they act on the case again.
+    let li = sign_up(
+        &gw.handle.accounts,
+        person("li", Role::Specialist, "Li Wei", Some("li"), None),
+    );
+    let web = gw.web_addr;
+    let rows: serde_json::Value = tokio::task::spawn_blocking(move || {
+        serde_json::from_str(&http_get_as(web, "/api/v1/consultations", &li).unwrap()).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(rows[0]["id"], id.as_str(), "{rows}");
+    assert_eq!(rows[0]["answer_received"], true, "{rows}");
+    assert_eq!(rows[0]["new"], false, "accepted: not new");
     hospital
         .append(
             &jz,
@@ -626,6 +640,29 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
             [303, 200, 200],
             Some("view_worklist"),
         ),
+        // The search only narrows what each caller may list; what it shows is recorded.
+        (
+            "GET",
+            "/worklist?all=1&q=p-300&state=assigned&urgency=routine&clinic=jinzhou&from=2000-01-01&sort=urgency&dir=asc".into(),
+            None,
+            [303, 200, 200],
+            Some("view_worklist"),
+        ),
+        (
+            "GET",
+            "/api/v1/consultations?scope=all&q=P-300&limit=5".into(),
+            None,
+            [401, 200, 200],
+            Some("view_worklist"),
+        ),
+        // A case number leads to the case, or to the search for it (no patient data shown).
+        (
+            "GET",
+            "/cases/JI-2026-0001".into(),
+            None,
+            [303, 303, 303],
+            None,
+        ),
         (
             "GET",
             format!("/cases/{id}"),
@@ -797,6 +834,25 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
             })
             .collect()
     };
+    // A search never reaches past the policy: li, not on the case, finds nothing by its
+    // patient id; the administrator finds it.
+    let found = |who: &str| -> Vec<serde_json::Value> {
+        let token = accounts.script_token(who).unwrap();
+        let (status, text) = http(
+            gw.web_addr,
+            "GET",
+            "/api/v1/consultations?scope=all&q=p-300",
+            Some(&token),
+            None,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap()
+    };
+    assert!(found("li").is_empty());
+    let rows = found("boss");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["patient_id"], "P-300");
     for (method, path, body, expected, audit) in routes {
         for (who, want) in [None, Some("li"), Some("boss")].into_iter().zip(expected) {
             // A fresh token per call: logout revokes the one it is called with.
@@ -970,6 +1026,8 @@ async fn every_clinic_route_refuses_the_callers_it_should() {
     .await
     .unwrap();
     let id = draft.consultation.id.clone();
+    let number = draft.consultation.number.clone().unwrap();
+    assert!(number.starts_with("JI-"), "derived from jinzhou: {number}");
     let absent = ConsultationId::new(now_ms() as u64, [9; 10]);
     let file = dir.path().join("x.dcm");
     std::fs::write(&file, b"not DICOM").unwrap();
@@ -1088,6 +1146,29 @@ async fn every_clinic_route_refuses_the_callers_it_should() {
             Body::Empty,
             Some(Action::List),
             [303, 303, 403, 200, 200],
+        ),
+        (
+            "GET",
+            "/?q=p-900&state=draft&from=2000-01-01&sort=created&dir=asc".into(),
+            Body::Empty,
+            Some(Action::List),
+            [303, 303, 403, 200, 200],
+        ),
+        (
+            "GET",
+            "/api/v1/consultations?q=P-900&urgency=routine".into(),
+            Body::Empty,
+            Some(Action::List),
+            [401, 401, 403, 200, 200],
+        ),
+        // A case number leads to the case (303) for whoever may list cases; not a policy
+        // question of its own (the list's), so not asked below.
+        (
+            "GET",
+            format!("/cases/{number}"),
+            Body::Empty,
+            None,
+            [303, 303, 403, 303, 303],
         ),
         (
             "GET",

@@ -2,14 +2,15 @@
 //! progress, a case with its timeline, questions, report and the doctor's actions, and the
 //! report's print view.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use daemon::api::{blocking, ApiError};
-use daemon::web::consult::{report, state_badge, timeline, urgency_badge, urgency_class};
-use daemon::web::{time, CsrfForm, Session};
+use daemon::web::consult::{age_sex, report, state_badge, timeline, urgency_badge, urgency_class};
+use daemon::web::{find, time, CsrfForm, Session};
 use maud::html;
 use proto::consult::{ConsultationId, State as CaseState};
+use proto::find::Search;
 use serde::Deserialize;
 
 use super::progress::{progress, sync_cell};
@@ -18,13 +19,17 @@ use crate::access::{Action, ClinicAction};
 use crate::cases::ActionBody;
 use crate::Handle;
 
-pub(super) async fn home(State(handle): State<Handle>, session: Session) -> Response {
+pub(super) async fn home(
+    State(handle): State<Handle>,
+    session: Session,
+    Query(search): Query<Search>,
+) -> Response {
     if let Err(r) = may(&session, Action::List) {
         return r;
     }
-    let (h, user) = (handle.clone(), session.user.clone());
+    let (h, user, asked) = (handle.clone(), session.user.clone(), search.clone());
     let loaded = blocking(move || {
-        let cases = h.cases().list(&user)?;
+        let cases = h.cases().list(&user, &asked)?;
         Ok((cases, progress(&h), crate::status::backlog(&h.store)))
     })
     .await;
@@ -35,13 +40,35 @@ pub(super) async fn home(State(handle): State<Handle>, session: Session) -> Resp
     let lang = session.lang;
     let link = handle.link_status();
     let routine = handle.sync.lock().ok().and_then(|s| s.routine_limit);
-    let now_secs = daemon::now_ms() / 1000;
+    let now_ms = daemon::now_ms();
+    let now_secs = now_ms / 1000;
+    let zh = lang == daemon::web::Lang::Zh;
+    let specialty_name = |name: &str| {
+        handle
+            .specialties
+            .find(name)
+            .map_or_else(|| name.to_owned(), |s| s.name(zh).to_owned())
+    };
+    let specialties: Vec<(String, String)> = handle
+        .specialties
+        .list()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| (s.id.clone(), s.name(zh).to_owned()))
+        .collect();
+    let choices = find::Choices {
+        action: "/",
+        clinics: &[],
+        specialties: &specialties,
+        keep: &[],
+    };
+    let shown = &cases[..cases.len().min(find::SHOWN)];
     let since_ms = link
         .since
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as i64);
     let body = html! {
-        div data-refresh="10" {
+        div data-refresh="10" data-now=(now_ms) {
             section.card #link {
                 @if link.up {
                     span.badge.online { (lang.t("link.online")) }
@@ -69,24 +96,44 @@ pub(super) async fn home(State(handle): State<Handle>, session: Session) -> Resp
                 }
             }
             h1 { (lang.t("nav.cases")) }
-            @if cases.is_empty() { p.muted { (lang.t("case.none")) } }
+            (find::search_form(lang, &search, &choices))
+            @if cases.is_empty() {
+                @if search.is_empty() { p.muted #empty { (lang.t("case.none")) } }
+                @else { p.muted #empty { (lang.t("find.none")) } }
+            }
             @else {
+                (find::limited_note(lang, shown.len(), cases.len()))
+                div.scroll {
                 table #cases {
                     thead { tr {
-                        th { (lang.t("case.urgency")) } th { (lang.t("case.state")) } th { (lang.t("case.studies")) }
+                        th { (lang.t("case.number")) } th { (lang.t("case.urgency")) } th { (lang.t("case.state")) }
+                        th { (lang.t("work.accept_left")) }
+                        th { (lang.t("new.patient_name")) } th { (lang.t("new.patient_id")) } th { (lang.t("case.age_sex")) }
+                        th { (lang.t("case.modality")) } th { (lang.t("case.studies")) } th { (lang.t("case.specialty")) }
                         th { (lang.t("case.assignee")) } th { (lang.t("case.question")) } th { (lang.t("case.created")) }
                     } }
-                    tbody { @for c in &cases {
+                    tbody { @for c in shown {
                         tr class=(urgency_class(c.urgency)) data-case=(c.id.as_str()) {
+                            td.nowrap { a href={"/cases/" (c.id.as_str())} { (find::case_number(c.number.as_deref())) } }
                             td { (urgency_badge(lang, c.urgency)) }
                             td { (state_badge(lang, c.state))
                                  @if c.open_questions > 0 { " " span.badge.urgent { (lang.t("case.questions")) " " (c.open_questions) } } }
+                            td.nowrap {
+                                @if let Some(by) = c.accept_by_ms { span data-deadline=(by) { (daemon::client::utc(by)) } }
+                                @else if c.state == CaseState::Submitted { span.muted { (lang.t("work.not_delivered")) } }
+                            }
+                            td.patient { (find::patient_name(&c.patient_name)) }
+                            td { (c.patient_id) }
+                            td.nowrap { (age_sex(&c.patient_sex, &c.patient_birth_date, now_ms)) }
+                            td { (c.modalities.join(", ")) }
                             td { (sync_cell(lang, &c.studies, &progress)) }
+                            td { (specialty_name(&c.specialty)) }
                             td { (c.assignee.as_deref().unwrap_or("")) }
                             td { a href={"/cases/" (c.id.as_str())} { (c.question) } }
                             td { (time(c.created_at_ms)) }
                         }
                     } }
+                }
                 }
             }
         }
@@ -99,11 +146,24 @@ pub(super) async fn case(
     session: Session,
     Path(id): Path<String>,
 ) -> Response {
+    if ConsultationId::parse(&id).is_none() && proto::find::CaseNumber::parse(&id).is_some() {
+        return by_number(handle, session, id).await;
+    }
     let id = match parse_id(&session, &id) {
         Ok(id) => id,
         Err(r) => return r,
     };
     case_page(handle, session, id, StatusCode::OK, None).await
+}
+
+/// `/cases/JZ-2026-0042`: the case with that number; otherwise the list's search for it.
+async fn by_number(handle: Handle, session: Session, number: String) -> Response {
+    let (user, asked) = (session.user.clone(), number.clone());
+    match blocking(move || Ok(handle.cases().by_number(&user, &asked)?)).await {
+        Ok(Some(id)) => Redirect::to(&format!("/cases/{id}")).into_response(),
+        Ok(None) => Redirect::to(&format!("/?q={number}")).into_response(),
+        Err(e) => failed(&session, e),
+    }
 }
 
 async fn case_page(
@@ -147,7 +207,7 @@ async fn case_page(
         .collect();
     let body = html! {
         div data-refresh="15" {
-        h1 { (lang.t("case.id")) " " (c.id.as_str()) " " (urgency_badge(lang, c.urgency)) " " (state_badge(lang, c.state)) }
+        h1 { (lang.t("case.id")) " " @if let Some(n) = &c.number { span.case-no #case-number { (n) } " " } span.long-id { (c.id.as_str()) } " " (urgency_badge(lang, c.urgency)) " " (state_badge(lang, c.state)) }
         @if let Some(e) = &error { p.error role="alert" #action-error { (e) } }
         @if !questions.is_empty() {
             section.card #questions {
@@ -229,7 +289,7 @@ async fn case_page(
         }
         }
     };
-    let mut response = page(&session, c.id.as_str(), body);
+    let mut response = page(&session, c.number.as_deref().unwrap_or(c.id.as_str()), body);
     *response.status_mut() = status;
     response
 }
@@ -324,6 +384,7 @@ pub(super) async fn print(
         section.card {
             h1 { (lang.t("case.report")) " · " (c.clinic.as_str()) }
             dl.facts {
+                @if let Some(n) = &c.number { dt { (lang.t("case.number")) } dd { span.case-no #case-number { (n) } } }
                 dt { (lang.t("case.id")) } dd { (c.id.as_str()) }
                 dt { (lang.t("case.patient")) } dd { (c.patient.id) " · " (c.patient.name) " · " (c.patient.sex) " " (c.patient.birth_date) }
                 dt { (lang.t("case.question")) } dd { (c.question) }

@@ -88,6 +88,7 @@ fn delivered_for(
             question: "fracture?".into(),
             specialty: specialty.into(),
             urgency,
+            number: None,
         },
         EventKind::ConsentRecorded {
             consent: Consent {

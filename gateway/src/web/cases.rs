@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use daemon::accounts::Role;
 use daemon::api::{blocking, ApiError};
 use daemon::web::consult::{age_sex, report, state_badge, timeline, urgency_badge, urgency_class};
-use daemon::web::{time, CsrfForm, Lang, Session};
+use daemon::web::{find, time, CsrfForm, Lang, Session};
 use maud::{html, Markup};
 use proto::consult::{ConsultationId, State as CaseState};
 use serde::Deserialize;
@@ -33,6 +33,9 @@ pub(super) fn routes() -> axum::Router<Api> {
 #[derive(Deserialize)]
 struct WorklistQuery {
     all: Option<String>,
+    /// Text, dates, filters and sort (`proto::find::Search`).
+    #[serde(flatten)]
+    search: proto::find::Search,
 }
 
 async fn worklist(
@@ -45,20 +48,51 @@ async fn worklist(
     let user = session.user.clone();
     let lang = session.lang;
     let zh = lang == daemon::web::Lang::Zh;
+    let search = q.search;
+    let asked = search.clone();
     let listed = blocking(move || {
-        let rows = api.cases.read_worklist(&user, from, all)?;
-        let names: Vec<String> = rows
+        let list = api
+            .cases
+            .read_worklist(&user, from, all, &asked, Some(find::SHOWN))?;
+        let names: Vec<String> = list
+            .rows
             .iter()
             .map(|r| api.cases.specialty_name(&r.specialty, zh))
             .collect();
-        Ok((rows, names))
+        let clinics: Vec<String> = api
+            .cases
+            .clinics()?
+            .into_keys()
+            .map(|c| c.to_string())
+            .collect();
+        let specialties: Vec<(String, String)> = api
+            .cases
+            .router
+            .as_ref()
+            .and_then(|r| r.reload().ok())
+            .map(|r| {
+                r.catalog
+                    .iter()
+                    .map(|s| (s.id.clone(), s.name(zh).to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((list, names, clinics, specialties))
     })
     .await;
-    let (rows, names) = match listed {
+    let (list, names, clinics, specialties) = match listed {
         Ok(v) => v,
         Err(e) => return failed(&session, e),
     };
+    let rows = &list.rows;
     let now = now_ms();
+    let keep: &[(&str, &str)] = if all { &[("all", "1")] } else { &[] };
+    let choices = find::Choices {
+        action: "/worklist",
+        clinics: &clinics,
+        specialties: &specialties,
+        keep,
+    };
     let body = html! {
         div data-refresh="30" data-now=(now) {
             h1 { (lang.t("work.title")) }
@@ -66,31 +100,44 @@ async fn worklist(
                 @if all { a href="/worklist" { "← " (lang.t("nav.worklist")) } }
                 @else { a href="/worklist?all=1" { (lang.t("work.all")) } }
             }
+            (find::search_form(lang, &search, &choices))
             @if rows.is_empty() {
-                p.muted #empty { (lang.t("work.empty")) }
+                @if search.is_empty() { p.muted #empty { (lang.t("work.empty")) } }
+                @else { p.muted #empty { (lang.t("find.none")) } }
             } @else {
+                (find::limited_note(lang, rows.len(), list.matched))
+                div.scroll {
                 table #worklist {
                     thead { tr {
-                        th { (lang.t("case.urgency")) } th { (lang.t("work.sla")) }
-                        th { (lang.t("case.state")) } th { (lang.t("case.clinic")) }
-                        th { (lang.t("case.age_sex")) } th { (lang.t("case.specialty")) }
+                        th { (lang.t("case.number")) } th { (lang.t("case.urgency")) }
+                        th { (lang.t("work.sla")) } th { (lang.t("case.state")) }
+                        th { (lang.t("new.patient_name")) } th { (lang.t("new.patient_id")) }
+                        th { (lang.t("case.age_sex")) } th { (lang.t("case.modality")) }
+                        th { (lang.t("case.clinic")) } th { (lang.t("case.specialty")) }
                         th { (lang.t("case.question")) } th { (lang.t("case.created")) }
                     } }
                     tbody {
                         @for (r, specialty) in rows.iter().zip(&names) {
                             tr class=(urgency_class(r.urgency)) data-case=(r.id.as_str()) {
+                                td.nowrap { a href={"/cases/" (r.id.as_str())} { (find::case_number(r.number.as_deref())) } }
                                 td { (urgency_badge(lang, r.urgency)) }
                                 td { @if let Some(by) = r.accept_by_ms { span data-deadline=(by) { (daemon::client::utc(by)) } } }
                                 td { (state_badge(lang, r.state))
+                                     @if r.new { " " span.badge.new data-flag="new" { (lang.t("work.flag_new")) } }
+                                     @if r.answer_received { " " span.badge.answer data-flag="answer" { (lang.t("work.flag_answer")) } }
                                      @if let Some(pool) = &r.waiting_in_pool { " " span.badge data-pool=(pool) { (lang.t("work.in_pool")) " " (pool) } } }
+                                td.patient { (find::patient_name(&r.patient_name)) }
+                                td { (r.patient_id) }
+                                td.nowrap { (age_sex(&r.patient_sex, &r.patient_birth_date, now)) }
+                                td { (r.modalities.join(", ")) }
                                 td { (r.clinic) }
-                                td { (age_sex(&r.patient_sex, &r.patient_birth_date, now)) }
                                 td { (specialty) }
                                 td { a href={"/cases/" (r.id.as_str())} { (r.question) } }
                                 td { (time(r.created_at_ms)) }
                             }
                         }
                     }
+                }
                 }
             }
         }
@@ -113,11 +160,26 @@ async fn case(
     Path(id): Path<String>,
     Query(q): Query<CaseQuery>,
 ) -> Response {
+    if ConsultationId::parse(&id).is_none() && proto::find::CaseNumber::parse(&id).is_some() {
+        return by_number(api, session, id).await;
+    }
     let id = match parse_id(&session, &id) {
         Ok(id) => id,
         Err(r) => return r,
     };
     case_page(api, from, session, id, (StatusCode::OK, None), q.template).await
+}
+
+/// `/cases/JZ-2026-0042`: the case with that number, when the user may see exactly one;
+/// otherwise the worklist's search for it (cases of several clinics, or none).
+async fn by_number(api: Api, session: Session, number: String) -> Response {
+    let user = session.user.clone();
+    let asked = number.clone();
+    match blocking(move || Ok(api.cases.by_number(&user, &asked)?)).await {
+        Ok(Some(id)) => Redirect::to(&format!("/cases/{id}")).into_response(),
+        Ok(None) => Redirect::to(&format!("/worklist?all=1&q={number}")).into_response(),
+        Err(e) => failed(&session, e),
+    }
 }
 
 /// A case page, with a refusal shown above the actions when an action was refused.
@@ -213,7 +275,7 @@ async fn case_page(
     let csrf = session.csrf();
     let action = |name: &str| format!("/cases/{}/act/{name}", c.id);
     let body = html! {
-        h1 { (lang.t("case.id")) " " (c.id.as_str()) " " (urgency_badge(lang, c.urgency)) " " (state_badge(lang, c.state)) }
+        h1 { (lang.t("case.id")) " " @if let Some(n) = &c.number { span.case-no #case-number { (n) } " " } span.long-id { (c.id.as_str()) } " " (urgency_badge(lang, c.urgency)) " " (state_badge(lang, c.state)) }
         @if let Some(e) = &error { p.error role="alert" #action-error { (e) } }
         (daemon::web::consult::corrections(lang, &c.corrections))
         div.grid {
@@ -261,7 +323,7 @@ async fn case_page(
                 @if !prior.is_empty() {
                     h2 { (lang.t("case.prior")) }
                     ul { @for p in &prior {
-                        li { a href={"/cases/" (p.id.as_str())} { (time(p.created_at_ms)) " · " (p.specialty) " · " (p.question) } " " (state_badge(lang, p.state)) }
+                        li { a href={"/cases/" (p.id.as_str())} { @if let Some(n) = &p.number { span.case-no { (n) } " · " } (time(p.created_at_ms)) " · " (p.specialty) " · " (p.question) } " " (state_badge(lang, p.state)) }
                     } }
                 }
             }
@@ -325,7 +387,7 @@ async fn case_page(
             (timeline(lang, &detail.timeline, &detail.superseded))
         }
     };
-    let mut response = page(&session, c.id.as_str(), body);
+    let mut response = page(&session, c.number.as_deref().unwrap_or(c.id.as_str()), body);
     *response.status_mut() = status;
     response
 }

@@ -35,6 +35,7 @@ impl Case {
                 question: "pneumonia or tuberculosis?".into(),
                 specialty: "radiology".into(),
                 urgency,
+                number: None,
             },
         )
         .unwrap();
@@ -585,4 +586,81 @@ fn a_change_of_identity_after_acceptance_is_an_explicit_correction() {
         },
     )
     .unwrap();
+}
+
+/// A created event written before case numbers existed reads as it was written, folds with
+/// no number, and encodes to the same bytes (so nothing computed over an event's encoding,
+/// such as the gateway's seal, changes for the events already in a log).
+#[test]
+fn an_event_from_before_case_numbers_reads_folds_and_encodes_as_before() {
+    let case = Case::new(Urgency::Routine);
+    let old = serde_json::to_string(&case.events[0]).unwrap();
+    assert!(!old.contains("number"), "{old}");
+    let read: Event = serde_json::from_str(&old).unwrap();
+    assert_eq!(serde_json::to_string(&read).unwrap(), old);
+    assert_eq!(case.state().number, None);
+    // A projection stored before the fold had numbers still reads.
+    let mut projection = serde_json::to_value(case.state()).unwrap();
+    let fields = projection.as_object_mut().unwrap();
+    fields.remove("number");
+    fields.remove("answered_at_ms");
+    let read: Consultation = serde_json::from_value(projection).unwrap();
+    assert_eq!(read, case.state());
+}
+
+#[test]
+fn a_numbered_created_event_carries_its_number_into_the_fold() {
+    let mut case = Case::new(Urgency::Routine);
+    if let EventKind::Created { number, .. } = &mut case.events[0].kind {
+        *number = Some("JZ-2026-0042".into());
+    }
+    let text = serde_json::to_string(&case.events[0]).unwrap();
+    assert!(text.contains(r#""number":"JZ-2026-0042""#), "{text}");
+    let read: Event = serde_json::from_str(&text).unwrap();
+    assert_eq!(read, case.events[0]);
+    assert_eq!(case.state().number.as_deref(), Some("JZ-2026-0042"));
+}
+
+#[test]
+fn an_answer_is_received_until_the_specialist_acts_again() {
+    let mut case = Case::assigned_to(Urgency::Urgent, "li");
+    assert!(case.state().is_new_for("li"));
+    assert!(!case.state().is_new_for("sun"));
+    case.push("li", accept("li")).unwrap();
+    assert!(!case.state().is_new_for("li"));
+    let ask = |text: &str| EventKind::QuestionAsked {
+        specialist: "li".into(),
+        text: text.into(),
+    };
+    let c = case.push("li", ask("smoker?")).unwrap();
+    assert!(!c.answer_received());
+    let question = c.open_questions[0];
+    let c = case
+        .push(
+            "dr.wang",
+            EventKind::QuestionAnswered {
+                question,
+                text: "yes".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(c.state, State::Accepted);
+    assert!(c.answer_received());
+    let c = case.push("li", report("li")).unwrap();
+    assert!(!c.answer_received(), "reporting is acting on the answer");
+}
+
+#[test]
+fn the_time_to_accept_runs_from_delivery_then_from_assignment() {
+    let mut case = Case::new(Urgency::Emergency);
+    case.push("dr.wang", consent()).unwrap();
+    let c = case.push("dr.wang", EventKind::Submitted).unwrap();
+    let sla = default_sla(Urgency::Emergency);
+    assert_eq!(c.accept_by_ms(sla), None, "not at the hospital yet");
+    let c = case.push("system", EventKind::Delivered).unwrap();
+    assert_eq!(c.accept_by_ms(sla), Some(case.at_ms + 30 * 60_000));
+    let c = case.push("system", assign("li")).unwrap();
+    assert_eq!(c.accept_by_ms(sla), Some(case.at_ms + 30 * 60_000));
+    let c = case.push("li", accept("li")).unwrap();
+    assert_eq!(c.accept_by_ms(sla), None);
 }

@@ -27,6 +27,7 @@ fn created(question: &str) -> EventKind {
         question: question.into(),
         specialty: "cardiology".into(),
         urgency: Urgency::Emergency,
+        number: None,
     }
 }
 
@@ -463,4 +464,83 @@ fn a_restored_gateway_takes_back_only_its_own_sealed_events_and_waits_until_then
     );
     // A gateway never restored awaits nothing.
     assert_eq!(before.awaiting(&jz).unwrap(), Awaiting::default());
+}
+
+/// Case numbers are given under the append lock: doctors creating cases at the same moment
+/// get distinct numbers, one after another, counted per year, and the number travels with
+/// the created event to the other site.
+#[test]
+fn concurrent_creations_get_distinct_consecutive_case_numbers_per_year() {
+    let (_a, agent) = open();
+    let agent = std::sync::Arc::new(agent);
+    let jz = clinic("jinzhou");
+    // 2026-12-04 and 2027-01-02, UTC.
+    let (dec, jan) = (1_796_385_600_000_i64, 1_798_848_000_000_i64);
+    let threads: Vec<_> = (0..8u8)
+        .map(|t| {
+            let (agent, jz) = (agent.clone(), jz.clone());
+            std::thread::spawn(move || {
+                (0..10u8)
+                    .map(|i| {
+                        let id = ConsultationId::new(
+                            dec as u64 + u64::from(i),
+                            [t, i, 0, 0, 0, 0, 0, 0, 0, 1],
+                        );
+                        let e = agent
+                            .append_numbered(&jz, Side::Clinic, &id, "dr", dec, created("?"), "JZ")
+                            .unwrap();
+                        match e.kind {
+                            EventKind::Created { number, .. } => number.unwrap(),
+                            _ => unreachable!(),
+                        }
+                    })
+                    .collect::<Vec<String>>()
+            })
+        })
+        .collect();
+    let mut numbers: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    numbers.sort();
+    let expected: Vec<String> = (1..=80).map(|n| format!("JZ-2026-{n:04}")).collect();
+    assert_eq!(numbers, expected);
+
+    let next_year = ConsultationId::new(jan as u64, [2; 10]);
+    agent
+        .append_numbered(&jz, Side::Clinic, &next_year, "dr", jan, created("?"), "JZ")
+        .unwrap();
+    assert_eq!(
+        agent.state(&next_year).unwrap().unwrap().number.as_deref(),
+        Some("JZ-2027-0001")
+    );
+    // Another clinic counts its own cases.
+    let xh = clinic("xiao-he");
+    let other = ConsultationId::new(dec as u64, [3; 10]);
+    agent
+        .append_numbered(&xh, Side::Clinic, &other, "dr", dec, created("?"), "XH")
+        .unwrap();
+    assert_eq!(
+        agent.state(&other).unwrap().unwrap().number.as_deref(),
+        Some("XH-2026-0001")
+    );
+    // A case created before numbers existed has none, and does not disturb the count.
+    let old = ConsultationId::new(dec as u64, [4; 10]);
+    agent
+        .append(&jz, Side::Clinic, &old, "dr", dec, created("?"))
+        .unwrap();
+    assert_eq!(agent.state(&old).unwrap().unwrap().number, None);
+    let (_g, gateway) = open();
+    replicate(&agent, Side::Clinic, &gateway, Side::Gateway, &jz);
+    assert_eq!(
+        gateway
+            .state(&next_year)
+            .unwrap()
+            .unwrap()
+            .number
+            .as_deref(),
+        Some("JZ-2027-0001"),
+        "the number travels with the created event"
+    );
+    assert_eq!(gateway.list(&jz).unwrap().len(), 82);
 }

@@ -52,6 +52,7 @@ pub fn a_case(clinic: &ClinicId, n: u64) -> Vec<Event> {
             question: "pneumonia?".into(),
             specialty: "radiology".into(),
             urgency: Urgency::Routine,
+            number: None,
         },
         EventKind::ConsentRecorded {
             consent: Consent {

@@ -91,8 +91,10 @@ fn corrupt(e: impl std::fmt::Display) -> EventError {
 }
 
 /// Marks the projection tree as complete (kept in the reconcile tree's own namespace would
-/// collide with its clearing: a key of the projection tree instead).
-const BUILT: &[u8] = b"\xffbuilt";
+/// collide with its clearing: a key of the projection tree instead), for this version of the
+/// fold: `.2` added the case number and the answer received, so a folder built by an older
+/// fold is folded again once. Marks start with 0xff, which no clinic id does.
+const BUILT: &[u8] = b"\xffbuilt.2";
 
 impl SledEvents {
     /// The event store in `db`'s trees; writes hold `gate` shared. Builds the projections of
@@ -311,7 +313,7 @@ impl EventStore for SledEvents {
         let mut out = Vec::new();
         for kv in scan {
             let (k, v) = kv?;
-            if k.as_ref() == BUILT {
+            if k.first() == Some(&0xff) {
                 continue;
             }
             out.push(serde_json::from_slice(&v).map_err(corrupt)?);

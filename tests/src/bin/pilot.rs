@@ -249,7 +249,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .accounts
                 .get("doctor")?
                 .ok_or_else(|| anyhow::anyhow!("no demo doctor"))?;
-            Ok(!handle.cases().list(&doctor)?.is_empty())
+            Ok(!handle
+                .cases()
+                .list(&doctor, &proto::find::Search::default())?
+                .is_empty())
         })
         .await??;
         if held {

@@ -68,6 +68,7 @@ fn life(clinic: &ClinicId) -> anyhow::Result<Vec<Event>> {
                 question: "pneumonia?".into(),
                 specialty: "radiology".into(),
                 urgency: Urgency::Urgent,
+                number: None,
             },
         ),
         event(
