@@ -17,6 +17,7 @@
 pub mod consult;
 pub mod find;
 mod messages;
+mod sentences;
 
 use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
@@ -328,8 +329,8 @@ pub fn role_key(role: Role) -> &'static str {
 pub fn error_page(lang: Lang, status: StatusCode, message: &str) -> Response {
     let body = html! {
         section.card {
-            h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("")) }
-            p.error { (message) }
+            h1 { (status.as_u16()) " " (lang.find(&format!("status.{}", status.as_u16())).or(status.canonical_reason()).unwrap_or("")) }
+            p.error { (lang.say(message)) }
             p { a href="/" { (lang.t("nav.home")) } }
         }
     };

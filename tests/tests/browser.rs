@@ -340,7 +340,7 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
 const TWO_SPECIALTIES: &str = r#"
 [[specialist]]
 id = "li"
-name = "Li Wei"
+name = "李伟"
 specialties = ["radiology"]
 qualification = "attending radiologist"
 years_independent = 12
@@ -349,7 +349,7 @@ duty = ["daily 00:00-24:00"]
 
 [[specialist]]
 id = "zhang"
-name = "Zhang Min"
+name = "张敏"
 specialties = ["cardiology"]
 qualification = "attending cardiologist"
 years_independent = 9
@@ -1219,6 +1219,225 @@ async fn a_specialist_scrolls_a_ct_and_a_cine_loop_and_reads_a_12_lead_ecg_witho
     })
     .await
     .unwrap();
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
+
+/// The longest run of English words in `text` (words of letters, with the punctuation that
+/// ends a clause): a sentence from the server that nobody translated.
+fn english_runs(text: &str) -> Vec<String> {
+    let mut runs = Vec::new();
+    let mut run: Vec<&str> = Vec::new();
+    let mut close = |run: &mut Vec<&str>| {
+        if run.len() >= 4 {
+            runs.push(run.join(" "));
+        }
+        run.clear();
+    };
+    for token in text.split_whitespace() {
+        let word = token
+            .trim_start_matches(['(', '"', '\''])
+            .trim_end_matches([',', '.', ';', ':', '!', '?', ')', '"', '\'']);
+        if !word.is_empty()
+            && word
+                .chars()
+                .all(|c| c.is_ascii_alphabetic() || c == '\'' || c == '-')
+        {
+            run.push(word);
+            // A clause ends with its punctuation.
+            if token.ends_with([';', ':', '.', '!', '?']) {
+                close(&mut run);
+            }
+        } else {
+            close(&mut run);
+        }
+    }
+    close(&mut run);
+    runs
+}
+
+/// Issue 16, item 7: a page in Chinese shows no English sentence from the server, whether it
+/// is a list, a form, an error page, a refusal, an import rejection, a routing explanation or
+/// an alert. The people and their data are named in Chinese here, so any English run of words
+/// on a page is the server's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_in_chinese_show_no_english_sentence_from_the_server() {
+    assert_eq!(
+        english_runs(
+            "缺少 Patient ID， the modality or exporting tool must fill it in; li (0 open)"
+        ),
+        ["the modality or exporting tool must fill it in"]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let mut gw_config = pilot.gateway_config(link).unwrap();
+    let roster = gw_config.data_dir.join("routing.toml");
+    std::fs::create_dir_all(&gw_config.data_dir).unwrap();
+    std::fs::write(&roster, TWO_SPECIALTIES).unwrap();
+    gw_config.routing = Some(gateway::config::RoutingConfig {
+        file: roster,
+        check: Duration::from_millis(500),
+    });
+    let gw = RunningGateway::start(gw_config).unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    sign_up(
+        &agent.handle.accounts,
+        person("wang", Role::Doctor, "王医生", None, None),
+    );
+    sign_up(
+        &gw.handle.accounts,
+        person(
+            "li",
+            Role::Specialist,
+            "李医生",
+            Some("li"),
+            Some("放射科主治医师"),
+        ),
+    );
+    sign_up(
+        &gw.handle.accounts,
+        person("chen", Role::Admin, "陈工", None, None),
+    );
+    wait_for_specialties(&agent).await;
+    // A case routed to li (its timeline explains why), and one for a specialty the roster does
+    // not know (an alert, and its reason on the timeline).
+    let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
+    let routed = ConsultationId::new(daemon::now_ms() as u64, [7; 10]);
+    let unknown = ConsultationId::new(daemon::now_ms() as u64 + 1, [8; 10]);
+    for (id, specialty) in [(&routed, "放射科"), (&unknown, "神经内科")] {
+        for kind in request("P-1", specialty, Urgency::Urgent, daemon::now_ms()) {
+            agent
+                .handle
+                .consult
+                .append(&jinzhou, id, "wang", daemon::now_ms(), kind)
+                .unwrap();
+        }
+    }
+    let site = gw.handle.consult.clone();
+    let (a, u) = (routed.clone(), unknown.clone());
+    assert!(
+        wait_until(Duration::from_secs(60), move || {
+            let get = |id: &ConsultationId| site.log.get(id).unwrap().map(|f| f.consultation);
+            get(&a).is_some_and(|c| c.state == State::Assigned)
+                && get(&u).is_some_and(|c| c.unrouted.is_some())
+        })
+        .await,
+        "both cases reach the hospital"
+    );
+    // Files the door refuses: not DICOM at all, and an ultrasound without a patient id.
+    let junk = dir.path().join("notes.dcm");
+    std::fs::write(&junk, b"not a dicom file at all").unwrap();
+    let nobody = harness::samples::DemoPatient {
+        id: String::new(),
+        name: String::new(),
+        sex: String::new(),
+        birth_date: String::new(),
+    };
+    let us = harness::samples::demo_us_cine(&dir.path().join("us"), &nobody, 2).unwrap();
+    let files = [
+        junk.display().to_string(),
+        us.files[0].display().to_string(),
+    ]
+    .join("\n");
+
+    let clinic = format!("http://{}", daemon::client::local(agent.web_addr));
+    let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
+    let b = tokio::task::spawn_blocking(Browser::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let found = tokio::task::spawn_blocking(move || {
+        let mut found: Vec<String> = Vec::new();
+        let mut check = |b: &Browser, what: &str| {
+            let text = b.text("body").unwrap_or_default();
+            for run in english_runs(&text) {
+                found.push(format!("{what}: {run}"));
+            }
+            // Named by what was looked at, never by a case's id.
+            let name = format!(
+                "chinese-{}",
+                what.replace(routed.as_str(), "routed-case")
+                    .replace(unknown.as_str(), "unrouted-case")
+                    .replace(['/', ' ', '?', '='], "-")
+            );
+            b.screenshot(&shots().join(format!("{name}.png"))).unwrap();
+        };
+        log_in(&b, &clinic, "wang");
+        b.goto(&format!("{clinic}/lang/zh")).unwrap();
+        for path in ["/", "/cases/new", "/set-aside", "/cases/nonsense"] {
+            b.goto(&format!("{clinic}{path}")).unwrap();
+            check(&b, &format!("clinic {path}"));
+        }
+        b.goto(&format!("{clinic}/import")).unwrap();
+        b.type_into("#files", &files).unwrap();
+        b.click_to_next_page("#import").unwrap();
+        check(&b, "clinic import rejections");
+        b.goto(&format!("{clinic}/set-aside")).unwrap();
+        check(&b, "clinic set-aside with files");
+        b.goto(&format!("{clinic}/cases/{routed}")).unwrap();
+        check(&b, "clinic case");
+        // A refusal: the consent form sent empty, past the browser's own check.
+        b.goto(&format!("{clinic}/cases/new")).unwrap();
+        b.script(
+            "document.querySelectorAll('[required]').forEach(e => e.removeAttribute('required'))",
+        )
+        .unwrap();
+        b.click_to_next_page("#send").unwrap();
+        check(&b, "clinic new case refused");
+
+        log_in(&b, &hospital, "li");
+        b.goto(&format!("{hospital}/lang/zh")).unwrap();
+        for path in [
+            "/worklist".to_owned(),
+            format!("/cases/{routed}"),
+            format!("/cases/{unknown}"),
+            "/cases/nonsense".to_owned(),
+            "/admin/users".to_owned(),
+        ] {
+            b.goto(&format!("{hospital}{path}")).unwrap();
+            check(&b, &format!("gateway {path} as a specialist"));
+        }
+        // A refused action: signing without the password.
+        b.goto(&format!("{hospital}/cases/{routed}")).unwrap();
+        b.click_to_next_page("#accept").unwrap();
+        b.type_into("textarea[name=impression]", "未见异常")
+            .unwrap();
+        b.click_to_next_page("#preview").unwrap();
+        check(&b, "gateway report preview");
+        b.type_into("#password", "错误的密码").unwrap();
+        b.click_to_next_page("#sign").unwrap();
+        check(&b, "gateway signing refused");
+        b.goto(&format!("{hospital}/worklist")).unwrap();
+        b.click_to_next_page("form[action='/logout'] button")
+            .unwrap();
+
+        log_in(&b, &hospital, "chen");
+        b.goto(&format!("{hospital}/lang/zh")).unwrap();
+        for path in [
+            "/admin/alerts".to_owned(),
+            "/admin/links".to_owned(),
+            "/admin/users".to_owned(),
+            "/admin/audit".to_owned(),
+            format!("/cases/{unknown}"),
+        ] {
+            b.goto(&format!("{hospital}{path}")).unwrap();
+            check(&b, &format!("gateway {path} as an administrator"));
+        }
+        found
+    })
+    .await
+    .unwrap();
+    assert!(
+        found.is_empty(),
+        "English from the server on Chinese pages:\n{}",
+        found.join("\n")
+    );
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }

@@ -87,7 +87,7 @@ pub(super) async fn import(
                 tr data-outcome=(r.outcome) {
                     td { (name) }
                     td { (lang.t(outcome_key(&r.outcome))) @if r.new_version { " · " (lang.t("import.new_version")) } }
-                    td { (r.reason.as_deref().unwrap_or("")) }
+                    td { (lang.say(r.reason.as_deref().unwrap_or(""))) }
                 }
             } }
         }

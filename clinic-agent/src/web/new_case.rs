@@ -118,7 +118,7 @@ async fn new_form(handle: Handle, session: Session, draft: Draft, status: Status
     };
     let body = html! {
         h1 { (lang.t("new.title")) }
-        @if let Some(r) = &draft.refusal { p.error role="alert" #refusal { (r) } }
+        @if let Some(r) = &draft.refusal { p.error role="alert" #refusal { (lang.say(r)) } }
         form.card #new-case method="post" action="/cases/new" enctype="multipart/form-data" {
             input type="hidden" name="csrf" value=(session.csrf());
             fieldset {

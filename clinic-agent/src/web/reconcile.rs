@@ -83,7 +83,7 @@ async fn show(
                                 td { (daemon::client::utc(s.at * 1000)) }
                                 td { (s.source_file_name) }
                                 td { @if let Some(f) = &s.study { (f.modality) " " (f.date) } }
-                                td { (s.reason) }
+                                td { (lang.say(&s.reason)) }
                                 td { @match &s.reconciled {
                                     Some(r) => span.badge data-reconciled=(r.patient_id) { (lang.t("aside.reconciled")) " " (r.patient_id) " · " (r.by) },
                                     None => @if s.needs_patient() { span.badge.warn { (lang.t("aside.needs_patient")) } } @else { (lang.t("aside.kept")) },

@@ -77,13 +77,25 @@ fn fill(template: &str, pairs: &[(&str, &str)]) -> String {
 }
 
 /// One event as a sentence in `lang`.
+/// How consent was given, in words: the form's two ways by name, anything else as recorded.
+pub fn consent_method(lang: Lang, method: &str) -> &str {
+    match method {
+        "written" => lang.t("new.consent_written"),
+        "verbal" => lang.t("new.consent_verbal"),
+        other => other,
+    }
+}
+
 pub fn describe(lang: Lang, kind: &EventKind) -> String {
     let t = |k| lang.t(k);
     match kind {
         EventKind::Created { .. } => t("ev.created").into(),
         EventKind::ConsentRecorded { consent } => fill(
             t("ev.consent"),
-            &[("who", &consent.given_by), ("how", &consent.method)],
+            &[
+                ("who", &consent.given_by),
+                ("how", consent_method(lang, &consent.method)),
+            ],
         ),
         EventKind::PatientUpdated {
             reason: Some(why), ..
@@ -103,7 +115,10 @@ pub fn describe(lang: Lang, kind: &EventKind) -> String {
         EventKind::Delivered => t("ev.delivered").into(),
         EventKind::Assigned {
             specialist, reason, ..
-        } => fill(t("ev.assigned"), &[("who", specialist), ("why", reason)]),
+        } => fill(
+            t("ev.assigned"),
+            &[("who", specialist), ("why", &lang.say(reason))],
+        ),
         EventKind::Accepted { specialist } => fill(t("ev.accepted"), &[("who", specialist)]),
         EventKind::QuestionAsked { specialist, text } => {
             fill(t("ev.asked"), &[("who", specialist), ("text", text)])
@@ -123,10 +138,10 @@ pub fn describe(lang: Lang, kind: &EventKind) -> String {
         ),
         EventKind::Escalated { from, to, reason } => fill(
             t("ev.escalated"),
-            &[("from", from), ("who", to), ("why", reason)],
+            &[("from", from), ("who", to), ("why", &lang.say(reason))],
         ),
         EventKind::Cancelled { reason } => fill(t("ev.cancelled"), &[("why", reason)]),
-        EventKind::Unrouted { reason } => fill(t("ev.unrouted"), &[("why", reason)]),
+        EventKind::Unrouted { reason } => fill(t("ev.unrouted"), &[("why", &lang.say(reason))]),
     }
 }
 
@@ -159,7 +174,7 @@ pub fn timeline(lang: Lang, events: &[Event], superseded: &[SetAside]) -> Markup
                     (time(e.at_ms)) " — " (describe(lang, &e.kind))
                     span.muted { " · " (e.actor) }
                     @if let Some(why) = gone {
-                        span.muted { " (" (lang.t("case.superseded")) ": " (why.reason) ")" }
+                        span.muted { " (" (lang.t("case.superseded")) ": " (lang.say(&why.reason)) ")" }
                     }
                 }
             }

@@ -207,7 +207,7 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
                         tr {
                             td { span.badge.offline { (lang.t(al.kind)) } }
                             td { @if proto::consult::ConsultationId::parse(&al.about).is_some() { a href={"/cases/" (al.about)} { (al.about) } } @else { (al.about) } }
-                            td { (al.detail) }
+                            td { (lang.say(&al.detail)) }
                         }
                     } }
                 }

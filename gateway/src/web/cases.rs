@@ -276,7 +276,7 @@ async fn case_page(
     let action = |name: &str| format!("/cases/{}/act/{name}", c.id);
     let body = html! {
         h1 { (lang.t("case.id")) " " @if let Some(n) = &c.number { span.case-no #case-number { (n) } " " } span.long-id { (c.id.as_str()) } " " (urgency_badge(lang, c.urgency)) " " (state_badge(lang, c.state)) }
-        @if let Some(e) = &error { p.error role="alert" #action-error { (e) } }
+        @if let Some(e) = &error { p.error role="alert" #action-error { (lang.say(e)) } }
         (daemon::web::consult::corrections(lang, &c.corrections))
         div.grid {
             section.card {
@@ -290,7 +290,7 @@ async fn case_page(
                     dt { (lang.t("case.assignee")) } dd { (c.assignee.as_deref().unwrap_or("—")) }
                     dt { (lang.t("case.consent")) }
                     dd { @match &c.consent {
-                        Some(k) => { (k.given_by) ", " (k.method) " · " (time(k.at_ms)) }
+                        Some(k) => { (k.given_by) ", " (daemon::web::consult::consent_method(lang, &k.method)) " · " (time(k.at_ms)) }
                         None => { span.error { (lang.t("case.consent_none")) } }
                     } }
                 }
