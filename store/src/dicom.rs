@@ -32,6 +32,12 @@ pub struct InstanceSummary {
     /// Instance Number (0020,0013): the order of images in their series.
     #[serde(default)]
     pub instance_number: Option<i64>,
+    /// Study Date (0008,0020) as `YYYY-MM-DD` and Study Description (0008,1030), when
+    /// present: how people tell their studies apart.
+    #[serde(default)]
+    pub study_date: Option<String>,
+    #[serde(default)]
+    pub study_description: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +64,8 @@ const PATIENT_NAME: (u16, u16) = (0x0010, 0x0010);
 const PATIENT_BIRTH_DATE: (u16, u16) = (0x0010, 0x0030);
 const PATIENT_SEX: (u16, u16) = (0x0010, 0x0040);
 const INSTANCE_NUMBER: (u16, u16) = (0x0020, 0x0013);
+const STUDY_DATE: (u16, u16) = (0x0008, 0x0020);
+const STUDY_DESCRIPTION: (u16, u16) = (0x0008, 0x1030);
 
 /// Reads and validates the identifiers of a DICOM file by walking its structure
 /// ([`crate::structure`]), so a malformed file is refused without being loaded.
@@ -73,6 +81,8 @@ pub fn summarize(path: &Path) -> Result<InstanceSummary, InvalidDicom> {
         PATIENT_BIRTH_DATE,
         PATIENT_SEX,
         INSTANCE_NUMBER,
+        STUDY_DATE,
+        STUDY_DESCRIPTION,
     ];
     let scan = crate::structure::scan(path, &wanted).map_err(|e| {
         if e.contains("DICM") || e.contains("too short") {
@@ -121,6 +131,10 @@ pub fn summarize(path: &Path) -> Result<InstanceSummary, InvalidDicom> {
             .values
             .get(&INSTANCE_NUMBER)
             .and_then(|v| v.trim().parse().ok()),
+        study_date: value(STUDY_DATE, "Study Date")
+            .ok()
+            .and_then(|d| iso_date(&d)),
+        study_description: value(STUDY_DESCRIPTION, "Study Description").ok(),
     })
 }
 

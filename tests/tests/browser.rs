@@ -455,10 +455,16 @@ async fn a_cardiology_emergency_chosen_in_chinese_reaches_the_cardiologist_and_a
         b.click("#import").unwrap();
         b.find("#import-results tr[data-outcome=stored]").unwrap();
         b.goto(&format!("{clinic}/cases/new")).unwrap();
-        b.click(&format!("input[value='{}']", ecg.study_uid))
+        // The study is offered with its date and description, and ticking it fills in the
+        // patient from its header.
+        let offered = b.text("form fieldset").unwrap_or_default();
+        assert!(offered.contains("RESTING ECG"), "{offered}");
+        b.click(&format!("input[value='{}']", ecg.study_uid)).unwrap();
+        let filled = b
+            .script("return [...document.querySelectorAll('[name=patient_id],[name=patient_name],[name=sex],[name=birth_date]')].map(e => e.value)")
             .unwrap();
-        b.type_into("textarea[name=question]", "acute ST elevation?")
-            .unwrap();
+        assert_eq!(filled, serde_json::json!(["P-ECG", "Test^Chest", "M", "19600101"]));
+        b.type_into("textarea[name=question]", "acute ST elevation?").unwrap();
         // The form offers the hospital's list, not free text.
         assert!(
             !b.exists("input[name=specialty]"),
@@ -475,8 +481,13 @@ async fn a_cardiology_emergency_chosen_in_chinese_reaches_the_cardiologist_and_a
         b.screenshot(&shots().join("routing-1-new-ecg-case-tablet.png"))
             .unwrap();
         b.resize(1366, 768).unwrap();
-        b.click("#send").unwrap();
+        b.click_to_next_page("#send").unwrap();
         b.find("ol.timeline").unwrap();
+        let url = b.url().unwrap();
+        // A study already in a consultation is not offered again.
+        b.goto(&format!("{clinic}/cases/new")).unwrap();
+        assert!(!b.exists(&format!("input[value='{}']", ecg.study_uid)));
+        b.goto(&url).unwrap();
         b
     })
     .await

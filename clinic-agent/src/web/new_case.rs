@@ -23,17 +23,40 @@ struct LocalStudy {
     uid: String,
     modality: String,
     instances: usize,
-    patient: String,
+    date: String,
+    description: String,
+    patient: PatientFields,
 }
 
+/// The patient a study's header names, as the form's fields take them.
+#[derive(Default)]
+struct PatientFields {
+    id: String,
+    name: String,
+    sex: String,
+    /// `YYYYMMDD`.
+    birth_date: String,
+}
+
+/// The studies a new consultation may ask about: newest first, and not those already in a
+/// consultation of this clinic that is still open or done (a cancelled one frees its studies).
 fn local_studies(handle: &Handle) -> Vec<LocalStudy> {
+    let taken: std::collections::BTreeSet<String> = handle
+        .consult
+        .log
+        .all()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.state != proto::consult::State::Cancelled)
+        .flat_map(|c| c.studies)
+        .collect();
     // Per study: modality, instances, newest arrival, and one of its files to read the
     // patient from.
     let mut by_study: std::collections::BTreeMap<String, (String, usize, i64, ObjectId)> =
         Default::default();
     for (id, rec) in handle.store.objects() {
         // Attachments (PDF, JPEG) have no study.
-        if rec.study_instance_uid.is_empty() {
+        if rec.study_instance_uid.is_empty() || taken.contains(&rec.study_instance_uid) {
             continue;
         }
         let e = by_study.entry(rec.study_instance_uid.clone()).or_insert((
@@ -52,24 +75,30 @@ fn local_studies(handle: &Handle) -> Vec<LocalStudy> {
         .into_iter()
         .take(50)
         .map(|(uid, (modality, instances, _, object))| {
-            let patient = handle
-                .store
-                .summary(&object)
-                .ok_or(())
+            let summary = handle.store.summary(&object);
+            let (date, description) = summary
+                .as_ref()
                 .map(|s| {
-                    format!(
-                        "{} · {} · {} {}",
-                        s.patient_id,
-                        s.patient_name.unwrap_or_default(),
-                        s.patient_sex.unwrap_or_default(),
-                        s.patient_birth_date.unwrap_or_default()
+                    (
+                        s.study_date.clone().unwrap_or_default(),
+                        s.study_description.clone().unwrap_or_default(),
                     )
+                })
+                .unwrap_or_default();
+            let patient = summary
+                .map(|s| PatientFields {
+                    id: s.patient_id,
+                    name: s.patient_name.unwrap_or_default(),
+                    sex: s.patient_sex.unwrap_or_default(),
+                    birth_date: s.patient_birth_date.unwrap_or_default().replace('-', ""),
                 })
                 .unwrap_or_default();
             LocalStudy {
                 uid,
                 modality,
                 instances,
+                date,
+                description,
                 patient,
             }
         })
@@ -126,8 +155,12 @@ async fn new_form(handle: Handle, session: Session, draft: Draft, status: Status
                 @if studies.is_empty() { p.muted { (lang.t("new.no_studies")) " " a href="/import" { (lang.t("nav.import")) } } }
                 @for s in &studies {
                     label.check {
-                        input type="checkbox" name="studies" value=(s.uid) checked[draft.has("studies", &s.uid)];
-                        span { (s.modality) " · " (s.instances) " " (lang.t(if s.instances == 1 { "study.instance" } else { "study.instances" })) " · " (s.patient) }
+                        // The script fills the patient's fields from the study ticked.
+                        input type="checkbox" name="studies" value=(s.uid) checked[draft.has("studies", &s.uid)]
+                            data-patient-id=(s.patient.id) data-patient-name=(s.patient.name)
+                            data-sex=(s.patient.sex) data-birth-date=(s.patient.birth_date);
+                        span { (s.modality) " · " (s.date) " " (s.description) " · " (s.instances) " " (lang.t(if s.instances == 1 { "study.instance" } else { "study.instances" }))
+                            " · " (s.patient.id) " " (s.patient.name.replace('^', " ")) " " (s.patient.sex) " " (s.patient.birth_date) }
                     }
                 }
             }

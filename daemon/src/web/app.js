@@ -44,6 +44,17 @@
       location.reload();
     }, Number(main.getAttribute("data-refresh")) * 1000);
   }
+  // Ticking a study fills the patient's empty fields from its header.
+  document.querySelectorAll("input[data-patient-id]").forEach(function (box) {
+    box.addEventListener("change", function () {
+      if (!box.checked || !box.form) return;
+      [["patient_id", "data-patient-id"], ["patient_name", "data-patient-name"], ["sex", "data-sex"], ["birth_date", "data-birth-date"]].forEach(function (pair) {
+        var field = box.form.querySelector("[name=" + pair[0] + "]");
+        var value = box.getAttribute(pair[1]) || "";
+        if (field && !field.value && value) { field.value = value; }
+      });
+    });
+  });
   // A form with data-confirm="question" asks before it is sent: what it does is hard to undo.
   document.querySelectorAll("form[data-confirm]").forEach(function (form) {
     form.addEventListener("submit", function (e) {
