@@ -246,6 +246,7 @@ pub fn start(
         accounts: accounts.clone(),
         forward: forwarder.clone(),
         alerts: config.alerts.clone(),
+        alert_ledger: Default::default(),
         data_dir: config.data_dir.clone(),
         https: web_tls.is_some(),
     };

@@ -17,7 +17,7 @@ mod viewer;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use daemon::accounts::{Role, User};
 use daemon::api::ApiError;
 use daemon::web::{error_page, layout, NavItem, Session};
@@ -32,6 +32,7 @@ pub fn routes() -> axum::Router<Api> {
         .route("/", get(home))
         .route("/admin/links", get(board::links_page))
         .route("/admin/alerts", get(board::alerts_page))
+        .route("/admin/alerts/ack", post(board::acknowledge))
         .merge(cases::routes())
         .merge(report::routes())
         .merge(viewer::routes())

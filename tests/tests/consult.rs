@@ -685,6 +685,14 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
         ),
         ("GET", "/admin/links".into(), None, [303, 403, 200], None),
         ("GET", "/admin/alerts".into(), None, [303, 403, 200], None),
+        // Without its CSRF token an acknowledgement is refused before it is recorded.
+        (
+            "POST",
+            "/admin/alerts/ack".into(),
+            None,
+            [303, 403, 403],
+            None,
+        ),
         ("GET", "/admin/users".into(), None, [303, 403, 200], None),
         ("POST", "/admin/users".into(), None, [303, 403, 403], None),
         (

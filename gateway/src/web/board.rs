@@ -4,9 +4,9 @@
 use std::collections::VecDeque;
 
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Redirect, Response};
 use daemon::api::{blocking, ApiError};
-use daemon::web::{time, Session};
+use daemon::web::{time, CsrfForm, Session};
 use maud::{html, Markup};
 
 use super::{admin_only, failed, page};
@@ -101,7 +101,7 @@ pub async fn links_page(State(api): State<Api>, session: Session) -> Response {
                         th { (lang.t("links.version")) } th { (lang.t("links.cert")) }
                     } }
                     tbody { @for (clinic, (l, last)) in &rows {
-                        tr data-clinic=(clinic.as_str()) {
+                        tr id={"clinic-" (clinic.as_str())} data-clinic=(clinic.as_str()) {
                             td { (clinic.as_str()) }
                             td {
                                 @if l.online { span.badge.online { (lang.t("link.online")) } " " (time(l.since_ms)) }
@@ -159,7 +159,7 @@ fn pacs_table(
                 th { (lang.t("pacs.last_error")) }
             } }
             tbody { @for d in destinations {
-                tr data-destination=(d.name) {
+                tr id={"pacs-" (d.name)} data-destination=(d.name) {
                     td { (d.name) br; span.muted { (d.peer) } }
                     td { @match &d.echo {
                         Some(e) if e.ok => { span.badge.online { "OK" } " " (time(e.at_ms)) }
@@ -177,37 +177,47 @@ fn pacs_table(
     }
 }
 
+/// The alerts: kind, what each is about (linked), detail, since when it is raised, and its
+/// acknowledgement; the acknowledged ones below the others.
 pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
     if let Err(r) = admin_only(&session, Task::Alerts) {
         return r;
     }
-    let (a, admin) = (api.clone(), session.user.clone());
-    let computed = blocking(move || {
-        let sources = crate::alerts::Sources {
-            cases: &a.cases,
-            forward: a.forward.as_deref(),
-            thresholds: &a.alerts,
-            data_dir: &a.data_dir,
-        };
-        crate::alerts::raised(&sources, &admin, now_ms()).map_err(ApiError::from)
-    })
-    .await;
-    let alerts = match computed {
-        Ok(a) => a,
+    let listed = match current_alerts(&api, &session).await {
+        Ok(l) => l,
         Err(e) => return failed(&session, e),
     };
     let lang = session.lang;
+    let csrf = session.csrf();
     let body = html! {
         div data-refresh="30" {
             h1 { (lang.t("alerts.title")) }
-            @if alerts.is_empty() { p.ok #no-alerts { (lang.t("alerts.none")) } }
+            @if listed.is_empty() { p.ok #no-alerts { (lang.t("alerts.none")) } }
             @else {
                 table #alerts {
-                    tbody { @for al in &alerts {
-                        tr {
-                            td { span.badge.offline { (lang.t(al.kind)) } }
-                            td { @if proto::consult::ConsultationId::parse(&al.about).is_some() { a href={"/cases/" (al.about)} { (al.about) } } @else { (al.about) } }
+                    thead { tr {
+                        th { (lang.t("alerts.kind")) } th { (lang.t("alerts.about")) } th { (lang.t("alerts.detail")) }
+                        th { (lang.t("alerts.raised")) } th { (lang.t("alerts.action")) }
+                    } }
+                    tbody { @for l in &listed {
+                        @let al = &l.alert;
+                        tr class=[l.ack.as_ref().map(|_| "acknowledged")] data-kind=(al.kind) data-about=(al.about) {
+                            td { span class={"badge" @if l.ack.is_none() { " offline" }} { (lang.t(al.kind)) } }
+                            td { (subject_link(lang, al)) }
                             td { (al.detail) }
+                            td { (time(l.raised_ms)) }
+                            td {
+                                @if let Some(ack) = &l.ack {
+                                    span.muted.acknowledged-by { (lang.t("alerts.acknowledged_by").replace("{who}", &ack.by)) " " (time(ack.at_ms)) }
+                                } @else {
+                                    form.inline method="post" action="/admin/alerts/ack" {
+                                        input type="hidden" name="csrf" value=(csrf);
+                                        input type="hidden" name="kind" value=(al.kind);
+                                        input type="hidden" name="about" value=(al.about);
+                                        button.secondary type="submit" { (lang.t("alerts.acknowledge")) }
+                                    }
+                                }
+                            }
                         }
                     } }
                 }
@@ -215,4 +225,75 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
         }
     };
     page(&session, lang.t("alerts.title"), body)
+}
+
+/// The alerts raised now, through the ledger (first seen, acknowledged).
+async fn current_alerts(
+    api: &Api,
+    session: &Session,
+) -> Result<Vec<crate::alerts::Listed>, ApiError> {
+    let (a, admin) = (api.clone(), session.user.clone());
+    blocking(move || {
+        let sources = crate::alerts::Sources {
+            cases: &a.cases,
+            forward: a.forward.as_deref(),
+            thresholds: &a.alerts,
+            data_dir: &a.data_dir,
+        };
+        let now = now_ms();
+        let raised = crate::alerts::raised(&sources, &admin, now).map_err(ApiError::from)?;
+        Ok(a.alert_ledger.observe(raised, now))
+    })
+    .await
+}
+
+/// What an alert is about, as a link where there is a page for it.
+fn subject_link(lang: daemon::web::Lang, al: &crate::alerts::Alert) -> Markup {
+    use crate::alerts::Subject;
+    match al.subject() {
+        Subject::Case(id) if proto::consult::ConsultationId::parse(id).is_some() => {
+            html! { a href={"/cases/" (id)} { (id) } }
+        }
+        Subject::Clinic(id) => html! { a href={"/admin/links#clinic-" (id)} { (id) } },
+        Subject::Destination(name) => {
+            html! { a href={"/admin/links#pacs-" (name)} { (name) } }
+        }
+        Subject::Roster => html! { a href="/admin/roster" { (lang.t("roster.title")) } },
+        Subject::Case(other) | Subject::Host(other) => html! { (other) },
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct AckForm {
+    kind: String,
+    about: String,
+}
+
+/// An administrator acknowledges an alert raised now: audited (`alert_ack`, the alert's key
+/// as target), then kept in the ledger until the alert clears.
+pub async fn acknowledge(
+    State(api): State<Api>,
+    axum::extract::ConnectInfo(crate::https::Peer(from)): super::Client,
+    CsrfForm(session, form): CsrfForm<AckForm>,
+) -> Response {
+    if let Err(r) = admin_only(&session, Task::Alerts) {
+        return r;
+    }
+    // Dated and checked against the alerts raised now, not the page the form came from.
+    if let Err(e) = current_alerts(&api, &session).await {
+        return failed(&session, e);
+    }
+    let key = (form.kind, form.about);
+    let now = now_ms();
+    let target = format!("{} {}", key.0, key.1);
+    if let Err(e) = api
+        .cases
+        .audited_target(&session.user, from, "alert_ack", &target)
+    {
+        return failed(&session, e.into());
+    }
+    match api.alert_ledger.acknowledge(&key, &session.user.name, now) {
+        Ok(()) => Redirect::to("/admin/alerts").into_response(),
+        Err(e) => failed(&session, ApiError::conflict(e.to_string())),
+    }
 }
