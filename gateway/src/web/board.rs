@@ -15,27 +15,83 @@ use crate::api::Api;
 use crate::board::{Sample, HISTORY_MS};
 use crate::consult::now_ms;
 
-/// A polyline of `values` over the last 24 hours, scaled to its own maximum.
+/// The smallest of 1, 2, 5 × 10ⁿ at or above `v` (the top of a value axis); 1 for nothing.
+fn nice_ceiling(v: f64) -> f64 {
+    if !(v.is_finite() && v > 0.0) {
+        return 1.0;
+    }
+    let step = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * step)
+        .find(|top| *top >= v * (1.0 - 1e-9))
+        .unwrap_or(10.0 * step)
+}
+
+/// One series of a link's history as a chart: a title with the largest value (the same unit
+/// and rounding as the table), a value axis from 0 with labels in `unit`, and a time axis in
+/// the site's clock. The time axis spans the data there is (at least ten minutes, at most the
+/// last 24 hours) and ends now, so a pilot that started twenty minutes ago fills the width;
+/// its first label says since when. `live` is the reading the table shows, drawn as the last
+/// point so that the two always agree.
 fn chart(
+    lang: daemon::web::Lang,
     label: &str,
     history: &VecDeque<Sample>,
+    live: Option<f64>,
     now: i64,
     value: impl Fn(&Sample) -> f64,
+    unit: impl Fn(f64) -> String,
 ) -> Markup {
-    let (w, h) = (480.0, 80.0);
-    let max = history.iter().map(&value).fold(0.0f64, f64::max);
-    let points: Vec<String> = history
+    // The plot's frame inside the viewBox: room for value labels left, time labels below.
+    let (w, h) = (400.0, 150.0);
+    let (left, right, top, bottom) = (64.0, 8.0, 22.0, 20.0);
+    let (pw, ph) = (w - left - right, h - top - bottom);
+    let mut points: Vec<(i64, f64)> = history
         .iter()
-        .map(|s| {
-            let x = w * (1.0 - (now - s.at_ms) as f64 / HISTORY_MS as f64);
-            let y = if max > 0.0 { h - h * value(s) / max } else { h };
-            format!("{x:.1},{y:.1}")
-        })
+        .filter(|s| now - s.at_ms <= HISTORY_MS)
+        .map(|s| (s.at_ms, value(s)))
         .collect();
+    if let Some(v) = live {
+        points.push((now, v));
+    }
+    let max = points.iter().map(|p| p.1).fold(0.0f64, f64::max);
+    let ceiling = nice_ceiling(max);
+    let first = points.first().map_or(now, |p| p.0);
+    let span = (now - first).clamp(10 * 60_000, HISTORY_MS);
+    let start = now - span;
+    let x = |t: i64| left + pw * (t - start) as f64 / span as f64;
+    let y = |v: f64| top + ph - ph * (v / ceiling).clamp(0.0, 1.0);
+    let line: Vec<String> = points
+        .iter()
+        .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
+        .collect();
+    let ticks = 4;
+    let title = format!("{label} · {} {}", lang.t("links.max"), unit(max));
     html! {
-        svg.chart viewBox="0 0 480 90" preserveAspectRatio="none" role="img" aria-label=(label) {
-            text x="4" y="12" font-size="11" fill="#5b6775" { (label) " (max " (format!("{max:.0}")) ")" }
-            polyline fill="none" stroke="#2e7bbf" stroke-width="1.5" points=(points.join(" ")) {}
+        svg.chart viewBox={"0 0 " (w) " " (h)} role="img" aria-label=(title) {
+            text x="4" y="14" font-size="12" font-weight="600" fill="#1d2733" { (title) }
+            // The value axis: 0, half and the top, with gridlines.
+            @for i in 0..=2 {
+                @let v = ceiling * f64::from(i) / 2.0;
+                line x1=(left) x2=(w - right) y1=(format!("{:.1}", y(v))) y2=(format!("{:.1}", y(v))) stroke="#e3e7ed" stroke-width="1" {}
+                text.y-label x=(left - 4.0) y=(format!("{:.1}", y(v) + 4.0)) font-size="10" text-anchor="end" fill="#5b6775" { (unit(v)) }
+            }
+            // The time axis: clock times in the site's zone, the last one now.
+            line x1=(left) x2=(w - right) y1=(top + ph) y2=(top + ph) stroke="#8795a5" stroke-width="1" {}
+            @for i in 0..=ticks {
+                @let t = start + span * i / ticks;
+                @let anchor = if i == 0 { "start" } else if i == ticks { "end" } else { "middle" };
+                line x1=(format!("{:.1}", x(t))) x2=(format!("{:.1}", x(t))) y1=(top + ph) y2=(top + ph + 3.0) stroke="#8795a5" {}
+                text.x-label x=(format!("{:.1}", x(t))) y=(h - 4.0) font-size="10" text-anchor=(anchor) fill="#5b6775" {
+                    @if i == ticks { (lang.t("links.now")) } @else { (daemon::web::clock(t)) }
+                }
+            }
+            @if points.len() == 1 {
+                circle cx=(format!("{:.1}", x(points[0].0))) cy=(format!("{:.1}", y(points[0].1))) r="2.5" fill="#2e7bbf" {}
+            } @else {
+                polyline fill="none" stroke="#2e7bbf" stroke-width="1.5" points=(line.join(" ")) {}
+            }
         }
     }
 }
@@ -131,10 +187,11 @@ pub async fn links_page(State(api): State<Api>, session: Session) -> Response {
                     @if !l.history.is_empty() {
                         section.card {
                             h2 { (clinic.as_str()) " · " (lang.t("links.history")) }
+                            p.muted { (lang.t("links.history_note").replace("{since}", &daemon::web::clock(l.history.front().map_or(now, |s| s.at_ms)))) }
                             div.grid {
-                                (chart(lang.t("links.throughput"), &l.history, now, |s| s.throughput_bps / 1024.0))
-                                (chart(lang.t("links.rtt"), &l.history, now, |s| s.rtt_ms))
-                                (chart(lang.t("links.backlog"), &l.history, now, |s| s.backlog_items as f64))
+                                (chart(lang, lang.t("links.throughput"), &l.history, l.online.then_some(l.throughput_bps), now, |s| s.throughput_bps, human_rate))
+                                (chart(lang, lang.t("links.rtt"), &l.history, l.rtt_ms.filter(|_| l.online), now, |s| s.rtt_ms, |v| format!("{v:.0} ms")))
+                                (chart(lang, lang.t("links.backlog_items"), &l.history, l.backlog.as_ref().filter(|_| l.online).map(|b| b.items as f64), now, |s| s.backlog_items as f64, |v| format!("{v:.0}")))
                             }
                         }
                     }
@@ -295,5 +352,71 @@ pub async fn acknowledge(
     match api.alert_ledger.acknowledge(&key, &session.user.name, now) {
         Ok(()) => Redirect::to("/admin/alerts").into_response(),
         Err(e) => failed(&session, ApiError::conflict(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minutes(n: i64, now: i64, bps: f64) -> VecDeque<Sample> {
+        (0..n)
+            .map(|i| Sample {
+                at_ms: now - (n - 1 - i) * 60_000,
+                throughput_bps: bps,
+                rtt_ms: 40.0,
+                backlog_items: 0,
+            })
+            .collect()
+    }
+
+    /// Regression: the header said "max 0" (KiB/s rounded to whole numbers) while the table
+    /// showed some hundred bytes a second.
+    #[test]
+    fn the_throughput_maximum_reads_as_the_table_does() {
+        let now = 1_795_000_000_000;
+        let svg = chart(
+            daemon::web::Lang::En,
+            "Throughput",
+            &minutes(20, now, 300.0),
+            Some(450.0),
+            now,
+            |s| s.throughput_bps,
+            human_rate,
+        )
+        .into_string();
+        assert!(svg.contains("Throughput · max 450 B/s"), "{svg}");
+        assert!(
+            svg.contains("500 B/s"),
+            "a value axis to a round top: {svg}"
+        );
+    }
+
+    /// A pilot twenty minutes old fills the width: the first point at the left of the plot.
+    #[test]
+    fn a_young_history_fills_the_chart() {
+        let now = 1_795_000_000_000;
+        let svg = chart(
+            daemon::web::Lang::Zh,
+            "RTT",
+            &minutes(20, now, 0.0),
+            None,
+            now,
+            |s| s.rtt_ms,
+            |v| format!("{v:.0} ms"),
+        )
+        .into_string();
+        let points = svg.split("points=\"").nth(1).unwrap();
+        assert!(points.starts_with("64.0,"), "{points}");
+        assert!(svg.contains("现在") && svg.contains("40 ms"), "{svg}");
+    }
+
+    #[test]
+    fn value_axes_end_on_round_numbers() {
+        assert_eq!(nice_ceiling(0.0), 1.0);
+        assert_eq!(nice_ceiling(450.0), 500.0);
+        assert_eq!(nice_ceiling(1000.0), 1000.0);
+        assert_eq!(nice_ceiling(1001.0), 2000.0);
+        assert_eq!(nice_ceiling(f64::NAN), 1.0);
     }
 }
