@@ -24,6 +24,7 @@ pub mod link;
 pub mod metrics;
 pub mod receive;
 pub use daemon::render;
+pub mod roster_edit;
 pub mod router;
 pub mod routing;
 pub mod storage;
