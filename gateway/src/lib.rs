@@ -94,6 +94,8 @@ pub struct Handle {
     pub board: Arc<board::Board>,
     /// The PACS destinations, when `[[forward]]` names any.
     pub forward: Option<Arc<forward::Forwarder>>,
+    /// The router, when `[routing]` is set.
+    pub router: Option<Arc<router::Router>>,
 }
 
 /// Runs the gateway until `shutdown` is cancelled, then closes every link with the shutdown
@@ -211,6 +213,7 @@ pub fn start(
         live: link.live.clone(),
         board: link.board.clone(),
         forward: forwarder.clone(),
+        router: router.clone(),
     };
     let metrics_listener = tokio::net::TcpListener::from_std(listeners.metrics)?;
     info!(metrics = %metrics_listener.local_addr()?, "metrics endpoint listening");
