@@ -33,7 +33,9 @@ fn nice_ceiling(v: f64) -> f64 {
 /// the site's clock. The time axis spans the data there is (at least ten minutes, at most the
 /// last 24 hours) and ends now, so a pilot that started twenty minutes ago fills the width;
 /// its first label says since when. `live` is the reading the table shows, drawn as the last
-/// point so that the two always agree.
+/// point so that the two always agree. The value axis reaches at least `min_top` (2 for a
+/// count, so its middle line is a whole number).
+#[allow(clippy::too_many_arguments)]
 fn chart(
     lang: daemon::web::Lang,
     label: &str,
@@ -42,6 +44,7 @@ fn chart(
     now: i64,
     value: impl Fn(&Sample) -> f64,
     unit: impl Fn(f64) -> String,
+    min_top: f64,
 ) -> Markup {
     // The plot's frame inside the viewBox: room for value labels left, time labels below.
     let (w, h) = (400.0, 150.0);
@@ -56,7 +59,7 @@ fn chart(
         points.push((now, v));
     }
     let max = points.iter().map(|p| p.1).fold(0.0f64, f64::max);
-    let ceiling = nice_ceiling(max);
+    let ceiling = nice_ceiling(max).max(min_top);
     let first = points.first().map_or(now, |p| p.0);
     let span = (now - first).clamp(10 * 60_000, HISTORY_MS);
     let start = now - span;
@@ -99,8 +102,10 @@ fn chart(
 fn human_rate(bps: f64) -> String {
     if bps >= 1_048_576.0 {
         format!("{:.1} MiB/s", bps / 1_048_576.0)
-    } else if bps >= 1024.0 {
+    } else if bps >= 10_240.0 {
         format!("{:.0} KiB/s", bps / 1024.0)
+    } else if bps >= 1024.0 {
+        format!("{:.1} KiB/s", bps / 1024.0)
     } else {
         format!("{bps:.0} B/s")
     }
@@ -189,9 +194,9 @@ pub async fn links_page(State(api): State<Api>, session: Session) -> Response {
                             h2 { (clinic.as_str()) " · " (lang.t("links.history")) }
                             p.muted { (lang.t("links.history_note").replace("{since}", &daemon::web::clock(l.history.front().map_or(now, |s| s.at_ms)))) }
                             div.grid {
-                                (chart(lang, lang.t("links.throughput"), &l.history, l.online.then_some(l.throughput_bps), now, |s| s.throughput_bps, human_rate))
-                                (chart(lang, lang.t("links.rtt"), &l.history, l.rtt_ms.filter(|_| l.online), now, |s| s.rtt_ms, |v| format!("{v:.0} ms")))
-                                (chart(lang, lang.t("links.backlog_items"), &l.history, l.backlog.as_ref().filter(|_| l.online).map(|b| b.items as f64), now, |s| s.backlog_items as f64, |v| format!("{v:.0}")))
+                                (chart(lang, lang.t("links.throughput"), &l.history, l.online.then_some(l.throughput_bps), now, |s| s.throughput_bps, human_rate, 1.0))
+                                (chart(lang, lang.t("links.rtt"), &l.history, l.rtt_ms.filter(|_| l.online), now, |s| s.rtt_ms, |v| format!("{v:.0} ms"), 10.0))
+                                (chart(lang, lang.t("links.backlog_items"), &l.history, l.backlog.as_ref().filter(|_| l.online).map(|b| b.items as f64), now, |s| s.backlog_items as f64, |v| format!("{v:.0}"), 2.0))
                             }
                         }
                     }
@@ -383,6 +388,7 @@ mod tests {
             now,
             |s| s.throughput_bps,
             human_rate,
+            1.0,
         )
         .into_string();
         assert!(svg.contains("Throughput · max 450 B/s"), "{svg}");
@@ -404,6 +410,7 @@ mod tests {
             now,
             |s| s.rtt_ms,
             |v| format!("{v:.0} ms"),
+            10.0,
         )
         .into_string();
         let points = svg.split("points=\"").nth(1).unwrap();
