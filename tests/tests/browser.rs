@@ -1375,6 +1375,14 @@ async fn an_administrator_acknowledges_an_alert_and_moves_a_specialist_into_a_po
             .unwrap();
         let refused = b.text("p.error").unwrap();
         assert!(refused.contains("mon-fri 08:00-17:00"), "{refused}");
+        let kept = b
+            .script(&format!("return document.querySelector(\"{duty}\").value"))
+            .unwrap();
+        assert_eq!(
+            kept,
+            json!("mon-fri 8-17"),
+            "what was typed stays to be corrected"
+        );
         shot(&b, "admin-5-roster-refused");
         b
     })

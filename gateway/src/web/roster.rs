@@ -30,7 +30,7 @@ pub(super) fn routes() -> axum::Router<Api> {
 }
 
 async fn roster(State(api): State<Api>, session: Session) -> Response {
-    roster_page(api, session, StatusCode::OK, None).await
+    roster_page(api, session, StatusCode::OK, None, None).await
 }
 
 /// The roster as the file on disk says, or why it cannot be read; `None` without `[routing]`.
@@ -46,6 +46,7 @@ async fn roster_page(
     session: Session,
     status: StatusCode,
     message: Option<Result<String, String>>,
+    typed: Option<(String, String)>,
 ) -> Response {
     if let Err(r) = admin_only(&session, Task::Roster) {
         return r;
@@ -83,8 +84,12 @@ async fn roster_page(
                                 form.inline method="post" action="/admin/roster/duty" {
                                     input type="hidden" name="csrf" value=(csrf);
                                     input type="hidden" name="specialist" value=(s.id);
-                                    input name="duty" size="28" aria-label=(lang.t("roster.duty"))
-                                        value=(s.duty.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+                                    // Hours the file refused stay as typed, to be corrected.
+                                    @let value = match &typed {
+                                        Some((who, text)) if *who == s.id => text.clone(),
+                                        _ => s.duty.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+                                    };
+                                    input name="duty" size="28" aria-label=(lang.t("roster.duty")) value=(value);
                                     " "
                                     button.secondary type="submit" { (lang.t("roster.save")) }
                                 }
@@ -141,13 +146,19 @@ async fn roster_page(
 }
 
 /// Records `change` in the audit log, makes it, and shows the page with the outcome.
-async fn make(api: Api, from: std::net::SocketAddr, session: Session, change: Change) -> Response {
+async fn make(
+    api: Api,
+    from: std::net::SocketAddr,
+    session: Session,
+    change: Change,
+    typed: Option<(String, String)>,
+) -> Response {
     if let Err(r) = admin_only(&session, Task::Roster) {
         return r;
     }
     let Some(file) = api.cases.router.as_ref().map(|r| r.file().to_path_buf()) else {
         let e = ApiError::conflict(session.t("roster.none"));
-        return roster_page(api, session, e.status, Some(Err(e.message))).await;
+        return roster_page(api, session, e.status, Some(Err(e.message)), None).await;
     };
     if let Err(e) =
         api.cases
@@ -172,9 +183,9 @@ async fn make(api: Api, from: std::net::SocketAddr, session: Session, change: Ch
     match result {
         Ok(()) => {
             let saved = session.t("roster.saved").to_owned();
-            roster_page(api, session, StatusCode::OK, Some(Ok(saved))).await
+            roster_page(api, session, StatusCode::OK, Some(Ok(saved)), None).await
         }
-        Err(e) => roster_page(api, session, e.status, Some(Err(e.message))).await,
+        Err(e) => roster_page(api, session, e.status, Some(Err(e.message)), typed).await,
     }
 }
 
@@ -201,7 +212,7 @@ async fn pool_op(
             )
         }
     };
-    make(api, from, session, change).await
+    make(api, from, session, change, None).await
 }
 
 #[derive(Deserialize)]
@@ -223,9 +234,10 @@ async fn set_duty(
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect();
+    let typed = Some((form.specialist.clone(), form.duty));
     let change = Change::SetDuty {
         specialist: form.specialist,
         duty,
     };
-    make(api, from, session, change).await
+    make(api, from, session, change, typed).await
 }
