@@ -366,6 +366,19 @@ pub fn time(ms: i64) -> Markup {
     html! { time data-ms=(ms) data-zone=(zone) title={(crate::client::utc(ms)) " UTC"} { (local) } }
 }
 
+/// The time of day at `ms` (unix milliseconds) in the site's time zone, `HH:MM`: the labels of
+/// a chart's time axis, whose zone the page states once; a time standing alone goes through
+/// [`time`].
+pub fn clock(ms: i64) -> String {
+    let offset = DISPLAY_OFFSET_SECS.load(std::sync::atomic::Ordering::Relaxed);
+    let minute = ms
+        .div_euclid(1000)
+        .saturating_add(offset)
+        .rem_euclid(86_400)
+        / 60;
+    format!("{:02}:{:02}", minute / 60, minute % 60)
+}
+
 /// The routes every daemon's web side has: log in and out, language, assets.
 pub fn routes<S>() -> axum::Router<S>
 where

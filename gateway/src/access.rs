@@ -5,7 +5,8 @@
 //!
 //! The rules:
 //! - administrators run the gateway (users, audit log, link board, alerts, forwarding,
-//!   backups) and read and assign every case; they do not accept, ask, report or decline;
+//!   backups, the routing roster's pools and duty hours) and read and assign every case; they
+//!   do not accept, ask, report or decline;
 //! - a specialist reads the cases assigned to them now or before, and a delivered case nobody
 //!   holds that waits in a pool they belong to (which they may then take); acting on a case needs
 //!   an account linked to a specialist of the roster, and signing a report a qualification on
@@ -66,6 +67,8 @@ pub enum Task {
     Alerts,
     Forwarding,
     Backup,
+    /// The routing roster's pools and duty hours (`routing.toml`), read and changed.
+    Roster,
 }
 
 /// A case as the policy sees it: its state, who held it, and whether it waits in a pool of
@@ -117,6 +120,7 @@ pub fn check(user: &User, action: Action<'_>) -> Result<(), Denied> {
                         Task::Alerts => "see the alerts",
                         Task::Forwarding => "see forwarding",
                         Task::Backup => "take backups",
+                        Task::Roster => "change the routing roster",
                     }
                 )))
             }
@@ -294,6 +298,9 @@ mod tests {
             // Whether it waits in a pool is the case's state: the service says 409.
             (&holder, Action::Act(case, Take), "ok"),
             (&holder, Action::Run(Task::Users), "forbidden"),
+            (&admin, Action::Run(Task::Roster), "ok"),
+            (&holder, Action::Run(Task::Roster), "forbidden"),
+            (&unlinked, Action::Run(Task::Roster), "forbidden"),
             (&holder, Action::Studies, "ok"),
             (&before, Action::Read(case), "ok"),
             (&stranger, Action::Read(case), "hidden"),

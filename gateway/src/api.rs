@@ -35,6 +35,8 @@ pub struct Api {
     pub accounts: Arc<Accounts>,
     pub forward: Option<Arc<crate::forward::Forwarder>>,
     pub alerts: crate::config::AlertsConfig,
+    /// When each raised alert was first seen and who acknowledged it (in memory).
+    pub alert_ledger: Arc<crate::alerts::Ledger>,
     pub data_dir: std::path::PathBuf,
     /// Served over HTTPS (session cookies then carry `Secure`).
     pub https: bool,

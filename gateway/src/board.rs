@@ -40,6 +40,9 @@ pub struct ClinicLink {
     pub history: VecDeque<Sample>,
     /// (time, received bytes) at the last throughput sample.
     rx: Option<(i64, u64)>,
+    /// (time, received bytes) at the last history sample: a history sample's throughput is
+    /// the mean since the one before, not the reading of the moment it was taken.
+    rx_history: Option<(i64, u64)>,
 }
 
 pub struct Board {
@@ -123,6 +126,7 @@ impl Board {
             c.agent_version = agent_version.to_owned();
             c.cert_expires_ms = cert_expires_ms;
             c.rx = None;
+            c.rx_history = None;
             self.keep(clinic, c, now_ms);
         });
     }
@@ -133,6 +137,7 @@ impl Board {
             c.since_ms = now_ms;
             c.throughput_bps = 0.0;
             c.rx = None;
+            c.rx_history = None;
             self.keep(clinic, c, now_ms);
         });
     }
@@ -161,9 +166,18 @@ impl Board {
                 .back()
                 .is_none_or(|s| now_ms - s.at_ms >= SAMPLE_EVERY_MS);
             if due {
+                // The mean over the minute: a burst between two readings counts, and the
+                // chart's maximum is a rate the link really carried over a minute.
+                let throughput_bps = match c.rx_history {
+                    Some((t, b)) if now_ms > t => {
+                        rx_bytes.saturating_sub(b) as f64 * 1000.0 / (now_ms - t) as f64
+                    }
+                    _ => c.throughput_bps,
+                };
+                c.rx_history = Some((now_ms, rx_bytes));
                 let sample = Sample {
                     at_ms: now_ms,
-                    throughput_bps: c.throughput_bps,
+                    throughput_bps,
                     rtt_ms,
                     backlog_items: c.backlog.as_ref().map_or(0, |b| b.items),
                 };

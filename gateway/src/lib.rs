@@ -24,6 +24,7 @@ pub mod link;
 pub mod metrics;
 pub mod receive;
 pub use daemon::render;
+pub mod roster_edit;
 pub mod router;
 pub mod routing;
 pub mod storage;
@@ -93,6 +94,8 @@ pub struct Handle {
     pub board: Arc<board::Board>,
     /// The PACS destinations, when `[[forward]]` names any.
     pub forward: Option<Arc<forward::Forwarder>>,
+    /// The router, when `[routing]` is set.
+    pub router: Option<Arc<router::Router>>,
 }
 
 /// Runs the gateway until `shutdown` is cancelled, then closes every link with the shutdown
@@ -210,6 +213,7 @@ pub fn start(
         live: link.live.clone(),
         board: link.board.clone(),
         forward: forwarder.clone(),
+        router: router.clone(),
     };
     let metrics_listener = tokio::net::TcpListener::from_std(listeners.metrics)?;
     info!(metrics = %metrics_listener.local_addr()?, "metrics endpoint listening");
@@ -246,6 +250,7 @@ pub fn start(
         accounts: accounts.clone(),
         forward: forwarder.clone(),
         alerts: config.alerts.clone(),
+        alert_ledger: Default::default(),
         data_dir: config.data_dir.clone(),
         https: web_tls.is_some(),
     };

@@ -62,6 +62,11 @@ impl Router {
         }
     }
 
+    /// The roster file it watches.
+    pub fn file(&self) -> &std::path::Path {
+        &self.file
+    }
+
     /// The specialties of the roster in force, changing with it (empty while there is none).
     pub fn catalog(&self) -> tokio::sync::watch::Receiver<Vec<proto::frame::Specialty>> {
         self.catalog.subscribe()

@@ -132,6 +132,36 @@ pub struct Shift {
     pub end: u16,
 }
 
+impl std::fmt::Display for Shift {
+    /// The file's syntax: `mon-fri 08:00-17:00`, `sat,sun 09:00-12:00`, `daily 20:00-08:00`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.days.len() == 7 {
+            f.write_str("daily")?;
+        } else {
+            // Runs of consecutive days, Monday first.
+            let mut runs: Vec<(u8, u8)> = Vec::new();
+            for &d in &self.days {
+                match runs.last_mut() {
+                    Some((_, end)) if *end + 1 == d => *end = d,
+                    _ => runs.push((d, d)),
+                }
+            }
+            let name = |d: u8| DAYS.get(usize::from(d)).copied().unwrap_or("?");
+            let parts: Vec<String> = runs
+                .iter()
+                .map(|&(a, b)| match b - a {
+                    0 => name(a).to_owned(),
+                    1 => format!("{},{}", name(a), name(b)),
+                    _ => format!("{}-{}", name(a), name(b)),
+                })
+                .collect();
+            f.write_str(&parts.join(","))?;
+        }
+        let hm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
+        write!(f, " {}-{}", hm(self.start), hm(self.end))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pool {
     pub id: String,

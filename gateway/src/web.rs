@@ -1,6 +1,7 @@
 //! The gateway's web pages for specialists and administrators, on the same listener as its
 //! JSON API: the worklist, a case with its actions and the image viewer (`cases`, `viewer`),
-//! and the administrator's link board and alerts (`board`), users and audit log (`admin`).
+//! and the administrator's link board and alerts (`board`), users and audit log (`admin`),
+//! the routing roster's pools and duty hours (`roster`).
 //! Every page takes a [`Session`] (log-in otherwise) and calls the same services as the API,
 //! which ask the same access policy (`crate::access`), so a page can never show or do more
 //! than the API allows. This module holds the routes and the layout. Paths carry ids only,
@@ -13,11 +14,12 @@ mod admin;
 mod board;
 mod cases;
 mod report;
+mod roster;
 mod viewer;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use daemon::accounts::{Role, User};
 use daemon::api::ApiError;
 use daemon::web::{error_page, layout, NavItem, Session};
@@ -32,10 +34,12 @@ pub fn routes() -> axum::Router<Api> {
         .route("/", get(home))
         .route("/admin/links", get(board::links_page))
         .route("/admin/alerts", get(board::alerts_page))
+        .route("/admin/alerts/ack", post(board::acknowledge))
         .merge(cases::routes())
         .merge(report::routes())
         .merge(viewer::routes())
         .merge(admin::routes())
+        .merge(roster::routes())
 }
 
 fn nav(user: &User) -> Vec<NavItem> {
@@ -47,6 +51,7 @@ fn nav(user: &User) -> Vec<NavItem> {
         items.extend([
             ("/admin/links", "nav.links"),
             ("/admin/alerts", "nav.alerts"),
+            ("/admin/roster", "nav.roster"),
             ("/admin/users", "nav.users"),
             ("/admin/audit", "nav.audit"),
         ]);

@@ -1359,6 +1359,7 @@ async fn pages_in_chinese_show_no_english_sentence_from_the_server() {
 
     let clinic = format!("http://{}", daemon::client::local(agent.web_addr));
     let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
+    let _one = ONE_BROWSER.lock().await;
     let b = tokio::task::spawn_blocking(Browser::start)
         .await
         .unwrap()
@@ -1450,5 +1451,194 @@ async fn pages_in_chinese_show_no_english_sentence_from_the_server() {
         found.join("\n")
     );
     agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
+
+/// Issue 16, "Administrator pages": the alerts are a table with headers, each linked to what
+/// it is about and dated; an administrator acknowledges one (it stays, greyed, below the
+/// others, with who and when); on the roster page a specialist is moved into a pool and the
+/// file on disk, as the router reads it, says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrator_acknowledges_an_alert_and_moves_a_specialist_into_a_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let mut gw_config = pilot.gateway_config(free_udp_addr()).unwrap();
+    let roster = gw_config.data_dir.join("routing.toml");
+    std::fs::create_dir_all(&gw_config.data_dir).unwrap();
+    let commented = format!("# Edited by hand before the pages.\n{TWO_SPECIALTIES}");
+    std::fs::write(&roster, &commented).unwrap();
+    gw_config.routing = Some(gateway::config::RoutingConfig {
+        file: roster.clone(),
+        check: Duration::from_millis(500),
+    });
+    let gw = RunningGateway::start(gw_config).unwrap();
+    sign_up(
+        &gw.handle.accounts,
+        person("chen", Role::Admin, "Chen (IT)", None, None),
+    );
+    // A clinic whose link has been down for two hours, after twenty minutes of traffic.
+    let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
+    let now = daemon::now_ms();
+    let board = &gw.handle.board;
+    board.up(&jinzhou, now - 150 * 60_000, "0.1.0", None);
+    for minute in 0..=20 {
+        let at = now - 140 * 60_000 + minute * 60_000;
+        board.sample(
+            &jinzhou,
+            at,
+            35.0 + minute as f64,
+            Some(0.0),
+            minute as u64 * 90_000,
+        );
+    }
+    board.down(&jinzhou, now - 120 * 60_000);
+    // A case in a specialty the roster does not know: it waits, unrouted.
+    let unknown = ConsultationId::new(now as u64, [6; 10]);
+    let site = gw.handle.consult.clone();
+    for kind in request("P-7", "神经内科", Urgency::Urgent, now) {
+        site.log
+            .append(
+                &jinzhou,
+                proto::consult::Side::Clinic,
+                &unknown,
+                "dr",
+                now,
+                kind,
+            )
+            .unwrap();
+    }
+    site.append(
+        &jinzhou,
+        &unknown,
+        "system",
+        now,
+        proto::consult::EventKind::Delivered,
+    )
+    .unwrap();
+    let (s, u) = (site.clone(), unknown.clone());
+    assert!(
+        wait_until(Duration::from_secs(60), move || s
+            .log
+            .get(&u)
+            .unwrap()
+            .is_some_and(|f| f.consultation.unrouted.is_some()))
+        .await,
+        "the case waits unrouted"
+    );
+
+    let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
+    let _one = ONE_BROWSER.lock().await;
+    let b = tokio::task::spawn_blocking(Browser::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let case_id = unknown.to_string();
+    let b = tokio::task::spawn_blocking(move || {
+        log_in(&b, &hospital, "chen");
+        b.goto(&format!("{hospital}/admin/alerts")).unwrap();
+        let headers = b
+            .script("return [...document.querySelectorAll('#alerts thead th')].length")
+            .unwrap();
+        assert_eq!(headers, json!(5), "kind, about, detail, raised at, action");
+        b.find(&format!("#alerts a[href='/cases/{case_id}']"))
+            .unwrap();
+        b.find("#alerts a[href='/admin/links#clinic-jinzhou']")
+            .unwrap();
+        assert!(
+            b.exists("tr[data-kind='alerts.link_down'] td time"),
+            "dated"
+        );
+        shot(&b, "admin-1-alerts");
+        let unrouted = "tr[data-kind='alerts.unrouted']";
+        b.click_to_next_page(&format!(
+            "{unrouted} form[action='/admin/alerts/ack'] button"
+        ))
+        .unwrap();
+        let acked = b.text(&format!("{unrouted}.acknowledged")).unwrap();
+        assert!(acked.contains("chen"), "who acknowledged it: {acked}");
+        let last = b
+            .script("return document.querySelector('#alerts tbody tr:last-child').dataset.kind")
+            .unwrap();
+        assert_eq!(
+            last,
+            json!("alerts.unrouted"),
+            "acknowledged alerts go below"
+        );
+        assert!(
+            !b.exists("tr[data-kind='alerts.link_down'].acknowledged"),
+            "only the one acknowledged"
+        );
+        shot(&b, "admin-2-alert-acknowledged");
+        // The clinic's alert leads to its row on the link board, with charts that have axes.
+        b.click_to_next_page("#alerts a[href='/admin/links#clinic-jinzhou']")
+            .unwrap();
+        b.find("tr#clinic-jinzhou").unwrap();
+        let charts = b.text("section.card").unwrap();
+        assert!(charts.contains("ms"), "{charts}");
+        assert!(
+            b.exists("svg.chart text.x-label") && b.exists("svg.chart text.y-label"),
+            "both axes labelled"
+        );
+        shot(&b, "admin-3-links");
+
+        // Li reads cardiology too, from now on.
+        b.goto(&format!("{hospital}/admin/roster")).unwrap();
+        b.find("tr[data-specialist='zhang']").unwrap();
+        shot(&b, "admin-4-roster");
+        let cardiology = "tr[data-pool='cardiology']";
+        b.script(&format!(
+            "document.querySelector(\"{cardiology} select[name=specialist]\").value = 'li'"
+        ))
+        .unwrap();
+        b.click_to_next_page(&format!(
+            "{cardiology} form[action='/admin/roster/pool/add'] button"
+        ))
+        .unwrap();
+        b.find(&format!("{cardiology} li[data-member='li']"))
+            .unwrap();
+        // Duty hours the file would refuse are refused with the file's words.
+        let duty = "tr[data-specialist='zhang'] input[name=duty]";
+        b.script(&format!(
+            "document.querySelector(\"{duty}\").value = 'mon-fri 8-17'"
+        ))
+        .unwrap();
+        b.click_to_next_page("tr[data-specialist='zhang'] form button")
+            .unwrap();
+        let refused = b.text("p.error").unwrap();
+        assert!(refused.contains("mon-fri 08:00-17:00"), "{refused}");
+        let kept = b
+            .script(&format!("return document.querySelector(\"{duty}\").value"))
+            .unwrap();
+        assert_eq!(
+            kept,
+            json!("mon-fri 8-17"),
+            "what was typed stays to be corrected"
+        );
+        shot(&b, "admin-5-roster-refused");
+        b
+    })
+    .await
+    .unwrap();
+    drop(b);
+    let text = std::fs::read_to_string(&roster).unwrap();
+    assert!(
+        text.starts_with("# Edited by hand before the pages."),
+        "{text}"
+    );
+    assert!(text.contains(r#"members = ["zhang", "li"]"#), "{text}");
+    assert!(
+        !text.contains("8-17"),
+        "the refused hours are not written: {text}"
+    );
+    let router = gw.handle.router.clone().unwrap();
+    let members = tokio::task::spawn_blocking(move || {
+        router.reload().unwrap().pools["cardiology"].members.clone()
+    })
+    .await
+    .unwrap();
+    assert_eq!(members, ["zhang", "li"], "the router reads the change");
+    let audit = std::fs::read_to_string(dir.path().join("gateway/data/audit.log")).unwrap();
+    assert!(audit.contains("\"alert_ack\""), "{audit}");
+    assert!(audit.contains("pool cardiology + li"), "{audit}");
     gw.stop().await.unwrap();
 }

@@ -722,6 +722,36 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
         ),
         ("GET", "/admin/links".into(), None, [303, 403, 200], None),
         ("GET", "/admin/alerts".into(), None, [303, 403, 200], None),
+        // Without its CSRF token an acknowledgement is refused before it is recorded.
+        (
+            "POST",
+            "/admin/alerts/ack".into(),
+            None,
+            [303, 403, 403],
+            None,
+        ),
+        ("GET", "/admin/roster".into(), None, [303, 403, 200], None),
+        (
+            "POST",
+            "/admin/roster/pool/add".into(),
+            None,
+            [303, 403, 403],
+            None,
+        ),
+        (
+            "POST",
+            "/admin/roster/pool/remove".into(),
+            None,
+            [303, 403, 403],
+            None,
+        ),
+        (
+            "POST",
+            "/admin/roster/duty".into(),
+            None,
+            [303, 403, 403],
+            None,
+        ),
         ("GET", "/admin/users".into(), None, [303, 403, 200], None),
         ("POST", "/admin/users".into(), None, [303, 403, 403], None),
         (

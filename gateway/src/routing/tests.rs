@@ -532,3 +532,20 @@ fn the_catalog_offers_what_the_pools_read_with_their_chinese_and_english_names()
     let r = Roster::parse(Path::new("routing.toml"), &text).unwrap();
     assert!(r.catalog.iter().all(|s| s.id != "neurology"));
 }
+
+/// The roster page shows duty hours as the file writes them, and what it shows reads back
+/// as the same shift.
+#[test]
+fn a_shift_is_written_back_in_the_files_syntax() {
+    for text in [
+        "mon-fri 08:00-17:00",
+        "sat,sun 09:00-12:00",
+        "daily 20:00-08:00",
+        "mon,wed,fri 00:00-24:00",
+        "tue-thu,sun 07:30-12:15",
+    ] {
+        let shift = parse_shift(text).unwrap();
+        assert_eq!(shift.to_string(), text);
+        assert_eq!(parse_shift(&shift.to_string()).unwrap(), shift);
+    }
+}
