@@ -1436,6 +1436,7 @@ async fn pages_in_chinese_show_no_english_sentence_from_the_server() {
             "/admin/links".to_owned(),
             "/admin/users".to_owned(),
             "/admin/audit".to_owned(),
+            "/admin/roster".to_owned(),
             format!("/cases/{unknown}"),
         ] {
             b.goto(&format!("{hospital}{path}")).unwrap();

@@ -69,6 +69,15 @@ async fn roster_page(
             None => { p.muted #no-routing { (lang.t("roster.none")) } }
             Some((_, Err(why))) => { p.error #roster-refused { (lang.t("roster.refused")) " " (why) } }
             Some((_, Ok(r))) => {
+                // Specialties by their names in the page's language; people by name and id.
+                @let specialty = |name: &str| -> String {
+                    r.specialty(name)
+                        .and_then(|id| r.catalog.iter().find(|s| s.id == id))
+                        .map_or_else(|| name.to_owned(), |s| s.name(lang == daemon::web::Lang::Zh).to_owned())
+                };
+                @let who = |id: &str| -> String {
+                    r.specialists.get(id).map_or_else(|| id.to_owned(), |s| format!("{} ({id})", s.name))
+                };
                 p.muted { (lang.t("roster.help")) }
                 h2 { (lang.t("roster.specialists")) }
                 table #specialists {
@@ -78,7 +87,7 @@ async fn roster_page(
                     } }
                     tbody { @for s in r.specialists.values() {
                         tr data-specialist=(s.id) {
-                            td { (s.id) } td { (s.name) } td { (s.specialties.join(", ")) }
+                            td { (s.id) } td { (s.name) } td { (s.specialties.iter().map(|n| specialty(n)).collect::<Vec<_>>().join("、")) }
                             td { @if r.on_duty(&s.id, now) { span.badge.online { (lang.t("roster.yes")) } } @else { span.badge { (lang.t("roster.no")) } } }
                             td {
                                 form.inline method="post" action="/admin/roster/duty" {
@@ -106,11 +115,11 @@ async fn roster_page(
                     tbody { @for p in r.pools.values() {
                         tr data-pool=(p.id) {
                             td { (p.id) }
-                            td { (p.specialties.iter().cloned().collect::<Vec<_>>().join(", ")) }
-                            td { (p.lead) }
+                            td { (p.specialties.iter().map(|n| specialty(n)).collect::<Vec<_>>().join("、")) }
+                            td { (who(&p.lead)) }
                             td { ul.members { @for m in &p.members {
                                 li data-member=(m) {
-                                    (m) " "
+                                    (who(m)) " "
                                     form.inline method="post" action="/admin/roster/pool/remove" {
                                         input type="hidden" name="csrf" value=(csrf);
                                         input type="hidden" name="pool" value=(p.id);
@@ -126,7 +135,7 @@ async fn roster_page(
                                         input type="hidden" name="csrf" value=(csrf);
                                         input type="hidden" name="pool" value=(p.id);
                                         select name="specialist" aria-label=(lang.t("roster.add")) {
-                                            @for id in others { option value=(id) { (id) } }
+                                            @for id in others { option value=(id) { (who(id)) } }
                                         }
                                         " "
                                         button.secondary type="submit" { (lang.t("roster.add")) }
