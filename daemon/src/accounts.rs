@@ -59,6 +59,8 @@ pub enum AccountError {
     NoSpecialistId,
     #[error("an administrator cannot deactivate their own account; ask another administrator")]
     OwnAccount,
+    #[error("an administrator cannot change their own role; ask another administrator")]
+    OwnRole,
 }
 
 /// The role named `name`, when it is one of this site's `roles`.
@@ -305,6 +307,33 @@ impl Accounts {
     ) -> Result<(), AccountError> {
         check_details(&user, roles)?;
         self.add(user, password, replace)
+    }
+
+    /// Changes an account's details (role, name shown, specialist link, qualification), its
+    /// password kept, with the same checks as adding it at a site whose accounts have
+    /// `roles`; answers the details before and after. An administrator may not change their
+    /// own role (nobody might be left to change it back).
+    pub fn change_details(
+        &self,
+        roles: &[Role],
+        actor: &str,
+        changed: User,
+    ) -> Result<(User, User), AccountError> {
+        check_details(&changed, roles)?;
+        let Some(mut account) = self.store.account(&changed.name)? else {
+            return Err(AccountError::NoSuchUser(changed.name));
+        };
+        if actor == changed.name && account.user.role != changed.role {
+            return Err(AccountError::OwnRole);
+        }
+        let before = account.user.clone();
+        account.user = User {
+            deactivated: before.deactivated,
+            ..changed
+        };
+        let after = account.user.clone();
+        self.store.put_account(account, true)?;
+        Ok((before, after))
     }
 
     /// `actor` deactivates another's account; their own they may not (nobody would be left to
@@ -624,6 +653,47 @@ mod tests {
             qualification: Some("attending radiologist".into()),
             deactivated: false,
         }
+    }
+
+    #[test]
+    fn details_change_with_the_password_kept_and_nobody_changes_their_own_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = Accounts::open(&dir.path().join("accounts.json")).unwrap();
+        let roles = [Role::Specialist, Role::Admin];
+        accounts
+            .add(user("li"), "correct horse battery", false)
+            .unwrap();
+        let mut boss = user("boss");
+        boss.role = Role::Admin;
+        boss.specialist = None;
+        accounts
+            .add(boss.clone(), "another long password", false)
+            .unwrap();
+        let mut changed = user("li");
+        changed.role = Role::Admin;
+        changed.specialist = None;
+        changed.qualification = Some("chief radiologist".into());
+        let (before, after) = accounts.change_details(&roles, "boss", changed).unwrap();
+        assert_eq!((before.role, after.role), (Role::Specialist, Role::Admin));
+        assert_eq!(
+            accounts
+                .verify("li", "correct horse battery")
+                .unwrap()
+                .qualification
+                .as_deref(),
+            Some("chief radiologist"),
+            "the password still opens the changed account"
+        );
+        boss.role = Role::Specialist;
+        boss.specialist = Some("boss".into());
+        assert!(matches!(
+            accounts.change_details(&roles, "boss", boss),
+            Err(AccountError::OwnRole)
+        ));
+        assert!(matches!(
+            accounts.change_details(&roles, "boss", user("nobody")),
+            Err(AccountError::NoSuchUser(_))
+        ));
     }
 
     #[test]

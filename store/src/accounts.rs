@@ -46,6 +46,15 @@ impl Role {
             _ => None,
         }
     }
+
+    /// Its name, as [`Role::parse`] reads it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Specialist => "specialist",
+            Role::Doctor => "doctor",
+            Role::Admin => "admin",
+        }
+    }
 }
 
 /// A user as the API sees them (no password hash).

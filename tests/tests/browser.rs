@@ -296,6 +296,7 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
 
     // The administrator's pages, after the specialist has logged out.
     let hospital = gateway_url;
+    let gw_accounts = gw.handle.accounts.clone();
     tokio::task::spawn_blocking(move || {
         b.goto(&format!("{hospital}/worklist")).unwrap();
         b.click("form[action='/logout'] button").unwrap();
@@ -325,6 +326,27 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
             .unwrap();
         b.click(deactivate).unwrap();
         b.find("form[action='/admin/users/li/reactivate']").unwrap();
+        // The administrator gives li another role and a qualification; the role change is in
+        // the audit log, in words, with the roles before and after.
+        let details = "form[action='/admin/users/li/details']";
+        b.script(&format!(
+            "const f = document.querySelector(\"{details}\"); f.closest('details').open = true;
+             f.querySelector('[name=role]').value = 'admin';
+             f.querySelector('[name=qualification]').value = 'chief radiologist';"
+        ))
+        .unwrap();
+        b.click_to_next_page(&format!("{details} button")).unwrap();
+        assert_eq!(
+            gw_accounts.get("li").unwrap().unwrap().role,
+            Role::Admin,
+            "the role is changed"
+        );
+        b.goto(&format!("{hospital}/admin/audit")).unwrap();
+        let changed = b
+            .text("#audit td[data-action=role_change]")
+            .unwrap_or_default();
+        assert!(changed.contains("Changed a role"), "{changed}");
+        b.goto(&format!("{hospital}/admin/users")).unwrap();
         b.goto(&format!("{hospital}/admin/audit")).unwrap();
         assert!(b.text("#audit").unwrap().contains("report"));
         shot(&b, "gateway-8-audit");

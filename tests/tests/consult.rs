@@ -768,6 +768,13 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
             [303, 403, 403],
             None,
         ),
+        (
+            "POST",
+            "/admin/users/li/details".into(),
+            None,
+            [303, 403, 403],
+            None,
+        ),
         ("GET", "/admin/audit".into(), None, [303, 403, 200], None),
         ("POST", "/logout".into(), None, [303, 403, 403], None),
         (

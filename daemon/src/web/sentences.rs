@@ -50,6 +50,14 @@ static SENTENCES: &[(&str, &str)] = &[
     ("see the link board", "查看链路看板"),
     ("see the alerts", "查看告警"),
     ("only specialists do this", "只有专家可以执行此操作"),
+    (
+        "an administrator cannot change their own role; ask another administrator",
+        "管理员不能更改自己的角色，请另一位管理员操作",
+    ),
+    (
+        "an administrator cannot deactivate their own account; ask another administrator",
+        "管理员不能停用自己的账户，请另一位管理员操作",
+    ),
     ("a qualification is needed to sign", "签署报告须有执业资格记录"),
     (
         "{} is not linked to a specialist in routing.toml; only specialists do this",

@@ -22,6 +22,7 @@ use crate::api::Api;
 pub(super) fn routes() -> axum::Router<Api> {
     axum::Router::new()
         .route("/admin/users", get(users).post(add_user))
+        .route("/admin/users/{name}/details", post(change_details))
         .route("/admin/users/{name}/{op}", post(user_op))
         .route("/admin/audit", get(audit))
 }
@@ -66,7 +67,7 @@ async fn users_page(
         h1 { (lang.t("users.title")) }
         @match &message {
             Some(Ok(m)) => { p.ok role="status" { (m) } }
-            Some(Err(m)) => { p.error role="alert" { (m) } }
+            Some(Err(m)) => { p.error role="alert" { (lang.say(m)) } }
             None => {}
         }
         table #users {
@@ -96,6 +97,23 @@ async fn users_page(
                             form.inline method="post" action={"/admin/users/" (u.name) "/reactivate"} {
                                 input type="hidden" name="csrf" value=(csrf);
                                 button.secondary type="submit" { (lang.t("users.reactivate")) }
+                            }
+                        }
+                        details.edit {
+                            summary { (lang.t("users.edit")) }
+                            form.details method="post" action={"/admin/users/" (u.name) "/details"} {
+                                input type="hidden" name="csrf" value=(csrf);
+                                label { (lang.t("users.display")) input name="display_name" required value=(u.display_name); }
+                                label { (lang.t("users.role"))
+                                    select name="role" {
+                                        @for role in crate::access::ROLES {
+                                            option value=(role.as_str()) selected[*role == u.role] { (lang.t(role_key(*role))) }
+                                        }
+                                    }
+                                }
+                                label { (lang.t("users.specialist_id")) input name="specialist" value=(u.specialist.as_deref().unwrap_or("")); }
+                                label { (lang.t("users.qualification")) input name="qualification" value=(u.qualification.as_deref().unwrap_or("")); }
+                                button.secondary type="submit" { (lang.t("users.save")) }
                             }
                         }
                     }
@@ -166,6 +184,62 @@ async fn add_user(
         a.accounts
             .add_at(crate::access::ROLES, user, &form.password, false)
             .map_err(refused)
+    })
+    .await;
+    users_page_after(api, session, result).await
+}
+
+#[derive(Deserialize)]
+struct Details {
+    display_name: String,
+    role: String,
+    specialist: Option<String>,
+    qualification: Option<String>,
+}
+
+/// An administrator changes an account's details. The change is in the audit log before it
+/// is made (`user_edit`), and a change of role once more on its own (`role_change`, with the
+/// roles before and after), after it is made.
+async fn change_details(
+    State(api): State<Api>,
+    axum::extract::ConnectInfo(crate::https::Peer(from)): Client,
+    Path(name): Path<String>,
+    CsrfForm(session, form): CsrfForm<Details>,
+) -> Response {
+    if let Err(r) = admin_only(&session, crate::access::Task::Users) {
+        return r;
+    }
+    if let Err(e) = api
+        .cases
+        .audited_target(&session.user, from, "user_edit", &name)
+    {
+        return failed(&session, e.into());
+    }
+    let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let (a, actor) = (api.clone(), session.user.clone());
+    let result = blocking(move || {
+        let refused = |e: daemon::accounts::AccountError| ApiError::bad_request(e.to_string());
+        let changed = User {
+            name: name.clone(),
+            role: daemon::accounts::site_role(&form.role, crate::access::ROLES).map_err(refused)?,
+            display_name: form.display_name,
+            specialist: nonempty(form.specialist),
+            qualification: nonempty(form.qualification),
+            deactivated: false,
+        };
+        let (before, after) = a
+            .accounts
+            .change_details(crate::access::ROLES, &actor.name, changed)
+            .map_err(refused)?;
+        if before.role != after.role {
+            a.cases.audited_target(
+                &actor,
+                from,
+                "role_change",
+                &format!("{name}: {} → {}", before.role.as_str(), after.role.as_str()),
+            )?;
+        }
+        Ok(())
     })
     .await;
     users_page_after(api, session, result).await

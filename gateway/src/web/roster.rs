@@ -62,7 +62,7 @@ async fn roster_page(
         h1 { (lang.t("roster.title")) }
         @match &message {
             Some(Ok(m)) => { p.ok role="status" { (m) } }
-            Some(Err(m)) => { p.error role="alert" { (m) } }
+            Some(Err(m)) => { p.error role="alert" { (lang.say(m)) } }
             None => {}
         }
         @match &loaded {
