@@ -14,7 +14,7 @@ use daemon::accounts::Role;
 use harness::people::{person, request, sign_up, with_routing, ONE_RADIOLOGIST, PASSWORD};
 use harness::webdriver::{keys, Browser};
 use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
-use proto::consult::{ConsultationId, State, Urgency};
+use proto::consult::{ConsultationId, EventKind, State, Urgency};
 use serde_json::{json, Value};
 
 fn shots() -> PathBuf {
@@ -1663,5 +1663,168 @@ async fn an_administrator_acknowledges_an_alert_and_moves_a_specialist_into_a_po
     let audit = std::fs::read_to_string(dir.path().join("gateway/data/audit.log")).unwrap();
     assert!(audit.contains("\"alert_ack\""), "{audit}");
     assert!(audit.contains("pool cardiology + li"), "{audit}");
+    gw.stop().await.unwrap();
+}
+
+/// Issue 16, item 5: the audit log holds a row for each kind of event people rely on it for —
+/// logins, failed logins, lock-outs, logouts, refused access, every account change, a role
+/// change, a roster change, an acknowledged alert, reads of patient data — each shown in words
+/// in the reader's language.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_holds_every_kind_of_event_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let mut gw_config = pilot.gateway_config(free_udp_addr()).unwrap();
+    let roster = gw_config.data_dir.join("routing.toml");
+    std::fs::create_dir_all(&gw_config.data_dir).unwrap();
+    std::fs::write(&roster, TWO_SPECIALTIES).unwrap();
+    gw_config.routing = Some(gateway::config::RoutingConfig {
+        file: roster,
+        check: Duration::from_millis(500),
+    });
+    let gw = RunningGateway::start(gw_config).unwrap();
+    for (name, role, specialist) in [
+        ("li", Role::Specialist, Some("li")),
+        ("chen", Role::Admin, None),
+    ] {
+        sign_up(
+            &gw.handle.accounts,
+            person(name, role, name, specialist, Some("主治医师")),
+        );
+    }
+    // A cardiology case (zhang's, not li's) and one the roster cannot route (an alert).
+    let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
+    let now = daemon::now_ms();
+    let theirs = ConsultationId::new(now as u64, [4; 10]);
+    let unknown = ConsultationId::new(now as u64 + 1, [5; 10]);
+    let site = gw.handle.consult.clone();
+    for (id, specialty) in [(&theirs, "心内科"), (&unknown, "神经内科")] {
+        for kind in request("P-5", specialty, Urgency::Urgent, now) {
+            site.log
+                .append(&jinzhou, proto::consult::Side::Clinic, id, "dr", now, kind)
+                .unwrap();
+        }
+        site.append(&jinzhou, id, "system", now, EventKind::Delivered)
+            .unwrap();
+    }
+    let (s, t, u) = (site.clone(), theirs.clone(), unknown.clone());
+    assert!(
+        wait_until(Duration::from_secs(60), move || {
+            let get = |id: &ConsultationId| s.log.get(id).unwrap().map(|f| f.consultation);
+            get(&t).is_some_and(|c| c.assignee.as_deref() == Some("zhang"))
+                && get(&u).is_some_and(|c| c.unrouted.is_some())
+        })
+        .await,
+        "one case is zhang's, the other waits unrouted"
+    );
+
+    let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
+    let _one = ONE_BROWSER.lock().await;
+    let b = tokio::task::spawn_blocking(Browser::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let shown = tokio::task::spawn_blocking(move || {
+        // Someone guesses a password until the name is locked.
+        for _ in 0..7 {
+            b.goto(&format!("{hospital}/login")).unwrap();
+            b.type_into("input[name=user]", "ghost").unwrap();
+            b.type_into("input[name=password]", "not the password").unwrap();
+            b.click_to_next_page("form[action='/login'] button").unwrap();
+        }
+        // A specialist opens a case that is not theirs, then logs out.
+        log_in(&b, &hospital, "li");
+        b.goto(&format!("{hospital}/cases/{theirs}")).unwrap();
+        b.goto(&format!("{hospital}/worklist")).unwrap();
+        b.click_to_next_page("form[action='/logout'] button").unwrap();
+        // The administrator works on accounts, the roster and the alerts, in Chinese.
+        log_in(&b, &hospital, "chen");
+        b.goto(&format!("{hospital}/lang/zh")).unwrap();
+        b.goto(&format!("{hospital}/admin/users")).unwrap();
+        b.script(
+            "const f = document.querySelector(\"form[action='/admin/users']\");
+             f.querySelector('[name=name]').value = 'wu';
+             f.querySelector('[name=display_name]').value = '吴医生';
+             f.querySelector('[name=specialist]').value = 'li';
+             f.querySelector('[name=password]').value = 'a long enough password';",
+        )
+        .unwrap();
+        b.click_to_next_page("form[action='/admin/users'] button").unwrap();
+        b.type_into(
+            "form[action='/admin/users/wu/reset'] input[name=password]",
+            "another long password",
+        )
+        .unwrap();
+        b.click_to_next_page("form[action='/admin/users/wu/reset'] button")
+            .unwrap();
+        b.script("window.confirm = function () { return true; }").unwrap();
+        b.click_to_next_page("form[action='/admin/users/wu/deactivate'] button")
+            .unwrap();
+        b.click_to_next_page("form[action='/admin/users/wu/reactivate'] button")
+            .unwrap();
+        b.script(
+            "const f = document.querySelector(\"form[action='/admin/users/wu/details']\");
+             f.closest('details').open = true;
+             f.querySelector('[name=role]').value = 'admin';
+             f.querySelector('[name=specialist]').value = '';",
+        )
+        .unwrap();
+        b.click_to_next_page("form[action='/admin/users/wu/details'] button")
+            .unwrap();
+        b.goto(&format!("{hospital}/admin/roster")).unwrap();
+        let cardiology = "tr[data-pool='cardiology']";
+        b.script(&format!(
+            "document.querySelector(\"{cardiology} select[name=specialist]\").value = 'li'"
+        ))
+        .unwrap();
+        b.click_to_next_page(&format!(
+            "{cardiology} form[action='/admin/roster/pool/add'] button"
+        ))
+        .unwrap();
+        b.goto(&format!("{hospital}/admin/alerts")).unwrap();
+        b.click_to_next_page(
+            "tr[data-kind='alerts.unrouted'] form[action='/admin/alerts/ack'] button",
+        )
+        .unwrap();
+        b.goto(&format!("{hospital}/cases/{unknown}")).unwrap();
+        b.goto(&format!("{hospital}/admin/audit")).unwrap();
+        b.screenshot(&shots().join("audit-1-every-kind.png")).unwrap();
+        b.resize(768, 1024).unwrap();
+        b.screenshot(&shots().join("audit-1-every-kind-tablet.png"))
+            .unwrap();
+        b.resize(1366, 768).unwrap();
+        b.script(
+            "return [...document.querySelectorAll('#audit td[data-action]')].map(td => [td.dataset.action, td.textContent.trim()])",
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    let rows: Vec<(String, String)> = serde_json::from_value(shown).unwrap();
+    for kind in [
+        "login",
+        "login_failed",
+        "login_locked",
+        "logout",
+        "refused_view",
+        "view",
+        "user_add",
+        "user_reset",
+        "user_deactivate",
+        "user_reactivate",
+        "user_edit",
+        "role_change",
+        "roster_change",
+        "alert_ack",
+    ] {
+        let row = rows.iter().find(|(action, _)| action == kind);
+        let Some((_, words)) = row else {
+            panic!("no {kind} row in the audit log: {rows:?}");
+        };
+        assert!(
+            words != kind && !words.is_ascii(),
+            "{kind} is shown in words, in Chinese: {words}"
+        );
+    }
     gw.stop().await.unwrap();
 }
