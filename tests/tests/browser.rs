@@ -60,6 +60,52 @@ fn log_in(b: &Browser, base: &str, name: &str) {
     }
 }
 
+/// A pilot on this machine for one test: its folder, a gateway with `roster` as its
+/// `routing.toml` (read again twice a second), and, with `clinic`, the Jinzhou clinic's agent
+/// linked to it with the doctor "wang" signed up.
+struct Pilot {
+    dir: tempfile::TempDir,
+    gw_config: gateway::GatewayConfig,
+    gw: RunningGateway,
+    agent: Option<RunningAgent>,
+}
+
+fn pilot(roster: Option<&str>, clinic: bool) -> Pilot {
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let mut gw_config = pilot.gateway_config(link).unwrap();
+    if let Some(text) = roster {
+        let file = gw_config.data_dir.join("routing.toml");
+        std::fs::create_dir_all(&gw_config.data_dir).unwrap();
+        std::fs::write(&file, text).unwrap();
+        gw_config.routing = Some(gateway::config::RoutingConfig {
+            file,
+            check: Duration::from_millis(500),
+        });
+    }
+    let gw = RunningGateway::start(gw_config.clone()).unwrap();
+    let agent = clinic.then(|| {
+        let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+        let agent = RunningAgent::start(
+            pilot.agent_config("jinzhou", &bundle, link).unwrap(),
+            Default::default(),
+        )
+        .unwrap();
+        sign_up(
+            &agent.handle.accounts,
+            person("wang", Role::Doctor, "Dr Wang", None, None),
+        );
+        agent
+    });
+    Pilot {
+        dir,
+        gw_config,
+        gw,
+        agent,
+    }
+}
+
 /// Chooses the specialty whose option reads `shown` (its name in the page's language, or its
 /// id) on the new-consultation form, and returns the id the form sends.
 fn choose_specialty(b: &Browser, shown: &str) -> String {
@@ -84,28 +130,8 @@ async fn wait_for_specialties(agent: &RunningAgent) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_browser() {
-    let dir = tempfile::tempdir().unwrap();
-    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
-    let link = free_udp_addr();
-    let mut gw_config = pilot.gateway_config(link).unwrap();
-    let roster = gw_config.data_dir.join("routing.toml");
-    std::fs::create_dir_all(&gw_config.data_dir).unwrap();
-    std::fs::write(&roster, ONE_RADIOLOGIST).unwrap();
-    gw_config.routing = Some(gateway::config::RoutingConfig {
-        file: roster,
-        check: Duration::from_millis(500),
-    });
-    let gw = RunningGateway::start(gw_config).unwrap();
-    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
-    let agent = RunningAgent::start(
-        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
-        Default::default(),
-    )
-    .unwrap();
-    sign_up(
-        &agent.handle.accounts,
-        person("wang", Role::Doctor, "Dr Wang", None, None),
-    );
+    let Pilot { dir, gw, agent, .. } = pilot(Some(ONE_RADIOLOGIST), true);
+    let agent = agent.unwrap();
     // Not the roster's "Li Wei": the report must carry the account's name.
     sign_up(
         &gw.handle.accounts,
@@ -413,28 +439,8 @@ pool = "radiology"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cardiology_emergency_chosen_in_chinese_reaches_the_cardiologist_and_an_unknown_specialty_waits(
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
-    let link = free_udp_addr();
-    let mut gw_config = pilot.gateway_config(link).unwrap();
-    let roster = gw_config.data_dir.join("routing.toml");
-    std::fs::create_dir_all(&gw_config.data_dir).unwrap();
-    std::fs::write(&roster, TWO_SPECIALTIES).unwrap();
-    gw_config.routing = Some(gateway::config::RoutingConfig {
-        file: roster,
-        check: Duration::from_millis(500),
-    });
-    let gw = RunningGateway::start(gw_config).unwrap();
-    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
-    let agent = RunningAgent::start(
-        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
-        Default::default(),
-    )
-    .unwrap();
-    sign_up(
-        &agent.handle.accounts,
-        person("wang", Role::Doctor, "Dr Wang", None, None),
-    );
+    let Pilot { dir, gw, agent, .. } = pilot(Some(TWO_SPECIALTIES), true);
+    let agent = agent.unwrap();
     sign_up(
         &gw.handle.accounts,
         person("chen", Role::Admin, "Chen (IT)", None, None),
@@ -622,28 +628,13 @@ fn wait_saved(b: &Browser, css: &str) {
 /// again, and a wrong one signs nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_typed_is_lost_and_signing_asks_for_the_password_after_a_preview() {
-    let dir = tempfile::tempdir().unwrap();
-    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
-    let link = free_udp_addr();
-    let mut gw_config = pilot.gateway_config(link).unwrap();
-    let roster = gw_config.data_dir.join("routing.toml");
-    std::fs::create_dir_all(&gw_config.data_dir).unwrap();
-    std::fs::write(&roster, RADIOLOGIST_WITH_TEMPLATES).unwrap();
-    gw_config.routing = Some(gateway::config::RoutingConfig {
-        file: roster,
-        check: Duration::from_millis(500),
-    });
-    let gw = RunningGateway::start(gw_config.clone()).unwrap();
-    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
-    let agent = RunningAgent::start(
-        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
-        Default::default(),
-    )
-    .unwrap();
-    sign_up(
-        &agent.handle.accounts,
-        person("wang", Role::Doctor, "Dr Wang", None, None),
-    );
+    let Pilot {
+        dir,
+        gw_config,
+        gw,
+        agent,
+    } = pilot(Some(RADIOLOGIST_WITH_TEMPLATES), true);
+    let agent = agent.unwrap();
     let specialist = person(
         "li",
         Role::Specialist,
@@ -884,20 +875,8 @@ async fn an_ultrasound_without_a_patient_id_is_kept_reconciled_in_the_browser_an
     use dicom_dictionary_std::tags;
     use sha2::Digest;
 
-    let dir = tempfile::tempdir().unwrap();
-    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
-    let link = free_udp_addr();
-    let gw = RunningGateway::start(pilot.gateway_config(link).unwrap()).unwrap();
-    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
-    let agent = RunningAgent::start(
-        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
-        Default::default(),
-    )
-    .unwrap();
-    sign_up(
-        &agent.handle.accounts,
-        person("wang", Role::Doctor, "Dr Wang", None, None),
-    );
+    let Pilot { dir, gw, agent, .. } = pilot(None, true);
+    let agent = agent.unwrap();
     // The cart sends an empty Patient ID: an emergency, nobody typed it.
     let nobody = harness::samples::DemoPatient {
         id: String::new(),
@@ -1301,28 +1280,8 @@ async fn pages_in_chinese_show_no_english_sentence_from_the_server() {
         ),
         ["the modality or exporting tool must fill it in"]
     );
-    let dir = tempfile::tempdir().unwrap();
-    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
-    let link = free_udp_addr();
-    let mut gw_config = pilot.gateway_config(link).unwrap();
-    let roster = gw_config.data_dir.join("routing.toml");
-    std::fs::create_dir_all(&gw_config.data_dir).unwrap();
-    std::fs::write(&roster, TWO_SPECIALTIES).unwrap();
-    gw_config.routing = Some(gateway::config::RoutingConfig {
-        file: roster,
-        check: Duration::from_millis(500),
-    });
-    let gw = RunningGateway::start(gw_config).unwrap();
-    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
-    let agent = RunningAgent::start(
-        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
-        Default::default(),
-    )
-    .unwrap();
-    sign_up(
-        &agent.handle.accounts,
-        person("wang", Role::Doctor, "王医生", None, None),
-    );
+    let Pilot { dir, gw, agent, .. } = pilot(Some(TWO_SPECIALTIES), true);
+    let agent = agent.unwrap();
     sign_up(
         &gw.handle.accounts,
         person(
@@ -1483,18 +1442,11 @@ async fn pages_in_chinese_show_no_english_sentence_from_the_server() {
 /// file on disk, as the router reads it, says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_administrator_acknowledges_an_alert_and_moves_a_specialist_into_a_pool() {
-    let dir = tempfile::tempdir().unwrap();
-    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
-    let mut gw_config = pilot.gateway_config(free_udp_addr()).unwrap();
-    let roster = gw_config.data_dir.join("routing.toml");
-    std::fs::create_dir_all(&gw_config.data_dir).unwrap();
     let commented = format!("# Edited by hand before the pages.\n{TWO_SPECIALTIES}");
-    std::fs::write(&roster, &commented).unwrap();
-    gw_config.routing = Some(gateway::config::RoutingConfig {
-        file: roster.clone(),
-        check: Duration::from_millis(500),
-    });
-    let gw = RunningGateway::start(gw_config).unwrap();
+    let Pilot {
+        dir, gw_config, gw, ..
+    } = pilot(Some(&commented), false);
+    let roster = gw_config.data_dir.join("routing.toml");
     sign_up(
         &gw.handle.accounts,
         person("chen", Role::Admin, "Chen (IT)", None, None),
@@ -1672,17 +1624,7 @@ async fn an_administrator_acknowledges_an_alert_and_moves_a_specialist_into_a_po
 /// in the reader's language.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_log_holds_every_kind_of_event_in_words() {
-    let dir = tempfile::tempdir().unwrap();
-    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
-    let mut gw_config = pilot.gateway_config(free_udp_addr()).unwrap();
-    let roster = gw_config.data_dir.join("routing.toml");
-    std::fs::create_dir_all(&gw_config.data_dir).unwrap();
-    std::fs::write(&roster, TWO_SPECIALTIES).unwrap();
-    gw_config.routing = Some(gateway::config::RoutingConfig {
-        file: roster,
-        check: Duration::from_millis(500),
-    });
-    let gw = RunningGateway::start(gw_config).unwrap();
+    let Pilot { dir: _dir, gw, .. } = pilot(Some(TWO_SPECIALTIES), false);
     for (name, role, specialist) in [
         ("li", Role::Specialist, Some("li")),
         ("chen", Role::Admin, None),
