@@ -426,6 +426,27 @@ fn case_object(
     }
 }
 
+/// The file of instance `n` (or of object `o`) of a case `user` may read, the fetch recorded
+/// in the audit log first (`view_image`, its target `case/n/what`).
+fn fetched(
+    api: &Api,
+    user: &daemon::accounts::User,
+    from: std::net::SocketAddr,
+    (id, n): (&proto::consult::ConsultationId, usize),
+    o: Option<&str>,
+    what: &str,
+) -> Result<store::objects::LocalFile, ApiError> {
+    let (folded, _) = api.cases.readable(user, from, id)?;
+    let object = case_object(api, &folded.consultation, n, o)?;
+    api.cases
+        .audited_target(user, from, "view_image", &format!("{id}/{n}/{what}"))?;
+    api.cases
+        .archive
+        .objects()
+        .local_file(&object)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
 #[derive(Deserialize)]
 struct ImageQuery {
     /// The instance's object, as the viewer page names it: found without listing the case's
@@ -452,20 +473,8 @@ async fn image(
     let user = session.user.clone();
     let window = q.wc.zip(q.ww);
     let rendered = blocking(move || {
-        let (folded, _) = api.cases.readable(&user, from, &id)?;
-        let object = case_object(&api, &folded.consultation, n, q.o.as_deref())?;
-        api.cases.audited_target(
-            &user,
-            from,
-            "view_image",
-            &format!("{id}/{n}/{}", q.frame.unwrap_or(0)),
-        )?;
-        let local = api
-            .cases
-            .archive
-            .objects()
-            .local_file(&object)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let what = q.frame.unwrap_or(0).to_string();
+        let local = fetched(&api, &user, from, (&id, n), q.o.as_deref(), &what)?;
         crate::render::png(local.path(), q.frame.unwrap_or(0), window).map_err(|e| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -511,16 +520,7 @@ async fn waveform_svg(
     let user = session.user.clone();
     let paper = Paper::new(q.gain, q.speed);
     let drawn = blocking(move || {
-        let (folded, _) = api.cases.readable(&user, from, &id)?;
-        let object = case_object(&api, &folded.consultation, n, q.o.as_deref())?;
-        api.cases
-            .audited_target(&user, from, "view_image", &format!("{id}/{n}/waveform"))?;
-        let local = api
-            .cases
-            .archive
-            .objects()
-            .local_file(&object)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let local = fetched(&api, &user, from, (&id, n), q.o.as_deref(), "waveform")?;
         waveform::svg_file(local.path(), paper).map_err(|e| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
