@@ -1359,7 +1359,7 @@ async fn pages_in_chinese_show_no_english_sentence_from_the_server() {
                     .replace(unknown.as_str(), "unrouted-case")
                     .replace(['/', ' ', '?', '='], "-")
             );
-            b.screenshot(&shots().join(format!("{name}.png"))).unwrap();
+            shot(b, &name);
         };
         log_in(&b, &clinic, "wang");
         b.goto(&format!("{clinic}/lang/zh")).unwrap();
