@@ -24,4 +24,5 @@ pub mod gate;
 pub mod group;
 pub mod objects;
 pub mod outbox;
+pub mod postgres;
 pub mod structure;

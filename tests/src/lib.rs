@@ -22,6 +22,7 @@ pub mod kills;
 pub mod netns;
 pub mod peers;
 pub mod people;
+pub mod postgres;
 pub mod relay;
 pub mod samples;
 pub mod tcp_contenders;

@@ -1,0 +1,228 @@
+//! The PostgreSQL adapters of the ports (issue 17: the scale-out deployment), over the
+//! blocking client. Each connection lives on a thread of its own and runs the closures sent
+//! to it, so a port's caller may block on it from anywhere — a blocking-pool thread, a test,
+//! or, like a sled call, a runtime's worker — without the client's own runtime ever running
+//! inside another.
+//!
+//! Everything lives in one schema (`tpg` unless told), created with its tables by the
+//! migrations at connect, each applied once and recorded in `schema_migrations`.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+pub mod board;
+pub mod coordination;
+pub mod drafts;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("cannot connect to PostgreSQL at {url}: {detail}; check [storage] index and that the server is up")]
+    Connect { url: String, detail: String },
+    #[error("PostgreSQL: {0}")]
+    Query(String),
+    #[error("the PostgreSQL connection thread is gone; the daemon must be restarted")]
+    Gone,
+}
+
+impl From<postgres::Error> for PgError {
+    fn from(e: postgres::Error) -> Self {
+        PgError::Query(e.to_string())
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut postgres::Client) + Send>;
+
+/// Connections to one database and schema. Clones share them.
+#[derive(Clone)]
+pub struct Pg {
+    jobs: Arc<Mutex<mpsc::Sender<Job>>>,
+    url: Arc<str>,
+    schema: Arc<str>,
+}
+
+impl std::fmt::Debug for Pg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: only the schema is shown.
+        f.debug_struct("Pg").field("schema", &self.schema).finish()
+    }
+}
+
+/// The schema's tables, in order; each entry is applied once.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE TABLE drafts (
+        user_name text NOT NULL, case_id text NOT NULL, form text NOT NULL,
+        draft jsonb NOT NULL,
+        PRIMARY KEY (user_name, case_id, form));
+     CREATE TABLE board_facts (clinic text PRIMARY KEY, facts jsonb NOT NULL);
+     CREATE TABLE board_history (
+        clinic text NOT NULL, at_ms bigint NOT NULL,
+        throughput_bps double precision NOT NULL, rtt_ms double precision NOT NULL,
+        backlog_items bigint NOT NULL,
+        PRIMARY KEY (clinic, at_ms));
+     CREATE TABLE leases (name text PRIMARY KEY, holder text NOT NULL, until_ms bigint NOT NULL);",
+)];
+
+fn valid_schema(schema: &str) -> bool {
+    !schema.is_empty()
+        && schema.len() <= 48
+        && schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !schema.as_bytes()[0].is_ascii_digit()
+}
+
+impl Pg {
+    /// Opens `connections` connections to `url` (a `postgres://` URL or key=value string),
+    /// working in `schema`, and applies the migrations not yet applied.
+    pub fn connect(url: &str, schema: &str, connections: usize) -> Result<Self, PgError> {
+        if !valid_schema(schema) {
+            return Err(PgError::Query(format!(
+                "the schema name '{schema}' must be lower-case letters, digits and '_'"
+            )));
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for n in 0..connections.max(1) {
+            let mut client =
+                postgres::Client::connect(url, postgres::NoTls).map_err(|e| PgError::Connect {
+                    url: redacted(url),
+                    detail: e.to_string(),
+                })?;
+            if n == 0 {
+                migrate(&mut client, schema)?;
+            }
+            client.batch_execute(&format!("SET search_path TO {schema}"))?;
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("pg-{schema}-{n}"))
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(&mut client),
+                        Err(_) => return,
+                    }
+                })
+                .map_err(|e| PgError::Query(format!("cannot start a connection thread: {e}")))?;
+        }
+        Ok(Self {
+            jobs: Arc::new(Mutex::new(tx)),
+            url: url.into(),
+            schema: schema.into(),
+        })
+    }
+
+    /// Runs `f` on a connection and waits for its answer.
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, PgError> + Send + 'static,
+    ) -> Result<T, PgError> {
+        let (tx, rx) = mpsc::channel();
+        let job: Job = Box::new(move |client| {
+            let _ = tx.send(f(client));
+        });
+        self.jobs
+            .lock()
+            .map_err(|_| PgError::Gone)?
+            .send(job)
+            .map_err(|_| PgError::Gone)?;
+        rx.recv().map_err(|_| PgError::Gone)?
+    }
+
+    /// A new connection of its own (for LISTEN), in this schema.
+    pub fn dedicated(&self) -> Result<postgres::Client, PgError> {
+        let mut client = postgres::Client::connect(&self.url, postgres::NoTls).map_err(|e| {
+            PgError::Connect {
+                url: redacted(&self.url),
+                detail: e.to_string(),
+            }
+        })?;
+        client.batch_execute(&format!("SET search_path TO {}", self.schema))?;
+        Ok(client)
+    }
+
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+}
+
+/// The URL without its password, for messages.
+fn redacted(url: &str) -> String {
+    if !url.contains("://") {
+        // key=value form: every password=… word hidden.
+        return url
+            .split(' ')
+            .map(|w| {
+                if w.starts_with("password=") {
+                    "password=***"
+                } else {
+                    w
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let auth = &url[scheme + 3..at];
+            match auth.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn migrate(client: &mut postgres::Client, schema: &str) -> Result<(), PgError> {
+    let mut tx = client.transaction()?;
+    // One migrator at a time, whichever node starts first.
+    tx.batch_execute("SELECT pg_advisory_xact_lock(7415)")?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         SET LOCAL search_path TO {schema};
+         CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());"
+    ))?;
+    for (version, sql) in MIGRATIONS {
+        let done = tx
+            .query_opt(
+                "SELECT 1 FROM schema_migrations WHERE version = $1",
+                &[version],
+            )?
+            .is_some();
+        if !done {
+            tx.batch_execute(sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[version],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_never_shows_and_schema_names_are_plain() {
+        assert_eq!(
+            redacted("postgres://tpg:secret@db:5432/tpg"),
+            "postgres://tpg:***@db:5432/tpg"
+        );
+        assert_eq!(redacted("host=/tmp user=tpg"), "host=/tmp user=tpg");
+        assert_eq!(
+            redacted("host=db user=tpg password=secret"),
+            "host=db user=tpg password=***"
+        );
+        assert!(valid_schema("tpg_case_3"));
+        for bad in ["", "3x", "Tpg", "a;drop", "a-b"] {
+            assert!(!valid_schema(bad), "{bad}");
+        }
+    }
+}
