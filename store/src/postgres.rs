@@ -10,6 +10,7 @@
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
+pub mod audit;
 pub mod board;
 pub mod coordination;
 pub mod drafts;
@@ -60,7 +61,11 @@ const MIGRATIONS: &[(i32, &str)] = &[(
         throughput_bps double precision NOT NULL, rtt_ms double precision NOT NULL,
         backlog_items bigint NOT NULL,
         PRIMARY KEY (clinic, at_ms));
-     CREATE TABLE leases (name text PRIMARY KEY, holder text NOT NULL, until_ms bigint NOT NULL);",
+     CREATE TABLE leases (name text PRIMARY KEY, holder text NOT NULL, until_ms bigint NOT NULL);
+     CREATE TABLE audit (
+        seq bigint PRIMARY KEY, at_ms bigint NOT NULL, user_name text NOT NULL,
+        address text NOT NULL, action text NOT NULL, target text NOT NULL,
+        prev text NOT NULL, hash text NOT NULL);",
 )];
 
 fn valid_schema(schema: &str) -> bool {

@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use harness::postgres::Cluster;
+use store::postgres::audit::PgAudit;
 use store::postgres::board::PgBoard;
 use store::postgres::coordination::{PgLeases, PgNotifier};
 use store::postgres::drafts::PgDrafts;
@@ -36,6 +37,14 @@ fn the_ports_conform_on_postgresql() {
         (
             Box::new(PgBoard::new(pg)) as Box<dyn store::board::BoardStore>,
             Box::new(move || Box::new(PgBoard::new(again())) as Box<dyn store::board::BoardStore>)
+                as _,
+        )
+    });
+    store::audit::conformance::run(|| {
+        let (pg, again) = fresh(&cluster);
+        (
+            Box::new(PgAudit::new(pg)) as Box<dyn store::audit::AuditLog>,
+            Box::new(move || Box::new(PgAudit::new(again())) as Box<dyn store::audit::AuditLog>)
                 as _,
         )
     });
