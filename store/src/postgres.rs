@@ -10,6 +10,7 @@
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
+pub mod accounts;
 pub mod audit;
 pub mod board;
 pub mod coordination;
@@ -65,7 +66,10 @@ const MIGRATIONS: &[(i32, &str)] = &[(
      CREATE TABLE audit (
         seq bigint PRIMARY KEY, at_ms bigint NOT NULL, user_name text NOT NULL,
         address text NOT NULL, action text NOT NULL, target text NOT NULL,
-        prev text NOT NULL, hash text NOT NULL);",
+        prev text NOT NULL, hash text NOT NULL);
+     CREATE TABLE accounts (name text PRIMARY KEY, account jsonb NOT NULL);
+     CREATE TABLE tokens (key text PRIMARY KEY, grant_json jsonb NOT NULL, expires bigint);
+     CREATE TABLE sessions (key text PRIMARY KEY, grant_json jsonb NOT NULL, expires bigint);",
 )];
 
 fn valid_schema(schema: &str) -> bool {

@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use harness::postgres::Cluster;
+use store::postgres::accounts::{PgAccounts, PgSessions};
 use store::postgres::audit::PgAudit;
 use store::postgres::board::PgBoard;
 use store::postgres::coordination::{PgLeases, PgNotifier};
@@ -38,6 +39,24 @@ fn the_ports_conform_on_postgresql() {
             Box::new(PgBoard::new(pg)) as Box<dyn store::board::BoardStore>,
             Box::new(move || Box::new(PgBoard::new(again())) as Box<dyn store::board::BoardStore>)
                 as _,
+        )
+    });
+    store::accounts::conformance::run(|| {
+        let (pg, again) = fresh(&cluster);
+        (
+            Box::new(PgAccounts::new(pg)) as Box<dyn store::accounts::AccountStore>,
+            Box::new(move || {
+                Box::new(PgAccounts::new(again())) as Box<dyn store::accounts::AccountStore>
+            }) as _,
+        )
+    });
+    store::accounts::conformance::run_sessions(|| {
+        let (pg, again) = fresh(&cluster);
+        (
+            Box::new(PgSessions::new(pg)) as Box<dyn store::accounts::SessionStore>,
+            Box::new(move || {
+                Box::new(PgSessions::new(again())) as Box<dyn store::accounts::SessionStore>
+            }) as _,
         )
     });
     store::audit::conformance::run(|| {
