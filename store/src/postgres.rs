@@ -15,6 +15,7 @@ pub mod audit;
 pub mod board;
 pub mod coordination;
 pub mod drafts;
+pub mod events;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
@@ -69,7 +70,20 @@ const MIGRATIONS: &[(i32, &str)] = &[(
         prev text NOT NULL, hash text NOT NULL);
      CREATE TABLE accounts (name text PRIMARY KEY, account jsonb NOT NULL);
      CREATE TABLE tokens (key text PRIMARY KEY, grant_json jsonb NOT NULL, expires bigint);
-     CREATE TABLE sessions (key text PRIMARY KEY, grant_json jsonb NOT NULL, expires bigint);",
+     CREATE TABLE sessions (key text PRIMARY KEY, grant_json jsonb NOT NULL, expires bigint);
+     CREATE TABLE events (
+        clinic text NOT NULL, side smallint NOT NULL, seq bigint NOT NULL,
+        consultation text NOT NULL, event jsonb NOT NULL,
+        PRIMARY KEY (clinic, side, seq));
+     CREATE INDEX events_by_consultation ON events (consultation);
+     CREATE TABLE owners (consultation text PRIMARY KEY, clinic text NOT NULL);
+     CREATE TABLE projections (
+        clinic text NOT NULL, consultation text NOT NULL, state jsonb NOT NULL,
+        open boolean NOT NULL, patient_id text NOT NULL,
+        PRIMARY KEY (clinic, consultation));
+     CREATE INDEX projections_open ON projections (open) WHERE open;
+     CREATE INDEX projections_by_patient ON projections (clinic, patient_id);
+     CREATE TABLE marks (mark bytea PRIMARY KEY);",
 )];
 
 fn valid_schema(schema: &str) -> bool {

@@ -11,6 +11,7 @@ use store::postgres::audit::PgAudit;
 use store::postgres::board::PgBoard;
 use store::postgres::coordination::{PgLeases, PgNotifier};
 use store::postgres::drafts::PgDrafts;
+use store::postgres::events::PgEvents;
 use store::postgres::Pg;
 
 static SCHEMA: AtomicUsize = AtomicUsize::new(0);
@@ -57,6 +58,14 @@ fn the_ports_conform_on_postgresql() {
             Box::new(move || {
                 Box::new(PgSessions::new(again())) as Box<dyn store::accounts::SessionStore>
             }) as _,
+        )
+    });
+    store::events::conformance::run(|| {
+        let (pg, again) = fresh(&cluster);
+        (
+            Box::new(PgEvents::new(pg)) as Box<dyn store::events::EventStore>,
+            Box::new(move || Box::new(PgEvents::new(again())) as Box<dyn store::events::EventStore>)
+                as _,
         )
     });
     store::audit::conformance::run(|| {
