@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 pub mod accounts;
+pub mod archive;
 pub mod audit;
 pub mod board;
 pub mod coordination;
@@ -83,7 +84,27 @@ const MIGRATIONS: &[(i32, &str)] = &[(
         PRIMARY KEY (clinic, consultation));
      CREATE INDEX projections_open ON projections (open) WHERE open;
      CREATE INDEX projections_by_patient ON projections (clinic, patient_id);
-     CREATE TABLE marks (mark bytea PRIMARY KEY);",
+     CREATE TABLE marks (mark bytea PRIMARY KEY);
+     CREATE TABLE claims (clinic text NOT NULL, object text NOT NULL, PRIMARY KEY (clinic, object));
+     CREATE TABLE instances (
+        clinic text NOT NULL, patient text NOT NULL, study text NOT NULL, series text NOT NULL,
+        sop text NOT NULL, object text NOT NULL, record jsonb NOT NULL,
+        PRIMARY KEY (clinic, patient, study, series, sop, object));
+     CREATE INDEX instances_by_study ON instances (clinic, study);
+     CREATE INDEX instances_by_object ON instances (clinic, object);
+     CREATE TABLE partials (
+        clinic text NOT NULL, object text NOT NULL, size bigint NOT NULL, committed bigint NOT NULL,
+        PRIMARY KEY (clinic, object));
+     CREATE TABLE expected (
+        clinic text NOT NULL, study text NOT NULL, instances bigint NOT NULL,
+        PRIMARY KEY (clinic, study));
+     CREATE SEQUENCE forward_ids START 1;
+     CREATE TABLE inbox (id bigint PRIMARY KEY, item jsonb NOT NULL);
+     CREATE TABLE queues (
+        destination text NOT NULL, id bigint NOT NULL, queued jsonb NOT NULL,
+        PRIMARY KEY (destination, id));
+     CREATE TABLE forward_counts (
+        destination text PRIMARY KEY, sent bigint NOT NULL, failures bigint NOT NULL);",
 )];
 
 fn valid_schema(schema: &str) -> bool {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use harness::postgres::Cluster;
 use store::postgres::accounts::{PgAccounts, PgSessions};
+use store::postgres::archive::PgIndex;
 use store::postgres::audit::PgAudit;
 use store::postgres::board::PgBoard;
 use store::postgres::coordination::{PgLeases, PgNotifier};
@@ -57,6 +58,25 @@ fn the_ports_conform_on_postgresql() {
             Box::new(PgSessions::new(pg)) as Box<dyn store::accounts::SessionStore>,
             Box::new(move || {
                 Box::new(PgSessions::new(again())) as Box<dyn store::accounts::SessionStore>
+            }) as _,
+        )
+    });
+    store::archive::conformance::run(|| {
+        let (pg, again) = fresh(&cluster);
+        (
+            Box::new(PgIndex::new(pg)) as Box<dyn store::archive::ArchiveIndex>,
+            Box::new(move || {
+                Box::new(PgIndex::new(again())) as Box<dyn store::archive::ArchiveIndex>
+            }) as _,
+        )
+    });
+    store::archive::forwarding::conformance::run(|| {
+        let (pg, again) = fresh(&cluster);
+        (
+            Box::new(PgIndex::new(pg)) as Box<dyn store::archive::forwarding::conformance::Indexed>,
+            Box::new(move || {
+                Box::new(PgIndex::new(again()))
+                    as Box<dyn store::archive::forwarding::conformance::Indexed>
             }) as _,
         )
     });
