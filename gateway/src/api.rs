@@ -31,7 +31,7 @@ pub struct Api {
     /// What people have typed on cases and not sent yet.
     pub drafts: daemon::drafts::Drafts,
     /// What is not behind a storage port yet: the backup's export.
-    pub embedded: crate::storage::Embedded,
+    pub embedded: Option<crate::storage::Embedded>,
     pub accounts: Arc<Accounts>,
     pub forward: Option<Arc<crate::forward::Forwarder>>,
     pub alerts: crate::config::AlertsConfig,
@@ -142,7 +142,14 @@ async fn backup(
                 "all",
             )
             .map_err(internal)?;
-        crate::backup::backup(&api.embedded.db, &api.embedded.gate, &api.data_dir, &req.to)
+        let Some(embedded) = &api.embedded else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "backup_failed",
+                "this gateway keeps its index in PostgreSQL: back that up with the database's own tools (pg_basebackup, or pg_dump of the schema) and the objects folder with the object store's; this command backs up the embedded data folder only",
+            ));
+        };
+        crate::backup::backup(&embedded.db, &embedded.gate, &api.data_dir, &req.to)
             .map_err(|e| ApiError::new(StatusCode::CONFLICT, "backup_failed", format!("{e:#}")))
     })
     .await

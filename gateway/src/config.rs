@@ -25,6 +25,29 @@ struct RawConfig {
     alerts: AlertsConfig,
     #[serde(default, rename = "forward")]
     forwards: Vec<RawForward>,
+    #[serde(default)]
+    storage: RawStorage,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    index: Option<String>,
+    schema: Option<String>,
+    connections: Option<usize>,
+}
+
+/// `[storage]`: where the gateway keeps its index, events, accounts, audit log and
+/// coordination. Without it, the embedded default: everything in `data_dir`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// `[storage] index = "postgres://…"` (or `TPG_STORAGE_INDEX` in the environment, which
+    /// keeps a password out of the file): the PostgreSQL database every node shares.
+    pub index: Option<String>,
+    /// `[storage] schema`: the schema in it (`tpg` by default).
+    pub schema: String,
+    /// `[storage] connections`: connections each node opens (8 by default).
+    pub connections: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +124,8 @@ pub struct GatewayConfig {
     pub alerts: AlertsConfig,
     /// `[[forward]]`: hospital PACS destinations every verified instance is sent to.
     pub forwards: Vec<ForwardConfig>,
+    /// `[storage]`: the embedded default, or PostgreSQL.
+    pub storage: StorageConfig,
 }
 
 /// One PACS destination.
@@ -260,6 +285,28 @@ impl GatewayConfig {
                 "[web] listen",
                 raw.web.listen.as_deref().unwrap_or(DEFAULT_WEB_LISTEN),
             )?,
+            storage: {
+                let index = std::env::var("TPG_STORAGE_INDEX")
+                    .ok()
+                    .filter(|v| !v.trim().is_empty())
+                    .or(raw.storage.index.clone());
+                if let Some(url) = &index {
+                    if !(url.starts_with("postgres://")
+                        || url.starts_with("postgresql://")
+                        || url.contains("host="))
+                    {
+                        return Err(ConfigError::Parse {
+                            path: path.display().to_string(),
+                            message: "[storage] index must be a PostgreSQL connection string (postgres://user@host/db, or host=… dbname=…); leave it out for the embedded index in data_dir".into(),
+                        });
+                    }
+                }
+                StorageConfig {
+                    index,
+                    schema: raw.storage.schema.clone().unwrap_or_else(|| "tpg".into()),
+                    connections: raw.storage.connections.unwrap_or(8).clamp(1, 64),
+                }
+            },
             web_utc_offset_secs: match raw.web.utc_offset.as_deref() {
                 None => 8 * 3600,
                 Some(text) => {

@@ -22,12 +22,18 @@ const SEAL_BYTES: usize = 32;
 
 /// The gateway's site in the consultation logs, sealing its events with the data folder's
 /// key (made on first start) and writing under the index's write gate.
-pub fn open(storage: &crate::storage::Embedded, data_dir: &Path) -> anyhow::Result<Site> {
+pub fn open(ports: &crate::storage::Ports, data_dir: &Path) -> anyhow::Result<Site> {
     let key = seal_key(data_dir)?;
+    let log = match &ports.kept {
+        crate::storage::Kept::Embedded(e) => ConsultLog::open_gated(&e.db, e.gate.clone())?,
+        crate::storage::Kept::Postgres(db) => {
+            ConsultLog::new(Arc::new(store::postgres::events::PgEvents::new(db.clone())))
+        }
+    };
     Ok(Site::new(
-        Arc::new(ConsultLog::open_gated(&storage.db, storage.gate.clone())?.sealed(&key)),
+        Arc::new(log.sealed(&key)),
         Side::Gateway,
-        storage.notifier.clone(),
+        ports.notifier.clone(),
         Arc::new(on_clinic_event),
     ))
 }

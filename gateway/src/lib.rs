@@ -154,10 +154,9 @@ pub fn start(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let metrics = Arc::new(Metrics::new());
-    let embedded = storage::Embedded::open(&config.data_dir)?;
-    let (objects, index) = embedded.ports();
+    let ports = storage::Ports::open(&config)?;
     let archive = Arc::new(
-        archive::GatewayArchive::new(objects, index)
+        archive::GatewayArchive::new(ports.objects.clone(), ports.index.clone())
             .with_forwarding(!config.forwards.is_empty())
             .with_min_free(config.min_free_bytes),
     );
@@ -166,25 +165,31 @@ pub fn start(
     } else {
         Some(Arc::new(forward::Forwarder::open(
             archive.clone(),
-            embedded.index.clone(),
+            ports.queues.clone(),
             config.forwards.clone(),
             metrics.clone(),
         )?))
     };
     daemon::web::set_display_offset(config.web_utc_offset_secs);
-    let consult = consult::open(&embedded, &config.data_dir)?;
-    let audit: Arc<dyn store::audit::AuditLog> = Arc::new(audit::Audit::open_anchored(
-        &config.data_dir.join(AUDIT_FILE),
-        audit::anchor_tree(&embedded.db)?,
-    )?);
-    let accounts = Arc::new(
-        daemon::accounts::Accounts::open(&config.data_dir.join(ACCOUNTS_FILE))?
-            .with_audit(audit.clone()),
-    );
-    let board = Arc::new(board::Board::open(
-        embedded.board.clone(),
-        consult::now_ms(),
-    )?);
+    let consult = consult::open(&ports, &config.data_dir)?;
+    let (audit, accounts): (Arc<dyn store::audit::AuditLog>, _) = match &ports.kept {
+        storage::Kept::Embedded(e) => (
+            Arc::new(audit::Audit::open_anchored(
+                &config.data_dir.join(AUDIT_FILE),
+                audit::anchor_tree(&e.db)?,
+            )?),
+            daemon::accounts::Accounts::open(&config.data_dir.join(ACCOUNTS_FILE))?,
+        ),
+        storage::Kept::Postgres(db) => (
+            Arc::new(store::postgres::audit::PgAudit::new(db.clone())),
+            daemon::accounts::Accounts::new(
+                Arc::new(store::postgres::accounts::PgAccounts::new(db.clone())),
+                Arc::new(store::postgres::accounts::PgSessions::new(db.clone())),
+            ),
+        ),
+    };
+    let accounts = Arc::new(accounts.with_audit(audit.clone()));
+    let board = Arc::new(board::Board::open(ports.board.clone(), consult::now_ms())?);
     let router = config.routing.as_ref().map(|r| {
         let router = Arc::new(router::Router::new(
             consult.clone(),
@@ -231,11 +236,11 @@ pub fn start(
         .clone()
         .zip(config.routing.as_ref())
         .map(|(router, r)| {
-            let lease = embedded.lease("router", r.check);
+            let lease = ports.lease("router", r.check);
             tokio::spawn(router::run(router, r.check, lease, shutdown.clone()))
         });
-    let sweep_lease = embedded.lease("sweep-partials", SWEEP_EVERY);
-    let fan_out_lease = embedded.lease("forward-fan-out", forward::FAN_OUT_EVERY);
+    let sweep_lease = ports.lease("sweep-partials", SWEEP_EVERY);
+    let fan_out_lease = ports.lease("forward-fan-out", forward::FAN_OUT_EVERY);
     let api = api::Api {
         cases: cases::Cases {
             audit,
@@ -245,8 +250,8 @@ pub fn start(
             consult: handle.consult.clone(),
             board: handle.board.clone(),
         },
-        drafts: daemon::drafts::Drafts::new(embedded.drafts.clone()),
-        embedded,
+        drafts: daemon::drafts::Drafts::new(ports.drafts.clone()),
+        embedded: ports.embedded().cloned(),
         accounts: accounts.clone(),
         forward: forwarder.clone(),
         alerts: config.alerts.clone(),

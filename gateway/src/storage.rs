@@ -84,3 +84,89 @@ impl Embedded {
         (self.objects.clone(), self.index.clone())
     }
 }
+
+/// Every port the gateway's services use, made from `[storage]`: the embedded default (one
+/// data folder), or PostgreSQL shared by several nodes with the objects in `data_dir`.
+#[derive(Clone)]
+pub struct Ports {
+    pub objects: Arc<dyn ObjectStore>,
+    pub index: Arc<dyn ArchiveIndex>,
+    pub queues: Arc<dyn store::archive::forwarding::ForwardQueues>,
+    pub board: Arc<dyn store::board::BoardStore>,
+    pub drafts: Arc<dyn store::drafts::DraftStore>,
+    pub leases: Arc<dyn Leases>,
+    pub notifier: Arc<dyn Notifier>,
+    /// This node's name in the leases.
+    pub node: Arc<str>,
+    /// The consultations' log, the audit log and the accounts, where they are kept.
+    pub kept: Kept,
+}
+
+/// Where the consultations, the audit log and the accounts are kept.
+#[derive(Clone)]
+pub enum Kept {
+    /// The embedded folder: its database (which the backup exports) and the files beside it.
+    Embedded(Embedded),
+    Postgres(store::postgres::Pg),
+}
+
+impl std::fmt::Debug for Ports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ports")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ports {
+    pub fn open(config: &crate::config::GatewayConfig) -> anyhow::Result<Self> {
+        let Some(url) = &config.storage.index else {
+            return Ok(Self::embedded_in(Embedded::open(&config.data_dir)?));
+        };
+        use store::postgres as pg;
+        let db = pg::Pg::connect(url, &config.storage.schema, config.storage.connections)?;
+        let index = Arc::new(pg::archive::PgIndex::new(db.clone()));
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            objects: Arc::new(FileObjects::open(&config.data_dir)?),
+            index: index.clone(),
+            queues: index,
+            board: Arc::new(pg::board::PgBoard::new(db.clone())),
+            drafts: Arc::new(pg::drafts::PgDrafts::new(db.clone())),
+            leases: Arc::new(pg::coordination::PgLeases::new(db.clone())),
+            notifier: Arc::new(pg::coordination::PgNotifier::new(db.clone())?),
+            node: format!("gateway-{host}-{}", std::process::id()).into(),
+            kept: Kept::Postgres(db),
+        })
+    }
+
+    /// The ports of one embedded data folder.
+    pub fn embedded_in(e: Embedded) -> Self {
+        Self {
+            objects: e.objects.clone(),
+            index: e.index.clone(),
+            queues: e.index.clone(),
+            board: e.board.clone(),
+            drafts: e.drafts.clone(),
+            leases: e.leases.clone(),
+            notifier: e.notifier.clone(),
+            node: e.node.clone(),
+            kept: Kept::Embedded(e),
+        }
+    }
+
+    /// This node's lease on the background task `task`, which runs every `period`.
+    pub fn lease(&self, task: &'static str, period: std::time::Duration) -> crate::lease::Lease {
+        crate::lease::Lease::new(self.leases.clone(), task, self.node.clone(), period)
+    }
+
+    /// The embedded folder, when the gateway runs on one.
+    pub fn embedded(&self) -> Option<&Embedded> {
+        match &self.kept {
+            Kept::Embedded(e) => Some(e),
+            Kept::Postgres(_) => None,
+        }
+    }
+}

@@ -49,7 +49,8 @@ fn fixture() -> Fixture {
         let (objects, index) = embedded.ports();
         GatewayArchive::new(objects, index)
     });
-    let site = crate::consult::open(&embedded, dir.path()).unwrap();
+    let site =
+        crate::consult::open(&crate::storage::Ports::embedded_in(embedded), dir.path()).unwrap();
     let file = dir.path().join("routing.toml");
     std::fs::write(&file, ROSTER).unwrap();
     let metrics = Arc::new(Metrics::new());

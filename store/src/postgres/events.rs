@@ -168,11 +168,26 @@ impl EventStore for PgEvents {
         self.pg
             .run(move |c| {
                 let mut tx = c.transaction()?;
-                tx.execute(
+                // A number is taken once: another node that took it first keeps its event, and
+                // this write is refused (the same event again, a replay, is no conflict).
+                let inserted = tx.execute(
                     "INSERT INTO events (clinic, side, seq, consultation, event) VALUES ($1, $2, $3, $4, $5::text::jsonb)
-                     ON CONFLICT (clinic, side, seq) DO UPDATE SET consultation = EXCLUDED.consultation, event = EXCLUDED.event",
+                     ON CONFLICT (clinic, side, seq) DO NOTHING",
                     &[&clinic, &s, &seq, &id, &json],
                 )?;
+                if inserted == 0 {
+                    let same = tx
+                        .query_one(
+                            "SELECT event = $4::text::jsonb FROM events WHERE clinic = $1 AND side = $2 AND seq = $3",
+                            &[&clinic, &s, &seq, &json],
+                        )?
+                        .get::<_, bool>(0);
+                    if !same {
+                        return Err(PgError::Query(format!(
+                            "event {seq} of clinic {clinic} was written by another node first; nothing was changed, try again"
+                        )));
+                    }
+                }
                 tx.execute(
                     "INSERT INTO owners (consultation, clinic) VALUES ($1, $2)
                      ON CONFLICT (consultation) DO UPDATE SET clinic = EXCLUDED.clinic",
