@@ -128,29 +128,43 @@ impl Pg {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         for n in 0..connections.max(1) {
-            let mut client =
-                postgres::Client::connect(url, postgres::NoTls).map_err(|e| PgError::Connect {
-                    url: redacted(url),
-                    detail: e.to_string(),
-                })?;
-            if n == 0 {
-                migrate(&mut client, schema)?;
-            }
-            client.batch_execute(&format!("SET search_path TO {schema}"))?;
-            let rx = rx.clone();
+            // Each connection is made on its own thread: the blocking client must never run
+            // its runtime inside a caller's.
+            let (ready_tx, ready) = mpsc::channel::<Result<(), PgError>>();
+            let (url, schema, rx) = (url.to_owned(), schema.to_owned(), rx.clone());
             std::thread::Builder::new()
                 .name(format!("pg-{schema}-{n}"))
-                .spawn(move || loop {
-                    let job = match rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
+                .spawn(move || {
+                    let connected = open_client(&url, &schema).and_then(|mut client| {
+                        if n == 0 {
+                            migrate(&mut client, &schema)?;
+                        }
+                        client.batch_execute(&format!("SET search_path TO {schema}"))?;
+                        Ok(client)
+                    });
+                    let mut client = match connected {
+                        Ok(client) => {
+                            let _ = ready_tx.send(Ok(()));
+                            client
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
                     };
-                    match job {
-                        Ok(job) => job(&mut client),
-                        Err(_) => return,
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(&mut client),
+                            Err(_) => return,
+                        }
                     }
                 })
                 .map_err(|e| PgError::Query(format!("cannot start a connection thread: {e}")))?;
+            ready.recv().map_err(|_| PgError::Gone)??;
         }
         Ok(Self {
             jobs: Arc::new(Mutex::new(tx)),
@@ -176,21 +190,48 @@ impl Pg {
         rx.recv().map_err(|_| PgError::Gone)?
     }
 
-    /// A new connection of its own (for LISTEN), in this schema.
-    pub fn dedicated(&self) -> Result<postgres::Client, PgError> {
-        let mut client = postgres::Client::connect(&self.url, postgres::NoTls).map_err(|e| {
-            PgError::Connect {
-                url: redacted(&self.url),
-                detail: e.to_string(),
-            }
-        })?;
-        client.batch_execute(&format!("SET search_path TO {}", self.schema))?;
-        Ok(client)
+    /// Runs `f` with a new connection of its own (for LISTEN), in this schema, on a thread of
+    /// its own; answers once `f` says it is ready, with what it said.
+    pub fn dedicated<T: Send + 'static>(
+        &self,
+        name: &str,
+        ready: impl FnOnce(&mut postgres::Client) -> Result<T, PgError> + Send + 'static,
+        then: impl FnOnce(postgres::Client) + Send + 'static,
+    ) -> Result<T, PgError> {
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                let opened = open_client(&url, &schema).and_then(|mut client| {
+                    client.batch_execute(&format!("SET search_path TO {schema}"))?;
+                    let answer = ready(&mut client)?;
+                    Ok((client, answer))
+                });
+                match opened {
+                    Ok((client, answer)) => {
+                        let _ = tx.send(Ok(answer));
+                        then(client);
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            })
+            .map_err(|e| PgError::Query(format!("cannot start a connection thread: {e}")))?;
+        rx.recv().map_err(|_| PgError::Gone)?
     }
 
     pub fn schema(&self) -> &str {
         &self.schema
     }
+}
+
+fn open_client(url: &str, _schema: &str) -> Result<postgres::Client, PgError> {
+    postgres::Client::connect(url, postgres::NoTls).map_err(|e| PgError::Connect {
+        url: redacted(url),
+        detail: e.to_string(),
+    })
 }
 
 /// The URL without its password, for messages.

@@ -145,3 +145,120 @@ fn migrations_apply_once_however_many_nodes_start_together() {
         "{refused}"
     );
 }
+
+/// Two gateway nodes on one PostgreSQL (and one objects folder): a clinic linked to node A
+/// sends a consultation; it is routed once, whichever node holds the router's lease; a
+/// specialist works it on node B, whose accounts and sessions are the same database's; the
+/// report B signs reaches the clinic through A's link, woken by the database's notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateway_nodes_share_one_database_and_a_report_signed_on_one_reaches_the_clinic_of_the_other(
+) {
+    use std::time::Duration;
+
+    use daemon::accounts::Role;
+    use harness::people::{person, request, sign_up, ONE_RADIOLOGIST};
+    use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
+    use proto::consult::{ConsultationId, EventKind, State, Urgency};
+
+    let cluster = Cluster::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let (link_a, link_b) = (free_udp_addr(), free_udp_addr());
+    let node = |link| {
+        let mut config = pilot.gateway_config(link).unwrap();
+        std::fs::create_dir_all(&config.data_dir).unwrap();
+        let roster = config.data_dir.join("routing.toml");
+        std::fs::write(&roster, ONE_RADIOLOGIST).unwrap();
+        config.routing = Some(gateway::config::RoutingConfig {
+            file: roster,
+            check: Duration::from_millis(300),
+        });
+        config.storage = gateway::config::StorageConfig {
+            index: Some(cluster.url.clone()),
+            schema: "tpg".into(),
+            connections: 4,
+        };
+        config
+    };
+    let a = RunningGateway::start(node(link_a)).unwrap();
+    let b = RunningGateway::start(node(link_b)).unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot.agent_config("jinzhou", &bundle, link_a).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    // Signed up through node A; the account is the database's, so B knows it too.
+    sign_up(
+        &a.handle.accounts,
+        person(
+            "li",
+            Role::Specialist,
+            "Dr Li",
+            Some("li"),
+            Some("attending radiologist"),
+        ),
+    );
+    let li = b.handle.accounts.script_token("li").unwrap();
+
+    let id = ConsultationId::new(daemon::now_ms() as u64, [9; 10]);
+    let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
+    for kind in request("P-1", "radiology", Urgency::Urgent, daemon::now_ms()) {
+        agent
+            .handle
+            .consult
+            .append(&jinzhou, &id, "wang", daemon::now_ms(), kind)
+            .unwrap();
+    }
+    let on_b = b.handle.consult.clone();
+    let watched = id.clone();
+    let state = move |site: &daemon::replicate::Site| {
+        site.log
+            .get(&watched)
+            .unwrap()
+            .map(|f| f.consultation.state)
+    };
+    let s = state.clone();
+    assert!(
+        wait_until(Duration::from_secs(60), move || s(&on_b)
+            == Some(State::Assigned))
+        .await,
+        "node B sees the case node A received, assigned"
+    );
+    let web = b.web_addr;
+    let case = format!("/api/v1/consultations/{id}");
+    let (status, body) =
+        harness::http(web, "GET", "/api/v1/consultations", Some(&li), None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(id.as_str()), "li's worklist on B: {body}");
+    let (status, body) =
+        harness::http(web, "POST", &format!("{case}/accept"), Some(&li), None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = harness::http(
+        web,
+        "POST",
+        &format!("{case}/report"),
+        Some(&li),
+        Some(r#"{"impression":"no acute finding","confirm_incomplete":true}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let clinic = agent.handle.consult.clone();
+    let s = state.clone();
+    assert!(
+        wait_until(Duration::from_secs(30), move || s(&clinic)
+            == Some(State::Reported))
+        .await,
+        "the report signed on B reaches the clinic linked to A"
+    );
+    // Routed once, though both nodes run a router.
+    let timeline = a.handle.consult.log.timeline(&id).unwrap();
+    let assigned = timeline
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Assigned { .. }))
+        .count();
+    assert_eq!(assigned, 1, "{timeline:?}");
+    agent.stop().await.unwrap();
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}

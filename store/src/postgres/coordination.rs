@@ -103,13 +103,13 @@ impl PgNotifier {
     /// so no notification sent after it is missed.
     pub fn new(pg: Pg) -> Result<Self, PgError> {
         let channel: Arc<str> = format!("tpg_{}", pg.schema()).into();
-        let mut client = pg.dedicated()?;
-        client.batch_execute(&format!("LISTEN {channel}"))?;
         let topics: Arc<Topics> = Arc::default();
         let watched: Weak<Topics> = Arc::downgrade(&topics);
-        std::thread::Builder::new()
-            .name(format!("pg-listen-{}", pg.schema()))
-            .spawn(move || loop {
+        let listen = format!("LISTEN {channel}");
+        pg.dedicated(
+            &format!("pg-listen-{}", pg.schema()),
+            move |client| Ok(client.batch_execute(&listen)?),
+            move |mut client| loop {
                 let Some(topics) = watched.upgrade() else {
                     return;
                 };
@@ -130,8 +130,8 @@ impl PgNotifier {
                 for topic in heard {
                     wake(&topics, &topic);
                 }
-            })
-            .map_err(|e| PgError::Query(format!("cannot start the listening thread: {e}")))?;
+            },
+        )?;
         Ok(Self {
             pg,
             channel,
