@@ -32,10 +32,18 @@ struct RawClinic {
     case_prefix: Option<String>,
 }
 
+/// `[link] gateway`: one address, or the addresses of several gateway nodes.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMore {
+    One(String),
+    More(Vec<String>),
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLink {
-    gateway: String,
+    gateway: OneOrMore,
     server_name: Option<String>,
     cert: PathBuf,
     key: PathBuf,
@@ -86,6 +94,11 @@ pub struct LinkConfig {
     /// Gateway host (name or IP) and UDP port; the name is resolved at every dial.
     pub gateway_host: String,
     pub gateway_port: u16,
+    /// Every gateway node the agent may link to (host, UDP port, the name its certificate
+    /// must carry: `[link] server_name`, or else its host), the first being
+    /// `gateway_host:gateway_port`: a dial that fails moves on to the next
+    /// (`[link] gateway = ["a:4433", "b:4433"]`).
+    pub gateways: Vec<(String, u16, String)>,
     /// Name checked against the gateway's certificate.
     pub server_name: String,
     pub cert: PathBuf,
@@ -144,7 +157,25 @@ impl AgentConfig {
 
     fn from_raw(path: &Path, raw: RawConfig) -> Result<Self, ConfigError> {
         let dir = path.parent().unwrap_or(Path::new("."));
-        let (gateway_host, gateway_port) = host_port(path, "[link] gateway", &raw.link.gateway)?;
+        let listed = match &raw.link.gateway {
+            OneOrMore::One(one) => vec![one.clone()],
+            OneOrMore::More(more) => more.clone(),
+        };
+        if listed.is_empty() {
+            return Err(ConfigError::Parse {
+                path: path.display().to_string(),
+                message: "[link] gateway is an empty list; name the gateway, e.g. gateway = \"gw.hospital.example:4433\"".into(),
+            });
+        }
+        let gateways = listed
+            .iter()
+            .map(|g| {
+                let (host, port) = host_port(path, "[link] gateway", g)?;
+                let name = raw.link.server_name.clone().unwrap_or_else(|| host.clone());
+                Ok((host, port, name))
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let (gateway_host, gateway_port) = (gateways[0].0.clone(), gateways[0].1);
         let file = |key, p: &Path| {
             existing(
                 path,
@@ -158,6 +189,7 @@ impl AgentConfig {
             server_name: raw.link.server_name.unwrap_or_else(|| gateway_host.clone()),
             gateway_host,
             gateway_port,
+            gateways,
             cert: file("[link] cert", &raw.link.cert)?,
             key: file("[link] key", &raw.link.key)?,
             ca: file("[link] ca", &raw.link.ca)?,
@@ -344,6 +376,32 @@ mod tests {
         assert_eq!(c.link.backoff.max, Duration::from_secs(30));
         assert_eq!(c.dicom.ae_title, "TPG_AGENT");
         assert_eq!(c.dicom.listen.port(), 11112);
+    }
+
+    #[test]
+    fn several_gateway_nodes_each_with_its_own_name() {
+        let dir = bundle();
+        let file = dir.path().join("agent.toml");
+        let two = MINIMAL.replace(
+            "gateway = \"gw.hospital.example:4433\"",
+            "gateway = [\"gw-a.hospital.example:4433\", \"10.1.2.3:4434\"]",
+        );
+        let c = AgentConfig::parse(&file, &two).unwrap();
+        assert_eq!(
+            c.link.gateways,
+            [
+                (
+                    "gw-a.hospital.example".to_owned(),
+                    4433,
+                    "gw-a.hospital.example".to_owned()
+                ),
+                ("10.1.2.3".to_owned(), 4434, "10.1.2.3".to_owned()),
+            ]
+        );
+        assert_eq!(c.link.gateway_host, "gw-a.hospital.example");
+        let none = MINIMAL.replace("gateway = \"gw.hospital.example:4433\"", "gateway = []");
+        let e = AgentConfig::parse(&file, &none).unwrap_err().to_string();
+        assert!(e.contains("[link] gateway"), "{e}");
     }
 
     #[test]

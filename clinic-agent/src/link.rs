@@ -311,19 +311,32 @@ async fn dial(
     config: &LinkConfig,
     attempt: u64,
 ) -> Result<Live, String> {
-    let target = format!("{}:{}", config.gateway_host, config.gateway_port);
-    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target)
-        .await
-        .map_err(|e| format!("cannot resolve gateway {target}: {e}"))?
-        .collect();
-    // IPv4 first: many township links have no IPv6 route. A name with several addresses is
-    // tried one address per attempt, in turn.
-    addrs.sort_by_key(|a| a.is_ipv6());
-    let addr = *addrs
-        .get(attempt as usize % addrs.len().max(1))
-        .ok_or_else(|| format!("gateway {target} resolves to no address"))?;
+    // Every gateway node's addresses, in the order configured, IPv4 first within each (many
+    // township links have no IPv6 route): each attempt tries the next, so a node that is
+    // down or unreachable is passed over for the next one.
+    let mut addrs: Vec<(SocketAddr, &str)> = Vec::new();
+    let mut unresolved = Vec::new();
+    for (host, port, name) in &config.gateways {
+        let target = format!("{host}:{port}");
+        let looked_up = tokio::net::lookup_host(target.as_str()).await;
+        match looked_up {
+            Ok(found) => {
+                let mut found: Vec<SocketAddr> = found.collect();
+                found.sort_by_key(|a| a.is_ipv6());
+                addrs.extend(found.into_iter().map(|a| (a, name.as_str())));
+            }
+            Err(e) => unresolved.push(format!("cannot resolve gateway {target}: {e}")),
+        }
+    }
+    let Some(&(addr, server_name)) = addrs.get(attempt as usize % addrs.len().max(1)) else {
+        return Err(if unresolved.is_empty() {
+            "the gateways resolve to no address".into()
+        } else {
+            unresolved.join("; ")
+        });
+    };
     let connecting = endpoint
-        .connect(addr, &config.server_name)
+        .connect(addr, server_name)
         .map_err(|e| format!("cannot dial gateway {addr}: {e}"))?;
     let connection = tokio::time::timeout(config.handshake_timeout, connecting)
         .await

@@ -262,3 +262,116 @@ async fn two_gateway_nodes_share_one_database_and_a_report_signed_on_one_reaches
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+/// A clinic configured with two gateway nodes: when the node it is linked to stops, it links
+/// to the other by itself, and its cases go on — a new one is routed there, and a report
+/// signed there reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clinic_fails_over_to_the_other_gateway_node_and_its_cases_go_on() {
+    use std::time::Duration;
+
+    use daemon::accounts::Role;
+    use harness::people::{person, request, sign_up, ONE_RADIOLOGIST};
+    use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
+    use proto::consult::{ConsultationId, State, Urgency};
+
+    let cluster = Cluster::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let (link_a, link_b) = (free_udp_addr(), free_udp_addr());
+    let node = |link| {
+        let mut config = pilot.gateway_config(link).unwrap();
+        std::fs::create_dir_all(&config.data_dir).unwrap();
+        let roster = config.data_dir.join("routing.toml");
+        std::fs::write(&roster, ONE_RADIOLOGIST).unwrap();
+        config.routing = Some(gateway::config::RoutingConfig {
+            file: roster,
+            check: Duration::from_millis(300),
+        });
+        config.storage = gateway::config::StorageConfig {
+            index: Some(cluster.url.clone()),
+            schema: "tpg".into(),
+            connections: 4,
+        };
+        config
+    };
+    let a = RunningGateway::start(node(link_a)).unwrap();
+    let b = RunningGateway::start(node(link_b)).unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let mut agent_config = pilot.agent_config("jinzhou", &bundle, link_a).unwrap();
+    let name = agent_config.link.server_name.clone();
+    agent_config.link.gateways = [link_a, link_b]
+        .iter()
+        .map(|l| (l.ip().to_string(), l.port(), name.clone()))
+        .collect();
+    let agent = RunningAgent::start(agent_config, Default::default()).unwrap();
+    sign_up(
+        &b.handle.accounts,
+        person(
+            "li",
+            Role::Specialist,
+            "Dr Li",
+            Some("li"),
+            Some("attending radiologist"),
+        ),
+    );
+    let li = b.handle.accounts.script_token("li").unwrap();
+    let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
+    let send = |id: &ConsultationId| {
+        for kind in request("P-1", "radiology", Urgency::Urgent, daemon::now_ms()) {
+            agent
+                .handle
+                .consult
+                .append(&jinzhou, id, "wang", daemon::now_ms(), kind)
+                .unwrap();
+        }
+    };
+    let state = |site: &daemon::replicate::Site, id: &ConsultationId| {
+        site.log.get(id).unwrap().map(|f| f.consultation.state)
+    };
+    let first = ConsultationId::new(daemon::now_ms() as u64, [1; 10]);
+    send(&first);
+    assert!(
+        wait_until(Duration::from_secs(60), || state(&b.handle.consult, &first)
+            == Some(State::Assigned))
+        .await,
+        "the first case arrives through node A"
+    );
+
+    // Node A stops; the agent links to B by itself.
+    a.stop().await.unwrap();
+    let second = ConsultationId::new(daemon::now_ms() as u64, [2; 10]);
+    send(&second);
+    assert!(
+        wait_until(Duration::from_secs(60), || state(
+            &b.handle.consult,
+            &second
+        ) == Some(State::Assigned))
+        .await,
+        "a case sent after A stopped arrives through B and is routed there"
+    );
+    let web = b.web_addr;
+    let case = format!("/api/v1/consultations/{first}");
+    let (status, body) =
+        harness::http(web, "POST", &format!("{case}/accept"), Some(&li), None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = harness::http(
+        web,
+        "POST",
+        &format!("{case}/report"),
+        Some(&li),
+        Some(r#"{"impression":"no acute finding","confirm_incomplete":true}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        wait_until(Duration::from_secs(30), || state(
+            &agent.handle.consult,
+            &first
+        ) == Some(State::Reported))
+        .await,
+        "the report reaches the clinic through B"
+    );
+    agent.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
