@@ -14,7 +14,7 @@ use tracing::warn;
 #[derive(Clone)]
 pub struct Lease {
     leases: Arc<dyn Leases>,
-    task: &'static str,
+    task: Arc<str>,
     node: Arc<str>,
     /// How long a pass's hold lasts: a few of the task's periods, so one late pass does not
     /// hand the task to another node.
@@ -34,15 +34,23 @@ impl Lease {
     /// The lease on `task` for `node`, held three of its `period`s at a time.
     pub fn new(
         leases: Arc<dyn Leases>,
-        task: &'static str,
+        task: impl Into<Arc<str>>,
         node: Arc<str>,
         period: Duration,
     ) -> Self {
         Self {
             leases,
-            task,
+            task: task.into(),
             node,
             ttl: period * 3,
+        }
+    }
+
+    /// A lease of the same node and period on another name (one per clinic's link).
+    pub fn named(&self, task: String) -> Self {
+        Self {
+            task: task.into(),
+            ..self.clone()
         }
     }
 
@@ -52,11 +60,11 @@ impl Lease {
         let ttl = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
         match self
             .leases
-            .hold(self.task, &self.node, daemon::now_ms(), ttl)
+            .hold(&self.task, &self.node, daemon::now_ms(), ttl)
         {
             Ok(held) => held,
             Err(e) => {
-                warn!(task = self.task, error = %e, "cannot hold the task's lease; skipping a pass");
+                warn!(task = %self.task, error = %e, "cannot hold the task's lease; skipping a pass");
                 false
             }
         }
@@ -64,8 +72,8 @@ impl Lease {
 
     /// Gives the lease up (on shutdown), so another node takes the task at once.
     pub fn release(&self) {
-        if let Err(e) = self.leases.release(self.task, &self.node) {
-            warn!(task = self.task, error = %e, "cannot release the task's lease");
+        if let Err(e) = self.leases.release(&self.task, &self.node) {
+            warn!(task = %self.task, error = %e, "cannot release the task's lease");
         }
     }
 }

@@ -209,6 +209,7 @@ pub fn start(
         consult.clone(),
         board,
         router.as_ref().map(|r| r.catalog()),
+        ports.lease("link", link::LINK_LEASE_EVERY),
     ));
     let handle = Handle {
         metrics: metrics.clone(),

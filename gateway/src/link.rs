@@ -153,9 +153,23 @@ pub struct Link {
     /// The routing roster's specialties, sent to each clinic as it connects and again when
     /// they change (none without `[routing]`).
     catalog: Option<Catalog>,
+    /// This node's lease on each clinic's link (`link:<clinic>`): a clinic is served by one
+    /// gateway node at a time.
+    links: crate::lease::Lease,
 }
 
+/// How often a live link's lease is renewed (it lasts three of these).
+pub const LINK_LEASE_EVERY: Duration = Duration::from_secs(5);
+
 type Catalog = tokio::sync::watch::Receiver<Vec<proto::frame::Specialty>>;
+
+/// Whether this node holds (takes or renews) a link's lease, asked off the runtime's threads.
+async fn held(lease: &crate::lease::Lease) -> bool {
+    let lease = lease.clone();
+    tokio::task::spawn_blocking(move || lease.mine())
+        .await
+        .unwrap_or(false)
+}
 
 /// Waits for the next change of `catalog`; forever when there is none to watch.
 async fn catalog_changed(catalog: &mut Option<Catalog>) {
@@ -176,6 +190,7 @@ impl Link {
         consult: daemon::replicate::Site,
         board: Arc<crate::board::Board>,
         catalog: Option<Catalog>,
+        links: crate::lease::Lease,
     ) -> Self {
         let session = SessionConfig::new(
             env!("CARGO_PKG_VERSION"),
@@ -192,6 +207,7 @@ impl Link {
             live: Arc::default(),
             board,
             catalog,
+            links,
         }
     }
 
@@ -372,6 +388,7 @@ impl Link {
         let mut objects: Option<tokio::task::JoinHandle<()>> = None;
         let mut stats_every = tokio::time::interval(Duration::from_secs(5));
         let mut catalog = self.catalog.clone();
+        let link_lease = self.links.named(format!("link:{clinic}"));
         loop {
             let mut sent_frame = false;
             while let Some(action) = session.poll_action() {
@@ -427,6 +444,18 @@ impl Link {
                                 CloseCode::Revoked,
                                 "certificate revoked by the pilot administrator".into(),
                             );
+                            continue;
+                        }
+                        if !held(&link_lease).await {
+                            // Another node serves this clinic now; its next dial tries the next.
+                            if let Some(id) = registered.take() {
+                                self.live.unregister(&clinic, id);
+                            }
+                            info!("clinic link refused: another gateway node serves this clinic");
+                            let why =
+                                "this clinic is linked to another gateway node; dial the next";
+                            close(&connection, CloseCode::Shutdown, why);
+                            session.close(CloseCode::Shutdown, why.into());
                             continue;
                         }
                         objects = Some(tokio::spawn(crate::receive::accept_streams(
@@ -501,6 +530,13 @@ impl Link {
                         session.close(CloseCode::Revoked, "certificate expired".into());
                         continue;
                     }
+                    if registered.is_some() && !held(&link_lease).await {
+                        warn!("another gateway node took this clinic's link; closing it here");
+                        let why = "this clinic is linked to another gateway node";
+                        close(&connection, CloseCode::Shutdown, why);
+                        session.close(CloseCode::Shutdown, why.into());
+                        continue;
+                    }
                     let stats = connection.stats();
                     let path = stats.path;
                     let loss = (path.sent_packets > 0)
@@ -532,6 +568,10 @@ impl Link {
             objects.abort();
         }
         if registered.is_some_and(|id| self.live.unregister(&clinic, id)) {
+            // The link is free for another node at once (not when a newer connection of the
+            // clinic took its place here).
+            let lease = link_lease.clone();
+            let _ = tokio::task::spawn_blocking(move || lease.release()).await;
             self.board.down(&clinic, crate::consult::now_ms());
             self.metrics.link_up.get_or_create(&label).set(0);
         }

@@ -118,6 +118,13 @@ impl std::fmt::Debug for Ports {
     }
 }
 
+/// A number for each gateway started in this process: nodes must differ in the leases even
+/// when one process runs two (the tests).
+fn next_node() -> u64 {
+    static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 impl Ports {
     pub fn open(config: &crate::config::GatewayConfig) -> anyhow::Result<Self> {
         let Some(url) = &config.storage.index else {
@@ -137,7 +144,7 @@ impl Ports {
             drafts: Arc::new(pg::drafts::PgDrafts::new(db.clone())),
             leases: Arc::new(pg::coordination::PgLeases::new(db.clone())),
             notifier: Arc::new(pg::coordination::PgNotifier::new(db.clone())?),
-            node: format!("gateway-{host}-{}", std::process::id()).into(),
+            node: format!("gateway-{host}-{}-{}", std::process::id(), next_node()).into(),
             kept: Kept::Postgres(db),
         })
     }
@@ -158,7 +165,7 @@ impl Ports {
     }
 
     /// This node's lease on the background task `task`, which runs every `period`.
-    pub fn lease(&self, task: &'static str, period: std::time::Duration) -> crate::lease::Lease {
+    pub fn lease(&self, task: &str, period: std::time::Duration) -> crate::lease::Lease {
         crate::lease::Lease::new(self.leases.clone(), task, self.node.clone(), period)
     }
 

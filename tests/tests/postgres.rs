@@ -258,6 +258,21 @@ async fn two_gateway_nodes_share_one_database_and_a_report_signed_on_one_reaches
         .filter(|e| matches!(e.kind, EventKind::Assigned { .. }))
         .count();
     assert_eq!(assigned, 1, "{timeline:?}");
+    // While node A serves the clinic's link, node B does not take a second one: the same
+    // clinic dialling B is sent on.
+    let mut twin = pilot.agent_config("jinzhou", &bundle, link_b).unwrap();
+    twin.data_dir = dir.path().join("twin");
+    let twin = RunningAgent::start(twin, Default::default()).unwrap();
+    let refused = wait_until(Duration::from_secs(20), || {
+        twin.handle
+            .link_status()
+            .last_error
+            .is_some_and(|e| e.contains("another gateway node"))
+    })
+    .await;
+    assert!(refused, "{:?}", twin.handle.link_status().last_error);
+    assert!(!twin.handle.link_status().up);
+    twin.stop().await.unwrap();
     agent.stop().await.unwrap();
     a.stop().await.unwrap();
     b.stop().await.unwrap();
