@@ -130,6 +130,8 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug {
     fn granted(&self, key: &str) -> Result<Option<Grant>, AccountStoreError>;
     /// Removes a script token; whether it was there.
     fn revoke(&self, key: &str) -> Result<bool, AccountStoreError>;
+    /// Every script token's grant, by key (a migration's walk).
+    fn grants(&self) -> Result<Vec<(String, Grant)>, AccountStoreError>;
 }
 
 /// Login sessions.

@@ -150,4 +150,7 @@ pub trait ArchiveIndex: Send + Sync + std::fmt::Debug {
 
     /// The forwarding inbox, oldest first.
     fn forward_inbox(&self) -> Result<Vec<(u64, ToForward)>, IndexError>;
+
+    /// Every clinic that has an object here, in byte order (a migration's walk).
+    fn clinics(&self) -> Result<Vec<ClinicId>, IndexError>;
 }

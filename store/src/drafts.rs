@@ -44,4 +44,6 @@ pub trait DraftStore: Send + Sync + std::fmt::Debug {
     fn get(&self, key: &DraftKey) -> Result<Option<Draft>, DraftError>;
     fn put(&self, key: &DraftKey, draft: &Draft) -> Result<(), DraftError>;
     fn remove(&self, key: &DraftKey) -> Result<(), DraftError>;
+    /// Every draft (a migration's walk).
+    fn all(&self) -> Result<Vec<(DraftKey, Draft)>, DraftError>;
 }

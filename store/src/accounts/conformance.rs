@@ -111,6 +111,11 @@ fn grants((store, _): Subject) {
     assert!(!store.revoke("new").unwrap(), "gone already");
     assert_eq!(store.granted("new").unwrap(), None);
     assert!(store.granted("newer").unwrap().is_some());
+    assert_eq!(
+        store.grants().unwrap(),
+        vec![("newer".to_owned(), grant("li", 2_000))],
+        "every grant kept, by key"
+    );
 }
 
 fn other_handle((a, again): Subject) {

@@ -211,6 +211,10 @@ impl AccountStore for FileAccounts {
         }
         self.modify(|c| Ok(c.tokens.remove(key).is_some()))
     }
+
+    fn grants(&self) -> Result<Vec<(String, Grant)>, AccountStoreError> {
+        Ok(self.current()?.tokens.clone().into_iter().collect())
+    }
 }
 
 #[cfg(test)]

@@ -71,6 +71,14 @@ impl AccountStore for MemoryAccounts {
     fn revoke(&self, key: &str) -> Result<bool, AccountStoreError> {
         Ok(lock(&self.0).grants.remove(key).is_some())
     }
+
+    fn grants(&self) -> Result<Vec<(String, Grant)>, AccountStoreError> {
+        Ok(lock(&self.0)
+            .grants
+            .iter()
+            .map(|(k, g)| (k.clone(), g.clone()))
+            .collect())
+    }
 }
 
 #[derive(Debug, Clone, Default)]

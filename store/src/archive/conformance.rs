@@ -132,6 +132,11 @@ fn verified((index, reopen): Subject) {
     );
     assert!(index.instances(&pl).unwrap().is_empty());
     assert_eq!(
+        index.clinics().unwrap(),
+        vec![jz.clone()],
+        "the clinics with objects"
+    );
+    assert_eq!(
         index.instance(&jz, &object(1)).unwrap(),
         Some((v.key, v.record))
     );

@@ -255,6 +255,16 @@ impl ArchiveIndex for MemoryIndex {
             .map(|(k, v)| (*k, v.clone()))
             .collect())
     }
+
+    fn clinics(&self) -> Result<Vec<ClinicId>, IndexError> {
+        let disk = self.step()?;
+        let set: std::collections::BTreeSet<&String> =
+            disk.now.claims.keys().map(|(clinic, _)| clinic).collect();
+        Ok(set
+            .into_iter()
+            .filter_map(|c| ClinicId::new(c).ok())
+            .collect())
+    }
 }
 
 impl MemoryIndex {

@@ -353,6 +353,23 @@ impl ArchiveIndex for SledIndex {
         }
         Ok(out)
     }
+
+    fn clinics(&self) -> Result<Vec<ClinicId>, IndexError> {
+        // One key per clinic: after each, skip to the first key past its prefix.
+        let mut out = Vec::new();
+        let mut from: Vec<u8> = Vec::new();
+        while let Some(kv) = self.clinic_objects.range(from.clone()..).next() {
+            let (k, _) = kv?;
+            let end = k.iter().position(|b| *b == 0).unwrap_or(k.len());
+            let name = std::str::from_utf8(&k[..end]).ok();
+            if let Some(clinic) = name.and_then(|n| ClinicId::new(n).ok()) {
+                out.push(clinic);
+            }
+            from = k[..end].to_vec();
+            from.push(1);
+        }
+        Ok(out)
+    }
 }
 
 fn queue_key(destination: &str, id: u64) -> Vec<u8> {

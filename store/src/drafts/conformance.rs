@@ -40,6 +40,10 @@ fn kept((store, reopen): Subject) {
     store.put(&k, &draft(1, "no bleed")).unwrap();
     store.put(&k, &draft(2, "no bleed; 出血")).unwrap();
     assert_eq!(store.get(&k).unwrap(), Some(draft(2, "no bleed; 出血")));
+    assert_eq!(
+        store.all().unwrap(),
+        vec![(k.clone(), draft(2, "no bleed; 出血"))]
+    );
     drop(store);
     assert_eq!(reopen().get(&k).unwrap(), Some(draft(2, "no bleed; 出血")));
 }

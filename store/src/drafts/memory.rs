@@ -28,6 +28,14 @@ impl DraftStore for MemoryDrafts {
         self.rows().remove(key);
         Ok(())
     }
+
+    fn all(&self) -> Result<Vec<(DraftKey, Draft)>, DraftError> {
+        Ok(self
+            .rows()
+            .iter()
+            .map(|(k, d)| (k.clone(), d.clone()))
+            .collect())
+    }
 }
 
 #[cfg(test)]

@@ -48,6 +48,33 @@ impl DraftStore for SledDrafts {
         self.tree.remove(key(k)).map_err(err)?;
         Ok(())
     }
+
+    fn all(&self) -> Result<Vec<(DraftKey, Draft)>, DraftError> {
+        let mut out = Vec::new();
+        for kv in self.tree.iter() {
+            let (k, v) = kv.map_err(err)?;
+            // An entry that cannot be read is skipped: a draft is typing, not a record.
+            if let (Some(key), Ok(draft)) = (unkey(&k), serde_json::from_slice(&v)) {
+                out.push((key, draft));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The key [`key`] wrote.
+fn unkey(mut bytes: &[u8]) -> Option<DraftKey> {
+    let mut parts = Vec::new();
+    for _ in 0..3 {
+        let (len, rest) = bytes.split_first_chunk::<4>()?;
+        let len = u32::from_be_bytes(*len) as usize;
+        parts.push(String::from_utf8(rest.get(..len)?.to_vec()).ok()?);
+        bytes = &rest[len..];
+    }
+    let form = parts.pop()?;
+    let case = parts.pop()?;
+    let user = parts.pop()?;
+    Some(DraftKey { user, case, form })
 }
 
 #[cfg(test)]

@@ -167,6 +167,19 @@ impl AccountStore for PgAccounts {
     fn revoke(&self, key: &str) -> Result<bool, AccountStoreError> {
         drop_grant(&self.pg, "tokens", key)
     }
+
+    fn grants(&self) -> Result<Vec<(String, Grant)>, AccountStoreError> {
+        let rows = self
+            .pg
+            .run(|c| Ok(c.query("SELECT key, grant_json::text FROM tokens ORDER BY key", &[])?))
+            .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                let grant = serde_json::from_str(&r.get::<_, String>(1)).map_err(json_err)?;
+                Ok((r.get::<_, String>(0), grant))
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -283,6 +283,22 @@ impl ArchiveIndex for PgIndex {
             })
             .collect()
     }
+
+    fn clinics(&self) -> Result<Vec<ClinicId>, IndexError> {
+        let rows = self
+            .pg
+            .run(|c| {
+                Ok(c.query(
+                    "SELECT DISTINCT clinic COLLATE \"C\" AS clinic FROM claims ORDER BY 1",
+                    &[],
+                )?)
+            })
+            .map_err(err)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| ClinicId::new(&r.get::<_, String>(0)).ok())
+            .collect())
+    }
 }
 
 impl ForwardQueues for PgIndex {

@@ -54,6 +54,31 @@ impl DraftStore for PgDrafts {
             .map_err(err)
     }
 
+    fn all(&self) -> Result<Vec<(DraftKey, Draft)>, DraftError> {
+        let rows = self
+            .pg
+            .run(|c| {
+                Ok(c.query(
+                    "SELECT user_name, case_id, form, draft::text FROM drafts ORDER BY 1, 2, 3",
+                    &[],
+                )?)
+            })
+            .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                let key = DraftKey {
+                    user: r.get(0),
+                    case: r.get(1),
+                    form: r.get(2),
+                };
+                Ok((
+                    key,
+                    serde_json::from_str(&r.get::<_, String>(3)).map_err(err)?,
+                ))
+            })
+            .collect()
+    }
+
     fn remove(&self, key: &DraftKey) -> Result<(), DraftError> {
         let k = key.clone();
         self.pg
