@@ -22,6 +22,7 @@ pub mod https;
 pub mod lease;
 pub mod link;
 pub mod metrics;
+pub mod migrate;
 pub mod receive;
 pub use daemon::render;
 pub mod roster_edit;

@@ -68,6 +68,16 @@ enum Command {
         #[arg(long)]
         from: PathBuf,
     },
+    /// Copy this configuration's embedded data folder into the PostgreSQL that another
+    /// configuration's `[storage] index` names (the gateway stopped); run again to finish one
+    /// that was cut off.
+    Migrate {
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+        /// The configuration of the new deployment.
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Manage the people who use the gateway's API (works while the gateway runs).
     User {
         #[arg(long, default_value = "gateway.toml")]
@@ -214,6 +224,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.data_dir.display(),
                 m.entries,
                 m.objects
+            );
+            Ok(())
+        }
+        Command::Migrate { config, to } => {
+            let from = GatewayConfig::load(&config)?;
+            let to = gateway::migrate::target(&to)?;
+            let m = gateway::migrate::migrate(&from, &to)?;
+            println!(
+                "migrated {} clinics: {} instances, {} events of {} consultations, {} accounts, {} audit records (chain verified), {} queued for PACS; start the gateway with the new configuration",
+                m.clinics, m.instances, m.events, m.consultations, m.accounts, m.audit_records, m.queued
             );
             Ok(())
         }

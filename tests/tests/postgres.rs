@@ -390,3 +390,156 @@ async fn a_clinic_fails_over_to_the_other_gateway_node_and_its_cases_go_on() {
     agent.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+/// `gateway migrate`: a pilot's embedded folder, with a study, a consultation, an account and
+/// audit records, copied into PostgreSQL; the gateway started on it has everything, the audit
+/// chain verifies, the clinic reconnects without sending its study again, and a second run
+/// changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_pilot_migrates_into_postgresql_and_its_clinic_sends_nothing_again() {
+    use std::time::Duration;
+
+    use daemon::accounts::Role;
+    use harness::people::{person, request, sign_up, ONE_RADIOLOGIST, PASSWORD};
+    use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
+    use proto::consult::{ConsultationId, State, Urgency};
+
+    let cluster = Cluster::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let mut embedded = pilot.gateway_config(link).unwrap();
+    std::fs::create_dir_all(&embedded.data_dir).unwrap();
+    let roster = embedded.data_dir.join("routing.toml");
+    std::fs::write(&roster, ONE_RADIOLOGIST).unwrap();
+    embedded.routing = Some(gateway::config::RoutingConfig {
+        file: roster,
+        check: Duration::from_millis(300),
+    });
+    let gw = RunningGateway::start(embedded.clone()).unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    sign_up(
+        &gw.handle.accounts,
+        person(
+            "li",
+            Role::Specialist,
+            "Dr Li",
+            Some("li"),
+            Some("attending radiologist"),
+        ),
+    );
+    let study = harness::samples::write_ct_series(&dir.path().join("cd"), "P-1", 3, 64 * 64 * 2, 7)
+        .unwrap();
+    for f in &study.files {
+        agent.handle.ingest_file(f).unwrap();
+    }
+    let id = ConsultationId::new(daemon::now_ms() as u64, [3; 10]);
+    let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
+    for kind in request("P-1", "radiology", Urgency::Urgent, daemon::now_ms()) {
+        agent
+            .handle
+            .consult
+            .append(&jinzhou, &id, "wang", daemon::now_ms(), kind)
+            .unwrap();
+    }
+    let (site, archive) = (gw.handle.consult.clone(), gw.handle.archive.clone());
+    let uid = study.study_uid.clone();
+    let (j, i) = (jinzhou.clone(), id.clone());
+    assert!(
+        wait_until(Duration::from_secs(60), move || {
+            site.log
+                .get(&i)
+                .unwrap()
+                .is_some_and(|f| f.consultation.state == State::Assigned)
+                && archive
+                    .study_instances(&j, std::slice::from_ref(&uid))
+                    .is_ok_and(|s| s.len() == 3)
+        })
+        .await,
+        "the study and the case reach the pilot's gateway"
+    );
+    // Something in the audit log: li reads the worklist.
+    let li = gw.handle.accounts.script_token("li").unwrap();
+    harness::http(gw.web_addr, "GET", "/api/v1/consultations", Some(&li), None).unwrap();
+    gw.stop().await.unwrap();
+
+    // Into PostgreSQL, twice: the second run finds everything there.
+    let mut target = pilot.gateway_config(link).unwrap();
+    target.routing = embedded.routing.clone();
+    target.storage = gateway::config::StorageConfig {
+        index: Some(cluster.url.clone()),
+        schema: "tpg".into(),
+        connections: 4,
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        match gateway::migrate::migrate(&embedded, &target) {
+            Ok(m) => break m,
+            // The stopped gateway's last tasks let go of its folder a moment later.
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e:#}"),
+        }
+    };
+    assert_eq!(
+        (first.clinics, first.instances, first.consultations),
+        (1, 3, 1)
+    );
+    assert!(first.accounts >= 1 && first.audit_records >= 1, "{first:?}");
+    let again = gateway::migrate::migrate(&embedded, &target).unwrap();
+    assert_eq!(again, first, "a second run changes nothing");
+
+    // The city deployment starts on it; the clinic reconnects and sends nothing again.
+    let gw = RunningGateway::start(target).unwrap();
+    let c = gw
+        .handle
+        .consult
+        .log
+        .get(&id)
+        .unwrap()
+        .unwrap()
+        .consultation;
+    assert_eq!(c.state, State::Assigned);
+    assert_eq!(
+        gw.handle
+            .archive
+            .study_instances(&jinzhou, std::slice::from_ref(&study.study_uid))
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        gw.handle.accounts.verify("li", PASSWORD).unwrap().name,
+        "li"
+    );
+    let li = gw.handle.accounts.script_token("li").unwrap();
+    let (status, body) =
+        harness::http(gw.web_addr, "GET", "/api/v1/consultations", Some(&li), None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(id.as_str()), "{body}");
+    let up = wait_until(Duration::from_secs(30), || {
+        gw.handle
+            .live
+            .clinics()
+            .iter()
+            .any(|c| c.as_str() == "jinzhou")
+    })
+    .await;
+    assert!(up, "the clinic links to the new deployment");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = gw.metrics();
+    let resent = metrics
+        .lines()
+        .filter(|l| l.starts_with("tpg_gateway_bytes_received"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert_eq!(resent, 0.0, "the clinic sends no object again: {metrics}");
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}

@@ -486,6 +486,65 @@ impl ForwardQueues for PgIndex {
 type InboxEntry = (i64, Result<ToForward, String>);
 
 impl PgIndex {
+    /// Brings in forwarding inbox entries under their own ids (a migration), and moves the
+    /// id sequence past them; an id already here is left as it is.
+    pub fn import_inbox(&self, entries: &[(u64, ToForward)]) -> Result<(), IndexError> {
+        let mut rows = Vec::new();
+        for (id, item) in entries {
+            let json =
+                serde_json::to_string(item).map_err(|e| IndexError::Engine(e.to_string()))?;
+            rows.push((to_i64(*id), json));
+        }
+        self.pg
+            .run(move |c| {
+                let mut tx = c.transaction()?;
+                for (id, json) in &rows {
+                    tx.execute(
+                        "INSERT INTO inbox (id, item) VALUES ($1, $2::text::jsonb) ON CONFLICT DO NOTHING",
+                        &[id, json],
+                    )?;
+                }
+                tx.batch_execute(
+                    "SELECT setval('forward_ids', GREATEST((SELECT COALESCE(MAX(id), 0) FROM inbox),
+                        (SELECT COALESCE(MAX(id), 0) FROM queues), (SELECT last_value FROM forward_ids)))",
+                )?;
+                tx.commit()?;
+                Ok(())
+            })
+            .map_err(err)
+    }
+
+    /// Brings in a destination's queue entries under their own ids (a migration); an entry
+    /// already here is left as it is.
+    pub fn import_queue(
+        &self,
+        destination: &str,
+        entries: &[(u64, Queued)],
+    ) -> Result<(), IndexError> {
+        let mut rows = Vec::new();
+        for (id, q) in entries {
+            let json = serde_json::to_string(q).map_err(|e| IndexError::Engine(e.to_string()))?;
+            rows.push((to_i64(*id), json));
+        }
+        let d = destination.to_owned();
+        self.pg
+            .run(move |c| {
+                let mut tx = c.transaction()?;
+                for (id, json) in &rows {
+                    tx.execute(
+                        "INSERT INTO queues (destination, id, queued) VALUES ($1, $2, $3::text::jsonb) ON CONFLICT DO NOTHING",
+                        &[&d, id, json],
+                    )?;
+                }
+                tx.batch_execute(
+                    "SELECT setval('forward_ids', GREATEST((SELECT COALESCE(MAX(id), 0) FROM queues), (SELECT last_value FROM forward_ids)))",
+                )?;
+                tx.commit()?;
+                Ok(())
+            })
+            .map_err(err)
+    }
+
     /// The inbox, each entry read or its problem.
     fn forward_inbox_raw(&self) -> Result<Vec<InboxEntry>, IndexError> {
         let rows = self

@@ -16,6 +16,29 @@ impl PgAudit {
     pub fn new(pg: Pg) -> Self {
         Self { pg }
     }
+
+    /// Brings in another log's records as they are (a migration): the chain goes on from
+    /// them. Records already here (by number) are left; each must follow the one before.
+    pub fn import(&self, records: &[Record]) -> Result<(), AuditError> {
+        let records = records.to_vec();
+        self.pg
+            .run(move |c| {
+                let mut tx = c.transaction()?;
+                tx.batch_execute("LOCK TABLE audit IN EXCLUSIVE MODE")?;
+                for r in &records {
+                    let seq = i64::try_from(r.seq).unwrap_or(i64::MAX);
+                    tx.execute(
+                        "INSERT INTO audit (seq, at_ms, user_name, address, action, target, prev, hash)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (seq) DO NOTHING",
+                        &[&seq, &r.at_ms, &r.user, &r.address, &r.action, &r.target, &r.prev, &r.hash],
+                    )?;
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .map_err(err)?;
+        self.verify().map(drop)
+    }
 }
 
 fn err(e: impl std::fmt::Display) -> AuditError {
