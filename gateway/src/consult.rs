@@ -23,12 +23,15 @@ const SEAL_BYTES: usize = 32;
 /// The gateway's site in the consultation logs, sealing its events with the data folder's
 /// key (made on first start) and writing under the index's write gate.
 pub fn open(ports: &crate::storage::Ports, data_dir: &Path) -> anyhow::Result<Site> {
-    let key = seal_key(data_dir)?;
-    let log = match &ports.kept {
-        crate::storage::Kept::Embedded(e) => ConsultLog::open_gated(&e.db, e.gate.clone())?,
-        crate::storage::Kept::Postgres(db) => {
-            ConsultLog::new(Arc::new(store::postgres::events::PgEvents::new(db.clone())))
-        }
+    let (log, key) = match &ports.kept {
+        crate::storage::Kept::Embedded(e) => (
+            ConsultLog::open_gated(&e.db, e.gate.clone())?,
+            seal_key(data_dir)?,
+        ),
+        crate::storage::Kept::Postgres(db) => (
+            ConsultLog::new(Arc::new(store::postgres::events::PgEvents::new(db.clone()))),
+            shared_seal_key(db)?,
+        ),
     };
     Ok(Site::new(
         Arc::new(log.sealed(&key)),
@@ -38,7 +41,31 @@ pub fn open(ports: &crate::storage::Ports, data_dir: &Path) -> anyhow::Result<Si
     ))
 }
 
-fn seal_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+/// The name of the seal key among the database's settings.
+pub const SEAL_SETTING: &str = "event-seal-key";
+
+/// The seal key every node on the database shares: made by the first node to ask (or brought
+/// in by `gateway migrate` from the pilot's file).
+fn shared_seal_key(db: &store::postgres::Pg) -> anyhow::Result<Vec<u8>> {
+    let key = db.setting(SEAL_SETTING, new_key()?)?;
+    if key.len() != SEAL_BYTES {
+        anyhow::bail!(
+            "the database's {SEAL_SETTING} holds {} bytes where a key of {SEAL_BYTES} is expected: restore it from the database's backup",
+            key.len()
+        );
+    }
+    Ok(key)
+}
+
+fn new_key() -> anyhow::Result<Vec<u8>> {
+    let mut key = vec![0u8; SEAL_BYTES];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+        .map_err(|_| anyhow::anyhow!("no randomness for the event seal key"))?;
+    Ok(key)
+}
+
+/// The embedded folder's seal key file, made on first start.
+pub fn seal_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     let path = data_dir.join(SEAL_FILE);
     match std::fs::read(&path) {
         Ok(key) if key.len() == SEAL_BYTES => Ok(key),
@@ -48,9 +75,7 @@ fn seal_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
             key.len()
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut key = vec![0u8; SEAL_BYTES];
-            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
-                .map_err(|_| anyhow::anyhow!("no randomness for the event seal key"))?;
+            let key = new_key()?;
             daemon::private::write_file(&path, &key)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             Ok(key)

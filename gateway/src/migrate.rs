@@ -48,6 +48,13 @@ pub fn migrate(from: &GatewayConfig, to: &GatewayConfig) -> anyhow::Result<Migra
     let db = pg::Pg::connect(url, &to.storage.schema, 2)?;
     let mut out = Migrated::default();
 
+    // The key that seals the gateway's own events goes first: the events copied below were
+    // sealed with it, and every node of the new deployment verifies with it.
+    let key = crate::consult::seal_key(&from.data_dir)?;
+    if db.setting(crate::consult::SEAL_SETTING, key.clone())? != key {
+        bail!("the database already holds another deployment's event seal key: migrate into an empty schema");
+    }
+
     // The archive index, clinic by clinic: a claim already there is left as it is.
     let index = pg::archive::PgIndex::new(db.clone());
     for clinic in embedded.index.clinics()? {

@@ -52,9 +52,10 @@ impl std::fmt::Debug for Pg {
 }
 
 /// The schema's tables, in order; each entry is applied once.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE drafts (
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE drafts (
         user_name text NOT NULL, case_id text NOT NULL, form text NOT NULL,
         draft jsonb NOT NULL,
         PRIMARY KEY (user_name, case_id, form));
@@ -105,7 +106,12 @@ const MIGRATIONS: &[(i32, &str)] = &[(
         PRIMARY KEY (destination, id));
      CREATE TABLE forward_counts (
         destination text PRIMARY KEY, sent bigint NOT NULL, failures bigint NOT NULL);",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE settings (name text PRIMARY KEY, value bytea NOT NULL);",
+    ),
+];
 
 fn valid_schema(schema: &str) -> bool {
     !schema.is_empty()
@@ -224,6 +230,22 @@ impl Pg {
 
     pub fn schema(&self) -> &str {
         &self.schema
+    }
+
+    /// The setting `name`; when it has none yet, `made` (made once, by whichever node asks
+    /// first: every node then reads the same).
+    pub fn setting(&self, name: &str, made: Vec<u8>) -> Result<Vec<u8>, PgError> {
+        let name = name.to_owned();
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&name, &made],
+            )?;
+            Ok(
+                c.query_one("SELECT value FROM settings WHERE name = $1", &[&name])?
+                    .get(0),
+            )
+        })
     }
 }
 

@@ -131,11 +131,25 @@ fn migrations_apply_once_however_many_nodes_start_together() {
     let pgs: Vec<Pg> = nodes.into_iter().map(|n| n.join().unwrap()).collect();
     let applied = pgs[0]
         .run(|c| {
-            Ok(c.query_one("SELECT count(*) FROM schema_migrations", &[])?
-                .get::<_, i64>(0))
+            let row = c.query_one(
+                "SELECT count(*), count(DISTINCT version), max(version) FROM schema_migrations",
+                &[],
+            )?;
+            Ok((
+                row.get::<_, i64>(0),
+                row.get::<_, i64>(1),
+                row.get::<_, i32>(2),
+            ))
         })
         .unwrap();
-    assert_eq!(applied, 1);
+    assert_eq!(applied, (2, 2, 2), "each migration once");
+    // Every node reads the same setting, whoever made it first.
+    let made: Vec<Vec<u8>> = pgs
+        .iter()
+        .enumerate()
+        .map(|(n, pg)| pg.setting("test-key", vec![n as u8]).unwrap())
+        .collect();
+    assert!(made.iter().all(|k| *k == made[0]), "{made:?}");
     // A bad address names itself and the fix, without a password.
     let refused = Pg::connect("postgres://tpg:secret@127.0.0.1:1/postgres", "tpg", 1)
         .unwrap_err()
