@@ -83,6 +83,8 @@ impl Cluster {
                 "--auth=trust",
                 "-E",
                 "UTF8",
+                // Whatever locale the machine's environment names (it may not be generated).
+                "--no-locale",
                 "--no-sync",
             ],
         )?;
