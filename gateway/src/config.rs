@@ -546,6 +546,34 @@ mod tests {
     }
 
     #[test]
+    fn storage_is_embedded_unless_a_postgresql_index_is_named() {
+        let dir = with_pki_files();
+        let file = dir.path().join("gateway.toml");
+        let c = GatewayConfig::parse(&file, MINIMAL).unwrap();
+        if std::env::var("TPG_STORAGE_INDEX").is_err() {
+            assert_eq!(c.storage.index, None, "the embedded default");
+        }
+        assert_eq!(
+            (c.storage.schema.as_str(), c.storage.connections),
+            ("tpg", 8)
+        );
+        let pg = format!(
+            "{MINIMAL}\n[storage]\nindex = \"postgres://tpg@db/city\"\nschema = \"city\"\nconnections = 500\n"
+        );
+        let c = GatewayConfig::parse(&file, &pg).unwrap();
+        assert_eq!(c.storage.schema, "city");
+        assert_eq!(c.storage.connections, 64, "bounded");
+        let bad = format!("{MINIMAL}\n[storage]\nindex = \"/var/lib/tpg\"\n");
+        if std::env::var("TPG_STORAGE_INDEX").is_err() {
+            let e = GatewayConfig::parse(&file, &bad).unwrap_err().to_string();
+            assert!(
+                e.contains("[storage] index") && e.contains("embedded"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn missing_config_file_says_so() {
         let e = GatewayConfig::load(Path::new("/nonexistent/gateway.toml"))
             .unwrap_err()
