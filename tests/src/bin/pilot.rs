@@ -301,7 +301,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         })
         .await??;
         println!(
-            "  {id:<10} modality sent {sent} instances by C-STORE ({}); {} consultation: {question}",
+            "  {id:<10} modality sent {sent} {} by C-STORE ({}); {} consultation: {question}",
+            instances(sent as u64),
             scene.label,
             urgency.label()
         );
@@ -358,8 +359,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 synced[i] = true;
                 let at = started.elapsed().as_secs_f64();
                 println!(
-                    "[{at:6.2}s] {id:<10} studies delivered: {} instances verified at the gateway",
-                    expected[i]
+                    "[{at:6.2}s] {id:<10} studies delivered: {} {} verified at the gateway",
+                    expected[i],
+                    instances(expected[i])
                 );
             }
         }
@@ -405,4 +407,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     gateway.stop().await?;
     println!("stopped cleanly");
     Ok(())
+}
+
+/// "instance" or "instances", as `n` asks.
+fn instances(n: u64) -> &'static str {
+    if n == 1 {
+        "instance"
+    } else {
+        "instances"
+    }
 }
