@@ -157,6 +157,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "[[specialty]]\nid = \"{id}\"\nnames = {names}\n\n"
         ));
     }
+    // Report templates a specialist starts from, in Chinese, one or two per specialty.
+    for (specialty, name, findings, impression) in [
+        (
+            "radiology",
+            "头颅 CT 未见异常",
+            "颅内未见出血，脑室系统未见扩大，中线结构居中。",
+            "头颅 CT 平扫未见明显异常。",
+        ),
+        (
+            "radiology",
+            "胸片未见异常",
+            "双肺纹理清晰，未见实变影；心影大小正常；双侧膈面光整。",
+            "胸部正位片未见明显异常。",
+        ),
+        (
+            "cardiology",
+            "窦性心律，未见 ST 段改变",
+            "窦性心律，心率 75 次/分；PR、QRS、QT 间期正常；未见 ST 段抬高或压低。",
+            "正常心电图。",
+        ),
+        (
+            "obstetrics",
+            "宫内单活胎，生长与孕周相符",
+            "宫内单活胎，胎心搏动规律；双顶径、股骨长与孕周相符；羊水量正常。",
+            "宫内妊娠，单活胎，胎儿生长与孕周相符。",
+        ),
+    ] {
+        text.push_str(&format!(
+            "[[template]]\nspecialty = \"{specialty}\"\nname = \"{name}\"\nfindings = \"{findings}\"\nimpression = \"{impression}\"\n\n"
+        ));
+    }
     text.push_str("[[rule]]\nid = \"other\"\npool = \"radiology\"\n");
     std::fs::write(&roster, text)?;
     gw_config.routing = Some(gateway::config::RoutingConfig {
