@@ -469,6 +469,20 @@ impl Link {
                             .map(|c| (c.not_after.unix_timestamp_nanos() / 1_000_000) as i64);
                         self.board
                             .up(&clinic, crate::consult::now_ms(), &agent_version, expires);
+                        // Every check passed: the agent is welcomed now, and the welcome goes
+                        // out before anything that follows it.
+                        session.admit(Instant::now());
+                        while let Some(action) = session.poll_action() {
+                            match action {
+                                Action::Send(frame) => {
+                                    if let Err(e) = send.write_all(&frame.encode()).await {
+                                        debug!(error = %e, "control stream write failed");
+                                    }
+                                }
+                                Action::Close(code, reason) => close(&connection, code, &reason),
+                                Action::Dial => {}
+                            }
+                        }
                         if let Some(c) = catalog.as_mut() {
                             let list = c.borrow_and_update().clone();
                             let frame = ControlFrame::Specialties { list };

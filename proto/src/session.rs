@@ -325,8 +325,14 @@ pub enum GatewayEvent {
 
 #[derive(Debug)]
 enum GatewayState {
-    AwaitHello { since: Instant },
-    Up { heartbeat: Heartbeat },
+    AwaitHello {
+        since: Instant,
+    },
+    /// The agent said hello; the gateway checks it may be admitted before it welcomes it.
+    Admitting,
+    Up {
+        heartbeat: Heartbeat,
+    },
     Closed,
 }
 
@@ -375,7 +381,8 @@ impl GatewaySession {
         match &self.state {
             GatewayState::AwaitHello { since } => Some(*since + self.config.handshake_timeout),
             GatewayState::Up { heartbeat } => Some(heartbeat.poll_timeout()),
-            GatewayState::Closed => None,
+            // The driver admits or refuses at once, in the same turn.
+            GatewayState::Admitting | GatewayState::Closed => None,
         }
     }
 
@@ -400,6 +407,25 @@ impl GatewaySession {
             }
             _ => {}
         }
+    }
+
+    /// Welcomes the agent that said hello (after the driver's admission checks): the link is
+    /// up from here.
+    pub fn admit(&mut self, now: Instant) {
+        if !matches!(self.state, GatewayState::Admitting) {
+            return;
+        }
+        self.actions.push_back(Action::Send(ControlFrame::Welcome {
+            major: self.config.major,
+            minor: self.config.minor,
+            gateway_version: self.config.software_version.clone(),
+            clinic: self.clinic.clone(),
+        }));
+        let mut heartbeat = Heartbeat::new(self.config.heartbeat, now);
+        if let Some(ping) = heartbeat.poll_ping(now) {
+            self.actions.push_back(Action::Send(ping));
+        }
+        self.state = GatewayState::Up { heartbeat };
     }
 
     pub fn handle_frame(&mut self, now: Instant, frame: ControlFrame) {
@@ -428,22 +454,19 @@ impl GatewaySession {
                     );
                     return;
                 }
-                self.actions.push_back(Action::Send(ControlFrame::Welcome {
-                    major: self.config.major,
-                    minor: self.config.minor,
-                    gateway_version: self.config.software_version.clone(),
-                    clinic: self.clinic.clone(),
-                }));
-                let mut heartbeat = Heartbeat::new(self.config.heartbeat, now);
-                if let Some(ping) = heartbeat.poll_ping(now) {
-                    self.actions.push_back(Action::Send(ping));
-                }
-                self.state = GatewayState::Up { heartbeat };
+                // No welcome yet: the driver admits the agent ([`Self::admit`]) once its own
+                // checks pass, so a refused agent is never welcomed.
+                self.state = GatewayState::Admitting;
                 self.events.push_back(GatewayEvent::Up {
                     agent_version,
                     minor,
                 });
             }
+            (GatewayState::Admitting, ControlFrame::Unknown) => {}
+            (GatewayState::Admitting, frame) => self.close(
+                CloseCode::ProtocolError,
+                format!("unexpected {} frame before the welcome", frame.name()),
+            ),
             (GatewayState::AwaitHello { .. }, ControlFrame::Unknown) => {}
             (GatewayState::AwaitHello { .. }, frame) => self.close(
                 CloseCode::ProtocolError,

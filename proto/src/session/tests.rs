@@ -98,12 +98,16 @@ impl Sim {
                 self.agent_events.push((self.now, e));
             }
             if let Some(gw) = self.gateway.as_mut() {
+                // The driver's part: an agent that says hello is admitted at once.
+                while let Some(e) = gw.poll_event() {
+                    if matches!(e, GatewayEvent::Up { .. }) {
+                        gw.admit(self.now);
+                    }
+                    self.gateway_events.push((self.now, e));
+                }
                 let mut out = Vec::new();
                 while let Some(action) = gw.poll_action() {
                     out.push(action);
-                }
-                while let Some(e) = gw.poll_event() {
-                    self.gateway_events.push((self.now, e));
                 }
                 for action in out {
                     progressed = true;
@@ -490,4 +494,49 @@ fn the_gateways_specialties_reach_the_agent_without_what_it_cannot_mean() {
     assert_eq!(cardiology.name(true), "心内科");
     assert_eq!(cardiology.name(false), "Cardiology");
     assert_eq!(got[1].name(true), "s0", "no name: its id");
+}
+
+#[test]
+fn a_hello_is_welcomed_only_once_the_gateway_admits_the_agent() {
+    let t0 = Instant::now();
+    let mut gw = GatewaySession::new(config(1), Negotiated::Major(1), "jinzhou".into(), t0);
+    gw.handle_frame(
+        t0,
+        ControlFrame::Hello {
+            major: 1,
+            minor: 2,
+            agent_version: "x".into(),
+        },
+    );
+    assert!(matches!(
+        gw.poll_event(),
+        Some(GatewayEvent::Up { minor: 2, .. })
+    ));
+    assert_eq!(gw.poll_action(), None, "no welcome before admission");
+    // A refused agent is closed without ever being welcomed.
+    let mut refused = GatewaySession::new(config(1), Negotiated::Major(1), "x".into(), t0);
+    refused.handle_frame(
+        t0,
+        ControlFrame::Hello {
+            major: 1,
+            minor: 2,
+            agent_version: "x".into(),
+        },
+    );
+    refused.close(CloseCode::Revoked, "revoked".into());
+    assert!(matches!(
+        refused.poll_action(),
+        Some(Action::Close(CloseCode::Revoked, _))
+    ));
+    gw.admit(t0);
+    assert!(matches!(
+        gw.poll_action(),
+        Some(Action::Send(ControlFrame::Welcome { clinic, .. })) if clinic == "jinzhou"
+    ));
+    gw.admit(t0);
+    assert!(
+        !std::iter::from_fn(|| gw.poll_action())
+            .any(|a| matches!(a, Action::Send(ControlFrame::Welcome { .. }))),
+        "welcomed once"
+    );
 }
