@@ -134,15 +134,14 @@ impl Cases {
 
     /// How people read the specialty a request names (`zh`: in Chinese): the roster's name
     /// for it, or the name as the clinic sent it when the roster does not know it.
-    pub fn specialty_name(&self, name: &str, zh: bool) -> String {
+    /// The roster in force is read once, for every name asked of the answer.
+    pub fn specialty_names(&self, zh: bool) -> impl Fn(&str) -> String {
         let roster = self.router.as_ref().and_then(|r| r.reload().ok());
-        roster
-            .as_ref()
-            .and_then(|r| {
-                let id = r.specialty(name)?;
-                r.catalog.iter().find(|s| s.id == id)
-            })
-            .map_or_else(|| name.to_owned(), |s| s.name(zh).to_owned())
+        move |name| {
+            roster
+                .as_ref()
+                .map_or_else(|| name.to_owned(), |r| r.specialty_shown(name, zh))
+        }
     }
 
     /// The cases `user` works on that `search` asks for, most urgent first, then the least

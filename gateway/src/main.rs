@@ -229,7 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate { config, to } => {
             let from = GatewayConfig::load(&config)?;
-            let to = gateway::migrate::target(&to)?;
+            let to = GatewayConfig::load(&to)?;
             let m = gateway::migrate::migrate(&from, &to)?;
             println!(
                 "migrated {} clinics: {} instances, {} events of {} consultations, {} accounts, {} audit records (chain verified), {} queued for PACS; start the gateway with the new configuration",

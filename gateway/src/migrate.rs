@@ -9,7 +9,6 @@
 //! Every step writes what is not there yet and leaves what is, so a migration cut off part way
 //! is run again to finish; at the end, what was copied is counted on both sides and must agree.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -203,9 +202,4 @@ fn check(
         );
     }
     Ok(())
-}
-
-/// The target configuration, read from `path`.
-pub fn target(path: &Path) -> anyhow::Result<GatewayConfig> {
-    Ok(GatewayConfig::load(path)?)
 }

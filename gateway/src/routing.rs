@@ -553,6 +553,14 @@ impl Roster {
         })
     }
 
+    /// How people read the specialty `name` (in Chinese with `zh`): its catalog name, or `name`
+    /// as given when the roster does not know it.
+    pub fn specialty_shown(&self, name: &str, zh: bool) -> String {
+        self.specialty(name)
+            .and_then(|id| self.catalog.iter().find(|s| s.id == id))
+            .map_or_else(|| name.to_owned(), |s| s.name(zh).to_owned())
+    }
+
     /// The specialty id a name (Chinese, English, an alias; any case) stands for.
     pub fn specialty(&self, name: &str) -> Option<&str> {
         self.specialty_names

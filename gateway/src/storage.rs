@@ -74,11 +74,6 @@ impl Embedded {
         })
     }
 
-    /// This node's lease on the background task `task`, which runs every `period`.
-    pub fn lease(&self, task: &'static str, period: std::time::Duration) -> crate::lease::Lease {
-        crate::lease::Lease::new(self.leases.clone(), task, self.node.clone(), period)
-    }
-
     /// This folder's object store and archive index, as ports.
     pub fn ports(&self) -> (Arc<dyn ObjectStore>, Arc<dyn ArchiveIndex>) {
         (self.objects.clone(), self.index.clone())

@@ -109,6 +109,22 @@ pub fn chain_break(records: &[Record]) -> Option<(usize, String)> {
     None
 }
 
+/// The number of `records` and the last one's hash when they form an unbroken chain; the
+/// first break otherwise, named in `place` (where the log is kept).
+pub fn verified(records: &[Record], place: &str) -> Result<(u64, String), AuditError> {
+    if let Some((i, problem)) = chain_break(records) {
+        return Err(AuditError::Broken {
+            path: place.into(),
+            line: i + 1,
+            problem,
+        });
+    }
+    Ok((
+        records.len() as u64,
+        records.last().map_or(GENESIS.into(), |r| r.hash.clone()),
+    ))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit log {path}: {detail}")]

@@ -141,7 +141,7 @@ impl Pg {
             std::thread::Builder::new()
                 .name(format!("pg-{schema}-{n}"))
                 .spawn(move || {
-                    let connected = open_client(&url, &schema).and_then(|mut client| {
+                    let connected = open_client(&url).and_then(|mut client| {
                         if n == 0 {
                             migrate(&mut client, &schema)?;
                         }
@@ -209,7 +209,7 @@ impl Pg {
         std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
-                let opened = open_client(&url, &schema).and_then(|mut client| {
+                let opened = open_client(&url).and_then(|mut client| {
                     client.batch_execute(&format!("SET search_path TO {schema}"))?;
                     let answer = ready(&mut client)?;
                     Ok((client, answer))
@@ -249,7 +249,7 @@ impl Pg {
     }
 }
 
-fn open_client(url: &str, _schema: &str) -> Result<postgres::Client, PgError> {
+fn open_client(url: &str) -> Result<postgres::Client, PgError> {
     postgres::Client::connect(url, postgres::NoTls).map_err(|e| PgError::Connect {
         url: redacted(url),
         detail: e.to_string(),

@@ -17,103 +17,93 @@ use store::postgres::Pg;
 
 static SCHEMA: AtomicUsize = AtomicUsize::new(0);
 
-fn fresh(cluster: &Cluster) -> (Pg, impl Fn() -> Pg + 'static) {
+/// A conformance subject: the adapter `make` builds on a fresh schema of its own, and a
+/// function building it again on new connections to that schema (another node).
+fn subject<T: ?Sized + 'static>(
+    cluster: &Cluster,
+    make: fn(Pg) -> Box<T>,
+) -> (Box<T>, Box<dyn Fn() -> Box<T>>) {
     let schema = format!("case_{}", SCHEMA.fetch_add(1, Ordering::Relaxed));
     let url = cluster.url.clone();
     let pg = Pg::connect(&url, &schema, 2).unwrap();
-    (pg, move || Pg::connect(&url, &schema, 2).unwrap())
+    (
+        make(pg),
+        Box::new(move || make(Pg::connect(&url, &schema, 2).unwrap())),
+    )
+}
+
+/// A gateway node of the pilot listening on `link`, with one radiologist on its roster
+/// (read again every 300 ms): on `cluster`'s PostgreSQL when given, else embedded.
+fn node(
+    pilot: &harness::PilotDir,
+    link: std::net::SocketAddr,
+    cluster: Option<&Cluster>,
+) -> gateway::GatewayConfig {
+    let mut config = pilot.gateway_config(link).unwrap();
+    std::fs::create_dir_all(&config.data_dir).unwrap();
+    let roster = config.data_dir.join("routing.toml");
+    std::fs::write(&roster, harness::people::ONE_RADIOLOGIST).unwrap();
+    config.routing = Some(gateway::config::RoutingConfig {
+        file: roster,
+        check: std::time::Duration::from_millis(300),
+    });
+    if let Some(cluster) = cluster {
+        config.storage = gateway::config::StorageConfig {
+            index: Some(cluster.url.clone()),
+            schema: "tpg".into(),
+            connections: 4,
+        };
+    }
+    config
 }
 
 #[test]
 fn the_ports_conform_on_postgresql() {
-    let cluster = Cluster::start().unwrap();
+    use store::accounts::{AccountStore, SessionStore};
+    use store::archive::forwarding::conformance::Indexed;
+    use store::archive::ArchiveIndex;
+    use store::audit::AuditLog;
+    use store::board::BoardStore;
+    use store::coordination::{Leases, Notifier};
+    use store::drafts::DraftStore;
+    use store::events::EventStore;
+
+    let c = Cluster::start().unwrap();
     store::drafts::conformance::run(|| {
-        let (pg, again) = fresh(&cluster);
-        (
-            Box::new(PgDrafts::new(pg)) as Box<dyn store::drafts::DraftStore>,
-            Box::new(move || Box::new(PgDrafts::new(again())) as Box<dyn store::drafts::DraftStore>)
-                as _,
-        )
+        subject(&c, |pg| Box::new(PgDrafts::new(pg)) as Box<dyn DraftStore>)
     });
     store::board::conformance::run(|| {
-        let (pg, again) = fresh(&cluster);
-        (
-            Box::new(PgBoard::new(pg)) as Box<dyn store::board::BoardStore>,
-            Box::new(move || Box::new(PgBoard::new(again())) as Box<dyn store::board::BoardStore>)
-                as _,
-        )
+        subject(&c, |pg| Box::new(PgBoard::new(pg)) as Box<dyn BoardStore>)
     });
     store::accounts::conformance::run(|| {
-        let (pg, again) = fresh(&cluster);
-        (
-            Box::new(PgAccounts::new(pg)) as Box<dyn store::accounts::AccountStore>,
-            Box::new(move || {
-                Box::new(PgAccounts::new(again())) as Box<dyn store::accounts::AccountStore>
-            }) as _,
-        )
+        subject(&c, |pg| {
+            Box::new(PgAccounts::new(pg)) as Box<dyn AccountStore>
+        })
     });
     store::accounts::conformance::run_sessions(|| {
-        let (pg, again) = fresh(&cluster);
-        (
-            Box::new(PgSessions::new(pg)) as Box<dyn store::accounts::SessionStore>,
-            Box::new(move || {
-                Box::new(PgSessions::new(again())) as Box<dyn store::accounts::SessionStore>
-            }) as _,
-        )
+        subject(&c, |pg| {
+            Box::new(PgSessions::new(pg)) as Box<dyn SessionStore>
+        })
     });
     store::archive::conformance::run(|| {
-        let (pg, again) = fresh(&cluster);
-        (
-            Box::new(PgIndex::new(pg)) as Box<dyn store::archive::ArchiveIndex>,
-            Box::new(move || {
-                Box::new(PgIndex::new(again())) as Box<dyn store::archive::ArchiveIndex>
-            }) as _,
-        )
+        subject(&c, |pg| Box::new(PgIndex::new(pg)) as Box<dyn ArchiveIndex>)
     });
     store::archive::forwarding::conformance::run(|| {
-        let (pg, again) = fresh(&cluster);
-        (
-            Box::new(PgIndex::new(pg)) as Box<dyn store::archive::forwarding::conformance::Indexed>,
-            Box::new(move || {
-                Box::new(PgIndex::new(again()))
-                    as Box<dyn store::archive::forwarding::conformance::Indexed>
-            }) as _,
-        )
+        subject(&c, |pg| Box::new(PgIndex::new(pg)) as Box<dyn Indexed>)
     });
     store::events::conformance::run(|| {
-        let (pg, again) = fresh(&cluster);
-        (
-            Box::new(PgEvents::new(pg)) as Box<dyn store::events::EventStore>,
-            Box::new(move || Box::new(PgEvents::new(again())) as Box<dyn store::events::EventStore>)
-                as _,
-        )
+        subject(&c, |pg| Box::new(PgEvents::new(pg)) as Box<dyn EventStore>)
     });
     store::audit::conformance::run(|| {
-        let (pg, again) = fresh(&cluster);
-        (
-            Box::new(PgAudit::new(pg)) as Box<dyn store::audit::AuditLog>,
-            Box::new(move || Box::new(PgAudit::new(again())) as Box<dyn store::audit::AuditLog>)
-                as _,
-        )
+        subject(&c, |pg| Box::new(PgAudit::new(pg)) as Box<dyn AuditLog>)
     });
     store::coordination::conformance::run_leases(|| {
-        let (pg, again) = fresh(&cluster);
-        (
-            Box::new(PgLeases::new(pg)) as Box<dyn store::coordination::Leases>,
-            Box::new(move || {
-                Box::new(PgLeases::new(again())) as Box<dyn store::coordination::Leases>
-            }) as _,
-        )
+        subject(&c, |pg| Box::new(PgLeases::new(pg)) as Box<dyn Leases>)
     });
     store::coordination::conformance::run_notifications(|| {
-        let (pg, again) = fresh(&cluster);
-        (
-            Box::new(PgNotifier::new(pg).unwrap()) as Box<dyn store::coordination::Notifier>,
-            Box::new(move || {
-                Box::new(PgNotifier::new(again()).unwrap())
-                    as Box<dyn store::coordination::Notifier>
-            }) as _,
-        )
+        subject(&c, |pg| {
+            Box::new(PgNotifier::new(pg).unwrap()) as Box<dyn Notifier>
+        })
     });
 }
 
@@ -170,7 +160,7 @@ async fn two_gateway_nodes_share_one_database_and_a_report_signed_on_one_reaches
     use std::time::Duration;
 
     use daemon::accounts::Role;
-    use harness::people::{person, request, sign_up, ONE_RADIOLOGIST};
+    use harness::people::{person, request, sign_up};
     use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
     use proto::consult::{ConsultationId, EventKind, State, Urgency};
 
@@ -178,22 +168,7 @@ async fn two_gateway_nodes_share_one_database_and_a_report_signed_on_one_reaches
     let dir = tempfile::tempdir().unwrap();
     let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
     let (link_a, link_b) = (free_udp_addr(), free_udp_addr());
-    let node = |link| {
-        let mut config = pilot.gateway_config(link).unwrap();
-        std::fs::create_dir_all(&config.data_dir).unwrap();
-        let roster = config.data_dir.join("routing.toml");
-        std::fs::write(&roster, ONE_RADIOLOGIST).unwrap();
-        config.routing = Some(gateway::config::RoutingConfig {
-            file: roster,
-            check: Duration::from_millis(300),
-        });
-        config.storage = gateway::config::StorageConfig {
-            index: Some(cluster.url.clone()),
-            schema: "tpg".into(),
-            connections: 4,
-        };
-        config
-    };
+    let node = |link| node(&pilot, link, Some(&cluster));
     let a = RunningGateway::start(node(link_a)).unwrap();
     let b = RunningGateway::start(node(link_b)).unwrap();
     let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
@@ -300,7 +275,7 @@ async fn a_clinic_fails_over_to_the_other_gateway_node_and_its_cases_go_on() {
     use std::time::Duration;
 
     use daemon::accounts::Role;
-    use harness::people::{person, request, sign_up, ONE_RADIOLOGIST};
+    use harness::people::{person, request, sign_up};
     use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
     use proto::consult::{ConsultationId, State, Urgency};
 
@@ -308,22 +283,7 @@ async fn a_clinic_fails_over_to_the_other_gateway_node_and_its_cases_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
     let (link_a, link_b) = (free_udp_addr(), free_udp_addr());
-    let node = |link| {
-        let mut config = pilot.gateway_config(link).unwrap();
-        std::fs::create_dir_all(&config.data_dir).unwrap();
-        let roster = config.data_dir.join("routing.toml");
-        std::fs::write(&roster, ONE_RADIOLOGIST).unwrap();
-        config.routing = Some(gateway::config::RoutingConfig {
-            file: roster,
-            check: Duration::from_millis(300),
-        });
-        config.storage = gateway::config::StorageConfig {
-            index: Some(cluster.url.clone()),
-            schema: "tpg".into(),
-            connections: 4,
-        };
-        config
-    };
+    let node = |link| node(&pilot, link, Some(&cluster));
     let a = RunningGateway::start(node(link_a)).unwrap();
     let b = RunningGateway::start(node(link_b)).unwrap();
     let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
@@ -414,7 +374,7 @@ async fn an_embedded_pilot_migrates_into_postgresql_and_its_clinic_sends_nothing
     use std::time::Duration;
 
     use daemon::accounts::Role;
-    use harness::people::{person, request, sign_up, ONE_RADIOLOGIST, PASSWORD};
+    use harness::people::{person, request, sign_up, PASSWORD};
     use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
     use proto::consult::{ConsultationId, State, Urgency};
 
@@ -422,14 +382,7 @@ async fn an_embedded_pilot_migrates_into_postgresql_and_its_clinic_sends_nothing
     let dir = tempfile::tempdir().unwrap();
     let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
     let link = free_udp_addr();
-    let mut embedded = pilot.gateway_config(link).unwrap();
-    std::fs::create_dir_all(&embedded.data_dir).unwrap();
-    let roster = embedded.data_dir.join("routing.toml");
-    std::fs::write(&roster, ONE_RADIOLOGIST).unwrap();
-    embedded.routing = Some(gateway::config::RoutingConfig {
-        file: roster,
-        check: Duration::from_millis(300),
-    });
+    let embedded = node(&pilot, link, None);
     let gw = RunningGateway::start(embedded.clone()).unwrap();
     let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
     let agent = RunningAgent::start(
@@ -483,13 +436,7 @@ async fn an_embedded_pilot_migrates_into_postgresql_and_its_clinic_sends_nothing
     gw.stop().await.unwrap();
 
     // Into PostgreSQL, twice: the second run finds everything there.
-    let mut target = pilot.gateway_config(link).unwrap();
-    target.routing = embedded.routing.clone();
-    target.storage = gateway::config::StorageConfig {
-        index: Some(cluster.url.clone()),
-        schema: "tpg".into(),
-        connections: 4,
-    };
+    let target = node(&pilot, link, Some(&cluster));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let first = loop {
         match gateway::migrate::migrate(&embedded, &target) {

@@ -274,8 +274,10 @@ pub(super) async fn create(
     let specialty = draft.get("specialty").trim();
     if specialty.is_empty() {
         draft.errors.insert("specialty", "new.required");
-    } else if handle.specialties.list().is_some_and(|l| !l.is_empty())
-        && handle.specialties.find(specialty).is_none()
+    } else if handle
+        .specialties
+        .list()
+        .is_some_and(|l| !l.is_empty() && l.iter().all(|s| s.id != specialty))
     {
         // A page kept open across a roster change: choose again from today's list.
         draft.errors.insert("specialty", "new.unknown_specialty");

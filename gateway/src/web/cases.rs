@@ -54,11 +54,8 @@ async fn worklist(
         let list = api
             .cases
             .read_worklist(&user, from, all, &asked, Some(find::SHOWN))?;
-        let names: Vec<String> = list
-            .rows
-            .iter()
-            .map(|r| api.cases.specialty_name(&r.specialty, zh))
-            .collect();
+        let named = api.cases.specialty_names(zh);
+        let names: Vec<String> = list.rows.iter().map(|r| named(&r.specialty)).collect();
         let clinics: Vec<String> = api
             .cases
             .clinics()?
@@ -216,37 +213,29 @@ async fn case_page(
             api.cases
                 .audited_target(&user, from, "view_prior", &ids.join(","))?;
         }
-        let roster = api
-            .cases
-            .router
-            .as_ref()
-            .and_then(|r| r.reload().ok())
-            .map(|r| {
-                r.specialists
-                    .values()
-                    .map(|s| (s.id.clone(), s.name.clone()))
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
-        let specialty = api.cases.specialty_name(&c.specialty, zh);
+        // The roster in force, read once: who may be assigned, the specialty's name, its
+        // report templates.
+        let in_force = api.cases.router.as_ref().and_then(|r| r.reload().ok());
+        let roster: Vec<(String, String)> = in_force
+            .iter()
+            .flat_map(|r| r.specialists.values())
+            .map(|s| (s.id.clone(), s.name.clone()))
+            .collect();
+        let specialty = in_force.as_ref().map_or_else(
+            || c.specialty.clone(),
+            |r| r.specialty_shown(&c.specialty, zh),
+        );
         // What this specialist typed and has not sent; the report from a template instead
         // when they chose one.
         let mut typed: BTreeMap<&str, BTreeMap<String, String>> = ["report", "ask", "addendum"]
             .into_iter()
             .map(|form| (form, api.drafts.load(&user.name, id.as_str(), form)))
             .collect();
-        let templates = api
-            .cases
-            .router
-            .as_ref()
-            .and_then(|r| r.reload().ok())
-            .map(|r| {
-                r.templates(&c.specialty)
-                    .into_iter()
-                    .cloned()
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
+        let templates: Vec<crate::routing::Template> = in_force
+            .iter()
+            .flat_map(|r| r.templates(&c.specialty))
+            .cloned()
+            .collect();
         if let Some(t) = template.and_then(|n| templates.get(n)) {
             typed.insert(
                 "report",

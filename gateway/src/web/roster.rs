@@ -70,11 +70,7 @@ async fn roster_page(
             Some((_, Err(why))) => { p.error #roster-refused { (lang.t("roster.refused")) " " (why) } }
             Some((_, Ok(r))) => {
                 // Specialties by their names in the page's language; people by name and id.
-                @let specialty = |name: &str| -> String {
-                    r.specialty(name)
-                        .and_then(|id| r.catalog.iter().find(|s| s.id == id))
-                        .map_or_else(|| name.to_owned(), |s| s.name(lang == daemon::web::Lang::Zh).to_owned())
-                };
+                @let specialty = |name: &str| r.specialty_shown(name, lang == daemon::web::Lang::Zh);
                 @let who = |id: &str| -> String {
                     r.specialists.get(id).map_or_else(|| id.to_owned(), |s| format!("{} ({id})", s.name))
                 };

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{chain_break, AuditError, AuditLog, Record, GENESIS};
+use super::{AuditError, AuditLog, Record, GENESIS};
 use crate::crash::Machine;
 
 #[derive(Debug, Clone)]
@@ -67,18 +67,7 @@ impl AuditLog for MemoryAudit {
     }
 
     fn verify(&self) -> Result<(u64, String), AuditError> {
-        let records = self.records()?;
-        if let Some((i, problem)) = chain_break(&records) {
-            return Err(AuditError::Broken {
-                path: "memory".into(),
-                line: i + 1,
-                problem,
-            });
-        }
-        Ok((
-            records.len() as u64,
-            records.last().map_or(GENESIS.into(), |r| r.hash.clone()),
-        ))
+        super::verified(&self.records()?, "memory")
     }
 }
 

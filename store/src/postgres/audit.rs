@@ -3,7 +3,7 @@
 //! lock, so two nodes recording at once still make no number twice and no gap; it is durable
 //! when its transaction commits, before `record` returns.
 
-use crate::audit::{chain_break, AuditError, AuditLog, Record, GENESIS};
+use crate::audit::{AuditError, AuditLog, Record, GENESIS};
 
 use super::Pg;
 
@@ -41,9 +41,12 @@ impl PgAudit {
     }
 }
 
+/// Where the log is kept, for messages.
+const TABLE: &str = "PostgreSQL table audit";
+
 fn err(e: impl std::fmt::Display) -> AuditError {
     AuditError::Io {
-        path: "PostgreSQL table audit".into(),
+        path: TABLE.into(),
         detail: e.to_string(),
     }
 }
@@ -120,17 +123,6 @@ impl AuditLog for PgAudit {
     }
 
     fn verify(&self) -> Result<(u64, String), AuditError> {
-        let records = self.records()?;
-        if let Some((i, problem)) = chain_break(&records) {
-            return Err(AuditError::Broken {
-                path: "PostgreSQL table audit".into(),
-                line: i + 1,
-                problem,
-            });
-        }
-        Ok((
-            records.len() as u64,
-            records.last().map_or(GENESIS.into(), |r| r.hash.clone()),
-        ))
+        crate::audit::verified(&self.records()?, TABLE)
     }
 }
