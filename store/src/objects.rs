@@ -27,6 +27,7 @@ pub use crate::blob::TempBlob;
 pub mod conformance;
 pub mod files;
 pub mod memory;
+pub mod s3;
 
 /// Who is uploading what: one partial per scope (a clinic) and object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

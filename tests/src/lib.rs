@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod bench;
 pub mod emulator;
+pub mod garage;
 pub mod hostile;
 pub mod kills;
 pub mod netns;
