@@ -150,7 +150,8 @@ pub async fn run(
                     }
                     let dialed = tokio::select! {
                         _ = shutdown.cancelled() => break,
-                        r = dial(&endpoint, &config, dials) => r,
+                        // The first dial goes to the first gateway configured.
+                        r = dial(&endpoint, &config, dials - 1) => r,
                     };
                     match dialed {
                         Ok(l) => {

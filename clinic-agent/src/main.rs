@@ -143,8 +143,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User { config, command } => {
             let config = AgentConfig::load(&config)?;
             std::fs::create_dir_all(&config.data_dir)?;
+            let file = config.data_dir.join(clinic_agent::ACCOUNTS_FILE);
             daemon::accounts::run_user_command(
-                &config.data_dir.join(clinic_agent::ACCOUNTS_FILE),
+                daemon::accounts::Accounts::open(&file)?,
+                &file.display().to_string(),
                 command,
                 clinic_agent::access::ROLES,
             )

@@ -561,11 +561,11 @@ pub enum UserCommand {
 /// Runs a `user` subcommand against the accounts file at `path`; `roles` are the roles this
 /// daemon knows.
 pub fn run_user_command(
-    path: &std::path::Path,
+    accounts: Accounts,
+    location: &str,
     command: UserCommand,
     roles: &[Role],
 ) -> anyhow::Result<()> {
-    let accounts = Accounts::open(path)?;
     match command {
         UserCommand::Add {
             name,
@@ -587,7 +587,7 @@ pub fn run_user_command(
             check_details(&user, roles)?;
             let password = read_password(&format!("Password for {name}: "))?;
             accounts.add_at(roles, user, &password, replace)?;
-            println!("user {name} saved in {}", path.display());
+            println!("user {name} saved in {location}");
         }
         UserCommand::Token { name, days } => {
             println!("{}", accounts.script_token_for(&name, days)?)

@@ -35,6 +35,18 @@ struct RawStorage {
     index: Option<String>,
     schema: Option<String>,
     connections: Option<usize>,
+    objects: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    credentials: Option<PathBuf>,
+}
+
+/// `[storage] credentials`: a file holding the bucket's access key.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredentials {
+    access_key_id: String,
+    secret_access_key: String,
 }
 
 /// `[storage]`: where the gateway keeps its index, events, accounts, audit log and
@@ -48,6 +60,72 @@ pub struct StorageConfig {
     pub schema: String,
     /// `[storage] connections`: connections each node opens (8 by default).
     pub connections: usize,
+    /// `[storage] objects = "s3://bucket[/folder]"` with `endpoint`, `region` and the key
+    /// (`credentials`, or `TPG_S3_ACCESS_KEY_ID` and `TPG_S3_SECRET_ACCESS_KEY`): the bucket
+    /// every node shares; `None` keeps the objects in `data_dir`.
+    pub objects: Option<store::objects::s3::S3Config>,
+}
+
+/// `[storage] objects` and what goes with it, checked: a bucket URL, an endpoint URL, a key
+/// from the environment or a file.
+fn object_storage(
+    path: &Path,
+    raw: &RawStorage,
+) -> Result<Option<store::objects::s3::S3Config>, ConfigError> {
+    let bad = |message: String| ConfigError::Parse {
+        path: path.display().to_string(),
+        message,
+    };
+    let Some(url) = &raw.objects else {
+        if let Some(key) = [
+            raw.endpoint.as_ref().map(|_| "endpoint"),
+            raw.region.as_ref().map(|_| "region"),
+            raw.credentials.as_ref().map(|_| "credentials"),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        {
+            return Err(bad(format!("[storage] {key} is set but [storage] objects is not: name the bucket (objects = \"s3://bucket\"), or remove {key} to keep the objects in data_dir")));
+        }
+        return Ok(None);
+    };
+    let Some((bucket, prefix)) = store::objects::s3::S3Config::parse_url(url) else {
+        return Err(bad(format!("[storage] objects = \"{url}\" is not a bucket: write s3://bucket or s3://bucket/folder (a bucket name is 3–63 lower-case letters, digits, dots and hyphens); leave it out to keep the objects in data_dir")));
+    };
+    if let Some(endpoint) = &raw.endpoint {
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(bad(format!("[storage] endpoint = \"{endpoint}\" must be the S3 API's URL, e.g. \"https://s3.hospital.internal:3900\"")));
+        }
+    }
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let (access_key_id, secret_access_key) = match &raw.credentials {
+        Some(file) => {
+            let file = &resolve(path.parent().unwrap_or(Path::new(".")), file);
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                bad(format!("[storage] credentials = \"{}\": cannot read it ({e}); name a file holding access_key_id and secret_access_key", file.display()))
+            })?;
+            let c: RawCredentials = toml::from_str(&text).map_err(|e| {
+                bad(format!("[storage] credentials = \"{}\": {}; the file holds access_key_id = \"…\" and secret_access_key = \"…\"", file.display(), e.message()))
+            })?;
+            (c.access_key_id, c.secret_access_key)
+        }
+        None => match (
+            env("TPG_S3_ACCESS_KEY_ID").or_else(|| env("AWS_ACCESS_KEY_ID")),
+            env("TPG_S3_SECRET_ACCESS_KEY").or_else(|| env("AWS_SECRET_ACCESS_KEY")),
+        ) {
+            (Some(id), Some(secret)) => (id, secret),
+            _ => return Err(bad("[storage] objects names a bucket but no key to it: set TPG_S3_ACCESS_KEY_ID and TPG_S3_SECRET_ACCESS_KEY in the environment, or [storage] credentials = a file holding access_key_id and secret_access_key".into())),
+        },
+    };
+    Ok(Some(store::objects::s3::S3Config {
+        bucket,
+        prefix,
+        endpoint: raw.endpoint.clone(),
+        region: raw.region.clone().unwrap_or_else(|| "us-east-1".into()),
+        access_key_id,
+        secret_access_key,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,6 +383,7 @@ impl GatewayConfig {
                     index,
                     schema: raw.storage.schema.clone().unwrap_or_else(|| "tpg".into()),
                     connections: raw.storage.connections.unwrap_or(8).clamp(1, 64),
+                    objects: object_storage(path, &raw.storage)?,
                 }
             },
             web_utc_offset_secs: match raw.web.utc_offset.as_deref() {

@@ -29,6 +29,7 @@ pub mod roster_edit;
 pub mod router;
 pub mod routing;
 pub mod storage;
+
 pub mod web;
 
 use std::net::SocketAddr;
@@ -37,6 +38,39 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
+
+/// The accounts in PostgreSQL, with the sessions beside them (a session made on one node
+/// holds on another).
+fn pg_accounts(db: &store::postgres::Pg) -> daemon::accounts::Accounts {
+    daemon::accounts::Accounts::new(
+        Arc::new(store::postgres::accounts::PgAccounts::new(db.clone())),
+        Arc::new(store::postgres::accounts::PgSessions::new(db.clone())),
+    )
+}
+
+/// The accounts where `config` keeps them, for the `gateway user` commands (the gateway may
+/// be running), and where that is, in words.
+pub fn accounts_of(
+    config: &config::GatewayConfig,
+) -> anyhow::Result<(daemon::accounts::Accounts, String)> {
+    match &config.storage.index {
+        None => {
+            std::fs::create_dir_all(&config.data_dir)?;
+            let file = config.data_dir.join(ACCOUNTS_FILE);
+            Ok((
+                daemon::accounts::Accounts::open(&file)?,
+                file.display().to_string(),
+            ))
+        }
+        Some(url) => {
+            let db = store::postgres::Pg::connect(url, &config.storage.schema, 1)?;
+            Ok((
+                pg_accounts(&db),
+                format!("the PostgreSQL schema {}", config.storage.schema),
+            ))
+        }
+    }
+}
 
 pub use config::GatewayConfig;
 pub use metrics::Metrics;
@@ -183,10 +217,7 @@ pub fn start(
         ),
         storage::Kept::Postgres(db) => (
             Arc::new(store::postgres::audit::PgAudit::new(db.clone())),
-            daemon::accounts::Accounts::new(
-                Arc::new(store::postgres::accounts::PgAccounts::new(db.clone())),
-                Arc::new(store::postgres::accounts::PgSessions::new(db.clone())),
-            ),
+            pg_accounts(db),
         ),
     };
     let accounts = Arc::new(accounts.with_audit(audit.clone()));

@@ -183,11 +183,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User { config, command } => {
             let config = GatewayConfig::load(&config)?;
             std::fs::create_dir_all(&config.data_dir)?;
-            daemon::accounts::run_user_command(
-                &config.data_dir.join(gateway::ACCOUNTS_FILE),
-                command,
-                gateway::access::ROLES,
-            )
+            let (accounts, location) = gateway::accounts_of(&config)?;
+            daemon::accounts::run_user_command(accounts, &location, command, gateway::access::ROLES)
         }
         Command::Backup { config, token, to } => {
             let config = GatewayConfig::load(&config)?;
@@ -232,8 +229,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let to = GatewayConfig::load(&to)?;
             let m = gateway::migrate::migrate(&from, &to)?;
             println!(
-                "migrated {} clinics: {} instances, {} events of {} consultations, {} accounts, {} audit records (chain verified), {} queued for PACS; start the gateway with the new configuration",
-                m.clinics, m.instances, m.events, m.consultations, m.accounts, m.audit_records, m.queued
+                "migrated {} clinics: {} instances, {} events of {} consultations, {} accounts, {} audit records (chain verified), {} queued for PACS, {} objects in the bucket; start the gateway with the new configuration",
+                m.clinics, m.instances, m.events, m.consultations, m.accounts, m.audit_records, m.queued, m.objects
             );
             Ok(())
         }

@@ -3,7 +3,9 @@
 //! without a clinic resending anything. Everything goes through the ports: the archive index
 //! (with the forwarding inbox, each destination's queue and counts), the consultation events
 //! and their projections, the accounts and script tokens, the audit log (its records as they
-//! are, so the chain goes on), the link board and the drafts. The objects stay where they are:
+//! are, so the chain goes on), the link board and the drafts. When CONFIG names a bucket
+//! (`[storage] objects`), every object file goes there too, hashed on the way: one whose bytes
+//! do not hash to its name stops the migration. Without one, the objects stay where they are:
 //! the new deployment's `data_dir` must be (or hold a copy of) the same objects folder.
 //!
 //! Every step writes what is not there yet and leaves what is, so a migration cut off part way
@@ -28,6 +30,8 @@ pub struct Migrated {
     pub accounts: usize,
     pub audit_records: u64,
     pub queued: usize,
+    /// Objects in the bucket afterwards (those already there included); 0 without a bucket.
+    pub objects: usize,
 }
 
 /// Copies the embedded folder of `from` into `to`'s PostgreSQL.
@@ -173,8 +177,54 @@ pub fn migrate(from: &GatewayConfig, to: &GatewayConfig) -> anyhow::Result<Migra
         }
     }
 
+    if let Some(bucket) = &to.storage.objects {
+        let target = crate::storage::open_bucket(bucket, &to.data_dir)?;
+        out.objects = copy_objects(&embedded.objects, &target)?;
+    }
+
     check(&embedded.index, &index, &out)?;
     Ok(out)
+}
+
+/// Copies every object file of the folder into the bucket (one already there is left; the same
+/// name is the same bytes), checking each one's bytes against its name on the way and its size
+/// in the bucket after. Returns how many the bucket holds.
+fn copy_objects(
+    source: &store::objects::files::FileObjects,
+    target: &dyn store::objects::ObjectStore,
+) -> anyhow::Result<usize> {
+    use store::objects::ObjectStore;
+    let root = source.blobs().root().join("objects");
+    let mut copied = 0;
+    for shard in std::fs::read_dir(&root)
+        .with_context(|| format!("cannot list {}", root.display()))?
+        .flatten()
+    {
+        for entry in std::fs::read_dir(shard.path())?.flatten() {
+            let Some(id) = proto::sync::ObjectId::parse(&entry.file_name().to_string_lossy())
+            else {
+                continue;
+            };
+            if !target.contains(&id)? {
+                let path = entry.path();
+                let mut file = std::fs::File::open(&path)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                let stored = target.put(&mut file)?;
+                if stored != id {
+                    bail!(
+                        "{} hashes to {stored}, not to its name: the folder is damaged there; restore that file from a backup and run the migration again",
+                        path.display()
+                    );
+                }
+            }
+            let size = source.size(&id)?;
+            if target.size(&id)? != size {
+                bail!("object {id} has another size in the bucket than in the folder; remove it from the bucket and run the migration again");
+            }
+            copied += 1;
+        }
+    }
+    Ok(copied)
 }
 
 /// The instances each clinic holds agree on both sides.

@@ -113,6 +113,19 @@ impl std::fmt::Debug for Ports {
     }
 }
 
+/// The bucket `[storage] objects` names, with this node's staging folder in `data_dir`.
+pub fn open_bucket(
+    bucket: &store::objects::s3::S3Config,
+    data_dir: &Path,
+) -> anyhow::Result<store::objects::s3::S3Objects> {
+    store::objects::s3::S3Objects::open(bucket, &data_dir.join("staging")).map_err(|e| {
+        anyhow::anyhow!(
+            "[storage] objects = \"s3://{}\": {e}; check [storage] endpoint and region, the key, and that the bucket exists",
+            bucket.bucket
+        )
+    })
+}
+
 /// A number for each gateway started in this process: nodes must differ in the leases even
 /// when one process runs two (the tests).
 fn next_node() -> u64 {
@@ -122,6 +135,15 @@ fn next_node() -> u64 {
 
 impl Ports {
     pub fn open(config: &crate::config::GatewayConfig) -> anyhow::Result<Self> {
+        let mut ports = Self::index_of(config)?;
+        if let Some(bucket) = &config.storage.objects {
+            ports.objects = Arc::new(open_bucket(bucket, &config.data_dir)?);
+        }
+        Ok(ports)
+    }
+
+    /// The ports as `[storage] index` says, with the objects in `data_dir`.
+    fn index_of(config: &crate::config::GatewayConfig) -> anyhow::Result<Self> {
         let Some(url) = &config.storage.index else {
             return Ok(Self::embedded_in(Embedded::open(&config.data_dir)?));
         };

@@ -52,6 +52,7 @@ fn node(
             index: Some(cluster.url.clone()),
             schema: "tpg".into(),
             connections: 4,
+            objects: None,
         };
     }
     config
