@@ -367,17 +367,20 @@ async fn a_clinic_fails_over_to_the_other_gateway_node_and_its_cases_go_on() {
 }
 
 /// `gateway migrate`: a pilot's embedded folder, with a study, a consultation, an account and
-/// audit records, copied into PostgreSQL; the gateway started on it has everything, the audit
-/// chain verifies, the clinic reconnects without sending its study again, and a second run
-/// changes nothing.
+/// audit records, copied into PostgreSQL and its objects into a bucket (Garage); the gateway
+/// started on them, with the pilot's objects folder put away, has everything, the audit chain
+/// verifies, the clinic reconnects without sending its study again, and a second run changes
+/// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_embedded_pilot_migrates_into_postgresql_and_its_clinic_sends_nothing_again() {
+async fn an_embedded_pilot_migrates_into_postgresql_and_a_bucket_and_its_clinic_sends_nothing_again(
+) {
     use std::time::Duration;
 
     use daemon::accounts::Role;
     use harness::people::{person, request, sign_up, PASSWORD};
     use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
     use proto::consult::{ConsultationId, State, Urgency};
+    use sha2::Digest;
 
     let cluster = Cluster::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -436,8 +439,10 @@ async fn an_embedded_pilot_migrates_into_postgresql_and_its_clinic_sends_nothing
     harness::http(gw.web_addr, "GET", "/api/v1/consultations", Some(&li), None).unwrap();
     gw.stop().await.unwrap();
 
-    // Into PostgreSQL, twice: the second run finds everything there.
-    let target = node(&pilot, link, Some(&cluster));
+    // Into PostgreSQL and a bucket, twice: the second run finds everything there.
+    let garage = harness::garage::Garage::start().unwrap();
+    let mut target = node(&pilot, link, Some(&cluster));
+    target.storage.objects = Some(garage.config.clone());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let first = loop {
         match gateway::migrate::migrate(&embedded, &target) {
@@ -454,8 +459,12 @@ async fn an_embedded_pilot_migrates_into_postgresql_and_its_clinic_sends_nothing
         (1, 3, 1)
     );
     assert!(first.accounts >= 1 && first.audit_records >= 1, "{first:?}");
+    assert!(first.objects >= 3, "{first:?}");
     let again = gateway::migrate::migrate(&embedded, &target).unwrap();
     assert_eq!(again, first, "a second run changes nothing");
+    // The pilot's objects folder is put away: the city deployment reads the bucket.
+    let folder = embedded.data_dir.join("objects");
+    std::fs::rename(&folder, folder.with_file_name("objects-of-the-pilot")).unwrap();
 
     // The city deployment starts on it; the clinic reconnects and sends nothing again.
     let gw = RunningGateway::start(target).unwrap();
@@ -468,14 +477,20 @@ async fn an_embedded_pilot_migrates_into_postgresql_and_its_clinic_sends_nothing
         .unwrap()
         .consultation;
     assert_eq!(c.state, State::Assigned);
-    assert_eq!(
-        gw.handle
-            .archive
-            .study_instances(&jinzhou, std::slice::from_ref(&study.study_uid))
-            .unwrap()
-            .len(),
-        3
-    );
+    let instances = gw
+        .handle
+        .archive
+        .study_instances(&jinzhou, std::slice::from_ref(&study.study_uid))
+        .unwrap();
+    assert_eq!(instances.len(), 3);
+    for (_, record) in &instances {
+        let bytes = store::objects::read_all(gw.handle.archive.objects(), &record.object).unwrap();
+        assert_eq!(
+            proto::sync::ObjectId::from_digest(&sha2::Sha256::digest(&bytes).into()),
+            record.object,
+            "each instance is in the bucket, whole"
+        );
+    }
     assert_eq!(
         gw.handle.accounts.verify("li", PASSWORD).unwrap().name,
         "li"
