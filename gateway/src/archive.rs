@@ -336,11 +336,13 @@ impl GatewayArchive {
         let Some(upto) = commit else {
             return Ok(None);
         };
-        receiving.partial.sync()?;
         if upto < size {
+            receiving.partial.sync()?;
             self.record_partial(clinic, id, size, upto)?;
             return Ok(None);
         }
+        // The last chunk is made durable with the object itself (`sync_placed`), not first as
+        // a partial: nothing would ever read it as one.
         let hashed = receiving
             .hasher
             .take()
@@ -348,7 +350,7 @@ impl GatewayArchive {
         self.finish(clinic, id, hashed).map(Some)
     }
 
-    /// Verifies the complete partial (its bytes synced by the last commit) against its id,
+    /// Verifies the complete partial (synced or not) against its id,
     /// stores and indexes it. The object sync and the index write are group-committed with
     /// other uploads finishing at the same time; this returns once they cover this object.
     /// `hashed` is the SHA-256 computed while the bytes arrived, when it covers them all;

@@ -10,8 +10,9 @@
 //! - reopening a partial keeps at most its first `committed` bytes (bytes past the recorded
 //!   offset were never acknowledged, so they are dropped, whatever a crash left there) and says
 //!   how many it kept;
-//! - [`ObjectStore::place`] verifies the bytes against the id before anything is stored; a
-//!   mismatch removes the partial; a placed object is readable at once and durable only once
+//! - [`ObjectStore::place`] verifies the bytes against the id before anything is stored (the
+//!   partial's last bytes need not be synced first); a mismatch removes the partial; a placed
+//!   object is readable at once and durable, every byte of it, only once
 //!   [`ObjectStore::sync_placed`] covering it has returned — the index must not name an object
 //!   before that;
 //! - stored objects are never overwritten: placing bytes already stored keeps the stored copy.
@@ -143,7 +144,8 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// arrived, covering all of them; `None` reads them back) and places it as that object.
     fn place(&self, key: &UploadKey, hashed: Option<ObjectId>) -> Result<Placed, ObjectError>;
 
-    /// Makes the placed objects `ids` durable (one call for a group of them).
+    /// Makes the placed objects `ids` durable, their bytes and their names (one call for a
+    /// group of them).
     fn sync_placed(&self, ids: &[ObjectId]) -> Result<(), ObjectError>;
 
     /// Removes a partial upload and its bytes (absent: nothing to do).

@@ -23,8 +23,12 @@ fn id_of(bytes: &[u8]) -> ObjectId {
 
 /// Runs every case, each on a store from `fresh`; panics with the case's name on a failure.
 pub fn run(mut fresh: impl FnMut() -> Subject) {
-    let cases: [crate::conformance::Case<Subject>; 10] = [
+    let cases: [crate::conformance::Case<Subject>; 11] = [
         ("an upload in two parts is placed and read back", two_parts),
+        (
+            "the last bytes need no sync before they are placed",
+            last_bytes_unsynced,
+        ),
         (
             "reopening keeps exactly the committed bytes",
             trims_to_committed,
@@ -89,6 +93,29 @@ fn two_parts((store, reopen): Subject) {
     // The partial was consumed: a new upload of the same key starts empty.
     let (kept, _) = store.open_partial(&key, u64::MAX).unwrap();
     assert_eq!(kept, 0);
+}
+
+fn last_bytes_unsynced((store, reopen): Subject) {
+    let bytes = b"synced, then the last chunk as it arrived".as_slice();
+    let key = UploadKey::new("jinzhou", id_of(bytes));
+    let (_, mut partial) = store.open_partial(&key, 0).unwrap();
+    partial.append(&bytes[..8]).unwrap();
+    partial.sync().unwrap();
+    partial.append(&bytes[8..]).unwrap();
+    drop(partial);
+    assert_eq!(store.place(&key, None).unwrap(), Placed::Placed);
+    store.sync_placed(std::slice::from_ref(&key.id)).unwrap();
+    drop(store);
+    let store = reopen();
+    assert_eq!(
+        read_all(&*store, &key.id).unwrap(),
+        bytes,
+        "whole after a restart"
+    );
+    assert!(
+        store.idle_partials(Duration::ZERO).unwrap().is_empty(),
+        "nothing of the partial is left"
+    );
 }
 
 fn trims_to_committed((store, reopen): Subject) {

@@ -125,6 +125,14 @@ impl ObjectStore for FileObjects {
     }
 
     fn sync_placed(&self, ids: &[ObjectId]) -> Result<(), ObjectError> {
+        // The bytes first (the receive path does not sync an object's last chunk as a
+        // partial), then the names.
+        for id in ids {
+            let path = self.blobs.path(id);
+            File::open(&path)
+                .and_then(|f| f.sync_data())
+                .map_err(io("fsync", &path))?;
+        }
         let folders: std::collections::BTreeSet<PathBuf> = ids
             .iter()
             .filter_map(|id| self.blobs.path(id).parent().map(Path::to_path_buf))

@@ -683,6 +683,12 @@ impl ObjectStore for S3Objects {
     fn location(&self) -> String {
         self.inner.location.clone()
     }
+
+    /// The staging disk's free bytes: partials and placed objects wait there.
+    fn free_bytes(&self) -> Option<u64> {
+        let stat = rustix::fs::statvfs(&self.inner.local).ok()?;
+        Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
 }
 
 /// Milliseconds since the Unix epoch.
