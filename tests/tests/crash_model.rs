@@ -249,7 +249,7 @@ fn run(seed: u64, work: &[Object]) -> Result<u64, String> {
     let machine = Machine::new(seed);
     let mut rng = Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut boot = Boot::new(MemoryObjects::new(&machine), MemoryIndex::new(&machine));
-    machine.crash_after(1 + rng.next_u64() % 160);
+    machine.crash_after(1 + rng.next_u64() % 150);
     let mut receipts = Receipts::new();
     let mut crashes = 0;
     for _ in 0..10_000 {
@@ -272,7 +272,7 @@ fn run(seed: u64, work: &[Object]) -> Result<u64, String> {
                 boot = boot.after_crash();
                 check(&boot, work, &receipts).map_err(|e| format!("after crash {crashes}: {e}"))?;
                 if crashes < 4 && rng.next_u64() % 3 != 0 {
-                    machine.crash_after(1 + rng.next_u64() % 160);
+                    machine.crash_after(1 + rng.next_u64() % 150);
                 }
             }
         }
