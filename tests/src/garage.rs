@@ -100,9 +100,11 @@ api_bind_addr = "{s3}"
             },
         };
         let admin = |args: &[&str]| garage.admin(&program, &config, args);
+        // The node's id is on disk before its RPC port listens: wait for both.
         let node = retry(|| admin(&["node", "id", "-q"]))?;
+        retry(|| admin(&["status"]))?;
         let node = node.split('@').next().unwrap_or_default().trim().to_owned();
-        admin(&["layout", "assign", "-z", "dc1", "-c", "1G", &node])?;
+        retry(|| admin(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]))?;
         admin(&["layout", "apply", "--version", "1"])?;
         retry(|| admin(&["bucket", "create", "tpg"]))?;
         admin(&["key", "import", "--yes", "-n", "tpg", &key, &secret])?;

@@ -21,7 +21,7 @@
 //! The port is blocking and is called from any thread, including a runtime's: each operation
 //! runs on this adapter's own small runtime and the caller waits on a channel.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -103,6 +103,9 @@ struct Inner {
     local: PathBuf,
     /// Placed here, not yet in the bucket: id → (local file, the partial's key).
     placed: Mutex<HashMap<ObjectId, (PathBuf, UploadKey)>>,
+    /// Partials this node knows to have segments in the bucket: the others (most objects are
+    /// one chunk) are placed without listing them.
+    segmented: Mutex<HashSet<UploadKey>>,
     location: String,
 }
 
@@ -194,6 +197,7 @@ impl S3Objects {
                     .collect(),
                 local: local.to_path_buf(),
                 placed: Mutex::new(HashMap::new()),
+                segmented: Mutex::new(HashSet::new()),
                 location,
             }),
         };
@@ -316,7 +320,25 @@ impl S3Objects {
         Ok(at)
     }
 
+    /// Notes that `key`'s partial has (or may have) segments in the bucket.
+    fn note_segmented(&self, key: &UploadKey) {
+        let mut segmented = self
+            .inner
+            .segmented
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        segmented.insert(key.clone());
+    }
+
     fn delete_segments(&self, key: &UploadKey) -> Result<(), ObjectError> {
+        {
+            let mut segmented = self
+                .inner
+                .segmented
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            segmented.remove(key);
+        }
         let segments = self.segments(key)?;
         let client = self.inner.client.clone();
         self.run(async move {
@@ -413,6 +435,7 @@ impl PartialUpload for S3Partial {
                 .map(|_| ())
                 .map_err(remote("upload", &path))
         })?;
+        self.store.note_segmented(&self.key);
         // The local copy is what this node places from: it must hold what the bucket holds
         // after a power loss too.
         self.file.sync_data().map_err(io("fsync", &self.path))
@@ -456,6 +479,9 @@ impl ObjectStore for S3Objects {
         };
         file.seek(SeekFrom::Start(kept))
             .map_err(io("seek", &path))?;
+        if kept > 0 {
+            self.note_segmented(key);
+        }
         Ok((
             kept,
             Box::new(S3Partial {
@@ -507,7 +533,19 @@ impl ObjectStore for S3Objects {
             // Not placed here: stored already (by `put`, or by another node).
             let Some((file, key)) = entry else { continue };
             self.upload(&file, id)?;
-            self.delete_segments(&key)?;
+            let segmented = {
+                let set = self
+                    .inner
+                    .segmented
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                set.contains(&key)
+            };
+            // A partial left with segments this node does not know of (trimmed to nothing
+            // after a crash) is removed by the sweep of idle partials.
+            if segmented {
+                self.delete_segments(&key)?;
+            }
             let mut placed = self.inner.placed.lock().unwrap_or_else(|p| p.into_inner());
             placed.remove(id);
             let _ = fs::remove_file(&file);
