@@ -46,7 +46,13 @@ pub struct ClinicLink {
 }
 
 pub struct Board {
+    /// The clinics this node has served.
     clinics: Mutex<BTreeMap<ClinicId, ClinicLink>>,
+    /// Whether other gateway nodes share the store: then a clinic this node does not serve is
+    /// shown from the facts the node serving it keeps.
+    shared: bool,
+    /// The history of clinics served elsewhere, as last read from the store (and when).
+    elsewhere: Mutex<BTreeMap<ClinicId, (i64, VecDeque<Sample>)>>,
     /// The revocation list in force, as the link's CRL watcher last found it.
     crl: Mutex<CrlStatus>,
     /// The facts and the history, kept across restarts.
@@ -89,9 +95,18 @@ impl Board {
         }
         Ok(Self {
             clinics: Mutex::new(clinics),
+            shared: false,
+            elsewhere: Mutex::default(),
             crl: Mutex::default(),
             store,
         })
+    }
+
+    /// The board of one node of several sharing its store: clinics linked to another node are
+    /// shown as that node keeps them (their facts at most a minute old).
+    pub fn shared(mut self) -> Self {
+        self.shared = true;
+        self
     }
 
     fn with<T>(&self, clinic: &ClinicId, f: impl FnOnce(&mut ClinicLink) -> T) -> T {
@@ -107,6 +122,10 @@ impl Board {
             cert_expires_ms: c.cert_expires_ms,
             last_seen_ms,
             backlog: c.backlog.clone(),
+            online_since_ms: c.online.then_some(c.since_ms),
+            rtt_ms: c.online.then_some(c.rtt_ms).flatten(),
+            loss: c.online.then_some(c.loss).flatten(),
+            throughput_bps: if c.online { c.throughput_bps } else { 0.0 },
         };
         if let Err(e) = self.store.keep(clinic, &facts) {
             warn!(%clinic, error = %e, "cannot keep the link board's facts");
@@ -224,11 +243,75 @@ impl Board {
         self.crl.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Every clinic's link: as this node sees it, and with a shared store, the clinics linked
+    /// to other nodes (or to none) as their facts say.
     pub fn snapshot(&self) -> BTreeMap<ClinicId, ClinicLink> {
-        self.clinics
+        let mut out = self
+            .clinics
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        if self.shared {
+            self.add_elsewhere(&mut out, crate::consult::now_ms());
+        }
+        out
+    }
+
+    fn add_elsewhere(&self, out: &mut BTreeMap<ClinicId, ClinicLink>, now_ms: i64) {
+        let all = match self.store.clinics() {
+            Ok(all) => all,
+            Err(e) => {
+                warn!(error = %e, "cannot read the other nodes' link board");
+                return;
+            }
+        };
+        for (clinic, facts) in all {
+            if out.get(&clinic).is_some_and(|c| c.online) {
+                continue;
+            }
+            // A node that died leaves its clinics "online": facts not renewed for three
+            // minutes say offline since they were last renewed.
+            let online = facts
+                .online_since_ms
+                .filter(|_| now_ms - facts.last_seen_ms <= 3 * SAMPLE_EVERY_MS);
+            let history = self.history_elsewhere(&clinic, now_ms);
+            out.insert(
+                clinic,
+                ClinicLink {
+                    online: online.is_some(),
+                    since_ms: online.unwrap_or(facts.last_seen_ms),
+                    agent_version: facts.agent_version,
+                    cert_expires_ms: facts.cert_expires_ms,
+                    rtt_ms: online.and(facts.rtt_ms),
+                    loss: online.and(facts.loss),
+                    throughput_bps: if online.is_some() {
+                        facts.throughput_bps
+                    } else {
+                        0.0
+                    },
+                    backlog: facts.backlog,
+                    history,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+
+    /// A clinic's history as another node keeps it, read again at most once a minute.
+    fn history_elsewhere(&self, clinic: &ClinicId, now_ms: i64) -> VecDeque<Sample> {
+        let mut cache = self.elsewhere.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((read_at, history)) = cache.get(clinic) {
+            if now_ms - read_at < SAMPLE_EVERY_MS {
+                return history.clone();
+            }
+        }
+        let history: VecDeque<Sample> = self
+            .store
+            .history(clinic, now_ms - HISTORY_MS)
+            .unwrap_or_default()
+            .into();
+        cache.insert(clinic.clone(), (now_ms, history.clone()));
+        history
     }
 }
 
@@ -236,6 +319,47 @@ impl Board {
 mod tests {
     use super::*;
     use store::board::sled::SledBoard;
+
+    #[test]
+    fn a_node_sharing_the_store_shows_the_clinics_another_node_serves() {
+        let store = Arc::new(store::board::memory::MemoryBoard::default());
+        let now = crate::consult::now_ms();
+        let (jz, pld) = (
+            ClinicId::new("jinzhou").unwrap(),
+            ClinicId::new("pulandian").unwrap(),
+        );
+        let a = Board::open(store.clone(), now).unwrap().shared();
+        a.up(&jz, now - 5_000, "0.1.0", None);
+        a.sample(&jz, now - 1_000, 105.0, Some(0.01), 4_000_000);
+        // pulandian's node died ten minutes ago, its row still saying online.
+        store
+            .keep(
+                &pld,
+                &Facts {
+                    agent_version: "0.1.0".into(),
+                    cert_expires_ms: None,
+                    last_seen_ms: now - 10 * SAMPLE_EVERY_MS,
+                    backlog: None,
+                    online_since_ms: Some(now - 60 * SAMPLE_EVERY_MS),
+                    rtt_ms: Some(90.0),
+                    loss: None,
+                    throughput_bps: 1e5,
+                },
+            )
+            .unwrap();
+        let b = Board::open(store.clone(), now).unwrap().shared();
+        let shown = b.snapshot();
+        let j = &shown[&jz];
+        assert!(j.online, "{j:?}");
+        assert_eq!((j.since_ms, j.rtt_ms), (now - 5_000, Some(105.0)));
+        assert_eq!(j.history.len(), 1, "its history, from the store");
+        let p = &shown[&pld];
+        assert!(!p.online, "stale facts are offline: {p:?}");
+        assert_eq!((p.since_ms, p.rtt_ms), (now - 10 * SAMPLE_EVERY_MS, None));
+        // Not shared (embedded): a board shows only what it saw.
+        let alone = Board::open(store, now).unwrap();
+        assert!(!alone.snapshot()[&jz].online, "seen online only by node A");
+    }
 
     #[test]
     fn a_reopened_board_keeps_the_last_day_and_shows_the_clinic_offline_since_last_seen() {

@@ -221,7 +221,11 @@ pub fn start(
         ),
     };
     let accounts = Arc::new(accounts.with_audit(audit.clone()));
-    let board = Arc::new(board::Board::open(ports.board.clone(), consult::now_ms())?);
+    let board = board::Board::open(ports.board.clone(), consult::now_ms())?;
+    let board = Arc::new(match ports.kept {
+        storage::Kept::Postgres(_) => board.shared(),
+        storage::Kept::Embedded(_) => board,
+    });
     let router = config.routing.as_ref().map(|r| {
         let router = Arc::new(router::Router::new(
             consult.clone(),

@@ -28,6 +28,16 @@ pub struct Facts {
     /// The last time the clinic was online (at most a minute old while it is).
     pub last_seen_ms: i64,
     pub backlog: Option<Backlog>,
+    /// While the clinic is linked: since when. Kept with the rest at least once a minute, so
+    /// every gateway node sharing the store shows the link as the node serving it does.
+    #[serde(default)]
+    pub online_since_ms: Option<i64>,
+    #[serde(default)]
+    pub rtt_ms: Option<f64>,
+    #[serde(default)]
+    pub loss: Option<f64>,
+    #[serde(default)]
+    pub throughput_bps: f64,
 }
 
 /// One history point.

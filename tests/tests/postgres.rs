@@ -215,6 +215,13 @@ async fn two_gateway_nodes_share_one_database_and_a_report_signed_on_one_reaches
         .await,
         "node B sees the case node A received, assigned"
     );
+    // B's link board shows the clinic online, as A keeps it.
+    let shown = b.handle.board.snapshot();
+    let row = shown
+        .get(&jinzhou)
+        .expect("B's board lists the clinic linked to A");
+    assert!(row.online, "online on B's board: {row:?}");
+    assert!(!a.handle.board.snapshot().is_empty() && !row.agent_version.is_empty());
     let web = b.web_addr;
     let case = format!("/api/v1/consultations/{id}");
     let (status, body) =

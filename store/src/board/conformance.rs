@@ -42,6 +42,10 @@ fn facts(seen: i64) -> Facts {
             bytes: 1_000,
             ..Backlog::default()
         }),
+        online_since_ms: Some(seen - 5_000),
+        rtt_ms: Some(105.5),
+        loss: Some(0.01),
+        throughput_bps: 1.25e6,
     }
 }
 
