@@ -78,7 +78,7 @@ fn a_large_object_resumes_on_another_node_from_the_bucket_and_is_stored_in_parts
         "readable once placed"
     );
     b.sync_placed(std::slice::from_ref(&id)).unwrap();
-    let (c, _c_disk) = node(&garage, "large");
+    let (c, c_disk) = node(&garage, "large");
     assert_eq!(
         read_all(&c, &id).unwrap(),
         bytes,
@@ -92,6 +92,15 @@ fn a_large_object_resumes_on_another_node_from_the_bucket_and_is_stored_in_parts
     );
     let local = c.local_file(&id).unwrap();
     assert_eq!(std::fs::read(local.path()).unwrap(), bytes);
+    drop(local);
+    // Read back once, it is kept on the node's disk for the next reader.
+    assert!(c_disk.path().join("cache").join(id.as_str()).is_file());
+    let again = c.local_file(&id).unwrap();
+    assert_eq!(std::fs::read(again.path()).unwrap(), bytes);
+    assert_eq!(
+        c.read_range(&id, across, 6).unwrap(),
+        &bytes[across as usize..across as usize + 6]
+    );
     assert!(
         c.idle_partials(std::time::Duration::ZERO)
             .unwrap()

@@ -42,6 +42,21 @@ use crate::blob;
 /// Objects larger than this go up in parts of this size.
 const PART: usize = 8 * 1024 * 1024;
 
+/// The most bytes of objects read back that a node keeps on its disk for the next reader (the
+/// viewer asks for one frame after another of the same file).
+const CACHE_BYTES: u64 = 1 << 30;
+
+/// Objects read back from the bucket, kept on this node's disk (`cache/<id>`), the least
+/// recently used dropped first. Readers get a link of their own, so dropping one never pulls a
+/// file from under a reader.
+#[derive(Debug, Default)]
+struct Cache {
+    /// id → (last use, size).
+    files: HashMap<ObjectId, (u64, u64)>,
+    total: u64,
+    uses: u64,
+}
+
 /// Where the bucket is and how to sign for it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct S3Config {
@@ -106,6 +121,7 @@ struct Inner {
     /// Partials this node knows to have segments in the bucket: the others (most objects are
     /// one chunk) are placed without listing them.
     segmented: Mutex<HashSet<UploadKey>>,
+    cache: Mutex<Cache>,
     location: String,
 }
 
@@ -140,11 +156,11 @@ impl S3Objects {
     /// Connects to the bucket (checking that it answers) with `local` as this node's staging
     /// folder. Partial uploads left in `local/tmp` by a crash are removed.
     pub fn open(config: &S3Config, local: &FsPath) -> Result<Self, ObjectError> {
-        for sub in ["partials", "placed", "tmp"] {
+        for sub in ["partials", "placed", "tmp", "cache"] {
             let dir = local.join(sub);
             fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         }
-        for sub in ["placed", "tmp"] {
+        for sub in ["placed", "tmp", "cache"] {
             for entry in fs::read_dir(local.join(sub))
                 .into_iter()
                 .flatten()
@@ -198,6 +214,7 @@ impl S3Objects {
                 local: local.to_path_buf(),
                 placed: Mutex::new(HashMap::new()),
                 segmented: Mutex::new(HashSet::new()),
+                cache: Mutex::default(),
                 location,
             }),
         };
@@ -389,6 +406,66 @@ impl S3Objects {
             }
             Ok(())
         })
+    }
+
+    fn cached(&self, id: &ObjectId) -> Option<PathBuf> {
+        let mut cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.uses += 1;
+        let now = cache.uses;
+        let (used, _) = cache.files.get_mut(id)?;
+        *used = now;
+        Some(self.inner.local.join("cache").join(id.as_str()))
+    }
+
+    /// Keeps a second name for `file` (the object `id`, just read back) in the cache, dropping
+    /// the least recently used objects past [`CACHE_BYTES`].
+    fn keep_cached(&self, id: &ObjectId, file: &FsPath) {
+        let Ok(size) = fs::metadata(file).map(|m| m.len()) else {
+            return;
+        };
+        let dir = self.inner.local.join("cache");
+        if size > CACHE_BYTES / 4 || fs::hard_link(file, dir.join(id.as_str())).is_err() {
+            return;
+        }
+        let mut cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.uses += 1;
+        let now = cache.uses;
+        if cache.files.insert(id.clone(), (now, size)).is_none() {
+            cache.total += size;
+        }
+        while cache.total > CACHE_BYTES {
+            let Some(oldest) = cache
+                .files
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(id, _)| id.clone())
+            else {
+                break;
+            };
+            if let Some((_, size)) = cache.files.remove(&oldest) {
+                cache.total -= size;
+                let _ = fs::remove_file(dir.join(oldest.as_str()));
+            }
+        }
+    }
+
+    /// `len` bytes from `offset` of a file on this disk holding object `id`.
+    fn read_file_range(
+        id: &ObjectId,
+        path: &FsPath,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, ObjectError> {
+        let mut file = File::open(path).map_err(io("open", path))?;
+        let size = file.metadata().map_err(io("read", path))?.len();
+        super::starts_within(id, offset, len, size)?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(io("seek", path))?;
+        let mut out = Vec::new();
+        file.take(len)
+            .read_to_end(&mut out)
+            .map_err(io("read", path))?;
+        Ok(out)
     }
 
     fn placed_file(&self, id: &ObjectId) -> Option<PathBuf> {
@@ -650,16 +727,13 @@ impl ObjectStore for S3Objects {
 
     fn read_range(&self, id: &ObjectId, offset: u64, len: u64) -> Result<Vec<u8>, ObjectError> {
         if let Some(path) = self.placed_file(id) {
-            let mut file = File::open(&path).map_err(io("open", &path))?;
-            let size = file.metadata().map_err(io("read", &path))?.len();
-            super::starts_within(id, offset, len, size)?;
-            file.seek(SeekFrom::Start(offset))
-                .map_err(io("seek", &path))?;
-            let mut out = Vec::new();
-            file.take(len)
-                .read_to_end(&mut out)
-                .map_err(io("read", &path))?;
-            return Ok(out);
+            return Self::read_file_range(id, &path, offset, len);
+        }
+        if let Some(path) = self.cached(id) {
+            // Dropped from the cache since: read the bucket.
+            if let Ok(bytes) = Self::read_file_range(id, &path, offset, len) {
+                return Ok(bytes);
+            }
         }
         let size = self
             .size(id)?
@@ -685,11 +759,13 @@ impl ObjectStore for S3Objects {
             .tempfile_in(self.inner.local.join("tmp"))
             .map_err(io("create", &self.inner.local))?
             .into_temp_path();
-        if let Some(placed) = self.placed_file(id) {
-            // A second name for the placed file: it outlives the upload that removes the first.
+        if let Some(here) = self.placed_file(id).or_else(|| self.cached(id)) {
+            // A name of the reader's own: it outlives the upload or the eviction that removes
+            // the first.
             let _ = fs::remove_file(&copy);
-            fs::hard_link(&placed, &copy).map_err(io("link", &placed))?;
-            return Ok(LocalFile::copy(copy));
+            if fs::hard_link(&here, &copy).is_ok() {
+                return Ok(LocalFile::copy(copy));
+            }
         }
         let (client, path, dest) = (
             self.inner.client.clone(),
@@ -715,6 +791,7 @@ impl ObjectStore for S3Objects {
         if !found {
             return Err(ObjectError::Missing(id.clone()));
         }
+        self.keep_cached(id, &copy);
         Ok(LocalFile::copy(copy))
     }
 
