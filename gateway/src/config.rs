@@ -653,6 +653,62 @@ mod tests {
     }
 
     #[test]
+    fn a_bucket_for_the_objects_is_checked_naming_the_key_and_the_fix() {
+        let dir = with_pki_files();
+        let file = dir.path().join("gateway.toml");
+        let parse = |storage: &str| {
+            GatewayConfig::parse(&file, &format!("{MINIMAL}\n[storage]\n{storage}\n"))
+                .map_err(|e| e.to_string())
+        };
+        std::fs::write(
+            dir.path().join("bucket-key.toml"),
+            "access_key_id = \"GK1\"\nsecret_access_key = \"s3cr3t\"\n",
+        )
+        .unwrap();
+        let c = parse(
+            "objects = \"s3://tpg-images/city\"\nendpoint = \"http://127.0.0.1:3900\"\nregion = \"garage\"\ncredentials = \"bucket-key.toml\"",
+        )
+        .unwrap();
+        let bucket = c.storage.objects.unwrap();
+        assert_eq!(
+            (
+                bucket.bucket.as_str(),
+                bucket.prefix.as_str(),
+                bucket.region.as_str()
+            ),
+            ("tpg-images", "city", "garage")
+        );
+        assert_eq!(bucket.access_key_id, "GK1");
+        assert!(
+            !format!("{bucket:?}").contains("s3cr3t"),
+            "the secret is never shown"
+        );
+        assert_eq!(c.storage.index, None, "independent of the index");
+        for (storage, names) in [
+            ("objects = \"/srv/objects\"", "[storage] objects"),
+            ("objects = \"s3://Bad_Bucket\"", "s3://bucket"),
+            ("endpoint = \"http://127.0.0.1:3900\"", "[storage] objects is not"),
+            (
+                "objects = \"s3://tpg\"\nendpoint = \"127.0.0.1:3900\"\ncredentials = \"bucket-key.toml\"",
+                "[storage] endpoint",
+            ),
+            (
+                "objects = \"s3://tpg\"\ncredentials = \"missing.toml\"",
+                "[storage] credentials",
+            ),
+        ] {
+            let e = parse(storage).unwrap_err();
+            assert!(e.contains(names), "{storage}: {e}");
+        }
+        if std::env::var("TPG_S3_ACCESS_KEY_ID").is_err()
+            && std::env::var("AWS_ACCESS_KEY_ID").is_err()
+        {
+            let e = parse("objects = \"s3://tpg\"").unwrap_err();
+            assert!(e.contains("TPG_S3_ACCESS_KEY_ID"), "{e}");
+        }
+    }
+
+    #[test]
     fn missing_config_file_says_so() {
         let e = GatewayConfig::load(Path::new("/nonexistent/gateway.toml"))
             .unwrap_err()
