@@ -515,6 +515,16 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Gives an agent the gateway nodes `nodes` to dial in turn (`[link] gateway` as a list),
+/// all under the server name it already has.
+pub fn dial_in_turn(config: &mut AgentConfig, nodes: &[SocketAddr]) {
+    let name = config.link.server_name.clone();
+    config.link.gateways = nodes
+        .iter()
+        .map(|l| (l.ip().to_string(), l.port(), name.clone()))
+        .collect();
+}
+
 /// Appends `tables` (TOML tables, e.g. `[[forward]]`) to the configuration file at `config`.
 pub fn append_config(config: &Path, tables: &str) -> anyhow::Result<()> {
     let mut text = std::fs::read_to_string(config)?;

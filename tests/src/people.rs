@@ -146,3 +146,20 @@ pub fn with_routing(
     )?;
     Ok(gateway::GatewayConfig::load(&config.file)?)
 }
+
+/// A specialist, through a node's API with their token, accepts the consultation `id` and
+/// signs a one-line report on it; panics with the answer when either is refused.
+pub fn accept_and_report(web: SocketAddr, token: &str, id: &str) {
+    let case = format!("/api/v1/consultations/{id}");
+    for (path, body) in [
+        (format!("{case}/accept"), None),
+        (
+            format!("{case}/report"),
+            Some(r#"{"impression":"no acute finding","confirm_incomplete":true}"#),
+        ),
+    ] {
+        let (status, answer) = crate::http(web, "POST", &path, Some(token), body)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        assert_eq!(status, 200, "POST {path}: {answer}");
+    }
+}

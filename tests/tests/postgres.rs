@@ -223,23 +223,11 @@ async fn two_gateway_nodes_share_one_database_and_a_report_signed_on_one_reaches
     assert!(row.online, "online on B's board: {row:?}");
     assert!(!a.handle.board.snapshot().is_empty() && !row.agent_version.is_empty());
     let web = b.web_addr;
-    let case = format!("/api/v1/consultations/{id}");
     let (status, body) =
         harness::http(web, "GET", "/api/v1/consultations", Some(&li), None).unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(id.as_str()), "li's worklist on B: {body}");
-    let (status, body) =
-        harness::http(web, "POST", &format!("{case}/accept"), Some(&li), None).unwrap();
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = harness::http(
-        web,
-        "POST",
-        &format!("{case}/report"),
-        Some(&li),
-        Some(r#"{"impression":"no acute finding","confirm_incomplete":true}"#),
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
+    harness::people::accept_and_report(web, &li, id.as_str());
     let clinic = agent.handle.consult.clone();
     let s = state.clone();
     assert!(
@@ -296,11 +284,7 @@ async fn a_clinic_fails_over_to_the_other_gateway_node_and_its_cases_go_on() {
     let b = RunningGateway::start(node(link_b)).unwrap();
     let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
     let mut agent_config = pilot.agent_config("jinzhou", &bundle, link_a).unwrap();
-    let name = agent_config.link.server_name.clone();
-    agent_config.link.gateways = [link_a, link_b]
-        .iter()
-        .map(|l| (l.ip().to_string(), l.port(), name.clone()))
-        .collect();
+    harness::dial_in_turn(&mut agent_config, &[link_a, link_b]);
     let agent = RunningAgent::start(agent_config, Default::default()).unwrap();
     sign_up(
         &b.handle.accounts,
@@ -347,20 +331,7 @@ async fn a_clinic_fails_over_to_the_other_gateway_node_and_its_cases_go_on() {
         .await,
         "a case sent after A stopped arrives through B and is routed there"
     );
-    let web = b.web_addr;
-    let case = format!("/api/v1/consultations/{first}");
-    let (status, body) =
-        harness::http(web, "POST", &format!("{case}/accept"), Some(&li), None).unwrap();
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = harness::http(
-        web,
-        "POST",
-        &format!("{case}/report"),
-        Some(&li),
-        Some(r#"{"impression":"no acute finding","confirm_incomplete":true}"#),
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
+    harness::people::accept_and_report(b.web_addr, &li, first.as_str());
     assert!(
         wait_until(Duration::from_secs(30), || state(
             &agent.handle.consult,

@@ -137,11 +137,7 @@ async fn node_a_killed_mid_object_the_clinic_resumes_on_b_and_everything_arrives
             "",
         )
         .unwrap();
-    let name = agent_config.link.server_name.clone();
-    agent_config.link.gateways = [link_a, link_b]
-        .iter()
-        .map(|l| (l.ip().to_string(), l.port(), name.clone()))
-        .collect();
+    harness::dial_in_turn(&mut agent_config, &[link_a, link_b]);
     let agent = RunningAgent::start(agent_config, Default::default()).unwrap();
     let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
     let id = ConsultationId::new(daemon::now_ms() as u64, [7; 10]);
@@ -226,7 +222,6 @@ async fn node_a_killed_mid_object_the_clinic_resumes_on_b_and_everything_arrives
     wait_web(web_a, &a_toml, "node A again");
 
     // The case reaches the specialist on B, whoever routed it, once.
-    let case = format!("/api/v1/consultations/{id}");
     let mut listed = String::new();
     let on_worklist = wait_until(Duration::from_secs(60), || {
         listed = harness::http(web_b, "GET", "/api/v1/consultations", Some(&li), None)
@@ -236,18 +231,7 @@ async fn node_a_killed_mid_object_the_clinic_resumes_on_b_and_everything_arrives
     })
     .await;
     assert!(on_worklist, "li's worklist on B: {listed}");
-    let (status, body) =
-        harness::http(web_b, "POST", &format!("{case}/accept"), Some(&li), None).unwrap();
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = harness::http(
-        web_b,
-        "POST",
-        &format!("{case}/report"),
-        Some(&li),
-        Some(r#"{"impression":"no acute finding","confirm_incomplete":true}"#),
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
+    harness::people::accept_and_report(web_b, &li, id.as_str());
     let reported = wait_until(Duration::from_secs(30), || {
         agent
             .handle

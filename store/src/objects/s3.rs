@@ -285,17 +285,21 @@ impl S3Objects {
             .join(key.id.as_str())
     }
 
-    /// The segments of `key`'s partial in the bucket: start offset → (path, length).
-    fn segments(&self, key: &UploadKey) -> Result<BTreeMap<u64, (Path, u64)>, ObjectError> {
-        let dir = self.segments_dir(key);
+    /// Everything in the bucket under `dir`.
+    fn list(&self, dir: Path) -> Result<Vec<object_store::ObjectMeta>, ObjectError> {
         let client = self.inner.client.clone();
-        let listed = self.run(async move {
+        self.run(async move {
             client
                 .list(Some(&dir))
                 .try_collect::<Vec<_>>()
                 .await
                 .map_err(remote("list", &dir))
-        })?;
+        })
+    }
+
+    /// The segments of `key`'s partial in the bucket: start offset → (path, length).
+    fn segments(&self, key: &UploadKey) -> Result<BTreeMap<u64, (Path, u64)>, ObjectError> {
+        let listed = self.list(self.segments_dir(key))?;
         Ok(listed
             .into_iter()
             .filter_map(|meta| {
@@ -642,15 +646,7 @@ impl ObjectStore for S3Objects {
     }
 
     fn idle_partials(&self, idle: Duration) -> Result<Vec<UploadKey>, ObjectError> {
-        let dir = self.path(["partials"]);
-        let client = self.inner.client.clone();
-        let listed = self.run(async move {
-            client
-                .list(Some(&dir))
-                .try_collect::<Vec<_>>()
-                .await
-                .map_err(remote("list", &dir))
-        })?;
+        let listed = self.list(self.path(["partials"]))?;
         // The newest segment of each partial says when it was last written to.
         let depth = self.inner.prefix.len();
         let mut newest: BTreeMap<UploadKey, i64> = BTreeMap::new();
