@@ -169,8 +169,17 @@ impl Cluster {
         let stat = |pid: &str| -> Option<(u32, [f64; 4])> {
             let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let fields: Vec<&str> = text.rsplit(')').next()?.split_whitespace().collect();
-            let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
-            Some((fields.get(1)?.parse().ok()?, [tick(11), tick(12), tick(13), tick(14)]))
+            let tick = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+                    / 100.0
+            };
+            Some((
+                fields.get(1)?.parse().ok()?,
+                [tick(11), tick(12), tick(13), tick(14)],
+            ))
         };
         let own = stat(&postmaster.to_string()).map_or(0.0, |(_, t)| t.iter().sum());
         let children: f64 = std::fs::read_dir("/proc")

@@ -192,6 +192,16 @@ struct Usage {
     peak_kib: u64,
 }
 
+/// Threads of a live process now.
+fn threads(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn usage_of(pid: u32) -> Usage {
     let (cpu, peak_kib) = usage(pid);
     Usage {
@@ -270,13 +280,20 @@ struct Figures {
     linked: Vec<Usage>,
     drained: Vec<Usage>,
     end: Vec<Usage>,
+    /// The most threads each node had (sampled while clinics link and while they drain).
+    peak_threads: Vec<usize>,
     pg_cpu: [f64; 3],
     bench_cpu: [f64; 3],
     bench_rss_kib: u64,
     stored_instances: f64,
 }
 
-fn run(cli: &Cli, shared: &Shared, mode: Mode, rt: &tokio::runtime::Runtime) -> anyhow::Result<Figures> {
+fn run(
+    cli: &Cli,
+    shared: &Shared,
+    mode: Mode,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<Figures> {
     let timeout = Duration::from_secs(cli.timeout_secs);
     let data = tempfile::Builder::new()
         .prefix("tpg-bench-scale-")
@@ -372,9 +389,14 @@ fn run(cli: &Cli, shared: &Shared, mode: Mode, rt: &tokio::runtime::Runtime) -> 
             != Some(200)
         {
             if let Some(status) = node.child.try_wait()? {
-                anyhow::bail!("a gateway node exited at start: {status} (set BENCH_LOGS=DIR for its log)");
+                anyhow::bail!(
+                    "a gateway node exited at start: {status} (set BENCH_LOGS=DIR for its log)"
+                );
             }
-            anyhow::ensure!(up.elapsed() < Duration::from_secs(60), "a gateway node did not start");
+            anyhow::ensure!(
+                up.elapsed() < Duration::from_secs(60),
+                "a gateway node did not start"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -386,7 +408,13 @@ fn run(cli: &Cli, shared: &Shared, mode: Mode, rt: &tokio::runtime::Runtime) -> 
         mode: Some(mode),
         clinics: cli.clinics,
         started: at(&pids),
+        peak_threads: vec![0; pids.len()],
         ..Figures::default()
+    };
+    let sample_threads = |peaks: &mut Vec<usize>| {
+        for (peak, pid) in peaks.iter_mut().zip(&pids) {
+            *peak = (*peak).max(threads(*pid));
+        }
     };
     let (pg0, bench0) = (pg_cpu(), bench_cpu());
 
@@ -421,6 +449,7 @@ fn run(cli: &Cli, shared: &Shared, mode: Mode, rt: &tokio::runtime::Runtime) -> 
     };
     let mut said = Instant::now();
     loop {
+        sample_threads(&mut f.peak_threads);
         let linked = clinics.iter().filter(|c| c.is_up()).count();
         if linked == clinics.len() {
             break;
@@ -449,7 +478,8 @@ fn run(cli: &Cli, shared: &Shared, mode: Mode, rt: &tokio::runtime::Runtime) -> 
     eprintln!("  every clinic linked in {:.1} s", f.link_up_secs);
     for node in &nodes {
         let text = harness::scrape(node.metrics).unwrap_or_default();
-        f.links_per_node.push(metric_sum(&text, "tpg_link_up") as usize);
+        f.links_per_node
+            .push(metric_sum(&text, "tpg_link_up") as usize);
     }
 
     // Each clinic stores its study (not timed: the modality's part), then all send at once.
@@ -468,7 +498,8 @@ fn run(cli: &Cli, shared: &Shared, mode: Mode, rt: &tokio::runtime::Runtime) -> 
         for (c, s) in b.iter_mut().zip(sb) {
             c.store_study(&s.files)?;
         }
-        left.join().map_err(|_| anyhow::anyhow!("storing studies panicked"))?
+        left.join()
+            .map_err(|_| anyhow::anyhow!("storing studies panicked"))?
     })?;
     eprintln!(
         "  studies stored at the clinics in {:.1} s; settling",
@@ -489,7 +520,11 @@ fn run(cli: &Cli, shared: &Shared, mode: Mode, rt: &tokio::runtime::Runtime) -> 
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
                 let next = Instant::now() + Duration::from_millis(100);
-                ms.push(timed_get(webs[n % webs.len()], "/api/v1/consultations", &token)?);
+                ms.push(timed_get(
+                    webs[n % webs.len()],
+                    "/api/v1/consultations",
+                    &token,
+                )?);
                 n += 1;
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
             }
@@ -517,6 +552,7 @@ fn run(cli: &Cli, shared: &Shared, mode: Mode, rt: &tokio::runtime::Runtime) -> 
     let assigned = |s: Option<State>| on_gateway(s) && s != Some(State::Delivered);
     let mut said = Instant::now();
     loop {
+        sample_threads(&mut f.peak_threads);
         let now = go.elapsed().as_secs_f64();
         for (n, (c, id)) in clinics.iter().zip(&cases).enumerate() {
             if stored[n].is_none() && c.study_stored() {
@@ -625,17 +661,18 @@ fn report(cli: &Cli, all: &[Figures]) {
         cli.clinics, cli.instances, cli.instance_kib, cli.specialists
     );
     println!();
-    println!("| deployment | clinics per node | all linked | studies stored (p50 / last) | cases routed (p50 / last) | worklist while draining p50 / p99 / max (n) | at rest: specialist JSON p50 / p99 | specialist page p50 / p99 | administrator JSON ({} rows) p50 / p99 |", all.first().map_or(0, |f| f.admin_rows));
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| deployment | clinics per node | all linked | studies stored (p50 / last) | cases delivered (p50 / last) | cases routed (p50 / last) | worklist while draining p50 / p99 / max (n) | at rest: specialist JSON p50 / p99 | specialist page p50 / p99 | administrator JSON ({} rows) p50 / p99 |", all.first().map_or(0, |f| f.admin_rows));
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for f in all {
         let (s50, _, smax) = percentiles(f.stored_secs.clone());
+        let (d50, _, dmax) = percentiles(f.delivered_secs.clone());
         let (r50, _, rmax) = percentiles(f.routed_secs.clone());
         let (w50, w99, wmax) = percentiles(f.worklist_loaded.clone());
         let (a50, a99, _) = percentiles(f.rest_specialist.clone());
         let (p50, p99, _) = percentiles(f.rest_specialist_page.clone());
-        let (d50, d99, _) = percentiles(f.rest_admin.clone());
+        let (m50, m99, _) = percentiles(f.rest_admin.clone());
         println!(
-            "| {} | {} | {:.1} s | {s50:.1} / {smax:.1} s | {r50:.1} / {rmax:.1} s | {w50:.0} / {w99:.0} / {wmax:.0} ms ({}) | {a50:.1} / {a99:.1} ms | {p50:.1} / {p99:.1} ms | {d50:.1} / {d99:.1} ms |",
+            "| {} | {} | {:.1} s | {s50:.1} / {smax:.1} s | {d50:.1} / {dmax:.1} s | {r50:.1} / {rmax:.1} s | {w50:.0} / {w99:.0} / {wmax:.0} ms ({}) | {a50:.1} / {a99:.1} ms | {p50:.1} / {p99:.1} ms | {m50:.1} / {m99:.1} ms |",
             f.mode.map_or("", Mode::label),
             per_node(&f.links_per_node, |n| n.to_string()),
             f.link_up_secs,
@@ -643,8 +680,8 @@ fn report(cli: &Cli, all: &[Figures]) {
         );
     }
     println!();
-    println!("| deployment | RSS per node: started / linked / drained / peak, MiB | CPU s per node: linking / draining | PostgreSQL CPU s: linking / draining | clinics' process CPU s: linking / draining, RSS MiB |");
-    println!("|---|---|---|---|---|");
+    println!("| deployment | RSS per node: started / linked / drained / peak, MiB | most threads per node | CPU s per node: linking / draining | PostgreSQL CPU s: linking / draining | clinics' process CPU s: linking / draining, RSS MiB |");
+    println!("|---|---|---|---|---|---|");
     for f in all {
         let rss: Vec<String> = (0..f.end.len())
             .map(|k| {
@@ -667,9 +704,10 @@ fn report(cli: &Cli, all: &[Figures]) {
             })
             .collect();
         println!(
-            "| {} | {} | {} | {} | {:.1} / {:.1}, {} |",
+            "| {} | {} | {} | {} | {} | {:.1} / {:.1}, {} |",
             f.mode.map_or("", Mode::label),
             rss.join("; "),
+            per_node(&f.peak_threads, |n| n.to_string()),
             cpu.join("; "),
             if f.mode == Some(Mode::Postgres) {
                 format!("{:.1} / {:.1}", f.pg_cpu[0], f.pg_cpu[1])
@@ -684,12 +722,11 @@ fn report(cli: &Cli, all: &[Figures]) {
     println!();
     for f in all {
         println!(
-            "{}: {} instances stored at the gateway (of {}), {} open cases on the administrator's worklist, delivered p50 {:.1} s",
+            "{}: {} instances stored at the gateway (of {}), {} open cases on the administrator's worklist",
             f.mode.map_or("", Mode::label),
             f.stored_instances,
             f.clinics * cli.instances,
             f.admin_rows,
-            percentiles(f.delivered_secs.clone()).0,
         );
     }
 }

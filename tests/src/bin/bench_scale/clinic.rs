@@ -189,11 +189,6 @@ impl Clinic {
     /// The consultation's state as the clinic knows it: the gateway's `delivered` and
     /// `assigned` events come back over the events stream.
     pub fn case_state(&self, id: &ConsultationId) -> Option<State> {
-        self.site
-            .log
-            .state(id)
-            .ok()
-            .flatten()
-            .map(|c| c.state)
+        self.site.log.state(id).ok().flatten().map(|c| c.state)
     }
 }
