@@ -192,6 +192,29 @@ struct Usage {
     peak_kib: u64,
 }
 
+/// CPU seconds the whole machine has been busy (every process, every core), from /proc/stat:
+/// what the benchmark's own processes did not use was someone else's.
+fn machine_busy() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let busy: f64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    busy / 100.0
+}
+
 /// Threads of a live process now.
 fn threads(pid: u32) -> usize {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -284,6 +307,8 @@ struct Figures {
     peak_threads: Vec<usize>,
     pg_cpu: [f64; 3],
     bench_cpu: [f64; 3],
+    /// The whole machine's busy CPU seconds over the same phases.
+    machine_cpu: [f64; 3],
     bench_rss_kib: u64,
     stored_instances: f64,
 }
@@ -416,7 +441,7 @@ fn run(
             *peak = (*peak).max(threads(*pid));
         }
     };
-    let (pg0, bench0) = (pg_cpu(), bench_cpu());
+    let (pg0, bench0, machine0) = (pg_cpu(), bench_cpu(), machine_busy());
 
     // Every clinic links at once, half of them listing node A first, half node B.
     let shutdown = CancellationToken::new();
@@ -507,7 +532,7 @@ fn run(
     );
     std::thread::sleep(Duration::from_secs(3));
     f.linked = at(&pids);
-    let (pg1, bench1) = (pg_cpu(), bench_cpu());
+    let (pg1, bench1, machine1) = (pg_cpu(), bench_cpu(), machine_busy());
 
     // The worklist as a specialist keeps it open: read every 100 ms, from each node in turn.
     let stop_reading = Arc::new(AtomicBool::new(false));
@@ -600,7 +625,7 @@ fn run(
     f.delivered_secs = done(delivered);
     f.routed_secs = done(routed);
     f.drained = at(&pids);
-    let (pg2, bench2) = (pg_cpu(), bench_cpu());
+    let (pg2, bench2, machine2) = (pg_cpu(), bench_cpu(), machine_busy());
     eprintln!(
         "  drained in {:.1} s (cases sent in {sent:.2} s)",
         percentiles(f.routed_secs.clone())
@@ -631,6 +656,11 @@ fn run(
     f.end = at(&pids);
     f.pg_cpu = [pg1 - pg0, pg2 - pg1, pg_cpu() - pg0];
     f.bench_cpu = [bench1 - bench0, bench2 - bench1, bench_cpu() - bench0];
+    f.machine_cpu = [
+        machine1 - machine0,
+        machine2 - machine1,
+        machine_busy() - machine0,
+    ];
     f.bench_rss_kib = rss_now(std::process::id());
 
     shutdown.cancel();
@@ -680,8 +710,8 @@ fn report(cli: &Cli, all: &[Figures]) {
         );
     }
     println!();
-    println!("| deployment | RSS per node: started / linked / drained / peak, MiB | most threads per node | CPU s per node: linking / draining | PostgreSQL CPU s: linking / draining | clinics' process CPU s: linking / draining, RSS MiB |");
-    println!("|---|---|---|---|---|---|");
+    println!("| deployment | RSS per node: started / linked / drained / peak, MiB | most threads per node | CPU s per node: linking / draining | PostgreSQL CPU s: linking / draining | clinics' process CPU s: linking / draining, RSS MiB | machine busy CPU s: linking / draining |");
+    println!("|---|---|---|---|---|---|---|");
     for f in all {
         let rss: Vec<String> = (0..f.end.len())
             .map(|k| {
@@ -704,7 +734,7 @@ fn report(cli: &Cli, all: &[Figures]) {
             })
             .collect();
         println!(
-            "| {} | {} | {} | {} | {} | {:.1} / {:.1}, {} |",
+            "| {} | {} | {} | {} | {} | {:.1} / {:.1}, {} | {:.1} / {:.1} |",
             f.mode.map_or("", Mode::label),
             rss.join("; "),
             per_node(&f.peak_threads, |n| n.to_string()),
@@ -717,6 +747,8 @@ fn report(cli: &Cli, all: &[Figures]) {
             f.bench_cpu[0],
             f.bench_cpu[1],
             mib(f.bench_rss_kib),
+            f.machine_cpu[0],
+            f.machine_cpu[1],
         );
     }
     println!();
