@@ -65,6 +65,10 @@ struct Cli {
     /// Worklist reads of each kind at rest, after the drain.
     #[arg(long, default_value_t = 200)]
     reads: usize,
+    /// Print what PostgreSQL did during the drain (transactions, rows read and written, the
+    /// busiest tables), from its statistics views.
+    #[arg(long)]
+    pg_stats: bool,
     /// Give up on a phase after this long.
     #[arg(long, default_value_t = 900)]
     timeout_secs: u64,
@@ -557,6 +561,12 @@ fn run(
         })
     };
 
+    if let (true, Some(pg)) = (cli.pg_stats, &pg) {
+        pg.run(|c| {
+            c.execute("SELECT pg_stat_reset()", &[])?;
+            Ok(())
+        })?;
+    }
     let go = Instant::now();
     let mut cases = Vec::with_capacity(clinics.len());
     for (n, (c, s)) in clinics.iter_mut().zip(studies).enumerate() {
@@ -633,6 +643,12 @@ fn run(
             .max(percentiles(f.stored_secs.clone()).2)
     );
 
+    if let (true, Some(pg)) = (cli.pg_stats, &pg) {
+        // Backends report their counts within a second or so of going idle.
+        std::thread::sleep(Duration::from_secs(2));
+        eprint!("{}", pg_stats(pg)?);
+    }
+
     // At rest: each read, from each node in turn.
     let webs: Vec<SocketAddr> = nodes.iter().map(|n| n.web).collect();
     for (out, path, token) in [
@@ -673,6 +689,48 @@ fn run(
     drop(pg);
     drop(cluster);
     Ok(f)
+}
+
+/// The database's counters since they were reset, and its busiest tables.
+fn pg_stats(pg: &store::postgres::Pg) -> anyhow::Result<String> {
+    Ok(pg.run(|c| {
+        let mut out = String::new();
+        let db = c.query_one(
+            "SELECT xact_commit, xact_rollback, tup_returned, tup_fetched, tup_inserted, \
+             tup_updated, tup_deleted FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )?;
+        out.push_str(&format!(
+            "  PostgreSQL during the drain: {} commits, {} rollbacks; rows returned {}, fetched {}, inserted {}, updated {}, deleted {}\n",
+            db.get::<_, i64>(0),
+            db.get::<_, i64>(1),
+            db.get::<_, i64>(2),
+            db.get::<_, i64>(3),
+            db.get::<_, i64>(4),
+            db.get::<_, i64>(5),
+            db.get::<_, i64>(6),
+        ));
+        for row in c.query(
+            "SELECT relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0), \
+             coalesce(idx_tup_fetch, 0), n_tup_ins, n_tup_upd, n_tup_del \
+             FROM pg_stat_user_tables \
+             ORDER BY seq_tup_read + coalesce(idx_tup_fetch, 0) + coalesce(idx_scan, 0) DESC LIMIT 10",
+            &[],
+        )? {
+            out.push_str(&format!(
+                "    {}: {} seq scans reading {} rows, {} index scans fetching {} rows, {} inserted, {} updated, {} deleted\n",
+                row.get::<_, String>(0),
+                row.get::<_, i64>(1),
+                row.get::<_, i64>(2),
+                row.get::<_, i64>(3),
+                row.get::<_, i64>(4),
+                row.get::<_, i64>(5),
+                row.get::<_, i64>(6),
+                row.get::<_, i64>(7),
+            ));
+        }
+        Ok(out)
+    })?)
 }
 
 fn mib(kib: u64) -> String {
