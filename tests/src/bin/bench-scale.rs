@@ -188,6 +188,14 @@ struct Node {
     metrics: SocketAddr,
 }
 
+impl Drop for Node {
+    /// Stopped whatever happened, so that a failed run leaves no gateway behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// CPU seconds and resident memory (KiB) of a process at one moment.
 #[derive(Debug, Clone, Copy, Default)]
 struct Usage {
@@ -404,12 +412,6 @@ fn run(
         });
         links.push(link);
     }
-    let stop_nodes = |nodes: &mut Vec<Node>| {
-        for node in nodes.iter_mut() {
-            let _ = node.child.kill();
-            let _ = node.child.wait();
-        }
-    };
     let up = Instant::now();
     for node in &mut nodes {
         while harness::http(node.web, "GET", "/api/v1/consultations", Some(&admin), None)
@@ -685,7 +687,7 @@ fn run(
             let _ = tokio::time::timeout(Duration::from_secs(10), c.task).await;
         }
     });
-    stop_nodes(&mut nodes);
+    drop(nodes);
     drop(pg);
     drop(cluster);
     Ok(f)
