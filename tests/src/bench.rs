@@ -63,6 +63,11 @@ pub struct Sample {
 /// Starts a daemon; its errors go to `BENCH_LOGS/<name>.log` when that variable names a
 /// folder, else nowhere.
 pub fn spawn(name: &str, verb: &str, config: &Path) -> anyhow::Result<Child> {
+    Ok(daemon_command(name, verb, config)?.spawn()?)
+}
+
+/// The command [`spawn`] runs, for a benchmark that changes it first.
+pub fn daemon_command(name: &str, verb: &str, config: &Path) -> anyhow::Result<Command> {
     let stderr = match std::env::var_os("BENCH_LOGS") {
         Some(dir) => Stdio::from(
             std::fs::OpenOptions::new()
@@ -72,15 +77,16 @@ pub fn spawn(name: &str, verb: &str, config: &Path) -> anyhow::Result<Child> {
         ),
         None => Stdio::null(),
     };
-    Ok(Command::new(crate::binary(name))
+    let mut command = Command::new(crate::binary(name));
+    command
         .args([verb, "--config"])
         .arg(config)
         .env("RUST_LOG", "error")
         // As the packages' systemd units run them.
         .env("MALLOC_ARENA_MAX", "2")
         .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()?)
+        .stderr(stderr);
+    Ok(command)
 }
 
 /// Writes every dirty page to disk, so one contender's unwritten files do not slow the next.

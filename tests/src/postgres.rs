@@ -46,10 +46,27 @@ fn is_root() -> bool {
 }
 
 impl Cluster {
+    /// A cluster for a test: in the temporary folder, without fsync (a test's data need not
+    /// survive the machine).
     pub fn start() -> anyhow::Result<Self> {
+        Self::launch(tempfile::Builder::new().prefix("tpg-pg-").tempdir()?, false)
+    }
+
+    /// A cluster as a hospital would run it, for a benchmark: in a folder under `parent` (on
+    /// the disk being measured), with PostgreSQL's default durability (fsync and synchronous
+    /// commit on).
+    pub fn start_durable_in(parent: &Path) -> anyhow::Result<Self> {
+        Self::launch(
+            tempfile::Builder::new()
+                .prefix("tpg-pg-")
+                .tempdir_in(parent)?,
+            true,
+        )
+    }
+
+    fn launch(dir: tempfile::TempDir, durable: bool) -> anyhow::Result<Self> {
         let bin = bin_dir()?;
         let as_postgres = is_root();
-        let dir = tempfile::Builder::new().prefix("tpg-pg-").tempdir()?;
         let data = dir.path().join("data");
         std::fs::create_dir(&data)?;
         if as_postgres {
@@ -89,8 +106,9 @@ impl Cluster {
             ],
         )?;
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
-            cluster.dir.path().display()
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200{}",
+            cluster.dir.path().display(),
+            if durable { "" } else { " -c fsync=off" }
         );
         cluster.run(
             "pg_ctl",
@@ -136,6 +154,43 @@ impl Cluster {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// CPU seconds the server has used so far: the postmaster with the backends it has reaped
+    /// and those still running, from /proc.
+    pub fn cpu_seconds(&self) -> f64 {
+        let pid = std::fs::read_to_string(self.dir.path().join("data").join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()));
+        let Some(postmaster) = pid else {
+            return 0.0;
+        };
+        // utime, stime, cutime, cstime (proc(5), fields 14 to 17) and the parent (field 4).
+        let stat = |pid: &str| -> Option<(u32, [f64; 4])> {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let fields: Vec<&str> = text.rsplit(')').next()?.split_whitespace().collect();
+            let tick = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+                    / 100.0
+            };
+            Some((
+                fields.get(1)?.parse().ok()?,
+                [tick(11), tick(12), tick(13), tick(14)],
+            ))
+        };
+        let own = stat(&postmaster.to_string()).map_or(0.0, |(_, t)| t.iter().sum());
+        let children: f64 = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| stat(&e.file_name().to_string_lossy()))
+            .filter(|(parent, _)| *parent == postmaster)
+            .map(|(_, t)| t[0] + t[1])
+            .sum();
+        own + children
     }
 }
 
