@@ -188,7 +188,7 @@ pub async fn run(
                         events = Some(tokio::spawn(events_stream(
                             l.connection.clone(),
                             clinic.clone(),
-                            consult.replica(),
+                            consult.clone(),
                         )));
                     }
                 }
@@ -264,15 +264,12 @@ pub async fn run(
 
 /// The events stream of one connection: consultation events both ways, ahead of the object
 /// streams' bytes (`docs/protocol.md`, "Events streams").
-async fn events_stream(
-    connection: Connection,
-    clinic: String,
-    replica: daemon::replicate::Replica,
-) {
+async fn events_stream(connection: Connection, clinic: String, site: daemon::replicate::Site) {
     let Ok(clinic) = proto::ClinicId::new(&clinic) else {
         warn!(clinic, "the gateway named this clinic with an invalid id");
         return;
     };
+    let replica = site.replica(&clinic);
     let (send, recv) = match connection.open_bi().await {
         Ok(streams) => streams,
         Err(e) => {

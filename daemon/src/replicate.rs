@@ -13,8 +13,14 @@ use store::coordination::{Notifier, Subscription};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-/// The topic a site's own appended events are notified on.
+/// The topic a site's own appended events are notified on (any clinic's).
 pub const EVENTS: &str = "consultation-events";
+
+/// The topic one clinic's appended events are notified on: its events stream's sender waits
+/// on it, so an event wakes the one stream that sends it, not every clinic's.
+pub fn clinic_topic(clinic: &ClinicId) -> String {
+    format!("{EVENTS}:{clinic}")
+}
 
 /// Events sent per read of the log.
 const BATCH: usize = 64;
@@ -86,7 +92,7 @@ impl Site {
         let event = self
             .log
             .append(clinic, self.local, consultation, actor, at_ms, kind)?;
-        self.notifier.notify(EVENTS);
+        self.wake(clinic);
         Ok(event)
     }
 
@@ -111,8 +117,14 @@ impl Site {
             kind,
             prefix,
         )?;
-        self.notifier.notify(EVENTS);
+        self.wake(clinic);
         Ok(event)
+    }
+
+    /// Wakes the tasks that watch every append, and `clinic`'s events stream.
+    fn wake(&self, clinic: &ClinicId) {
+        self.notifier.notify(EVENTS);
+        self.notifier.notify(&clinic_topic(clinic));
     }
 
     /// Changes after every append of this site's own events: for tasks that react to them
@@ -121,13 +133,13 @@ impl Site {
         self.notifier.subscribe(EVENTS)
     }
 
-    /// This site's part in one events stream.
-    pub fn replica(&self) -> Replica {
+    /// This site's part in the events stream with `clinic`.
+    pub fn replica(&self, clinic: &ClinicId) -> Replica {
         let (site, hook) = (self.clone(), self.on_applied.clone());
         Replica {
             log: self.log.clone(),
             local: self.local,
-            appended: self.subscribe(),
+            appended: self.notifier.subscribe(&clinic_topic(clinic)),
             on_applied: Arc::new(move |t: Trigger<'_>| hook(&site, t)),
         }
     }
@@ -436,8 +448,8 @@ mod tests {
         let (agent_end, gateway_end) = tokio::io::duplex(64 * 1024);
         let (ar, aw) = tokio::io::split(agent_end);
         let (gr, gw) = tokio::io::split(gateway_end);
-        let at_agent = tokio::spawn(run(aw, ar, jz.clone(), agent_site.replica(), None));
-        let at_gateway = tokio::spawn(run(gw, gr, jz.clone(), gateway_site.replica(), None));
+        let at_agent = tokio::spawn(run(aw, ar, jz.clone(), agent_site.replica(&jz), None));
+        let at_gateway = tokio::spawn(run(gw, gr, jz.clone(), gateway_site.replica(&jz), None));
         let delivered = async {
             loop {
                 if agent.get(&id).unwrap().map(|f| f.consultation.state) == Some(State::Delivered) {
@@ -501,7 +513,9 @@ mod tests {
         )
         .await
         .unwrap();
-        let error = run(w, r, jz, site.replica(), None).await.unwrap_err();
+        let error = run(w, r, jz.clone(), site.replica(&jz), None)
+            .await
+            .unwrap_err();
         assert!(error.contains("frame `event`"), "{error}");
         assert!(
             !error.contains("SECRET") && !error.contains("Secret"),

@@ -463,7 +463,7 @@ impl Link {
                             clinic.clone(),
                             self.archive.clone(),
                             self.metrics.clone(),
-                            self.consult.replica(),
+                            self.consult.replica(&clinic),
                         )));
                         expires = peer_cert(&connection)
                             .map(|c| (c.not_after.unix_timestamp_nanos() / 1_000_000) as i64);

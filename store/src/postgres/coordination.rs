@@ -113,22 +113,18 @@ impl PgNotifier {
                 let Some(topics) = watched.upgrade() else {
                     return;
                 };
-                let mut heard = Vec::new();
-                {
-                    let mut notifications = client.notifications();
-                    let mut it = notifications.timeout_iter(Duration::from_millis(500));
-                    loop {
-                        match postgres::fallible_iterator::FallibleIterator::next(&mut it) {
-                            Ok(Some(n)) => heard.push(n.payload().to_owned()),
-                            Ok(None) => break,
-                            // The connection is gone: subscribers fall back on their own
-                            // periodic passes.
-                            Err(_) => return,
-                        }
-                    }
-                }
-                for topic in heard {
-                    wake(&topics, &topic);
+                // Each notification wakes its subscribers as it comes: a busy channel never
+                // goes quiet, so waiting for a quiet moment first would hold every wake-up
+                // back for as long as the burst lasts. The timeout only lets the loop see
+                // that nobody listens any more.
+                let mut notifications = client.notifications();
+                let mut it = notifications.timeout_iter(Duration::from_millis(500));
+                match postgres::fallible_iterator::FallibleIterator::next(&mut it) {
+                    Ok(Some(n)) => wake(&topics, n.payload()),
+                    Ok(None) => {}
+                    // The connection is gone: subscribers fall back on their own periodic
+                    // passes.
+                    Err(_) => return,
                 }
             },
         )?;
