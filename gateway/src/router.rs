@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use daemon::replicate::Site;
 use proto::consult::{Consultation, EventKind, State};
+use proto::ClinicId;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -151,10 +152,17 @@ impl Router {
         let all = self.site.log.all().unwrap_or_default();
         let mut loads = loads(&all);
         let mut unroutable = BTreeSet::new();
+        // After a restore, a clinic's cases wait until its link has given back the gateway's
+        // events the backup lacked: asked once a pass for each clinic with a case to act on.
+        let mut waiting: HashMap<ClinicId, bool> = HashMap::new();
         for c in &all {
-            // After a restore, a clinic's cases wait until its link has given back the
-            // gateway's events the backup lacked.
-            if self.site.log.awaiting(&c.clinic).map_or(true, |a| a.events) {
+            if !matches!(c.state, State::Delivered | State::Assigned) {
+                continue;
+            }
+            let waits = *waiting
+                .entry(c.clinic.clone())
+                .or_insert_with(|| self.site.log.awaiting(&c.clinic).map_or(true, |a| a.events));
+            if waits {
                 continue;
             }
             match c.state {
