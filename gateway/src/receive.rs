@@ -122,7 +122,6 @@ async fn receive(
         }
         other => return Err(format!("expected offer, got frame `{}`", other.name())),
     };
-    let buf = vec![0u8; READ_BUF];
     // One writer per partial file: a second stream for the same object (a buggy agent, or an
     // old connection's stream still draining) is refused and its sender retries later.
     let Some(_claim) = archive.claim_upload(clinic, &id) else {
@@ -157,6 +156,10 @@ async fn receive(
     )
     .await
     .map_err(|e| e.to_string())?;
+    // No larger than what is left of the object: a burst of small objects from many clinics
+    // would otherwise hold a quarter MiB each (zeroed, so resident) for a few KiB of bytes.
+    let left = usize::try_from(size.saturating_sub(committed)).unwrap_or(READ_BUF);
+    let buf = vec![0u8; left.clamp(1, READ_BUF)];
     let mut upload = Upload {
         archive: archive.clone(),
         clinic: clinic.clone(),
