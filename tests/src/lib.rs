@@ -440,6 +440,26 @@ pub fn gateway_admin_token(config: &Path) -> anyhow::Result<String> {
     )
 }
 
+/// Adds the radiologist `li` (roster id `li`, an attending radiologist) to the gateway
+/// configured by `config` with the `gateway user` commands and returns a script token for them.
+pub fn gateway_radiologist_token(config: &Path) -> anyhow::Result<String> {
+    user_token(
+        "gateway",
+        config,
+        "li",
+        &[
+            "--role",
+            "specialist",
+            "--display-name",
+            "Dr Li",
+            "--specialist",
+            "li",
+            "--qualification",
+            "attending radiologist",
+        ],
+    )
+}
+
 /// The value of one sample line, e.g. `metric(&text, "tpg_link_up{clinic=\"a\"}")`.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {

@@ -89,22 +89,7 @@ fn a_doctor_and_a_specialist_take_a_request_to_an_acknowledged_report_with_the_c
         &["--role", "doctor", "--display-name", "Dr Wang"],
     )
     .unwrap();
-    let specialist = user_token(
-        "gateway",
-        &gw.file,
-        "li",
-        &[
-            "--role",
-            "specialist",
-            "--display-name",
-            "Li Wei",
-            "--specialist",
-            "li",
-            "--qualification",
-            "attending radiologist",
-        ],
-    )
-    .unwrap();
+    let specialist = harness::gateway_radiologist_token(&gw.file).unwrap();
     let (doctor, specialist) = (doctor.as_str(), specialist.as_str());
 
     let mut agent_proc = spawn("clinic-agent", "run", &agent.file);
@@ -238,7 +223,7 @@ fn a_doctor_and_a_specialist_take_a_request_to_an_acknowledged_report_with_the_c
     until("the report reaches the clinic", || {
         agent_consult(&["show", &id])
             .1
-            .contains("REPORT signed by Li Wei (attending radiologist)")
+            .contains("REPORT signed by Dr Li (attending radiologist)")
     });
     let (ok, text) = agent_consult(&["ack", &id]);
     assert!(ok && text.contains("[acknowledged]"), "{text}");

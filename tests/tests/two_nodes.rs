@@ -108,22 +108,7 @@ async fn node_a_killed_mid_object_the_clinic_resumes_on_b_and_everything_arrives
     wait_web(web_a, &a_toml, "node A");
     let _b = Process(spawn("gateway", "serve", &b_toml));
     wait_web(web_b, &b_toml, "node B");
-    let li = harness::user_token(
-        "gateway",
-        &b_toml,
-        "li",
-        &[
-            "--role",
-            "specialist",
-            "--display-name",
-            "Dr Li",
-            "--specialist",
-            "li",
-            "--qualification",
-            "attending radiologist",
-        ],
-    )
-    .unwrap();
+    let li = harness::gateway_radiologist_token(&b_toml).unwrap();
 
     // The clinic knows both nodes, A first; its uploads are paced so that a kill lands
     // inside an object.

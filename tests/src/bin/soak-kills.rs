@@ -120,21 +120,7 @@ fn soak(a: &Args, root: &std::path::Path) -> anyhow::Result<Vec<String>> {
         &["--role", "doctor", "--display-name", "Dr Wang"],
     )?;
     let admin = harness::gateway_admin_token(&rig.gateway_toml)?;
-    let li = harness::user_token(
-        "gateway",
-        &rig.gateway_toml,
-        "li",
-        &[
-            "--role",
-            "specialist",
-            "--display-name",
-            "Dr Li",
-            "--specialist",
-            "li",
-            "--qualification",
-            "radiologist",
-        ],
-    )?;
+    let li = harness::gateway_radiologist_token(&rig.gateway_toml)?;
     let files = harness::samples::write_ct_series(
         &root.join("study"),
         "PID-SOAK",
