@@ -495,6 +495,42 @@ impl GatewayArchive {
         Ok(out)
     }
 
+    /// The modalities of each case's studies that have arrived (each study's first instance
+    /// that names one), each once, in study order: one list per `(clinic, studies)` asked,
+    /// every study read in one go.
+    pub fn modalities_of(&self, cases: &[(&ClinicId, &[String])]) -> Vec<Vec<String>> {
+        let wanted: Vec<(ClinicId, String)> = cases
+            .iter()
+            .flat_map(|(clinic, studies)| studies.iter().map(|s| ((*clinic).clone(), s.clone())))
+            .collect();
+        let mut found: HashMap<(ClinicId, String), Option<String>> = HashMap::new();
+        for (clinic, key, record) in self.index.studies(&wanted).unwrap_or_default() {
+            if key.study == ATTACHMENTS {
+                continue;
+            }
+            let first = found.entry((clinic, key.study)).or_insert(None);
+            if first.is_none() {
+                *first = record.modality;
+            }
+        }
+        cases
+            .iter()
+            .map(|(clinic, studies)| {
+                let ordered: std::collections::BTreeSet<&String> = studies.iter().collect();
+                let mut out: Vec<String> = Vec::new();
+                for study in ordered {
+                    let key = ((*clinic).clone(), study.clone());
+                    if let Some(Some(m)) = found.get(&key) {
+                        if !m.is_empty() && !out.contains(m) {
+                            out.push(m.clone());
+                        }
+                    }
+                }
+                out
+            })
+            .collect()
+    }
+
     /// The clinic's studies with counts (distinct instances and series) and sizes.
     pub fn studies(&self, clinic: &ClinicId) -> Vec<StudyRow> {
         self.rows(clinic, self.instances(clinic))

@@ -193,13 +193,20 @@ impl Cases {
         let matched = listed.len();
         listed.truncate(limit.unwrap_or(usize::MAX));
         let me = user.specialist.as_deref();
+        // Every row's studies read in one go, not a query per row.
+        let asked: Vec<(&proto::ClinicId, &[String])> = listed
+            .iter()
+            .map(|(c, ..)| (&c.clinic, c.studies.as_slice()))
+            .collect();
+        let modalities = self.archive.modalities_of(&asked);
         let rows = listed
             .into_iter()
-            .map(|(c, waiting_in_pool, accept_by_ms)| CaseRow {
+            .zip(modalities)
+            .map(|((c, waiting_in_pool, accept_by_ms), modalities)| CaseRow {
                 new: me.is_some_and(|me| c.is_new_for(me)),
                 answer_received: c.answer_received()
                     && me.is_some_and(|me| c.assignee.as_deref() == Some(me)),
-                modalities: self.modalities(&c),
+                modalities,
                 id: c.id,
                 number: c.number,
                 clinic: c.clinic.to_string(),
@@ -218,26 +225,6 @@ impl Cases {
             })
             .collect();
         Ok(Worklist { rows, matched })
-    }
-
-    /// The modalities of a case's studies that have arrived, each once.
-    fn modalities(&self, c: &Consultation) -> Vec<String> {
-        if c.studies.is_empty() {
-            return Vec::new();
-        }
-        let mut out: Vec<String> = Vec::new();
-        for row in self
-            .archive
-            .study_rows(&c.clinic, &c.studies)
-            .unwrap_or_default()
-        {
-            if let Some(m) = row.modality.filter(|m| !m.is_empty()) {
-                if !out.contains(&m) {
-                    out.push(m);
-                }
-            }
-        }
-        out
     }
 
     /// The readable case whose short number is `number` (`JZ-2026-0042`): `None` when no case

@@ -253,14 +253,13 @@ impl Router {
         roster.pools.get(&rule.pool).cloned()
     }
 
+    /// The modalities of the case's studies that have arrived (its studies only, not the
+    /// clinic's whole archive).
     fn modalities(&self, c: &Consultation) -> Vec<String> {
-        let wanted: BTreeSet<&String> = c.studies.iter().collect();
         self.archive
-            .studies(&c.clinic)
-            .into_iter()
-            .filter(|s| wanted.contains(&s.study_instance_uid))
-            .filter_map(|s| s.modality)
-            .collect()
+            .modalities_of(&[(&c.clinic, c.studies.as_slice())])
+            .pop()
+            .unwrap_or_default()
     }
 
     fn record(&self, c: &Consultation, now_ms: i64, kind: EventKind) -> bool {

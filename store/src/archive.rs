@@ -141,6 +141,24 @@ pub trait ArchiveIndex: Send + Sync + std::fmt::Debug {
         study: &str,
     ) -> Result<Vec<(InstanceKey, InstanceRecord)>, IndexError>;
 
+    /// The instances of several studies, each named with its clinic (each version once;
+    /// grouped by clinic and study, in key order within one): what a worklist of many cases
+    /// reads in one go. A study named twice is listed once.
+    #[allow(clippy::type_complexity)]
+    fn studies(
+        &self,
+        wanted: &[(ClinicId, String)],
+    ) -> Result<Vec<(ClinicId, InstanceKey, InstanceRecord)>, IndexError> {
+        let wanted: std::collections::BTreeSet<&(ClinicId, String)> = wanted.iter().collect();
+        let mut out = Vec::new();
+        for (clinic, study) in wanted {
+            for (key, record) in self.study(clinic, study)? {
+                out.push((clinic.clone(), key, record));
+            }
+        }
+        Ok(out)
+    }
+
     /// One object of the clinic, without scanning the others.
     fn instance(
         &self,

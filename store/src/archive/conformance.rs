@@ -254,4 +254,24 @@ fn by_study((index, reopen): Subject) {
         index.study(&jz, "1.2").unwrap().is_empty(),
         "not a prefix match"
     );
+    // Several studies in one go, each with its clinic, as one at a time would list them.
+    let wanted = [
+        (pl.clone(), "1.2.3".to_owned()),
+        (jz.clone(), "1.2.3".to_owned()),
+        (jz.clone(), "9.9".to_owned()),
+        (jz.clone(), "1.2.3".to_owned()),
+        (jz.clone(), "absent".to_owned()),
+    ];
+    let one_by_one: Vec<_> = [(&jz, "1.2.3"), (&jz, "9.9"), (&pl, "1.2.3")]
+        .into_iter()
+        .flat_map(|(c, s)| {
+            index
+                .study(c, s)
+                .unwrap()
+                .into_iter()
+                .map(move |(k, r)| (c.clone(), k, r))
+        })
+        .collect();
+    assert_eq!(index.studies(&wanted).unwrap(), one_by_one);
+    assert!(index.studies(&[]).unwrap().is_empty());
 }

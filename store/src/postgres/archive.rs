@@ -250,6 +250,42 @@ impl ArchiveIndex for PgIndex {
         self.listed(clinic, Some(study))
     }
 
+    fn studies(
+        &self,
+        wanted: &[(ClinicId, String)],
+    ) -> Result<Vec<(ClinicId, InstanceKey, InstanceRecord)>, IndexError> {
+        let wanted: std::collections::BTreeSet<&(ClinicId, String)> = wanted.iter().collect();
+        let (clinics, studies): (Vec<String>, Vec<String>) = wanted
+            .into_iter()
+            .map(|(c, s)| (c.as_str().to_owned(), s.clone()))
+            .unzip();
+        if clinics.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .pg
+            .run(move |c| {
+                Ok(c.query(
+                    "SELECT i.patient, i.study, i.series, i.sop, i.record::text, i.clinic
+                     FROM instances i
+                     JOIN unnest($1::text[], $2::text[]) AS w(clinic, study)
+                       ON i.clinic = w.clinic AND i.study = w.study
+                     ORDER BY i.clinic COLLATE \"C\", i.study COLLATE \"C\",
+                              i.patient COLLATE \"C\", i.series COLLATE \"C\",
+                              i.sop COLLATE \"C\", i.object COLLATE \"C\"",
+                    &[&clinics, &studies],
+                )?)
+            })
+            .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                let clinic = ClinicId::new(&r.get::<_, String>(5)).map_err(corrupt)?;
+                let (key, record) = instance_row(r)?;
+                Ok((clinic, key, record))
+            })
+            .collect()
+    }
+
     fn instance(
         &self,
         clinic: &ClinicId,
