@@ -155,6 +155,19 @@ impl Router {
         // After a restore, a clinic's cases wait until its link has given back the gateway's
         // events the backup lacked: asked once a pass for each clinic with a case to act on.
         let mut waiting: HashMap<ClinicId, bool> = HashMap::new();
+        // The delivered cases' modalities, read in one go (a burst delivers many at once).
+        let delivered: Vec<&Consultation> =
+            all.iter().filter(|c| c.state == State::Delivered).collect();
+        let asked: Vec<(&ClinicId, &[String])> = delivered
+            .iter()
+            .map(|c| (&c.clinic, c.studies.as_slice()))
+            .collect();
+        let mut delivered_modalities: HashMap<&proto::consult::ConsultationId, Vec<String>> =
+            delivered
+                .iter()
+                .map(|c| &c.id)
+                .zip(self.archive.modalities_of(&asked))
+                .collect();
         for c in &all {
             if !matches!(c.state, State::Delivered | State::Assigned) {
                 continue;
@@ -167,7 +180,7 @@ impl Router {
             }
             match c.state {
                 State::Delivered => {
-                    let modalities = self.modalities(c);
+                    let modalities = delivered_modalities.remove(&c.id).unwrap_or_default();
                     match roster.route(&request(c, &modalities, &c.declined_by), &loads, now_ms) {
                         Ok(d) => {
                             let kind = EventKind::Assigned {
