@@ -244,7 +244,8 @@ impl Board {
     }
 
     /// Every clinic's link: as this node sees it, and with a shared store, the clinics linked
-    /// to other nodes (or to none) as their facts say.
+    /// to other nodes (or to none) as their facts say, without their history
+    /// ([`Self::add_histories`]).
     pub fn snapshot(&self) -> BTreeMap<ClinicId, ClinicLink> {
         let mut out = self
             .clinics
@@ -274,7 +275,6 @@ impl Board {
             let online = facts
                 .online_since_ms
                 .filter(|_| now_ms - facts.last_seen_ms <= 3 * SAMPLE_EVERY_MS);
-            let history = self.history_elsewhere(&clinic, now_ms);
             out.insert(
                 clinic,
                 ClinicLink {
@@ -290,10 +290,25 @@ impl Board {
                         0.0
                     },
                     backlog: facts.backlog,
-                    history,
                     ..Default::default()
                 },
             );
+        }
+    }
+
+    /// Fills in the 24-hour history of the clinics in `links` that this node does not serve,
+    /// from the store: only the board's charts need it, so the snapshot every page takes
+    /// leaves it out.
+    pub fn add_histories(&self, links: &mut BTreeMap<ClinicId, ClinicLink>) {
+        if !self.shared {
+            return;
+        }
+        let now_ms = crate::consult::now_ms();
+        let here = self.clinics.lock().unwrap_or_else(|p| p.into_inner());
+        for (clinic, link) in links.iter_mut() {
+            if !here.get(clinic).is_some_and(|c| c.online) {
+                link.history = self.history_elsewhere(clinic, now_ms);
+            }
         }
     }
 
@@ -348,7 +363,8 @@ mod tests {
             )
             .unwrap();
         let b = Board::open(store.clone(), now).unwrap().shared();
-        let shown = b.snapshot();
+        let mut shown = b.snapshot();
+        b.add_histories(&mut shown);
         let j = &shown[&jz];
         assert!(j.online, "{j:?}");
         assert_eq!((j.since_ms, j.rtt_ms), (now - 5_000, Some(105.0)));

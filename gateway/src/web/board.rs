@@ -123,10 +123,9 @@ pub async fn links_page(State(api): State<Api>, session: Session) -> Response {
     let warn_days = i64::try_from(api.alerts.cert_expiry_days).unwrap_or(i64::MAX);
     // With the last arrival of each clinic (a scan of its instances: this page only).
     let loaded = blocking(move || {
-        let rows = api
-            .cases
-            .clinics()
-            .map_err(ApiError::from)?
+        let mut links = api.cases.clinics().map_err(ApiError::from)?;
+        api.cases.board.add_histories(&mut links);
+        let rows = links
             .into_iter()
             .map(|(clinic, link)| {
                 let last = api
