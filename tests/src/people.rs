@@ -33,6 +33,33 @@ id = "all"
 pool = "radiology"
 "#;
 
+/// Dr Li, the attending radiologist `li` of the rosters the tests write.
+pub fn radiologist() -> User {
+    person(
+        "li",
+        Role::Specialist,
+        "Dr Li",
+        Some("li"),
+        Some("attending radiologist"),
+    )
+}
+
+/// The doctor `wang` sends consultation `id` about `patient_id` from the clinic's site: the
+/// events of [`request`] appended there, as the doctor's form appends them.
+pub fn send_request(
+    site: &daemon::replicate::Site,
+    clinic: &proto::ClinicId,
+    id: &proto::consult::ConsultationId,
+    patient_id: &str,
+    specialty: &str,
+    urgency: Urgency,
+) {
+    for kind in request(patient_id, specialty, urgency, daemon::now_ms()) {
+        site.append(clinic, id, "wang", daemon::now_ms(), kind)
+            .unwrap_or_else(|e| panic!("the clinic stores the request: {e}"));
+    }
+}
+
 /// An account: a specialist when `specialist` names their roster id.
 pub fn person(
     name: &str,

@@ -133,16 +133,7 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
     let Pilot { dir, gw, agent, .. } = pilot(Some(ONE_RADIOLOGIST), true);
     let agent = agent.unwrap();
     // Not the roster's "Li Wei": the report must carry the account's name.
-    sign_up(
-        &gw.handle.accounts,
-        person(
-            "li",
-            Role::Specialist,
-            "Dr Li",
-            Some("li"),
-            Some("attending radiologist"),
-        ),
-    );
+    sign_up(&gw.handle.accounts, harness::people::radiologist());
     sign_up(
         &gw.handle.accounts,
         person("chen", Role::Admin, "Chen (IT)", None, None),
@@ -153,13 +144,14 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
     // An older routine case for the same specialist: the emergency must still come first.
     let routine = ConsultationId::new(daemon::now_ms() as u64, [3; 10]);
     let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
-    for kind in request("P-1", "radiology", Urgency::Routine, daemon::now_ms()) {
-        agent
-            .handle
-            .consult
-            .append(&jinzhou, &routine, "wang", daemon::now_ms(), kind)
-            .unwrap();
-    }
+    harness::people::send_request(
+        &agent.handle.consult,
+        &jinzhou,
+        &routine,
+        "P-1",
+        "radiology",
+        Urgency::Routine,
+    );
     let clinic = format!("http://{}", daemon::client::local(agent.web_addr));
     let hospital = format!("http://{}", daemon::client::local(gw.web_addr));
     wait_for_specialties(&agent).await;
@@ -527,13 +519,14 @@ async fn a_cardiology_emergency_chosen_in_chinese_reaches_the_cardiologist_and_a
     // Typed as a name the roster does not know, before the clinic had the list.
     let unknown = ConsultationId::new(daemon::now_ms() as u64, [5; 10]);
     let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
-    for kind in request("P-2", "神经内科", Urgency::Urgent, daemon::now_ms()) {
-        agent
-            .handle
-            .consult
-            .append(&jinzhou, &unknown, "wang", daemon::now_ms(), kind)
-            .unwrap();
-    }
+    harness::people::send_request(
+        &agent.handle.consult,
+        &jinzhou,
+        &unknown,
+        "P-2",
+        "神经内科",
+        Urgency::Urgent,
+    );
 
     let site = gw.handle.consult.clone();
     let (a, u) = (ecg_case.clone(), unknown.clone());
@@ -635,23 +628,18 @@ async fn nothing_typed_is_lost_and_signing_asks_for_the_password_after_a_preview
         agent,
     } = pilot(Some(RADIOLOGIST_WITH_TEMPLATES), true);
     let agent = agent.unwrap();
-    let specialist = person(
-        "li",
-        Role::Specialist,
-        "Dr Li",
-        Some("li"),
-        Some("attending radiologist"),
-    );
+    let specialist = harness::people::radiologist();
     sign_up(&gw.handle.accounts, specialist.clone());
     let id = ConsultationId::new(daemon::now_ms() as u64, [6; 10]);
     let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
-    for kind in request("P-9", "radiology", Urgency::Urgent, daemon::now_ms()) {
-        agent
-            .handle
-            .consult
-            .append(&jinzhou, &id, "wang", daemon::now_ms(), kind)
-            .unwrap();
-    }
+    harness::people::send_request(
+        &agent.handle.consult,
+        &jinzhou,
+        &id,
+        "P-9",
+        "radiology",
+        Urgency::Urgent,
+    );
     let state =
         |site: &daemon::replicate::Site| site.log.get(&id).unwrap().map(|f| f.consultation.state);
     let site = gw.handle.consult.clone();
@@ -1303,13 +1291,14 @@ async fn pages_in_chinese_show_no_english_sentence_from_the_server() {
     let routed = ConsultationId::new(daemon::now_ms() as u64, [7; 10]);
     let unknown = ConsultationId::new(daemon::now_ms() as u64 + 1, [8; 10]);
     for (id, specialty) in [(&routed, "放射科"), (&unknown, "神经内科")] {
-        for kind in request("P-1", specialty, Urgency::Urgent, daemon::now_ms()) {
-            agent
-                .handle
-                .consult
-                .append(&jinzhou, id, "wang", daemon::now_ms(), kind)
-                .unwrap();
-        }
+        harness::people::send_request(
+            &agent.handle.consult,
+            &jinzhou,
+            id,
+            "P-1",
+            specialty,
+            Urgency::Urgent,
+        );
     }
     let site = gw.handle.consult.clone();
     let (a, u) = (routed.clone(), unknown.clone());

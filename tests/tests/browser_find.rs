@@ -40,16 +40,7 @@ async fn a_specialist_finds_a_case_by_part_of_the_patients_name_and_reads_its_nu
         &agent.handle.accounts,
         person("wang", Role::Doctor, "Dr Wang", None, None),
     );
-    sign_up(
-        &gw.handle.accounts,
-        person(
-            "li",
-            Role::Specialist,
-            "Dr Li",
-            Some("li"),
-            Some("attending radiologist"),
-        ),
-    );
+    sign_up(&gw.handle.accounts, harness::people::radiologist());
     // Two cases sent from the clinic; invented patients.
     let handle = agent.handle.clone();
     let cases: Vec<(ConsultationId, Option<String>)> = tokio::task::spawn_blocking(move || {

@@ -160,8 +160,7 @@ async fn two_gateway_nodes_share_one_database_and_a_report_signed_on_one_reaches
 ) {
     use std::time::Duration;
 
-    use daemon::accounts::Role;
-    use harness::people::{person, request, sign_up};
+    use harness::people::sign_up;
     use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
     use proto::consult::{ConsultationId, EventKind, State, Urgency};
 
@@ -179,27 +178,19 @@ async fn two_gateway_nodes_share_one_database_and_a_report_signed_on_one_reaches
     )
     .unwrap();
     // Signed up through node A; the account is the database's, so B knows it too.
-    sign_up(
-        &a.handle.accounts,
-        person(
-            "li",
-            Role::Specialist,
-            "Dr Li",
-            Some("li"),
-            Some("attending radiologist"),
-        ),
-    );
+    sign_up(&a.handle.accounts, harness::people::radiologist());
     let li = b.handle.accounts.script_token("li").unwrap();
 
     let id = ConsultationId::new(daemon::now_ms() as u64, [9; 10]);
     let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
-    for kind in request("P-1", "radiology", Urgency::Urgent, daemon::now_ms()) {
-        agent
-            .handle
-            .consult
-            .append(&jinzhou, &id, "wang", daemon::now_ms(), kind)
-            .unwrap();
-    }
+    harness::people::send_request(
+        &agent.handle.consult,
+        &jinzhou,
+        &id,
+        "P-1",
+        "radiology",
+        Urgency::Urgent,
+    );
     let on_b = b.handle.consult.clone();
     let watched = id.clone();
     let state = move |site: &daemon::replicate::Site| {
@@ -270,8 +261,7 @@ async fn two_gateway_nodes_share_one_database_and_a_report_signed_on_one_reaches
 async fn a_clinic_fails_over_to_the_other_gateway_node_and_its_cases_go_on() {
     use std::time::Duration;
 
-    use daemon::accounts::Role;
-    use harness::people::{person, request, sign_up};
+    use harness::people::sign_up;
     use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
     use proto::consult::{ConsultationId, State, Urgency};
 
@@ -286,26 +276,18 @@ async fn a_clinic_fails_over_to_the_other_gateway_node_and_its_cases_go_on() {
     let mut agent_config = pilot.agent_config("jinzhou", &bundle, link_a).unwrap();
     harness::dial_in_turn(&mut agent_config, &[link_a, link_b]);
     let agent = RunningAgent::start(agent_config, Default::default()).unwrap();
-    sign_up(
-        &b.handle.accounts,
-        person(
-            "li",
-            Role::Specialist,
-            "Dr Li",
-            Some("li"),
-            Some("attending radiologist"),
-        ),
-    );
+    sign_up(&b.handle.accounts, harness::people::radiologist());
     let li = b.handle.accounts.script_token("li").unwrap();
     let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
     let send = |id: &ConsultationId| {
-        for kind in request("P-1", "radiology", Urgency::Urgent, daemon::now_ms()) {
-            agent
-                .handle
-                .consult
-                .append(&jinzhou, id, "wang", daemon::now_ms(), kind)
-                .unwrap();
-        }
+        harness::people::send_request(
+            &agent.handle.consult,
+            &jinzhou,
+            id,
+            "P-1",
+            "radiology",
+            Urgency::Urgent,
+        );
     };
     let state = |site: &daemon::replicate::Site, id: &ConsultationId| {
         site.log.get(id).unwrap().map(|f| f.consultation.state)
@@ -354,8 +336,7 @@ async fn an_embedded_pilot_migrates_into_postgresql_and_a_bucket_and_its_clinic_
 ) {
     use std::time::Duration;
 
-    use daemon::accounts::Role;
-    use harness::people::{person, request, sign_up, PASSWORD};
+    use harness::people::{sign_up, PASSWORD};
     use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
     use proto::consult::{ConsultationId, State, Urgency};
     use sha2::Digest;
@@ -372,16 +353,7 @@ async fn an_embedded_pilot_migrates_into_postgresql_and_a_bucket_and_its_clinic_
         Default::default(),
     )
     .unwrap();
-    sign_up(
-        &gw.handle.accounts,
-        person(
-            "li",
-            Role::Specialist,
-            "Dr Li",
-            Some("li"),
-            Some("attending radiologist"),
-        ),
-    );
+    sign_up(&gw.handle.accounts, harness::people::radiologist());
     let study = harness::samples::write_ct_series(&dir.path().join("cd"), "P-1", 3, 64 * 64 * 2, 7)
         .unwrap();
     for f in &study.files {
@@ -389,13 +361,14 @@ async fn an_embedded_pilot_migrates_into_postgresql_and_a_bucket_and_its_clinic_
     }
     let id = ConsultationId::new(daemon::now_ms() as u64, [3; 10]);
     let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
-    for kind in request("P-1", "radiology", Urgency::Urgent, daemon::now_ms()) {
-        agent
-            .handle
-            .consult
-            .append(&jinzhou, &id, "wang", daemon::now_ms(), kind)
-            .unwrap();
-    }
+    harness::people::send_request(
+        &agent.handle.consult,
+        &jinzhou,
+        &id,
+        "P-1",
+        "radiology",
+        Urgency::Urgent,
+    );
     let (site, archive) = (gw.handle.consult.clone(), gw.handle.archive.clone());
     let uid = study.study_uid.clone();
     let (j, i) = (jinzhou.clone(), id.clone());

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use harness::garage::Garage;
 use harness::kills::{kill9, spawn, Process};
-use harness::people::{request, ONE_RADIOLOGIST};
+use harness::people::ONE_RADIOLOGIST;
 use harness::postgres::Cluster;
 use harness::samples::write_ct_series;
 use harness::{free_tcp_addr, free_udp_addr, metric, wait_until, PilotDir, RunningAgent, Timings};
@@ -126,13 +126,14 @@ async fn node_a_killed_mid_object_the_clinic_resumes_on_b_and_everything_arrives
     let agent = RunningAgent::start(agent_config, Default::default()).unwrap();
     let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
     let id = ConsultationId::new(daemon::now_ms() as u64, [7; 10]);
-    for kind in request("P-KILL", "radiology", Urgency::Urgent, daemon::now_ms()) {
-        agent
-            .handle
-            .consult
-            .append(&jinzhou, &id, "wang", daemon::now_ms(), kind)
-            .unwrap();
-    }
+    harness::people::send_request(
+        &agent.handle.consult,
+        &jinzhou,
+        &id,
+        "P-KILL",
+        "radiology",
+        Urgency::Urgent,
+    );
     // Three CT instances of 6 MiB of incompressible pixels.
     let study = write_ct_series(&dir.path().join("study"), "P-KILL", 3, 6 << 20, 17).unwrap();
     let total: u64 = study
