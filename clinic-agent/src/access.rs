@@ -82,6 +82,9 @@ pub enum Task {
     Upload,
     /// Seeing the files set aside and giving an id-less study its patient.
     Reconcile,
+    /// Storing instances over HTTP (STOW-RS): a reporting tool on this PC, or a modality or
+    /// cart with a doctor's or administrator's token.
+    Stow,
 }
 
 /// Who asks.
@@ -145,6 +148,10 @@ pub fn check(caller: Caller<'_>, action: Action<'_>) -> Result<(), Denied> {
         Action::Run(Task::Status | Task::Priority) => match caller {
             Caller::ThisPc | Caller::User(_) => Ok(()),
             Caller::Nobody => Err(Denied::Unauthenticated),
+        },
+        Action::Run(Task::Stow) => match caller {
+            Caller::ThisPc => Ok(()),
+            Caller::User(_) | Caller::Nobody => doctor(caller, action),
         },
         Action::Run(Task::Upload | Task::Reconcile) | Action::List | Action::Create => {
             doctor(caller, action)
@@ -243,6 +250,11 @@ mod tests {
         actions.push(("reconcile".into(), Action::Run(Task::Reconcile), doctors));
         let operator = ["ok", "sign in", "ok", "ok", "ok"];
         actions.push(("status".into(), Action::Run(Task::Status), operator));
+        actions.push((
+            "stow".into(),
+            Action::Run(Task::Stow),
+            ["ok", "sign in", "ok", "ok", "forbidden"],
+        ));
         actions.push(("priority".into(), Action::Run(Task::Priority), operator));
         actions.push((
             "import by path".into(),

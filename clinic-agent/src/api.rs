@@ -138,7 +138,7 @@ impl Asking {
     }
 
     /// Whether the policy lets this caller run `task`.
-    fn may(&self, task: Task) -> Result<(), ApiError> {
+    pub(crate) fn may(&self, task: Task) -> Result<(), ApiError> {
         access::check(self.caller(), Action::Run(task)).map_err(denied)
     }
 }

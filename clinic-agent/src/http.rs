@@ -16,6 +16,7 @@ pub fn router(handle: Handle) -> axum::Router {
         .merge(crate::consult_api::routes())
         .merge(crate::web::routes())
         .merge(crate::api::routes())
+        .merge(crate::stow::routes())
         .with_state(handle)
 }
 

@@ -22,6 +22,7 @@ pub mod reconcile;
 pub mod scp;
 pub mod specialties;
 pub mod status;
+pub mod stow;
 pub mod sync;
 pub mod web;
 

@@ -12,6 +12,7 @@ pub mod cases;
 pub mod client;
 pub mod compress;
 pub mod config;
+pub mod dicomweb;
 pub mod dimse;
 pub mod drafts;
 pub mod frames;

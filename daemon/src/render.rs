@@ -349,27 +349,77 @@ fn frame8_of(path: &Path, frame: u32, window: Option<(f64, f64)>) -> Result<Fram
 /// Renders `frame` (from 0) as a PNG, windowed at `window` (center, width) or at the
 /// image's own window.
 pub fn png(path: &Path, frame: u32, window: Option<(f64, f64)>) -> Result<Vec<u8>, RenderError> {
-    let f = {
+    rendered(path, frame, window, None, Picture::Png)
+}
+
+/// The picture formats a frame renders to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Picture {
+    Png,
+    /// Quality 90, for DICOMweb's `rendered` and `thumbnail` resources.
+    Jpeg,
+}
+
+impl Picture {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Picture::Png => "image/png",
+            Picture::Jpeg => "image/jpeg",
+        }
+    }
+}
+
+/// Renders `frame` (from 0) windowed as [`png`] does, shrunk to fit `fit` × `fit` pixels when
+/// asked (a thumbnail), in `picture`'s format.
+pub fn rendered(
+    path: &Path,
+    frame: u32,
+    window: Option<(f64, f64)>,
+    fit: Option<u32>,
+    picture: Picture,
+) -> Result<Vec<u8>, RenderError> {
+    let mut f = {
         let _slot = render_slot()?;
         frame8(path, frame, window)?
     };
-    let colour = if f.colour {
-        png::ColorType::Rgb
-    } else {
-        png::ColorType::Grayscale
-    };
+    if let Some(side) = fit.filter(|side| f.width.max(f.height) > *side) {
+        f = downsample(&f, side);
+    }
     let mut out = Vec::new();
-    {
-        let mut encoder = png::Encoder::new(&mut out, f.width, f.height);
-        encoder.set_color(colour);
-        encoder.set_depth(png::BitDepth::Eight);
-        encoder.set_compression(png::Compression::Fast);
-        let mut writer = encoder
-            .write_header()
-            .map_err(|e| RenderError::Decode(e.to_string()))?;
-        writer
-            .write_image_data(&f.pixels)
-            .map_err(|e| RenderError::Decode(e.to_string()))?;
+    match picture {
+        Picture::Png => {
+            let colour = if f.colour {
+                png::ColorType::Rgb
+            } else {
+                png::ColorType::Grayscale
+            };
+            let mut encoder = png::Encoder::new(&mut out, f.width, f.height);
+            encoder.set_color(colour);
+            encoder.set_depth(png::BitDepth::Eight);
+            encoder.set_compression(png::Compression::Fast);
+            let mut writer = encoder
+                .write_header()
+                .map_err(|e| RenderError::Decode(e.to_string()))?;
+            writer
+                .write_image_data(&f.pixels)
+                .map_err(|e| RenderError::Decode(e.to_string()))?;
+        }
+        Picture::Jpeg => {
+            let (Ok(width), Ok(height)) = (u16::try_from(f.width), u16::try_from(f.height)) else {
+                return Err(RenderError::Decode(format!(
+                    "a {}×{} frame is too large for JPEG; ask for image/png",
+                    f.width, f.height
+                )));
+            };
+            let colour = if f.colour {
+                jpeg_encoder::ColorType::Rgb
+            } else {
+                jpeg_encoder::ColorType::Luma
+            };
+            jpeg_encoder::Encoder::new(&mut out, 90)
+                .encode(&f.pixels, width, height, colour)
+                .map_err(|e| RenderError::Decode(e.to_string()))?;
+        }
     }
     Ok(out)
 }

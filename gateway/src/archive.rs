@@ -495,6 +495,27 @@ impl GatewayArchive {
         Ok(out)
     }
 
+    /// The instances of several of the clinics' studies, read in one go (each version once):
+    /// what a DICOMweb search over a user's studies reads.
+    #[allow(clippy::type_complexity)]
+    pub fn instances_of(
+        &self,
+        studies: &[(ClinicId, String)],
+    ) -> Result<Vec<(ClinicId, [String; 4], InstanceRecord)>, ArchiveError> {
+        Ok(self
+            .index
+            .studies(studies)?
+            .into_iter()
+            .filter(|(_, key, _)| key.study != ATTACHMENTS)
+            .map(|(clinic, key, record)| (clinic, ids(key), record))
+            .collect())
+    }
+
+    /// Every clinic that has sent an object.
+    pub fn clinics(&self) -> Result<Vec<ClinicId>, ArchiveError> {
+        Ok(self.index.clinics()?)
+    }
+
     /// The modalities of each case's studies that have arrived (each study's first instance
     /// that names one), each once, in study order: one list per `(clinic, studies)` asked,
     /// every study read in one go.

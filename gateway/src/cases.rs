@@ -644,6 +644,36 @@ impl Cases {
         Ok(studies)
     }
 
+    /// The studies `user` may read through DICOMweb, each with its clinic: an administrator
+    /// every study of every clinic, a specialist those of the cases the policy lets them list.
+    /// Not audited: the caller records what it answers with.
+    pub fn readable_studies(
+        &self,
+        user: &User,
+    ) -> Result<Vec<(proto::ClinicId, String)>, CaseError> {
+        let mut out = std::collections::BTreeSet::new();
+        if user.role == daemon::accounts::Role::Admin {
+            for clinic in self.archive.clinics().map_err(CaseError::internal)? {
+                for row in self.archive.studies(&clinic) {
+                    out.insert((clinic.clone(), row.study_instance_uid));
+                }
+            }
+        } else {
+            for c in self.consult.log.all().map_err(CaseError::internal)? {
+                let pool = self.waiting_in_my_pool(user, &c);
+                let row = access::Case {
+                    consultation: &c,
+                    timeline: &[],
+                    my_pool: pool.as_deref(),
+                };
+                if access::check(user, Action::List(row)).is_ok() {
+                    out.extend(c.studies.iter().map(|s| (c.clinic.clone(), s.clone())));
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
     /// An attachment of a case the user may see, once it has arrived: its media type (only
     /// the two kinds a clinic can attach, whatever an event claims), file name and bytes. The
     /// read is recorded.

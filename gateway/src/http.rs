@@ -15,6 +15,7 @@ pub fn router(api: Api) -> axum::Router {
     daemon::login::routes()
         .merge(crate::web::routes())
         .merge(crate::api::routes())
+        .merge(crate::dicomweb::routes())
         .with_state(api)
 }
 

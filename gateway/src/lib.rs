@@ -16,6 +16,7 @@ pub mod board;
 pub mod cases;
 pub mod config;
 pub mod consult;
+pub mod dicomweb;
 pub mod forward;
 pub mod http;
 pub mod https;

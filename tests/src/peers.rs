@@ -100,8 +100,25 @@ pub struct Orthanc {
     child: Child,
 }
 
+/// The DICOMweb plugin of Debian's `orthanc-dicomweb` (`scripts/test` installs it).
+pub const ORTHANC_DICOMWEB: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
+
 impl Orthanc {
     pub fn start(dir: &Path, ae_title: &str) -> anyhow::Result<Self> {
+        Self::start_with(dir, ae_title, false)
+    }
+
+    /// An Orthanc that also serves DICOMweb at `/dicom-web/` ([`Orthanc::dicomweb`]).
+    pub fn start_with_dicomweb(dir: &Path, ae_title: &str) -> anyhow::Result<Self> {
+        Self::start_with(dir, ae_title, true)
+    }
+
+    /// Its DICOMweb service's root.
+    pub fn dicomweb(&self) -> String {
+        format!("http://{}/dicom-web", self.http)
+    }
+
+    fn start_with(dir: &Path, ae_title: &str, dicomweb: bool) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let dicom = crate::free_tcp_addr();
         let http = crate::free_tcp_addr();
@@ -118,6 +135,20 @@ impl Orthanc {
             "DicomCheckCalledAet": true,
             "StableAge": 1,
         });
+        let mut config = config;
+        if dicomweb {
+            anyhow::ensure!(
+                Path::new(ORTHANC_DICOMWEB).exists(),
+                "{ORTHANC_DICOMWEB} is missing: apt-get install orthanc-dicomweb (scripts/test does)"
+            );
+            config["Plugins"] = serde_json::json!([ORTHANC_DICOMWEB]);
+            config["DicomWeb"] = serde_json::json!({
+                "Enable": true,
+                "Root": "/dicom-web/",
+                "StudiesMetadata": "Full",
+                "SeriesMetadata": "Full",
+            });
+        }
         let file = dir.join("orthanc.json");
         std::fs::write(&file, serde_json::to_string_pretty(&config)?)?;
         let binary = ["Orthanc", "/usr/sbin/Orthanc"]

@@ -532,6 +532,8 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
         sign_up(accounts, person(name, role, name, specialist, None));
     }
     let case = format!("/api/v1/consultations/{id}");
+    let dw = "/dicomweb/studies/1.2.3".to_owned();
+    let dwi = format!("{dw}/series/1.2/instances/1.2.3.4");
     // (method, path, body, expected status for: nobody, a specialist not on the case, an
     // admin, and the audit record the administrator's call writes: every read of patient data
     // and every change is recorded, nothing else is)
@@ -567,6 +569,27 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
             [401, 200, 200],
             Some("view_studies"),
         ),
+        // DICOMweb: a search answers what the user may read (nothing here: no study has
+        // arrived, so nothing is recorded); a study nobody may read is absent for everyone.
+        ("GET", "/dicomweb/studies".into(), None, [401, 200, 200], None),
+        ("GET", "/dicomweb/series".into(), None, [401, 200, 200], None),
+        ("GET", "/dicomweb/instances".into(), None, [401, 200, 200], None),
+        ("GET", format!("{dw}/series"), None, [401, 200, 200], None),
+        ("GET", format!("{dw}/instances"), None, [401, 200, 200], None),
+        ("GET", format!("{dw}/series/1.2/instances"), None, [401, 200, 200], None),
+        ("GET", dw.clone(), None, [401, 404, 404], None),
+        ("GET", format!("{dw}/metadata"), None, [401, 404, 404], None),
+        ("GET", format!("{dw}/thumbnail"), None, [401, 404, 404], None),
+        ("GET", format!("{dw}/series/1.2"), None, [401, 404, 404], None),
+        ("GET", format!("{dw}/series/1.2/metadata"), None, [401, 404, 404], None),
+        ("GET", format!("{dw}/series/1.2/thumbnail"), None, [401, 404, 404], None),
+        ("GET", dwi.clone(), None, [401, 404, 404], None),
+        ("GET", format!("{dwi}/metadata"), None, [401, 404, 404], None),
+        ("GET", format!("{dwi}/rendered"), None, [401, 404, 404], None),
+        ("GET", format!("{dwi}/thumbnail"), None, [401, 404, 404], None),
+        ("GET", format!("{dwi}/frames/1"), None, [401, 404, 404], None),
+        ("GET", format!("{dwi}/frames/1/rendered"), None, [401, 404, 404], None),
+        ("GET", format!("{dwi}/bulk/7FE00010"), None, [401, 404, 404], None),
         ("GET", "/api/v1/forward".into(), None, [401, 403, 200], None),
         (
             "POST",
@@ -1106,6 +1129,14 @@ async fn every_clinic_route_refuses_the_callers_it_should() {
             Body::Empty,
             Some(Action::Run(Task::Status)),
             [200, 401, 200, 200, 200],
+        ),
+        // STOW-RS of a body that is not multipart/related: refused as such once allowed.
+        (
+            "POST",
+            "/dicomweb/studies".into(),
+            Body::Json("{}"),
+            Some(Action::Run(Task::Stow)),
+            [415, 401, 403, 415, 415],
         ),
         (
             "POST",

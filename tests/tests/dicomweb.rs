@@ -1,0 +1,296 @@
+//! DICOMweb with real clients and a real peer: Python's `dicomweb-client` stores pydicom's
+//! sample files at the clinic agent (STOW-RS) and at Orthanc's DICOMweb plugin; once the
+//! consultation naming them reaches the hospital, the radiologist's client searches (QIDO-RS)
+//! and retrieves (WADO-RS metadata, instances, frames as stored and in explicit VR little
+//! endian) from the gateway and gets what Orthanc answers and what the files hold, while
+//! another specialist sees none of it. A 100-instance study posted in one request is in the
+//! agent's durable queue when the answer comes and reaches the gateway; a broken instance in a
+//! request is named in the Failed SOP Sequence while the others are stored.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use daemon::accounts::Role;
+use harness::peers::Orthanc;
+use harness::people::{person, radiologist, raw_http, sign_up, with_routing, ONE_RADIOLOGIST};
+use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
+use serde_json::{json, Value};
+
+/// A gateway routing every case to Dr Li, and the Jinzhou clinic's agent linked to it with
+/// the doctor "wang" signed up: (gateway, agent, wang's token).
+fn pilot(dir: &Path) -> (RunningGateway, RunningAgent, String) {
+    let pilot = PilotDir::create(dir, Timings::default()).unwrap();
+    let link = free_udp_addr();
+    let config = with_routing(&pilot.gateway_config(link).unwrap(), ONE_RADIOLOGIST).unwrap();
+    let gw = RunningGateway::start(config).unwrap();
+    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
+    let agent = RunningAgent::start(
+        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let doctor = sign_up(
+        &agent.handle.accounts,
+        person("wang", Role::Doctor, "Dr Wang", None, None),
+    );
+    (gw, agent, doctor)
+}
+
+fn check_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("python/dicomweb_check.py")
+}
+
+/// Runs the check script with `args`; panics with its output unless it succeeds.
+fn python(args: &[String]) -> String {
+    let out = std::process::Command::new("python3")
+        .arg(check_script())
+        .args(args)
+        .output()
+        .expect("python3 runs (scripts/test installs dicomweb-client)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "dicomweb_check.py {args:?}:\n{text}");
+    text
+}
+
+/// A multipart/related body of DICOM parts, and its Content-Type.
+fn stow_body(parts: &[Vec<u8>]) -> (String, Vec<u8>) {
+    let boundary = "stow-boundary-7f3a";
+    let mut body = Vec::new();
+    for part in parts {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(part);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (
+        format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+        body,
+    )
+}
+
+/// POSTs a STOW-RS request to the agent: (status, headers, DICOM JSON answer).
+fn stow(agent: &RunningAgent, token: &str, content_type: &str, body: &[u8]) -> (u16, String, Value) {
+    let head = format!(
+        "POST /dicomweb/studies HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: {content_type}\r\nAccept: application/dicom+json"
+    );
+    let (status, answer) = raw_http(agent.web_addr, &head, body).unwrap();
+    let (headers, json_text) = answer.split_once("\r\n\r\n").unwrap();
+    let json = serde_json::from_str(json_text).unwrap_or(Value::Null);
+    (status, headers.to_owned(), json)
+}
+
+/// The SOP Instance UIDs of a STOW answer's sequence `tag`.
+fn sop_uids(answer: &Value, tag: &str) -> Vec<String> {
+    answer[tag]["Value"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["00081155"]["Value"][0].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_instance_study_posted_in_one_request_is_durable_when_answered_and_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, agent, doctor) = pilot(dir.path());
+    let study = harness::samples::write_ct_series(&dir.path().join("ct"), "P-STOW", 100, 16 * 1024, 7)
+        .unwrap();
+    let parts: Vec<Vec<u8>> = study.files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let sops: Vec<String> = study
+        .files
+        .iter()
+        .map(|f| store::dicom::summarize(f).unwrap().sop_instance_uid)
+        .collect();
+    let (content_type, body) = stow_body(&parts);
+    let (status, _, answer) = stow(&agent, &doctor, &content_type, &body);
+    assert_eq!(status, 200, "{answer}");
+    let mut stored = sop_uids(&answer, "00081199");
+    stored.sort();
+    let mut expected = sops.clone();
+    expected.sort();
+    assert_eq!(stored, expected, "every instance is acknowledged");
+    // Acknowledged means queued durably: every instance is in the agent's outbox now.
+    let queued: std::collections::BTreeSet<String> = agent
+        .handle
+        .store
+        .objects()
+        .into_iter()
+        .map(|(_, r)| r.sop_instance_uid)
+        .collect();
+    assert!(sops.iter().all(|s| queued.contains(s)), "acknowledged before queued");
+
+    // And they sync like any other study.
+    let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
+    let archive = gw.handle.archive.clone();
+    let uid = study.study_uid.clone();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            archive
+                .study_instances(&jinzhou, std::slice::from_ref(&uid))
+                .map(|i| i.len())
+                .unwrap_or(0)
+                == 100
+        })
+        .await,
+        "the study posted to the agent reaches the gateway"
+    );
+
+    // One broken instance among good ones: the others are stored, it is named.
+    let more = harness::samples::write_ct_series(&dir.path().join("more"), "P-STOW", 2, 4096, 8)
+        .unwrap();
+    let good: Vec<Vec<u8>> = more.files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let mut broken = good[1].clone();
+    broken.truncate(broken.len() * 2 / 3);
+    let broken_sop = store::dicom::summarize(&more.files[1]).unwrap().sop_instance_uid;
+    let cut = dir.path().join("cut.dcm");
+    std::fs::write(&cut, &broken).unwrap();
+    assert!(store::dicom::summarize(&cut).is_err(), "the cut file is broken");
+    let (content_type, body) = stow_body(&[good[0].clone(), broken]);
+    let (status, headers, answer) = stow(&agent, &doctor, &content_type, &body);
+    assert_eq!(status, 202, "some stored, some not: {answer}");
+    assert_eq!(
+        sop_uids(&answer, "00081199"),
+        vec![store::dicom::summarize(&more.files[0]).unwrap().sop_instance_uid]
+    );
+    assert_eq!(sop_uids(&answer, "00081198"), vec![broken_sop]);
+    assert_eq!(
+        answer["00081198"]["Value"][0]["00081197"]["Value"][0],
+        json!(0xC000),
+        "failure reason: cannot understand"
+    );
+    assert!(
+        headers.to_lowercase().contains("warning: 299 tpg: \"part 2: malformed dicom"),
+        "{headers}"
+    );
+    assert_eq!(agent.handle.store.quarantined(), 1, "the broken file is kept aside");
+
+    // A body that is not multipart/related is refused with what to send.
+    let (status, _, answer) = stow(&agent, &doctor, "application/dicom", &parts[0]);
+    assert_eq!(status, 415, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("send multipart/related"));
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
+
+/// pydicom's samples, each a different instance: native (explicit and implicit VR, 16- and
+/// 32-bit, 15 frames), RLE (grey and colour, 2 frames), JPEG baseline (30 frames) and JPEG
+/// 2000, an overlay (bulk data besides the pixels) and a palette.
+const SAMPLES: &[&str] = &[
+    "CT_small.dcm",
+    "MR_small_RLE.dcm",
+    "rtdose.dcm",
+    "SC_rgb_rle_2frame.dcm",
+    "examples_ybr_color.dcm",
+    "693_J2KI.dcm",
+    "examples_overlay.dcm",
+    "examples_palette.dcm",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dicomweb_client_reads_from_the_gateway_what_orthanc_and_the_files_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, agent, doctor) = pilot(dir.path());
+    let li = sign_up(&gw.handle.accounts, radiologist());
+    let zhao = sign_up(
+        &gw.handle.accounts,
+        person("zhao", Role::Specialist, "Dr Zhao", Some("zhao"), None),
+    );
+    let samples = harness::samples::pydicom_test_files().unwrap();
+    let files: Vec<String> = SAMPLES
+        .iter()
+        .map(|f| samples.join(f).display().to_string())
+        .collect();
+    let orthanc = Orthanc::start_with_dicomweb(&dir.path().join("orthanc"), "ORTHANC").unwrap();
+
+    // dicomweb-client stores the same files at the clinic and at Orthanc.
+    let agent_url = format!("http://{}/dicomweb", agent.web_addr);
+    let mut args = vec!["stow".to_owned(), agent_url, doctor.clone()];
+    args.extend(files.iter().cloned());
+    python(&args);
+    let mut args = vec!["stow".to_owned(), orthanc.dicomweb(), String::new()];
+    args.extend(files.iter().cloned());
+    python(&args);
+
+    // The doctor asks about all of them; the case reaches Dr Li's pool.
+    let mut studies: Vec<String> = files
+        .iter()
+        .map(|f| store::dicom::summarize(Path::new(f)).unwrap().study_instance_uid)
+        .collect();
+    studies.sort();
+    studies.dedup();
+    let request = json!({
+        "patient": {"id": "P-WEB", "name": "", "sex": "", "birth_date": ""},
+        "question": "second opinion?", "specialty": "radiology", "urgency": "routine",
+        "consent": {"given_by": "patient", "method": "written"},
+        "studies": studies, "submit": true,
+    });
+    let (status, answer) = harness::http(
+        daemon::client::local(agent.web_addr),
+        "POST",
+        "/api/v1/consultations",
+        Some(&doctor),
+        Some(&request.to_string()),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let web = gw.web_addr;
+    let token = li.clone();
+    let wanted = studies.len();
+    let sops = files.len();
+    assert!(
+        wait_until(Duration::from_secs(90), || {
+            let listed = harness::http_get_as(web, "/dicomweb/studies", &token)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default();
+            let instances: u64 = listed
+                .iter()
+                .filter_map(|s| s["00201208"]["Value"][0].as_u64())
+                .sum();
+            listed.len() == wanted && instances == sops as u64
+        })
+        .await,
+        "every study reaches the gateway and Dr Li's scope"
+    );
+
+    let mut args = vec![
+        "check".to_owned(),
+        format!("http://{web}/dicomweb"),
+        li,
+        orthanc.dicomweb(),
+        zhao,
+    ];
+    args.extend(files.iter().cloned());
+    let out = python(&args);
+    println!("{out}");
+
+    // Every read was recorded, naming the studies and never a patient.
+    let log = dir.path().join("gateway/data/audit.log");
+    gateway::audit::verify(&log).unwrap();
+    let audit: Vec<gateway::audit::Record> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for action in ["dicomweb_search", "dicomweb_metadata", "dicomweb_retrieve", "dicomweb_frames"] {
+        assert!(
+            audit.iter().any(|r| r.user == "li" && r.action == action),
+            "{action} is in the audit log"
+        );
+    }
+    assert!(audit.iter().all(|r| !r.target.contains("CompressedSamples")));
+    agent.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
