@@ -9,6 +9,7 @@
 Every mismatch is printed; the exit status is the number of them (0: all agree).
 """
 
+import base64
 import json
 import sys
 import urllib.parse
@@ -38,6 +39,8 @@ def stow(url, token, files):
     answer = client(url, token).store_instances(datasets)
     stored = len(answer.get("ReferencedSOPSequence", []))
     failed = len(answer.get("FailedSOPSequence", []))
+    for item in answer.get("FailedSOPSequence", []):
+        print("failed:", item.get("ReferencedSOPInstanceUID"), item.get("FailureReason"))
     print(json.dumps({"stored": stored, "failed": failed}))
     return 0 if failed == 0 and stored == len(files) else 1
 
@@ -59,21 +62,43 @@ def uids(answers, tag):
 DIFFERENT_BY_DESIGN = {"00081190", "00080005"}
 
 
-def values(element):
-    if "BulkDataURI" in element:
-        return "bulk"
+def binary(element, headers, server):
+    """A binary value's bytes, inline or fetched from its bulk data URI at `server` (whose
+    address replaces the URI's: dicomweb-client sends a Host header without the port, and
+    both servers build their URIs from it)."""
     if "InlineBinary" in element:
-        return "inline"
+        return base64.b64decode(element["InlineBinary"])
+    uri = urllib.parse.urlsplit(element["BulkDataURI"])
+    url = uri._replace(netloc=urllib.parse.urlsplit(server).netloc).geturl()
+    r = requests.get(url, headers={
+        **(headers or {}), "Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'})
+    r.raise_for_status()
+    boundary = r.headers["Content-Type"].split("boundary=")[1].split(";")[0].strip('"')
+    part = r.content.split(b"--" + boundary.encode())[1]
+    return part.split(b"\r\n\r\n", 1)[1][:-2]
+
+
+# Text VRs hold one value, backslashes included (PS3.5 §6.4): Orthanc 1.10 splits them anyway.
+ONE_VALUE_VRS = {"LT", "ST", "UT", "UR"}
+
+
+def values(element):
+    if "BulkDataURI" in element or "InlineBinary" in element:
+        return "binary"
     vals = element.get("Value")
     if vals is None:
         return None
     if element.get("vr") == "SQ":
         return f"{len(vals)} items"
+    if element.get("vr") in ONE_VALUE_VRS:
+        vals = ["\\".join("" if v is None else str(v) for v in vals)]
     out = []
     for v in vals:
         if isinstance(v, float) and v.is_integer():
             v = int(v)
         if isinstance(v, str):
+            # Padding is not part of a value (PS3.5 §6.2); Orthanc keeps it inside lists.
+            v = v.strip(" ")
             try:
                 v = float(v)
                 v = int(v) if v.is_integer() else v
@@ -83,7 +108,7 @@ def values(element):
     return sorted(out, key=str) if element.get("vr") == "CS" else out
 
 
-def compare_entries(what, ours, theirs, key_tag):
+def compare_entries(what, ours, theirs, key_tag, headers=None, servers=("", "")):
     ours_by = {e[key_tag]["Value"][0]: e for e in ours if "Value" in e.get(key_tag, {})}
     for entry in theirs:
         uid = entry[key_tag]["Value"][0]
@@ -95,7 +120,14 @@ def compare_entries(what, ours, theirs, key_tag):
             if tag not in mine:
                 problem(f"{what} {uid}: Orthanc answers {tag}, the gateway does not")
             elif tag not in DIFFERENT_BY_DESIGN and values(element) != values(mine[tag]):
-                problem(f"{what} {uid} {tag}: Orthanc {values(element)} gateway {values(mine[tag])}")
+                a, b = repr(values(element)), repr(values(mine[tag]))
+                at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                problem(f"{what} {uid} {tag}: Orthanc {a[max(0, at - 60):at + 60]} gateway {b[max(0, at - 60):at + 60]}")
+            elif values(element) == "binary" and tag != "7FE00010":
+                # Orthanc sends every binary value as bulk data, the gateway short ones inline:
+                # the bytes must agree either way.
+                if binary(element, None, servers[1]) != binary(mine[tag], headers, servers[0]):
+                    problem(f"{what} {uid} {tag}: the binary values differ")
 
 
 def check(gateway, token, orthanc, other_token, files):
@@ -118,8 +150,13 @@ def check(gateway, token, orthanc, other_token, files):
         {"StudyInstanceUID": studies[0]},
         {"includefield": "00081030"},
     ]
+    dated = {ds.StudyInstanceUID for ds in local if ds.get("StudyDate")}
     for params in searches:
         theirs = orthanc_search(orthanc, "/studies", params)
+        if params.get("StudyDate", "").startswith("-"):
+            # Orthanc compares dates as strings, so an open-ended range matches studies without
+            # a date; a range matches only dates within it (PS3.4 §C.2.2.2.5).
+            theirs = [t for t in theirs if t["0020000D"]["Value"][0] in dated]
         ours = gw.search_for_studies(search_filters={k: v for k, v in params.items() if k != "includefield"},
                                      fields=[params["includefield"]] if "includefield" in params else None)
         t_uids, o_uids = uids(theirs, "0020000D"), uids(ours, "0020000D")
@@ -142,7 +179,8 @@ def check(gateway, token, orthanc, other_token, files):
 
         # WADO-RS metadata: every attribute Orthanc gives, with the same values.
         r = requests.get(f"{orthanc}/studies/{study}/metadata", headers={"Accept": "application/dicom+json"})
-        compare_entries(f"metadata of {study}", gw.retrieve_study_metadata(study), r.json(), "00080018")
+        compare_entries(f"metadata of {study}", gw.retrieve_study_metadata(study), r.json(), "00080018",
+                        headers={"Authorization": f"Bearer {token}"}, servers=(gateway, orthanc))
 
     # WADO-RS instances and frames: the same data set and pixel data as the file sent.
     for ds in local:

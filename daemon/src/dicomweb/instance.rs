@@ -29,16 +29,39 @@ pub struct Header {
     pub transfer_syntax: String,
     /// The pixel data's VR, when the file has pixel data.
     pub pixel_data: Option<VR>,
+    /// Top-level elements after the pixel data (trailing padding, say): not read, named as
+    /// bulk data with their VR by the dictionary.
+    pub after_pixels: Vec<(Tag, VR)>,
 }
 
 /// Reads the header of the file at `path`.
 pub fn header(path: &Path) -> Result<Header, RenderError> {
     crate::render::readable(path)?;
-    let has_pixels = store::structure::layout(path, &[])
+    let top_level = store::structure::layout(path, &[])
         .map_err(RenderError::Unsafe)?
-        .top_level
+        .top_level;
+    let pixels_at = top_level
         .iter()
-        .any(|(tag, _)| *tag == (0x7FE0, 0x0010));
+        .position(|(tag, _)| *tag == (0x7FE0, 0x0010));
+    let has_pixels = pixels_at.is_some();
+    let after_pixels = pixels_at
+        .map(|at| {
+            top_level[at + 1..]
+                .iter()
+                .map(|((group, element), _)| {
+                    let tag = Tag(*group, *element);
+                    let vr = dicom_core::dictionary::DataDictionary::by_tag(
+                        &dicom_dictionary_std::StandardDataDictionary,
+                        tag,
+                    )
+                    .map_or(VR::UN, |e| {
+                        dicom_core::dictionary::DataDictionaryEntry::vr(e).relaxed()
+                    });
+                    (tag, vr)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let file = guarded(|| {
         dicom_object::OpenFileOptions::new()
             .read_until(tags::PIXEL_DATA)
@@ -67,6 +90,7 @@ pub fn header(path: &Path) -> Result<Header, RenderError> {
         dataset,
         transfer_syntax,
         pixel_data,
+        after_pixels,
     })
 }
 
@@ -89,10 +113,11 @@ impl Header {
             tag_key(tags::AVAILABLE_TRANSFER_SYNTAX_UID),
             serde_json::json!({ "vr": "UI", "Value": [self.transfer_syntax] }),
         );
-        if let Some(vr) = self.pixel_data {
+        let pixels = self.pixel_data.map(|vr| (tags::PIXEL_DATA, vr));
+        for (tag, vr) in pixels.into_iter().chain(self.after_pixels.iter().copied()) {
             out.insert(
-                tag_key(tags::PIXEL_DATA),
-                serde_json::json!({ "vr": vr.to_string(), "BulkDataURI": bulk(tags::PIXEL_DATA) }),
+                tag_key(tag),
+                serde_json::json!({ "vr": vr.to_string(), "BulkDataURI": bulk(tag) }),
             );
         }
         Ok(out)
@@ -177,6 +202,12 @@ fn tidy(element: &mut Value) {
             }
             Value::Object(name) if vr == "PN" && name.is_empty() => *v = Value::Null,
             _ => {}
+        }
+    }
+    // An attribute without a value has no "Value" at all (PS3.18 §F.2.5).
+    if values.iter().all(Value::is_null) {
+        if let Some(map) = element.as_object_mut() {
+            map.remove("Value");
         }
     }
 }
@@ -405,7 +436,7 @@ mod tests {
         assert_eq!(json["00200013"]["Value"][0], serde_json::json!(7));
         assert_eq!(json["00100010"]["Value"][0]["Alphabetic"], "Wang^Wei");
         assert_eq!(json["00100010"]["Value"][0]["Ideographic"], "王^伟");
-        assert!(json["00080050"].get("Value").is_none_or(|v| v[0].is_null()));
+        assert!(json["00080050"].get("Value").is_none(), "{}", json["00080050"]);
         assert_eq!(json["60003000"]["BulkDataURI"], "/b/60003000");
         let searched = Value::Object(dataset_json(&ds, None).unwrap());
         assert!(searched.get("60003000").is_none());
