@@ -1383,7 +1383,7 @@ async fn every_clinic_route_refuses_the_callers_it_should() {
     let mut asked = 0;
     for (method, path, _, action, expected) in &routes {
         let Some(action) = action else { continue };
-        let page = !path.starts_with("/api/");
+        let page = !path.starts_with("/api/") && !path.starts_with("/dicomweb/");
         for (caller, want) in callers.iter().zip(expected) {
             let said = match access::check(*caller, *action) {
                 Err(Denied::Unauthenticated) if page => 303,
@@ -1392,7 +1392,8 @@ async fn every_clinic_route_refuses_the_callers_it_should() {
                 Err(Denied::Forbidden(_)) => 403,
                 Ok(()) => {
                     assert!(
-                        matches!(want, 200 | 204 | 400 | 409),
+                        // Allowed, and then answered by the request's own merits.
+                        matches!(want, 200 | 204 | 400 | 409 | 415),
                         "{method} {path} as {caller:?}: allowed, yet answered {want}"
                     );
                     *want
