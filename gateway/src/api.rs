@@ -40,6 +40,8 @@ pub struct Api {
     pub data_dir: std::path::PathBuf,
     /// Served over HTTPS (session cookies then carry `Secure`).
     pub https: bool,
+    /// OHIF's prepared files (`[web] ohif`), served under `/ohif/`.
+    pub ohif: Option<std::path::PathBuf>,
 }
 
 /// A refusal of the access policy as the API answers it.

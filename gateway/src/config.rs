@@ -178,6 +178,8 @@ struct RawWeb {
     key: Option<PathBuf>,
     /// The hospital's time zone, for the times the pages show: `+08:00`.
     utc_offset: Option<String>,
+    /// OHIF's prepared `dist/` folder (`scripts/ohif`), served under `/ohif/`.
+    ohif: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -195,6 +197,9 @@ pub struct GatewayConfig {
     /// `[web] utc_offset`: the pages show times in the hospital's time zone (seconds east of
     /// UTC; China's `+08:00` by default).
     pub web_utc_offset_secs: i64,
+    /// `[web] ohif`: OHIF's files, prepared for `/ohif/` by `scripts/ohif`; the case page then
+    /// opens each study in it.
+    pub web_ohif: Option<PathBuf>,
     pub metrics_listen: SocketAddr,
     /// `[routing]`: assign consultations automatically; without it an administrator does.
     pub routing: Option<RoutingConfig>,
@@ -394,6 +399,19 @@ impl GatewayConfig {
                         message: format!("[web] utc_offset = \"{text}\": {why}; write the hospital's time zone, e.g. \"+08:00\""),
                     })?
                 }
+            },
+            web_ohif: match &raw.web.ohif {
+                None => None,
+                Some(folder) => Some(existing(
+                    path,
+                    "[web] ohif",
+                    resolve(dir, folder).join("index.html"),
+                    "prepare OHIF there with `scripts/ohif FOLDER` (it fetches the pinned \
+                     @ohif/app from npm), or leave [web] ohif out",
+                )?
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()),
             },
             web_tls: match (raw.web.cert, raw.web.key) {
                 (None, None) => None,

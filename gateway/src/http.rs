@@ -16,6 +16,7 @@ pub fn router(api: Api) -> axum::Router {
         .merge(crate::web::routes())
         .merge(crate::api::routes())
         .merge(crate::dicomweb::routes())
+        .merge(crate::ohif::routes())
         .with_state(api)
 }
 

@@ -23,6 +23,7 @@ pub mod https;
 pub mod lease;
 pub mod link;
 pub mod metrics;
+pub mod ohif;
 pub mod migrate;
 pub mod receive;
 pub use daemon::render;
@@ -296,6 +297,7 @@ pub fn start(
         alert_ledger: Default::default(),
         data_dir: config.data_dir.clone(),
         https: web_tls.is_some(),
+        ohif: config.web_ohif.clone(),
     };
     let api_task = tokio::spawn(http::serve(web_listener, web_tls, api, shutdown.clone()));
     let link_task = tokio::spawn(link.serve(listeners.link, shutdown.clone()));

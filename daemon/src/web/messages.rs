@@ -242,6 +242,7 @@ pub(super) static MESSAGES: &[(&str, &str, &str)] = &[
     ("case.print", "打印报告", "Print the report"),
     ("case.prior", "该患者的既往会诊", "Prior consultations of this patient"),
     ("case.images", "查看影像", "View images"),
+    ("case.open_ohif", "在 OHIF 中打开", "Open in OHIF"),
     ("study.arrived", "已到达", "arrived"),
     ("study.partial", "部分到达", "partly arrived"),
     ("study.waiting", "尚未到达", "not arrived yet"),

@@ -190,6 +190,7 @@ async fn case_page(
 ) -> Response {
     let user = session.user.clone();
     let zh = session.lang == daemon::web::Lang::Zh;
+    let ohif = api.ohif.is_some();
     let loaded = blocking(move || {
         let detail = api.cases.case(&user, from, &id)?;
         let c = &detail.consultation;
@@ -296,6 +297,7 @@ async fn case_page(
                                 Some(row) => {
                                     (row.modality.as_deref().unwrap_or("?")) " · " (row.instances) " " (lang.t(if row.instances == 1 { "study.instance" } else { "study.instances" })) " · "
                                     @if row.complete { span.ok { (lang.t("study.arrived")) } } @else { span { (lang.t("study.partial")) } }
+                                    @if ohif { " · " a.open-ohif href=(crate::ohif::study_url(&s.study_instance_uid)) target="_blank" rel="noopener" { (lang.t("case.open_ohif")) } }
                                 }
                                 None => { span.muted { (lang.t("study.waiting")) } }
                             }
