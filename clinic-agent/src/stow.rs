@@ -36,9 +36,8 @@ async fn store(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let boundary = daemon::dicomweb::multipart::stow_boundary(content_type).map_err(|e| {
-        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_multipart", e.0)
-    })?;
+    let boundary = daemon::dicomweb::multipart::stow_boundary(content_type)
+        .map_err(|e| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_multipart", e.0))?;
     let mut parts = multer::Multipart::new(body.into_data_stream(), boundary);
     let mut outcomes = Vec::new();
     loop {
@@ -88,9 +87,8 @@ async fn store(
             outcomes.push(unreadable(part, &e));
             break;
         }
-        let (staged, head) = staged.map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", e)
-        })?;
+        let (staged, head) = staged
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", e))?;
         let h = handle.clone();
         outcomes.push(
             blocking(move || {

@@ -126,9 +126,7 @@ struct Found {
 
 /// The studies `user` may read through DICOMweb, each with the clinic that sent it.
 fn scope(api: &Api, user: &daemon::accounts::User) -> Result<Vec<(ClinicId, String)>, ApiError> {
-    api.cases
-        .readable_studies(user)
-        .map_err(ApiError::from)
+    api.cases.readable_studies(user).map_err(ApiError::from)
 }
 
 /// The instances of `target` (every readable study when it names none) the user may read,
@@ -174,12 +172,18 @@ fn found(
     }
     let mut out: Vec<Found> = latest.into_values().collect();
     out.sort_by(|a, b| {
-        (&a.study, &a.series, a.record.instance_number.unwrap_or(i64::MAX), &a.sop).cmp(&(
-            &b.study,
-            &b.series,
-            b.record.instance_number.unwrap_or(i64::MAX),
-            &b.sop,
-        ))
+        (
+            &a.study,
+            &a.series,
+            a.record.instance_number.unwrap_or(i64::MAX),
+            &a.sop,
+        )
+            .cmp(&(
+                &b.study,
+                &b.series,
+                b.record.instance_number.unwrap_or(i64::MAX),
+                &b.sop,
+            ))
     });
     Ok(out)
 }
@@ -263,8 +267,7 @@ fn json_answer(headers: &HeaderMap, value: &Value) -> Response {
         .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
     let mut response = if gzip && body.len() > 1024 {
         use std::io::Write;
-        let mut encoder =
-            flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         let zipped = encoder.write_all(&body).and_then(|()| encoder.finish());
         match zipped {
             Ok(zipped) => {
@@ -327,7 +330,16 @@ async fn search_studies(
     raw: RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    search(state, from, user, Target::default(), raw, headers, Level::Study).await
+    search(
+        state,
+        from,
+        user,
+        Target::default(),
+        raw,
+        headers,
+        Level::Study,
+    )
+    .await
 }
 
 async fn search_series(

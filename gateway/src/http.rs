@@ -17,6 +17,7 @@ pub fn router(api: Api) -> axum::Router {
         .merge(crate::api::routes())
         .merge(crate::dicomweb::routes())
         .merge(crate::ohif::routes())
+        .merge(crate::fhir::routes())
         .with_state(api)
 }
 

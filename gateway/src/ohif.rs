@@ -121,12 +121,18 @@ mod tests {
 
     #[test]
     fn only_paths_inside_the_folder_are_served() {
-        assert_eq!(inside("app.bundle.js"), Some(PathBuf::from("app.bundle.js")));
+        assert_eq!(
+            inside("app.bundle.js"),
+            Some(PathBuf::from("app.bundle.js"))
+        );
         assert_eq!(inside("assets/x.svg"), Some(PathBuf::from("assets/x.svg")));
         assert_eq!(inside("../secret"), None);
         assert_eq!(inside("/etc/passwd"), None);
         assert_eq!(inside("a/../../b"), None);
         assert_eq!(study_url("1.2.3"), "/ohif/viewer?StudyInstanceUIDs=1.2.3");
-        assert_eq!(study_url("1&x=2"), "/ohif/viewer?StudyInstanceUIDs=1%26x%3D2");
+        assert_eq!(
+            study_url("1&x=2"),
+            "/ohif/viewer?StudyInstanceUIDs=1%26x%3D2"
+        );
     }
 }

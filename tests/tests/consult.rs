@@ -590,6 +590,26 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
         ("GET", format!("{dwi}/frames/1"), None, [401, 404, 404], None),
         ("GET", format!("{dwi}/frames/1/rendered"), None, [401, 404, 404], None),
         ("GET", format!("{dwi}/bulk/7FE00010"), None, [401, 404, 404], None),
+        // FHIR: the capability statement is public; a case's resources are the case's.
+        ("GET", "/fhir/r4/metadata".into(), None, [200, 200, 200], None),
+        (
+            "GET",
+            "/fhir/r4/ServiceRequest".into(),
+            None,
+            [401, 200, 200],
+            Some("fhir_search"),
+        ),
+        (
+            "GET",
+            format!("/fhir/r4/ServiceRequest/{id}"),
+            None,
+            [401, 404, 200],
+            Some("fhir_read"),
+        ),
+        // OHIF is not installed here: its page still needs a session first.
+        ("GET", "/ohif".into(), None, [303, 303, 303], None),
+        ("GET", "/ohif/".into(), None, [303, 404, 404], None),
+        ("GET", "/ohif/app-config.js".into(), None, [404, 404, 404], None),
         ("GET", "/api/v1/forward".into(), None, [401, 403, 200], None),
         (
             "POST",

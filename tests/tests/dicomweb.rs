@@ -76,7 +76,12 @@ fn stow_body(parts: &[Vec<u8>]) -> (String, Vec<u8>) {
 }
 
 /// POSTs a STOW-RS request to the agent: (status, headers, DICOM JSON answer).
-fn stow(agent: &RunningAgent, token: &str, content_type: &str, body: &[u8]) -> (u16, String, Value) {
+fn stow(
+    agent: &RunningAgent,
+    token: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String, Value) {
     let head = format!(
         "POST /dicomweb/studies HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: {content_type}\r\nAccept: application/dicom+json"
@@ -104,9 +109,14 @@ fn sop_uids(answer: &Value, tag: &str) -> Vec<String> {
 async fn a_hundred_instance_study_posted_in_one_request_is_durable_when_answered_and_syncs() {
     let dir = tempfile::tempdir().unwrap();
     let (gw, agent, doctor) = pilot(dir.path());
-    let study = harness::samples::write_ct_series(&dir.path().join("ct"), "P-STOW", 100, 16 * 1024, 7)
-        .unwrap();
-    let parts: Vec<Vec<u8>> = study.files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let study =
+        harness::samples::write_ct_series(&dir.path().join("ct"), "P-STOW", 100, 16 * 1024, 7)
+            .unwrap();
+    let parts: Vec<Vec<u8>> = study
+        .files
+        .iter()
+        .map(|f| std::fs::read(f).unwrap())
+        .collect();
     let sops: Vec<String> = study
         .files
         .iter()
@@ -128,7 +138,10 @@ async fn a_hundred_instance_study_posted_in_one_request_is_durable_when_answered
         .into_iter()
         .map(|(_, r)| r.sop_instance_uid)
         .collect();
-    assert!(sops.iter().all(|s| queued.contains(s)), "acknowledged before queued");
+    assert!(
+        sops.iter().all(|s| queued.contains(s)),
+        "acknowledged before queued"
+    );
 
     // And they sync like any other study.
     let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
@@ -147,21 +160,34 @@ async fn a_hundred_instance_study_posted_in_one_request_is_durable_when_answered
     );
 
     // One broken instance among good ones: the others are stored, it is named.
-    let more = harness::samples::write_ct_series(&dir.path().join("more"), "P-STOW", 2, 4096, 8)
-        .unwrap();
-    let good: Vec<Vec<u8>> = more.files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let more =
+        harness::samples::write_ct_series(&dir.path().join("more"), "P-STOW", 2, 4096, 8).unwrap();
+    let good: Vec<Vec<u8>> = more
+        .files
+        .iter()
+        .map(|f| std::fs::read(f).unwrap())
+        .collect();
     let mut broken = good[1].clone();
     broken.truncate(broken.len() * 2 / 3);
-    let broken_sop = store::dicom::summarize(&more.files[1]).unwrap().sop_instance_uid;
+    let broken_sop = store::dicom::summarize(&more.files[1])
+        .unwrap()
+        .sop_instance_uid;
     let cut = dir.path().join("cut.dcm");
     std::fs::write(&cut, &broken).unwrap();
-    assert!(store::dicom::summarize(&cut).is_err(), "the cut file is broken");
+    assert!(
+        store::dicom::summarize(&cut).is_err(),
+        "the cut file is broken"
+    );
     let (content_type, body) = stow_body(&[good[0].clone(), broken]);
     let (status, headers, answer) = stow(&agent, &doctor, &content_type, &body);
     assert_eq!(status, 202, "some stored, some not: {answer}");
     assert_eq!(
         sop_uids(&answer, "00081199"),
-        vec![store::dicom::summarize(&more.files[0]).unwrap().sop_instance_uid]
+        vec![
+            store::dicom::summarize(&more.files[0])
+                .unwrap()
+                .sop_instance_uid
+        ]
     );
     assert_eq!(sop_uids(&answer, "00081198"), vec![broken_sop]);
     assert_eq!(
@@ -170,15 +196,24 @@ async fn a_hundred_instance_study_posted_in_one_request_is_durable_when_answered
         "failure reason: cannot understand"
     );
     assert!(
-        headers.to_lowercase().contains("warning: 299 tpg: \"part 2: malformed dicom"),
+        headers
+            .to_lowercase()
+            .contains("warning: 299 tpg: \"part 2: malformed dicom"),
         "{headers}"
     );
-    assert_eq!(agent.handle.store.quarantined(), 1, "the broken file is kept aside");
+    assert_eq!(
+        agent.handle.store.quarantined(),
+        1,
+        "the broken file is kept aside"
+    );
 
     // A body that is not multipart/related is refused with what to send.
     let (status, _, answer) = stow(&agent, &doctor, "application/dicom", &parts[0]);
     assert_eq!(status, 415, "{answer}");
-    assert!(answer["message"].as_str().unwrap().contains("send multipart/related"));
+    assert!(answer["message"]
+        .as_str()
+        .unwrap()
+        .contains("send multipart/related"));
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }
@@ -299,13 +334,20 @@ async fn dicomweb_client_reads_from_the_gateway_what_orthanc_and_the_files_hold(
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    for action in ["dicomweb_search", "dicomweb_metadata", "dicomweb_retrieve", "dicomweb_frames"] {
+    for action in [
+        "dicomweb_search",
+        "dicomweb_metadata",
+        "dicomweb_retrieve",
+        "dicomweb_frames",
+    ] {
         assert!(
             audit.iter().any(|r| r.user == "li" && r.action == action),
             "{action} is in the audit log"
         );
     }
-    assert!(audit.iter().all(|r| !r.target.contains("CompressedSamples")));
+    assert!(audit
+        .iter()
+        .all(|r| !r.target.contains("CompressedSamples")));
     agent.stop().await.unwrap();
     gw.stop().await.unwrap();
 }

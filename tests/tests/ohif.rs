@@ -23,7 +23,10 @@ fn ohif() -> PathBuf {
         .arg(&dir)
         .status()
         .expect("scripts/ohif runs");
-    assert!(status.success(), "scripts/ohif prepares OHIF (it needs npm)");
+    assert!(
+        status.success(),
+        "scripts/ohif prepares OHIF (it needs npm)"
+    );
     dir
 }
 

@@ -187,10 +187,7 @@ fn tidy(element: &mut Value) {
                 let t = s.trim();
                 if let Ok(n) = t.parse::<i64>() {
                     *v = Value::from(n);
-                } else if let Some(n) = t
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(serde_json::Number::from_f64)
+                } else if let Some(n) = t.parse::<f64>().ok().and_then(serde_json::Number::from_f64)
                 {
                     *v = Value::Number(n);
                 }
@@ -436,7 +433,11 @@ mod tests {
         assert_eq!(json["00200013"]["Value"][0], serde_json::json!(7));
         assert_eq!(json["00100010"]["Value"][0]["Alphabetic"], "Wang^Wei");
         assert_eq!(json["00100010"]["Value"][0]["Ideographic"], "王^伟");
-        assert!(json["00080050"].get("Value").is_none(), "{}", json["00080050"]);
+        assert!(
+            json["00080050"].get("Value").is_none(),
+            "{}",
+            json["00080050"]
+        );
         assert_eq!(json["60003000"]["BulkDataURI"], "/b/60003000");
         let searched = Value::Object(dataset_json(&ds, None).unwrap());
         assert!(searched.get("60003000").is_none());
@@ -451,7 +452,10 @@ mod tests {
             fragments_of(&offsets, &fragments, 0, 2).unwrap(),
             [vec![1u8; 4], vec![2u8; 2]].concat()
         );
-        assert_eq!(fragments_of(&offsets, &fragments, 1, 2).unwrap(), vec![3u8; 6]);
+        assert_eq!(
+            fragments_of(&offsets, &fragments, 1, 2).unwrap(),
+            vec![3u8; 6]
+        );
         assert_eq!(fragments_of(&[], &fragments, 2, 3).unwrap(), vec![3u8; 6]);
         assert_eq!(fragments_of(&[], &fragments, 0, 1).unwrap().len(), 12);
         assert!(fragments_of(&[], &fragments, 0, 2).is_err());

@@ -136,7 +136,9 @@ pub fn instances(header: Option<&str>, stored: &str) -> Result<Syntax, NotAccept
 /// 8.7.3-5), or `None` for native pixel data.
 pub fn compressed_media_type(ts: &str) -> Option<&'static str> {
     Some(match ts {
-        "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51" | "1.2.840.10008.1.2.4.57"
+        "1.2.840.10008.1.2.4.50"
+        | "1.2.840.10008.1.2.4.51"
+        | "1.2.840.10008.1.2.4.57"
         | "1.2.840.10008.1.2.4.70" => "image/jpeg",
         "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "image/jls",
         "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "image/jp2",
@@ -187,7 +189,10 @@ pub fn frames(header: Option<&str>, stored: &str) -> Result<(Syntax, String), No
         if compressed_media_type(stored) == Some(part.as_str())
             && ts.is_none_or(|ts| ts == "*" || ts == stored)
         {
-            return Ok((Syntax::AsStored, format!("{part}; transfer-syntax={stored}")));
+            return Ok((
+                Syntax::AsStored,
+                format!("{part}; transfer-syntax={stored}"),
+            ));
         }
     }
     Err(NotAcceptable(format!(
@@ -260,7 +265,10 @@ mod tests {
         );
         assert_eq!(
             frames(Some("multipart/related; type=\"image/jpeg\""), JPEG),
-            Ok((Syntax::AsStored, format!("image/jpeg; transfer-syntax={JPEG}")))
+            Ok((
+                Syntax::AsStored,
+                format!("image/jpeg; transfer-syntax={JPEG}")
+            ))
         );
         assert!(frames(Some("multipart/related; type=\"image/jp2\""), JPEG).is_err());
     }

@@ -63,7 +63,9 @@ pub fn stow_boundary(content_type: Option<&str>) -> Result<String, NotMultipart>
     let fix = "send multipart/related; type=\"application/dicom\"; boundary=… with one DICOM \
                Part 10 file in each part";
     let Some(media) = content_type.and_then(MediaType::parse) else {
-        return Err(NotMultipart(format!("the request has no Content-Type; {fix}")));
+        return Err(NotMultipart(format!(
+            "the request has no Content-Type; {fix}"
+        )));
     };
     if media.essence != "multipart/related" {
         return Err(NotMultipart(format!(

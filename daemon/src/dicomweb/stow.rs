@@ -47,16 +47,19 @@ pub fn answer(outcomes: &[Outcome]) -> Response {
         match &o.result {
             Ok(()) => referenced.push(Value::Object(item)),
             Err((code, why)) => {
-                item.insert(
-                    "00081197".into(),
-                    json!({ "vr": "US", "Value": [code] }),
-                );
+                item.insert("00081197".into(), json!({ "vr": "US", "Value": [code] }));
                 failed.push(Value::Object(item));
                 // A header value must be visible ASCII; the reasons are written here in
                 // English and name no patient data.
                 let text: String = why
                     .chars()
-                    .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+                    .map(|c| {
+                        if c.is_ascii_graphic() || c == ' ' {
+                            c
+                        } else {
+                            '?'
+                        }
+                    })
                     .filter(|c| *c != '"')
                     .collect();
                 warnings.push(format!("299 tpg: \"part {}: {text}\"", o.part));
@@ -107,10 +110,16 @@ pub fn meta_uids(head: &[u8]) -> (Option<String>, Option<String>) {
         if group != 0x0002 {
             break;
         }
-        let long = matches!(&h[4..6], b"OB" | b"OW" | b"UN" | b"SQ" | b"UT" | b"UC" | b"UR");
+        let long = matches!(
+            &h[4..6],
+            b"OB" | b"OW" | b"UN" | b"SQ" | b"UT" | b"UC" | b"UR"
+        );
         let (len, value_at) = if long {
             match head.get(at + 8..at + 12) {
-                Some(l) => (u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize, at + 12),
+                Some(l) => (
+                    u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize,
+                    at + 12,
+                ),
                 None => break,
             }
         } else {
@@ -149,7 +158,10 @@ mod tests {
             result: if ok {
                 Ok(())
             } else {
-                Err((reason::CANNOT_UNDERSTAND, "malformed DICOM: cut short".into()))
+                Err((
+                    reason::CANNOT_UNDERSTAND,
+                    "malformed DICOM: cut short".into(),
+                ))
             },
         }
     }
@@ -160,7 +172,10 @@ mod tests {
         let some = answer(&[outcome(1, true), outcome(2, false)]);
         assert_eq!(some.status(), StatusCode::ACCEPTED);
         let warning = some.headers().get(header::WARNING).unwrap();
-        assert!(warning.to_str().unwrap().contains("part 2: malformed DICOM"));
+        assert!(warning
+            .to_str()
+            .unwrap()
+            .contains("part 2: malformed DICOM"));
         assert_eq!(answer(&[outcome(1, false)]).status(), StatusCode::CONFLICT);
     }
 

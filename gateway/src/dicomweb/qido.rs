@@ -294,7 +294,10 @@ mod tests {
         assert!(matches(VR::PN, "王*", &s("Wang^Wei=王^伟"), false));
         assert!(!matches(VR::PN, "li*", &s("Wang^Wei=王^伟"), true));
         assert!(!matches(VR::PN, "doe", &[], false));
-        assert!(matches(VR::PN, "", &[], false), "an empty key matches anything");
+        assert!(
+            matches(VR::PN, "", &[], false),
+            "an empty key matches anything"
+        );
     }
 
     #[test]
