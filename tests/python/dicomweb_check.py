@@ -163,6 +163,18 @@ def check(gateway, token, orthanc, other_token, files):
         if t_uids != o_uids:
             problem(f"search {params}: Orthanc matched {t_uids}, the gateway {o_uids}")
         compare_entries(f"study search {params}", ours, theirs, "0020000D")
+    # Beyond what Orthanc 1.10 does: fuzzy matching of name parts, and includefield=all.
+    family, _, given = str(first.PatientName).partition("^")
+    if given:
+        fuzzy = gw.search_for_studies(search_filters={"PatientName": given[:2].lower()}, fuzzymatching=True)
+        if first.StudyInstanceUID not in uids(fuzzy, "0020000D"):
+            problem(f"fuzzy matching of a given name's start misses {first.StudyInstanceUID}")
+        if gw.search_for_studies(search_filters={"PatientName": given[:2].lower()}):
+            problem("without fuzzy matching, the start of a given name matches")
+    everything = gw.search_for_studies(search_filters={"StudyInstanceUID": first.StudyInstanceUID},
+                                       fields=["all"])
+    if len(everything) != 1 or "00180050" not in everything[0] and "00280010" not in everything[0]:
+        problem("includefield=all does not add the instance's own attributes")
     paged = gw.search_for_studies(limit=1, offset=1)
     if len(paged) != 1 or uids(paged, "0020000D")[0] not in studies:
         problem(f"limit=1 offset=1 gave {len(paged)} studies")
@@ -220,6 +232,20 @@ def check(gateway, token, orthanc, other_token, files):
                 problem(f"{name}: asked in explicit VR little endian, got {whole.file_meta.TransferSyntaxUID}")
             elif not numpy.array_equal(whole.pixel_array, ds.pixel_array):
                 problem(f"{name}: the instance in explicit VR little endian has other pixels")
+
+    # Rendered frames and thumbnails, through the viewer's bounded rendering.
+    for ds in local[:3]:
+        ids = (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+        jpeg = gw.retrieve_instance_rendered(*ids, media_types=("image/jpeg",))
+        if not jpeg.startswith(b"\xff\xd8"):
+            problem(f"instance {ids[2]} rendered is not a JPEG")
+        png = gw.retrieve_instance_frames_rendered(*ids, frame_numbers=[1], media_types=("image/png",))
+        if not png.startswith(b"\x89PNG"):
+            problem(f"frame 1 of {ids[2]} rendered is not a PNG")
+        r = requests.get(f"{gateway}/studies/{ids[0]}/series/{ids[1]}/thumbnail",
+                         headers={"Authorization": f"Bearer {token}", "Accept": "image/jpeg"})
+        if r.status_code != 200 or not r.content.startswith(b"\xff\xd8") or len(r.content) > 64 * 1024:
+            problem(f"the thumbnail of series {ids[1]} is {r.status_code}, {len(r.content)} bytes")
 
     # Someone whose cases do not include these studies sees none of them.
     other = client(gateway, other_token)
