@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
-use daemon::api::{blocking, ApiError};
+use daemon::api::ApiError;
 use daemon::dicomweb::stow::{self, reason, Outcome};
 
 use crate::access::Task;
@@ -22,9 +22,6 @@ use crate::Handle;
 pub fn routes() -> axum::Router<Handle> {
     axum::Router::new().route("/dicomweb/studies", post(store))
 }
-
-/// Bytes of a part's start kept to name it when its file is broken.
-const HEAD: usize = 4096;
 
 async fn store(
     asking: Asking,
@@ -38,83 +35,32 @@ async fn store(
         .and_then(|v| v.to_str().ok());
     let boundary = daemon::dicomweb::multipart::stow_boundary(content_type)
         .map_err(|e| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_multipart", e.0))?;
-    let mut parts = multer::Multipart::new(body.into_data_stream(), boundary);
-    let mut outcomes = Vec::new();
-    loop {
-        let part = outcomes.len() + 1;
-        let mut field = match parts.next_field().await {
-            Ok(Some(field)) => field,
-            Ok(None) => break,
-            Err(e) => {
-                outcomes.push(unreadable(part, &e));
-                break;
-            }
+    let h = handle.clone();
+    let stage = move || h.store.stage().map_err(|e| e.to_string());
+    let keep = move |part: usize, staged: store::blob::TempBlob, head: Vec<u8>| {
+        let summary = store::dicom::summarize(staged.path()).ok();
+        let (meta_class, meta_instance) = stow::meta_uids(&head);
+        let (sop_class, sop_instance) = match summary {
+            Some(s) => (Some(s.sop_class_uid), Some(s.sop_instance_uid)),
+            None => (meta_class, meta_instance),
         };
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
-        let h = handle.clone();
-        // The part's bytes go to a staged file on a blocking thread as they arrive.
-        let writer = tokio::task::spawn_blocking(move || {
-            let mut staged = h.store.stage().map_err(|e| e.to_string())?;
-            let mut head = Vec::new();
-            while let Some(chunk) = rx.blocking_recv() {
-                if head.len() < HEAD {
-                    head.extend_from_slice(&chunk[..chunk.len().min(HEAD - head.len())]);
-                }
-                staged.write(&chunk).map_err(|e| e.to_string())?;
+        let result = match handle.ingest_temp(staged, &format!("STOW-RS part {part}")) {
+            Ok(Ingested::Stored { .. } | Ingested::Duplicate { .. }) => Ok(()),
+            Ok(Ingested::Quarantined { reason, .. } | Ingested::Skipped { reason }) => {
+                Err((reason::CANNOT_UNDERSTAND, reason))
             }
-            Ok::<_, String>((staged, head))
-        });
-        let mut broken = None;
-        loop {
-            match field.chunk().await {
-                Ok(Some(chunk)) => {
-                    if tx.send(chunk).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    broken = Some(e);
-                    break;
-                }
-            }
+            Err(e) => Err((reason::PROCESSING_FAILURE, e.to_string())),
+        };
+        Outcome {
+            part,
+            sop_class,
+            sop_instance,
+            result,
         }
-        drop(tx);
-        let staged = writer
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        if let Some(e) = broken {
-            outcomes.push(unreadable(part, &e));
-            break;
-        }
-        let (staged, head) = staged
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", e))?;
-        let h = handle.clone();
-        outcomes.push(
-            blocking(move || {
-                let summary = store::dicom::summarize(staged.path()).ok();
-                let (meta_class, meta_instance) = stow::meta_uids(&head);
-                let (sop_class, sop_instance) = match summary {
-                    Some(s) => (Some(s.sop_class_uid), Some(s.sop_instance_uid)),
-                    None => (meta_class, meta_instance),
-                };
-                let result = match h.ingest_temp(staged, &format!("STOW-RS part {part}")) {
-                    Ok(Ingested::Stored { .. } | Ingested::Duplicate { .. }) => Ok(()),
-                    Ok(Ingested::Quarantined { reason, .. } | Ingested::Skipped { reason }) => {
-                        Err((reason::CANNOT_UNDERSTAND, reason))
-                    }
-                    Err(e) => Err((reason::PROCESSING_FAILURE, e.to_string())),
-                };
-                Ok(Outcome {
-                    part,
-                    sop_class,
-                    sop_instance,
-                    result,
-                })
-            })
-            .await?,
-        );
-    }
+    };
+    let outcomes = stow::receive(body, boundary, stage, keep)
+        .await
+        .map_err(ApiError::internal)?;
     if outcomes.is_empty() {
         return Err(ApiError::bad_request(
             "the request holds no parts; send one DICOM file in each part of the \
@@ -122,17 +68,4 @@ async fn store(
         ));
     }
     Ok(stow::answer(&outcomes))
-}
-
-/// A part that could not be read off the request (cut short, or not multipart inside).
-fn unreadable(part: usize, e: &multer::Error) -> Outcome {
-    Outcome {
-        part,
-        sop_class: None,
-        sop_instance: None,
-        result: Err((
-            reason::CANNOT_UNDERSTAND,
-            format!("the request body could not be read here ({e}); send the part again"),
-        )),
-    }
 }

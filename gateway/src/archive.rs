@@ -375,6 +375,24 @@ impl GatewayArchive {
         Ok(Finished::Stored)
     }
 
+    /// Stores a file written on this node (an instance stored over DICOMweb at the hospital)
+    /// in `clinic`'s archive as if the clinic had sent it: durable in the object store first,
+    /// then indexed, and queued for forwarding when forwarding is on. Bytes already held for
+    /// the clinic are not indexed twice.
+    pub fn store_staged(
+        &self,
+        clinic: &ClinicId,
+        staged: store::blob::TempBlob,
+    ) -> Result<ObjectId, ArchiveError> {
+        self.check_room(staged.len())?;
+        let id = self.objects.put_staged(staged)?;
+        if !self.index.holds(clinic, &id)? {
+            let verified = self.verified(clinic, &id)?;
+            self.index.commit_verified(&[verified])?;
+        }
+        Ok(id)
+    }
+
     /// One group commit: the objects are made durable first, and only then are their index
     /// entries written, so no index entry ever names an object a crash could take away.
     fn store_batch(&self, batch: Vec<Verified>) -> Result<(), String> {

@@ -1,7 +1,9 @@
 //! DICOMweb on the gateway's web listener (DICOM PS3.18), under `/dicomweb/`: QIDO-RS
 //! searches (`qido`), WADO-RS metadata, instances, frames, bulk data, `rendered` and
 //! `thumbnail`, over the archive of every clinic, so OHIF, Weasis or a script reads the
-//! studies of the consultations as any PACS' are read.
+//! studies of the consultations as any PACS' are read; and STOW-RS into a case's study (a key
+//! image, a structured report, a screenshot from a reporting tool), kept in the archive of
+//! the study's clinic and forwarded to the PACS like the clinic's own instances.
 //!
 //! Access is the consultations': the same accounts, sessions and bearer tokens as the API; a
 //! specialist reads the studies of the cases the policy lets them list (`crate::access`), an
@@ -46,10 +48,13 @@ type Client = axum::extract::ConnectInfo<Peer>;
 /// The routes, all read-only (written out whole: the route matrix test reads them here).
 pub fn routes() -> axum::Router<Api> {
     axum::Router::new()
-        .route("/dicomweb/studies", get(search_studies))
+        .route("/dicomweb/studies", get(search_studies).post(store))
         .route("/dicomweb/series", get(search_series))
         .route("/dicomweb/instances", get(search_instances))
-        .route("/dicomweb/studies/{study}", get(retrieve))
+        .route(
+            "/dicomweb/studies/{study}",
+            get(retrieve).post(store_in_study),
+        )
         .route("/dicomweb/studies/{study}/metadata", get(metadata))
         .route("/dicomweb/studies/{study}/thumbnail", get(thumbnail))
         .route("/dicomweb/studies/{study}/series", get(search_series))
@@ -997,4 +1002,115 @@ async fn thumbnail(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     render(api, from, user, target, None, query, headers, true).await
+}
+
+/// STOW-RS at the hospital: each instance must belong to a study the user may read (one of
+/// their cases' studies, or any for an administrator), and to the study the path names, if
+/// any; it is kept in that study's clinic's archive. The others are refused and named.
+async fn store(
+    state: State<Api>,
+    from: Client,
+    user: Authenticated,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    stow(state, from, user, None, headers, body).await
+}
+
+async fn store_in_study(
+    state: State<Api>,
+    from: Client,
+    user: Authenticated,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    stow(state, from, user, Some(study), headers, body).await
+}
+
+async fn stow(
+    State(api): State<Api>,
+    axum::extract::ConnectInfo(Peer(from)): Client,
+    Authenticated(user): Authenticated,
+    study: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    use daemon::dicomweb::stow::{self, reason, Outcome};
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let boundary = multipart::stow_boundary(content_type)
+        .map_err(|e| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_multipart", e.0))?;
+    let (a, u) = (api.clone(), user.clone());
+    let scope: HashMap<String, ClinicId> = blocking(move || scope(&a, &u))
+        .await?
+        .into_iter()
+        .map(|(clinic, s)| (s, clinic))
+        .collect();
+    let a = api.clone();
+    let stage = move || a.cases.archive.objects().stage().map_err(|e| e.to_string());
+    let (a, u) = (api.clone(), user.clone());
+    let keep = move |part: usize, staged: store::blob::TempBlob, head: Vec<u8>| {
+        let (meta_class, meta_instance) = stow::meta_uids(&head);
+        let refuse = |code: u16, why: String| Outcome {
+            part,
+            sop_class: meta_class.clone(),
+            sop_instance: meta_instance.clone(),
+            result: Err((code, why)),
+        };
+        let summary = match store::dicom::summarize(staged.path()) {
+            Ok(s) => s,
+            Err(e) => return refuse(reason::CANNOT_UNDERSTAND, e.to_string()),
+        };
+        if study
+            .as_ref()
+            .is_some_and(|s| *s != summary.study_instance_uid)
+        {
+            return refuse(
+                reason::PROCESSING_FAILURE,
+                "the instance belongs to another study than the one the request names".into(),
+            );
+        }
+        let Some(clinic) = scope.get(&summary.study_instance_uid) else {
+            return refuse(
+                reason::PROCESSING_FAILURE,
+                "the instance's study is not one of your cases' studies; store it into the \
+                 study of a case you may read"
+                    .into(),
+            );
+        };
+        let result = a
+            .cases
+            .audited_target(&u, from, "dicomweb_store", &summary.study_instance_uid)
+            .map_err(|e| (reason::PROCESSING_FAILURE, e.to_string()))
+            .and_then(|()| {
+                a.cases
+                    .archive
+                    .store_staged(clinic, staged)
+                    .map(drop)
+                    .map_err(|e| match e {
+                        crate::archive::ArchiveError::Reserve { .. } => {
+                            (reason::OUT_OF_RESOURCES, e.to_string())
+                        }
+                        other => (reason::PROCESSING_FAILURE, other.to_string()),
+                    })
+            });
+        Outcome {
+            part,
+            sop_class: Some(summary.sop_class_uid),
+            sop_instance: Some(summary.sop_instance_uid),
+            result,
+        }
+    };
+    let outcomes = stow::receive(body, boundary, stage, keep)
+        .await
+        .map_err(ApiError::internal)?;
+    if outcomes.is_empty() {
+        return Err(ApiError::bad_request(
+            "the request holds no parts; send one DICOM file in each part of the \
+             multipart/related body",
+        ));
+    }
+    Ok(stow::answer(&outcomes))
 }

@@ -247,6 +247,30 @@ def check(gateway, token, orthanc, other_token, files):
         if r.status_code != 200 or not r.content.startswith(b"\xff\xd8") or len(r.content) > 64 * 1024:
             problem(f"the thumbnail of series {ids[1]} is {r.status_code}, {len(r.content)} bytes")
 
+    # STOW-RS at the hospital: a key image into a case's study is kept and listed; into a
+    # study that is none of the user's cases', refused and named.
+    from pydicom.uid import generate_uid
+    key_image = pydicom.dcmread(files[0])
+    key_image.SeriesInstanceUID = generate_uid()
+    key_image.SOPInstanceUID = generate_uid()
+    key_image.file_meta.MediaStorageSOPInstanceUID = key_image.SOPInstanceUID
+    answer = gw.store_instances([key_image])
+    if len(answer.get("ReferencedSOPSequence", [])) != 1:
+        problem(f"a key image into a case's study was not stored: {answer}")
+    listed = gw.search_for_instances(study_instance_uid=key_image.StudyInstanceUID)
+    if key_image.SOPInstanceUID not in uids(listed, "00080018"):
+        problem("the stored key image is not listed in its study")
+    stranger = pydicom.dcmread(files[0])
+    stranger.StudyInstanceUID = generate_uid()
+    stranger.SOPInstanceUID = generate_uid()
+    stranger.file_meta.MediaStorageSOPInstanceUID = stranger.SOPInstanceUID
+    try:
+        answer = gw.store_instances([stranger])
+        problem(f"an instance of a study outside the user's cases was stored: {answer}")
+    except requests.HTTPError as e:
+        if e.response.status_code != 409 or stranger.SOPInstanceUID not in e.response.text:
+            problem(f"refusing a stranger's study answered {e.response.status_code}: {e.response.text[:300]}")
+
     # Someone whose cases do not include these studies sees none of them.
     other = client(gateway, other_token)
     if other.search_for_studies():

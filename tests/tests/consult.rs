@@ -578,6 +578,9 @@ async fn every_gateway_route_refuses_the_callers_it_should() {
         ("GET", format!("{dw}/instances"), None, [401, 200, 200], None),
         ("GET", format!("{dw}/series/1.2/instances"), None, [401, 200, 200], None),
         ("GET", dw.clone(), None, [401, 404, 404], None),
+        // STOW-RS of a body that is not multipart/related: refused as such once signed in.
+        ("POST", "/dicomweb/studies".into(), Some("{}"), [401, 415, 415], None),
+        ("POST", dw.clone(), Some("{}"), [401, 415, 415], None),
         ("GET", format!("{dw}/metadata"), None, [401, 404, 404], None),
         ("GET", format!("{dw}/thumbnail"), None, [401, 404, 404], None),
         ("GET", format!("{dw}/series/1.2"), None, [401, 404, 404], None),

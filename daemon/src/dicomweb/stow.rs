@@ -95,6 +95,89 @@ pub fn answer(outcomes: &[Outcome]) -> Response {
     response
 }
 
+/// Bytes of a part's start kept to name it when its file is broken ([`meta_uids`]).
+const HEAD: usize = 4096;
+
+/// Reads a STOW-RS request's parts one by one: each streams into a file `stage` starts (on
+/// a blocking thread, so a study never sits in memory), then `keep` stores it and says what
+/// became of it (also on a blocking thread), given the part's number, the file and its first
+/// bytes. A part cut short ends the reading and is reported as failed; the parts before it
+/// stay stored. `Err` only when a thread of this daemon failed.
+pub async fn receive<S, K>(
+    body: axum::body::Body,
+    boundary: String,
+    stage: S,
+    keep: K,
+) -> Result<Vec<Outcome>, String>
+where
+    S: Fn() -> Result<store::blob::TempBlob, String> + Clone + Send + 'static,
+    K: Fn(usize, store::blob::TempBlob, Vec<u8>) -> Outcome + Clone + Send + 'static,
+{
+    let unreadable = |part: usize, e: &multer::Error| Outcome {
+        part,
+        sop_class: None,
+        sop_instance: None,
+        result: Err((
+            reason::CANNOT_UNDERSTAND,
+            format!("the request body could not be read here ({e}); send the part again"),
+        )),
+    };
+    let mut parts = multer::Multipart::new(body.into_data_stream(), boundary);
+    let mut outcomes = Vec::new();
+    loop {
+        let part = outcomes.len() + 1;
+        let mut field = match parts.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => {
+                outcomes.push(unreadable(part, &e));
+                break;
+            }
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+        let stage = stage.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut staged = stage()?;
+            let mut head = Vec::new();
+            while let Some(chunk) = rx.blocking_recv() {
+                if head.len() < HEAD {
+                    head.extend_from_slice(&chunk[..chunk.len().min(HEAD - head.len())]);
+                }
+                staged.write(&chunk).map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>((staged, head))
+        });
+        let mut broken = None;
+        loop {
+            match field.chunk().await {
+                Ok(Some(chunk)) => {
+                    if tx.send(chunk).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    broken = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let (staged, head) = writer.await.map_err(|e| e.to_string())??;
+        if let Some(e) = broken {
+            outcomes.push(unreadable(part, &e));
+            break;
+        }
+        let keep = keep.clone();
+        outcomes.push(
+            tokio::task::spawn_blocking(move || keep(part, staged, head))
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    Ok(outcomes)
+}
+
 /// The SOP Class and Instance UIDs a part's file meta group names, read without trusting the
 /// rest of the file: how a refused file is still named in the answer when its data set is
 /// broken. `head` is the file's first bytes.
