@@ -104,6 +104,10 @@ struct Cli {
     /// Also forward every verified instance to this PACS: `AE_TITLE@host:port`.
     #[arg(long, value_name = "AE@HOST:PORT")]
     forward_to: Option<String>,
+    /// Serve OHIF from this folder prepared by `scripts/ohif` (default: `target/ohif` when
+    /// it holds OHIF).
+    #[arg(long, value_name = "DIR")]
+    ohif: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -139,6 +143,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let mut gw_config = pilot.gateway_config("127.0.0.1:0".parse()?)?;
     std::fs::create_dir_all(&gw_config.data_dir)?;
+    gw_config.web_ohif = cli
+        .ohif
+        .clone()
+        .or_else(|| Some(PathBuf::from("target/ohif")))
+        .filter(|dir| dir.join("index.html").is_file());
+    let gw_ohif = gw_config.web_ohif.is_some();
     let roster = gw_config.data_dir.join("routing.toml");
     let mut text = String::new();
     for (id, name, specialty) in SPECIALISTS {
@@ -421,6 +431,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "  hospital   http://{}/   specialists: li (radiology), sun (cardiology), zhang (obstetrics); administrator: admin",
                 daemon::client::local(gateway.web_addr)
+            );
+            let shown = daemon::client::local(gateway.web_addr);
+            if gw_ohif {
+                println!("  OHIF       http://{shown}/ohif/   (log in at the hospital first; each case's studies open in it)");
+            } else {
+                println!("  OHIF       not prepared: scripts/ohif target/ohif, then run again");
+            }
+            println!(
+                "  DICOMweb   http://{shown}/dicomweb/   FHIR R4   http://{shown}/fhir/r4/metadata"
             );
             for (id, agent) in &agents {
                 println!(
