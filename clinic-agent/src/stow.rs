@@ -45,7 +45,8 @@ async fn store(
             None => (meta_class, meta_instance),
         };
         let result = match handle.ingest_temp(staged, &format!("STOW-RS part {part}")) {
-            Ok(Ingested::Stored { .. } | Ingested::Duplicate { .. }) => Ok(()),
+            // The agent serves no WADO-RS: no Retrieve URL.
+            Ok(Ingested::Stored { .. } | Ingested::Duplicate { .. }) => Ok(None),
             Ok(Ingested::Quarantined { reason, .. } | Ingested::Skipped { reason }) => {
                 Err((reason::CANNOT_UNDERSTAND, reason))
             }
@@ -58,7 +59,7 @@ async fn store(
             result,
         }
     };
-    let outcomes = stow::receive(body, boundary, stage, keep)
+    let outcomes = stow::receive(body, boundary, stow::MAX_PART, stage, keep)
         .await
         .map_err(ApiError::internal)?;
     if outcomes.is_empty() {
@@ -67,5 +68,5 @@ async fn store(
              multipart/related body",
         ));
     }
-    Ok(stow::answer(&outcomes))
+    Ok(stow::answer(&outcomes, None))
 }

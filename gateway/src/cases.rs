@@ -666,6 +666,30 @@ impl Cases {
         Ok(out.into_iter().collect())
     }
 
+    /// The studies `user` may add instances to over DICOMweb (a key image, a structured
+    /// report): those of the cases they hold, accepted and not cancelled, each with its clinic
+    /// and the case's patient id.
+    pub fn storable_studies(
+        &self,
+        user: &User,
+    ) -> Result<Vec<(proto::ClinicId, String, String)>, CaseError> {
+        let Some(me) = user.specialist.as_deref() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for c in self.listable(user)? {
+            let holds = c.assignee.as_deref() == Some(me)
+                && c.accepted_at_ms.is_some()
+                && c.state != CaseState::Cancelled;
+            if holds {
+                for study in &c.studies {
+                    out.push((c.clinic.clone(), study.clone(), c.patient.id.clone()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every case `user` may list, open or finished, in the log's order. Not audited: the
     /// caller records what it answers with.
     pub fn listable(&self, user: &User) -> Result<Vec<Consultation>, CaseError> {

@@ -143,9 +143,10 @@ fn found(
     studies_asked: Option<&[String]>,
 ) -> Result<Vec<Found>, ApiError> {
     let wanted: Vec<(ClinicId, String)> = scope(api, user)?
-        .into_iter()
+        .iter()
         .filter(|(_, s)| target.study.as_ref().is_none_or(|t| t == s))
         .filter(|(_, s)| studies_asked.is_none_or(|list| list.contains(s)))
+        .cloned()
         .collect();
     let mut latest: BTreeMap<(String, String, String), Found> = BTreeMap::new();
     for (_, [_, study, series, sop], record) in api
@@ -304,12 +305,13 @@ fn wants_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Records a read of `studies` by `user` before it is answered.
-fn audit(
+/// Records a read of `studies` by `user` before it is answered (the record is fsynced: on a
+/// blocking thread).
+async fn audit(
     api: &Api,
     user: &daemon::accounts::User,
     from: std::net::SocketAddr,
-    action: &str,
+    action: &'static str,
     studies: impl IntoIterator<Item = String>,
 ) -> Result<(), ApiError> {
     let set: BTreeSet<String> = studies.into_iter().collect();
@@ -317,9 +319,13 @@ fn audit(
         return Ok(());
     }
     let target = set.into_iter().collect::<Vec<_>>().join(",");
-    api.cases
-        .audited_target(user, from, action, &target)
-        .map_err(ApiError::from)
+    let (api, user) = (api.clone(), user.clone());
+    blocking(move || {
+        api.cases
+            .audited_target(&user, from, action, &target)
+            .map_err(ApiError::from)
+    })
+    .await
 }
 
 fn query_pairs(raw: Option<&str>) -> Result<Query, ApiError> {
@@ -435,7 +441,14 @@ async fn search(
         let mut more = false;
         for entry in entries.values() {
             let first = entry.instances[0];
-            let header = header_of(&api, &first.record.object)?;
+            // An instance the server cannot read is left out, not the whole answer.
+            let header = match header_of(&api, &first.record.object) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(object = %first.record.object, error = %e.message, "a stored instance cannot be read for a search");
+                    continue;
+                }
+            };
             let (series, instances, modalities) = &study_facts[first.study.as_str()];
             let mut computed: Vec<(Tag, Value)> = vec![
                 (
@@ -498,11 +511,15 @@ async fn search(
         from,
         "dicomweb_search",
         answers.iter().map(|(s, _)| s.clone()),
-    )?;
-    let mut response = json_answer(
-        &headers,
-        &Value::Array(answers.into_iter().map(|(_, a)| Value::Object(a)).collect()),
-    );
+    )
+    .await?;
+    let mut response = blocking(move || {
+        Ok(json_answer(
+            &headers,
+            &Value::Array(answers.into_iter().map(|(_, a)| Value::Object(a)).collect()),
+        ))
+    })
+    .await?;
     if more {
         response.headers_mut().insert(
             header::WARNING,
@@ -597,20 +614,35 @@ async fn metadata(
         from,
         "dicomweb_metadata",
         all.iter().map(|f| f.study.clone()),
-    )?;
-    let items = blocking(move || {
-        all.iter()
-            .map(|f| {
-                let header = header_of(&api, &f.record.object)?;
-                header
-                    .metadata(&instance_url(&base, f))
-                    .map(Value::Object)
-                    .map_err(render_failed)
-            })
-            .collect::<Result<Vec<Value>, ApiError>>()
-    })
+    )
     .await?;
-    Ok(json_answer(&headers, &Value::Array(items)))
+    blocking(move || {
+        // An instance the server cannot read is left out and counted in a warning, not made
+        // the whole answer's failure.
+        let mut items = Vec::new();
+        let mut unreadable = 0;
+        for f in &all {
+            match header_of(&api, &f.record.object)
+                .and_then(|h| h.metadata(&instance_url(&base, f)).map_err(render_failed))
+            {
+                Ok(item) => items.push(Value::Object(item)),
+                Err(e) => {
+                    tracing::warn!(object = %f.record.object, error = %e.message, "a stored instance cannot be read for its metadata");
+                    unreadable += 1;
+                }
+            }
+        }
+        let mut response = json_answer(&headers, &Value::Array(items));
+        if unreadable > 0 {
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "299 tpg: \"{unreadable} instance(s) could not be read and are left out\""
+            )) {
+                response.headers_mut().insert(header::WARNING, v);
+            }
+        }
+        Ok(response)
+    })
+    .await
 }
 
 /// A stored object's file on this node (blocking).
@@ -653,48 +685,51 @@ async fn retrieve(
         from,
         "dicomweb_retrieve",
         planned.iter().map(|(f, ..)| f.study.clone()),
-    )?;
+    )
+    .await?;
     let boundary = multipart::new_boundary();
     let content_type = multipart::content_type(&boundary, "application/dicom");
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(2);
     tokio::task::spawn_blocking(move || {
+        // Each instance goes out as its part's head, then its bytes a chunk at a time (as
+        // stored: read from the file; converted: built whole first), then the part's end.
+        let send = |item: Result<bytes::Bytes, String>| match item {
+            Ok(b) => tx.blocking_send(Ok(b)).is_ok(),
+            Err(e) => {
+                // The status is sent; a body cut short is how the client learns of it.
+                tracing::warn!(error = %e, "an instance could not be sent");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+                false
+            }
+        };
         for (f, stored, syntax) in planned {
-            let (bytes, ts) = match syntax {
-                Syntax::AsStored => (
-                    api.cases
-                        .archive
-                        .object_bytes(&f.record.object)
-                        .map_err(|e| e.to_string()),
-                    stored,
-                ),
-                Syntax::ExplicitLe => (
-                    local_file(&api, &f.record.object)
-                        .map_err(|e| e.message)
-                        .and_then(|file| {
-                            instance::explicit_le_file(file.path()).map_err(|e| e.to_string())
-                        }),
-                    media::EXPLICIT_LE.to_owned(),
-                ),
+            let ts = match syntax {
+                Syntax::AsStored => stored,
+                Syntax::ExplicitLe => media::EXPLICIT_LE.to_owned(),
             };
-            let part = match bytes {
-                Ok(bytes) => {
-                    let mut part = multipart::part_head(
-                        &boundary,
-                        &format!("application/dicom; transfer-syntax={ts}"),
-                        Some(&instance_url(&base, &f)),
-                    );
-                    part.extend_from_slice(&bytes);
-                    part.extend_from_slice(multipart::PART_END);
-                    Ok(bytes::Bytes::from(part))
-                }
+            let file = match local_file(&api, &f.record.object) {
+                Ok(file) => file,
                 Err(e) => {
-                    // The status is sent; a body cut short is how the client learns of it.
-                    tracing::warn!(object = %f.record.object, error = %e, "an instance could not be sent");
-                    Err(std::io::Error::other(e))
+                    send(Err(e.message));
+                    return;
                 }
             };
-            let failed = part.is_err();
-            if tx.blocking_send(part).is_err() || failed {
+            let head = multipart::part_head(
+                &boundary,
+                &format!("application/dicom; transfer-syntax={ts}"),
+                Some(&instance_url(&base, &f)),
+            );
+            if !send(Ok(head.into())) {
+                return;
+            }
+            let sent = match syntax {
+                Syntax::AsStored => send_file(file.path(), &send),
+                Syntax::ExplicitLe => match instance::explicit_le_file(file.path()) {
+                    Ok(bytes) => send(Ok(bytes.into())),
+                    Err(e) => send(Err(e.to_string())),
+                },
+            };
+            if !sent || !send(Ok(bytes::Bytes::from_static(multipart::PART_END))) {
                 return;
             }
         }
@@ -710,6 +745,28 @@ async fn retrieve(
         .into_response())
 }
 
+/// Sends the file at `path` through `send` a MiB at a time; false when it stopped.
+fn send_file(path: &std::path::Path, send: &dyn Fn(Result<bytes::Bytes, String>) -> bool) -> bool {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return send(Err(e.to_string())),
+    };
+    loop {
+        let mut chunk = vec![0u8; 1 << 20];
+        match file.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(n) => {
+                chunk.truncate(n);
+                if !send(Ok(chunk.into())) {
+                    return false;
+                }
+            }
+            Err(e) => return send(Err(e.to_string())),
+        }
+    }
+}
+
 /// One instance the path names, with its file on this node.
 fn the_instance(
     api: &Api,
@@ -720,6 +777,9 @@ fn the_instance(
     let header = header_of(api, &f.record.object)?;
     Ok((f, header))
 }
+
+/// The most frames one request names (or one instance's bulk pixel data holds).
+const MAX_FRAME_LIST: u32 = 10_000;
 
 #[derive(Debug, serde::Deserialize)]
 struct FramePath {
@@ -744,7 +804,7 @@ impl FramePath {
             .split(',')
             .map(|n| n.trim().parse::<u32>().ok().filter(|n| *n > 0))
             .collect::<Option<Vec<u32>>>()
-            .filter(|list| !list.is_empty() && list.len() <= 10_000)
+            .filter(|list| !list.is_empty() && list.len() <= MAX_FRAME_LIST as usize)
             .ok_or_else(|| {
                 ApiError::bad_request(format!(
                     "frames/{} is not a list of frame numbers from 1 (frames/1,2,3)",
@@ -769,22 +829,13 @@ async fn frames(
     let (f, header) = blocking(move || the_instance(&a, &u, &target)).await?;
     let (syntax, part_type) =
         media::frames(asked.as_deref(), &header.transfer_syntax).map_err(not_acceptable)?;
-    audit(&api, &user, from, "dicomweb_frames", [f.study.clone()])?;
-    let parts = blocking(move || {
+    audit(&api, &user, from, "dicomweb_frames", [f.study.clone()]).await?;
+    blocking(move || {
         let file = local_file(&api, &f.record.object)?;
-        instance::frames(file.path(), &numbers, &syntax).map_err(render_failed)
+        let parts = instance::frames(file.path(), &numbers, &syntax).map_err(render_failed)?;
+        Ok(parts_answer(&part_type, parts))
     })
-    .await?;
-    let boundary = multipart::new_boundary();
-    let parts: Vec<(String, Vec<u8>)> = parts.into_iter().map(|p| (part_type.clone(), p)).collect();
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            multipart::content_type(&boundary, &part_type),
-        )],
-        multipart::body(&boundary, &parts),
-    )
-        .into_response())
+    .await
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -823,34 +874,49 @@ async fn bulk(
     } else {
         (Syntax::AsStored, "application/octet-stream".to_owned())
     };
-    audit(&api, &user, from, "dicomweb_bulk", [f.study.clone()])?;
+    audit(&api, &user, from, "dicomweb_bulk", [f.study.clone()]).await?;
     let frames = header
         .text(tags::NUMBER_OF_FRAMES)
         .and_then(|n| n.parse::<u32>().ok())
         .unwrap_or(1)
         .max(1);
-    let parts = blocking(move || {
+    if tag == tags::PIXEL_DATA && frames > MAX_FRAME_LIST {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_many_frames",
+            format!(
+                "the instance says it has {frames} frames; retrieve them by number (frames/1,2,3)"
+            ),
+        ));
+    }
+    blocking(move || {
         let file = local_file(&api, &f.record.object)?;
-        if tag == tags::PIXEL_DATA {
+        let parts = if tag == tags::PIXEL_DATA {
             let numbers: Vec<u32> = (1..=frames).collect();
-            instance::frames(file.path(), &numbers, &syntax).map_err(render_failed)
+            instance::frames(file.path(), &numbers, &syntax).map_err(render_failed)?
         } else {
-            instance::bulk(file.path(), tag)
-                .map(|b| vec![b])
-                .map_err(render_failed)
-        }
+            vec![instance::bulk(file.path(), tag).map_err(render_failed)?]
+        };
+        Ok(parts_answer(&part_type, parts))
     })
-    .await?;
+    .await
+}
+
+/// A `multipart/related` answer of `parts`, each of `part_type` (blocking: it copies them).
+fn parts_answer(part_type: &str, parts: Vec<Vec<u8>>) -> Response {
     let boundary = multipart::new_boundary();
-    let parts: Vec<(String, Vec<u8>)> = parts.into_iter().map(|p| (part_type.clone(), p)).collect();
-    Ok((
+    let parts: Vec<(String, Vec<u8>)> = parts
+        .into_iter()
+        .map(|p| (part_type.to_owned(), p))
+        .collect();
+    (
         [(
             header::CONTENT_TYPE,
-            multipart::content_type(&boundary, &part_type),
+            multipart::content_type(&boundary, part_type),
         )],
         multipart::body(&boundary, &parts),
     )
-        .into_response())
+        .into_response()
 }
 
 /// The query of `rendered` and `thumbnail` (PS3.18 §8.3.5): the window, and the viewport a
@@ -935,7 +1001,8 @@ async fn render(
             "dicomweb_rendered"
         },
         [f.study.clone()],
-    )?;
+    )
+    .await?;
     let fit = query.fit(thumbnail.then_some(THUMBNAIL));
     let window = query.window();
     let bytes = blocking(move || {
@@ -1004,9 +1071,12 @@ async fn thumbnail(
     render(api, from, user, target, None, query, headers, true).await
 }
 
-/// STOW-RS at the hospital: each instance must belong to a study the user may read (one of
-/// their cases' studies, or any for an administrator), and to the study the path names, if
-/// any; it is kept in that study's clinic's archive. The others are refused and named.
+/// STOW-RS at the hospital: a specialist adds instances (a key image, a structured report)
+/// to the studies of the cases they hold, once accepted. Each must belong to such a study (and
+/// to the study the path names, if any), be of the study's patient, and be new: an instance
+/// the study already holds is never replaced this way. It is kept in the archive of the
+/// study's clinic and forwarded to the PACS like the clinic's own. The others are refused
+/// and named.
 async fn store(
     state: State<Api>,
     from: Client,
@@ -1042,15 +1112,23 @@ async fn stow(
         .and_then(|v| v.to_str().ok());
     let boundary = multipart::stow_boundary(content_type)
         .map_err(|e| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_multipart", e.0))?;
+    let base = service_url(&api, &headers);
     let (a, u) = (api.clone(), user.clone());
-    let scope: HashMap<String, ClinicId> = blocking(move || scope(&a, &u))
-        .await?
-        .into_iter()
-        .map(|(clinic, s)| (s, clinic))
-        .collect();
+    // Study → (clinic, the case's patient id).
+    let held: HashMap<String, (ClinicId, String)> =
+        blocking(move || a.cases.storable_studies(&u).map_err(ApiError::from))
+            .await?
+            .into_iter()
+            .map(|(clinic, s, patient)| (s, (clinic, patient)))
+            .collect();
     let a = api.clone();
-    let stage = move || a.cases.archive.objects().stage().map_err(|e| e.to_string());
+    let stage = move || {
+        // The reserve is checked before a part is written, and again with its size.
+        a.cases.archive.room_for(0).map_err(|e| e.to_string())?;
+        a.cases.archive.objects().stage().map_err(|e| e.to_string())
+    };
     let (a, u) = (api.clone(), user.clone());
+    let named_study = study.clone();
     let keep = move |part: usize, staged: store::blob::TempBlob, head: Vec<u8>| {
         let (meta_class, meta_instance) = stow::meta_uids(&head);
         let refuse = |code: u16, why: String| Outcome {
@@ -1063,47 +1141,79 @@ async fn stow(
             Ok(s) => s,
             Err(e) => return refuse(reason::CANNOT_UNDERSTAND, e.to_string()),
         };
-        if study
+        let refuse = |code: u16, why: &str| Outcome {
+            part,
+            sop_class: Some(summary.sop_class_uid.clone()),
+            sop_instance: Some(summary.sop_instance_uid.clone()),
+            result: Err((code, why.to_owned())),
+        };
+        if named_study
             .as_ref()
             .is_some_and(|s| *s != summary.study_instance_uid)
         {
             return refuse(
                 reason::PROCESSING_FAILURE,
-                "the instance belongs to another study than the one the request names".into(),
+                "the instance belongs to another study than the one the request names",
             );
         }
-        let Some(clinic) = scope.get(&summary.study_instance_uid) else {
+        let Some((clinic, case_patient)) = held.get(&summary.study_instance_uid) else {
             return refuse(
                 reason::PROCESSING_FAILURE,
-                "the instance's study is not one of your cases' studies; store it into the \
-                 study of a case you may read"
-                    .into(),
+                "the instance's study is not one of the cases you hold; accept the case, then \
+                 store into its study",
             );
         };
-        let result = a
+        let existing = match a
             .cases
-            .audited_target(&u, from, "dicomweb_store", &summary.study_instance_uid)
-            .map_err(|e| (reason::PROCESSING_FAILURE, e.to_string()))
-            .and_then(|()| {
-                a.cases
-                    .archive
-                    .store_staged(clinic, staged)
-                    .map(drop)
-                    .map_err(|e| match e {
-                        crate::archive::ArchiveError::Reserve { .. } => {
-                            (reason::OUT_OF_RESOURCES, e.to_string())
-                        }
-                        other => (reason::PROCESSING_FAILURE, other.to_string()),
-                    })
-            });
+            .archive
+            .study_instances(clinic, std::slice::from_ref(&summary.study_instance_uid))
+        {
+            Ok(e) => e,
+            Err(e) => return refuse(reason::PROCESSING_FAILURE, &e.to_string()),
+        };
+        let patient = existing
+            .first()
+            .map_or(case_patient.as_str(), |([patient, ..], _)| patient.as_str());
+        if summary.patient_id != patient {
+            return refuse(
+                reason::PROCESSING_FAILURE,
+                "the instance names another patient id than its study; give it the study's \
+                 patient",
+            );
+        }
+        if existing
+            .iter()
+            .any(|([.., sop], _)| *sop == summary.sop_instance_uid)
+        {
+            return refuse(
+                reason::PROCESSING_FAILURE,
+                "the study already holds this SOP Instance UID; a changed copy needs a new one",
+            );
+        }
+        if let Err(e) =
+            a.cases
+                .audited_target(&u, from, "dicomweb_store", &summary.study_instance_uid)
+        {
+            return refuse(reason::PROCESSING_FAILURE, &e.to_string());
+        }
+        let result = match a.cases.archive.store_staged(clinic, staged) {
+            Ok(_) => Ok(Some(format!(
+                "{base}/studies/{}/series/{}/instances/{}",
+                summary.study_instance_uid, summary.series_instance_uid, summary.sop_instance_uid
+            ))),
+            Err(e @ crate::archive::ArchiveError::Reserve { .. }) => {
+                Err((reason::OUT_OF_RESOURCES, e.to_string()))
+            }
+            Err(e) => Err((reason::PROCESSING_FAILURE, e.to_string())),
+        };
         Outcome {
             part,
-            sop_class: Some(summary.sop_class_uid),
-            sop_instance: Some(summary.sop_instance_uid),
+            sop_class: Some(summary.sop_class_uid.clone()),
+            sop_instance: Some(summary.sop_instance_uid.clone()),
             result,
         }
     };
-    let outcomes = stow::receive(body, boundary, stage, keep)
+    let outcomes = stow::receive(body, boundary, stow::MAX_PART, stage, keep)
         .await
         .map_err(ApiError::internal)?;
     if outcomes.is_empty() {
@@ -1112,5 +1222,6 @@ async fn stow(
              multipart/related body",
         ));
     }
-    Ok(stow::answer(&outcomes))
+    let study_url = study.map(|s| format!("{}/studies/{s}", service_url(&api, &headers)));
+    Ok(stow::answer(&outcomes, study_url.as_deref()))
 }

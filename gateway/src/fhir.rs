@@ -518,11 +518,19 @@ fn params_of(kind: &str) -> &'static [&'static str] {
     }
 }
 
+/// Whether a search of `kind` takes the parameter `name`.
+fn takes(kind: &str, name: &str) -> bool {
+    matches!(
+        name,
+        "_id" | "_lastUpdated" | "_count" | "_offset" | "_format"
+    ) || params_of(kind).contains(&name)
+}
+
 /// Whether `r` matches every search parameter; an error names a parameter or value not taken.
 fn matches(r: &Resource, params: &[(String, String)]) -> Result<bool, String> {
     for (name, value) in params {
         let ok = match name.as_str() {
-            "_count" | "_format" => true,
+            "_count" | "_offset" | "_format" => true,
             "_id" => value.split(',').any(|v| v == r.id),
             "_lastUpdated" => date_matches(value, Some(r.updated_ms))?,
             "patient" | "subject" if params_of(r.kind).contains(&name.as_str()) => {
@@ -550,7 +558,7 @@ fn matches(r: &Resource, params: &[(String, String)]) -> Result<bool, String> {
             }
             other => {
                 return Err(format!(
-                    "{} is not searched by '{other}'; use _id, _lastUpdated, _count or {}",
+                    "{} is not searched by '{other}'; use _id, _lastUpdated, _count, _offset or {}",
                     r.kind,
                     params_of(r.kind).join(", ")
                 ))
@@ -640,6 +648,31 @@ async fn search(
                 )
             }
         };
+    // Parameters this server does not take are ignored, as FHIR asks of a lenient server, and
+    // left out of the self link; a client that wants them refused says
+    // `Prefer: handling=strict` (R4 §3.1.1.5.7).
+    let strict = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("handling=strict"));
+    let params: Vec<(String, String)> = params
+        .into_iter()
+        .filter(|(name, _)| strict || takes(kind, name))
+        .collect();
+    let offset = match params.iter().find(|(n, _)| n == "_offset") {
+        None => 0,
+        Some((_, v)) => match v.parse::<usize>() {
+            Ok(n) => n,
+            Err(_) => {
+                return outcome(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    &format!("_offset={v} is not a count"),
+                )
+            }
+        },
+    };
     let count = match params.iter().find(|(n, _)| n == "_count") {
         None => MAX_ENTRIES,
         Some((_, v)) => match v.parse::<usize>() {
@@ -654,10 +687,27 @@ async fn search(
         },
     };
     let base = base_url(&api, &headers);
-    let self_url = format!(
-        "{base}/fhir/r4/{kind}{}",
-        raw.as_deref().map(|q| format!("?{q}")).unwrap_or_default()
-    );
+    let link = |offset: Option<usize>| {
+        let mut pairs: Vec<(String, String)> = params
+            .iter()
+            .filter(|(n, _)| n != "_offset")
+            .cloned()
+            .collect();
+        if let Some(o) = offset.filter(|o| *o > 0) {
+            pairs.push(("_offset".into(), o.to_string()));
+        }
+        let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+        format!(
+            "{base}/fhir/r4/{kind}{}",
+            if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{query}")
+            }
+        )
+    };
+    let self_url = link(Some(offset));
+    let next_url = link(Some(offset + count));
     let found = blocking(move || {
         let mut hits = Vec::new();
         for r in resources(&api, &user, &base)? {
@@ -681,9 +731,13 @@ async fn search(
             };
             matches(&probe, &params).map_err(ApiError::bad_request)?;
         }
-        hits.sort_by_key(|r| std::cmp::Reverse(r.updated_ms));
+        hits.sort_by_key(|r| std::cmp::Reverse((r.updated_ms, r.id.clone())));
         let total = hits.len();
-        hits.truncate(count);
+        let hits: Vec<Resource> = hits.into_iter().skip(offset).take(count).collect();
+        let mut links = vec![json!({ "relation": "self", "url": self_url })];
+        if offset + count < total {
+            links.push(json!({ "relation": "next", "url": next_url }));
+        }
         let cases: BTreeSet<&str> = hits
             .iter()
             .flat_map(|r| r.cases.iter().map(String::as_str))
@@ -698,7 +752,7 @@ async fn search(
             "resourceType": "Bundle",
             "type": "searchset",
             "total": total,
-            "link": [{ "relation": "self", "url": self_url }],
+            "link": links,
             "entry": hits.into_iter().map(|r| json!({
                 "fullUrl": format!("{base}/fhir/r4/{}/{}", r.kind, r.id),
                 "resource": r.body,

@@ -530,25 +530,9 @@ pub fn reencode(
     ts: &str,
     patient: Option<&QualifiedPatient>,
 ) -> Result<Vec<u8>, String> {
-    use dicom_encoding::TransferSyntaxIndex;
-    use dicom_pixeldata::Transcode;
-    daemon::render::readable(path).map_err(|e| e.to_string())?;
-    let target = dicom_transfer_syntax_registry::TransferSyntaxRegistry
-        .get(ts)
-        .ok_or_else(|| format!("unknown transfer syntax {ts}"))?;
-    let mut object = daemon::render::guarded(|| {
-        let mut object = dicom_object::OpenFileOptions::new()
-            .open_file(path)
-            .map_err(|e| daemon::render::RenderError::Open(e.to_string()))?;
-        daemon::render::within_bounds(&object)?;
-        if object.meta().transfer_syntax() != ts {
-            object
-                .transcode(target)
-                .map_err(|e| daemon::render::RenderError::Decode(e.to_string()))?;
-        }
-        Ok(object)
-    })
-    .map_err(|e| e.to_string())?;
+    // Forwarding converts whatever size it must: one instance at a time (`Forwarder::reencode`).
+    let mut object =
+        daemon::dicomweb::instance::transcoded(path, ts, u64::MAX).map_err(|e| e.to_string())?;
     if let Some(p) = patient {
         // The id as dicom-rs read it in the file's character set, prefixed when asked.
         let id = object
@@ -568,15 +552,6 @@ pub fn reencode(
                 dicom_core::PrimitiveValue::from(value.as_str()),
             ));
         }
-    }
-    // Group lengths of the old encoding would be wrong in the new one.
-    let lengths: Vec<Tag> = object
-        .iter()
-        .map(|e| e.header().tag)
-        .filter(|t| t.element() == 0 && t.group() != 0x0002)
-        .collect();
-    for tag in lengths {
-        object.remove_element(tag);
     }
     let mut out = Vec::new();
     object.write_dataset(&mut out).map_err(|e| e.to_string())?;

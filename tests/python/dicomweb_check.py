@@ -260,6 +260,19 @@ def check(gateway, token, orthanc, other_token, files):
     listed = gw.search_for_instances(study_instance_uid=key_image.StudyInstanceUID)
     if key_image.SOPInstanceUID not in uids(listed, "00080018"):
         problem("the stored key image is not listed in its study")
+    for change, why in (("PatientID", "another patient id"), ("SOPInstanceUID", "already holds")):
+        copy = pydicom.dcmread(files[0])
+        copy.SeriesInstanceUID = key_image.SeriesInstanceUID
+        copy.SOPInstanceUID = key_image.SOPInstanceUID if change == "SOPInstanceUID" else generate_uid()
+        copy.file_meta.MediaStorageSOPInstanceUID = copy.SOPInstanceUID
+        if change == "PatientID":
+            copy.PatientID = "SOMEONE-ELSE"
+        try:
+            gw.store_instances([copy])
+            problem(f"a key image with {change} changed was stored")
+        except requests.HTTPError as e:
+            if e.response.status_code != 409 or why not in e.response.headers.get("Warning", ""):
+                problem(f"a key image with {change} changed: {e.response.status_code} {e.response.headers.get('Warning')}")
     stranger = pydicom.dcmread(files[0])
     stranger.StudyInstanceUID = generate_uid()
     stranger.SOPInstanceUID = generate_uid()

@@ -75,8 +75,9 @@ class Fhir:
         self.base = base
         self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
 
-    def get(self, path, expect=200):
-        r = requests.get(f"{self.base}/{path}", headers=self.headers)
+    def get(self, path, expect=200, headers=None):
+        url = path if path.startswith("http") else f"{self.base}/{path}"
+        r = requests.get(url, headers={**self.headers, **(headers or {})})
         if r.status_code != expect:
             problem(f"GET {path}: {r.status_code}, expected {expect}: {r.text[:300]}")
         if not r.headers.get("Content-Type", "").startswith("application/fhir+json"):
@@ -167,9 +168,19 @@ def main(base, token, other_token, case_id, patient_id, clinic):
     newest = max(r["meta"]["lastUpdated"] for r in updated)
     if fhir.search("ServiceRequest", _lastUpdated=f"gt{newest}"):
         problem("polling after the newest change still finds requests")
-    if len(fhir.search("ServiceRequest", _count="1")) != 1:
-        problem("_count=1 does not cut the answer")
-    bad = fhir.get("ServiceRequest?colour=blue", expect=400)
+    first_page = fhir.get("ServiceRequest?_count=1")
+    nexts = [l["url"] for l in first_page.get("link", []) if l["relation"] == "next"]
+    if len(first_page.get("entry", [])) != 1 or first_page.get("total") != 2 or not nexts:
+        problem(f"_count=1 gives no page of one with a next link: {first_page.get('link')}")
+    else:
+        second = fhir.get(nexts[0])
+        paged = {e["resource"]["id"] for e in first_page["entry"] + second.get("entry", [])}
+        if paged != {r["id"] for r in mine}:
+            problem("the two pages do not hold the two requests")
+    # An unknown parameter is ignored (FHIR's lenient default), refused when asked strictly.
+    if len(fhir.search("ServiceRequest", colour="blue", _sort="-authored")) != 2:
+        problem("unknown parameters are not ignored by default")
+    bad = fhir.get("ServiceRequest?colour=blue", expect=400, headers={"Prefer": "handling=strict"})
     if bad.get("resourceType") != "OperationOutcome" or "colour" not in json.dumps(bad):
         problem(f"an unknown parameter is not named in an OperationOutcome: {bad}")
     fhir.get("Observation", expect=404)

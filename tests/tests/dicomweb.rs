@@ -277,6 +277,7 @@ async fn dicomweb_client_reads_from_the_gateway_what_orthanc_and_the_files_hold(
     let mut studies: Vec<String> = by_patient.values().flatten().cloned().collect();
     studies.sort();
     studies.dedup();
+    let mut cases = Vec::new();
     for (patient, of_patient) in &by_patient {
         let request = json!({
             "patient": {"id": patient, "name": "", "sex": "", "birth_date": ""},
@@ -293,6 +294,8 @@ async fn dicomweb_client_reads_from_the_gateway_what_orthanc_and_the_files_hold(
         )
         .unwrap();
         assert_eq!(status, 200, "{answer}");
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        cases.push(answer["consultation"]["id"].as_str().unwrap().to_owned());
     }
     let web = gw.web_addr;
     let token = li.clone();
@@ -314,6 +317,32 @@ async fn dicomweb_client_reads_from_the_gateway_what_orthanc_and_the_files_hold(
         .await,
         "every study reaches the gateway and Dr Li's scope"
     );
+    // Dr Li accepts the cases: storing into their studies is for the specialist who holds them.
+    let site = gw.handle.consult.clone();
+    let ids: Vec<proto::consult::ConsultationId> = cases
+        .iter()
+        .map(|c| proto::consult::ConsultationId::parse(c).unwrap())
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(30), || ids.iter().all(|id| site
+            .log
+            .get(id)
+            .unwrap()
+            .is_some_and(|f| f.consultation.assignee.as_deref() == Some("li"))))
+        .await,
+        "the router gives Dr Li the cases"
+    );
+    for case in &cases {
+        let (status, answer) = harness::http(
+            web,
+            "POST",
+            &format!("/api/v1/consultations/{case}/accept"),
+            Some(&li),
+            None,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{answer}");
+    }
 
     let mut args = vec![
         "check".to_owned(),

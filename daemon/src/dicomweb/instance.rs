@@ -29,9 +29,10 @@ pub struct Header {
     pub transfer_syntax: String,
     /// The pixel data's VR, when the file has pixel data.
     pub pixel_data: Option<VR>,
-    /// Top-level elements after the pixel data (trailing padding, say): not read, named as
-    /// bulk data with their VR by the dictionary.
-    pub after_pixels: Vec<(Tag, VR)>,
+    /// Top-level elements named as bulk data rather than kept: binary values longer than
+    /// [`INLINE_MAX`] (dropped from `dataset` once read, so a cached header stays small), and
+    /// those after the pixel data (trailing padding, say; never read), with their VRs.
+    pub bulk: Vec<(Tag, VR)>,
 }
 
 /// Reads the header of the file at `path`.
@@ -44,7 +45,7 @@ pub fn header(path: &Path) -> Result<Header, RenderError> {
         .iter()
         .position(|(tag, _)| *tag == (0x7FE0, 0x0010));
     let has_pixels = pixels_at.is_some();
-    let after_pixels = pixels_at
+    let after_pixels: Vec<(Tag, VR)> = pixels_at
         .map(|at| {
             top_level[at + 1..]
                 .iter()
@@ -73,7 +74,16 @@ pub fn header(path: &Path) -> Result<Header, RenderError> {
         .transfer_syntax()
         .trim_end_matches(['\0', ' '])
         .to_owned();
-    let dataset = file.into_inner();
+    let mut dataset = file.into_inner();
+    let mut bulk: Vec<(Tag, VR)> = dataset
+        .iter()
+        .filter(|e| is_bulk(e))
+        .map(|e| (e.tag(), e.vr()))
+        .collect();
+    for (tag, _) in &bulk {
+        dataset.remove_element(*tag);
+    }
+    bulk.extend(after_pixels);
     let pixel_data = has_pixels.then(|| {
         let bits = dataset
             .element(tags::BITS_ALLOCATED)
@@ -90,7 +100,7 @@ pub fn header(path: &Path) -> Result<Header, RenderError> {
         dataset,
         transfer_syntax,
         pixel_data,
-        after_pixels,
+        bulk,
     })
 }
 
@@ -114,7 +124,7 @@ impl Header {
             serde_json::json!({ "vr": "UI", "Value": [self.transfer_syntax] }),
         );
         let pixels = self.pixel_data.map(|vr| (tags::PIXEL_DATA, vr));
-        for (tag, vr) in pixels.into_iter().chain(self.after_pixels.iter().copied()) {
+        for (tag, vr) in pixels.into_iter().chain(self.bulk.iter().copied()) {
             out.insert(
                 tag_key(tag),
                 serde_json::json!({ "vr": vr.to_string(), "BulkDataURI": bulk(tag) }),
@@ -142,15 +152,7 @@ pub fn dataset_json(
             continue;
         }
         let vr = element.vr();
-        let binary = matches!(
-            vr,
-            VR::OB | VR::OD | VR::OF | VR::OL | VR::OV | VR::OW | VR::UN
-        );
-        let long = element
-            .value()
-            .primitive()
-            .is_some_and(|v| v.calculate_byte_len() > INLINE_MAX as usize);
-        if binary && long {
+        if is_bulk(element) {
             if let Some(bulk) = bulk {
                 out.insert(
                     tag_key(tag),
@@ -168,6 +170,17 @@ pub fn dataset_json(
         out.insert(tag_key(tag), value);
     }
     Ok(out)
+}
+
+/// A binary value longer than [`INLINE_MAX`]: sent as bulk data.
+fn is_bulk(element: &dicom_object::mem::InMemElement) -> bool {
+    matches!(
+        element.vr(),
+        VR::OB | VR::OD | VR::OF | VR::OL | VR::OV | VR::OW | VR::UN
+    ) && element
+        .value()
+        .primitive()
+        .is_some_and(|v| v.calculate_byte_len() > INLINE_MAX as usize)
 }
 
 /// Decimal and integer strings as numbers, empty values as `null`, in nested items too.
@@ -209,9 +222,13 @@ fn tidy(element: &mut Value) {
     }
 }
 
+/// The most bytes of frames one request is answered with: more is asked in several.
+pub const MAX_FRAMES_BYTES: usize = 512 * 1024 * 1024;
+
 /// The frames numbered `numbers` (from 1, PS3.18 §8.4.1.2) of the file at `path`: the
 /// stored bytes of each (a native frame's bytes, or a compressed frame's fragments), or
-/// decoded to native pixel data for Explicit VR Little Endian.
+/// decoded to native pixel data for Explicit VR Little Endian. At most [`MAX_FRAMES_BYTES`]
+/// in all.
 pub fn frames(path: &Path, numbers: &[u32], syntax: &Syntax) -> Result<Vec<Vec<u8>>, RenderError> {
     let _slot = crate::render::render_slot()?;
     guarded(|| {
@@ -222,7 +239,20 @@ pub fn frames(path: &Path, numbers: &[u32], syntax: &Syntax) -> Result<Vec<Vec<u
             .and_then(|e| e.to_int::<u32>().ok())
             .unwrap_or(1)
             .max(1);
-        let mut out = Vec::with_capacity(numbers.len());
+        let pixel = obj
+            .element(tags::PIXEL_DATA)
+            .map_err(|_| RenderError::Decode("the instance has no pixel data".into()))?;
+        // Native pixel data is read once, however many of its frames are asked for.
+        let native = match pixel.value() {
+            DicomValue::PixelSequence(_) => None,
+            value => Some(
+                value
+                    .to_bytes()
+                    .map_err(|e| RenderError::Decode(e.to_string()))?,
+            ),
+        };
+        let mut out = Vec::new();
+        let mut total = 0usize;
         for &n in numbers {
             if n == 0 || n > count {
                 return Err(RenderError::NoFrame {
@@ -231,27 +261,27 @@ pub fn frames(path: &Path, numbers: &[u32], syntax: &Syntax) -> Result<Vec<Vec<u
                 });
             }
             let index = n - 1;
-            let pixel = obj
-                .element(tags::PIXEL_DATA)
-                .map_err(|_| RenderError::Decode("the instance has no pixel data".into()))?;
-            out.push(match (pixel.value(), syntax) {
-                (DicomValue::PixelSequence(seq), Syntax::AsStored) => {
+            let frame = match (pixel.value(), syntax, &native) {
+                (_, _, Some(bytes)) => native_frame(&obj, bytes, index)?,
+                (DicomValue::PixelSequence(seq), Syntax::AsStored, None) => {
                     fragments_of(seq.offset_table(), seq.fragments(), index, count)?
                 }
-                (DicomValue::PixelSequence(_), Syntax::ExplicitLe) => {
+                (_, _, None) => {
                     use dicom_pixeldata::PixelDecoder;
                     let decoded = obj
                         .decode_pixel_data_frame(index)
                         .map_err(|e| RenderError::Decode(e.to_string()))?;
                     decoded.data().to_vec()
                 }
-                (value, _) => {
-                    let bytes = value
-                        .to_bytes()
-                        .map_err(|e| RenderError::Decode(e.to_string()))?;
-                    native_frame(&obj, &bytes, index)?
-                }
-            });
+            };
+            total = total.saturating_add(frame.len());
+            if total > MAX_FRAMES_BYTES {
+                return Err(RenderError::Decode(format!(
+                    "the frames asked for hold more than {} MiB; ask for fewer at a time",
+                    MAX_FRAMES_BYTES >> 20
+                )));
+            }
+            out.push(frame);
         }
         Ok(out)
     })
@@ -306,8 +336,23 @@ fn fragments_of(
         return Ok(fragments[index as usize].clone());
     }
     if offsets.len() != count as usize {
+        // No offset table: a JPEG, JPEG-LS or JPEG 2000 frame's codestream ends with FFD9
+        // (EOI, EOC), so its fragments run up to the one that ends so.
+        let mut frames: Vec<Vec<u8>> = vec![Vec::new()];
+        for fragment in fragments {
+            if let Some(last) = frames.last_mut() {
+                last.extend_from_slice(fragment);
+            }
+            if fragment.ends_with(&[0xFF, 0xD9]) {
+                frames.push(Vec::new());
+            }
+        }
+        frames.retain(|f| !f.is_empty());
+        if frames.len() == count as usize {
+            return Ok(std::mem::take(&mut frames[index as usize]));
+        }
         return Err(RenderError::Decode(format!(
-            "{count} frames in {} fragments without an offset table for each frame",
+            "{count} frames in {} fragments without an offset table to tell them apart",
             fragments.len()
         )));
     }
@@ -357,7 +402,7 @@ pub fn bulk(path: &Path, tag: Tag) -> Result<Vec<u8>, RenderError> {
 /// first when compressed.
 pub fn explicit_le_file(path: &Path) -> Result<Vec<u8>, RenderError> {
     let _slot = crate::render::render_slot()?;
-    let object = transcoded(path, EXPLICIT_LE)?;
+    let object = transcoded(path, EXPLICIT_LE, MAX_CONVERTED)?;
     let mut out = Vec::new();
     object
         .write_all(&mut out)
@@ -365,10 +410,18 @@ pub fn explicit_le_file(path: &Path) -> Result<Vec<u8>, RenderError> {
     Ok(out)
 }
 
+/// The most decoded pixel data converted to another transfer syntax at once.
+pub const MAX_CONVERTED: u64 = 1 << 30;
+
 /// The file at `path` opened and converted to transfer syntax `ts` (native: explicit or
 /// implicit VR little endian), compressed pixel data decoded first, group lengths of the old
-/// encoding left out. A file dicom-rs cannot read safely is refused before it is opened.
-pub fn transcoded(path: &Path, ts: &str) -> Result<dicom_object::DefaultDicomObject, RenderError> {
+/// encoding left out. A file dicom-rs cannot read safely is refused before it is opened, and
+/// one whose decoded pixel data would exceed `limit` bytes before it is decoded.
+pub fn transcoded(
+    path: &Path,
+    ts: &str,
+    limit: u64,
+) -> Result<dicom_object::DefaultDicomObject, RenderError> {
     use dicom_encoding::TransferSyntaxIndex;
     use dicom_pixeldata::Transcode;
     let target = dicom_transfer_syntax_registry::TransferSyntaxRegistry
@@ -376,6 +429,26 @@ pub fn transcoded(path: &Path, ts: &str) -> Result<dicom_object::DefaultDicomObj
         .ok_or_else(|| RenderError::Decode(format!("unknown transfer syntax {ts}")))?;
     guarded(|| {
         let mut object = crate::render::open(path)?;
+        let dim = |tag| {
+            object
+                .element(tag)
+                .ok()
+                .and_then(|e| e.to_int::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let decoded = dim(tags::ROWS)
+            .saturating_mul(dim(tags::COLUMNS))
+            .saturating_mul(dim(tags::SAMPLES_PER_PIXEL).max(1))
+            .saturating_mul(dim(tags::BITS_ALLOCATED).div_ceil(8))
+            .saturating_mul(dim(tags::NUMBER_OF_FRAMES).max(1));
+        if decoded > limit {
+            return Err(RenderError::Decode(format!(
+                "decoded, the instance would take {} MiB, more than the {} MiB converted at once; \
+                 ask for it as stored (transfer-syntax=*)",
+                decoded >> 20,
+                limit >> 20
+            )));
+        }
         if object.meta().transfer_syntax().trim_end_matches('\0') != ts {
             object
                 .transcode(target)
@@ -459,5 +532,19 @@ mod tests {
         assert_eq!(fragments_of(&[], &fragments, 2, 3).unwrap(), vec![3u8; 6]);
         assert_eq!(fragments_of(&[], &fragments, 0, 1).unwrap().len(), 12);
         assert!(fragments_of(&[], &fragments, 0, 2).is_err());
+        // Without an offset table, codestreams end with FFD9.
+        let jpeg = vec![
+            vec![0xFF, 0xD8, 1],
+            vec![2, 0xFF, 0xD9],
+            vec![0xFF, 0xD8, 0xFF, 0xD9],
+        ];
+        assert_eq!(
+            fragments_of(&[], &jpeg, 0, 2).unwrap(),
+            vec![0xFF, 0xD8, 1, 2, 0xFF, 0xD9]
+        );
+        assert_eq!(
+            fragments_of(&[], &jpeg, 1, 2).unwrap(),
+            vec![0xFF, 0xD8, 0xFF, 0xD9]
+        );
     }
 }

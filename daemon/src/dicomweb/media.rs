@@ -157,6 +157,12 @@ pub fn compressed_media_type(ts: &str) -> Option<&'static str> {
 /// compressed media type it is stored in) or native pixel data in Explicit VR Little Endian
 /// (`application/octet-stream` with the parameter's default or named).
 pub fn frames(header: Option<&str>, stored: &str) -> Result<(Syntax, String), NotAcceptable> {
+    // A deflated or big endian data set's frames, once read, are native little endian
+    // pixels: that is what is sent, and said.
+    let stored = match stored {
+        "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.2" => EXPLICIT_LE,
+        other => other,
+    };
     let native = compressed_media_type(stored).is_none();
     for range in accepted(header) {
         let multipart = matches!(range.essence.as_str(), "multipart/related" | "multipart/*");
@@ -271,5 +277,16 @@ mod tests {
             ))
         );
         assert!(frames(Some("multipart/related; type=\"image/jp2\""), JPEG).is_err());
+        assert_eq!(
+            frames(
+                Some(&format!("{octets}; transfer-syntax=*")),
+                "1.2.840.10008.1.2.2"
+            ),
+            Ok((
+                Syntax::AsStored,
+                format!("application/octet-stream; transfer-syntax={EXPLICIT_LE}")
+            )),
+            "big endian frames are sent as the little endian pixels they are once read"
+        );
     }
 }

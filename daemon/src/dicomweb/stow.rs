@@ -23,7 +23,8 @@ pub struct Outcome {
     pub part: usize,
     pub sop_class: Option<String>,
     pub sop_instance: Option<String>,
-    pub result: Result<(), (u16, String)>,
+    /// Stored: where it is retrieved from (WADO-RS), when this server serves it.
+    pub result: Result<Option<String>, (u16, String)>,
 }
 
 fn ui(value: &str) -> Value {
@@ -31,8 +32,9 @@ fn ui(value: &str) -> Value {
 }
 
 /// The answer to a STOW-RS request: 200 when every instance was stored, 202 when some were
-/// and some were not, 409 when none was (PS3.18 §10.5.3.1).
-pub fn answer(outcomes: &[Outcome]) -> Response {
+/// and some were not, 409 when none was (PS3.18 §10.5.3.1). `study_url`: the study the
+/// request stored into, when this server serves it (Retrieve URL at the top).
+pub fn answer(outcomes: &[Outcome], study_url: Option<&str>) -> Response {
     let mut referenced = Vec::new();
     let mut failed = Vec::new();
     let mut warnings = Vec::new();
@@ -45,7 +47,12 @@ pub fn answer(outcomes: &[Outcome]) -> Response {
             item.insert("00081155".into(), ui(instance));
         }
         match &o.result {
-            Ok(()) => referenced.push(Value::Object(item)),
+            Ok(url) => {
+                if let Some(url) = url {
+                    item.insert("00081190".into(), json!({ "vr": "UR", "Value": [url] }));
+                }
+                referenced.push(Value::Object(item));
+            }
             Err((code, why)) => {
                 item.insert("00081197".into(), json!({ "vr": "US", "Value": [code] }));
                 failed.push(Value::Object(item));
@@ -72,6 +79,9 @@ pub fn answer(outcomes: &[Outcome]) -> Response {
         (true, false) => StatusCode::CONFLICT,
     };
     let mut body = Map::new();
+    if let Some(url) = study_url.filter(|_| !referenced.is_empty()) {
+        body.insert("00081190".into(), json!({ "vr": "UR", "Value": [url] }));
+    }
     if !referenced.is_empty() {
         body.insert(
             "00081199".into(),
@@ -95,17 +105,21 @@ pub fn answer(outcomes: &[Outcome]) -> Response {
     response
 }
 
+/// The largest instance a STOW-RS part may be, at either site: a long cine loop fits.
+pub const MAX_PART: u64 = 4 << 30;
+
 /// Bytes of a part's start kept to name it when its file is broken ([`meta_uids`]).
 const HEAD: usize = 4096;
 
 /// Reads a STOW-RS request's parts one by one: each streams into a file `stage` starts (on
 /// a blocking thread, so a study never sits in memory), then `keep` stores it and says what
 /// became of it (also on a blocking thread), given the part's number, the file and its first
-/// bytes. A part cut short ends the reading and is reported as failed; the parts before it
-/// stay stored. `Err` only when a thread of this daemon failed.
+/// bytes. A part cut short, or longer than `max_part` bytes, ends the reading and is reported
+/// as failed; the parts before it stay stored. `Err` only when a thread of this daemon failed.
 pub async fn receive<S, K>(
     body: axum::body::Body,
     boundary: String,
+    max_part: u64,
     stage: S,
     keep: K,
 ) -> Result<Vec<Outcome>, String>
@@ -148,24 +162,41 @@ where
             Ok::<_, String>((staged, head))
         });
         let mut broken = None;
+        let mut size = 0u64;
         loop {
             match field.chunk().await {
                 Ok(Some(chunk)) => {
+                    size = size.saturating_add(chunk.len() as u64);
+                    if size > max_part {
+                        broken = Some(format!(
+                            "the part is larger than {} MiB, the most one instance may be here",
+                            max_part >> 20
+                        ));
+                        break;
+                    }
                     if tx.send(chunk).await.is_err() {
                         break;
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    broken = Some(e);
+                    broken = Some(format!(
+                        "the request body could not be read here ({e}); send the part again"
+                    ));
                     break;
                 }
             }
         }
         drop(tx);
         let (staged, head) = writer.await.map_err(|e| e.to_string())??;
-        if let Some(e) = broken {
-            outcomes.push(unreadable(part, &e));
+        if let Some(why) = broken {
+            drop(staged);
+            outcomes.push(Outcome {
+                part,
+                sop_class: None,
+                sop_instance: None,
+                result: Err((reason::CANNOT_UNDERSTAND, why)),
+            });
             break;
         }
         let keep = keep.clone();
@@ -239,7 +270,9 @@ mod tests {
             sop_class: Some("1.2.840.10008.5.1.4.1.1.2".into()),
             sop_instance: Some(format!("1.2.3.{part}")),
             result: if ok {
-                Ok(())
+                Ok(Some(format!(
+                    "http://x/dicomweb/studies/1/series/2/instances/1.2.3.{part}"
+                )))
             } else {
                 Err((
                     reason::CANNOT_UNDERSTAND,
@@ -251,15 +284,18 @@ mod tests {
 
     #[test]
     fn the_status_says_whether_all_some_or_none_were_stored() {
-        assert_eq!(answer(&[outcome(1, true)]).status(), StatusCode::OK);
-        let some = answer(&[outcome(1, true), outcome(2, false)]);
+        assert_eq!(answer(&[outcome(1, true)], None).status(), StatusCode::OK);
+        let some = answer(&[outcome(1, true), outcome(2, false)], Some("http://x/s"));
         assert_eq!(some.status(), StatusCode::ACCEPTED);
         let warning = some.headers().get(header::WARNING).unwrap();
         assert!(warning
             .to_str()
             .unwrap()
             .contains("part 2: malformed DICOM"));
-        assert_eq!(answer(&[outcome(1, false)]).status(), StatusCode::CONFLICT);
+        assert_eq!(
+            answer(&[outcome(1, false)], None).status(),
+            StatusCode::CONFLICT
+        );
     }
 
     #[test]
