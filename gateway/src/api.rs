@@ -44,6 +44,18 @@ pub struct Api {
     pub ohif: Option<std::path::PathBuf>,
 }
 
+impl Api {
+    /// This listener's origin as a request named it (`http://host:port`, `https://…` over
+    /// TLS), for the links DICOMweb and FHIR answers carry; empty without a `Host` header.
+    pub fn origin(&self, headers: &axum::http::HeaderMap) -> String {
+        headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|host| format!("{}://{host}", if self.https { "https" } else { "http" }))
+            .unwrap_or_default()
+    }
+}
+
 /// A refusal of the access policy as the API answers it.
 pub fn denied(d: access::Denied) -> ApiError {
     CaseError::from(d).into()

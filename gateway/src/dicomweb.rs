@@ -244,13 +244,7 @@ fn not_acceptable(e: media::NotAcceptable) -> ApiError {
 
 /// Where this listener's DICOMweb service is, as the request named the host.
 fn service_url(api: &Api, headers: &HeaderMap) -> String {
-    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        Some(host) => format!(
-            "{}://{host}/dicomweb",
-            if api.https { "https" } else { "http" }
-        ),
-        None => "/dicomweb".to_owned(),
-    }
+    format!("{}/dicomweb", api.origin(headers))
 }
 
 fn instance_url(base: &str, f: &Found) -> String {

@@ -79,14 +79,6 @@ fn answer(value: &Value) -> Response {
     ([(header::CONTENT_TYPE, FHIR_JSON)], value.to_string()).into_response()
 }
 
-/// Where this listener's FHIR service is, as the request named the host.
-fn base_url(api: &Api, headers: &HeaderMap) -> String {
-    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        Some(host) => format!("{}://{host}", if api.https { "https" } else { "http" }),
-        None => String::new(),
-    }
-}
-
 /// A FHIR `instant` (RFC 3339, UTC) of unix milliseconds.
 pub fn instant(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
@@ -599,7 +591,7 @@ async fn read(
         Ok(k) => k,
         Err(r) => return r,
     };
-    let base = base_url(&api, &headers);
+    let base = api.origin(&headers);
     let found = blocking(move || {
         let r = resources(&api, &user, &base)?
             .into_iter()
@@ -686,7 +678,7 @@ async fn search(
             }
         },
     };
-    let base = base_url(&api, &headers);
+    let base = api.origin(&headers);
     let link = |offset: Option<usize>| {
         let mut pairs: Vec<(String, String)> = params
             .iter()

@@ -190,3 +190,75 @@ pub fn accept_and_report(web: SocketAddr, token: &str, id: &str) {
         assert_eq!(status, 200, "POST {path}: {answer}");
     }
 }
+
+/// A hospital and one clinic on this machine: a gateway routing every case to Dr Li
+/// ([`ONE_RADIOLOGIST`]), its configuration changed by `tune` before it starts, and the
+/// Jinzhou clinic's agent linked to it with the doctor `wang` signed up.
+pub struct RadiologyPilot {
+    pub gateway: crate::RunningGateway,
+    pub agent: crate::RunningAgent,
+    /// `wang`'s script token at the clinic.
+    pub doctor: String,
+}
+
+impl RadiologyPilot {
+    pub fn start(
+        dir: &std::path::Path,
+        tune: impl FnOnce(&mut gateway::GatewayConfig),
+    ) -> anyhow::Result<Self> {
+        let pilot = crate::PilotDir::create(dir, crate::Timings::default())?;
+        let link = crate::free_udp_addr();
+        let mut config = with_routing(&pilot.gateway_config(link)?, ONE_RADIOLOGIST)?;
+        tune(&mut config);
+        let gateway = crate::RunningGateway::start(config)?;
+        let bundle = pilot.enrol("jinzhou", "Jinzhou")?;
+        let agent = crate::RunningAgent::start(
+            pilot.agent_config("jinzhou", &bundle, link)?,
+            Default::default(),
+        )?;
+        let doctor = sign_up(
+            &agent.handle.accounts,
+            person("wang", Role::Doctor, "Dr Wang", None, None),
+        );
+        Ok(Self {
+            gateway,
+            agent,
+            doctor,
+        })
+    }
+
+    /// The doctor sends a consultation (the clinic API's JSON `request`); its id.
+    pub fn ask(&self, request: &serde_json::Value) -> anyhow::Result<String> {
+        let (status, answer) = crate::http(
+            daemon::client::local(self.agent.web_addr),
+            "POST",
+            "/api/v1/consultations",
+            Some(&self.doctor),
+            Some(&request.to_string()),
+        )?;
+        anyhow::ensure!(status == 200, "the clinic refused the request: {answer}");
+        let answer: serde_json::Value = serde_json::from_str(&answer)?;
+        answer["consultation"]["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("no consultation id in {answer}"))
+    }
+
+    /// Imports `files` at the clinic, as the modality or the import page would.
+    pub async fn import(&self, files: &[std::path::PathBuf]) -> anyhow::Result<()> {
+        let handle = self.agent.handle.clone();
+        let files = files.to_vec();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            for f in &files {
+                handle.ingest_file(f)?;
+            }
+            Ok(())
+        })
+        .await?
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.agent.stop().await?;
+        self.gateway.stop().await
+    }
+}

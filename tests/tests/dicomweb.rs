@@ -13,28 +13,14 @@ use std::time::Duration;
 
 use daemon::accounts::Role;
 use harness::peers::Orthanc;
-use harness::people::{person, radiologist, raw_http, sign_up, with_routing, ONE_RADIOLOGIST};
-use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
+use harness::people::{person, radiologist, raw_http, sign_up, RadiologyPilot};
+use harness::{wait_until, RunningAgent, RunningGateway};
 use serde_json::{json, Value};
 
-/// A gateway routing every case to Dr Li, and the Jinzhou clinic's agent linked to it with
-/// the doctor "wang" signed up: (gateway, agent, wang's token).
+/// The hospital and the Jinzhou clinic: (gateway, agent, the doctor's token).
 fn pilot(dir: &Path) -> (RunningGateway, RunningAgent, String) {
-    let pilot = PilotDir::create(dir, Timings::default()).unwrap();
-    let link = free_udp_addr();
-    let config = with_routing(&pilot.gateway_config(link).unwrap(), ONE_RADIOLOGIST).unwrap();
-    let gw = RunningGateway::start(config).unwrap();
-    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
-    let agent = RunningAgent::start(
-        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
-        Default::default(),
-    )
-    .unwrap();
-    let doctor = sign_up(
-        &agent.handle.accounts,
-        person("wang", Role::Doctor, "Dr Wang", None, None),
-    );
-    (gw, agent, doctor)
+    let p = RadiologyPilot::start(dir, |_| {}).unwrap();
+    (p.gateway, p.agent, p.doctor)
 }
 
 fn check_script() -> PathBuf {

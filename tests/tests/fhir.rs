@@ -9,11 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use daemon::accounts::Role;
-use harness::people::{
-    accept_and_report, person, radiologist, sign_up, with_routing, ONE_RADIOLOGIST,
-};
-use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
-use serde_json::{json, Value};
+use harness::people::{accept_and_report, person, radiologist, sign_up, RadiologyPilot};
+use harness::wait_until;
+use serde_json::json;
 
 /// `fhir.resources` 6.4.0 (FHIR R4 4.0.1) needs pydantic 1, which the system's Python may not
 /// have: it is installed apart, in `target/fhir-python` (`scripts/test` does; so does this).
@@ -39,24 +37,12 @@ fn fhir_python() -> std::path::PathBuf {
 async fn a_hospital_system_follows_a_case_to_its_study_and_amended_report_in_fhir_r4() {
     let python_path = fhir_python();
     let dir = tempfile::tempdir().unwrap();
-    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
-    let link = free_udp_addr();
-    let config = with_routing(&pilot.gateway_config(link).unwrap(), ONE_RADIOLOGIST).unwrap();
-    let gw = RunningGateway::start(config).unwrap();
+    let pilot = RadiologyPilot::start(dir.path(), |_| {}).unwrap();
+    let gw = &pilot.gateway;
     let li = sign_up(&gw.handle.accounts, radiologist());
     let zhao = sign_up(
         &gw.handle.accounts,
         person("zhao", Role::Specialist, "Dr Zhao", Some("zhao"), None),
-    );
-    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
-    let agent = RunningAgent::start(
-        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
-        Default::default(),
-    )
-    .unwrap();
-    let doctor = sign_up(
-        &agent.handle.accounts,
-        person("wang", Role::Doctor, "Dr Wang", None, None),
     );
     let patient = harness::samples::DemoPatient {
         id: "P-FHIR".into(),
@@ -65,15 +51,7 @@ async fn a_hospital_system_follows_a_case_to_its_study_and_amended_report_in_fhi
         birth_date: "19800101".into(),
     };
     let cr = harness::samples::demo_chest_cr(&dir.path().join("cr"), &patient).unwrap();
-    let handle = agent.handle.clone();
-    let files = cr.files.clone();
-    tokio::task::spawn_blocking(move || {
-        for f in &files {
-            handle.ingest_file(f).unwrap();
-        }
-    })
-    .await
-    .unwrap();
+    pilot.import(&cr.files).await.unwrap();
     let mut ids = Vec::new();
     for (urgency, studies) in [("urgent", vec![cr.study_uid.clone()]), ("routine", vec![])] {
         let request = json!({
@@ -83,17 +61,7 @@ async fn a_hospital_system_follows_a_case_to_its_study_and_amended_report_in_fhi
             "consent": {"given_by": "patient", "method": "written"},
             "studies": studies, "submit": true,
         });
-        let (status, answer) = harness::http(
-            daemon::client::local(agent.web_addr),
-            "POST",
-            "/api/v1/consultations",
-            Some(&doctor),
-            Some(&request.to_string()),
-        )
-        .unwrap();
-        assert_eq!(status, 200, "{answer}");
-        let answer: Value = serde_json::from_str(&answer).unwrap();
-        ids.push(answer["consultation"]["id"].as_str().unwrap().to_owned());
+        ids.push(pilot.ask(&request).unwrap());
     }
     let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
     let (archive, site) = (gw.handle.archive.clone(), gw.handle.consult.clone());
@@ -158,6 +126,5 @@ async fn a_hospital_system_follows_a_case_to_its_study_and_amended_report_in_fhi
         );
     }
     assert!(records.iter().all(|r| !r.target.contains("P-FHIR")));
-    agent.stop().await.unwrap();
-    gw.stop().await.unwrap();
+    pilot.stop().await.unwrap();
 }

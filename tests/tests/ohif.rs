@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use daemon::accounts::Role;
-use harness::people::{person, radiologist, sign_up, with_routing, ONE_RADIOLOGIST};
+use harness::people::{person, radiologist, sign_up, RadiologyPilot};
+use harness::wait_until;
 use harness::webdriver::{log_in, shots, Browser};
-use harness::{free_udp_addr, wait_until, PilotDir, RunningAgent, RunningGateway, Timings};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// OHIF prepared by `scripts/ohif` into `target/ohif` (run here when the test script has not:
 /// it needs npm).
@@ -55,25 +55,12 @@ fn eventually(b: &Browser, script: &str, limit: Duration) -> bool {
 async fn a_specialist_opens_a_case_study_in_ohif_and_another_sees_nothing_of_it() {
     let ohif = ohif();
     let dir = tempfile::tempdir().unwrap();
-    let pilot = PilotDir::create(dir.path(), Timings::default()).unwrap();
-    let link = free_udp_addr();
-    let mut config = with_routing(&pilot.gateway_config(link).unwrap(), ONE_RADIOLOGIST).unwrap();
-    config.web_ohif = Some(ohif);
-    let gw = RunningGateway::start(config).unwrap();
+    let pilot = RadiologyPilot::start(dir.path(), |config| config.web_ohif = Some(ohif)).unwrap();
+    let gw = &pilot.gateway;
     sign_up(&gw.handle.accounts, radiologist());
     sign_up(
         &gw.handle.accounts,
         person("zhao", Role::Specialist, "Dr Zhao", Some("zhao"), None),
-    );
-    let bundle = pilot.enrol("jinzhou", "Jinzhou").unwrap();
-    let agent = RunningAgent::start(
-        pilot.agent_config("jinzhou", &bundle, link).unwrap(),
-        Default::default(),
-    )
-    .unwrap();
-    let doctor = sign_up(
-        &agent.handle.accounts,
-        person("wang", Role::Doctor, "Dr Wang", None, None),
     );
     let patient = harness::samples::DemoPatient {
         id: "P-OHIF".into(),
@@ -82,32 +69,15 @@ async fn a_specialist_opens_a_case_study_in_ohif_and_another_sees_nothing_of_it(
         birth_date: "19600101".into(),
     };
     let ct = harness::samples::demo_ct_head(&dir.path().join("ct"), &patient, 12).unwrap();
-    let handle = agent.handle.clone();
-    let files = ct.files.clone();
-    tokio::task::spawn_blocking(move || {
-        for f in &files {
-            handle.ingest_file(f).unwrap();
-        }
-    })
-    .await
-    .unwrap();
-    let request = json!({
-        "patient": {"id": "P-OHIF", "name": "", "sex": "", "birth_date": ""},
-        "question": "bleed?", "specialty": "radiology", "urgency": "urgent",
-        "consent": {"given_by": "patient", "method": "written"},
-        "studies": [ct.study_uid], "submit": true,
-    });
-    let (status, answer) = harness::http(
-        daemon::client::local(agent.web_addr),
-        "POST",
-        "/api/v1/consultations",
-        Some(&doctor),
-        Some(&request.to_string()),
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{answer}");
-    let answer: Value = serde_json::from_str(&answer).unwrap();
-    let id = answer["consultation"]["id"].as_str().unwrap().to_owned();
+    pilot.import(&ct.files).await.unwrap();
+    let id = pilot
+        .ask(&json!({
+            "patient": {"id": "P-OHIF", "name": "", "sex": "", "birth_date": ""},
+            "question": "bleed?", "specialty": "radiology", "urgency": "urgent",
+            "consent": {"given_by": "patient", "method": "written"},
+            "studies": [ct.study_uid], "submit": true,
+        }))
+        .unwrap();
     let jinzhou = proto::ClinicId::new("jinzhou").unwrap();
     let (archive, site) = (gw.handle.archive.clone(), gw.handle.consult.clone());
     let case = proto::consult::ConsultationId::parse(&id).unwrap();
@@ -164,6 +134,5 @@ async fn a_specialist_opens_a_case_study_in_ohif_and_another_sees_nothing_of_it(
     })
     .await
     .unwrap();
-    agent.stop().await.unwrap();
-    gw.stop().await.unwrap();
+    pilot.stop().await.unwrap();
 }
