@@ -175,6 +175,11 @@ def check(gateway, token, orthanc, other_token, files):
                                        fields=["all"])
     if len(everything) != 1 or "00180050" not in everything[0] and "00280010" not in everything[0]:
         problem("includefield=all does not add the instance's own attributes")
+    r = requests.get(f"{gateway}/studies", headers={"Authorization": f"Bearer {token}",
+                                                    "Accept": "application/dicom+json",
+                                                    "Accept-Encoding": "gzip"})
+    if r.headers.get("Content-Encoding") != "gzip" or len(r.json()) != len(studies):
+        problem(f"a search asked with Accept-Encoding: gzip came back {r.headers.get('Content-Encoding')}")
     paged = gw.search_for_studies(limit=1, offset=1)
     if len(paged) != 1 or uids(paged, "0020000D")[0] not in studies:
         problem(f"limit=1 offset=1 gave {len(paged)} studies")
