@@ -112,10 +112,12 @@ async fn a_specialist_opens_a_case_study_in_ohif_and_another_sees_nothing_of_it(
             "OHIF draws the first image; the page says: {}",
             b.text("body").unwrap_or_default()
         );
-        // The study browser lists the series: the CT's description and its 12 images.
+        // The study browser lists the study (its description) and its one series (series
+        // number 1, modality CT), and the viewport counts the series' 12 images.
         let listed = b.text("body").unwrap();
-        assert!(listed.contains("CT"), "{listed}");
-        assert!(listed.contains("12"), "{listed}");
+        for shown in ["CT HEAD", "S:1", "CT", "/12)"] {
+            assert!(listed.contains(shown), "OHIF shows no {shown:?}: {listed}");
+        }
         std::fs::create_dir_all(shots()).unwrap();
         b.screenshot(&shots().join("ohif-study.png")).unwrap();
         drop(b);

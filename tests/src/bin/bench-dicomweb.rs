@@ -294,7 +294,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
     println!(
-        "\nmetadata bytes: plain / gzipped (Orthanc gzips nothing); frames: all {} as stored \
+        "\nmetadata bytes: plain / gzipped; frames: all {} as stored \
          ({:.0} MiB); rendered: the middle slice as JPEG",
         cli.slices,
         (cli.slices * 512 * 512 * 2) as f64 / (1024.0 * 1024.0)
