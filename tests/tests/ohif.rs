@@ -106,11 +106,16 @@ async fn a_specialist_opens_a_case_study_in_ohif_and_another_sees_nothing_of_it(
             .unwrap();
         let href = href.as_str().expect("the case page links its study to OHIF").to_owned();
         assert!(href.contains(&study), "{href}");
+        let opened = Instant::now();
         b.goto(&format!("{hospital}{href}")).unwrap();
         assert!(
             eventually(&b, IMAGE_DRAWN, Duration::from_secs(90)),
             "OHIF draws the first image; the page says: {}",
             b.text("body").unwrap_or_default()
+        );
+        println!(
+            "OHIF drew the first image {:.1} s after the link was opened",
+            opened.elapsed().as_secs_f64()
         );
         // The study browser lists the study (its description) and its one series (series
         // number 1, modality CT), and the viewport counts the series' 12 images.
