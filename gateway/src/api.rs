@@ -42,6 +42,8 @@ pub struct Api {
     pub https: bool,
     /// OHIF's prepared files (`[web] ohif`), served under `/ohif/`.
     pub ohif: Option<std::path::PathBuf>,
+    /// The key FHIR resource ids are made with (`fhir::ID_KEY_PURPOSE`).
+    pub fhir_ids: Arc<Vec<u8>>,
 }
 
 impl Api {

@@ -41,6 +41,22 @@ pub fn open(ports: &crate::storage::Ports, data_dir: &Path) -> anyhow::Result<Si
     ))
 }
 
+/// A key for `purpose` derived from the seal key (HMAC-SHA-256 of the purpose under it): the
+/// same on every node sharing the store, kept and backed up with it, and telling nothing of
+/// the seal key itself.
+pub fn derived_key(
+    ports: &crate::storage::Ports,
+    data_dir: &Path,
+    purpose: &str,
+) -> anyhow::Result<Vec<u8>> {
+    let seal = match &ports.kept {
+        crate::storage::Kept::Embedded(_) => seal_key(data_dir)?,
+        crate::storage::Kept::Postgres(db) => shared_seal_key(db)?,
+    };
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &seal);
+    Ok(ring::hmac::sign(&key, purpose.as_bytes()).as_ref().to_vec())
+}
+
 /// The name of the seal key among the database's settings.
 pub const SEAL_SETTING: &str = "event-seal-key";
 

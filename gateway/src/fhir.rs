@@ -25,7 +25,6 @@ use daemon::api::{blocking, ApiError};
 use daemon::login::Authenticated;
 use proto::consult::{Consultation, State as CaseState, Urgency};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::api::Api;
 use crate::https::Peer;
@@ -88,20 +87,21 @@ pub fn instant(ms: i64) -> String {
 }
 
 /// A short, stable id for what has no id of its own that FHIR allows (a patient's id at a
-/// clinic, a study's UID): `prefix` and a hash, never the patient data itself.
-fn hashed_id(prefix: &str, clinic: &str, value: &str) -> String {
-    let digest = Sha256::digest(format!("{clinic}\0{value}").as_bytes());
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+/// clinic, a study's UID): `prefix` and a keyed hash (HMAC-SHA-256 under the gateway's id
+/// key, `consult::derived_key`), so an id seen in a URL or a log cannot be turned back into
+/// the patient id by trying the likely ones.
+fn hashed_id(key: &[u8], prefix: &str, clinic: &str, value: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let tag = ring::hmac::sign(&key, format!("{prefix}\0{clinic}\0{value}").as_bytes());
+    let hex: String = tag.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("{prefix}-{hex}")
 }
 
-pub fn patient_id(c: &Consultation) -> String {
-    hashed_id("pt", c.clinic.as_str(), &c.patient.id)
-}
-
-pub fn study_id(clinic: &proto::ClinicId, study: &str) -> String {
-    hashed_id("st", clinic.as_str(), study)
-}
+/// The purpose the FHIR ids' key is derived for.
+pub const ID_KEY_PURPOSE: &str = "fhir-resource-ids";
 
 /// A readable case, with the time of its last event.
 struct Case {
@@ -152,7 +152,7 @@ fn resources(
     let mut studies: BTreeMap<String, Resource> = BTreeMap::new();
     for case in &cases {
         let c = &case.c;
-        let pid = patient_id(c);
+        let pid = hashed_id(&api.fhir_ids, "pt", c.clinic.as_str(), &c.patient.id);
         let subject = format!("Patient/{pid}");
         let p = patients.entry(pid.clone()).or_insert_with(|| Resource {
             kind: "Patient",
@@ -180,7 +180,7 @@ fn resources(
             if of_study.is_empty() {
                 continue;
             }
-            let sid = study_id(&c.clinic, study);
+            let sid = hashed_id(&api.fhir_ids, "st", c.clinic.as_str(), study);
             study_refs.push(format!("ImagingStudy/{sid}"));
             let received = of_study.iter().map(|(_, r)| r.received_at * 1000).max();
             let s = studies.entry(sid.clone()).or_insert_with(|| Resource {
@@ -819,9 +819,10 @@ mod tests {
 
     #[test]
     fn ids_are_stable_hashes_that_hold_no_patient_data() {
-        let a = hashed_id("pt", "jinzhou", "P-1");
-        assert_eq!(a, hashed_id("pt", "jinzhou", "P-1"));
-        assert_ne!(a, hashed_id("pt", "other", "P-1"));
+        let a = hashed_id(b"key", "pt", "jinzhou", "P-1");
+        assert_eq!(a, hashed_id(b"key", "pt", "jinzhou", "P-1"));
+        assert_ne!(a, hashed_id(b"key", "pt", "other", "P-1"));
+        assert_ne!(a, hashed_id(b"another key", "pt", "jinzhou", "P-1"));
         assert!(!a.contains("P-1") && a.len() <= 64, "{a}");
     }
 }

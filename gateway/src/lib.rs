@@ -299,6 +299,11 @@ pub fn start(
         data_dir: config.data_dir.clone(),
         https: web_tls.is_some(),
         ohif: config.web_ohif.clone(),
+        fhir_ids: Arc::new(consult::derived_key(
+            &ports,
+            &config.data_dir,
+            fhir::ID_KEY_PURPOSE,
+        )?),
     };
     let api_task = tokio::spawn(http::serve(web_listener, web_tls, api, shutdown.clone()));
     let link_task = tokio::spawn(link.serve(listeners.link, shutdown.clone()));
