@@ -8,7 +8,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use axum::routing::post;
 use daemon::api::ApiError;
@@ -33,8 +33,6 @@ async fn store(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let boundary = daemon::dicomweb::multipart::stow_boundary(content_type)
-        .map_err(|e| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_multipart", e.0))?;
     let h = handle.clone();
     let stage = move || h.store.stage().map_err(|e| e.to_string());
     let keep = move |part: usize, staged: store::blob::TempBlob, head: Vec<u8>| {
@@ -59,14 +57,5 @@ async fn store(
             result,
         }
     };
-    let outcomes = stow::receive(body, boundary, stow::MAX_PART, stage, keep)
-        .await
-        .map_err(ApiError::internal)?;
-    if outcomes.is_empty() {
-        return Err(ApiError::bad_request(
-            "the request holds no parts; send one DICOM file in each part of the \
-             multipart/related body",
-        ));
-    }
-    Ok(stow::answer(&outcomes, None))
+    stow::serve(content_type, body, stage, keep, None).await
 }

@@ -1101,11 +1101,6 @@ async fn stow(
     body: Body,
 ) -> Result<Response, ApiError> {
     use daemon::dicomweb::stow::{self, reason, Outcome};
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let boundary = multipart::stow_boundary(content_type)
-        .map_err(|e| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_multipart", e.0))?;
     let base = service_url(&api, &headers);
     let (a, u) = (api.clone(), user.clone());
     // Study → (clinic, the case's patient id).
@@ -1207,15 +1202,9 @@ async fn stow(
             result,
         }
     };
-    let outcomes = stow::receive(body, boundary, stow::MAX_PART, stage, keep)
-        .await
-        .map_err(ApiError::internal)?;
-    if outcomes.is_empty() {
-        return Err(ApiError::bad_request(
-            "the request holds no parts; send one DICOM file in each part of the \
-             multipart/related body",
-        ));
-    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let study_url = study.map(|s| format!("{}/studies/{s}", service_url(&api, &headers)));
-    Ok(stow::answer(&outcomes, study_url.as_deref()))
+    stow::serve(content_type, body, stage, keep, study_url.as_deref()).await
 }

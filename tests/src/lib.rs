@@ -352,24 +352,44 @@ pub fn http_get_bytes(
     path: &str,
     token: Option<&str>,
 ) -> anyhow::Result<Vec<u8>> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    let (status, body) = http_get_with(addr, path, &headers)?;
+    anyhow::ensure!(
+        status == 200,
+        "{path}: {status} {}",
+        String::from_utf8_lossy(&body[..body.len().min(300)])
+    );
+    Ok(body)
+}
+
+/// A GET over HTTP/1.0 with `headers`: the status and the body's bytes as they came (still
+/// gzipped when the answer is).
+pub fn http_get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, Vec<u8>)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(daemon::client::local(addr))?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n")?;
+    let mut head = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
     let mut bytes = Vec::new();
     stream.read_to_end(&mut bytes)?;
     let end = bytes
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .context("malformed HTTP answer")?;
-    let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
-    anyhow::ensure!(
-        head.split_whitespace().nth(1) == Some("200"),
-        "{path}: {head}"
-    );
-    Ok(bytes[end + 4..].to_vec())
+    let status = String::from_utf8_lossy(&bytes[..end])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, bytes[end + 4..].to_vec()))
 }
 
 /// A GET with `Authorization: Bearer TOKEN`, returning the body of a 200 answer.

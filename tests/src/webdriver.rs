@@ -133,6 +133,22 @@ impl Browser {
         .map(drop)
     }
 
+    /// Replaces the text of a field with `text`: emptied first (a browser may have filled it
+    /// in from an earlier log-in), then typed, then read back.
+    pub fn set_field(&self, css: &str, text: &str) -> anyhow::Result<()> {
+        let el = self.find(css)?;
+        self.cmd("POST", &format!("/element/{el}/clear"), Some(json!({})))?;
+        self.type_into(css, text)?;
+        let now = self.script(&format!(
+            "return document.querySelector({}).value",
+            serde_json::to_string(css)?
+        ))?;
+        if now.as_str() != Some(text) {
+            bail!("{css} holds {now} after typing, not what was typed");
+        }
+        Ok(())
+    }
+
     pub fn click(&self, css: &str) -> anyhow::Result<()> {
         let el = self.find(css)?;
         self.cmd("POST", &format!("/element/{el}/click"), Some(json!({})))
@@ -349,8 +365,10 @@ pub fn log_in(b: &Browser, base: &str, name: &str) -> anyhow::Result<()> {
             b.url()?
         );
     }
-    b.type_into("input[name=user]", name)?;
-    b.type_into("input[name=password]", crate::people::PASSWORD)?;
+    // Chromium may fill the fields in from the log-in at another port of this host, and later
+    // than the page's load: each field is emptied, typed and read back.
+    b.set_field("input[name=user]", name)?;
+    b.set_field("input[name=password]", crate::people::PASSWORD)?;
     b.click("form[action='/login'] button")?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while b.url()?.contains("/login") {

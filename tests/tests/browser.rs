@@ -44,8 +44,8 @@ fn log_in(b: &Browser, base: &str, name: &str) {
     b.goto(&format!("{base}/")).unwrap();
     // Anyone without a session lands on the log-in page.
     assert!(b.url().unwrap().contains("/login"), "{}", b.url().unwrap());
-    b.type_into("input[name=user]", name).unwrap();
-    b.type_into("input[name=password]", PASSWORD).unwrap();
+    b.set_field("input[name=user]", name).unwrap();
+    b.set_field("input[name=password]", PASSWORD).unwrap();
     b.click("form[action='/login'] button").unwrap();
     // The click returns before the browser has followed the answer; going elsewhere sooner
     // would race the session cookie.
@@ -1659,8 +1659,8 @@ async fn the_audit_log_holds_every_kind_of_event_in_words() {
         // Someone guesses a password until the name is locked.
         for _ in 0..7 {
             b.goto(&format!("{hospital}/login")).unwrap();
-            b.type_into("input[name=user]", "ghost").unwrap();
-            b.type_into("input[name=password]", "not the password").unwrap();
+            b.set_field("input[name=user]", "ghost").unwrap();
+            b.set_field("input[name=password]", "not the password").unwrap();
             b.click_to_next_page("form[action='/login'] button").unwrap();
         }
         // A specialist opens a case that is not theirs, then logs out.

@@ -209,6 +209,35 @@ where
     Ok(outcomes)
 }
 
+/// A whole STOW-RS request: its `Content-Type` checked (415 unless `multipart/related` of
+/// `application/dicom`), its parts read and kept by [`receive`] (at most [`MAX_PART`] bytes
+/// each), and the answer ([`answer`]); a body without parts is a 400.
+pub async fn serve<S, K>(
+    content_type: Option<&str>,
+    body: axum::body::Body,
+    stage: S,
+    keep: K,
+    study_url: Option<&str>,
+) -> Result<Response, crate::api::ApiError>
+where
+    S: Fn() -> Result<store::blob::TempBlob, String> + Clone + Send + 'static,
+    K: Fn(usize, store::blob::TempBlob, Vec<u8>) -> Outcome + Clone + Send + 'static,
+{
+    use crate::api::ApiError;
+    let boundary = super::multipart::stow_boundary(content_type)
+        .map_err(|e| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_multipart", e.0))?;
+    let outcomes = receive(body, boundary, MAX_PART, stage, keep)
+        .await
+        .map_err(ApiError::internal)?;
+    if outcomes.is_empty() {
+        return Err(ApiError::bad_request(
+            "the request holds no parts; send one DICOM file in each part of the \
+             multipart/related body",
+        ));
+    }
+    Ok(answer(&outcomes, study_url))
+}
+
 /// The SOP Class and Instance UIDs a part's file meta group names, read without trusting the
 /// rest of the file: how a refused file is still named in the answer when its data set is
 /// broken. `head` is the file's first bytes.

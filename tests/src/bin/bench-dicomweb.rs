@@ -8,7 +8,6 @@
 //!
 //! Both servers run on this machine over loopback; the figures are medians of `--rounds`.
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -39,49 +38,25 @@ struct Server {
     token: Option<String>,
 }
 
-/// A GET with `accept` (and `gzip`), answering (status, body bytes, wire bytes).
-fn get(s: &Server, path: &str, accept: &str, gzip: bool) -> anyhow::Result<(u16, Vec<u8>, usize)> {
-    let mut stream = std::net::TcpStream::connect(s.addr)?;
-    let auth = s
-        .token
-        .as_ref()
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let enc = if gzip {
-        "Accept-Encoding: gzip\r\n"
-    } else {
-        ""
-    };
-    write!(
-        stream,
-        "GET {}{path} HTTP/1.0\r\nHost: {}\r\nAccept: {accept}\r\n{auth}{enc}\r\n",
-        s.root, s.addr
-    )?;
-    let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes)?;
-    let end = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("malformed HTTP answer")?;
-    let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = bytes[end + 4..].to_vec();
-    let wire = body.len();
-    Ok((status, body, wire))
-}
-
+/// A GET with `accept` (and gzip accepted), answering the body as it came (gzipped when the
+/// server chose to) and its length.
 fn ok(s: &Server, path: &str, accept: &str, gzip: bool) -> anyhow::Result<(Vec<u8>, usize)> {
-    let (status, body, wire) = get(s, path, accept, gzip)?;
+    let auth = s.token.as_ref().map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Accept", accept)];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
+    }
+    if gzip {
+        headers.push(("Accept-Encoding", "gzip"));
+    }
+    let (status, body) = harness::http_get_with(s.addr, &format!("{}{path}", s.root), &headers)?;
     anyhow::ensure!(
         status == 200,
         "{} {path}: {status} {}",
         s.name,
         String::from_utf8_lossy(&body[..body.len().min(300)])
     );
+    let wire = body.len();
     Ok((body, wire))
 }
 
