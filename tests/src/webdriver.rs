@@ -358,12 +358,19 @@ pub fn shots() -> std::path::PathBuf {
 /// Logs `name` in at `base` with the tests' password, and waits until the browser has left
 /// the log-in page (going elsewhere sooner would race the session cookie).
 pub fn log_in(b: &Browser, base: &str, name: &str) -> anyhow::Result<()> {
-    b.goto(&format!("{base}/"))?;
-    if !b.url()?.contains("/login") {
-        bail!(
-            "anyone without a session lands on the log-in page, not {}",
-            b.url()?
-        );
+    // A navigation still under way when this is called (a log-out's answer from another site)
+    // can land after ours: the form filled in must be this site's log-in page.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        b.goto(&format!("{base}/"))?;
+        std::thread::sleep(Duration::from_millis(100));
+        let url = b.url()?;
+        if url.starts_with(base) && url.contains("/login") {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("anyone without a session lands on {base}'s log-in page, not {url}");
+        }
     }
     // Chromium may fill the fields in from the log-in at another port of this host, and later
     // than the page's load: each field is emptied, typed and read back.

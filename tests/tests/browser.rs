@@ -41,23 +41,7 @@ fn shot(b: &Browser, name: &str) {
 }
 
 fn log_in(b: &Browser, base: &str, name: &str) {
-    b.goto(&format!("{base}/")).unwrap();
-    // Anyone without a session lands on the log-in page.
-    assert!(b.url().unwrap().contains("/login"), "{}", b.url().unwrap());
-    b.set_field("input[name=user]", name).unwrap();
-    b.set_field("input[name=password]", PASSWORD).unwrap();
-    b.click("form[action='/login'] button").unwrap();
-    // The click returns before the browser has followed the answer; going elsewhere sooner
-    // would race the session cookie.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while b.url().unwrap().contains("/login") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name} still at the log-in page: {}",
-            b.text("body").unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    harness::webdriver::log_in(b, base, name).unwrap();
 }
 
 /// A pilot on this machine for one test: its folder, a gateway with `roster` as its
@@ -317,7 +301,7 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
     let gw_accounts = gw.handle.accounts.clone();
     tokio::task::spawn_blocking(move || {
         b.goto(&format!("{hospital}/worklist")).unwrap();
-        b.click("form[action='/logout'] button").unwrap();
+        b.click_to_next_page("form[action='/logout'] button").unwrap();
         log_in(&b, &hospital, "chen");
         b.goto(&format!("{hospital}/admin/links")).unwrap();
         if let Err(e) = b.find("#links tr[data-clinic=jinzhou]") {

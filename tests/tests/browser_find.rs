@@ -136,7 +136,7 @@ async fn a_specialist_finds_a_case_by_part_of_the_patients_name_and_reads_its_nu
         assert!(b.url().unwrap().ends_with(&format!("/cases/{case}")), "{}", b.url().unwrap());
         assert_eq!(b.text("#case-number").unwrap().trim(), shown);
         shot(&b, "find-3-gateway-case").unwrap();
-        b.click("form[action='/logout'] button").unwrap();
+        b.click_to_next_page("form[action='/logout'] button").unwrap();
 
         // The doctor: the number on the case page and in the clinic's list, and its search.
         log_in(&b, &clinic, "wang").unwrap();
