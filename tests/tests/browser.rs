@@ -301,7 +301,8 @@ async fn a_doctor_and_a_specialist_take_an_emergency_case_to_a_report_in_the_bro
     let gw_accounts = gw.handle.accounts.clone();
     tokio::task::spawn_blocking(move || {
         b.goto(&format!("{hospital}/worklist")).unwrap();
-        b.click_to_next_page("form[action='/logout'] button").unwrap();
+        b.click_to_next_page("form[action='/logout'] button")
+            .unwrap();
         log_in(&b, &hospital, "chen");
         b.goto(&format!("{hospital}/admin/links")).unwrap();
         if let Err(e) = b.find("#links tr[data-clinic=jinzhou]") {
