@@ -322,7 +322,8 @@ async fn audit(
     .await
 }
 
-fn query_pairs(raw: Option<&str>) -> Result<Query, ApiError> {
+/// A QIDO-RS query string parsed (a malformed one or an unknown key is a 400 that names it).
+pub fn query_pairs(raw: Option<&str>) -> Result<Query, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
         .map_err(|e| ApiError::bad_request(format!("the query string is malformed: {e}")))?;
     Query::parse(&pairs).map_err(|e| ApiError::bad_request(e.0))

@@ -480,7 +480,7 @@ fn date_param(text: &str) -> Option<(&str, i64, i64)> {
 }
 
 /// Whether `ms` matches a date search value (FHIR R4 §3.1.1.5.6 prefixes).
-fn date_matches(text: &str, ms: Option<i64>) -> Result<bool, String> {
+pub fn date_matches(text: &str, ms: Option<i64>) -> Result<bool, String> {
     let (prefix, from, to) = date_param(text).ok_or_else(|| {
         format!("'{text}' is not a FHIR date: write 2026-12-05, ge2026-12-01 or 2026-12-05T08:00:00+08:00")
     })?;

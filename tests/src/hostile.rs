@@ -481,6 +481,137 @@ fn headers(data: &[u8]) {
     }
 }
 
+/// DICOMweb and FHIR as the daemons decode them. The first byte picks what the rest is (any
+/// byte modulo 3):
+/// 0. a STOW-RS request (first line its `Content-Type`, then the body), read and answered as
+///    both daemons do (`daemon::dicomweb::stow::serve`), each part staged in a scratch folder
+///    and checked as the clinic agent checks it (`store::dicom::summarize`, and
+///    `stow::meta_uids` on its first bytes);
+/// 1. request text: each line an `Accept` value negotiated for metadata, instances and frames
+///    of a few stored transfer syntaxes (`daemon::dicomweb::media`) and a FHIR date search
+///    value (`gateway::fhir::date_matches`); the whole a QIDO-RS query string
+///    (`gateway::dicomweb::query_pairs`) whose keys are matched against sample values;
+/// 2. a stored instance as WADO-RS reads it (`daemon::dicomweb::instance`): its header and
+///    metadata, the first, second and last frames as stored and in Explicit VR Little Endian,
+///    its first bulk value, and the instance converted.
+pub fn dicomweb(data: &[u8]) {
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    match which % 3 {
+        0 => stow(rest),
+        1 => dicomweb_requests(rest),
+        _ => wado(rest),
+    }
+}
+
+fn stow(data: &[u8]) {
+    use daemon::dicomweb::stow::{self, Outcome};
+    let (content_type, body) = match data.iter().position(|&b| b == b'\n') {
+        Some(n) => (&data[..n], &data[n + 1..]),
+        None => (data, &[][..]),
+    };
+    let content_type = String::from_utf8_lossy(content_type).into_owned();
+    let body = axum::body::Body::from(body.to_vec());
+    with_scratch(|s| {
+        let staging = s.dir.path().join("stow");
+        if std::fs::create_dir_all(&staging).is_err() {
+            return;
+        }
+        if s.runtime.is_none() {
+            s.runtime = tokio::runtime::Builder::new_current_thread().build().ok();
+        }
+        let Some(runtime) = s.runtime.as_ref() else {
+            return;
+        };
+        let stage = move || store::blob::TempBlob::create_in(&staging).map_err(|e| e.to_string());
+        let keep = |part: usize, staged: store::blob::TempBlob, head: Vec<u8>| {
+            let (sop_class, sop_instance) = stow::meta_uids(&head);
+            let result = match store::dicom::summarize(staged.path()) {
+                Ok(s) => Ok(Some(s.sop_instance_uid)),
+                Err(e) => Err((stow::reason::CANNOT_UNDERSTAND, e.to_string())),
+            };
+            Outcome {
+                part,
+                sop_class,
+                sop_instance,
+                result,
+            }
+        };
+        let _ = runtime.block_on(stow::serve(
+            Some(content_type.as_str()),
+            body,
+            stage,
+            keep,
+            Some("https://hospital.example/dicomweb/studies/1.2.3"),
+        ));
+    });
+}
+
+/// Transfer syntaxes an instance may be stored in, for negotiating its retrieval.
+const STORED_SYNTAXES: [&str; 4] = [
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.90",
+];
+
+fn dicomweb_requests(data: &[u8]) {
+    use daemon::dicomweb::media;
+    let text = String::from_utf8_lossy(data);
+    for line in text.lines() {
+        let _ = media::accepts_json(Some(line));
+        for stored in STORED_SYNTAXES {
+            let _ = media::instances(Some(line), stored);
+            let _ = media::frames(Some(line), stored);
+        }
+        let _ = gateway::fhir::date_matches(line, Some(1_764_892_800_000));
+        let _ = daemon::dicomweb::parse_tag_key(line);
+    }
+    let Ok(query) = gateway::dicomweb::query_pairs(Some(&text)) else {
+        return;
+    };
+    let samples = [
+        String::new(),
+        "DOE^JANE".to_owned(),
+        "20261205".to_owned(),
+        "1.2.840.113619.2.55.3".to_owned(),
+        "CT\\MR".to_owned(),
+    ];
+    for (tag, asked) in &query.keys {
+        let vr = gateway::dicomweb::qido::vr_of(*tag);
+        let _ = gateway::dicomweb::qido::matches(vr, asked, &samples, query.fuzzy);
+        let _ = gateway::dicomweb::qido::matches(vr, asked, &samples[..1], query.fuzzy);
+    }
+}
+
+fn wado(data: &[u8]) {
+    use daemon::dicomweb::instance;
+    use daemon::dicomweb::media::{Syntax, EXPLICIT_LE};
+    let_guarded_panics_unwind();
+    with_scratch(|s| {
+        let Some(path) = scratch_file(s, "wado.dcm", data) else {
+            return;
+        };
+        let Ok(header) = instance::header(&path) else {
+            return;
+        };
+        let _ = header.metadata("https://hospital.example/dicomweb/studies/1/series/2/instances/3");
+        let _ = header.text(dicom_dictionary_std::tags::SOP_INSTANCE_UID);
+        let last = daemon::render::info(&path).map_or(1, |i| i.frames);
+        for syntax in [Syntax::AsStored, Syntax::ExplicitLe] {
+            for numbers in [&[1][..], &[2], &[last], &[1, last]] {
+                let _ = instance::frames(&path, numbers, &syntax);
+            }
+        }
+        if let Some((tag, _)) = header.bulk.first() {
+            let _ = instance::bulk(&path, *tag);
+        }
+        let _ = instance::bulk(&path, dicom_dictionary_std::tags::PIXEL_DATA);
+        let _ = instance::transcoded(&path, EXPLICIT_LE, 64 << 20);
+    });
+}
+
 /// The daemons' configuration files as they read them at start and the gateway's roster as it
 /// re-reads it when edited: the same text parsed as `gateway.toml`, `agent.toml` and
 /// `routing.toml`, in a scratch folder where the files the examples name exist (empty: the
@@ -621,13 +752,14 @@ pub type Body = fn(&[u8]);
 
 /// The fuzz targets: name and body. `tests/tests/hostile_inputs.rs` replays each target's
 /// corpus and regressions with its body; `scripts/fuzz` runs them in this order.
-pub const TARGETS: [(&str, Body); 9] = [
+pub const TARGETS: [(&str, Body); 10] = [
     ("control_frames", control_frames),
     ("block_header", block_header),
     ("dicom_walk", dicom_walk),
     ("dimse", dimse),
     ("replicated_events", replicated_events),
     ("multipart_and_forms", multipart_and_forms),
+    ("dicomweb", dicomweb),
     ("configs", configs),
     ("crl", crl),
     ("render", render),

@@ -86,6 +86,11 @@ fn uploads_forms_and_headers_never_panic() {
 }
 
 #[test]
+fn dicomweb_and_fhir_requests_and_stored_instances_never_panic() {
+    replay("dicomweb");
+}
+
+#[test]
 fn configuration_files_never_panic() {
     replay("configs");
 }
@@ -113,8 +118,9 @@ fn every_target_is_replayed_here_and_has_a_fuzz_binary() {
 const SMALL_DICOM: u64 = 12 * 1024;
 
 /// Writes the seed corpora: the inputs `hostile::seeds` makes, pydicom's small test files for
-/// the DICOM walk and the render path, and three synthetic files of the harness (one with a
-/// sequence of unknown VR, a short 12-lead ECG). Run it by hand after changing the seeds, then commit the files.
+/// the DICOM walk, the render path and WADO-RS, three synthetic files of the harness (one with
+/// a sequence of unknown VR, a short 12-lead ECG), and a STOW-RS request of one of them whole
+/// and cut short. Run it by hand after changing the seeds, then commit the files.
 #[test]
 #[ignore = "writes fuzz/corpus/; run by hand"]
 fn write_seed_corpora() -> anyhow::Result<()> {
@@ -162,6 +168,25 @@ fn write_seed_corpora() -> anyhow::Result<()> {
             .unwrap_or_default();
         write("dicom_walk", &name, &bytes)?;
         write("render", &name, &bytes)?;
+        write(
+            "dicomweb",
+            &format!("wado-{name}"),
+            &[b"2".as_slice(), &bytes].concat(),
+        )?;
     }
+    // A STOW-RS request of two parts: a whole instance, and the same cut short.
+    let small = std::fs::read(synthetic.path().join("tpg-small-instance.dcm"))?;
+    let boundary = "tpg-stow-7d1f";
+    let mut stow = format!("0multipart/related; type=\"application/dicom\"; boundary={boundary}\n")
+        .into_bytes();
+    for part in [&small[..], &small[..small.len() / 2]] {
+        stow.extend_from_slice(
+            format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
+        );
+        stow.extend_from_slice(part);
+        stow.extend_from_slice(b"\r\n");
+    }
+    stow.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    write("dicomweb", "stow-whole-and-cut", &stow)?;
     Ok(())
 }

@@ -19,6 +19,7 @@ pub(super) fn all() -> anyhow::Result<Seeds> {
     dimse(&mut out)?;
     events(&mut out)?;
     forms(&mut out);
+    dicomweb(&mut out);
     configs(&mut out);
     crl(&mut out)?;
     Ok(out)
@@ -474,6 +475,33 @@ fn forms(out: &mut Seeds) {
         ),
     ] {
         out.push(("multipart_and_forms", name.into(), body.as_bytes().to_vec()));
+    }
+}
+
+/// DICOMweb and FHIR requests as OHIF, `dicomweb-client` and a hospital system send them (the
+/// STOW-RS and WADO-RS seeds are written with DICOM files by `write_seed_corpora`).
+fn dicomweb(out: &mut Seeds) {
+    for (name, body) in [
+        (
+            "accept-and-dates",
+            "1application/dicom+json, application/json;q=0.9\n\
+             multipart/related; type=\"application/octet-stream\"; transfer-syntax=*\n\
+             multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.1, */*;q=0.1\n\
+             multipart/related; type=\"image/jls\"; q=0.5, image/jpeg;q=0.8\n\
+             ge2026-12-01\n\
+             2026-12-05T08:00:00+08:00\n\
+             0020000D",
+        ),
+        (
+            "qido-ohif",
+            "1PatientName=D%C3%96E*&StudyDate=20261201-20261205&ModalitiesInStudy=CT&limit=101&offset=0&includefield=00081030,00080060,StudyDescription&fuzzymatching=true",
+        ),
+        (
+            "qido-uids",
+            "1StudyInstanceUID=1.2.3,1.2.4&AccessionNumber=A?12&StudyTime=080000-&includefield=all&_=1733380000",
+        ),
+    ] {
+        out.push(("dicomweb", name.into(), body.as_bytes().to_vec()));
     }
 }
 
