@@ -4,14 +4,17 @@
 //! through a [`Ledger`] that remembers when each alert was first raised and who acknowledged
 //! it.
 //!
-//! The ledger lives in memory: a restarted gateway forgets acknowledgements (every alert
-//! still raised alerts again, which errs on the side of being seen) and dates each alert from
-//! the time its source records (a link down since, an SLA due, a CRL refused) or else from the
-//! first time it is computed after the start.
+//! The ledger is kept in the alerts' store (sled in the embedded gateway, PostgreSQL when
+//! nodes share one), so an acknowledgement holds whichever node answers next and across a
+//! restart. Each alert is dated from the time its source records (a link down since, an SLA
+//! due, a CRL refused) or else from the first time any node computed it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::Arc;
+
+use store::alerts::AlertStore;
+use tracing::warn;
 
 use daemon::accounts::User;
 
@@ -48,7 +51,7 @@ pub enum Subject<'a> {
 
 /// An alert's identity: the same kind about the same thing is the same alert while it stays
 /// raised.
-pub type Key = (String, String);
+pub use store::alerts::Key;
 
 impl Alert {
     pub fn key(&self) -> Key {
@@ -69,12 +72,7 @@ impl Alert {
     }
 }
 
-/// Who acknowledged an alert, and when (unix milliseconds).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ack {
-    pub by: String,
-    pub at_ms: i64,
-}
+pub use store::alerts::Ack;
 
 /// An alert as the page lists it: since when it is raised, and its acknowledgement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,44 +82,50 @@ pub struct Listed {
     pub ack: Option<Ack>,
 }
 
-#[derive(Debug, Clone)]
-struct Seen {
-    first_ms: i64,
-    ack: Option<Ack>,
-}
-
 /// Why an acknowledgement was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AckError {
     #[error("alert {kind} about {about} is not raised now; reload the alerts page")]
     NotRaised { kind: String, about: String },
+    #[error("the acknowledgement could not be kept ({0}); try again, and if it persists check the gateway's storage")]
+    Store(String),
 }
 
-/// The alerts raised at the last look: when each was first raised and who acknowledged it.
-/// An alert that clears is forgotten with its acknowledgement, so a new occurrence alerts
-/// again.
-#[derive(Debug, Default)]
+/// The alerts raised at the last look: when each was first raised and who acknowledged it,
+/// kept in the alerts' store (`store::alerts`), which every node of a gateway shares. An
+/// alert that clears is forgotten with its acknowledgement, so a new occurrence alerts again.
+#[derive(Debug, Clone)]
 pub struct Ledger {
-    seen: Mutex<BTreeMap<Key, Seen>>,
+    store: Arc<dyn AlertStore>,
 }
 
 impl Ledger {
+    pub fn new(store: Arc<dyn AlertStore>) -> Self {
+        Self { store }
+    }
+
     /// Takes in the alerts raised at `now`: new ones are dated, cleared ones forgotten. Answers
-    /// them unacknowledged first, then acknowledged, each group in the order given.
+    /// them unacknowledged first, then acknowledged, each group in the order given. Blocking.
+    /// When the store cannot be read, every alert is listed unacknowledged: an alert must be
+    /// seen even then.
     pub fn observe(&self, raised: Vec<Alert>, now: i64) -> Vec<Listed> {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let keys: std::collections::BTreeSet<Key> = raised.iter().map(Alert::key).collect();
-        seen.retain(|k, _| keys.contains(k));
+        let seen = match self.remember(&raised, now) {
+            Ok(seen) => seen,
+            Err(e) => {
+                warn!(error = %e, "the alerts' acknowledgements cannot be read; listing every alert as new");
+                BTreeMap::new()
+            }
+        };
         let mut listed: Vec<Listed> = raised
             .into_iter()
             .map(|alert| {
-                let s = seen.entry(alert.key()).or_insert_with(|| Seen {
-                    first_ms: alert.since_ms.map_or(now, |t| t.min(now)),
-                    ack: None,
-                });
+                let first = alert.since_ms.map_or(now, |t| t.min(now));
+                let (raised_ms, ack) = seen
+                    .get(&alert.key())
+                    .map_or((first, None), |s| (s.first_ms, s.ack.clone()));
                 Listed {
-                    raised_ms: s.first_ms,
-                    ack: s.ack.clone(),
+                    raised_ms,
+                    ack,
                     alert,
                 }
             })
@@ -130,18 +134,50 @@ impl Ledger {
         listed
     }
 
+    /// Forgets the alerts no longer raised, dates the new ones, and answers what is kept.
+    fn remember(
+        &self,
+        raised: &[Alert],
+        now: i64,
+    ) -> Result<BTreeMap<Key, store::alerts::Seen>, store::alerts::AlertError> {
+        let keys: BTreeSet<Key> = raised.iter().map(Alert::key).collect();
+        let mut seen = self.store.all()?;
+        for cleared in seen.keys().filter(|k| !keys.contains(*k)) {
+            self.store.forget(cleared)?;
+        }
+        let new: Vec<&Alert> = raised
+            .iter()
+            .filter(|a| !seen.contains_key(&a.key()))
+            .collect();
+        if new.is_empty() {
+            seen.retain(|k, _| keys.contains(k));
+            return Ok(seen);
+        }
+        for alert in new {
+            self.store
+                .raise(&alert.key(), alert.since_ms.map_or(now, |t| t.min(now)))?;
+        }
+        // Read again: another node may have dated one first.
+        let mut seen = self.store.all()?;
+        seen.retain(|k, _| keys.contains(k));
+        Ok(seen)
+    }
+
     /// `by` acknowledges the alert `key` at `now`; it must have been raised at the last look.
+    /// Blocking.
     pub fn acknowledge(&self, key: &Key, by: &str, now: i64) -> Result<(), AckError> {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let s = seen.get_mut(key).ok_or_else(|| AckError::NotRaised {
-            kind: key.0.clone(),
-            about: key.1.clone(),
-        })?;
-        s.ack = Some(Ack {
+        let ack = Ack {
             by: by.to_owned(),
             at_ms: now,
-        });
-        Ok(())
+        };
+        match self.store.acknowledge(key, &ack) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(AckError::NotRaised {
+                kind: key.0.clone(),
+                about: key.1.clone(),
+            }),
+            Err(e) => Err(AckError::Store(e.0)),
+        }
     }
 }
 
@@ -326,7 +362,7 @@ mod tests {
 
     #[test]
     fn an_acknowledged_alert_stays_listed_below_until_it_clears_and_then_alerts_again() {
-        let ledger = Ledger::default();
+        let ledger = Ledger::new(Arc::new(store::alerts::memory::MemoryAlerts::default()));
         let down = alert("alerts.link_down", "jinzhou", Some(500));
         let disk = alert("alerts.disk", "/data", None);
         let listed = ledger.observe(vec![down.clone(), disk.clone()], 1000);
@@ -351,6 +387,30 @@ mod tests {
         let back = alert("alerts.link_down", "jinzhou", None);
         let listed = ledger.observe(vec![back, disk], 4000);
         assert_eq!((listed[0].raised_ms, listed[0].ack.clone()), (4000, None));
+    }
+
+    /// The embedded gateway keeps its ledger in its database: a restart forgets neither when
+    /// an alert was first raised nor who acknowledged it.
+    #[test]
+    fn an_acknowledgement_and_the_first_time_outlive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let down = alert("alerts.link_down", "jinzhou", None);
+        let open = || {
+            let db = sled::open(dir.path().join("index")).unwrap();
+            let ledger = Ledger::new(Arc::new(
+                store::alerts::sled::SledAlerts::open(&db).unwrap(),
+            ));
+            (db, ledger)
+        };
+        let (db, ledger) = open();
+        ledger.observe(vec![down.clone()], 1000);
+        ledger.acknowledge(&down.key(), "chen", 1100).unwrap();
+        db.flush().unwrap();
+        drop((db, ledger));
+        let (_db, ledger) = open();
+        let listed = ledger.observe(vec![down], 9000);
+        assert_eq!(listed[0].raised_ms, 1000);
+        assert_eq!(listed[0].ack.as_ref().map(|a| a.by.as_str()), Some("chen"));
     }
 
     #[test]

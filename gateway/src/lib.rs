@@ -134,6 +134,8 @@ pub struct Handle {
     pub forward: Option<Arc<forward::Forwarder>>,
     /// The router, when `[routing]` is set.
     pub router: Option<Arc<router::Router>>,
+    /// The alerts' ledger: when each alert was first raised and who acknowledged it.
+    pub alerts: Arc<alerts::Ledger>,
 }
 
 /// Runs the gateway until `shutdown` is cancelled, then closes every link with the shutdown
@@ -259,6 +261,7 @@ pub fn start(
         board: link.board.clone(),
         forward: forwarder.clone(),
         router: router.clone(),
+        alerts: Arc::new(alerts::Ledger::new(ports.alerts.clone())),
     };
     let metrics_listener = tokio::net::TcpListener::from_std(listeners.metrics)?;
     info!(metrics = %metrics_listener.local_addr()?, "metrics endpoint listening");
@@ -295,7 +298,7 @@ pub fn start(
         accounts: accounts.clone(),
         forward: forwarder.clone(),
         alerts: config.alerts.clone(),
-        alert_ledger: Default::default(),
+        alert_ledger: handle.alerts.clone(),
         data_dir: config.data_dir.clone(),
         https: web_tls.is_some(),
         ohif: config.web_ohif.clone(),

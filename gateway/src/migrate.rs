@@ -3,7 +3,7 @@
 //! without a clinic resending anything. Everything goes through the ports: the archive index
 //! (with the forwarding inbox, each destination's queue and counts), the consultation events
 //! and their projections, the accounts and script tokens, the audit log (its records as they
-//! are, so the chain goes on), the link board and the drafts. When CONFIG names a bucket
+//! are, so the chain goes on), the link board, the drafts and the alerts' acknowledgements. When CONFIG names a bucket
 //! (`[storage] objects`), every object file goes there too, hashed on the way: one whose bytes
 //! do not hash to its name stops the migration. Without one, the objects stay where they are:
 //! the new deployment's `data_dir` must be (or hold a copy of) the same objects folder.
@@ -160,8 +160,9 @@ pub fn migrate(from: &GatewayConfig, to: &GatewayConfig) -> anyhow::Result<Migra
         out.audit_records = ours.0;
     }
 
-    // The link board and the drafts.
+    // The link board, the drafts and the alerts' ledger.
     {
+        use store::alerts::AlertStore;
         use store::board::BoardStore;
         use store::drafts::DraftStore;
         let board = pg::board::PgBoard::new(db.clone());
@@ -174,6 +175,13 @@ pub fn migrate(from: &GatewayConfig, to: &GatewayConfig) -> anyhow::Result<Migra
         let drafts = pg::drafts::PgDrafts::new(db.clone());
         for (key, draft) in embedded.drafts.all()? {
             drafts.put(&key, &draft)?;
+        }
+        let alerts = pg::alerts::PgAlerts::new(db.clone());
+        for (key, seen) in embedded.alerts.all()? {
+            alerts.raise(&key, seen.first_ms)?;
+            if let Some(ack) = &seen.ack {
+                alerts.acknowledge(&key, ack)?;
+            }
         }
     }
 

@@ -28,6 +28,8 @@ pub enum StorageError {
     Board(#[from] BoardError),
     #[error(transparent)]
     Drafts(#[from] store::drafts::DraftError),
+    #[error(transparent)]
+    Alerts(#[from] store::alerts::AlertError),
 }
 
 /// One data folder: `index/` (sled), `objects/`, `partials/`, `tmp/`; with the background
@@ -43,6 +45,8 @@ pub struct Embedded {
     pub board: Arc<SledBoard>,
     /// What people have typed on cases and not sent yet.
     pub drafts: Arc<store::drafts::sled::SledDrafts>,
+    /// The alerts raised: since when, and who acknowledged them.
+    pub alerts: Arc<store::alerts::sled::SledAlerts>,
     pub leases: Arc<dyn Leases>,
     pub notifier: Arc<dyn Notifier>,
     /// This node's name in the leases.
@@ -66,6 +70,7 @@ impl Embedded {
             objects: Arc::new(FileObjects::open(data_dir)?),
             board: Arc::new(SledBoard::open(&db)?),
             drafts: Arc::new(store::drafts::sled::SledDrafts::open(&db)?),
+            alerts: Arc::new(store::alerts::sled::SledAlerts::open(&db)?),
             leases: Arc::new(MemoryLeases::default()),
             notifier: Arc::new(MemoryNotifier::default()),
             node: format!("gateway-{}", std::process::id()).into(),
@@ -89,6 +94,7 @@ pub struct Ports {
     pub queues: Arc<dyn store::archive::forwarding::ForwardQueues>,
     pub board: Arc<dyn store::board::BoardStore>,
     pub drafts: Arc<dyn store::drafts::DraftStore>,
+    pub alerts: Arc<dyn store::alerts::AlertStore>,
     pub leases: Arc<dyn Leases>,
     pub notifier: Arc<dyn Notifier>,
     /// This node's name in the leases.
@@ -159,6 +165,7 @@ impl Ports {
             queues: index,
             board: Arc::new(pg::board::PgBoard::new(db.clone())),
             drafts: Arc::new(pg::drafts::PgDrafts::new(db.clone())),
+            alerts: Arc::new(pg::alerts::PgAlerts::new(db.clone())),
             leases: Arc::new(pg::coordination::PgLeases::new(db.clone())),
             notifier: Arc::new(pg::coordination::PgNotifier::new(db.clone())?),
             node: format!("gateway-{host}-{}-{}", std::process::id(), next_node()).into(),
@@ -174,6 +181,7 @@ impl Ports {
             queues: e.index.clone(),
             board: e.board.clone(),
             drafts: e.drafts.clone(),
+            alerts: e.alerts.clone(),
             leases: e.leases.clone(),
             notifier: e.notifier.clone(),
             node: e.node.clone(),

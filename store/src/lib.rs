@@ -9,6 +9,7 @@
 //! SHA-256 matches the name; nothing is ever overwritten or deleted automatically.
 
 pub mod accounts;
+pub mod alerts;
 pub mod archive;
 pub mod audit;
 pub mod blob;

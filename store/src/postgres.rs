@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 pub mod accounts;
+pub mod alerts;
 pub mod archive;
 pub mod audit;
 pub mod board;
@@ -110,6 +111,13 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         2,
         "CREATE TABLE settings (name text PRIMARY KEY, value bytea NOT NULL);",
+    ),
+    (
+        3,
+        "CREATE TABLE alerts (
+        kind text NOT NULL, about text NOT NULL, first_ms bigint NOT NULL,
+        ack_by text, ack_at_ms bigint,
+        PRIMARY KEY (kind, about));",
     ),
 ];
 

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use harness::postgres::Cluster;
 use store::postgres::accounts::{PgAccounts, PgSessions};
+use store::postgres::alerts::PgAlerts;
 use store::postgres::archive::PgIndex;
 use store::postgres::audit::PgAudit;
 use store::postgres::board::PgBoard;
@@ -61,6 +62,7 @@ fn node(
 #[test]
 fn the_ports_conform_on_postgresql() {
     use store::accounts::{AccountStore, SessionStore};
+    use store::alerts::AlertStore;
     use store::archive::forwarding::conformance::Indexed;
     use store::archive::ArchiveIndex;
     use store::audit::AuditLog;
@@ -75,6 +77,9 @@ fn the_ports_conform_on_postgresql() {
     });
     store::board::conformance::run(|| {
         subject(&c, |pg| Box::new(PgBoard::new(pg)) as Box<dyn BoardStore>)
+    });
+    store::alerts::conformance::run(|| {
+        subject(&c, |pg| Box::new(PgAlerts::new(pg)) as Box<dyn AlertStore>)
     });
     store::accounts::conformance::run(|| {
         subject(&c, |pg| {
@@ -133,7 +138,7 @@ fn migrations_apply_once_however_many_nodes_start_together() {
             ))
         })
         .unwrap();
-    assert_eq!(applied, (2, 2, 2), "each migration once");
+    assert_eq!(applied, (3, 3, 3), "each migration once");
     // Every node reads the same setting, whoever made it first.
     let made: Vec<Vec<u8>> = pgs
         .iter()
@@ -249,6 +254,45 @@ async fn two_gateway_nodes_share_one_database_and_a_report_signed_on_one_reaches
     assert!(refused, "{:?}", twin.handle.link_status().last_error);
     assert!(!twin.handle.link_status().up);
     twin.stop().await.unwrap();
+
+    // An alert acknowledged through node A shows acknowledged on node B's page: a case of a
+    // specialty no rule takes waits unrouted, and alerts.
+    let lost = ConsultationId::new(daemon::now_ms() as u64, [8; 10]);
+    harness::people::send_request(
+        &agent.handle.consult,
+        &jinzhou,
+        &lost,
+        "P-2",
+        "neurosurgery",
+        Urgency::Routine,
+    );
+    let admin = a.admin_token().unwrap();
+    let row_of = |page: &str| {
+        page.split("<tr")
+            .find(|r| r.contains(&format!("data-about=\"{lost}\"")))
+            .map(str::to_owned)
+    };
+    let (web_a, web_b) = (a.web_addr, b.web_addr);
+    let listed = |web| {
+        harness::http_get_as(web, "/admin/alerts", &admin)
+            .ok()
+            .and_then(|p| row_of(&p))
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || listed(web_a).is_some()).await,
+        "node A lists the unrouted case's alert"
+    );
+    let ledger = a.handle.alerts.clone();
+    let key = ("alerts.unrouted".to_owned(), lost.to_string());
+    tokio::task::spawn_blocking(move || ledger.acknowledge(&key, "admin", daemon::now_ms()))
+        .await
+        .unwrap()
+        .unwrap();
+    let on_b = listed(web_b).expect("node B lists it too");
+    assert!(
+        on_b.contains("class=\"acknowledged\""),
+        "acknowledged on B as on A: {on_b}"
+    );
     agent.stop().await.unwrap();
     a.stop().await.unwrap();
     b.stop().await.unwrap();

@@ -353,9 +353,17 @@ pub async fn acknowledge(
     {
         return failed(&session, e.into());
     }
-    match api.alert_ledger.acknowledge(&key, &session.user.name, now) {
+    let (ledger, by) = (api.alert_ledger.clone(), session.user.name.clone());
+    let kept = blocking(move || {
+        ledger.acknowledge(&key, &by, now).map_err(|e| match e {
+            crate::alerts::AckError::NotRaised { .. } => ApiError::conflict(e.to_string()),
+            crate::alerts::AckError::Store(_) => ApiError::internal(e.to_string()),
+        })
+    })
+    .await;
+    match kept {
         Ok(()) => Redirect::to("/admin/alerts").into_response(),
-        Err(e) => failed(&session, ApiError::conflict(e.to_string())),
+        Err(e) => failed(&session, e),
     }
 }
 

@@ -1,0 +1,127 @@
+//! The alerts' ledger in the daemon's sled database: the tree `alerts`, keyed by the alert's
+//! kind and subject, each length-prefixed (so no name can run into the next), holding
+//! [`Seen`] as JSON. An acknowledgement is written with a compare-and-swap, so one made while
+//! the alert clears is not written back over its forgetting.
+
+use std::collections::BTreeMap;
+
+use super::{Ack, AlertError, AlertStore, Key, Seen};
+
+#[derive(Debug, Clone)]
+pub struct SledAlerts {
+    tree: sled::Tree,
+}
+
+fn err(e: impl std::fmt::Display) -> AlertError {
+    AlertError(e.to_string())
+}
+
+fn key(k: &Key) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in [&k.0, &k.1] {
+        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        out.extend_from_slice(part.as_bytes());
+    }
+    out
+}
+
+/// The key [`key`] wrote.
+fn unkey(mut bytes: &[u8]) -> Option<Key> {
+    let mut parts = Vec::new();
+    for _ in 0..2 {
+        let (len, rest) = bytes.split_first_chunk::<4>()?;
+        let len = u32::from_be_bytes(*len) as usize;
+        parts.push(String::from_utf8(rest.get(..len)?.to_vec()).ok()?);
+        bytes = &rest[len..];
+    }
+    let about = parts.pop()?;
+    let kind = parts.pop()?;
+    Some((kind, about))
+}
+
+impl SledAlerts {
+    pub fn open(db: &sled::Db) -> Result<Self, AlertError> {
+        Ok(Self {
+            tree: db.open_tree("alerts").map_err(err)?,
+        })
+    }
+}
+
+impl AlertStore for SledAlerts {
+    fn all(&self) -> Result<BTreeMap<Key, Seen>, AlertError> {
+        let mut out = BTreeMap::new();
+        for kv in self.tree.iter() {
+            let (k, v) = kv.map_err(err)?;
+            // An entry that cannot be read is left out: the alert is raised again, unacknowledged.
+            if let (Some(key), Ok(seen)) = (unkey(&k), serde_json::from_slice(&v)) {
+                out.insert(key, seen);
+            }
+        }
+        Ok(out)
+    }
+
+    fn raise(&self, k: &Key, first_ms: i64) -> Result<(), AlertError> {
+        let v = serde_json::to_vec(&Seen {
+            first_ms,
+            ack: None,
+        })
+        .map_err(err)?;
+        // Already there: the first time stays.
+        let _ = self
+            .tree
+            .compare_and_swap(key(k), None as Option<&[u8]>, Some(v))
+            .map_err(err)?;
+        Ok(())
+    }
+
+    fn acknowledge(&self, k: &Key, ack: &Ack) -> Result<bool, AlertError> {
+        let k = key(k);
+        loop {
+            let Some(old) = self.tree.get(&k).map_err(err)? else {
+                return Ok(false);
+            };
+            let mut seen: Seen = serde_json::from_slice(&old).map_err(err)?;
+            seen.ack = Some(ack.clone());
+            let new = serde_json::to_vec(&seen).map_err(err)?;
+            if self
+                .tree
+                .compare_and_swap(&k, Some(old), Some(new))
+                .map_err(err)?
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+    }
+
+    fn forget(&self, k: &Key) -> Result<(), AlertError> {
+        self.tree.remove(key(k)).map_err(err)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_sled_adapter_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut n = 0;
+        super::super::conformance::run(|| {
+            n += 1;
+            let db = sled::open(dir.path().join(n.to_string())).unwrap();
+            let alerts = SledAlerts::open(&db).unwrap();
+            let reopen = move || {
+                db.flush().unwrap();
+                Box::new(SledAlerts::open(&db).unwrap()) as Box<dyn AlertStore>
+            };
+            (
+                Box::new(alerts) as Box<dyn AlertStore>,
+                Box::new(reopen) as _,
+            )
+        });
+    }
+}
