@@ -10,6 +10,7 @@
 //! ([`ConsultLog::apply_returned`]); until a clinic has reconnected it appends nothing for
 //! that clinic, so no sequence number is ever given twice ([`ConsultLog::mark_restored`]).
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ring::hmac;
@@ -65,6 +66,11 @@ pub struct ConsultLog {
     append: Mutex<()>,
     /// The gateway's key for sealing its own events; `None` at a clinic.
     seal: Option<hmac::Key>,
+    /// Whether the index was restored from a backup (the mark `restored`), once read: 0 not
+    /// read yet, 1 no, 2 yes. Only a restore sets the mark, and a restore is made while no
+    /// daemon runs on the index, so it cannot change under a running one; read once, it
+    /// spares every append and every router pass a lookup per clinic.
+    restored: AtomicU8,
 }
 
 /// What a restored gateway still waits for from one clinic.
@@ -126,6 +132,7 @@ impl ConsultLog {
             store,
             append: Mutex::new(()),
             seal: None,
+            restored: AtomicU8::new(0),
         }
     }
 
@@ -152,13 +159,32 @@ impl ConsultLog {
     pub fn mark_restored(&self) -> Result<(), ConsultError> {
         self.store.clear_marks()?;
         self.store.set_mark(RESTORED)?;
+        self.restored.store(2, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Whether the index was restored from a backup.
+    fn restored(&self) -> Result<bool, ConsultError> {
+        match self.restored.load(Ordering::Relaxed) {
+            0 => {
+                let restored = self.store.has_mark(RESTORED)?;
+                // A restore marked meanwhile (by this handle) stands.
+                let _ = self.restored.compare_exchange(
+                    0,
+                    if restored { 2 } else { 1 },
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+                Ok(restored)
+            }
+            known => Ok(known == 2),
+        }
     }
 
     /// What this site still waits for from `clinic` after a restore (nothing at a clinic, or
     /// at a gateway never restored).
     pub fn awaiting(&self, clinic: &ClinicId) -> Result<Awaiting, ConsultError> {
-        if !self.store.has_mark(RESTORED)? {
+        if !self.restored()? {
             return Ok(Awaiting::default());
         }
         Ok(Awaiting {
@@ -178,7 +204,7 @@ impl ConsultLog {
     }
 
     fn mark_reconciled(&self, part: &str, clinic: &ClinicId) -> Result<(), ConsultError> {
-        if self.store.has_mark(RESTORED)? {
+        if self.restored()? {
             self.store.set_mark(&reconcile_key(part, clinic))?;
         }
         Ok(())
