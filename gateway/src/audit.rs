@@ -2,7 +2,9 @@
 //! when, from which address. One JSON record per line in `audit.log` in the data folder,
 //! append-only and hash-chained: each record carries the SHA-256 of the previous record and
 //! its own, so an edited, removed or reordered record breaks the chain
-//! (`gateway audit verify`). Records are fsynced before the call they describe answers.
+//! (`gateway audit verify`). Records are fsynced before the call they describe answers; the
+//! records written while one fsync runs share the next (group commit), so a viewer asking for
+//! many frames at once does not wait for one fsync per frame in a row.
 //!
 //! The chain alone cannot tell a log cut short, or replaced by an older copy, from a whole
 //! one: its prefix verifies too. So the last record's sequence number and hash are kept in the
@@ -58,6 +60,11 @@ pub struct Audit {
     path: PathBuf,
     /// The next sequence number, the last hash, and the file open for appending.
     tail: Mutex<(u64, String, File)>,
+    /// The same file, for fsyncs made outside the tail's lock.
+    durable: File,
+    /// Records written and waiting for an fsync, as anchors: each fsync covers every record
+    /// written before it and moves the anchor to the last of its batch.
+    syncs: store::group::GroupCommit<Anchor>,
     /// Where the last record's sequence number and hash are kept beside the log.
     anchor: Option<sled::Tree>,
 }
@@ -89,9 +96,12 @@ impl Audit {
             .append(true)
             .open(path)
             .map_err(|e| io(path, e))?;
+        let durable = file.try_clone().map_err(|e| io(path, e))?;
         let audit = Self {
             path: path.to_path_buf(),
             tail: Mutex::new((count, last, file)),
+            durable,
+            syncs: Default::default(),
             anchor,
         };
         if let Some(bytes) = torn {
@@ -107,9 +117,37 @@ impl Audit {
     }
 }
 
+impl Audit {
+    /// One fsync for a batch of written records, then the anchor moved to the last of them. A
+    /// failed fsync leaves it unknown which records reached the disk: the log then refuses
+    /// further records until a restart checks it.
+    fn sync(&self, batch: Vec<Anchor>) -> Result<(), String> {
+        if let Err(e) = self.durable.sync_data() {
+            let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+            tail.1 = UNUSABLE.to_owned();
+            return Err(e.to_string());
+        }
+        let Some(last) = batch.into_iter().max_by_key(|a| a.seq) else {
+            return Ok(());
+        };
+        if let Some(tree) = &self.anchor {
+            // The records are durable: a failed anchor only weakens the truncation check. An
+            // anchor never moves back (a later batch may have finished first).
+            let behind = anchor_in(tree).is_none_or(|a| a.seq < last.seq);
+            if behind {
+                if let Err(e) = set_anchor(tree, &last) {
+                    tracing::warn!(error = %e, "cannot move the audit log's anchor");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The file log as the audit port: what the services record through.
 impl AuditLog for Audit {
-    /// Appends a record and fsyncs it.
+    /// Appends a record and returns once it is on disk: written under the tail's lock, then
+    /// fsynced together with the records written meanwhile.
     fn record(
         &self,
         at_ms: i64,
@@ -118,45 +156,43 @@ impl AuditLog for Audit {
         action: &str,
         target: &str,
     ) -> Result<Record, AuditError> {
-        let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        let (seq, prev, file) = &mut *tail;
-        if prev.starts_with(UNUSABLE) {
-            return Err(io(
-                &self.path,
-                "a failed write could not be undone; no access is recorded (nor allowed) until the gateway restarts and repairs the log",
-            ));
-        }
-        let record = Record::chained(*seq, prev, at_ms, user, address, action, target);
-        let mut line = serde_json::to_vec(&record).map_err(|e| io(&self.path, e))?;
-        line.push(b'\n');
-        // A write that fails part-way is cut off again, so the next record continues the
-        // chain from the last whole one; if even that fails, the log refuses further records
-        // rather than write past a broken line.
-        let before = file.metadata().map_err(|e| io(&self.path, e))?.len();
-        if let Err(e) = file.write_all(&line).and_then(|()| file.sync_data()) {
-            if file
-                .set_len(before)
-                .and_then(|()| file.sync_data())
-                .is_err()
-            {
-                *prev = UNUSABLE.to_owned();
+        let record = {
+            let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+            let (seq, prev, file) = &mut *tail;
+            if prev.starts_with(UNUSABLE) {
+                return Err(io(
+                    &self.path,
+                    "a failed write could not be undone; no access is recorded (nor allowed) until the gateway restarts and repairs the log",
+                ));
             }
-            return Err(io(&self.path, e));
-        }
-        *seq += 1;
-        *prev = record.hash.clone();
-        if let Some(tree) = &self.anchor {
-            // The record is durable: a failed anchor only weakens the truncation check.
-            if let Err(e) = set_anchor(
-                tree,
-                &Anchor {
-                    seq: record.seq,
-                    hash: record.hash.clone(),
-                },
-            ) {
-                tracing::warn!(error = %e, "cannot move the audit log's anchor");
+            let record = Record::chained(*seq, prev, at_ms, user, address, action, target);
+            let mut line = serde_json::to_vec(&record).map_err(|e| io(&self.path, e))?;
+            line.push(b'\n');
+            // A write that fails part-way is cut off again, so the next record continues the
+            // chain from the last whole one; if even that fails, the log refuses further
+            // records rather than write past a broken line.
+            let before = file.metadata().map_err(|e| io(&self.path, e))?.len();
+            if let Err(e) = file.write_all(&line) {
+                if file
+                    .set_len(before)
+                    .and_then(|()| file.sync_data())
+                    .is_err()
+                {
+                    *prev = UNUSABLE.to_owned();
+                }
+                return Err(io(&self.path, e));
             }
-        }
+            *seq += 1;
+            *prev = record.hash.clone();
+            record
+        };
+        let written = Anchor {
+            seq: record.seq,
+            hash: record.hash.clone(),
+        };
+        self.syncs
+            .commit(written, |batch| self.sync(batch))
+            .map_err(|e| io(&self.path, e))?;
         Ok(record)
     }
 
@@ -340,6 +376,40 @@ mod tests {
         std::fs::write(&path, &whole).unwrap();
         let audit = Audit::open_anchored(&path, tree.clone()).unwrap();
         assert_eq!(audit.verify().unwrap().0, 3);
+    }
+
+    /// Records written from many threads at once share fsyncs; whatever order the batches
+    /// finish in, the anchor ends on the last record, and the chain holds.
+    #[test]
+    fn concurrent_records_share_fsyncs_and_the_anchor_ends_on_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let db = sled::open(dir.path().join("index")).unwrap();
+        let tree = anchor_tree(&db).unwrap();
+        let audit = Audit::open_anchored(&path, tree.clone()).unwrap();
+        std::thread::scope(|scope| {
+            for t in 0..8 {
+                let (audit, tree) = (&audit, &tree);
+                scope.spawn(move || {
+                    for n in 0..25 {
+                        let r = audit
+                            .record(n, &format!("user{t}"), "127.0.0.1", "dicomweb_frames", "A")
+                            .unwrap();
+                        // Returned only once durable: the anchor is at least this record.
+                        assert!(anchor_in(tree).unwrap().seq >= r.seq);
+                    }
+                });
+            }
+        });
+        let (count, last) = audit.verify().unwrap();
+        assert_eq!(count, 200);
+        assert_eq!(
+            anchor_in(&tree).unwrap(),
+            Anchor {
+                seq: 199,
+                hash: last
+            }
+        );
     }
 
     /// A record a power cut left half-written is cut off at start and the repair recorded;
