@@ -18,7 +18,7 @@
 
 pub mod qido;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::Body;
@@ -495,7 +495,14 @@ async fn search(
                 more = true;
                 break;
             }
-            answers.push((first.study.clone(), answer(level, &query, &header, computed)?));
+            // An entry whose data set cannot be written as DICOM JSON is left out, as an
+            // unreadable one is.
+            match answer(level, &query, &header, computed) {
+                Ok(a) => answers.push((first.study.clone(), a)),
+                Err(e) => {
+                    tracing::warn!(object = %first.record.object, error = %e.message, "a stored instance cannot be answered in a search");
+                }
+            }
         }
         Ok((answers, more))
     })
@@ -662,16 +669,28 @@ async fn retrieve(
     let base = service_url(&api, &headers);
     let (a, u) = (api.clone(), user.clone());
     // Each instance's syntax is settled before the answer starts: a refusal is a status.
+    // An instance whose header cannot be read is left out, as in the metadata; only when
+    // none can be is the retrieve refused.
     let planned = blocking(move || {
-        named(&a, &u, &target)?
-            .into_iter()
-            .map(|f| {
-                let header = header_of(&a, &f.record.object)?;
-                let syntax = media::instances(asked.as_deref(), &header.transfer_syntax)
-                    .map_err(not_acceptable)?;
-                Ok((f, header.transfer_syntax.clone(), syntax))
-            })
-            .collect::<Result<Vec<_>, ApiError>>()
+        let mut planned = Vec::new();
+        let mut unreadable = None;
+        for f in named(&a, &u, &target)? {
+            let header = match header_of(&a, &f.record.object) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(object = %f.record.object, error = %e.message, "a stored instance cannot be read for a retrieve");
+                    unreadable = Some(e);
+                    continue;
+                }
+            };
+            let syntax = media::instances(asked.as_deref(), &header.transfer_syntax)
+                .map_err(not_acceptable)?;
+            planned.push((f, header.transfer_syntax.clone(), syntax));
+        }
+        match unreadable {
+            Some(e) if planned.is_empty() => Err(e),
+            _ => Ok(planned),
+        }
     })
     .await?;
     audit(
@@ -809,6 +828,15 @@ impl FramePath {
     }
 }
 
+/// The instance's Number of Frames (0028,0008), at least 1.
+fn frame_count(header: &instance::Header) -> u32 {
+    header
+        .text(tags::NUMBER_OF_FRAMES)
+        .and_then(|n| n.trim().parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// WADO-RS frames: `multipart/related`, one part per frame, as stored or decoded.
 async fn frames(
     State(api): State<Api>,
@@ -824,6 +852,22 @@ async fn frames(
     let (f, header) = blocking(move || the_instance(&a, &u, &target)).await?;
     let (syntax, part_type) =
         media::frames(asked.as_deref(), &header.transfer_syntax).map_err(not_acceptable)?;
+    // Checked before anything is decoded (or recorded as read): each frame must exist, and a
+    // list cannot ask for more frames than the instance has.
+    let count = frame_count(&header);
+    if let Some(n) = numbers.iter().find(|n| **n > count) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_frame",
+            format!("the instance has {count} frame(s), not frame {n}"),
+        ));
+    }
+    if numbers.len() > count as usize {
+        return Err(ApiError::bad_request(format!(
+            "the list names {} frames of an instance of {count}; ask for each frame once",
+            numbers.len()
+        )));
+    }
     audit(&api, &user, from, "dicomweb_frames", [f.study.clone()]).await?;
     blocking(move || {
         let file = local_file(&api, &f.record.object)?;
@@ -869,12 +913,18 @@ async fn bulk(
     } else {
         (Syntax::AsStored, "application/octet-stream".to_owned())
     };
-    audit(&api, &user, from, "dicomweb_bulk", [f.study.clone()]).await?;
-    let frames = header
-        .text(tags::NUMBER_OF_FRAMES)
-        .and_then(|n| n.parse::<u32>().ok())
-        .unwrap_or(1)
-        .max(1);
+    let present = if tag == tags::PIXEL_DATA {
+        header.pixel_data.is_some()
+    } else {
+        header.bulk.iter().any(|(t, _)| *t == tag) || header.dataset.element(tag).is_ok()
+    };
+    if !present {
+        return Err(ApiError::not_found(format!(
+            "the instance has no {}; its metadata names its bulk data",
+            path.tag
+        )));
+    }
+    let frames = frame_count(&header);
     if tag == tags::PIXEL_DATA && frames > MAX_FRAME_LIST {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -884,6 +934,7 @@ async fn bulk(
             ),
         ));
     }
+    audit(&api, &user, from, "dicomweb_bulk", [f.study.clone()]).await?;
     blocking(move || {
         let file = local_file(&api, &f.record.object)?;
         let parts = if tag == tags::PIXEL_DATA {
@@ -1093,6 +1144,10 @@ async fn store_in_study(
     stow(state, from, user, Some(study), headers, body).await
 }
 
+/// Held while a STOW-RS part is checked and stored at the hospital (a rare request: a key
+/// image, a report), so that the same instance sent twice at once is stored once.
+static STOW_CHECKS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 async fn stow(
     State(api): State<Api>,
     axum::extract::ConnectInfo(Peer(from)): Client,
@@ -1104,13 +1159,27 @@ async fn stow(
     use daemon::dicomweb::stow::{self, reason, Outcome};
     let base = service_url(&api, &headers);
     let (a, u) = (api.clone(), user.clone());
-    // Study → (clinic, the case's patient id).
-    let held: HashMap<String, (ClinicId, String)> =
-        blocking(move || a.cases.storable_studies(&u).map_err(ApiError::from))
-            .await?
-            .into_iter()
-            .map(|(clinic, s, patient)| (s, (clinic, patient)))
-            .collect();
+    // Study → every (clinic, the case's patient id) it is held in; and the SOP Instance UIDs
+    // of every study the user may read, which a new instance must not reuse (a PACS would
+    // take it for a new version of that instance, another patient's perhaps).
+    let (storable, known): (Vec<(ClinicId, String, String)>, HashSet<String>) =
+        blocking(move || {
+            let storable = a.cases.storable_studies(&u).map_err(ApiError::from)?;
+            let known = a
+                .cases
+                .archive
+                .instances_of(&scope(&a, &u)?)
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .into_iter()
+                .map(|(_, [.., sop], _)| sop)
+                .collect();
+            Ok((storable, known))
+        })
+        .await?;
+    let mut held: HashMap<String, Vec<(ClinicId, String)>> = HashMap::new();
+    for (clinic, study, patient) in storable {
+        held.entry(study).or_default().push((clinic, patient));
+    }
     let a = api.clone();
     let stage = move || {
         // The reserve is checked before a part is written, and again with its size.
@@ -1146,13 +1215,38 @@ async fn stow(
                 "the instance belongs to another study than the one the request names",
             );
         }
-        let Some((clinic, case_patient)) = held.get(&summary.study_instance_uid) else {
+        let (clinic, case_patient) =
+            match held.get(&summary.study_instance_uid).map(Vec::as_slice) {
+                Some([one]) => one,
+                Some(_) => return refuse(
+                    reason::PROCESSING_FAILURE,
+                    "the instance's study is held in cases of two clinics; the study cannot be \
+                     told apart here, so add to it at the clinic that sent it",
+                ),
+                None => {
+                    return refuse(
+                        reason::PROCESSING_FAILURE,
+                        "the instance's study is not one of the cases you hold; accept the case, \
+                     then store into its study",
+                    )
+                }
+            };
+        // The checks and the store are one step: two requests with the same instance cannot
+        // both pass the check.
+        let _one_at_a_time = STOW_CHECKS.lock().unwrap_or_else(|p| p.into_inner());
+        if known.contains(&summary.sop_instance_uid)
+            || !a
+                .cases
+                .archive
+                .versions(clinic, &summary.sop_instance_uid)
+                .is_empty()
+        {
             return refuse(
                 reason::PROCESSING_FAILURE,
-                "the instance's study is not one of the cases you hold; accept the case, then \
-                 store into its study",
+                "the archive already holds this SOP Instance UID; a new or changed instance \
+                 needs a UID of its own",
             );
-        };
+        }
         let existing = match a
             .cases
             .archive
@@ -1169,15 +1263,6 @@ async fn stow(
                 reason::PROCESSING_FAILURE,
                 "the instance names another patient id than its study; give it the study's \
                  patient",
-            );
-        }
-        if existing
-            .iter()
-            .any(|([.., sop], _)| *sop == summary.sop_instance_uid)
-        {
-            return refuse(
-                reason::PROCESSING_FAILURE,
-                "the study already holds this SOP Instance UID; a changed copy needs a new one",
             );
         }
         if let Err(e) =

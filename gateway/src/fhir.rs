@@ -451,15 +451,15 @@ fn date_param(text: &str) -> Option<(&str, i64, i64)> {
     let span = match value.len() {
         4 => {
             let y: i32 = value.parse().ok()?;
-            (day(y, 1, 1)?, day(y + 1, 1, 1)?)
+            (day(y, 1, 1)?, day(y.checked_add(1)?, 1, 1)?)
         }
         7 => {
             let (y, m) = value.split_once('-')?;
             let (y, m): (i32, u8) = (y.parse().ok()?, m.parse().ok()?);
             let next = if m == 12 {
-                day(y + 1, 1, 1)?
+                day(y.checked_add(1)?, 1, 1)?
             } else {
-                day(y, m + 1, 1)?
+                day(y, m.checked_add(1)?, 1)?
             };
             (day(y, m, 1)?, next)
         }
@@ -699,7 +699,7 @@ async fn search(
         )
     };
     let self_url = link(Some(offset));
-    let next_url = link(Some(offset + count));
+    let next_url = link(Some(offset.saturating_add(count)));
     let found = blocking(move || {
         let mut hits = Vec::new();
         for r in resources(&api, &user, &base)? {
@@ -725,12 +725,19 @@ async fn search(
         }
         hits.sort_by_key(|r| std::cmp::Reverse((r.updated_ms, r.id.clone())));
         let total = hits.len();
-        let hits: Vec<Resource> = hits.into_iter().skip(offset).take(count).collect();
         let mut links = vec![json!({ "relation": "self", "url": self_url })];
-        if offset + count < total {
+        if offset.saturating_add(count) < total {
             links.push(json!({ "relation": "next", "url": next_url }));
         }
-        let cases: BTreeSet<&str> = hits
+        // What the answer shows is recorded: the page's cases, or when the page is empty
+        // (`_count=0`) but the total tells what matched, every matching case.
+        let page: Vec<&Resource> = hits.iter().skip(offset).take(count).collect();
+        let shown: Vec<&Resource> = if page.is_empty() {
+            hits.iter().collect()
+        } else {
+            page.clone()
+        };
+        let cases: BTreeSet<&str> = shown
             .iter()
             .flat_map(|r| r.cases.iter().map(String::as_str))
             .collect();
@@ -745,7 +752,7 @@ async fn search(
             "type": "searchset",
             "total": total,
             "link": links,
-            "entry": hits.into_iter().map(|r| json!({
+            "entry": page.iter().map(|r| json!({
                 "fullUrl": format!("{base}/fhir/r4/{}/{}", r.kind, r.id),
                 "resource": r.body,
                 "search": { "mode": "match" },

@@ -278,6 +278,19 @@ def check(gateway, token, orthanc, other_token, files):
         except requests.HTTPError as e:
             if e.response.status_code != 409 or why not in e.response.headers.get("Warning", ""):
                 problem(f"a key image with {change} changed: {e.response.status_code} {e.response.headers.get('Warning')}")
+    # Nor the SOP Instance UID of an instance of another study, another patient's: a PACS
+    # would take it for a new version of that instance.
+    elsewhere = next(ds for ds in local if ds.StudyInstanceUID != key_image.StudyInstanceUID)
+    reuse = pydicom.dcmread(files[0])
+    reuse.SeriesInstanceUID = key_image.SeriesInstanceUID
+    reuse.SOPInstanceUID = elsewhere.SOPInstanceUID
+    reuse.file_meta.MediaStorageSOPInstanceUID = reuse.SOPInstanceUID
+    try:
+        gw.store_instances([reuse])
+        problem("a key image reusing another study's SOP Instance UID was stored")
+    except requests.HTTPError as e:
+        if e.response.status_code != 409 or "already holds" not in e.response.headers.get("Warning", ""):
+            problem(f"reusing another study's SOP Instance UID: {e.response.status_code} {e.response.headers.get('Warning')}")
     stranger = pydicom.dcmread(files[0])
     stranger.StudyInstanceUID = generate_uid()
     stranger.SOPInstanceUID = generate_uid()

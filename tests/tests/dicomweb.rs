@@ -333,7 +333,7 @@ async fn dicomweb_client_reads_from_the_gateway_what_orthanc_and_the_files_hold(
     let mut args = vec![
         "check".to_owned(),
         format!("http://{web}/dicomweb"),
-        li,
+        li.clone(),
         orthanc.dicomweb(),
         zhao,
     ];
@@ -341,8 +341,35 @@ async fn dicomweb_client_reads_from_the_gateway_what_orthanc_and_the_files_hold(
     let out = python(&args);
     println!("{out}");
 
-    // Every read was recorded, naming the studies and never a patient.
+    // Requests that cannot be answered are refused before anything is read or recorded: a
+    // search for no match, a frame past the last, a list asking for more frames than there
+    // are, bulk data the instance does not have.
     let log = dir.path().join("gateway/data/audit.log");
+    let recorded = || std::fs::read_to_string(&log).unwrap().lines().count();
+    let before = recorded();
+    let get = |path: &str| harness::http(web, "GET", path, Some(&li), None).unwrap();
+    let (status, answer) = get("/dicomweb/studies?limit=0");
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("limit=1"), "{answer}");
+    let ct = store::dicom::summarize(&samples.join("CT_small.dcm")).unwrap();
+    let single = format!(
+        "/dicomweb/studies/{}/series/{}/instances/{}",
+        ct.study_instance_uid, ct.series_instance_uid, ct.sop_instance_uid
+    );
+    for (path, want) in [
+        (format!("{single}/frames/2"), 404),
+        (format!("{single}/frames/1,1"), 400),
+        (format!("{single}/bulk/00990099"), 404),
+    ] {
+        let (status, answer) = get(&path);
+        assert_eq!(status, want, "{path}: {answer}");
+    }
+    assert_eq!(recorded(), before, "nothing refused is recorded as read");
+    let (status, _) = get(&format!("{single}/frames/1"));
+    assert_eq!(status, 200);
+    assert_eq!(recorded(), before + 1, "a frame read is");
+
+    // Every read was recorded, naming the studies and never a patient.
     gateway::audit::verify(&log).unwrap();
     let audit: Vec<gateway::audit::Record> = std::fs::read_to_string(&log)
         .unwrap()

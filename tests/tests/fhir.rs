@@ -126,5 +126,40 @@ async fn a_hospital_system_follows_a_case_to_its_study_and_amended_report_in_fhi
         );
     }
     assert!(records.iter().all(|r| !r.target.contains("P-FHIR")));
+
+    // A search that shows only its total still tells what matched: it is recorded too. Values
+    // out of range are refused or answered, never the end of the request.
+    let searches = |records: &[gateway::audit::Record]| {
+        records.iter().filter(|r| r.action == "fhir_search").count()
+    };
+    let before = searches(&records);
+    let get = |path: &str| harness::http(web, "GET", path, Some(&li), None).unwrap();
+    let (status, answer) = get("/fhir/r4/ServiceRequest?_count=0");
+    assert_eq!(status, 200, "{answer}");
+    let bundle: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(bundle["total"], 2, "{answer}");
+    assert!(
+        bundle["entry"].as_array().is_some_and(|e| e.is_empty()),
+        "{answer}"
+    );
+    let records: Vec<gateway::audit::Record> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        searches(&records),
+        before + 1,
+        "the total-only search is recorded"
+    );
+    assert!(records.last().unwrap().target.contains(&ids[1]));
+    for (path, want) in [
+        ("/fhir/r4/ServiceRequest?_lastUpdated=123-255", 400),
+        ("/fhir/r4/ServiceRequest?authored=9999-12", 400),
+        ("/fhir/r4/ServiceRequest?_offset=18446744073709551615", 200),
+    ] {
+        let (status, answer) = get(path);
+        assert_eq!(status, want, "{path}: {answer}");
+    }
     pilot.stop().await.unwrap();
 }

@@ -74,6 +74,17 @@ pub fn header(path: &Path) -> Result<Header, RenderError> {
         .transfer_syntax()
         .trim_end_matches(['\0', ' '])
         .to_owned();
+    // It goes into answers' headers (a part's `transfer-syntax`): a UID, nothing else.
+    let is_uid = !transfer_syntax.is_empty()
+        && transfer_syntax.len() <= 64
+        && transfer_syntax
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.');
+    if !is_uid {
+        return Err(RenderError::Decode(
+            "the file's Transfer Syntax UID is not a UID".into(),
+        ));
+    }
     let mut dataset = file.into_inner();
     let mut bulk: Vec<(Tag, VR)> = dataset
         .iter()

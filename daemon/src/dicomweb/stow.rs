@@ -114,8 +114,9 @@ const HEAD: usize = 4096;
 /// Reads a STOW-RS request's parts one by one: each streams into a file `stage` starts (on
 /// a blocking thread, so a study never sits in memory), then `keep` stores it and says what
 /// became of it (also on a blocking thread), given the part's number, the file and its first
-/// bytes. A part cut short, or longer than `max_part` bytes, ends the reading and is reported
-/// as failed; the parts before it stay stored. `Err` only when a thread of this daemon failed.
+/// bytes. A part cut short, longer than `max_part` bytes, or that cannot be staged (no room)
+/// ends the reading and is reported as failed; the parts before it stay stored. `Err` only
+/// when a thread of this daemon failed.
 pub async fn receive<S, K>(
     body: axum::body::Body,
     boundary: String,
@@ -188,7 +189,26 @@ where
             }
         }
         drop(tx);
-        let (staged, head) = writer.await.map_err(|e| e.to_string())??;
+        // A part that cannot be kept (the disk full, the reserve reached) ends the reading:
+        // the parts before it stay stored and the answer says which ones.
+        let (staged, head) = match writer.await.map_err(|e| e.to_string())? {
+            Ok(kept) => kept,
+            Err(e) => {
+                outcomes.push(Outcome {
+                    part,
+                    sop_class: None,
+                    sop_instance: None,
+                    result: Err((
+                        reason::OUT_OF_RESOURCES,
+                        format!(
+                            "the part could not be kept here ({e}); send it and the parts after \
+                             it again once there is room"
+                        ),
+                    )),
+                });
+                break;
+            }
+        };
         if let Some(why) = broken {
             drop(staged);
             outcomes.push(Outcome {

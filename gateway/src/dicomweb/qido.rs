@@ -66,9 +66,15 @@ impl Query {
         for (name, value) in pairs {
             match name.as_str() {
                 "limit" => {
-                    query.limit = Some(value.parse().map_err(|_| {
+                    let limit: usize = value.parse().map_err(|_| {
                         BadQuery(format!("limit={value} is not a count; send limit=100"))
-                    })?)
+                    })?;
+                    if limit == 0 {
+                        return Err(BadQuery(
+                            "limit=0 asks for no match; send limit=1 or more".into(),
+                        ));
+                    }
+                    query.limit = Some(limit);
                 }
                 "offset" => {
                     query.offset = value.parse().map_err(|_| {
