@@ -129,9 +129,46 @@ struct Found {
     record: InstanceRecord,
 }
 
-/// The studies `user` may read through DICOMweb, each with the clinic that sent it.
-fn scope(api: &Api, user: &daemon::accounts::User) -> Result<Vec<(ClinicId, String)>, ApiError> {
-    api.cases.readable_studies(user).map_err(ApiError::from)
+/// How long a user's scope is reused: a viewer asks for a study's frames one request each,
+/// and each would otherwise fold every case again. A case routed away from a specialist stays
+/// readable to them over DICOMweb this much longer at most.
+const SCOPE_KEPT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A user's readable studies, each with its clinic.
+type Studies = Arc<Vec<(ClinicId, String)>>;
+
+/// Each user's readable studies, as last computed, and when.
+#[derive(Debug, Default)]
+pub struct Scopes(std::sync::Mutex<HashMap<String, (std::time::Instant, Studies)>>);
+
+/// The studies `user` may read through DICOMweb, each with the clinic that sent it (computed
+/// at most [`SCOPE_KEPT`] ago).
+fn scope(api: &Api, user: &daemon::accounts::User) -> Result<Studies, ApiError> {
+    // Keyed by what the policy reads of the user, so a changed role or specialty is not
+    // answered from an older scope.
+    let key = format!("{}\0{:?}\0{:?}", user.name, user.role, user.specialist);
+    let now = std::time::Instant::now();
+    {
+        let kept = api
+            .dicomweb_scopes
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((at, studies)) = kept.get(&key) {
+            if now.duration_since(*at) < SCOPE_KEPT {
+                return Ok(studies.clone());
+            }
+        }
+    }
+    let studies = Arc::new(api.cases.readable_studies(user).map_err(ApiError::from)?);
+    let mut kept = api
+        .dicomweb_scopes
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    kept.retain(|_, (at, _)| now.duration_since(*at) < SCOPE_KEPT);
+    kept.insert(key, (now, studies.clone()));
+    Ok(studies)
 }
 
 /// The instances of `target` (every readable study when it names none) the user may read,

@@ -302,6 +302,7 @@ pub fn start(
         data_dir: config.data_dir.clone(),
         https: web_tls.is_some(),
         ohif: config.web_ohif.clone(),
+        dicomweb_scopes: Default::default(),
         fhir_ids: Arc::new(consult::derived_key(
             &ports,
             &config.data_dir,
