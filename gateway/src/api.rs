@@ -44,8 +44,8 @@ pub struct Api {
     pub ohif: Option<std::path::PathBuf>,
     /// The key FHIR resource ids are made with (`fhir::ID_KEY_PURPOSE`).
     pub fhir_ids: Arc<Vec<u8>>,
-    /// Each user's DICOMweb scope, kept a few seconds (`dicomweb::Scopes`).
-    pub dicomweb_scopes: Arc<crate::dicomweb::Scopes>,
+    /// Each user's DICOMweb scope, kept a few seconds (`cases::Scopes`).
+    pub dicomweb_scopes: Arc<crate::cases::Scopes>,
 }
 
 impl Api {

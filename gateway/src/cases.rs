@@ -746,3 +746,40 @@ impl Cases {
         Ok((media_type, a.name.clone(), bytes))
     }
 }
+
+/// How long a user's DICOMweb scope is reused: a viewer asks for a study's frames one request
+/// each, and each would otherwise fold every case again. A case routed away from a specialist
+/// stays readable to them over DICOMweb this much longer at most.
+pub const SCOPE_KEPT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A user's readable studies, each with its clinic.
+pub type Studies = Arc<Vec<(proto::ClinicId, String)>>;
+
+/// Each user's readable studies, as last computed, and when.
+#[derive(Debug, Default)]
+pub struct Scopes(
+    std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Studies)>>,
+);
+
+impl Scopes {
+    /// [`Cases::readable_studies`], computed at most [`SCOPE_KEPT`] ago. Keyed by what the
+    /// policy reads of the user, so a changed role or specialty is not answered from an older
+    /// scope.
+    pub fn readable(&self, cases: &Cases, user: &User) -> Result<Studies, CaseError> {
+        let key = format!("{}\0{:?}\0{:?}", user.name, user.role, user.specialist);
+        let now = std::time::Instant::now();
+        {
+            let kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, studies)) = kept.get(&key) {
+                if now.duration_since(*at) < SCOPE_KEPT {
+                    return Ok(studies.clone());
+                }
+            }
+        }
+        let studies = Arc::new(cases.readable_studies(user)?);
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        kept.retain(|_, (at, _)| now.duration_since(*at) < SCOPE_KEPT);
+        kept.insert(key, (now, studies.clone()));
+        Ok(studies)
+    }
+}

@@ -41,6 +41,7 @@ use serde_json::{json, Map, Value};
 use self::qido::{Include, Level, Query};
 use crate::api::Api;
 use crate::archive::InstanceRecord;
+use crate::cases::Studies;
 use crate::https::Peer;
 
 type Client = axum::extract::ConnectInfo<Peer>;
@@ -129,46 +130,12 @@ struct Found {
     record: InstanceRecord,
 }
 
-/// How long a user's scope is reused: a viewer asks for a study's frames one request each,
-/// and each would otherwise fold every case again. A case routed away from a specialist stays
-/// readable to them over DICOMweb this much longer at most.
-const SCOPE_KEPT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// A user's readable studies, each with its clinic.
-type Studies = Arc<Vec<(ClinicId, String)>>;
-
-/// Each user's readable studies, as last computed, and when.
-#[derive(Debug, Default)]
-pub struct Scopes(std::sync::Mutex<HashMap<String, (std::time::Instant, Studies)>>);
-
 /// The studies `user` may read through DICOMweb, each with the clinic that sent it (computed
-/// at most [`SCOPE_KEPT`] ago).
+/// at most a few seconds ago: `cases::Scopes`).
 fn scope(api: &Api, user: &daemon::accounts::User) -> Result<Studies, ApiError> {
-    // Keyed by what the policy reads of the user, so a changed role or specialty is not
-    // answered from an older scope.
-    let key = format!("{}\0{:?}\0{:?}", user.name, user.role, user.specialist);
-    let now = std::time::Instant::now();
-    {
-        let kept = api
-            .dicomweb_scopes
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some((at, studies)) = kept.get(&key) {
-            if now.duration_since(*at) < SCOPE_KEPT {
-                return Ok(studies.clone());
-            }
-        }
-    }
-    let studies = Arc::new(api.cases.readable_studies(user).map_err(ApiError::from)?);
-    let mut kept = api
-        .dicomweb_scopes
-        .0
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    kept.retain(|_, (at, _)| now.duration_since(*at) < SCOPE_KEPT);
-    kept.insert(key, (now, studies.clone()));
-    Ok(studies)
+    api.dicomweb_scopes
+        .readable(&api.cases, user)
+        .map_err(ApiError::from)
 }
 
 /// The instances of `target` (every readable study when it names none) the user may read,
