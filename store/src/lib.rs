@@ -23,6 +23,7 @@ pub mod drafts;
 pub mod events;
 pub mod gate;
 pub mod group;
+pub mod keys;
 pub mod objects;
 pub mod outbox;
 pub mod postgres;

@@ -1,5 +1,5 @@
 //! The alerts' ledger in the daemon's sled database: the tree `alerts`, keyed by the alert's
-//! kind and subject, each length-prefixed (so no name can run into the next), holding
+//! kind and subject (`crate::keys`), holding
 //! [`Seen`] as JSON. An acknowledgement is written with a compare-and-swap, so one made while
 //! the alert clears is not written back over its forgetting.
 
@@ -17,25 +17,12 @@ fn err(e: impl std::fmt::Display) -> AlertError {
 }
 
 fn key(k: &Key) -> Vec<u8> {
-    let mut out = Vec::new();
-    for part in [&k.0, &k.1] {
-        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        out.extend_from_slice(part.as_bytes());
-    }
-    out
+    crate::keys::joined(&[&k.0, &k.1])
 }
 
 /// The key [`key`] wrote.
-fn unkey(mut bytes: &[u8]) -> Option<Key> {
-    let mut parts = Vec::new();
-    for _ in 0..2 {
-        let (len, rest) = bytes.split_first_chunk::<4>()?;
-        let len = u32::from_be_bytes(*len) as usize;
-        parts.push(String::from_utf8(rest.get(..len)?.to_vec()).ok()?);
-        bytes = &rest[len..];
-    }
-    let about = parts.pop()?;
-    let kind = parts.pop()?;
+fn unkey(bytes: &[u8]) -> Option<Key> {
+    let [kind, about] = crate::keys::split(bytes)?;
     Some((kind, about))
 }
 

@@ -1,6 +1,5 @@
 //! Drafts in the daemon's sled database: the tree `drafts`, keyed by the person, the case and
-//! the form, each length-prefixed (so no name can run into the next), holding the draft as
-//! JSON.
+//! the form (`crate::keys`), holding the draft as JSON.
 
 use super::{Draft, DraftError, DraftKey, DraftStore};
 
@@ -14,12 +13,7 @@ fn err(e: impl std::fmt::Display) -> DraftError {
 }
 
 fn key(k: &DraftKey) -> Vec<u8> {
-    let mut out = Vec::new();
-    for part in [&k.user, &k.case, &k.form] {
-        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        out.extend_from_slice(part.as_bytes());
-    }
-    out
+    crate::keys::joined(&[&k.user, &k.case, &k.form])
 }
 
 impl SledDrafts {
@@ -63,17 +57,8 @@ impl DraftStore for SledDrafts {
 }
 
 /// The key [`key`] wrote.
-fn unkey(mut bytes: &[u8]) -> Option<DraftKey> {
-    let mut parts = Vec::new();
-    for _ in 0..3 {
-        let (len, rest) = bytes.split_first_chunk::<4>()?;
-        let len = u32::from_be_bytes(*len) as usize;
-        parts.push(String::from_utf8(rest.get(..len)?.to_vec()).ok()?);
-        bytes = &rest[len..];
-    }
-    let form = parts.pop()?;
-    let case = parts.pop()?;
-    let user = parts.pop()?;
+fn unkey(bytes: &[u8]) -> Option<DraftKey> {
+    let [user, case, form] = crate::keys::split(bytes)?;
     Some(DraftKey { user, case, form })
 }
 
