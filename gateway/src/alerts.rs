@@ -85,11 +85,35 @@ pub struct Listed {
 /// Why an acknowledgement was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AckError {
-    #[error("alert {kind} about {about} is not raised now; reload the alerts page")]
+    #[error("alert {kind} about {about} is not raised now, or not since the page showed it; reload the alerts page")]
     NotRaised { kind: String, about: String },
     #[error("the acknowledgement could not be kept ({0}); try again, and if it persists check the gateway's storage")]
     Store(String),
 }
+
+/// Kinds computed from what one node alone knows: its forwarding (only the node holding the
+/// fan-out's lease sends), its copy of the roster and of the CRL, its own disk. The ledger
+/// keeps them per node, so that another node, which does not raise them, does not forget them
+/// (nor their acknowledgement) at each look.
+const NODE_KINDS: [&str; 5] = [
+    "alerts.pacs",
+    "alerts.roster",
+    "alerts.crl_refused",
+    "alerts.crl_stale",
+    "alerts.disk",
+];
+
+/// A node's lasting name for the ledger: its host and data folder, the same across restarts
+/// and apart for two nodes on one host.
+pub fn node_name(data_dir: &Path) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    format!("{host}:{}", data_dir.display())
+}
+
+/// Between a node's name and what a node's alert is about, in the store's key.
+const NODE_SEP: char = '\u{1f}';
 
 /// The alerts raised at the last look: when each was first raised and who acknowledged it,
 /// kept in the alerts' store (`store::alerts`), which every node of a gateway shares. An
@@ -97,11 +121,34 @@ pub enum AckError {
 #[derive(Debug, Clone)]
 pub struct Ledger {
     store: Arc<dyn AlertStore>,
+    /// This node's lasting name (the same across its restarts), for [`NODE_KINDS`].
+    node: String,
 }
 
 impl Ledger {
-    pub fn new(store: Arc<dyn AlertStore>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn AlertStore>, node: &str) -> Self {
+        Self {
+            store,
+            node: node.to_owned(),
+        }
+    }
+
+    /// The key `key` is kept under: this node's own for [`NODE_KINDS`].
+    fn stored(&self, key: &Key) -> Key {
+        if NODE_KINDS.contains(&key.0.as_str()) {
+            (key.0.clone(), format!("{}{NODE_SEP}{}", self.node, key.1))
+        } else {
+            key.clone()
+        }
+    }
+
+    /// Whether this node decides when the stored alert `key` has cleared.
+    fn decides(&self, key: &Key) -> bool {
+        !NODE_KINDS.contains(&key.0.as_str())
+            || key
+                .1
+                .split_once(NODE_SEP)
+                .is_some_and(|(node, _)| node == self.node)
     }
 
     /// Takes in the alerts raised at `now`: new ones are dated, cleared ones forgotten. Answers
@@ -121,7 +168,7 @@ impl Ledger {
             .map(|alert| {
                 let first = alert.since_ms.map_or(now, |t| t.min(now));
                 let (raised_ms, ack) = seen
-                    .get(&alert.key())
+                    .get(&self.stored(&alert.key()))
                     .map_or((first, None), |s| (s.first_ms, s.ack.clone()));
                 Listed {
                     raised_ms,
@@ -134,28 +181,34 @@ impl Ledger {
         listed
     }
 
-    /// Forgets the alerts no longer raised, dates the new ones, and answers what is kept.
+    /// Forgets the alerts no longer raised (of those this node decides), dates the new ones,
+    /// and answers what is kept, by stored key.
     fn remember(
         &self,
         raised: &[Alert],
         now: i64,
     ) -> Result<BTreeMap<Key, store::alerts::Seen>, store::alerts::AlertError> {
-        let keys: BTreeSet<Key> = raised.iter().map(Alert::key).collect();
+        let keys: BTreeSet<Key> = raised.iter().map(|a| self.stored(&a.key())).collect();
         let mut seen = self.store.all()?;
-        for cleared in seen.keys().filter(|k| !keys.contains(*k)) {
+        for cleared in seen
+            .keys()
+            .filter(|k| !keys.contains(*k) && self.decides(k))
+        {
             self.store.forget(cleared)?;
         }
         let new: Vec<&Alert> = raised
             .iter()
-            .filter(|a| !seen.contains_key(&a.key()))
+            .filter(|a| !seen.contains_key(&self.stored(&a.key())))
             .collect();
         if new.is_empty() {
             seen.retain(|k, _| keys.contains(k));
             return Ok(seen);
         }
         for alert in new {
-            self.store
-                .raise(&alert.key(), alert.since_ms.map_or(now, |t| t.min(now)))?;
+            self.store.raise(
+                &self.stored(&alert.key()),
+                alert.since_ms.map_or(now, |t| t.min(now)),
+            )?;
         }
         // Read again: another node may have dated one first.
         let mut seen = self.store.all()?;
@@ -163,19 +216,51 @@ impl Ledger {
         Ok(seen)
     }
 
-    /// `by` acknowledges the alert `key` at `now`; it must have been raised at the last look.
-    /// Blocking.
-    pub fn acknowledge(&self, key: &Key, by: &str, now: i64) -> Result<(), AckError> {
+    /// When the alert `key` was first raised, if it is raised now. Blocking.
+    pub fn raised_since(&self, key: &Key) -> Result<Option<i64>, AckError> {
+        Ok(self
+            .store
+            .all()
+            .map_err(|e| AckError::Store(e.0))?
+            .get(&self.stored(key))
+            .map(|s| s.first_ms))
+    }
+
+    /// Whether the alert `key` is raised now, since `raised_ms` (as a page showed it).
+    pub fn check(&self, key: &Key, raised_ms: i64) -> Result<(), AckError> {
+        if self.raised_since(key)? == Some(raised_ms) {
+            Ok(())
+        } else {
+            Err(AckError::NotRaised {
+                kind: key.0.clone(),
+                about: key.1.clone(),
+            })
+        }
+    }
+
+    /// `by` acknowledges the alert `key` at `now`, as the page showed it: raised since
+    /// `raised_ms` (so an occurrence that cleared and came back since is not acknowledged
+    /// unseen). It must be raised now. Blocking.
+    pub fn acknowledge(
+        &self,
+        key: &Key,
+        raised_ms: i64,
+        by: &str,
+        now: i64,
+    ) -> Result<(), AckError> {
+        self.check(key, raised_ms)?;
+        let stored = self.stored(key);
+        let not_raised = || AckError::NotRaised {
+            kind: key.0.clone(),
+            about: key.1.clone(),
+        };
         let ack = Ack {
             by: by.to_owned(),
             at_ms: now,
         };
-        match self.store.acknowledge(key, &ack) {
+        match self.store.acknowledge(&stored, &ack) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(AckError::NotRaised {
-                kind: key.0.clone(),
-                about: key.1.clone(),
-            }),
+            Ok(false) => Err(not_raised()),
             Err(e) => Err(AckError::Store(e.0)),
         }
     }
@@ -362,7 +447,10 @@ mod tests {
 
     #[test]
     fn an_acknowledged_alert_stays_listed_below_until_it_clears_and_then_alerts_again() {
-        let ledger = Ledger::new(Arc::new(store::alerts::memory::MemoryAlerts::default()));
+        let ledger = Ledger::new(
+            Arc::new(store::alerts::memory::MemoryAlerts::default()),
+            "node-a",
+        );
         let down = alert("alerts.link_down", "jinzhou", Some(500));
         let disk = alert("alerts.disk", "/data", None);
         let listed = ledger.observe(vec![down.clone(), disk.clone()], 1000);
@@ -370,8 +458,10 @@ mod tests {
         assert_eq!(listed[1].raised_ms, 1000, "dated when first computed");
         // Nothing not raised can be acknowledged.
         let other = ("alerts.cert".to_owned(), "jinzhou".to_owned());
-        assert!(ledger.acknowledge(&other, "chen", 1100).is_err());
-        ledger.acknowledge(&down.key(), "chen", 1100).unwrap();
+        assert!(ledger.acknowledge(&other, 1000, "chen", 1100).is_err());
+        // Not as the page showed it (it cleared and came back since): refused.
+        assert!(ledger.acknowledge(&down.key(), 999, "chen", 1100).is_err());
+        ledger.acknowledge(&down.key(), 500, "chen", 1100).unwrap();
         let listed = ledger.observe(vec![down.clone(), disk.clone()], 2000);
         assert_eq!(listed[0].alert, disk, "the unacknowledged one first");
         assert_eq!(listed[0].raised_ms, 1000, "its first time is kept");
@@ -389,6 +479,29 @@ mod tests {
         assert_eq!((listed[0].raised_ms, listed[0].ack.clone()), (4000, None));
     }
 
+    /// An alert only one node can see (its disk, its forwarding) is that node's to clear:
+    /// another node's look, which does not raise it, leaves it and its acknowledgement; the
+    /// alerts every node computes alike are cleared by any.
+    #[test]
+    fn another_node_does_not_clear_what_only_one_node_sees() {
+        let shared = Arc::new(store::alerts::memory::MemoryAlerts::default());
+        let a = Ledger::new(shared.clone(), "host-a:/data");
+        let b = Ledger::new(shared, "host-b:/data");
+        let disk = alert("alerts.disk", "/data", None);
+        let down = alert("alerts.link_down", "jinzhou", Some(500));
+        a.observe(vec![disk.clone(), down.clone()], 1000);
+        a.acknowledge(&disk.key(), 1000, "chen", 1100).unwrap();
+        // B's disk is fine and the link came back: B clears the link alert, not A's disk.
+        assert!(b.observe(Vec::new(), 2000).is_empty());
+        let listed = a.observe(vec![disk.clone()], 3000);
+        assert_eq!(listed[0].raised_ms, 1000, "still first raised at 1000");
+        assert_eq!(listed[0].ack.as_ref().map(|a| a.by.as_str()), Some("chen"));
+        assert_eq!(b.raised_since(&down.key()).unwrap(), None, "cleared by B");
+        // B's own disk alert is B's: apart from A's.
+        let on_b = b.observe(vec![disk.clone()], 4000);
+        assert_eq!((on_b[0].raised_ms, on_b[0].ack.clone()), (4000, None));
+    }
+
     /// The embedded gateway keeps its ledger in its database: a restart forgets neither when
     /// an alert was first raised nor who acknowledged it.
     #[test]
@@ -397,14 +510,15 @@ mod tests {
         let down = alert("alerts.link_down", "jinzhou", None);
         let open = || {
             let db = sled::open(dir.path().join("index")).unwrap();
-            let ledger = Ledger::new(Arc::new(
-                store::alerts::sled::SledAlerts::open(&db).unwrap(),
-            ));
+            let ledger = Ledger::new(
+                Arc::new(store::alerts::sled::SledAlerts::open(&db).unwrap()),
+                "node-a",
+            );
             (db, ledger)
         };
         let (db, ledger) = open();
         ledger.observe(vec![down.clone()], 1000);
-        ledger.acknowledge(&down.key(), "chen", 1100).unwrap();
+        ledger.acknowledge(&down.key(), 1000, "chen", 1100).unwrap();
         db.flush().unwrap();
         drop((db, ledger));
         let (_db, ledger) = open();

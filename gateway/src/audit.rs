@@ -89,7 +89,12 @@ impl Audit {
     }
 
     fn open_with(path: &Path, anchor: Option<sled::Tree>) -> Result<Self, AuditError> {
-        let torn = repair_torn_tail(path)?;
+        let mut torn = repair_torn_tail(path)?;
+        if let Some(a) = anchor.as_ref().and_then(anchor_in) {
+            if let Some(bytes) = cut_unsynced_garbage(path, a.seq)? {
+                torn = Some(torn.unwrap_or(0) + bytes);
+            }
+        }
         let (count, last) = verify_against(path, anchor.as_ref().and_then(anchor_in).as_ref())?;
         let file = OpenOptions::new()
             .create(true)
@@ -110,7 +115,7 @@ impl Audit {
                 "system",
                 "-",
                 "repair_torn_record",
-                &format!("{bytes} bytes of an unfinished last record removed at start"),
+                &format!("{bytes} bytes of unfinished records removed at start"),
             )?;
         }
         Ok(audit)
@@ -126,6 +131,22 @@ impl Audit {
             let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
             tail.1 = UNUSABLE.to_owned();
             return Err(e.to_string());
+        }
+        // An fsync error is reported once per open file: if an earlier run's, or a failed
+        // write's clean-up, took it, this one succeeds without the batch being on disk. The
+        // log was marked unusable then (under the tail's lock, which a failed write holds
+        // through its clean-up), so the mark is the answer.
+        if self
+            .tail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .starts_with(UNUSABLE)
+        {
+            return Err(
+                "an earlier write or fsync of the log failed; the gateway must restart to check it"
+                    .into(),
+            );
         }
         let Some(last) = batch.into_iter().max_by_key(|a| a.seq) else {
             return Ok(());
@@ -248,6 +269,43 @@ fn repair_torn_tail(path: &Path) -> Result<Option<u64>, AuditError> {
     };
     file.sync_all().map_err(|e| io(path, e))?;
     Ok(removed)
+}
+
+/// Cuts the log off at its first line that is not a record at all (zeros or a part of one),
+/// when that line comes after the anchored record: records written together wait for one
+/// fsync, and a power cut may leave any of them unwritten, or written only in part. None of
+/// them was acknowledged — an fsync covers every byte before it, so a whole record after
+/// garbage was not synced either — and the anchor, moved only after an fsync, says which
+/// ones were. A line that reads as a record but does not chain is left for `verify` to
+/// refuse: that is an edit, not a power cut. Returns the bytes cut off, kept aside.
+fn cut_unsynced_garbage(path: &Path, anchored: u64) -> Result<Option<u64>, AuditError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(path, e)),
+    };
+    let mut start = 0usize;
+    for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if start >= bytes.len() {
+            break;
+        }
+        if serde_json::from_slice::<Record>(line).is_err() {
+            if (n as u64) <= anchored {
+                return Ok(None);
+            }
+            let aside = path.with_extension(format!("log.torn-{}", crate::consult::now_ms()));
+            daemon::private::write_file(&aside, &bytes[start..]).map_err(|e| io(&aside, e))?;
+            let file = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| io(path, e))?;
+            file.set_len(start as u64).map_err(|e| io(path, e))?;
+            file.sync_all().map_err(|e| io(path, e))?;
+            return Ok(Some((bytes.len() - start) as u64));
+        }
+        start += line.len() + 1;
+    }
+    Ok(None)
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> AuditError {
@@ -410,6 +468,50 @@ mod tests {
                 hash: last
             }
         );
+    }
+
+    /// Records that waited for one fsync when the power went may be missing or in part, with
+    /// a later one whole: after the anchored record, the log is cut at the first line that is
+    /// not a record, and the cut recorded. At or before the anchor that is damage, refused.
+    #[test]
+    fn unsynced_records_after_the_anchor_are_cut_and_damage_before_it_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let db = sled::open(dir.path().join("index")).unwrap();
+        let tree = anchor_tree(&db).unwrap();
+        let audit = Audit::open_anchored(&path, tree.clone()).unwrap();
+        for action in ["view", "accept", "report"] {
+            audit.record(1, "li", "127.0.0.1", action, "A").unwrap();
+        }
+        drop(audit);
+        let whole = std::fs::read(&path).unwrap();
+        let last_line = whole[..whole.len() - 1]
+            .rsplit(|&b| b == b'\n')
+            .next()
+            .unwrap()
+            .to_vec();
+        let mut crashed = whole.clone();
+        crashed.extend_from_slice(&[0u8; 40]);
+        crashed.push(b'\n');
+        crashed.extend_from_slice(&last_line);
+        crashed.push(b'\n');
+        std::fs::write(&path, &crashed).unwrap();
+        let audit = Audit::open_anchored(&path, tree.clone()).unwrap();
+        let records = audit.records().unwrap();
+        assert_eq!(records.len(), 4);
+        assert_eq!(records[3].action, "repair_torn_record");
+        assert_eq!(audit.verify().unwrap().0, 4);
+        drop(audit);
+        // Zeros where an anchored record was: not a power cut.
+        let text = std::fs::read(&path).unwrap();
+        let first_end = text.iter().position(|&b| b == b'\n').unwrap();
+        let mut damaged = vec![0u8; first_end];
+        damaged.extend_from_slice(&text[first_end..]);
+        std::fs::write(&path, &damaged).unwrap();
+        assert!(matches!(
+            Audit::open_anchored(&path, tree.clone()).unwrap_err(),
+            AuditError::Broken { line: 1, .. }
+        ));
     }
 
     /// A record a power cut left half-written is cut off at start and the repair recorded;

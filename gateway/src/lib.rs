@@ -261,7 +261,10 @@ pub fn start(
         board: link.board.clone(),
         forward: forwarder.clone(),
         router: router.clone(),
-        alerts: Arc::new(alerts::Ledger::new(ports.alerts.clone())),
+        alerts: Arc::new(alerts::Ledger::new(
+            ports.alerts.clone(),
+            &alerts::node_name(&config.data_dir),
+        )),
     };
     let metrics_listener = tokio::net::TcpListener::from_std(listeners.metrics)?;
     info!(metrics = %metrics_listener.local_addr()?, "metrics endpoint listening");

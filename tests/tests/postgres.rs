@@ -284,10 +284,13 @@ async fn two_gateway_nodes_share_one_database_and_a_report_signed_on_one_reaches
     );
     let ledger = a.handle.alerts.clone();
     let key = ("alerts.unrouted".to_owned(), lost.to_string());
-    tokio::task::spawn_blocking(move || ledger.acknowledge(&key, "admin", daemon::now_ms()))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        let raised = ledger.raised_since(&key).unwrap().expect("raised");
+        ledger.acknowledge(&key, raised, "admin", daemon::now_ms())
+    })
+    .await
+    .unwrap()
+    .unwrap();
     let on_b = listed(web_b).expect("node B lists it too");
     assert!(
         on_b.contains("class=\"acknowledged\""),

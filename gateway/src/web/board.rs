@@ -275,6 +275,7 @@ pub async fn alerts_page(State(api): State<Api>, session: Session) -> Response {
                                         input type="hidden" name="csrf" value=(csrf);
                                         input type="hidden" name="kind" value=(al.kind);
                                         input type="hidden" name="about" value=(al.about);
+                                        input type="hidden" name="raised" value=(l.raised_ms);
                                         button.secondary type="submit" { (lang.t("alerts.acknowledge")) }
                                     }
                                 }
@@ -328,6 +329,8 @@ fn subject_link(lang: daemon::web::Lang, al: &crate::alerts::Alert) -> Markup {
 pub struct AckForm {
     kind: String,
     about: String,
+    /// When the page showed it raised since (unix ms).
+    raised: i64,
 }
 
 /// An administrator acknowledges an alert raised now: audited (`alert_ack`, the alert's key
@@ -347,18 +350,20 @@ pub async fn acknowledge(
     let key = (form.kind, form.about);
     let now = now_ms();
     let target = format!("{} {}", key.0, key.1);
-    if let Err(e) = api
-        .cases
-        .audited_target(&session.user, from, "alert_ack", &target)
-    {
-        return failed(&session, e.into());
-    }
-    let (ledger, by) = (api.alert_ledger.clone(), session.user.name.clone());
+    let (a, user, ledger) = (api.clone(), session.user.clone(), api.alert_ledger.clone());
+    // Checked, recorded, then kept: a refused acknowledgement is not recorded as one.
     let kept = blocking(move || {
-        ledger.acknowledge(&key, &by, now).map_err(|e| match e {
+        let refused = |e: crate::alerts::AckError| match e {
             crate::alerts::AckError::NotRaised { .. } => ApiError::conflict(e.to_string()),
             crate::alerts::AckError::Store(_) => ApiError::internal(e.to_string()),
-        })
+        };
+        ledger.check(&key, form.raised).map_err(refused)?;
+        a.cases
+            .audited_target(&user, from, "alert_ack", &target)
+            .map_err(ApiError::from)?;
+        ledger
+            .acknowledge(&key, form.raised, &user.name, now)
+            .map_err(refused)
     })
     .await;
     match kept {
