@@ -329,8 +329,8 @@ fn subject_link(lang: daemon::web::Lang, al: &crate::alerts::Alert) -> Markup {
 pub struct AckForm {
     kind: String,
     about: String,
-    /// When the page showed it raised since (unix ms).
-    raised: i64,
+    /// When the page showed it raised since (unix ms; forms carry text).
+    raised: String,
 }
 
 /// An administrator acknowledges an alert raised now: audited (`alert_ack`, the alert's key
@@ -347,6 +347,14 @@ pub async fn acknowledge(
     if let Err(e) = current_alerts(&api, &session).await {
         return failed(&session, e);
     }
+    let Ok(raised) = form.raised.trim().parse::<i64>() else {
+        return failed(
+            &session,
+            ApiError::bad_request(
+                "the form names no time the alert was raised; reload the alerts page",
+            ),
+        );
+    };
     let key = (form.kind, form.about);
     let now = now_ms();
     let target = format!("{} {}", key.0, key.1);
@@ -357,12 +365,12 @@ pub async fn acknowledge(
             crate::alerts::AckError::NotRaised { .. } => ApiError::conflict(e.to_string()),
             crate::alerts::AckError::Store(_) => ApiError::internal(e.to_string()),
         };
-        ledger.check(&key, form.raised).map_err(refused)?;
+        ledger.check(&key, raised).map_err(refused)?;
         a.cases
             .audited_target(&user, from, "alert_ack", &target)
             .map_err(ApiError::from)?;
         ledger
-            .acknowledge(&key, form.raised, &user.name, now)
+            .acknowledge(&key, raised, &user.name, now)
             .map_err(refused)
     })
     .await;
