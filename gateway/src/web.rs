@@ -86,6 +86,24 @@ pub(crate) fn parse_id(
 }
 
 /// An API refusal shown as a page.
+/// Records `action` on `target` by `user` before a change is made, on a blocking thread (an
+/// fsync of the audit log, or a round trip to the database).
+pub(crate) async fn audit_change(
+    api: &Api,
+    user: &User,
+    from: std::net::SocketAddr,
+    action: &'static str,
+    target: String,
+) -> Result<(), ApiError> {
+    let (a, u) = (api.clone(), user.clone());
+    daemon::api::blocking(move || {
+        a.cases
+            .audited_target(&u, from, action, &target)
+            .map_err(ApiError::from)
+    })
+    .await
+}
+
 pub fn failed(session: &Session, e: ApiError) -> Response {
     error_page(session.lang, e.status, &e.message)
 }

@@ -163,11 +163,10 @@ async fn add_user(
         return r;
     }
     // Every change of an account is in the audit log, before it is made.
-    if let Err(e) = api
-        .cases
-        .audited_target(&session.user, from, "user_add", &form.name)
+    if let Err(e) =
+        super::audit_change(&api, &session.user, from, "user_add", form.name.clone()).await
     {
-        return failed(&session, e.into());
+        return failed(&session, e);
     }
     let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
     let a = api.clone();
@@ -209,11 +208,9 @@ async fn change_details(
     if let Err(r) = admin_only(&session, crate::access::Task::Users) {
         return r;
     }
-    if let Err(e) = api
-        .cases
-        .audited_target(&session.user, from, "user_edit", &name)
+    if let Err(e) = super::audit_change(&api, &session.user, from, "user_edit", name.clone()).await
     {
-        return failed(&session, e.into());
+        return failed(&session, e);
     }
     let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
     let (a, actor) = (api.clone(), session.user.clone());
@@ -294,11 +291,10 @@ async fn user_op(
         let e = ApiError::not_found(format!("no user operation {op}"));
         return users_page_after(api, session, Err(e)).await;
     };
-    if let Err(e) = api
-        .cases
-        .audited_target(&session.user, from, op.audit_action(), &name)
+    if let Err(e) =
+        super::audit_change(&api, &session.user, from, op.audit_action(), name.clone()).await
     {
-        return failed(&session, e.into());
+        return failed(&session, e);
     }
     let a = api.clone();
     let me = session.user.name.clone();

@@ -165,11 +165,16 @@ async fn make(
         let e = ApiError::conflict(session.t("roster.none"));
         return roster_page(api, session, e.status, Some(Err(e.message)), None).await;
     };
-    if let Err(e) =
-        api.cases
-            .audited_target(&session.user, from, "roster_change", &change.describe())
+    if let Err(e) = super::audit_change(
+        &api,
+        &session.user,
+        from,
+        "roster_change",
+        change.describe(),
+    )
+    .await
     {
-        return failed(&session, e.into());
+        return failed(&session, e);
     }
     let result = blocking(move || {
         crate::roster_edit::change(&file, &change)
