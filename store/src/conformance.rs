@@ -19,3 +19,25 @@ pub fn run<S>(suite: &str, cases: &[Case<S>], mut fresh: impl FnMut() -> S) {
         }
     }
 }
+
+/// Fresh subjects for a sled adapter's suite: each on a database of its own in `dir`, with
+/// the adapter `open` makes on it, and a function that opens the adapter again on the same
+/// database after a flush (a clean restart).
+#[allow(clippy::unwrap_used, clippy::type_complexity)] // A test helper: a failure panics.
+pub fn sled_subjects<T: ?Sized + 'static>(
+    dir: &std::path::Path,
+    open: fn(&sled::Db) -> Box<T>,
+) -> impl FnMut() -> (Box<T>, Box<dyn Fn() -> Box<T>>) {
+    let dir = dir.to_path_buf();
+    let mut n = 0;
+    move || {
+        n += 1;
+        let db = sled::open(dir.join(n.to_string())).unwrap();
+        let subject = open(&db);
+        let reopen = move || {
+            db.flush().unwrap();
+            open(&db)
+        };
+        (subject, Box::new(reopen) as Box<dyn Fn() -> Box<T>>)
+    }
+}

@@ -96,19 +96,8 @@ mod tests {
     #[test]
     fn the_sled_adapter_conforms() {
         let dir = tempfile::tempdir().unwrap();
-        let mut n = 0;
-        super::super::conformance::run(|| {
-            n += 1;
-            let db = sled::open(dir.path().join(n.to_string())).unwrap();
-            let alerts = SledAlerts::open(&db).unwrap();
-            let reopen = move || {
-                db.flush().unwrap();
-                Box::new(SledAlerts::open(&db).unwrap()) as Box<dyn AlertStore>
-            };
-            (
-                Box::new(alerts) as Box<dyn AlertStore>,
-                Box::new(reopen) as _,
-            )
-        });
+        super::super::conformance::run(crate::conformance::sled_subjects(dir.path(), |db| {
+            Box::new(SledAlerts::open(db).unwrap()) as Box<dyn AlertStore>
+        }));
     }
 }

@@ -120,16 +120,8 @@ mod tests {
     #[test]
     fn the_sled_adapter_conforms() {
         let dir = tempfile::tempdir().unwrap();
-        let mut n = 0;
-        super::super::conformance::run(|| {
-            n += 1;
-            let db = sled::open(dir.path().join(n.to_string())).unwrap();
-            let board = SledBoard::open(&db).unwrap();
-            let reopen = move || Box::new(SledBoard::open(&db).unwrap()) as Box<dyn BoardStore>;
-            (
-                Box::new(board) as Box<dyn BoardStore>,
-                Box::new(reopen) as _,
-            )
-        });
+        super::super::conformance::run(crate::conformance::sled_subjects(dir.path(), |db| {
+            Box::new(SledBoard::open(db).unwrap()) as Box<dyn BoardStore>
+        }));
     }
 }

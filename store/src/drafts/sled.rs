@@ -71,20 +71,8 @@ mod tests {
     #[test]
     fn the_sled_adapter_conforms() {
         let dir = tempfile::tempdir().unwrap();
-        let mut n = 0;
-        super::super::conformance::run(|| {
-            n += 1;
-            let path = dir.path().join(n.to_string());
-            let db = sled::open(&path).unwrap();
-            let drafts = SledDrafts::open(&db).unwrap();
-            let reopen = move || {
-                db.flush().unwrap();
-                Box::new(SledDrafts::open(&db).unwrap()) as Box<dyn DraftStore>
-            };
-            (
-                Box::new(drafts) as Box<dyn DraftStore>,
-                Box::new(reopen) as _,
-            )
-        });
+        super::super::conformance::run(crate::conformance::sled_subjects(dir.path(), |db| {
+            Box::new(SledDrafts::open(db).unwrap()) as Box<dyn DraftStore>
+        }));
     }
 }
