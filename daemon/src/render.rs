@@ -46,7 +46,11 @@ pub(crate) fn render_slot() -> Result<crate::slots::Slot<'static>, RenderError> 
 /// dicom-rs mis-reads into huge allocations. The re-encoder asks this too.
 pub fn readable(path: &Path) -> Result<(), RenderError> {
     std::fs::metadata(path).map_err(|e| RenderError::Open(e.to_string()))?;
-    let scan = store::structure::scan(path, &[]).map_err(RenderError::Unsafe)?;
+    sound(&store::structure::scan(path, &[]).map_err(RenderError::Unsafe)?)
+}
+
+/// What [`readable`] asks of a file's walk, for a caller that walked it already.
+pub(crate) fn sound(scan: &store::structure::Scan) -> Result<(), RenderError> {
     if scan.unknown_vr_sequences > 0 {
         return Err(RenderError::Unsafe(format!(
             "it holds {} sequence(s) of unknown VR (UN of undefined length)",

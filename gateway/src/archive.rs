@@ -197,14 +197,10 @@ impl GatewayArchive {
         Ok(())
     }
 
-    /// Whether `needed` more bytes fit above the reserve (`min_free_mib`), the uploads in
-    /// progress aside: what a file stored here (DICOMweb) is checked against first.
-    pub fn room_for(&self, needed: u64) -> Result<(), ArchiveError> {
-        self.check_room(needed)
-    }
-
-    /// Refuses to take `needed` more bytes when that would eat into the reserve.
-    fn check_room(&self, needed: u64) -> Result<(), ArchiveError> {
+    /// Refuses to take `needed` more bytes when that would eat into the reserve
+    /// (`min_free_mib`), the uploads in progress aside: what a file stored here (DICOMweb) is
+    /// checked against first.
+    pub fn check_room(&self, needed: u64) -> Result<(), ArchiveError> {
         if self.min_free == 0 {
             return Ok(());
         }

@@ -215,12 +215,7 @@ fn header_of(api: &Api, object: &ObjectId) -> Result<Arc<Header>, ApiError> {
     {
         return Ok(h.clone());
     }
-    let file = api
-        .cases
-        .archive
-        .objects()
-        .local_file(object)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let file = local_file(api, object)?;
     let h = Arc::new(instance::header(file.path()).map_err(render_failed)?);
     let mut cache = headers().lock().unwrap_or_else(|p| p.into_inner());
     if cache.len() >= CACHED_HEADERS {
@@ -1162,6 +1157,7 @@ async fn stow(
 ) -> Result<Response, ApiError> {
     use daemon::dicomweb::stow::{self, reason, Outcome};
     let base = service_url(&api, &headers);
+    let study_url = study.as_ref().map(|s| format!("{base}/studies/{s}"));
     let (a, u) = (api.clone(), user.clone());
     // Study → every (clinic, the case's patient id) it is held in; and the SOP Instance UIDs
     // of every study the user may read, which a new instance must not reuse (a PACS would
@@ -1169,6 +1165,10 @@ async fn stow(
     let (storable, known): (Vec<(ClinicId, String, String)>, HashSet<String>) =
         blocking(move || {
             let storable = a.cases.storable_studies(&u).map_err(ApiError::from)?;
+            // Holding no case's study, every part is refused before its UID is looked at.
+            if storable.is_empty() {
+                return Ok((storable, HashSet::new()));
+            }
             let known = a
                 .cases
                 .archive
@@ -1187,7 +1187,7 @@ async fn stow(
     let a = api.clone();
     let stage = move || {
         // The reserve is checked before a part is written, and again with its size.
-        a.cases.archive.room_for(0).map_err(|e| e.to_string())?;
+        a.cases.archive.check_room(0).map_err(|e| e.to_string())?;
         a.cases.archive.objects().stage().map_err(|e| e.to_string())
     };
     let (a, u) = (api.clone(), user.clone());
@@ -1295,6 +1295,5 @@ async fn stow(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let study_url = study.map(|s| format!("{}/studies/{s}", service_url(&api, &headers)));
     stow::serve(content_type, body, stage, keep, study_url.as_deref()).await
 }

@@ -32,7 +32,7 @@ use crate::https::Peer;
 type Client = axum::extract::ConnectInfo<Peer>;
 
 /// The media type of every answer.
-pub const FHIR_JSON: &str = "application/fhir+json";
+const FHIR_JSON: &str = "application/fhir+json";
 
 /// The resource types served.
 const KINDS: [&str; 4] = [
@@ -79,7 +79,7 @@ fn answer(value: &Value) -> Response {
 }
 
 /// A FHIR `instant` (RFC 3339, UTC) of unix milliseconds.
-pub fn instant(ms: i64) -> String {
+fn instant(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::format_description::well_known::Rfc3339)
@@ -331,7 +331,7 @@ fn service_request(c: &Consultation, subject: &str, studies: &[String]) -> Value
 }
 
 /// The extension holding a request's consent: who gave it, how, when.
-pub const CONSENT_EXTENSION: &str = "urn:tpg:fhir:StructureDefinition:consent";
+const CONSENT_EXTENSION: &str = "urn:tpg:fhir:StructureDefinition:consent";
 
 fn imaging_study(
     base: &str,
@@ -576,6 +576,15 @@ fn known_kind(kind: &str) -> Result<&'static str, Response> {
     })
 }
 
+/// Who asks, and the resource type they name; or the OperationOutcome that refuses them.
+fn caller(
+    user: Result<Authenticated, ApiError>,
+    kind: &str,
+) -> Result<(daemon::accounts::User, &'static str), Response> {
+    let Authenticated(user) = user.map_err(refused)?;
+    Ok((user, known_kind(kind)?))
+}
+
 async fn read(
     State(api): State<Api>,
     axum::extract::ConnectInfo(Peer(from)): Client,
@@ -583,12 +592,8 @@ async fn read(
     Path((kind, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let Authenticated(user) = match user {
-        Ok(u) => u,
-        Err(e) => return refused(e),
-    };
-    let kind = match known_kind(&kind) {
-        Ok(k) => k,
+    let (user, kind) = match caller(user, &kind) {
+        Ok(c) => c,
         Err(r) => return r,
     };
     let base = api.origin(&headers);
@@ -621,12 +626,8 @@ async fn search(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let Authenticated(user) = match user {
-        Ok(u) => u,
-        Err(e) => return refused(e),
-    };
-    let kind = match known_kind(&kind) {
-        Ok(k) => k,
+    let (user, kind) = match caller(user, &kind) {
+        Ok(c) => c,
         Err(r) => return r,
     };
     let params: Vec<(String, String)> =

@@ -37,10 +37,11 @@ pub struct Header {
 
 /// Reads the header of the file at `path`.
 pub fn header(path: &Path) -> Result<Header, RenderError> {
-    crate::render::readable(path)?;
-    let top_level = store::structure::layout(path, &[])
-        .map_err(RenderError::Unsafe)?
-        .top_level;
+    // The walk `render::readable` makes, with where each top-level element starts: once.
+    std::fs::metadata(path).map_err(|e| RenderError::Open(e.to_string()))?;
+    let scan = store::structure::layout(path, &[]).map_err(RenderError::Unsafe)?;
+    crate::render::sound(&scan)?;
+    let top_level = scan.top_level;
     let pixels_at = top_level
         .iter()
         .position(|(tag, _)| *tag == (0x7FE0, 0x0010));

@@ -34,7 +34,7 @@ fn ui(value: &str) -> Value {
 /// The answer to a STOW-RS request: 200 when every instance was stored, 202 when some were
 /// and some were not, 409 when none was (PS3.18 §10.5.3.1). `study_url`: the study the
 /// request stored into, when this server serves it (Retrieve URL at the top).
-pub fn answer(outcomes: &[Outcome], study_url: Option<&str>) -> Response {
+fn answer(outcomes: &[Outcome], study_url: Option<&str>) -> Response {
     let mut referenced = Vec::new();
     let mut failed = Vec::new();
     let mut warnings = Vec::new();
@@ -117,7 +117,7 @@ const HEAD: usize = 4096;
 /// bytes. A part cut short, longer than `max_part` bytes, or that cannot be staged (no room)
 /// ends the reading and is reported as failed; the parts before it stay stored. `Err` only
 /// when a thread of this daemon failed.
-pub async fn receive<S, K>(
+async fn receive<S, K>(
     body: axum::body::Body,
     boundary: String,
     max_part: u64,

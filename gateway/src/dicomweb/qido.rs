@@ -41,7 +41,7 @@ pub struct Query {
 pub struct BadQuery(pub String);
 
 /// A tag as a query names it: its keyword (`PatientName`) or eight hex digits (`00100010`).
-pub fn tag_named(name: &str) -> Option<Tag> {
+fn tag_named(name: &str) -> Option<Tag> {
     daemon::dicomweb::parse_tag_key(name)
         .or_else(|| StandardDataDictionary.by_name(name).map(|e| e.tag()))
 }
